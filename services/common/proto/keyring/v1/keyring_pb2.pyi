@@ -1,0 +1,528 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STRATEGY_UNSPECIFIED: _ClassVar[Strategy]
+    ROUND_ROBIN: _ClassVar[Strategy]
+    RANDOM: _ClassVar[Strategy]
+    WEIGHTED: _ClassVar[Strategy]
+    LEAST_LOADED: _ClassVar[Strategy]
+
+class KeyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KEY_STATE_UNSPECIFIED: _ClassVar[KeyState]
+    ACTIVE: _ClassVar[KeyState]
+    SUSPENDED: _ClassVar[KeyState]
+    INVALID: _ClassVar[KeyState]
+    DISABLED: _ClassVar[KeyState]
+STRATEGY_UNSPECIFIED: Strategy
+ROUND_ROBIN: Strategy
+RANDOM: Strategy
+WEIGHTED: Strategy
+LEAST_LOADED: Strategy
+KEY_STATE_UNSPECIFIED: KeyState
+ACTIVE: KeyState
+SUSPENDED: KeyState
+INVALID: KeyState
+DISABLED: KeyState
+
+class AcquireRequest(_message.Message):
+    __slots__ = ("token_hash", "model", "exclude_key_ids")
+    TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    token_hash: str
+    model: str
+    exclude_key_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Lease(_message.Message):
+    __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_SLOT_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    key_id: str
+    secret: str
+    project: str
+    pool: str
+    expires_at_ms: int
+    egress_slot: int
+    def __init__(self, lease_id: _Optional[str] = ..., key_id: _Optional[str] = ..., secret: _Optional[str] = ..., project: _Optional[str] = ..., pool: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., egress_slot: _Optional[int] = ...) -> None: ...
+
+class AcquireResponse(_message.Message):
+    __slots__ = ("lease", "allowed_models")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    lease: Lease
+    allowed_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_ids", "latency_ms", "input_tokens", "output_tokens", "error_message")
+    class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TRANSPORT_OK: _ClassVar[Outcome.Transport]
+        TRANSPORT_TIMEOUT: _ClassVar[Outcome.Transport]
+        TRANSPORT_CONNECTION: _ClassVar[Outcome.Transport]
+        TRANSPORT_CANCELLED: _ClassVar[Outcome.Transport]
+    TRANSPORT_OK: Outcome.Transport
+    TRANSPORT_TIMEOUT: Outcome.Transport
+    TRANSPORT_CONNECTION: Outcome.Transport
+    TRANSPORT_CANCELLED: Outcome.Transport
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_IDS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    transport: Outcome.Transport
+    http_status: int
+    error_status: str
+    error_reason: str
+    retry_delay_ms: int
+    quota_ids: _containers.RepeatedScalarFieldContainer[str]
+    latency_ms: int
+    input_tokens: int
+    output_tokens: int
+    error_message: str
+    def __init__(self, transport: _Optional[_Union[Outcome.Transport, str]] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., quota_ids: _Optional[_Iterable[str]] = ..., latency_ms: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ("lease_id", "outcome", "key_id", "model")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    outcome: Outcome
+    key_id: str
+    model: str
+    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ("known",)
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+
+class StreamError(_message.Message):
+    __slots__ = ("code", "message", "retry_after_ms")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    retry_after_ms: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+
+class LeaseStreamRequest(_message.Message):
+    __slots__ = ("id", "acquire", "release")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACQUIRE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    acquire: AcquireRequest
+    release: ReleaseRequest
+    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
+
+class LeaseStreamResponse(_message.Message):
+    __slots__ = ("id", "acquire", "release", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACQUIRE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    acquire: AcquireResponse
+    release: ReleaseResponse
+    error: StreamError
+    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
+
+class Policy(_message.Message):
+    __slots__ = ("rate_limit_cooldown_ms", "rate_limit_max_cooldown_ms", "server_error_cooldown_ms", "server_error_max_cooldown_ms", "forbidden_threshold", "max_in_flight", "requests_per_minute", "lease_ttl_ms", "suspend_ms")
+    RATE_LIMIT_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_MAX_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ERROR_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ERROR_MAX_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
+    FORBIDDEN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    SUSPEND_MS_FIELD_NUMBER: _ClassVar[int]
+    rate_limit_cooldown_ms: int
+    rate_limit_max_cooldown_ms: int
+    server_error_cooldown_ms: int
+    server_error_max_cooldown_ms: int
+    forbidden_threshold: int
+    max_in_flight: int
+    requests_per_minute: int
+    lease_ttl_ms: int
+    suspend_ms: int
+    def __init__(self, rate_limit_cooldown_ms: _Optional[int] = ..., rate_limit_max_cooldown_ms: _Optional[int] = ..., server_error_cooldown_ms: _Optional[int] = ..., server_error_max_cooldown_ms: _Optional[int] = ..., forbidden_threshold: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., lease_ttl_ms: _Optional[int] = ..., suspend_ms: _Optional[int] = ...) -> None: ...
+
+class Pool(_message.Message):
+    __slots__ = ("name", "allowed_models", "strategy", "policy", "description", "created_at_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    allowed_models: _containers.RepeatedScalarFieldContainer[str]
+    strategy: Strategy
+    policy: Policy
+    description: str
+    created_at_ms: int
+    def __init__(self, name: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., description: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+
+class KeyInput(_message.Message):
+    __slots__ = ("secret", "project", "tier", "weight", "tags", "note")
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    secret: str
+    project: str
+    tier: int
+    weight: int
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    note: str
+    def __init__(self, secret: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class Cooldown(_message.Message):
+    __slots__ = ("model", "scope", "reason", "until_ms", "strikes")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    STRIKES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    scope: str
+    reason: str
+    until_ms: int
+    strikes: int
+    def __init__(self, model: _Optional[str] = ..., scope: _Optional[str] = ..., reason: _Optional[str] = ..., until_ms: _Optional[int] = ..., strikes: _Optional[int] = ...) -> None: ...
+
+class LastError(_message.Message):
+    __slots__ = ("http_status", "status", "reason", "message", "at_ms")
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    http_status: int
+    status: str
+    reason: str
+    message: str
+    at_ms: int
+    def __init__(self, http_status: _Optional[int] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
+
+class KeyInfo(_message.Message):
+    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COOLDOWNS_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STATE_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    mask: str
+    pool: str
+    project: str
+    tier: int
+    weight: int
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    note: str
+    state: KeyState
+    cooldowns: _containers.RepeatedCompositeFieldContainer[Cooldown]
+    consecutive_failures: int
+    last_error: LastError
+    created_at_ms: int
+    state_until_ms: int
+    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ...) -> None: ...
+
+class KeyFilter(_message.Message):
+    __slots__ = ("pool", "state", "cooling_model", "project", "tier", "tag", "text", "page_size", "page_token")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COOLING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    state: KeyState
+    cooling_model: str
+    project: str
+    tier: int
+    tag: str
+    text: str
+    page_size: int
+    page_token: str
+    def __init__(self, pool: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooling_model: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., tag: _Optional[str] = ..., text: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("token_id", "name", "pool", "created_at_ms", "expires_at_ms", "revoked", "requests_per_minute", "prefix")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    name: str
+    pool: str
+    created_at_ms: int
+    expires_at_ms: int
+    revoked: bool
+    requests_per_minute: int
+    prefix: str
+    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., pool: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., revoked: _Optional[bool] = ..., requests_per_minute: _Optional[int] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class CreatePoolRequest(_message.Message):
+    __slots__ = ("pool",)
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    pool: Pool
+    def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ...) -> None: ...
+
+class GetPoolRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListPoolsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPoolsResponse(_message.Message):
+    __slots__ = ("pools",)
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    pools: _containers.RepeatedCompositeFieldContainer[Pool]
+    def __init__(self, pools: _Optional[_Iterable[_Union[Pool, _Mapping]]] = ...) -> None: ...
+
+class UpdatePoolRequest(_message.Message):
+    __slots__ = ("pool", "update_fields")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    pool: Pool
+    update_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool: _Optional[_Union[Pool, _Mapping]] = ..., update_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeletePoolRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeletePoolResponse(_message.Message):
+    __slots__ = ("keys_deleted", "tokens_deleted")
+    KEYS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    keys_deleted: int
+    tokens_deleted: int
+    def __init__(self, keys_deleted: _Optional[int] = ..., tokens_deleted: _Optional[int] = ...) -> None: ...
+
+class AddKeysRequest(_message.Message):
+    __slots__ = ("pool", "keys")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    keys: _containers.RepeatedCompositeFieldContainer[KeyInput]
+    def __init__(self, pool: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[KeyInput, _Mapping]]] = ...) -> None: ...
+
+class AddKeyResult(_message.Message):
+    __slots__ = ("index", "key_id", "mask", "status", "message")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[AddKeyResult.Status]
+        ADDED: _ClassVar[AddKeyResult.Status]
+        DUPLICATE: _ClassVar[AddKeyResult.Status]
+        MALFORMED: _ClassVar[AddKeyResult.Status]
+    STATUS_UNSPECIFIED: AddKeyResult.Status
+    ADDED: AddKeyResult.Status
+    DUPLICATE: AddKeyResult.Status
+    MALFORMED: AddKeyResult.Status
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    key_id: str
+    mask: str
+    status: AddKeyResult.Status
+    message: str
+    def __init__(self, index: _Optional[int] = ..., key_id: _Optional[str] = ..., mask: _Optional[str] = ..., status: _Optional[_Union[AddKeyResult.Status, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class AddKeysResponse(_message.Message):
+    __slots__ = ("results", "added")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AddKeyResult]
+    added: int
+    def __init__(self, results: _Optional[_Iterable[_Union[AddKeyResult, _Mapping]]] = ..., added: _Optional[int] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("filter",)
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    filter: KeyFilter
+    def __init__(self, filter: _Optional[_Union[KeyFilter, _Mapping]] = ...) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("keys", "next_page_token", "total")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[KeyInfo]
+    next_page_token: str
+    total: int
+    def __init__(self, keys: _Optional[_Iterable[_Union[KeyInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class GetKeyRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class UpdateKeyRequest(_message.Message):
+    __slots__ = ("key_id", "changes", "update_fields")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    changes: KeyInput
+    update_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key_id: _Optional[str] = ..., changes: _Optional[_Union[KeyInput, _Mapping]] = ..., update_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetKeyStateRequest(_message.Message):
+    __slots__ = ("key_id", "action")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[SetKeyStateRequest.Action]
+        ENABLE: _ClassVar[SetKeyStateRequest.Action]
+        DISABLE: _ClassVar[SetKeyStateRequest.Action]
+        REVIVE: _ClassVar[SetKeyStateRequest.Action]
+    ACTION_UNSPECIFIED: SetKeyStateRequest.Action
+    ENABLE: SetKeyStateRequest.Action
+    DISABLE: SetKeyStateRequest.Action
+    REVIVE: SetKeyStateRequest.Action
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    action: SetKeyStateRequest.Action
+    def __init__(self, key_id: _Optional[str] = ..., action: _Optional[_Union[SetKeyStateRequest.Action, str]] = ...) -> None: ...
+
+class DeleteKeyRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class DeleteKeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("pool", "name", "expires_at_ms", "requests_per_minute")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    name: str
+    expires_at_ms: int
+    requests_per_minute: int
+    def __init__(self, pool: _Optional[str] = ..., name: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., requests_per_minute: _Optional[int] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("info", "token")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    info: TokenInfo
+    token: str
+    def __init__(self, info: _Optional[_Union[TokenInfo, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ("pool",)
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    def __init__(self, pool: _Optional[str] = ...) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
+
+class RotateTokenRequest(_message.Message):
+    __slots__ = ("token_id",)
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    def __init__(self, token_id: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("token_id",)
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    def __init__(self, token_id: _Optional[str] = ...) -> None: ...
+
+class ExportConfigRequest(_message.Message):
+    __slots__ = ("include_secrets_in_clear",)
+    INCLUDE_SECRETS_IN_CLEAR_FIELD_NUMBER: _ClassVar[int]
+    include_secrets_in_clear: bool
+    def __init__(self, include_secrets_in_clear: _Optional[bool] = ...) -> None: ...
+
+class ExportConfigResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    def __init__(self, document: _Optional[bytes] = ...) -> None: ...
+
+class ImportConfigRequest(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    def __init__(self, document: _Optional[bytes] = ...) -> None: ...
+
+class ImportConfigResponse(_message.Message):
+    __slots__ = ("pools", "keys", "tokens")
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    pools: int
+    keys: int
+    tokens: int
+    def __init__(self, pools: _Optional[int] = ..., keys: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
