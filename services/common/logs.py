@@ -1,0 +1,43 @@
+"""One log format for every service: JSON lines on stderr.
+
+Nothing here may log a secret: upstream keys and client tokens never reach
+a log call in the first place (only key ids, masks and token ids do).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import orjson
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "service": self._service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in ("trace_id", "span_id"):
+            value = getattr(record, field, None)
+            if value:
+                entry[field] = value
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def configure_logging(service: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())

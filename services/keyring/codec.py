@@ -1,0 +1,147 @@
+"""How records are laid out in the store: paths under a versioned prefix, JSON values.
+
+    {prefix}pools/{name}
+    {prefix}keys/{key_id}
+    {prefix}tokens/{token_id}
+    {prefix}cooldowns/{scope}/{subject}/{model}
+    {prefix}members/{replica_id}
+
+JSON (not protobuf) so an operator can read the store with etcdctl; secrets
+are sealed before they get here and tokens are only hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+from urllib.parse import quote, unquote
+
+import orjson
+
+from .domain.models import (
+    ClientToken,
+    Cooldown,
+    CooldownId,
+    CooldownReason,
+    CooldownScope,
+    KeyState,
+    LastError,
+    Policy,
+    Pool,
+    Strategy,
+    UpstreamKey,
+)
+
+DEFAULT_PREFIX = "/keyring/v1/"
+Record = Pool | UpstreamKey | ClientToken | Cooldown
+
+
+class Layout:
+    """Store paths of one deployment (its prefix)."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+
+    def pool(self, name: str) -> str:
+        return f"{self.prefix}pools/{quote(name, safe='')}"
+
+    def key(self, key_id: str) -> str:
+        return f"{self.prefix}keys/{key_id}"
+
+    def token(self, token_id: str) -> str:
+        return f"{self.prefix}tokens/{token_id}"
+
+    def cooldown(self, cooldown_id: CooldownId) -> str:
+        subject = quote(cooldown_id.subject, safe="")
+        return f"{self.prefix}cooldowns/{cooldown_id.scope.value}/{subject}/{quote(cooldown_id.model, safe='')}"
+
+    def member(self, replica_id: str) -> str:
+        return f"{self.prefix}members/{replica_id}"
+
+    @property
+    def members_prefix(self) -> str:
+        return f"{self.prefix}members/"
+
+    def path_of(self, record: Record) -> str:
+        if isinstance(record, Pool):
+            return self.pool(record.name)
+        if isinstance(record, UpstreamKey):
+            return self.key(record.key_id)
+        if isinstance(record, ClientToken):
+            return self.token(record.token_id)
+        return self.cooldown(record.id)
+
+    def kind_of(self, path: str) -> tuple[str, list[str]]:
+        """('pools', [name]) etc.; ('', []) for paths that are not ours."""
+        if not path.startswith(self.prefix):
+            return "", []
+        kind, _, rest = path[len(self.prefix) :].partition("/")
+        return kind, [unquote(part) for part in rest.split("/")]
+
+
+def encode(record: Record) -> bytes:
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "revision"}
+    if isinstance(record, Pool):
+        fields["policy"] = dataclasses.asdict(record.policy)
+    if isinstance(record, UpstreamKey) and record.last_error is not None:
+        fields["last_error"] = dataclasses.asdict(record.last_error)
+    if isinstance(record, Cooldown):
+        fields["id"] = {"scope": record.id.scope.value, "subject": record.id.subject, "model": record.id.model}
+    return orjson.dumps(fields)
+
+
+def decode_pool(data: dict[str, Any], revision: int) -> Pool:
+    return Pool(
+        name=data["name"],
+        allowed_models=tuple(data.get("allowed_models", ())),
+        strategy=Strategy(data.get("strategy", Strategy.ROUND_ROBIN)),
+        policy=Policy(**data.get("policy", {})),
+        description=data.get("description", ""),
+        created_at=data.get("created_at", 0.0),
+        revision=revision,
+    )
+
+
+def decode_key(data: dict[str, Any], revision: int) -> UpstreamKey:
+    last_error = data.get("last_error")
+    return UpstreamKey(
+        key_id=data["key_id"],
+        pool=data["pool"],
+        sealed_secret=data["sealed_secret"],
+        mask=data["mask"],
+        project=data.get("project", ""),
+        tier=data.get("tier", 1),
+        weight=data.get("weight", 1),
+        tags=tuple(data.get("tags", ())),
+        note=data.get("note", ""),
+        state=KeyState(data.get("state", KeyState.ACTIVE)),
+        state_until=data.get("state_until", 0.0),
+        consecutive_failures=data.get("consecutive_failures", 0),
+        forbidden_strikes=data.get("forbidden_strikes", 0),
+        last_error=LastError(**last_error) if last_error else None,
+        created_at=data.get("created_at", 0.0),
+        revision=revision,
+    )
+
+
+def decode_token(data: dict[str, Any], revision: int) -> ClientToken:
+    return ClientToken(**data, revision=revision)
+
+
+def decode_cooldown(data: dict[str, Any], revision: int) -> Cooldown:
+    ident = data["id"]
+    return Cooldown(
+        id=CooldownId(CooldownScope(ident["scope"]), ident["subject"], ident["model"]),
+        reason=CooldownReason(data["reason"]),
+        until=data["until"],
+        strikes=data.get("strikes", 1),
+        revision=revision,
+    )
+
+
+DECODERS = {"pools": decode_pool, "keys": decode_key, "tokens": decode_token, "cooldowns": decode_cooldown}
+
+
+def decode(kind: str, value: bytes, revision: int) -> Record | None:
+    decoder = DECODERS.get(kind)
+    return decoder(orjson.loads(value), revision) if decoder else None

@@ -1,0 +1,52 @@
+"""Keyring's settings, from KEYRING_* environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .codec import DEFAULT_PREFIX
+from .domain.identity import GEMINI_KEY_PATTERN
+from .sealing import SecretBox
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class KeyringSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYRING_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = 50051
+    # Comma-separated host:port list; the first that answers is used.
+    etcd_endpoints: str = "127.0.0.1:2379"
+    etcd_timeout_s: float = 5.0
+    prefix: str = DEFAULT_PREFIX
+    # The key-encryption key: base64 of 32 bytes, inline or in a file (a mounted Secret).
+    kek: str = Field(default="", repr=False)
+    kek_file: str = ""
+    replica_id: str = Field(default_factory=_default_replica_id)
+    membership_ttl_s: int = 10
+    key_pattern: str = GEMINI_KEY_PATTERN
+    max_keys_per_import: int = 5000
+    max_message_bytes: int = 16 * 1024 * 1024
+    shutdown_grace_s: float = 10.0
+    janitor_interval_s: float = 1.0
+    metrics_port: int = 0  # 0: no /metrics listener
+
+    @model_validator(mode="after")
+    def _one_kek(self) -> KeyringSettings:
+        if not self.kek and not self.kek_file:
+            raise ValueError("set KEYRING_KEK or KEYRING_KEK_FILE (base64 of 32 random bytes)")
+        return self
+
+    def secret_box(self) -> SecretBox:
+        return SecretBox.from_file(self.kek_file) if self.kek_file else SecretBox.from_base64(self.kek)
+
+    def etcd_endpoint_list(self) -> list[str]:
+        return [endpoint.strip() for endpoint in self.etcd_endpoints.split(",") if endpoint.strip()]

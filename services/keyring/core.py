@@ -1,0 +1,304 @@
+"""One keyring replica: its view of the store, its leases, and every write it makes.
+
+The view is built by a range read and kept current by a watch from that
+revision (patroni's KVCache, in asyncio). Leases are granted from memory.
+State changes go to the store as transactions guarded by each record's
+mod_revision; a lost guard means another replica wrote first, so the change
+is decided again on fresh data (``transact``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from .codec import Layout, Record, decode, encode
+from .domain.allocator import Allocator, Grant
+from .domain.errors import Conflict, NotReady
+from .domain.leasing import LeaseBook
+from .domain.models import ClientToken, Cooldown, CooldownId, CooldownScope, Outcome, Policy, Pool, UpstreamKey
+from .domain.policy import judge
+from .domain.view import KeyringView
+from .sealing import SecretBox
+from .store import MAX_WRITES_PER_COMMIT, Registration, Snapshot, Store, StoreUnavailable, WatchCompacted, Write
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+COOLDOWN_GC_INTERVAL_S = 30.0
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One record to write (``record``) or delete (``record is None``), guarded by ``expected``."""
+
+    path: str
+    record: Record | None
+    expected: int
+
+
+class Keyring:
+    def __init__(
+        self,
+        store: Store,
+        box: SecretBox,
+        *,
+        replica_id: str,
+        layout: Layout | None = None,
+        membership_ttl_s: int = 10,
+        janitor_interval_s: float = 1.0,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.box = box
+        self.layout = layout or Layout()
+        self.replica_id = replica_id
+        self.clock = clock
+        self.view = KeyringView()
+        self.book = LeaseBook(replica_id)
+        self.allocator = Allocator(self.view, self.book, self.replica_count, rng)
+        self._membership_ttl_s = membership_ttl_s
+        self._janitor_interval_s = janitor_interval_s
+        self._revisions: dict[str, int] = {}
+        self._secrets: dict[str, tuple[str, str]] = {}  # key id -> (sealed, clear)
+        self._built = asyncio.Event()
+        self._accepting = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._registration: Registration | None = None
+        # Called with (event, labels) for metrics; set by the server.
+        self.on_event: Callable[[str, dict[str, str]], None] = lambda event, labels: None
+
+    # -- lifecycle ------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Serving: the view is built and the replica has not begun to shut down."""
+        return self._accepting and self._built.is_set()
+
+    def replica_count(self) -> int:
+        return max(1, len(self.view.members))
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        self._tasks.append(asyncio.create_task(self._follow_store(), name="keyring-follow-store"))
+        await asyncio.wait_for(self._built.wait(), timeout_s)
+        member = orjson.dumps({"replica_id": self.replica_id, "started_at": self.clock()})
+        self._registration = await self.store.register(
+            self.layout.member(self.replica_id), member, self._membership_ttl_s
+        )
+        self._tasks.append(asyncio.create_task(self._janitor(), name="keyring-janitor"))
+        self._accepting = True
+
+    def stop_accepting(self) -> None:
+        """First step of a graceful shutdown: new leases are refused, releases still work."""
+        self._accepting = False
+
+    async def stop(self) -> None:
+        self._accepting = False
+        if self._registration is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await self._registration.close()
+            self._registration = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # -- leasing --------------------------------------------------------
+
+    def acquire(self, token_hash: str, model: str, exclude: frozenset[str] = frozenset()) -> tuple[Grant, str]:
+        """A lease and the key's secret in clear; raises a domain error when refused."""
+        if not self._accepting:
+            raise NotReady("this keyring replica is not serving leases")
+        grant = self.allocator.acquire(token_hash, model, exclude, self.clock())
+        self.on_event("lease_granted", {"pool": grant.pool.name})
+        return grant, self._secret_of(grant.key.key_id, grant.key.sealed_secret)
+
+    async def release(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> bool:
+        """Give the slot back and learn from the outcome; False when the lease was not ours."""
+        lease = self.allocator.release(lease_id)
+        if lease is not None:
+            key_id, model = lease.key_id, lease.model
+        if key_id:
+            await self.report(key_id, model, outcome)
+        return lease is not None
+
+    async def report(self, key_id: str, model: str, outcome: Outcome) -> None:
+        """Apply the outcome policy and persist what it changes."""
+
+        def decide() -> list[Change]:
+            key = self.view.keys.get(key_id)
+            if key is None:
+                return []
+            pool = self.view.pools.get(key.pool)
+            policy = pool.policy if pool else Policy()
+            verdict = judge(outcome, key, model, policy, self.clock(), self.view.cooldowns)
+            changes = []
+            if verdict.cooldown is not None:
+                changes.append(put(self.layout, verdict.cooldown))
+                self.on_event("cooldown_started", {"reason": verdict.cooldown.reason.value})
+            if verdict.key is not None:
+                changes.append(put(self.layout, verdict.key))
+            return changes
+
+        await self.transact(decide)
+
+    def _secret_of(self, key_id: str, sealed: str) -> str:
+        cached = self._secrets.get(key_id)
+        if cached is not None and cached[0] == sealed:
+            return cached[1]
+        clear = self.box.open(sealed, key_id)
+        self._secrets[key_id] = (sealed, clear)
+        return clear
+
+    # -- writes ---------------------------------------------------------
+
+    async def transact(self, decide: Callable[[], list[Change]]) -> list[Change]:
+        """Decide on the view, write guarded; on a lost guard refresh and decide again."""
+        for _ in range(MAX_ATTEMPTS):
+            changes = decide()
+            if not changes or await self.commit(changes):
+                return changes
+            await self._refresh([change.path for change in changes])
+        raise Conflict("the state changed concurrently too often; try again")
+
+    async def commit(self, changes: list[Change]) -> bool:
+        """Write all changes atomically and apply them to the view; False when a guard lost."""
+        if len(changes) > MAX_WRITES_PER_COMMIT:
+            raise ValueError(f"at most {MAX_WRITES_PER_COMMIT} changes per commit")
+        writes = [
+            Write(change.path, None if change.record is None else encode(change.record), change.expected)
+            for change in changes
+        ]
+        try:
+            revision = await self.store.commit(writes)
+        except StoreUnavailable as error:
+            raise NotReady("the store is unavailable; nothing was changed") from error
+        if revision is None:
+            return False
+        for write in writes:
+            self._apply(write.key, write.value, revision)
+        return True
+
+    async def _refresh(self, paths: list[str]) -> None:
+        for path in paths:
+            try:
+                entry = await self.store.get(path)
+            except StoreUnavailable as error:
+                raise NotReady("the store is unavailable") from error
+            if entry is None:
+                self._forget(path)
+            else:
+                self._apply(path, entry.value, entry.mod_revision)
+
+    # -- following the store --------------------------------------------
+
+    async def _follow_store(self) -> None:
+        """Range read, then watch from that revision; rebuild after any watch failure."""
+        backoff = 0.1
+        while True:
+            try:
+                snapshot = await self.store.snapshot(self.layout.prefix)
+                self._rebuild(snapshot)
+                self._built.set()
+                backoff = 0.1
+                async for events in self.store.watch(self.layout.prefix, snapshot.revision + 1):
+                    for event in events:
+                        self._apply(event.key, event.value, event.mod_revision)
+                        self.view.revision = max(self.view.revision, event.mod_revision)
+            except (StoreUnavailable, WatchCompacted) as error:
+                log.warning("store watch interrupted (%s); rebuilding the view", type(error).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _rebuild(self, snapshot: Snapshot) -> None:
+        members_before = dict(self.view.members)
+        self.view.clear()
+        self._revisions.clear()
+        for entry in snapshot.entries:
+            self._apply(entry.key, entry.value, entry.mod_revision)
+        if not self.view.members and members_before:
+            self.view.members.update(members_before)
+        self.view.revision = snapshot.revision
+
+    def _apply(self, path: str, value: bytes | None, revision: int) -> None:
+        """Apply one stored change to the view unless the view already has a newer one."""
+        if revision <= self._revisions.get(path, 0):
+            return
+        self._revisions[path] = revision
+        if value is None:
+            self._forget(path)
+            return
+        kind, parts = self.layout.kind_of(path)
+        if kind == "members":
+            self.view.members[parts[0]] = value
+            return
+        try:
+            record = decode(kind, value, revision)
+        except (ValueError, KeyError, TypeError):
+            log.error("skipping a malformed record at %s", path)
+            return
+        if record is not None:
+            self._put_in_view(record)
+
+    def _put_in_view(self, record: Record) -> None:
+        if isinstance(record, Pool):
+            self.view.put_pool(record)
+        elif isinstance(record, UpstreamKey):
+            self.view.put_key(record)
+        elif isinstance(record, ClientToken):
+            self.view.put_token(record)
+        elif isinstance(record, Cooldown):
+            self.view.put_cooldown(record)
+
+    def _forget(self, path: str) -> None:
+        kind, parts = self.layout.kind_of(path)
+        if kind == "pools":
+            self.view.remove_pool(parts[0])
+        elif kind == "keys":
+            self.view.remove_key(parts[0])
+            self._secrets.pop(parts[0], None)
+        elif kind == "tokens":
+            self.view.remove_token(parts[0])
+        elif kind == "cooldowns" and len(parts) == 3:
+            self.view.remove_cooldown(CooldownId(CooldownScope(parts[0]), parts[1], parts[2]))
+        elif kind == "members":
+            self.view.members.pop(parts[0], None)
+
+    # -- housekeeping ---------------------------------------------------
+
+    async def _janitor(self) -> None:
+        """Reclaim abandoned leases; drop cooldowns whose strike memory has passed."""
+        last_gc = 0.0
+        while True:
+            await asyncio.sleep(self._janitor_interval_s)
+            now = self.clock()
+            for lease in self.book.reclaim_expired(now):
+                self.on_event("lease_expired", {"pool": lease.pool})
+            if now - last_gc >= COOLDOWN_GC_INTERVAL_S:
+                last_gc = now
+                with contextlib.suppress(NotReady, Conflict):
+                    await self._collect_cooldowns(now)
+
+    async def _collect_cooldowns(self, now: float) -> None:
+        memory = max((pool.policy.strike_memory_s for pool in self.view.pools.values()), default=3600.0)
+        stale = [c for c in self.view.cooldowns.values() if c.until + memory < now]
+        for cooldown in stale:
+            await self.commit([delete(self.layout, cooldown)])
+
+
+def put(layout: Layout, record: Record) -> Change:
+    """Write ``record``, guarded by the revision it was read at (0: must be new)."""
+    return Change(layout.path_of(record), record, record.revision)
+
+
+def delete(layout: Layout, record: Record) -> Change:
+    return Change(layout.path_of(record), None, record.revision)

@@ -1,0 +1,133 @@
+"""Granting leases: token -> pool -> the best eligible key, from memory only.
+
+A key is eligible for (pool, model) when it is not excluded by the caller,
+its state allows leasing, no cooldown of its own or of its project runs for
+that model, and this replica's share of its in-flight cap and per-minute
+budget is not used up. Tiers are tried first choice first; the pool's
+strategy picks within a tier.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
+from .leasing import LeaseBook, LeaseRecord, SlidingWindow, share
+from .models import ClientToken, KeyState, Pool, UpstreamKey
+from .selection import pick
+from .view import KeyringView
+
+# When only in-flight caps block, a slot usually frees within this long.
+_IN_FLIGHT_RETRY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    lease: LeaseRecord
+    key: UpstreamKey
+    pool: Pool
+
+
+class Allocator:
+    def __init__(
+        self,
+        view: KeyringView,
+        book: LeaseBook,
+        replicas: Callable[[], int],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._view = view
+        self._book = book
+        self._replicas = replicas
+        self._rng = rng or random.Random()
+        self._key_minutes = SlidingWindow(60.0)
+        self._token_minutes = SlidingWindow(60.0)
+
+    def authenticate(self, token_hash: str, now: float) -> tuple[ClientToken, Pool]:
+        token = self._view.tokens_by_hash.get(token_hash)
+        if token is None or not token.usable(now):
+            raise Unauthenticated("unknown, expired or revoked client token")
+        pool = self._view.pools.get(token.pool)
+        if pool is None:
+            raise Unauthenticated("the client token's pool no longer exists")
+        return token, pool
+
+    def acquire(self, token_hash: str, model: str, exclude: Collection[str], now: float) -> Grant:
+        token, pool = self.authenticate(token_hash, now)
+        if not pool.allows(model):
+            raise PermissionDenied(f"model {model!r} is not allowed in this pool")
+        replicas = self._replicas()
+        token_budget = share(token.requests_per_minute, replicas)
+        if not self._token_minutes.allows(token.token_id, token_budget, now):
+            retry = self._token_minutes.frees_at(token.token_id, token_budget, now) - now
+            raise NoKeyAvailable("the client token's rate limit is reached", retry)
+        key = self._choose(pool, model, exclude, replicas, now)
+        if key is None:
+            raise self._nothing_eligible(pool, model, exclude, replicas, now)
+        self._token_minutes.add(token.token_id, now)
+        self._key_minutes.add(key.key_id, now)
+        lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now)
+        return Grant(lease, key, pool)
+
+    def release(self, lease_id: str) -> LeaseRecord | None:
+        return self._book.release(lease_id)
+
+    def _choose(
+        self, pool: Pool, model: str, exclude: Collection[str], replicas: int, now: float
+    ) -> UpstreamKey | None:
+        keys = self._view.keys
+        cooldowns = self._view.cooldowns
+        cap = share(pool.policy.max_in_flight, replicas)
+        budget = share(pool.policy.requests_per_minute, replicas)
+
+        def eligible(key_id: str) -> bool:
+            key = keys[key_id]
+            if key_id in exclude or not key.leasable_state(now):
+                return False
+            for subject in key.cooldown_subjects(model):
+                cooldown = cooldowns.get(subject)
+                if cooldown is not None and cooldown.until > now:
+                    return False
+            if cap and self._book.in_flight(key_id) >= cap:
+                return False
+            return self._key_minutes.allows(key_id, budget, now)
+
+        for ring in self._view.rings(pool.name):
+            key_id = pick(pool.strategy, ring, eligible, self._book.in_flight, self._rng)
+            if key_id is not None:
+                return keys[key_id]
+        return None
+
+    def _nothing_eligible(
+        self, pool: Pool, model: str, exclude: Collection[str], replicas: int, now: float
+    ) -> NoKeyAvailable:
+        """Say when the soonest key frees up, so the caller can wait exactly that long."""
+        budget = share(pool.policy.requests_per_minute, replicas)
+        soonest = math.inf
+        for key in self._view.keys_of(pool.name):
+            if key.key_id in exclude or key.state in (KeyState.INVALID, KeyState.DISABLED):
+                continue
+            frees = key.state_until if key.state is KeyState.SUSPENDED else now
+            for subject in key.cooldown_subjects(model):
+                cooldown = self._view.cooldowns.get(subject)
+                if cooldown is not None:
+                    frees = max(frees, cooldown.until)
+            frees = max(frees, self._key_minutes.frees_at(key.key_id, budget, now))
+            if frees <= now:  # blocked only by its in-flight cap
+                frees = now + _IN_FLIGHT_RETRY_S
+            soonest = min(soonest, frees)
+        if math.isinf(soonest):
+            return NoKeyAvailable(
+                f"pool {pool.name!r} has no usable key for this call", pool.policy.rate_limit_cooldown_s
+            )
+        return NoKeyAvailable(f"no key of pool {pool.name!r} is free for model {model!r}", soonest - now)
+
+
+def require_pool(view: KeyringView, name: str) -> Pool:
+    pool = view.pools.get(name)
+    if pool is None:
+        raise NotFound(f"pool {name!r} does not exist")
+    return pool

@@ -1,0 +1,125 @@
+"""Lease accounting of one replica: leases in flight, their expiry, per-minute windows.
+
+Leases live only in the memory of the replica that granted them: granting
+and releasing never touch the store, which is what makes leasing fast. The
+budgets they enforce (in-flight cap, requests per minute) are cluster-wide
+numbers divided among the live replicas (``share``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    lease_id: str
+    key_id: str
+    pool: str
+    model: str
+    granted_at: float
+    expires_at: float
+
+
+def share(total: int, replicas: int) -> int:
+    """This replica's part of a cluster-wide budget (0 = unlimited stays unlimited).
+
+    Rounded down but never below one, so a small budget still lets every
+    replica lease: with more replicas than budget, the cluster may exceed it
+    by at most ``replicas - total``.
+    """
+    if total <= 0:
+        return 0
+    return max(1, total // max(1, replicas))
+
+
+class SlidingWindow:
+    """Counts events in the last ``span_s`` seconds, per subject."""
+
+    def __init__(self, span_s: float = 60.0) -> None:
+        self._span_s = span_s
+        self._events: dict[str, deque[float]] = {}
+
+    def count(self, subject: str, now: float) -> int:
+        events = self._events.get(subject)
+        if not events:
+            return 0
+        horizon = now - self._span_s
+        while events and events[0] <= horizon:
+            events.popleft()
+        return len(events)
+
+    def allows(self, subject: str, limit: int, now: float) -> bool:
+        return limit <= 0 or self.count(subject, now) < limit
+
+    def add(self, subject: str, now: float) -> None:
+        self._events.setdefault(subject, deque()).append(now)
+
+    def frees_at(self, subject: str, limit: int, now: float) -> float:
+        """When the window will next allow an event (``now`` if it already does)."""
+        if self.allows(subject, limit, now):
+            return now
+        events = self._events[subject]
+        return events[len(events) - limit] + self._span_s
+
+
+class LeaseBook:
+    """Leases granted by this replica and not yet released or expired."""
+
+    def __init__(self, replica_id: str) -> None:
+        self._prefix = replica_id
+        self._sequence = itertools.count(1)
+        self._leases: dict[str, LeaseRecord] = {}
+        self._in_flight: dict[str, int] = {}
+        self._expiry: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def in_flight(self, key_id: str) -> int:
+        return self._in_flight.get(key_id, 0)
+
+    def grant(self, key_id: str, pool: str, model: str, ttl_s: float, now: float) -> LeaseRecord:
+        lease = LeaseRecord(f"{self._prefix}.{next(self._sequence)}", key_id, pool, model, now, now + ttl_s)
+        self._leases[lease.lease_id] = lease
+        self._in_flight[key_id] = self._in_flight.get(key_id, 0) + 1
+        heapq.heappush(self._expiry, (lease.expires_at, lease.lease_id))
+        return lease
+
+    def release(self, lease_id: str) -> LeaseRecord | None:
+        """Give the slot back; None when the lease is unknown or already gone."""
+        lease = self._leases.pop(lease_id, None)
+        if lease is not None:
+            self._return_slot(lease.key_id)
+            self._prune_expiry_heap()
+        return lease
+
+    def reclaim_expired(self, now: float) -> list[LeaseRecord]:
+        """Release every lease whose TTL passed (its edge died or forgot it)."""
+        reclaimed = []
+        while self._expiry and self._expiry[0][0] <= now:
+            _, lease_id = heapq.heappop(self._expiry)
+            lease = self.release(lease_id)
+            if lease is not None:
+                reclaimed.append(lease)
+        return reclaimed
+
+    def next_expiry(self) -> float:
+        return self._expiry[0][0] if self._expiry else math.inf
+
+    def _prune_expiry_heap(self) -> None:
+        """Drop released leases from the expiry heap once they dominate it (bounded memory)."""
+        if len(self._expiry) > 2 * len(self._leases) + 1024:
+            self._expiry = [(lease.expires_at, lease.lease_id) for lease in self._leases.values()]
+            heapq.heapify(self._expiry)
+
+    def _return_slot(self, key_id: str) -> None:
+        remaining = self._in_flight[key_id] - 1
+        if remaining:
+            self._in_flight[key_id] = remaining
+        else:
+            del self._in_flight[key_id]

@@ -1,0 +1,186 @@
+"""Keyring's records: immutable, and each remembers the store revision it was read at.
+
+Times are float seconds on the wall clock (``time.time()``), because they are
+shared between replicas through the store. The ``revision`` of a record is
+the store's mod_revision of its last write (0 = not stored yet); the next
+guarded write of that record expects it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+
+
+class KeyState(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"  # a 403: out until state_until, then tried again
+    INVALID = "invalid"  # API_KEY_INVALID / 401 / repeated 403: out until revived
+    DISABLED = "disabled"  # by an operator
+
+
+class Strategy(enum.StrEnum):
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+    WEIGHTED = "weighted"
+    LEAST_LOADED = "least_loaded"
+
+
+class CooldownScope(enum.StrEnum):
+    KEY = "key"
+    PROJECT = "project"
+
+
+class CooldownReason(enum.StrEnum):
+    RATE_LIMIT = "rate_limit"
+    DAILY_QUOTA = "daily_quota"
+    SERVER_ERROR = "server_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Every number of the outcome policy; a pool overrides any of them."""
+
+    rate_limit_cooldown_s: float = 60.0
+    rate_limit_max_cooldown_s: float = 1800.0
+    server_error_cooldown_s: float = 30.0
+    server_error_max_cooldown_s: float = 300.0
+    forbidden_threshold: int = 3
+    max_in_flight: int = 0  # per key, all replicas together; 0 = no cap
+    requests_per_minute: int = 0  # per key, all replicas together; 0 = no cap
+    lease_ttl_s: float = 600.0
+    suspend_s: float = 600.0
+    # A cooldown's strike count is remembered this long after it ends, so a
+    # key that keeps hitting 429 backs off 60 s, 120 s, 240 s...
+    strike_memory_s: float = 3600.0
+
+    def with_overrides(self, **overrides: float | int) -> Policy:
+        """Return a copy where every truthy override replaces the default."""
+        changes = {name: value for name, value in overrides.items() if value}
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    name: str
+    allowed_models: tuple[str, ...] = ()
+    strategy: Strategy = Strategy.ROUND_ROBIN
+    policy: Policy = field(default_factory=Policy)
+    description: str = ""
+    created_at: float = 0.0
+    revision: int = 0
+
+    def allows(self, model: str) -> bool:
+        """An empty allow-list allows every model; model-less calls are always allowed."""
+        return not self.allowed_models or not model or model in self.allowed_models
+
+
+@dataclass(frozen=True, slots=True)
+class LastError:
+    http_status: int
+    status: str
+    reason: str
+    message: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamKey:
+    """One upstream Gemini key; the secret is kept sealed (encrypted) here."""
+
+    key_id: str
+    pool: str
+    sealed_secret: str
+    mask: str
+    project: str = ""
+    tier: int = 1
+    weight: int = 1
+    tags: tuple[str, ...] = ()
+    note: str = ""
+    state: KeyState = KeyState.ACTIVE
+    state_until: float = 0.0  # SUSPENDED: when it may be tried again
+    consecutive_failures: int = 0
+    forbidden_strikes: int = 0  # consecutive 403s
+    last_error: LastError | None = None
+    created_at: float = 0.0
+    revision: int = 0
+
+    def cooldown_subjects(self, model: str) -> tuple[CooldownId, ...]:
+        """The cooldowns that keep this key from being leased for ``model``."""
+        own = CooldownId(CooldownScope.KEY, self.key_id, model)
+        if self.project:
+            return (own, CooldownId(CooldownScope.PROJECT, self.project, model))
+        return (own,)
+
+    def quota_subject(self, model: str) -> CooldownId:
+        """Quotas are per project: a 429 cools the project's pair when the project is known."""
+        if self.project:
+            return CooldownId(CooldownScope.PROJECT, self.project, model)
+        return CooldownId(CooldownScope.KEY, self.key_id, model)
+
+    def leasable_state(self, now: float) -> bool:
+        if self.state is KeyState.ACTIVE:
+            return True
+        return self.state is KeyState.SUSPENDED and self.state_until <= now
+
+
+@dataclass(frozen=True, slots=True)
+class CooldownId:
+    scope: CooldownScope
+    subject: str  # key id or project
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    id: CooldownId
+    reason: CooldownReason
+    until: float
+    strikes: int = 1
+    revision: int = 0
+
+    def active(self, now: float) -> bool:
+        return self.until > now
+
+
+@dataclass(frozen=True, slots=True)
+class ClientToken:
+    """A client token as stored: only its SHA-256 hash, never the token."""
+
+    token_id: str
+    token_hash: str
+    pool: str
+    name: str = ""
+    created_at: float = 0.0
+    expires_at: float = 0.0  # 0 = never
+    revoked: bool = False
+    requests_per_minute: int = 0  # 0 = unlimited
+    prefix: str = ""
+    revision: int = 0
+
+    def usable(self, now: float) -> bool:
+        return not self.revoked and (not self.expires_at or self.expires_at > now)
+
+
+class Transport(enum.IntEnum):
+    OK = 0
+    TIMEOUT = 1
+    CONNECTION = 2
+    CANCELLED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the upstream answered to one leased call."""
+
+    http_status: int = 200
+    transport: Transport = Transport.OK
+    error_status: str = ""
+    error_reason: str = ""
+    retry_delay_s: float = 0.0
+    quota_ids: tuple[str, ...] = ()
+    latency_s: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error_message: str = ""

@@ -1,0 +1,177 @@
+"""The outcome policy: what one upstream answer means for the key that gave it.
+
+This is the brief's table, row by row (see ``judge``). It is pure: it takes
+the key, the cooldowns in force and a clock reading, and returns the records
+to write; the caller persists them with guarded writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from .models import (
+    Cooldown,
+    CooldownId,
+    CooldownReason,
+    CooldownScope,
+    KeyState,
+    LastError,
+    Outcome,
+    Policy,
+    Transport,
+    UpstreamKey,
+)
+
+PACIFIC = ZoneInfo("America/Los_Angeles")
+SERVER_TROUBLE = frozenset({500, 502, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Records to write: a new or longer cooldown, a changed key, or nothing."""
+
+    cooldown: Cooldown | None = None
+    key: UpstreamKey | None = None
+
+    @property
+    def changes_nothing(self) -> bool:
+        return self.cooldown is None and self.key is None
+
+
+def next_pacific_midnight(now: float) -> float:
+    """When Gemini's per-day quotas reset: midnight US Pacific time (DST-aware)."""
+    local = dt.datetime.fromtimestamp(now, PACIFIC)
+    tomorrow = (local + dt.timedelta(days=1)).date()
+    midnight = dt.datetime.combine(tomorrow, dt.time(0, 0), tzinfo=PACIFIC)
+    return midnight.timestamp()
+
+
+def judge(
+    outcome: Outcome,
+    key: UpstreamKey,
+    model: str,
+    policy: Policy,
+    now: float,
+    cooldowns: Mapping[CooldownId, Cooldown],
+) -> Verdict:
+    """Apply the brief's table to one answer."""
+    status = outcome.http_status
+    if outcome.transport is Transport.CANCELLED:
+        return Verdict()
+    if outcome.transport in (Transport.TIMEOUT, Transport.CONNECTION) or status in SERVER_TROUBLE:
+        return _server_trouble(outcome, key, model, policy, now, cooldowns)
+    if 200 <= status < 300:
+        return _success(key)
+    if status == 429:
+        return _rate_limited(outcome, key, model, policy, now, cooldowns)
+    if status == 401 or (status == 400 and outcome.error_reason == "API_KEY_INVALID"):
+        return Verdict(key=_failed(key, outcome, now, state=KeyState.INVALID))
+    if status == 403:
+        return Verdict(key=_forbidden(key, outcome, policy, now))
+    # 503 (overloaded for everyone), other 4xx (the client's request): no penalty.
+    return Verdict()
+
+
+def _success(key: UpstreamKey) -> Verdict:
+    if key.consecutive_failures == 0 and key.forbidden_strikes == 0 and key.state is KeyState.ACTIVE:
+        return Verdict()
+    # A suspended key that answers again (its trial after state_until) is healthy.
+    state = KeyState.ACTIVE if key.state is KeyState.SUSPENDED else key.state
+    return Verdict(
+        key=dataclasses.replace(key, consecutive_failures=0, forbidden_strikes=0, state=state, state_until=0.0)
+    )
+
+
+def _rate_limited(
+    outcome: Outcome,
+    key: UpstreamKey,
+    model: str,
+    policy: Policy,
+    now: float,
+    cooldowns: Mapping[CooldownId, Cooldown],
+) -> Verdict:
+    subject = key.quota_subject(model)
+    strikes = _next_strike(cooldowns.get(subject), policy, now)
+    if any("PerDay" in quota_id for quota_id in outcome.quota_ids):
+        reason, until = CooldownReason.DAILY_QUOTA, next_pacific_midnight(now)
+    elif outcome.retry_delay_s > 0:
+        reason, until = CooldownReason.RATE_LIMIT, now + outcome.retry_delay_s
+    else:
+        delay = _backoff(policy.rate_limit_cooldown_s, policy.rate_limit_max_cooldown_s, strikes)
+        reason, until = CooldownReason.RATE_LIMIT, now + delay
+    return Verdict(
+        cooldown=_cooldown(subject, reason, until, strikes, cooldowns),
+        key=_failed(key, outcome, now),
+    )
+
+
+def _server_trouble(
+    outcome: Outcome,
+    key: UpstreamKey,
+    model: str,
+    policy: Policy,
+    now: float,
+    cooldowns: Mapping[CooldownId, Cooldown],
+) -> Verdict:
+    """Upstream trouble, not the key's fault: a short cooldown of the (key, model) pair."""
+    subject = CooldownId(CooldownScope.KEY, key.key_id, model)
+    strikes = _next_strike(cooldowns.get(subject), policy, now)
+    delay = _backoff(policy.server_error_cooldown_s, policy.server_error_max_cooldown_s, strikes)
+    return Verdict(
+        cooldown=_cooldown(subject, CooldownReason.SERVER_ERROR, now + delay, strikes, cooldowns),
+        key=_failed(key, outcome, now),
+    )
+
+
+def _forbidden(key: UpstreamKey, outcome: Outcome, policy: Policy, now: float) -> UpstreamKey:
+    """403: suspend; after ``forbidden_threshold`` in a row, the key is invalid."""
+    strikes = key.forbidden_strikes + 1
+    if strikes >= policy.forbidden_threshold:
+        return dataclasses.replace(_failed(key, outcome, now, state=KeyState.INVALID), forbidden_strikes=strikes)
+    suspended = _failed(key, outcome, now, state=KeyState.SUSPENDED)
+    return dataclasses.replace(suspended, forbidden_strikes=strikes, state_until=now + policy.suspend_s)
+
+
+def _failed(key: UpstreamKey, outcome: Outcome, now: float, state: KeyState | None = None) -> UpstreamKey:
+    error = LastError(
+        http_status=outcome.http_status,
+        status=outcome.error_status or outcome.transport.name,
+        reason=outcome.error_reason,
+        message=outcome.error_message[:500],
+        at=now,
+    )
+    return dataclasses.replace(
+        key,
+        consecutive_failures=key.consecutive_failures + 1,
+        last_error=error,
+        state=state if state is not None and key.state is not KeyState.DISABLED else key.state,
+    )
+
+
+def _next_strike(previous: Cooldown | None, policy: Policy, now: float) -> int:
+    """Repeats within the memory window double the backoff; older ones are forgotten."""
+    if previous is None or previous.until + policy.strike_memory_s < now:
+        return 1
+    return previous.strikes + 1
+
+
+def _backoff(base_s: float, cap_s: float, strikes: int) -> float:
+    return min(base_s * 2 ** min(strikes - 1, 30), cap_s)
+
+
+def _cooldown(
+    subject: CooldownId,
+    reason: CooldownReason,
+    until: float,
+    strikes: int,
+    cooldowns: Mapping[CooldownId, Cooldown],
+) -> Cooldown | None:
+    """A new cooldown, or None when one already in force lasts at least as long."""
+    previous = cooldowns.get(subject)
+    if previous is not None and previous.until >= until:
+        return None
+    return Cooldown(subject, reason, until, strikes, revision=previous.revision if previous else 0)

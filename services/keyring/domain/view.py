@@ -1,0 +1,106 @@
+"""The in-memory view of all state: what every lease decision reads.
+
+Each replica holds a full view, fed from the store (range read + watch) and
+updated at once by this replica's own writes. It only stores records; it
+knows nothing of the store's encoding.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .models import ClientToken, Cooldown, CooldownId, Pool, UpstreamKey
+from .selection import TierRing
+
+
+class KeyringView:
+    def __init__(self) -> None:
+        self.pools: dict[str, Pool] = {}
+        self.keys: dict[str, UpstreamKey] = {}
+        self.tokens: dict[str, ClientToken] = {}  # by token id
+        self.tokens_by_hash: dict[str, ClientToken] = {}
+        self.cooldowns: dict[CooldownId, Cooldown] = {}
+        self.members: dict[str, bytes] = {}
+        self.revision = 0
+        self._rings: dict[str, list[TierRing]] = {}
+        self._keys_by_pool: dict[str, set[str]] = defaultdict(set)
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    # -- writes ---------------------------------------------------------
+
+    def put_pool(self, pool: Pool) -> None:
+        self.pools[pool.name] = pool
+
+    def remove_pool(self, name: str) -> None:
+        self.pools.pop(name, None)
+
+    def put_key(self, key: UpstreamKey) -> None:
+        previous = self.keys.get(key.key_id)
+        self.keys[key.key_id] = key
+        if previous is None or (previous.pool, previous.tier, previous.weight) != (key.pool, key.tier, key.weight):
+            if previous is not None:
+                self._forget_key_in_pool(previous)
+            self._keys_by_pool[key.pool].add(key.key_id)
+            self._rings.pop(key.pool, None)
+
+    def remove_key(self, key_id: str) -> None:
+        previous = self.keys.pop(key_id, None)
+        if previous is not None:
+            self._forget_key_in_pool(previous)
+
+    def put_token(self, token: ClientToken) -> None:
+        previous = self.tokens.get(token.token_id)
+        if previous is not None and previous.token_hash != token.token_hash:
+            self.tokens_by_hash.pop(previous.token_hash, None)
+        self.tokens[token.token_id] = token
+        self.tokens_by_hash[token.token_hash] = token
+
+    def remove_token(self, token_id: str) -> None:
+        previous = self.tokens.pop(token_id, None)
+        if previous is not None:
+            self.tokens_by_hash.pop(previous.token_hash, None)
+
+    def put_cooldown(self, cooldown: Cooldown) -> None:
+        self.cooldowns[cooldown.id] = cooldown
+
+    def remove_cooldown(self, cooldown_id: CooldownId) -> None:
+        self.cooldowns.pop(cooldown_id, None)
+
+    # -- reads ----------------------------------------------------------
+
+    def keys_of(self, pool: str) -> list[UpstreamKey]:
+        return [self.keys[key_id] for key_id in self._keys_by_pool.get(pool, ())]
+
+    def tokens_of(self, pool: str) -> list[ClientToken]:
+        return [token for token in self.tokens.values() if token.pool == pool]
+
+    def rings(self, pool: str) -> list[TierRing]:
+        """The pool's keys by tier, first choice first; rebuilt only when membership changes."""
+        rings = self._rings.get(pool)
+        if rings is None:
+            by_tier: dict[int, list[UpstreamKey]] = defaultdict(list)
+            for key in sorted(self.keys_of(pool), key=lambda k: k.key_id):
+                by_tier[key.tier].append(key)
+            rings = [
+                TierRing(tier, [k.key_id for k in keys], [k.weight for k in keys])
+                for tier, keys in sorted(by_tier.items())
+            ]
+            self._rings[pool] = rings
+        return rings
+
+    def cooldowns_of(self, key: UpstreamKey, now: float) -> list[Cooldown]:
+        """Running cooldowns that keep this key from some model."""
+        subjects = {("key", key.key_id)}
+        if key.project:
+            subjects.add(("project", key.project))
+        return [
+            cooldown
+            for cooldown in self.cooldowns.values()
+            if (cooldown.id.scope.value, cooldown.id.subject) in subjects and cooldown.active(now)
+        ]
+
+    def _forget_key_in_pool(self, key: UpstreamKey) -> None:
+        self._keys_by_pool[key.pool].discard(key.key_id)
+        self._rings.pop(key.pool, None)

@@ -1,0 +1,107 @@
+"""Keyring's gRPC server: the factory (for tests, port 0) apart from serving (``run``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+
+from .administration import Administration
+from .codec import Layout
+from .config import KeyringSettings
+from .core import Keyring
+from .servicer import AdminServicer, LeaseServicer
+from .store import EtcdStore, Store
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["LeaseService"].full_name,
+    pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+
+class KeyringServer:
+    """A running replica: its gRPC server, health service and keyring core."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, keyring: Keyring, health: HealthServicer) -> None:
+        self.server = server
+        self.port = port
+        self.keyring = keyring
+        self.health = health
+
+    async def start(self) -> None:
+        """Serve NOT_SERVING until the view is built, then SERVING."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        await self.keyring.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("keyring replica %s serving on port %d", self.keyring.replica_id, self.port)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking leases, finish in-flight RPCs, drop membership."""
+        self.keyring.stop_accepting()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.keyring.stop()
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+
+def create_server(settings: KeyringSettings, store: Store, host: str | None = None, port: int | None = None) -> KeyringServer:
+    """Build a replica bound to host:port (port 0 picks a free one); nothing runs yet."""
+    keyring = Keyring(
+        store,
+        settings.secret_box(),
+        replica_id=settings.replica_id,
+        layout=Layout(settings.prefix),
+        membership_ttl_s=settings.membership_ttl_s,
+        janitor_interval_s=settings.janitor_interval_s,
+    )
+    administration = Administration(
+        keyring, key_pattern=settings.key_pattern, max_keys_per_import=settings.max_keys_per_import
+    )
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(keyring), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration), server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host or settings.host}:{settings.port if port is None else port}")
+    return KeyringServer(server, bound, keyring, health)
+
+
+async def open_store(settings: KeyringSettings) -> EtcdStore:
+    return await EtcdStore.open(settings.etcd_endpoint_list(), timeout_s=settings.etcd_timeout_s)
+
+
+async def run(settings: KeyringSettings) -> None:
+    store = await open_store(settings)
+    replica = create_server(settings, store)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await replica.start()
+        print(f"keyring listening on {settings.host}:{replica.port}", flush=True)
+        await stopping.wait()
+        log.info("shutting down: draining leases for up to %.0f s", settings.shutdown_grace_s)
+    finally:
+        await replica.stop(settings.shutdown_grace_s)
+        await store.close()

@@ -1,0 +1,238 @@
+"""gRPC servicers: protobuf in, domain calls, protobuf out; nothing else lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+
+from . import convert
+from .administration import Administration
+from .core import Keyring
+from .domain.errors import InvalidArgument, KeyringError
+from .grpc_errors import retry_after_ms, status_code_of, to_rpc_status
+from .transfer import export_document, import_document
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+MAX_MODEL_NAME = 200
+MAX_EXCLUDED = 1000
+
+
+def domain_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+    """Turn a domain error into its gRPC status (one mapping, in grpc_errors)."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await handler(self, request, context)
+        except KeyringError as error:
+            await context.abort_with_status(to_rpc_status(error))
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def _validated_acquire(request: pb.AcquireRequest) -> tuple[str, frozenset[str]]:
+    if len(request.token_hash) != 64:
+        raise InvalidArgument("token_hash must be the SHA-256 hex digest of the client token")
+    if len(request.model) > MAX_MODEL_NAME or len(request.exclude_key_ids) > MAX_EXCLUDED:
+        raise InvalidArgument("model name or exclusion list too long")
+    return request.model.removeprefix("models/"), frozenset(request.exclude_key_ids)
+
+
+class LeaseServicer(pb_grpc.LeaseServiceServicer):
+    def __init__(self, keyring: Keyring) -> None:
+        self._keyring = keyring
+
+    def _acquire(self, request: pb.AcquireRequest) -> pb.AcquireResponse:
+        model, exclude = _validated_acquire(request)
+        grant, secret = self._keyring.acquire(request.token_hash, model, exclude)
+        lease = grant.lease
+        return pb.AcquireResponse(
+            lease=pb.Lease(
+                lease_id=lease.lease_id,
+                key_id=grant.key.key_id,
+                secret=secret,
+                project=grant.key.project,
+                pool=grant.pool.name,
+                expires_at_ms=convert.ms(lease.expires_at),
+                egress_slot=int(grant.key.key_id[2:10], 16),
+            ),
+            allowed_models=list(grant.pool.allowed_models),
+        )
+
+    async def _release(self, request: pb.ReleaseRequest) -> pb.ReleaseResponse:
+        outcome = convert.outcome_from_pb(request.outcome)
+        known = await self._keyring.release(request.lease_id, request.key_id, request.model, outcome)
+        return pb.ReleaseResponse(known=known)
+
+    @domain_errors
+    async def Acquire(self, request: pb.AcquireRequest, context: grpc.aio.ServicerContext) -> pb.AcquireResponse:
+        return self._acquire(request)
+
+    @domain_errors
+    async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
+        return await self._release(request)
+
+    async def LeaseStream(
+        self, requests: AsyncIterator[pb.LeaseStreamRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Acquires are answered inline (memory only); releases may write, so each runs as a task."""
+        write_lock = asyncio.Lock()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def send(reply: pb.LeaseStreamResponse) -> None:
+            async with write_lock:
+                await context.write(reply)
+
+        async def release(request: pb.LeaseStreamRequest) -> None:
+            try:
+                reply = pb.LeaseStreamResponse(id=request.id, release=await self._release(request.release))
+            except KeyringError as error:
+                reply = _stream_error(request.id, error)
+            await send(reply)
+
+        try:
+            async for request in requests:
+                if request.HasField("release"):
+                    task = asyncio.create_task(release(request))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    continue
+                try:
+                    reply = pb.LeaseStreamResponse(id=request.id, acquire=self._acquire(request.acquire))
+                except KeyringError as error:
+                    reply = _stream_error(request.id, error)
+                await send(reply)
+        finally:
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _stream_error(request_id: int, error: KeyringError) -> pb.LeaseStreamResponse:
+    return pb.LeaseStreamResponse(
+        id=request_id,
+        error=pb.StreamError(
+            code=status_code_of(error).value[0], message=str(error), retry_after_ms=retry_after_ms(error)
+        ),
+    )
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    def __init__(self, keyring: Keyring, administration: Administration) -> None:
+        self._keyring = keyring
+        self._admin = administration
+
+    def _key_info(self, key_id: str) -> pb.KeyInfo:
+        key = self._admin.get_key(key_id)
+        return convert.key_to_pb(key, self._admin.cooldowns_of(key))
+
+    @domain_errors
+    async def CreatePool(self, request: pb.CreatePoolRequest, context: grpc.aio.ServicerContext) -> pb.Pool:
+        return convert.pool_to_pb(await self._admin.create_pool(convert.pool_from_pb(request.pool)))
+
+    @domain_errors
+    async def GetPool(self, request: pb.GetPoolRequest, context: grpc.aio.ServicerContext) -> pb.Pool:
+        return convert.pool_to_pb(self._admin.get_pool(request.name))
+
+    @domain_errors
+    async def ListPools(self, request: pb.ListPoolsRequest, context: grpc.aio.ServicerContext) -> pb.ListPoolsResponse:
+        return pb.ListPoolsResponse(pools=[convert.pool_to_pb(pool) for pool in self._admin.list_pools()])
+
+    @domain_errors
+    async def UpdatePool(self, request: pb.UpdatePoolRequest, context: grpc.aio.ServicerContext) -> pb.Pool:
+        changes = convert.pool_changes_from_pb(request)
+        return convert.pool_to_pb(await self._admin.update_pool(request.pool.name, changes))
+
+    @domain_errors
+    async def DeletePool(
+        self, request: pb.DeletePoolRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeletePoolResponse:
+        keys, tokens = await self._admin.delete_pool(request.name, request.force)
+        return pb.DeletePoolResponse(keys_deleted=keys, tokens_deleted=tokens)
+
+    @domain_errors
+    async def AddKeys(self, request: pb.AddKeysRequest, context: grpc.aio.ServicerContext) -> pb.AddKeysResponse:
+        inputs = [convert.key_input_from_pb(item) for item in request.keys]
+        results = await self._admin.add_keys(request.pool, inputs)
+        return pb.AddKeysResponse(
+            results=[convert.add_result_to_pb(result) for result in results],
+            added=sum(result.status == "added" for result in results),
+        )
+
+    @domain_errors
+    async def ListKeys(self, request: pb.ListKeysRequest, context: grpc.aio.ServicerContext) -> pb.ListKeysResponse:
+        page = self._admin.list_keys(convert.key_filter_from_pb(request.filter))
+        now = self._keyring.clock()
+        return pb.ListKeysResponse(
+            keys=[convert.key_to_pb(key, self._admin.cooldowns_of(key, now)) for key in page.keys],
+            next_page_token=page.next_page_token,
+            total=page.total,
+        )
+
+    @domain_errors
+    async def GetKey(self, request: pb.GetKeyRequest, context: grpc.aio.ServicerContext) -> pb.KeyInfo:
+        return self._key_info(request.key_id)
+
+    @domain_errors
+    async def UpdateKey(self, request: pb.UpdateKeyRequest, context: grpc.aio.ServicerContext) -> pb.KeyInfo:
+        changes = convert.key_input_from_pb(request.changes)
+        await self._admin.update_key(request.key_id, changes, request.update_fields)
+        return self._key_info(request.key_id)
+
+    @domain_errors
+    async def SetKeyState(self, request: pb.SetKeyStateRequest, context: grpc.aio.ServicerContext) -> pb.KeyInfo:
+        action = pb.SetKeyStateRequest.Action.Name(request.action).lower()
+        await self._admin.set_key_state(request.key_id, action)
+        return self._key_info(request.key_id)
+
+    @domain_errors
+    async def DeleteKey(self, request: pb.DeleteKeyRequest, context: grpc.aio.ServicerContext) -> pb.DeleteKeyResponse:
+        await self._admin.delete_key(request.key_id)
+        return pb.DeleteKeyResponse()
+
+    @domain_errors
+    async def CreateToken(
+        self, request: pb.CreateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTokenResponse:
+        token, secret = await self._admin.create_token(
+            request.pool, request.name, request.expires_at_ms / 1000, request.requests_per_minute
+        )
+        return pb.CreateTokenResponse(info=convert.token_to_pb(token), token=secret)
+
+    @domain_errors
+    async def ListTokens(self, request: pb.ListTokensRequest, context: grpc.aio.ServicerContext) -> pb.ListTokensResponse:
+        return pb.ListTokensResponse(tokens=[convert.token_to_pb(token) for token in self._admin.list_tokens(request.pool)])
+
+    @domain_errors
+    async def RotateToken(
+        self, request: pb.RotateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTokenResponse:
+        token, secret = await self._admin.rotate_token(request.token_id)
+        return pb.CreateTokenResponse(info=convert.token_to_pb(token), token=secret)
+
+    @domain_errors
+    async def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.aio.ServicerContext) -> pb.TokenInfo:
+        return convert.token_to_pb(await self._admin.revoke_token(request.token_id))
+
+    @domain_errors
+    async def ExportConfig(
+        self, request: pb.ExportConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExportConfigResponse:
+        return pb.ExportConfigResponse(document=export_document(self._keyring, request.include_secrets_in_clear))
+
+    @domain_errors
+    async def ImportConfig(
+        self, request: pb.ImportConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ImportConfigResponse:
+        pools, keys, tokens = await import_document(self._keyring, request.document)
+        return pb.ImportConfigResponse(pools=pools, keys=keys, tokens=tokens)
