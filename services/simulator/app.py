@@ -1,0 +1,48 @@
+"""aiohttp application of the Gemini simulator, plus a helper to run it in tests."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import control, native, openai_compat
+from .pipeline import SIMULATOR_STATE
+from .state import SimulatorState
+
+__all__ = ["SIMULATOR_STATE", "create_app", "start_simulator"]
+
+
+def create_app(state: SimulatorState | None = None) -> web.Application:
+    """Build the simulator app; pass a `state` to script it from the same process."""
+    app = web.Application()
+    app[SIMULATOR_STATE] = state if state is not None else SimulatorState()
+    native.add_routes(app)
+    openai_compat.add_routes(app)
+    control.add_routes(app)
+    return app
+
+
+def format_base_url(host: str, port: int) -> str:
+    """`http://host:port`, bracketing IPv6 literals."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def start_simulator(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    state: SimulatorState | None = None,
+    *,
+    shutdown_timeout: float = 2.0,
+) -> tuple[web.AppRunner, str, SimulatorState]:
+    """Serve a simulator on `host` (a free port by default) and return
+    (runner, base_url, state); call `await runner.cleanup()` to stop it.
+
+    Handlers are cancelled when their client disconnects, so a scripted
+    delay never outlives the caller (and never stalls `cleanup()`).
+    """
+    app = create_app(state)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port: int = runner.addresses[0][1]  # the site's server sockets, port 0 resolved
+    return runner, format_base_url(host, bound_port), app[SIMULATOR_STATE]

@@ -1,0 +1,217 @@
+"""Google-shaped errors: one builder shared by every route and both dialects.
+
+The native API answers `{"error": {...}}`; the OpenAI-compatible endpoint
+wraps the very same object in a one-element JSON array, as Gemini does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import orjson
+from aiohttp import web
+
+from .state import Behaviour
+
+Dialect = Literal["native", "openai"]
+
+SERVICE: Final = "generativelanguage.googleapis.com"
+RATE_LIMIT_DOCS: Final = "https://ai.google.dev/gemini-api/docs/rate-limits"
+UNREGISTERED_MESSAGE: Final = (
+    "Method doesn't allow unregistered callers (callers without established identity)."
+    " Please use API Key or other form of API consumer identity to call this API."
+)
+INVALID_KEY_MESSAGE: Final = "API key not valid. Please pass a valid API key."
+INVALID_JSON_MESSAGE: Final = "Invalid JSON payload received. Unexpected token."
+
+#: Canonical gRPC status name per HTTP code, for errors whose code was overridden.
+CANONICAL_STATUS: Final[dict[int, str]] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class SimError(Exception):
+    """An error answer; raised anywhere in a handler and rendered by the endpoint wrapper."""
+
+    def __init__(self, code: int, status: str, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.message = message
+        self.details = details or []
+
+    def payload(self) -> dict[str, Any]:
+        """The `{"error": {...}}` object in Google's shape (no `details` key when empty)."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class DropConnection(Exception):
+    """Raised to close the client connection without (further) answer."""
+
+
+def error_response(error: SimError, dialect: Dialect) -> web.Response:
+    """Render `error` for the dialect: bare object (native) or one-element array (OpenAI)."""
+    payload: Any = error.payload()
+    if dialect == "openai":
+        payload = [payload]
+    return web.Response(body=orjson.dumps(payload), status=error.code, content_type="application/json")
+
+
+def invalid_argument(message: str) -> SimError:
+    """400 INVALID_ARGUMENT for a malformed request."""
+    return SimError(400, "INVALID_ARGUMENT", message)
+
+
+def not_found(message: str) -> SimError:
+    """404 NOT_FOUND."""
+    return SimError(404, "NOT_FOUND", message)
+
+
+def model_not_found(model: str, api_version: str, method: str) -> SimError:
+    """404 for an unknown model, worded like Google's."""
+    return not_found(
+        f"models/{model} is not found for API version {api_version}, or is not supported for {method}."
+        " Call ListModels to see the list of available models and their supported methods."
+    )
+
+
+def missing_key() -> SimError:
+    """403 for a request that carries no API key at all."""
+    return SimError(403, "PERMISSION_DENIED", UNREGISTERED_MESSAGE)
+
+
+def mask_key(key: str) -> str:
+    """Show only the ends of a key, so error bodies and logs never carry a usable key."""
+    if len(key) <= 8:
+        return key[:1] + "..."
+    return f"{key[:4]}...{key[-4:]}"
+
+
+def format_duration(seconds: float) -> str:
+    """google.protobuf.Duration JSON form: `30s`, `1.5s`."""
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
+
+
+def _rate_limit(b: Behaviour, model: str | None) -> SimError:
+    dimensions = {"location": "global"}
+    if model:
+        dimensions["model"] = model
+    message = (
+        "You exceeded your current quota, please check your plan and billing details."
+        f" For more information on this error, head to: {RATE_LIMIT_DOCS}."
+        " To monitor your current usage, head to: https://ai.dev/usage?tab=rate-limit.\n"
+        f"* Quota exceeded for metric: {SERVICE}/generate_content_free_tier_requests,"
+        f" limit: {b.quota_value}, model: {model or 'unknown'}"
+    )
+    details: list[dict[str, Any]] = [
+        {
+            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [
+                {
+                    "quotaMetric": f"{SERVICE}/generate_content_free_tier_requests",
+                    "quotaId": b.quota_id,
+                    "quotaDimensions": dimensions,
+                    "quotaValue": b.quota_value,
+                }
+            ],
+        },
+        {
+            "@type": "type.googleapis.com/google.rpc.Help",
+            "links": [{"description": "Learn more about Gemini API quotas", "url": RATE_LIMIT_DOCS}],
+        },
+    ]
+    if b.retry_delay_s is not None:
+        delay = format_duration(b.retry_delay_s)
+        message += f"\nPlease retry in {delay}."
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
+    return SimError(429, "RESOURCE_EXHAUSTED", message, details)
+
+
+def _invalid_key() -> SimError:
+    return SimError(
+        400,
+        "INVALID_ARGUMENT",
+        INVALID_KEY_MESSAGE,
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+                "metadata": {"service": SERVICE},
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                "locale": "en-US",
+                "message": INVALID_KEY_MESSAGE,
+            },
+        ],
+    )
+
+
+def _permission_denied(key: str) -> SimError:
+    return SimError(
+        403,
+        "PERMISSION_DENIED",
+        f"Permission denied: Consumer 'api_key:{mask_key(key)}' has been suspended.",
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "CONSUMER_SUSPENDED",
+                "domain": "googleapis.com",
+                "metadata": {"service": SERVICE, "consumer": f"api_key:{mask_key(key)}"},
+            }
+        ],
+    )
+
+
+_SIMPLE_ERRORS: Final[dict[str, tuple[int, str, str]]] = {
+    "unauthenticated": (
+        401,
+        "UNAUTHENTICATED",
+        "Request had invalid authentication credentials. Expected OAuth 2 access token,"
+        " login cookie or other valid authentication credential."
+        " See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+    ),
+    "server_error": (
+        500,
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in"
+        " https://developers.generativeai.google/guide/troubleshooting",
+    ),
+    "overloaded": (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+    "timeout": (504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+}
+
+
+def behaviour_error(b: Behaviour, key: str, model: str | None) -> SimError | None:
+    """The error a scripted behaviour stands for, or None for `ok`/`drop*` kinds."""
+    kind = b.kind
+    if kind == "rate_limit":
+        error = _rate_limit(b, model)
+    elif kind == "invalid_key":
+        error = _invalid_key()
+    elif kind == "permission_denied":
+        error = _permission_denied(key)
+    elif kind in _SIMPLE_ERRORS:
+        error = SimError(*_SIMPLE_ERRORS[kind])
+    else:
+        return None
+    if b.status is not None and b.status != error.code:
+        error.code = b.status
+        error.status = CANONICAL_STATUS.get(b.status, "UNKNOWN")
+    if b.message is not None:
+        error.message = b.message
+    return error

@@ -1,0 +1,175 @@
+"""The steps every simulated API call shares: auth, recording, the scripted
+behaviour, error rendering and chunked streaming.
+
+Routes only build their success payloads; everything that decides *whether*
+they answer lives here, once, for both dialects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from .errors import (
+    INVALID_JSON_MESSAGE,
+    Dialect,
+    DropConnection,
+    SimError,
+    behaviour_error,
+    error_response,
+    invalid_argument,
+    missing_key,
+)
+from .state import Behaviour, RecordedRequest, SimulatorState, normalize_model
+
+SIMULATOR_STATE: Final = web.AppKey("simulator_state", SimulatorState)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An admitted request: the key it used and the behaviour it drew from the script."""
+
+    state: SimulatorState
+    key: str
+    model: str | None
+    body: bytes
+    behaviour: Behaviour
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """orjson-encoded JSON answer (the hot path: no aiohttp json_response/stdlib json)."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a request body or raise Google's 400 INVALID_ARGUMENT."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise invalid_argument(INVALID_JSON_MESSAGE) from None
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Like `parse_json` but the payload must be a JSON object."""
+    data = parse_json(body)
+    if not isinstance(data, dict):
+        raise invalid_argument(INVALID_JSON_MESSAGE)
+    return data
+
+
+def native_key(request: web.Request) -> str | None:
+    """Native routes: `x-goog-api-key` header, else `key` query parameter."""
+    return request.headers.get("x-goog-api-key") or request.query.get("key") or None
+
+
+def bearer_key(request: web.Request) -> str | None:
+    """OpenAI-compatible routes: `Authorization: Bearer <key>`."""
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def admit(
+    request: web.Request, dialect: Dialect, model: str | None, body: bytes, *, streaming: bool = False
+) -> Call:
+    """Record and count the request, check the key, then play the key's next scripted behaviour.
+
+    Raises `SimError` for scripted errors or a missing key and
+    `DropConnection` for `drop` (and for `drop_mid_stream` on a non-stream
+    call, which has no middle to cut); returns the admitted call otherwise.
+    """
+    state = request.app[SIMULATOR_STATE]
+    key = native_key(request) if dialect == "native" else bearer_key(request)
+    model = normalize_model(model)
+    state.record(
+        RecordedRequest(
+            key=key,
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers={name.lower(): value for name, value in request.headers.items()},
+            body=body,
+            model=model,
+        )
+    )
+    if key is None:
+        raise missing_key()
+    behaviour = state.next_behaviour(key, model)
+    delay = state.default_delay_s if behaviour.delay_s is None else behaviour.delay_s
+    if delay > 0:
+        await asyncio.sleep(delay)
+    error = behaviour_error(behaviour, key, model)
+    if error is not None:
+        raise error
+    if behaviour.kind == "drop" or (behaviour.kind == "drop_mid_stream" and not streaming):
+        raise DropConnection
+    return Call(state, key, model, body, behaviour)
+
+
+def endpoint(dialect: Dialect) -> Callable[[Handler], Handler]:
+    """Wrap a handler so `SimError` becomes a Google error in the dialect's shape
+    and `DropConnection` closes the socket without an answer."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except SimError as error:
+                return error_response(error, dialect)
+            except DropConnection:
+                return drop(request)
+
+        return wrapped
+
+    return decorate
+
+
+def drop(request: web.Request) -> web.StreamResponse:
+    """Close the connection; aiohttp then fails to send the returned dummy and gives up quietly."""
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=200)
+
+
+async def stream_frames(
+    request: web.Request,
+    call: Call,
+    frames: Iterable[bytes],
+    content_type: str,
+) -> web.StreamResponse:
+    """Send `frames` as a real chunked stream, one write per frame.
+
+    Sleeps the chunk delay between frames; `drop_mid_stream` closes the
+    connection right after the first frame. A client going away ends the
+    stream silently.
+    """
+    behaviour = call.behaviour
+    delay = call.state.default_chunk_delay_s if behaviour.chunk_delay_s is None else behaviour.chunk_delay_s
+    cut = behaviour.kind == "drop_mid_stream"
+    response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    try:
+        for i, frame in enumerate(frames):
+            if i and delay > 0:
+                await asyncio.sleep(delay)
+            await response.write(frame)
+            if cut:
+                return drop(request)
+        await response.write_eof()
+    except ConnectionError:
+        pass
+    return response
+
+
+def chunk_count(call: Call) -> int:
+    """How many content chunks a stream answer is cut into."""
+    return max(1, call.state.default_chunks)

@@ -1,0 +1,201 @@
+"""Mutable state of the Gemini simulator: per-key scripts, counts, recorded requests.
+
+Plain Python on purpose (no aiohttp) so tests and benchmarks can drive it
+directly, in process, without going through HTTP.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal, get_args
+
+BehaviourKind = Literal[
+    "ok",
+    "rate_limit",
+    "invalid_key",
+    "permission_denied",
+    "unauthenticated",
+    "server_error",
+    "overloaded",
+    "timeout",
+    "drop",
+    "drop_mid_stream",
+]
+BEHAVIOUR_KINDS: Final[frozenset[str]] = frozenset(get_args(BehaviourKind))
+
+PER_MINUTE_QUOTA_ID: Final = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+PER_DAY_QUOTA_ID: Final = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+MAX_RECORDED_REQUESTS: Final = 10_000
+
+
+def normalize_model(model: str | None) -> str | None:
+    """Strip the `models/` prefix so `models/x` and `x` address the same model."""
+    if model is None:
+        return None
+    return model[7:] if model.startswith("models/") else model
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """One scripted reaction of the upstream to a single request.
+
+    `kind` selects the reaction. The optional fields tune it:
+    `retry_delay_s` (429 RetryInfo; None omits RetryInfo), `quota_id` (429
+    QuotaFailure), `delay_s` (wait before answering, any kind),
+    `chunk_delay_s` (wait between stream chunks), `status` (override the
+    HTTP code of an error kind) and `message` (override an error message).
+    """
+
+    kind: BehaviourKind = "ok"
+    retry_delay_s: float | None = 30
+    quota_id: str = PER_MINUTE_QUOTA_ID
+    quota_value: str = "10"
+    delay_s: float | None = None
+    chunk_delay_s: float | None = None
+    status: int | None = None
+    message: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in BEHAVIOUR_KINDS:
+            raise ValueError(f"unknown behaviour kind {self.kind!r}; expected one of {sorted(BEHAVIOUR_KINDS)}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Behaviour:
+        """Build from the JSON form used by the HTTP control API (unknown fields rejected)."""
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, symmetric to `from_dict`."""
+        return asdict(self)
+
+    @classmethod
+    def ok(cls, delay_s: float | None = None, chunk_delay_s: float | None = None) -> Behaviour:
+        """Normal answer, optionally slowed down."""
+        return cls("ok", delay_s=delay_s, chunk_delay_s=chunk_delay_s)
+
+    @classmethod
+    def rate_limit(
+        cls, retry_delay_s: float | None = 30, quota_id: str = PER_MINUTE_QUOTA_ID
+    ) -> Behaviour:
+        """429 RESOURCE_EXHAUSTED; use `quota_id=PER_DAY_QUOTA_ID` for a spent daily quota."""
+        return cls("rate_limit", retry_delay_s=retry_delay_s, quota_id=quota_id)
+
+
+OK: Final = Behaviour()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """A request as the simulator saw it, so tests can check what the proxy sent."""
+
+    key: str | None
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    model: str | None
+
+
+@dataclass(slots=True)
+class _Step:
+    behaviour: Behaviour
+    model: str | None
+
+
+@dataclass(slots=True)
+class _KeyScript:
+    steps: list[_Step] = field(default_factory=list)
+    sticky: dict[str | None, Behaviour] = field(default_factory=dict)
+
+
+class SimulatorState:
+    """Scripts per key, request counters and a bounded log of requests."""
+
+    def __init__(
+        self,
+        *,
+        default_chunks: int = 3,
+        default_delay_s: float = 0.0,
+        default_chunk_delay_s: float = 0.0,
+    ) -> None:
+        self.default_chunks = default_chunks
+        self.default_delay_s = default_delay_s
+        self.default_chunk_delay_s = default_chunk_delay_s
+        self._scripts: dict[str, _KeyScript] = {}
+        self._counts: dict[str, int] = {}
+        self._requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED_REQUESTS)
+
+    # -- scripting -------------------------------------------------------
+
+    def script(self, key: str, *behaviours: Behaviour, model: str | None = None) -> None:
+        """Append steps for `key`, consumed one per request (only for `model` if given)."""
+        model = normalize_model(model)
+        steps = self._scripts.setdefault(key, _KeyScript()).steps
+        steps.extend(_Step(b, model) for b in behaviours)
+
+    def set_sticky(self, key: str, behaviour: Behaviour | None, model: str | None = None) -> None:
+        """Apply `behaviour` to every request of `key` once its steps are used up (None removes it)."""
+        sticky = self._scripts.setdefault(key, _KeyScript()).sticky
+        model = normalize_model(model)
+        if behaviour is None:
+            sticky.pop(model, None)
+        else:
+            sticky[model] = behaviour
+
+    def clear(self, key: str | None = None) -> None:
+        """Drop the scripts (steps and sticky) of one key, or of all keys."""
+        if key is None:
+            self._scripts.clear()
+        else:
+            self._scripts.pop(key, None)
+
+    def next_behaviour(self, key: str, model: str | None) -> Behaviour:
+        """Consume and return the behaviour for this request; `OK` when nothing is scripted."""
+        script = self._scripts.get(key)
+        if script is None:
+            return OK
+        model = normalize_model(model)
+        for i, step in enumerate(script.steps):
+            if step.model is None or step.model == model:
+                del script.steps[i]
+                return step.behaviour
+        sticky = script.sticky
+        if model is not None and model in sticky:
+            return sticky[model]
+        return sticky.get(None, OK)
+
+    # -- accounting ------------------------------------------------------
+
+    def record(self, request: RecordedRequest) -> None:
+        """Log a request and count it against its key (requests without a key are logged only)."""
+        self._requests.append(request)
+        if request.key is not None:
+            self._counts[request.key] = self._counts.get(request.key, 0) + 1
+
+    def count(self, key: str) -> int:
+        """Requests seen for `key`, failed ones included."""
+        return self._counts.get(key, 0)
+
+    def counts(self) -> dict[str, int]:
+        """Snapshot of all per-key counts."""
+        return dict(self._counts)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Snapshot of the recorded requests, oldest first (at most the last 10,000)."""
+        return list(self._requests)
+
+    def last_requests(self, limit: int) -> list[RecordedRequest]:
+        """The newest `limit` requests, oldest first, without copying the whole log."""
+        if limit <= 0:
+            return []
+        n = len(self._requests)
+        return [self._requests[i] for i in range(max(0, n - limit), n)]
+
+    def reset(self) -> None:
+        """Forget scripts, counts and recorded requests (defaults are kept)."""
+        self._scripts.clear()
+        self._counts.clear()
+        self._requests.clear()
