@@ -147,10 +147,13 @@ async def generate(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 def _stream_payloads(call: Call, data: dict[str, Any]) -> Iterator[bytes]:
+    """Serialized chunks; validation happens here, eagerly, before any byte is sent."""
     chunks, usage = _answer_chunks(data, chunk_count(call))
     response_id, model, last = random_id(), call.model or "", len(chunks) - 1
-    for i, parts in enumerate(chunks):
-        yield orjson.dumps(_response(parts, model, response_id, usage if i == last else None))
+    return (
+        orjson.dumps(_response(parts, model, response_id, usage if i == last else None))
+        for i, parts in enumerate(chunks)
+    )
 
 
 def _sse(payloads: Iterator[bytes]) -> Iterator[bytes]:

@@ -87,7 +87,11 @@ OK: Final = Behaviour()
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """A request as the simulator saw it, so tests can check what the proxy sent."""
+    """A request as the simulator saw it, so tests can check what the proxy sent.
+
+    `body` is byte-exact; header names are lower-cased; `model` is the
+    normalized model name (no `models/` prefix) or None.
+    """
 
     key: str | None
     method: str

@@ -23,6 +23,7 @@ import openai
 import orjson
 import pytest
 from google import genai
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from google.genai import errors as genai_errors
 from google.genai import types
 
@@ -101,11 +102,13 @@ async def gclient(sim: Sim) -> AsyncIterator[genai.Client]:
 def error_of(body: Any) -> dict[str, Any]:
     """The `error` object of a native body."""
     assert isinstance(body, dict) and set(body) == {"error"}, body
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 def detail(error: dict[str, Any], type_suffix: str) -> dict[str, Any]:
-    matches = [d for d in error.get("details", []) if d["@type"] == f"type.googleapis.com/google.rpc.{type_suffix}"]
+    """The single `details[]` entry of the given google.rpc type."""
+    matches: list[dict[str, Any]] = [d for d in error.get("details", []) if d["@type"] == f"type.googleapis.com/google.rpc.{type_suffix}"]
     assert len(matches) == 1, error
     return matches[0]
 
@@ -212,6 +215,12 @@ async def test_json_array_stream_parses_as_array(sim: Sim) -> None:
     chunks = orjson.loads(raw)
     assert isinstance(chunks, list) and len(chunks) == 4
     assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == EXPECTED_ANSWER
+
+
+@pytest.mark.parametrize("query", ["?alt=sse", ""])
+async def test_bad_stream_request_is_400_before_streaming(sim: Sim, query: str) -> None:
+    status, body = await sim.post(f"/v1beta/models/{MODEL}:streamGenerateContent{query}", {"contents": []})
+    assert status == 400 and error_of(body)["status"] == "INVALID_ARGUMENT"
 
 
 async def test_chunk_delay_lets_a_client_cut_the_stream(sim: Sim) -> None:
@@ -496,6 +505,7 @@ async def test_openai_client_tool_calls(oai: openai.AsyncOpenAI) -> None:
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     assert choice.message.tool_calls is not None
     call = choice.message.tool_calls[0]
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "lookup" and call.function.arguments == "{}" and call.id.startswith("call_")
 
 
