@@ -23,8 +23,8 @@ class KeyringSettings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = 50051
-    # Comma-separated host:port list; the first that answers is used.
-    etcd_endpoints: str = "127.0.0.1:2379"
+    # host:port of etcd's client endpoint (in Kubernetes: the etcd client Service).
+    etcd_endpoint: str = "127.0.0.1:2379"
     etcd_timeout_s: float = 5.0
     prefix: str = DEFAULT_PREFIX
     # The key-encryption key: base64 of 32 bytes, inline or in a file (a mounted Secret).
@@ -47,6 +47,3 @@ class KeyringSettings(BaseSettings):
 
     def secret_box(self) -> SecretBox:
         return SecretBox.from_file(self.kek_file) if self.kek_file else SecretBox.from_base64(self.kek)
-
-    def etcd_endpoint_list(self) -> list[str]:
-        return [endpoint.strip() for endpoint in self.etcd_endpoints.split(",") if endpoint.strip()]

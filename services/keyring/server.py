@@ -87,7 +87,7 @@ def create_server(settings: KeyringSettings, store: Store, host: str | None = No
 
 
 async def open_store(settings: KeyringSettings) -> EtcdStore:
-    return await EtcdStore.open(settings.etcd_endpoint_list(), timeout_s=settings.etcd_timeout_s)
+    return await EtcdStore.open(settings.etcd_endpoint, timeout_s=settings.etcd_timeout_s)
 
 
 async def run(settings: KeyringSettings) -> None:
