@@ -1,0 +1,359 @@
+"""``EtcdStore``: the store contract on etcd v3, through aetcd.
+
+Every aetcd/gRPC failure is translated once, in ``_operation``: a compacted
+watch revision becomes ``WatchCompacted``, everything else ``StoreUnavailable``
+(like patroni's ``catch_etcd_errors``), so callers see only the contract's
+exceptions. The same place times each etcd call and reports it to optional
+callbacks, so metrics can be attached without this module importing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+import aetcd
+import grpc
+from aetcd import rtypes
+from aetcd.utils import prefix_range_end
+
+from services.keyring.store.base import (
+    Entry,
+    Event,
+    Registration,
+    Snapshot,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    WatchCompacted,
+    Write,
+)
+from services.keyring.store.memory import await_cancelled, validate_writes
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 5.0
+_CANCEL_TIMEOUT_S = 1.0
+# What a failing etcd call can raise: aetcd's own errors, raw gRPC errors that
+# slip past aetcd's wrappers (watch setup, channel use after close), timeouts.
+_ETCD_ERRORS: tuple[type[BaseException], ...] = (
+    aetcd.ClientError,
+    grpc.RpcError,
+    grpc.aio.BaseError,
+    TimeoutError,
+    OSError,
+)
+# Dead connections must surface (watches would hang otherwise) and a restarted
+# etcd must be found again within seconds, not gRPC's default 120-s backoff.
+DEFAULT_GRPC_OPTIONS: dict[str, Any] = {
+    "grpc.keepalive_time_ms": 10_000,  # etcd's --grpc-keepalive-min-time is 5 s
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.min_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 2_000,
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,  # big snapshots
+}
+
+OperationCallback = Callable[[str, float, bool], None]
+ErrorCallback = Callable[[str, BaseException], None]
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """``host:port``, ``http://host:port`` or ``[v6]:port`` -> (host, port)."""
+    rest = endpoint.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"etcd endpoint must be host:port, got {endpoint!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _range_end(key: bytes) -> bytes:
+    """Range end covering every key under ``key``; the empty prefix means all keys."""
+    return prefix_range_end(key) if key else b"\0"
+
+
+def _translate(error: BaseException, what: str) -> StoreError:
+    """The single mapping from aetcd/gRPC failures to the contract's exceptions."""
+    if isinstance(error, StoreError):
+        return error
+    if isinstance(error, aetcd.RevisionCompactedError):
+        return WatchCompacted(f"etcd {what}: {error}")
+    return StoreUnavailable(f"etcd {what} failed: {type(error).__name__}: {error}")
+
+
+class EtcdStore(Store):
+    """The store contract on one etcd endpoint.
+
+    ``timeout_s`` bounds every unary call (and watch creation): without it a
+    blackholed etcd would hang callers forever. ``on_operation(name, seconds,
+    ok)`` and ``on_error(name, error)`` are called after each etcd call.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        on_operation: OperationCallback | None = None,
+        on_error: ErrorCallback | None = None,
+        grpc_options: dict[str, Any] | None = None,
+    ) -> None:
+        if endpoint is not None:
+            host, port = parse_endpoint(endpoint)
+        self.host = host or "127.0.0.1"
+        self.port = port or 2379
+        self.timeout_s = timeout_s
+        self._on_operation = on_operation
+        self._on_error = on_error
+        self._client = aetcd.Client(
+            host=self.host,
+            port=self.port,
+            timeout=timeout_s,  # type: ignore[arg-type]  # aetcd annotates int, gRPC takes float
+            options={**DEFAULT_GRPC_OPTIONS, **(grpc_options or {})},
+        )
+        self._registrations: set[EtcdRegistration] = set()
+
+    @classmethod
+    async def open(cls, endpoint: str, **kwargs: Any) -> EtcdStore:
+        """Construct and connect in one step."""
+        store = cls(endpoint, **kwargs)
+        await store.connect()
+        return store
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def client(self) -> aetcd.Client:
+        """The raw aetcd client, for tests and tools (compaction, lease inspection)."""
+        return self._client
+
+    async def connect(self, *, verify: bool = False) -> None:
+        """Open the gRPC channel (no I/O); with ``verify`` also prove etcd answers."""
+        with self._operation("connect"):
+            await self._client.connect()
+        if verify:
+            await self.get("\0")
+
+    # ----------------------------------------------------------- the boundary
+    @contextlib.contextmanager
+    def _operation(self, name: str) -> Iterator[None]:
+        """Time one etcd call and translate its failure (the only place that does)."""
+        started = time.perf_counter()
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise
+        except (*_ETCD_ERRORS, StoreError) as error:
+            self._report(name, started, error)
+            raise _translate(error, name) from error
+        self._report(name, started, None)
+
+    def _report(self, name: str, started: float, error: BaseException | None) -> None:
+        """Feed the callbacks; a broken metrics hook must not break the store."""
+        seconds = time.perf_counter() - started
+        try:
+            if self._on_operation is not None:
+                self._on_operation(name, seconds, error is None)
+            if error is not None and self._on_error is not None:
+                self._on_error(name, error)
+        except Exception:  # noqa: BLE001
+            log.exception("store metrics callback failed for %s", name)
+
+    # ------------------------------------------------------------------ reads
+    async def snapshot(self, prefix: str) -> Snapshot:
+        key = prefix.encode()
+        with self._operation("snapshot"):
+            result = await self._client.get_range(key or b"\0", _range_end(key))
+        entries = [Entry(kv.key.decode(), kv.value, kv.mod_revision) for kv in result]
+        return Snapshot(result.header.revision, entries)
+
+    async def get(self, key: str) -> Entry | None:
+        with self._operation("get"):
+            result = await self._client.get(key.encode())
+        if result is None:
+            return None
+        return Entry(key, result.value, result.mod_revision)
+
+    # ----------------------------------------------------------------- writes
+    async def commit(self, writes: Sequence[Write]) -> int | None:
+        validate_writes(writes)
+        if not writes:
+            return (await self.snapshot("\0")).revision
+        tx = self._client.transactions
+        compare = [self._guard(w) for w in writes if w.expected_revision is not None]
+        success = [tx.put(w.key.encode(), w.value) if w.value is not None else tx.delete(w.key.encode()) for w in writes]
+        with self._operation("commit"):
+            succeeded, responses = await self._client.transaction(compare=compare, success=success, failure=[])
+        if not succeeded:
+            return None
+        return max(getattr(r, r.WhichOneof("response")).header.revision for r in responses)
+
+    def _guard(self, write: Write) -> Any:
+        """0 = key absent (create_revision == 0), n = the key's mod_revision is n."""
+        tx = self._client.transactions
+        if write.expected_revision == 0:
+            return tx.create(write.key.encode()) == 0
+        return tx.mod(write.key.encode()) == write.expected_revision
+
+    # ------------------------------------------------------------------ watch
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]:
+        """Batches of one revision each; iterate under ``contextlib.aclosing``.
+
+        aetcd hands events one by one; a pump task moves them into a queue so
+        that all events of one watch response are queued before we run, and we
+        can group them by revision. Leaving the loop cancels the etcd watch.
+        """
+        key = prefix.encode()
+        with self._operation("watch"):
+            handle = await self._client.watch(key, range_end=_range_end(key), start_revision=start_revision or None)
+        queue: asyncio.Queue[rtypes.Event | BaseException | None] = asyncio.Queue()
+        pump = asyncio.get_running_loop().create_task(_pump(handle, queue), name=f"etcd watch {prefix}")
+        try:
+            while True:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                for batch in self._batches(items):
+                    yield batch
+        finally:
+            await _cancel_watch(handle, pump)
+
+    def _batches(self, items: list[rtypes.Event | BaseException | None]) -> Iterator[list[Event]]:
+        """Group events by revision; a trailing error or end-of-stream is raised after them."""
+        batch: list[Event] = []
+        for item in items:
+            if not isinstance(item, rtypes.Event):
+                if batch:
+                    yield batch
+                error = item or StoreUnavailable("etcd watch stream ended (client closed?)")
+                self._report("watch", time.perf_counter(), error)
+                translated = _translate(error, "watch")
+                raise translated from (None if translated is error else error)
+            event = _event(item)
+            if batch and batch[-1].mod_revision != event.mod_revision:
+                yield batch
+                batch = []
+            batch.append(event)
+        if batch:
+            yield batch
+
+    # ------------------------------------------------------------- membership
+    async def register(self, key: str, value: bytes, ttl_s: int) -> Registration:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        registration = EtcdRegistration(self, key, value, ttl_s)
+        await registration._create()
+        registration._start()
+        self._registrations.add(registration)
+        return registration
+
+    # ------------------------------------------------------------------- life
+    async def close(self) -> None:
+        """Close registrations (best effort: else their leases expire) and the channel."""
+        for registration in list(self._registrations):
+            try:
+                await registration.close()
+            except StoreUnavailable:
+                registration.abandon()
+        with contextlib.suppress(Exception):
+            await self._client.close()
+
+
+def _event(item: rtypes.Event) -> Event:
+    value = item.kv.value if item.kind == rtypes.EventKind.PUT else None
+    return Event(item.kv.key.decode(), value, item.kv.mod_revision)
+
+
+async def _pump(handle: rtypes.Watch, queue: asyncio.Queue[rtypes.Event | BaseException | None]) -> None:
+    """Move aetcd's events into our queue; an error or the stream's end goes in last."""
+    try:
+        async for item in handle:
+            queue.put_nowait(item)
+    except Exception as error:  # noqa: BLE001 - delivered to the consumer, translated there
+        queue.put_nowait(error)
+    else:
+        queue.put_nowait(None)
+
+
+async def _cancel_watch(handle: rtypes.Watch, pump: asyncio.Task[None]) -> None:
+    """Cancel the server-side watch and the pump; never hang or raise while unwinding."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(handle.cancel(), _CANCEL_TIMEOUT_S)
+    await await_cancelled(pump)
+
+
+class EtcdRegistration(Registration):
+    """A key on an etcd lease, refreshed every ttl/3 and re-created if etcd forgot the lease."""
+
+    def __init__(self, store: EtcdStore, key: str, value: bytes, ttl_s: int) -> None:
+        self._store = store
+        self.key = key
+        self._value = value
+        self.ttl_s = ttl_s
+        self._lease: aetcd.Lease | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def lease_id(self) -> int:
+        return self._lease.id if self._lease is not None else 0
+
+    async def _create(self) -> None:
+        """Grant a lease and put the key on it (used at start and after the lease was lost)."""
+        client = self._store.client
+        with self._store._operation("lease_grant"):
+            self._lease = await client.lease(self.ttl_s)
+        with self._store._operation("put"):
+            await client.put(self.key.encode(), self._value, lease=self._lease)
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._keep_alive(), name=f"register {self.key}")
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_s / 3)
+            try:
+                if not await self._refresh():
+                    log.warning("lease for %s was lost; re-registering", self.key)
+                    await self._create()
+            except StoreUnavailable as error:
+                log.warning("keep-alive of %s failed: %s", self.key, error)
+
+    async def _refresh(self) -> bool:
+        """True while etcd still holds the lease (a reply with TTL <= 0 means it is gone)."""
+        assert self._lease is not None
+        with self._store._operation("lease_keepalive"):
+            reply = await self._lease.refresh()
+        return reply is not None and reply.TTL > 0
+
+    def abandon(self) -> None:
+        """Stop refreshing without deleting, as if the holder crashed (for tests)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._store._registrations.discard(self)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await await_cancelled(task)
+        self._store._registrations.discard(self)
+        if self._lease is not None:
+            await self._revoke(self._lease)
+            self._lease = None
+
+    async def _revoke(self, lease: aetcd.Lease) -> None:
+        """Revoking deletes the key at once; a lease etcd no longer knows is already gone."""
+        try:
+            with self._store._operation("lease_revoke"):
+                await lease.revoke()
+        except StoreUnavailable as error:
+            if "lease not found" not in str(error):
+                raise
