@@ -122,34 +122,44 @@ class Keyring:
         self.on_event("lease_granted", {"pool": grant.pool.name})
         return grant, self._secret_of(grant.key.key_id, grant.key.sealed_secret)
 
-    async def release(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> bool:
-        """Give the slot back and learn from the outcome; False when the lease was not ours."""
+    def release_slot(self, lease_id: str, key_id: str, model: str) -> tuple[bool, str, str]:
+        """Give the slot back; returns (was ours, key id, model), trusting our own lease record."""
         lease = self.allocator.release(lease_id)
         if lease is not None:
-            key_id, model = lease.key_id, lease.model
-        if key_id:
+            return True, lease.key_id, lease.model
+        return False, key_id, model
+
+    def outcome_is_news(self, key_id: str, model: str, outcome: Outcome) -> bool:
+        """Whether the outcome changes any state (most successes do not: no write, no wait)."""
+        return bool(key_id) and bool(self._outcome_changes(key_id, model, outcome))
+
+    async def release(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> bool:
+        """Give the slot back and learn from the outcome; False when the lease was not ours."""
+        known, key_id, model = self.release_slot(lease_id, key_id, model)
+        if self.outcome_is_news(key_id, model, outcome):
             await self.report(key_id, model, outcome)
-        return lease is not None
+        return known
 
     async def report(self, key_id: str, model: str, outcome: Outcome) -> None:
         """Apply the outcome policy and persist what it changes."""
+        changes = await self.transact(lambda: self._outcome_changes(key_id, model, outcome))
+        for change in changes:
+            if isinstance(change.record, Cooldown):
+                self.on_event("cooldown_started", {"reason": change.record.reason.value})
 
-        def decide() -> list[Change]:
-            key = self.view.keys.get(key_id)
-            if key is None:
-                return []
-            pool = self.view.pools.get(key.pool)
-            policy = pool.policy if pool else Policy()
-            verdict = judge(outcome, key, model, policy, self.clock(), self.view.cooldowns)
-            changes = []
-            if verdict.cooldown is not None:
-                changes.append(put(self.layout, verdict.cooldown))
-                self.on_event("cooldown_started", {"reason": verdict.cooldown.reason.value})
-            if verdict.key is not None:
-                changes.append(put(self.layout, verdict.key))
-            return changes
-
-        await self.transact(decide)
+    def _outcome_changes(self, key_id: str, model: str, outcome: Outcome) -> list[Change]:
+        key = self.view.keys.get(key_id)
+        if key is None:
+            return []
+        pool = self.view.pools.get(key.pool)
+        policy = pool.policy if pool else Policy()
+        verdict = judge(outcome, key, model, policy, self.clock(), self.view.cooldowns)
+        changes = []
+        if verdict.cooldown is not None:
+            changes.append(put(self.layout, verdict.cooldown))
+        if verdict.key is not None:
+            changes.append(put(self.layout, verdict.key))
+        return changes
 
     def _secret_of(self, key_id: str, sealed: str) -> str:
         cached = self._secrets.get(key_id)

@@ -16,6 +16,7 @@ from . import convert
 from .administration import Administration
 from .core import Keyring
 from .domain.errors import InvalidArgument, KeyringError
+from .domain.models import Outcome
 from .grpc_errors import retry_after_ms, status_code_of, to_rpc_status
 from .transfer import export_document, import_document
 
@@ -70,57 +71,64 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             allowed_models=list(grant.pool.allowed_models),
         )
 
-    async def _release(self, request: pb.ReleaseRequest) -> pb.ReleaseResponse:
-        outcome = convert.outcome_from_pb(request.outcome)
-        known = await self._keyring.release(request.lease_id, request.key_id, request.model, outcome)
-        return pb.ReleaseResponse(known=known)
-
     @domain_errors
     async def Acquire(self, request: pb.AcquireRequest, context: grpc.aio.ServicerContext) -> pb.AcquireResponse:
         return self._acquire(request)
 
     @domain_errors
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
-        return await self._release(request)
+        outcome = convert.outcome_from_pb(request.outcome)
+        known = await self._keyring.release(request.lease_id, request.key_id, request.model, outcome)
+        return pb.ReleaseResponse(known=known)
 
     async def LeaseStream(
         self, requests: AsyncIterator[pb.LeaseStreamRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        """Acquires are answered inline (memory only); releases may write, so each runs as a task."""
+        """Answer each batch at once from memory; releases that must write answer later, alone."""
         write_lock = asyncio.Lock()
         pending: set[asyncio.Task[None]] = set()
 
-        async def send(reply: pb.LeaseStreamResponse) -> None:
+        async def send(results: list[pb.LeaseResult]) -> None:
             async with write_lock:
-                await context.write(reply)
+                await context.write(pb.LeaseStreamResponse(results=results))
 
-        async def release(request: pb.LeaseStreamRequest) -> None:
+        async def report_then_answer(call_id: int, known: bool, key_id: str, model: str, outcome: Outcome) -> None:
             try:
-                reply = pb.LeaseStreamResponse(id=request.id, release=await self._release(request.release))
+                await self._keyring.report(key_id, model, outcome)
+                result = pb.LeaseResult(id=call_id, release=pb.ReleaseResponse(known=known))
             except KeyringError as error:
-                reply = _stream_error(request.id, error)
-            await send(reply)
+                result = _stream_error(call_id, error)
+            await send([result])
 
         try:
-            async for request in requests:
-                if request.HasField("release"):
-                    task = asyncio.create_task(release(request))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                    continue
-                try:
-                    reply = pb.LeaseStreamResponse(id=request.id, acquire=self._acquire(request.acquire))
-                except KeyringError as error:
-                    reply = _stream_error(request.id, error)
-                await send(reply)
+            async for batch in requests:
+                results = []
+                for call in batch.calls:
+                    if call.HasField("release"):
+                        release = call.release
+                        known, key_id, model = self._keyring.release_slot(release.lease_id, release.key_id, release.model)
+                        outcome = convert.outcome_from_pb(release.outcome)
+                        if self._keyring.outcome_is_news(key_id, model, outcome):
+                            task = asyncio.create_task(report_then_answer(call.id, known, key_id, model, outcome))
+                            pending.add(task)
+                            task.add_done_callback(pending.discard)
+                        else:
+                            results.append(pb.LeaseResult(id=call.id, release=pb.ReleaseResponse(known=known)))
+                        continue
+                    try:
+                        results.append(pb.LeaseResult(id=call.id, acquire=self._acquire(call.acquire)))
+                    except KeyringError as error:
+                        results.append(_stream_error(call.id, error))
+                if results:
+                    await send(results)
         finally:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _stream_error(request_id: int, error: KeyringError) -> pb.LeaseStreamResponse:
-    return pb.LeaseStreamResponse(
-        id=request_id,
+def _stream_error(call_id: int, error: KeyringError) -> pb.LeaseResult:
+    return pb.LeaseResult(
+        id=call_id,
         error=pb.StreamError(
             code=status_code_of(error).value[0], message=str(error), retry_after_ms=retry_after_ms(error)
         ),

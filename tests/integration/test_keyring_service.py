@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.etcd_server import EtcdServer
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.testing import fake_gemini_key
+from services.edge.keyring_client import KeyringClient
 from services.keyring.grpc_errors import retry_after_from
 
 from .conftest import Replica, StartReplica, make_pool
@@ -79,20 +80,28 @@ async def test_lease_release_round_trip(start_replica: StartReplica) -> None:
     assert await release(replica, lease) is False  # a second release is not ours any more
 
 
-async def test_stream_variant_multiplexes_acquire_and_release(start_replica: StartReplica) -> None:
+async def test_stream_variant_batches_acquire_and_release(start_replica: StartReplica) -> None:
     replica = await start_replica()
     token = await make_pool(replica)
     await add_keys(replica, 3)
     call = replica.lease.LeaseStream()
-    await call.write(pb.LeaseStreamRequest(id=1, acquire=pb.AcquireRequest(token_hash=token, model=MODEL)))
-    granted = await call.read()
-    assert granted.id == 1 and granted.HasField("acquire")
-    await call.write(pb.LeaseStreamRequest(id=2, release=pb.ReleaseRequest(lease_id=granted.acquire.lease.lease_id)))
-    released = await call.read()
-    assert released.id == 2 and released.release.known
-    await call.write(pb.LeaseStreamRequest(id=3, acquire=pb.AcquireRequest(token_hash="0" * 64, model=MODEL)))
-    denied = await call.read()
-    assert denied.id == 3 and denied.error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    acquire_call = pb.AcquireRequest(token_hash=token, model=MODEL)
+    await call.write(pb.LeaseStreamRequest(calls=[pb.LeaseCall(id=1, acquire=acquire_call), pb.LeaseCall(id=2, acquire=acquire_call)]))
+    granted = {result.id: result for result in (await call.read()).results}
+    assert set(granted) == {1, 2} and granted[1].acquire.lease.key_id != granted[2].acquire.lease.key_id
+    bad = pb.AcquireRequest(token_hash="0" * 64, model=MODEL)
+    release = pb.ReleaseRequest(lease_id=granted[1].acquire.lease.lease_id)
+    await call.write(pb.LeaseStreamRequest(calls=[pb.LeaseCall(id=3, release=release), pb.LeaseCall(id=4, acquire=bad)]))
+    results = {result.id: result for result in (await call.read()).results}
+    assert results[3].release.known
+    assert results[4].error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    # A release whose outcome must be written answers on its own, after the write.
+    failed = pb.ReleaseRequest(lease_id=granted[2].acquire.lease.lease_id, outcome=RATE_LIMITED)
+    await call.write(pb.LeaseStreamRequest(calls=[pb.LeaseCall(id=5, release=failed)]))
+    [late] = (await call.read()).results
+    assert late.id == 5 and late.release.known
+    info = await key_info(replica, granted[2].acquire.lease.key_id)
+    assert [c.model for c in info.cooldowns] == [MODEL]
     await call.done_writing()
 
 
@@ -211,15 +220,15 @@ async def test_weighted_distribution_over_10000_leases(start_replica: StartRepli
     token = await make_pool(replica, strategy=pb.WEIGHTED)
     heavy = await add_keys(replica, 1, seed="heavy", weight=3)
     light = await add_keys(replica, 2, seed="light", weight=1)
-    call = replica.lease.LeaseStream()
+    client = KeyringClient([f"127.0.0.1:{replica.server.port}"])
     counts: Counter[str] = Counter()
-    for index in range(10_000):
-        await call.write(pb.LeaseStreamRequest(id=index, acquire=pb.AcquireRequest(token_hash=token, model=MODEL)))
-        reply = await call.read()
-        counts[reply.acquire.lease.key_id] += 1
-        await call.write(pb.LeaseStreamRequest(id=index, release=pb.ReleaseRequest(lease_id=reply.acquire.lease.lease_id)))
-        await call.read()
-    await call.done_writing()
+    try:
+        for _ in range(10_000):
+            granted = await client.acquire(token, MODEL)
+            counts[granted.lease.key_id] += 1
+            await client.release(granted, MODEL, pb.Outcome(http_status=200))
+    finally:
+        await client.close()
     expected = {heavy[0]: 0.6, light[0]: 0.2, light[1]: 0.2}
     for key_id, share in expected.items():
         assert abs(counts[key_id] / 10_000 - share) <= 0.05 * share, counts

@@ -131,7 +131,7 @@ class StreamError(_message.Message):
     retry_after_ms: int
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
-class LeaseStreamRequest(_message.Message):
+class LeaseCall(_message.Message):
     __slots__ = ("id", "acquire", "release")
     ID_FIELD_NUMBER: _ClassVar[int]
     ACQUIRE_FIELD_NUMBER: _ClassVar[int]
@@ -141,7 +141,7 @@ class LeaseStreamRequest(_message.Message):
     release: ReleaseRequest
     def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
 
-class LeaseStreamResponse(_message.Message):
+class LeaseResult(_message.Message):
     __slots__ = ("id", "acquire", "release", "error")
     ID_FIELD_NUMBER: _ClassVar[int]
     ACQUIRE_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +152,18 @@ class LeaseStreamResponse(_message.Message):
     release: ReleaseResponse
     error: StreamError
     def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
+
+class LeaseStreamRequest(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[LeaseCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[LeaseCall, _Mapping]]] = ...) -> None: ...
+
+class LeaseStreamResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[LeaseResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ...) -> None: ...
 
 class Policy(_message.Message):
     __slots__ = ("rate_limit_cooldown_ms", "rate_limit_max_cooldown_ms", "server_error_cooldown_ms", "server_error_max_cooldown_ms", "forbidden_threshold", "max_in_flight", "requests_per_minute", "lease_ttl_ms", "suspend_ms")

@@ -91,9 +91,9 @@ class LeaseServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def LeaseStream(self, request_iterator, context):
-        """The same two calls multiplexed on one stream: cheaper per call than
-        unary RPCs (see bench/keyring_bench.py). Replies carry the request's id
-        and may come out of order.
+        """The same two calls multiplexed and batched on one stream: cheaper per
+        call than unary RPCs (see bench/keyring_bench.py). Results carry their
+        call's id and may come out of order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,166 @@
+"""Acquire+Release pairs per second against one keyring replica over a real etcd.
+
+Starts a local etcd and one keyring process, seeds a pool with 1,000 keys and
+a client token, then measures pairs/s at concurrency 1 and 64, both with
+unary RPCs and with the multiplexed LeaseStream (what the edge uses).
+Prints JSON. Only the processes it started are stopped, by PID.
+
+    python bench/keyring_bench.py [--seconds 5] [--keys 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from services.common.etcd_server import EtcdServer, free_port  # noqa: E402
+from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
+from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
+from services.common.testing import fake_gemini_key  # noqa: E402
+from services.edge.keyring_client import KeyringClient  # noqa: E402
+from services.keyring.sealing import generate_kek  # noqa: E402
+
+MODEL = "gemini-2.5-flash"
+
+
+def start_keyring(etcd: EtcdServer, port: int, log_dir: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KEYRING_KEK": generate_kek(),
+        "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
+        "KEYRING_HOST": "127.0.0.1",
+        "KEYRING_PORT": str(port),
+        "KEYRING_PREFIX": "/bench/",
+        "LOG_LEVEL": "WARNING",
+    }
+    log = open(Path(log_dir) / "keyring.log", "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "services.keyring"], env=env, cwd=ROOT, stdout=log, stderr=log)
+
+
+async def wait_serving(address: str, deadline_s: float = 30.0) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    started = time.monotonic()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() - started < deadline_s:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"keyring at {address} did not become ready")
+
+
+async def seed(address: str, keys: int) -> str:
+    async with grpc.aio.insecure_channel(address) as channel:
+        admin = pb_grpc.AdminServiceStub(channel)
+        await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="bench")))
+        secrets = [fake_gemini_key(f"bench-{i}") for i in range(keys)]
+        reply = await admin.AddKeys(pb.AddKeysRequest(pool="bench", keys=[pb.KeyInput(secret=s) for s in secrets]))
+        assert reply.added == keys, reply.added
+        token = (await admin.CreateToken(pb.CreateTokenRequest(pool="bench", name="bench"))).token
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def run_workers(concurrency: int, seconds: float, one_pair) -> float:  # type: ignore[no-untyped-def]
+    """Run ``one_pair`` in ``concurrency`` loops for ``seconds``; returns pairs per second."""
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await one_pair()
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def measure_unary(address: str, token_hash: str, concurrency: int, seconds: float) -> float:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.LeaseServiceStub(channel)
+        request = pb.AcquireRequest(token_hash=token_hash, model=MODEL)
+        ok = pb.Outcome(http_status=200)
+
+        async def pair() -> None:
+            lease = (await stub.Acquire(request)).lease
+            await stub.Release(pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id, outcome=ok))
+
+        await run_workers(concurrency, 0.5, pair)  # warm-up
+        return await run_workers(concurrency, seconds, pair)
+
+
+async def measure_stream(address: str, token_hash: str, concurrency: int, seconds: float) -> float:
+    client = KeyringClient([address])
+    ok = pb.Outcome(http_status=200)
+
+    async def pair() -> None:
+        granted = await client.acquire(token_hash, MODEL)
+        await client.release(granted, MODEL, ok)
+
+    try:
+        await run_workers(concurrency, 0.5, pair)
+        return await run_workers(concurrency, seconds, pair)
+    finally:
+        await client.close()
+
+
+async def main_async(options: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as workdir:
+        etcd = EtcdServer(data_dir=os.path.join(workdir, "etcd"))
+        etcd.start()
+        port = free_port()
+        keyring = start_keyring(etcd, port, workdir)
+        address = f"127.0.0.1:{port}"
+        try:
+            await wait_serving(address)
+            token_hash = await seed(address, options.keys)
+            results: dict[str, float] = {}
+            for concurrency in (1, 64):
+                results[f"unary_c{concurrency}"] = await measure_unary(address, token_hash, concurrency, options.seconds)
+                results[f"stream_c{concurrency}"] = await measure_stream(address, token_hash, concurrency, options.seconds)
+        finally:
+            keyring.terminate()
+            try:
+                keyring.wait(15)
+            except subprocess.TimeoutExpired:
+                keyring.kill()
+            etcd.stop()
+    return {
+        "benchmark": "keyring acquire+release pairs per second",
+        "keys": options.keys,
+        "seconds_per_run": options.seconds,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "pairs_per_second": {name: round(value) for name, value in results.items()},
+        "target_stream_c64": 5000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--keys", type=int, default=1000)
+    print(json.dumps(asyncio.run(main_async(parser.parse_args())), indent=2))
+
+
+if __name__ == "__main__":
+    main()

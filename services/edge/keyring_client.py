@@ -1,0 +1,204 @@
+"""The edge's client of keyring: leases over one multiplexed stream per replica.
+
+Acquire and Release travel on a long-lived ``LeaseStream`` (cheaper per call
+than unary RPCs; see bench/keyring_bench.py), matched to replies by id.
+Acquires rotate over the replicas (client-side round robin); a replica whose
+stream breaks is skipped and reconnected, and the call is tried on the next
+one. A release goes back to the replica that granted the lease, because
+the in-flight slot lives there; if that replica is gone the outcome still
+reaches another one (the key's health is shared through etcd).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF_S = 0.5
+
+
+class LeaseDenied(Exception):
+    """Keyring refused the lease; ``code`` says why (a grpc.StatusCode)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class KeyringUnavailable(LeaseDenied):
+    """No keyring replica answered."""
+
+    def __init__(self, message: str = "no keyring replica is reachable") -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, message)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@dataclass(frozen=True, slots=True)
+class GrantedLease:
+    lease: pb.Lease
+    allowed_models: tuple[str, ...]
+    replica: int
+
+
+class _ReplicaStream:
+    """One replica's channel and its multiplexed lease stream.
+
+    Calls are queued; the stream's writer sends everything queued so far as
+    one batch, so under load many calls share one gRPC message.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, address: str, index: int) -> None:
+        self.address = address
+        self.index = index
+        self.channel = grpc.aio.insecure_channel(address, options=[("grpc.keepalive_time_ms", 10_000)])
+        self.stub = pb_grpc.LeaseServiceStub(self.channel)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[pb.LeaseResult]] = {}
+        self._outgoing: asyncio.Queue[pb.LeaseCall | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self.down_until = 0.0
+
+    @property
+    def usable(self) -> bool:
+        return time.monotonic() >= self.down_until
+
+    async def call(self, call: pb.LeaseCall, timeout_s: float) -> pb.LeaseResult:
+        if self._reader is None or self._reader.done():
+            self._open()
+        call.id = next(self._ids)
+        future: asyncio.Future[pb.LeaseResult] = asyncio.get_running_loop().create_future()
+        self._pending[call.id] = future
+        self._outgoing.put_nowait(call)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError as error:
+            self._mark_down()
+            raise KeyringUnavailable(f"keyring replica {self.address} did not answer in time") from error
+        finally:
+            self._pending.pop(call.id, None)
+
+    def _open(self) -> None:
+        self._outgoing = asyncio.Queue()
+        stream = self.stub.LeaseStream(self._batches(self._outgoing))
+        self._reader = asyncio.create_task(self._read(stream), name=f"lease-stream-{self.address}")
+
+    @classmethod
+    async def _batches(cls, queue: asyncio.Queue[pb.LeaseCall | None]) -> AsyncIterator[pb.LeaseStreamRequest]:
+        while (first := await queue.get()) is not None:
+            calls = [first]
+            while not queue.empty() and len(calls) < cls.MAX_BATCH:
+                following = queue.get_nowait()
+                if following is None:
+                    yield pb.LeaseStreamRequest(calls=calls)
+                    return
+                calls.append(following)
+            yield pb.LeaseStreamRequest(calls=calls)
+
+    async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:
+        try:
+            async for reply in stream:
+                for result in reply.results:
+                    future = self._pending.get(result.id)
+                    if future is not None and not future.done():
+                        future.set_result(result)
+        except grpc.aio.AioRpcError as error:
+            log.warning("lease stream to %s broke: %s", self.address, error.code().name)
+        finally:
+            self._mark_down()
+
+    def _mark_down(self) -> None:
+        self.down_until = time.monotonic() + RECONNECT_BACKOFF_S
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(KeyringUnavailable(f"keyring replica {self.address} went away"))
+        if self._reader is not None and not self._reader.done():
+            self._outgoing.put_nowait(None)
+            self._reader.cancel()
+        self._reader = None
+
+    async def close(self) -> None:
+        self._outgoing.put_nowait(None)
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self.channel.close()
+
+
+class KeyringClient:
+    def __init__(self, addresses: Sequence[str], timeout_s: float = 5.0) -> None:
+        if not addresses:
+            raise ValueError("at least one keyring address is needed")
+        self._replicas = [_ReplicaStream(address, index) for index, address in enumerate(addresses)]
+        self._turn = itertools.count()
+        self._timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await asyncio.gather(*(replica.close() for replica in self._replicas))
+
+    def _rotation(self, first: int | None = None) -> list[_ReplicaStream]:
+        start = next(self._turn) if first is None else first
+        ordered = [self._replicas[(start + i) % len(self._replicas)] for i in range(len(self._replicas))]
+        return sorted(ordered, key=lambda replica: not replica.usable)  # stable: usable ones first
+
+    async def acquire(self, token_hash: str, model: str, exclude: Sequence[str] = ()) -> GrantedLease:
+        request = pb.AcquireRequest(token_hash=token_hash, model=model, exclude_key_ids=exclude)
+        for replica in self._rotation():
+            try:
+                reply = await replica.call(pb.LeaseCall(acquire=request), self._timeout_s)
+            except KeyringUnavailable:
+                continue
+            if reply.HasField("error"):
+                error = reply.error
+                code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    continue  # that replica is draining: ask another
+                raise LeaseDenied(code, error.message, error.retry_after_ms / 1000)
+            granted = reply.acquire
+            return GrantedLease(granted.lease, tuple(granted.allowed_models), replica.index)
+        raise KeyringUnavailable()
+
+    async def release(self, granted: GrantedLease, model: str, outcome: pb.Outcome) -> None:
+        """Best effort: a lost release is reclaimed by the lease TTL."""
+        request = pb.ReleaseRequest(
+            lease_id=granted.lease.lease_id, key_id=granted.lease.key_id, model=model, outcome=outcome
+        )
+        for replica in self._rotation(first=granted.replica):
+            try:
+                await replica.call(pb.LeaseCall(release=request), self._timeout_s)
+                return
+            except KeyringUnavailable:
+                continue
+        log.warning("could not report the outcome of lease %s: no keyring replica reachable", granted.lease.lease_id)
+
+    async def ready(self) -> bool:
+        """True when at least one replica answers its health check as SERVING."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        for replica in self._replicas:
+            try:
+                reply = await health_pb2_grpc.HealthStub(replica.channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1.0
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return True
+        return False
