@@ -62,16 +62,19 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, so a killed pytest leaves no etcd."""
-    try:
-        import ctypes
+def _die_with_parent_prefix() -> list[str]:
+    """``setpriv --pdeathsig TERM`` so a killed test run leaves no etcd behind.
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except Exception:  # noqa: BLE001 - best effort, non-Linux has no prctl
-        pass
+    The signal fires when the *thread* that spawned etcd exits, so only the
+    main thread uses it. ``setpriv`` execs etcd (same PID) and keeps us from a
+    ``preexec_fn``, which would force a fork() of a process full of gRPC threads.
+    """
+    setpriv = shutil.which("setpriv")
+    if not sys.platform.startswith("linux") or setpriv is None:
+        return []
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "TERM"]
 
 
 class EtcdServer:
@@ -202,14 +205,11 @@ class EtcdServer:
         elif not self.peer_port:
             self.peer_port = free_port(self.host)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
-        in_main_thread = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(  # noqa: S603 - our own binary and args
-            self.command(),
+            [*_die_with_parent_prefix(), *self.command()],
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            # PDEATHSIG fires when the forking *thread* exits: only safe from the main thread.
-            preexec_fn=_die_with_parent if in_main_thread else None,  # noqa: PLW1509
         )
 
     def _handle_failed_start(self, attempt: int) -> None:
