@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite (a real etcd is started by the tests themselves).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh dev
+.venv/bin/python scripts/gen_protos.py --check
+exec .venv/bin/python -m pytest "$@"

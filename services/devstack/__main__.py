@@ -1,0 +1,194 @@
+"""python -m services.devstack [--demo]: the whole stack on one machine, for a newcomer.
+
+Starts a local etcd, one keyring replica, the edge and (when present) the
+admin service; with ``--demo`` also the Gemini simulator as the upstream and
+a seeded pool of simulated keys, so a first curl works offline. Prints the
+URLs and a client token, then runs until Ctrl-C, when it stops exactly the
+processes it started. State lives in ``var/`` (etcd data, the local
+key-encryption key, logs), so a restart keeps pools, keys and cooldowns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.etcd_server import EtcdServer
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+from services.common.testing import fake_gemini_key
+from services.keyring.sealing import generate_kek
+
+DEMO_POOL = "demo"
+DEMO_KEYS = 10
+
+
+@dataclass
+class Stack:
+    root: Path
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def spawn(self, name: str, module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.root / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], env={**os.environ, **env}, stdout=log, stderr=log, cwd=self.root.parent
+        )
+        self.processes.append((name, process))
+        return process
+
+    def stop(self) -> None:
+        for _name, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _name, process in reversed(self.processes):
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def check_alive(self) -> None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited with {process.returncode}; see {self.root / 'logs' / (name + '.log')}")
+
+
+def wait_http(url: str, stack: Stack, deadline_s: float = 30.0) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < deadline_s:
+        stack.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310 - our own loopback URL
+                if answer.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {deadline_s} s")
+
+
+async def wait_keyring(address: str, stack: Stack, deadline_s: float = 30.0) -> None:
+    started = time.monotonic()
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() - started < deadline_s:
+            stack.check_alive()
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"keyring at {address} did not become ready")
+
+
+async def seed_demo(address: str) -> str:
+    """Create the demo pool and keys if missing; always a fresh client token (tokens are shown once)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        admin = pb_grpc.AdminServiceStub(channel)
+        pools = await admin.ListPools(pb.ListPoolsRequest())
+        if DEMO_POOL not in {pool.name for pool in pools.pools}:
+            await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name=DEMO_POOL, description="simulated keys")))
+        keys = [pb.KeyInput(secret=fake_gemini_key(f"demo-{i}"), project=f"demo-project-{i % 3}") for i in range(DEMO_KEYS)]
+        await admin.AddKeys(pb.AddKeysRequest(pool=DEMO_POOL, keys=keys))
+        created = await admin.CreateToken(pb.CreateTokenRequest(pool=DEMO_POOL, name=f"demo-{int(time.time())}"))
+        return created.token
+
+
+def local_kek(var: Path) -> str:
+    """A key-encryption key for this machine only, kept in var/kek (mode 0600)."""
+    path = var / "kek"
+    if not path.exists():
+        path.write_text(generate_kek())
+        path.chmod(0o600)
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", action="store_true", help="also start the Gemini simulator and seed a demo pool")
+    parser.add_argument("--var", default="var", help="where etcd data, the local KEK and logs live")
+    parser.add_argument("--etcd-port", type=int, default=2379)
+    parser.add_argument("--keyring-port", type=int, default=50051)
+    parser.add_argument("--edge-port", type=int, default=8080)
+    parser.add_argument("--admin-port", type=int, default=8081)
+    parser.add_argument("--simulator-port", type=int, default=8090)
+    parser.add_argument("--upstream", default="https://generativelanguage.googleapis.com")
+    options = parser.parse_args()
+
+    var = Path(options.var).resolve()
+    (var / "logs").mkdir(parents=True, exist_ok=True)
+    stack = Stack(var)
+    etcd = EtcdServer(data_dir=var / "etcd", port=options.etcd_port, keep_data=True)
+    etcd.start()
+    try:
+        run(options, stack, etcd, var)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping...", flush=True)
+        stack.stop()
+        etcd.stop()
+
+
+def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) -> None:
+    keyring_address = f"127.0.0.1:{options.keyring_port}"
+    upstream = options.upstream
+    if options.demo:
+        stack.spawn("simulator", "services.simulator", {"SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(options.simulator_port)})
+        upstream = f"http://127.0.0.1:{options.simulator_port}"
+        wait_http(f"{upstream}/_sim/counts", stack)
+    stack.spawn(
+        "keyring",
+        "services.keyring",
+        {"KEYRING_KEK_FILE": local_kek(var), "KEYRING_ETCD_ENDPOINT": etcd.endpoint, "KEYRING_HOST": "127.0.0.1", "KEYRING_PORT": str(options.keyring_port)},
+    )
+    asyncio.run(wait_keyring(keyring_address, stack))
+    stack.spawn(
+        "edge",
+        "services.edge",
+        {"EDGE_HOST": "127.0.0.1", "EDGE_PORT": str(options.edge_port), "EDGE_KEYRING_ADDRESSES": keyring_address, "EDGE_UPSTREAM_BASE_URL": upstream},
+    )
+    edge_url = f"http://127.0.0.1:{options.edge_port}"
+    wait_http(f"{edge_url}/healthz", stack)
+    admin_url = ""
+    if importlib.util.find_spec("services.admin.__main__") is not None:
+        stack.spawn(
+            "admin",
+            "services.admin",
+            {"ADMIN_HOST": "127.0.0.1", "ADMIN_PORT": str(options.admin_port), "ADMIN_KEYRING_ADDRESSES": keyring_address},
+        )
+        admin_url = f"http://127.0.0.1:{options.admin_port}"
+        wait_http(f"{admin_url}/healthz", stack)
+    token = asyncio.run(seed_demo(keyring_address)) if options.demo else ""
+
+    print(f"etcd      {etcd.endpoint}  (data in {var / 'etcd'})")
+    print(f"keyring   {keyring_address}  (gRPC)")
+    print(f"edge      {edge_url}  (OpenAI: {edge_url}/v1   Gemini: {edge_url}/v1beta)")
+    if admin_url:
+        print(f"admin     {admin_url}")
+    if options.demo:
+        print(f"simulator {upstream}  (fake Gemini upstream)")
+        print(f"client token (pool {DEMO_POOL!r}, shown once): {token}")
+        print(f"try: curl -s {edge_url}/v1/chat/completions -H 'Authorization: Bearer {token}' "
+              "-H 'Content-Type: application/json' "
+              "-d '{\"model\": \"gemini-2.5-flash\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
+    print(f"logs in {var / 'logs'}; Ctrl-C stops everything", flush=True)
+    while True:
+        stack.check_alive()
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
