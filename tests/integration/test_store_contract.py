@@ -372,26 +372,43 @@ async def test_unavailable_memory_store_raises_store_unavailable(memory_store: M
 
 
 @pytest.mark.etcd
+async def test_operations_are_reported_to_the_callbacks(etcd_server: EtcdServer, store_prefix: str) -> None:
+    calls: list[tuple[str, bool]] = []
+    errors: list[str] = []
+    store = EtcdStore(
+        etcd_server.endpoint,
+        on_operation=lambda name, seconds, ok: calls.append((name, ok and seconds >= 0)),
+        on_error=lambda name, error: errors.append(name),
+    )
+    try:
+        await store.snapshot(store_prefix)
+        await store.commit([Write(f"{store_prefix}k", b"v")])
+    finally:
+        await store.client.delete_prefix(store_prefix.encode())
+        await store.close()
+    assert ("snapshot", True) in calls and ("commit", True) in calls
+    assert errors == []
+
+
+@pytest.mark.etcd
 async def test_etcd_restarted_on_the_same_data_dir_keeps_data(tmp_path: object, store_prefix: str) -> None:
-    """Data survives a restart, and a live store/watch see the outage and recover."""
+    """Data survives a restart; a live store and watch see the outage, the store recovers."""
     data_dir = f"{tmp_path}/etcd"
     key = f"{store_prefix}k"
-    first = await EtcdServer(data_dir=data_dir, keep_data=True).astart()
-    store = await EtcdStore.open(first.endpoint, timeout_s=1)
-    try:
+    async with EtcdServer(data_dir=data_dir, keep_data=True) as first:
+        store = await EtcdStore.open(first.endpoint, timeout_s=1)
         revision = await put(store, key, b"durable")
         watch = store.watch(store_prefix, revision + 1)
         pending = asyncio.ensure_future(anext(watch))
         await eventually(lambda: _async(_etcd_watchers(store) == 1), "the watch to be created")
-        await first.astop()
+    try:
         with pytest.raises(StoreUnavailable):
             await store.get(key)
         with pytest.raises(StoreUnavailable):
             await asyncio.wait_for(pending, DEADLINE_S)
         await watch.aclose()
 
-        second = await EtcdServer(data_dir=data_dir, port=first.port, keep_data=True).astart()
-        try:
+        async with EtcdServer(data_dir=data_dir, port=first.port, keep_data=True):
 
             async def readable() -> bool:
                 with contextlib.suppress(StoreUnavailable):
@@ -399,9 +416,7 @@ async def test_etcd_restarted_on_the_same_data_dir_keeps_data(tmp_path: object, 
                 return False
 
             await eventually(readable, "the same store to read the data back from the restarted etcd")
-        finally:
-            await store.close()
-            await second.astop()
+            async with contextlib.aclosing(store.watch(store_prefix, revision)) as again:
+                assert await next_events(again, 1) == [[Event(key, b"durable", revision)]]
     finally:
         await store.close()
-        await first.astop()
