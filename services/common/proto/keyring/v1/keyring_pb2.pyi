@@ -321,6 +321,106 @@ class TokenInfo(_message.Message):
     prefix: str
     def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., pool: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., revoked: _Optional[bool] = ..., requests_per_minute: _Optional[int] = ..., prefix: _Optional[str] = ...) -> None: ...
 
+class VerifyKeysRequest(_message.Message):
+    __slots__ = ("key_ids", "all_unhealthy", "pool")
+    KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_UNHEALTHY_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    key_ids: _containers.RepeatedScalarFieldContainer[str]
+    all_unhealthy: bool
+    pool: str
+    def __init__(self, key_ids: _Optional[_Iterable[str]] = ..., all_unhealthy: _Optional[bool] = ..., pool: _Optional[str] = ...) -> None: ...
+
+class VerifyResult(_message.Message):
+    __slots__ = ("key_id", "ok", "http_status", "error_status", "error_reason", "state")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    ok: bool
+    http_status: int
+    error_status: str
+    error_reason: str
+    state: KeyState
+    def __init__(self, key_id: _Optional[str] = ..., ok: _Optional[bool] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ...) -> None: ...
+
+class VerifyKeysResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[VerifyResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[VerifyResult, _Mapping]]] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("pool", "window_s")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    window_s: int
+    def __init__(self, pool: _Optional[str] = ..., window_s: _Optional[int] = ...) -> None: ...
+
+class UsageFigures(_message.Message):
+    __slots__ = ("requests", "errors", "input_tokens", "output_tokens")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    def __init__(self, requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("id", "pool", "figures")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    pool: str
+    figures: UsageFigures
+    def __init__(self, id: _Optional[str] = ..., pool: _Optional[str] = ..., figures: _Optional[_Union[UsageFigures, _Mapping]] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("window_s", "keys", "tokens", "pools")
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    window_s: int
+    keys: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    tokens: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    pools: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    def __init__(self, window_s: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., tokens: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., pools: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("at_ms", "actor", "action", "target", "detail")
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    at_ms: int
+    actor: str
+    action: str
+    target: str
+    detail: str
+    def __init__(self, at_ms: _Optional[int] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ListAuditRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListAuditResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
 class CreatePoolRequest(_message.Message):
     __slots__ = ("pool",)
     POOL_FIELD_NUMBER: _ClassVar[int]

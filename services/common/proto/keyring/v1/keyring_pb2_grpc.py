@@ -316,6 +316,21 @@ class AdminServiceStub:
                 request_serializer=keyring_dot_v1_dot_keyring__pb2.ImportConfigRequest.SerializeToString,
                 response_deserializer=keyring_dot_v1_dot_keyring__pb2.ImportConfigResponse.FromString,
                 _registered_method=True)
+        self.VerifyKeys = channel.unary_unary(
+                '/keyring.v1.AdminService/VerifyKeys',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.VerifyKeysRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.VerifyKeysResponse.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/keyring.v1.AdminService/GetUsage',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/keyring.v1.AdminService/ListAudit',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -423,6 +438,29 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyKeys(self, request, context):
+        """Cheap real upstream calls through keyring's check path; a key that
+        answers is revived, one that is refused is marked as the policy says.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """Requests, errors and tokens per key, per client token and per pool,
+        summed over every replica (each flushes its counters to etcd).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """Every change made through this service, newest first, bounded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -510,6 +548,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ImportConfig,
                     request_deserializer=keyring_dot_v1_dot_keyring__pb2.ImportConfigRequest.FromString,
                     response_serializer=keyring_dot_v1_dot_keyring__pb2.ImportConfigResponse.SerializeToString,
+            ),
+            'VerifyKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyKeys,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.VerifyKeysRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.VerifyKeysResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.GetUsageRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.ListAuditRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.ListAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -971,6 +1024,87 @@ class AdminService:
             '/keyring.v1.AdminService/ImportConfig',
             keyring_dot_v1_dot_keyring__pb2.ImportConfigRequest.SerializeToString,
             keyring_dot_v1_dot_keyring__pb2.ImportConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.AdminService/VerifyKeys',
+            keyring_dot_v1_dot_keyring__pb2.VerifyKeysRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.VerifyKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.AdminService/GetUsage',
+            keyring_dot_v1_dot_keyring__pb2.GetUsageRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.AdminService/ListAudit',
+            keyring_dot_v1_dot_keyring__pb2.ListAuditRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,
