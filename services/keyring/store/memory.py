@@ -131,11 +131,10 @@ class MemoryStore(Store):
                 raise WatchCompacted(f"revision {next_rev} compacted (floor {self._compacted})")
             changed = self._changed
             batches = self._batches_from(prefix, next_rev)
+            next_rev = max(next_rev, self._revision + 1)  # history up to now is scanned
             if not batches:
-                next_rev = max(next_rev, self._revision + 1)
                 await changed.wait()
                 continue
-            next_rev = batches[-1][0].mod_revision + 1
             for batch in batches:
                 yield batch
 
