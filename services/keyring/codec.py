@@ -5,6 +5,8 @@
     {prefix}tokens/{token_id}
     {prefix}cooldowns/{scope}/{subject}/{model}
     {prefix}members/{replica_id}
+    {prefix}usage/{replica_id}/{bucket_start}   one replica's usage counts
+    {prefix}audit/{at_ms}-{random}              the audit log
 
 JSON (not protobuf) so an operator can read the store with etcdctl; secrets
 are sealed before they get here and tokens are only hashes.
@@ -54,6 +56,12 @@ class Layout:
     def cooldown(self, cooldown_id: CooldownId) -> str:
         subject = quote(cooldown_id.subject, safe="")
         return f"{self.prefix}cooldowns/{cooldown_id.scope.value}/{subject}/{quote(cooldown_id.model, safe='')}"
+
+    def usage(self, replica_id: str, bucket_start: int) -> str:
+        return f"{self.prefix}usage/{replica_id}/{bucket_start}"
+
+    def audit(self, at_ms: int, suffix: str) -> str:
+        return f"{self.prefix}audit/{at_ms:013d}-{suffix}"
 
     def member(self, replica_id: str) -> str:
         return f"{self.prefix}members/{replica_id}"

@@ -38,6 +38,11 @@ class KeyringSettings(BaseSettings):
     shutdown_grace_s: float = 10.0
     janitor_interval_s: float = 1.0
     metrics_port: int = 0  # 0: no /metrics listener
+    # The check path (VerifyKeys and the periodic re-check of invalid and suspended keys).
+    upstream_base_url: str = "https://generativelanguage.googleapis.com"
+    http_proxy: str = ""
+    check_timeout_s: float = 10.0
+    recheck_interval_s: float = 900.0  # 0: no periodic re-check
 
     @model_validator(mode="after")
     def _one_kek(self) -> KeyringSettings:

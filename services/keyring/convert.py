@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from .administration import AddResult, KeyFilter, KeyInput, PoolChanges
+from .domain.usage import Figures
 from .domain.models import ClientToken, Cooldown, KeyState, Outcome, Policy, Pool, Strategy, Transport, UpstreamKey
 
 _STRATEGIES = {
@@ -189,5 +188,16 @@ def outcome_from_pb(message: pb.Outcome) -> Outcome:
     )
 
 
-def size_of(message: Message) -> int:
-    return message.ByteSize()
+def state_to_pb(state: KeyState) -> int:
+    return _STATE_TO_PB[state]
+
+
+def usage_row(subject: str, pool: str, figures: Figures) -> pb.UsageRow:
+    return pb.UsageRow(
+        id=subject,
+        pool=pool,
+        figures=pb.UsageFigures(
+            requests=figures.requests, errors=figures.errors,
+            input_tokens=figures.input_tokens, output_tokens=figures.output_tokens,
+        ),
+    )

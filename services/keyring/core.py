@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +25,22 @@ from .codec import Layout, Record, decode, encode
 from .domain.allocator import Allocator, Grant
 from .domain.errors import Conflict, NotReady
 from .domain.leasing import LeaseBook
-from .domain.models import ClientToken, Cooldown, CooldownId, CooldownScope, Outcome, Policy, Pool, UpstreamKey
+from .domain.models import (
+    ClientToken,
+    Cooldown,
+    CooldownId,
+    CooldownScope,
+    KeyState,
+    Outcome,
+    Policy,
+    Pool,
+    Transport,
+    UpstreamKey,
+)
 from .domain.policy import judge
+from .domain.usage import Bucket, UsageCounter, UsageSummary, summarise
 from .domain.view import KeyringView
+from .checker import UpstreamChecker
 from .sealing import SecretBox
 from .store import MAX_WRITES_PER_COMMIT, Registration, Snapshot, Store, StoreUnavailable, WatchCompacted, Write
 
@@ -33,6 +48,9 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 COOLDOWN_GC_INTERVAL_S = 30.0
+USAGE_FLUSH_INTERVAL_S = 5.0
+USAGE_RETENTION_S = 25 * 3600
+AUDIT_LIMIT = 1000
 Clock = Callable[[], float]
 
 
@@ -74,6 +92,7 @@ class Keyring:
         self._accepting = False
         self._tasks: list[asyncio.Task[None]] = []
         self._registration: Registration | None = None
+        self.usage = UsageCounter()
         # Called with (event, labels) for metrics; set by the server.
         self.on_event: Callable[[str, dict[str, str]], None] = lambda event, labels: None
 
@@ -122,12 +141,19 @@ class Keyring:
         self.on_event("lease_granted", {"pool": grant.pool.name})
         return grant, self._secret_of(grant.key.key_id, grant.key.sealed_secret)
 
-    def release_slot(self, lease_id: str, key_id: str, model: str) -> tuple[bool, str, str]:
-        """Give the slot back; returns (was ours, key id, model), trusting our own lease record."""
+    def release_slot(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> tuple[bool, str, str]:
+        """Give the slot back and count the call; returns (was ours, key id, model)."""
         lease = self.allocator.release(lease_id)
+        token_id = ""
         if lease is not None:
-            return True, lease.key_id, lease.model
-        return False, key_id, model
+            key_id, model, token_id = lease.key_id, lease.model, lease.token_id
+        key = self.view.keys.get(key_id)
+        if key is not None and outcome.transport is not Transport.CANCELLED:
+            failed = outcome.transport is not Transport.OK or not 200 <= outcome.http_status < 300
+            self.usage.count(
+                self.clock(), key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens
+            )
+        return lease is not None, key_id, model
 
     def outcome_is_news(self, key_id: str, model: str, outcome: Outcome) -> bool:
         """Whether the outcome changes any state (most successes do not: no write, no wait)."""
@@ -135,7 +161,7 @@ class Keyring:
 
     async def release(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> bool:
         """Give the slot back and learn from the outcome; False when the lease was not ours."""
-        known, key_id, model = self.release_slot(lease_id, key_id, model)
+        known, key_id, model = self.release_slot(lease_id, key_id, model, outcome)
         if self.outcome_is_news(key_id, model, outcome):
             await self.report(key_id, model, outcome)
         return known
@@ -146,6 +172,39 @@ class Keyring:
         for change in changes:
             if isinstance(change.record, Cooldown):
                 self.on_event("cooldown_started", {"reason": change.record.reason.value})
+
+    async def verify(self, checker: UpstreamChecker, key_ids: list[str]) -> list[tuple[str, Outcome]]:
+        """Check keys upstream; a key that answers is revived, a refusal is judged as usual."""
+        results = []
+        for key_id in key_ids:
+            key = self.view.keys.get(key_id)
+            if key is None:
+                continue
+            outcome = await checker.check(self._secret_of(key_id, key.sealed_secret))
+            if 200 <= outcome.http_status < 300:
+                await self.transact(lambda key_id=key_id: self._revived(key_id))
+            else:
+                await self.report(key_id, "", outcome)
+            results.append((key_id, outcome))
+        return results
+
+    def _revived(self, key_id: str) -> list[Change]:
+        key = self.view.keys.get(key_id)
+        if key is None or key.state is KeyState.DISABLED:
+            return []
+        healthy = dataclasses.replace(key, state=KeyState.ACTIVE, state_until=0.0, consecutive_failures=0, forbidden_strikes=0)
+        return [] if healthy == key else [put(self.layout, healthy)]
+
+    def unhealthy_keys(self, pool: str = "") -> list[str]:
+        return sorted(
+            key.key_id
+            for key in self.view.keys.values()
+            if key.state in (KeyState.INVALID, KeyState.SUSPENDED) and (not pool or key.pool == pool)
+        )
+
+    def is_leader(self) -> bool:
+        """The replica with the smallest id does the cluster's periodic chores."""
+        return min(self.view.members, default=self.replica_id) == self.replica_id
 
     def _outcome_changes(self, key_id: str, model: str, outcome: Outcome) -> list[Change]:
         key = self.view.keys.get(key_id)
@@ -220,10 +279,11 @@ class Keyring:
                 self._rebuild(snapshot)
                 self._built.set()
                 backoff = 0.1
-                async for events in self.store.watch(self.layout.prefix, snapshot.revision + 1):
-                    for event in events:
-                        self._apply(event.key, event.value, event.mod_revision)
-                        self.view.revision = max(self.view.revision, event.mod_revision)
+                async with contextlib.aclosing(self.store.watch(self.layout.prefix, snapshot.revision + 1)) as watch:
+                    async for events in watch:
+                        for event in events:
+                            self._apply(event.key, event.value, event.mod_revision)
+                            self.view.revision = max(self.view.revision, event.mod_revision)
             except (StoreUnavailable, WatchCompacted) as error:
                 log.warning("store watch interrupted (%s); rebuilding the view", type(error).__name__)
                 await asyncio.sleep(backoff)
@@ -250,6 +310,9 @@ class Keyring:
         kind, parts = self.layout.kind_of(path)
         if kind == "members":
             self.view.members[parts[0]] = value
+            return
+        if kind in ("usage", "audit"):
+            getattr(self.view, kind)[path] = value
             return
         try:
             record = decode(kind, value, revision)
@@ -282,21 +345,64 @@ class Keyring:
             self.view.remove_cooldown(CooldownId(CooldownScope(parts[0]), parts[1], parts[2]))
         elif kind == "members":
             self.view.members.pop(parts[0], None)
+        elif kind in ("usage", "audit"):
+            getattr(self.view, kind).pop(path, None)
 
     # -- housekeeping ---------------------------------------------------
 
     async def _janitor(self) -> None:
-        """Reclaim abandoned leases; drop cooldowns whose strike memory has passed."""
-        last_gc = 0.0
+        """Reclaim abandoned leases, flush usage, drop what has aged out."""
+        last_gc = last_flush = 0.0
         while True:
             await asyncio.sleep(self._janitor_interval_s)
             now = self.clock()
             for lease in self.book.reclaim_expired(now):
                 self.on_event("lease_expired", {"pool": lease.pool})
-            if now - last_gc >= COOLDOWN_GC_INTERVAL_S:
-                last_gc = now
-                with contextlib.suppress(NotReady, Conflict):
+            with contextlib.suppress(NotReady, Conflict):
+                if now - last_flush >= USAGE_FLUSH_INTERVAL_S:
+                    last_flush = now
+                    await self.flush_usage()
+                if now - last_gc >= COOLDOWN_GC_INTERVAL_S:
+                    last_gc = now
                     await self._collect_cooldowns(now)
+                    await self._collect_usage_and_audit(now)
+
+    # -- usage and audit ------------------------------------------------
+
+    async def flush_usage(self) -> None:
+        """Write this replica's changed usage buckets (only this replica writes them)."""
+        for bucket in self.usage.take_dirty(self.clock()):
+            path = self.layout.usage(self.replica_id, bucket.start)
+            await self._write_unguarded(path, orjson.dumps(bucket.to_dict()))
+
+    async def usage_summary(self, window_s: float, pool: str = "") -> UsageSummary:
+        await self.flush_usage()
+        buckets = [Bucket.from_dict(orjson.loads(value)) for value in self.view.usage.values()]
+        return summarise(buckets, self.clock() - window_s, pool)
+
+    async def record_audit(self, actor: str, action: str, target: str, detail: str) -> None:
+        now = self.clock()
+        entry = {"at": now, "actor": actor[:200], "action": action, "target": target[:200], "detail": detail[:500]}
+        await self._write_unguarded(self.layout.audit(int(now * 1000), secrets.token_hex(4)), orjson.dumps(entry))
+
+    def audit_entries(self, limit: int) -> list[dict[str, object]]:
+        newest = sorted(self.view.audit, reverse=True)[:limit]
+        return [orjson.loads(self.view.audit[path]) for path in newest]
+
+    async def _write_unguarded(self, path: str, value: bytes | None) -> None:
+        try:
+            revision = await self.store.commit([Write(path, value)])
+        except StoreUnavailable as error:
+            raise NotReady("the store is unavailable; nothing was changed") from error
+        if revision is not None:
+            self._apply(path, value, revision)
+
+    async def _collect_usage_and_audit(self, now: float) -> None:
+        horizon = now - USAGE_RETENTION_S
+        for path in [p for p in self.view.usage if int(p.rsplit("/", 1)[1]) < horizon]:
+            await self._write_unguarded(path, None)
+        for path in sorted(self.view.audit)[:-AUDIT_LIMIT]:
+            await self._write_unguarded(path, None)
 
     async def _collect_cooldowns(self, now: float) -> None:
         memory = max((pool.policy.strike_memory_s for pool in self.view.pools.values()), default=3600.0)

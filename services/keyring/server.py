@@ -15,9 +15,11 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 
 from .administration import Administration
+from .checker import UpstreamChecker
 from .codec import Layout
 from .config import KeyringSettings
 from .core import Keyring
+from .domain.errors import KeyringError
 from .servicer import AdminServicer, LeaseServicer
 from .store import EtcdStore, Store
 
@@ -32,26 +34,55 @@ SERVICE_NAMES = (
 class KeyringServer:
     """A running replica: its gRPC server, health service and keyring core."""
 
-    def __init__(self, server: grpc.aio.Server, port: int, keyring: Keyring, health: HealthServicer) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        keyring: Keyring,
+        health: HealthServicer,
+        checker: UpstreamChecker,
+        recheck_interval_s: float,
+    ) -> None:
         self.server = server
         self.port = port
         self.keyring = keyring
         self.health = health
+        self.checker = checker
+        self._recheck_interval_s = recheck_interval_s
+        self._recheck: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Serve NOT_SERVING until the view is built, then SERVING."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         await self.keyring.start()
+        if self._recheck_interval_s > 0:
+            self._recheck = asyncio.create_task(self._recheck_unhealthy(), name="keyring-recheck")
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("keyring replica %s serving on port %d", self.keyring.replica_id, self.port)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking leases, finish in-flight RPCs, drop membership."""
         self.keyring.stop_accepting()
+        if self._recheck is not None:
+            self._recheck.cancel()
+            await asyncio.gather(self._recheck, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         await self.keyring.stop()
+        await self.checker.close()
+
+    async def _recheck_unhealthy(self) -> None:
+        """Probe invalid and suspended keys now and then; those that answer come back."""
+        while True:
+            await asyncio.sleep(self._recheck_interval_s)
+            if not self.keyring.is_leader():
+                continue
+            try:
+                checked = await self.keyring.verify(self.checker, self.keyring.unhealthy_keys())
+                log.info("re-checked %d unhealthy keys", len(checked))
+            except KeyringError as error:
+                log.warning("re-check of unhealthy keys failed: %s", error)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -76,14 +107,15 @@ def create_server(settings: KeyringSettings, store: Store, host: str | None = No
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    checker = UpstreamChecker(settings.upstream_base_url, settings.http_proxy, settings.check_timeout_s)
     server = grpc.aio.server(options=options)
     pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(keyring), server)
-    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration, checker), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     bound = server.add_insecure_port(f"{host or settings.host}:{settings.port if port is None else port}")
-    return KeyringServer(server, bound, keyring, health)
+    return KeyringServer(server, bound, keyring, health, checker, settings.recheck_interval_s)
 
 
 async def open_store(settings: KeyringSettings) -> EtcdStore:

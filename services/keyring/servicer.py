@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 
 from . import convert
 from .administration import Administration
+from .checker import UpstreamChecker
 from .core import Keyring
 from .domain.errors import InvalidArgument, KeyringError
 from .domain.models import Outcome
@@ -23,6 +25,8 @@ from .transfer import export_document, import_document
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+log = logging.getLogger(__name__)
 
 MAX_MODEL_NAME = 200
 MAX_EXCLUDED = 1000
@@ -106,8 +110,10 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 for call in batch.calls:
                     if call.HasField("release"):
                         release = call.release
-                        known, key_id, model = self._keyring.release_slot(release.lease_id, release.key_id, release.model)
                         outcome = convert.outcome_from_pb(release.outcome)
+                        known, key_id, model = self._keyring.release_slot(
+                            release.lease_id, release.key_id, release.model, outcome
+                        )
                         if self._keyring.outcome_is_news(key_id, model, outcome):
                             task = asyncio.create_task(report_then_answer(call.id, known, key_id, model, outcome))
                             pending.add(task)
@@ -135,10 +141,24 @@ def _stream_error(call_id: int, error: KeyringError) -> pb.LeaseResult:
     )
 
 
+ACTOR_METADATA = "x-keyring-actor"
+USAGE_WINDOWS = (3600, 86400)
+
+
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, keyring: Keyring, administration: Administration) -> None:
+    """Every change is recorded in the audit log with the caller's x-keyring-actor."""
+
+    def __init__(self, keyring: Keyring, administration: Administration, checker: UpstreamChecker) -> None:
         self._keyring = keyring
         self._admin = administration
+        self._checker = checker
+
+    async def _audit(self, context: grpc.aio.ServicerContext, action: str, target: str, detail: str = "") -> None:
+        actor = dict(context.invocation_metadata() or ()).get(ACTOR_METADATA, "unknown")
+        try:
+            await self._keyring.record_audit(str(actor), action, target, detail)
+        except KeyringError:
+            log.warning("could not record audit entry for %s on %s", action, target)
 
     def _key_info(self, key_id: str) -> pb.KeyInfo:
         key = self._admin.get_key(key_id)
@@ -146,7 +166,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     @domain_errors
     async def CreatePool(self, request: pb.CreatePoolRequest, context: grpc.aio.ServicerContext) -> pb.Pool:
-        return convert.pool_to_pb(await self._admin.create_pool(convert.pool_from_pb(request.pool)))
+        pool = await self._admin.create_pool(convert.pool_from_pb(request.pool))
+        await self._audit(context, "CreatePool", pool.name)
+        return convert.pool_to_pb(pool)
 
     @domain_errors
     async def GetPool(self, request: pb.GetPoolRequest, context: grpc.aio.ServicerContext) -> pb.Pool:
@@ -159,19 +181,25 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     @domain_errors
     async def UpdatePool(self, request: pb.UpdatePoolRequest, context: grpc.aio.ServicerContext) -> pb.Pool:
         changes = convert.pool_changes_from_pb(request)
-        return convert.pool_to_pb(await self._admin.update_pool(request.pool.name, changes))
+        pool = await self._admin.update_pool(request.pool.name, changes)
+        await self._audit(context, "UpdatePool", pool.name, ", ".join(request.update_fields) or "all fields")
+        return convert.pool_to_pb(pool)
 
     @domain_errors
     async def DeletePool(
         self, request: pb.DeletePoolRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeletePoolResponse:
         keys, tokens = await self._admin.delete_pool(request.name, request.force)
+        await self._audit(context, "DeletePool", request.name, f"{keys} keys and {tokens} tokens deleted")
         return pb.DeletePoolResponse(keys_deleted=keys, tokens_deleted=tokens)
 
     @domain_errors
     async def AddKeys(self, request: pb.AddKeysRequest, context: grpc.aio.ServicerContext) -> pb.AddKeysResponse:
         inputs = [convert.key_input_from_pb(item) for item in request.keys]
         results = await self._admin.add_keys(request.pool, inputs)
+        added = sum(result.status == "added" for result in results)
+        if added:
+            await self._audit(context, "AddKeys", request.pool, f"{added} of {len(results)} added")
         return pb.AddKeysResponse(
             results=[convert.add_result_to_pb(result) for result in results],
             added=sum(result.status == "added" for result in results),
@@ -195,17 +223,20 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def UpdateKey(self, request: pb.UpdateKeyRequest, context: grpc.aio.ServicerContext) -> pb.KeyInfo:
         changes = convert.key_input_from_pb(request.changes)
         await self._admin.update_key(request.key_id, changes, request.update_fields)
+        await self._audit(context, "UpdateKey", request.key_id, ", ".join(request.update_fields) or "all fields")
         return self._key_info(request.key_id)
 
     @domain_errors
     async def SetKeyState(self, request: pb.SetKeyStateRequest, context: grpc.aio.ServicerContext) -> pb.KeyInfo:
         action = pb.SetKeyStateRequest.Action.Name(request.action).lower()
         await self._admin.set_key_state(request.key_id, action)
+        await self._audit(context, "SetKeyState", request.key_id, action)
         return self._key_info(request.key_id)
 
     @domain_errors
     async def DeleteKey(self, request: pb.DeleteKeyRequest, context: grpc.aio.ServicerContext) -> pb.DeleteKeyResponse:
         await self._admin.delete_key(request.key_id)
+        await self._audit(context, "DeleteKey", request.key_id)
         return pb.DeleteKeyResponse()
 
     @domain_errors
@@ -215,6 +246,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         token, secret = await self._admin.create_token(
             request.pool, request.name, request.expires_at_ms / 1000, request.requests_per_minute
         )
+        await self._audit(context, "CreateToken", token.token_id, f"pool {token.pool}")
         return pb.CreateTokenResponse(info=convert.token_to_pb(token), token=secret)
 
     @domain_errors
@@ -226,21 +258,82 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self, request: pb.RotateTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTokenResponse:
         token, secret = await self._admin.rotate_token(request.token_id)
+        await self._audit(context, "RotateToken", request.token_id, f"replaced by {token.token_id}")
         return pb.CreateTokenResponse(info=convert.token_to_pb(token), token=secret)
 
     @domain_errors
     async def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.aio.ServicerContext) -> pb.TokenInfo:
-        return convert.token_to_pb(await self._admin.revoke_token(request.token_id))
+        token = await self._admin.revoke_token(request.token_id)
+        await self._audit(context, "RevokeToken", token.token_id)
+        return convert.token_to_pb(token)
 
     @domain_errors
     async def ExportConfig(
         self, request: pb.ExportConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExportConfigResponse:
-        return pb.ExportConfigResponse(document=export_document(self._keyring, request.include_secrets_in_clear))
+        document = export_document(self._keyring, request.include_secrets_in_clear)
+        detail = "secrets in clear" if request.include_secrets_in_clear else "secrets sealed"
+        await self._audit(context, "ExportConfig", "all", detail)
+        return pb.ExportConfigResponse(document=document)
 
     @domain_errors
     async def ImportConfig(
         self, request: pb.ImportConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ImportConfigResponse:
         pools, keys, tokens = await import_document(self._keyring, request.document)
+        await self._audit(context, "ImportConfig", "all", f"{pools} pools, {keys} keys, {tokens} tokens created")
         return pb.ImportConfigResponse(pools=pools, keys=keys, tokens=tokens)
+
+    @domain_errors
+    async def VerifyKeys(self, request: pb.VerifyKeysRequest, context: grpc.aio.ServicerContext) -> pb.VerifyKeysResponse:
+        key_ids = list(dict.fromkeys(request.key_ids))
+        for key_id in key_ids:
+            self._admin.get_key(key_id)  # unknown ids fail before any upstream call
+        if request.all_unhealthy:
+            if request.pool:
+                self._admin.get_pool(request.pool)
+            key_ids += [k for k in self._keyring.unhealthy_keys(request.pool) if k not in key_ids]
+        checked = await self._keyring.verify(self._checker, key_ids)
+        await self._audit(context, "VerifyKeys", request.pool or "keys", f"{len(checked)} keys checked")
+        return pb.VerifyKeysResponse(
+            results=[
+                pb.VerifyResult(
+                    key_id=key_id,
+                    ok=200 <= outcome.http_status < 300,
+                    http_status=outcome.http_status,
+                    error_status=outcome.error_status or ("" if outcome.http_status else outcome.transport.name),
+                    error_reason=outcome.error_reason,
+                    state=convert.state_to_pb(self._admin.get_key(key_id).state),
+                )
+                for key_id, outcome in checked
+                if key_id in self._keyring.view.keys
+            ]
+        )
+
+    @domain_errors
+    async def GetUsage(self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext) -> pb.GetUsageResponse:
+        window = request.window_s or USAGE_WINDOWS[0]
+        if window not in USAGE_WINDOWS:
+            raise InvalidArgument("window_s must be 3600 (last hour) or 86400 (last day)")
+        if request.pool:
+            self._admin.get_pool(request.pool)
+        summary = await self._keyring.usage_summary(window, request.pool)
+        return pb.GetUsageResponse(
+            window_s=window,
+            keys=[convert.usage_row(key_id, pool, figures) for key_id, (pool, figures) in sorted(summary.keys.items())],
+            tokens=[convert.usage_row(token_id, pool, figures) for token_id, (pool, figures) in sorted(summary.tokens.items())],
+            pools=[convert.usage_row(pool, pool, figures) for pool, figures in sorted(summary.pools.items())],
+        )
+
+    @domain_errors
+    async def ListAudit(self, request: pb.ListAuditRequest, context: grpc.aio.ServicerContext) -> pb.ListAuditResponse:
+        limit = min(max(request.limit or 100, 1), 1000)
+        return pb.ListAuditResponse(
+            entries=[
+                pb.AuditEntry(
+                    at_ms=convert.ms(float(entry["at"])), actor=str(entry["actor"]), action=str(entry["action"]),
+                    target=str(entry["target"]), detail=str(entry["detail"]),
+                )
+                for entry in self._keyring.audit_entries(limit)
+            ]
+        )

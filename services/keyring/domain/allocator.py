@@ -69,7 +69,7 @@ class Allocator:
             raise self._nothing_eligible(pool, model, exclude, replicas, now)
         self._token_minutes.add(token.token_id, now)
         self._key_minutes.add(key.key_id, now)
-        lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now)
+        lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
         return Grant(lease, key, pool)
 
     def release(self, lease_id: str) -> LeaseRecord | None:

@@ -23,6 +23,7 @@ class LeaseRecord:
     model: str
     granted_at: float
     expires_at: float
+    token_id: str = ""
 
 
 def share(total: int, replicas: int) -> int:
@@ -83,8 +84,8 @@ class LeaseBook:
     def in_flight(self, key_id: str) -> int:
         return self._in_flight.get(key_id, 0)
 
-    def grant(self, key_id: str, pool: str, model: str, ttl_s: float, now: float) -> LeaseRecord:
-        lease = LeaseRecord(f"{self._prefix}.{next(self._sequence)}", key_id, pool, model, now, now + ttl_s)
+    def grant(self, key_id: str, pool: str, model: str, ttl_s: float, now: float, token_id: str = "") -> LeaseRecord:
+        lease = LeaseRecord(f"{self._prefix}.{next(self._sequence)}", key_id, pool, model, now, now + ttl_s, token_id)
         self._leases[lease.lease_id] = lease
         self._in_flight[key_id] = self._in_flight.get(key_id, 0) + 1
         heapq.heappush(self._expiry, (lease.expires_at, lease.lease_id))

@@ -21,6 +21,9 @@ class KeyringView:
         self.tokens_by_hash: dict[str, ClientToken] = {}
         self.cooldowns: dict[CooldownId, Cooldown] = {}
         self.members: dict[str, bytes] = {}
+        # Raw records nobody leases from: decoded only when asked for.
+        self.usage: dict[str, bytes] = {}  # by store path: one replica's bucket
+        self.audit: dict[str, bytes] = {}  # by store path: sorts by time
         self.revision = 0
         self._rings: dict[str, list[TierRing]] = {}
         self._keys_by_pool: dict[str, set[str]] = defaultdict(set)

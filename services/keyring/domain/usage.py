@@ -1,0 +1,134 @@
+"""Usage counters: requests, errors and tokens per key, client token and pool.
+
+Each replica counts what it sees in time buckets and flushes them to the
+store under its own name, so every replica can sum the figures of all of
+them: usage stays correct with several replicas and edges.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+BUCKET_S = 300  # five minutes: fine enough for "last hour", small enough to keep a day
+
+
+@dataclass(slots=True)
+class Figures:
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, other: Figures) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+
+    def as_list(self) -> list[int]:
+        return [self.requests, self.errors, self.input_tokens, self.output_tokens]
+
+    @classmethod
+    def from_list(cls, values: list[int]) -> Figures:
+        return cls(*values[:4])
+
+
+@dataclass(slots=True)
+class Bucket:
+    """One replica's counts for one time bucket."""
+
+    start: int
+    keys: dict[str, Figures] = field(default_factory=lambda: defaultdict(Figures))
+    tokens: dict[str, Figures] = field(default_factory=lambda: defaultdict(Figures))
+    pools: dict[str, Figures] = field(default_factory=lambda: defaultdict(Figures))
+    key_pools: dict[str, str] = field(default_factory=dict)
+    token_pools: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "start": self.start,
+            "keys": {k: v.as_list() for k, v in self.keys.items()},
+            "tokens": {k: v.as_list() for k, v in self.tokens.items()},
+            "pools": {k: v.as_list() for k, v in self.pools.items()},
+            "key_pools": self.key_pools,
+            "token_pools": self.token_pools,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Bucket:
+        bucket = cls(int(data["start"]))  # type: ignore[call-overload]
+        for name in ("keys", "tokens", "pools"):
+            target = getattr(bucket, name)
+            for subject, values in data.get(name, {}).items():  # type: ignore[attr-defined]
+                target[subject] = Figures.from_list(values)
+        bucket.key_pools = dict(data.get("key_pools", {}))  # type: ignore[call-overload]
+        bucket.token_pools = dict(data.get("token_pools", {}))  # type: ignore[call-overload]
+        return bucket
+
+
+def bucket_start(now: float) -> int:
+    return int(now // BUCKET_S) * BUCKET_S
+
+
+class UsageCounter:
+    """This replica's counts not yet flushed, by bucket."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, Bucket] = {}
+        self.dirty: set[int] = set()
+
+    def count(
+        self, now: float, pool: str, key_id: str, token_id: str, error: bool, input_tokens: int, output_tokens: int
+    ) -> None:
+        start = bucket_start(now)
+        bucket = self.buckets.get(start)
+        if bucket is None:
+            bucket = self.buckets[start] = Bucket(start)
+        figures = Figures(1, int(error), input_tokens, output_tokens)
+        bucket.keys[key_id].add(figures)
+        bucket.key_pools[key_id] = pool
+        bucket.pools[pool].add(figures)
+        if token_id:
+            bucket.tokens[token_id].add(figures)
+            bucket.token_pools[token_id] = pool
+        self.dirty.add(start)
+
+    def take_dirty(self, now: float) -> list[Bucket]:
+        """Buckets to flush; finished buckets are forgotten once flushed."""
+        flushed = [self.buckets[start] for start in sorted(self.dirty)]
+        self.dirty.clear()
+        current = bucket_start(now)
+        for start in list(self.buckets):
+            if start < current:
+                del self.buckets[start]
+        return flushed
+
+
+@dataclass
+class UsageSummary:
+    keys: dict[str, tuple[str, Figures]]
+    tokens: dict[str, tuple[str, Figures]]
+    pools: dict[str, Figures]
+
+
+def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSummary:
+    """Sum every replica's buckets that start at or after ``since`` (bucket-aligned)."""
+    keys: dict[str, tuple[str, Figures]] = {}
+    tokens: dict[str, tuple[str, Figures]] = {}
+    pools: dict[str, Figures] = defaultdict(Figures)
+    for bucket in buckets:
+        if bucket.start < bucket_start(since):
+            continue
+        for key_id, figures in bucket.keys.items():
+            key_pool = bucket.key_pools.get(key_id, "")
+            if not pool or key_pool == pool:
+                keys.setdefault(key_id, (key_pool, Figures()))[1].add(figures)
+        for token_id, figures in bucket.tokens.items():
+            token_pool = bucket.token_pools.get(token_id, "")
+            if not pool or token_pool == pool:
+                tokens.setdefault(token_id, (token_pool, Figures()))[1].add(figures)
+        for pool_name, figures in bucket.pools.items():
+            if not pool or pool_name == pool:
+                pools[pool_name].add(figures)
+    return UsageSummary(keys, tokens, dict(pools))
