@@ -106,6 +106,8 @@ async def test_wrong_method_lists_the_allowed_ones(stack: Stack) -> None:
 async def test_keyring_unreachable_is_503(make_stack: MakeStack) -> None:
     stack = await make_stack(keyring_timeout_s=0.5)
     assert stack.http is not None
+    async with stack.http.get(stack.edge_url + "/readyz") as r:
+        assert r.status == 200
     await stack.replica.stop()
     async with stack.http.post(stack.edge_url + GENERATE, data=NATIVE_BODY, headers=stack.gemini_headers()) as r:
         assert r.status == 503

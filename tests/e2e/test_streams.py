@@ -6,6 +6,7 @@ import time
 
 import aiohttp
 
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.simulator import Behaviour
 
 from .conftest import Stack, eventually
@@ -75,3 +76,22 @@ async def test_upstream_cut_mid_stream_is_not_retried(stack: Stack, http: aiohtt
     assert truncated  # the client learns that the answer is incomplete
     assert len(stack.sim.requests) == 1  # bytes were sent: no second key
     await stack.no_lease_held()
+
+
+async def test_cut_stream_releases_even_while_the_upstream_is_silent(stack: Stack) -> None:
+    """The handler is cancelled when the client goes away: no waiting for the next upstream chunk."""
+    stack.sim.default_chunks = 3
+    stack.sim.default_chunk_delay_s = 10
+    session = aiohttp.ClientSession()
+    try:
+        response = await session.post(
+            stack.edge_url + STREAM, params={"alt": "sse"}, json=NATIVE_BODY, headers=stack.gemini_headers()
+        )
+        assert (await response.content.readany()).startswith(b"data: ")
+        response.close()
+    finally:
+        await session.close()
+    await eventually(lambda: stack.leases_held == 0, 1.0, "the lease of a cut stream is still held")
+    key = await stack.replica.admin.GetKey(pb.GetKeyRequest(key_id=stack.key_ids[stack.sim.requests[-1].key or ""]))
+    assert key.state == pb.ACTIVE and key.consecutive_failures == 0  # a hang-up says nothing of the key
+    assert not key.cooldowns
