@@ -37,7 +37,11 @@ class KeyringSettings(BaseSettings):
     max_message_bytes: int = 16 * 1024 * 1024
     shutdown_grace_s: float = 10.0
     janitor_interval_s: float = 1.0
-    metrics_port: int = 0  # 0: no /metrics listener
+    # Prometheus /metrics (and an HTTP /healthz) on their own port; 0 picks a free one, -1 turns it off.
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9102
+    # Per-key series (key ids as labels); turn off for pools of many thousands of keys.
+    metrics_per_key: bool = True
     # The check path (VerifyKeys and the periodic re-check of invalid and suspended keys).
     upstream_base_url: str = "https://generativelanguage.googleapis.com"
     http_proxy: str = ""

@@ -23,7 +23,7 @@ import orjson
 
 from .codec import Layout, Record, decode, encode
 from .domain.allocator import Allocator, Grant
-from .domain.errors import Conflict, NotReady
+from .domain.errors import Conflict, KeyringError, NotReady
 from .domain.leasing import LeaseBook
 from .domain.models import (
     ClientToken,
@@ -52,6 +52,20 @@ USAGE_FLUSH_INTERVAL_S = 5.0
 USAGE_RETENTION_S = 25 * 3600
 AUDIT_LIMIT = 1000
 Clock = Callable[[], float]
+
+
+class Observer:
+    """What the core tells the outside world (metrics); every method is a no-op here."""
+
+    def lease_granted(self, pool: str) -> None: ...
+
+    def lease_denied(self, reason: str) -> None: ...
+
+    def lease_released(self, pool: str, key_id: str, held_s: float, failed: bool) -> None: ...
+
+    def lease_expired(self, pool: str) -> None: ...
+
+    def cooldown_started(self, reason: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +107,7 @@ class Keyring:
         self._tasks: list[asyncio.Task[None]] = []
         self._registration: Registration | None = None
         self.usage = UsageCounter()
-        # Called with (event, labels) for metrics; set by the server.
-        self.on_event: Callable[[str, dict[str, str]], None] = lambda event, labels: None
+        self.observer = Observer()
 
     # -- lifecycle ------------------------------------------------------
 
@@ -137,8 +150,12 @@ class Keyring:
         """A lease and the key's secret in clear; raises a domain error when refused."""
         if not self._accepting:
             raise NotReady("this keyring replica is not serving leases")
-        grant = self.allocator.acquire(token_hash, model, exclude, self.clock())
-        self.on_event("lease_granted", {"pool": grant.pool.name})
+        try:
+            grant = self.allocator.acquire(token_hash, model, exclude, self.clock())
+        except KeyringError as error:
+            self.observer.lease_denied(type(error).__name__)
+            raise
+        self.observer.lease_granted(grant.pool.name)
         return grant, self._secret_of(grant.key.key_id, grant.key.sealed_secret)
 
     def release_slot(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> tuple[bool, str, str]:
@@ -149,10 +166,11 @@ class Keyring:
             key_id, model, token_id = lease.key_id, lease.model, lease.token_id
         key = self.view.keys.get(key_id)
         if key is not None and outcome.transport is not Transport.CANCELLED:
+            now = self.clock()
             failed = outcome.transport is not Transport.OK or not 200 <= outcome.http_status < 300
-            self.usage.count(
-                self.clock(), key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens
-            )
+            self.usage.count(now, key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
+            held_s = now - lease.granted_at if lease is not None else outcome.latency_s
+            self.observer.lease_released(key.pool, key_id, held_s, failed)
         return lease is not None, key_id, model
 
     def outcome_is_news(self, key_id: str, model: str, outcome: Outcome) -> bool:
@@ -171,7 +189,7 @@ class Keyring:
         changes = await self.transact(lambda: self._outcome_changes(key_id, model, outcome))
         for change in changes:
             if isinstance(change.record, Cooldown):
-                self.on_event("cooldown_started", {"reason": change.record.reason.value})
+                self.observer.cooldown_started(change.record.reason.value)
 
     async def verify(self, checker: UpstreamChecker, key_ids: list[str]) -> list[tuple[str, Outcome]]:
         """Check keys upstream; a key that answers is revived, a refusal is judged as usual."""
@@ -357,7 +375,7 @@ class Keyring:
             await asyncio.sleep(self._janitor_interval_s)
             now = self.clock()
             for lease in self.book.reclaim_expired(now):
-                self.on_event("lease_expired", {"pool": lease.pool})
+                self.observer.lease_expired(lease.pool)
             with contextlib.suppress(NotReady, Conflict):
                 if now - last_flush >= USAGE_FLUSH_INTERVAL_S:
                     last_flush = now

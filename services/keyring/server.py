@@ -7,15 +7,18 @@ import logging
 import signal
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common.metrics_http import start_metrics_server
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 
 from .administration import Administration
 from .checker import UpstreamChecker
+from .metrics import KeyringMetrics
 from .codec import Layout
 from .config import KeyringSettings
 from .core import Keyring
@@ -41,19 +44,28 @@ class KeyringServer:
         keyring: Keyring,
         health: HealthServicer,
         checker: UpstreamChecker,
-        recheck_interval_s: float,
+        metrics: KeyringMetrics,
+        settings: KeyringSettings,
     ) -> None:
         self.server = server
         self.port = port
         self.keyring = keyring
         self.health = health
         self.checker = checker
-        self._recheck_interval_s = recheck_interval_s
+        self.metrics = metrics
+        self.metrics_port = 0
+        self._settings = settings
+        self._recheck_interval_s = settings.recheck_interval_s
         self._recheck: asyncio.Task[None] | None = None
+        self._metrics_runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         """Serve NOT_SERVING until the view is built, then SERVING."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._settings.metrics_port >= 0:
+            self._metrics_runner, self.metrics_port = await start_metrics_server(
+                self.metrics.registry, self._settings.metrics_host, self._settings.metrics_port, lambda: self.keyring.ready
+            )
         await self.server.start()
         await self.keyring.start()
         if self._recheck_interval_s > 0:
@@ -71,6 +83,8 @@ class KeyringServer:
         await self.server.stop(grace_s)
         await self.keyring.stop()
         await self.checker.close()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
 
     async def _recheck_unhealthy(self) -> None:
         """Probe invalid and suspended keys now and then; those that answer come back."""
@@ -89,7 +103,13 @@ class KeyringServer:
             await self.health.set(name, status)
 
 
-def create_server(settings: KeyringSettings, store: Store, host: str | None = None, port: int | None = None) -> KeyringServer:
+def create_server(
+    settings: KeyringSettings,
+    store: Store,
+    host: str | None = None,
+    port: int | None = None,
+    metrics: KeyringMetrics | None = None,
+) -> KeyringServer:
     """Build a replica bound to host:port (port 0 picks a free one); nothing runs yet."""
     keyring = Keyring(
         store,
@@ -115,16 +135,17 @@ def create_server(settings: KeyringSettings, store: Store, host: str | None = No
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     bound = server.add_insecure_port(f"{host or settings.host}:{settings.port if port is None else port}")
-    return KeyringServer(server, bound, keyring, health, checker, settings.recheck_interval_s)
-
-
-async def open_store(settings: KeyringSettings) -> EtcdStore:
-    return await EtcdStore.open(settings.etcd_endpoint, timeout_s=settings.etcd_timeout_s)
+    metrics = metrics or KeyringMetrics(settings.metrics_per_key)
+    metrics.observe(keyring)
+    return KeyringServer(server, bound, keyring, health, checker, metrics, settings)
 
 
 async def run(settings: KeyringSettings) -> None:
-    store = await open_store(settings)
-    replica = create_server(settings, store)
+    metrics = KeyringMetrics(settings.metrics_per_key)
+    store = await EtcdStore.open(
+        settings.etcd_endpoint, timeout_s=settings.etcd_timeout_s, on_operation=metrics.etcd_operation
+    )
+    replica = create_server(settings, store, metrics=metrics)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -59,6 +59,8 @@ async def start_replica(etcd_server: EtcdServer, store_prefix: str, kek: str) ->
             replica_id=replica_id,
             membership_ttl_s=overrides.pop("membership_ttl_s", 3),
             janitor_interval_s=overrides.pop("janitor_interval_s", 0.05),
+            metrics_port=overrides.pop("metrics_port", 0),
+            metrics_host="127.0.0.1",
             **overrides,
         )
         store = await EtcdStore.open(etcd_server.endpoint)

@@ -441,7 +441,7 @@ async def test_export_import_into_an_empty_prefix_reproduces_the_state(
     from services.keyring.store import EtcdStore
 
     store = await EtcdStore.open(etcd_server.endpoint)
-    settings = KeyringSettings(kek=kek, prefix=f"/test/import-{time.time_ns()}/", etcd_endpoint=etcd_server.endpoint, replica_id="copy")
+    settings = KeyringSettings(kek=kek, prefix=f"/test/import-{time.time_ns()}/", etcd_endpoint=etcd_server.endpoint, replica_id="copy", metrics_port=-1)
     target = create_server(settings, store, host="127.0.0.1", port=0)
     await target.start()
     try:

@@ -1,0 +1,92 @@
+"""Keyring's Prometheus metrics, in a registry of their own (one per replica).
+
+Labels are bounded: pools, states, reasons and operations; key ids (never
+secrets) only while per-key labels are switched on, which very large pools
+can turn off (KEYRING_METRICS_PER_KEY=false).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .core import Keyring, Observer
+from .domain.models import KeyState
+
+LEASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+ETCD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class KeyringMetrics(Observer):
+    def __init__(self, per_key_labels: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        self._per_key = per_key_labels
+        r = self.registry
+        self.granted = Counter("keyring_leases_granted_total", "Leases granted.", ["pool"], registry=r)
+        self.denied = Counter("keyring_leases_denied_total", "Lease requests refused, by reason.", ["reason"], registry=r)
+        self.expired = Counter("keyring_leases_expired_total", "Leases reclaimed after their TTL (never released).", ["pool"], registry=r)
+        self.held = Histogram("keyring_lease_duration_seconds", "Time from grant to release.", ["pool"], buckets=LEASE_BUCKETS, registry=r)
+        self.cooldowns = Counter("keyring_cooldowns_started_total", "Cooldowns started, by reason.", ["reason"], registry=r)
+        self.etcd_latency = Histogram("keyring_etcd_operation_duration_seconds", "etcd call latency.", ["operation"], buckets=ETCD_BUCKETS, registry=r)
+        self.etcd_errors = Counter("keyring_etcd_errors_total", "etcd calls that failed.", ["operation"], registry=r)
+        self.key_requests = Counter("keyring_key_requests_total", "Calls per upstream key.", ["pool", "key_id"], registry=r)
+        self.key_errors = Counter("keyring_key_errors_total", "Failed calls per upstream key.", ["pool", "key_id"], registry=r)
+
+    def observe(self, keyring: Keyring) -> None:
+        """Report the replica's view (keys by state, cooling pairs, replicas) at each scrape."""
+        keyring.observer = self
+        self.registry.register(ViewCollector(keyring))
+
+    # Observer
+    def lease_granted(self, pool: str) -> None:
+        self.granted.labels(pool).inc()
+
+    def lease_denied(self, reason: str) -> None:
+        self.denied.labels(reason).inc()
+
+    def lease_released(self, pool: str, key_id: str, held_s: float, failed: bool) -> None:
+        self.held.labels(pool).observe(held_s)
+        subject = key_id if self._per_key else ""
+        self.key_requests.labels(pool, subject).inc()
+        if failed:
+            self.key_errors.labels(pool, subject).inc()
+
+    def lease_expired(self, pool: str) -> None:
+        self.expired.labels(pool).inc()
+
+    def cooldown_started(self, reason: str) -> None:
+        self.cooldowns.labels(reason).inc()
+
+    # EtcdStore callback
+    def etcd_operation(self, name: str, seconds: float, ok: bool) -> None:
+        self.etcd_latency.labels(name).observe(seconds)
+        if not ok:
+            self.etcd_errors.labels(name).inc()
+
+
+class ViewCollector(Collector):
+    def __init__(self, keyring: Keyring) -> None:
+        self._keyring = keyring
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        view = self._keyring.view
+        now = time.time()
+        keys = GaugeMetricFamily("keyring_keys", "Upstream keys by pool and state.", labels=["pool", "state"])
+        states = Tally((key.pool, key.state.value) for key in view.keys.values())
+        for pool in view.pools:
+            for state in KeyState:
+                keys.add_metric([pool, state.value], states.get((pool, state.value), 0))
+        yield keys
+        cooling = GaugeMetricFamily("keyring_cooling_pairs", "Running cooldowns by scope and reason.", labels=["scope", "reason"])
+        running = Tally((c.id.scope.value, c.reason.value) for c in view.cooldowns.values() if c.active(now))
+        for (scope, reason), count in sorted(running.items()):
+            cooling.add_metric([scope, reason], count)
+        yield cooling
+        yield GaugeMetricFamily("keyring_live_replicas", "Keyring replicas registered in etcd.", value=len(view.members))
+        yield GaugeMetricFamily("keyring_leases_in_flight", "Leases granted by this replica and not yet released.", value=len(self._keyring.book))
+        yield GaugeMetricFamily("keyring_view_revision", "The etcd revision this replica's view has reached.", value=view.revision)
