@@ -126,6 +126,11 @@ async def test_rate_limit_cools_only_that_model_and_reports_retry_after(start_re
         (pb.Outcome(http_status=400, error_status="INVALID_ARGUMENT"), pb.ACTIVE, True),
         (pb.Outcome(http_status=503, error_status="UNAVAILABLE"), pb.ACTIVE, True),
         (pb.Outcome(http_status=500, error_status="INTERNAL"), pb.ACTIVE, False),
+        (pb.Outcome(http_status=502), pb.ACTIVE, False),
+        (pb.Outcome(http_status=504, error_status="DEADLINE_EXCEEDED"), pb.ACTIVE, False),
+        (pb.Outcome(transport=pb.Outcome.TRANSPORT_CONNECTION), pb.ACTIVE, False),
+        (pb.Outcome(http_status=429, error_status="RESOURCE_EXHAUSTED"), pb.ACTIVE, False),
+        (pb.Outcome(http_status=200), pb.ACTIVE, True),
         (pb.Outcome(transport=pb.Outcome.TRANSPORT_TIMEOUT), pb.ACTIVE, False),
         (pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED), pb.ACTIVE, True),
         (pb.Outcome(http_status=429, quota_ids=["GenerateRequestsPerDayPerProjectPerModel-FreeTier"]), pb.ACTIVE, False),
@@ -464,3 +469,36 @@ async def test_export_import_into_an_empty_prefix_reproduces_the_state(
     finally:
         await target.stop(1)
         await store.close()
+
+
+async def test_429_without_retry_info_backs_off_doubling(start_replica: StartReplica) -> None:
+    replica = await start_replica()
+    token = await make_pool(replica, policy=pb.Policy(rate_limit_cooldown_ms=100))
+    [key_id] = await add_keys(replica, 1)
+    durations = []
+    for _ in range(3):
+        async def leasable() -> bool:
+            try:
+                lease = await acquire(replica, token)
+            except grpc.aio.AioRpcError:
+                return False
+            started = time.time()
+            await release(replica, lease, pb.Outcome(http_status=429))
+            [cooldown] = (await key_info(replica, key_id)).cooldowns
+            durations.append(cooldown.until_ms / 1000 - started)
+            return True
+
+        await eventually(leasable, within_s=3)
+    assert [round(d, 1) for d in durations] == [0.1, 0.2, 0.4]
+
+
+async def test_reflection_lists_the_services(start_replica: StartReplica) -> None:
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    replica = await start_replica()
+    sync_channel = grpc.insecure_channel(f"127.0.0.1:{replica.server.port}")
+    try:
+        services = await asyncio.to_thread(lambda: ProtoReflectionDescriptorDatabase(sync_channel).get_services())
+    finally:
+        sync_channel.close()
+    assert {"keyring.v1.LeaseService", "keyring.v1.AdminService", "grpc.health.v1.Health"} <= set(services)
