@@ -1,0 +1,119 @@
+"""The admin service's aiohttp application: REST API, console, and the resources it owns.
+
+The keyring channels are opened and closed by ``cleanup_ctx`` (inside the
+event loop); the service itself keeps no state but the deny list of
+logged-out console sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from . import api, auth, openapi
+from .config import AdminSettings
+from .errors import MAX_BODY, error_shape, json_response
+from .keyring_client import KeyringAdmin
+
+STATIC_DIR: Final = Path(__file__).parent / "static"
+_INJECTED_KEYRING: Final = web.AppKey("injected_keyring", KeyringAdmin)
+_CONSOLE_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(settings: AdminSettings, keyring: KeyringAdmin | None = None) -> web.Application:
+    """The admin app; pass ``keyring`` to use a client you own (it is then not closed here)."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[security_headers, error_shape, auth.authenticate]
+    )
+    app[api.SETTINGS] = settings
+    app[MAX_BODY] = settings.max_body_bytes
+    app[auth.AUTHENTICATOR] = auth.Authenticator(
+        settings.admin_token_map, settings.session_ttl_s, settings.cookie_secure
+    )
+    if keyring is not None:
+        app[_INJECTED_KEYRING] = keyring
+    app.cleanup_ctx.append(_keyring_channels)
+    _add_routes(app.router)
+    return app
+
+
+async def _keyring_channels(app: web.Application) -> AsyncIterator[None]:
+    injected = app.get(_INJECTED_KEYRING)
+    settings = app[api.SETTINGS]
+    client = injected or KeyringAdmin(settings.keyring_address_list, settings.keyring_timeout_s)
+    app[api.KEYRING] = client
+    try:
+        yield
+    finally:
+        if injected is None:
+            await client.close()
+
+
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Headers only (never bodies): the console may not be framed, sniffed or fed foreign scripts."""
+    response = await handler(request)
+    for name, value in _CONSOLE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: at least one keyring replica reports AdminService SERVING."""
+    if await request.app[api.KEYRING].ready():
+        return json_response({"status": "ready"})
+    return json_response(
+        {"error": {"code": 503, "status": "UNAVAILABLE", "message": "no keyring replica is serving"}}, status=503
+    )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(openapi.spec(), headers={"Cache-Control": "no-cache"})
+
+
+async def console(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def _add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/healthz", healthz, allow_head=True)
+    router.add_get("/readyz", readyz, allow_head=True)
+    router.add_get("/openapi.json", openapi_json)
+    router.add_get("/", console)
+    router.add_static("/static/", STATIC_DIR, append_version=False)
+    router.add_post("/api/login", auth.login)
+    router.add_post("/api/logout", auth.logout)
+    router.add_get("/api/session", auth.session)
+    api.add_routes(router)
+
+
+async def start_admin(
+    settings: AdminSettings, keyring: KeyringAdmin | None = None, host: str | None = None, port: int | None = None
+) -> tuple[web.AppRunner, str]:
+    """Serve the admin app (tests: port 0) and return (runner, base_url); ``await runner.cleanup()`` stops it."""
+    runner = web.AppRunner(create_app(settings, keyring), access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, host if host is not None else settings.host, settings.port if port is None else port)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
+    base = f"http://[{shown}]:{bound_port}" if ":" in shown else f"http://{shown}:{bound_port}"
+    return runner, base
