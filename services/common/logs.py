@@ -1,4 +1,4 @@
-"""One log format for every service: JSON lines on stderr.
+"""One log format for every service: JSON lines on stderr, with the trace and span ids.
 
 Nothing here may log a secret: upstream keys and client tokens never reach
 a log call in the first place (only key ids, masks and token ids do).
@@ -11,6 +11,8 @@ import os
 import sys
 
 import orjson
+
+from .telemetry import ids_of_current_span
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,10 +28,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for field in ("trace_id", "span_id"):
-            value = getattr(record, field, None)
-            if value:
-                entry[field] = value
+        trace_id, span_id = ids_of_current_span()
+        if trace_id:
+            entry["trace_id"], entry["span_id"] = trace_id, span_id
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

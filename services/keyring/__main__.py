@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from services.common.logs import configure_logging
+from services.common.telemetry import configure_tracing
 
 from .config import KeyringSettings
 from .server import run
@@ -12,6 +13,7 @@ from .server import run
 
 def main() -> None:
     configure_logging("keyring")
+    configure_tracing("keyring")
     asyncio.run(run(KeyringSettings()))
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from opentelemetry import trace
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.common.telemetry import TRACEPARENT, context_from
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 
 from . import convert
@@ -46,6 +49,21 @@ def domain_errors(handler: Handler[Request, Response]) -> Handler[Request, Respo
     return wrapper
 
 
+tracer = trace.get_tracer("services.keyring")
+
+
+def _span(name: str, traceparent: str) -> contextlib.AbstractContextManager[trace.Span | None]:
+    """A server span joined to the caller's trace; nothing when the caller sent no context."""
+    parent = context_from(traceparent)
+    if parent is None:
+        return contextlib.nullcontext()
+    return tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER)
+
+
+def _traceparent(context: grpc.aio.ServicerContext) -> str:
+    return str(dict(context.invocation_metadata() or ()).get(TRACEPARENT, ""))
+
+
 def _validated_acquire(request: pb.AcquireRequest) -> tuple[str, frozenset[str]]:
     if len(request.token_hash) != 64:
         raise InvalidArgument("token_hash must be the SHA-256 hex digest of the client token")
@@ -58,9 +76,14 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     def __init__(self, keyring: Keyring) -> None:
         self._keyring = keyring
 
-    def _acquire(self, request: pb.AcquireRequest) -> pb.AcquireResponse:
-        model, exclude = _validated_acquire(request)
-        grant, secret = self._keyring.acquire(request.token_hash, model, exclude)
+    def _acquire(self, request: pb.AcquireRequest, traceparent: str = "") -> pb.AcquireResponse:
+        with _span("keyring.v1.LeaseService/Acquire", traceparent) as span:
+            model, exclude = _validated_acquire(request)
+            grant, secret = self._keyring.acquire(request.token_hash, model, exclude)
+            if span is not None:
+                span.set_attributes(
+                    {"keyring.pool": grant.pool.name, "keyring.key_id": grant.key.key_id, "gen_ai.request.model": model}
+                )
         lease = grant.lease
         return pb.AcquireResponse(
             lease=pb.Lease(
@@ -77,12 +100,13 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
 
     @domain_errors
     async def Acquire(self, request: pb.AcquireRequest, context: grpc.aio.ServicerContext) -> pb.AcquireResponse:
-        return self._acquire(request)
+        return self._acquire(request, _traceparent(context))
 
     @domain_errors
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
         outcome = convert.outcome_from_pb(request.outcome)
-        known = await self._keyring.release(request.lease_id, request.key_id, request.model, outcome)
+        with _span("keyring.v1.LeaseService/Release", _traceparent(context)):
+            known = await self._keyring.release(request.lease_id, request.key_id, request.model, outcome)
         return pb.ReleaseResponse(known=known)
 
     async def LeaseStream(
@@ -111,18 +135,19 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                     if call.HasField("release"):
                         release = call.release
                         outcome = convert.outcome_from_pb(release.outcome)
-                        known, key_id, model = self._keyring.release_slot(
-                            release.lease_id, release.key_id, release.model, outcome
-                        )
-                        if self._keyring.outcome_is_news(key_id, model, outcome):
-                            task = asyncio.create_task(report_then_answer(call.id, known, key_id, model, outcome))
-                            pending.add(task)
-                            task.add_done_callback(pending.discard)
-                        else:
-                            results.append(pb.LeaseResult(id=call.id, release=pb.ReleaseResponse(known=known)))
+                        with _span("keyring.v1.LeaseService/Release", call.traceparent):
+                            known, key_id, model = self._keyring.release_slot(
+                                release.lease_id, release.key_id, release.model, outcome
+                            )
+                            if self._keyring.outcome_is_news(key_id, model, outcome):
+                                task = asyncio.create_task(report_then_answer(call.id, known, key_id, model, outcome))
+                                pending.add(task)
+                                task.add_done_callback(pending.discard)
+                            else:
+                                results.append(pb.LeaseResult(id=call.id, release=pb.ReleaseResponse(known=known)))
                         continue
                     try:
-                        results.append(pb.LeaseResult(id=call.id, acquire=self._acquire(call.acquire)))
+                        results.append(pb.LeaseResult(id=call.id, acquire=self._acquire(call.acquire, call.traceparent)))
                     except KeyringError as error:
                         results.append(_stream_error(call.id, error))
                 if results:

@@ -1,0 +1,59 @@
+"""Tracing for every service: OpenTelemetry, exported over OTLP only when configured.
+
+The standard variables apply: OTEL_EXPORTER_OTLP_ENDPOINT (or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) switches the exporter on; OTEL_TRACES_SAMPLER
+and OTEL_TRACES_SAMPLER_ARG choose the sampling; OTEL_SERVICE_NAME overrides
+the service name. With no endpoint, spans are still created (so trace ids
+reach the logs) but nothing is exported.
+
+No span attribute may hold a secret or a client token: key ids only.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry import context, trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+TRACEPARENT = "traceparent"
+
+
+def configure_tracing(service: str, extra_processor: SpanProcessor | None = None) -> TracerProvider:
+    """Install the process's tracer provider (once, at start-up)."""
+    name = os.environ.get("OTEL_SERVICE_NAME", service)
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if extra_processor is not None:
+        provider.add_span_processor(extra_processor)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def current_traceparent() -> str:
+    """The W3C traceparent of the current span ('' when there is none)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get(TRACEPARENT, "")
+
+
+def context_from(traceparent: str) -> context.Context | None:
+    """The parent context a traceparent names, or None for an empty one."""
+    if not traceparent:
+        return None
+    return _PROPAGATOR.extract({TRACEPARENT: traceparent})
+
+
+def ids_of_current_span() -> tuple[str, str]:
+    """(trace_id, span_id) in hex for log lines; empty strings outside a span."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return "", ""
+    return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
