@@ -1,0 +1,359 @@
+// Keyring admin console: plain DOM, no build step. Data is rendered with textContent only.
+
+const $ = (selector) => document.querySelector(selector);
+const REFRESH_MS = 4000;
+const PAGE_SIZE = 250;
+
+const state = { view: "pools", pools: [], keys: [], fetchedAt: 0, pageTokens: [""], page: 0, nextToken: null, timer: null };
+
+// ---------------------------------------------------------------- HTTP
+
+function csrfToken() {
+  const found = document.cookie.split("; ").find((item) => item.startsWith("keyring_csrf="));
+  return found ? decodeURIComponent(found.slice("keyring_csrf=".length)) : "";
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRF-Token"] = csrfToken();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = response.headers.get("Content-Type")?.startsWith("application/json") ? await response.json() : null;
+  if (!response.ok) {
+    if (response.status === 401 && path !== "/api/login") showLogin();
+    throw new ApiError(response.status, data?.error?.message || response.statusText);
+  }
+  return data;
+}
+
+// ---------------------------------------------------------------- helpers
+
+function h(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else if (value !== null && value !== undefined && value !== false) element.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) element.append(child instanceof Node ? child : String(child ?? ""));
+  return element;
+}
+
+function say(text, isError = false) {
+  const message = $("#message");
+  message.textContent = text;
+  message.classList.toggle("error", isError);
+}
+
+async function attempt(action) {
+  try { await action(); } catch (error) { say(error.message, true); }
+}
+
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+
+function formatSeconds(seconds) {
+  const total = Math.max(0, Math.ceil(seconds));
+  const m = Math.floor(total / 60), s = total % 60;
+  return m >= 60 ? `${Math.floor(m / 60)}h ${m % 60}m` : `${m}:${String(s).padStart(2, "0")}`;
+}
+
+// ---------------------------------------------------------------- session
+
+function showLogin() {
+  stopRefresh();
+  hideOnce();
+  $("#nav").hidden = true;
+  for (const view of document.querySelectorAll(".view")) view.hidden = true;
+  $("#login").hidden = false;
+  $("#login-token").focus();
+}
+
+async function showConsole(name) {
+  $("#login").hidden = true;
+  $("#nav").hidden = false;
+  $("#who").textContent = name;
+  await loadPools();
+  await show(state.view);
+}
+
+async function login(event) {
+  event.preventDefault();
+  $("#login-error").textContent = "";
+  try {
+    const answer = await api("POST", "/api/login", { token: $("#login-token").value });
+    $("#login-token").value = "";
+    await showConsole(answer.name);
+  } catch (error) {
+    $("#login-error").textContent = error.status === 401 ? "Wrong token." : error.message;
+  }
+}
+
+async function logout() {
+  await attempt(async () => {
+    await api("POST", "/api/logout");
+    say("Logged out.");
+    showLogin();
+  });
+}
+
+// ---------------------------------------------------------------- views
+
+async function show(view) {
+  state.view = view;
+  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
+  for (const button of document.querySelectorAll("nav [data-view]")) {
+    button.toggleAttribute("aria-current", button.dataset.view === view);
+    if (button.dataset.view === view) button.setAttribute("aria-current", "page");
+  }
+  stopRefresh();
+  const loaders = { pools: loadOverview, keys: loadKeys, tokens: loadTokens, audit: loadAudit };
+  await attempt(loaders[view]);
+  if (view === "pools" || view === "keys") {
+    state.timer = setInterval(() => attempt(view === "keys" ? loadKeys : loadOverview), REFRESH_MS);
+  }
+}
+
+function stopRefresh() {
+  if (state.timer) clearInterval(state.timer);
+  state.timer = null;
+}
+
+async function loadPools() {
+  const { pools } = await api("GET", "/api/pools");
+  state.pools = pools.map((pool) => pool.name);
+  for (const [selector, blank] of [["#filter-pool", "all pools"], ["#add-pool", null], ["#token-pool", null]]) {
+    const select = $(selector);
+    const keep = select.value;
+    select.replaceChildren(...(blank ? [h("option", { value: "" }, blank)] : []), ...state.pools.map((name) => h("option", { value: name }, name)));
+    if ([...select.options].some((option) => option.value === keep)) select.value = keep;
+  }
+}
+
+async function loadOverview() {
+  const { pools, usage_available: usage } = await api("GET", "/api/overview");
+  $("#pools-body").replaceChildren(...pools.map((pool) => h("tr", { "data-testid": "pool-row", "data-pool": pool.name },
+    h("td", {}, pool.name), h("td", {}, pool.strategy), h("td", {}, pool.keys.total), h("td", {}, pool.keys.active),
+    h("td", {}, pool.keys.cooling), h("td", {}, pool.keys.suspended), h("td", {}, pool.keys.invalid),
+    h("td", {}, pool.keys.disabled), h("td", {}, pool.tokens),
+    h("td", {}, usage ? pool.requests_last_hour : "n/a"), h("td", {}, usage ? pool.errors_last_hour : "n/a"))));
+}
+
+async function createPool(event) {
+  event.preventDefault();
+  await attempt(async () => {
+    const pool = await api("POST", "/api/pools", { name: $("#pool-name").value.trim() });
+    $("#pool-name").value = "";
+    say(`Pool ${pool.name} created.`);
+    await loadPools();
+    await loadOverview();
+  });
+}
+
+// ---------------------------------------------------------------- keys
+
+function keyQuery() {
+  const params = new URLSearchParams({ page_size: PAGE_SIZE });
+  for (const [name, selector] of [["pool", "#filter-pool"], ["state", "#filter-state"], ["cooling_model", "#filter-model"], ["q", "#filter-q"]]) {
+    const value = $(selector).value.trim();
+    if (value) params.set(name, value);
+  }
+  const token = state.pageTokens[state.page];
+  if (token) params.set("page_token", token);
+  return params;
+}
+
+async function loadKeys() {
+  const answer = await api("GET", `/api/keys?${keyQuery()}`);
+  state.keys = answer.keys;
+  state.nextToken = answer.next_page_token;
+  state.fetchedAt = performance.now();
+  const selected = new Set([...document.querySelectorAll(".key-select:checked")].map((box) => box.value));
+  $("#keys-body").replaceChildren(...answer.keys.map((key) => keyRow(key, selected.has(key.key_id))));
+  const first = state.page * PAGE_SIZE;
+  $("#keys-count").textContent = answer.total ? `${first + 1}-${first + answer.keys.length} of ${answer.total}` : "no keys";
+  $("#page-prev").disabled = state.page === 0;
+  $("#page-next").disabled = !state.nextToken;
+  tick();
+}
+
+function keyRow(key, checked) {
+  const error = key.last_error;
+  return h("tr", { "data-testid": "key-row", "data-key-id": key.key_id },
+    h("td", {}, h("input", { type: "checkbox", class: "key-select", value: key.key_id, checked, "aria-label": `select ${key.mask}`, "data-testid": "key-select" })),
+    h("td", { class: "mono" }, h("div", { "data-testid": "key-mask" }, key.mask), h("small", {}, key.key_id)),
+    h("td", {}, key.pool), h("td", {}, key.project), h("td", {}, key.tier),
+    h("td", {}, h("span", { class: `state state-${key.state}`, "data-testid": "key-state" }, key.state)),
+    h("td", {}, key.cooldowns.map((cooldown) => h("span", {
+      class: "cooldown", "data-testid": "key-cooldown", "data-seconds-left": cooldown.seconds_left,
+    }, `${cooldown.model || "all"} (${cooldown.reason}): `, h("span", { class: "left", "data-testid": "cooldown-left" }, formatSeconds(cooldown.seconds_left))))),
+    h("td", {}, key.consecutive_failures),
+    h("td", { title: error ? error.message : "" }, error ? `${error.http_status} ${error.reason || error.status}` : ""),
+    h("td", {}, key.state === "disabled"
+      ? h("button", { type: "button", "data-testid": "key-enable", onclick: () => keyAction(key.key_id, "enable") }, "Enable")
+      : h("button", { type: "button", "data-testid": "key-disable", onclick: () => keyAction(key.key_id, "disable") }, "Disable")));
+}
+
+// Cooldowns count down client-side between refreshes (from the server's seconds_left, not the local clock).
+function tick() {
+  const elapsed = (performance.now() - state.fetchedAt) / 1000;
+  for (const cooldown of document.querySelectorAll("[data-testid=key-cooldown]")) {
+    const left = Number(cooldown.dataset.secondsLeft) - elapsed;
+    cooldown.querySelector(".left").textContent = left > 0 ? formatSeconds(left) : "over";
+  }
+}
+
+async function keyAction(keyId, action) {
+  await attempt(async () => {
+    const key = await api("POST", `/api/keys/${encodeURIComponent(keyId)}/${action}`);
+    say(`${key.mask}: ${key.state}`);
+    await loadKeys();
+  });
+}
+
+async function addKeys(event) {
+  event.preventDefault();
+  await attempt(async () => {
+    const pool = $("#add-pool").value;
+    if (!pool) throw new Error("Create a pool first.");
+    const answer = await api("POST", `/api/pools/${encodeURIComponent(pool)}/keys`, { text: $("#add-text").value });
+    $("#add-text").value = "";
+    const problems = answer.results.filter((item) => item.status !== "added")
+      .map((item) => `line ${item.index + 1} (${item.mask}): ${item.status}${item.message ? ` - ${item.message}` : ""}`);
+    $("#add-result").replaceChildren(
+      h("strong", {}, `${answer.added} added, ${answer.duplicate} duplicate, ${answer.malformed} malformed`),
+      ...problems.slice(0, 50).map((line) => h("div", {}, line)));
+    await loadKeys();
+  });
+}
+
+async function bulkApply() {
+  const keyIds = [...document.querySelectorAll(".key-select:checked")].map((box) => box.value);
+  const action = $("#bulk-action").value;
+  if (!keyIds.length) return say("Select keys first.", true);
+  if (action === "delete" && !confirm(`Delete ${keyIds.length} keys?`)) return;
+  await attempt(async () => {
+    const answer = await api("POST", "/api/keys/bulk", { action, key_ids: keyIds });
+    say(`${action}: ${answer.succeeded} done, ${answer.failed} failed.`);
+    $("#select-all").checked = false;
+    if (action === "delete") for (const box of document.querySelectorAll(".key-select")) box.checked = false;
+    await loadKeys();
+  });
+}
+
+async function verifyUnhealthy() {
+  await attempt(async () => {
+    const pool = $("#filter-pool").value;
+    const answer = await api("POST", "/api/keys/verify-unhealthy", pool ? { pool } : {});
+    say(`Verified ${answer.checked} keys: ${answer.ok} answered.`);
+    await loadKeys();
+  });
+}
+
+function refilter() {
+  state.page = 0;
+  state.pageTokens = [""];
+  attempt(loadKeys);
+}
+
+// ---------------------------------------------------------------- tokens
+
+async function loadTokens() {
+  const { tokens } = await api("GET", "/api/tokens");
+  $("#tokens-body").replaceChildren(...tokens.map((token) => h("tr", { "data-testid": "token-row", "data-token-id": token.token_id },
+    h("td", {}, token.name), h("td", { class: "mono" }, token.token_id), h("td", {}, token.pool),
+    h("td", { class: "mono" }, `${token.prefix}...`), h("td", {}, when(token.created_at)),
+    h("td", {}, token.expires_at ? when(token.expires_at) : "never"),
+    h("td", { "data-testid": "token-status" }, token.revoked ? "revoked" : "active"),
+    h("td", {}, token.revoked ? "" : [
+      h("button", { type: "button", "data-testid": "token-rotate", onclick: () => tokenAction(token, "rotate") }, "Rotate"), " ",
+      h("button", { type: "button", "data-testid": "token-revoke", onclick: () => tokenAction(token, "revoke") }, "Revoke"),
+    ]))));
+}
+
+function showOnce(token) {
+  $("#token-value").textContent = token;
+  $("#token-once").hidden = false;
+}
+
+function hideOnce() {
+  $("#token-value").textContent = "";
+  $("#token-once").hidden = true;
+}
+
+async function createToken(event) {
+  event.preventDefault();
+  await attempt(async () => {
+    const answer = await api("POST", "/api/tokens", { pool: $("#token-pool").value, name: $("#token-name").value.trim() });
+    $("#token-name").value = "";
+    showOnce(answer.token);
+    await loadTokens();
+  });
+}
+
+async function tokenAction(token, action) {
+  if (action === "revoke" && !confirm(`Revoke ${token.name || token.token_id}?`)) return;
+  await attempt(async () => {
+    const answer = await api("POST", `/api/tokens/${encodeURIComponent(token.token_id)}/${action}`);
+    if (action === "rotate") showOnce(answer.token);
+    await loadTokens();
+  });
+}
+
+// ---------------------------------------------------------------- audit
+
+async function loadAudit() {
+  const { entries } = await api("GET", "/api/audit?limit=200");
+  $("#audit-body").replaceChildren(...entries.map((entry) => h("tr", { "data-testid": "audit-row" },
+    h("td", {}, when(entry.at)), h("td", {}, entry.actor), h("td", {}, entry.action),
+    h("td", { class: "mono" }, entry.target), h("td", {}, entry.detail))));
+}
+
+// ---------------------------------------------------------------- start
+
+function wire() {
+  $("#login-form").addEventListener("submit", login);
+  $("#logout").addEventListener("click", logout);
+  for (const button of document.querySelectorAll("nav [data-view]")) {
+    button.addEventListener("click", () => show(button.dataset.view));
+  }
+  $("#pool-form").addEventListener("submit", createPool);
+  $("#add-form").addEventListener("submit", addKeys);
+  $("#filters").addEventListener("submit", (event) => { event.preventDefault(); refilter(); });
+  for (const selector of ["#filter-pool", "#filter-state", "#filter-model", "#filter-q"]) $(selector).addEventListener("change", refilter);
+  $("#select-all").addEventListener("change", (event) => {
+    for (const box of document.querySelectorAll(".key-select")) box.checked = event.target.checked;
+  });
+  $("#bulk-apply").addEventListener("click", bulkApply);
+  $("#verify-unhealthy").addEventListener("click", verifyUnhealthy);
+  $("#page-next").addEventListener("click", () => {
+    if (!state.nextToken) return;
+    state.pageTokens[state.page + 1] = state.nextToken;
+    state.page += 1;
+    attempt(loadKeys);
+  });
+  $("#page-prev").addEventListener("click", () => { if (state.page > 0) { state.page -= 1; attempt(loadKeys); } });
+  $("#token-form").addEventListener("submit", createToken);
+  $("#token-copy").addEventListener("click", () => attempt(async () => {
+    await navigator.clipboard.writeText($("#token-value").textContent);
+    say("Token copied.");
+  }));
+  $("#token-dismiss").addEventListener("click", hideOnce);
+  setInterval(tick, 1000);
+}
+
+async function start() {
+  wire();
+  try {
+    const session = await api("GET", "/api/session");
+    await showConsole(session.name);
+  } catch {
+    showLogin();
+  }
+}
+
+start();
