@@ -59,7 +59,7 @@ class Observer:
 
     def lease_granted(self, pool: str) -> None: ...
 
-    def lease_denied(self, reason: str) -> None: ...
+    def lease_denied(self, pool: str, reason: str) -> None: ...
 
     def lease_released(self, pool: str, key_id: str, held_s: float, failed: bool) -> None: ...
 
@@ -153,7 +153,7 @@ class Keyring:
         try:
             grant = self.allocator.acquire(token_hash, model, exclude, self.clock())
         except KeyringError as error:
-            self.observer.lease_denied(type(error).__name__)
+            self.observer.lease_denied(getattr(error, "pool", ""), type(error).__name__)
             raise
         self.observer.lease_granted(grant.pool.name)
         return grant, self._secret_of(grant.key.key_id, grant.key.sealed_secret)

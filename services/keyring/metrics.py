@@ -28,7 +28,7 @@ class KeyringMetrics(Observer):
         self._per_key = per_key_labels
         r = self.registry
         self.granted = Counter("keyring_leases_granted_total", "Leases granted.", ["pool"], registry=r)
-        self.denied = Counter("keyring_leases_denied_total", "Lease requests refused, by reason.", ["reason"], registry=r)
+        self.denied = Counter("keyring_leases_denied_total", "Lease requests refused, by pool (when known) and reason.", ["pool", "reason"], registry=r)
         self.expired = Counter("keyring_leases_expired_total", "Leases reclaimed after their TTL (never released).", ["pool"], registry=r)
         self.held = Histogram("keyring_lease_duration_seconds", "Time from grant to release.", ["pool"], buckets=LEASE_BUCKETS, registry=r)
         self.cooldowns = Counter("keyring_cooldowns_started_total", "Cooldowns started, by reason.", ["reason"], registry=r)
@@ -46,8 +46,8 @@ class KeyringMetrics(Observer):
     def lease_granted(self, pool: str) -> None:
         self.granted.labels(pool).inc()
 
-    def lease_denied(self, reason: str) -> None:
-        self.denied.labels(reason).inc()
+    def lease_denied(self, pool: str, reason: str) -> None:
+        self.denied.labels(pool, reason).inc()
 
     def lease_released(self, pool: str, key_id: str, held_s: float, failed: bool) -> None:
         self.held.labels(pool).observe(held_s)

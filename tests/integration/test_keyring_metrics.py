@@ -42,7 +42,7 @@ async def test_metrics_follow_leases_cooldowns_and_key_states(start_replica: Sta
     await eventually(expired, within_s=3)
     text, samples = await scrape(port)
     assert samples[("keyring_leases_granted_total", (("pool", "main"),))] == 4
-    assert samples[("keyring_leases_denied_total", (("reason", "NoKeyAvailable"),))] == 1
+    assert samples[("keyring_leases_denied_total", (("pool", "main"), ("reason", "NoKeyAvailable")))] == 1
     assert samples[("keyring_cooldowns_started_total", (("reason", "rate_limit"),))] == 1
     assert samples[("keyring_cooling_pairs", (("reason", "rate_limit"), ("scope", "key")))] == 1
     assert samples[("keyring_keys", (("pool", "main"), ("state", "active")))] == 2

@@ -63,7 +63,7 @@ class Allocator:
         token_budget = share(token.requests_per_minute, replicas)
         if not self._token_minutes.allows(token.token_id, token_budget, now):
             retry = self._token_minutes.frees_at(token.token_id, token_budget, now) - now
-            raise NoKeyAvailable("the client token's rate limit is reached", retry)
+            raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name)
         key = self._choose(pool, model, exclude, replicas, now)
         if key is None:
             raise self._nothing_eligible(pool, model, exclude, replicas, now)
@@ -121,9 +121,9 @@ class Allocator:
             soonest = min(soonest, frees)
         if math.isinf(soonest):
             return NoKeyAvailable(
-                f"pool {pool.name!r} has no usable key for this call", pool.policy.rate_limit_cooldown_s
+                f"pool {pool.name!r} has no usable key for this call", pool.policy.rate_limit_cooldown_s, pool.name
             )
-        return NoKeyAvailable(f"no key of pool {pool.name!r} is free for model {model!r}", soonest - now)
+        return NoKeyAvailable(f"no key of pool {pool.name!r} is free for model {model!r}", soonest - now, pool.name)
 
 
 def require_pool(view: KeyringView, name: str) -> Pool:

@@ -57,6 +57,7 @@ class NotReady(KeyringError):
 class NoKeyAvailable(KeyringError):
     """No key is eligible; ``retry_after_s`` is the time until the soonest one frees up."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
+    def __init__(self, message: str, retry_after_s: float, pool: str = "") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.pool = pool
