@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import orjson
@@ -34,6 +35,7 @@ _SET_STATE: Final = {
     "revive": pb.SetKeyStateRequest.REVIVE,
 }
 _WINDOWS: Final = {"hour": 3600, "day": 86400}
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 async def _call(request: web.Request, method: str, message: Message, timeout_s: float | None = None) -> Any:
@@ -234,10 +236,17 @@ async def delete_key(request: web.Request) -> web.Response:
     return json_response({"deleted": True, "key_id": request.match_info["key_id"]})
 
 
-async def key_action(request: web.Request) -> web.Response:
+def key_action(action: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        return await _key_action(request, action)
+
+    return handler
+
+
+async def _key_action(request: web.Request, action: str) -> web.Response:
     s.Query(request, set())
     await s.empty_body(request)
-    action, key_id = request.match_info["action"], request.match_info["key_id"]
+    key_id = request.match_info["key_id"]
     if action == "verify":
         reply = await _call(request, "VerifyKeys", pb.VerifyKeysRequest(key_ids=[key_id]), _verify_timeout(request))
         found = [s.verify_result_json(result) for result in reply.results if result.key_id == key_id]
@@ -346,11 +355,18 @@ async def create_token(request: web.Request) -> web.Response:
     return json_response({"token": reply.token, "info": s.token_json(reply.info)}, status=201)
 
 
-async def token_action(request: web.Request) -> web.Response:
+def token_action(action: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        return await _token_action(request, action)
+
+    return handler
+
+
+async def _token_action(request: web.Request, action: str) -> web.Response:
     s.Query(request, set())
     await s.empty_body(request)
     token_id = request.match_info["token_id"]
-    if request.match_info["action"] == "rotate":
+    if action == "rotate":
         reply = await _call(request, "RotateToken", pb.RotateTokenRequest(token_id=token_id))
         return json_response({"token": reply.token, "info": s.token_json(reply.info)})
     info = await _call(request, "RevokeToken", pb.RevokeTokenRequest(token_id=token_id))
@@ -397,11 +413,13 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/keys/{key_id}", get_key)
     router.add_patch("/api/keys/{key_id}", update_key)
     router.add_delete("/api/keys/{key_id}", delete_key)
-    router.add_post("/api/keys/{key_id}/{action:enable|disable|revive|verify}", key_action)
+    for action in ("enable", "disable", "revive", "verify"):
+        router.add_post(f"/api/keys/{{key_id}}/{action}", key_action(action))
     router.add_get("/api/usage", usage)
     router.add_get("/api/tokens", list_tokens)
     router.add_post("/api/tokens", create_token)
-    router.add_post("/api/tokens/{token_id}/{action:rotate|revoke}", token_action)
+    for action in ("rotate", "revoke"):
+        router.add_post(f"/api/tokens/{{token_id}}/{action}", token_action(action))
     router.add_get("/api/export", export_config)
     router.add_post("/api/import", import_config)
     router.add_get("/api/audit", audit)

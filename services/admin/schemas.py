@@ -31,6 +31,17 @@ MAX_DURATION_S: Final = 10 * 365 * 24 * 3600
 MAX_KEY_IDS: Final = 1000
 MAX_TEXT: Final = 10_000
 
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer; so do we (but not "5" or true)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+
+# Python's whitespace (str.isspace), spelled out: regex dialects disagree on what \\s means.
+SPACE: Final = "\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+
 # The domain's limits, mirrored so that the spec says exactly what keyring accepts.
 POOL_NAME: Final = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 MODEL_NAME: Final = r"^(models/)?[A-Za-z0-9._-]{1,100}$"
@@ -39,14 +50,14 @@ ModelName = Annotated[str, Field(pattern=MODEL_NAME)]
 Description = Annotated[str, Field(max_length=500)]
 Note = Annotated[str, Field(max_length=500)]
 Project = Annotated[str, Field(max_length=128)]
-Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"\S")]
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=f"[^{SPACE}]")]
 Tags = Annotated[list[Tag], Field(max_length=32)]
-Tier = Annotated[int, Field(ge=0, le=100, description="1 = first choice, higher = fallback; 0 means 1")]
-Weight = Annotated[int, Field(ge=0, le=1000, description="0 means 1")]
+Tier = Annotated[int, Field(ge=0, le=100, description="1 = first choice, higher = fallback; 0 means 1"), BeforeValidator(_whole_number)]
+Weight = Annotated[int, Field(ge=0, le=1000, description="0 means 1"), BeforeValidator(_whole_number)]
 Seconds = Annotated[float, Field(ge=0, le=MAX_DURATION_S)]
-Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_whole_number)]
 # Pasted text must hold at least one character that is not a separator.
-PastedText = Annotated[str, Field(max_length=16 * 1024 * 1024, pattern=r"[^\s,;\[\]\"']")]
+PastedText = Annotated[str, Field(max_length=16 * 1024 * 1024, pattern=f"[^{SPACE},;\\[\\]\"']")]
 
 
 class Strategy(StrEnum):
