@@ -1,0 +1,136 @@
+"""The web console in real headless Chromium against the admin app, a real keyring and a real etcd.
+
+Needs /usr/bin/chromium (Debian: ``apt-get install -y chromium``) and the ``playwright``
+Python package; Playwright's own browser download is not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.common.testing import fake_gemini_key
+
+from .conftest import ADMIN_TOKEN, AdminStack
+
+pytestmark = pytest.mark.etcd
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    playwright_api = pytest.importorskip("playwright.async_api")
+    async with playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = await browser.new_context(viewport={"width": 1400, "height": 900})
+            page = await context.new_page()
+            page.set_default_timeout(15_000)
+            yield page
+        finally:
+            await browser.close()
+
+
+async def test_console_operator_session(page: Any, admin: AdminStack) -> None:
+    from playwright.async_api import expect
+
+    ids = page.get_by_test_id
+    await page.goto(admin.base_url + "/")
+
+    # Log in (a wrong token first).
+    await ids("login-token").fill("wrong-token-0123456789")
+    await ids("login-submit").click()
+    await expect(ids("login-error")).to_have_text("Wrong token.")
+    await ids("login-token").fill(ADMIN_TOKEN)
+    await ids("login-submit").click()
+    await expect(ids("who")).to_have_text("ops")
+
+    # A pool.
+    await ids("pool-name").fill("main")
+    await ids("pool-create").click()
+    await expect(page.locator("[data-testid=pool-row][data-pool=main]")).to_be_visible()
+
+    # Bulk-add 200 keys by paste (plus one malformed line).
+    secrets = [fake_gemini_key(f"console-{index}") for index in range(200)]
+    await ids("nav-keys").click()
+    await page.locator("[data-testid=add-keys] summary").click()
+    await ids("add-pool").select_option("main")
+    await ids("add-text").fill("\n".join([*secrets, "AIzaNotAKey"]))
+    await ids("add-submit").click()
+    await expect(ids("add-result")).to_contain_text("200 added, 0 duplicate, 1 malformed")
+    await expect(ids("key-row")).to_have_count(200)
+    await expect(ids("keys-count")).to_have_text("1-200 of 200")
+
+    # Disable one.
+    first = ids("key-row").first
+    disabled_id = await first.get_attribute("data-key-id")
+    await first.get_by_test_id("key-disable").click()
+    row = page.locator(f"[data-testid=key-row][data-key-id='{disabled_id}']")
+    await expect(row.get_by_test_id("key-state")).to_have_text("disabled")
+
+    # A client token, shown once.
+    await ids("nav-tokens").click()
+    await ids("token-pool").select_option("main")
+    await ids("token-name").fill("console-app")
+    await ids("token-create").click()
+    await expect(ids("token-once")).to_be_visible()
+    token = (await ids("token-value").text_content()) or ""
+    assert token.startswith("kr-")
+    await expect(ids("token-row")).to_have_count(1)
+    await ids("token-dismiss").click()
+    await expect(ids("token-once")).to_be_hidden()
+    assert token not in await page.content()
+
+    # A 429 reported through keyring's lease API cools a key; the console counts down.
+    lease = (await admin.replica.lease.Acquire(pb.AcquireRequest(
+        token_hash=hashlib.sha256(token.encode()).hexdigest(), model="gemini-2.5-flash"))).lease
+    outcome = pb.Outcome(http_status=429, error_status="RESOURCE_EXHAUSTED", retry_delay_ms=60_000)
+    await admin.replica.lease.Release(pb.ReleaseRequest(
+        lease_id=lease.lease_id, key_id=lease.key_id, model="gemini-2.5-flash", outcome=outcome))
+    await ids("nav-keys").click()
+    cooling = page.locator(f"[data-testid=key-row][data-key-id='{lease.key_id}'] [data-testid=key-cooldown]")
+    await expect(cooling).to_contain_text("gemini-2.5-flash", timeout=15_000)
+    left = cooling.get_by_test_id("cooldown-left")
+    await expect(left).to_have_text(_countdown_pattern())
+    shown = await left.text_content()
+    await expect(left).not_to_have_text(shown or "", timeout=5_000)  # it ticks
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.get_by_test_id("keys-table").screenshot(path=str(ARTIFACTS / "admin-keys-table.png"))
+
+    # The overview counts it; no secret ever reached the page.
+    await ids("nav-pools").click()
+    pool_row = page.locator("[data-testid=pool-row][data-pool=main]")
+    await expect(pool_row).to_contain_text("200")
+    content = await page.content()
+    assert not [secret for secret in secrets if secret in content]
+
+    # Audit shows who did it.
+    await ids("nav-audit").click()
+    await expect(ids("audit-row").filter(has_text="AddKeys")).to_contain_text("admin:ops")
+
+    # Log out: back to the login form, also after a reload.
+    await ids("logout").click()
+    await expect(ids("login-form")).to_be_visible()
+    await page.reload()
+    await expect(ids("login-form")).to_be_visible()
+    await expect(ids("nav-keys")).to_be_hidden()
+
+
+def _countdown_pattern() -> Any:
+    import re
+
+    return re.compile(r"^[0-5]?\d:\d\d$")
