@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev
+scripts/system-deps.sh
 .venv/bin/python scripts/gen_protos.py --check
 exec .venv/bin/python -m pytest "$@"
