@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -106,6 +106,16 @@ async def seed_demo(address: str) -> str:
         return created.token
 
 
+def local_admin_token(var: Path) -> tuple[str, str]:
+    """An admin token for this machine only, kept in var/admin-tokens (mode 0600): (file, token)."""
+    path = var / "admin-tokens"
+    if not path.exists():
+        path.write_text(f"operator:{secrets.token_urlsafe(24)}\n")
+        path.chmod(0o600)
+    token = path.read_text().strip().splitlines()[0].split(":", 1)[1]
+    return str(path), token
+
+
 def local_kek(var: Path) -> str:
     """A key-encryption key for this machine only, kept in var/kek (mode 0600)."""
     path = var / "kek"
@@ -127,6 +137,9 @@ def main() -> None:
     parser.add_argument("--upstream", default="https://generativelanguage.googleapis.com")
     options = parser.parse_args()
 
+    # Ctrl-C and SIGTERM both stop the stack (a shell may have started us with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     var = Path(options.var).resolve()
     (var / "logs").mkdir(parents=True, exist_ok=True)
     stack = Stack(var)
@@ -142,6 +155,10 @@ def main() -> None:
         etcd.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) -> None:
     keyring_address = f"127.0.0.1:{options.keyring_port}"
     upstream = options.upstream
@@ -152,7 +169,14 @@ def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) 
     stack.spawn(
         "keyring",
         "services.keyring",
-        {"KEYRING_KEK_FILE": local_kek(var), "KEYRING_ETCD_ENDPOINT": etcd.endpoint, "KEYRING_HOST": "127.0.0.1", "KEYRING_PORT": str(options.keyring_port)},
+        {
+            "KEYRING_KEK_FILE": local_kek(var),
+            "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
+            "KEYRING_HOST": "127.0.0.1",
+            "KEYRING_PORT": str(options.keyring_port),
+            "KEYRING_METRICS_HOST": "127.0.0.1",
+            "KEYRING_UPSTREAM_BASE_URL": upstream,
+        },
     )
     asyncio.run(wait_keyring(keyring_address, stack))
     stack.spawn(
@@ -162,22 +186,25 @@ def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) 
     )
     edge_url = f"http://127.0.0.1:{options.edge_port}"
     wait_http(f"{edge_url}/healthz", stack)
-    admin_url = ""
-    if importlib.util.find_spec("services.admin.__main__") is not None:
-        stack.spawn(
-            "admin",
-            "services.admin",
-            {"ADMIN_HOST": "127.0.0.1", "ADMIN_PORT": str(options.admin_port), "ADMIN_KEYRING_ADDRESSES": keyring_address},
-        )
-        admin_url = f"http://127.0.0.1:{options.admin_port}"
-        wait_http(f"{admin_url}/healthz", stack)
+    tokens_file, admin_token = local_admin_token(var)
+    stack.spawn(
+        "admin",
+        "services.admin",
+        {
+            "ADMIN_HOST": "127.0.0.1",
+            "ADMIN_PORT": str(options.admin_port),
+            "ADMIN_KEYRING_ADDRESSES": keyring_address,
+            "ADMIN_ADMIN_TOKENS_FILE": tokens_file,
+        },
+    )
+    admin_url = f"http://127.0.0.1:{options.admin_port}"
+    wait_http(f"{admin_url}/healthz", stack)
     token = asyncio.run(seed_demo(keyring_address)) if options.demo else ""
 
     print(f"etcd      {etcd.endpoint}  (data in {var / 'etcd'})")
     print(f"keyring   {keyring_address}  (gRPC)")
     print(f"edge      {edge_url}  (OpenAI: {edge_url}/v1   Gemini: {edge_url}/v1beta)")
-    if admin_url:
-        print(f"admin     {admin_url}")
+    print(f"admin     {admin_url}  (console; admin token in {tokens_file}: {admin_token})")
     if options.demo:
         print(f"simulator {upstream}  (fake Gemini upstream)")
         print(f"client token (pool {DEMO_POOL!r}, shown once): {token}")
