@@ -30,9 +30,11 @@ def main() -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
-    else:
+        uvloop = None  # type: ignore[assignment]
+    if settings.uvloop and uvloop is not None:
         uvloop.run(serve(settings))
+    else:
+        asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,271 @@
+"""Latency the edge adds, and its throughput, over the Gemini simulator.
+
+Starts a local etcd, one keyring process, the simulator and one edge (each a
+subprocess), seeds a pool with 50 keys and a client token, then measures
+requests/s and latency p50/p99 of
+
+  (a) the simulator called directly, and
+  (b) the same call through the edge (lease, upstream call, release),
+
+at concurrency 1, 16 and 64, for ``generateContent`` and
+``streamGenerateContent?alt=sse`` (a stream is timed to its last byte), each
+for a bounded time after a warm-up. Prints JSON, with the added latency
+(edge minus direct). Only the processes it started are stopped, by PID.
+
+    python bench/edge_bench.py [--seconds 3] [--keys 50] [--concurrency 1,16,64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from services.common.etcd_server import EtcdServer, free_port  # noqa: E402
+from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
+from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
+from services.common.testing import fake_gemini_key  # noqa: E402
+from services.keyring.sealing import generate_kek  # noqa: E402
+
+MODEL = "gemini-2.5-flash"
+BODY = b'{"contents": [{"role": "user", "parts": [{"text": "Say hello to the benchmark"}]}]}'
+WARMUP_S = 0.5
+
+
+class Processes:
+    """The subprocesses this run started; stopped by PID, nothing else."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir = log_dir
+        self.running: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
+
+    def start(
+        self, name: str, module: str, env: dict[str, str], args: list[str] | None = None, profile: str = ""
+    ) -> subprocess.Popen[bytes]:
+        log: IO[bytes] = open(Path(self.log_dir) / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        profiler = ["-m", "cProfile", "-o", profile] if profile else []
+        process = subprocess.Popen(
+            [sys.executable, *profiler, "-m", module, *(args or [])],
+            env={**os.environ, "LOG_LEVEL": "WARNING", **env},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        self.running.append(process)
+        self.names.append(name)
+        return process
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User+system CPU time used so far by each started process (Linux /proc)."""
+        used: dict[str, float] = {}
+        ticks = os.sysconf("SC_CLK_TCK")
+        for name, process in zip(self.names, self.running, strict=True):
+            try:
+                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used[name] = (int(fields[11]) + int(fields[12])) / ticks
+        return used
+
+    def stop_all(self) -> None:
+        for process in reversed(self.running):
+            if process.poll() is None:
+                process.terminate()
+        for process in reversed(self.running):
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def announced_url(process: subprocess.Popen[bytes], pattern: str, timeout_s: float = 30.0) -> str:
+    """Read the process's stdout until it prints its address."""
+    assert process.stdout is not None
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = await asyncio.wait_for(loop.run_in_executor(None, process.stdout.readline), deadline - time.monotonic())
+        if not line:
+            raise SystemExit(f"{process.args} exited before announcing itself (exit {process.poll()})")
+        match = re.search(pattern, line.decode())
+        if match:
+            return match.group(1)
+    raise SystemExit(f"{process.args} did not announce itself in {timeout_s} s")
+
+
+async def seed(address: str, keys: int) -> str:
+    async with grpc.aio.insecure_channel(address) as channel:
+        admin = pb_grpc.AdminServiceStub(channel)
+        for _ in range(100):  # the replica serves once its etcd view is built
+            try:
+                await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="bench")), timeout=2)
+                break
+            except grpc.aio.AioRpcError as error:
+                if error.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise
+                await asyncio.sleep(0.1)
+        secrets = [fake_gemini_key(f"edge-bench-{i}") for i in range(keys)]
+        reply = await admin.AddKeys(pb.AddKeysRequest(pool="bench", keys=[pb.KeyInput(secret=s) for s in secrets]))
+        assert reply.added == keys, reply.added
+        return (await admin.CreateToken(pb.CreateTokenRequest(pool="bench", name="bench"))).token
+
+
+async def run_load(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], concurrency: int, seconds: float
+) -> dict[str, float]:
+    """``concurrency`` loops posting BODY to ``url`` for ``seconds``: req/s, p50, p99 (ms), errors."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            async with session.post(url, data=BODY, headers=headers) as response:
+                await response.read()
+                ok = response.status == 200
+            if ok:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+
+    def quantile(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(quantile(0.50), 3),
+        "p99_ms": round(quantile(0.99), 3),
+        "errors": errors,
+    }
+
+
+async def measure(
+    sim_url: str,
+    edge_url: str,
+    direct_key: str,
+    token: str,
+    seconds: float,
+    levels: list[int],
+    processes: Processes,
+) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=0)
+    results: dict[str, Any] = {}
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for mode, path in (
+            ("generateContent", f"/v1beta/models/{MODEL}:generateContent"),
+            ("streamGenerateContent_sse", f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"),
+        ):
+            for concurrency in levels:
+                row: dict[str, Any] = {}
+                for target, base, key in (("direct", sim_url, direct_key), ("edge", edge_url, token)):
+                    headers = {"x-goog-api-key": key, "Content-Type": "application/json"}
+                    await run_load(session, base + path, headers, concurrency, WARMUP_S)
+                    cpu_before = processes.cpu_seconds()
+                    row[target] = await run_load(session, base + path, headers, concurrency, seconds)
+                    cpu_after = processes.cpu_seconds()
+                    row[target]["cpu_share"] = {
+                        name: round((cpu_after[name] - cpu_before.get(name, 0)) / seconds, 2)
+                        for name in cpu_after
+                        if cpu_after[name] - cpu_before.get(name, 0) > 0.01 * seconds
+                    }
+                row["added_p50_ms"] = round(row["edge"]["p50_ms"] - row["direct"]["p50_ms"], 3)
+                row["added_p99_ms"] = round(row["edge"]["p99_ms"] - row["direct"]["p99_ms"], 3)
+                results[f"{mode}_c{concurrency}"] = row
+                print(f"{mode} c{concurrency}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return results
+
+
+async def main_async(options: argparse.Namespace) -> dict[str, Any]:
+    levels = [int(level) for level in options.concurrency.split(",")]
+    with tempfile.TemporaryDirectory() as workdir:
+        etcd = EtcdServer(data_dir=os.path.join(workdir, "etcd"))
+        etcd.start()
+        processes = Processes(workdir)
+        try:
+            keyring_port = free_port()
+            keyring = processes.start(
+                "keyring",
+                "services.keyring",
+                {
+                    "KEYRING_KEK": generate_kek(),
+                    "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
+                    "KEYRING_HOST": "127.0.0.1",
+                    "KEYRING_PORT": str(keyring_port),
+                    "KEYRING_PREFIX": "/edge-bench/",
+                },
+            )
+            simulator = processes.start("simulator", "services.simulator", {}, ["--port", str(free_port())])
+            sim_url = await announced_url(simulator, r"simulator listening on (\S+)")
+            await announced_url(keyring, r"keyring listening on (\S+)")
+            token = await seed(f"127.0.0.1:{keyring_port}", options.keys)
+            edge = processes.start(
+                "edge",
+                "services.edge",
+                {
+                    "EDGE_HOST": "127.0.0.1",
+                    "EDGE_PORT": str(free_port()),
+                    "EDGE_KEYRING_ADDRESSES": f"127.0.0.1:{keyring_port}",
+                    "EDGE_UPSTREAM_BASE_URL": sim_url,
+                },
+                profile=options.profile_edge,
+            )
+            edge_url = await announced_url(edge, r"edge listening on (\S+)")
+            results = await measure(
+                sim_url, edge_url, fake_gemini_key("edge-bench-direct"), token, options.seconds, levels, processes
+            )
+        finally:
+            processes.stop_all()
+            etcd.stop()
+    return {
+        "benchmark": "edge added latency and throughput over the simulator",
+        "keys": options.keys,
+        "seconds_per_run": options.seconds,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "note": "client, simulator, keyring, etcd and edge share this machine's CPUs;"
+        " cpu_share = CPU seconds per second of each process during the run",
+        "results": results,
+        "targets": {"added_p50_ms_c16": 2, "added_p99_ms_c16": 10, "edge_requests_per_s_c64_non_stream": 1500},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--keys", type=int, default=50)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--profile-edge", default="", metavar="FILE", help="run the edge under cProfile, stats to FILE")
+    options = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        print(json.dumps(asyncio.run(main_async(options)), indent=2))
+    else:
+        print(json.dumps(uvloop.run(main_async(options)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
