@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,14 +111,13 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     edge = request.app[EDGE]
     tried: list[str] = []
     failure: UpstreamError | None = None
-    soonest_retry_s = math.inf  # the smallest RetryInfo delay among the keys tried
     for _ in range(edge.settings.max_attempts):
         try:
             granted = await edge.keyring.acquire(call.token_hash, call.model, tried)
         except LeaseDenied as denied:
             if failure is None:
                 return errors.render(errors.lease_denied(denied), call.dialect)
-            return errors.upstream_failure(call.dialect, failure, _retry_after(denied, soonest_retry_s))
+            return errors.upstream_failure(call.dialect, failure, _retry_after(denied))
         tried.append(granted.lease.key_id)
         attempt = _Attempt(edge, call, granted)
         try:
@@ -129,8 +127,6 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
         if not isinstance(result, UpstreamError):
             return result
         failure = result
-        if result.retry_delay_ms:
-            soonest_retry_s = min(soonest_retry_s, result.retry_delay_ms / 1000)
         log.info(
             "upstream answered %s (%s) with key %s; trying another key",
             result.http_status,
@@ -142,15 +138,11 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     return errors.upstream_failure(call.dialect, failure)
 
 
-def _retry_after(denied: LeaseDenied, soonest_retry_s: float) -> float | None:
-    """When to come back after keyring ran out of keys mid-failover.
-
-    Keyring's figure leaves out the keys this request excluded (those it just
-    tried), whose own retry delays the upstream told us: take the sooner.
-    """
+def _retry_after(denied: LeaseDenied) -> float | None:
+    """When to come back after keyring ran out of keys mid-failover (keys tried included)."""
     if denied.code is grpc.StatusCode.RESOURCE_EXHAUSTED and denied.retry_after_s > 0:
-        soonest_retry_s = min(denied.retry_after_s, soonest_retry_s)
-    return None if math.isinf(soonest_retry_s) else soonest_retry_s
+        return denied.retry_after_s
+    return None
 
 
 class _Attempt:

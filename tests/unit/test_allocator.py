@@ -170,3 +170,12 @@ def test_expiry_heap_stays_bounded() -> None:
         world.lease()
     assert len(world.book) == 0
     assert len(world.book._expiry) <= 1024 + 1
+
+
+def test_retry_delay_counts_the_keys_the_caller_excluded() -> None:
+    world = World([key("a"), key("b")])
+    world.view.put_cooldown(Cooldown(CooldownId(CooldownScope.KEY, "a", "m"), CooldownReason.RATE_LIMIT, NOW + 40))
+    world.view.put_cooldown(Cooldown(CooldownId(CooldownScope.KEY, "b", "m"), CooldownReason.RATE_LIMIT, NOW + 90))
+    with pytest.raises(NoKeyAvailable) as refused:
+        world.lease("m", NOW, exclude=frozenset({"a"}))
+    assert refused.value.retry_after_s == pytest.approx(40)

@@ -66,7 +66,7 @@ class Allocator:
             raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name)
         key = self._choose(pool, model, exclude, replicas, now)
         if key is None:
-            raise self._nothing_eligible(pool, model, exclude, replicas, now)
+            raise self._nothing_eligible(pool, model, replicas, now)
         self._token_minutes.add(token.token_id, now)
         self._key_minutes.add(key.key_id, now)
         lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
@@ -101,14 +101,16 @@ class Allocator:
                 return keys[key_id]
         return None
 
-    def _nothing_eligible(
-        self, pool: Pool, model: str, exclude: Collection[str], replicas: int, now: float
-    ) -> NoKeyAvailable:
-        """Say when the soonest key frees up, so the caller can wait exactly that long."""
+    def _nothing_eligible(self, pool: Pool, model: str, replicas: int, now: float) -> NoKeyAvailable:
+        """Say when the soonest key frees up, so the caller can wait exactly that long.
+
+        Keys the caller excluded count too: they were excluded for this one
+        request, and the caller's next request may use them.
+        """
         budget = share(pool.policy.requests_per_minute, replicas)
         soonest = math.inf
         for key in self._view.keys_of(pool.name):
-            if key.key_id in exclude or key.state in (KeyState.INVALID, KeyState.DISABLED):
+            if key.state in (KeyState.INVALID, KeyState.DISABLED):
                 continue
             frees = key.state_until if key.state is KeyState.SUSPENDED else now
             for subject in key.cooldown_subjects(model):
