@@ -9,6 +9,7 @@ import sys
 from pydantic import ValidationError
 
 from services.common.logs import configure_logging
+from services.common.telemetry import configure_tracing
 
 from .app import start_admin
 from .config import AdminSettings
@@ -29,6 +30,7 @@ async def serve(settings: AdminSettings) -> None:
 
 def main() -> None:
     configure_logging("admin")
+    configure_tracing("admin")
     try:
         settings = AdminSettings()
     except ValidationError as error:

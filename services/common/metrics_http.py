@@ -1,4 +1,4 @@
-"""Serving Prometheus metrics: a handler for aiohttp apps, and a small listener for gRPC services."""
+"""Serving Prometheus metrics: a response for aiohttp apps, and a small listener for gRPC services."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
-def metrics_handler(registry: CollectorRegistry) -> Callable[[web.Request], web.Response]:
-    async def handle(request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
-    return handle  # type: ignore[return-value]
+def metrics_response(registry: CollectorRegistry) -> web.Response:
+    """The Prometheus text exposition of ``registry``."""
+    response = web.Response(body=generate_latest(registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
 
 
 async def start_metrics_server(
@@ -26,8 +24,11 @@ async def start_metrics_server(
         ok = healthy()
         return web.json_response({"status": "ok" if ok else "not ready"}, status=200 if ok else 503)
 
+    async def metrics(request: web.Request) -> web.Response:
+        return metrics_response(registry)
+
     app = web.Application()
-    app.router.add_get("/metrics", metrics_handler(registry))
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", health)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 from services.common.logs import configure_logging
+from services.common.telemetry import configure_tracing
 
 from .app import start_edge
 from .config import EdgeSettings
@@ -26,6 +27,7 @@ async def serve(settings: EdgeSettings) -> None:
 
 def main() -> None:
     configure_logging("edge")
+    configure_tracing("edge")
     settings = EdgeSettings()
     try:
         import uvloop

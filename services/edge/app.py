@@ -15,22 +15,28 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
+from services.common.metrics_http import metrics_response
+
 from .config import EdgeSettings
 from .dialects import gemini, openai
 from .errors import error_shape
 from .forwarding import EDGE, Edge
 from .keyring_client import KeyringClient
+from .observability import EdgeMetrics, observe
 
 log = logging.getLogger(__name__)
 
 SETTINGS: Final = web.AppKey("settings", EdgeSettings)
 _INJECTED_KEYRING: Final = web.AppKey("injected_keyring", KeyringClient)
+METRICS: Final = web.AppKey("metrics", EdgeMetrics)
 
 
 def create_app(settings: EdgeSettings, keyring_client: KeyringClient | None = None) -> web.Application:
     """The edge app; pass ``keyring_client`` to use one you own (it is then not closed here)."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_shape])
+    metrics = EdgeMetrics()
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[observe(metrics), error_shape])
     app[SETTINGS] = settings
+    app[METRICS] = metrics
     if keyring_client is not None:
         app[_INJECTED_KEYRING] = keyring_client
     app.cleanup_ctx.append(_resources)
@@ -50,7 +56,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent",),
     )
-    edge = Edge(settings, session, keyring)
+    edge = Edge(settings, session, keyring, app[METRICS])
     app[EDGE] = edge
     try:
         yield
@@ -66,6 +72,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of this process's metrics."""
+    return metrics_response(request.app[METRICS].registry)
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: at least one keyring replica serves."""
     if await request.app[EDGE].keyring.ready():
@@ -76,6 +87,7 @@ async def readyz(request: web.Request) -> web.Response:
 def _add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/healthz", healthz, allow_head=True)
     router.add_get("/readyz", readyz, allow_head=True)
+    router.add_get("/metrics", metrics)
     # OpenAI's dialect.
     router.add_post("/v1/chat/completions", openai.chat_completions)
     router.add_post("/v1/embeddings", openai.embeddings)

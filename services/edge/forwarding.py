@@ -33,6 +33,7 @@ from typing import Final
 import aiohttp
 import grpc
 from aiohttp import web
+from opentelemetry import trace
 from yarl import URL
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
@@ -41,6 +42,19 @@ from . import errors, upstream
 from .config import EdgeSettings
 from .errors import Dialect
 from .keyring_client import GrantedLease, KeyringClient, LeaseDenied
+from .observability import (
+    MODEL,
+    OPERATIONS,
+    ROUTE,
+    STARTED,
+    STREAM,
+    EdgeMetrics,
+    failover_cause,
+    model_label,
+    record_attempt,
+    set_usage_attributes,
+    tracer,
+)
 from .upstream import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -68,13 +82,18 @@ class Call:
     key_in_bearer: bool = False
     # Rewrites a successful non-stream body given the pool's allow-list (model lists).
     transform: Callable[[bytes, tuple[str, ...]], bytes] | None = None
+    # The operation, for metrics and spans: "generateContent", "chat.completions", "models.list"...
+    route: str = "other"
 
 
 class Edge:
     """The process-wide resources a request needs: settings, the upstream session, keyring."""
 
-    def __init__(self, settings: EdgeSettings, session: aiohttp.ClientSession, keyring: KeyringClient) -> None:
+    def __init__(
+        self, settings: EdgeSettings, session: aiohttp.ClientSession, keyring: KeyringClient, metrics: EdgeMetrics
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.session = session
         self.keyring = keyring
         self.base_url = settings.upstream_base_url
@@ -109,12 +128,14 @@ EDGE: Final = web.AppKey("edge", Edge)
 async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     """Answer ``call`` through up to ``max_attempts`` upstream keys."""
     edge = request.app[EDGE]
+    request[ROUTE], request[STREAM] = call.route, call.stream
     tried: list[str] = []
     failure: UpstreamError | None = None
     for _ in range(edge.settings.max_attempts):
         try:
             granted = await edge.keyring.acquire(call.token_hash, call.model, tried)
         except LeaseDenied as denied:
+            edge.metrics.denied.labels(denied.code.name).inc()
             if failure is None:
                 return errors.render(errors.lease_denied(denied), call.dialect)
             return errors.upstream_failure(call.dialect, failure, _retry_after(denied))
@@ -124,9 +145,13 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             result = await attempt.run(request)
         finally:
             released = edge.release(granted, call.model, attempt.outcome)
+            record_attempt(edge.metrics, call.route, call.model, attempt.outcome)
         if not isinstance(result, UpstreamError):
+            if result.status != 404:
+                request[MODEL] = model_label(call.model)
             return result
         failure = result
+        edge.metrics.failovers.labels(failover_cause(result, attempt.outcome)).inc()
         log.info(
             "upstream answered %s (%s) with key %s; trying another key",
             result.http_status,
@@ -135,6 +160,7 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
         )
         await asyncio.shield(released)
     assert failure is not None
+    request[MODEL] = model_label(call.model)
     return errors.upstream_failure(call.dialect, failure)
 
 
@@ -162,6 +188,22 @@ class _Attempt:
 
     async def run(self, request: web.Request) -> web.StreamResponse | UpstreamError:
         """A response for the client, or the ``UpstreamError`` that calls for another key."""
+        call, lease = self.call, self.granted.lease
+        attributes = {
+            "gen_ai.system": "gemini",
+            "gen_ai.operation.name": OPERATIONS.get(call.route, call.route),
+            "gen_ai.request.model": call.model,
+            "keyring.key_id": lease.key_id,
+            "keyring.pool": lease.pool,
+        }
+        name = f"{attributes['gen_ai.operation.name']} {call.model}".strip()
+        with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
+            try:
+                return await self._call_upstream(request)
+            finally:
+                set_usage_attributes(span, self.outcome)
+
+    async def _call_upstream(self, request: web.Request) -> web.StreamResponse | UpstreamError:
         call, lease = self.call, self.granted.lease
         headers = dict(call.headers)
         if call.key_in_bearer:
@@ -233,7 +275,8 @@ class _Attempt:
         response.headers["X-Accel-Buffering"] = "no"
         tail = b""
         try:
-            await response.prepare(request)
+            await response.prepare(request)  # the first bytes: the first chunk follows at once
+            self.edge.metrics.first_byte.labels(self.call.dialect).observe(time.perf_counter() - request[STARTED])
             while chunk:
                 await response.write(chunk)
                 tail = chunk if len(chunk) >= _TAIL_BYTES else (tail + chunk)[-_TAIL_BYTES:]

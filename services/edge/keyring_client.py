@@ -19,13 +19,16 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry import trace
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+from services.common.telemetry import current_traceparent
 
 log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = 0.5
+tracer = trace.get_tracer("services.edge")
 
 
 class LeaseDenied(Exception):
@@ -159,10 +162,17 @@ class KeyringClient:
         return sorted(ordered, key=lambda replica: not replica.usable)  # stable: usable ones first
 
     async def acquire(self, token_hash: str, model: str, exclude: Sequence[str] = ()) -> GrantedLease:
+        with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
+            granted = await self._acquire(token_hash, model, exclude)
+            span.set_attributes({"keyring.key_id": granted.lease.key_id, "keyring.pool": granted.lease.pool})
+            return granted
+
+    async def _acquire(self, token_hash: str, model: str, exclude: Sequence[str]) -> GrantedLease:
         request = pb.AcquireRequest(token_hash=token_hash, model=model, exclude_key_ids=exclude)
+        traceparent = current_traceparent()
         for replica in self._rotation():
             try:
-                reply = await replica.call(pb.LeaseCall(acquire=request), self._timeout_s)
+                reply = await replica.call(pb.LeaseCall(acquire=request, traceparent=traceparent), self._timeout_s)
             except KeyringUnavailable:
                 continue
             if reply.HasField("error"):
@@ -180,9 +190,15 @@ class KeyringClient:
         request = pb.ReleaseRequest(
             lease_id=granted.lease.lease_id, key_id=granted.lease.key_id, model=model, outcome=outcome
         )
+        with tracer.start_as_current_span("keyring.release", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attribute("keyring.key_id", granted.lease.key_id)
+            call = pb.LeaseCall(release=request, traceparent=current_traceparent())
+            await self._release(call, granted)
+
+    async def _release(self, call: pb.LeaseCall, granted: GrantedLease) -> None:
         for replica in self._rotation(first=granted.replica):
             try:
-                await replica.call(pb.LeaseCall(release=request), self._timeout_s)
+                await replica.call(call, self._timeout_s)
                 return
             except KeyringUnavailable:
                 continue

@@ -48,7 +48,9 @@ def _url(request: web.Request) -> URL:
     return URL(f"{url}?{query}" if query else url, encoded=True)
 
 
-def _call(request: web.Request, model: str, body: bytes | None, *, stream: bool = False, transform: Any = None) -> Call:
+def _call(
+    request: web.Request, model: str, body: bytes | None, route: str, *, stream: bool = False, transform: Any = None
+) -> Call:
     return Call(
         dialect=GEMINI,
         method=request.method,
@@ -59,6 +61,7 @@ def _call(request: web.Request, model: str, body: bytes | None, *, stream: bool 
         model=model,
         stream=stream,
         transform=transform,
+        route=route,
     )
 
 
@@ -78,7 +81,7 @@ def only_allowed(body: bytes, allowed: tuple[str, ...]) -> bytes:
 @speaks(GEMINI)
 async def list_models(request: web.Request) -> web.StreamResponse:
     """``GET /{version}/models``: the upstream's page, filtered by the pool's allow-list."""
-    return await forward(request, _call(request, "", None, transform=only_allowed))
+    return await forward(request, _call(request, "", None, "models.list", transform=only_allowed))
 
 
 @speaks(GEMINI)
@@ -87,7 +90,7 @@ async def get_model(request: web.Request) -> web.StreamResponse:
     model = model_id(request.match_info["tail"])
     if not model or ":" in model:
         raise EdgeError(404, f"no such model: {model!r}")
-    return await forward(request, _call(request, model, None))
+    return await forward(request, _call(request, model, None, "models.get"))
 
 
 @speaks(GEMINI)
@@ -100,7 +103,7 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     _token(request)  # a missing token is a 401 before anything else is read
     body = await request.read()
     json_object(body)
-    return await forward(request, _call(request, model, body, stream=action == "streamGenerateContent"))
+    return await forward(request, _call(request, model, body, action, stream=action == "streamGenerateContent"))
 
 
 async def v1_models(request: web.Request) -> web.StreamResponse:

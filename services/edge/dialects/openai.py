@@ -50,6 +50,7 @@ async def _post(request: web.Request, path: str, can_stream: bool) -> web.Stream
         model=model_id(model),
         stream=can_stream and data.get("stream") is True,
         key_in_bearer=True,
+        route=path.strip("/").replace("/", "."),
     )
     return await forward(request, call)
 
@@ -90,6 +91,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
         model="",
         key_in_bearer=True,
         transform=only_allowed,
+        route="models.list",
     )
     return await forward(request, call)
 
@@ -109,5 +111,6 @@ async def get_model(request: web.Request) -> web.StreamResponse:
         token_hash=token_hash(_token(request)),
         model=model,
         key_in_bearer=True,
+        route="models.get",
     )
     return await forward(request, call)

@@ -1,0 +1,152 @@
+"""The edge's metrics and spans, in one place.
+
+Labels stay bounded: dialect, route (the operation, from the route table),
+status class, a failover cause, and the model only when it is a plausible
+model id the upstream did not reject as unknown (anything else is "other").
+No label or span attribute carries a key or a client token: key ids only.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+
+from .errors import dialect_of
+from .upstream import UpstreamError
+
+tracer = trace.get_tracer("services.edge")
+_PROPAGATOR = TraceContextTextMapPropagator()
+_MODEL = re.compile(r"[a-z0-9][a-z0-9.\-]{0,63}")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+# What the request's handler learnt, for the middleware to label with.
+ROUTE: Final = web.RequestKey("keyring_route", str)
+MODEL: Final = web.RequestKey("keyring_model", str)
+STREAM: Final = web.RequestKey("keyring_stream", bool)
+STARTED: Final = web.RequestKey("keyring_started", float)
+
+# GenAI semantic conventions: gen_ai.operation.name by route.
+OPERATIONS: Final = {
+    "chat.completions": "chat",
+    "generateContent": "generate_content",
+    "streamGenerateContent": "generate_content",
+    "embeddings": "embeddings",
+    "embedContent": "embeddings",
+    "batchEmbedContents": "embeddings",
+}
+
+
+class EdgeMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "edge_requests_total", "Client requests.", ["dialect", "route", "model", "status_class"], registry=r
+        )
+        self.duration = Histogram(
+            "edge_request_duration_seconds", "End-to-end latency of client requests.",
+            ["dialect", "route", "stream"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream = Histogram(
+            "edge_upstream_duration_seconds", "Latency of each upstream attempt.", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.first_byte = Histogram(
+            "edge_stream_first_byte_seconds", "Time to the first byte of a streamed answer.", ["dialect"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.failovers = Counter("edge_failovers_total", "Requests moved to another key, by cause.", ["cause"], registry=r)
+        self.tokens = Counter("edge_tokens_total", "Tokens reported by the upstream.", ["model", "direction"], registry=r)
+        self.denied = Counter(
+            "edge_leases_denied_total", "Lease requests keyring refused, by gRPC status.", ["reason"], registry=r
+        )
+        self.in_flight = Gauge("edge_requests_in_flight", "Client requests being served.", registry=r)
+
+
+def model_label(model: str) -> str:
+    return model if _MODEL.fullmatch(model) else "other"
+
+
+def failover_cause(error: UpstreamError, outcome: pb.Outcome) -> str:
+    if outcome.transport == pb.Outcome.TRANSPORT_TIMEOUT:
+        return "timeout"
+    if outcome.transport == pb.Outcome.TRANSPORT_CONNECTION:
+        return "connection"
+    if error.key_invalid or error.http_status == 401:
+        return "key_invalid"
+    if error.http_status == 429:
+        return "rate_limited"
+    if error.http_status == 403:
+        return "forbidden"
+    if error.http_status == 503:
+        return "overloaded"
+    return "server_error"
+
+
+def record_attempt(metrics: EdgeMetrics, route: str, model: str, outcome: pb.Outcome) -> None:
+    """One upstream attempt: its latency, and the tokens it reported."""
+    if outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
+        metrics.upstream.labels(route).observe(outcome.latency_ms / 1000)
+    label = model_label(model)
+    if outcome.input_tokens:
+        metrics.tokens.labels(label, "input").inc(outcome.input_tokens)
+    if outcome.output_tokens:
+        metrics.tokens.labels(label, "output").inc(outcome.output_tokens)
+
+
+def set_usage_attributes(span: trace.Span, outcome: pb.Outcome) -> None:
+    span.set_attribute("http.response.status_code", outcome.http_status)
+    if outcome.input_tokens or outcome.output_tokens:
+        span.set_attribute("gen_ai.usage.input_tokens", outcome.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", outcome.output_tokens)
+    if outcome.error_status:
+        span.set_attribute("error.type", outcome.error_status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def observe(metrics: EdgeMetrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Middleware: the server span and the request metrics; it never touches bodies."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in ("/metrics", "/healthz", "/readyz"):
+            return await handler(request)
+        request[STARTED] = started = time.perf_counter()
+        parent = _PROPAGATOR.extract(request.headers)
+        status = 500
+        metrics.in_flight.inc()
+        with tracer.start_as_current_span("edge " + request.method, context=parent, kind=trace.SpanKind.SERVER) as span:
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as error:
+                status = error.status
+                raise
+            except BaseException:
+                status = 499 if request.transport is None or request.transport.is_closing() else 500
+                raise
+            finally:
+                metrics.in_flight.dec()
+                route = request.get(ROUTE, "other")
+                dialect = dialect_of(request)
+                span.update_name(f"edge {route}")
+                span.set_attributes({"http.request.method": request.method, "http.route": route,
+                                     "http.response.status_code": status, "keyring.dialect": dialect})
+                metrics.requests.labels(dialect, route, request.get(MODEL, "other"), f"{status // 100}xx").inc()
+                metrics.duration.labels(dialect, route, str(request.get(STREAM, False)).lower()).observe(
+                    time.perf_counter() - started
+                )
+
+    return middleware
