@@ -13,13 +13,17 @@ from typing import Final
 
 from aiohttp import web
 
+from services.common.metrics_http import metrics_response
+
 from . import api, auth, openapi
 from .config import AdminSettings
 from .errors import MAX_BODY, error_shape, json_response
 from .keyring_client import KeyringAdmin
+from .observability import AdminMetrics, observe
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 _INJECTED_KEYRING: Final = web.AppKey("injected_keyring", KeyringAdmin)
+METRICS: Final = web.AppKey("metrics", AdminMetrics)
 _CONSOLE_HEADERS: Final = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -33,10 +37,13 @@ _CONSOLE_HEADERS: Final = {
 
 def create_app(settings: AdminSettings, keyring: KeyringAdmin | None = None) -> web.Application:
     """The admin app; pass ``keyring`` to use a client you own (it is then not closed here)."""
+    metrics = AdminMetrics()
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[security_headers, error_shape, auth.authenticate]
+        client_max_size=settings.max_body_bytes,
+        middlewares=[observe(metrics), security_headers, error_shape, auth.authenticate],
     )
     app[api.SETTINGS] = settings
+    app[METRICS] = metrics
     app[MAX_BODY] = settings.max_body_bytes
     app[auth.AUTHENTICATOR] = auth.Authenticator(
         settings.admin_token_map, settings.session_ttl_s, settings.cookie_secure
@@ -85,6 +92,11 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition (no secrets in it: route patterns and counts only)."""
+    return metrics_response(request.app[METRICS].registry)
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     return json_response(openapi.spec(), headers={"Cache-Control": "no-cache"})
 
@@ -96,6 +108,7 @@ async def console(request: web.Request) -> web.FileResponse:
 def _add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/healthz", healthz, allow_head=True)
     router.add_get("/readyz", readyz, allow_head=True)
+    router.add_get("/metrics", metrics)
     router.add_get("/openapi.json", openapi_json)
     router.add_get("/", console)
     router.add_static("/static/", STATIC_DIR, append_version=False)

@@ -47,7 +47,7 @@ CSRF_COOKIE: Final = "keyring_csrf"
 CSRF_HEADER: Final = "X-CSRF-Token"
 _UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Routes reachable without credentials (exact paths) and path prefixes that are public.
-PUBLIC_PATHS: Final = frozenset({"/", "/healthz", "/readyz", "/openapi.json", "/api/login"})
+PUBLIC_PATHS: Final = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/api/login"})
 PUBLIC_PREFIXES: Final = ("/static/",)
 
 

@@ -232,6 +232,7 @@ def _paths() -> dict[str, Any]:
     return {
         "/healthz": {"get": _op("Liveness", _ok("Health"), public=True)},
         "/readyz": {"get": _op("Readiness: a keyring replica serves", {**_ok("Health"), **_errors(503)}, public=True)},
+        "/metrics": {"get": _op("Prometheus metrics (text exposition format)", _METRICS_OK, public=True)},
         "/api/login": {"post": _op("Console login: sets the session and CSRF cookies", _ok("LoginResult"),
                                    body="LoginRequest", errors=(401,), public=True)},
         "/api/logout": {"post": _op("End the console session", _ok("LoggedOut"), errors=(403,))},
@@ -317,6 +318,11 @@ def _document() -> dict[str, Any]:
             },
         },
     }
+
+
+_METRICS_OK: dict[str, Any] = {
+    "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+}
 
 
 def spec() -> dict[str, Any]:
