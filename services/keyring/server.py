@@ -137,15 +137,14 @@ def create_server(
     bound = server.add_insecure_port(f"{host or settings.host}:{settings.port if port is None else port}")
     metrics = metrics or KeyringMetrics(settings.metrics_per_key)
     metrics.observe(keyring)
+    if isinstance(store, EtcdStore):
+        store.observe_operations(metrics.etcd_operation)
     return KeyringServer(server, bound, keyring, health, checker, metrics, settings)
 
 
 async def run(settings: KeyringSettings) -> None:
-    metrics = KeyringMetrics(settings.metrics_per_key)
-    store = await EtcdStore.open(
-        settings.etcd_endpoint, timeout_s=settings.etcd_timeout_s, on_operation=metrics.etcd_operation
-    )
-    replica = create_server(settings, store, metrics=metrics)
+    store = await EtcdStore.open(settings.etcd_endpoint, timeout_s=settings.etcd_timeout_s)
+    replica = create_server(settings, store)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

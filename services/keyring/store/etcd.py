@@ -126,6 +126,10 @@ class EtcdStore(Store):
         await store.connect()
         return store
 
+    def observe_operations(self, on_operation: OperationCallback) -> None:
+        """Attach the latency callback after construction (the server owns the metrics)."""
+        self._on_operation = on_operation
+
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
