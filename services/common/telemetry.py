@@ -17,6 +17,7 @@ from opentelemetry import context, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -24,10 +25,17 @@ TRACEPARENT = "traceparent"
 
 
 def configure_tracing(service: str, extra_processor: SpanProcessor | None = None) -> TracerProvider:
-    """Install the process's tracer provider (once, at start-up)."""
+    """Install the process's tracer provider (once, at start-up).
+
+    With no exporter and no OTEL_TRACES_SAMPLER, spans are not sampled: they
+    still carry trace ids (to the logs and to keyring) but record nothing,
+    which keeps their cost off the request path.
+    """
     name = os.environ.get("OTEL_SERVICE_NAME", service)
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(ALWAYS_OFF)
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}), sampler=sampler)
+    if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
