@@ -30,6 +30,8 @@ _CHANNEL_OPTIONS: Final = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # A name with several records (a headless Service) spreads calls over every replica.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -55,7 +57,7 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 class GrantedLease:
     lease: pb.Lease
     allowed_models: tuple[str, ...]
-    replica: int
+    replica: str  # the address of the replica that granted it
 
 
 class _ReplicaStream:
@@ -67,9 +69,8 @@ class _ReplicaStream:
 
     MAX_BATCH = 256
 
-    def __init__(self, address: str, index: int) -> None:
+    def __init__(self, address: str) -> None:
         self.address = address
-        self.index = index
         self.channel = grpc.aio.insecure_channel(address, options=[("grpc.keepalive_time_ms", 10_000)])
         self.stub = pb_grpc.LeaseServiceStub(self.channel)
         self._ids = itertools.count(1)
@@ -145,21 +146,105 @@ class _ReplicaStream:
         await self.channel.close()
 
 
+Resolver = Callable[[str], Awaitable[list[str]]]
+
+
+async def resolve_all(address: str) -> list[str]:
+    """``host:port`` to ``ip:port`` for every A/AAAA record of host; [address] when it does not resolve."""
+    host, _, port = address.rpartition(":")
+    try:
+        records = await asyncio.get_running_loop().getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return [address]
+    targets: list[str] = []
+    for family, _, _, _, sockaddr in records:
+        target = f"[{sockaddr[0]}]:{sockaddr[1]}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{sockaddr[1]}"
+        if target not in targets:
+            targets.append(target)
+    return targets or [address]
+
+
 class KeyringClient:
-    def __init__(self, addresses: Sequence[str], timeout_s: float = 5.0) -> None:
+    """Leases from every keyring replica the configured addresses name.
+
+    An address may be a DNS name with several records (a Kubernetes headless
+    Service): it is resolved to every replica, one stream each, and resolved
+    again every ``resolve_every_s`` so replicas that come and go are followed.
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        timeout_s: float = 5.0,
+        resolve_every_s: float = 30.0,
+        resolver: Resolver = resolve_all,
+    ) -> None:
         if not addresses:
             raise ValueError("at least one keyring address is needed")
-        self._replicas = [_ReplicaStream(address, index) for index, address in enumerate(addresses)]
+        self._addresses = list(addresses)
+        # Until the first resolution, the addresses as given (grpc resolves them itself).
+        self._replicas = [_ReplicaStream(address) for address in addresses]
+        self._by_target = {replica.address: replica for replica in self._replicas}
+        self._retired: set[_ReplicaStream] = set()
         self._turn = itertools.count()
         self._timeout_s = timeout_s
+        self._resolve_every_s = resolve_every_s
+        self._resolver = resolver
+        self._next_resolution = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        await asyncio.gather(*(replica.close() for replica in self._replicas))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        streams = [*self._by_target.values(), *self._retired]
+        await asyncio.gather(*(replica.close() for replica in streams))
 
-    def _rotation(self, first: int | None = None) -> list[_ReplicaStream]:
-        start = next(self._turn) if first is None else first
-        ordered = [self._replicas[(start + i) % len(self._replicas)] for i in range(len(self._replicas))]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _rotation(self, first: str | None = None) -> list[_ReplicaStream]:
+        now = time.monotonic()
+        if now >= self._next_resolution:
+            first_time = self._next_resolution == 0.0
+            self._next_resolution = now + self._resolve_every_s
+            if first_time:
+                await self._resolve()  # the first call waits for it; later ones never do
+            else:
+                self._spawn(self._resolve())
+        replicas = self._replicas
+        start = next(self._turn) if first is None else self._index_of(first)
+        ordered = [replicas[(start + i) % len(replicas)] for i in range(len(replicas))]
         return sorted(ordered, key=lambda replica: not replica.usable)  # stable: usable ones first
+
+    def _index_of(self, target: str) -> int:
+        for index, replica in enumerate(self._replicas):
+            if replica.address == target:
+                return index
+        return next(self._turn)
+
+    async def _resolve(self) -> None:
+        """New replicas get a stream; a replica no longer named keeps its stream until its calls are done."""
+        targets: list[str] = []
+        for address in self._addresses:
+            targets += [target for target in await self._resolver(address) if target not in targets]
+        if targets == [replica.address for replica in self._replicas]:
+            return
+        for target in targets:
+            if target not in self._by_target:
+                self._by_target[target] = _ReplicaStream(target)
+        self._replicas = [self._by_target[target] for target in targets]
+        for target in [t for t in self._by_target if t not in targets]:
+            gone = self._by_target.pop(target)
+            self._retired.add(gone)
+            self._spawn(self._retire(gone))
+
+    async def _retire(self, replica: _ReplicaStream) -> None:
+        await asyncio.sleep(self._timeout_s * 2)  # calls in flight on it finish or time out first
+        self._retired.discard(replica)
+        await replica.close()
 
     async def acquire(self, token_hash: str, model: str, exclude: Sequence[str] = ()) -> GrantedLease:
         with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
@@ -170,7 +255,7 @@ class KeyringClient:
     async def _acquire(self, token_hash: str, model: str, exclude: Sequence[str]) -> GrantedLease:
         request = pb.AcquireRequest(token_hash=token_hash, model=model, exclude_key_ids=exclude)
         traceparent = current_traceparent()
-        for replica in self._rotation():
+        for replica in await self._rotation():
             try:
                 reply = await replica.call(pb.LeaseCall(acquire=request, traceparent=traceparent), self._timeout_s)
             except KeyringUnavailable:
@@ -182,7 +267,7 @@ class KeyringClient:
                     continue  # that replica is draining: ask another
                 raise LeaseDenied(code, error.message, error.retry_after_ms / 1000)
             granted = reply.acquire
-            return GrantedLease(granted.lease, tuple(granted.allowed_models), replica.index)
+            return GrantedLease(granted.lease, tuple(granted.allowed_models), replica.address)
         raise KeyringUnavailable()
 
     async def release(self, granted: GrantedLease, model: str, outcome: pb.Outcome) -> None:
@@ -196,7 +281,7 @@ class KeyringClient:
             await self._release(call, granted)
 
     async def _release(self, call: pb.LeaseCall, granted: GrantedLease) -> None:
-        for replica in self._rotation(first=granted.replica):
+        for replica in await self._rotation(first=granted.replica):
             try:
                 await replica.call(call, self._timeout_s)
                 return
@@ -208,7 +293,7 @@ class KeyringClient:
         """True when at least one replica answers its health check as SERVING."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        for replica in self._replicas:
+        for replica in await self._rotation():
             try:
                 reply = await health_pb2_grpc.HealthStub(replica.channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=1.0

@@ -1,0 +1,65 @@
+"""The edge's lease client against real replicas: one name, several replicas (a headless Service)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.edge.keyring_client import KeyringClient, resolve_all
+
+from .conftest import StartReplica, make_pool
+from .test_keyring_service import MODEL, add_keys, eventually
+
+OK = pb.Outcome(http_status=200)
+
+
+async def test_one_name_spreads_leases_over_every_replica_it_resolves_to(start_replica: StartReplica) -> None:
+    replica_a = await start_replica("replica-a")
+    replica_b = await start_replica("replica-b")
+    token = await make_pool(replica_a)
+    await add_keys(replica_a, 4)
+    targets = [f"127.0.0.1:{replica_a.server.port}", f"127.0.0.1:{replica_b.server.port}"]
+
+    async def resolver(address: str) -> list[str]:
+        assert address == "keyring-headless:50051"
+        return list(targets)
+
+    async def b_knows_the_token() -> bool:
+        return token in (await asyncio.to_thread(lambda: set(replica_b.keyring.view.tokens_by_hash)))
+
+    await eventually(b_knows_the_token, within_s=2)
+    client = KeyringClient(["keyring-headless:50051"], resolver=resolver, resolve_every_s=0.05)
+    try:
+        await eventually(lambda: _granted_once(client, token), within_s=3)  # first resolution done
+        granters: Counter[str] = Counter()
+        for _ in range(40):
+            granted = await client.acquire(token, MODEL)
+            granters[granted.lease.lease_id.split(".")[0]] += 1
+            await client.release(granted, MODEL, OK)
+        assert set(granters) == {"replica-a", "replica-b"} and min(granters.values()) >= 10
+        assert len(replica_a.keyring.book) == 0 and len(replica_b.keyring.book) == 0  # each release went home
+
+        targets.remove(f"127.0.0.1:{replica_b.server.port}")  # replica b leaves the name
+
+        async def only_a() -> bool:
+            leases = [await client.acquire(token, MODEL) for _ in range(4)]
+            for granted in leases:
+                await client.release(granted, MODEL, OK)
+            return {granted.lease.lease_id.split(".")[0] for granted in leases} == {"replica-a"}
+
+        await eventually(only_a, within_s=3)
+    finally:
+        await client.close()
+
+
+async def _granted_once(client: KeyringClient, token: str) -> bool:
+    granted = await client.acquire(token, MODEL)
+    await client.release(granted, MODEL, OK)
+    return len(client._replicas) == 2
+
+
+async def test_resolve_all_expands_a_name_and_keeps_what_does_not_resolve() -> None:
+    assert await resolve_all("127.0.0.1:50051") == ["127.0.0.1:50051"]
+    assert "127.0.0.1:7" in await resolve_all("localhost:7")
+    assert await resolve_all("no-such-host.invalid:1") == ["no-such-host.invalid:1"]
