@@ -6,16 +6,20 @@ Python package; Playwright's own browser download is not used.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.testing import fake_gemini_key
+from services.edge.app import start_edge
+from services.edge.config import EdgeSettings
+from services.simulator import Behaviour, SimulatorState, start_simulator
 
 from .conftest import ADMIN_TOKEN, AdminStack
 
@@ -45,7 +49,33 @@ async def page() -> AsyncIterator[Any]:
             await browser.close()
 
 
-async def test_console_operator_session(page: Any, admin: AdminStack) -> None:
+@dataclass
+class Traffic:
+    """A real edge in front of the simulator, on the test's keyring."""
+
+    simulator: SimulatorState
+    edge_url: str
+    http: aiohttp.ClientSession
+
+    async def generate(self, token: str) -> int:
+        url = f"{self.edge_url}/v1beta/models/gemini-2.5-flash:generateContent"
+        body = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
+        async with self.http.post(url, json=body, headers={"x-goog-api-key": token}) as answer:
+            return answer.status
+
+
+@pytest.fixture
+async def traffic(admin: AdminStack) -> AsyncIterator[Traffic]:
+    sim_runner, sim_url, simulator = await start_simulator()
+    settings = EdgeSettings(keyring_addresses=f"127.0.0.1:{admin.replica.server.port}", upstream_base_url=sim_url)
+    edge_runner, edge_url = await start_edge(settings, host="127.0.0.1", port=0)
+    async with aiohttp.ClientSession() as http:
+        yield Traffic(simulator, edge_url, http)
+    await edge_runner.cleanup()
+    await sim_runner.cleanup()
+
+
+async def test_console_operator_session(page: Any, admin: AdminStack, traffic: Traffic) -> None:
     from playwright.async_api import expect
 
     ids = page.get_by_test_id
@@ -95,14 +125,26 @@ async def test_console_operator_session(page: Any, admin: AdminStack) -> None:
     await expect(ids("token-once")).to_be_hidden()
     assert token not in await page.content()
 
-    # A 429 reported through keyring's lease API cools a key; the console counts down.
-    lease = (await admin.replica.lease.Acquire(pb.AcquireRequest(
-        token_hash=hashlib.sha256(token.encode()).hexdigest(), model="gemini-2.5-flash"))).lease
-    outcome = pb.Outcome(http_status=429, error_status="RESOURCE_EXHAUSTED", retry_delay_ms=60_000)
-    await admin.replica.lease.Release(pb.ReleaseRequest(
-        lease_id=lease.lease_id, key_id=lease.key_id, model="gemini-2.5-flash", outcome=outcome))
+    # Traffic through a real edge to the simulator: every key answers 429 at first, so the
+    # request fails over through three keys (all cool down), then two requests succeed.
+    await ids("nav-pools").click()
+    pool_row = page.locator("[data-testid=pool-row][data-pool=main]")
+    await expect(pool_row.get_by_test_id("pool-requests")).to_have_text("0")
+    for secret in secrets:
+        traffic.simulator.set_sticky(secret, Behaviour.rate_limit(retry_delay_s=60))
+    assert await traffic.generate(token) == 429
+    traffic.simulator.clear()
+    for _ in range(2):
+        assert await traffic.generate(token) == 200
+    await expect(pool_row.get_by_test_id("pool-requests")).to_have_text("5", timeout=15_000)
+    await expect(pool_row.get_by_test_id("pool-errors")).to_have_text("3")
+
+    # The console counts the cooldowns down.
+    cooling_keys = (await admin.replica.admin.ListKeys(pb.ListKeysRequest(
+        filter=pb.KeyFilter(cooling_model="gemini-2.5-flash")))).keys
+    assert len(cooling_keys) == 3
     await ids("nav-keys").click()
-    cooling = page.locator(f"[data-testid=key-row][data-key-id='{lease.key_id}'] [data-testid=key-cooldown]")
+    cooling = page.locator(f"[data-testid=key-row][data-key-id='{cooling_keys[0].key_id}'] [data-testid=key-cooldown]")
     await expect(cooling).to_contain_text("gemini-2.5-flash", timeout=15_000)
     left = cooling.get_by_test_id("cooldown-left")
     await expect(left).to_have_text(_countdown_pattern())
@@ -113,7 +155,6 @@ async def test_console_operator_session(page: Any, admin: AdminStack) -> None:
 
     # The overview counts it; no secret ever reached the page.
     await ids("nav-pools").click()
-    pool_row = page.locator("[data-testid=pool-row][data-pool=main]")
     await expect(pool_row).to_contain_text("200")
     content = await page.content()
     assert not [secret for secret in secrets if secret in content]

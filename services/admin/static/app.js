@@ -140,7 +140,8 @@ async function loadOverview() {
     h("td", {}, pool.name), h("td", {}, pool.strategy), h("td", {}, pool.keys.total), h("td", {}, pool.keys.active),
     h("td", {}, pool.keys.cooling), h("td", {}, pool.keys.suspended), h("td", {}, pool.keys.invalid),
     h("td", {}, pool.keys.disabled), h("td", {}, pool.tokens),
-    h("td", {}, usage ? pool.requests_last_hour : "n/a"), h("td", {}, usage ? pool.errors_last_hour : "n/a"))));
+    h("td", { "data-testid": "pool-requests" }, usage ? pool.requests_last_hour : "n/a"),
+    h("td", { "data-testid": "pool-errors" }, usage ? pool.errors_last_hour : "n/a"))));
 }
 
 async function createPool(event) {
