@@ -43,6 +43,7 @@ PANELS = [
     ("Keyring", "etcd latency p99", "timeseries", "s", [("histogram_quantile(0.99, sum by (le, operation) (rate(keyring_etcd_operation_duration_seconds_bucket[5m])))", "{{operation}}")]),
     ("Keyring", "etcd errors", "timeseries", "ops", [("sum by (operation) (rate(keyring_etcd_errors_total[5m]))", "{{operation}}")]),
     ("Keyring", "Live replicas", "stat", "short", [("max(keyring_live_replicas)", "replicas")]),
+    ("Keyring", "Watch lag (revisions behind)", "timeseries", "short", [("max by (instance) (keyring_watch_lag_revisions)", "{{instance}}")]),
     ("Admin", "Admin API requests", "timeseries", "reqps", [("sum by (route, status) (rate(admin_requests_total[5m]))", "{{route}} {{status}}")]),
     ("Admin", "Changes by kind", "timeseries", "ops", [("sum by (kind) (rate(admin_changes_total[5m]))", "{{kind}}")]),
 ]

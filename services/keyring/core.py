@@ -107,9 +107,17 @@ class Keyring:
         self._tasks: list[asyncio.Task[None]] = []
         self._registration: Registration | None = None
         self.usage = UsageCounter()
+        # The newest store revision this replica has seen (its own commits included);
+        # the watch is behind by store_revision - view.revision.
+        self.store_revision = 0
         self.observer = Observer()
 
     # -- lifecycle ------------------------------------------------------
+
+    @property
+    def watch_lag(self) -> int:
+        """Revisions the watch-fed view trails the newest revision this replica knows of."""
+        return max(0, self.store_revision - self.view.revision)
 
     @property
     def ready(self) -> bool:
@@ -271,6 +279,7 @@ class Keyring:
             raise NotReady("the store is unavailable; nothing was changed") from error
         if revision is None:
             return False
+        self.store_revision = max(self.store_revision, revision)
         for write in writes:
             self._apply(write.key, write.value, revision)
         return True
@@ -302,6 +311,7 @@ class Keyring:
                         for event in events:
                             self._apply(event.key, event.value, event.mod_revision)
                             self.view.revision = max(self.view.revision, event.mod_revision)
+                        self.store_revision = max(self.store_revision, self.view.revision)
             except (StoreUnavailable, WatchCompacted) as error:
                 log.warning("store watch interrupted (%s); rebuilding the view", type(error).__name__)
                 await asyncio.sleep(backoff)
@@ -316,6 +326,7 @@ class Keyring:
         if not self.view.members and members_before:
             self.view.members.update(members_before)
         self.view.revision = snapshot.revision
+        self.store_revision = max(self.store_revision, snapshot.revision)
 
     def _apply(self, path: str, value: bytes | None, revision: int) -> None:
         """Apply one stored change to the view unless the view already has a newer one."""
@@ -413,6 +424,7 @@ class Keyring:
         except StoreUnavailable as error:
             raise NotReady("the store is unavailable; nothing was changed") from error
         if revision is not None:
+            self.store_revision = max(self.store_revision, revision)
             self._apply(path, value, revision)
 
     async def _collect_usage_and_audit(self, now: float) -> None:

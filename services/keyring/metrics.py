@@ -90,3 +90,8 @@ class ViewCollector(Collector):
         yield GaugeMetricFamily("keyring_live_replicas", "Keyring replicas registered in etcd.", value=len(view.members))
         yield GaugeMetricFamily("keyring_leases_in_flight", "Leases granted by this replica and not yet released.", value=len(self._keyring.book))
         yield GaugeMetricFamily("keyring_view_revision", "The etcd revision this replica's view has reached.", value=view.revision)
+        yield GaugeMetricFamily(
+            "keyring_watch_lag_revisions",
+            "Revisions the watch trails the newest one this replica has seen (its own writes included).",
+            value=self._keyring.watch_lag,
+        )

@@ -48,6 +48,12 @@ async def test_metrics_follow_leases_cooldowns_and_key_states(start_replica: Sta
     assert samples[("keyring_keys", (("pool", "main"), ("state", "active")))] == 2
     assert samples[("keyring_keys", (("pool", "main"), ("state", "invalid")))] == 0
     assert samples[("keyring_live_replicas", ())] == 1
+    assert samples[("keyring_view_revision", ())] > 0
+
+    async def watch_caught_up() -> bool:
+        return (await scrape(port))[1][("keyring_watch_lag_revisions", ())] == 0
+
+    await eventually(watch_caught_up, within_s=2)
     assert samples[("keyring_lease_duration_seconds_count", (("pool", "main"),))] == 3
     requests = sum(v for (name, _), v in samples.items() if name == "keyring_key_requests_total")
     errors = sum(v for (name, _), v in samples.items() if name == "keyring_key_errors_total")
