@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
 from pydantic import ValidationError
 
 from services.common.logs import configure_logging
+from services.common.serving import serve_until_stopped
 from services.common.telemetry import configure_tracing
 
 from .app import start_admin
@@ -17,15 +17,7 @@ from .config import AdminSettings
 
 async def serve(settings: AdminSettings) -> None:
     runner, base_url = await start_admin(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"admin listening on {base_url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(runner, f"admin listening on {base_url}")
 
 
 def main() -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
 from services.common.logs import configure_logging
+from services.common.serving import serve_until_stopped
 from services.common.telemetry import configure_tracing
 
 from .app import start_edge
@@ -14,15 +14,7 @@ from .config import EdgeSettings
 
 async def serve(settings: EdgeSettings) -> None:
     runner, base_url = await start_edge(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"edge listening on {base_url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(runner, f"edge listening on {base_url}")
 
 
 def main() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 from collections.abc import Sequence
+
+from services.common.serving import serve_until_stopped
 
 from .app import start_simulator
 
@@ -22,15 +23,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 async def serve(host: str, port: int) -> None:
     """Start, announce the bound address on stdout, wait for a stop signal, shut down."""
     runner, base_url, _ = await start_simulator(host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"simulator listening on {base_url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(runner, f"simulator listening on {base_url}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from services.admin import openapi
 from services.admin.app import create_app
