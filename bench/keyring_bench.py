@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.common.etcd_server import EtcdServer, free_port  # noqa: E402
+from services.common.health import wait_until_serving  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
 from services.common.testing import fake_gemini_key  # noqa: E402
@@ -49,23 +50,6 @@ def start_keyring(etcd: EtcdServer, port: int, log_dir: str) -> subprocess.Popen
     }
     log = open(Path(log_dir) / "keyring.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen([sys.executable, "-m", "services.keyring"], env=env, cwd=ROOT, stdout=log, stderr=log)
-
-
-async def wait_serving(address: str, deadline_s: float = 30.0) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    started = time.monotonic()
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() - started < deadline_s:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit(f"keyring at {address} did not become ready")
 
 
 async def seed(address: str, keys: int) -> str:
@@ -132,7 +116,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, object]:
         keyring = start_keyring(etcd, port, workdir)
         address = f"127.0.0.1:{port}"
         try:
-            await wait_serving(address)
+            await wait_until_serving(address)
             token_hash = await seed(address, options.keys)
             results: dict[str, float] = {}
             for concurrency in (1, 64):

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.etcd_server import EtcdServer
+from services.common.health import wait_until_serving
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.common.testing import fake_gemini_key
@@ -75,22 +75,6 @@ def wait_http(url: str, stack: Stack, deadline_s: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"{url} did not answer within {deadline_s} s")
-
-
-async def wait_keyring(address: str, stack: Stack, deadline_s: float = 30.0) -> None:
-    started = time.monotonic()
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() - started < deadline_s:
-            stack.check_alive()
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit(f"keyring at {address} did not become ready")
 
 
 async def seed_demo(address: str) -> str:
@@ -178,7 +162,7 @@ def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) 
             "KEYRING_UPSTREAM_BASE_URL": upstream,
         },
     )
-    asyncio.run(wait_keyring(keyring_address, stack))
+    asyncio.run(wait_until_serving(keyring_address, still_alive=stack.check_alive))
     stack.spawn(
         "edge",
         "services.edge",
