@@ -47,15 +47,21 @@ def configure_tracing(service: str, extra_processor: SpanProcessor | None = None
 
 def current_traceparent() -> str:
     """The W3C traceparent of the current span ('' when there is none)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return ""
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get(TRACEPARENT, "")
 
 
 def context_from(traceparent: str) -> context.Context | None:
-    """The parent context a traceparent names, or None for an empty one."""
-    if not traceparent:
+    """The parent context a sampled traceparent names; None when there is none or it is not sampled."""
+    try:
+        sampled = len(traceparent) >= 55 and int(traceparent[-2:], 16) & 1
+    except ValueError:
         return None
+    if not sampled:
+        return None  # empty, or not sampled (W3C flags bit 0): an unsampled parent records nothing
     return _PROPAGATOR.extract({TRACEPARENT: traceparent})
 
 

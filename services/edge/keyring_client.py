@@ -149,6 +149,12 @@ class _ReplicaStream:
 Resolver = Callable[[str], Awaitable[list[str]]]
 
 
+def _traced() -> bool:
+    """Whether the current request is sampled (its span may have ended: releases run after the answer)."""
+    span_context = trace.get_current_span().get_span_context()
+    return span_context.is_valid and span_context.trace_flags.sampled
+
+
 async def resolve_all(address: str) -> list[str]:
     """``host:port`` to ``ip:port`` for every A/AAAA record of host; [address] when it does not resolve."""
     host, _, port = address.rpartition(":")
@@ -247,6 +253,8 @@ class KeyringClient:
         await replica.close()
 
     async def acquire(self, token_hash: str, model: str, exclude: Sequence[str] = ()) -> GrantedLease:
+        if not _traced():  # nothing is traced: no span work on the lease path
+            return await self._acquire(token_hash, model, exclude)
         with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
             granted = await self._acquire(token_hash, model, exclude)
             span.set_attributes({"keyring.key_id": granted.lease.key_id, "keyring.pool": granted.lease.pool})
@@ -275,6 +283,9 @@ class KeyringClient:
         request = pb.ReleaseRequest(
             lease_id=granted.lease.lease_id, key_id=granted.lease.key_id, model=model, outcome=outcome
         )
+        if not _traced():
+            await self._release(pb.LeaseCall(release=request, traceparent=current_traceparent()), granted)
+            return
         with tracer.start_as_current_span("keyring.release", kind=trace.SpanKind.CLIENT) as span:
             span.set_attribute("keyring.key_id", granted.lease.key_id)
             call = pb.LeaseCall(release=request, traceparent=current_traceparent())

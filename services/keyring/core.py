@@ -37,7 +37,7 @@ from .domain.models import (
     Transport,
     UpstreamKey,
 )
-from .domain.policy import judge
+from .domain.policy import is_routine_success, judge
 from .domain.usage import Bucket, UsageCounter, UsageSummary, summarise
 from .domain.view import KeyringView
 from .checker import UpstreamChecker
@@ -183,7 +183,10 @@ class Keyring:
 
     def outcome_is_news(self, key_id: str, model: str, outcome: Outcome) -> bool:
         """Whether the outcome changes any state (most successes do not: no write, no wait)."""
-        return bool(key_id) and bool(self._outcome_changes(key_id, model, outcome))
+        key = self.view.keys.get(key_id)
+        if key is None or is_routine_success(outcome, key):
+            return False
+        return bool(self._outcome_changes(key_id, model, outcome))
 
     async def release(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> bool:
         """Give the slot back and learn from the outcome; False when the lease was not ours."""

@@ -8,11 +8,13 @@ can turn off (KEYRING_METRICS_PER_KEY=false).
 from __future__ import annotations
 
 import time
+import bisect
 from collections import Counter as Tally
+from collections import defaultdict
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from .core import Keyring, Observer
@@ -23,19 +25,24 @@ ETCD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 
 
 class KeyringMetrics(Observer):
+    """prometheus-client metrics, except on the lease path: there, counting is a dict
+    increment (prometheus-client takes a lock per increment) and ``LeaseCollector``
+    turns the counts into series at scrape time."""
+
     def __init__(self, per_key_labels: bool = True) -> None:
         self.registry = CollectorRegistry()
         self._per_key = per_key_labels
         r = self.registry
-        self.granted = Counter("keyring_leases_granted_total", "Leases granted.", ["pool"], registry=r)
         self.denied = Counter("keyring_leases_denied_total", "Lease requests refused, by pool (when known) and reason.", ["pool", "reason"], registry=r)
         self.expired = Counter("keyring_leases_expired_total", "Leases reclaimed after their TTL (never released).", ["pool"], registry=r)
-        self.held = Histogram("keyring_lease_duration_seconds", "Time from grant to release.", ["pool"], buckets=LEASE_BUCKETS, registry=r)
         self.cooldowns = Counter("keyring_cooldowns_started_total", "Cooldowns started, by reason.", ["reason"], registry=r)
         self.etcd_latency = Histogram("keyring_etcd_operation_duration_seconds", "etcd call latency.", ["operation"], buckets=ETCD_BUCKETS, registry=r)
         self.etcd_errors = Counter("keyring_etcd_errors_total", "etcd calls that failed.", ["operation"], registry=r)
-        self.key_requests = Counter("keyring_key_requests_total", "Calls per upstream key.", ["pool", "key_id"], registry=r)
-        self.key_errors = Counter("keyring_key_errors_total", "Failed calls per upstream key.", ["pool", "key_id"], registry=r)
+        self.granted: dict[str, int] = defaultdict(int)
+        self.key_requests: dict[tuple[str, str], int] = defaultdict(int)
+        self.key_errors: dict[tuple[str, str], int] = defaultdict(int)
+        self.held: dict[str, _Buckets] = {}
+        r.register(LeaseCollector(self))
 
     def observe(self, keyring: Keyring) -> None:
         """Report the replica's view (keys by state, cooling pairs, replicas) at each scrape."""
@@ -44,17 +51,20 @@ class KeyringMetrics(Observer):
 
     # Observer
     def lease_granted(self, pool: str) -> None:
-        self.granted.labels(pool).inc()
+        self.granted[pool] += 1
 
     def lease_denied(self, pool: str, reason: str) -> None:
         self.denied.labels(pool, reason).inc()
 
     def lease_released(self, pool: str, key_id: str, held_s: float, failed: bool) -> None:
-        self.held.labels(pool).observe(held_s)
-        subject = key_id if self._per_key else ""
-        self.key_requests.labels(pool, subject).inc()
+        subject = (pool, key_id if self._per_key else "")
+        self.key_requests[subject] += 1
         if failed:
-            self.key_errors.labels(pool, subject).inc()
+            self.key_errors[subject] += 1
+        buckets = self.held.get(pool)
+        if buckets is None:
+            buckets = self.held[pool] = _Buckets(LEASE_BUCKETS)
+        buckets.observe(held_s)
 
     def lease_expired(self, pool: str) -> None:
         self.expired.labels(pool).inc()
@@ -67,6 +77,50 @@ class KeyringMetrics(Observer):
         self.etcd_latency.labels(name).observe(seconds)
         if not ok:
             self.etcd_errors.labels(name).inc()
+
+
+class _Buckets:
+    """A histogram's counts, without locks (one event loop thread writes them)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running, pairs = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            pairs.append((bound, running))
+        return pairs
+
+
+class LeaseCollector(Collector):
+    def __init__(self, metrics: KeyringMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        m = self._metrics
+        granted = CounterMetricFamily("keyring_leases_granted", "Leases granted.", labels=["pool"])
+        for pool, count in sorted(m.granted.items()):
+            granted.add_metric([pool], count)
+        yield granted
+        for name, help_text, counts in (
+            ("keyring_key_requests", "Calls per upstream key.", m.key_requests),
+            ("keyring_key_errors", "Failed calls per upstream key.", m.key_errors),
+        ):
+            family = CounterMetricFamily(name, help_text, labels=["pool", "key_id"])
+            for labels, count in sorted(counts.items()):
+                family.add_metric(list(labels), count)
+            yield family
+        held = HistogramMetricFamily("keyring_lease_duration_seconds", "Time from grant to release.", labels=["pool"])
+        for pool, buckets in sorted(m.held.items()):
+            held.add_metric([pool], buckets.cumulative(), sum_value=buckets.total)
+        yield held
 
 
 class ViewCollector(Collector):

@@ -50,6 +50,17 @@ def next_pacific_midnight(now: float) -> float:
     return midnight.timestamp()
 
 
+def is_routine_success(outcome: Outcome, key: UpstreamKey) -> bool:
+    """A success from a key with a clean slate: nothing to learn, nothing to write (most answers)."""
+    return (
+        200 <= outcome.http_status < 300
+        and outcome.transport is Transport.OK
+        and key.consecutive_failures == 0
+        and key.forbidden_strikes == 0
+        and key.state is KeyState.ACTIVE
+    )
+
+
 def judge(
     outcome: Outcome,
     key: UpstreamKey,
@@ -78,7 +89,7 @@ def judge(
 
 def _success(key: UpstreamKey) -> Verdict:
     if key.consecutive_failures == 0 and key.forbidden_strikes == 0 and key.state is KeyState.ACTIVE:
-        return Verdict()
+        return Verdict()  # see is_routine_success
     # A suspended key that answers again (its trial after state_until) is healthy.
     state = KeyState.ACTIVE if key.state is KeyState.SUSPENDED else key.state
     return Verdict(

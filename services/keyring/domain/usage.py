@@ -85,13 +85,18 @@ class UsageCounter:
         bucket = self.buckets.get(start)
         if bucket is None:
             bucket = self.buckets[start] = Bucket(start)
-        figures = Figures(1, int(error), input_tokens, output_tokens)
-        bucket.keys[key_id].add(figures)
-        bucket.key_pools[key_id] = pool
-        bucket.pools[pool].add(figures)
+        subjects = [bucket.keys[key_id], bucket.pools[pool]]
+        if key_id not in bucket.key_pools:
+            bucket.key_pools[key_id] = pool
         if token_id:
-            bucket.tokens[token_id].add(figures)
-            bucket.token_pools[token_id] = pool
+            subjects.append(bucket.tokens[token_id])
+            if token_id not in bucket.token_pools:
+                bucket.token_pools[token_id] = pool
+        for figures in subjects:
+            figures.requests += 1
+            figures.errors += error
+            figures.input_tokens += input_tokens
+            figures.output_tokens += output_tokens
         self.dirty.add(start)
 
     def take_dirty(self, now: float) -> list[Bucket]:
