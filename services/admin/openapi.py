@@ -97,7 +97,7 @@ def _answer_schemas() -> dict[str, Any]:
             "state": _string(enum=[*states, "unknown"]), "state_until": _TIME,
             "cooldowns": {"type": "array", "items": ref("Cooldown")},
             "consecutive_failures": _INT, "last_error": {"oneOf": [ref("LastError"), {"type": "null"}]},
-            "created_at": _TIME,
+            "created_at": _TIME, "last_used": _TIME,
         }),
         "KeyList": _object({"keys": {"type": "array", "items": ref("Key")},
                             "next_page_token": {"type": ["string", "null"]}, "total": _INT}),
@@ -126,7 +126,8 @@ def _answer_schemas() -> dict[str, Any]:
                           **{name: {"type": "array", "items": ref("UsageRow")} for name in ("pools", "keys", "tokens")}}),
         "Token": _object({"token_id": _string(), "name": _string(), "pool": _string(),
                           "prefix": _string(description="the token's first characters, to recognise it"),
-                          "created_at": _TIME, "expires_at": _TIME, "revoked": _BOOL, "requests_per_minute": _INT}),
+                          "created_at": _TIME, "expires_at": _TIME, "last_used": _TIME, "revoked": _BOOL,
+                          "requests_per_minute": _INT}),
         "TokenList": _object({"tokens": {"type": "array", "items": ref("Token")}}),
         "TokenIssued": _object({"token": _string(description="the client token, shown this once"), "info": ref("Token")}),
         "ExportDocument": {

@@ -439,6 +439,7 @@ def key_json(key: pb.KeyInfo, now: int) -> dict[str, Any]:
         "consecutive_failures": key.consecutive_failures,
         "last_error": last_error,
         "created_at": iso_utc(key.created_at_ms),
+        "last_used": iso_utc(key.last_used_ms),
     }
 
 
@@ -460,6 +461,7 @@ def token_json(token: pb.TokenInfo) -> dict[str, Any]:
         "prefix": token.prefix,
         "created_at": iso_utc(token.created_at_ms),
         "expires_at": iso_utc(token.expires_at_ms),
+        "last_used": iso_utc(token.last_used_ms),
         "revoked": token.revoked,
         "requests_per_minute": token.requests_per_minute,
     }

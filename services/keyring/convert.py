@@ -125,7 +125,7 @@ def cooldown_to_pb(cooldown: Cooldown) -> pb.Cooldown:
     )
 
 
-def key_to_pb(key: UpstreamKey, cooldowns: list[Cooldown]) -> pb.KeyInfo:
+def key_to_pb(key: UpstreamKey, cooldowns: list[Cooldown], last_used: float = 0.0) -> pb.KeyInfo:
     """Everything about a key except its secret: the mask and the id stand in for it."""
     info = pb.KeyInfo(
         key_id=key.key_id,
@@ -141,6 +141,7 @@ def key_to_pb(key: UpstreamKey, cooldowns: list[Cooldown]) -> pb.KeyInfo:
         consecutive_failures=key.consecutive_failures,
         created_at_ms=ms(key.created_at),
         state_until_ms=ms(key.state_until),
+        last_used_ms=ms(last_used),
     )
     if key.last_error is not None:
         error = key.last_error
@@ -160,7 +161,7 @@ def add_result_to_pb(result: AddResult) -> pb.AddKeyResult:
     )
 
 
-def token_to_pb(token: ClientToken) -> pb.TokenInfo:
+def token_to_pb(token: ClientToken, last_used: float = 0.0) -> pb.TokenInfo:
     return pb.TokenInfo(
         token_id=token.token_id,
         name=token.name,
@@ -170,6 +171,7 @@ def token_to_pb(token: ClientToken) -> pb.TokenInfo:
         revoked=token.revoked,
         requests_per_minute=token.requests_per_minute,
         prefix=token.prefix,
+        last_used_ms=ms(last_used),
     )
 
 

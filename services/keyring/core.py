@@ -107,6 +107,8 @@ class Keyring:
         self._tasks: list[asyncio.Task[None]] = []
         self._registration: Registration | None = None
         self.usage = UsageCounter()
+        # When each key and client token was last used, over all replicas (from their usage buckets).
+        self.last_used: dict[str, float] = {}
         # The newest store revision this replica has seen (its own commits included);
         # the watch is behind by store_revision - view.revision.
         self.store_revision = 0
@@ -177,6 +179,9 @@ class Keyring:
             now = self.clock()
             failed = outcome.transport is not Transport.OK or not 200 <= outcome.http_status < 300
             self.usage.count(now, key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
+            self.last_used[key_id] = now
+            if token_id:
+                self.last_used[token_id] = now
             held_s = now - lease.granted_at if lease is not None else outcome.latency_s
             self.observer.lease_released(key.pool, key_id, held_s, failed)
         return lease is not None, key_id, model
@@ -345,6 +350,8 @@ class Keyring:
             return
         if kind in ("usage", "audit"):
             getattr(self.view, kind)[path] = value
+            if kind == "usage":
+                self._merge_last_used(value)
             return
         try:
             record = decode(kind, value, revision)
@@ -353,6 +360,15 @@ class Keyring:
             return
         if record is not None:
             self._put_in_view(record)
+
+    def _merge_last_used(self, bucket: bytes) -> None:
+        try:
+            seen = orjson.loads(bucket).get("last_used", {})
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        for subject, at in seen.items():
+            if at > self.last_used.get(subject, 0.0):
+                self.last_used[subject] = at
 
     def _put_in_view(self, record: Record) -> None:
         if isinstance(record, Pool):

@@ -21,7 +21,7 @@ from .administration import Administration
 from .checker import UpstreamChecker
 from .core import Keyring
 from .domain.errors import InvalidArgument, KeyringError
-from .domain.models import Outcome
+from .domain.models import ClientToken, Outcome
 from .grpc_errors import retry_after_ms, status_code_of, to_rpc_status
 from .transfer import export_document, import_document
 
@@ -187,7 +187,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     def _key_info(self, key_id: str) -> pb.KeyInfo:
         key = self._admin.get_key(key_id)
-        return convert.key_to_pb(key, self._admin.cooldowns_of(key))
+        return convert.key_to_pb(key, self._admin.cooldowns_of(key), self._keyring.last_used.get(key_id, 0.0))
+
+    def _token_info(self, token: ClientToken) -> pb.TokenInfo:
+        return convert.token_to_pb(token, self._keyring.last_used.get(token.token_id, 0.0))
 
     @domain_errors
     async def CreatePool(self, request: pb.CreatePoolRequest, context: grpc.aio.ServicerContext) -> pb.Pool:
@@ -235,7 +238,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         page = self._admin.list_keys(convert.key_filter_from_pb(request.filter))
         now = self._keyring.clock()
         return pb.ListKeysResponse(
-            keys=[convert.key_to_pb(key, self._admin.cooldowns_of(key, now)) for key in page.keys],
+            keys=[
+                convert.key_to_pb(key, self._admin.cooldowns_of(key, now), self._keyring.last_used.get(key.key_id, 0.0))
+                for key in page.keys
+            ],
             next_page_token=page.next_page_token,
             total=page.total,
         )
@@ -272,11 +278,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             request.pool, request.name, request.expires_at_ms / 1000, request.requests_per_minute
         )
         await self._audit(context, "CreateToken", token.token_id, f"pool {token.pool}")
-        return pb.CreateTokenResponse(info=convert.token_to_pb(token), token=secret)
+        return pb.CreateTokenResponse(info=self._token_info(token), token=secret)
 
     @domain_errors
     async def ListTokens(self, request: pb.ListTokensRequest, context: grpc.aio.ServicerContext) -> pb.ListTokensResponse:
-        return pb.ListTokensResponse(tokens=[convert.token_to_pb(token) for token in self._admin.list_tokens(request.pool)])
+        return pb.ListTokensResponse(tokens=[self._token_info(token) for token in self._admin.list_tokens(request.pool)])
 
     @domain_errors
     async def RotateToken(
@@ -284,13 +290,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     ) -> pb.CreateTokenResponse:
         token, secret = await self._admin.rotate_token(request.token_id)
         await self._audit(context, "RotateToken", request.token_id, f"replaced by {token.token_id}")
-        return pb.CreateTokenResponse(info=convert.token_to_pb(token), token=secret)
+        return pb.CreateTokenResponse(info=self._token_info(token), token=secret)
 
     @domain_errors
     async def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.aio.ServicerContext) -> pb.TokenInfo:
         token = await self._admin.revoke_token(request.token_id)
         await self._audit(context, "RevokeToken", token.token_id)
-        return convert.token_to_pb(token)
+        return self._token_info(token)
 
     @domain_errors
     async def ExportConfig(

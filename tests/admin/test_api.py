@@ -190,7 +190,7 @@ async def test_add_keys_as_items_with_attributes(api: Api) -> None:
     key = (await api.get(f"/api/keys/{key_id}")).body
     assert (key["project"], key["tier"], key["weight"], key["tags"], key["note"]) == ("proj-a", 2, 3, ["free", "eu"], "from Ann")
     assert key["state"] == "active" and key["cooldowns"] == [] and key["last_error"] is None
-    assert key["created_at"].endswith("Z")
+    assert key["created_at"].endswith("Z") and key["last_used"] is None
 
 
 @pytest.mark.parametrize(
@@ -332,6 +332,9 @@ async def test_key_health_shows_cooldown_countdown_and_last_error(api: Api, admi
     assert cooldown["model"] == "gemini-2.5-flash" and cooldown["reason"]
     assert 50 < cooldown["seconds_left"] <= 60 and cooldown["until"].endswith("Z")
     assert key["last_error"]["http_status"] == 429
+    assert key["last_used"].endswith("Z")
+    [token_info] = (await api.get("/api/tokens?pool=main")).body["tokens"]
+    assert token_info["last_used"] == key["last_used"]
     cooling = await api.get("/api/keys?cooling_model=gemini-2.5-flash")
     assert [k["key_id"] for k in cooling.body["keys"]] == [lease.key_id]
     overview = (await api.get("/api/overview")).body["pools"][0]

@@ -138,6 +138,8 @@ async def test_console_operator_session(page: Any, admin: AdminStack, traffic: T
         assert await traffic.generate(token) == 200
     await expect(pool_row.get_by_test_id("pool-requests")).to_have_text("5", timeout=15_000)
     await expect(pool_row.get_by_test_id("pool-errors")).to_have_text("3")
+    await ids("nav-tokens").click()
+    await expect(ids("token-last-used")).not_to_have_text("never", timeout=15_000)
 
     # The console counts the cooldowns down.
     cooling_keys = (await admin.replica.admin.ListKeys(pb.ListKeysRequest(

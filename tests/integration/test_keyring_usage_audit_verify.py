@@ -118,3 +118,23 @@ async def test_release_counts_usage_even_on_the_unary_path(start_replica: StartR
     await release(replica, await acquire(replica, token, MODEL), pb.Outcome(http_status=200, input_tokens=3))
     usage = await replica.admin.GetUsage(pb.GetUsageRequest())
     assert usage.pools[0].figures.requests == 1 and usage.pools[0].figures.input_tokens == 3
+
+
+async def test_last_used_of_keys_and_tokens_is_shared_by_replicas(start_replica: StartReplica) -> None:
+    replica_a = await start_replica("replica-a", recheck_interval_s=0)
+    replica_b = await start_replica("replica-b", recheck_interval_s=0)
+    token = await make_pool(replica_a)
+    [key_id] = await add_keys(replica_a, 1)
+    assert (await replica_a.admin.GetKey(pb.GetKeyRequest(key_id=key_id))).last_used_ms == 0
+    await release(replica_a, await acquire(replica_a, token), pb.Outcome(http_status=200))
+    used_a = (await replica_a.admin.GetKey(pb.GetKeyRequest(key_id=key_id))).last_used_ms
+    [token_info] = (await replica_a.admin.ListTokens(pb.ListTokensRequest(pool="main"))).tokens
+    assert used_a > 0 and token_info.last_used_ms == used_a
+    await replica_a.keyring.flush_usage()
+
+    async def b_knows() -> bool:
+        info = await replica_b.admin.GetKey(pb.GetKeyRequest(key_id=key_id))
+        tokens = (await replica_b.admin.ListTokens(pb.ListTokensRequest(pool="main"))).tokens
+        return info.last_used_ms == used_a and tokens[0].last_used_ms == used_a
+
+    await eventually(b_knows, within_s=2)

@@ -194,6 +194,7 @@ function keyRow(key, checked) {
     }, `${cooldown.model || "all"} (${cooldown.reason}): `, h("span", { class: "left", "data-testid": "cooldown-left" }, formatSeconds(cooldown.seconds_left))))),
     h("td", {}, key.consecutive_failures),
     h("td", { title: error ? error.message : "" }, error ? `${error.http_status} ${error.reason || error.status}` : ""),
+    h("td", { "data-testid": "key-last-used" }, key.last_used ? when(key.last_used) : "never"),
     h("td", {}, key.state === "disabled"
       ? h("button", { type: "button", "data-testid": "key-enable", onclick: () => keyAction(key.key_id, "enable") }, "Enable")
       : h("button", { type: "button", "data-testid": "key-disable", onclick: () => keyAction(key.key_id, "disable") }, "Disable")));
@@ -269,6 +270,7 @@ async function loadTokens() {
     h("td", {}, token.name), h("td", { class: "mono" }, token.token_id), h("td", {}, token.pool),
     h("td", { class: "mono" }, `${token.prefix}...`), h("td", {}, when(token.created_at)),
     h("td", {}, token.expires_at ? when(token.expires_at) : "never"),
+    h("td", { "data-testid": "token-last-used" }, token.last_used ? when(token.last_used) : "never"),
     h("td", { "data-testid": "token-status" }, token.revoked ? "revoked" : "active"),
     h("td", {}, token.revoked ? "" : [
       h("button", { type: "button", "data-testid": "token-rotate", onclick: () => tokenAction(token, "rotate") }, "Rotate"), " ",

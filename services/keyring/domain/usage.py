@@ -44,6 +44,7 @@ class Bucket:
     pools: dict[str, Figures] = field(default_factory=lambda: defaultdict(Figures))
     key_pools: dict[str, str] = field(default_factory=dict)
     token_pools: dict[str, str] = field(default_factory=dict)
+    last_used: dict[str, float] = field(default_factory=dict)  # key ids and token ids
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -53,6 +54,7 @@ class Bucket:
             "pools": {k: v.as_list() for k, v in self.pools.items()},
             "key_pools": self.key_pools,
             "token_pools": self.token_pools,
+            "last_used": self.last_used,
         }
 
     @classmethod
@@ -64,6 +66,7 @@ class Bucket:
                 target[subject] = Figures.from_list(values)
         bucket.key_pools = dict(data.get("key_pools", {}))  # type: ignore[call-overload]
         bucket.token_pools = dict(data.get("token_pools", {}))  # type: ignore[call-overload]
+        bucket.last_used = dict(data.get("last_used", {}))  # type: ignore[call-overload]
         return bucket
 
 
@@ -86,9 +89,11 @@ class UsageCounter:
         if bucket is None:
             bucket = self.buckets[start] = Bucket(start)
         subjects = [bucket.keys[key_id], bucket.pools[pool]]
+        bucket.last_used[key_id] = now
         if key_id not in bucket.key_pools:
             bucket.key_pools[key_id] = pool
         if token_id:
+            bucket.last_used[token_id] = now
             subjects.append(bucket.tokens[token_id])
             if token_id not in bucket.token_pools:
                 bucket.token_pools[token_id] = pool

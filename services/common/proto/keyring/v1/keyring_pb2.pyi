@@ -250,7 +250,7 @@ class LastError(_message.Message):
     def __init__(self, http_status: _Optional[int] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
 
 class KeyInfo(_message.Message):
-    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms")
+    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms", "last_used_ms")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -265,6 +265,7 @@ class KeyInfo(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_MS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     mask: str
     pool: str
@@ -279,7 +280,8 @@ class KeyInfo(_message.Message):
     last_error: LastError
     created_at_ms: int
     state_until_ms: int
-    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ...) -> None: ...
+    last_used_ms: int
+    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ..., last_used_ms: _Optional[int] = ...) -> None: ...
 
 class KeyFilter(_message.Message):
     __slots__ = ("pool", "state", "cooling_model", "project", "tier", "tag", "text", "page_size", "page_token")
@@ -304,7 +306,7 @@ class KeyFilter(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooling_model: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., tag: _Optional[str] = ..., text: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class TokenInfo(_message.Message):
-    __slots__ = ("token_id", "name", "pool", "created_at_ms", "expires_at_ms", "revoked", "requests_per_minute", "prefix")
+    __slots__ = ("token_id", "name", "pool", "created_at_ms", "expires_at_ms", "revoked", "requests_per_minute", "prefix", "last_used_ms")
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -313,6 +315,7 @@ class TokenInfo(_message.Message):
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_MS_FIELD_NUMBER: _ClassVar[int]
     token_id: str
     name: str
     pool: str
@@ -321,7 +324,8 @@ class TokenInfo(_message.Message):
     revoked: bool
     requests_per_minute: int
     prefix: str
-    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., pool: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., revoked: _Optional[bool] = ..., requests_per_minute: _Optional[int] = ..., prefix: _Optional[str] = ...) -> None: ...
+    last_used_ms: int
+    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., pool: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., revoked: _Optional[bool] = ..., requests_per_minute: _Optional[int] = ..., prefix: _Optional[str] = ..., last_used_ms: _Optional[int] = ...) -> None: ...
 
 class VerifyKeysRequest(_message.Message):
     __slots__ = ("key_ids", "all_unhealthy", "pool")
