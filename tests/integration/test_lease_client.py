@@ -63,3 +63,29 @@ async def test_resolve_all_expands_a_name_and_keeps_what_does_not_resolve() -> N
     assert await resolve_all("127.0.0.1:50051") == ["127.0.0.1:50051"]
     assert "127.0.0.1:7" in await resolve_all("localhost:7")
     assert await resolve_all("no-such-host.invalid:1") == ["no-such-host.invalid:1"]
+
+
+async def test_a_replica_going_down_moves_leases_to_the_other(start_replica: StartReplica) -> None:
+    replica_a = await start_replica("replica-a")
+    replica_b = await start_replica("replica-b")
+    token = await make_pool(replica_a)
+    await add_keys(replica_a, 2)
+
+    async def b_knows_the_token() -> bool:
+        return token in replica_b.keyring.view.tokens_by_hash
+
+    await eventually(b_knows_the_token, within_s=2)
+    client = KeyringClient([f"127.0.0.1:{replica_a.server.port}", f"127.0.0.1:{replica_b.server.port}"], timeout_s=2)
+    try:
+        granted = await client.acquire(token, MODEL)
+        await client.release(granted, MODEL, OK)
+        await replica_b.stop()
+        granters = set()
+        for _ in range(6):
+            granted = await client.acquire(token, MODEL)
+            granters.add(granted.lease.lease_id.split(".")[0])
+            await client.release(granted, MODEL, OK)
+        assert granters == {"replica-a"}
+        assert len(replica_a.keyring.book) == 0
+    finally:
+        await client.close()
