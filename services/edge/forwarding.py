@@ -243,12 +243,12 @@ class _Attempt:
             body = await answer.read()
         except (TimeoutError, aiohttp.ClientError) as error:
             return self._transport_failure(error)
-        error = upstream.parse_error(answer.status, upstream.decoded(body, answer.headers.get("Content-Encoding")))
-        self.outcome = upstream.error_outcome(error, self._elapsed_ms())
-        status = error.http_status
-        if status >= 500 or status in _RETRYABLE_4XX or (status == 400 and error.key_invalid):
-            return error
-        return errors.upstream_failure(self.call.dialect, error)  # the client's fault: no other key helps
+        failure = upstream.parse_error(answer.status, upstream.decoded(body, answer.headers.get("Content-Encoding")))
+        self.outcome = upstream.error_outcome(failure, self._elapsed_ms())
+        status = failure.http_status
+        if status >= 500 or status in _RETRYABLE_4XX or (status == 400 and failure.key_invalid):
+            return failure
+        return errors.upstream_failure(self.call.dialect, failure)  # the client's fault: no other key helps
 
     async def _whole(self, answer: aiohttp.ClientResponse) -> web.StreamResponse | UpstreamError:
         try:
