@@ -138,3 +138,15 @@ def test_shorter_cooldown_does_not_replace_a_longer_one() -> None:
     running = Cooldown(CooldownId(CooldownScope.KEY, "k1", "gemini-2.5-flash"), CooldownReason.DAILY_QUOTA, NOW + 5000)
     result = verdict(Outcome(429, retry_delay_s=5), cooldowns={running.id: running})
     assert result.cooldown is None
+
+
+def test_routine_success_is_exactly_a_success_that_changes_nothing() -> None:
+    from services.keyring.domain.policy import is_routine_success
+
+    for fields in ({}, {"consecutive_failures": 1}, {"forbidden_strikes": 1}, {"state": KeyState.SUSPENDED}):
+        for outcome in (Outcome(200), Outcome(204), Outcome(429), Outcome(0, transport=Transport.TIMEOUT)):
+            candidate = key("k1", **fields)
+            routine = is_routine_success(outcome, candidate)
+            assert routine == (outcome.http_status in (200, 204) and not fields)
+            if routine:
+                assert judge(outcome, candidate, "m", POLICY, NOW, {}).changes_nothing

@@ -50,15 +50,13 @@ def next_pacific_midnight(now: float) -> float:
     return midnight.timestamp()
 
 
+def _clean_slate(key: UpstreamKey) -> bool:
+    return key.consecutive_failures == 0 and key.forbidden_strikes == 0 and key.state is KeyState.ACTIVE
+
+
 def is_routine_success(outcome: Outcome, key: UpstreamKey) -> bool:
     """A success from a key with a clean slate: nothing to learn, nothing to write (most answers)."""
-    return (
-        200 <= outcome.http_status < 300
-        and outcome.transport is Transport.OK
-        and key.consecutive_failures == 0
-        and key.forbidden_strikes == 0
-        and key.state is KeyState.ACTIVE
-    )
+    return 200 <= outcome.http_status < 300 and outcome.transport is Transport.OK and _clean_slate(key)
 
 
 def judge(
@@ -88,8 +86,8 @@ def judge(
 
 
 def _success(key: UpstreamKey) -> Verdict:
-    if key.consecutive_failures == 0 and key.forbidden_strikes == 0 and key.state is KeyState.ACTIVE:
-        return Verdict()  # see is_routine_success
+    if _clean_slate(key):
+        return Verdict()
     # A suspended key that answers again (its trial after state_until) is healthy.
     state = KeyState.ACTIVE if key.state is KeyState.SUSPENDED else key.state
     return Verdict(
