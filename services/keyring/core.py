@@ -96,7 +96,10 @@ class Keyring:
         self.replica_id = replica_id
         self.clock = clock
         self.view = KeyringView()
-        self.book = LeaseBook(replica_id)
+        # This process, as opposed to the replica's name (a pod name survives container
+        # restarts): lease ids and usage buckets must not collide with a predecessor's.
+        self.instance = f"{replica_id}.{secrets.token_hex(4)}"
+        self.book = LeaseBook(self.instance)
         self.allocator = Allocator(self.view, self.book, self.replica_count, rng)
         self._membership_ttl_s = membership_ttl_s
         self._janitor_interval_s = janitor_interval_s
@@ -420,7 +423,7 @@ class Keyring:
     async def flush_usage(self) -> None:
         """Write this replica's changed usage buckets (only this replica writes them)."""
         for bucket in self.usage.take_dirty(self.clock()):
-            path = self.layout.usage(self.replica_id, bucket.start)
+            path = self.layout.usage(self.instance, bucket.start)
             await self._write_unguarded(path, orjson.dumps(bucket.to_dict()))
 
     async def usage_summary(self, window_s: float, pool: str = "") -> UsageSummary:

@@ -502,3 +502,20 @@ async def test_reflection_lists_the_services(start_replica: StartReplica) -> Non
     finally:
         sync_channel.close()
     assert {"keyring.v1.LeaseService", "keyring.v1.AdminService", "grpc.health.v1.Health"} <= set(services)
+
+
+async def test_a_restarted_replica_with_the_same_name_does_not_release_its_predecessors_leases(
+    start_replica: StartReplica,
+) -> None:
+    first = await start_replica("pod-0")
+    token = await make_pool(first, policy=pb.Policy(max_in_flight=1))
+    await add_keys(first, 1)
+    old_lease = await acquire(first, token)
+    await release(first, old_lease)
+    await first.stop()
+    second = await start_replica("pod-0")  # the same pod name after a container restart
+    new_lease = await acquire(second, token)
+    assert new_lease.lease_id != old_lease.lease_id
+    assert await release(second, old_lease) is False  # a late release of the old lease frees nothing
+    assert len(second.keyring.book) == 1
+    assert (await refused(second, token)).code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # cap still held
