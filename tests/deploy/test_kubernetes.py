@@ -258,9 +258,12 @@ def test_edge_autoscaling_and_ingress(overlay: str) -> None:
     body = int(env.get("EDGE_MAX_BODY_BYTES", setting_default("EDGE_", "max_body_bytes")))
     assert int(annotations[prefix + "proxy-body-size"].removesuffix("m")) * 1024 * 1024 >= body
     for ingress in find(manifests, "Ingress"):
-        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-        service = one(manifests, "Service", backend["name"])
-        assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+        for path in ingress["spec"]["rules"][0]["http"]["paths"]:
+            backend = path["backend"]["service"]
+            service = one(manifests, "Service", backend["name"])
+            assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    edge_paths = {path["path"] for path in one(manifests, "Ingress", "edge")["spec"]["rules"][0]["http"]["paths"]}
+    assert edge_paths == {"/v1", "/v1beta"}  # /metrics and the probes are not published
 
 
 def test_network_policies(overlay: str) -> None:
