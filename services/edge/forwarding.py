@@ -36,6 +36,7 @@ from aiohttp import web
 from opentelemetry import trace
 from yarl import URL
 
+from services.common.masking import scrub
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from . import errors, upstream
@@ -243,7 +244,8 @@ class _Attempt:
             body = await answer.read()
         except (TimeoutError, aiohttp.ClientError) as error:
             return self._transport_failure(error)
-        failure = upstream.parse_error(answer.status, upstream.decoded(body, answer.headers.get("Content-Encoding")))
+        plain = scrub(upstream.decoded(body, answer.headers.get("Content-Encoding")), self.granted.lease.secret)
+        failure = upstream.parse_error(answer.status, plain)
         self.outcome = upstream.error_outcome(failure, self._elapsed_ms())
         status = failure.http_status
         if status >= 500 or status in _RETRYABLE_4XX or (status == 400 and failure.key_invalid):

@@ -11,6 +11,8 @@ from typing import Any, Final, Literal
 import orjson
 from aiohttp import web
 
+from services.common.masking import mask
+
 from .state import Behaviour
 
 Dialect = Literal["native", "openai"]
@@ -93,13 +95,6 @@ def missing_key() -> SimError:
     return SimError(403, "PERMISSION_DENIED", UNREGISTERED_MESSAGE)
 
 
-def mask_key(key: str) -> str:
-    """Show only the ends of a key, so error bodies and logs never carry a usable key."""
-    if len(key) <= 8:
-        return key[:1] + "..."
-    return f"{key[:4]}...{key[-4:]}"
-
-
 def format_duration(seconds: float) -> str:
     """google.protobuf.Duration JSON form: `30s`, `1.5s`."""
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
@@ -165,13 +160,13 @@ def _permission_denied(key: str) -> SimError:
     return SimError(
         403,
         "PERMISSION_DENIED",
-        f"Permission denied: Consumer 'api_key:{mask_key(key)}' has been suspended.",
+        f"Permission denied: Consumer 'api_key:{mask(key)}' has been suspended.",
         [
             {
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                 "reason": "CONSUMER_SUSPENDED",
                 "domain": "googleapis.com",
-                "metadata": {"service": SERVICE, "consumer": f"api_key:{mask_key(key)}"},
+                "metadata": {"service": SERVICE, "consumer": f"api_key:{mask(key)}"},
             }
         ],
     )

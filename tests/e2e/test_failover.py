@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.simulator import Behaviour
 
 from .conftest import MakeStack, Stack
@@ -134,3 +135,26 @@ def _assert_shape(dialect: str, payload: Any) -> None:
     else:
         assert set(error) == {"message", "type", "param", "code"}
         assert isinstance(error["message"], str) and error["message"]
+
+
+async def test_an_upstream_error_quoting_the_key_reaches_neither_client_nor_keyring(make_stack: MakeStack) -> None:
+    """Google quotes the full key in some 403s ("Consumer 'api_key:AIza...' has been suspended")."""
+    stack = await make_stack(keys=1, max_attempts=1)
+    assert stack.http is not None
+    secret = stack.keys[0]
+    quoting = f"Permission denied: Consumer 'api_key:{secret}' has been suspended."
+    stack.sim.set_sticky(secret, Behaviour(kind="permission_denied", message=quoting))
+    for url, headers in (
+        (f"{stack.edge_url}/v1beta/models/gemini-2.5-flash:generateContent", stack.gemini_headers()),
+        (f"{stack.edge_url}/v1/chat/completions", stack.bearer_headers()),
+    ):
+        body = {"contents": [{"parts": [{"text": "hi"}]}]} if "v1beta" in url else {
+            "model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+        async with stack.http.post(url, json=body, headers=headers) as answer:
+            text = await answer.text()
+        assert answer.status in (403, 429) and secret not in text
+        if answer.status == 403:
+            assert f"{secret[:4]}...{secret[-4:]}" in text  # the message survives, masked
+    info = await stack.replica.admin.GetKey(pb.GetKeyRequest(key_id=stack.key_ids[secret]))
+    assert info.last_error.http_status == 403 and secret not in info.last_error.message
+    assert "api_key:AIza..." in info.last_error.message

@@ -11,6 +11,18 @@ import hashlib
 import re
 import secrets
 
+from services.common.masking import mask
+
+__all__ = [
+    "GEMINI_KEY_PATTERN",
+    "is_key_string",
+    "key_id_for",
+    "mask",
+    "new_client_token",
+    "token_hash",
+    "token_id_for",
+]
+
 # Google API keys: "AIza" and 35 more characters of [0-9A-Za-z_-].
 GEMINI_KEY_PATTERN = r"AIza[0-9A-Za-z_\-]{35}"
 TOKEN_PREFIX = "kr-"
@@ -22,13 +34,6 @@ def is_key_string(candidate: str, pattern: str = GEMINI_KEY_PATTERN) -> bool:
 
 def key_id_for(secret: str) -> str:
     return "k-" + hashlib.sha256(secret.encode()).hexdigest()[:16]
-
-
-def mask(secret: str) -> str:
-    """Enough to recognise a key, never enough to use it: ``AIza...x4Q2``."""
-    if len(secret) < 12:
-        return "****"
-    return f"{secret[:4]}...{secret[-4:]}"
 
 
 def new_client_token() -> str:
