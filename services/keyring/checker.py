@@ -11,6 +11,8 @@ import time
 import aiohttp
 import orjson
 
+from services.common.masking import scrub
+
 from .domain.models import Outcome, Transport
 
 GOOGLE_API = "https://generativelanguage.googleapis.com"
@@ -37,7 +39,7 @@ class UpstreamChecker:
             return Outcome(0, Transport.TIMEOUT, latency_s=time.monotonic() - started)
         except aiohttp.ClientError:
             return Outcome(0, Transport.CONNECTION, latency_s=time.monotonic() - started)
-        return _outcome(status, body, time.monotonic() - started)
+        return _outcome(status, scrub(body, secret), time.monotonic() - started)
 
     async def close(self) -> None:
         if self._session is not None:

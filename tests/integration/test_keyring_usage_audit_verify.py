@@ -138,3 +138,18 @@ async def test_last_used_of_keys_and_tokens_is_shared_by_replicas(start_replica:
         return info.last_used_ms == used_a and tokens[0].last_used_ms == used_a
 
     await eventually(b_knows, within_s=2)
+
+
+async def test_verify_masks_a_key_the_upstream_quotes(start_replica: StartReplica, simulator) -> None:  # type: ignore[no-untyped-def]
+    base_url, state = simulator
+    replica = await start_replica(upstream_base_url=base_url, recheck_interval_s=0)
+    await make_pool(replica)
+    [key_id] = await add_keys(replica, 1)
+    secret = fake_gemini_key("k0")
+    quoting = f"Permission denied: Consumer 'api_key:{secret}' has been suspended."
+    state.set_sticky(secret, Behaviour(kind="permission_denied", message=quoting))
+    reply = await replica.admin.VerifyKeys(pb.VerifyKeysRequest(key_ids=[key_id]))
+    assert reply.results[0].http_status == 403
+    info = await key_info(replica, key_id)
+    assert info.state == pb.SUSPENDED and secret not in info.last_error.message
+    assert "api_key:AIza..." in info.last_error.message
