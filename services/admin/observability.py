@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -32,7 +33,7 @@ def route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def observe(metrics: AdminMetrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def observe(metrics: AdminMetrics) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = 500

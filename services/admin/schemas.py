@@ -387,7 +387,7 @@ def policy_pb(policy: PolicyInput | None) -> pb.Policy:
     return pb.Policy(**values)
 
 
-def strategy_pb(strategy: Strategy) -> int:
+def strategy_pb(strategy: Strategy) -> pb.Strategy:
     return _STRATEGY_TO_PB[strategy]
 
 

@@ -164,7 +164,10 @@ async def resolve_all(address: str) -> list[str]:
         return [address]
     targets: list[str] = []
     for family, _, _, _, sockaddr in records:
-        target = f"[{sockaddr[0]}]:{sockaddr[1]}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{sockaddr[1]}"
+        ip, port_number = sockaddr[0], sockaddr[1]
+        if not isinstance(ip, str) or not isinstance(port_number, int):
+            continue  # not an IP address family
+        target = f"[{ip}]:{port_number}" if family == socket.AF_INET6 else f"{ip}:{port_number}"
         if target not in targets:
             targets.append(target)
     return targets or [address]

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -115,7 +116,7 @@ def set_usage_attributes(span: trace.Span, outcome: pb.Outcome) -> None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def observe(metrics: EdgeMetrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def observe(metrics: EdgeMetrics) -> Middleware:
     """Middleware: the server span and the request metrics; it never touches bodies."""
 
     @web.middleware

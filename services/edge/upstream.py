@@ -250,7 +250,7 @@ def error_outcome(error: UpstreamError, latency_ms: int) -> pb.Outcome:
     )
 
 
-def transport_outcome(transport: pb.Outcome.Transport.ValueType, latency_ms: int, message: str) -> pb.Outcome:
+def transport_outcome(transport: pb.Outcome.Transport, latency_ms: int, message: str) -> pb.Outcome:
     return pb.Outcome(transport=transport, latency_ms=latency_ms, error_message=message[:500])
 
 

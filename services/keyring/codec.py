@@ -15,6 +15,7 @@ are sealed before they get here and tokens are only hashes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -147,7 +148,12 @@ def decode_cooldown(data: dict[str, Any], revision: int) -> Cooldown:
     )
 
 
-DECODERS = {"pools": decode_pool, "keys": decode_key, "tokens": decode_token, "cooldowns": decode_cooldown}
+DECODERS: dict[str, Callable[[dict[str, Any], int], Record]] = {
+    "pools": decode_pool,
+    "keys": decode_key,
+    "tokens": decode_token,
+    "cooldowns": decode_cooldown,
+}
 
 
 def decode(kind: str, value: bytes, revision: int) -> Record | None:

@@ -8,15 +8,15 @@ from .administration import AddResult, KeyFilter, KeyInput, PoolChanges
 from .domain.usage import Figures
 from .domain.models import ClientToken, Cooldown, KeyState, Outcome, Policy, Pool, Strategy, Transport, UpstreamKey
 
-_STRATEGIES = {
+_STRATEGIES: dict[pb.Strategy, Strategy] = {
     pb.ROUND_ROBIN: Strategy.ROUND_ROBIN,
     pb.RANDOM: Strategy.RANDOM,
     pb.WEIGHTED: Strategy.WEIGHTED,
     pb.LEAST_LOADED: Strategy.LEAST_LOADED,
 }
-_STRATEGY_TO_PB = {value: key for key, value in _STRATEGIES.items()}
-_STATES = {pb.ACTIVE: KeyState.ACTIVE, pb.SUSPENDED: KeyState.SUSPENDED, pb.INVALID: KeyState.INVALID, pb.DISABLED: KeyState.DISABLED}
-_STATE_TO_PB = {value: key for key, value in _STATES.items()}
+_STRATEGY_TO_PB: dict[Strategy, pb.Strategy] = {value: key for key, value in _STRATEGIES.items()}
+_STATES: dict[pb.KeyState, KeyState] = {pb.ACTIVE: KeyState.ACTIVE, pb.SUSPENDED: KeyState.SUSPENDED, pb.INVALID: KeyState.INVALID, pb.DISABLED: KeyState.DISABLED}
+_STATE_TO_PB: dict[KeyState, pb.KeyState] = {value: key for key, value in _STATES.items()}
 _ADD_STATUS = {"added": pb.AddKeyResult.ADDED, "duplicate": pb.AddKeyResult.DUPLICATE, "malformed": pb.AddKeyResult.MALFORMED}
 # Policy fields: proto name (milliseconds or counts) -> domain name (seconds or counts).
 _POLICY_FIELDS = {
@@ -54,7 +54,7 @@ def policy_to_pb(policy: Policy) -> pb.Policy:
     return pb.Policy(**values)
 
 
-def strategy_from_pb(value: int) -> Strategy:
+def strategy_from_pb(value: pb.Strategy) -> Strategy:
     return _STRATEGIES.get(value, Strategy.ROUND_ROBIN)
 
 
@@ -190,7 +190,7 @@ def outcome_from_pb(message: pb.Outcome) -> Outcome:
     )
 
 
-def state_to_pb(state: KeyState) -> int:
+def state_to_pb(state: KeyState) -> pb.KeyState:
     return _STATE_TO_PB[state]
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -205,7 +207,7 @@ class Keyring:
 
     async def report(self, key_id: str, model: str, outcome: Outcome) -> None:
         """Apply the outcome policy and persist what it changes."""
-        changes = await self.transact(lambda: self._outcome_changes(key_id, model, outcome))
+        changes = await self.transact(functools.partial(self._outcome_changes, key_id, model, outcome))
         for change in changes:
             if isinstance(change.record, Cooldown):
                 self.observer.cooldown_started(change.record.reason.value)
@@ -219,7 +221,7 @@ class Keyring:
                 continue
             outcome = await checker.check(self._secret_of(key_id, key.sealed_secret))
             if 200 <= outcome.http_status < 300:
-                await self.transact(lambda key_id=key_id: self._revived(key_id))
+                await self.transact(functools.partial(self._revived, key_id))
             else:
                 await self.report(key_id, "", outcome)
             results.append((key_id, outcome))
@@ -436,7 +438,7 @@ class Keyring:
         entry = {"at": now, "actor": actor[:200], "action": action, "target": target[:200], "detail": detail[:500]}
         await self._write_unguarded(self.layout.audit(int(now * 1000), secrets.token_hex(4)), orjson.dumps(entry))
 
-    def audit_entries(self, limit: int) -> list[dict[str, object]]:
+    def audit_entries(self, limit: int) -> list[dict[str, Any]]:
         newest = sorted(self.view.audit, reverse=True)[:limit]
         return [orjson.loads(self.view.audit[path]) for path in newest]
 

@@ -92,7 +92,7 @@ class _Buckets:
         self.total += value
 
     def cumulative(self) -> list[tuple[str, float]]:
-        running, pairs = 0, []
+        running, pairs = 0.0, []
         for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
             running += count
             pairs.append((bound, running))

@@ -10,6 +10,7 @@ already exist are left as they are.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import orjson
@@ -50,16 +51,18 @@ async def import_document(keyring: Keyring, document: bytes) -> tuple[int, int, 
     pools, tokens, keys = _parse(keyring, document)
     view = keyring.view
     known_pools = {pool.name for pool in pools} | set(view.pools)
-    for record in [*tokens, *keys]:
+    members: list[ClientToken | UpstreamKey] = [*tokens, *keys]
+    for record in members:
         if record.pool not in known_pools:
             raise InvalidArgument(f"a record refers to pool {record.pool!r}, which the document does not define")
     new_pools = [pool for pool in pools if pool.name not in view.pools]
     new_tokens = [token for token in tokens if token.token_id not in view.tokens]
     new_keys = [key for key in keys if key.key_id not in view.keys]
-    for batch in (new_pools, new_tokens, new_keys):
+    batches: tuple[list[Pool], list[ClientToken], list[UpstreamKey]] = (new_pools, new_tokens, new_keys)
+    for batch in batches:
         for start in range(0, len(batch), MAX_WRITES_PER_COMMIT):
-            chunk = batch[start : start + MAX_WRITES_PER_COMMIT]
-            await keyring.transact(lambda chunk=chunk: [put(keyring.layout, record) for record in chunk])
+            changes = [put(keyring.layout, record) for record in batch[start : start + MAX_WRITES_PER_COMMIT]]
+            await keyring.transact(functools.partial(list, changes))
     return len(new_pools), len(new_keys), len(new_tokens)
 
 

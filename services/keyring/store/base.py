@@ -47,7 +47,7 @@ Failures
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 MAX_WRITES_PER_COMMIT = 128
@@ -114,7 +114,7 @@ class Store(abc.ABC):
     async def get(self, key: str) -> Entry | None: ...
 
     @abc.abstractmethod
-    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]: ...
+    def watch(self, prefix: str, start_revision: int) -> AsyncGenerator[list[Event], None]: ...
 
     @abc.abstractmethod
     async def commit(self, writes: Sequence[Write]) -> int | None: ...

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any
 
 import aetcd
@@ -47,6 +47,7 @@ _ETCD_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+_TRANSLATED: tuple[type[BaseException], ...] = (*_ETCD_ERRORS, StoreError)
 # Dead connections must surface (watches would hang otherwise) and a restarted
 # etcd must be found again within seconds, not gRPC's default 120-s backoff.
 DEFAULT_GRPC_OPTIONS: dict[str, Any] = {
@@ -114,7 +115,7 @@ class EtcdStore(Store):
         self._client = aetcd.Client(
             host=self.host,
             port=self.port,
-            timeout=timeout_s,  # type: ignore[arg-type]  # aetcd annotates int, gRPC takes float
+            timeout=timeout_s,
             options={**DEFAULT_GRPC_OPTIONS, **(grpc_options or {})},
         )
         self._registrations: set[EtcdRegistration] = set()
@@ -155,7 +156,7 @@ class EtcdStore(Store):
             yield
         except asyncio.CancelledError:
             raise
-        except (*_ETCD_ERRORS, StoreError) as error:
+        except _TRANSLATED as error:
             self._report(name, started, error)
             raise _translate(error, name) from error
         self._report(name, started, None)
@@ -208,7 +209,7 @@ class EtcdStore(Store):
         return tx.mod(write.key.encode()) == write.expected_revision
 
     # ------------------------------------------------------------------ watch
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]:
+    async def watch(self, prefix: str, start_revision: int) -> AsyncGenerator[list[Event], None]:
         """Batches of one revision each; iterate under ``contextlib.aclosing``.
 
         aetcd hands events one by one; a pump task moves them into a queue so

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from services.keyring.store.base import (
@@ -121,7 +121,7 @@ class MemoryStore(Store):
         return Entry(key, stored.value, stored.mod_revision) if stored else None
 
     # ------------------------------------------------------------------ watch
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]:
+    async def watch(self, prefix: str, start_revision: int) -> AsyncGenerator[list[Event], None]:
         """Replay history from ``start_revision`` (0 = from now), then follow live changes."""
         self._check()
         next_rev = start_revision if start_revision > 0 else self._revision + 1
