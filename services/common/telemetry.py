@@ -15,7 +15,7 @@ import os
 
 from opentelemetry import context, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -24,7 +24,7 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 TRACEPARENT = "traceparent"
 
 
-def configure_tracing(service: str, extra_processor: SpanProcessor | None = None) -> TracerProvider:
+def configure_tracing(service: str) -> TracerProvider:
     """Install the process's tracer provider (once, at start-up).
 
     With no exporter and no OTEL_TRACES_SAMPLER, spans are not sampled: they
@@ -39,8 +39,6 @@ def configure_tracing(service: str, extra_processor: SpanProcessor | None = None
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    if extra_processor is not None:
-        provider.add_span_processor(extra_processor)
     trace.set_tracer_provider(provider)
     return provider
 

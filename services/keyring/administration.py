@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .core import Change, Keyring, delete, put
@@ -81,7 +81,6 @@ class PoolChanges:
     strategy: Strategy | None = None
     policy: dict[str, Any] | None = None
     description: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def normalise_model(model: str) -> str:

@@ -67,10 +67,6 @@ class Layout:
     def member(self, replica_id: str) -> str:
         return f"{self.prefix}members/{replica_id}"
 
-    @property
-    def members_prefix(self) -> str:
-        return f"{self.prefix}members/"
-
     def path_of(self, record: Record) -> str:
         if isinstance(record, Pool):
             return self.pool(record.name)

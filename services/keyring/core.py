@@ -331,13 +331,10 @@ class Keyring:
                 backoff = min(backoff * 2, 5.0)
 
     def _rebuild(self, snapshot: Snapshot) -> None:
-        members_before = dict(self.view.members)
         self.view.clear()
         self._revisions.clear()
         for entry in snapshot.entries:
             self._apply(entry.key, entry.value, entry.mod_revision)
-        if not self.view.members and members_before:
-            self.view.members.update(members_before)
         self.view.revision = snapshot.revision
         self.store_revision = max(self.store_revision, snapshot.revision)
 

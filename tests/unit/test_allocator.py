@@ -179,3 +179,21 @@ def test_retry_delay_counts_the_keys_the_caller_excluded() -> None:
     with pytest.raises(NoKeyAvailable) as refused:
         world.lease("m", NOW, exclude=frozenset({"a"}))
     assert refused.value.retry_after_s == pytest.approx(40)
+
+
+def test_view_lists_a_keys_own_and_project_cooldowns_and_forgets_removed_ones() -> None:
+    world = World([key("a", project="p1"), key("b", project="p2")])
+    own = Cooldown(CooldownId(CooldownScope.KEY, "a", "m1"), CooldownReason.RATE_LIMIT, NOW + 10)
+    project = Cooldown(CooldownId(CooldownScope.PROJECT, "p1", "m2"), CooldownReason.RATE_LIMIT, NOW + 20)
+    other = Cooldown(CooldownId(CooldownScope.KEY, "b", "m1"), CooldownReason.RATE_LIMIT, NOW + 30)
+    expired = Cooldown(CooldownId(CooldownScope.KEY, "a", "m3"), CooldownReason.SERVER_ERROR, NOW - 1)
+    for cooldown in (own, project, other, expired):
+        world.view.put_cooldown(cooldown)
+    longer = Cooldown(own.id, CooldownReason.RATE_LIMIT, NOW + 99, strikes=2)
+    world.view.put_cooldown(longer)  # replaces, never duplicates
+    a = world.view.keys["a"]
+    assert sorted(world.view.cooldowns_of(a, NOW), key=lambda c: c.until) == [project, longer]
+    world.view.remove_cooldown(own.id)
+    world.view.remove_cooldown(project.id)
+    assert world.view.cooldowns_of(a, NOW) == []
+    assert world.view.cooldowns_of(world.view.keys["b"], NOW) == [other]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .models import ClientToken, Cooldown, CooldownId, Pool, UpstreamKey
+from .models import ClientToken, Cooldown, CooldownId, CooldownScope, Pool, UpstreamKey
 from .selection import TierRing
 
 
@@ -27,6 +27,8 @@ class KeyringView:
         self.revision = 0
         self._rings: dict[str, list[TierRing]] = {}
         self._keys_by_pool: dict[str, set[str]] = defaultdict(set)
+        # Cooldowns by (scope, subject): a key's cooldowns without scanning them all.
+        self._cooldowns_by_subject: dict[tuple[CooldownScope, str], dict[CooldownId, Cooldown]] = defaultdict(dict)
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -67,9 +69,14 @@ class KeyringView:
 
     def put_cooldown(self, cooldown: Cooldown) -> None:
         self.cooldowns[cooldown.id] = cooldown
+        self._cooldowns_by_subject[(cooldown.id.scope, cooldown.id.subject)][cooldown.id] = cooldown
 
     def remove_cooldown(self, cooldown_id: CooldownId) -> None:
-        self.cooldowns.pop(cooldown_id, None)
+        if self.cooldowns.pop(cooldown_id, None) is not None:
+            subject = (cooldown_id.scope, cooldown_id.subject)
+            self._cooldowns_by_subject[subject].pop(cooldown_id, None)
+            if not self._cooldowns_by_subject[subject]:
+                del self._cooldowns_by_subject[subject]
 
     # -- reads ----------------------------------------------------------
 
@@ -95,13 +102,14 @@ class KeyringView:
 
     def cooldowns_of(self, key: UpstreamKey, now: float) -> list[Cooldown]:
         """Running cooldowns that keep this key from some model."""
-        subjects = {("key", key.key_id)}
+        subjects = [(CooldownScope.KEY, key.key_id)]
         if key.project:
-            subjects.add(("project", key.project))
+            subjects.append((CooldownScope.PROJECT, key.project))
         return [
             cooldown
-            for cooldown in self.cooldowns.values()
-            if (cooldown.id.scope.value, cooldown.id.subject) in subjects and cooldown.active(now)
+            for subject in subjects
+            for cooldown in self._cooldowns_by_subject.get(subject, {}).values()
+            if cooldown.active(now)
         ]
 
     def _forget_key_in_pool(self, key: UpstreamKey) -> None:
