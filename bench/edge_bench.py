@@ -49,6 +49,10 @@ from services.keyring.sealing import generate_kek  # noqa: E402
 MODEL = "gemini-2.5-flash"
 BODY = b'{"contents": [{"role": "user", "parts": [{"text": "Say hello to the benchmark"}]}]}'
 WARMUP_S = 0.5
+MODES = {
+    "generateContent": f"/v1beta/models/{MODEL}:generateContent",
+    "streamGenerateContent_sse": f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+}
 
 
 class Processes:
@@ -207,14 +211,14 @@ async def measure(
     processes: Processes,
     load: str,
     workdir: str,
+    modes: list[str],
 ) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=0)
     results: dict[str, Any] = {}
     async with aiohttp.ClientSession(connector=connector) as session:
-        for mode, path in (
-            ("generateContent", f"/v1beta/models/{MODEL}:generateContent"),
-            ("streamGenerateContent_sse", f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"),
-        ):
+        for mode, path in MODES.items():
+            if mode not in modes:
+                continue
             for concurrency in levels:
                 row: dict[str, Any] = {}
                 for target, base, key in (("direct", sim_url, direct_key), ("edge", edge_url, token)):
@@ -275,7 +279,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
             edge_url = await announced_url(edge, r"edge listening on (\S+)")
             results = await measure(
                 sim_url, edge_url, fake_gemini_key("edge-bench-direct"), token, options.seconds, levels, processes,
-                options.load, workdir,
+                options.load, workdir, options.modes.split(","),
             )
         finally:
             processes.stop_all()
@@ -298,6 +302,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--keys", type=int, default=50)
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--modes", default=",".join(MODES), help="which of: " + ", ".join(MODES))
     parser.add_argument(
         "--load", choices=("wrk", "aiohttp"), default="wrk" if shutil.which("wrk") else "aiohttp",
         help="load generator: wrk (apt-get install wrk; light on CPU) or a Python aiohttp client",

@@ -14,11 +14,12 @@ Failover happens only while nothing has been sent to the client: on 429,
 arrives; after that, an upstream failure cuts the client's connection (a
 clean end would pass a truncated answer for a whole one).
 
-Releases run as tasks created in ``finally`` blocks: creating a task cannot
-be interrupted, so a client that goes away (aiohttp cancels the handler)
-still releases its lease, reported as ``TRANSPORT_CANCELLED``. Before a
-failover the release is awaited, so keyring has learnt from the failure
-before it picks the next key.
+Releases start in ``finally`` blocks and synchronously (queued on the lease
+stream, or a task when they must be waited for): nothing can interrupt that,
+so a client that goes away (aiohttp cancels the handler) still releases its
+lease, reported as ``TRANSPORT_CANCELLED``. Nobody waits for the release of
+a finished request; before a failover the release is awaited, so keyring
+has learnt from the failure before it picks the next key.
 """
 
 from __future__ import annotations
@@ -110,8 +111,16 @@ class Edge:
             return self._proxies[lease.egress_slot % len(self._proxies)]
         return self._proxy
 
-    def release(self, granted: GrantedLease, model: str, outcome: pb.Outcome) -> asyncio.Task[None]:
-        """Start the release; synchronous, so no cancellation can come between the call and it."""
+    def release(
+        self, granted: GrantedLease, model: str, outcome: pb.Outcome, *, confirmed: bool = False
+    ) -> asyncio.Task[None] | None:
+        """Start the release; synchronous, so no cancellation can come between the call and it.
+
+        ``confirmed``: the caller will wait until keyring has taken the outcome in
+        (before a failover); otherwise the release is sent and nobody waits.
+        """
+        if not confirmed and self.keyring.release_nowait(granted, model, outcome):
+            return None
         task = asyncio.get_running_loop().create_task(self.keyring.release(granted, model, outcome))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
@@ -136,30 +145,33 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
         try:
             granted = await edge.keyring.acquire(call.token_hash, call.model, tried)
         except LeaseDenied as denied:
-            edge.metrics.denied.labels(denied.code.name).inc()
+            edge.metrics.child(edge.metrics.denied, denied.code.name).inc()
             if failure is None:
                 return errors.render(errors.lease_denied(denied), call.dialect)
             return errors.upstream_failure(call.dialect, failure, _retry_after(denied))
         tried.append(granted.lease.key_id)
         attempt = _Attempt(edge, call, granted)
+        result: web.StreamResponse | UpstreamError | None = None
         try:
             result = await attempt.run(request)
         finally:
-            released = edge.release(granted, call.model, attempt.outcome)
+            failing_over = isinstance(result, UpstreamError)
+            released = edge.release(granted, call.model, attempt.outcome, confirmed=failing_over)
             record_attempt(edge.metrics, call.route, call.model, attempt.outcome)
         if not isinstance(result, UpstreamError):
             if result.status != 404:
                 request[MODEL] = model_label(call.model)
             return result
         failure = result
-        edge.metrics.failovers.labels(failover_cause(result, attempt.outcome)).inc()
+        edge.metrics.child(edge.metrics.failovers, failover_cause(result, attempt.outcome)).inc()
         log.info(
             "upstream answered %s (%s) with key %s; trying another key",
             result.http_status,
             result.reason or result.status,
             granted.lease.key_id,
         )
-        await asyncio.shield(released)
+        if released is not None:
+            await asyncio.shield(released)
     assert failure is not None
     request[MODEL] = model_label(call.model)
     return errors.upstream_failure(call.dialect, failure)
@@ -189,6 +201,8 @@ class _Attempt:
 
     async def run(self, request: web.Request) -> web.StreamResponse | UpstreamError:
         """A response for the client, or the ``UpstreamError`` that calls for another key."""
+        if not trace.get_current_span().is_recording():
+            return await self._call_upstream(request)  # an unsampled request: no span to fill
         call, lease = self.call, self.granted.lease
         attributes = {
             "gen_ai.system": "gemini",
@@ -278,7 +292,7 @@ class _Attempt:
         tail = b""
         try:
             await response.prepare(request)  # the first bytes: the first chunk follows at once
-            self.edge.metrics.first_byte.labels(self.call.dialect).observe(time.perf_counter() - request[STARTED])
+            self.edge.metrics.child(self.edge.metrics.first_byte, self.call.dialect).observe(time.perf_counter() - request[STARTED])
             while chunk:
                 await response.write(chunk)
                 tail = chunk if len(chunk) >= _TAIL_BYTES else (tail + chunk)[-_TAIL_BYTES:]

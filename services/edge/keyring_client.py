@@ -83,8 +83,19 @@ class _ReplicaStream:
     def usable(self) -> bool:
         return time.monotonic() >= self.down_until
 
+    @property
+    def connected(self) -> bool:
+        return self._reader is not None and not self._reader.done()
+
+    def send(self, call: pb.LeaseCall) -> None:
+        """Queue a call whose reply nobody waits for (the reply, when it comes, is dropped)."""
+        if not self.connected:
+            self._open()
+        call.id = next(self._ids)
+        self._outgoing.put_nowait(call)
+
     async def call(self, call: pb.LeaseCall, timeout_s: float) -> pb.LeaseResult:
-        if self._reader is None or self._reader.done():
+        if not self.connected:
             self._open()
         call.id = next(self._ids)
         future: asyncio.Future[pb.LeaseResult] = asyncio.get_running_loop().create_future()
@@ -138,11 +149,15 @@ class _ReplicaStream:
             self._reader.cancel()
         self._reader = None
 
-    async def close(self) -> None:
+    async def close(self, flush_timeout_s: float = 2.0) -> None:
+        """End the stream after what is queued (releases sent without waiting) has gone out."""
         self._outgoing.put_nowait(None)
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        reader = self._reader
+        if reader is not None:
+            # The request stream ends after the queued calls; keyring answers them and ends its side.
+            await asyncio.wait({reader}, timeout=flush_timeout_s)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
         await self.channel.close()
 
 
@@ -281,8 +296,27 @@ class KeyringClient:
             return GrantedLease(granted.lease, tuple(granted.allowed_models), replica.address)
         raise KeyringUnavailable()
 
+    def release_nowait(self, granted: GrantedLease, model: str, outcome: pb.Outcome) -> bool:
+        """Send the release on the granting replica's open stream without waiting for its reply.
+
+        The cheap path for a request that is done: nothing waits on keyring's
+        answer. False when that is not possible (the stream is down, or the
+        request is traced and its release gets a span): use ``release``.
+        """
+        replica = self._by_target.get(granted.replica)
+        if replica is None or not replica.connected or not replica.usable or _traced():
+            return False
+        request = pb.ReleaseRequest(
+            lease_id=granted.lease.lease_id, key_id=granted.lease.key_id, model=model, outcome=outcome
+        )
+        replica.send(pb.LeaseCall(release=request, traceparent=current_traceparent()))
+        return True
+
     async def release(self, granted: GrantedLease, model: str, outcome: pb.Outcome) -> None:
-        """Best effort: a lost release is reclaimed by the lease TTL."""
+        """Release and wait until keyring has taken in the outcome.
+
+        Best effort: a lost release is reclaimed by the lease TTL.
+        """
         request = pb.ReleaseRequest(
             lease_id=granted.lease.lease_id, key_id=granted.lease.key_id, model=model, outcome=outcome
         )

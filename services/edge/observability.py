@@ -8,10 +8,11 @@ No label or span attribute carries a key or a client token: key ids only.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -71,8 +72,18 @@ class EdgeMetrics:
             "edge_leases_denied_total", "Lease requests keyring refused, by gRPC status.", ["reason"], registry=r
         )
         self.in_flight = Gauge("edge_requests_in_flight", "Client requests being served.", registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: label values are bounded, and this runs per request."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
+@functools.lru_cache(maxsize=1024)
 def model_label(model: str) -> str:
     return model if _MODEL.fullmatch(model) else "other"
 
@@ -96,12 +107,12 @@ def failover_cause(error: UpstreamError, outcome: pb.Outcome) -> str:
 def record_attempt(metrics: EdgeMetrics, route: str, model: str, outcome: pb.Outcome) -> None:
     """One upstream attempt: its latency, and the tokens it reported."""
     if outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
-        metrics.upstream.labels(route).observe(outcome.latency_ms / 1000)
+        metrics.child(metrics.upstream, route).observe(outcome.latency_ms / 1000)
     label = model_label(model)
     if outcome.input_tokens:
-        metrics.tokens.labels(label, "input").inc(outcome.input_tokens)
+        metrics.child(metrics.tokens, label, "input").inc(outcome.input_tokens)
     if outcome.output_tokens:
-        metrics.tokens.labels(label, "output").inc(outcome.output_tokens)
+        metrics.child(metrics.tokens, label, "output").inc(outcome.output_tokens)
 
 
 def set_usage_attributes(span: trace.Span, outcome: pb.Outcome) -> None:
@@ -124,7 +135,7 @@ def observe(metrics: EdgeMetrics) -> Middleware:
         if request.path in ("/metrics", "/healthz", "/readyz"):
             return await handler(request)
         request[STARTED] = started = time.perf_counter()
-        parent = _PROPAGATOR.extract(request.headers)
+        parent = _PROPAGATOR.extract(request.headers) if "traceparent" in request.headers else None
         status = 500
         metrics.in_flight.inc()
         with tracer.start_as_current_span("edge " + request.method, context=parent, kind=trace.SpanKind.SERVER) as span:
@@ -142,12 +153,13 @@ def observe(metrics: EdgeMetrics) -> Middleware:
                 metrics.in_flight.dec()
                 route = request.get(ROUTE, "other")
                 dialect = dialect_of(request)
-                span.update_name(f"edge {route}")
-                span.set_attributes({"http.request.method": request.method, "http.route": route,
-                                     "http.response.status_code": status, "keyring.dialect": dialect})
-                metrics.requests.labels(dialect, route, request.get(MODEL, "other"), f"{status // 100}xx").inc()
-                metrics.duration.labels(dialect, route, str(request.get(STREAM, False)).lower()).observe(
-                    time.perf_counter() - started
-                )
+                if span.is_recording():
+                    span.update_name(f"edge {route}")
+                    span.set_attributes({"http.request.method": request.method, "http.route": route,
+                                         "http.response.status_code": status, "keyring.dialect": dialect})
+                status_class = f"{status // 100}xx"
+                metrics.child(metrics.requests, dialect, route, request.get(MODEL, "other"), status_class).inc()
+                stream = "true" if request.get(STREAM, False) else "false"
+                metrics.child(metrics.duration, dialect, route, stream).observe(time.perf_counter() - started)
 
     return middleware

@@ -89,3 +89,33 @@ async def test_a_replica_going_down_moves_leases_to_the_other(start_replica: Sta
         assert len(replica_a.keyring.book) == 0
     finally:
         await client.close()
+
+
+async def test_a_release_nobody_waits_for_still_frees_the_slot_even_when_the_client_closes_at_once(
+    start_replica: StartReplica,
+) -> None:
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 3)
+    client = KeyringClient([f"127.0.0.1:{replica.server.port}"])
+    unopened = KeyringClient([f"127.0.0.1:{replica.server.port}"])
+    try:
+        granted = await client.acquire(token, MODEL)
+        assert client.release_nowait(granted, MODEL, OK)
+        await eventually(lambda: _no_leases(replica), within_s=2)
+
+        held = [await client.acquire(token, MODEL) for _ in range(3)]
+        assert len(replica.keyring.book) == 3
+        assert all(client.release_nowait(granted, MODEL, OK) for granted in held)
+        await client.close()  # right after queueing: close sends what is queued before it ends the stream
+        assert len(replica.keyring.book) == 0
+
+        # A client whose stream to that replica is not open cannot send without waiting: the caller is told.
+        assert not unopened.release_nowait(granted, MODEL, OK)
+    finally:
+        await client.close()
+        await unopened.close()
+
+
+async def _no_leases(replica: object) -> bool:
+    return len(replica.keyring.book) == 0  # type: ignore[attr-defined]
