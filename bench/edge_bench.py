@@ -1,18 +1,28 @@
 """Latency the edge adds, and its throughput, over the Gemini simulator.
 
-Starts a local etcd, one keyring process, the simulator and one edge (each a
-subprocess), seeds a pool with 50 keys and a client token, then measures
-requests/s and latency p50/p99 of
+Starts a local etcd, one keyring process, the simulator, one edge and a
+bare aiohttp pass-through proxy (each a subprocess), seeds a pool with 50
+keys and a client token, then measures requests/s and latency p50/p99 of
 
-  (a) the simulator called directly, and
-  (b) the same call through the edge (lease, upstream call, release),
+  (a) the simulator called directly,
+  (b) the same call through ``bench/passthrough_proxy.py`` (the floor: what
+      any aiohttp proxy adds on this machine at that moment), and
+  (c) the same call through the edge (lease, upstream call, release),
 
 at concurrency 1, 16 and 64, for ``generateContent`` and
 ``streamGenerateContent?alt=sse`` (a stream is timed to its last byte), each
 for a bounded time after a warm-up. Prints JSON, with the added latency
-(edge minus direct). Only the processes it started are stopped, by PID.
+(edge minus direct), the floor (pass-through minus direct), and the share of
+CPU time the VM's host took away during each run (``steal``: figures from a
+run with high steal say more about the host than about the code). Only the
+processes it started are stopped, by PID.
 
     python bench/edge_bench.py [--seconds 3] [--keys 50] [--concurrency 1,16,64] [--load wrk|aiohttp]
+                               [--upstream-delay-ms 0]
+
+``--upstream-delay-ms`` makes the simulator wait that long before each answer,
+as a model does: the load then no longer saturates the machine, and the added
+latency is what the edge costs a caller rather than a queue on busy CPUs.
 
 wrk (Debian package) is the default load generator when installed: a Python
 client eats a whole core of this 2-core machine and hides what the servers do.
@@ -78,6 +88,12 @@ class Processes:
         self.running.append(process)
         self.names.append(name)
         return process
+
+    @staticmethod
+    def host_ticks() -> tuple[int, int]:
+        """(steal, total) jiffies of all CPUs so far (Linux /proc/stat)."""
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[7], sum(fields[:8])
 
     def cpu_seconds(self) -> dict[str, float]:
         """User+system CPU time used so far by each started process (Linux /proc)."""
@@ -203,6 +219,7 @@ async def run_wrk(url: str, key: str, concurrency: int, seconds: float, workdir:
 
 async def measure(
     sim_url: str,
+    passthrough_url: str,
     edge_url: str,
     direct_key: str,
     token: str,
@@ -221,15 +238,21 @@ async def measure(
                 continue
             for concurrency in levels:
                 row: dict[str, Any] = {}
-                for target, base, key in (("direct", sim_url, direct_key), ("edge", edge_url, token)):
+                for target, base, key in (
+                    ("direct", sim_url, direct_key),
+                    ("passthrough", passthrough_url, direct_key),
+                    ("edge", edge_url, token),
+                ):
                     headers = {"x-goog-api-key": key, "Content-Type": "application/json"}
                     await run_load(session, base + path, headers, concurrency, WARMUP_S)
-                    cpu_before = processes.cpu_seconds()
+                    cpu_before, host_before = processes.cpu_seconds(), processes.host_ticks()
                     if load == "wrk":
                         row[target] = await run_wrk(base + path, key, concurrency, seconds, workdir)
                     else:
                         row[target] = await run_load(session, base + path, headers, concurrency, seconds)
-                    cpu_after = processes.cpu_seconds()
+                    cpu_after, host_after = processes.cpu_seconds(), processes.host_ticks()
+                    stolen, total = (after - before for after, before in zip(host_after, host_before, strict=True))
+                    row[target]["steal"] = round(stolen / total, 2) if total else 0.0
                     row[target]["cpu_share"] = {
                         name: round((cpu_after[name] - cpu_before.get(name, 0)) / seconds, 2)
                         for name in cpu_after
@@ -237,6 +260,8 @@ async def measure(
                     }
                 row["added_p50_ms"] = round(row["edge"]["p50_ms"] - row["direct"]["p50_ms"], 3)
                 row["added_p99_ms"] = round(row["edge"]["p99_ms"] - row["direct"]["p99_ms"], 3)
+                row["floor_added_p50_ms"] = round(row["passthrough"]["p50_ms"] - row["direct"]["p50_ms"], 3)
+                row["floor_added_p99_ms"] = round(row["passthrough"]["p99_ms"] - row["direct"]["p99_ms"], 3)
                 results[f"{mode}_c{concurrency}"] = row
                 print(f"{mode} c{concurrency}: {json.dumps(row)}", file=sys.stderr, flush=True)
     return results
@@ -263,6 +288,13 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
             )
             simulator = processes.start("simulator", "services.simulator", {}, ["--port", str(free_port())])
             sim_url = await announced_url(simulator, r"simulator listening on (\S+)")
+            if options.upstream_delay_ms:
+                async with aiohttp.ClientSession() as control:
+                    config = {"default_delay_s": options.upstream_delay_ms / 1000}
+                    async with control.post(f"{sim_url}/_sim/config", json=config) as reply:
+                        reply.raise_for_status()
+            passthrough = processes.start("passthrough", "bench.passthrough_proxy", {}, [sim_url, str(free_port())])
+            passthrough_url = await announced_url(passthrough, r"passthrough listening on (\S+)")
             await announced_url(keyring, r"keyring listening on (\S+)")
             token = await seed(f"127.0.0.1:{keyring_port}", options.keys)
             edge = processes.start(
@@ -278,7 +310,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
             )
             edge_url = await announced_url(edge, r"edge listening on (\S+)")
             results = await measure(
-                sim_url, edge_url, fake_gemini_key("edge-bench-direct"), token, options.seconds, levels, processes,
+                sim_url, passthrough_url, edge_url, fake_gemini_key("edge-bench-direct"), token, options.seconds, levels, processes,
                 options.load, workdir, options.modes.split(","),
             )
         finally:
@@ -288,6 +320,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "edge added latency and throughput over the simulator",
         "keys": options.keys,
         "seconds_per_run": options.seconds,
+        "upstream_delay_ms": options.upstream_delay_ms,
         "load_generator": options.load,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "note": "client, simulator, keyring, etcd and edge share this machine's CPUs;"
@@ -302,6 +335,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--keys", type=int, default=50)
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--upstream-delay-ms", type=float, default=0.0, help="simulator's wait before each answer")
     parser.add_argument("--modes", default=",".join(MODES), help="which of: " + ", ".join(MODES))
     parser.add_argument(
         "--load", choices=("wrk", "aiohttp"), default="wrk" if shutil.which("wrk") else "aiohttp",

@@ -112,13 +112,13 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     async def LeaseStream(
         self, requests: AsyncIterator[pb.LeaseStreamRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        """Answer each batch at once from memory; releases that must write answer later, alone."""
-        write_lock = asyncio.Lock()
-        pending: set[asyncio.Task[None]] = set()
+        """Answer each batch at once from memory; releases that must write answer later, alone.
 
-        async def send(results: list[pb.LeaseResult]) -> None:
-            async with write_lock:
-                await context.write(pb.LeaseStreamResponse(results=results))
+        Replies go out through a ``_ReplyWriter``, so reading the next batch
+        never waits for the previous answer's write to complete.
+        """
+        replies = _ReplyWriter(context)
+        pending: set[asyncio.Task[None]] = set()
 
         async def report_then_answer(call_id: int, known: bool, key_id: str, model: str, outcome: Outcome) -> None:
             try:
@@ -126,7 +126,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 result = pb.LeaseResult(id=call_id, release=pb.ReleaseResponse(known=known))
             except KeyringError as error:
                 result = _stream_error(call_id, error)
-            await send([result])
+            replies.send([result])
 
         try:
             async for batch in requests:
@@ -151,10 +151,49 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                     except KeyringError as error:
                         results.append(_stream_error(call.id, error))
                 if results:
-                    await send(results)
-        finally:
+                    replies.send(results)
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            await replies.close()
+        finally:
+            if pending:  # the caller went away: what keyring learnt is still written
+                await asyncio.gather(*pending, return_exceptions=True)
+            replies.cancel()
+
+
+class _ReplyWriter:
+    """Writes a lease stream's results, coalescing those that pile up while a write is in flight."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+        self._buffer: list[pb.LeaseResult] = []
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._run())
+
+    def send(self, results: list[pb.LeaseResult]) -> None:
+        self._buffer.extend(results)
+        self._ready.set()
+
+    async def _run(self) -> None:
+        while True:
+            if not self._buffer:
+                if self._closing:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            results, self._buffer = self._buffer, []
+            await self._context.write(pb.LeaseStreamResponse(results=results))
+
+    async def close(self) -> None:
+        """Return once everything sent so far is written."""
+        self._closing = True
+        self._ready.set()
+        await self._task
+
+    def cancel(self) -> None:
+        self._task.cancel()
 
 
 def _stream_error(call_id: int, error: KeyringError) -> pb.LeaseResult:
