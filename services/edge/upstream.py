@@ -244,7 +244,7 @@ def error_outcome(error: UpstreamError, latency_ms: int) -> pb.Outcome:
         error_status=error.status,
         error_reason=error.reason,
         retry_delay_ms=error.retry_delay_ms,
-        quota_ids=error.quota_ids,
+        quota_violations=[pb.QuotaViolation(quota_id=quota_id) for quota_id in error.quota_ids],
         latency_ms=latency_ms,
         error_message=error.message[:500],
     )

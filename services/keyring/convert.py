@@ -182,7 +182,7 @@ def outcome_from_pb(message: pb.Outcome) -> Outcome:
         error_status=message.error_status,
         error_reason=message.error_reason,
         retry_delay_s=message.retry_delay_ms / 1000,
-        quota_ids=tuple(message.quota_ids),
+        quota_ids=tuple(violation.quota_id for violation in message.quota_violations),
         latency_s=message.latency_ms / 1000,
         input_tokens=message.input_tokens,
         output_tokens=message.output_tokens,

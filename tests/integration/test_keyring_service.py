@@ -133,7 +133,7 @@ async def test_rate_limit_cools_only_that_model_and_reports_retry_after(start_re
         (pb.Outcome(http_status=200), pb.ACTIVE, True),
         (pb.Outcome(transport=pb.Outcome.TRANSPORT_TIMEOUT), pb.ACTIVE, False),
         (pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED), pb.ACTIVE, True),
-        (pb.Outcome(http_status=429, quota_ids=["GenerateRequestsPerDayPerProjectPerModel-FreeTier"]), pb.ACTIVE, False),
+        (pb.Outcome(http_status=429, quota_violations=[pb.QuotaViolation(quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier")]), pb.ACTIVE, False),
     ],
 )
 async def test_policy_table(start_replica: StartReplica, outcome: pb.Outcome, state: int, leasable: bool) -> None:
@@ -155,7 +155,7 @@ async def test_daily_quota_cools_until_pacific_midnight(start_replica: StartRepl
     replica = await start_replica()
     token = await make_pool(replica)
     [key_id] = await add_keys(replica, 1)
-    daily = pb.Outcome(http_status=429, retry_delay_ms=5000, quota_ids=["GenerateRequestsPerDayPerProjectPerModel-FreeTier"])
+    daily = pb.Outcome(http_status=429, retry_delay_ms=5000, quota_violations=[pb.QuotaViolation(quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier")])
     await release(replica, await acquire(replica, token), daily)
     [cooldown] = (await key_info(replica, key_id)).cooldowns
     assert cooldown.reason == "daily_quota" and cooldown.model == MODEL

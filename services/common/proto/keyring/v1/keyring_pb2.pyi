@@ -70,7 +70,7 @@ class AcquireResponse(_message.Message):
     def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_ids", "latency_ms", "input_tokens", "output_tokens", "error_message")
+    __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_violations", "latency_ms", "input_tokens", "output_tokens", "error_message")
     class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TRANSPORT_OK: _ClassVar[Outcome.Transport]
@@ -86,7 +86,7 @@ class Outcome(_message.Message):
     ERROR_STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
     RETRY_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
-    QUOTA_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -96,12 +96,31 @@ class Outcome(_message.Message):
     error_status: str
     error_reason: str
     retry_delay_ms: int
-    quota_ids: _containers.RepeatedScalarFieldContainer[str]
+    quota_violations: _containers.RepeatedCompositeFieldContainer[QuotaViolation]
     latency_ms: int
     input_tokens: int
     output_tokens: int
     error_message: str
-    def __init__(self, transport: _Optional[_Union[Outcome.Transport, str]] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., quota_ids: _Optional[_Iterable[str]] = ..., latency_ms: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+    def __init__(self, transport: _Optional[_Union[Outcome.Transport, str]] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., quota_violations: _Optional[_Iterable[_Union[QuotaViolation, _Mapping]]] = ..., latency_ms: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class QuotaViolation(_message.Message):
+    __slots__ = ("quota_id", "quota_metric", "dimensions", "quota_value")
+    class DimensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    QUOTA_ID_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_METRIC_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_VALUE_FIELD_NUMBER: _ClassVar[int]
+    quota_id: str
+    quota_metric: str
+    dimensions: _containers.ScalarMap[str, str]
+    quota_value: str
+    def __init__(self, quota_id: _Optional[str] = ..., quota_metric: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., quota_value: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("lease_id", "outcome", "key_id", "model")

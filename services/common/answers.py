@@ -1,0 +1,244 @@
+"""What an upstream answer means: one parser of Gemini errors, one classifier.
+
+Every place that must understand an answer of Google's asks this module and
+nothing else: the edge (whether to fail over, the failover metric's cause),
+keyring's outcome policy (``judge``) and keyring's key checker. Pure Python:
+no aiohttp, grpc or etcd, so it is tested alone (tests/unit/test_answers.py).
+
+``parse_error`` reads an error body of either dialect (the native
+``{"error": {...}}`` and the OpenAI-compatible endpoint's
+``[{"error": {...}}]``) into an ``UpstreamError``. ``classify`` turns an
+HTTP status, a transport result, ErrorInfo reasons and QuotaFailure
+violations into one ``AnswerKind``, row by row of the brief's table.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "GOOGLE_STATUS",
+    "KEY_REASONS",
+    "AnswerKind",
+    "QuotaViolation",
+    "Transport",
+    "UpstreamError",
+    "classify",
+    "duration_s",
+    "google_status",
+    "parse_error",
+]
+
+
+class Transport(enum.IntEnum):
+    """How the upstream call ended before any HTTP status is looked at."""
+
+    OK = 0  # an HTTP answer arrived
+    TIMEOUT = 1  # connect or read timeout
+    CONNECTION = 2  # refused, reset, dropped mid-answer
+    CANCELLED = 3  # the client went away: says nothing of the key
+
+
+class AnswerKind(enum.StrEnum):
+    """The closed set of meanings; values double as metric label values."""
+
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"  # 429: per-minute limits, spend limits, anything not below
+    DAILY_QUOTA = "daily_quota"  # 429 whose QuotaFailure names a per-day quota
+    MODEL_NOT_ON_TIER = "model_not_on_tier"  # 429 whose QuotaFailure says quotaValue "0"
+    KEY_INVALID = "key_invalid"  # the key itself is bad
+    KEY_FORBIDDEN = "key_forbidden"  # 403: the key or its project is refused
+    REQUEST_AT_FAULT = "request_at_fault"  # the client's request is wrong: no other key helps
+    UPSTREAM_TROUBLE = "upstream_trouble"  # 5xx (not 503), 408: trouble upstream, not the key
+    MODEL_OVERLOADED = "model_overloaded"  # 503: busy for everyone
+    TRANSPORT_FAILURE = "transport_failure"  # timeout or broken connection
+    CANCELLED = "cancelled"  # the client went away first
+
+    @property
+    def tries_another_key(self) -> bool:
+        """Whether another key may answer better (the edge fails over on these)."""
+        return self not in (AnswerKind.OK, AnswerKind.REQUEST_AT_FAULT, AnswerKind.CANCELLED)
+
+
+# ErrorInfo reasons that blame the key itself (400/401): never lease it again until revived.
+KEY_REASONS: Final = frozenset({"API_KEY_INVALID", "ACCESS_TOKEN_TYPE_UNSUPPORTED"})
+
+# HTTP status -> Google's canonical status name, for answers that carry none.
+GOOGLE_STATUS: Final[dict[int, str]] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    415: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+_RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
+_ERROR_INFO: Final = "type.googleapis.com/google.rpc.ErrorInfo"
+_QUOTA_FAILURE: Final = "type.googleapis.com/google.rpc.QuotaFailure"
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)s\s*$")
+_UPSTREAM_TROUBLE: Final = frozenset({408, 500, 501, 502, 504})
+
+
+def google_status(http_status: int) -> str:
+    return GOOGLE_STATUS.get(http_status, "UNKNOWN")
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaViolation:
+    """One ``QuotaFailure.violations[]`` entry, as Google sent it."""
+
+    quota_id: str = ""
+    quota_metric: str = ""
+    dimensions: tuple[tuple[str, str], ...] = ()
+    quota_value: str = ""  # the limit as a decimal string; "" when absent
+
+    @property
+    def per_day(self) -> bool:
+        return "PerDay" in self.quota_id
+
+    @property
+    def limit(self) -> int | None:
+        """The limit as a number, or None when absent or not a number."""
+        return int(self.quota_value) if self.quota_value.isdigit() else None
+
+    def dimension(self, name: str) -> str:
+        return dict(self.dimensions).get(name, "")
+
+
+def classify(
+    http_status: int,
+    transport: Transport = Transport.OK,
+    reasons: Iterable[str] = (),
+    violations: Iterable[QuotaViolation] = (),
+) -> AnswerKind:
+    """The meaning of one answer (the brief's table; the first matching row wins)."""
+    if transport is Transport.CANCELLED:
+        return AnswerKind.CANCELLED
+    if transport is not Transport.OK:
+        return AnswerKind.TRANSPORT_FAILURE
+    if 200 <= http_status < 300:
+        return AnswerKind.OK
+    if http_status == 429:
+        return _quota_kind(tuple(violations))
+    if http_status == 401 or (http_status == 400 and not KEY_REASONS.isdisjoint(reasons)):
+        return AnswerKind.KEY_INVALID
+    if http_status == 403:
+        return AnswerKind.KEY_FORBIDDEN
+    if http_status == 503:
+        return AnswerKind.MODEL_OVERLOADED
+    if http_status in _UPSTREAM_TROUBLE:
+        return AnswerKind.UPSTREAM_TROUBLE
+    return AnswerKind.REQUEST_AT_FAULT
+
+
+def _quota_kind(violations: tuple[QuotaViolation, ...]) -> AnswerKind:
+    if any(v.per_day for v in violations):
+        return AnswerKind.DAILY_QUOTA
+    if violations and all(v.limit == 0 for v in violations):
+        return AnswerKind.MODEL_NOT_ON_TIER
+    return AnswerKind.RATE_LIMITED
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamError:
+    """Google's error object, parsed; unreadable bodies still keep the HTTP status."""
+
+    http_status: int
+    status: str = ""  # canonical, e.g. RESOURCE_EXHAUSTED
+    message: str = ""
+    reasons: tuple[str, ...] = ()  # every ErrorInfo.reason, in order
+    retry_delay_s: float = 0.0  # RetryInfo.retryDelay; 0 when absent
+    violations: tuple[QuotaViolation, ...] = ()
+    # The error object as received ({"code", "message", "status", "details"...}), if any.
+    error: dict[str, Any] | None = field(default=None, compare=False)
+    transport: Transport = Transport.OK
+
+    @property
+    def reason(self) -> str:
+        return self.reasons[0] if self.reasons else ""
+
+    @property
+    def kind(self) -> AnswerKind:
+        return classify(self.http_status, self.transport, self.reasons, self.violations)
+
+
+def parse_error(http_status: int, body: bytes) -> UpstreamError:
+    """Read a Google error body of either dialect; never raises."""
+    status = google_status(http_status)
+    try:
+        data: Any = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return UpstreamError(http_status, status, message=body[:300].decode("utf-8", "replace").strip())
+    if isinstance(data, list) and data:
+        data = data[0]
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return UpstreamError(http_status, status)
+    reasons: list[str] = []
+    retry_delay_s = 0.0
+    violations: list[QuotaViolation] = []
+    details = error.get("details")
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict):
+            continue
+        kind = detail.get("@type")
+        if kind == _ERROR_INFO and isinstance(detail.get("reason"), str) and detail["reason"]:
+            reasons.append(detail["reason"])
+        elif kind == _RETRY_INFO:
+            retry_delay_s = duration_s(detail.get("retryDelay"))
+        elif kind == _QUOTA_FAILURE:
+            violations += _violations(detail.get("violations"))
+    named = error.get("status")
+    message = error.get("message")
+    return UpstreamError(
+        http_status,
+        named if isinstance(named, str) and named else status,
+        message if isinstance(message, str) else "",
+        tuple(reasons),
+        retry_delay_s,
+        tuple(violations),
+        error,
+    )
+
+
+def _violations(items: Any) -> Iterable[QuotaViolation]:
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        dimensions = item.get("quotaDimensions")
+        yield QuotaViolation(
+            quota_id=_text(item.get("quotaId")),
+            quota_metric=_text(item.get("quotaMetric")),
+            dimensions=tuple(
+                sorted((str(k), str(v)) for k, v in dimensions.items()) if isinstance(dimensions, dict) else ()
+            ),
+            quota_value=_text(item.get("quotaValue")),
+        )
+
+
+def _text(value: Any) -> str:
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+
+
+def duration_s(value: Any) -> float:
+    """google.protobuf.Duration JSON ("37s", "1.5s") -> seconds; 0 when absent or malformed."""
+    if not isinstance(value, str):
+        return 0.0
+    match = _DURATION.match(value)
+    return round(float(match.group(1)), 3) if match else 0.0

@@ -1,0 +1,100 @@
+"""The one classifier of upstream answers: parsing both dialects' error shapes, and the table."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from services.common.answers import AnswerKind, QuotaViolation, Transport, classify, duration_s, parse_error
+
+PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+PER_DAY = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+
+
+def _quota_error(*violations: dict[str, object], retry: str | None = "37s") -> dict[str, object]:
+    details: list[dict[str, object]] = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": list(violations)},
+        {"@type": "type.googleapis.com/google.rpc.Help", "links": []},
+    ]
+    if retry is not None:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry})
+    return {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED", "details": details}}
+
+
+def test_native_429_is_read_whole() -> None:
+    body = _quota_error(
+        {"quotaMetric": "m/requests", "quotaId": PER_MINUTE, "quotaDimensions": {"model": "gemini-3.5-flash", "location": "global"}, "quotaValue": "10"},
+        {"quotaMetric": "m/tokens", "quotaId": "GenerateContentInputTokensPerModelPerMinute-FreeTier"},
+    )
+    parsed = parse_error(429, orjson.dumps(body))
+    assert parsed.status == "RESOURCE_EXHAUSTED"
+    assert parsed.retry_delay_s == 37.0
+    assert [v.quota_id for v in parsed.violations] == [PER_MINUTE, "GenerateContentInputTokensPerModelPerMinute-FreeTier"]
+    first = parsed.violations[0]
+    assert first.limit == 10 and first.dimension("model") == "gemini-3.5-flash" and first.quota_metric == "m/requests"
+    assert parsed.violations[1].quota_value == "" and parsed.violations[1].limit is None
+    assert parsed.kind is AnswerKind.RATE_LIMITED
+    assert parsed.error is not None and parsed.error["code"] == 429
+
+
+def test_openai_compatible_array_is_unwrapped() -> None:
+    body = [{"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT", "details": [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}}]
+    parsed = parse_error(400, orjson.dumps(body))
+    assert parsed.reasons == ("API_KEY_INVALID",) and parsed.reason == "API_KEY_INVALID"
+    assert parsed.message == "API key not valid."
+    assert parsed.kind is AnswerKind.KEY_INVALID
+
+
+@pytest.mark.parametrize("body", [b"", b"not json at all", b"[]", b"{}", b'{"error": "text"}', b'[1, 2]', b'{"error": {"details": "x"}}'])
+def test_unreadable_bodies_keep_the_status(body: bytes) -> None:
+    parsed = parse_error(503, body)
+    assert parsed.http_status == 503 and parsed.status == "UNAVAILABLE"
+    assert parsed.kind is AnswerKind.MODEL_OVERLOADED
+
+
+def test_malformed_details_are_skipped() -> None:
+    body = {"error": {"code": 429, "details": [
+        "text", {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": 12},
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": ["x", {"quotaId": 5, "quotaDimensions": []}]},
+    ]}}
+    parsed = parse_error(429, orjson.dumps(body))
+    assert parsed.retry_delay_s == 0.0
+    assert parsed.violations == (QuotaViolation(quota_id="5"),)
+
+
+@pytest.mark.parametrize(
+    ("status", "transport", "reasons", "violations", "kind"),
+    [
+        (200, Transport.OK, (), (), AnswerKind.OK),
+        (0, Transport.CANCELLED, (), (), AnswerKind.CANCELLED),
+        (0, Transport.TIMEOUT, (), (), AnswerKind.TRANSPORT_FAILURE),
+        (0, Transport.CONNECTION, (), (), AnswerKind.TRANSPORT_FAILURE),
+        (429, Transport.OK, (), (), AnswerKind.RATE_LIMITED),
+        (429, Transport.OK, (), (QuotaViolation(PER_MINUTE, quota_value="10"),), AnswerKind.RATE_LIMITED),
+        (429, Transport.OK, (), (QuotaViolation(PER_MINUTE), QuotaViolation(PER_DAY)), AnswerKind.DAILY_QUOTA),
+        (429, Transport.OK, (), (QuotaViolation(PER_MINUTE, quota_value="0"),), AnswerKind.MODEL_NOT_ON_TIER),
+        (400, Transport.OK, ("API_KEY_INVALID",), (), AnswerKind.KEY_INVALID),
+        (401, Transport.OK, ("ACCESS_TOKEN_TYPE_UNSUPPORTED",), (), AnswerKind.KEY_INVALID),
+        (401, Transport.OK, (), (), AnswerKind.KEY_INVALID),
+        (403, Transport.OK, ("CONSUMER_SUSPENDED",), (), AnswerKind.KEY_FORBIDDEN),
+        (400, Transport.OK, (), (), AnswerKind.REQUEST_AT_FAULT),
+        (404, Transport.OK, (), (), AnswerKind.REQUEST_AT_FAULT),
+        (500, Transport.OK, (), (), AnswerKind.UPSTREAM_TROUBLE),
+        (502, Transport.OK, (), (), AnswerKind.UPSTREAM_TROUBLE),
+        (504, Transport.OK, (), (), AnswerKind.UPSTREAM_TROUBLE),
+        (503, Transport.OK, (), (), AnswerKind.MODEL_OVERLOADED),
+    ],
+)
+def test_the_table(status: int, transport: Transport, reasons: tuple[str, ...], violations: tuple[QuotaViolation, ...], kind: AnswerKind) -> None:
+    assert classify(status, transport, reasons, violations) is kind
+
+
+def test_who_fails_over() -> None:
+    stays = {kind for kind in AnswerKind if not kind.tries_another_key}
+    assert stays == {AnswerKind.OK, AnswerKind.REQUEST_AT_FAULT, AnswerKind.CANCELLED}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("37s", 37.0), ("1.5s", 1.5), (".25s", 0.25), ("", 0.0), ("5m", 0.0), (None, 0.0)])
+def test_durations(text: object, seconds: float) -> None:
+    assert duration_s(text) == seconds
