@@ -50,10 +50,10 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.common.etcd_server import EtcdServer, free_port  # noqa: E402
+from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
-from services.common.testing import fake_gemini_key  # noqa: E402
+from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
 MODEL = "gemini-2.5-flash"

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import aetcd
 import pytest
 
-from services.common.etcd_server import EtcdServer
+from services.devstack.etcd_server import EtcdServer
 from services.keyring.store import EtcdStore
 
 

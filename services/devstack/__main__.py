@@ -24,11 +24,11 @@ from pathlib import Path
 
 import grpc
 
-from services.common.etcd_server import EtcdServer
-from services.common.health import wait_until_serving
+from services.devstack.etcd_server import EtcdServer
+from services.devstack.health import wait_until_serving
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
-from services.common.testing import fake_gemini_key
+from services.devstack.fake_keys import fake_gemini_key
 from services.keyring.sealing import generate_kek
 
 DEMO_POOL = "demo"

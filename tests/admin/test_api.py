@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
-from services.common.testing import fake_gemini_key
+from services.devstack.fake_keys import fake_gemini_key
 
 from .conftest import MAX_BODY, Api, AdminStack, rpc_pending
 

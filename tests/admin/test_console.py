@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
-from services.common.testing import fake_gemini_key
+from services.devstack.fake_keys import fake_gemini_key
 from services.edge.app import start_edge
 from services.edge.config import EdgeSettings
 from services.simulator import Behaviour, SimulatorState, start_simulator

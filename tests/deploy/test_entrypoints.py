@@ -4,7 +4,7 @@ The command is the compose service's ``command`` (the Dockerfile's CMD form, ``p
 services.X``, with ``python`` being this virtualenv's interpreter as it is /opt/venv's in the
 image), the environment is the compose service's, rewritten only where a container differs from
 this machine: service host names become 127.0.0.1, ports become free ports, /run/secrets files
-become temporary files. etcd is a real one from services.common.etcd_server. Each service must
+become temporary files. etcd is a real one from services.devstack.etcd_server. Each service must
 then pass the very health check the image (or compose, for keyring) declares, within a deadline.
 Only the processes started here are stopped.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.etcd_server import EtcdServer, free_port
+from services.devstack.etcd_server import EtcdServer, free_port
 
 from .conftest import app_services, compose, compose_env, module_of
 from .test_dockerfile import healthcheck

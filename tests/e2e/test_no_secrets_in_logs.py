@@ -21,8 +21,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from services.common.etcd_server import free_port
-from services.common.testing import fake_gemini_key
+from services.devstack.etcd_server import free_port
+from services.devstack.fake_keys import fake_gemini_key
 from services.devstack.__main__ import DEMO_KEYS
 
 MODEL = "gemini-2.5-flash"

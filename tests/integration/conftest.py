@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from services.common.etcd_server import EtcdServer
+from services.devstack.etcd_server import EtcdServer
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.keyring.config import KeyringSettings

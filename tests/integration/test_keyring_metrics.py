@@ -6,7 +6,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
-from services.common.testing import fake_gemini_key
+from services.devstack.fake_keys import fake_gemini_key
 
 from .conftest import StartReplica, make_pool
 from .test_keyring_service import RATE_LIMITED, acquire, add_keys, eventually, refused, release

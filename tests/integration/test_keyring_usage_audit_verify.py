@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
-from services.common.testing import fake_gemini_key
+from services.devstack.fake_keys import fake_gemini_key
 from services.simulator import Behaviour, start_simulator
 
 from .conftest import StartReplica, make_pool

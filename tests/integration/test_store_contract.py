@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from services.common.etcd_server import EtcdServer, free_port
+from services.devstack.etcd_server import EtcdServer, free_port
 from services.keyring.store import (
     MAX_WRITES_PER_COMMIT,
     Entry,

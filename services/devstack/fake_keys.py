@@ -1,4 +1,4 @@
-"""Helpers shared by the test suite, the benchmarks and the demo: fake-but-valid key strings."""
+"""Fake-but-valid key strings for the test suite, the benchmarks and the demo stack."""
 
 from __future__ import annotations
 

