@@ -21,7 +21,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from . import schemas as s
 from .auth import identity_of
 from .config import AdminSettings
-from .errors import ApiError, bad_request, json_response
+from .errors import ApiError, bad_gateway, bad_request, json_response
 from .keyring_client import KeyringAdmin
 
 KEYRING: Final = web.AppKey("keyring", KeyringAdmin)
@@ -251,7 +251,7 @@ async def _key_action(request: web.Request, action: str) -> web.Response:
         reply = await _call(request, "VerifyKeys", pb.VerifyKeysRequest(key_ids=[key_id]), _verify_timeout(request))
         found = [s.verify_result_json(result) for result in reply.results if result.key_id == key_id]
         if not found:
-            raise ApiError(502, "keyring gave no verification result for the key")
+            raise bad_gateway("keyring gave no verification result for the key")
         return json_response(found[0])
     message = pb.SetKeyStateRequest(key_id=key_id, action=_SET_STATE[action])
     key = await _call(request, "SetKeyState", message)

@@ -14,10 +14,11 @@ from typing import Final
 from aiohttp import web
 
 from services.common.metrics_http import metrics_response
+from services.common.serving import start_app
 
 from . import api, auth, openapi
 from .config import AdminSettings
-from .errors import MAX_BODY, error_shape, json_response
+from .errors import MAX_BODY, ApiError, error_response, error_shape, json_response
 from .keyring_client import KeyringAdmin
 from .observability import AdminMetrics, observe
 
@@ -87,9 +88,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: at least one keyring replica reports AdminService SERVING."""
     if await request.app[api.KEYRING].ready():
         return json_response({"status": "ready"})
-    return json_response(
-        {"error": {"code": 503, "status": "UNAVAILABLE", "message": "no keyring replica is serving"}}, status=503
-    )
+    return error_response(ApiError(503, "no keyring replica is serving"))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -122,11 +121,9 @@ async def start_admin(
     settings: AdminSettings, keyring: KeyringAdmin | None = None, host: str | None = None, port: int | None = None
 ) -> tuple[web.AppRunner, str]:
     """Serve the admin app (tests: port 0) and return (runner, base_url); ``await runner.cleanup()`` stops it."""
-    runner = web.AppRunner(create_app(settings, keyring), access_log=None, shutdown_timeout=settings.shutdown_timeout_s)
-    await runner.setup()
-    site = web.TCPSite(runner, host if host is not None else settings.host, settings.port if port is None else port)
-    await site.start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
-    base = f"http://[{shown}]:{bound_port}" if ":" in shown else f"http://{shown}:{bound_port}"
-    return runner, base
+    return await start_app(
+        create_app(settings, keyring),
+        host if host is not None else settings.host,
+        settings.port if port is None else port,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+    )

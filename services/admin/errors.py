@@ -12,6 +12,12 @@ Three sources, each mapped here and nowhere else:
   UNAVAILABLE 503, UNIMPLEMENTED 501, anything unexpected 502;
 - ``web.HTTPException`` raised by aiohttp itself (no route 404, wrong method
   405, body too large 413).
+
+Status names: a gRPC failure keeps keyring's code name (FAILED_PRECONDITION,
+ALREADY_EXISTS...); otherwise the name comes from the one HTTP-to-Google
+table the edge uses too (``services.common.answers.GOOGLE_STATUS``), except
+where admin names the cause itself: PAYLOAD_TOO_LARGE (413),
+UNSUPPORTED_MEDIA_TYPE (415) and BAD_GATEWAY (502, keyring misbehaved).
 """
 
 from __future__ import annotations
@@ -21,28 +27,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import grpc
-import orjson
 from aiohttp import web
 
-log = logging.getLogger(__name__)
+from services.common import web as common_web
+from services.common.answers import google_status
 
-# HTTP status -> the status name used when no gRPC status says better.
-_NAMES: Final = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    409: "FAILED_PRECONDITION",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    502: "BAD_GATEWAY",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
+log = logging.getLogger(__name__)
 
 # keyring's gRPC codes -> HTTP. Codes keyring's admin RPCs do not use on purpose fall to 502.
 _GRPC_TO_HTTP: Final = {
@@ -72,7 +62,7 @@ _PASS_MESSAGE: Final = frozenset(
     }
 )
 
-JSON: Final = "application/json"
+JSON: Final = common_web.JSON
 # Every JSON answer may carry a one-time token or operator data: never cached.
 NO_STORE: Final = {"Cache-Control": "no-store"}
 
@@ -84,11 +74,16 @@ class ApiError(Exception):
         super().__init__(message)
         self.http_status = http_status
         self.message = message
-        self.status = status or _NAMES.get(http_status, "UNKNOWN")
+        self.status = status or google_status(http_status)
 
 
 def bad_request(message: str) -> ApiError:
     return ApiError(400, message)
+
+
+def bad_gateway(message: str) -> ApiError:
+    """keyring answered, but not as it should have: 502 under admin's own name (Google's table says UNAVAILABLE)."""
+    return ApiError(502, message, "BAD_GATEWAY")
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError, method: str) -> ApiError:
@@ -104,15 +99,13 @@ def from_rpc_error(error: grpc.aio.AioRpcError, method: str) -> ApiError:
         message = f"keyring did not answer {method} in time"
     else:
         log.error("keyring %s failed: %s", method, code.name)
-        message = f"keyring failed to answer {method}"
-    status = code.name if http_status != 502 else "BAD_GATEWAY"
-    return ApiError(http_status, message, status)
+        return bad_gateway(f"keyring failed to answer {method}")
+    return ApiError(http_status, message, code.name)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type=JSON, headers={**NO_STORE, **(headers or {})}
-    )
+    """``services.common.web.json_response`` with ``Cache-Control: no-store`` unless ``headers`` says otherwise."""
+    return common_web.json_response(data, status, {**NO_STORE, **(headers or {})})
 
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
@@ -140,10 +133,12 @@ async def error_shape(
         if error.status < 400:
             raise
         message = _HTTP_MESSAGES.get(error.status, error.reason)
+        status = None
         if error.status == 413:
             message = f"request body too large (limit {request.app.get(MAX_BODY, 0)} bytes)"
+            status = "PAYLOAD_TOO_LARGE"  # admin's own name; Google's table says INVALID_ARGUMENT
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
-        return error_response(ApiError(error.status, message), headers)
+        return error_response(ApiError(error.status, message, status), headers)
     except grpc.aio.AioRpcError as error:
         return error_response(from_rpc_error(error, "a call"))
     except Exception:

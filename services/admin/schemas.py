@@ -250,7 +250,7 @@ Model = TypeVar("Model", bound=BaseModel)
 async def read_json_bytes(request: web.Request) -> bytes:
     """The body, checked to be JSON; 415 for another content type, 413 when too large."""
     if request.content_type != JSON:
-        raise ApiError(415, f"send the body as {JSON}")
+        raise ApiError(415, f"send the body as {JSON}", "UNSUPPORTED_MEDIA_TYPE")
     raw = await request.read()
     try:
         orjson.loads(raw)

@@ -1,4 +1,4 @@
-"""Running an aiohttp service until SIGTERM or SIGINT, the same way for every service."""
+"""Starting an aiohttp service and running it until SIGTERM or SIGINT, the same way for every service."""
 
 from __future__ import annotations
 
@@ -6,6 +6,20 @@ import asyncio
 import signal
 
 from aiohttp import web
+
+from .web import base_url
+
+
+async def start_app(
+    app: web.Application, host: str, port: int, *, shutdown_timeout_s: float, handler_cancellation: bool = False
+) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on ``host:port`` (0: any free port) and return (runner, base_url); ``runner.cleanup()`` stops it."""
+    runner = web.AppRunner(
+        app, access_log=None, handler_cancellation=handler_cancellation, shutdown_timeout=shutdown_timeout_s
+    )
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner, base_url(runner)
 
 
 async def serve_until_stopped(runner: web.AppRunner, announcement: str) -> None:
