@@ -47,6 +47,7 @@ Failures
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
@@ -94,6 +95,26 @@ class Write:
     key: str
     value: bytes | None
     expected_revision: int | None = None
+
+
+def validate_writes(writes: Sequence[Write]) -> None:
+    """Reject what etcd rejects as a malformed txn: too many ops, a key twice."""
+    if len(writes) > MAX_WRITES_PER_COMMIT:
+        raise ValueError(f"{len(writes)} writes in one commit, at most {MAX_WRITES_PER_COMMIT}")
+    keys = [w.key for w in writes]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key appears twice in one commit")
+
+
+async def await_cancelled(task: asyncio.Task[object]) -> None:
+    """Cancel ``task`` and wait for it; swallow its CancelledError but not our own."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 class Registration(abc.ABC):

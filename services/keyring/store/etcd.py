@@ -31,8 +31,10 @@ from services.keyring.store.base import (
     StoreUnavailable,
     WatchCompacted,
     Write,
+    await_cancelled,
+    validate_writes,
 )
-from services.keyring.store.memory import await_cancelled, validate_writes
+from services.keyring.store.etcd_registration import EtcdRegistration
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +256,8 @@ class EtcdStore(Store):
     async def register(self, key: str, value: bytes, ttl_s: int) -> Registration:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
-        registration = EtcdRegistration(self, key, value, ttl_s)
-        await registration._create()
-        registration._start()
+        registration = EtcdRegistration(self._client, self._operation, key, value, ttl_s, self._registrations.discard)
+        await registration.start()
         self._registrations.add(registration)
         return registration
 
@@ -293,72 +294,3 @@ async def _cancel_watch(handle: rtypes.Watch, pump: asyncio.Task[None]) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(handle.cancel(), _CANCEL_TIMEOUT_S)
     await await_cancelled(pump)
-
-
-class EtcdRegistration(Registration):
-    """A key on an etcd lease, refreshed every ttl/3 and re-created if etcd forgot the lease."""
-
-    def __init__(self, store: EtcdStore, key: str, value: bytes, ttl_s: int) -> None:
-        self._store = store
-        self.key = key
-        self._value = value
-        self.ttl_s = ttl_s
-        self._lease: aetcd.Lease | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def lease_id(self) -> int:
-        return self._lease.id if self._lease is not None else 0
-
-    async def _create(self) -> None:
-        """Grant a lease and put the key on it (used at start and after the lease was lost)."""
-        client = self._store.client
-        with self._store._operation("lease_grant"):
-            self._lease = await client.lease(self.ttl_s)
-        with self._store._operation("put"):
-            await client.put(self.key.encode(), self._value, lease=self._lease)
-
-    def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._keep_alive(), name=f"register {self.key}")
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_s / 3)
-            try:
-                if not await self._refresh():
-                    log.warning("lease for %s was lost; re-registering", self.key)
-                    await self._create()
-            except StoreUnavailable as error:
-                log.warning("keep-alive of %s failed: %s", self.key, error)
-
-    async def _refresh(self) -> bool:
-        """True while etcd still holds the lease (a reply with TTL <= 0 means it is gone)."""
-        assert self._lease is not None
-        with self._store._operation("lease_keepalive"):
-            reply = await self._lease.refresh()
-        return reply is not None and reply.TTL > 0
-
-    def abandon(self) -> None:
-        """Stop refreshing without deleting, as if the holder crashed (for tests)."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        self._store._registrations.discard(self)
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            await await_cancelled(task)
-        self._store._registrations.discard(self)
-        if self._lease is not None:
-            await self._revoke(self._lease)
-            self._lease = None
-
-    async def _revoke(self, lease: aetcd.Lease) -> None:
-        """Revoking deletes the key at once; a lease etcd no longer knows is already gone."""
-        try:
-            with self._store._operation("lease_revoke"):
-                await lease.revoke()
-        except StoreUnavailable as error:
-            if "lease not found" not in str(error):
-                raise

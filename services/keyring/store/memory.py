@@ -18,7 +18,6 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from services.keyring.store.base import (
-    MAX_WRITES_PER_COMMIT,
     Entry,
     Event,
     Registration,
@@ -27,6 +26,8 @@ from services.keyring.store.base import (
     StoreUnavailable,
     WatchCompacted,
     Write,
+    await_cancelled,
+    validate_writes,
 )
 
 DEFAULT_HISTORY_LIMIT = 10_000
@@ -44,15 +45,6 @@ class _Lease:
     ttl_s: float
     keys: set[str] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
-
-
-def validate_writes(writes: Sequence[Write]) -> None:
-    """Reject what etcd rejects as a malformed txn: too many ops, a key twice."""
-    if len(writes) > MAX_WRITES_PER_COMMIT:
-        raise ValueError(f"{len(writes)} writes in one commit, at most {MAX_WRITES_PER_COMMIT}")
-    keys = [w.key for w in writes]
-    if len(set(keys)) != len(keys):
-        raise ValueError("a key appears twice in one commit")
 
 
 class MemoryStore(Store):
@@ -205,18 +197,19 @@ class MemoryStore(Store):
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         registration = MemoryRegistration(self, key, value, ttl_s)
-        registration._put()
-        registration._start()
         self._registrations.add(registration)
         return registration
 
-    def _grant(self, ttl_s: float) -> int:
+    def put_on_lease(self, key: str, value: bytes, ttl_s: float) -> int:
+        """Grant a lease and put ``key`` on it (etcd: lease grant + put with lease); its id."""
+        self._check()
         lease_id = next(self._lease_ids)
         self._leases[lease_id] = _Lease(ttl_s)
-        self._keepalive(lease_id)
+        self.keep_alive(lease_id)
+        self._apply([Write(key, value)], lease_id=lease_id)
         return lease_id
 
-    def _keepalive(self, lease_id: int) -> bool:
+    def keep_alive(self, lease_id: int) -> bool:
         """Push the lease's expiry ``ttl`` ahead; False when the lease is gone."""
         self._check()
         lease = self._leases.get(lease_id)
@@ -226,6 +219,13 @@ class MemoryStore(Store):
             lease.timer.cancel()
         lease.timer = asyncio.get_running_loop().call_later(lease.ttl_s, self.revoke_lease, lease_id)
         return True
+
+    def unregister(self, registration: MemoryRegistration, revoke: bool) -> None:
+        """Forget a registration; with ``revoke`` its lease and key go now."""
+        self._registrations.discard(registration)
+        if revoke:
+            self._check()
+            self.revoke_lease(registration.lease_id)
 
     def _bound(self, key: str, lease_id: int) -> bool:
         stored = self._data.get(key)
@@ -257,22 +257,18 @@ class MemoryRegistration(Registration):
         self.key = key
         self._value = value
         self.ttl_s = ttl_s
-        self.lease_id = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def _put(self) -> None:
-        self.lease_id = self._store._grant(self.ttl_s)
-        self._store._apply([Write(self.key, self._value)], lease_id=self.lease_id)
-
-    def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._keep_alive(), name=f"register {self.key}")
+        self.lease_id = store.put_on_lease(key, value, ttl_s)
+        self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._keep_alive(), name=f"register {key}"
+        )
 
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             try:
-                if not self._store._keepalive(self.lease_id):
-                    self._put()  # the store forgot us: re-create, as the contract says
+                if not self._store.keep_alive(self.lease_id):
+                    # the store forgot us: re-create, as the contract says
+                    self.lease_id = self._store.put_on_lease(self.key, self._value, self.ttl_s)
             except StoreUnavailable:
                 continue  # keep trying; the lease may still be alive when the store returns
 
@@ -286,17 +282,4 @@ class MemoryRegistration(Registration):
         task, self._task = self._task, None
         if task is not None:
             await await_cancelled(task)
-        self._store._registrations.discard(self)
-        self._store._check()
-        self._store.revoke_lease(self.lease_id)
-
-
-async def await_cancelled(task: asyncio.Task[object]) -> None:
-    """Cancel ``task`` and wait for it; swallow its CancelledError but not our own."""
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
+        self._store.unregister(self, revoke=True)
