@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 import aiohttp
-import orjson
 
+from services.common.answers import parse_error
 from services.common.masking import scrub
 
 from .domain.models import Outcome, Transport
@@ -47,20 +47,16 @@ class UpstreamChecker:
 
 
 def _outcome(status: int, body: bytes, latency_s: float) -> Outcome:
+    """The check's answer in the shared classifier's terms (RetryInfo and QuotaFailure included)."""
     if 200 <= status < 300:
         return Outcome(status, latency_s=latency_s)
-    try:
-        error = orjson.loads(body)
-        if isinstance(error, list):
-            error = error[0]
-        error = error.get("error", {})
-        reasons = [d.get("reason", "") for d in error.get("details", []) if isinstance(d, dict)]
-        return Outcome(
-            status,
-            error_status=str(error.get("status", "")),
-            error_reason=next((r for r in reasons if r), ""),
-            error_message=str(error.get("message", ""))[:300],
-            latency_s=latency_s,
-        )
-    except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError):
-        return Outcome(status, latency_s=latency_s)
+    error = parse_error(status, body)
+    return Outcome(
+        status,
+        error_status=error.status,
+        error_reason=error.reason,
+        retry_delay_s=error.retry_delay_s,
+        violations=error.violations,
+        error_message=error.message[:300],
+        latency_s=latency_s,
+    )

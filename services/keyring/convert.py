@@ -6,7 +6,18 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from .administration import AddResult, KeyFilter, KeyInput, PoolChanges
 from .domain.usage import Figures
-from .domain.models import ClientToken, Cooldown, KeyState, Outcome, Policy, Pool, Strategy, Transport, UpstreamKey
+from .domain.models import (
+    ClientToken,
+    Cooldown,
+    KeyState,
+    Outcome,
+    Policy,
+    Pool,
+    QuotaViolation,
+    Strategy,
+    Transport,
+    UpstreamKey,
+)
 
 _STRATEGIES: dict[pb.Strategy, Strategy] = {
     pb.ROUND_ROBIN: Strategy.ROUND_ROBIN,
@@ -182,7 +193,10 @@ def outcome_from_pb(message: pb.Outcome) -> Outcome:
         error_status=message.error_status,
         error_reason=message.error_reason,
         retry_delay_s=message.retry_delay_ms / 1000,
-        quota_ids=tuple(violation.quota_id for violation in message.quota_violations),
+        violations=tuple(
+            QuotaViolation(v.quota_id, v.quota_metric, tuple(sorted(v.dimensions.items())), v.quota_value)
+            for v in message.quota_violations
+        ),
         latency_s=message.latency_ms / 1000,
         input_tokens=message.input_tokens,
         output_tokens=message.output_tokens,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+
 import grpc
 import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.fake_keys import fake_gemini_key
+from services.keyring.domain.policy import PACIFIC
 from services.simulator import Behaviour, start_simulator
+from services.simulator.state import PER_DAY_QUOTA_ID
 
 from .conftest import StartReplica, make_pool
 from .test_keyring_service import MODEL, acquire, add_keys, eventually, key_info, release
@@ -153,3 +158,29 @@ async def test_verify_masks_a_key_the_upstream_quotes(start_replica: StartReplic
     info = await key_info(replica, key_id)
     assert info.state == pb.SUSPENDED and secret not in info.last_error.message
     assert "api_key:AIza..." in info.last_error.message
+
+
+async def test_a_recheck_that_hits_a_daily_quota_cools_until_pacific_midnight(start_replica: StartReplica, simulator) -> None:  # type: ignore[no-untyped-def]
+    """The periodic re-check reads RetryInfo and QuotaFailure like any answer (issue 10's bug).
+
+    Listing models names no model in quotaDimensions, so the model-less pair
+    (model "") of the key's project is cooled; a later generation call of the
+    key learns the per-model quota on its own.
+    """
+    base_url, state = simulator
+    replica = await start_replica(upstream_base_url=base_url, recheck_interval_s=0.2)
+    token = await make_pool(replica)
+    [key_id] = await add_keys(replica, 1, project="proj-a")
+    await release(replica, await acquire(replica, token), pb.Outcome(http_status=403, error_status="PERMISSION_DENIED"))
+    state.set_sticky(fake_gemini_key("k0"), Behaviour.rate_limit(retry_delay_s=30, quota_id=PER_DAY_QUOTA_ID))
+
+    async def cooled() -> bool:
+        return bool((await key_info(replica, key_id)).cooldowns)
+
+    await eventually(cooled, within_s=5)
+    [cooldown] = (await key_info(replica, key_id)).cooldowns
+    assert (cooldown.reason, cooldown.scope, cooldown.model) == ("daily_quota", "project", "")
+    reset = dt.datetime.fromtimestamp(cooldown.until_ms / 1000, PACIFIC)
+    assert (reset.hour, reset.minute, reset.second) == (0, 0, 0)
+    assert 0 < cooldown.until_ms / 1000 - time.time() <= 24 * 3600
+    assert state.count(fake_gemini_key("k0")) >= 1

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from services.common.answers import AnswerKind
 from services.keyring.domain.models import (
     Cooldown,
     CooldownId,
@@ -14,9 +15,10 @@ from services.keyring.domain.models import (
     KeyState,
     Outcome,
     Policy,
+    QuotaViolation,
     Transport,
 )
-from services.keyring.domain.policy import PACIFIC, judge, next_pacific_midnight
+from services.keyring.domain.policy import PACIFIC, Verdict, judge, next_pacific_midnight
 
 from .builders import key
 
@@ -35,7 +37,7 @@ def test_success_resets_the_failure_count() -> None:
 
 
 def test_success_of_a_healthy_key_writes_nothing() -> None:
-    assert verdict(Outcome(200)).changes_nothing
+    assert verdict(Outcome(200)) == Verdict()
 
 
 def test_429_with_retry_info_cools_the_pair_for_that_delay() -> None:
@@ -54,7 +56,7 @@ def test_429_cools_the_project_when_the_key_has_one() -> None:
 
 
 def test_per_day_quota_cools_until_pacific_midnight() -> None:
-    outcome = Outcome(429, retry_delay_s=20, quota_ids=("GenerateRequestsPerDayPerProjectPerModel-FreeTier",))
+    outcome = Outcome(429, retry_delay_s=20, violations=(QuotaViolation("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),))
     result = verdict(outcome)
     assert result.cooldown is not None and result.cooldown.reason is CooldownReason.DAILY_QUOTA
     reset = dt.datetime.fromtimestamp(result.cooldown.until, PACIFIC)
@@ -88,7 +90,10 @@ def test_old_strikes_are_forgotten() -> None:
     assert result.cooldown is not None and result.cooldown.strikes == 1
 
 
-@pytest.mark.parametrize("outcome", [Outcome(401), Outcome(400, error_reason="API_KEY_INVALID")])
+@pytest.mark.parametrize(
+    "outcome",
+    [Outcome(401), Outcome(400, error_reason="API_KEY_INVALID"), Outcome(400, error_reason="ACCESS_TOKEN_TYPE_UNSUPPORTED")],
+)
 def test_bad_key_becomes_invalid(outcome: Outcome) -> None:
     result = verdict(outcome)
     assert result.key is not None and result.key.state is KeyState.INVALID
@@ -106,12 +111,20 @@ def test_403_suspends_then_invalidates_after_threshold() -> None:
 
 
 def test_client_400_does_not_touch_the_key() -> None:
-    assert verdict(Outcome(400, error_status="INVALID_ARGUMENT")).changes_nothing
+    assert verdict(Outcome(400, error_status="INVALID_ARGUMENT")) == Verdict()
 
 
 @pytest.mark.parametrize(
     "outcome",
-    [Outcome(500), Outcome(502), Outcome(504), Outcome(0, transport=Transport.TIMEOUT), Outcome(0, transport=Transport.CONNECTION)],
+    [
+        Outcome(500),
+        Outcome(501),
+        Outcome(502),
+        Outcome(504),
+        Outcome(408),
+        Outcome(0, transport=Transport.TIMEOUT),
+        Outcome(0, transport=Transport.CONNECTION),
+    ],
 )
 def test_upstream_trouble_cools_the_key_pair_briefly(outcome: Outcome) -> None:
     result = verdict(outcome, project="proj-a")
@@ -122,11 +135,11 @@ def test_upstream_trouble_cools_the_key_pair_briefly(outcome: Outcome) -> None:
 
 
 def test_503_overloaded_is_no_penalty() -> None:
-    assert verdict(Outcome(503, error_status="UNAVAILABLE")).changes_nothing
+    assert verdict(Outcome(503, error_status="UNAVAILABLE")) == Verdict()
 
 
 def test_cancelled_by_client_says_nothing() -> None:
-    assert verdict(Outcome(0, transport=Transport.CANCELLED), consecutive_failures=2).changes_nothing
+    assert verdict(Outcome(0, transport=Transport.CANCELLED), consecutive_failures=2) == Verdict()
 
 
 def test_disabled_key_stays_disabled_on_failure() -> None:
@@ -149,4 +162,32 @@ def test_routine_success_is_exactly_a_success_that_changes_nothing() -> None:
             routine = is_routine_success(outcome, candidate)
             assert routine == (outcome.http_status in (200, 204) and not fields)
             if routine:
-                assert judge(outcome, candidate, "m", POLICY, NOW, {}).changes_nothing
+                assert judge(outcome, candidate, "m", POLICY, NOW, {}) == Verdict()
+
+
+def test_a_model_not_on_the_tier_is_for_now_a_429_like_any_other() -> None:
+    not_on_tier = QuotaViolation("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quota_value="0")
+    assert Outcome(429, violations=(not_on_tier,)).kind is AnswerKind.MODEL_NOT_ON_TIER
+    result = verdict(Outcome(429, retry_delay_s=12, violations=(not_on_tier,)), project="proj-a")
+    assert result == verdict(Outcome(429, retry_delay_s=12), project="proj-a")
+    assert result.cooldown is not None and result.cooldown.reason is CooldownReason.RATE_LIMIT
+
+
+def test_the_policy_decides_by_the_shared_classifier_and_has_a_row_for_every_kind() -> None:
+    by_kind = {
+        AnswerKind.OK: Outcome(200),
+        AnswerKind.RATE_LIMITED: Outcome(429),
+        AnswerKind.DAILY_QUOTA: Outcome(429, violations=(QuotaViolation("RequestsPerDay"),)),
+        AnswerKind.MODEL_NOT_ON_TIER: Outcome(429, violations=(QuotaViolation("x", quota_value="0"),)),
+        AnswerKind.KEY_INVALID: Outcome(401),
+        AnswerKind.KEY_FORBIDDEN: Outcome(403),
+        AnswerKind.REQUEST_AT_FAULT: Outcome(404),
+        AnswerKind.UPSTREAM_TROUBLE: Outcome(500),
+        AnswerKind.MODEL_OVERLOADED: Outcome(503),
+        AnswerKind.TRANSPORT_FAILURE: Outcome(0, transport=Transport.TIMEOUT),
+        AnswerKind.CANCELLED: Outcome(0, transport=Transport.CANCELLED),
+    }
+    assert set(by_kind) == set(AnswerKind)
+    for kind, outcome in by_kind.items():
+        assert outcome.kind is kind
+        verdict(outcome, consecutive_failures=1)  # no kind without a row

@@ -12,6 +12,10 @@ import dataclasses
 import enum
 from dataclasses import dataclass, field
 
+from services.common.answers import AnswerKind, classify
+from services.common.answers import QuotaViolation as QuotaViolation
+from services.common.answers import Transport as Transport  # the one enum of how a call ended
+
 
 class KeyState(enum.StrEnum):
     ACTIVE = "active"
@@ -163,13 +167,6 @@ class ClientToken:
         return not self.revoked and (not self.expires_at or self.expires_at > now)
 
 
-class Transport(enum.IntEnum):
-    OK = 0
-    TIMEOUT = 1
-    CONNECTION = 2
-    CANCELLED = 3
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What the upstream answered to one leased call."""
@@ -179,8 +176,18 @@ class Outcome:
     error_status: str = ""
     error_reason: str = ""
     retry_delay_s: float = 0.0
-    quota_ids: tuple[str, ...] = ()
+    violations: tuple[QuotaViolation, ...] = ()
     latency_s: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
     error_message: str = ""
+
+    @property
+    def kind(self) -> AnswerKind:
+        """What the answer means (services.common.answers decides, nobody else)."""
+        reasons = (self.error_reason,) if self.error_reason else ()
+        return classify(self.http_status, self.transport, reasons, self.violations)
+
+    def quota_model(self) -> str:
+        """The first model a QuotaFailure violation names in its quotaDimensions, or ""."""
+        return next((model for v in self.violations if (model := v.dimension("model"))), "")

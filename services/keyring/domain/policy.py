@@ -1,8 +1,10 @@
 """The outcome policy: what one upstream answer means for the key that gave it.
 
-This is the brief's table, row by row (see ``judge``). It is pure: it takes
-the key, the cooldowns in force and a clock reading, and returns the records
-to write; the caller persists them with guarded writes.
+What an answer *is* is decided by the shared classifier
+(``services.common.answers.classify``, through ``Outcome.kind``); this module
+decides only what each kind does to the key (see ``judge``). It is pure: it
+takes the key, the cooldowns in force and a clock reading, and returns the
+records to write; the caller persists them with guarded writes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from services.common.answers import AnswerKind, classify
+
 from .models import (
     Cooldown,
     CooldownId,
@@ -22,12 +26,15 @@ from .models import (
     LastError,
     Outcome,
     Policy,
-    Transport,
     UpstreamKey,
 )
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
-SERVER_TROUBLE = frozenset({500, 502, 504})
+# Kinds that leave the key as it is: busy for everyone, the caller's own fault, the caller gone.
+_NO_PENALTY = frozenset({AnswerKind.MODEL_OVERLOADED, AnswerKind.REQUEST_AT_FAULT, AnswerKind.CANCELLED})
+# MODEL_NOT_ON_TIER is treated like any 429 for now (a later issue gives it its own row).
+_QUOTA = frozenset({AnswerKind.RATE_LIMITED, AnswerKind.DAILY_QUOTA, AnswerKind.MODEL_NOT_ON_TIER})
+_TROUBLE = frozenset({AnswerKind.UPSTREAM_TROUBLE, AnswerKind.TRANSPORT_FAILURE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +43,6 @@ class Verdict:
 
     cooldown: Cooldown | None = None
     key: UpstreamKey | None = None
-
-    @property
-    def changes_nothing(self) -> bool:
-        return self.cooldown is None and self.key is None
 
 
 def next_pacific_midnight(now: float) -> float:
@@ -56,7 +59,7 @@ def _clean_slate(key: UpstreamKey) -> bool:
 
 def is_routine_success(outcome: Outcome, key: UpstreamKey) -> bool:
     """A success from a key with a clean slate: nothing to learn, nothing to write (most answers)."""
-    return 200 <= outcome.http_status < 300 and outcome.transport is Transport.OK and _clean_slate(key)
+    return classify(outcome.http_status, outcome.transport) is AnswerKind.OK and _clean_slate(key)
 
 
 def judge(
@@ -67,22 +70,21 @@ def judge(
     now: float,
     cooldowns: Mapping[CooldownId, Cooldown],
 ) -> Verdict:
-    """Apply the brief's table to one answer."""
-    status = outcome.http_status
-    if outcome.transport is Transport.CANCELLED:
+    """What one answer, of the kind the shared classifier names, does to the key."""
+    kind = outcome.kind
+    if kind in _NO_PENALTY:
         return Verdict()
-    if outcome.transport in (Transport.TIMEOUT, Transport.CONNECTION) or status in SERVER_TROUBLE:
-        return _server_trouble(outcome, key, model, policy, now, cooldowns)
-    if 200 <= status < 300:
+    if kind is AnswerKind.OK:
         return _success(key)
-    if status == 429:
-        return _rate_limited(outcome, key, model, policy, now, cooldowns)
-    if status == 401 or (status == 400 and outcome.error_reason == "API_KEY_INVALID"):
+    if kind in _TROUBLE:
+        return _server_trouble(outcome, key, model, policy, now, cooldowns)
+    if kind in _QUOTA:
+        return _rate_limited(outcome, kind, key, model, policy, now, cooldowns)
+    if kind is AnswerKind.KEY_INVALID:
         return Verdict(key=_failed(key, outcome, now, state=KeyState.INVALID))
-    if status == 403:
+    if kind is AnswerKind.KEY_FORBIDDEN:
         return Verdict(key=_forbidden(key, outcome, policy, now))
-    # 503 (overloaded for everyone), other 4xx (the client's request): no penalty.
-    return Verdict()
+    raise ValueError(f"the outcome policy has no row for {kind!r}")
 
 
 def _success(key: UpstreamKey) -> Verdict:
@@ -97,6 +99,7 @@ def _success(key: UpstreamKey) -> Verdict:
 
 def _rate_limited(
     outcome: Outcome,
+    kind: AnswerKind,
     key: UpstreamKey,
     model: str,
     policy: Policy,
@@ -105,7 +108,7 @@ def _rate_limited(
 ) -> Verdict:
     subject = key.quota_subject(model)
     strikes = _next_strike(cooldowns.get(subject), policy, now)
-    if any("PerDay" in quota_id for quota_id in outcome.quota_ids):
+    if kind is AnswerKind.DAILY_QUOTA:
         reason, until = CooldownReason.DAILY_QUOTA, next_pacific_midnight(now)
     elif outcome.retry_delay_s > 0:
         reason, until = CooldownReason.RATE_LIMIT, now + outcome.retry_delay_s
