@@ -50,9 +50,9 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
+from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
@@ -310,8 +310,8 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
             )
             edge_url = await announced_url(edge, r"edge listening on (\S+)")
             results = await measure(
-                sim_url, passthrough_url, edge_url, fake_gemini_key("edge-bench-direct"), token, options.seconds, levels, processes,
-                options.load, workdir, options.modes.split(","),
+                sim_url, passthrough_url, edge_url, fake_gemini_key("edge-bench-direct"), token, options.seconds,
+                levels, processes, options.load, workdir, options.modes.split(","),
             )
         finally:
             processes.stop_all()

@@ -27,11 +27,11 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
-from services.devstack.health import wait_until_serving  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
+from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
+from services.devstack.health import wait_until_serving  # noqa: E402
 from services.edge.keyring_client import KeyringClient  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
@@ -119,9 +119,9 @@ async def main_async(options: argparse.Namespace) -> dict[str, object]:
             await wait_until_serving(address)
             token_hash = await seed(address, options.keys)
             results: dict[str, float] = {}
-            for concurrency in (1, 64):
-                results[f"unary_c{concurrency}"] = await measure_unary(address, token_hash, concurrency, options.seconds)
-                results[f"stream_c{concurrency}"] = await measure_stream(address, token_hash, concurrency, options.seconds)
+            for c in (1, 64):
+                results[f"unary_c{c}"] = await measure_unary(address, token_hash, c, options.seconds)
+                results[f"stream_c{c}"] = await measure_stream(address, token_hash, c, options.seconds)
         finally:
             keyring.terminate()
             try:

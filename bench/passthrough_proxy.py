@@ -10,8 +10,8 @@ the difference between the two.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 
 import aiohttp
 from aiohttp import web
@@ -52,5 +52,13 @@ async def serve(upstream: str, port: int) -> None:
         await asyncio.Event().wait()
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A bare aiohttp pass-through proxy (edge_bench's floor).")
+    parser.add_argument("upstream", help="base URL the requests go to, e.g. http://127.0.0.1:8090")
+    parser.add_argument("port", type=int, help="loopback port to listen on")
+    options = parser.parse_args()
+    asyncio.run(serve(options.upstream, options.port))
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], int(sys.argv[2])))
+    main()

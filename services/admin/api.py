@@ -76,7 +76,8 @@ async def get_pool(request: web.Request) -> web.Response:
 
 async def update_pool(request: web.Request) -> web.Response:
     body = await s.parse_body(request, s.PoolUpdate)
-    fields = [name for name in ("description", "allowed_models", "strategy", "policy") if getattr(body, name) is not None]
+    changeable = ("description", "allowed_models", "strategy", "policy")
+    fields = [name for name in changeable if getattr(body, name) is not None]
     if not fields:
         raise bad_request("nothing to change: give description, allowed_models, strategy or policy")
     pool = pb.Pool(
@@ -236,9 +237,11 @@ async def delete_key(request: web.Request) -> web.Response:
     return json_response({"deleted": True, "key_id": request.match_info["key_id"]})
 
 
-def key_action(action: str) -> Handler:
+def for_action(handle: Callable[[web.Request, str], Awaitable[web.Response]], action: str) -> Handler:
+    """The route handler of one ``POST .../{id}/<action>`` (one function serves every action of a resource)."""
+
     async def handler(request: web.Request) -> web.Response:
-        return await _key_action(request, action)
+        return await handle(request, action)
 
     return handler
 
@@ -355,13 +358,6 @@ async def create_token(request: web.Request) -> web.Response:
     return json_response({"token": reply.token, "info": s.token_json(reply.info)}, status=201)
 
 
-def token_action(action: str) -> Handler:
-    async def handler(request: web.Request) -> web.Response:
-        return await _token_action(request, action)
-
-    return handler
-
-
 async def _token_action(request: web.Request, action: str) -> web.Response:
     s.Query(request, set())
     await s.empty_body(request)
@@ -414,12 +410,12 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_patch("/api/keys/{key_id}", update_key)
     router.add_delete("/api/keys/{key_id}", delete_key)
     for action in ("enable", "disable", "revive", "verify"):
-        router.add_post(f"/api/keys/{{key_id}}/{action}", key_action(action))
+        router.add_post(f"/api/keys/{{key_id}}/{action}", for_action(_key_action, action))
     router.add_get("/api/usage", usage)
     router.add_get("/api/tokens", list_tokens)
     router.add_post("/api/tokens", create_token)
     for action in ("rotate", "revoke"):
-        router.add_post(f"/api/tokens/{{token_id}}/{action}", token_action(action))
+        router.add_post(f"/api/tokens/{{token_id}}/{action}", for_action(_token_action, action))
     router.add_get("/api/export", export_config)
     router.add_post("/api/import", import_config)
     router.add_get("/api/audit", audit)

@@ -40,7 +40,10 @@ def _whole_number(value: Any) -> Any:
 
 
 # Python's whitespace (str.isspace), spelled out: regex dialects disagree on what \\s means.
-SPACE: Final = "\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+SPACE: Final = (
+    "\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680"
+    "\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
 
 # The domain's limits, mirrored so that the spec says exactly what keyring accepts.
 POOL_NAME: Final = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -52,7 +55,11 @@ Note = Annotated[str, Field(max_length=500)]
 Project = Annotated[str, Field(max_length=128)]
 Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=f"[^{SPACE}]")]
 Tags = Annotated[list[Tag], Field(max_length=32)]
-Tier = Annotated[int, Field(ge=0, le=100, description="1 = first choice, higher = fallback; 0 means 1"), BeforeValidator(_whole_number)]
+Tier = Annotated[
+    int,
+    Field(ge=0, le=100, description="1 = first choice, higher = fallback; 0 means 1"),
+    BeforeValidator(_whole_number),
+]
 Weight = Annotated[int, Field(ge=0, le=1000, description="0 means 1"), BeforeValidator(_whole_number)]
 Seconds = Annotated[float, Field(ge=0, le=MAX_DURATION_S)]
 Count = Annotated[int, Field(ge=0, le=INT32_MAX), BeforeValidator(_whole_number)]

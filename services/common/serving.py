@@ -13,7 +13,7 @@ from .web import base_url
 async def start_app(
     app: web.Application, host: str, port: int, *, shutdown_timeout_s: float, handler_cancellation: bool = False
 ) -> tuple[web.AppRunner, str]:
-    """Serve ``app`` on ``host:port`` (0: any free port) and return (runner, base_url); ``runner.cleanup()`` stops it."""
+    """Serve ``app`` on ``host:port`` (port 0: any free one); (runner, base_url). ``runner.cleanup()`` stops it."""
     runner = web.AppRunner(
         app, access_log=None, handler_cancellation=handler_cancellation, shutdown_timeout=shutdown_timeout_s
     )

@@ -32,7 +32,9 @@ def configure_tracing(service: str) -> TracerProvider:
     which keeps their cost off the request path.
     """
     name = os.environ.get("OTEL_SERVICE_NAME", service)
-    exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    exporting = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
     sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(ALWAYS_OFF)
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}), sampler=sampler)
     if exporting:

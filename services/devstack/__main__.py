@@ -24,11 +24,11 @@ from pathlib import Path
 
 import grpc
 
-from services.devstack.etcd_server import EtcdServer
-from services.devstack.health import wait_until_serving
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
+from services.devstack.health import wait_until_serving
 from services.keyring.sealing import generate_kek
 
 DEMO_POOL = "demo"
@@ -69,7 +69,7 @@ def wait_http(url: str, stack: Stack, deadline_s: float = 30.0) -> None:
     while time.monotonic() - started < deadline_s:
         stack.check_alive()
         try:
-            with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(url, timeout=1) as answer:
                 if answer.status < 500:
                     return
         except OSError:
@@ -84,9 +84,13 @@ async def seed_demo(address: str) -> str:
         pools = await admin.ListPools(pb.ListPoolsRequest())
         if DEMO_POOL not in {pool.name for pool in pools.pools}:
             await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name=DEMO_POOL, description="simulated keys")))
-        keys = [pb.KeyInput(secret=fake_gemini_key(f"demo-{i}"), project=f"demo-project-{i % 3}") for i in range(DEMO_KEYS)]
+        keys = [
+            pb.KeyInput(secret=fake_gemini_key(f"demo-{i}"), project=f"demo-project-{i % 3}") for i in range(DEMO_KEYS)
+        ]
         await admin.AddKeys(pb.AddKeysRequest(pool=DEMO_POOL, keys=keys))
-        created = await admin.CreateToken(pb.CreateTokenRequest(pool=DEMO_POOL, name=f"demo-{int(time.time())}"))
+        created: pb.CreateTokenResponse = await admin.CreateToken(
+            pb.CreateTokenRequest(pool=DEMO_POOL, name=f"demo-{int(time.time())}")
+        )
         return created.token
 
 
@@ -147,7 +151,8 @@ def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) 
     keyring_address = f"127.0.0.1:{options.keyring_port}"
     upstream = options.upstream
     if options.demo:
-        stack.spawn("simulator", "services.simulator", {"SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(options.simulator_port)})
+        simulator_env = {"SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(options.simulator_port)}
+        stack.spawn("simulator", "services.simulator", simulator_env)
         upstream = f"http://127.0.0.1:{options.simulator_port}"
         wait_http(f"{upstream}/_sim/counts", stack)
     stack.spawn(
@@ -166,7 +171,12 @@ def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) 
     stack.spawn(
         "edge",
         "services.edge",
-        {"EDGE_HOST": "127.0.0.1", "EDGE_PORT": str(options.edge_port), "EDGE_KEYRING_ADDRESSES": keyring_address, "EDGE_UPSTREAM_BASE_URL": upstream},
+        {
+            "EDGE_HOST": "127.0.0.1",
+            "EDGE_PORT": str(options.edge_port),
+            "EDGE_KEYRING_ADDRESSES": keyring_address,
+            "EDGE_UPSTREAM_BASE_URL": upstream,
+        },
     )
     edge_url = f"http://127.0.0.1:{options.edge_port}"
     wait_http(f"{edge_url}/healthz", stack)

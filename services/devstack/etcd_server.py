@@ -205,7 +205,7 @@ class EtcdServer:
         elif not self.peer_port:
             self.peer_port = free_port(self.host)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
-        self._proc = subprocess.Popen(  # noqa: S603 - our own binary and args
+        self._proc = subprocess.Popen(
             [*_die_with_parent_prefix(), *self.command()],
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
@@ -225,7 +225,7 @@ class EtcdServer:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=0.5) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=0.5) as resp:
                 body = json.loads(resp.read() or b"{}")
         except (OSError, ValueError, urllib.error.URLError):
             return False

@@ -10,7 +10,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-async def wait_until_serving(address: str, deadline_s: float = 30.0, still_alive: Callable[[], None] = lambda: None) -> None:
+async def wait_until_serving(
+    address: str, deadline_s: float = 30.0, still_alive: Callable[[], None] = lambda: None
+) -> None:
     """Poll ``address`` until it is SERVING; ``still_alive`` may raise to give up early (the process died)."""
     started = time.monotonic()
     async with grpc.aio.insecure_channel(address) as channel:

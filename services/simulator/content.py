@@ -67,7 +67,9 @@ def openai_content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return " ".join(
-            p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
         )
     return ""
 

@@ -127,7 +127,9 @@ def _answer_chunks(data: dict[str, Any], pieces: int) -> tuple[list[list[dict[st
     return chunks, usage
 
 
-def _response(parts: list[dict[str, Any]], model: str, response_id: str, usage: dict[str, int] | None) -> dict[str, Any]:
+def _response(
+    parts: list[dict[str, Any]], model: str, response_id: str, usage: dict[str, int] | None
+) -> dict[str, Any]:
     """One GenerateContentResponse; `usage` marks (and only goes on) the final one."""
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
     out: dict[str, Any] = {"candidates": [candidate]}

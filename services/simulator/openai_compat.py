@@ -12,7 +12,15 @@ import orjson
 from aiohttp import web
 
 from .catalog import MODEL_NAMES, MODELS, supports
-from .content import answer_for, count_tokens, embedding_for, first_openai_function, messages_texts, random_id, split_text
+from .content import (
+    answer_for,
+    count_tokens,
+    embedding_for,
+    first_openai_function,
+    messages_texts,
+    random_id,
+    split_text,
+)
 from .errors import INVALID_JSON_MESSAGE, invalid_argument, model_not_found
 from .pipeline import Call, admit, chunk_count, endpoint, json_response, stream_frames
 from .state import normalize_model

@@ -12,7 +12,7 @@ import pytest
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.fake_keys import fake_gemini_key
 
-from .conftest import MAX_BODY, Api, AdminStack, rpc_pending
+from .conftest import MAX_BODY, AdminStack, Api, rpc_pending
 
 pytestmark = pytest.mark.etcd
 
@@ -57,9 +57,10 @@ async def test_health_probes_and_spec_are_public(api: Api) -> None:
 
 
 async def test_readyz_is_503_when_no_keyring_answers(admin: AdminStack) -> None:
+    import aiohttp
+
     from services.admin.app import start_admin
     from services.admin.config import AdminSettings
-    import aiohttp
 
     settings = AdminSettings(keyring_addresses="127.0.0.1:1", admin_tokens="ops:ops-token-0123456789abcdef")
     runner, base_url = await start_admin(settings, host="127.0.0.1", port=0)
@@ -188,7 +189,8 @@ async def test_add_keys_as_items_with_attributes(api: Api) -> None:
     assert answer.body["added"] == 2, answer.text
     key_id = answer.body["results"][0]["key_id"]
     key = (await api.get(f"/api/keys/{key_id}")).body
-    assert (key["project"], key["tier"], key["weight"], key["tags"], key["note"]) == ("proj-a", 2, 3, ["free", "eu"], "from Ann")
+    fields = (key["project"], key["tier"], key["weight"], key["tags"], key["note"])
+    assert fields == ("proj-a", 2, 3, ["free", "eu"], "from Ann")
     assert key["state"] == "active" and key["cooldowns"] == [] and key["last_error"] is None
     assert key["created_at"].endswith("Z") and key["last_used"] is None
 
@@ -221,7 +223,8 @@ async def test_add_keys_to_unknown_pool_is_404(api: Api) -> None:
 async def test_list_keys_filters_and_pages(api: Api) -> None:
     await make_pool(api, "a")
     await make_pool(api, "b")
-    await api.post("/api/pools/a/keys", {"keys": [{"secret": s, "project": "p1", "tags": ["x"]} for s in secrets_for(api, "a", 5)]})
+    in_a = [{"secret": s, "project": "p1", "tags": ["x"]} for s in secrets_for(api, "a", 5)]
+    await api.post("/api/pools/a/keys", {"keys": in_a})
     await api.post("/api/pools/b/keys", {"keys": [{"secret": s, "tier": 2} for s in secrets_for(api, "b", 3)]})
     assert len(await key_ids(api)) == 8
     assert len(await key_ids(api, "&pool=a")) == 5
@@ -319,7 +322,9 @@ async def test_key_health_shows_cooldown_countdown_and_last_error(api: Api, admi
     await api.post("/api/pools/main/keys", {"text": secrets_for(api, "cool", 1)[0]})
     lease = (await admin.replica.lease.Acquire(pb.AcquireRequest(
         token_hash=hashlib.sha256(token.encode()).hexdigest(), model="gemini-2.5-flash"))).lease
-    outcome = pb.Outcome(http_status=429, error_status="RESOURCE_EXHAUSTED", retry_delay_ms=60_000, error_message="quota")
+    outcome = pb.Outcome(
+        http_status=429, error_status="RESOURCE_EXHAUSTED", retry_delay_ms=60_000, error_message="quota"
+    )
     await admin.replica.lease.Release(pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id,
                                                         model="gemini-2.5-flash", outcome=outcome))
     deadline = time.monotonic() + 10

@@ -24,7 +24,9 @@ async def test_missing_or_wrong_bearer_is_401_without_detail(api: Api, headers: 
     for method, path in (("GET", "/api/pools"), ("POST", "/api/pools"), ("GET", "/api/keys"), ("GET", "/api/export")):
         answer = await api.call(method, path, json={"name": "x"} if method == "POST" else None)
         assert answer.status == 401
-        assert answer.body == {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "authentication required"}}
+        assert answer.body == {
+            "error": {"code": 401, "status": "UNAUTHENTICATED", "message": "authentication required"}
+        }
     api.headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert (await api.get("/api/pools")).body["pools"] == []
 
@@ -32,7 +34,8 @@ async def test_missing_or_wrong_bearer_is_401_without_detail(api: Api, headers: 
 async def test_each_admin_token_is_its_own_audit_actor(api: Api, admin: AdminStack) -> None:
     api.headers = {"Authorization": f"Bearer {OTHER_TOKEN}"}
     assert (await api.post("/api/pools", {"name": "by-ci"})).status == 201
-    assert (await api.get("/api/session")).body == {"name": "ci", "via": "bearer", "expires_at": None, "csrf_token": None}
+    session = (await api.get("/api/session")).body
+    assert session == {"name": "ci", "via": "bearer", "expires_at": None, "csrf_token": None}
     entries = (await admin.replica.admin.ListAudit(pb.ListAuditRequest(limit=5))).entries
     assert any(entry.actor == "admin:ci" and entry.target == "by-ci" for entry in entries)
 
@@ -62,7 +65,8 @@ async def test_cookie_login_csrf_and_logout(admin: AdminStack) -> None:
         async with session.post(base + "/api/pools", json={"name": "p1"}) as response:
             assert response.status == 403
             assert (await response.json())["error"]["status"] == "PERMISSION_DENIED"
-        async with session.post(base + "/api/pools", json={"name": "p1"}, headers={"X-CSRF-Token": "forged"}) as response:
+        forged = {"X-CSRF-Token": "forged"}
+        async with session.post(base + "/api/pools", json={"name": "p1"}, headers=forged) as response:
             assert response.status == 403
         async with session.get(base + "/api/pools") as response:
             assert (await response.json())["pools"] == []  # nothing was created
@@ -80,9 +84,11 @@ async def test_cookie_login_csrf_and_logout(admin: AdminStack) -> None:
         async with session.get(base + "/api/pools") as response:
             assert response.status == 401
     # A copy of the old cookie no longer works either.
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
-        async with other.get(base + "/api/pools", cookies={"keyring_session": stolen}) as response:
-            assert response.status == 401
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other,
+        other.get(base + "/api/pools", cookies={"keyring_session": stolen}) as response,
+    ):
+        assert response.status == 401
 
 
 async def test_tampered_or_foreign_session_cookies_are_refused(admin: AdminStack) -> None:
@@ -98,9 +104,11 @@ async def test_tampered_or_foreign_session_cookies_are_refused(admin: AdminStack
     fields = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     forged = base64.urlsafe_b64encode(orjson.dumps({**fields, "n": "ci"})).rstrip(b"=").decode()
     for cookie in (f"{forged}.{signature}", value[:-2] + "AA", "garbage", f"{payload}."):
-        async with aiohttp.ClientSession() as other:
-            async with other.get(base + "/api/pools", headers={"Cookie": f"keyring_session={cookie}"}) as response:
-                assert response.status == 401
+        async with (
+            aiohttp.ClientSession() as other,
+            other.get(base + "/api/pools", headers={"Cookie": f"keyring_session={cookie}"}) as response,
+        ):
+            assert response.status == 401
 
 
 async def test_bearer_calls_need_no_csrf(api: Api) -> None:

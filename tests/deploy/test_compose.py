@@ -135,7 +135,8 @@ def test_prometheus_scrapes_every_service() -> None:
         env = compose_env(service)
         port = int(env["KEYRING_METRICS_PORT"]) if module == "services.keyring" else _listen_port(service)
         assert f"{name}:{port}" in targets, f"Prometheus does not scrape {name}:{port}"
-    assert "etcd:2381" in targets and "--listen-metrics-urls=http://0.0.0.0:2381" in compose()["services"]["etcd"]["command"]
+    assert "etcd:2381" in targets
+    assert "--listen-metrics-urls=http://0.0.0.0:2381" in compose()["services"]["etcd"]["command"]
     rules_mount = next(v for v in compose()["services"]["prometheus"]["volumes"] if "rules" in v)
     assert rules_mount.split(":")[1].rstrip("/") + "/*.yml" in config["rule_files"]
 

