@@ -293,7 +293,7 @@ class EtcdServer:
 
 @contextlib.contextmanager
 def running_etcd(**kwargs: object) -> Iterator[EtcdServer]:
-    """``with running_etcd() as etcd:`` – started and always stopped."""
+    """``with running_etcd() as etcd:`` - started and always stopped."""
     server = EtcdServer(**kwargs)  # type: ignore[arg-type]
     server.start()
     try:
