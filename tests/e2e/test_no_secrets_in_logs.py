@@ -21,9 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from services.devstack.__main__ import DEMO_KEYS
 from services.devstack.etcd_server import free_port
 from services.devstack.fake_keys import fake_gemini_key
-from services.devstack.__main__ import DEMO_KEYS
 
 MODEL = "gemini-2.5-flash"
 BODY = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
 import pytest
 
-from services.devstack.etcd_server import EtcdServer
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+from services.devstack.etcd_server import EtcdServer
 from services.keyring.config import KeyringSettings
 from services.keyring.sealing import generate_kek
 from services.keyring.server import KeyringServer, create_server

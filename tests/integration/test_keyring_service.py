@@ -13,8 +13,8 @@ import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.devstack.etcd_server import EtcdServer
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
 from services.edge.keyring_client import KeyringClient
 from services.keyring.grpc_errors import retry_after_from
