@@ -16,13 +16,16 @@ import aiohttp
 from aiohttp import web
 
 from services.common.metrics_http import metrics_response
+from services.common.web import base_url
 
 from .config import EdgeSettings
 from .dialects import gemini, openai
-from .errors import error_shape
+from .errors import answer_in_dialect
 from .forwarding import EDGE, Edge
 from .keyring_client import KeyringClient
 from .observability import EdgeMetrics, observe
+from .routing import DIALECT, EITHER, GEMINI, OPENAI, Handler, add_route
+from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +37,13 @@ METRICS: Final = web.AppKey("metrics", EdgeMetrics)
 def create_app(settings: EdgeSettings, keyring_client: KeyringClient | None = None) -> web.Application:
     """The edge app; pass ``keyring_client`` to use one you own (it is then not closed here)."""
     metrics = EdgeMetrics()
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[observe(metrics), error_shape])
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[observe(metrics), answer_in_dialect])
     app[SETTINGS] = settings
     app[METRICS] = metrics
     if keyring_client is not None:
         app[_INJECTED_KEYRING] = keyring_client
     app.cleanup_ctx.append(_resources)
-    _add_routes(app.router)
+    _add_routes(app)
     return app
 
 
@@ -56,15 +59,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent",),
     )
-    edge = Edge(settings, session, keyring, app[METRICS])
-    app[EDGE] = edge
+    app[EDGE] = Edge(settings, app[METRICS], keyring, Upstream(settings, session))
     try:
         yield
     finally:
-        await edge.drain()
         await session.close()
         if injected is None:
-            await keyring.close()
+            await keyring.close()  # releases still in flight are delivered first
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -84,21 +85,37 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "keyring unreachable"}, status=503)
 
 
-def _add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/healthz", healthz, allow_head=True)
-    router.add_get("/readyz", readyz, allow_head=True)
-    router.add_get("/metrics", metrics)
-    # OpenAI's dialect.
-    router.add_post("/v1/chat/completions", openai.chat_completions)
-    router.add_post("/v1/embeddings", openai.embeddings)
+def _either(openai_handler: Handler, gemini_handler: Handler) -> Handler:
+    """A route both dialects claim: the handler of the dialect decided for the request."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request[DIALECT] == GEMINI:
+            return await gemini_handler(request)
+        return await openai_handler(request)
+
+    return handler
+
+
+# Every route the edge answers, with the dialect it speaks (see ``routing``).
+ROUTES: Final[tuple[tuple[str, str, str, Handler], ...]] = (
+    ("POST", "/v1/chat/completions", OPENAI, openai.chat_completions),
+    ("POST", "/v1/embeddings", OPENAI, openai.embeddings),
     # Claimed by both dialects: the way the caller authenticates decides.
-    router.add_get("/v1/models", gemini.v1_models, allow_head=False)
-    router.add_get("/v1/models/{tail:.+}", gemini.v1_model, allow_head=False)
-    router.add_post("/v1/models/{tail:.+}", gemini.model_action)
-    # Gemini's dialect.
-    router.add_get("/v1beta/models", gemini.list_models, allow_head=False)
-    router.add_get("/v1beta/models/{tail:.+}", gemini.get_model, allow_head=False)
-    router.add_post("/v1beta/models/{tail:.+}", gemini.model_action)
+    ("GET", "/v1/models", EITHER, _either(openai.list_models, gemini.list_models)),
+    ("GET", "/v1/models/{tail:.+}", EITHER, _either(openai.get_model, gemini.get_model)),
+    ("POST", "/v1/models/{tail:.+}", GEMINI, gemini.model_action),
+    ("GET", "/v1beta/models", GEMINI, gemini.list_models),
+    ("GET", "/v1beta/models/{tail:.+}", GEMINI, gemini.get_model),
+    ("POST", "/v1beta/models/{tail:.+}", GEMINI, gemini.model_action),
+)
+
+
+def _add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz, allow_head=True)
+    app.router.add_get("/readyz", readyz, allow_head=True)
+    app.router.add_get("/metrics", metrics)
+    for method, path, dialect, handler in ROUTES:
+        add_route(app, method, path, handler, dialect)
 
 
 async def start_edge(
@@ -119,7 +136,4 @@ async def start_edge(
     await runner.setup()
     site = web.TCPSite(runner, host if host is not None else settings.host, settings.port if port is None else port)
     await site.start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
-    base = f"http://[{shown}]:{bound_port}" if ":" in shown else f"http://{shown}:{bound_port}"
-    return runner, base
+    return runner, base_url(runner)

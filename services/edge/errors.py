@@ -1,36 +1,36 @@
 """The one place where failures become HTTP answers, in the caller's dialect.
 
-Three sources, one ``EdgeError`` each time:
+The exceptions the edge raises, and who raises them::
 
-- keyring refusing a lease (``LeaseDenied``): 401, 403, 429 + Retry-After, 503;
-- the client's own request (bad JSON, no token, too large, wrong method...),
-  raised by handlers or by aiohttp itself (``web.HTTPException``);
-- the upstream's final error (``UpstreamError``): its own status and error,
-  re-shaped for OpenAI callers, as received for Gemini callers.
+    EdgeError                  an answer the edge gives itself
+    ├── the client's request   bad JSON, no token (dialect handlers); aiohttp's
+    │                          own 404/405/413 (web.HTTPException) are re-shaped
+    └── LeaseRefused           keyring's refusal (raised by keyring_client only)
+        ├── TokenRejected        401
+        ├── ModelNotAllowed      403
+        ├── NoKeyFree            429 + Retry-After
+        ├── InvalidLeaseRequest  400
+        └── KeyringUnavailable   503 + Retry-After: 1
+    UpstreamFailed             the upstream's final error, passed on (forwarding)
 
-``render`` writes it as ``{"error": {"message", "type", "param", "code"}}``
-(OpenAI) or ``{"error": {"code", "message", "status"}}`` (Google).
+``answer_in_dialect`` is the one middleware that turns them into answers:
+``{"error": {"message", "type", "param", "code"}}`` for OpenAI callers,
+``{"error": {"code", "message", "status"}}`` for Google's (the upstream's own
+error object as received, when there is one).
 """
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-import grpc
-import orjson
 from aiohttp import web
 
-from .keyring_client import LeaseDenied
-from .upstream import GOOGLE_STATUS, UpstreamError
+from services.common.answers import UpstreamError, google_status
+from services.common.web import json_response
 
-Dialect = Literal["openai", "gemini"]
-OPENAI: Final = "openai"
-GEMINI: Final = "gemini"
+from .routing import DIALECT, OPENAI, Dialect, Handler, dialect_of
 
-_JSON: Final = "application/json"
+KEYRING_UNAVAILABLE: Final = "the key service is unavailable; try again shortly"
 
 
 class EdgeError(Exception):
@@ -41,7 +41,6 @@ class EdgeError(Exception):
         http_status: int,
         message: str,
         *,
-        google_status: str | None = None,
         openai_code: str | None = None,
         retry_after_s: float | None = None,
         headers: dict[str, str] | None = None,
@@ -49,74 +48,64 @@ class EdgeError(Exception):
         super().__init__(message)
         self.http_status = http_status
         self.message = message
-        self.google_status = google_status or GOOGLE_STATUS.get(http_status, "UNKNOWN")
+        self.google_status = google_status(http_status)
         self.openai_code = openai_code
         self.retry_after_s = retry_after_s
-        self.headers = headers or {}
+        self.headers = headers
 
 
-def openai_type(http_status: int) -> str:
-    if http_status == 401:
-        return "authentication_error"
-    if http_status == 403:
-        return "permission_error"
-    if http_status == 429:
-        return "rate_limit_error"
-    if http_status >= 500:
-        return "server_error"
-    return "invalid_request_error"
+class LeaseRefused(EdgeError):
+    """Keyring did not grant a lease; ``reason`` names keyring's status (a metric label)."""
+
+    reason = "UNKNOWN"
 
 
-def render(error: EdgeError, dialect: Dialect) -> web.Response:
-    if dialect == OPENAI:
-        payload: dict[str, Any] = {
-            "error": {
-                "message": error.message,
-                "type": openai_type(error.http_status),
-                "param": None,
-                "code": error.openai_code,
-            }
-        }
-    else:
-        payload = {"error": {"code": error.http_status, "message": error.message, "status": error.google_status}}
-    return _json(error.http_status, payload, error.headers, error.retry_after_s)
+class TokenRejected(LeaseRefused):
+    reason = "UNAUTHENTICATED"
+
+    def __init__(self) -> None:
+        super().__init__(401, "invalid, expired or revoked API token", openai_code="invalid_api_key")
 
 
-def _json(
-    http_status: int, payload: Any, headers: dict[str, str] | None = None, retry_after_s: float | None = None
-) -> web.Response:
-    response = web.Response(status=http_status, body=orjson.dumps(payload), content_type=_JSON)
-    if headers:
-        response.headers.update(headers)
-    if retry_after_s is not None and retry_after_s > 0:
-        response.headers["Retry-After"] = str(math.ceil(retry_after_s))
-    return response
+class ModelNotAllowed(LeaseRefused):
+    reason = "PERMISSION_DENIED"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(403, message, openai_code="model_not_allowed")
 
 
-# -- keyring -------------------------------------------------------------------
+class NoKeyFree(LeaseRefused):
+    """Every key of the pool is cooling or busy; ``retry_after_s`` says when one frees up (0: unknown)."""
 
-_DENIALS: Final[dict[grpc.StatusCode, tuple[int, str]]] = {
-    grpc.StatusCode.UNAUTHENTICATED: (401, "invalid_api_key"),
-    grpc.StatusCode.PERMISSION_DENIED: (403, "model_not_allowed"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_exceeded"),
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request"),
-}
+    reason = "RESOURCE_EXHAUSTED"
 
-
-def lease_denied(denied: LeaseDenied) -> EdgeError:
-    """Keyring's refusal as the client's answer; an unreachable keyring is our 503."""
-    http_status, code = _DENIALS.get(denied.code, (503, "service_unavailable"))
-    if http_status == 503:
-        message = "the key service is unavailable; try again shortly"
-    elif http_status == 401:
-        message = "invalid, expired or revoked API token"
-    else:
-        message = denied.message
-    retry_after = denied.retry_after_s if http_status == 429 else (1.0 if http_status == 503 else None)
-    return EdgeError(http_status, message, openai_code=code, retry_after_s=retry_after)
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(429, message, openai_code="rate_limit_exceeded", retry_after_s=retry_after_s)
 
 
-# -- the client's request ---------------------------------------------------------
+class InvalidLeaseRequest(LeaseRefused):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message, openai_code="invalid_request")
+
+
+class KeyringUnavailable(LeaseRefused):
+    """No keyring replica answered (or one answered with an unexpected status, named by ``reason``)."""
+
+    def __init__(self, detail: str = "no keyring replica is reachable", reason: str = "UNAVAILABLE") -> None:
+        super().__init__(503, KEYRING_UNAVAILABLE, openai_code="service_unavailable", retry_after_s=1.0)
+        self.detail = detail
+        self.reason = reason
+
+
+class UpstreamFailed(Exception):
+    """The upstream's final error for this request, to pass on with its own status."""
+
+    def __init__(self, error: UpstreamError, retry_after_s: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after_s = retry_after_s
 
 
 def missing_token(dialect: Dialect) -> EdgeError:
@@ -144,13 +133,40 @@ def from_http_exception(exc: web.HTTPException) -> EdgeError:
     return EdgeError(http_status, message, openai_code=exc.reason.lower().replace(" ", "_"), headers=headers)
 
 
-# -- the upstream -----------------------------------------------------------------
+# -- rendering ---------------------------------------------------------------
 
 
-def upstream_failure(dialect: Dialect, error: UpstreamError, retry_after_s: float | None = None) -> web.Response:
+def openai_type(http_status: int) -> str:
+    if http_status == 401:
+        return "authentication_error"
+    if http_status == 403:
+        return "permission_error"
+    if http_status == 429:
+        return "rate_limit_error"
+    if http_status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def render(error: EdgeError, dialect: Dialect) -> web.Response:
+    if dialect == OPENAI:
+        payload: dict[str, Any] = {
+            "error": {
+                "message": error.message,
+                "type": openai_type(error.http_status),
+                "param": None,
+                "code": error.openai_code,
+            }
+        }
+    else:
+        payload = {"error": {"code": error.http_status, "message": error.message, "status": error.google_status}}
+    return json_response(payload, error.http_status, error.headers, error.retry_after_s)
+
+
+def render_upstream(error: UpstreamError, dialect: Dialect, retry_after_s: float | None = None) -> web.Response:
     """The upstream's final error with its own status: reshaped for OpenAI, as received for Google."""
-    if retry_after_s is None and error.retry_delay_ms:
-        retry_after_s = error.retry_delay_ms / 1000
+    if retry_after_s is None and error.retry_delay_s:
+        retry_after_s = error.retry_delay_s
     if dialect == OPENAI:
         payload: dict[str, Any] = {
             "error": {
@@ -164,55 +180,22 @@ def upstream_failure(dialect: Dialect, error: UpstreamError, retry_after_s: floa
         payload = {"error": error.error}
     else:
         payload = {"error": {"code": error.http_status, "message": error.message, "status": error.status}}
-    return _json(error.http_status, payload, retry_after_s=retry_after_s if error.http_status in (429, 503) else None)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def speaks(dialect: Dialect) -> Callable[[Handler], Handler]:
-    """Decorate a route handler: its ``EdgeError``s and aiohttp's refusals (413 from
-    ``request.read()``...) are answered in ``dialect``."""
-
-    def decorate(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def wrapped(request: web.Request) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            except EdgeError as error:
-                return render(error, dialect)
-            except web.HTTPException as exc:
-                if exc.status < 400:
-                    raise
-                return render(from_http_exception(exc), dialect)
-
-        return wrapped
-
-    return decorate
-
-
-def dialect_of(request: web.Request) -> Dialect:
-    """The dialect of a request no handler claimed (unknown route, wrong method)."""
-    path = request.path
-    if path.startswith("/v1beta/"):
-        return GEMINI
-    if path.startswith("/v1/models"):
-        if request.method == "POST" or "x-goog-api-key" in request.headers or "key" in request.query:
-            return GEMINI
-        return OPENAI
-    if path.startswith("/v1/"):
-        return OPENAI
-    return GEMINI
+    return json_response(
+        payload, error.http_status, retry_after_s=retry_after_s if error.http_status in (429, 503) else None
+    )
 
 
 @web.middleware
-async def error_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own error answers (404, 405, 413...) in the caller's dialect; bodies untouched."""
+async def answer_in_dialect(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Decide the request's dialect once (stored under ``DIALECT``) and answer every error in it."""
+    request[DIALECT] = dialect = dialect_of(request)
     try:
         return await handler(request)
     except EdgeError as error:
-        return render(error, dialect_of(request))
+        return render(error, dialect)
+    except UpstreamFailed as failed:
+        return render_upstream(failed.error, dialect, failed.retry_after_s)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render(from_http_exception(exc), dialect_of(request))
+        return render(from_http_exception(exc), dialect)

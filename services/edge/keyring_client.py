@@ -1,4 +1,4 @@
-"""The edge's client of keyring: leases over one multiplexed stream per replica.
+"""The edge's client of keyring, and its only gRPC module: leases over one multiplexed stream per replica.
 
 Acquire and Release travel on a long-lived ``LeaseStream`` (cheaper per call
 than unary RPCs; see bench/keyring_bench.py), matched to replies by id.
@@ -7,18 +7,24 @@ stream breaks is skipped and reconnected, and the call is tried on the next
 one. A release goes back to the replica that granted the lease, because
 the in-flight slot lives there; if that replica is gone the outcome still
 reaches another one (the key's health is shared through etcd).
+
+Keyring's refusals become edge exceptions here and nowhere else
+(``errors.LeaseRefused``: token rejected, model not allowed, no key free with
+its retry time, invalid request, keyring unavailable); nothing above this
+module sees a gRPC status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal, overload
 
 import grpc
 from opentelemetry import trace
@@ -27,30 +33,35 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.common.telemetry import current_traceparent
 
+from .errors import (
+    InvalidLeaseRequest,
+    KeyringUnavailable,
+    LeaseRefused,
+    ModelNotAllowed,
+    NoKeyFree,
+    TokenRejected,
+)
+
 log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = 0.5
 tracer = trace.get_tracer("services.edge")
-
-
-class LeaseDenied(Exception):
-    """Keyring refused the lease; ``code`` says why (a grpc.StatusCode)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, retry_after_s: float = 0.0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after_s = retry_after_s
-
-
-class KeyringUnavailable(LeaseDenied):
-    """No keyring replica answered."""
-
-    def __init__(self, message: str = "no keyring replica is reachable") -> None:
-        super().__init__(grpc.StatusCode.UNAVAILABLE, message)
-
+_NO_SPAN: Final = contextlib.nullcontext()
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def refusal(code: grpc.StatusCode, message: str, retry_after_s: float = 0.0) -> LeaseRefused:
+    """Keyring's refusal of a lease as the edge exception that answers the client."""
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return TokenRejected()
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return ModelNotAllowed(message)
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return NoKeyFree(message, retry_after_s)
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidLeaseRequest(message)
+    return KeyringUnavailable(message, reason=code.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +181,14 @@ def _traced() -> bool:
     return span_context.is_valid and span_context.trace_flags.sampled
 
 
+def _span(name: str, granted: GrantedLease) -> contextlib.AbstractContextManager[Any]:
+    """A client span for a sampled request; a shared no-op otherwise (nothing allocated)."""
+    if not _traced():
+        return _NO_SPAN
+    attributes = {"keyring.key_id": granted.lease.key_id}
+    return tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
+
+
 async def resolve_all(address: str) -> list[str]:
     """``host:port`` to ``ip:port`` for every A/AAAA record of host; [address] when it does not resolve."""
     host, _, port = address.rpartition(":")
@@ -216,8 +235,12 @@ class KeyringClient:
         self._resolver = resolver
         self._next_resolution = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._releases: set[asyncio.Task[None]] = set()
 
-    async def close(self) -> None:
+    async def close(self, flush_timeout_s: float = 5.0) -> None:
+        """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""
+        if self._releases:
+            await asyncio.wait(set(self._releases), timeout=flush_timeout_s)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -291,44 +314,50 @@ class KeyringClient:
                 code = _CODES.get(error.code, grpc.StatusCode.UNKNOWN)
                 if code is grpc.StatusCode.UNAVAILABLE:
                     continue  # that replica is draining: ask another
-                raise LeaseDenied(code, error.message, error.retry_after_ms / 1000)
+                raise refusal(code, error.message, error.retry_after_ms / 1000)
             granted = reply.acquire
             return GrantedLease(granted.lease, tuple(granted.allowed_models), replica.address)
         raise KeyringUnavailable()
 
-    def release_nowait(self, granted: GrantedLease, model: str, outcome: pb.Outcome) -> bool:
-        """Send the release on the granting replica's open stream without waiting for its reply.
+    @overload
+    def release(
+        self, granted: GrantedLease, model: str, outcome: pb.Outcome, *, confirm: Literal[True] = True
+    ) -> asyncio.Task[None]: ...
 
-        The cheap path for a request that is done: nothing waits on keyring's
-        answer. False when that is not possible (the stream is down, or the
-        request is traced and its release gets a span): use ``release``.
+    @overload
+    def release(
+        self, granted: GrantedLease, model: str, outcome: pb.Outcome, *, confirm: bool
+    ) -> asyncio.Task[None] | None: ...
+
+    def release(
+        self, granted: GrantedLease, model: str, outcome: pb.Outcome, *, confirm: bool = True
+    ) -> asyncio.Task[None] | None:
+        """Give the lease back with its outcome; synchronous, so no cancellation comes between a caller and it.
+
+        ``confirm=False`` (a finished request: nobody waits): the release is queued
+        on the granting replica's open stream, no reply awaited, and None is
+        returned. Otherwise (a failover, which must not pick the next key before
+        keyring has learnt from this one), or when that stream is not open, a
+        task delivers it and waits for keyring's reply; await it to wait too.
+        Best effort either way: a lost release is reclaimed by the lease TTL.
+        The span (only for sampled requests) covers the sending.
         """
-        replica = self._by_target.get(granted.replica)
-        if replica is None or not replica.connected or not replica.usable or _traced():
-            return False
         request = pb.ReleaseRequest(
             lease_id=granted.lease.lease_id, key_id=granted.lease.key_id, model=model, outcome=outcome
         )
-        replica.send(pb.LeaseCall(release=request, traceparent=current_traceparent()))
-        return True
-
-    async def release(self, granted: GrantedLease, model: str, outcome: pb.Outcome) -> None:
-        """Release and wait until keyring has taken in the outcome.
-
-        Best effort: a lost release is reclaimed by the lease TTL.
-        """
-        request = pb.ReleaseRequest(
-            lease_id=granted.lease.lease_id, key_id=granted.lease.key_id, model=model, outcome=outcome
-        )
-        if not _traced():
-            await self._release(pb.LeaseCall(release=request, traceparent=current_traceparent()), granted)
-            return
-        with tracer.start_as_current_span("keyring.release", kind=trace.SpanKind.CLIENT) as span:
-            span.set_attribute("keyring.key_id", granted.lease.key_id)
+        with _span("keyring.release", granted):
             call = pb.LeaseCall(release=request, traceparent=current_traceparent())
-            await self._release(call, granted)
+            if not confirm:
+                replica = self._by_target.get(granted.replica)
+                if replica is not None and replica.connected and replica.usable:
+                    replica.send(call)
+                    return None
+            task = asyncio.get_running_loop().create_task(self._deliver(call, granted))
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
+            return task
 
-    async def _release(self, call: pb.LeaseCall, granted: GrantedLease) -> None:
+    async def _deliver(self, call: pb.LeaseCall, granted: GrantedLease) -> None:
         for replica in await self._rotation(first=granted.replica):
             try:
                 await replica.call(call, self._timeout_s)

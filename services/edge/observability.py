@@ -1,7 +1,8 @@
 """The edge's metrics and spans, in one place.
 
-Labels stay bounded: dialect, route (the operation, from the route table),
-status class, a failover cause, and the model only when it is a plausible
+Labels stay bounded: dialect (decided once per request, ``routing``), route
+(the operation, from the route table), status class, a failover cause (the
+answer's kind, ``services.common.answers.AnswerKind``), and the model only when it is a plausible
 model id the upstream did not reject as unknown (anything else is "other").
 No label or span attribute carries a key or a client token: key ids only.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -22,8 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
-from .errors import dialect_of
-from .upstream import UpstreamError
+from .routing import DIALECT, Handler
 
 tracer = trace.get_tracer("services.edge")
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -66,8 +65,12 @@ class EdgeMetrics:
             "edge_stream_first_byte_seconds", "Time to the first byte of a streamed answer.", ["dialect"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.failovers = Counter("edge_failovers_total", "Requests moved to another key, by cause.", ["cause"], registry=r)
-        self.tokens = Counter("edge_tokens_total", "Tokens reported by the upstream.", ["model", "direction"], registry=r)
+        self.failovers = Counter(
+            "edge_failovers_total", "Requests moved to another key, by cause.", ["cause"], registry=r
+        )
+        self.tokens = Counter(
+            "edge_tokens_total", "Tokens reported by the upstream.", ["model", "direction"], registry=r
+        )
         self.denied = Counter(
             "edge_leases_denied_total", "Lease requests keyring refused, by gRPC status.", ["reason"], registry=r
         )
@@ -86,22 +89,6 @@ class EdgeMetrics:
 @functools.lru_cache(maxsize=1024)
 def model_label(model: str) -> str:
     return model if _MODEL.fullmatch(model) else "other"
-
-
-def failover_cause(error: UpstreamError, outcome: pb.Outcome) -> str:
-    if outcome.transport == pb.Outcome.TRANSPORT_TIMEOUT:
-        return "timeout"
-    if outcome.transport == pb.Outcome.TRANSPORT_CONNECTION:
-        return "connection"
-    if error.key_invalid or error.http_status == 401:
-        return "key_invalid"
-    if error.http_status == 429:
-        return "rate_limited"
-    if error.http_status == 403:
-        return "forbidden"
-    if error.http_status == 503:
-        return "overloaded"
-    return "server_error"
 
 
 def record_attempt(metrics: EdgeMetrics, route: str, model: str, outcome: pb.Outcome) -> None:
@@ -123,8 +110,6 @@ def set_usage_attributes(span: trace.Span, outcome: pb.Outcome) -> None:
     if outcome.error_status:
         span.set_attribute("error.type", outcome.error_status)
 
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def observe(metrics: EdgeMetrics) -> Middleware:
@@ -152,7 +137,7 @@ def observe(metrics: EdgeMetrics) -> Middleware:
             finally:
                 metrics.in_flight.dec()
                 route = request.get(ROUTE, "other")
-                dialect = dialect_of(request)
+                dialect = request[DIALECT]
                 if span.is_recording():
                     span.update_name(f"edge {route}")
                     span.set_attributes({"http.request.method": request.method, "http.route": route,

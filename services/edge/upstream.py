@@ -1,230 +1,198 @@
-"""Talking to Gemini: the upstream request (headers, URL, real key) and what its answer means.
+"""One upstream call with one leased key, and what its answer means.
 
-Everything here is plain functions over bytes and headers, so the attempt
-loop (``forwarding``) stays about control flow. Google's error object is
-parsed once, into an ``UpstreamError``, from which both the keyring
-``Outcome`` and the client's error answer are built.
+::
+
+    send the call with the lease's key
+      -> an error answer: parsed and classified by services.common.answers
+      -> a whole answer: passed on (model lists filtered by the allow-list)
+      -> a stream: relayed by ``streaming`` from its first chunk on
+    and ``outcome`` is what keyring will be told about the key.
+
+Transport failures of the call (timeouts, refused or broken connections, at
+connect, while reading a whole body or a stream's chunk) are mapped in one
+place, ``Attempt._call_upstream``'s ``except``: into an ``UpstreamError``
+whose transport says which (504 or 502 for the client, another key tried),
+or, once a stream is committed, into a cut connection.
 """
 
 from __future__ import annotations
 
-import re
-import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Final
-from urllib.parse import unquote_plus
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
 
-import orjson
+import aiohttp
+from aiohttp import web
+from opentelemetry import trace
+from yarl import URL
 
+from services.common.answers import Transport, UpstreamError, parse_error
+from services.common.masking import scrub
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
-# Never forwarded to the upstream: hop-by-hop, the client's credentials, cookies,
-# and headers aiohttp sets itself from the body it sends.
-_DROP_REQUEST: Final = frozenset(
-    {
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "authorization",
-        "x-goog-api-key",
-        "cookie",
-        "accept-encoding",  # re-derived: only codings the edge can read back (errors, usage)
-        "expect",
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-real-ip",
-    }
-)
-# Never passed back to the client: hop-by-hop, and what aiohttp derives itself.
-_DROP_RESPONSE: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "upgrade",
-        "set-cookie",
-        "alt-svc",
-        "server",
-        "date",
-    }
-)
-_READABLE_CODINGS: Final = frozenset({"gzip", "deflate", "identity"})
+from . import streaming, wire
+from .config import EdgeSettings
+from .keyring_client import GrantedLease
+from .observability import OPERATIONS, EdgeMetrics, set_usage_attributes, tracer
+from .routing import DIALECT
 
-GOOGLE_STATUS: Final[dict[int, str]] = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    409: "ABORTED",
-    413: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "NOT_IMPLEMENTED",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-
-_PROMPT_TOKENS: Final = re.compile(rb'"(?:promptTokenCount|prompt_tokens)"\s*:\s*(\d+)')
-_OUTPUT_TOKENS: Final = re.compile(rb'"(?:candidatesTokenCount|completion_tokens)"\s*:\s*(\d+)')
-_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)s\s*$")
-
-_RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
-_ERROR_INFO: Final = "type.googleapis.com/google.rpc.ErrorInfo"
-_QUOTA_FAILURE: Final = "type.googleapis.com/google.rpc.QuotaFailure"
+_TRANSPORT_ERRORS: Final = (TimeoutError, aiohttp.ClientError)
 
 
-# -- the request ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a dialect handler decided about one client request."""
+
+    method: str
+    url: URL
+    # The client's headers minus hop-by-hop and credentials; the key is added per attempt.
+    headers: dict[str, str]
+    body: bytes | None
+    token_hash: str
+    # Without "models/"; empty for calls about no model (listing).
+    model: str
+    stream: bool = False
+    # The OpenAI-compatible endpoint takes the key as a Bearer token, the native one as x-goog-api-key.
+    key_in_bearer: bool = False
+    # Rewrites a successful non-stream body given the pool's allow-list (model lists).
+    transform: Callable[[bytes, tuple[str, ...]], bytes] | None = None
+    # The operation, for metrics and spans: "generateContent", "chat.completions", "models.list"...
+    route: str = "other"
 
 
-def forward_headers(incoming: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The client's headers minus hop-by-hop and credentials (the key is added per attempt)."""
-    headers: dict[str, str] = {}
-    accept_encoding = "identity"
-    for name, value in incoming:
-        lower = name.lower()
-        if lower == "accept-encoding":
-            accept_encoding = readable_codings(value)
-        elif lower not in _DROP_REQUEST:
-            headers[name] = value
-    # Always explicit, or aiohttp would ask for gzip on a client's behalf.
-    headers["Accept-Encoding"] = accept_encoding
-    return headers
+class Upstream:
+    """The process's one upstream connection pool, its timeouts and egress proxies."""
+
+    def __init__(self, settings: EdgeSettings, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.base_url = settings.upstream_base_url
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
+        )
+        self._proxies = settings.egress_proxy_list
+        self._proxy = settings.http_proxy or None
+
+    def proxy_for(self, lease: pb.Lease) -> str | None:
+        if self._proxies:
+            return self._proxies[lease.egress_slot % len(self._proxies)]
+        return self._proxy
 
 
-def readable_codings(accept_encoding: str) -> str:
-    """The client's Accept-Encoding restricted to codings the edge can decode (gzip, deflate)."""
-    kept = [token for token in accept_encoding.split(",") if token.split(";")[0].strip().lower() in _READABLE_CODINGS]
-    return ",".join(token.strip() for token in kept) or "identity"
+class Attempt:
+    """One upstream call with one leased key; ``outcome`` is what keyring will be told."""
 
+    __slots__ = ("call", "committed", "granted", "metrics", "outcome", "started", "upstream")
 
-def without_key(raw_query: str) -> str:
-    """The raw query string minus any ``key`` parameter (the client's token), the rest untouched."""
-    if not raw_query or "key" not in raw_query:
-        return raw_query
-    return "&".join(
-        part for part in raw_query.split("&") if part and unquote_plus(part.partition("=")[0]) != "key"
-    )
+    def __init__(self, upstream: Upstream, metrics: EdgeMetrics, call: Call, granted: GrantedLease) -> None:
+        self.upstream = upstream
+        self.metrics = metrics
+        self.call = call
+        self.granted = granted
+        self.outcome = CANCELLED  # until the attempt knows better
+        self.started = time.monotonic()
+        # A stream whose first bytes went to the client: past this point no other key can answer.
+        self.committed: web.StreamResponse | None = None
 
+    def _elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
 
-def response_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The upstream's answer headers that make sense to the client (content-type, encoding, x-goog-*...)."""
-    return [(name, value) for name, value in upstream if name.lower() not in _DROP_RESPONSE]
-
-
-def decoded(body: bytes, content_encoding: str | None) -> bytes:
-    """The body without its Content-Encoding (gzip/deflate), for reading errors and usage."""
-    if not content_encoding or content_encoding == "identity" or not body:
-        return body
-    try:
-        if content_encoding == "gzip":
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        if content_encoding == "deflate":
+    async def run(self, request: web.Request) -> web.StreamResponse | UpstreamError:
+        """A response for the client, or the upstream's error (the caller decides whether another key may do better)."""
+        if not trace.get_current_span().is_recording():
+            return await self._call_upstream(request)  # an unsampled request: no span to fill
+        call, lease = self.call, self.granted.lease
+        attributes = {
+            "gen_ai.system": "gemini",
+            "gen_ai.operation.name": OPERATIONS.get(call.route, call.route),
+            "gen_ai.request.model": call.model,
+            "keyring.key_id": lease.key_id,
+            "keyring.pool": lease.pool,
+        }
+        name = f"{attributes['gen_ai.operation.name']} {call.model}".strip()
+        with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
             try:
-                return zlib.decompress(body)
-            except zlib.error:
-                return zlib.decompress(body, -zlib.MAX_WBITS)
-    except zlib.error:
-        return b""
-    return b""
+                return await self._call_upstream(request)
+            finally:
+                set_usage_attributes(span, self.outcome)
 
+    async def _call_upstream(self, request: web.Request) -> web.StreamResponse | UpstreamError:
+        call, lease = self.call, self.granted.lease
+        headers = dict(call.headers)
+        if call.key_in_bearer:
+            headers["Authorization"] = f"Bearer {lease.secret}"
+        else:
+            headers["x-goog-api-key"] = lease.secret
+        answer: aiohttp.ClientResponse | None = None
+        try:
+            answer = await self.upstream.session.request(
+                call.method,
+                call.url,
+                data=call.body,
+                headers=headers,
+                proxy=self.upstream.proxy_for(lease),
+                timeout=self.upstream.timeout,
+                allow_redirects=False,
+            )
+            if answer.status >= 400:
+                return self._error(answer, await answer.read())
+            if call.stream:
+                return await self._stream(request, answer)
+            return self._whole(answer, await answer.read())
+        except _TRANSPORT_ERRORS as error:  # the one place transport failures are mapped
+            failure = self._transport_failure(error)
+            if self.committed is None:
+                return failure
+            streaming.cut(request)
+            return self.committed
+        finally:
+            if answer is not None:
+                answer.release()
 
-# -- the answer -------------------------------------------------------------
+    def _transport_failure(self, error: BaseException) -> UpstreamError:
+        name = type(error).__name__
+        if isinstance(error, TimeoutError):
+            transport, message = pb.Outcome.TRANSPORT_TIMEOUT, f"the upstream did not answer in time ({name})"
+            failure = UpstreamError(504, "DEADLINE_EXCEEDED", message, transport=Transport.TIMEOUT)
+        else:
+            transport, message = pb.Outcome.TRANSPORT_CONNECTION, f"the upstream connection failed ({name})"
+            failure = UpstreamError(502, "UNAVAILABLE", message, transport=Transport.CONNECTION)
+        self.outcome = pb.Outcome(transport=transport, latency_ms=self._elapsed_ms(), error_message=name[:500])
+        return failure
 
+    def _error(self, answer: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
+        plain = scrub(wire.decoded(body, answer.headers.get("Content-Encoding")), self.granted.lease.secret)
+        failure = parse_error(answer.status, plain)
+        self.outcome = error_outcome(failure, self._elapsed_ms())
+        return failure
 
-@dataclass(slots=True)
-class UpstreamError:
-    """Google's error object, parsed (both the native and the array-wrapped OpenAI form)."""
+    def _whole(self, answer: aiohttp.ClientResponse, body: bytes) -> web.Response:
+        plain = wire.decoded(body, answer.headers.get("Content-Encoding"))
+        self.outcome = ok_outcome(answer.status, self._elapsed_ms(), wire.usage(plain))
+        headers = wire.response_headers(answer.headers.items())
+        allowed = self.granted.allowed_models
+        if self.call.transform is not None and allowed:
+            body = self.call.transform(plain, allowed)
+            headers = [(name, value) for name, value in headers if name.lower() != "content-encoding"]
+        return web.Response(status=answer.status, body=body, headers=headers)
 
-    http_status: int
-    status: str = ""
-    reason: str = ""
-    message: str = ""
-    retry_delay_ms: int = 0
-    quota_ids: list[str] = field(default_factory=list)
-    # The error object as received (``{"code", "message", "status", "details"...}``), if any.
-    error: dict[str, Any] | None = None
-
-    @property
-    def key_invalid(self) -> bool:
-        return self.reason == "API_KEY_INVALID"
-
-
-def parse_error(http_status: int, body: bytes) -> UpstreamError:
-    """Read a Google error body; anything unreadable still yields the HTTP status."""
-    parsed = UpstreamError(http_status, status=GOOGLE_STATUS.get(http_status, "UNKNOWN"))
-    try:
-        data: Any = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        parsed.message = body[:300].decode("utf-8", "replace").strip()
-        return parsed
-    if isinstance(data, list) and data:
-        data = data[0]
-    error = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(error, dict):
-        return parsed
-    parsed.error = error
-    if isinstance(error.get("status"), str) and error["status"]:
-        parsed.status = error["status"]
-    if isinstance(error.get("message"), str):
-        parsed.message = error["message"]
-    details = error.get("details")
-    for detail in details if isinstance(details, list) else ():
-        if isinstance(detail, dict):
-            _read_detail(parsed, detail)
-    return parsed
-
-
-def _read_detail(parsed: UpstreamError, detail: dict[str, Any]) -> None:
-    kind = detail.get("@type")
-    if kind == _ERROR_INFO and isinstance(detail.get("reason"), str):
-        parsed.reason = parsed.reason or detail["reason"]
-    elif kind == _RETRY_INFO:
-        parsed.retry_delay_ms = duration_ms(detail.get("retryDelay"))
-    elif kind == _QUOTA_FAILURE:
-        violations = detail.get("violations")
-        for violation in violations if isinstance(violations, list) else ():
-            if isinstance(violation, dict) and isinstance(violation.get("quotaId"), str):
-                parsed.quota_ids.append(violation["quotaId"])
-
-
-def duration_ms(value: Any) -> int:
-    """google.protobuf.Duration JSON ("37s", "1.5s") -> milliseconds; 0 when absent or malformed."""
-    if not isinstance(value, str):
-        return 0
-    match = _DURATION.match(value)
-    return round(float(match.group(1)) * 1000) if match else 0
-
-
-def usage(body: bytes) -> tuple[int, int]:
-    """(input, output) tokens from ``usageMetadata`` or OpenAI ``usage``; the last occurrence wins."""
-    return _last_int(_PROMPT_TOKENS, body), _last_int(_OUTPUT_TOKENS, body)
-
-
-def _last_int(pattern: re.Pattern[bytes], body: bytes) -> int:
-    last = 0
-    for match in pattern.finditer(body):
-        last = int(match.group(1))
-    return last
+    async def _stream(self, request: web.Request, answer: aiohttp.ClientResponse) -> web.StreamResponse:
+        chunk = await answer.content.readany()  # nothing is committed before the first chunk
+        response = streaming.response_for(answer.status, wire.response_headers(answer.headers.items()))
+        self.committed = response
+        first_byte = self.metrics.child(self.metrics.first_byte, request[DIALECT])
+        tail = await streaming.relay(request, response, answer, chunk, first_byte)
+        if tail is None:  # the client went away while we wrote
+            self.outcome = pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED, latency_ms=self._elapsed_ms())
+        else:
+            tokens = (0, 0) if answer.headers.get("Content-Encoding") else wire.usage(tail)
+            self.outcome = ok_outcome(answer.status, self._elapsed_ms(), tokens)
+        return response
 
 
 # -- outcomes for keyring ------------------------------------------------------
+
+CANCELLED: Final = pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED)
 
 
 def ok_outcome(http_status: int, latency_ms: int, tokens: tuple[int, int]) -> pb.Outcome:
@@ -238,27 +206,22 @@ def ok_outcome(http_status: int, latency_ms: int, tokens: tuple[int, int]) -> pb
 
 
 def error_outcome(error: UpstreamError, latency_ms: int) -> pb.Outcome:
+    """The error as keyring judges it: status, first reason, retry delay and every quota violation."""
     return pb.Outcome(
         transport=pb.Outcome.TRANSPORT_OK,
         http_status=error.http_status,
         error_status=error.status,
         error_reason=error.reason,
-        retry_delay_ms=error.retry_delay_ms,
-        quota_violations=[pb.QuotaViolation(quota_id=quota_id) for quota_id in error.quota_ids],
+        retry_delay_ms=round(error.retry_delay_s * 1000),
+        quota_violations=[
+            pb.QuotaViolation(
+                quota_id=violation.quota_id,
+                quota_metric=violation.quota_metric,
+                dimensions=dict(violation.dimensions),
+                quota_value=violation.quota_value,
+            )
+            for violation in error.violations
+        ],
         latency_ms=latency_ms,
         error_message=error.message[:500],
     )
-
-
-def transport_outcome(transport: pb.Outcome.Transport, latency_ms: int, message: str) -> pb.Outcome:
-    return pb.Outcome(transport=transport, latency_ms=latency_ms, error_message=message[:500])
-
-
-CANCELLED: Final = pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED)
-
-
-def transport_error(timeout: bool, message: str) -> UpstreamError:
-    """A timeout or broken connection, as the error the client will see if no key does better."""
-    if timeout:
-        return UpstreamError(504, "DEADLINE_EXCEEDED", message=f"the upstream did not answer in time ({message})")
-    return UpstreamError(502, "UNAVAILABLE", message=f"the upstream connection failed ({message})")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.keyring_client import KeyringClient, resolve_all
 
@@ -26,7 +30,7 @@ async def test_one_name_spreads_leases_over_every_replica_it_resolves_to(start_r
         return list(targets)
 
     async def b_knows_the_token() -> bool:
-        return token in (await asyncio.to_thread(lambda: set(replica_b.keyring.view.tokens_by_hash)))
+        return token in (await asyncio.to_thread(lambda: set(replica_b.keyring.cache.view.tokens_by_hash)))
 
     await eventually(b_knows_the_token, within_s=2)
     client = KeyringClient(["keyring-headless:50051"], resolver=resolver, resolve_every_s=0.05)
@@ -38,7 +42,7 @@ async def test_one_name_spreads_leases_over_every_replica_it_resolves_to(start_r
             granters[granted.lease.lease_id.split(".")[0]] += 1
             await client.release(granted, MODEL, OK)
         assert set(granters) == {"replica-a", "replica-b"} and min(granters.values()) >= 10
-        assert len(replica_a.keyring.book) == 0 and len(replica_b.keyring.book) == 0  # each release went home
+        assert len(replica_a.keyring.desk.book) == 0 and len(replica_b.keyring.desk.book) == 0  # each release went home
 
         targets.remove(f"127.0.0.1:{replica_b.server.port}")  # replica b leaves the name
 
@@ -72,7 +76,7 @@ async def test_a_replica_going_down_moves_leases_to_the_other(start_replica: Sta
     await add_keys(replica_a, 2)
 
     async def b_knows_the_token() -> bool:
-        return token in replica_b.keyring.view.tokens_by_hash
+        return token in replica_b.keyring.cache.view.tokens_by_hash
 
     await eventually(b_knows_the_token, within_s=2)
     client = KeyringClient([f"127.0.0.1:{replica_a.server.port}", f"127.0.0.1:{replica_b.server.port}"], timeout_s=2)
@@ -86,7 +90,7 @@ async def test_a_replica_going_down_moves_leases_to_the_other(start_replica: Sta
             granters.add(granted.lease.lease_id.split(".")[0])
             await client.release(granted, MODEL, OK)
         assert granters == {"replica-a"}
-        assert len(replica_a.keyring.book) == 0
+        assert len(replica_a.keyring.desk.book) == 0
     finally:
         await client.close()
 
@@ -98,24 +102,53 @@ async def test_a_release_nobody_waits_for_still_frees_the_slot_even_when_the_cli
     token = await make_pool(replica)
     await add_keys(replica, 3)
     client = KeyringClient([f"127.0.0.1:{replica.server.port}"])
+    granter = KeyringClient([f"127.0.0.1:{replica.server.port}"])
     unopened = KeyringClient([f"127.0.0.1:{replica.server.port}"])
     try:
         granted = await client.acquire(token, MODEL)
-        assert client.release_nowait(granted, MODEL, OK)
+        assert client.release(granted, MODEL, OK, confirm=False) is None  # queued: nothing to wait for
         await eventually(lambda: _no_leases(replica), within_s=2)
 
         held = [await client.acquire(token, MODEL) for _ in range(3)]
-        assert len(replica.keyring.book) == 3
-        assert all(client.release_nowait(granted, MODEL, OK) for granted in held)
+        assert len(replica.keyring.desk.book) == 3
+        assert all(client.release(granted, MODEL, OK, confirm=False) is None for granted in held)
         await client.close()  # right after queueing: close sends what is queued before it ends the stream
-        assert len(replica.keyring.book) == 0
+        assert len(replica.keyring.desk.book) == 0
 
-        # A client whose stream to that replica is not open cannot send without waiting: the caller is told.
-        assert not unopened.release_nowait(granted, MODEL, OK)
+        # A client whose stream to that replica is not open cannot send without waiting: the caller is told
+        # (it gets the delivering task), and closing the client still delivers it.
+        granted = await granter.acquire(token, MODEL)
+        delivery = unopened.release(granted, MODEL, OK, confirm=False)
+        assert delivery is not None
+        await unopened.close()
+        assert delivery.done() and len(replica.keyring.desk.book) == 0
     finally:
         await client.close()
+        await granter.close()
         await unopened.close()
 
 
+async def test_a_release_takes_the_same_path_whether_or_not_the_request_is_traced(
+    start_replica: StartReplica,
+) -> None:
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    client = KeyringClient([f"127.0.0.1:{replica.server.port}"])
+    tracer = TracerProvider(sampler=ALWAYS_ON).get_tracer("test")
+    try:
+        with tracer.start_as_current_span("request"):
+            assert trace.get_current_span().get_span_context().trace_flags.sampled
+            granted = await client.acquire(token, MODEL)
+            assert client.release(granted, MODEL, OK, confirm=False) is None  # queued, traced or not
+            await eventually(lambda: _no_leases(replica), within_s=2)
+            granted = await client.acquire(token, MODEL)
+            confirmed = client.release(granted, MODEL, OK)  # a failover's release: waited for, traced or not
+            await confirmed
+            assert len(replica.keyring.desk.book) == 0
+    finally:
+        await client.close()
+
+
 async def _no_leases(replica: object) -> bool:
-    return len(replica.keyring.book) == 0  # type: ignore[attr-defined]
+    return len(replica.keyring.desk.book) == 0  # type: ignore[attr-defined]

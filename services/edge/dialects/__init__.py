@@ -1,21 +1,16 @@
 """The two dialects the edge speaks: OpenAI's and Gemini's own.
 
-Each module parses only what the edge owns (token, model, stream flag),
-builds a ``forwarding.Call`` and hands it to the shared attempt loop.
+Each module reads only what the edge owns (the client's token, the model,
+the stream flag), builds an ``upstream.Call`` and hands it to the shared
+attempt loop (``forwarding.forward``). Which of them answers a request is
+decided once, by the route table (``routing``).
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import orjson
 
 from ..errors import bad_request
-
-
-def token_hash(token: str) -> str:
-    """What keyring knows a client token by: SHA-256, hex."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -35,8 +30,3 @@ def json_object(body: bytes) -> dict[str, object]:
     if not isinstance(data, dict):
         raise bad_request("the request body must be a JSON object")
     return data
-
-
-def model_id(name: str) -> str:
-    """``models/gemini-2.5-flash`` and ``gemini-2.5-flash`` are the same model."""
-    return name[7:] if name.startswith("models/") else name

@@ -15,11 +15,14 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
-from .. import upstream
-from ..errors import GEMINI, EdgeError, missing_token, speaks
-from ..forwarding import EDGE, Call, forward
-from . import bearer, json_object, model_id, token_hash
-from . import openai as openai_dialect
+from services.common.naming import model_id, token_hash
+
+from .. import wire
+from ..errors import EdgeError, missing_token
+from ..forwarding import EDGE, forward
+from ..routing import GEMINI
+from ..upstream import Call
+from . import bearer, json_object
 
 ACTIONS: Final = frozenset(
     {"generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents"}
@@ -37,13 +40,8 @@ def _token(request: web.Request) -> str:
     return token
 
 
-def speaks_gemini(request: web.Request) -> bool:
-    """Did the caller authenticate the Gemini way (``x-goog-api-key`` or ``?key=``)?"""
-    return "x-goog-api-key" in request.headers or "key" in request.query
-
-
 def _url(request: web.Request) -> URL:
-    query = upstream.without_key(request.rel_url.raw_query_string)
+    query = wire.without_key(request.rel_url.raw_query_string)
     url = request.app[EDGE].base_url + request.rel_url.raw_path
     return URL(f"{url}?{query}" if query else url, encoded=True)
 
@@ -52,10 +50,9 @@ def _call(
     request: web.Request, model: str, body: bytes | None, route: str, *, stream: bool = False, transform: Any = None
 ) -> Call:
     return Call(
-        dialect=GEMINI,
         method=request.method,
         url=_url(request),
-        headers=upstream.forward_headers(request.headers.items()),
+        headers=wire.forward_headers(request.headers.items()),
         body=body,
         token_hash=token_hash(_token(request)),
         model=model,
@@ -78,13 +75,11 @@ def only_allowed(body: bytes, allowed: tuple[str, ...]) -> bytes:
     return orjson.dumps(data)
 
 
-@speaks(GEMINI)
 async def list_models(request: web.Request) -> web.StreamResponse:
     """``GET /{version}/models``: the upstream's page, filtered by the pool's allow-list."""
     return await forward(request, _call(request, "", None, "models.list", transform=only_allowed))
 
 
-@speaks(GEMINI)
 async def get_model(request: web.Request) -> web.StreamResponse:
     """``GET /{version}/models/{model}``."""
     model = model_id(request.match_info["tail"])
@@ -93,7 +88,6 @@ async def get_model(request: web.Request) -> web.StreamResponse:
     return await forward(request, _call(request, model, None, "models.get"))
 
 
-@speaks(GEMINI)
 async def model_action(request: web.Request) -> web.StreamResponse:
     """``POST /{version}/models/{model}:{action}``."""
     name, _, action = request.match_info["tail"].rpartition(":")
@@ -104,17 +98,3 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     json_object(body)
     return await forward(request, _call(request, model, body, action, stream=action == "streamGenerateContent"))
-
-
-async def v1_models(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/models`` is claimed by both dialects: the way the caller authenticates decides."""
-    if speaks_gemini(request):
-        return await list_models(request)
-    return await openai_dialect.list_models(request)
-
-
-async def v1_model(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/models/{model}``, decided the same way."""
-    if speaks_gemini(request):
-        return await get_model(request)
-    return await openai_dialect.get_model(request)

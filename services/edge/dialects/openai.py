@@ -14,10 +14,14 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
-from .. import upstream
-from ..errors import OPENAI, EdgeError, bad_request, missing_token, speaks
-from ..forwarding import EDGE, Call, forward
-from . import bearer, json_object, model_id, token_hash
+from services.common.naming import model_id, token_hash
+
+from .. import wire
+from ..errors import EdgeError, bad_request, missing_token
+from ..forwarding import EDGE, forward
+from ..routing import OPENAI
+from ..upstream import Call
+from . import bearer, json_object
 
 COMPAT_PREFIX = "/v1beta/openai"
 
@@ -41,10 +45,9 @@ async def _post(request: web.Request, path: str, can_stream: bool) -> web.Stream
     if not isinstance(model, str) or not model:
         raise bad_request("you must provide a model parameter")
     call = Call(
-        dialect=OPENAI,
         method="POST",
         url=_url(request, path),
-        headers=upstream.forward_headers(request.headers.items()),
+        headers=wire.forward_headers(request.headers.items()),
         body=body,
         token_hash=token_hash(token),
         model=model_id(model),
@@ -55,13 +58,11 @@ async def _post(request: web.Request, path: str, can_stream: bool) -> web.Stream
     return await forward(request, call)
 
 
-@speaks(OPENAI)
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``, streamed (SSE) when the body says ``"stream": true``."""
     return await _post(request, "/chat/completions", can_stream=True)
 
 
-@speaks(OPENAI)
 async def embeddings(request: web.Request) -> web.StreamResponse:
     """``POST /v1/embeddings``."""
     return await _post(request, "/embeddings", can_stream=False)
@@ -78,14 +79,12 @@ def only_allowed(body: bytes, allowed: tuple[str, ...]) -> bytes:
     return orjson.dumps(data)
 
 
-@speaks(OPENAI)
 async def list_models(request: web.Request) -> web.StreamResponse:
     """``GET /v1/models`` (Bearer callers): the upstream's list, filtered by the allow-list."""
     call = Call(
-        dialect=OPENAI,
         method="GET",
         url=_url(request, "/models"),
-        headers=upstream.forward_headers(request.headers.items()),
+        headers=wire.forward_headers(request.headers.items()),
         body=None,
         token_hash=token_hash(_token(request)),
         model="",
@@ -96,17 +95,15 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     return await forward(request, call)
 
 
-@speaks(OPENAI)
 async def get_model(request: web.Request) -> web.StreamResponse:
     """``GET /v1/models/{model}`` (Bearer callers)."""
     model = model_id(request.match_info["tail"])
     if not model or ":" in model:
         raise EdgeError(404, f"no such model: {model!r}", openai_code="model_not_found")
     call = Call(
-        dialect=OPENAI,
         method="GET",
         url=_url(request, "/models/" + quote(request.match_info["tail"], safe="/:")),
-        headers=upstream.forward_headers(request.headers.items()),
+        headers=wire.forward_headers(request.headers.items()),
         body=None,
         token_hash=token_hash(_token(request)),
         model=model,
