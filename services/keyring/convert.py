@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
-from .administration import AddResult, KeyFilter, KeyInput, PoolChanges
+from .administration.inputs import AddResult, KeyFilter, KeyInput, PoolChanges
 from .domain.usage import Figures
 from .domain.models import (
     ClientToken,
@@ -28,6 +28,7 @@ _STRATEGIES: dict[pb.Strategy, Strategy] = {
 _STRATEGY_TO_PB: dict[Strategy, pb.Strategy] = {value: key for key, value in _STRATEGIES.items()}
 _STATES: dict[pb.KeyState, KeyState] = {pb.ACTIVE: KeyState.ACTIVE, pb.SUSPENDED: KeyState.SUSPENDED, pb.INVALID: KeyState.INVALID, pb.DISABLED: KeyState.DISABLED}
 _STATE_TO_PB: dict[KeyState, pb.KeyState] = {value: key for key, value in _STATES.items()}
+_TRANSPORTS: dict[int, Transport] = {transport.value: transport for transport in Transport}
 _ADD_STATUS = {"added": pb.AddKeyResult.ADDED, "duplicate": pb.AddKeyResult.DUPLICATE, "malformed": pb.AddKeyResult.MALFORMED}
 # Policy fields: proto name (milliseconds or counts) -> domain name (seconds or counts).
 _POLICY_FIELDS = {
@@ -189,7 +190,7 @@ def token_to_pb(token: ClientToken, last_used: float = 0.0) -> pb.TokenInfo:
 def outcome_from_pb(message: pb.Outcome) -> Outcome:
     return Outcome(
         http_status=message.http_status,
-        transport=Transport(message.transport) if message.transport in Transport._value2member_map_ else Transport.OK,
+        transport=_TRANSPORTS.get(message.transport, Transport.OK),
         error_status=message.error_status,
         error_reason=message.error_reason,
         retry_delay_s=message.retry_delay_ms / 1000,

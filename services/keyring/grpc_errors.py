@@ -7,12 +7,17 @@ number in the ``retry-after-ms`` trailing metadata.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from .domain import errors
 
@@ -68,16 +73,30 @@ class _Status(grpc.Status):
         self.trailing_metadata = trailing_metadata
 
 
-def retry_after_from(error: grpc.aio.AioRpcError) -> float | None:
-    """Client side: the RetryInfo delay of a RESOURCE_EXHAUSTED status, in seconds."""
-    status = rpc_status.from_call(error)
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                info = error_details_pb2.RetryInfo()
-                detail.Unpack(info)
-                return info.retry_delay.ToMilliseconds() / 1000
-    for key, value in error.trailing_metadata() or ():
-        if key == RETRY_AFTER_METADATA:
-            return int(value) / 1000
-    return None
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def domain_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
+    """A unary handler whose domain errors end the call with their gRPC status."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await handler(self, request, context)
+        except errors.KeyringError as error:
+            await context.abort_with_status(to_rpc_status(error))
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def stream_error(call_id: int, error: errors.KeyringError) -> pb.LeaseResult:
+    """A domain error as one lease stream result (the stream itself goes on)."""
+    return pb.LeaseResult(
+        id=call_id,
+        error=pb.StreamError(
+            code=status_code_of(error).value[0], message=str(error), retry_after_ms=retry_after_ms(error)
+        ),
+    )

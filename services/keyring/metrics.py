@@ -17,7 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .core import Keyring, Observer
+from .cache import StateCache
+from .core import Keyring
+from .desk import LeaseDesk, Observer
 from .domain.models import KeyState
 
 LEASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -46,8 +48,8 @@ class KeyringMetrics(Observer):
 
     def observe(self, keyring: Keyring) -> None:
         """Report the replica's view (keys by state, cooling pairs, replicas) at each scrape."""
-        keyring.observer = self
-        self.registry.register(ViewCollector(keyring))
+        keyring.desk.observer = self
+        self.registry.register(ViewCollector(keyring.cache, keyring.desk))
 
     # Observer
     def lease_granted(self, pool: str) -> None:
@@ -124,11 +126,12 @@ class LeaseCollector(Collector):
 
 
 class ViewCollector(Collector):
-    def __init__(self, keyring: Keyring) -> None:
-        self._keyring = keyring
+    def __init__(self, cache: StateCache, desk: LeaseDesk) -> None:
+        self._cache = cache
+        self._desk = desk
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        view = self._keyring.view
+        view = self._cache.view
         now = time.time()
         keys = GaugeMetricFamily("keyring_keys", "Upstream keys by pool and state.", labels=["pool", "state"])
         states = Tally((key.pool, key.state.value) for key in view.keys.values())
@@ -142,10 +145,10 @@ class ViewCollector(Collector):
             cooling.add_metric([scope, reason], count)
         yield cooling
         yield GaugeMetricFamily("keyring_live_replicas", "Keyring replicas registered in etcd.", value=len(view.members))
-        yield GaugeMetricFamily("keyring_leases_in_flight", "Leases granted by this replica and not yet released.", value=len(self._keyring.book))
+        yield GaugeMetricFamily("keyring_leases_in_flight", "Leases granted by this replica and not yet released.", value=self._desk.leases_in_flight)
         yield GaugeMetricFamily("keyring_view_revision", "The etcd revision this replica's view has reached.", value=view.revision)
         yield GaugeMetricFamily(
             "keyring_watch_lag_revisions",
             "Revisions the watch trails the newest one this replica has seen (its own writes included).",
-            value=self._keyring.watch_lag,
+            value=self._cache.watch_lag,
         )

@@ -16,14 +16,14 @@ from services.common.metrics_http import start_metrics_server
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 
+from .admin_servicer import AdminServicer
 from .administration import Administration
 from .checker import UpstreamChecker
-from .metrics import KeyringMetrics
 from .codec import Layout
 from .config import KeyringSettings
 from .core import Keyring
-from .domain.errors import KeyringError
-from .servicer import AdminServicer, LeaseServicer
+from .lease_servicer import LeaseServicer
+from .metrics import KeyringMetrics
 from .store import EtcdStore, Store
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ class KeyringServer:
         port: int,
         keyring: Keyring,
         health: HealthServicer,
-        checker: UpstreamChecker,
         metrics: KeyringMetrics,
         settings: KeyringSettings,
     ) -> None:
@@ -51,12 +50,9 @@ class KeyringServer:
         self.port = port
         self.keyring = keyring
         self.health = health
-        self.checker = checker
         self.metrics = metrics
         self.metrics_port = 0
         self._settings = settings
-        self._recheck_interval_s = settings.recheck_interval_s
-        self._recheck: asyncio.Task[None] | None = None
         self._metrics_runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -68,35 +64,17 @@ class KeyringServer:
             )
         await self.server.start()
         await self.keyring.start()
-        if self._recheck_interval_s > 0:
-            self._recheck = asyncio.create_task(self._recheck_unhealthy(), name="keyring-recheck")
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("keyring replica %s serving on port %d", self.keyring.replica_id, self.port)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking leases, finish in-flight RPCs, drop membership."""
         self.keyring.stop_accepting()
-        if self._recheck is not None:
-            self._recheck.cancel()
-            await asyncio.gather(self._recheck, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         await self.keyring.stop()
-        await self.checker.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
-
-    async def _recheck_unhealthy(self) -> None:
-        """Probe invalid and suspended keys now and then; those that answer come back."""
-        while True:
-            await asyncio.sleep(self._recheck_interval_s)
-            if not self.keyring.is_leader():
-                continue
-            try:
-                checked = await self.keyring.verify(self.checker, self.keyring.unhealthy_keys())
-                log.info("re-checked %d unhealthy keys", len(checked))
-            except KeyringError as error:
-                log.warning("re-check of unhealthy keys failed: %s", error)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -111,13 +89,16 @@ def create_server(
     metrics: KeyringMetrics | None = None,
 ) -> KeyringServer:
     """Build a replica bound to host:port (port 0 picks a free one); nothing runs yet."""
+    checker = UpstreamChecker(settings.upstream_base_url, settings.http_proxy, settings.check_timeout_s)
     keyring = Keyring(
         store,
         settings.secret_box(),
+        checker,
         replica_id=settings.replica_id,
         layout=Layout(settings.prefix),
         membership_ttl_s=settings.membership_ttl_s,
         janitor_interval_s=settings.janitor_interval_s,
+        recheck_interval_s=settings.recheck_interval_s,
     )
     administration = Administration(
         keyring, key_pattern=settings.key_pattern, max_keys_per_import=settings.max_keys_per_import
@@ -127,10 +108,9 @@ def create_server(
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    checker = UpstreamChecker(settings.upstream_base_url, settings.http_proxy, settings.check_timeout_s)
     server = grpc.aio.server(options=options)
-    pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(keyring), server)
-    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration, checker), server)
+    pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(keyring.desk), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
@@ -139,7 +119,7 @@ def create_server(
     metrics.observe(keyring)
     if isinstance(store, EtcdStore):
         store.observe_operations(metrics.etcd_operation)
-    return KeyringServer(server, bound, keyring, health, checker, metrics, settings)
+    return KeyringServer(server, bound, keyring, health, metrics, settings)
 
 
 async def run(settings: KeyringSettings) -> None:

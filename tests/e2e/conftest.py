@@ -45,7 +45,7 @@ class Stack:
 
     @property
     def leases_held(self) -> int:
-        return len(self.replica.keyring.book)
+        return len(self.replica.keyring.desk.book)
 
     async def no_lease_held(self, within_s: float = 2.0) -> None:
         await eventually(lambda: self.leases_held == 0, within_s, "a lease is still held")

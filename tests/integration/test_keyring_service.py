@@ -11,13 +11,15 @@ import aetcd
 import grpc
 import orjson
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
 from services.edge.keyring_client import KeyringClient
-from services.keyring.grpc_errors import retry_after_from
+from services.keyring.grpc_errors import RETRY_AFTER_METADATA
 
 from .conftest import Replica, StartReplica, make_pool
 
@@ -60,6 +62,21 @@ async def eventually(check: Callable[[], Awaitable[bool]], within_s: float, ever
             pytest.fail(f"condition not met within {within_s} s")
         await asyncio.sleep(every_s)
     return time.monotonic() - started
+
+
+def retry_after_from(error: grpc.aio.AioRpcError) -> float | None:
+    """Client side: the RetryInfo delay of a RESOURCE_EXHAUSTED status, in seconds."""
+    status = rpc_status.from_call(error)
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                return info.retry_delay.ToMilliseconds() / 1000
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_METADATA:
+            return int(value) / 1000
+    return None
 
 
 async def key_info(replica: Replica, key_id: str) -> pb.KeyInfo:
@@ -279,7 +296,7 @@ async def test_cooldown_through_replica_a_is_refused_by_replica_b_quickly(start_
             return False
 
     await eventually(b_sees_the_key, within_s=2)
-    assert len(replica_a.keyring.view.members) == 2 and len(replica_b.keyring.view.members) == 2
+    assert len(replica_a.keyring.cache.view.members) == 2 and len(replica_b.keyring.cache.view.members) == 2
     await release(replica_a, await acquire(replica_a, token), RATE_LIMITED)
 
     async def b_refuses() -> bool:
@@ -517,5 +534,5 @@ async def test_a_restarted_replica_with_the_same_name_does_not_release_its_prede
     new_lease = await acquire(second, token)
     assert new_lease.lease_id != old_lease.lease_id
     assert await release(second, old_lease) is False  # a late release of the old lease frees nothing
-    assert len(second.keyring.book) == 1
+    assert len(second.keyring.desk.book) == 1
     assert (await refused(second, token)).code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # cap still held

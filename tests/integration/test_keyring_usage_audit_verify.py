@@ -82,7 +82,7 @@ async def test_usage_is_summed_over_replicas(start_replica: StartReplica) -> Non
     for _ in range(3):
         await release(replica_a, await acquire(replica_a, token), pb.Outcome(http_status=200, input_tokens=10, output_tokens=5))
     await release(replica_b, await acquire(replica_b, token), pb.Outcome(http_status=500))
-    await replica_b.keyring.flush_usage()
+    await replica_b.keyring.housekeeping.flush_usage()
 
     async def a_sees_all() -> bool:
         usage = await replica_a.admin.GetUsage(pb.GetUsageRequest(window_s=3600))
@@ -135,7 +135,7 @@ async def test_last_used_of_keys_and_tokens_is_shared_by_replicas(start_replica:
     used_a = (await replica_a.admin.GetKey(pb.GetKeyRequest(key_id=key_id))).last_used_ms
     [token_info] = (await replica_a.admin.ListTokens(pb.ListTokensRequest(pool="main"))).tokens
     assert used_a > 0 and token_info.last_used_ms == used_a
-    await replica_a.keyring.flush_usage()
+    await replica_a.keyring.housekeeping.flush_usage()
 
     async def b_knows() -> bool:
         info = await replica_b.admin.GetKey(pb.GetKeyRequest(key_id=key_id))

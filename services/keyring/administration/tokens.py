@@ -1,0 +1,80 @@
+"""Operator actions on client tokens: a token is shown once, at creation, and only its hash is kept."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from services.common.naming import token_hash
+
+from ..domain.allocator import require_pool
+from ..domain.errors import NotFound
+from ..domain.identity import new_client_token, token_id_for
+from ..domain.models import ClientToken
+from ..domain.view import KeyringView
+from ..writer import Change, StateWriter
+from .inputs import check_token_settings
+
+
+class Tokens:
+    def __init__(self, view: KeyringView, writer: StateWriter, clock: Callable[[], float]) -> None:
+        self._view = view
+        self._writer = writer
+        self._clock = clock
+
+    async def create_token(
+        self, pool_name: str, name: str, expires_at: float = 0.0, requests_per_minute: int = 0
+    ) -> tuple[ClientToken, str]:
+        """A new client token; the token itself is returned this once and never stored."""
+        require_pool(self._view, pool_name)
+        check_token_settings(name, expires_at, requests_per_minute, self._clock())
+        token = new_client_token()
+        hashed = token_hash(token)
+        record = ClientToken(
+            token_id=token_id_for(hashed),
+            token_hash=hashed,
+            pool=pool_name,
+            name=name,
+            created_at=self._clock(),
+            expires_at=expires_at,
+            requests_per_minute=requests_per_minute,
+            prefix=token[:7],
+        )
+        await self._writer.transact(lambda: [self._writer.put(record)])
+        return self._view.tokens[record.token_id], token
+
+    def list_tokens(self, pool_name: str = "") -> list[ClientToken]:
+        if pool_name:
+            require_pool(self._view, pool_name)
+        tokens = self._view.tokens_of(pool_name) if pool_name else list(self._view.tokens.values())
+        return sorted(tokens, key=lambda token: (token.pool, token.created_at, token.token_id))
+
+    def get_token(self, token_id: str) -> ClientToken:
+        token = self._view.tokens.get(token_id)
+        if token is None:
+            raise NotFound(f"token {token_id!r} does not exist")
+        return token
+
+    async def rotate_token(self, token_id: str) -> tuple[ClientToken, str]:
+        """A new token with the same settings; the old one stops working in the same write."""
+        new_token = new_client_token()
+        hashed = token_hash(new_token)
+
+        def decide() -> list[Change]:
+            old = self.get_token(token_id)
+            replacement = dataclasses.replace(
+                old, token_id=token_id_for(hashed), token_hash=hashed, created_at=self._clock(),
+                prefix=new_token[:7], revoked=False, revision=0,
+            )
+            return [self._writer.delete(old), self._writer.put(replacement)]
+
+        await self._writer.transact(decide)
+        return self._view.tokens[token_id_for(hashed)], new_token
+
+    async def revoke_token(self, token_id: str) -> ClientToken:
+        def decide() -> list[Change]:
+            current = self.get_token(token_id)
+            return [] if current.revoked else [self._writer.put(dataclasses.replace(current, revoked=True))]
+
+        await self._writer.transact(decide)
+        return self.get_token(token_id)

@@ -1,0 +1,159 @@
+"""The state cache: this replica's view of the store, and nothing but reading it.
+
+The view is built by a range read and kept current by a watch from that
+revision (patroni's KVCache, in asyncio); after any watch failure it is
+rebuilt from a new snapshot. Each path remembers the revision it was last
+applied at, so an older change (a watch event that trails this replica's own
+commit) never overwrites a newer one. The state writer applies its commits
+here through ``apply``; nobody else changes the view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import orjson
+
+from .codec import Layout, Record, decode
+from .domain.models import ClientToken, Cooldown, CooldownId, CooldownScope, Pool, UpstreamKey
+from .domain.view import KeyringView
+from .store import Snapshot, Store, StoreUnavailable, WatchCompacted
+
+log = logging.getLogger(__name__)
+
+
+class StateCache:
+    def __init__(self, store: Store, layout: Layout) -> None:
+        self.layout = layout
+        self.view = KeyringView()
+        # When each key and client token was last used, over all replicas (from their usage buckets).
+        self.last_used: dict[str, float] = {}
+        # The newest store revision this replica has seen (its own commits included);
+        # the watch is behind by store_revision - view.revision.
+        self.store_revision = 0
+        # Called with a key id when the key leaves the view (the lease desk drops its secret).
+        self.on_key_removed: list[Callable[[str], None]] = []
+        self._store = store
+        self._revisions: dict[str, int] = {}
+        self._built = asyncio.Event()
+
+    @property
+    def built(self) -> bool:
+        return self._built.is_set()
+
+    async def wait_built(self, timeout_s: float) -> None:
+        await asyncio.wait_for(self._built.wait(), timeout_s)
+
+    @property
+    def watch_lag(self) -> int:
+        """Revisions the watch-fed view trails the newest revision this replica knows of."""
+        return max(0, self.store_revision - self.view.revision)
+
+    def replica_count(self) -> int:
+        return max(1, len(self.view.members))
+
+    def is_leader(self, replica_id: str) -> bool:
+        """The replica with the smallest id does the cluster's periodic chores."""
+        return min(self.view.members, default=replica_id) == replica_id
+
+    # -- following the store --------------------------------------------
+
+    async def follow(self) -> None:
+        """Range read, then watch from that revision; rebuild after any watch failure (runs until cancelled)."""
+        backoff = 0.1
+        while True:
+            try:
+                snapshot = await self._store.snapshot(self.layout.prefix)
+                self._rebuild(snapshot)
+                self._built.set()
+                backoff = 0.1
+                async with contextlib.aclosing(self._store.watch(self.layout.prefix, snapshot.revision + 1)) as watch:
+                    async for events in watch:
+                        for event in events:
+                            self._apply(event.key, event.value, event.mod_revision)
+                            self.view.revision = max(self.view.revision, event.mod_revision)
+                        self.store_revision = max(self.store_revision, self.view.revision)
+            except (StoreUnavailable, WatchCompacted) as error:
+                log.warning("store watch interrupted (%s); rebuilding the view", type(error).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _rebuild(self, snapshot: Snapshot) -> None:
+        self.view.clear()
+        self._revisions.clear()
+        for entry in snapshot.entries:
+            self._apply(entry.key, entry.value, entry.mod_revision)
+        self.view.revision = snapshot.revision
+        self.store_revision = max(self.store_revision, snapshot.revision)
+
+    # -- what the writer learnt -----------------------------------------
+
+    def apply(self, path: str, value: bytes | None, revision: int) -> None:
+        """A committed write (``value is None``: deleted) at ``revision``, or a fresh read of it."""
+        self.store_revision = max(self.store_revision, revision)
+        self._apply(path, value, revision)
+
+    def _apply(self, path: str, value: bytes | None, revision: int) -> None:
+        """Apply one stored change to the view unless the view already has a newer one."""
+        if revision <= self._revisions.get(path, 0):
+            return
+        self._revisions[path] = revision
+        if value is None:
+            self.forget(path)
+            return
+        kind, parts = self.layout.kind_of(path)
+        if kind == "members":
+            self.view.members[parts[0]] = value
+            return
+        if kind in ("usage", "audit"):
+            getattr(self.view, kind)[path] = value
+            if kind == "usage":
+                self._merge_last_used(value)
+            return
+        try:
+            record = decode(kind, value, revision)
+        except (ValueError, KeyError, TypeError):
+            log.error("skipping a malformed record at %s", path)
+            return
+        if record is not None:
+            self._put_in_view(record)
+
+    def _merge_last_used(self, bucket: bytes) -> None:
+        try:
+            seen = orjson.loads(bucket).get("last_used", {})
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        for subject, at in seen.items():
+            if at > self.last_used.get(subject, 0.0):
+                self.last_used[subject] = at
+
+    def _put_in_view(self, record: Record) -> None:
+        if isinstance(record, Pool):
+            self.view.put_pool(record)
+        elif isinstance(record, UpstreamKey):
+            self.view.put_key(record)
+        elif isinstance(record, ClientToken):
+            self.view.put_token(record)
+        elif isinstance(record, Cooldown):
+            self.view.put_cooldown(record)
+
+    def forget(self, path: str) -> None:
+        """The record at ``path`` is gone from the store (read fresh after a lost guard)."""
+        kind, parts = self.layout.kind_of(path)
+        if kind == "pools":
+            self.view.remove_pool(parts[0])
+        elif kind == "keys":
+            self.view.remove_key(parts[0])
+            for listener in self.on_key_removed:
+                listener(parts[0])
+        elif kind == "tokens":
+            self.view.remove_token(parts[0])
+        elif kind == "cooldowns" and len(parts) == 3:
+            self.view.remove_cooldown(CooldownId(CooldownScope(parts[0]), parts[1], parts[2]))
+        elif kind == "members":
+            self.view.members.pop(parts[0], None)
+        elif kind in ("usage", "audit"):
+            getattr(self.view, kind).pop(path, None)

@@ -1,0 +1,156 @@
+"""The lease desk: leases granted and given back, and what their outcomes teach.
+
+Leases are granted from memory (the allocator over the state cache's view)
+and the key's secret is opened once and kept, sealed value beside it, until
+the key changes or goes. An outcome is judged once, on the view of the moment
+it comes back (``judge``); what that judgement changes is written as it is
+(``report``), and judged again only if a guarded write lost a race.
+
+The routine success (most releases) touches no store, awaits nothing and
+allocates nothing beyond the usage count.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable, Sequence
+
+from .cache import StateCache
+from .domain.allocator import Allocator, Grant
+from .domain.errors import KeyringError, NotReady
+from .domain.leasing import LeaseBook
+from .domain.models import Cooldown, Outcome, Policy, Transport
+from .domain.policy import is_routine_success, judge
+from .domain.usage import UsageCounter
+from .sealing import SecretBox
+from .writer import Change, StateWriter
+
+Clock = Callable[[], float]
+NO_CHANGES: tuple[Change, ...] = ()
+
+
+class Observer:
+    """What the desk tells the outside world (metrics); every method is a no-op here."""
+
+    def lease_granted(self, pool: str) -> None: ...
+
+    def lease_denied(self, pool: str, reason: str) -> None: ...
+
+    def lease_released(self, pool: str, key_id: str, held_s: float, failed: bool) -> None: ...
+
+    def lease_expired(self, pool: str) -> None: ...
+
+    def cooldown_started(self, reason: str) -> None: ...
+
+
+class LeaseDesk:
+    def __init__(
+        self,
+        cache: StateCache,
+        writer: StateWriter,
+        box: SecretBox,
+        *,
+        instance: str,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.book = LeaseBook(instance)
+        self.allocator = Allocator(cache.view, self.book, cache.replica_count, rng)
+        self.usage = UsageCounter()  # counted here, flushed by housekeeping
+        self.observer = Observer()
+        self.accepting = False  # new leases are refused until the replica serves
+        self._view = cache.view
+        self._last_used = cache.last_used
+        self._writer = writer
+        self._box = box
+        self._clock = clock
+        self._secrets: dict[str, tuple[str, str]] = {}  # key id -> (sealed, clear)
+        cache.on_key_removed.append(self._forget_secret)
+
+    @property
+    def leases_in_flight(self) -> int:
+        return len(self.book)
+
+    def acquire(self, token_hash: str, model: str, exclude: frozenset[str] = frozenset()) -> tuple[Grant, str]:
+        """A lease and the key's secret in clear; raises a domain error when refused."""
+        if not self.accepting:
+            raise NotReady("this keyring replica is not serving leases")
+        try:
+            grant = self.allocator.acquire(token_hash, model, exclude, self._clock())
+        except KeyringError as error:
+            self.observer.lease_denied(getattr(error, "pool", ""), type(error).__name__)
+            raise
+        self.observer.lease_granted(grant.pool.name)
+        return grant, self.secret_of(grant.key.key_id, grant.key.sealed_secret)
+
+    def release_slot(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> tuple[bool, str, str]:
+        """Give the slot back and count the call; returns (was ours, key id, model)."""
+        lease = self.allocator.release(lease_id)
+        token_id = ""
+        if lease is not None:
+            key_id, model, token_id = lease.key_id, lease.model, lease.token_id
+        key = self._view.keys.get(key_id)
+        if key is not None and outcome.transport is not Transport.CANCELLED:
+            now = self._clock()
+            failed = outcome.transport is not Transport.OK or not 200 <= outcome.http_status < 300
+            self.usage.count(now, key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
+            self._last_used[key_id] = now
+            if token_id:
+                self._last_used[token_id] = now
+            held_s = now - lease.granted_at if lease is not None else outcome.latency_s
+            self.observer.lease_released(key.pool, key_id, held_s, failed)
+        return lease is not None, key_id, model
+
+    def judge(self, key_id: str, model: str, outcome: Outcome) -> Sequence[Change]:
+        """What the outcome changes, judged on the view now (most successes: nothing to write)."""
+        key = self._view.keys.get(key_id)
+        if key is None or is_routine_success(outcome, key):
+            return NO_CHANGES
+        return self._changes(key_id, model, outcome)
+
+    async def report(self, key_id: str, model: str, outcome: Outcome, judged: Sequence[Change]) -> None:
+        """Write what ``judge`` decided; a lost guard has the outcome judged again on fresh data."""
+        changes = await self._writer.transact(functools.partial(self._changes, key_id, model, outcome), judged)
+        for change in changes:
+            if isinstance(change.record, Cooldown):
+                self.observer.cooldown_started(change.record.reason.value)
+
+    async def release(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> bool:
+        """Give the slot back and learn from the outcome; False when the lease was not ours."""
+        known, key_id, model = self.release_slot(lease_id, key_id, model, outcome)
+        changes = self.judge(key_id, model, outcome)
+        if changes:
+            await self.report(key_id, model, outcome, changes)
+        return known
+
+    def reclaim_expired(self, now: float) -> None:
+        """Take back leases whose holder never released them."""
+        for lease in self.book.reclaim_expired(now):
+            self.observer.lease_expired(lease.pool)
+
+    def secret_of(self, key_id: str, sealed: str) -> str:
+        """The key's secret in clear, opened once per sealed value."""
+        cached = self._secrets.get(key_id)
+        if cached is not None and cached[0] == sealed:
+            return cached[1]
+        clear = self._box.open(sealed, key_id)
+        self._secrets[key_id] = (sealed, clear)
+        return clear
+
+    def _forget_secret(self, key_id: str) -> None:
+        self._secrets.pop(key_id, None)
+
+    def _changes(self, key_id: str, model: str, outcome: Outcome) -> list[Change]:
+        key = self._view.keys.get(key_id)
+        if key is None:
+            return []
+        pool = self._view.pools.get(key.pool)
+        policy = pool.policy if pool else Policy()
+        verdict = judge(outcome, key, model, policy, self._clock(), self._view.cooldowns)
+        changes = []
+        if verdict.cooldown is not None:
+            changes.append(self._writer.put(verdict.cooldown))
+        if verdict.key is not None:
+            changes.append(self._writer.put(verdict.key))
+        return changes

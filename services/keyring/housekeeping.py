@@ -1,0 +1,176 @@
+"""Housekeeping: the chores no request waits for.
+
+The janitor reclaims abandoned leases, flushes this replica's usage buckets
+and drops what has aged out (stale cooldowns, old usage, audit beyond its
+limit). The re-check probes invalid and suspended keys upstream now and then
+(on the leader only); ``verify`` does the same on an operator's demand. The
+audit log is written and read here too.
+
+A re-check's answer is judged like any other. A 429 whose QuotaFailure names
+a model in its quotaDimensions cools that model; one that names none (listing
+models names none) cools the model-less pair, as the check itself is
+model-less: generation calls keep their keys and learn any per-model quota
+on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+
+from services.common.naming import model_id
+
+from .cache import StateCache
+from .desk import LeaseDesk
+from .domain.errors import Conflict, KeyringError, NotReady
+from .domain.models import KeyState, Outcome
+from .domain.usage import Bucket, UsageSummary, summarise
+from .writer import Change, StateWriter
+
+log = logging.getLogger(__name__)
+
+COOLDOWN_GC_INTERVAL_S = 30.0
+USAGE_FLUSH_INTERVAL_S = 5.0
+USAGE_RETENTION_S = 25 * 3600
+AUDIT_LIMIT = 1000
+Clock = Callable[[], float]
+
+
+class Checker(Protocol):
+    """One cheap upstream call with a key's secret (``checker.UpstreamChecker``)."""
+
+    async def check(self, secret: str) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        cache: StateCache,
+        writer: StateWriter,
+        desk: LeaseDesk,
+        checker: Checker,
+        *,
+        instance: str,
+        clock: Clock,
+    ) -> None:
+        self._cache = cache
+        self._view = cache.view
+        self._layout = cache.layout
+        self._writer = writer
+        self._desk = desk
+        self._checker = checker
+        self._instance = instance
+        self._clock = clock
+
+    async def janitor(self, interval_s: float) -> None:
+        """Reclaim abandoned leases, flush usage, drop what has aged out (runs until cancelled)."""
+        last_gc = last_flush = 0.0
+        while True:
+            await asyncio.sleep(interval_s)
+            now = self._clock()
+            self._desk.reclaim_expired(now)
+            with contextlib.suppress(NotReady, Conflict):
+                if now - last_flush >= USAGE_FLUSH_INTERVAL_S:
+                    last_flush = now
+                    await self.flush_usage()
+                if now - last_gc >= COOLDOWN_GC_INTERVAL_S:
+                    last_gc = now
+                    await self._collect_cooldowns(now)
+                    await self._collect_usage_and_audit(now)
+
+    async def recheck(self, interval_s: float, replica_id: str) -> None:
+        """Probe invalid and suspended keys now and then; those that answer come back (the leader only)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self._cache.is_leader(replica_id):
+                continue
+            try:
+                checked = await self.verify(self.unhealthy_keys())
+                log.info("re-checked %d unhealthy keys", len(checked))
+            except KeyringError as error:
+                log.warning("re-check of unhealthy keys failed: %s", error)
+
+    async def close(self) -> None:
+        await self._checker.close()
+
+    # -- checking keys upstream -----------------------------------------
+
+    async def verify(self, key_ids: list[str]) -> list[tuple[str, Outcome]]:
+        """Check keys upstream; a key that answers is revived, a refusal is judged as usual."""
+        results = []
+        for key_id in key_ids:
+            key = self._view.keys.get(key_id)
+            if key is None:
+                continue
+            outcome = await self._checker.check(self._desk.secret_of(key_id, key.sealed_secret))
+            if 200 <= outcome.http_status < 300:
+                await self._writer.transact(functools.partial(self._revived, key_id))
+            else:
+                model = model_id(outcome.quota_model())
+                changes = self._desk.judge(key_id, model, outcome)
+                if changes:
+                    await self._desk.report(key_id, model, outcome, changes)
+            results.append((key_id, outcome))
+        return results
+
+    def unhealthy_keys(self, pool: str = "") -> list[str]:
+        return sorted(
+            key.key_id
+            for key in self._view.keys.values()
+            if key.state in (KeyState.INVALID, KeyState.SUSPENDED) and (not pool or key.pool == pool)
+        )
+
+    def _revived(self, key_id: str) -> list[Change]:
+        key = self._view.keys.get(key_id)
+        if key is None or key.state is KeyState.DISABLED:
+            return []
+        healthy = dataclasses.replace(key, state=KeyState.ACTIVE, state_until=0.0, consecutive_failures=0, forbidden_strikes=0)
+        return [] if healthy == key else [self._writer.put(healthy)]
+
+    # -- usage and audit ------------------------------------------------
+
+    async def flush_usage(self) -> None:
+        """Write this replica's changed usage buckets (only this replica writes them)."""
+        for bucket in self._desk.usage.take_dirty(self._clock()):
+            path = self._layout.usage(self._instance, bucket.start)
+            await self._writer.write_unguarded(path, orjson.dumps(bucket.to_dict()))
+
+    async def usage_summary(self, window_s: float, pool: str = "") -> UsageSummary:
+        await self.flush_usage()
+        buckets = [Bucket.from_dict(orjson.loads(value)) for value in self._view.usage.values()]
+        return summarise(buckets, self._clock() - window_s, pool)
+
+    async def record_audit(self, actor: str, action: str, target: str, detail: str) -> None:
+        now = self._clock()
+        entry = {"at": now, "actor": actor[:200], "action": action, "target": target[:200], "detail": detail[:500]}
+        path = self._layout.audit(int(now * 1000), secrets.token_hex(4))
+        await self._writer.write_unguarded(path, orjson.dumps(entry))
+
+    def audit_entries(self, limit: int) -> list[dict[str, Any]]:
+        newest = sorted(self._view.audit, reverse=True)[:limit]
+        return [orjson.loads(self._view.audit[path]) for path in newest]
+
+    # -- garbage --------------------------------------------------------
+
+    async def _collect_usage_and_audit(self, now: float) -> None:
+        horizon = now - USAGE_RETENTION_S
+        for path in [p for p in self._view.usage if int(p.rsplit("/", 1)[1]) < horizon]:
+            await self._writer.write_unguarded(path, None)
+        for path in sorted(self._view.audit)[:-AUDIT_LIMIT]:
+            await self._writer.write_unguarded(path, None)
+
+    async def _collect_cooldowns(self, now: float) -> None:
+        memory = max((pool.policy.strike_memory_s for pool in self._view.pools.values()), default=3600.0)
+        stale = [c for c in self._view.cooldowns.values() if c.until + memory < now]
+        for cooldown in stale:
+            await self._writer.commit([self._writer.delete(cooldown)])
