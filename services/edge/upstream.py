@@ -150,14 +150,12 @@ class Attempt:
                 answer.release()
 
     def _transport_failure(self, error: BaseException) -> UpstreamError:
-        name = type(error).__name__
-        if isinstance(error, TimeoutError):
-            transport, message = pb.Outcome.TRANSPORT_TIMEOUT, f"the upstream did not answer in time ({name})"
-            failure = UpstreamError(504, "DEADLINE_EXCEEDED", message, transport=Transport.TIMEOUT)
-        else:
-            transport, message = pb.Outcome.TRANSPORT_CONNECTION, f"the upstream connection failed ({name})"
-            failure = UpstreamError(502, "UNAVAILABLE", message, transport=Transport.CONNECTION)
-        self.outcome = pb.Outcome(transport=transport, latency_ms=self._elapsed_ms(), error_message=name[:500])
+        failure = transport_failure(error)
+        self.outcome = pb.Outcome(
+            transport=_OUTCOME_TRANSPORT[failure.transport],
+            latency_ms=self._elapsed_ms(),
+            error_message=type(error).__name__,
+        )
         return failure
 
     def _error(self, answer: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
@@ -190,7 +188,21 @@ class Attempt:
         return response
 
 
+def transport_failure(error: BaseException) -> UpstreamError:
+    """A timeout (504) or a refused or broken connection (502), as the error the client sees if no key does better."""
+    name = type(error).__name__
+    if isinstance(error, TimeoutError):
+        message = f"the upstream did not answer in time ({name})"
+        return UpstreamError(504, "DEADLINE_EXCEEDED", message, transport=Transport.TIMEOUT)
+    return UpstreamError(502, "UNAVAILABLE", f"the upstream connection failed ({name})", transport=Transport.CONNECTION)
+
+
 # -- outcomes for keyring ------------------------------------------------------
+
+_OUTCOME_TRANSPORT: Final = {
+    Transport.TIMEOUT: pb.Outcome.TRANSPORT_TIMEOUT,
+    Transport.CONNECTION: pb.Outcome.TRANSPORT_CONNECTION,
+}
 
 CANCELLED: Final = pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED)
 
