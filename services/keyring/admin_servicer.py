@@ -140,8 +140,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.CreateTokenResponse(info=self._token_info(token), token=secret)
 
     @domain_errors
-    async def ListTokens(self, request: pb.ListTokensRequest, context: grpc.aio.ServicerContext) -> pb.ListTokensResponse:
-        return pb.ListTokensResponse(tokens=[self._token_info(token) for token in self._tokens.list_tokens(request.pool)])
+    async def ListTokens(
+        self, request: pb.ListTokensRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTokensResponse:
+        return pb.ListTokensResponse(
+            tokens=[self._token_info(token) for token in self._tokens.list_tokens(request.pool)]
+        )
 
     @domain_errors
     async def RotateToken(
@@ -175,7 +179,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.ImportConfigResponse(pools=pools, keys=keys, tokens=tokens)
 
     @domain_errors
-    async def VerifyKeys(self, request: pb.VerifyKeysRequest, context: grpc.aio.ServicerContext) -> pb.VerifyKeysResponse:
+    async def VerifyKeys(
+        self, request: pb.VerifyKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyKeysResponse:
         key_ids = list(dict.fromkeys(request.key_ids))
         for key_id in key_ids:
             self._keys.get_key(key_id)  # unknown ids fail before any upstream call
@@ -211,7 +217,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.GetUsageResponse(
             window_s=window,
             keys=[convert.usage_row(key_id, pool, figures) for key_id, (pool, figures) in sorted(summary.keys.items())],
-            tokens=[convert.usage_row(token_id, pool, figures) for token_id, (pool, figures) in sorted(summary.tokens.items())],
+            tokens=[
+                convert.usage_row(token_id, pool, figures)
+                for token_id, (pool, figures) in sorted(summary.tokens.items())
+            ],
             pools=[convert.usage_row(pool, pool, figures) for pool, figures in sorted(summary.pools.items())],
         )
 
@@ -221,8 +230,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.ListAuditResponse(
             entries=[
                 pb.AuditEntry(
-                    at_ms=convert.ms(float(entry["at"])), actor=str(entry["actor"]), action=str(entry["action"]),
-                    target=str(entry["target"]), detail=str(entry["detail"]),
+                    at_ms=convert.ms(float(entry["at"])),
+                    actor=str(entry["actor"]),
+                    action=str(entry["action"]),
+                    target=str(entry["target"]),
+                    detail=str(entry["detail"]),
                 )
                 for entry in self._housekeeping.audit_entries(limit)
             ]

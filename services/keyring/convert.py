@@ -5,7 +5,6 @@ from __future__ import annotations
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from .administration.inputs import AddResult, KeyFilter, KeyInput, PoolChanges
-from .domain.usage import Figures
 from .domain.models import (
     ClientToken,
     Cooldown,
@@ -18,6 +17,7 @@ from .domain.models import (
     Transport,
     UpstreamKey,
 )
+from .domain.usage import Figures
 
 _STRATEGIES: dict[pb.Strategy, Strategy] = {
     pb.ROUND_ROBIN: Strategy.ROUND_ROBIN,
@@ -26,10 +26,19 @@ _STRATEGIES: dict[pb.Strategy, Strategy] = {
     pb.LEAST_LOADED: Strategy.LEAST_LOADED,
 }
 _STRATEGY_TO_PB: dict[Strategy, pb.Strategy] = {value: key for key, value in _STRATEGIES.items()}
-_STATES: dict[pb.KeyState, KeyState] = {pb.ACTIVE: KeyState.ACTIVE, pb.SUSPENDED: KeyState.SUSPENDED, pb.INVALID: KeyState.INVALID, pb.DISABLED: KeyState.DISABLED}
+_STATES: dict[pb.KeyState, KeyState] = {
+    pb.ACTIVE: KeyState.ACTIVE,
+    pb.SUSPENDED: KeyState.SUSPENDED,
+    pb.INVALID: KeyState.INVALID,
+    pb.DISABLED: KeyState.DISABLED,
+}
 _STATE_TO_PB: dict[KeyState, pb.KeyState] = {value: key for key, value in _STATES.items()}
 _TRANSPORTS: dict[int, Transport] = {transport.value: transport for transport in Transport}
-_ADD_STATUS = {"added": pb.AddKeyResult.ADDED, "duplicate": pb.AddKeyResult.DUPLICATE, "malformed": pb.AddKeyResult.MALFORMED}
+_ADD_STATUS = {
+    "added": pb.AddKeyResult.ADDED,
+    "duplicate": pb.AddKeyResult.DUPLICATE,
+    "malformed": pb.AddKeyResult.MALFORMED,
+}
 # Policy fields: proto name (milliseconds or counts) -> domain name (seconds or counts).
 _POLICY_FIELDS = {
     "rate_limit_cooldown_ms": "rate_limit_cooldown_s",
@@ -159,8 +168,11 @@ def key_to_pb(key: UpstreamKey, cooldowns: list[Cooldown], last_used: float = 0.
         error = key.last_error
         info.last_error.CopyFrom(
             pb.LastError(
-                http_status=error.http_status, status=error.status, reason=error.reason,
-                message=error.message, at_ms=ms(error.at),
+                http_status=error.http_status,
+                status=error.status,
+                reason=error.reason,
+                message=error.message,
+                at_ms=ms(error.at),
             )
         )
     return info
@@ -168,8 +180,11 @@ def key_to_pb(key: UpstreamKey, cooldowns: list[Cooldown], last_used: float = 0.
 
 def add_result_to_pb(result: AddResult) -> pb.AddKeyResult:
     return pb.AddKeyResult(
-        index=result.index, key_id=result.key_id, mask=result.mask,
-        status=_ADD_STATUS[result.status], message=result.message,
+        index=result.index,
+        key_id=result.key_id,
+        mask=result.mask,
+        status=_ADD_STATUS[result.status],
+        message=result.message,
     )
 
 
@@ -214,7 +229,9 @@ def usage_row(subject: str, pool: str, figures: Figures) -> pb.UsageRow:
         id=subject,
         pool=pool,
         figures=pb.UsageFigures(
-            requests=figures.requests, errors=figures.errors,
-            input_tokens=figures.input_tokens, output_tokens=figures.output_tokens,
+            requests=figures.requests,
+            errors=figures.errors,
+            input_tokens=figures.input_tokens,
+            output_tokens=figures.output_tokens,
         ),
     )

@@ -134,7 +134,9 @@ class Housekeeping:
         key = self._view.keys.get(key_id)
         if key is None or key.state is KeyState.DISABLED:
             return []
-        healthy = dataclasses.replace(key, state=KeyState.ACTIVE, state_until=0.0, consecutive_failures=0, forbidden_strikes=0)
+        healthy = dataclasses.replace(
+            key, state=KeyState.ACTIVE, state_until=0.0, consecutive_failures=0, forbidden_strikes=0
+        )
         return [] if healthy == key else [self._writer.put(healthy)]
 
     # -- usage and audit ------------------------------------------------

@@ -131,7 +131,9 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                                 results.append(pb.LeaseResult(id=call.id, release=pb.ReleaseResponse(known=known)))
                         continue
                     try:
-                        results.append(pb.LeaseResult(id=call.id, acquire=self._acquire(call.acquire, call.traceparent)))
+                        results.append(
+                            pb.LeaseResult(id=call.id, acquire=self._acquire(call.acquire, call.traceparent))
+                        )
                     except KeyringError as error:
                         results.append(stream_error(call.id, error))
                 if results:

@@ -7,8 +7,8 @@ can turn off (KEYRING_METRICS_PER_KEY=false).
 
 from __future__ import annotations
 
-import time
 import bisect
+import time
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Iterator
@@ -35,10 +35,25 @@ class KeyringMetrics(Observer):
         self.registry = CollectorRegistry()
         self._per_key = per_key_labels
         r = self.registry
-        self.denied = Counter("keyring_leases_denied_total", "Lease requests refused, by pool (when known) and reason.", ["pool", "reason"], registry=r)
-        self.expired = Counter("keyring_leases_expired_total", "Leases reclaimed after their TTL (never released).", ["pool"], registry=r)
-        self.cooldowns = Counter("keyring_cooldowns_started_total", "Cooldowns started, by reason.", ["reason"], registry=r)
-        self.etcd_latency = Histogram("keyring_etcd_operation_duration_seconds", "etcd call latency.", ["operation"], buckets=ETCD_BUCKETS, registry=r)
+        self.denied = Counter(
+            "keyring_leases_denied_total",
+            "Lease requests refused, by pool (when known) and reason.",
+            ["pool", "reason"],
+            registry=r,
+        )
+        self.expired = Counter(
+            "keyring_leases_expired_total", "Leases reclaimed after their TTL (never released).", ["pool"], registry=r
+        )
+        self.cooldowns = Counter(
+            "keyring_cooldowns_started_total", "Cooldowns started, by reason.", ["reason"], registry=r
+        )
+        self.etcd_latency = Histogram(
+            "keyring_etcd_operation_duration_seconds",
+            "etcd call latency.",
+            ["operation"],
+            buckets=ETCD_BUCKETS,
+            registry=r,
+        )
         self.etcd_errors = Counter("keyring_etcd_errors_total", "etcd calls that failed.", ["operation"], registry=r)
         self.granted: dict[str, int] = defaultdict(int)
         self.key_requests: dict[tuple[str, str], int] = defaultdict(int)
@@ -139,14 +154,24 @@ class ViewCollector(Collector):
             for state in KeyState:
                 keys.add_metric([pool, state.value], states.get((pool, state.value), 0))
         yield keys
-        cooling = GaugeMetricFamily("keyring_cooling_pairs", "Running cooldowns by scope and reason.", labels=["scope", "reason"])
+        cooling = GaugeMetricFamily(
+            "keyring_cooling_pairs", "Running cooldowns by scope and reason.", labels=["scope", "reason"]
+        )
         running = Tally((c.id.scope.value, c.reason.value) for c in view.cooldowns.values() if c.active(now))
         for (scope, reason), count in sorted(running.items()):
             cooling.add_metric([scope, reason], count)
         yield cooling
-        yield GaugeMetricFamily("keyring_live_replicas", "Keyring replicas registered in etcd.", value=len(view.members))
-        yield GaugeMetricFamily("keyring_leases_in_flight", "Leases granted by this replica and not yet released.", value=self._desk.leases_in_flight)
-        yield GaugeMetricFamily("keyring_view_revision", "The etcd revision this replica's view has reached.", value=view.revision)
+        yield GaugeMetricFamily(
+            "keyring_live_replicas", "Keyring replicas registered in etcd.", value=len(view.members)
+        )
+        yield GaugeMetricFamily(
+            "keyring_leases_in_flight",
+            "Leases granted by this replica and not yet released.",
+            value=self._desk.leases_in_flight,
+        )
+        yield GaugeMetricFamily(
+            "keyring_view_revision", "The etcd revision this replica's view has reached.", value=view.revision
+        )
         yield GaugeMetricFamily(
             "keyring_watch_lag_revisions",
             "Revisions the watch trails the newest one this replica has seen (its own writes included).",

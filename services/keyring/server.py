@@ -60,7 +60,10 @@ class KeyringServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._settings.metrics_port >= 0:
             self._metrics_runner, self.metrics_port = await start_metrics_server(
-                self.metrics.registry, self._settings.metrics_host, self._settings.metrics_port, lambda: self.keyring.ready
+                self.metrics.registry,
+                self._settings.metrics_host,
+                self._settings.metrics_port,
+                lambda: self.keyring.ready,
             )
         await self.server.start()
         await self.keyring.start()
@@ -113,7 +116,9 @@ def create_server(
     pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
     bound = server.add_insecure_port(f"{host or settings.host}:{settings.port if port is None else port}")
     metrics = metrics or KeyringMetrics(settings.metrics_per_key)
     metrics.observe(keyring)

@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 
 from .codec import decode_key, decode_pool, decode_token, encode
-from .domain.view import KeyringView
 from .domain.errors import InvalidArgument
 from .domain.identity import key_id_for, mask
 from .domain.models import ClientToken, Pool, UpstreamKey
+from .domain.view import KeyringView
 from .sealing import SealingError, SecretBox
 from .store import MAX_WRITES_PER_COMMIT
 from .writer import Change, StateWriter

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
+from services.common.naming import token_hash
 from services.keyring.domain.allocator import Allocator
-from services.keyring.domain.identity import token_hash
 from services.keyring.domain.leasing import LeaseBook
 from services.keyring.domain.models import ClientToken, Policy, Pool, Strategy, UpstreamKey
 from services.keyring.domain.view import KeyringView

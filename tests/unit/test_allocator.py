@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
+from services.common.naming import token_hash
 from services.keyring.domain.errors import NoKeyAvailable, PermissionDenied, Unauthenticated
-from services.keyring.domain.identity import token_hash
 from services.keyring.domain.models import (
     ClientToken,
     Cooldown,

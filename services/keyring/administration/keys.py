@@ -55,7 +55,9 @@ class Keys:
             if isinstance(outcome, AddResult):
                 results[index] = outcome
             elif outcome.key_id in seen:
-                results[index] = AddResult(index, AddStatus.DUPLICATE, outcome.key_id, outcome.mask, "repeated in this request")
+                results[index] = AddResult(
+                    index, AddStatus.DUPLICATE, outcome.key_id, outcome.mask, "repeated in this request"
+                )
             else:
                 seen.add(outcome.key_id)
                 candidates.append((index, outcome))
@@ -87,7 +89,9 @@ class Keys:
         secret = item.secret.strip()
         if not is_key_string(secret, self._key_pattern):
             shown = mask(secret) if secret else "(empty)"
-            return AddResult(index, AddStatus.MALFORMED, "", shown, "not a Gemini API key (expected AIza followed by 35 characters)")
+            return AddResult(
+                index, AddStatus.MALFORMED, "", shown, "not a Gemini API key (expected AIza followed by 35 characters)"
+            )
         try:
             fields = valid_key_fields(item)
         except InvalidArgument as error:
@@ -110,7 +114,9 @@ class Keys:
             offset = int(query.page_token or 0)
         except ValueError as error:
             raise InvalidArgument("malformed page token") from error
-        matching = [key for key in sorted(self._view.keys.values(), key=lambda k: k.key_id) if self._matches(key, query, now)]
+        matching = [
+            key for key in sorted(self._view.keys.values(), key=lambda k: k.key_id) if self._matches(key, query, now)
+        ]
         page = matching[offset : offset + page_size]
         following = offset + page_size
         return KeyPage(page, str(following) if following < len(matching) else "", len(matching))
@@ -181,7 +187,11 @@ class Keys:
                 )
             changes = [self._writer.put(updated)] if updated != current else []
             if action == "revive":
-                own = [c for c in self._view.cooldowns.values() if c.id.scope is CooldownScope.KEY and c.id.subject == key_id]
+                own = [
+                    c
+                    for c in self._view.cooldowns.values()
+                    if c.id.scope is CooldownScope.KEY and c.id.subject == key_id
+                ]
                 changes += [self._writer.delete(cooldown) for cooldown in own[: MAX_WRITES_PER_COMMIT - 1]]
             return changes
 

@@ -63,8 +63,13 @@ class Tokens:
         def decide() -> list[Change]:
             old = self.get_token(token_id)
             replacement = dataclasses.replace(
-                old, token_id=token_id_for(hashed), token_hash=hashed, created_at=self._clock(),
-                prefix=new_token[:7], revoked=False, revision=0,
+                old,
+                token_id=token_id_for(hashed),
+                token_hash=hashed,
+                created_at=self._clock(),
+                prefix=new_token[:7],
+                revoked=False,
+                revision=0,
             )
             return [self._writer.delete(old), self._writer.put(replacement)]
 

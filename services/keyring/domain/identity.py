@@ -1,4 +1,4 @@
-"""Key strings and client tokens: validation, stable ids, masks and hashes.
+"""Key strings and client tokens: validation, stable ids and masks (token hashes: services.common.naming).
 
 Stable ids come from hashes of high-entropy strings, so the same key
 imported twice gets the same id (duplicates are found without decrypting
@@ -19,7 +19,6 @@ __all__ = [
     "key_id_for",
     "mask",
     "new_client_token",
-    "token_hash",
     "token_id_for",
 ]
 
@@ -38,11 +37,6 @@ def key_id_for(secret: str) -> str:
 
 def new_client_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def token_hash(token: str) -> str:
-    """Client tokens are stored and sent to keyring only as this hash."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def token_id_for(token_hash_hex: str) -> str:

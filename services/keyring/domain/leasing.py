@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -108,9 +107,6 @@ class LeaseBook:
             if lease is not None:
                 reclaimed.append(lease)
         return reclaimed
-
-    def next_expiry(self) -> float:
-        return self._expiry[0][0] if self._expiry else math.inf
 
     def _prune_expiry_heap(self) -> None:
         """Drop released leases from the expiry heap once they dominate it (bounded memory)."""

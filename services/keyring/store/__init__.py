@@ -17,8 +17,8 @@ from services.keyring.store.memory import MemoryStore
 
 __all__ = [
     "MAX_WRITES_PER_COMMIT",
-    "EtcdStore",
     "Entry",
+    "EtcdStore",
     "Event",
     "MemoryStore",
     "Registration",

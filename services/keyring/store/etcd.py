@@ -171,7 +171,7 @@ class EtcdStore(Store):
                 self._on_operation(name, seconds, error is None)
             if error is not None and self._on_error is not None:
                 self._on_error(name, error)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("store metrics callback failed for %s", name)
 
     # ------------------------------------------------------------------ reads
@@ -196,7 +196,9 @@ class EtcdStore(Store):
             return (await self.snapshot("\0")).revision
         tx = self._client.transactions
         compare = [self._guard(w) for w in writes if w.expected_revision is not None]
-        success = [tx.put(w.key.encode(), w.value) if w.value is not None else tx.delete(w.key.encode()) for w in writes]
+        success = [
+            tx.put(w.key.encode(), w.value) if w.value is not None else tx.delete(w.key.encode()) for w in writes
+        ]
         with self._operation("commit"):
             succeeded, responses = await self._client.transaction(compare=compare, success=success, failure=[])
         if not succeeded:
@@ -283,7 +285,7 @@ async def _pump(handle: rtypes.Watch, queue: asyncio.Queue[rtypes.Event | BaseEx
     try:
         async for item in handle:
             queue.put_nowait(item)
-    except Exception as error:  # noqa: BLE001 - delivered to the consumer, translated there
+    except Exception as error:
         queue.put_nowait(error)
     else:
         queue.put_nowait(None)

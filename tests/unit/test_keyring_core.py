@@ -1,0 +1,164 @@
+"""Keyring's rooms on the in-memory store under a fake clock: no etcd, no server, no waiting."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from services.common.answers import QuotaViolation
+from services.common.naming import token_hash
+from services.devstack.fake_keys import fake_gemini_key
+from services.keyring import desk as desk_module
+from services.keyring.administration import Administration, KeyInput
+from services.keyring.core import Keyring
+from services.keyring.domain.errors import NoKeyAvailable
+from services.keyring.domain.identity import GEMINI_KEY_PATTERN
+from services.keyring.domain.models import CooldownId, CooldownReason, CooldownScope, Outcome, Pool
+from services.keyring.domain.policy import next_pacific_midnight
+from services.keyring.sealing import SecretBox, generate_kek
+from services.keyring.store import MemoryStore
+
+MODEL = "gemini-2.5-flash"
+OTHER_MODEL = "gemini-2.5-pro"
+RATE_LIMITED = Outcome(429, error_status="RESOURCE_EXHAUSTED", retry_delay_s=30)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_750_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeChecker:
+    """Answers every check with ``answer``."""
+
+    def __init__(self) -> None:
+        self.answer = Outcome(200)
+
+    async def check(self, secret: str) -> Outcome:
+        return self.answer
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class World:
+    store: MemoryStore
+    clock: FakeClock
+    checker: FakeChecker
+    box: SecretBox
+    keyring: Keyring
+    token: str  # the client token's hash
+    key_id: str
+
+    async def replica(self, replica_id: str) -> Keyring:
+        """Another replica on the same store and clock."""
+        other = Keyring(
+            self.store, self.box, FakeChecker(), replica_id=replica_id, janitor_interval_s=3600, clock=self.clock
+        )
+        await other.start(timeout_s=2)
+        return other
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    store, clock, checker, box = MemoryStore(), FakeClock(), FakeChecker(), SecretBox.from_base64(generate_kek())
+    keyring = Keyring(store, box, checker, replica_id="r1", janitor_interval_s=3600, clock=clock)
+    await keyring.start(timeout_s=2)
+    admin = Administration(keyring, key_pattern=GEMINI_KEY_PATTERN, max_keys_per_import=10)
+    await admin.pools.create_pool(Pool("main"))
+    [added] = await admin.keys.add_keys("main", [KeyInput(secret=fake_gemini_key("k0"), project="proj-a")])
+    _, token = await admin.tokens.create_token("main", "tests")
+    yield World(store, clock, checker, box, keyring, token_hash(token), added.key_id)
+    await keyring.stop()
+    await store.close()
+
+
+def judgements(monkeypatch: pytest.MonkeyPatch) -> list[Outcome]:
+    """Every outcome the lease desk hands to the policy, in order."""
+    seen: list[Outcome] = []
+    real: Callable[..., Any] = desk_module.judge
+
+    def counting(outcome: Outcome, *args: Any) -> Any:
+        seen.append(outcome)
+        return real(outcome, *args)
+
+    monkeypatch.setattr(desk_module, "judge", counting)
+    return seen
+
+
+async def lease_and_release(keyring: Keyring, token: str, outcome: Outcome, model: str = MODEL) -> None:
+    grant, _ = keyring.desk.acquire(token, model)
+    assert await keyring.desk.release(grant.lease.lease_id, grant.key.key_id, model, outcome)
+
+
+async def test_a_429_cools_the_projects_model_until_the_clock_passes_it(world: World) -> None:
+    desk = world.keyring.desk
+    await lease_and_release(world.keyring, world.token, RATE_LIMITED)
+    cooldown = world.keyring.cache.view.cooldowns[CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)]
+    assert cooldown.until == world.clock.now + 30 and cooldown.reason is CooldownReason.RATE_LIMIT
+    with pytest.raises(NoKeyAvailable) as refused:
+        desk.acquire(world.token, MODEL)
+    assert refused.value.retry_after_s == 30
+    desk.acquire(world.token, OTHER_MODEL)  # another model of the project is not cooled
+    world.clock.now += 30.5
+    assert desk.acquire(world.token, MODEL)[0].key.key_id == world.key_id
+
+
+async def test_an_outcome_is_judged_once_on_the_normal_path(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = judgements(monkeypatch)
+    await lease_and_release(world.keyring, world.token, RATE_LIMITED)
+    assert seen == [RATE_LIMITED]
+    assert world.keyring.cache.view.keys[world.key_id].consecutive_failures == 1
+    seen.clear()
+    await lease_and_release(world.keyring, world.token, Outcome(200), OTHER_MODEL)  # clears the failure count
+    assert seen == [Outcome(200)]
+    await lease_and_release(world.keyring, world.token, Outcome(200), OTHER_MODEL)  # routine: not judged at all
+    assert seen == [Outcome(200)]
+
+
+async def test_a_lost_guard_is_judged_again_on_fresh_data(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = await world.replica("r2")
+    try:
+        desk = world.keyring.desk
+        grant, _ = desk.acquire(world.token, MODEL)
+        known, key_id, model = desk.release_slot(grant.lease.lease_id, grant.key.key_id, MODEL, RATE_LIMITED)
+        judged = desk.judge(key_id, model, RATE_LIMITED)  # on r1's view of now
+        assert known and judged
+        # Meanwhile r2 learns that the project's daily quota is spent (the in-memory store
+        # never yields, so r1's watch has not seen that yet when r1 writes).
+        daily = Outcome(429, violations=(QuotaViolation("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),))
+        await lease_and_release(other, world.token, daily)
+        seen = judgements(monkeypatch)
+        await desk.report(key_id, model, RATE_LIMITED, judged)
+        assert seen == [RATE_LIMITED]  # judged again, once, after the guard lost
+        view = world.keyring.cache.view
+        cooldown = view.cooldowns[CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)]
+        assert cooldown.reason is CooldownReason.DAILY_QUOTA  # the longer cooldown stays
+        assert view.keys[key_id].consecutive_failures == 2  # both failures counted
+    finally:
+        await other.stop()
+
+
+async def test_a_recheck_that_hits_a_models_daily_quota_cools_that_model_until_pacific_midnight(world: World) -> None:
+    per_day = QuotaViolation(
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+        dimensions=(("location", "global"), ("model", OTHER_MODEL)),
+        quota_value="250",
+    )
+    world.checker.answer = Outcome(429, error_status="RESOURCE_EXHAUSTED", retry_delay_s=20, violations=(per_day,))
+    [(key_id, _)] = await world.keyring.housekeeping.verify([world.key_id])
+    cooldown = world.keyring.cache.view.cooldowns[CooldownId(CooldownScope.PROJECT, "proj-a", OTHER_MODEL)]
+    assert cooldown.reason is CooldownReason.DAILY_QUOTA
+    assert cooldown.until == next_pacific_midnight(world.clock.now)
+    world.keyring.desk.acquire(world.token, MODEL)  # other models keep the key
+    with pytest.raises(NoKeyAvailable):
+        world.keyring.desk.acquire(world.token, OTHER_MODEL)
+    world.clock.now = cooldown.until + 1
+    assert world.keyring.desk.acquire(world.token, OTHER_MODEL)[0].key.key_id == key_id
