@@ -103,12 +103,18 @@ async def test_stream_variant_batches_acquire_and_release(start_replica: StartRe
     await add_keys(replica, 3)
     call = replica.lease.LeaseStream()
     acquire_call = pb.AcquireRequest(token_hash=token, model=MODEL)
-    await call.write(pb.LeaseStreamRequest(calls=[pb.LeaseCall(id=1, acquire=acquire_call), pb.LeaseCall(id=2, acquire=acquire_call)]))
+    await call.write(
+        pb.LeaseStreamRequest(
+            calls=[pb.LeaseCall(id=1, acquire=acquire_call), pb.LeaseCall(id=2, acquire=acquire_call)]
+        )
+    )
     granted = {result.id: result for result in (await call.read()).results}
     assert set(granted) == {1, 2} and granted[1].acquire.lease.key_id != granted[2].acquire.lease.key_id
     bad = pb.AcquireRequest(token_hash="0" * 64, model=MODEL)
     release = pb.ReleaseRequest(lease_id=granted[1].acquire.lease.lease_id)
-    await call.write(pb.LeaseStreamRequest(calls=[pb.LeaseCall(id=3, release=release), pb.LeaseCall(id=4, acquire=bad)]))
+    await call.write(
+        pb.LeaseStreamRequest(calls=[pb.LeaseCall(id=3, release=release), pb.LeaseCall(id=4, acquire=bad)])
+    )
     results = {result.id: result for result in (await call.read()).results}
     assert results[3].release.known
     assert results[4].error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
@@ -137,7 +143,11 @@ async def test_rate_limit_cools_only_that_model_and_reports_retry_after(start_re
 @pytest.mark.parametrize(
     ("outcome", "state", "leasable"),
     [
-        (pb.Outcome(http_status=400, error_status="INVALID_ARGUMENT", error_reason="API_KEY_INVALID"), pb.INVALID, False),
+        (
+            pb.Outcome(http_status=400, error_status="INVALID_ARGUMENT", error_reason="API_KEY_INVALID"),
+            pb.INVALID,
+            False,
+        ),
         (pb.Outcome(http_status=401, error_status="UNAUTHENTICATED"), pb.INVALID, False),
         (pb.Outcome(http_status=403, error_status="PERMISSION_DENIED"), pb.SUSPENDED, False),
         (pb.Outcome(http_status=400, error_status="INVALID_ARGUMENT"), pb.ACTIVE, True),
@@ -150,7 +160,14 @@ async def test_rate_limit_cools_only_that_model_and_reports_retry_after(start_re
         (pb.Outcome(http_status=200), pb.ACTIVE, True),
         (pb.Outcome(transport=pb.Outcome.TRANSPORT_TIMEOUT), pb.ACTIVE, False),
         (pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED), pb.ACTIVE, True),
-        (pb.Outcome(http_status=429, quota_violations=[pb.QuotaViolation(quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier")]), pb.ACTIVE, False),
+        (
+            pb.Outcome(
+                http_status=429,
+                quota_violations=[pb.QuotaViolation(quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier")],
+            ),
+            pb.ACTIVE,
+            False,
+        ),
     ],
 )
 async def test_policy_table(start_replica: StartReplica, outcome: pb.Outcome, state: int, leasable: bool) -> None:
@@ -172,7 +189,11 @@ async def test_daily_quota_cools_until_pacific_midnight(start_replica: StartRepl
     replica = await start_replica()
     token = await make_pool(replica)
     [key_id] = await add_keys(replica, 1)
-    daily = pb.Outcome(http_status=429, retry_delay_ms=5000, quota_violations=[pb.QuotaViolation(quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier")])
+    daily = pb.Outcome(
+        http_status=429,
+        retry_delay_ms=5000,
+        quota_violations=[pb.QuotaViolation(quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier")],
+    )
     await release(replica, await acquire(replica, token), daily)
     [cooldown] = (await key_info(replica, key_id)).cooldowns
     assert cooldown.reason == "daily_quota" and cooldown.model == MODEL
@@ -206,7 +227,7 @@ async def test_403_three_times_makes_the_key_invalid(start_replica: StartReplica
 async def test_cooldown_expires(start_replica: StartReplica) -> None:
     replica = await start_replica()
     token = await make_pool(replica)
-    [key_id] = await add_keys(replica, 1)
+    [_key_id] = await add_keys(replica, 1)
     await release(replica, await acquire(replica, token), pb.Outcome(http_status=429, retry_delay_ms=300))
     await refused(replica, token)
 
@@ -276,7 +297,9 @@ async def test_lower_tier_only_while_the_first_has_nothing(start_replica: StartR
     [paid] = await add_keys(replica, 1, seed="paid", tier=2)
     assert {(await acquire(replica, token)).key_id for _ in range(6)} == set(free)
     for key_id in free:
-        await release(replica, await acquire(replica, token, exclude=tuple(k for k in free if k != key_id)), RATE_LIMITED)
+        await release(
+            replica, await acquire(replica, token, exclude=tuple(k for k in free if k != key_id)), RATE_LIMITED
+        )
     assert (await acquire(replica, token)).key_id == paid
     await replica.admin.SetKeyState(pb.SetKeyStateRequest(key_id=free[0], action=pb.SetKeyStateRequest.REVIVE))
     assert (await acquire(replica, token)).key_id == free[0]
@@ -325,7 +348,9 @@ async def test_restarted_replica_keeps_keys_tokens_and_cooldowns(start_replica: 
     assert leased == set(key_ids) - cooling_before
 
 
-async def test_membership_and_graceful_shutdown(start_replica: StartReplica, etcd_server: EtcdServer, store_prefix: str) -> None:
+async def test_membership_and_graceful_shutdown(
+    start_replica: StartReplica, etcd_server: EtcdServer, store_prefix: str
+) -> None:
     replica = await start_replica("replica-a", membership_ttl_s=2)
     token = await make_pool(replica)
     await add_keys(replica, 1)
@@ -388,17 +413,32 @@ async def snapshot_of(etcd_server: EtcdServer, prefix: str) -> list[tuple[bytes,
 @pytest.mark.parametrize(
     ("call", "code"),
     [
-        (lambda a: a.AddKeys(pb.AddKeysRequest(pool="nope", keys=[pb.KeyInput(secret=fake_gemini_key("x"))])), grpc.StatusCode.NOT_FOUND),
+        (
+            lambda a: a.AddKeys(pb.AddKeysRequest(pool="nope", keys=[pb.KeyInput(secret=fake_gemini_key("x"))])),
+            grpc.StatusCode.NOT_FOUND,
+        ),
         (lambda a: a.AddKeys(pb.AddKeysRequest(pool="main")), grpc.StatusCode.INVALID_ARGUMENT),
-        (lambda a: a.AddKeys(pb.AddKeysRequest(pool="main", keys=[pb.KeyInput(secret=fake_gemini_key("x"))] * 5001)), grpc.StatusCode.INVALID_ARGUMENT),
-        (lambda a: a.AddKeys(pb.AddKeysRequest(pool="main", keys=[pb.KeyInput(secret="x" * 20_000_000)])), grpc.StatusCode.RESOURCE_EXHAUSTED),
-        (lambda a: a.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="Bad Name!"))), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            lambda a: a.AddKeys(pb.AddKeysRequest(pool="main", keys=[pb.KeyInput(secret=fake_gemini_key("x"))] * 5001)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            lambda a: a.AddKeys(pb.AddKeysRequest(pool="main", keys=[pb.KeyInput(secret="x" * 20_000_000)])),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ),
+        (
+            lambda a: a.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="Bad Name!"))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
         (lambda a: a.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main"))), grpc.StatusCode.ALREADY_EXISTS),
         (lambda a: a.CreateToken(pb.CreateTokenRequest(pool="nope")), grpc.StatusCode.NOT_FOUND),
         (lambda a: a.GetKey(pb.GetKeyRequest(key_id="k-missing")), grpc.StatusCode.NOT_FOUND),
         (lambda a: a.DeletePool(pb.DeletePoolRequest(name="main")), grpc.StatusCode.FAILED_PRECONDITION),
         (lambda a: a.ImportConfig(pb.ImportConfigRequest(document=b"{not json")), grpc.StatusCode.INVALID_ARGUMENT),
-        (lambda a: a.UpdateKey(pb.UpdateKeyRequest(key_id="k-missing", update_fields=["color"])), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            lambda a: a.UpdateKey(pb.UpdateKeyRequest(key_id="k-missing", update_fields=["color"])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ],
 )
 async def test_bad_admin_input_changes_nothing(
@@ -415,7 +455,9 @@ async def test_bad_admin_input_changes_nothing(
     assert await snapshot_of(etcd_server, store_prefix) == before
 
 
-async def test_malformed_keys_only_change_nothing(start_replica: StartReplica, etcd_server: EtcdServer, store_prefix: str) -> None:
+async def test_malformed_keys_only_change_nothing(
+    start_replica: StartReplica, etcd_server: EtcdServer, store_prefix: str
+) -> None:
     replica = await start_replica()
     await make_pool(replica)
     before = await snapshot_of(etcd_server, store_prefix)
@@ -434,7 +476,9 @@ async def test_malformed_keys_only_change_nothing(start_replica: StartReplica, e
         (pb.AcquireRequest(token_hash="0" * 64, model=MODEL), grpc.StatusCode.UNAUTHENTICATED),
     ],
 )
-async def test_bad_acquire_input(start_replica: StartReplica, request_: pb.AcquireRequest, code: grpc.StatusCode) -> None:
+async def test_bad_acquire_input(
+    start_replica: StartReplica, request_: pb.AcquireRequest, code: grpc.StatusCode
+) -> None:
     replica = await start_replica()
     await make_pool(replica)
     with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -463,7 +507,13 @@ async def test_export_import_into_an_empty_prefix_reproduces_the_state(
     from services.keyring.store import EtcdStore
 
     store = await EtcdStore.open(etcd_server.endpoint)
-    settings = KeyringSettings(kek=kek, prefix=f"/test/import-{time.time_ns()}/", etcd_endpoint=etcd_server.endpoint, replica_id="copy", metrics_port=-1)
+    settings = KeyringSettings(
+        kek=kek,
+        prefix=f"/test/import-{time.time_ns()}/",
+        etcd_endpoint=etcd_server.endpoint,
+        replica_id="copy",
+        metrics_port=-1,
+    )
     target = create_server(settings, store, host="127.0.0.1", port=0)
     await target.start()
     try:
@@ -481,7 +531,9 @@ async def test_export_import_into_an_empty_prefix_reproduces_the_state(
             original = await source.admin.ListKeys(pb.ListKeysRequest())
             strip = lambda keys: sorted((k.key_id, k.mask, k.project, k.tier, k.weight, tuple(k.tags)) for k in keys)  # noqa: E731
             assert strip(copied.keys) == strip(original.keys)
-            lease = (await pb_grpc.LeaseServiceStub(channel).Acquire(pb.AcquireRequest(token_hash=token, model=MODEL))).lease
+            lease = (
+                await pb_grpc.LeaseServiceStub(channel).Acquire(pb.AcquireRequest(token_hash=token, model=MODEL))
+            ).lease
             assert lease.secret.startswith("AIza")
     finally:
         await target.stop(1)
@@ -494,6 +546,7 @@ async def test_429_without_retry_info_backs_off_doubling(start_replica: StartRep
     [key_id] = await add_keys(replica, 1)
     durations = []
     for _ in range(3):
+
         async def leasable() -> bool:
             try:
                 lease = await acquire(replica, token)

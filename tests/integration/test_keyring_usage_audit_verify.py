@@ -27,7 +27,9 @@ async def simulator():  # type: ignore[no-untyped-def]
     await runner.cleanup()
 
 
-async def test_verify_revives_a_key_that_answers_and_condemns_one_that_does_not(start_replica: StartReplica, simulator) -> None:  # type: ignore[no-untyped-def]
+async def test_verify_revives_a_key_that_answers_and_condemns_one_that_does_not(
+    start_replica: StartReplica, simulator
+) -> None:  # type: ignore[no-untyped-def]
     base_url, state = simulator
     replica = await start_replica(upstream_base_url=base_url, recheck_interval_s=0)
     token = await make_pool(replica)
@@ -73,14 +75,18 @@ async def test_usage_is_summed_over_replicas(start_replica: StartReplica) -> Non
 
     async def b_knows_the_token() -> bool:
         try:
-            await release(replica_b, await acquire(replica_b, token), pb.Outcome(http_status=200, input_tokens=1, output_tokens=1))
+            await release(
+                replica_b, await acquire(replica_b, token), pb.Outcome(http_status=200, input_tokens=1, output_tokens=1)
+            )
             return True
         except grpc.aio.AioRpcError:
             return False
 
     await eventually(b_knows_the_token, within_s=2)
     for _ in range(3):
-        await release(replica_a, await acquire(replica_a, token), pb.Outcome(http_status=200, input_tokens=10, output_tokens=5))
+        await release(
+            replica_a, await acquire(replica_a, token), pb.Outcome(http_status=200, input_tokens=10, output_tokens=5)
+        )
     await release(replica_b, await acquire(replica_b, token), pb.Outcome(http_status=500))
     await replica_b.keyring.housekeeping.flush_usage()
 
@@ -160,7 +166,9 @@ async def test_verify_masks_a_key_the_upstream_quotes(start_replica: StartReplic
     assert "api_key:AIza..." in info.last_error.message
 
 
-async def test_a_recheck_that_hits_a_daily_quota_cools_until_pacific_midnight(start_replica: StartReplica, simulator) -> None:  # type: ignore[no-untyped-def]
+async def test_a_recheck_that_hits_a_daily_quota_cools_until_pacific_midnight(
+    start_replica: StartReplica, simulator
+) -> None:  # type: ignore[no-untyped-def]
     """The periodic re-check reads RetryInfo and QuotaFailure like any answer (issue 10's bug).
 
     Listing models names no model in quotaDimensions, so the model-less pair

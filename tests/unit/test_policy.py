@@ -56,7 +56,9 @@ def test_429_cools_the_project_when_the_key_has_one() -> None:
 
 
 def test_per_day_quota_cools_until_pacific_midnight() -> None:
-    outcome = Outcome(429, retry_delay_s=20, violations=(QuotaViolation("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),))
+    outcome = Outcome(
+        429, retry_delay_s=20, violations=(QuotaViolation("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),)
+    )
     result = verdict(outcome)
     assert result.cooldown is not None and result.cooldown.reason is CooldownReason.DAILY_QUOTA
     reset = dt.datetime.fromtimestamp(result.cooldown.until, PACIFIC)
@@ -92,7 +94,11 @@ def test_old_strikes_are_forgotten() -> None:
 
 @pytest.mark.parametrize(
     "outcome",
-    [Outcome(401), Outcome(400, error_reason="API_KEY_INVALID"), Outcome(400, error_reason="ACCESS_TOKEN_TYPE_UNSUPPORTED")],
+    [
+        Outcome(401),
+        Outcome(400, error_reason="API_KEY_INVALID"),
+        Outcome(400, error_reason="ACCESS_TOKEN_TYPE_UNSUPPORTED"),
+    ],
 )
 def test_bad_key_becomes_invalid(outcome: Outcome) -> None:
     result = verdict(outcome)

@@ -48,8 +48,12 @@ class LeasingMachine(RuleBasedStateMachine):
         self.book = LeaseBook("r")
         self.leases: list[str] = []
 
-    @rule(strategy=st.sampled_from(list(Strategy)), projects=st.lists(st.sampled_from(PROJECTS), min_size=6, max_size=6),
-          tiers=st.lists(st.integers(1, 2), min_size=6, max_size=6), weights=st.lists(st.integers(1, 5), min_size=6, max_size=6))
+    @rule(
+        strategy=st.sampled_from(list(Strategy)),
+        projects=st.lists(st.sampled_from(PROJECTS), min_size=6, max_size=6),
+        tiers=st.lists(st.integers(1, 2), min_size=6, max_size=6),
+        weights=st.lists(st.integers(1, 5), min_size=6, max_size=6),
+    )
     def configure(self, strategy: Strategy, projects: list[str], tiers: list[int], weights: list[int]) -> None:
         self.view.put_pool(Pool("p", (), strategy, Policy(max_in_flight=CAP)))
         self.view.put_token(ClientToken("t", TOKEN_HASH, "p"))
@@ -84,14 +88,21 @@ class LeasingMachine(RuleBasedStateMachine):
             self.book.release(lease_id)
             assert self.book.release(lease_id) is None  # a second release is a no-op
 
-    @rule(key_id=st.sampled_from(KEYS), model=st.sampled_from(MODELS), project_wide=st.booleans(), seconds=st.floats(1, 120))
+    @rule(
+        key_id=st.sampled_from(KEYS),
+        model=st.sampled_from(MODELS),
+        project_wide=st.booleans(),
+        seconds=st.floats(1, 120),
+    )
     def cool(self, key_id: str, model: str, project_wide: bool, seconds: float) -> None:
         current = self.view.keys.get(key_id)
         if current is None:
             return
         scope = CooldownScope.PROJECT if project_wide and current.project else CooldownScope.KEY
         subject = current.project if scope is CooldownScope.PROJECT else key_id
-        self.view.put_cooldown(Cooldown(CooldownId(scope, subject, model), CooldownReason.RATE_LIMIT, self.now + seconds))
+        self.view.put_cooldown(
+            Cooldown(CooldownId(scope, subject, model), CooldownReason.RATE_LIMIT, self.now + seconds)
+        )
 
     @rule(key_id=st.sampled_from(KEYS), state=st.sampled_from(list(KeyState)), seconds=st.floats(0, 100))
     def change_state(self, key_id: str, state: KeyState, seconds: float) -> None:
