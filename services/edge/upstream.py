@@ -136,9 +136,14 @@ class Attempt:
             )
             if answer.status >= 400:
                 return self._error(answer, await answer.read())
-            if call.stream:
-                return await self._stream(request, answer)
-            return self._whole(answer, await answer.read())
+            if not call.stream:
+                return self._whole(answer, await answer.read())
+            chunk = await answer.content.readany()  # nothing is committed before the first chunk
+            response = streaming.response_for(answer.status, wire.response_headers(answer.headers.items()))
+            self.committed = response
+            first_byte = self.metrics.child(self.metrics.first_byte, request[DIALECT])
+            self._streamed(answer, await streaming.relay(request, response, answer, chunk, first_byte))
+            return response
         except _TRANSPORT_ERRORS as error:  # the one place transport failures are mapped
             failure = self._transport_failure(error)
             if self.committed is None:
@@ -174,18 +179,12 @@ class Attempt:
             headers = [(name, value) for name, value in headers if name.lower() != "content-encoding"]
         return web.Response(status=answer.status, body=body, headers=headers)
 
-    async def _stream(self, request: web.Request, answer: aiohttp.ClientResponse) -> web.StreamResponse:
-        chunk = await answer.content.readany()  # nothing is committed before the first chunk
-        response = streaming.response_for(answer.status, wire.response_headers(answer.headers.items()))
-        self.committed = response
-        first_byte = self.metrics.child(self.metrics.first_byte, request[DIALECT])
-        tail = await streaming.relay(request, response, answer, chunk, first_byte)
+    def _streamed(self, answer: aiohttp.ClientResponse, tail: bytes | None) -> None:
         if tail is None:  # the client went away while we wrote
             self.outcome = pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED, latency_ms=self._elapsed_ms())
         else:
             tokens = (0, 0) if answer.headers.get("Content-Encoding") else wire.usage(tail)
             self.outcome = ok_outcome(answer.status, self._elapsed_ms(), tokens)
-        return response
 
 
 def transport_failure(error: BaseException) -> UpstreamError:
