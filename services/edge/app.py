@@ -3,7 +3,9 @@
 One ``aiohttp.ClientSession`` per process (one upstream connection pool),
 created and closed with the app, and one ``KeyringClient``. Bodies pass
 through untouched: the session does not decompress (``auto_decompress=False``)
-and middlewares only reshape error answers.
+and middlewares never touch bodies: ``observe`` (metrics, the server span)
+wraps ``answer_in_dialect`` (the dialect decided once, every error answered
+in it), which wraps the route's handler.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ METRICS: Final = web.AppKey("metrics", EdgeMetrics)
 
 
 def create_app(settings: EdgeSettings, keyring_client: KeyringClient | None = None) -> web.Application:
-    """The edge app; pass ``keyring_client`` to use one you own (it is then not closed here)."""
+    """The edge app; pass ``keyring_client`` to use one you own (not closed here: releases in flight stay its own)."""
     metrics = EdgeMetrics()
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[observe(metrics), answer_in_dialect])
     app[SETTINGS] = settings
