@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh dev
 scripts/system-deps.sh
 .venv/bin/python scripts/gen_protos.py --check
+.venv/bin/python -m ruff check services tests bench scripts
 .venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

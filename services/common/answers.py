@@ -55,7 +55,7 @@ class AnswerKind(enum.StrEnum):
     KEY_INVALID = "key_invalid"  # the key itself is bad
     KEY_FORBIDDEN = "key_forbidden"  # 403: the key or its project is refused
     REQUEST_AT_FAULT = "request_at_fault"  # the client's request is wrong: no other key helps
-    UPSTREAM_TROUBLE = "upstream_trouble"  # 5xx (not 503), 408: trouble upstream, not the key
+    UPSTREAM_TROUBLE = "upstream_trouble"  # 5xx but 503, and 408: trouble upstream, not the key
     MODEL_OVERLOADED = "model_overloaded"  # 503: busy for everyone
     TRANSPORT_FAILURE = "transport_failure"  # timeout or broken connection
     CANCELLED = "cancelled"  # the client went away first
@@ -82,7 +82,7 @@ GOOGLE_STATUS: Final[dict[int, str]] = {
     429: "RESOURCE_EXHAUSTED",
     499: "CANCELLED",
     500: "INTERNAL",
-    501: "NOT_IMPLEMENTED",
+    501: "UNIMPLEMENTED",
     502: "UNAVAILABLE",
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
@@ -92,7 +92,6 @@ _RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
 _ERROR_INFO: Final = "type.googleapis.com/google.rpc.ErrorInfo"
 _QUOTA_FAILURE: Final = "type.googleapis.com/google.rpc.QuotaFailure"
 _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)s\s*$")
-_UPSTREAM_TROUBLE: Final = frozenset({408, 500, 501, 502, 504})
 
 
 def google_status(http_status: int) -> str:
@@ -142,7 +141,7 @@ def classify(
         return AnswerKind.KEY_FORBIDDEN
     if http_status == 503:
         return AnswerKind.MODEL_OVERLOADED
-    if http_status in _UPSTREAM_TROUBLE:
+    if http_status >= 500 or http_status == 408:
         return AnswerKind.UPSTREAM_TROUBLE
     return AnswerKind.REQUEST_AT_FAULT
 

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from services.common.metrics_http import metrics_response
-from services.common.web import base_url
+from services.common.serving import start_app
 
 from .config import EdgeSettings
 from .dialects import gemini, openai
@@ -131,11 +131,10 @@ async def start_edge(
     Handlers are cancelled when their client goes away, so a cut stream
     releases its lease at once rather than at the next upstream chunk.
     """
-    app = create_app(settings, keyring_client)
-    runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=True, shutdown_timeout=settings.shutdown_timeout_s
+    return await start_app(
+        create_app(settings, keyring_client),
+        host if host is not None else settings.host,
+        settings.port if port is None else port,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+        handler_cancellation=True,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, host if host is not None else settings.host, settings.port if port is None else port)
-    await site.start()
-    return runner, base_url(runner)

@@ -66,8 +66,8 @@ def to_rpc_status(error: errors.KeyringError) -> grpc.Status:
     return rich
 
 
-class _Status(grpc.Status):
-    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple) -> None:
+class _Status(grpc.Status):  # type: ignore[misc]  # grpc ships no types for Status
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple[tuple[str, str], ...]) -> None:
         self.code = code
         self.details = details
         self.trailing_metadata = trailing_metadata

@@ -46,7 +46,9 @@ CASES = {
         "gemini", "POST", "/v1beta/models/gemini-no-such-model:generateContent", NATIVE_BODY, "valid", 404
     ),
     "gemini-get-unknown-model": Case("gemini", "GET", "/v1beta/models/gemini-no-such-model", None, "valid", 404),
-    "gemini-unknown-action": Case("gemini", "POST", "/v1beta/models/gemini-2.5-flash:explode", NATIVE_BODY, "valid", 404),
+    "gemini-unknown-action": Case(
+        "gemini", "POST", "/v1beta/models/gemini-2.5-flash:explode", NATIVE_BODY, "valid", 404
+    ),
     "openai-model-not-allowed": Case(
         "openai", "POST", CHAT, CHAT_BODY.replace(b"gemini-2.5-flash", b"gemini-2.5-pro"), "valid", 403
     ),
@@ -54,7 +56,9 @@ CASES = {
         "gemini", "POST", "/v1beta/models/gemini-2.5-pro:generateContent", NATIVE_BODY, "valid", 403
     ),
     "openai-oversized-body": Case("openai", "POST", CHAT, b'{"model": "' + b"x" * MAX_BODY + b'"}', "valid", 413),
-    "gemini-oversized-body": Case("gemini", "POST", GENERATE, b'{"contents": "' + b"x" * MAX_BODY + b'"}', "valid", 413),
+    "gemini-oversized-body": Case(
+        "gemini", "POST", GENERATE, b'{"contents": "' + b"x" * MAX_BODY + b'"}', "valid", 413
+    ),
     "openai-wrong-method": Case("openai", "PUT", CHAT, CHAT_BODY, "valid", 405),
     "gemini-wrong-method": Case("gemini", "DELETE", "/v1beta/models/gemini-2.5-flash", None, "valid", 405),
     "gemini-unknown-route": Case("gemini", "GET", "/v1beta/tunedModels", None, "valid", 404),

@@ -46,7 +46,7 @@ async def test_all_keys_cooling_gives_429_with_retry_after(make_stack: MakeStack
     stack.sim.set_sticky(stack.keys[0], Behaviour(kind="rate_limit", retry_delay_s=40))
     stack.sim.set_sticky(stack.keys[1], Behaviour(kind="rate_limit", retry_delay_s=90))
     assert stack.http is not None
-    for attempt in range(2):  # first through both keys' 429s, then refused by keyring at once
+    for _attempt in range(2):  # first through both keys' 429s, then refused by keyring at once
         status, headers, payload = await _call(stack, dialect)
         assert status == 429
         assert 39 <= int(headers["Retry-After"]) <= 41, headers["Retry-After"]
@@ -58,7 +58,11 @@ async def test_all_keys_cooling_gives_429_with_retry_after(make_stack: MakeStack
 @pytest.mark.parametrize("dialect", ["gemini", "openai"])
 @pytest.mark.parametrize(
     ("kind", "status", "google_status"),
-    [("rate_limit", 429, "RESOURCE_EXHAUSTED"), ("permission_denied", 403, "PERMISSION_DENIED"), ("server_error", 500, "INTERNAL")],
+    [
+        ("rate_limit", 429, "RESOURCE_EXHAUSTED"),
+        ("permission_denied", 403, "PERMISSION_DENIED"),
+        ("server_error", 500, "INTERNAL"),
+    ],
 )
 async def test_upstream_error_after_the_last_attempt_reaches_the_client(
     make_stack: MakeStack, dialect: str, kind: str, status: int, google_status: str
@@ -123,7 +127,9 @@ async def _call(stack: Stack, dialect: str) -> tuple[int, Any, Any]:
     if dialect == "gemini":
         request = stack.http.post(stack.edge_url + GENERATE, json=NATIVE_BODY, headers=stack.gemini_headers())
     else:
-        request = stack.http.post(f"{stack.edge_url}/v1/chat/completions", json=CHAT_BODY, headers=stack.bearer_headers())
+        request = stack.http.post(
+            f"{stack.edge_url}/v1/chat/completions", json=CHAT_BODY, headers=stack.bearer_headers()
+        )
     async with request as r:
         return r.status, r.headers, await r.json()
 
@@ -148,8 +154,11 @@ async def test_an_upstream_error_quoting_the_key_reaches_neither_client_nor_keyr
         (f"{stack.edge_url}/v1beta/models/gemini-2.5-flash:generateContent", stack.gemini_headers()),
         (f"{stack.edge_url}/v1/chat/completions", stack.bearer_headers()),
     ):
-        body = {"contents": [{"parts": [{"text": "hi"}]}]} if "v1beta" in url else {
-            "model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+        body = (
+            {"contents": [{"parts": [{"text": "hi"}]}]}
+            if "v1beta" in url
+            else {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+        )
         async with stack.http.post(url, json=body, headers=headers) as answer:
             text = await answer.text()
         assert answer.status in (403, 429) and secret not in text

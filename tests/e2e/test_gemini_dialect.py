@@ -84,7 +84,9 @@ async def test_models_list_and_get(stack: Stack, client: genai.Client) -> None:
 
 
 async def test_v1_api_version(stack: Stack) -> None:
-    client = genai.Client(api_key=stack.token, http_options=types.HttpOptions(base_url=stack.edge_url, api_version="v1"))
+    client = genai.Client(
+        api_key=stack.token, http_options=types.HttpOptions(base_url=stack.edge_url, api_version="v1")
+    )
     try:
         answer = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="hi")
         names = [model.name async for model in await client.aio.models.list()]
@@ -135,7 +137,9 @@ async def test_native_body_reaches_upstream_byte_for_byte_without_the_token(
     assert sent.key in stack.keys
 
 
-async def test_client_token_never_reaches_upstream(stack: Stack, client: genai.Client, http: aiohttp.ClientSession) -> None:
+async def test_client_token_never_reaches_upstream(
+    stack: Stack, client: genai.Client, http: aiohttp.ClientSession
+) -> None:
     await client.aio.models.generate_content(model="gemini-2.5-flash", contents="hi")
     async for _ in await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"):
         pass

@@ -52,7 +52,9 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> tuple[set[str], Sampl
 
 def total(samples: Samples, name: str, **labels: str) -> float:
     wanted = set(labels.items())
-    return sum(value for (sample, sample_labels), value in samples.items() if sample == name and wanted <= set(sample_labels))
+    return sum(
+        value for (sample, sample_labels), value in samples.items() if sample == name and wanted <= set(sample_labels)
+    )
 
 
 async def drive_traffic(stack: Stack) -> None:
@@ -63,11 +65,16 @@ async def drive_traffic(stack: Stack) -> None:
     for _ in range(4):
         async with stack.http.post(url, json=GENERATE, headers=stack.gemini_headers()) as answer:
             assert answer.status == 200
-    async with stack.http.post(f"{stack.edge_url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-                               json=GENERATE, headers=stack.gemini_headers()) as answer:
+    async with stack.http.post(
+        f"{stack.edge_url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+        json=GENERATE,
+        headers=stack.gemini_headers(),
+    ) as answer:
         assert answer.status == 200 and b"data:" in await answer.read()
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
-    async with stack.http.post(f"{stack.edge_url}/v1/chat/completions", json=chat, headers=stack.bearer_headers()) as answer:
+    async with stack.http.post(
+        f"{stack.edge_url}/v1/chat/completions", json=chat, headers=stack.bearer_headers()
+    ) as answer:
         assert answer.status == 200
     async with stack.http.post(url, json=GENERATE, headers=stack.gemini_headers("kr-wrong")) as answer:
         assert answer.status == 401
@@ -77,7 +84,9 @@ async def drive_traffic(stack: Stack) -> None:
 async def observed(make_stack: MakeStack) -> tuple[Stack, str]:
     """A stack with traffic driven through it, plus an admin service on the same keyring."""
     stack = await make_stack(keys=3)
-    settings = AdminSettings(keyring_addresses=f"127.0.0.1:{stack.replica.server.port}", admin_tokens=f"ops:{ADMIN_TOKEN}")
+    settings = AdminSettings(
+        keyring_addresses=f"127.0.0.1:{stack.replica.server.port}", admin_tokens=f"ops:{ADMIN_TOKEN}"
+    )
     runner, admin_url = await start_admin(settings, host="127.0.0.1", port=0)
     await drive_traffic(stack)
     assert stack.http is not None
@@ -95,7 +104,10 @@ async def test_metrics_of_every_service_move(observed: tuple[Stack, str]) -> Non
     assert stack.http is not None
     await stack.no_lease_held()
     _, edge = await scrape(stack.http, f"{stack.edge_url}/metrics")
-    assert total(edge, "edge_requests_total", dialect="gemini", route="generateContent", model=MODEL, status_class="2xx") == 4
+    assert (
+        total(edge, "edge_requests_total", dialect="gemini", route="generateContent", model=MODEL, status_class="2xx")
+        == 4
+    )
     assert total(edge, "edge_requests_total", dialect="gemini", route="streamGenerateContent", status_class="2xx") == 1
     assert total(edge, "edge_requests_total", dialect="openai", route="chat.completions", status_class="2xx") == 1
     assert total(edge, "edge_requests_total", status_class="4xx") == 1
@@ -145,7 +157,11 @@ async def test_dashboard_and_alerts_use_only_exported_metrics(observed: tuple[St
     stack, admin_url = observed
     assert stack.http is not None
     exported: set[str] = set()
-    for url in (f"{stack.edge_url}/metrics", f"http://127.0.0.1:{stack.replica.server.metrics_port}/metrics", f"{admin_url}/metrics"):
+    for url in (
+        f"{stack.edge_url}/metrics",
+        f"http://127.0.0.1:{stack.replica.server.metrics_port}/metrics",
+        f"{admin_url}/metrics",
+    ):
         names, _ = await scrape(stack.http, url)
         exported |= names
     used = set().union(*(metric_names_in(expr) for expr in dashboard_expressions() + alert_expressions()))
@@ -158,21 +174,30 @@ def test_every_promql_expression_parses(tmp_path: Path) -> None:
     if promtool is None:
         pytest.skip("promtool is not installed (scripts/system-deps.sh installs Debian's prometheus package)")
     queries = [expr.replace("$pool", ".*") for expr in dashboard_expressions() if not expr.startswith("label_values")]
-    recording = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:panel_{index}", "expr": expr} for index, expr in enumerate(queries)
-    ]}]}
+    recording = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:panel_{index}", "expr": expr} for index, expr in enumerate(queries)],
+            }
+        ]
+    }
     dashboard_rules = tmp_path / "dashboard.rules.yml"
     dashboard_rules.write_text(yaml.safe_dump(recording))
     for rules in (dashboard_rules, ROOT / "deploy/prometheus/rules/keyring.rules.yml"):
         checked = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stdout + checked.stderr
     broken = tmp_path / "broken.rules.yml"
-    broken.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [{"record": "x:y", "expr": "sum(rate(x[5m])"}]}]}))
+    broken.write_text(
+        yaml.safe_dump({"groups": [{"name": "x", "rules": [{"record": "x:y", "expr": "sum(rate(x[5m])"}]}]})
+    )
     assert subprocess.run([promtool, "check", "rules", str(broken)], capture_output=True).returncode != 0
 
 
 def test_dashboard_is_generated_from_its_script() -> None:
-    checked = subprocess.run([sys.executable, str(ROOT / "scripts/gen_dashboard.py"), "--check"], capture_output=True, text=True)
+    checked = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/gen_dashboard.py"), "--check"], capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stderr
 
 

@@ -90,7 +90,10 @@ async def test_tools_pass_through(stack: Stack, client: AsyncOpenAI) -> None:
 
 
 async def test_image_content_passes_through(stack: Stack, client: AsyncOpenAI) -> None:
-    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    image = (
+        "data:image/png;base64,"
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    )
     answer = await client.chat.completions.create(
         model="gemini-2.5-flash",
         messages=[

@@ -23,13 +23,21 @@ def _quota_error(*violations: dict[str, object], retry: str | None = "37s") -> d
 
 def test_native_429_is_read_whole() -> None:
     body = _quota_error(
-        {"quotaMetric": "m/requests", "quotaId": PER_MINUTE, "quotaDimensions": {"model": "gemini-3.5-flash", "location": "global"}, "quotaValue": "10"},
+        {
+            "quotaMetric": "m/requests",
+            "quotaId": PER_MINUTE,
+            "quotaDimensions": {"model": "gemini-3.5-flash", "location": "global"},
+            "quotaValue": "10",
+        },
         {"quotaMetric": "m/tokens", "quotaId": "GenerateContentInputTokensPerModelPerMinute-FreeTier"},
     )
     parsed = parse_error(429, orjson.dumps(body))
     assert parsed.status == "RESOURCE_EXHAUSTED"
     assert parsed.retry_delay_s == 37.0
-    assert [v.quota_id for v in parsed.violations] == [PER_MINUTE, "GenerateContentInputTokensPerModelPerMinute-FreeTier"]
+    assert [v.quota_id for v in parsed.violations] == [
+        PER_MINUTE,
+        "GenerateContentInputTokensPerModelPerMinute-FreeTier",
+    ]
     first = parsed.violations[0]
     assert first.limit == 10 and first.dimension("model") == "gemini-3.5-flash" and first.quota_metric == "m/requests"
     assert parsed.violations[1].quota_value == "" and parsed.violations[1].limit is None
@@ -38,15 +46,31 @@ def test_native_429_is_read_whole() -> None:
 
 
 def test_openai_compatible_array_is_unwrapped() -> None:
-    body = [{"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT", "details": [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}}]
+    body = [
+        {
+            "error": {
+                "code": 400,
+                "message": "API key not valid.",
+                "status": "INVALID_ARGUMENT",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com",
+                    }
+                ],
+            }
+        }
+    ]
     parsed = parse_error(400, orjson.dumps(body))
     assert parsed.reasons == ("API_KEY_INVALID",) and parsed.reason == "API_KEY_INVALID"
     assert parsed.message == "API key not valid."
     assert parsed.kind is AnswerKind.KEY_INVALID
 
 
-@pytest.mark.parametrize("body", [b"", b"not json at all", b"[]", b"{}", b'{"error": "text"}', b'[1, 2]', b'{"error": {"details": "x"}}'])
+@pytest.mark.parametrize(
+    "body", [b"", b"not json at all", b"[]", b"{}", b'{"error": "text"}', b"[1, 2]", b'{"error": {"details": "x"}}']
+)
 def test_unreadable_bodies_keep_the_status(body: bytes) -> None:
     parsed = parse_error(503, body)
     assert parsed.http_status == 503 and parsed.status == "UNAVAILABLE"
@@ -54,10 +78,19 @@ def test_unreadable_bodies_keep_the_status(body: bytes) -> None:
 
 
 def test_malformed_details_are_skipped() -> None:
-    body = {"error": {"code": 429, "details": [
-        "text", {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": 12},
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": ["x", {"quotaId": 5, "quotaDimensions": []}]},
-    ]}}
+    body = {
+        "error": {
+            "code": 429,
+            "details": [
+                "text",
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": 12},
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": ["x", {"quotaId": 5, "quotaDimensions": []}],
+                },
+            ],
+        }
+    }
     parsed = parse_error(429, orjson.dumps(body))
     assert parsed.retry_delay_s == 0.0
     assert parsed.violations == (QuotaViolation(quota_id="5"),)
@@ -83,10 +116,18 @@ def test_malformed_details_are_skipped() -> None:
         (500, Transport.OK, (), (), AnswerKind.UPSTREAM_TROUBLE),
         (502, Transport.OK, (), (), AnswerKind.UPSTREAM_TROUBLE),
         (504, Transport.OK, (), (), AnswerKind.UPSTREAM_TROUBLE),
+        (505, Transport.OK, (), (), AnswerKind.UPSTREAM_TROUBLE),
+        (408, Transport.OK, (), (), AnswerKind.UPSTREAM_TROUBLE),
         (503, Transport.OK, (), (), AnswerKind.MODEL_OVERLOADED),
     ],
 )
-def test_the_table(status: int, transport: Transport, reasons: tuple[str, ...], violations: tuple[QuotaViolation, ...], kind: AnswerKind) -> None:
+def test_the_table(
+    status: int,
+    transport: Transport,
+    reasons: tuple[str, ...],
+    violations: tuple[QuotaViolation, ...],
+    kind: AnswerKind,
+) -> None:
     assert classify(status, transport, reasons, violations) is kind
 
 
@@ -95,6 +136,8 @@ def test_who_fails_over() -> None:
     assert stays == {AnswerKind.OK, AnswerKind.REQUEST_AT_FAULT, AnswerKind.CANCELLED}
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("37s", 37.0), ("1.5s", 1.5), (".25s", 0.25), ("", 0.0), ("5m", 0.0), (None, 0.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("37s", 37.0), ("1.5s", 1.5), (".25s", 0.25), ("", 0.0), ("5m", 0.0), (None, 0.0)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert duration_s(text) == seconds

@@ -172,7 +172,7 @@ def _next_strike(previous: Cooldown | None, policy: Policy, now: float) -> int:
 
 
 def _backoff(base_s: float, cap_s: float, strikes: int) -> float:
-    return min(base_s * 2 ** min(strikes - 1, 30), cap_s)
+    return min(base_s * 2.0 ** min(strikes - 1, 30), cap_s)
 
 
 def _cooldown(

@@ -80,7 +80,8 @@ def _weighted(ring: TierRing, eligible: Eligible, rng: random.Random) -> str | N
     if not candidates:
         return None
     ids, weights = zip(*candidates, strict=True)
-    return rng.choices(ids, weights=weights)[0]
+    chosen: str = rng.choices(ids, weights=weights)[0]
+    return chosen
 
 
 def _least_loaded(ring: TierRing, eligible: Eligible, load: Load, rng: random.Random) -> str | None:

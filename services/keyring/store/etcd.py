@@ -203,7 +203,8 @@ class EtcdStore(Store):
             succeeded, responses = await self._client.transaction(compare=compare, success=success, failure=[])
         if not succeeded:
             return None
-        return max(getattr(r, r.WhichOneof("response")).header.revision for r in responses)
+        revision: int = max(getattr(r, r.WhichOneof("response")).header.revision for r in responses)
+        return revision
 
     def _guard(self, write: Write) -> Any:
         """0 = key absent (create_revision == 0), n = the key's mod_revision is n."""
