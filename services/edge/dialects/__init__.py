@@ -8,7 +8,11 @@ decided once, by the route table (``routing``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+
+from services.common.naming import model_id
 
 from ..errors import bad_request
 
@@ -30,3 +34,14 @@ def json_object(body: bytes) -> dict[str, object]:
     if not isinstance(data, dict):
         raise bad_request("the request body must be a JSON object")
     return data
+
+
+def only_allowed(body: bytes, allowed: tuple[str, ...], *, listing: str, name: str) -> bytes:
+    """A model list (``body[listing]``, each model named by ``name``) without the models outside the allow-list."""
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if isinstance(data, dict) and isinstance(data.get(listing), list):
+        data[listing] = [m for m in data[listing] if isinstance(m, dict) and model_id(str(m.get(name, ""))) in allowed]
+    return orjson.dumps(data)

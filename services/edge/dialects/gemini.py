@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 from yarl import URL
 
@@ -22,7 +21,7 @@ from ..errors import EdgeError, missing_token
 from ..forwarding import EDGE, forward
 from ..routing import GEMINI
 from ..upstream import Call
-from . import bearer, json_object
+from . import bearer, json_object, only_allowed
 
 ACTIONS: Final = frozenset(
     {"generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents"}
@@ -62,22 +61,13 @@ def _call(
     )
 
 
-def only_allowed(body: bytes, allowed: tuple[str, ...]) -> bytes:
-    """A Gemini model list without the models outside the pool's allow-list."""
-    try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    if isinstance(data, dict) and isinstance(data.get("models"), list):
-        data["models"] = [
-            m for m in data["models"] if isinstance(m, dict) and model_id(str(m.get("name", ""))) in allowed
-        ]
-    return orjson.dumps(data)
+def _only_allowed(body: bytes, allowed: tuple[str, ...]) -> bytes:
+    return only_allowed(body, allowed, listing="models", name="name")
 
 
 async def list_models(request: web.Request) -> web.StreamResponse:
     """``GET /{version}/models``: the upstream's page, filtered by the pool's allow-list."""
-    return await forward(request, _call(request, "", None, "models.list", transform=only_allowed))
+    return await forward(request, _call(request, "", None, "models.list", transform=_only_allowed))
 
 
 async def get_model(request: web.Request) -> web.StreamResponse:

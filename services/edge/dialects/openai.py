@@ -7,10 +7,8 @@ received; the edge reads only ``model`` and ``stream`` from it.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
-import orjson
 from aiohttp import web
 from yarl import URL
 
@@ -21,7 +19,7 @@ from ..errors import EdgeError, bad_request, missing_token
 from ..forwarding import EDGE, forward
 from ..routing import OPENAI
 from ..upstream import Call
-from . import bearer, json_object
+from . import bearer, json_object, only_allowed
 
 COMPAT_PREFIX = "/v1beta/openai"
 
@@ -68,15 +66,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _post(request, "/embeddings", can_stream=False)
 
 
-def only_allowed(body: bytes, allowed: tuple[str, ...]) -> bytes:
-    """An OpenAI model list without the models outside the pool's allow-list."""
-    try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data["data"] = [m for m in data["data"] if isinstance(m, dict) and model_id(str(m.get("id", ""))) in allowed]
-    return orjson.dumps(data)
+def _only_allowed(body: bytes, allowed: tuple[str, ...]) -> bytes:
+    return only_allowed(body, allowed, listing="data", name="id")
 
 
 async def list_models(request: web.Request) -> web.StreamResponse:
@@ -89,7 +80,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
         token_hash=token_hash(_token(request)),
         model="",
         key_in_bearer=True,
-        transform=only_allowed,
+        transform=_only_allowed,
         route="models.list",
     )
     return await forward(request, call)
