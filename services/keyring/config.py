@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .codec import DEFAULT_PREFIX
 from .domain.identity import GEMINI_KEY_PATTERN
-from .sealing import SecretBox
+from .sealing import SecretBox, parse_keks
 
 
 def _default_replica_id() -> str:
@@ -30,6 +31,11 @@ class KeyringSettings(BaseSettings):
     # The key-encryption key: base64 of 32 bytes, inline or in a file (a mounted Secret).
     kek: str = Field(default="", repr=False)
     kek_file: str = ""
+    # Secrets at rest (SECURITY.md, "Rotating the KEK"): more KEKs this replica opens with but never
+    # seals with (the next KEK before it becomes current, the previous one until the reseal command
+    # has run), base64 values separated by commas or whitespace, inline or in a file.
+    open_keks: str = Field(default="", repr=False)
+    open_keks_file: str = ""
     replica_id: str = Field(default_factory=_default_replica_id)
     membership_ttl_s: int = 10
     key_pattern: str = GEMINI_KEY_PATTERN
@@ -55,4 +61,9 @@ class KeyringSettings(BaseSettings):
         return self
 
     def secret_box(self) -> SecretBox:
-        return SecretBox.from_file(self.kek_file) if self.kek_file else SecretBox.from_base64(self.kek)
+        """The current KEK seals; it and every KEK in open_keks(_file) open."""
+        others = parse_keks(self.open_keks)
+        if self.open_keks_file:
+            others += parse_keks(Path(self.open_keks_file).read_text())
+        current = Path(self.kek_file).read_text() if self.kek_file else self.kek
+        return SecretBox.from_base64(current, others)

@@ -56,7 +56,7 @@ class LeaseDesk:
         rng: random.Random | None = None,
     ) -> None:
         self.book = LeaseBook(instance)
-        self.allocator = Allocator(cache.view, self.book, cache.replica_count, rng)
+        self.allocator = Allocator(cache.view, self.book, cache.replica_count, rng, box.tokens)
         self.usage = UsageCounter()  # counted here, flushed by housekeeping
         self.observer = Observer()
         self.accepting = False  # new leases are refused until the replica serves

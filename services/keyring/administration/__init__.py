@@ -36,4 +36,4 @@ class Administration:
         self.keys = Keys(
             view, writer, keyring.box, clock, key_pattern=key_pattern, max_keys_per_import=max_keys_per_import
         )
-        self.tokens = Tokens(view, writer, clock)
+        self.tokens = Tokens(view, writer, clock, keyring.box)

@@ -1,4 +1,8 @@
-"""Operator actions on client tokens: a token is shown once, at creation, and only its hash is kept."""
+"""Operator actions on client tokens: a token is shown once, at creation, and only a keyed hash of it is kept.
+
+The store keeps HMAC(token key, SHA-256(token)) (``SecretBox.key_token``):
+what the edge presents is the SHA-256, so a stored value is no credential.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,22 @@ from ..domain.errors import NotFound
 from ..domain.identity import new_client_token, token_id_for
 from ..domain.models import ClientToken
 from ..domain.view import KeyringView
+from ..sealing import SecretBox
 from ..writer import Change, StateWriter
 from .inputs import check_token_settings
 
 
 class Tokens:
-    def __init__(self, view: KeyringView, writer: StateWriter, clock: Callable[[], float]) -> None:
+    def __init__(self, view: KeyringView, writer: StateWriter, clock: Callable[[], float], box: SecretBox) -> None:
         self._view = view
         self._writer = writer
         self._clock = clock
+        self._box = box
+
+    def _keyed(self, token: ClientToken, clear_token: str) -> ClientToken:
+        """The record keyed for ``clear_token``, with an id from its keyed hash."""
+        keyed = self._box.key_token(token, token_hash(clear_token))
+        return dataclasses.replace(keyed, token_id=token_id_for(keyed.token_hash))
 
     async def create_token(
         self, pool_name: str, name: str, expires_at: float = 0.0, requests_per_minute: int = 0
@@ -29,10 +40,9 @@ class Tokens:
         require_pool(self._view, pool_name)
         check_token_settings(name, expires_at, requests_per_minute, self._clock())
         token = new_client_token()
-        hashed = token_hash(token)
-        record = ClientToken(
-            token_id=token_id_for(hashed),
-            token_hash=hashed,
+        unkeyed = ClientToken(
+            token_id="",
+            token_hash="",
             pool=pool_name,
             name=name,
             created_at=self._clock(),
@@ -40,6 +50,7 @@ class Tokens:
             requests_per_minute=requests_per_minute,
             prefix=token[:7],
         )
+        record = self._keyed(unkeyed, token)
         await self._writer.transact(lambda: [self._writer.put(record)])
         return self._view.tokens[record.token_id], token
 
@@ -58,23 +69,20 @@ class Tokens:
     async def rotate_token(self, token_id: str) -> tuple[ClientToken, str]:
         """A new token with the same settings; the old one stops working in the same write."""
         new_token = new_client_token()
-        hashed = token_hash(new_token)
+        new_id = ""
 
         def decide() -> list[Change]:
+            nonlocal new_id
             old = self.get_token(token_id)
-            replacement = dataclasses.replace(
-                old,
-                token_id=token_id_for(hashed),
-                token_hash=hashed,
-                created_at=self._clock(),
-                prefix=new_token[:7],
-                revoked=False,
-                revision=0,
+            replacement = self._keyed(
+                dataclasses.replace(old, created_at=self._clock(), prefix=new_token[:7], revoked=False, revision=0),
+                new_token,
             )
+            new_id = replacement.token_id
             return [self._writer.delete(old), self._writer.put(replacement)]
 
         await self._writer.transact(decide)
-        return self._view.tokens[token_id_for(hashed)], new_token
+        return self._view.tokens[new_id], new_token
 
     async def revoke_token(self, token_id: str) -> ClientToken:
         def decide() -> list[Change]:

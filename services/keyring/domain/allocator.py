@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
+from .identity import TokenHasher
 from .leasing import LeaseBook, LeaseRecord, SlidingWindow, share
 from .models import ClientToken, KeyState, Pool, UpstreamKey
 from .selection import pick
@@ -38,8 +39,10 @@ class Allocator:
         book: LeaseBook,
         replicas: Callable[[], int],
         rng: random.Random | None = None,
+        hasher: TokenHasher | None = None,
     ) -> None:
         self._view = view
+        self._hasher = hasher
         self._book = book
         self._replicas = replicas
         self._rng = rng or random.Random()
@@ -47,13 +50,30 @@ class Allocator:
         self._token_minutes = SlidingWindow(60.0)
 
     def authenticate(self, token_hash: str, now: float) -> tuple[ClientToken, Pool]:
-        token = self._view.tokens_by_hash.get(token_hash)
+        token = self.find_token(token_hash)
         if token is None or not token.usable(now):
             raise Unauthenticated("unknown, expired or revoked client token")
         pool = self._view.pools.get(token.pool)
         if pool is None:
             raise Unauthenticated("the client token's pool no longer exists")
         return token, pool
+
+    def find_token(self, presented: str) -> ClientToken | None:
+        """The token a presented SHA-256 belongs to: its keyed hash looked up (one HMAC per configured KEK at most).
+
+        A stored hash presented as it is never matches: it is hashed again, and
+        a record matches only under the key it says it was keyed with. Records
+        from before keyed hashes (``hash_key == ""``) match the bare SHA-256
+        until the reseal command keys them.
+        """
+        by_hash = self._view.tokens_by_hash
+        if self._hasher is not None:
+            for key_id, stored in self._hasher.candidates(presented):
+                token = by_hash.get(stored)
+                if token is not None and token.hash_key == key_id:
+                    return token
+        token = by_hash.get(presented)
+        return token if token is not None and not token.keyed else None
 
     def acquire(self, token_hash: str, model: str, exclude: Collection[str], now: float) -> Grant:
         token, pool = self.authenticate(token_hash, now)

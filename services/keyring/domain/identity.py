@@ -1,20 +1,28 @@
-"""Key strings and client tokens: validation, stable ids and masks (token hashes: services.common.naming).
+"""Key strings and client tokens: validation, stable ids, masks and stored token hashes.
 
 Stable ids come from hashes of high-entropy strings, so the same key
 imported twice gets the same id (duplicates are found without decrypting
 anything) and an id says nothing useful about its secret.
+
+A client token is known on the wire by its SHA-256 (services.common.naming:
+the edge sends it) and in the store by an HMAC of that SHA-256 under a
+server-side key (``TokenHasher``): a value read from the store or an export,
+presented to Acquire, is hashed again and matches nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
+from collections.abc import Iterator, Sequence
 
 from services.common.masking import mask
 
 __all__ = [
     "GEMINI_KEY_PATTERN",
+    "TokenHasher",
     "is_key_string",
     "key_id_for",
     "mask",
@@ -39,5 +47,42 @@ def new_client_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def token_id_for(token_hash_hex: str) -> str:
-    return "t-" + token_hash_hex[:12]
+def token_id_for(stored_hash: str) -> str:
+    """A new token's id: the start of its stored (keyed) hash, which is no credential and reveals none.
+
+    Tokens created before hashes were keyed keep the id they had (the start of
+    the unkeyed SHA-256: 48 bits of a 256-bit value, not enough to present).
+    """
+    return "t-" + stored_hash[:12]
+
+
+class TokenHasher:
+    """Stored client-token hashes: HMAC-SHA256 of the presented SHA-256 under a server-side key.
+
+    One key per configured key-encryption key (derived from it, named by its
+    id), the current one first: new tokens are keyed with the current key, and
+    a lookup tries the others only while a KEK rotation is under way.
+    """
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
+        if not keys:
+            raise ValueError("a token hasher needs at least one key")
+        self._keys = list(keys)
+
+    @property
+    def current(self) -> str:
+        """The id of the key new tokens are keyed with."""
+        return self._keys[0][0]
+
+    def keyed(self, presented: str) -> str:
+        """The stored hash of a presented SHA-256 (hex) under the current key."""
+        return _hmac_hex(self._keys[0][1], presented)
+
+    def candidates(self, presented: str) -> Iterator[tuple[str, str]]:
+        """(key id, stored hash) under each configured key, the current one first (computed lazily)."""
+        for key_id, key in self._keys:
+            yield key_id, _hmac_hex(key, presented)
+
+
+def _hmac_hex(key: bytes, presented: str) -> str:
+    return hmac.digest(key, presented.encode(), "sha256").hex()

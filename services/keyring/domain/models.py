@@ -150,7 +150,14 @@ class Cooldown:
 
 @dataclass(frozen=True, slots=True)
 class ClientToken:
-    """A client token as stored: only its SHA-256 hash, never the token."""
+    """A client token as stored: a keyed hash of its SHA-256, never the token.
+
+    ``token_hash`` is HMAC-SHA256 of the SHA-256 the edge sends, under the
+    token key of the KEK ``hash_key`` names (identity.TokenHasher); that
+    SHA-256 is kept only sealed (``sealed_hash``), so a KEK rotation can key
+    the token again. ``hash_key == ""``: a record from before keyed hashes,
+    whose ``token_hash`` is the bare SHA-256 (the reseal command keys it).
+    """
 
     token_id: str
     token_hash: str
@@ -161,7 +168,13 @@ class ClientToken:
     revoked: bool = False
     requests_per_minute: int = 0  # 0 = unlimited
     prefix: str = ""
+    hash_key: str = ""  # the id of the KEK whose token key made token_hash; "" = unkeyed (legacy)
+    sealed_hash: str = ""  # the presented SHA-256, sealed under a KEK
     revision: int = 0
+
+    @property
+    def keyed(self) -> bool:
+        return bool(self.hash_key)
 
     def usable(self, now: float) -> bool:
         return not self.revoked and (not self.expires_at or self.expires_at > now)
