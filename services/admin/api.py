@@ -19,12 +19,10 @@ from google.protobuf.message import Message
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from . import schemas as s
-from .auth import identity_of
+from .auth import KEYRING, identity_of
 from .config import AdminSettings
 from .errors import ApiError, bad_gateway, bad_request, json_response
-from .keyring_client import KeyringAdmin
 
-KEYRING: Final = web.AppKey("keyring", KeyringAdmin)
 SETTINGS: Final = web.AppKey("settings", AdminSettings)
 
 BULK_CONCURRENCY: Final = 16
@@ -370,8 +368,14 @@ async def _token_action(request: web.Request, action: str) -> web.Response:
 
 
 async def export_config(request: web.Request) -> web.Response:
+    """Operators export; secrets in clear also need the export permission (``+export``, off by default)."""
     query = s.Query(request, {"include_secrets"})
     clear = query.boolean("include_secrets")
+    identity = identity_of(request)
+    if clear and not identity.export:
+        raise ApiError(403, "exporting secrets in clear needs an admin token with the export permission (+export)")
+    if not identity.can_change and not identity.export:
+        raise ApiError(403, f"the {identity.role} role may not export; export needs an operator token")
     reply = await _call(request, "ExportConfig", pb.ExportConfigRequest(include_secrets_in_clear=clear))
     return web.Response(
         body=reply.document,
@@ -381,11 +385,14 @@ async def export_config(request: web.Request) -> web.Response:
 
 
 async def import_config(request: web.Request) -> web.Response:
-    s.Query(request, set())
+    """Keyring validates every record; client tokens only with ``keep_client_tokens=true``."""
+    query = s.Query(request, {"keep_client_tokens"})
+    keep_tokens = query.boolean("keep_client_tokens")
     raw = await s.read_json_bytes(request)
     if not isinstance(orjson.loads(raw), dict):
         raise bad_request("the document must be a JSON object (as GET /api/export gives it)")
-    reply = await _call(request, "ImportConfig", pb.ImportConfigRequest(document=raw))
+    message = pb.ImportConfigRequest(document=raw, keep_client_tokens=keep_tokens)
+    reply = await _call(request, "ImportConfig", message)
     return json_response({"pools": reply.pools, "keys": reply.keys, "tokens": reply.tokens})
 
 

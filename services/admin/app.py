@@ -1,8 +1,8 @@
 """The admin service's aiohttp application: REST API, console, and the resources it owns.
 
 The keyring channels are opened and closed by ``cleanup_ctx`` (inside the
-event loop); the service itself keeps no state but the deny list of
-logged-out console sessions.
+event loop); the service itself keeps no state but the failed-login counters
+(``auth.LoginThrottle``): ended console sessions live in keyring.
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ def create_app(settings: AdminSettings, keyring: KeyringAdmin | None = None) -> 
     app[METRICS] = metrics
     app[MAX_BODY] = settings.max_body_bytes
     app[auth.AUTHENTICATOR] = auth.Authenticator(
-        settings.admin_token_map, settings.session_ttl_s, settings.cookie_secure
+        settings.admin_accounts,
+        settings.session_ttl_s,
+        settings.cookie_secure,
+        auth.LoginThrottle(settings.login_max_failures, settings.login_window_s),
+        settings.trusted_proxy_networks,
     )
     if keyring is not None:
         app[_INJECTED_KEYRING] = keyring
@@ -60,7 +64,7 @@ async def _keyring_channels(app: web.Application) -> AsyncIterator[None]:
     injected = app.get(_INJECTED_KEYRING)
     settings = app[api.SETTINGS]
     client = injected or KeyringAdmin(settings.keyring_address_list, settings.keyring_timeout_s)
-    app[api.KEYRING] = client
+    app[auth.KEYRING] = client
     try:
         yield
     finally:
@@ -86,7 +90,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: at least one keyring replica reports AdminService SERVING."""
-    if await request.app[api.KEYRING].ready():
+    if await request.app[auth.KEYRING].ready():
         return json_response({"status": "ready"})
     return error_response(ApiError(503, "no keyring replica is serving"))
 

@@ -1,6 +1,7 @@
 """Who is calling: admin bearer tokens, console sessions in signed cookies, CSRF.
 
-Two ways in, both ending in an ``Identity`` (the admin token's name):
+Two ways in, both ending in an ``Identity`` (the admin token's name, its
+role and whether it may export secrets in clear; ``config.AdminAccount``):
 
 - ``Authorization: Bearer <admin token>`` (scripts, CI): compared with
   ``hmac.compare_digest`` against every configured token. No CSRF check:
@@ -18,8 +19,26 @@ Two ways in, both ending in an ``Identity`` (the admin token's name):
     match both the cookie and the session (double submit bound to the
     session), otherwise 403.
 
-  ``POST /api/logout`` clears both cookies and puts the session id on this
-  replica's deny list until it expires.
+  ``POST /api/logout`` clears both cookies and records the ended session in
+  keyring (``RevokeSession``, by the SHA-256 of its id, until it expires);
+  every admin replica asks keyring (``CheckSession``) before it accepts a
+  session cookie, so a logout on one replica holds on all of them.
+
+Roles: a ``viewer`` may only read (any other method: 403); an ``operator``
+may change; exporting (``GET /api/export``) needs an operator, and secrets
+in clear need the ``+export`` permission on top (off by default).
+
+Failed logins (a wrong token at ``/api/login`` or in a bearer header) are
+throttled per client address and per admin name (when the login names one):
+``LoginThrottle``, a bounded in-memory table per replica. After
+``login_max_failures`` within ``login_window_s`` every attempt from that
+address (or for that name) gets 429 with Retry-After until the window ends,
+right token or not (otherwise the answer would still tell a guess). Kept in
+memory on purpose: a shared counter would turn every guess into a store
+write; with R replicas an attacker gets R times the budget, which against
+tokens of 16+ random characters changes nothing. Behind a reverse proxy the
+client address comes from X-Forwarded-For, trusted only from
+``trusted_proxies``.
 
 Failures say only "authentication required" (401): which part was wrong is
 not told.
@@ -31,16 +50,25 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
+import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import orjson
 from aiohttp import web
 
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+
+from .config import AdminAccount, Role
 from .errors import ApiError, json_response
+from .keyring_client import KeyringAdmin
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SESSION_COOKIE: Final = "keyring_session"
 CSRF_COOKIE: Final = "keyring_csrf"
@@ -49,6 +77,9 @@ _UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Routes reachable without credentials (exact paths) and path prefixes that are public.
 PUBLIC_PATHS: Final = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/api/login"})
 PUBLIC_PREFIXES: Final = ("/static/",)
+# Writes a viewer may still make: ending its own session.
+_VIEWER_WRITES: Final = frozenset({"/api/logout"})
+KEYRING: Final = web.AppKey("keyring", KeyringAdmin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +88,12 @@ class Identity:
     via: Literal["bearer", "cookie"]
     session_id: str = ""
     expires_at: float = 0.0
+    role: Role = "operator"
+    export: bool = False
+
+    @property
+    def can_change(self) -> bool:
+        return self.role == "operator"
 
     @property
     def actor(self) -> str:
@@ -83,20 +120,72 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class Authenticator:
-    """Checks bearer tokens and session cookies against the configured admin tokens."""
+def session_hash(session_id: str) -> str:
+    """What keyring knows an ended session by: never the id itself."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
-    def __init__(self, tokens: dict[str, str], session_ttl_s: float, cookie_secure: bool) -> None:
-        if not tokens:
+
+class LoginThrottle:
+    """Failed attempts per subject (``addr:<ip>``, ``name:<name>``) in fixed windows; bounded in size."""
+
+    def __init__(
+        self, max_failures: int, window_s: float, max_subjects: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._max_subjects = max_subjects
+        self._clock = clock
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()  # subject -> (window start, count)
+
+    def retry_after(self, subjects: Sequence[str]) -> float:
+        """Seconds until every subject may try again; 0 when none is locked."""
+        now = self._clock()
+        waits = [0.0]
+        for subject in subjects:
+            start, count = self._failures.get(subject, (0.0, 0))
+            if count >= self.max_failures and now < start + self.window_s:
+                waits.append(start + self.window_s - now)
+        return max(waits)
+
+    def failed(self, subjects: Sequence[str]) -> None:
+        now = self._clock()
+        for subject in subjects:
+            start, count = self._failures.pop(subject, (now, 0))
+            if now >= start + self.window_s:
+                start, count = now, 0
+            self._failures[subject] = (start, count + 1)
+            while len(self._failures) > self._max_subjects:
+                self._failures.popitem(last=False)  # the least recently failed subject
+
+
+class Authenticator:
+    """Checks bearer tokens and session cookies against the configured admin accounts."""
+
+    def __init__(
+        self,
+        accounts: dict[str, AdminAccount] | dict[str, str],
+        session_ttl_s: float,
+        cookie_secure: bool,
+        throttle: LoginThrottle | None = None,
+        trusted_proxies: Sequence[Network] = (),
+    ) -> None:
+        if not accounts:
             raise ValueError("at least one admin token is needed")
-        self._tokens = {name: token.encode() for name, token in tokens.items()}
+        self._accounts = {
+            name: account if isinstance(account, AdminAccount) else AdminAccount(account)
+            for name, account in accounts.items()
+        }
+        self._tokens = {name: account.token.encode() for name, account in self._accounts.items()}
         self._keys = {
             name: hmac.new(token, b"keyring-admin/session/v1|" + name.encode(), hashlib.sha256).digest()
             for name, token in self._tokens.items()
         }
         self.session_ttl_s = session_ttl_s
         self.cookie_secure = cookie_secure
-        self._revoked: dict[str, float] = {}  # session id -> its expiry
+        self.throttle = throttle or LoginThrottle(10, 300.0)
+        self._trusted_proxies = tuple(trusted_proxies)
+        self._revoked: dict[str, float] = {}  # session id -> its expiry (this replica's own logouts)
 
     def name_for_token(self, presented: str) -> str | None:
         """The admin token's name, comparing against every token in constant time each."""
@@ -106,6 +195,38 @@ class Authenticator:
             if hmac.compare_digest(candidate, token):
                 found = name
         return found
+
+    def _identity(self, name: str, via: Literal["bearer", "cookie"], session_id: str = "",
+                  expires_at: float = 0.0) -> Identity:
+        account = self._accounts[name]
+        return Identity(name, via, session_id, expires_at, account.role, account.export)
+
+    # -- throttling -----------------------------------------------------
+
+    def client_address(self, request: web.Request) -> str:
+        """The peer, or behind a trusted proxy the last X-Forwarded-For hop that is not a trusted proxy."""
+        peer = request.remote or ""
+        if not self._trusted(peer):
+            return peer
+        hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", []) for hop in value.split(",")]
+        for hop in reversed([hop for hop in hops if hop]):
+            if not self._trusted(hop):
+                return hop
+        return peer
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted_proxies)
+
+    def check_throttle(self, subjects: Sequence[str]) -> None:
+        wait = self.throttle.retry_after(subjects)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(429, f"too many failed logins; try again in {seconds} s",
+                           headers={"Retry-After": str(seconds)})
 
     # -- sessions -------------------------------------------------------
 
@@ -118,11 +239,12 @@ class Authenticator:
     def open_session(self, name: str) -> tuple[str, Identity]:
         """A new signed session cookie value for ``name`` and its identity."""
         expires_at = time.time() + self.session_ttl_s
-        identity = Identity(name, "cookie", secrets.token_urlsafe(18), expires_at)
+        identity = self._identity(name, "cookie", secrets.token_urlsafe(18), expires_at)
         payload = orjson.dumps({"n": name, "s": identity.session_id, "e": int(expires_at)})
         return f"{_b64(payload)}.{_b64(self._mac(name, b'session', payload))}", identity
 
     def check_session(self, cookie: str) -> Identity | None:
+        """The cookie's identity if it is signed, unexpired and not ended on this replica (keyring is asked later)."""
         try:
             encoded, _, signature = cookie.partition(".")
             payload = _unb64(encoded)
@@ -135,26 +257,44 @@ class Authenticator:
             return None
         if expires_at <= time.time() or session_id in self._revoked:
             return None
-        return Identity(name, "cookie", session_id, expires_at)
+        return self._identity(name, "cookie", session_id, expires_at)
 
-    def revoke(self, identity: Identity) -> None:
+    def forget_locally(self, identity: Identity) -> None:
         now = time.time()
         self._revoked = {sid: until for sid, until in self._revoked.items() if until > now}
         if identity.session_id:
             self._revoked[identity.session_id] = identity.expires_at
 
+    async def revoke(self, identity: Identity, keyring: KeyringAdmin) -> None:
+        """End a console session on every admin replica (recorded in keyring until it expires)."""
+        if not identity.session_id:
+            return
+        self.forget_locally(identity)
+        message = pb.RevokeSessionRequest(
+            session_hash=session_hash(identity.session_id), expires_at_ms=math.ceil(identity.expires_at * 1000)
+        )
+        await keyring.call("RevokeSession", message, identity.actor)
+
     # -- requests -------------------------------------------------------
 
-    def identify(self, request: web.Request) -> Identity | None:
+    async def identify(self, request: web.Request) -> Identity | None:
         header = request.headers.get("Authorization")
         if header is not None:
+            address = ["addr:" + self.client_address(request)]
+            self.check_throttle(address)
             scheme, _, presented = header.partition(" ")
-            if scheme.lower() != "bearer" or not presented.strip():
+            name = self.name_for_token(presented.strip()) if scheme.lower() == "bearer" and presented.strip() else None
+            if name is None:
+                self.throttle.failed(address)
                 return None
-            name = self.name_for_token(presented.strip())
-            return Identity(name, "bearer") if name else None
+            return self._identity(name, "bearer")
         cookie = request.cookies.get(SESSION_COOKIE)
-        return self.check_session(cookie) if cookie else None
+        identity = self.check_session(cookie) if cookie else None
+        if identity is None:
+            return None
+        check = pb.CheckSessionRequest(session_hash=session_hash(identity.session_id))
+        reply = await request.app[KEYRING].call("CheckSession", check, identity.actor)
+        return None if reply.revoked else identity
 
     def csrf_ok(self, request: web.Request, identity: Identity) -> bool:
         header = request.headers.get(CSRF_HEADER, "")
@@ -174,15 +314,17 @@ def _is_public(path: str) -> bool:
 async def authenticate(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every non-public route needs an identity; cookie callers also need CSRF on writes."""
+    """Every non-public route needs an identity; cookie callers also need CSRF on writes; viewers only read."""
     if _is_public(request.path):
         return await handler(request)
     auth = request.app[AUTHENTICATOR]
-    identity = auth.identify(request)
+    identity = await auth.identify(request)
     if identity is None:
         raise ApiError(401, "authentication required")
     if identity.via == "cookie" and request.method in _UNSAFE_METHODS and not auth.csrf_ok(request, identity):
         raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
+    if request.method in _UNSAFE_METHODS and not identity.can_change and request.path not in _VIEWER_WRITES:
+        raise ApiError(403, f"the {identity.role} role may only read; changes need an operator token")
     request[_IDENTITY] = identity
     return await handler(request)
 
@@ -199,14 +341,21 @@ def _set_cookies(response: web.Response, auth: Authenticator, cookie: str, csrf:
 async def login(request: web.Request) -> web.Response:
     from .schemas import LoginRequest, parse_body  # schemas imports nothing from here
 
-    body = await parse_body(request, LoginRequest)
     auth = request.app[AUTHENTICATOR]
+    subjects = ["addr:" + auth.client_address(request)]
+    auth.check_throttle(subjects)
+    body = await parse_body(request, LoginRequest)
+    if body.name is not None:
+        subjects.append("name:" + body.name)
+        auth.check_throttle(subjects)
     name = auth.name_for_token(body.token)
-    if name is None:
+    if name is None or (body.name is not None and name != body.name):
+        auth.throttle.failed(subjects)
         raise ApiError(401, "authentication required")
     cookie, identity = auth.open_session(name)
     csrf = auth.csrf_token(name, identity.session_id)
-    response = json_response({"name": name, "csrf_token": csrf, "expires_at": _iso(identity.expires_at)})
+    response = json_response({"name": name, "csrf_token": csrf, "expires_at": _iso(identity.expires_at),
+                              "role": identity.role, "can_export": identity.export})
     _set_cookies(response, auth, cookie, csrf)
     return response
 
@@ -214,7 +363,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     identity = identity_of(request)
     auth = request.app[AUTHENTICATOR]
-    auth.revoke(identity)
+    await auth.revoke(identity, request.app[KEYRING])
     response = json_response({"logged_out": True})
     for name in (SESSION_COOKIE, CSRF_COOKIE):
         response.del_cookie(name, path="/", samesite="Strict", secure=auth.cookie_secure)
@@ -224,7 +373,8 @@ async def logout(request: web.Request) -> web.Response:
 async def session(request: web.Request) -> web.Response:
     identity = identity_of(request)
     auth = request.app[AUTHENTICATOR]
-    body: dict[str, object] = {"name": identity.name, "via": identity.via, "expires_at": None, "csrf_token": None}
+    body: dict[str, object] = {"name": identity.name, "via": identity.via, "expires_at": None, "csrf_token": None,
+                               "role": identity.role, "can_export": identity.export}
     if identity.via == "cookie":
         body["expires_at"] = _iso(identity.expires_at)
         body["csrf_token"] = auth.csrf_token(identity.name, identity.session_id)

@@ -1,14 +1,20 @@
 """The admin service's settings, from ADMIN_* environment variables, validated at start-up.
 
-Admin tokens come inline (``ADMIN_ADMIN_TOKENS="ops:secret1,ci:secret2"``)
-or from a file (``ADMIN_ADMIN_TOKENS_FILE``, one ``name:token`` per line,
-``#`` comments allowed: a mounted Kubernetes Secret). At least one is required.
+Admin tokens come inline (``ADMIN_ADMIN_TOKENS="ops:operator:secret1,ci:viewer:secret2"``)
+or from a file (``ADMIN_ADMIN_TOKENS_FILE``, one entry per line, ``#`` comments
+allowed: a mounted Kubernetes Secret). At least one is required. An entry is
+``name:role:token`` with role ``viewer`` (reads only), ``operator`` (changes)
+or either with ``+export`` (may also export upstream secrets in clear); the
+older ``name:token`` still works and means ``operator``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,22 +27,72 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def parse_admin_tokens(entries: list[str]) -> dict[str, str]:
-    """``name:token`` entries -> {name: token}; the token itself never appears in an error."""
-    tokens: dict[str, str] = {}
+Role = Literal["viewer", "operator"]
+ROLES: tuple[Role, ...] = ("viewer", "operator")
+EXPORT_SUFFIX = "+export"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminAccount:
+    """One admin token: its secret, its role and whether it may export secrets in clear."""
+
+    token: str
+    role: Role = "operator"
+    export: bool = False
+
+    @property
+    def can_change(self) -> bool:
+        return self.role == "operator"
+
+    def __repr__(self) -> str:  # never the token
+        return f"AdminAccount(role={self.role!r}, export={self.export})"
+
+
+def _role_of(text: str) -> tuple[Role, bool] | None:
+    """``viewer``, ``operator``, ``viewer+export``, ``operator+export`` -> (role, export); None otherwise."""
+    role, export = (text[: -len(EXPORT_SUFFIX)], True) if text.endswith(EXPORT_SUFFIX) else (text, False)
+    for known in ROLES:
+        if role == known:
+            return known, export
+    return None
+
+
+def parse_admin_accounts(entries: list[str]) -> dict[str, AdminAccount]:
+    """``name:role:token`` or ``name:token`` entries -> {name: account}; a token never appears in an error."""
+    accounts: dict[str, AdminAccount] = {}
     for number, entry in enumerate(entries, start=1):
-        name, colon, token = entry.partition(":")
-        name, token = name.strip(), token.strip()
+        name, colon, rest = entry.partition(":")
+        name, rest = name.strip(), rest.strip()
         if not colon or not TOKEN_NAME.fullmatch(name):
-            raise ValueError(f"admin token entry {number} is not 'name:token' with a name of [A-Za-z0-9._-]")
+            raise ValueError(f"admin token entry {number} is not 'name:role:token' with a name of [A-Za-z0-9._-]")
+        role_text, colon, token = rest.partition(":")
+        parsed = _role_of(role_text.strip()) if colon else None
+        role: Role = "operator"
+        export = False
+        if parsed is None:  # no role given: 'name:token' (a token may hold ':' itself)
+            token = rest
+        else:
+            (role, export), token = parsed, token.strip()
         if len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(f"admin token {name!r} is shorter than {MIN_TOKEN_LENGTH} characters")
-        if name in tokens:
+        if name in accounts:
             raise ValueError(f"admin token name {name!r} appears twice")
-        if token in tokens.values():
+        if any(account.token == token for account in accounts.values()):
             raise ValueError(f"admin token {name!r} reuses another admin token")
-        tokens[name] = token
-    return tokens
+        accounts[name] = AdminAccount(token, role, export)
+    return accounts
+
+
+def parse_admin_tokens(entries: list[str]) -> dict[str, str]:
+    """Entries -> {name: token} (roles dropped)."""
+    return {name: account.token for name, account in parse_admin_accounts(entries).items()}
+
+
+def parse_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(part, strict=False) for part in _split(value))
+    except ValueError as error:
+        raise ValueError(f"ADMIN_TRUSTED_PROXIES: {error}") from None
 
 
 class AdminSettings(BaseSettings):
@@ -56,8 +112,15 @@ class AdminSettings(BaseSettings):
     # True behind TLS (the ingress): session cookies then travel over HTTPS only.
     cookie_secure: bool = False
     shutdown_timeout_s: float = 10.0
+    # Failed logins (a wrong token at /api/login or in a bearer header) per client address and per
+    # admin name: after this many within login_window_s, 429 with Retry-After until the window ends.
+    login_max_failures: int = Field(default=10, ge=1)
+    login_window_s: float = Field(default=300.0, gt=0)
+    # Comma-separated addresses or CIDRs of reverse proxies (the compose nginx) whose
+    # X-Forwarded-For names the client; empty: the peer address is the client.
+    trusted_proxies: str = ""
 
-    _tokens: dict[str, str] = PrivateAttr(default_factory=dict)
+    _accounts: dict[str, AdminAccount] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _load_tokens(self) -> AdminSettings:
@@ -68,9 +131,10 @@ class AdminSettings(BaseSettings):
             except OSError as error:
                 raise ValueError(f"ADMIN_ADMIN_TOKENS_FILE cannot be read: {error.strerror}") from None
             entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        self._tokens = parse_admin_tokens(entries)
-        if not self._tokens:
-            raise ValueError("set ADMIN_ADMIN_TOKENS ('name:token,...') or ADMIN_ADMIN_TOKENS_FILE")
+        self._accounts = parse_admin_accounts(entries)
+        if not self._accounts:
+            raise ValueError("set ADMIN_ADMIN_TOKENS ('name:role:token,...') or ADMIN_ADMIN_TOKENS_FILE")
+        parse_networks(self.trusted_proxies)
         if not self.keyring_address_list:
             raise ValueError("ADMIN_KEYRING_ADDRESSES names no keyring replica")
         return self
@@ -82,4 +146,13 @@ class AdminSettings(BaseSettings):
     @property
     def admin_token_map(self) -> dict[str, str]:
         """{name: token}; the names become the audit actor (``admin:<name>``)."""
-        return dict(self._tokens)
+        return {name: account.token for name, account in self._accounts.items()}
+
+    @property
+    def admin_accounts(self) -> dict[str, AdminAccount]:
+        """{name: account}: token, role and the export permission."""
+        return dict(self._accounts)
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return parse_networks(self.trusted_proxies)

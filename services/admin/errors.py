@@ -70,11 +70,14 @@ NO_STORE: Final = {"Cache-Control": "no-store"}
 class ApiError(Exception):
     """An error answer: HTTP status, status name and a message safe to show."""
 
-    def __init__(self, http_status: int, message: str, status: str | None = None) -> None:
+    def __init__(
+        self, http_status: int, message: str, status: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.message = message
         self.status = status or google_status(http_status)
+        self.headers = headers or {}
 
 
 def bad_request(message: str) -> ApiError:
@@ -110,7 +113,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
     body = {"error": {"code": error.http_status, "status": error.status, "message": error.message}}
-    return json_response(body, error.http_status, headers)
+    return json_response(body, error.http_status, {**error.headers, **(headers or {})})
 
 
 _HTTP_MESSAGES: Final = {

@@ -44,6 +44,8 @@ _TIME = {"type": ["string", "null"], "format": "date-time"}
 _INT = {"type": "integer"}
 _NUM = {"type": "number"}
 _BOOL = {"type": "boolean"}
+_ROLE = {"type": "string", "enum": ["viewer", "operator"], "description": "viewer: reads only; operator: changes"}
+_CAN_EXPORT = {"type": "boolean", "description": "may export upstream secrets in clear (the +export permission)"}
 
 
 def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -142,8 +144,10 @@ def _answer_schemas() -> dict[str, Any]:
         "AuditList": _object({"entries": {"type": "array", "items": _object({
             "at": _TIME, "actor": _string(), "action": _string(), "target": _string(), "detail": _string()})}}),
         "Session": _object({"name": _string(), "via": _string(enum=["bearer", "cookie"]),
-                            "expires_at": _TIME, "csrf_token": {"type": ["string", "null"]}}),
-        "LoginResult": _object({"name": _string(), "csrf_token": _string(), "expires_at": _string(format="date-time")}),
+                            "expires_at": _TIME, "csrf_token": {"type": ["string", "null"]},
+                            "role": _ROLE, "can_export": _CAN_EXPORT}),
+        "LoginResult": _object({"name": _string(), "csrf_token": _string(), "expires_at": _string(format="date-time"),
+                                "role": _ROLE, "can_export": _CAN_EXPORT}),
         "LoggedOut": _object({"logged_out": _BOOL}),
         "Health": _object({"status": _string()}),
     }
@@ -152,12 +156,14 @@ def _answer_schemas() -> dict[str, Any]:
 _ERROR_TEXT: Final = {
     400: "Bad input: malformed JSON, wrong types, unknown fields, values out of range",
     401: "No or wrong credentials",
-    403: "Cookie session without a matching X-CSRF-Token header",
+    403: "A viewer token on a route that changes state or exports, an export in clear without the +export "
+         "permission, or a cookie session without a matching X-CSRF-Token header",
     404: "No such pool, key, token or route",
     409: "Already exists, or not possible in the current state",
     413: "Request body too large",
     415: "Request body is not application/json",
-    429: "Keyring refused for now",
+    429: "Too many failed logins from this address or for this name (Retry-After says for how long), "
+         "or keyring refused for now",
     501: "Keyring does not implement this call yet",
     502: "Keyring failed unexpectedly",
     503: "Keyring unavailable",
@@ -199,7 +205,7 @@ def _op(summary: str, responses: dict[str, Any], *, body: str | None = None, par
     codes = {400, *errors} | (set() if public else set(_CALL_ERRORS))
     if body:
         codes |= {413, 415}
-    if body and not public:
+    if not public:
         codes.add(403)
     if pending:
         codes.add(501)
@@ -237,7 +243,7 @@ def _paths() -> dict[str, Any]:
         "/readyz": {"get": _op("Readiness: a keyring replica serves", {**_ok("Health"), **_errors(503)}, public=True)},
         "/metrics": {"get": _op("Prometheus metrics (text exposition format)", _METRICS_OK, public=True)},
         "/api/login": {"post": _op("Console login: sets the session and CSRF cookies", _ok("LoginResult"),
-                                   body="LoginRequest", errors=(401,), public=True)},
+                                   body="LoginRequest", errors=(401, 429), public=True)},
         "/api/logout": {"post": _op("End the console session", _ok("LoggedOut"), errors=(403,))},
         "/api/session": {"get": _op("Who is calling", _ok("Session"))},
         "/api/overview": {"get": _op("Per pool: keys by state, tokens, last hour's usage", _ok("Overview"))},
@@ -281,11 +287,18 @@ def _paths() -> dict[str, Any]:
         "/api/tokens/{token_id}/rotate": {"post": _op("Replace a token (the new one is shown once)",
                                                       _ok("TokenIssued"), params=[_TOKEN], errors=(404,))},
         "/api/tokens/{token_id}/revoke": {"post": _op("Revoke a token", _ok("Token"), params=[_TOKEN], errors=(404,))},
-        "/api/export": {"get": _op("Export the configuration", _ok("ExportDocument"),
+        "/api/export": {"get": _op("Export the configuration (operators; secrets in clear need +export)",
+                                   _ok("ExportDocument"),
                                    params=[_query("include_secrets", {"type": "string", "enum": ["true", "false"]},
-                                                  "secrets in clear (audited); default: sealed")])},
-        "/api/import": {"post": _op("Import an exported document (existing records are kept)", _ok("ImportResult"),
-                                    body="ExportDocument", errors=(404,))},
+                                                  "secrets in clear (audited; needs the +export permission); "
+                                                  "default: sealed")])},
+        "/api/import": {"post": _op("Import an exported document (existing records are kept); every record is "
+                                    "validated like the other routes, ids are recomputed; client tokens in the "
+                                    "document are refused (400) unless keep_client_tokens=true",
+                                    _ok("ImportResult"), body="ExportDocument", errors=(404,),
+                                    params=[_query("keep_client_tokens", {"type": "string", "enum": ["true", "false"]},
+                                                   "import the document's client-token hashes as working tokens: "
+                                                   "only for a document you made yourself")])},
         "/api/audit": {"get": _op("Changes made through the admin RPCs, newest first", _ok("AuditList"),
                                   params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
                                   pending=True)},

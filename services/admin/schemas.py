@@ -135,6 +135,8 @@ class LoginRequest(_Body):
     """An admin token; the answer sets the console's session cookies."""
 
     token: Annotated[str, Field(min_length=1, max_length=1000)]
+    # Optional: the token must then be this name's, and failures count against the name too.
+    name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class PolicyInput(_Body):

@@ -28,6 +28,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):  # structured extras (``extra={"fields": {...}}``); never the base keys
+            entry.update({name: value for name, value in fields.items() if name not in entry})
         trace_id, span_id = ids_of_current_span()
         if trace_id:
             entry["trace_id"], entry["span_id"] = trace_id, span_id

@@ -36,6 +36,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._pools = administration.pools
         self._keys = administration.keys
         self._tokens = administration.tokens
+        self._sessions = administration.sessions
 
     async def _audit(self, context: grpc.aio.ServicerContext, action: str, target: str, detail: str = "") -> None:
         actor = dict(context.invocation_metadata() or ()).get(ACTOR_METADATA, "unknown")
@@ -174,7 +175,15 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def ImportConfig(
         self, request: pb.ImportConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ImportConfigResponse:
-        pools, keys, tokens = await import_document(self._cache.view, self._writer, self._box, request.document)
+        pools, keys, tokens = await import_document(
+            self._cache.view,
+            self._writer,
+            self._box,
+            request.document,
+            key_pattern=self._keys.key_pattern,
+            keep_client_tokens=request.keep_client_tokens,
+            now=self._clock(),
+        )
         await self._audit(context, "ImportConfig", "all", f"{pools} pools, {keys} keys, {tokens} tokens created")
         return pb.ImportConfigResponse(pools=pools, keys=keys, tokens=tokens)
 
@@ -239,3 +248,17 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 for entry in self._housekeeping.audit_entries(limit)
             ]
         )
+
+    @domain_errors
+    async def RevokeSession(
+        self, request: pb.RevokeSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeSessionResponse:
+        await self._sessions.revoke(request.session_hash, request.expires_at_ms / 1000)
+        await self._audit(context, "RevokeSession", request.session_hash[:12])
+        return pb.RevokeSessionResponse()
+
+    @domain_errors
+    async def CheckSession(
+        self, request: pb.CheckSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckSessionResponse:
+        return pb.CheckSessionResponse(revoked=self._sessions.revoked(request.session_hash))

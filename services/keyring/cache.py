@@ -108,7 +108,7 @@ class StateCache:
         if kind == "members":
             self.view.members[parts[0]] = value
             return
-        if kind in ("usage", "audit"):
+        if kind in ("usage", "audit", "sessions"):
             getattr(self.view, kind)[path] = value
             if kind == "usage":
                 self._merge_last_used(value)
@@ -155,5 +155,5 @@ class StateCache:
             self.view.remove_cooldown(CooldownId(CooldownScope(parts[0]), parts[1], parts[2]))
         elif kind == "members":
             self.view.members.pop(parts[0], None)
-        elif kind in ("usage", "audit"):
+        elif kind in ("usage", "audit", "sessions"):
             getattr(self.view, kind).pop(path, None)

@@ -7,6 +7,7 @@
     {prefix}members/{replica_id}
     {prefix}usage/{replica_id}/{bucket_start}   one replica's usage counts
     {prefix}audit/{at_ms}-{random}              the audit log
+    {prefix}sessions/{sha256 of a session id}  admin console sessions ended before their expiry
 
 JSON (not protobuf) so an operator can read the store with etcdctl; secrets
 are sealed before they get here and tokens are only hashes.
@@ -63,6 +64,9 @@ class Layout:
 
     def audit(self, at_ms: int, suffix: str) -> str:
         return f"{self.prefix}audit/{at_ms:013d}-{suffix}"
+
+    def session(self, session_hash: str) -> str:
+        return f"{self.prefix}sessions/{session_hash}"
 
     def member(self, replica_id: str) -> str:
         return f"{self.prefix}members/{replica_id}"

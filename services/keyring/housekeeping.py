@@ -4,7 +4,9 @@ The janitor reclaims abandoned leases, flushes this replica's usage buckets
 and drops what has aged out (stale cooldowns, old usage, audit beyond its
 limit). The re-check probes invalid and suspended keys upstream now and then
 (on the leader only); ``verify`` does the same on an operator's demand. The
-audit log is written and read here too.
+audit log is written and read here too; every entry also goes out as a JSON
+log line (logger ``keyring.audit``), so it reaches the log pipeline and
+outlives the store's newest 1,000.
 
 A re-check's answer is judged like any other. A 429 whose QuotaFailure names
 a model in its quotaDimensions cools that model; one that names none (listing
@@ -36,6 +38,8 @@ from .domain.usage import Bucket, UsageSummary, summarise
 from .writer import Change, StateWriter
 
 log = logging.getLogger(__name__)
+# Every audit entry as a JSON log line too (services.common.logs puts the entry under "audit").
+audit_log = logging.getLogger("keyring.audit")
 
 COOLDOWN_GC_INTERVAL_S = 30.0
 USAGE_FLUSH_INTERVAL_S = 5.0
@@ -156,6 +160,8 @@ class Housekeeping:
         now = self._clock()
         entry = {"at": now, "actor": actor[:200], "action": action, "target": target[:200], "detail": detail[:500]}
         path = self._layout.audit(int(now * 1000), secrets.token_hex(4))
+        # The log line first: it survives even when the store write fails, and outlives the newest 1,000.
+        audit_log.info("audit %s %s %s", entry["actor"], action, entry["target"], extra={"fields": {"audit": entry}})
         await self._writer.write_unguarded(path, orjson.dumps(entry))
 
     def audit_entries(self, limit: int) -> list[dict[str, Any]]:

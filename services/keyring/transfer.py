@@ -3,28 +3,41 @@
 The document is JSON: pools, client tokens (hashes only: a token cannot be
 exported in clear because it is never stored), and keys with their secrets
 sealed under the current key-encryption key or, only when asked, in clear.
-Import checks the whole document before it writes anything; records that
-already exist are left as they are.
+Import checks the whole document before it writes anything, with the
+validators the admin RPCs use (``administration.inputs``): pool names,
+allow-list entries, policy numbers, key strings and key settings, token
+settings. Ids are recomputed, never taken from the document: a key's from
+its secret (a sealed secret is opened and sealed again), a token's from its
+hash (keyed again under this deployment's token key). Only what an operator
+sets is imported: key health starts afresh (a disabled key stays disabled). Client tokens are refused unless the caller
+asks to keep them (``keep_client_tokens``): a token hash in a document lets
+its author choose a working credential. Records that already exist are left
+as they are.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from .codec import decode_key, decode_pool, decode_token, encode
+from .administration.inputs import KeyInput, check_token_settings, valid_key_fields, valid_policy, valid_pool
+from .codec import encode
 from .domain.errors import InvalidArgument
-from .domain.identity import key_id_for, mask
-from .domain.models import ClientToken, Pool, UpstreamKey
+from .domain.identity import is_key_string, key_id_for, mask, token_id_for
+from .domain.models import ClientToken, KeyState, Pool, Strategy, UpstreamKey
 from .domain.view import KeyringView
 from .sealing import SealingError, SecretBox
 from .store import MAX_WRITES_PER_COMMIT
 from .writer import Change, StateWriter
 
 FORMAT = "keyring-export/v1"
+TOKEN_HASH = re.compile(r"[0-9a-f]{64}")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def export_document(view: KeyringView, box: SecretBox, now: float, include_secrets_in_clear: bool) -> bytes:
@@ -47,10 +60,17 @@ def export_document(view: KeyringView, box: SecretBox, now: float, include_secre
 
 
 async def import_document(
-    view: KeyringView, writer: StateWriter, box: SecretBox, document: bytes
+    view: KeyringView,
+    writer: StateWriter,
+    box: SecretBox,
+    document: bytes,
+    *,
+    key_pattern: str,
+    keep_client_tokens: bool,
+    now: float,
 ) -> tuple[int, int, int]:
     """Create every pool, token and key of the document that does not exist yet."""
-    pools, tokens, keys = _parse(box, document)
+    pools, tokens, keys = _parse(box, document, key_pattern, keep_client_tokens, now)
     known_pools = {pool.name for pool in pools} | set(view.pools)
     members: list[ClientToken | UpstreamKey] = [*tokens, *keys]
     for record in members:
@@ -72,32 +92,176 @@ def _always(changes: list[Change]) -> Callable[[], list[Change]]:
     return lambda: changes
 
 
-def _parse(box: SecretBox, document: bytes) -> tuple[list[Pool], list[ClientToken], list[UpstreamKey]]:
+def _parse(
+    box: SecretBox, document: bytes, key_pattern: str, keep_client_tokens: bool, now: float
+) -> tuple[list[Pool], list[ClientToken], list[UpstreamKey]]:
     try:
         data = orjson.loads(document)
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise InvalidArgument(f"not a {FORMAT} document")
-        pools = [decode_pool(item, 0) for item in data.get("pools", [])]
-        tokens = [decode_token(item, 0) for item in data.get("tokens", [])]
-        keys = [_key(box, item) for item in data.get("keys", [])]
     except orjson.JSONDecodeError as error:
         raise InvalidArgument("the document is not valid JSON") from error
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise InvalidArgument(f"the document has a malformed record: {type(error).__name__}") from error
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InvalidArgument(f"not a {FORMAT} document")
+    sections = {name: _records(data, name) for name in ("pools", "tokens", "keys")}
+    if sections["tokens"] and not keep_client_tokens:
+        raise InvalidArgument(
+            f"the document holds {len(sections['tokens'])} client tokens; importing a token hash makes the token "
+            "its author chose a working credential, so tokens are refused unless keep_client_tokens is set "
+            "(only for a document you made yourself): nothing was imported"
+        )
+    pools = _each(sections["pools"], "pools", lambda item: _pool(item, now))
+    tokens = _each(sections["tokens"], "tokens", lambda item: _token(box, item, now))
+    keys = _each(sections["keys"], "keys", lambda item: _key(box, item, key_pattern, now))
+    for kind, ids in (
+        ("pool", [pool.name for pool in pools]),
+        ("token", [token.token_id for token in tokens]),
+        ("key", [key.key_id for key in keys]),
+    ):
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument(f"the document holds a {kind} twice")
     return pools, tokens, keys
 
 
-def _key(box: SecretBox, item: dict[str, Any]) -> UpstreamKey:
-    item = dict(item)
-    secret = item.pop("secret", None)
-    if secret is not None:
-        key_id = key_id_for(secret)
-        item.update(key_id=key_id, mask=mask(secret), sealed_secret=box.seal(secret, key_id))
-    key = decode_key(item, 0)
+def _records(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    records = data.get(name, [])
+    if not isinstance(records, list) or not all(isinstance(item, dict) for item in records):
+        raise InvalidArgument(f"{name} must be a list of objects")
+    return records
+
+
+def _each(records: list[dict[str, Any]], name: str, build: Callable[[dict[str, Any]], R]) -> list[R]:
+    """Build every record; the first refusal names the record (``keys[3]: ...``)."""
+    built = []
+    for index, item in enumerate(records):
+        try:
+            built.append(build(item))
+        except InvalidArgument as error:
+            raise InvalidArgument(f"{name}[{index}]: {error}") from None
+    return built
+
+
+def _field(item: dict[str, Any], name: str, kind: type[T], default: T | None = None) -> T:
+    """``item[name]`` of exactly this JSON type (no bools for numbers); ``default`` when absent."""
+    if name not in item:
+        if default is None:
+            raise InvalidArgument(f"{name} is missing")
+        return default
+    value = item[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InvalidArgument(f"{name} must be a {_JSON_NAMES.get(kind, kind.__name__)}")
+    return value
+
+
+_JSON_NAMES: dict[type, str] = {str: "string", int: "whole number", float: "number", bool: "boolean",
+                                list: "list", dict: "object"}
+
+
+def _strings(item: dict[str, Any], name: str) -> tuple[str, ...]:
+    values = _field(item, name, list, [])
+    if not all(isinstance(value, str) for value in values):
+        raise InvalidArgument(f"{name} must be a list of strings")
+    return tuple(values)
+
+
+def _created_at(item: dict[str, Any], now: float) -> float:
+    created = _field(item, "created_at", float, now)
+    return created if 0 < created <= now else now
+
+
+def _pool(item: dict[str, Any], now: float) -> Pool:
+    name = _field(item, "name", str)
     try:
-        box.open(key.sealed_secret, key.key_id)
-    except SealingError as error:
-        raise InvalidArgument(
-            f"key {key.key_id} was sealed with another key-encryption key; export it with secrets in clear"
-        ) from error
-    return dataclasses.replace(key, revision=0)
+        strategy = Strategy(_field(item, "strategy", str, Strategy.ROUND_ROBIN.value))
+    except ValueError:
+        raise InvalidArgument(f"strategy must be one of {', '.join(s.value for s in Strategy)}") from None
+    base = Pool(name=name)
+    policy = valid_policy(base, _field(item, "policy", dict, {}))
+    pool = Pool(
+        name=name,
+        allowed_models=_strings(item, "allowed_models"),
+        strategy=strategy,
+        policy=policy,
+        description=_field(item, "description", str, ""),
+        created_at=_created_at(item, now),
+    )
+    return valid_pool(pool)
+
+
+def _token(box: SecretBox, item: dict[str, Any], now: float) -> ClientToken:
+    """Keyed again under this deployment's token key; the id follows from the keyed hash."""
+    presented = _presented_hash(box, item)
+    name = _field(item, "name", str, "")
+    requests_per_minute = _field(item, "requests_per_minute", int, 0)
+    expires_at = _field(item, "expires_at", float, 0.0)
+    if expires_at < 0:
+        raise InvalidArgument("expires_at must be >= 0")
+    check_token_settings(name, 0.0, requests_per_minute, now)
+    prefix = _field(item, "prefix", str, "")
+    if len(prefix) > 16:
+        raise InvalidArgument("prefix is longer than 16 characters")
+    record = ClientToken(
+        token_id="",
+        token_hash="",
+        pool=_field(item, "pool", str),
+        name=name,
+        created_at=_created_at(item, now),
+        expires_at=expires_at,
+        revoked=_field(item, "revoked", bool, False),
+        requests_per_minute=requests_per_minute,
+        prefix=prefix,
+    )
+    keyed = box.key_token(record, presented)
+    return dataclasses.replace(keyed, token_id=token_id_for(keyed.token_hash))
+
+
+def _presented_hash(box: SecretBox, item: dict[str, Any]) -> str:
+    """The SHA-256 the edge presents the token by: sealed in a keyed record, bare in an unkeyed one."""
+    if _field(item, "hash_key", str, ""):
+        sealed = ClientToken(token_id="", token_hash="", pool="", hash_key=_field(item, "hash_key", str),
+                             sealed_hash=_field(item, "sealed_hash", str))
+        try:
+            presented = box.presented_hash(sealed)
+        except SealingError:
+            raise InvalidArgument("the token was sealed with another key-encryption key (or altered)") from None
+    else:
+        presented = _field(item, "token_hash", str)
+    if not TOKEN_HASH.fullmatch(presented):
+        raise InvalidArgument("token_hash must be the token's SHA-256: 64 lowercase hex digits")
+    return presented
+
+
+def _key(box: SecretBox, item: dict[str, Any], key_pattern: str, now: float) -> UpstreamKey:
+    if "secret" in item:
+        secret = _field(item, "secret", str).strip()
+    else:
+        try:
+            secret = box.open(_field(item, "sealed_secret", str), _field(item, "key_id", str))
+        except SealingError:
+            raise InvalidArgument(
+                "the secret was sealed with another key-encryption key (or altered); export it with secrets in clear"
+            ) from None
+    if not is_key_string(secret, key_pattern):
+        shown = mask(secret) if secret else "(empty)"
+        raise InvalidArgument(f"{shown} is not a Gemini API key (expected AIza followed by 35 characters)")
+    fields = valid_key_fields(
+        KeyInput(
+            secret=secret,
+            project=_field(item, "project", str, ""),
+            tier=_field(item, "tier", int, 0),
+            weight=_field(item, "weight", int, 0),
+            tags=_strings(item, "tags"),
+            note=_field(item, "note", str, ""),
+        )
+    )
+    disabled = _field(item, "state", str, KeyState.ACTIVE.value) == KeyState.DISABLED.value
+    key_id = key_id_for(secret)
+    return UpstreamKey(
+        key_id=key_id,
+        pool=_field(item, "pool", str),
+        sealed_secret=box.seal(secret, key_id),
+        mask=mask(secret),
+        state=KeyState.DISABLED if disabled else KeyState.ACTIVE,
+        created_at=_created_at(item, now),
+        **fields,
+    )

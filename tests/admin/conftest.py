@@ -85,7 +85,8 @@ async def replica(start_replica: StartReplica) -> Replica:  # noqa: F811
 async def admin(replica: Replica) -> AsyncIterator[AdminStack]:
     settings = AdminSettings(
         keyring_addresses=f"127.0.0.1:{replica.server.port}",
-        admin_tokens=f"{ADMIN_NAME}:{ADMIN_TOKEN},{OTHER_NAME}:{OTHER_TOKEN}",
+        # ops may export secrets in clear (+export); ci is written the old way (name:token): an operator.
+        admin_tokens=f"{ADMIN_NAME}:operator+export:{ADMIN_TOKEN},{OTHER_NAME}:{OTHER_TOKEN}",
         max_body_bytes=MAX_BODY,
         keyring_timeout_s=10,
     )

@@ -35,7 +35,8 @@ async def test_each_admin_token_is_its_own_audit_actor(api: Api, admin: AdminSta
     api.headers = {"Authorization": f"Bearer {OTHER_TOKEN}"}
     assert (await api.post("/api/pools", {"name": "by-ci"})).status == 201
     session = (await api.get("/api/session")).body
-    assert session == {"name": "ci", "via": "bearer", "expires_at": None, "csrf_token": None}
+    assert session == {"name": "ci", "via": "bearer", "expires_at": None, "csrf_token": None,
+                       "role": "operator", "can_export": False}
     entries = (await admin.replica.admin.ListAudit(pb.ListAuditRequest(limit=5))).entries
     assert any(entry.actor == "admin:ci" and entry.target == "by-ci" for entry in entries)
 

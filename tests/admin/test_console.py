@@ -177,3 +177,52 @@ def _countdown_pattern() -> Any:
     import re
 
     return re.compile(r"^[0-5]?\d:\d\d$")
+
+
+async def test_console_viewer_sees_no_controls_that_change_state(page: Any, admin: AdminStack) -> None:
+    """A viewer token reads; the console shows no control it cannot use, and the server says 403 anyway."""
+    from playwright.async_api import expect
+
+    from services.admin.app import start_admin
+    from services.admin.config import AdminSettings
+
+    viewer_token = "viewer-token-0123456789ab"
+    data = admin.settings.model_dump()
+    data["admin_tokens"] = f"{admin.settings.admin_tokens.get_secret_value()},watch:viewer:{viewer_token}"
+    runner, base_url = await start_admin(AdminSettings(**data), host="127.0.0.1", port=0)
+    try:
+        await admin.replica.admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main")))
+        await admin.replica.admin.AddKeys(
+            pb.AddKeysRequest(pool="main", keys=[pb.KeyInput(secret=fake_gemini_key("viewer-console"))])
+        )
+        await admin.replica.admin.CreateToken(pb.CreateTokenRequest(pool="main", name="app"))
+        ids = page.get_by_test_id
+        await page.goto(base_url + "/")
+        await ids("login-token").fill(viewer_token)
+        await ids("login-submit").click()
+        await expect(ids("who")).to_have_text("watch")
+        await expect(ids("role")).to_have_text("(read only)")
+        await expect(page.locator("[data-testid=pool-row][data-pool=main]")).to_be_visible()
+        await expect(ids("pool-form")).to_be_hidden()
+        await ids("nav-keys").click()
+        await expect(ids("key-row")).to_have_count(1)
+        for control in ("add-keys", "bulk-apply", "verify-unhealthy", "key-disable"):
+            await expect(ids(control)).to_be_hidden()
+        await ids("nav-tokens").click()
+        await expect(ids("token-row")).to_have_count(1)
+        for control in ("token-form", "token-rotate", "token-revoke"):
+            await expect(ids(control)).to_be_hidden()
+        # The server refuses a change from this session whatever the page shows.
+        status = await page.evaluate(
+            """async () => {
+                const csrf = document.cookie.split("; ").find((c) => c.startsWith("keyring_csrf=")).split("=")[1];
+                const answer = await fetch("/api/pools", {method: "POST", credentials: "same-origin",
+                    headers: {"Content-Type": "application/json", "X-CSRF-Token": decodeURIComponent(csrf)},
+                    body: JSON.stringify({name: "sneaky"})});
+                return answer.status;
+            }"""
+        )
+        assert status == 403
+        assert [pool.name for pool in (await admin.replica.admin.ListPools(pb.ListPoolsRequest())).pools] == ["main"]
+    finally:
+        await runner.cleanup()

@@ -172,3 +172,54 @@ def test_mounted_support_files_exist() -> None:
             source = volume.split(":")[0]
             if source.startswith("./") and "grafana/dashboards" not in source:  # dashboards: another issue's files
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_admin_is_published_only_over_tls() -> None:
+    """Admin's plain HTTP stays inside the compose network; browsers reach it through nginx with TLS."""
+    services = compose()["services"]
+    admin = services["admin"]
+    assert not admin.get("ports"), "admin must not publish its plain-HTTP port"
+    env = compose_env(admin)
+    assert env["ADMIN_COOKIE_SECURE"] == "true"
+    proxy = services["admin-tls"]
+    conf = (ROOT / "deploy" / "compose" / "admin-nginx.conf").read_text()
+    assert "./deploy/compose/admin-nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    listen = re.search(r"listen (\d+) ssl;", conf)
+    assert listen, "admin-tls must listen with ssl"
+    assert [str(p).rsplit(":", 1)[1] for p in proxy["ports"]] == [listen.group(1)]
+    assert len(re.findall(r"^\s*listen\s", conf, re.MULTILINE)) == 1, "no second (plain) listener"
+    for directive, secret in (("ssl_certificate", "admin_tls_cert"), ("ssl_certificate_key", "admin_tls_key")):
+        assert f"{directive} /run/secrets/{secret};" in conf
+        assert secret in proxy["secrets"]
+    assert re.search(r"ssl_protocols TLSv1\.2 TLSv1\.3;", conf)
+    assert f"server admin:{_listen_port(admin)} resolve;" in conf
+    # The one proxy admin trusts for X-Forwarded-For is this one, and it replaces the header.
+    assert env["ADMIN_TRUSTED_PROXIES"] == proxy["networks"]["default"]["ipv4_address"]
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
+    subnet = compose()["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    import ipaddress
+
+    assert ipaddress.ip_address(env["ADMIN_TRUSTED_PROXIES"]) in ipaddress.ip_network(subnet)
+    body = int(env.get("ADMIN_MAX_BODY_BYTES", setting_default("ADMIN_", "max_body_bytes")))
+    size = int(re.search(r"client_max_body_size (\d+)m;", conf).group(1))  # type: ignore[union-attr]
+    assert size * 1024 * 1024 >= body
+
+
+def test_prometheus_lifecycle_api_is_off() -> None:
+    """--web.enable-lifecycle lets anyone who reaches Prometheus shut it down or reload it."""
+    command = compose()["services"]["prometheus"]["command"]
+    assert not [flag for flag in command if "enable-lifecycle" in flag or "enable-admin-api" in flag]
+
+
+def test_secrets_guide_keeps_secret_files_private() -> None:
+    """The guide never makes a secret group- or world-readable (it used to chmod 0644 the KEK)."""
+    guide = (ROOT / "deploy" / "compose" / "secrets" / "README").read_text()
+    modes = re.findall(r"chmod\s+(?:-\w+\s+)*([0-7]{3,4}|[ugoa]*[+=][rwx]+)\s+([^\n]+)", guide)
+    assert modes, "the guide sets the files' modes"
+    for mode, files in modes:
+        assert re.fullmatch(r"0?[0-7]00", mode), f"chmod {mode} {files}: only the owner may read a secret"
+    chmodded = " ".join(files for _, files in modes)
+    for secret in compose()["secrets"].values():
+        assert Path(secret["file"]).name in chmodded, f"the guide leaves {secret['file']} at its default mode"
+    assert "umask 077" in guide
+    assert not re.search(r"\b0?6[4-7][4-7]\b|\b0?4[4-7][4-7]\b|o\+r|a\+r", guide)

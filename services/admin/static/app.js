@@ -73,10 +73,13 @@ function showLogin() {
   $("#login-token").focus();
 }
 
-async function showConsole(name) {
+// The role decides what is shown (body[data-role]); the server checks every call itself.
+async function showConsole(session) {
   $("#login").hidden = true;
   $("#nav").hidden = false;
-  $("#who").textContent = name;
+  $("#who").textContent = session.name;
+  document.body.dataset.role = session.role || "operator";
+  $("#role").textContent = session.role === "viewer" ? "(read only)" : "";
   await loadPools();
   await show(state.view);
 }
@@ -87,7 +90,7 @@ async function login(event) {
   try {
     const answer = await api("POST", "/api/login", { token: $("#login-token").value });
     $("#login-token").value = "";
-    await showConsole(answer.name);
+    await showConsole(answer);
   } catch (error) {
     $("#login-error").textContent = error.status === 401 ? "Wrong token." : error.message;
   }
@@ -196,8 +199,8 @@ function keyRow(key, checked) {
     h("td", { title: error ? error.message : "" }, error ? `${error.http_status} ${error.reason || error.status}` : ""),
     h("td", { "data-testid": "key-last-used" }, key.last_used ? when(key.last_used) : "never"),
     h("td", {}, key.state === "disabled"
-      ? h("button", { type: "button", "data-testid": "key-enable", onclick: () => keyAction(key.key_id, "enable") }, "Enable")
-      : h("button", { type: "button", "data-testid": "key-disable", onclick: () => keyAction(key.key_id, "disable") }, "Disable")));
+      ? h("button", { type: "button", class: "needs-operator", "data-testid": "key-enable", onclick: () => keyAction(key.key_id, "enable") }, "Enable")
+      : h("button", { type: "button", class: "needs-operator", "data-testid": "key-disable", onclick: () => keyAction(key.key_id, "disable") }, "Disable")));
 }
 
 // Cooldowns count down client-side between refreshes (from the server's seconds_left, not the local clock).
@@ -273,8 +276,8 @@ async function loadTokens() {
     h("td", { "data-testid": "token-last-used" }, token.last_used ? when(token.last_used) : "never"),
     h("td", { "data-testid": "token-status" }, token.revoked ? "revoked" : "active"),
     h("td", {}, token.revoked ? "" : [
-      h("button", { type: "button", "data-testid": "token-rotate", onclick: () => tokenAction(token, "rotate") }, "Rotate"), " ",
-      h("button", { type: "button", "data-testid": "token-revoke", onclick: () => tokenAction(token, "revoke") }, "Revoke"),
+      h("button", { type: "button", class: "needs-operator", "data-testid": "token-rotate", onclick: () => tokenAction(token, "rotate") }, "Rotate"), " ",
+      h("button", { type: "button", class: "needs-operator", "data-testid": "token-revoke", onclick: () => tokenAction(token, "revoke") }, "Revoke"),
     ]))));
 }
 
@@ -353,7 +356,7 @@ async function start() {
   wire();
   try {
     const session = await api("GET", "/api/session");
-    await showConsole(session.name);
+    await showConsole(session);
   } catch {
     showLogin();
   }

@@ -11,6 +11,7 @@ from ..core import Keyring
 from .inputs import AddResult, AddStatus, KeyFilter, KeyInput, KeyPage, PoolChanges
 from .keys import Keys
 from .pools import Pools
+from .sessions import Sessions
 from .tokens import Tokens
 
 __all__ = [
@@ -23,12 +24,13 @@ __all__ = [
     "Keys",
     "PoolChanges",
     "Pools",
+    "Sessions",
     "Tokens",
 ]
 
 
 class Administration:
-    """The operator's three desks, over one replica's view and writer."""
+    """The operator's desks (pools, keys, tokens) and admin's ended sessions, over one replica's view and writer."""
 
     def __init__(self, keyring: Keyring, *, key_pattern: str, max_keys_per_import: int) -> None:
         view, writer, clock = keyring.cache.view, keyring.writer, keyring.clock
@@ -37,3 +39,4 @@ class Administration:
             view, writer, keyring.box, clock, key_pattern=key_pattern, max_keys_per_import=max_keys_per_import
         )
         self.tokens = Tokens(view, writer, clock, keyring.box)
+        self.sessions = Sessions(view, keyring.cache.layout, writer, clock)

@@ -40,6 +40,11 @@ class Keys:
         self._key_pattern = key_pattern
         self._max_keys_per_import = max_keys_per_import
 
+    @property
+    def key_pattern(self) -> str:
+        """What an upstream key string must match (imports check it too)."""
+        return self._key_pattern
+
     async def add_keys(self, pool_name: str, inputs: Sequence[KeyInput]) -> list[AddResult]:
         """Add many keys at once; malformed and duplicate ones are reported per item."""
         pool = require_pool(self._view, pool_name)

@@ -24,6 +24,7 @@ class KeyringView:
         # Raw records nobody leases from: decoded only when asked for.
         self.usage: dict[str, bytes] = {}  # by store path: one replica's bucket
         self.audit: dict[str, bytes] = {}  # by store path: sorts by time
+        self.sessions: dict[str, bytes] = {}  # by store path: admin sessions ended early
         self.revision = 0
         self._rings: dict[str, list[TierRing]] = {}
         self._keys_by_pool: dict[str, set[str]] = defaultdict(set)

@@ -649,10 +649,12 @@ class ExportConfigResponse(_message.Message):
     def __init__(self, document: _Optional[bytes] = ...) -> None: ...
 
 class ImportConfigRequest(_message.Message):
-    __slots__ = ("document",)
+    __slots__ = ("document", "keep_client_tokens")
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CLIENT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     document: bytes
-    def __init__(self, document: _Optional[bytes] = ...) -> None: ...
+    keep_client_tokens: bool
+    def __init__(self, document: _Optional[bytes] = ..., keep_client_tokens: _Optional[bool] = ...) -> None: ...
 
 class ImportConfigResponse(_message.Message):
     __slots__ = ("pools", "keys", "tokens")
@@ -663,3 +665,27 @@ class ImportConfigResponse(_message.Message):
     keys: int
     tokens: int
     def __init__(self, pools: _Optional[int] = ..., keys: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
+
+class RevokeSessionRequest(_message.Message):
+    __slots__ = ("session_hash", "expires_at_ms")
+    SESSION_HASH_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    session_hash: str
+    expires_at_ms: int
+    def __init__(self, session_hash: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class RevokeSessionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckSessionRequest(_message.Message):
+    __slots__ = ("session_hash",)
+    SESSION_HASH_FIELD_NUMBER: _ClassVar[int]
+    session_hash: str
+    def __init__(self, session_hash: _Optional[str] = ...) -> None: ...
+
+class CheckSessionResponse(_message.Message):
+    __slots__ = ("revoked",)
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    revoked: bool
+    def __init__(self, revoked: _Optional[bool] = ...) -> None: ...

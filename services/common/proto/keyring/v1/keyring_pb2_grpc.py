@@ -331,6 +331,16 @@ class AdminServiceStub:
                 request_serializer=keyring_dot_v1_dot_keyring__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=keyring_dot_v1_dot_keyring__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.RevokeSession = channel.unary_unary(
+                '/keyring.v1.AdminService/RevokeSession',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.RevokeSessionRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.RevokeSessionResponse.FromString,
+                _registered_method=True)
+        self.CheckSession = channel.unary_unary(
+                '/keyring.v1.AdminService/CheckSession',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.CheckSessionRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.CheckSessionResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -461,6 +471,20 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeSession(self, request, context):
+        """Admin console sessions that were ended (logout) before their expiry:
+        shared by every admin replica, kept until the session would have expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -563,6 +587,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=keyring_dot_v1_dot_keyring__pb2.ListAuditRequest.FromString,
                     response_serializer=keyring_dot_v1_dot_keyring__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'RevokeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSession,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.RevokeSessionRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.RevokeSessionResponse.SerializeToString,
+            ),
+            'CheckSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckSession,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.CheckSessionRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.CheckSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1105,6 +1139,60 @@ class AdminService:
             '/keyring.v1.AdminService/ListAudit',
             keyring_dot_v1_dot_keyring__pb2.ListAuditRequest.SerializeToString,
             keyring_dot_v1_dot_keyring__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.AdminService/RevokeSession',
+            keyring_dot_v1_dot_keyring__pb2.RevokeSessionRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.RevokeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.AdminService/CheckSession',
+            keyring_dot_v1_dot_keyring__pb2.CheckSessionRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.CheckSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
