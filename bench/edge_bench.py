@@ -52,6 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
+from services.common.tls import channel_credentials  # noqa: E402
+from services.devstack.certs import Certificate, LocalCA  # noqa: E402
 from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
@@ -134,8 +136,13 @@ async def announced_url(process: subprocess.Popen[bytes], pattern: str, timeout_
     raise SystemExit(f"{process.args} did not announce itself in {timeout_s} s")
 
 
-async def seed(address: str, keys: int) -> str:
-    async with grpc.aio.insecure_channel(address) as channel:
+def tls_env(prefix: str, cert: Certificate) -> dict[str, str]:
+    files = {"CERT_FILE": cert.cert_file, "KEY_FILE": cert.key_file, "CA_FILE": cert.ca_file}
+    return {f"{prefix}_{name}": path for name, path in files.items()}
+
+
+async def seed(address: str, keys: int, admin: Certificate) -> str:
+    async with grpc.aio.secure_channel(address, channel_credentials(admin.files)) as channel:
         admin = pb_grpc.AdminServiceStub(channel)
         for _ in range(100):  # the replica serves once its etcd view is built
             try:
@@ -270,7 +277,9 @@ async def measure(
 async def main_async(options: argparse.Namespace) -> dict[str, Any]:
     levels = [int(level) for level in options.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as workdir:
-        etcd = EtcdServer(data_dir=os.path.join(workdir, "etcd"))
+        # Mutual TLS everywhere, as in production (services/devstack/certs.py).
+        ca = LocalCA(os.path.join(workdir, "tls"))
+        etcd = EtcdServer(data_dir=os.path.join(workdir, "etcd"), tls=ca.issue("etcd").files)
         etcd.start()
         processes = Processes(workdir)
         try:
@@ -284,6 +293,8 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
                     "KEYRING_HOST": "127.0.0.1",
                     "KEYRING_PORT": str(keyring_port),
                     "KEYRING_PREFIX": "/edge-bench/",
+                    **tls_env("KEYRING_TLS", ca.issue("keyring")),
+                    **tls_env("KEYRING_ETCD_TLS", ca.issue("keyring")),
                 },
             )
             simulator = processes.start("simulator", "services.simulator", {}, ["--port", str(free_port())])
@@ -296,7 +307,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
             passthrough = processes.start("passthrough", "bench.passthrough_proxy", {}, [sim_url, str(free_port())])
             passthrough_url = await announced_url(passthrough, r"passthrough listening on (\S+)")
             await announced_url(keyring, r"keyring listening on (\S+)")
-            token = await seed(f"127.0.0.1:{keyring_port}", options.keys)
+            token = await seed(f"127.0.0.1:{keyring_port}", options.keys, ca.issue("keyring-admin"))
             edge = processes.start(
                 "edge",
                 "services.edge",
@@ -305,6 +316,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
                     "EDGE_PORT": str(free_port()),
                     "EDGE_KEYRING_ADDRESSES": f"127.0.0.1:{keyring_port}",
                     "EDGE_UPSTREAM_BASE_URL": sim_url,
+                    **tls_env("EDGE_KEYRING_TLS", ca.issue("keyring-edge")),
                 },
                 profile=options.profile_edge,
             )

@@ -1,6 +1,7 @@
 """Acquire+Release pairs per second against one keyring replica over a real etcd.
 
-Starts a local etcd and one keyring process, seeds a pool with 1,000 keys and
+Starts a local etcd and one keyring process (mutual TLS on gRPC and etcd, as in
+production: a local CA and certificates from services/devstack/certs.py), seeds a pool with 1,000 keys and
 a client token, then measures pairs/s at concurrency 1 and 64, both with
 unary RPCs and with the multiplexed LeaseStream (what the edge uses).
 Prints JSON. Only the processes it started are stopped, by PID.
@@ -29,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
+from services.common.tls import channel_credentials  # noqa: E402
+from services.devstack.certs import Certificate, LocalCA  # noqa: E402
 from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
 from services.devstack.health import wait_until_serving  # noqa: E402
@@ -38,8 +41,15 @@ from services.keyring.sealing import generate_kek  # noqa: E402
 MODEL = "gemini-2.5-flash"
 
 
-def start_keyring(etcd: EtcdServer, port: int, log_dir: str) -> subprocess.Popen[bytes]:
+def tls_env(prefix: str, cert: Certificate) -> dict[str, str]:
+    files = {"CERT_FILE": cert.cert_file, "KEY_FILE": cert.key_file, "CA_FILE": cert.ca_file}
+    return {f"{prefix}_{name}": path for name, path in files.items()}
+
+
+def start_keyring(etcd: EtcdServer, port: int, log_dir: str, cert: Certificate) -> subprocess.Popen[bytes]:
     env = {
+        **tls_env("KEYRING_TLS", cert),
+        **tls_env("KEYRING_ETCD_TLS", cert),
         **os.environ,
         "KEYRING_KEK": generate_kek(),
         "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
@@ -52,8 +62,12 @@ def start_keyring(etcd: EtcdServer, port: int, log_dir: str) -> subprocess.Popen
     return subprocess.Popen([sys.executable, "-m", "services.keyring"], env=env, cwd=ROOT, stdout=log, stderr=log)
 
 
-async def seed(address: str, keys: int) -> str:
-    async with grpc.aio.insecure_channel(address) as channel:
+def secure(address: str, cert: Certificate) -> grpc.aio.Channel:
+    return grpc.aio.secure_channel(address, channel_credentials(cert.files))
+
+
+async def seed(address: str, keys: int, admin: Certificate) -> str:
+    async with secure(address, admin) as channel:
         admin = pb_grpc.AdminServiceStub(channel)
         await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="bench")))
         secrets = [fake_gemini_key(f"bench-{i}") for i in range(keys)]
@@ -79,8 +93,8 @@ async def run_workers(concurrency: int, seconds: float, one_pair) -> float:  # t
     return done / (time.perf_counter() - started)
 
 
-async def measure_unary(address: str, token_hash: str, concurrency: int, seconds: float) -> float:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def measure_unary(address: str, token_hash: str, concurrency: int, seconds: float, edge: Certificate) -> float:
+    async with secure(address, edge) as channel:
         stub = pb_grpc.LeaseServiceStub(channel)
         request = pb.AcquireRequest(token_hash=token_hash, model=MODEL)
         ok = pb.Outcome(http_status=200)
@@ -93,8 +107,8 @@ async def measure_unary(address: str, token_hash: str, concurrency: int, seconds
         return await run_workers(concurrency, seconds, pair)
 
 
-async def measure_stream(address: str, token_hash: str, concurrency: int, seconds: float) -> float:
-    client = KeyringClient([address])
+async def measure_stream(address: str, token_hash: str, concurrency: int, seconds: float, edge: Certificate) -> float:
+    client = KeyringClient([address], tls=edge.files)
     ok = pb.Outcome(http_status=200)
 
     async def pair() -> None:
@@ -110,18 +124,20 @@ async def measure_stream(address: str, token_hash: str, concurrency: int, second
 
 async def main_async(options: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as workdir:
-        etcd = EtcdServer(data_dir=os.path.join(workdir, "etcd"))
+        ca = LocalCA(os.path.join(workdir, "tls"))
+        server, edge, admin = ca.issue("keyring"), ca.issue("keyring-edge"), ca.issue("keyring-admin")
+        etcd = EtcdServer(data_dir=os.path.join(workdir, "etcd"), tls=ca.issue("etcd").files)
         etcd.start()
         port = free_port()
-        keyring = start_keyring(etcd, port, workdir)
+        keyring = start_keyring(etcd, port, workdir, server)
         address = f"127.0.0.1:{port}"
         try:
-            await wait_until_serving(address)
-            token_hash = await seed(address, options.keys)
+            await wait_until_serving(address, tls=edge.files)
+            token_hash = await seed(address, options.keys, admin)
             results: dict[str, float] = {}
             for c in (1, 64):
-                results[f"unary_c{c}"] = await measure_unary(address, token_hash, c, options.seconds)
-                results[f"stream_c{c}"] = await measure_stream(address, token_hash, c, options.seconds)
+                results[f"unary_c{c}"] = await measure_unary(address, token_hash, c, options.seconds, edge)
+                results[f"stream_c{c}"] = await measure_stream(address, token_hash, c, options.seconds, edge)
         finally:
             keyring.terminate()
             try:

@@ -1,7 +1,9 @@
-"""Shared fixtures: one real etcd per test session, an isolated key prefix per test."""
+"""Shared fixtures: one real etcd per test session (TLS, client certificates required), an isolated key
+prefix per test, and the session's certificates (``tests/pki.py``) in every service's TLS variables."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -10,17 +12,44 @@ import pytest
 
 from services.devstack.etcd_server import EtcdServer
 from services.keyring.store import EtcdStore
+from services.keyring.store.etcd import etcd_client
+from tests.pki import Pki, remove_session_pki, session_pki
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every service built by a test uses mutual TLS unless the test says otherwise."""
+    for name, value in session_pki().environment().items():
+        os.environ.setdefault(name, value)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    remove_session_pki()
 
 
 @pytest.fixture(scope="session")
-def etcd_server() -> Iterator[EtcdServer]:
-    """One real etcd for the whole run (started lazily, stopped at session end)."""
-    server = EtcdServer()
+def pki() -> Pki:
+    return session_pki()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(pki: Pki) -> Iterator[EtcdServer]:
+    """One real etcd for the whole run, over TLS with client certificates (started lazily, stopped at the end)."""
+    server = EtcdServer(tls=pki.etcd.files)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def etcd_admin_client(etcd_server: EtcdServer) -> aetcd.Client:
+    """A raw aetcd client of the session etcd (keyring's client certificate)."""
+    return etcd_client(etcd_server.host, etcd_server.port, tls=session_pki().keyring.files, timeout_s=5)
+
+
+async def open_store(etcd_server: EtcdServer, **kwargs: object) -> EtcdStore:
+    """An EtcdStore on the session etcd, with keyring's client certificate."""
+    return await EtcdStore.open(etcd_server.endpoint, tls=session_pki().keyring.files, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -32,10 +61,10 @@ def store_prefix() -> str:
 @pytest.fixture
 async def etcd_store(etcd_server: EtcdServer, store_prefix: str) -> AsyncIterator[EtcdStore]:
     """An EtcdStore on the session etcd; the test's prefix is wiped afterwards."""
-    store = await EtcdStore.open(etcd_server.endpoint)
+    store = await open_store(etcd_server)
     try:
         yield store
     finally:
         await store.close()
-        async with aetcd.Client(host=etcd_server.host, port=etcd_server.port, timeout=5) as client:
+        async with etcd_admin_client(etcd_server) as client:
             await client.delete_prefix(store_prefix.encode())

@@ -63,7 +63,12 @@ def create_app(settings: AdminSettings, keyring: KeyringAdmin | None = None) -> 
 async def _keyring_channels(app: web.Application) -> AsyncIterator[None]:
     injected = app.get(_INJECTED_KEYRING)
     settings = app[api.SETTINGS]
-    client = injected or KeyringAdmin(settings.keyring_address_list, settings.keyring_timeout_s)
+    client = injected or KeyringAdmin(
+        settings.keyring_address_list,
+        settings.keyring_timeout_s,
+        tls=settings.keyring_tls(),
+        server_name=settings.keyring_tls_server_name,
+    )
     app[auth.KEYRING] = client
     try:
         yield
@@ -130,4 +135,6 @@ async def start_admin(
         host if host is not None else settings.host,
         settings.port if port is None else port,
         shutdown_timeout_s=settings.shutdown_timeout_s,
+        head_timeout_s=settings.head_timeout_s,
+        keepalive_timeout_s=settings.keepalive_timeout_s,
     )

@@ -4,7 +4,8 @@ Calls rotate over the replicas (client-side round robin). A replica that
 answers UNAVAILABLE (unreachable, draining, no view yet) is skipped and the
 call goes to the next one: UNAVAILABLE means the call was not carried out.
 Every call names its actor in the ``x-keyring-actor`` metadata, which keyring
-records in its audit log. gRPC errors leave this module as they are; they
+records in its audit log (trusted because the channel presents admin's
+certificate: mutual TLS, ``services/common/tls.py``). gRPC errors leave this module as they are; they
 become HTTP answers in ``errors.from_rpc_error`` only.
 """
 
@@ -20,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+from services.common.tls import TLSFiles, channel_credentials, target_name_options
 
 from .errors import from_rpc_error
 
@@ -38,10 +40,20 @@ _CHANNEL_OPTIONS: Final = [
 class KeyringAdmin:
     """AdminService over several replicas; create and close it inside the event loop."""
 
-    def __init__(self, addresses: Sequence[str], timeout_s: float) -> None:
+    def __init__(
+        self, addresses: Sequence[str], timeout_s: float, *, tls: TLSFiles | None, server_name: str = ""
+    ) -> None:
+        """``tls``: admin's certificate (its identity is what keyring lets administer), key and CA;
+        None only under the explicit plaintext switch. ``server_name``: the name keyring's
+        certificate must carry when it differs from the address's host."""
         if not addresses:
             raise ValueError("at least one keyring address is needed")
-        self._channels = [grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) for address in addresses]
+        options = [*_CHANNEL_OPTIONS, *target_name_options(server_name)]
+        if tls is None:
+            self._channels = [grpc.aio.insecure_channel(address, options=options) for address in addresses]
+        else:
+            credentials = channel_credentials(tls)
+            self._channels = [grpc.aio.secure_channel(address, credentials, options=options) for address in addresses]
         self._stubs = [pb_grpc.AdminServiceStub(channel) for channel in self._channels]
         self._turn = itertools.count()
         self._timeout_s = timeout_s

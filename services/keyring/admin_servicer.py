@@ -1,6 +1,9 @@
 """The admin service: protobuf in, administration and housekeeping, protobuf out.
 
-Every change is recorded in the audit log with the caller's x-keyring-actor.
+Every change is recorded in the audit log with its actor: the operator named in
+x-keyring-actor when the caller's certificate is admin's, else the certificate
+identity (``authorization.Authorization.actor``; only admin's identity reaches
+these handlers at all under mutual TLS).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 
 from . import convert
 from .administration import Administration
+from .authorization import ACTOR_METADATA, Authorization
 from .core import Keyring
 from .domain.errors import InvalidArgument, KeyringError
 from .domain.models import ClientToken
@@ -22,12 +26,13 @@ from .transfer import export_document, import_document
 
 log = logging.getLogger(__name__)
 
-ACTOR_METADATA = "x-keyring-actor"
+__all__ = ["ACTOR_METADATA", "AdminServicer"]
 USAGE_WINDOWS = (3600, 86400)
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, keyring: Keyring, administration: Administration) -> None:
+    def __init__(self, keyring: Keyring, administration: Administration, authorization: Authorization) -> None:
+        self._authorization = authorization
         self._cache = keyring.cache
         self._housekeeping = keyring.housekeeping
         self._box = keyring.box
@@ -39,7 +44,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._sessions = administration.sessions
 
     async def _audit(self, context: grpc.aio.ServicerContext, action: str, target: str, detail: str = "") -> None:
-        actor = dict(context.invocation_metadata() or ()).get(ACTOR_METADATA, "unknown")
+        actor = self._authorization.actor(context)
         try:
             await self._housekeeping.record_audit(str(actor), action, target, detail)
         except KeyringError:

@@ -7,12 +7,21 @@ import socket
 import uuid
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.tls import TLSFiles, tls_files
+
+from .authorization import Authorization
 from .codec import DEFAULT_PREFIX
 from .domain.identity import GEMINI_KEY_PATTERN
 from .sealing import SecretBox, parse_keks
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def _default_replica_id() -> str:
@@ -54,11 +63,82 @@ class KeyringSettings(BaseSettings):
     check_timeout_s: float = 10.0
     recheck_interval_s: float = 900.0  # 0: no periodic re-check
 
+    # --- Service identity and etcd TLS (README "Configuration", docs/architecture.md) ---
+    # Mutual TLS on the gRPC port: this replica's certificate and key, and the CA that signs its clients.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    # Without the TLS files keyring refuses to start, unless this switch is on (no identity at all: dev only).
+    insecure_plaintext: bool = False
+    # Certificate identities (CN or SAN) allowed to call AdminService; comma-separated.
+    admin_identities: str = "keyring-admin"
+    # Identities allowed to lease and release; empty: every client certificate the CA signed.
+    lease_identities: str = ""
+    # gRPC server reflection (service discovery for grpcurl); off unless switched on.
+    reflection: bool = False
+    # Key that signs lease ids (all replicas must share it): a file of at least 32 random bytes;
+    # empty: derived from the key-encryption key (HKDF).
+    lease_key_file: str = ""
+    # etcd over TLS with a client certificate (etcd --client-cert-auth); the CA verifies etcd's certificate.
+    etcd_tls_cert_file: str = ""
+    etcd_tls_key_file: str = ""
+    etcd_tls_ca_file: str = ""
+    etcd_insecure_plaintext: bool = False
+    # Optional etcd user (etcd auth enabled): the password inline or in a file.
+    etcd_username: str = ""
+    etcd_password: str = Field(default="", repr=False)
+    etcd_password_file: str = ""
+
     @model_validator(mode="after")
     def _one_kek(self) -> KeyringSettings:
         if not self.kek and not self.kek_file:
             raise ValueError("set KEYRING_KEK or KEYRING_KEK_FILE (base64 of 32 random bytes)")
         return self
+
+    @model_validator(mode="after")
+    def _tls_or_plaintext(self) -> KeyringSettings:
+        """Secure by default: no start without certificates (gRPC and etcd), unless plaintext is asked for."""
+        self.grpc_tls()
+        self.etcd_tls()
+        return self
+
+    def grpc_tls(self) -> TLSFiles | None:
+        """The gRPC port's TLS files; None under KEYRING_INSECURE_PLAINTEXT; raises when neither is set."""
+        return tls_files(
+            "KEYRING_TLS", self.tls_cert_file, self.tls_key_file, self.tls_ca_file,
+            insecure_plaintext=self.insecure_plaintext, switch="KEYRING_INSECURE_PLAINTEXT",
+        )  # fmt: skip
+
+    def etcd_tls(self) -> TLSFiles | None:
+        """etcd's TLS files; None under KEYRING_ETCD_INSECURE_PLAINTEXT; raises when neither is set."""
+        return tls_files(
+            "KEYRING_ETCD_TLS", self.etcd_tls_cert_file, self.etcd_tls_key_file, self.etcd_tls_ca_file,
+            insecure_plaintext=self.etcd_insecure_plaintext, switch="KEYRING_ETCD_INSECURE_PLAINTEXT",
+        )  # fmt: skip
+
+    def etcd_credentials(self) -> tuple[str, str] | None:
+        """(user, password) for etcd auth, or None."""
+        if not self.etcd_username:
+            return None
+        password = Path(self.etcd_password_file).read_text().strip() if self.etcd_password_file else self.etcd_password
+        return self.etcd_username, password
+
+    def authorization(self) -> Authorization:
+        return Authorization(
+            admin_identities=_split(self.admin_identities),
+            lease_identities=_split(self.lease_identities),
+            plaintext=self.grpc_tls() is None,
+        )
+
+    def lease_key(self) -> bytes:
+        """The key every replica signs lease ids with: the lease key file, else derived from the KEK."""
+        if self.lease_key_file:
+            key = Path(self.lease_key_file).read_bytes().strip()
+            if len(key) < 32:
+                raise ValueError("KEYRING_LEASE_KEY_FILE must hold at least 32 bytes")
+            return key
+        material = (Path(self.kek_file).read_text() if self.kek_file else self.kek).strip().encode()
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"keyring lease ids v1").derive(material)
 
     def secret_box(self) -> SecretBox:
         """The current KEK seals; it and every KEK in open_keks(_file) open."""

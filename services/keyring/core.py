@@ -27,6 +27,7 @@ import orjson
 from .cache import StateCache
 from .codec import Layout
 from .desk import Clock, LeaseDesk
+from .domain.lease_ids import LeaseSigner
 from .housekeeping import Checker, Housekeeping
 from .sealing import SecretBox
 from .store import Registration, Store, StoreUnavailable
@@ -47,6 +48,7 @@ class Keyring:
         recheck_interval_s: float = 0.0,
         clock: Clock = time.time,
         rng: random.Random | None = None,
+        lease_key: bytes | None = None,
     ) -> None:
         self.box = box
         self.replica_id = replica_id
@@ -56,7 +58,12 @@ class Keyring:
         self.instance = f"{replica_id}.{secrets.token_hex(4)}"
         self.cache = StateCache(store, layout or Layout())
         self.writer = StateWriter(store, self.cache)
-        self.desk = LeaseDesk(self.cache, self.writer, box, instance=self.instance, clock=clock, rng=rng)
+        # Lease ids are signed so any replica can vouch for another's lease (its release
+        # still reports the outcome); replicas share the key, a lone keyring may use its own.
+        signer = LeaseSigner(lease_key or secrets.token_bytes(32))
+        self.desk = LeaseDesk(
+            self.cache, self.writer, box, instance=self.instance, clock=clock, rng=rng, signer=signer
+        )
         self.housekeeping = Housekeeping(
             self.cache, self.writer, self.desk, checker, instance=self.instance, clock=clock
         )

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from .cache import StateCache
 from .domain.allocator import Allocator, Grant
 from .domain.errors import KeyringError, NotReady
+from .domain.lease_ids import LeaseSigner
 from .domain.leasing import LeaseBook
 from .domain.models import Cooldown, Outcome, Policy, Transport
 from .domain.policy import is_routine_success, judge
@@ -41,6 +42,8 @@ class Observer:
 
     def lease_expired(self, pool: str) -> None: ...
 
+    def release_refused(self) -> None: ...
+
     def cooldown_started(self, reason: str) -> None: ...
 
 
@@ -54,8 +57,9 @@ class LeaseDesk:
         instance: str,
         clock: Clock,
         rng: random.Random | None = None,
+        signer: LeaseSigner | None = None,
     ) -> None:
-        self.book = LeaseBook(instance)
+        self.book = LeaseBook(instance, signer)
         self.allocator = Allocator(cache.view, self.book, cache.replica_count, rng, box.tokens)
         self.usage = UsageCounter()  # counted here, flushed by housekeeping
         self.observer = Observer()
@@ -85,11 +89,19 @@ class LeaseDesk:
         return grant, self.secret_of(grant.key.key_id, grant.key.sealed_secret)
 
     def release_slot(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> tuple[bool, str, str]:
-        """Give the slot back and count the call; returns (was ours, key id, model)."""
+        """Give the slot back and count the call; returns (was ours, key id, model).
+
+        A lease this replica does not hold counts only when its id vouches for the
+        key and model named (granted by a replica that went away); an unknown or
+        forged one changes nothing: the key id returned is empty, so nothing is judged.
+        """
         lease = self.allocator.release(lease_id)
         token_id = ""
         if lease is not None:
             key_id, model, token_id = lease.key_id, lease.model, lease.token_id
+        elif not self.book.vouches(lease_id, key_id, model, self._clock()):
+            self.observer.release_refused()
+            return False, "", model
         key = self._view.keys.get(key_id)
         if key is not None and outcome.transport is not Transport.CANCELLED:
             now = self._clock()

@@ -86,7 +86,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
         outcome = convert.outcome_from_pb(request.outcome)
         with _span("keyring.v1.LeaseService/Release", _traceparent(context)):
-            known = await self._desk.release(request.lease_id, request.key_id, request.model, outcome)
+            known = await self._desk.release(request.lease_id, request.key_id, model_id(request.model), outcome)
         return pb.ReleaseResponse(known=known)
 
     async def LeaseStream(
@@ -119,7 +119,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                         outcome = convert.outcome_from_pb(release.outcome)
                         with _span("keyring.v1.LeaseService/Release", call.traceparent):
                             known, key_id, model = self._desk.release_slot(
-                                release.lease_id, release.key_id, release.model, outcome
+                                release.lease_id, release.key_id, model_id(release.model), outcome
                             )
                             judged = self._desk.judge(key_id, model, outcome)
                             if judged:

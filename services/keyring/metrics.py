@@ -44,6 +44,11 @@ class KeyringMetrics(Observer):
         self.expired = Counter(
             "keyring_leases_expired_total", "Leases reclaimed after their TTL (never released).", ["pool"], registry=r
         )
+        self.releases_refused = Counter(
+            "keyring_releases_refused_total",
+            "Releases of a lease no replica vouches for (unknown, forged or long expired): nothing changed.",
+            registry=r,
+        )
         self.cooldowns = Counter(
             "keyring_cooldowns_started_total", "Cooldowns started, by reason.", ["reason"], registry=r
         )
@@ -85,6 +90,9 @@ class KeyringMetrics(Observer):
 
     def lease_expired(self, pool: str) -> None:
         self.expired.labels(pool).inc()
+
+    def release_refused(self) -> None:
+        self.releases_refused.inc()
 
     def cooldown_started(self, reason: str) -> None:
         self.cooldowns.labels(reason).inc()

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.metrics_http import start_metrics_server
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
+from services.common.tls import server_credentials, warn_plaintext
 
 from .admin_servicer import AdminServicer
 from .administration import Administration
@@ -102,6 +103,7 @@ def create_server(
         membership_ttl_s=settings.membership_ttl_s,
         janitor_interval_s=settings.janitor_interval_s,
         recheck_interval_s=settings.recheck_interval_s,
+        lease_key=settings.lease_key(),
     )
     administration = Administration(
         keyring, key_pattern=settings.key_pattern, max_keys_per_import=settings.max_keys_per_import
@@ -111,15 +113,25 @@ def create_server(
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(options=options)
+    tls = settings.grpc_tls()  # refuses to go on without certificates unless plaintext is asked for
+    authorization = settings.authorization()
+    interceptors = [] if tls is None else [authorization.interceptor()]
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(keyring.desk), server)
-    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration, authorization), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
-    bound = server.add_insecure_port(f"{host or settings.host}:{settings.port if port is None else port}")
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+    address = f"{host or settings.host}:{settings.port if port is None else port}"
+    if tls is None:
+        warn_plaintext("keyring", "gRPC (every RPC allowed, the audit actor taken as sent)")
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, server_credentials(tls))
     metrics = metrics or KeyringMetrics(settings.metrics_per_key)
     metrics.observe(keyring)
     if isinstance(store, EtcdStore):
@@ -128,7 +140,13 @@ def create_server(
 
 
 async def run(settings: KeyringSettings) -> None:
-    store = await EtcdStore.open(settings.etcd_endpoint, timeout_s=settings.etcd_timeout_s)
+    settings.grpc_tls()  # no certificate and no plaintext switch: refuse before touching etcd
+    etcd_tls = settings.etcd_tls()
+    if etcd_tls is None:
+        warn_plaintext("keyring", "etcd connection")
+    store = await EtcdStore.open(
+        settings.etcd_endpoint, timeout_s=settings.etcd_timeout_s, tls=etcd_tls, credentials=settings.etcd_credentials()
+    )
     replica = create_server(settings, store)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,4 +1,8 @@
-"""Fixtures that run real keyring replicas on the session's real etcd."""
+"""Fixtures that run real keyring replicas on the session's real etcd, with mutual TLS.
+
+A replica's ``lease`` stub presents the edge's certificate and its ``admin``
+stub admin's, as the services do (``tests/pki.py``).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ from services.keyring.config import KeyringSettings
 from services.keyring.sealing import generate_kek
 from services.keyring.server import KeyringServer, create_server
 from services.keyring.store import EtcdStore
+from tests.conftest import open_store
+from tests.pki import channel as tls_channel
+from tests.pki import session_pki
 
 
 @dataclass
@@ -25,7 +32,12 @@ class Replica:
     channel: grpc.aio.Channel
     lease: pb_grpc.LeaseServiceStub
     admin: pb_grpc.AdminServiceStub
+    admin_channel: grpc.aio.Channel
     stopped: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
 
     @property
     def keyring(self):  # type: ignore[no-untyped-def]
@@ -34,6 +46,7 @@ class Replica:
     async def stop(self) -> None:
         self.stopped = True
         await self.channel.close()
+        await self.admin_channel.close()
         await self.server.stop(grace_s=1)
         await self.store.close()
 
@@ -63,11 +76,20 @@ async def start_replica(etcd_server: EtcdServer, store_prefix: str, kek: str) ->
             metrics_host="127.0.0.1",
             **overrides,
         )
-        store = await EtcdStore.open(etcd_server.endpoint)
+        store = await open_store(etcd_server)
         server = create_server(settings, store, host="127.0.0.1", port=0)
         await server.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-        replica = Replica(server, store, channel, pb_grpc.LeaseServiceStub(channel), pb_grpc.AdminServiceStub(channel))
+        pki = session_pki()
+        channel = tls_channel(f"127.0.0.1:{server.port}", pki.edge)
+        admin_channel = tls_channel(f"127.0.0.1:{server.port}", pki.admin)
+        replica = Replica(
+            server,
+            store,
+            channel,
+            pb_grpc.LeaseServiceStub(channel),
+            pb_grpc.AdminServiceStub(admin_channel),
+            admin_channel,
+        )
         running.append(replica)
         return replica
 

@@ -7,7 +7,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-import aetcd
 import grpc
 import orjson
 import pytest
@@ -20,11 +19,17 @@ from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
 from services.edge.keyring_client import KeyringClient
 from services.keyring.grpc_errors import RETRY_AFTER_METADATA
+from tests.conftest import etcd_admin_client, open_store
+from tests.pki import channel as tls_channel
+from tests.pki import session_pki, sync_channel
 
 from .conftest import Replica, StartReplica, make_pool
 
 MODEL = "gemini-2.5-flash"
 OTHER_MODEL = "gemini-2.5-pro"
+
+# A 403 whose ErrorInfo blames the key's consumer (what Google sends for a suspended key).
+SUSPENDED = pb.Outcome(http_status=403, error_status="PERMISSION_DENIED", error_reason="CONSUMER_SUSPENDED")
 
 
 async def add_keys(replica: Replica, count: int, pool: str = "main", seed: str = "k", **fields: object) -> list[str]:
@@ -148,8 +153,15 @@ async def test_rate_limit_cools_only_that_model_and_reports_retry_after(start_re
             pb.INVALID,
             False,
         ),
-        (pb.Outcome(http_status=401, error_status="UNAUTHENTICATED"), pb.INVALID, False),
-        (pb.Outcome(http_status=403, error_status="PERMISSION_DENIED"), pb.SUSPENDED, False),
+        (
+            pb.Outcome(http_status=401, error_status="UNAUTHENTICATED", error_reason="ACCESS_TOKEN_TYPE_UNSUPPORTED"),
+            pb.INVALID,
+            False,
+        ),
+        (SUSPENDED, pb.SUSPENDED, False),
+        # Issue 11: a 401/403 whose ErrorInfo blames no key is the request's fault: the key stays as it was.
+        (pb.Outcome(http_status=401, error_status="UNAUTHENTICATED"), pb.ACTIVE, True),
+        (pb.Outcome(http_status=403, error_status="PERMISSION_DENIED"), pb.ACTIVE, True),
         (pb.Outcome(http_status=400, error_status="INVALID_ARGUMENT"), pb.ACTIVE, True),
         (pb.Outcome(http_status=503, error_status="UNAVAILABLE"), pb.ACTIVE, True),
         (pb.Outcome(http_status=500, error_status="INTERNAL"), pb.ACTIVE, False),
@@ -218,7 +230,7 @@ async def test_403_three_times_makes_the_key_invalid(start_replica: StartReplica
     states = []
     for _ in range(3):
         lease = await acquire(replica, token)  # a suspension of 1 ms has passed: the key gets a new trial
-        await release(replica, lease, pb.Outcome(http_status=403, error_status="PERMISSION_DENIED"))
+        await release(replica, lease, SUSPENDED)
         states.append((await key_info(replica, key_id)).state)
     assert states == [pb.SUSPENDED, pb.SUSPENDED, pb.INVALID]
     assert (await refused(replica, token)).code() is grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -263,7 +275,7 @@ async def test_weighted_distribution_over_10000_leases(start_replica: StartRepli
     token = await make_pool(replica, strategy=pb.WEIGHTED)
     heavy = await add_keys(replica, 1, seed="heavy", weight=3)
     light = await add_keys(replica, 2, seed="light", weight=1)
-    client = KeyringClient([f"127.0.0.1:{replica.server.port}"])
+    client = KeyringClient([f"127.0.0.1:{replica.server.port}"], tls=session_pki().edge.files)
     counts: Counter[str] = Counter()
     try:
         for _ in range(10_000):
@@ -357,7 +369,7 @@ async def test_membership_and_graceful_shutdown(
     health = health_pb2_grpc.HealthStub(replica.channel)
     assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
 
-    async with aetcd.Client(host=etcd_server.host, port=etcd_server.port) as client:
+    async with etcd_admin_client(etcd_server) as client:
         members = await client.get_prefix(f"{store_prefix}members/".encode())
         assert [kv.key.decode().rsplit("/", 1)[1] for kv in members] == ["replica-a"]
         replica.keyring.stop_accepting()
@@ -380,7 +392,7 @@ async def test_secrets_are_sealed_at_rest_and_never_returned(
     secrets = [fake_gemini_key(f"k{i}") for i in range(3)]
     listed = await replica.admin.ListKeys(pb.ListKeysRequest())
     exported = await replica.admin.ExportConfig(pb.ExportConfigRequest())
-    async with aetcd.Client(host=etcd_server.host, port=etcd_server.port) as client:
+    async with etcd_admin_client(etcd_server) as client:
         stored = b"".join(kv.value for kv in await client.get_prefix(store_prefix.encode()))
     for secret in secrets:
         assert secret.encode() not in stored
@@ -406,7 +418,7 @@ async def test_bulk_import_of_hundreds_of_keys(start_replica: StartReplica) -> N
 
 
 async def snapshot_of(etcd_server: EtcdServer, prefix: str) -> list[tuple[bytes, bytes]]:
-    async with aetcd.Client(host=etcd_server.host, port=etcd_server.port) as client:
+    async with etcd_admin_client(etcd_server) as client:
         return [(kv.key, kv.value) for kv in await client.get_prefix(prefix.encode()) if b"/members/" not in kv.key]
 
 
@@ -504,9 +516,7 @@ async def test_export_import_into_an_empty_prefix_reproduces_the_state(
 
     from services.keyring.config import KeyringSettings
     from services.keyring.server import create_server
-    from services.keyring.store import EtcdStore
-
-    store = await EtcdStore.open(etcd_server.endpoint)
+    store = await open_store(etcd_server)
     settings = KeyringSettings(
         kek=kek,
         prefix=f"/test/import-{time.time_ns()}/",
@@ -517,7 +527,7 @@ async def test_export_import_into_an_empty_prefix_reproduces_the_state(
     target = create_server(settings, store, host="127.0.0.1", port=0)
     await target.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{target.port}") as channel:
+        async with tls_channel(f"127.0.0.1:{target.port}", session_pki().admin) as channel:
             from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 
             admin = pb_grpc.AdminServiceStub(channel)
@@ -565,12 +575,12 @@ async def test_429_without_retry_info_backs_off_doubling(start_replica: StartRep
 async def test_reflection_lists_the_services(start_replica: StartReplica) -> None:
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-    replica = await start_replica()
-    sync_channel = grpc.insecure_channel(f"127.0.0.1:{replica.server.port}")
+    replica = await start_replica(reflection=True)  # off unless switched on
+    channel = sync_channel(replica.address, session_pki().edge)
     try:
-        services = await asyncio.to_thread(lambda: ProtoReflectionDescriptorDatabase(sync_channel).get_services())
+        services = await asyncio.to_thread(lambda: ProtoReflectionDescriptorDatabase(channel).get_services())
     finally:
-        sync_channel.close()
+        channel.close()
     assert {"keyring.v1.LeaseService", "keyring.v1.AdminService", "grpc.health.v1.Health"} <= set(services)
 
 

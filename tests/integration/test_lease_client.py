@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.keyring_client import KeyringClient, resolve_all
+from tests.pki import session_pki
 
 from .conftest import StartReplica, make_pool
 from .test_keyring_service import MODEL, add_keys, eventually
@@ -32,7 +33,9 @@ async def test_one_name_spreads_leases_over_every_replica_it_resolves_to(start_r
         return replica_b.keyring.desk.allocator.find_token(token) is not None
 
     await eventually(b_knows_the_token, within_s=2)
-    client = KeyringClient(["keyring-headless:50051"], resolver=resolver, resolve_every_s=0.05)
+    client = KeyringClient(
+        ["keyring-headless:50051"], resolver=resolver, resolve_every_s=0.05, tls=session_pki().edge.files
+    )
     try:
         await eventually(lambda: _granted_once(client, token), within_s=3)  # first resolution done
         granters: Counter[str] = Counter()
@@ -78,7 +81,11 @@ async def test_a_replica_going_down_moves_leases_to_the_other(start_replica: Sta
         return replica_b.keyring.desk.allocator.find_token(token) is not None
 
     await eventually(b_knows_the_token, within_s=2)
-    client = KeyringClient([f"127.0.0.1:{replica_a.server.port}", f"127.0.0.1:{replica_b.server.port}"], timeout_s=2)
+    client = KeyringClient(
+        [f"127.0.0.1:{replica_a.server.port}", f"127.0.0.1:{replica_b.server.port}"],
+        timeout_s=2,
+        tls=session_pki().edge.files,
+    )
     try:
         granted = await client.acquire(token, MODEL)
         await client.release(granted, MODEL, OK)
@@ -100,9 +107,9 @@ async def test_a_release_nobody_waits_for_still_frees_the_slot_even_when_the_cli
     replica = await start_replica("replica-a")
     token = await make_pool(replica)
     await add_keys(replica, 3)
-    client = KeyringClient([f"127.0.0.1:{replica.server.port}"])
-    granter = KeyringClient([f"127.0.0.1:{replica.server.port}"])
-    unopened = KeyringClient([f"127.0.0.1:{replica.server.port}"])
+    client = KeyringClient([f"127.0.0.1:{replica.server.port}"], tls=session_pki().edge.files)
+    granter = KeyringClient([f"127.0.0.1:{replica.server.port}"], tls=session_pki().edge.files)
+    unopened = KeyringClient([f"127.0.0.1:{replica.server.port}"], tls=session_pki().edge.files)
     try:
         granted = await client.acquire(token, MODEL)
         assert client.release(granted, MODEL, OK, confirm=False) is None  # queued: nothing to wait for
@@ -133,7 +140,7 @@ async def test_a_release_takes_the_same_path_whether_or_not_the_request_is_trace
     replica = await start_replica("replica-a")
     token = await make_pool(replica)
     await add_keys(replica, 2)
-    client = KeyringClient([f"127.0.0.1:{replica.server.port}"])
+    client = KeyringClient([f"127.0.0.1:{replica.server.port}"], tls=session_pki().edge.files)
     tracer = TracerProvider(sampler=ALWAYS_ON).get_tracer("test")
     try:
         with tracer.start_as_current_span("request"):

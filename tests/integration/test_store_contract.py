@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -28,6 +29,7 @@ from services.keyring.store import (
     WatchCompacted,
     Write,
 )
+from tests.pki import session_pki
 
 DEADLINE_S = 10.0
 POLL_S = 0.05
@@ -270,7 +272,12 @@ def _etcd_watchers(store: Store) -> int:
     """etcd's count of server-side watchers (always 0 for memory: nothing to leak there)."""
     if not isinstance(store, EtcdStore):
         return 0
-    with urllib.request.urlopen(f"http://{store.endpoint}/metrics", timeout=2) as resp:
+    context = None
+    if store.tls is not None:  # the session etcd requires a client certificate
+        context = ssl.create_default_context(cafile=store.tls.ca_file)
+        context.load_cert_chain(store.tls.cert_file, store.tls.key_file)
+    scheme = "https" if context is not None else "http"
+    with urllib.request.urlopen(f"{scheme}://{store.endpoint}/metrics", timeout=2, context=context) as resp:
         text = resp.read().decode()
     match = re.search(r"^etcd_debugging_mvcc_watcher_total (\S+)$", text, re.M)
     assert match, "etcd metrics lack etcd_debugging_mvcc_watcher_total"
@@ -377,6 +384,7 @@ async def test_operations_are_reported_to_the_callbacks(etcd_server: EtcdServer,
     errors: list[str] = []
     store = EtcdStore(
         etcd_server.endpoint,
+        tls=session_pki().keyring.files,
         on_operation=lambda name, seconds, ok: calls.append((name, ok and seconds >= 0)),
         on_error=lambda name, error: errors.append(name),
     )

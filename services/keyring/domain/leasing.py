@@ -13,6 +13,8 @@ import itertools
 from collections import deque
 from dataclasses import dataclass
 
+from .lease_ids import LeaseSigner
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseRecord:
@@ -70,8 +72,10 @@ class SlidingWindow:
 class LeaseBook:
     """Leases granted by this replica and not yet released or expired."""
 
-    def __init__(self, replica_id: str) -> None:
+    def __init__(self, replica_id: str, signer: LeaseSigner | None = None) -> None:
         self._prefix = replica_id
+        # Without a signer ids are not signed and no replica vouches for a lease it does not hold.
+        self.signer = signer
         self._sequence = itertools.count(1)
         self._leases: dict[str, LeaseRecord] = {}
         self._in_flight: dict[str, int] = {}
@@ -84,7 +88,10 @@ class LeaseBook:
         return self._in_flight.get(key_id, 0)
 
     def grant(self, key_id: str, pool: str, model: str, ttl_s: float, now: float, token_id: str = "") -> LeaseRecord:
-        lease = LeaseRecord(f"{self._prefix}.{next(self._sequence)}", key_id, pool, model, now, now + ttl_s, token_id)
+        lease_id = f"{self._prefix}.{next(self._sequence)}"
+        if self.signer is not None:
+            lease_id = self.signer.sign(lease_id, key_id, model, now + ttl_s)
+        lease = LeaseRecord(lease_id, key_id, pool, model, now, now + ttl_s, token_id)
         self._leases[lease.lease_id] = lease
         self._in_flight[key_id] = self._in_flight.get(key_id, 0) + 1
         heapq.heappush(self._expiry, (lease.expires_at, lease.lease_id))
@@ -97,6 +104,10 @@ class LeaseBook:
             self._return_slot(lease.key_id)
             self._prune_expiry_heap()
         return lease
+
+    def vouches(self, lease_id: str, key_id: str, model: str, now: float) -> bool:
+        """Whether a lease this book does not hold was granted by a replica sharing the signing key."""
+        return self.signer is not None and self.signer.vouches(lease_id, key_id, model, now)
 
     def reclaim_expired(self, now: float) -> list[LeaseRecord]:
         """Release every lease whose TTL passed (its edge died or forgot it)."""

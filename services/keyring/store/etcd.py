@@ -18,9 +18,12 @@ from typing import Any
 
 import aetcd
 import grpc
+from aetcd import rpc as aetcd_rpc
 from aetcd import rtypes
+from aetcd import watcher as aetcd_watcher
 from aetcd.utils import prefix_range_end
 
+from services.common.tls import TLSFiles, channel_credentials
 from services.keyring.store.base import (
     Entry,
     Event,
@@ -88,6 +91,62 @@ def _translate(error: BaseException, what: str) -> StoreError:
     return StoreUnavailable(f"etcd {what} failed: {type(error).__name__}: {error}")
 
 
+class TLSClient(aetcd.Client):  # type: ignore[misc]  # aetcd ships no types
+    """aetcd's client over TLS with a client certificate (aetcd itself only opens plaintext channels).
+
+    Same connection steps as ``aetcd.Client.connect``, on a secure channel; the
+    optional user/password authentication happens over that channel.
+    """
+
+    def __init__(self, *args: Any, credentials: grpc.ChannelCredentials, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        connecting = bool(getattr(self, "_is_connecting", False))
+        if connecting:
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            target = f"{self._host}:{self._port}"
+            self.channel = aetcd_rpc.secure_channel(target, self._credentials, options=self._options.items())
+            if self._username is not None and self._password is not None:
+                self.auth_stub = aetcd_rpc.AuthStub(self.channel)
+                request = aetcd_rpc.AuthenticateRequest(name=self._username, password=self._password)
+                response = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", response.token),)
+            self.kvstub = aetcd_rpc.KVStub(self.channel)
+            self.clusterstub = aetcd_rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd_rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd_rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd_watcher.Watcher(
+                aetcd_rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
+def etcd_client(
+    host: str,
+    port: int,
+    *,
+    tls: TLSFiles | None = None,
+    credentials: tuple[str, str] | None = None,
+    timeout_s: float | None = None,
+    options: dict[str, Any] | None = None,
+) -> aetcd.Client:
+    """An aetcd client, over mutual TLS when ``tls`` is given, authenticated as a user when ``credentials`` are."""
+    user, password = credentials if credentials is not None else (None, None)
+    common: dict[str, Any] = {"username": user, "password": password, "timeout": timeout_s, "options": options}
+    if tls is None:
+        return aetcd.Client(host=host, port=port, **common)
+    return TLSClient(host=host, port=port, credentials=channel_credentials(tls), **common)
+
+
 class EtcdStore(Store):
     """The store contract on one etcd endpoint.
 
@@ -106,18 +165,23 @@ class EtcdStore(Store):
         on_operation: OperationCallback | None = None,
         on_error: ErrorCallback | None = None,
         grpc_options: dict[str, Any] | None = None,
+        tls: TLSFiles | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         if endpoint is not None:
             host, port = parse_endpoint(endpoint)
         self.host = host or "127.0.0.1"
         self.port = port or 2379
         self.timeout_s = timeout_s
+        self.tls = tls
         self._on_operation = on_operation
         self._on_error = on_error
-        self._client = aetcd.Client(
-            host=self.host,
-            port=self.port,
-            timeout=timeout_s,
+        self._client = etcd_client(
+            self.host,
+            self.port,
+            tls=tls,
+            credentials=credentials,
+            timeout_s=timeout_s,
             options={**DEFAULT_GRPC_OPTIONS, **(grpc_options or {})},
         )
         self._registrations: set[EtcdRegistration] = set()

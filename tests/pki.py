@@ -1,0 +1,87 @@
+"""The test session's certificates: one local CA, one certificate per identity (services/devstack/certs.py).
+
+Tests run with mutual TLS as production does: ``tests/conftest.py`` points the
+KEYRING_TLS_*, KEYRING_ETCD_TLS_*, EDGE_KEYRING_TLS_* and ADMIN_KEYRING_TLS_*
+variables at these files, and the session's etcd requires a client
+certificate. ``channel`` opens a gRPC channel to keyring as any of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import grpc
+
+from services.common.tls import channel_credentials
+from services.devstack.certs import Certificate, LocalCA
+
+KEYRING = "keyring"  # keyring's server certificate (also its etcd client certificate)
+EDGE = "keyring-edge"  # a lease client
+ADMIN = "keyring-admin"  # the default admin identity
+ETCD = "etcd"
+SERVICE = "billing-batch"  # an internal service leasing keys directly
+
+
+@dataclass(frozen=True)
+class Pki:
+    directory: str
+    keyring: Certificate
+    edge: Certificate
+    admin: Certificate
+    etcd: Certificate
+    service: Certificate
+    stranger: Certificate  # signed by another CA: keyring must not accept it
+
+    def environment(self) -> dict[str, str]:
+        """The variables every service's settings read their certificates from."""
+        env: dict[str, str] = {}
+        for prefix, cert in (
+            ("KEYRING_TLS", self.keyring),
+            ("KEYRING_ETCD_TLS", self.keyring),
+            ("EDGE_KEYRING_TLS", self.edge),
+            ("ADMIN_KEYRING_TLS", self.admin),
+        ):
+            env[f"{prefix}_CERT_FILE"] = cert.cert_file
+            env[f"{prefix}_KEY_FILE"] = cert.key_file
+            env[f"{prefix}_CA_FILE"] = cert.ca_file
+        return env
+
+
+@functools.cache
+def session_pki() -> Pki:
+    directory = tempfile.mkdtemp(prefix="keyring-tls-")
+    ca = LocalCA(directory)
+    other = LocalCA(os.path.join(directory, "other-ca"))
+    return Pki(
+        directory,
+        keyring=ca.issue(KEYRING, dns_names=("localhost", "keyring-headless")),
+        edge=ca.issue(EDGE),
+        admin=ca.issue(ADMIN),
+        etcd=ca.issue(ETCD),
+        service=ca.issue(SERVICE),
+        stranger=other.issue(ADMIN),
+    )
+
+
+def remove_session_pki() -> None:
+    if session_pki.cache_info().currsize:
+        shutil.rmtree(session_pki().directory, ignore_errors=True)
+
+
+def channel(address: str, cert: Certificate | None) -> grpc.aio.Channel:
+    """A channel to keyring presenting ``cert`` (None: TLS without a client certificate)."""
+    pki = session_pki()
+    if cert is None:
+        with open(pki.keyring.ca_file, "rb") as ca:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca.read())
+    else:
+        credentials = channel_credentials(cert.files)
+    return grpc.aio.secure_channel(address, credentials)
+
+
+def sync_channel(address: str, cert: Certificate) -> grpc.Channel:
+    return grpc.secure_channel(address, channel_credentials(cert.files))
