@@ -10,6 +10,17 @@ no aiohttp, grpc or etcd, so it is tested alone (tests/unit/test_answers.py).
 ``[{"error": {...}}]``) into an ``UpstreamError``. ``classify`` turns an
 HTTP status, a transport result, ErrorInfo reasons and QuotaFailure
 violations into one ``AnswerKind``, row by row of the brief's table.
+
+A key is blamed only for what the upstream attributes to the key: a 400, 401
+or 403 is ``KEY_INVALID`` or ``KEY_FORBIDDEN`` only when an ErrorInfo reason
+names the key or its project (``KEY_INVALID_REASONS``,
+``KEY_FORBIDDEN_REASONS``; together ``KEY_REASONS``). Any other 401/403 is the
+request's own fault (a credential or header the client slipped in, a
+resource it may not touch): ``REQUEST_AT_FAULT``, answered to the client with
+no failover and no penalty. The one reasonless answer that does blame the key,
+Google's 403 "Your API key was reported as leaked", gets the synthesized
+reason ``LEAKED_KEY_REASON`` from ``parse_error`` so that everyone downstream
+(keyring's policy, the checker) sees it the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +35,10 @@ import orjson
 
 __all__ = [
     "GOOGLE_STATUS",
+    "KEY_FORBIDDEN_REASONS",
+    "KEY_INVALID_REASONS",
     "KEY_REASONS",
+    "LEAKED_KEY_REASON",
     "AnswerKind",
     "QuotaViolation",
     "Transport",
@@ -66,8 +80,32 @@ class AnswerKind(enum.StrEnum):
         return self not in (AnswerKind.OK, AnswerKind.REQUEST_AT_FAULT, AnswerKind.CANCELLED)
 
 
-# ErrorInfo reasons that blame the key itself (400/401): never lease it again until revived.
-KEY_REASONS: Final = frozenset({"API_KEY_INVALID", "ACCESS_TOKEN_TYPE_UNSUPPORTED"})
+# Not Google's: what parse_error names a reasonless 403 "Your API key was reported as leaked".
+LEAKED_KEY_REASON: Final = "API_KEY_REPORTED_LEAKED"
+_LEAKED_MESSAGE: Final = "Your API key was reported as leaked"
+
+# ErrorInfo reasons (google.api.ErrorReason) that say the key itself is bad: never leased again until revived.
+# An expired key is API_KEY_INVALID too ("API key expired. Please renew the API key.").
+KEY_INVALID_REASONS: Final = frozenset({"API_KEY_INVALID", "ACCESS_TOKEN_TYPE_UNSUPPORTED", LEAKED_KEY_REASON})
+# Reasons that say the key or its project is refused (suspended, restricted, API or billing off): suspended,
+# then invalid after repeated strikes (keyring's policy). The restrictions by referrer, app or IP can only be
+# met by what the edge sends, and it sends no Referer or app headers (edge/wire.py allow-list).
+KEY_FORBIDDEN_REASONS: Final = frozenset(
+    {
+        "CONSUMER_SUSPENDED",
+        "CONSUMER_INVALID",
+        "SERVICE_DISABLED",
+        "BILLING_DISABLED",
+        "API_KEY_SERVICE_BLOCKED",
+        "API_KEY_HTTP_REFERRER_BLOCKED",
+        "API_KEY_IP_ADDRESS_BLOCKED",
+        "API_KEY_ANDROID_APP_BLOCKED",
+        "API_KEY_IOS_APP_BLOCKED",
+    }
+)
+# Every reason that blames the key: the one set the classifier looks at for 400/401/403.
+KEY_REASONS: Final = KEY_INVALID_REASONS | KEY_FORBIDDEN_REASONS
+_KEY_STATUSES: Final = frozenset({400, 401, 403})
 
 # HTTP status -> Google's canonical status name, for answers that carry none.
 GOOGLE_STATUS: Final[dict[int, str]] = {
@@ -135,14 +173,22 @@ def classify(
         return AnswerKind.OK
     if http_status == 429:
         return _quota_kind(tuple(violations))
-    if http_status == 401 or (http_status == 400 and not KEY_REASONS.isdisjoint(reasons)):
-        return AnswerKind.KEY_INVALID
-    if http_status == 403:
-        return AnswerKind.KEY_FORBIDDEN
+    if http_status in _KEY_STATUSES:
+        return _key_kind(reasons)
     if http_status == 503:
         return AnswerKind.MODEL_OVERLOADED
     if http_status >= 500 or http_status == 408:
         return AnswerKind.UPSTREAM_TROUBLE
+    return AnswerKind.REQUEST_AT_FAULT
+
+
+def _key_kind(reasons: Iterable[str]) -> AnswerKind:
+    """A 400/401/403: the key's fault only when a reason says so; any other is the request's."""
+    named = frozenset(reasons)
+    if not named.isdisjoint(KEY_INVALID_REASONS):
+        return AnswerKind.KEY_INVALID
+    if not named.isdisjoint(KEY_FORBIDDEN_REASONS):
+        return AnswerKind.KEY_FORBIDDEN
     return AnswerKind.REQUEST_AT_FAULT
 
 
@@ -170,6 +216,10 @@ class UpstreamError:
 
     @property
     def reason(self) -> str:
+        """The reason keyring is told: the first one that blames the key, else the first one."""
+        for reason in self.reasons:
+            if reason in KEY_REASONS:
+                return reason
         return self.reasons[0] if self.reasons else ""
 
     @property
@@ -204,11 +254,14 @@ def parse_error(http_status: int, body: bytes) -> UpstreamError:
         elif kind == _QUOTA_FAILURE:
             violations += _violations(detail.get("violations"))
     named = error.get("status")
-    message = error.get("message")
+    raw_message = error.get("message")
+    message = raw_message if isinstance(raw_message, str) else ""
+    if http_status == 403 and not reasons and message.startswith(_LEAKED_MESSAGE):
+        reasons.append(LEAKED_KEY_REASON)
     return UpstreamError(
         http_status,
         named if isinstance(named, str) and named else status,
-        message if isinstance(message, str) else "",
+        message,
         tuple(reasons),
         retry_delay_s,
         tuple(violations),

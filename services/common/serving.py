@@ -4,19 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 from aiohttp import web
 
+from .head_timeout import HeadTimeoutRunner
 from .web import base_url
 
 
 async def start_app(
-    app: web.Application, host: str, port: int, *, shutdown_timeout_s: float, handler_cancellation: bool = False
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout_s: float,
+    handler_cancellation: bool = False,
+    head_timeout_s: float | None = None,
+    keepalive_timeout_s: float | None = None,
+    auto_decompress: bool = True,
 ) -> tuple[web.AppRunner, str]:
-    """Serve ``app`` on ``host:port`` (port 0: any free one); (runner, base_url). ``runner.cleanup()`` stops it."""
-    runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=handler_cancellation, shutdown_timeout=shutdown_timeout_s
-    )
+    """Serve ``app`` on ``host:port`` (port 0: any free one); (runner, base_url). ``runner.cleanup()`` stops it.
+
+    ``head_timeout_s``: close a connection whose request head is not complete in time (``head_timeout``);
+    ``keepalive_timeout_s``: close an idle kept-alive connection; ``auto_decompress=False``: request bodies
+    are never decompressed by the server (a handler sees them as sent).
+    """
+    options: dict[str, Any] = {"auto_decompress": auto_decompress}
+    if keepalive_timeout_s is not None:
+        options["keepalive_timeout"] = keepalive_timeout_s
+    common: dict[str, Any] = {
+        "access_log": None,
+        "handler_cancellation": handler_cancellation,
+        "shutdown_timeout": shutdown_timeout_s,
+    }
+    if head_timeout_s is not None:
+        runner: web.AppRunner = HeadTimeoutRunner(app, head_timeout_s=head_timeout_s, **common, **options)
+    else:
+        runner = web.AppRunner(app, **common, **options)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner, base_url(runner)

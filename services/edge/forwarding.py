@@ -37,7 +37,7 @@ from services.common.answers import UpstreamError
 from .config import EdgeSettings
 from .errors import LeaseRefused, NoKeyFree, UpstreamFailed
 from .keyring_client import KeyringClient
-from .observability import MODEL, ROUTE, STREAM, EdgeMetrics, model_label, record_attempt
+from .observability import MODEL, ROUTE, STREAM, EdgeMetrics, record_attempt
 from .upstream import Attempt, Call, Upstream
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class Edge:
         self.keyring = keyring
         self.upstream = upstream
         self.base_url = upstream.base_url
+        # Request bodies being read and checked (dialects.read_body): bounded, see EdgeSettings.
+        self.body_slots = asyncio.Semaphore(settings.max_concurrent_bodies)
 
 
 EDGE: Final = web.AppKey("edge", Edge)
@@ -87,12 +89,10 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             released = edge.keyring.release(granted, call.model, attempt.outcome, confirm=fail_over)
             record_attempt(edge.metrics, call.route, call.model, attempt.outcome)
         if not isinstance(result, UpstreamError):
-            if result.status != 404:
-                request[MODEL] = model_label(call.model)
+            request[MODEL] = edge.metrics.model_label(call.model, accepted=200 <= result.status < 300)
             return result
         if not fail_over:  # the request is at fault: no other key helps
-            if result.http_status != 404:
-                request[MODEL] = model_label(call.model)
+            request[MODEL] = edge.metrics.model_label(call.model)
             raise UpstreamFailed(result)
         failure = result
         edge.metrics.child(edge.metrics.failovers, result.kind.value).inc()
@@ -105,5 +105,5 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
         if released is not None:
             await asyncio.shield(released)
     assert failure is not None
-    request[MODEL] = model_label(call.model)
+    request[MODEL] = edge.metrics.model_label(call.model)
     raise UpstreamFailed(failure)

@@ -2,14 +2,18 @@
 
 Labels stay bounded: dialect (decided once per request, ``routing``), route
 (the operation, from the route table), status class, a failover cause (the
-answer's kind, ``services.common.answers.AnswerKind``), and the model only when it is a plausible
-model id the upstream did not reject as unknown (anything else is "other").
+answer's kind, ``services.common.answers.AnswerKind``), and the model from a
+bounded set (``EdgeMetrics.model_label``): a model id becomes a label value
+once the upstream has answered it with a success (a model the pool allows
+and Google serves), up to ``max_model_labels`` of them for the life of the
+process; every other model, and every model past the cap, is "other". Labels
+are never evicted (Prometheus keeps a series once exported), so the cap is
+the number of model series, whatever clients send.
 No label or span attribute carries a key or a client token: key ids only.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from typing import Any, Final
@@ -26,7 +30,7 @@ from .routing import DIALECT, Handler
 
 tracer = trace.get_tracer("services.edge")
 _PROPAGATOR = TraceContextTextMapPropagator()
-_MODEL = re.compile(r"[a-z0-9][a-z0-9.\-]{0,63}")
+_MODEL = re.compile(r"[a-z0-9][a-z0-9.\-]{0,127}")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -48,22 +52,33 @@ OPERATIONS: Final = {
 
 
 class EdgeMetrics:
-    def __init__(self) -> None:
+    def __init__(self, max_model_labels: int = 64) -> None:
+        self._model_labels: set[str] = set()
+        self._max_model_labels = max_model_labels
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "edge_requests_total", "Client requests.", ["dialect", "route", "model", "status_class"], registry=r
         )
         self.duration = Histogram(
-            "edge_request_duration_seconds", "End-to-end latency of client requests.",
-            ["dialect", "route", "stream"], buckets=LATENCY_BUCKETS, registry=r,
+            "edge_request_duration_seconds",
+            "End-to-end latency of client requests.",
+            ["dialect", "route", "stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.upstream = Histogram(
-            "edge_upstream_duration_seconds", "Latency of each upstream attempt.", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "edge_upstream_duration_seconds",
+            "Latency of each upstream attempt.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.first_byte = Histogram(
-            "edge_stream_first_byte_seconds", "Time to the first byte of a streamed answer.", ["dialect"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "edge_stream_first_byte_seconds",
+            "Time to the first byte of a streamed answer.",
+            ["dialect"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.failovers = Counter(
             "edge_failovers_total", "Requests moved to another key, by cause.", ["cause"], registry=r
@@ -85,17 +100,22 @@ class EdgeMetrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-
-@functools.lru_cache(maxsize=1024)
-def model_label(model: str) -> str:
-    return model if _MODEL.fullmatch(model) else "other"
+    def model_label(self, model: str, accepted: bool = False) -> str:
+        """The model as a label value: one already admitted, or admitted now (``accepted``) while room remains."""
+        if model in self._model_labels:
+            return model
+        if accepted and len(self._model_labels) < self._max_model_labels and _MODEL.fullmatch(model):
+            self._model_labels.add(model)
+            return model
+        return "other"
 
 
 def record_attempt(metrics: EdgeMetrics, route: str, model: str, outcome: pb.Outcome) -> None:
     """One upstream attempt: its latency, and the tokens it reported."""
     if outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
         metrics.child(metrics.upstream, route).observe(outcome.latency_ms / 1000)
-    label = model_label(model)
+    accepted = outcome.transport == pb.Outcome.TRANSPORT_OK and 200 <= outcome.http_status < 300
+    label = metrics.model_label(model, accepted)
     if outcome.input_tokens:
         metrics.child(metrics.tokens, label, "input").inc(outcome.input_tokens)
     if outcome.output_tokens:
@@ -109,7 +129,6 @@ def set_usage_attributes(span: trace.Span, outcome: pb.Outcome) -> None:
         span.set_attribute("gen_ai.usage.output_tokens", outcome.output_tokens)
     if outcome.error_status:
         span.set_attribute("error.type", outcome.error_status)
-
 
 
 def observe(metrics: EdgeMetrics) -> Middleware:
@@ -140,8 +159,14 @@ def observe(metrics: EdgeMetrics) -> Middleware:
                 dialect = request[DIALECT]
                 if span.is_recording():
                     span.update_name(f"edge {route}")
-                    span.set_attributes({"http.request.method": request.method, "http.route": route,
-                                         "http.response.status_code": status, "keyring.dialect": dialect})
+                    span.set_attributes(
+                        {
+                            "http.request.method": request.method,
+                            "http.route": route,
+                            "http.response.status_code": status,
+                            "keyring.dialect": dialect,
+                        }
+                    )
                 status_class = f"{status // 100}xx"
                 metrics.child(metrics.requests, dialect, route, request.get(MODEL, "other"), status_class).inc()
                 stream = "true" if request.get(STREAM, False) else "false"

@@ -1,7 +1,10 @@
 """The check path: one cheap real upstream call that tells whether a key works.
 
 Listing one model costs no quota worth mentioning and answers exactly like a
-generation would for a bad, revoked or suspended key.
+generation would for a bad, revoked or suspended key. Redirects are never
+followed: the key travels in a header that a redirect would carry to
+whatever host the answer names; a 3xx is reported as it came (it blames no
+key).
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ class UpstreamChecker:
         started = time.monotonic()
         try:
             async with self._session.get(
-                self._url, params={"pageSize": "1"}, headers={"x-goog-api-key": secret}, proxy=self._proxy
+                self._url,
+                params={"pageSize": "1"},
+                headers={"x-goog-api-key": secret},
+                proxy=self._proxy,
+                allow_redirects=False,
             ) as answer:
                 body = await answer.read()
                 status = answer.status

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import control, native, openai_compat
-from .pipeline import SIMULATOR_STATE
+from .pipeline import SIMULATOR_STATE, unknown_path
 from .state import SimulatorState
 
 __all__ = ["SIMULATOR_STATE", "create_app", "start_simulator"]
@@ -18,6 +18,7 @@ def create_app(state: SimulatorState | None = None) -> web.Application:
     native.add_routes(app)
     openai_compat.add_routes(app)
     control.add_routes(app)
+    app.router.add_route("*", "/{tail:.*}", unknown_path)  # last: every other path is recorded, then 404
     return app
 
 

@@ -95,6 +95,31 @@ def missing_key() -> SimError:
     return SimError(403, "PERMISSION_DENIED", UNREGISTERED_MESSAGE)
 
 
+def unauthenticated() -> SimError:
+    """401 for a credential Google cannot use (an OAuth access token that is not one): no ErrorInfo blames a key."""
+    return SimError(401, *_SIMPLE_ERRORS["unauthenticated"][1:])
+
+
+def user_project_denied(project: str) -> SimError:
+    """403 for an ``X-Goog-User-Project`` the caller may not bill: the request's header, not the key, is refused."""
+    return SimError(
+        403,
+        "PERMISSION_DENIED",
+        f"Caller does not have required permission to use project {project}. Grant the caller the"
+        " roles/serviceusage.serviceUsageConsumer role, or a custom role with the serviceusage.services.use"
+        " permission, by visiting https://console.developers.google.com/iam-admin/iam/project?project="
+        f"{project} and then retry.",
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "USER_PROJECT_DENIED",
+                "domain": "googleapis.com",
+                "metadata": {"service": SERVICE, "consumer": f"projects/{project}"},
+            }
+        ],
+    )
+
+
 def format_duration(seconds: float) -> str:
     """google.protobuf.Duration JSON form: `30s`, `1.5s`."""
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
@@ -172,6 +197,24 @@ def _permission_denied(key: str) -> SimError:
     )
 
 
+def _token_type_unsupported() -> SimError:
+    """401 for a key the API refuses by its type: the ErrorInfo blames the key."""
+    return SimError(
+        401,
+        "UNAUTHENTICATED",
+        "API keys are not supported by this API. Expected OAuth2 access token or other authentication credentials"
+        " that assert a principal. See https://cloud.google.com/docs/authentication",
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+                "domain": "googleapis.com",
+                "metadata": {"service": SERVICE},
+            }
+        ],
+    )
+
+
 _SIMPLE_ERRORS: Final[dict[str, tuple[int, str, str]]] = {
     "unauthenticated": (
         401,
@@ -180,6 +223,8 @@ _SIMPLE_ERRORS: Final[dict[str, tuple[int, str, str]]] = {
         " login cookie or other valid authentication credential."
         " See https://developers.google.com/identity/sign-in/web/devconsole-project.",
     ),
+    # Google's answer for a key reported as leaked: no details at all.
+    "leaked_key": (403, "PERMISSION_DENIED", "Your API key was reported as leaked. Please use another API key."),
     "server_error": (
         500,
         "INTERNAL",
@@ -200,6 +245,8 @@ def behaviour_error(b: Behaviour, key: str, model: str | None) -> SimError | Non
         error = _invalid_key()
     elif kind == "permission_denied":
         error = _permission_denied(key)
+    elif kind == "token_type_unsupported":
+        error = _token_type_unsupported()
     elif kind in _SIMPLE_ERRORS:
         error = SimError(*_SIMPLE_ERRORS[kind])
     else:

@@ -25,6 +25,9 @@ from .errors import (
     error_response,
     invalid_argument,
     missing_key,
+    not_found,
+    unauthenticated,
+    user_project_denied,
 )
 from .state import Behaviour, RecordedRequest, SimulatorState, normalize_model
 
@@ -102,6 +105,9 @@ async def admit(
     )
     if key is None:
         raise missing_key()
+    refused = credential_refusal(request)
+    if refused is not None:
+        raise refused
     behaviour = state.next_behaviour(key, model)
     delay = state.default_delay_s if behaviour.delay_s is None else behaviour.delay_s
     if delay > 0:
@@ -112,6 +118,37 @@ async def admit(
     if behaviour.kind == "drop" or (behaviour.kind == "drop_mid_stream" and not streaming):
         raise DropConnection
     return Call(state, key, model, body, behaviour)
+
+
+def credential_refusal(request: web.Request) -> SimError | None:
+    """What Google says to credentials and billing headers a caller adds next to its key, before any script.
+
+    An ``access_token`` parameter (or a native ``Authorization`` header next to ``x-goog-api-key``) is
+    tried as an OAuth token and refused with a 401 that names no key; an ``X-Goog-User-Project`` the
+    caller may not bill is refused with a 403 USER_PROJECT_DENIED. Neither says anything of the key.
+    """
+    if "access_token" in request.query:
+        return unauthenticated()
+    project = request.headers.get("x-goog-user-project")
+    if project:
+        return user_project_denied(project)
+    return None
+
+
+async def unknown_path(request: web.Request) -> web.StreamResponse:
+    """Any path the API does not serve: recorded (so tests see what reached the upstream), then 404."""
+    request.app[SIMULATOR_STATE].record(
+        RecordedRequest(
+            key=native_key(request) or bearer_key(request),
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers={name.lower(): value for name, value in request.headers.items()},
+            body=await request.read(),
+            model=None,
+        )
+    )
+    return error_response(not_found(f"The requested URL {request.path} was not found on this server."), "native")
 
 
 def endpoint(dialect: Dialect) -> Callable[[Handler], Handler]:

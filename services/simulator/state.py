@@ -16,6 +16,8 @@ BehaviourKind = Literal[
     "invalid_key",
     "permission_denied",
     "unauthenticated",
+    "token_type_unsupported",
+    "leaked_key",
     "server_error",
     "overloaded",
     "timeout",
@@ -75,9 +77,7 @@ class Behaviour:
         return cls("ok", delay_s=delay_s, chunk_delay_s=chunk_delay_s)
 
     @classmethod
-    def rate_limit(
-        cls, retry_delay_s: float | None = 30, quota_id: str = PER_MINUTE_QUOTA_ID
-    ) -> Behaviour:
+    def rate_limit(cls, retry_delay_s: float | None = 30, quota_id: str = PER_MINUTE_QUOTA_ID) -> Behaviour:
         """429 RESOURCE_EXHAUSTED; use `quota_id=PER_DAY_QUOTA_ID` for a spent daily quota."""
         return cls("rate_limit", retry_delay_s=retry_delay_s, quota_id=quota_id)
 

@@ -19,6 +19,11 @@ from .test_keyring_service import MODEL, acquire, add_keys, eventually, key_info
 
 ACTOR = (("x-keyring-actor", "admin:ops"),)
 
+# What Google sends for a bad key and for a suspended one: an ErrorInfo reason blames the key (issue 11: a
+# 401/403 without one blames nobody).
+KEY_INVALID = pb.Outcome(http_status=400, error_status="INVALID_ARGUMENT", error_reason="API_KEY_INVALID")
+SUSPENDED = pb.Outcome(http_status=403, error_status="PERMISSION_DENIED", error_reason="CONSUMER_SUSPENDED")
+
 
 @pytest.fixture
 async def simulator():  # type: ignore[no-untyped-def]
@@ -36,7 +41,7 @@ async def test_verify_revives_a_key_that_answers_and_condemns_one_that_does_not(
     good, bad = await add_keys(replica, 2)
     for key_id in (good, bad):  # both marked invalid by a 401
         lease = await acquire(replica, token, exclude=tuple(k for k in (good, bad) if k != key_id))
-        await release(replica, lease, pb.Outcome(http_status=401))
+        await release(replica, lease, KEY_INVALID)
     state.set_sticky(fake_gemini_key("k1"), Behaviour(kind="invalid_key"))
     reply = await replica.admin.VerifyKeys(pb.VerifyKeysRequest(all_unhealthy=True), metadata=ACTOR)
     results = {r.key_id: r for r in reply.results}
@@ -58,7 +63,7 @@ async def test_periodic_recheck_revives_suspended_keys(start_replica: StartRepli
     replica = await start_replica(upstream_base_url=simulator[0], recheck_interval_s=0.2)
     token = await make_pool(replica)
     [key_id] = await add_keys(replica, 1)
-    await release(replica, await acquire(replica, token), pb.Outcome(http_status=403, error_status="PERMISSION_DENIED"))
+    await release(replica, await acquire(replica, token), SUSPENDED)
     assert (await key_info(replica, key_id)).state == pb.SUSPENDED
 
     async def revived() -> bool:
@@ -179,7 +184,7 @@ async def test_a_recheck_that_hits_a_daily_quota_cools_until_pacific_midnight(
     replica = await start_replica(upstream_base_url=base_url, recheck_interval_s=0.2)
     token = await make_pool(replica)
     [key_id] = await add_keys(replica, 1, project="proj-a")
-    await release(replica, await acquire(replica, token), pb.Outcome(http_status=403, error_status="PERMISSION_DENIED"))
+    await release(replica, await acquire(replica, token), SUSPENDED)
     state.set_sticky(fake_gemini_key("k0"), Behaviour.rate_limit(retry_delay_s=30, quota_id=PER_DAY_QUOTA_ID))
 
     async def cooled() -> bool:

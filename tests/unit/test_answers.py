@@ -5,7 +5,18 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from services.common.answers import AnswerKind, QuotaViolation, Transport, classify, duration_s, parse_error
+from services.common.answers import (
+    KEY_FORBIDDEN_REASONS,
+    KEY_INVALID_REASONS,
+    KEY_REASONS,
+    LEAKED_KEY_REASON,
+    AnswerKind,
+    QuotaViolation,
+    Transport,
+    classify,
+    duration_s,
+    parse_error,
+)
 
 PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
 PER_DAY = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
@@ -109,8 +120,16 @@ def test_malformed_details_are_skipped() -> None:
         (429, Transport.OK, (), (QuotaViolation(PER_MINUTE, quota_value="0"),), AnswerKind.MODEL_NOT_ON_TIER),
         (400, Transport.OK, ("API_KEY_INVALID",), (), AnswerKind.KEY_INVALID),
         (401, Transport.OK, ("ACCESS_TOKEN_TYPE_UNSUPPORTED",), (), AnswerKind.KEY_INVALID),
-        (401, Transport.OK, (), (), AnswerKind.KEY_INVALID),
         (403, Transport.OK, ("CONSUMER_SUSPENDED",), (), AnswerKind.KEY_FORBIDDEN),
+        (403, Transport.OK, ("API_KEY_SERVICE_BLOCKED",), (), AnswerKind.KEY_FORBIDDEN),
+        (403, Transport.OK, ("SERVICE_DISABLED",), (), AnswerKind.KEY_FORBIDDEN),
+        (403, Transport.OK, ("API_KEY_REPORTED_LEAKED",), (), AnswerKind.KEY_INVALID),
+        # Issue 11: no reason that blames the key, no blame (before, a bare 401 was KEY_INVALID, a 403 KEY_FORBIDDEN)
+        (401, Transport.OK, (), (), AnswerKind.REQUEST_AT_FAULT),
+        (403, Transport.OK, (), (), AnswerKind.REQUEST_AT_FAULT),
+        (403, Transport.OK, ("USER_PROJECT_DENIED",), (), AnswerKind.REQUEST_AT_FAULT),
+        (401, Transport.OK, ("ACCESS_TOKEN_EXPIRED",), (), AnswerKind.REQUEST_AT_FAULT),
+        (404, Transport.OK, ("API_KEY_INVALID",), (), AnswerKind.REQUEST_AT_FAULT),
         (400, Transport.OK, (), (), AnswerKind.REQUEST_AT_FAULT),
         (404, Transport.OK, (), (), AnswerKind.REQUEST_AT_FAULT),
         (500, Transport.OK, (), (), AnswerKind.UPSTREAM_TROUBLE),
@@ -141,3 +160,37 @@ def test_who_fails_over() -> None:
 )
 def test_durations(text: object, seconds: float) -> None:
     assert duration_s(text) == seconds
+
+
+def test_the_leaked_key_403_carries_no_reason_and_gets_a_synthesized_one() -> None:
+    body = {
+        "error": {
+            "code": 403,
+            "message": "Your API key was reported as leaked. Please use another API key.",
+            "status": "PERMISSION_DENIED",
+        }
+    }
+    parsed = parse_error(403, orjson.dumps(body))
+    assert parsed.reasons == (LEAKED_KEY_REASON,) and parsed.kind is AnswerKind.KEY_INVALID
+    echoed = {"error": {"code": 400, "message": "Your API key was reported as leaked", "status": "INVALID_ARGUMENT"}}
+    assert parse_error(400, orjson.dumps(echoed)).kind is AnswerKind.REQUEST_AT_FAULT  # only Google's 403
+
+
+def test_the_reason_keyring_is_told_is_the_one_that_blames_the_key() -> None:
+    body = {
+        "error": {
+            "code": 403,
+            "status": "PERMISSION_DENIED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SOMETHING_ELSE"},
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CONSUMER_SUSPENDED"},
+            ],
+        }
+    }
+    parsed = parse_error(403, orjson.dumps(body))
+    assert parsed.reason == "CONSUMER_SUSPENDED" and parsed.kind is AnswerKind.KEY_FORBIDDEN
+
+
+def test_the_key_reasons_are_one_set() -> None:
+    assert KEY_REASONS == KEY_INVALID_REASONS | KEY_FORBIDDEN_REASONS
+    assert not KEY_INVALID_REASONS & KEY_FORBIDDEN_REASONS

@@ -13,7 +13,8 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiDictProxy
+from yarl import URL
 
 from services.common.answers import AnswerKind, Transport, UpstreamError, parse_error
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
@@ -67,12 +68,27 @@ def test_forward_headers_drop_credentials_hop_by_hop_and_forwarding_headers() ->
         ("x-goog-user-project", "my-project"),
         ("User-Agent", "openai-python/1.0"),
     ]
+    incoming += [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-Goog-User-Project", "other-project"),
+        ("Referer", "https://allowed.example/"),
+        ("X-Android-Package", "com.example"),
+        ("X-Ios-Bundle-Identifier", "com.example"),
+        ("X-Goog-Api-Client", "google-genai-sdk/1.2 gl-python/3.11"),
+        ("X-Server-Timeout", "60"),
+        ("Accept", "application/json"),
+        ("X-Stainless-Lang", "python"),
+    ]
+    # An allow-list (issue 11): what clients send that means something upstream, nothing else.
     assert wire.forward_headers(incoming) == {
-        "Content-Type": "application/json",
-        "x-goog-user-project": "my-project",
-        "User-Agent": "openai-python/1.0",
-        "Accept-Encoding": "identity",  # always explicit: aiohttp would otherwise ask for gzip itself
+        "content-type": "application/json",
+        "user-agent": "openai-python/1.0",
+        "x-goog-api-client": "google-genai-sdk/1.2 gl-python/3.11",
+        "x-server-timeout": "60",
+        "accept": "application/json",
+        "accept-encoding": "identity",  # always explicit: aiohttp would otherwise ask for gzip itself
     }
+    assert {"content-type", "accept", "user-agent", "x-goog-api-client", "x-server-timeout"} == wire.FORWARDED_HEADERS
 
 
 @pytest.mark.parametrize(
@@ -87,33 +103,106 @@ def test_forward_headers_drop_credentials_hop_by_hop_and_forwarding_headers() ->
     ],
 )
 def test_accept_encoding_is_restricted_to_codings_the_edge_can_read(accept_encoding: str, forwarded: str) -> None:
-    assert wire.forward_headers([("Accept-Encoding", accept_encoding)]) == {"Accept-Encoding": forwarded}
+    assert wire.forward_headers([("Accept-Encoding", accept_encoding)]) == {"accept-encoding": forwarded}
+
+
+def _decoded(raw_query: str) -> MultiDictProxy[str]:
+    return URL.build(path="/", query_string=raw_query, encoded=True).query
 
 
 @pytest.mark.parametrize(
     ("raw_query", "kept"),
     [
-        ("", ""),
-        ("alt=sse", "alt=sse"),
-        ("key=kr-token", ""),
-        ("alt=sse&key=kr-token", "alt=sse"),
-        ("key=kr-token&alt=sse&pageSize=5", "alt=sse&pageSize=5"),
-        ("key", ""),  # a bare name is a key parameter too
-        ("key=a&key=b&alt=sse", "alt=sse"),
-        ("monkey=1&keys=2&key=x", "monkey=1&keys=2"),
-        ("KEY=x&alt=sse", "KEY=x&alt=sse"),  # names are case-sensitive
-        ("alt=sse&&key=x&", "alt=sse"),  # empty parts go
-        ("k%65y=x&alt=sse&key=y", "alt=sse"),  # a percent-encoded name is decoded when "key" appears elsewhere...
-        ("alt=sse&%6Bey=x&keys=1", "alt=sse&keys=1"),
-        # ...and kept when the raw query holds no literal "key" at all: today's behaviour, left as it is here
-        # (the shortcut looks at the raw text; a later security issue deals with it).
-        ("%6Bey=kr-token&alt=sse", "%6Bey=kr-token&alt=sse"),
-        ("%6bey=kr-token", "%6bey=kr-token"),
-        ("k%65y=kr-token&alt=sse", "k%65y=kr-token&alt=sse"),
+        ("", []),
+        ("alt=sse", [("alt", "sse")]),
+        ("key=kr-token&alt=sse&pageSize=5&pageToken=o5", [("alt", "sse"), ("pageSize", "5"), ("pageToken", "o5")]),
+        ("access_token=garbage&alt=json", [("alt", "json")]),
+        ("%6Bey=kr-token&k%65y=x&KEY=y&alt=sse", [("alt", "sse")]),  # a credential however spelt: dropped
+        ("alt=media&alt=proto&%24alt=json", []),  # only the values the edge can read back
+        ("upload_protocol=raw&uploadType=media&fields=x&prettyPrint=false&callback=f", []),
+        ("pageToken=" + "x" * 1025, []),
     ],
 )
-def test_without_key_drops_only_the_key_parameter(raw_query: str, kept: str) -> None:
-    assert wire.without_key(raw_query) == kept
+def test_only_allow_listed_query_parameters_are_forwarded(raw_query: str, kept: list[tuple[str, str]]) -> None:
+    assert wire.forward_query(_decoded(raw_query).items()) == kept
+
+
+@pytest.mark.parametrize(
+    ("raw_query", "token"),
+    [
+        ("key=kr-token", "kr-token"),
+        ("%6Bey=kr-token", "kr-token"),  # one rule: the name is decoded for the token as for the allow-list
+        ("k%65y=kr-token&alt=sse", "kr-token"),
+        ("KEY=kr-token", None),  # names are case-sensitive, as Google's are
+        ("keys=kr-token", None),
+        ("", None),
+    ],
+)
+def test_the_client_key_is_read_from_the_decoded_query(raw_query: str, token: str | None) -> None:
+    assert wire.client_key(_decoded(raw_query)) == token
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        "/v1beta/models/../files",
+        "/v1beta/models/x/../../files:generateContent",
+        "/v1/models/..%2F..%2F..%2Fv1beta%2Ffiles",
+        "/v1beta/models/%2e%2e/files",
+        "/v1beta/models/gemini-2.5-flash%2F..%2F..%2Ffiles:generateContent",
+        "/v1beta/models/..\\..\\files",
+        "/v1beta/models/a%5C..%5Cfiles",
+        "/v1beta/models/./gemini-2.5-flash",
+        "/v1beta/models//gemini-2.5-flash",
+        "/v1beta/models/gemini-2.5-flash/",
+        "/v1beta/models/",
+        "/v1beta/models/gemini%2D2.5-flash",
+        "/v1beta/models/Gemini-2.5-Flash",
+        "/v1beta/models/-gemini",
+        "/v1beta/models/gemini-2.5-flash:generate:Content",
+        "/v1beta/models/gemini-2.5-flash:",
+        "/v1beta//models/gemini-2.5-flash",
+        "/v2/models/gemini-2.5-flash",
+        "/v1beta/models/" + "a" * 129,
+        "/v1beta/models/gemini 2.5",
+        "/v1beta/models/gemini-2.5-flash#x",
+    ],
+)
+def test_off_pattern_paths_are_refused(raw_path: str) -> None:
+    with pytest.raises(wire.MalformedPath):
+        wire.model_path(raw_path)
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "parts", "upstream"),
+    [
+        ("/v1beta/models", ("v1beta", "", ""), "/v1beta/models"),
+        ("/v1/models?pageSize=2", ("v1", "", ""), "/v1/models"),
+        ("/v1beta/models/gemini-3.5-flash-lite", ("v1beta", "gemini-3.5-flash-lite", ""), None),
+        (
+            "/v1beta/models/models/gemini-3.1-pro-preview:streamGenerateContent?alt=sse",
+            ("v1beta", "gemini-3.1-pro-preview", "streamGenerateContent"),
+            "/v1beta/models/gemini-3.1-pro-preview:streamGenerateContent",
+        ),
+        ("/v1/models/text-embedding-004:embedContent", ("v1", "text-embedding-004", "embedContent"), None),
+        ("/v1beta/models/gemini-2.5-flash:explode", ("v1beta", "gemini-2.5-flash", "explode"), None),
+    ],
+)
+def test_paths_on_the_pattern_give_their_parts(
+    raw_path: str, parts: tuple[str, str, str], upstream: str | None
+) -> None:
+    path = wire.model_path(raw_path)
+    assert (path.version, path.model, path.action) == parts
+    url = wire.native_url("https://relay.example/prefix", path, [("alt", "sse")])
+    expected = upstream or raw_path.partition("?")[0]
+    assert str(url) == f"https://relay.example/prefix{expected}?alt=sse"
+
+
+def test_model_names_in_bodies() -> None:
+    assert wire.valid_model("models/gemini-2.5-flash") == "gemini-2.5-flash"
+    assert wire.valid_model("gemini-3.5-flash") == "gemini-3.5-flash"
+    for bad in ("../files", "gemini/../x", "", "models/", "GEMINI", "a" * 129, "gemini-2.5-flash\\x"):
+        assert wire.valid_model(bad) is None
 
 
 def test_response_headers_keep_what_makes_sense_to_the_client() -> None:
@@ -287,7 +376,10 @@ def test_refusals_in_each_dialect(
     openai, gemini = render(error, OPENAI), render(error, GEMINI)
     assert openai.status == gemini.status == status
     assert _payload(openai)["error"] == {
-        "message": error.message, "type": openai_type, "param": None, "code": openai_code
+        "message": error.message,
+        "type": openai_type,
+        "param": None,
+        "code": openai_code,
     }
     assert _payload(gemini)["error"] == {"code": status, "message": error.message, "status": google_status}
     assert openai.headers.get("Retry-After") == gemini.headers.get("Retry-After") == retry_after
@@ -371,8 +463,15 @@ def test_an_upstream_error_without_a_body() -> None:
 
 
 def test_retry_after_only_for_429_and_503() -> None:
-    body = orjson.dumps({"error": {"code": 400, "status": "INVALID_ARGUMENT", "details": [
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "5s"}]}})
+    body = orjson.dumps(
+        {
+            "error": {
+                "code": 400,
+                "status": "INVALID_ARGUMENT",
+                "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "5s"}],
+            }
+        }
+    )
     assert "Retry-After" not in render_upstream(parse_error(400, body), GEMINI).headers
     assert render_upstream(parse_error(503, body), OPENAI).headers["Retry-After"] == "5"
 
@@ -427,13 +526,26 @@ def test_keyring_refusals_become_edge_exceptions(code: grpc.StatusCode, kind: ty
 
 def _quota(quota_id: str, value: str = "") -> bytes:
     violation = {"quotaId": quota_id, "quotaValue": value} if value else {"quotaId": quota_id}
-    return orjson.dumps({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]}]}})
+    return orjson.dumps(
+        {
+            "error": {
+                "code": 429,
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]}],
+            }
+        }
+    )
 
 
 def _reason(status: int, reason: str) -> bytes:
-    return orjson.dumps({"error": {"code": status, "details": [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}]}})
+    return orjson.dumps(
+        {
+            "error": {
+                "code": status,
+                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason}],
+            }
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -444,7 +556,9 @@ def _reason(status: int, reason: str) -> bytes:
         (429, _quota("GenerateRequestsPerDayPerProjectPerModel-FreeTier"), "daily_quota", True),
         (429, _quota("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "0"), "model_not_on_tier", True),
         (400, _reason(400, "API_KEY_INVALID"), "key_invalid", True),
-        (401, b"", "key_invalid", True),
+        (401, _reason(401, "ACCESS_TOKEN_TYPE_UNSUPPORTED"), "key_invalid", True),
+        (401, b"", "request_at_fault", False),  # issue 11: no reason blames the key, no failover
+        (403, b'{"error": {"code": 403, "status": "PERMISSION_DENIED"}}', "request_at_fault", False),
         (403, _reason(403, "CONSUMER_SUSPENDED"), "key_forbidden", True),
         (500, b"", "upstream_trouble", True),
         (502, b"", "upstream_trouble", True),
@@ -482,10 +596,18 @@ def test_the_outcome_carries_every_quota_violation() -> None:
 
 
 def test_the_outcome_names_the_first_reason_and_cuts_long_messages() -> None:
-    body = orjson.dumps({"error": {"code": 400, "message": "x" * 900, "details": [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"},
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SECOND"},
-    ]}})
+    body = orjson.dumps(
+        {
+            "error": {
+                "code": 400,
+                "message": "x" * 900,
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"},
+                    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SECOND"},
+                ],
+            }
+        }
+    )
     outcome = error_outcome(parse_error(400, body), latency_ms=5)
     assert outcome.error_reason == "API_KEY_INVALID"
     assert len(outcome.error_message) == 500 and outcome.retry_delay_ms == 0 and not outcome.quota_violations

@@ -95,9 +95,10 @@ def test_old_strikes_are_forgotten() -> None:
 @pytest.mark.parametrize(
     "outcome",
     [
-        Outcome(401),
+        Outcome(401, error_reason="ACCESS_TOKEN_TYPE_UNSUPPORTED"),
         Outcome(400, error_reason="API_KEY_INVALID"),
         Outcome(400, error_reason="ACCESS_TOKEN_TYPE_UNSUPPORTED"),
+        Outcome(403, error_reason="API_KEY_REPORTED_LEAKED"),
     ],
 )
 def test_bad_key_becomes_invalid(outcome: Outcome) -> None:
@@ -107,13 +108,32 @@ def test_bad_key_becomes_invalid(outcome: Outcome) -> None:
 
 
 def test_403_suspends_then_invalidates_after_threshold() -> None:
-    first = verdict(Outcome(403, error_status="PERMISSION_DENIED"))
+    suspended = Outcome(403, error_status="PERMISSION_DENIED", error_reason="CONSUMER_SUSPENDED")
+    first = verdict(suspended)
     assert first.key is not None and first.key.state is KeyState.SUSPENDED
     assert first.key.state_until == NOW + POLICY.suspend_s
-    second = judge(Outcome(403), first.key, "m", POLICY, NOW, {})
+    second = judge(suspended, first.key, "m", POLICY, NOW, {})
     assert second.key is not None and second.key.state is KeyState.SUSPENDED
-    third = judge(Outcome(403), second.key, "m", POLICY, NOW, {})
+    third = judge(suspended, second.key, "m", POLICY, NOW, {})
     assert third.key is not None and third.key.state is KeyState.INVALID
+
+
+# Issue 11: a 401/403 that names no key-blaming reason is the request's fault (a credential or header the
+# client slipped in): it changes nothing, however often it comes (before, a bare 401 made the key invalid).
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Outcome(401),
+        Outcome(401, error_status="UNAUTHENTICATED"),
+        Outcome(403, error_status="PERMISSION_DENIED"),
+        Outcome(403, error_status="PERMISSION_DENIED", error_reason="USER_PROJECT_DENIED"),
+        Outcome(401, error_reason="ACCESS_TOKEN_EXPIRED"),
+    ],
+)
+def test_401_or_403_without_a_key_reason_does_not_touch_the_key(outcome: Outcome) -> None:
+    assert outcome.kind is AnswerKind.REQUEST_AT_FAULT
+    assert verdict(outcome) == Verdict()
+    assert verdict(outcome, consecutive_failures=2, forbidden_strikes=1) == Verdict()
 
 
 def test_client_400_does_not_touch_the_key() -> None:
@@ -149,7 +169,7 @@ def test_cancelled_by_client_says_nothing() -> None:
 
 
 def test_disabled_key_stays_disabled_on_failure() -> None:
-    result = verdict(Outcome(401), state=KeyState.DISABLED)
+    result = verdict(Outcome(400, error_reason="API_KEY_INVALID"), state=KeyState.DISABLED)
     assert result.key is not None and result.key.state is KeyState.DISABLED
 
 
@@ -185,8 +205,8 @@ def test_the_policy_decides_by_the_shared_classifier_and_has_a_row_for_every_kin
         AnswerKind.RATE_LIMITED: Outcome(429),
         AnswerKind.DAILY_QUOTA: Outcome(429, violations=(QuotaViolation("RequestsPerDay"),)),
         AnswerKind.MODEL_NOT_ON_TIER: Outcome(429, violations=(QuotaViolation("x", quota_value="0"),)),
-        AnswerKind.KEY_INVALID: Outcome(401),
-        AnswerKind.KEY_FORBIDDEN: Outcome(403),
+        AnswerKind.KEY_INVALID: Outcome(401, error_reason="ACCESS_TOKEN_TYPE_UNSUPPORTED"),
+        AnswerKind.KEY_FORBIDDEN: Outcome(403, error_reason="CONSUMER_SUSPENDED"),
         AnswerKind.REQUEST_AT_FAULT: Outcome(404),
         AnswerKind.UPSTREAM_TROUBLE: Outcome(500),
         AnswerKind.MODEL_OVERLOADED: Outcome(503),

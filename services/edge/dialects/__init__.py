@@ -1,20 +1,49 @@
 """The two dialects the edge speaks: OpenAI's and Gemini's own.
 
 Each module reads only what the edge owns (the client's token, the model,
-the stream flag), builds an ``upstream.Call`` and hands it to the shared
-attempt loop (``forwarding.forward``). Which of them answers a request is
-decided once, by the route table (``routing``).
+the stream flag), builds an ``upstream.Call`` from validated parts
+(``wire``) and hands it to the shared attempt loop (``forwarding.forward``).
+Which of them answers a request is decided once, by the route table
+(``routing``).
+
+What a request body may cost is bounded here, the same way for both:
+
+- no body is read before a token is present and shaped like one (the token
+  itself is checked by keyring with the lease, after the body: the model the
+  lease is for may be in it);
+- a ``Content-Encoding`` other than ``identity`` is refused (415) with
+  nothing read: the server never decompresses (``auto_decompress=False``), so
+  a small compressed body cannot grow into a large one, and no encoding
+  header is ever forwarded;
+- a declared ``Content-Length`` above the limit is refused (413) before
+  reading, an undeclared one when the limit is crossed;
+- at most ``max_concurrent_bodies`` bodies are read and checked at once, each
+  within ``body_timeout_s`` (408), waiting for a slot included;
+- a body is parsed only when it holds at most ``max_json_elements``
+  structural characters (``{``, ``[``, ``,``): parsing builds Python objects,
+  up to ~36 bytes of memory per byte of a body made of ``{},{},...``. Above
+  that, a Gemini body is checked by its shape only (the upstream validates
+  it, and its 400 blames no key); an OpenAI body, whose ``model`` the edge
+  must read, is refused (413). README "Configuration" has the arithmetic.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import re
+from typing import Any, Final
 
 import orjson
+from aiohttp import web
 
 from services.common.naming import model_id
 
-from ..errors import bad_request
+from ..errors import EdgeError, TokenRejected, bad_request
+from ..forwarding import EDGE
+
+# What a client token can look like at all (keyring's are "kr-" + 43 URL-safe characters): checked before a body.
+_TOKEN: Final = re.compile(r"[\x21-\x7e]{8,512}")
+_IDENTITY: Final = frozenset({"", "identity"})
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -25,8 +54,56 @@ def bearer(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def json_object(body: bytes) -> dict[str, object]:
-    """Validate a JSON object body (the bytes themselves are forwarded, never re-serialised)."""
+def shaped(token: str) -> str:
+    """The token, if it is shaped like one (printable ASCII, 8 to 512 characters); else keyring's 401 at once."""
+    if _TOKEN.fullmatch(token) is None:
+        raise TokenRejected()
+    return token
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, within the limits above (call only once the token is known to be present)."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _IDENTITY:
+        raise EdgeError(
+            415,
+            f"compressed request bodies are not accepted (Content-Encoding: {encoding[:40]}): send it uncompressed",
+            openai_code="unsupported_media_type",
+        )
+    edge = request.app[EDGE]
+    declared = request.content_length
+    if declared is not None and declared > request.client_max_size:
+        raise EdgeError(413, "the request body is too large", openai_code="request_entity_too_large")
+    try:
+        async with asyncio.timeout(edge.settings.body_timeout_s), edge.body_slots:
+            return await request.read()
+    except TimeoutError:
+        raise EdgeError(408, "the request body did not arrive in time", openai_code="request_timeout") from None
+
+
+def _elements(body: bytes) -> int:
+    """An upper bound of the JSON values a body holds (structural characters, strings' included)."""
+    return body.count(b"{") + body.count(b"[") + body.count(b",")
+
+
+def json_object(request: web.Request, body: bytes) -> dict[str, object]:
+    """Parse a JSON object body whose fields the edge must read (the bytes themselves are forwarded)."""
+    if _elements(body) > request.app[EDGE].settings.max_json_elements:
+        raise EdgeError(
+            413, "the request body holds too many JSON elements for this service", openai_code="request_too_large"
+        )
+    return _parsed_object(body)
+
+
+def check_json_object(request: web.Request, body: bytes) -> None:
+    """Check a body the edge only forwards: parsed when cheap to, else by its shape (``{...}``) only."""
+    if _elements(body) <= request.app[EDGE].settings.max_json_elements:
+        _parsed_object(body)
+    elif not (body.lstrip()[:1] == b"{" and body.rstrip()[-1:] == b"}"):
+        raise bad_request("the request body must be a JSON object")
+
+
+def _parsed_object(body: bytes) -> dict[str, object]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as error:

@@ -1,10 +1,17 @@
 """Gemini's own dialect: ``/v1beta/models...`` and ``/v1/models...``.
 
-The request goes to the same path upstream, with the query kept (``alt=sse``,
-``pageSize``...) minus ``key``, and the real key in ``x-goog-api-key``. The
-body is forwarded byte for byte as received: it is parsed only to check that
-it is JSON, never re-serialised, so fields the edge does not know (toolConfig,
-cachedContent, safetySettings, tomorrow's fields) reach Google untouched.
+The upstream request is built from the validated parts of the client's
+path (``wire.model_path``: version, model, action), the allow-listed query
+(``alt``, ``pageSize``, ``pageToken``) and headers, and the real key in
+``x-goog-api-key``; a path off the pattern is a 400 with no lease taken. The
+body is forwarded byte for byte as received: it is checked to be a JSON
+object (``dialects.check_json_object``), never re-serialised, so fields the
+edge does not know (toolConfig, cachedContent, safetySettings, tomorrow's
+fields) reach Google untouched.
+
+The client's token comes from ``x-goog-api-key``, the ``key`` query
+parameter (its name decoded like every other: ``%6Bey`` is ``key``) or a
+Bearer header; it is never forwarded.
 """
 
 from __future__ import annotations
@@ -12,16 +19,15 @@ from __future__ import annotations
 from typing import Any, Final
 
 from aiohttp import web
-from yarl import URL
 
-from services.common.naming import model_id, token_hash
+from services.common.naming import token_hash
 
 from .. import wire
-from ..errors import EdgeError, missing_token
+from ..errors import EdgeError, bad_request, missing_token
 from ..forwarding import EDGE, forward
 from ..routing import GEMINI
 from ..upstream import Call
-from . import bearer, json_object, only_allowed
+from . import bearer, check_json_object, only_allowed, read_body, shaped
 
 ACTIONS: Final = frozenset(
     {"generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents"}
@@ -31,30 +37,38 @@ ACTIONS: Final = frozenset(
 def _token(request: web.Request) -> str:
     token = (
         request.headers.get("x-goog-api-key")
-        or request.query.get("key")
+        or wire.client_key(request.query)
         or bearer(request.headers.get("Authorization"))
     )
     if not token:
         raise missing_token(GEMINI)
-    return token
+    return shaped(token)
 
 
-def _url(request: web.Request) -> URL:
-    query = wire.without_key(request.rel_url.raw_query_string)
-    url = request.app[EDGE].base_url + request.rel_url.raw_path
-    return URL(f"{url}?{query}" if query else url, encoded=True)
+def _path(request: web.Request) -> wire.ModelPath:
+    try:
+        return wire.model_path(request.raw_path)
+    except wire.MalformedPath as error:
+        raise bad_request(str(error)) from None
 
 
 def _call(
-    request: web.Request, model: str, body: bytes | None, route: str, *, stream: bool = False, transform: Any = None
+    request: web.Request,
+    path: wire.ModelPath,
+    token: str,
+    body: bytes | None,
+    route: str,
+    *,
+    stream: bool = False,
+    transform: Any = None,
 ) -> Call:
     return Call(
         method=request.method,
-        url=_url(request),
+        url=wire.native_url(request.app[EDGE].base_url, path, wire.forward_query(request.query.items())),
         headers=wire.forward_headers(request.headers.items()),
         body=body,
-        token_hash=token_hash(_token(request)),
-        model=model,
+        token_hash=token_hash(token),
+        model=path.model,
         stream=stream,
         transform=transform,
         route=route,
@@ -67,24 +81,25 @@ def _only_allowed(body: bytes, allowed: tuple[str, ...]) -> bytes:
 
 async def list_models(request: web.Request) -> web.StreamResponse:
     """``GET /{version}/models``: the upstream's page, filtered by the pool's allow-list."""
-    return await forward(request, _call(request, "", None, "models.list", transform=_only_allowed))
+    path = _path(request)
+    return await forward(request, _call(request, path, _token(request), None, "models.list", transform=_only_allowed))
 
 
 async def get_model(request: web.Request) -> web.StreamResponse:
     """``GET /{version}/models/{model}``."""
-    model = model_id(request.match_info["tail"])
-    if not model or ":" in model:
-        raise EdgeError(404, f"no such model: {model!r}")
-    return await forward(request, _call(request, model, None, "models.get"))
+    path = _path(request)
+    if path.action:
+        raise EdgeError(404, f"no such model: {path.model}:{path.action}")
+    return await forward(request, _call(request, path, _token(request), None, "models.get"))
 
 
 async def model_action(request: web.Request) -> web.StreamResponse:
     """``POST /{version}/models/{model}:{action}``."""
-    name, _, action = request.match_info["tail"].rpartition(":")
-    model = model_id(name)
-    if action not in ACTIONS or not model:
-        raise EdgeError(404, f"method not found: {request.path}")
-    _token(request)  # a missing token is a 401 before anything else is read
-    body = await request.read()
-    json_object(body)
-    return await forward(request, _call(request, model, body, action, stream=action == "streamGenerateContent"))
+    path = _path(request)
+    if path.action not in ACTIONS:
+        raise EdgeError(404, f"method not found: {path.action or '(none)'} on models/{path.model}")
+    token = _token(request)  # a missing or malformed token is a 401 before anything is read
+    body = await read_body(request)
+    check_json_object(request, body)
+    call = _call(request, path, token, body, path.action, stream=path.action == "streamGenerateContent")
+    return await forward(request, call)
