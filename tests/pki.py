@@ -8,6 +8,7 @@ certificate. ``channel`` opens a gRPC channel to keyring as any of them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -34,7 +35,7 @@ class Pki:
     admin: Certificate
     etcd: Certificate
     service: Certificate
-    stranger: Certificate  # signed by another CA: keyring must not accept it
+    stranger: Certificate  # admin's name signed by another CA (trusting ours): keyring and etcd must refuse it
 
     def environment(self) -> dict[str, str]:
         """The variables every service's settings read their certificates from."""
@@ -63,7 +64,7 @@ def session_pki() -> Pki:
         admin=ca.issue(ADMIN),
         etcd=ca.issue(ETCD),
         service=ca.issue(SERVICE),
-        stranger=other.issue(ADMIN),
+        stranger=dataclasses.replace(other.issue(ADMIN), ca_file=ca.ca_file),
     )
 
 
