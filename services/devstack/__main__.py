@@ -116,12 +116,15 @@ async def seed_demo(address: str, identity: Certificate) -> str:
 
 
 def local_admin_token(var: Path) -> tuple[str, str]:
-    """An admin token for this machine only, kept in var/admin-tokens (mode 0600): (file, token)."""
+    """An admin token for this machine only, kept in var/admin-tokens (mode 0600): (file, token).
+
+    It may change everything and export secrets in clear (``operator+export``): this machine's developer.
+    """
     path = var / "admin-tokens"
     if not path.exists():
-        path.write_text(f"operator:{secrets.token_urlsafe(24)}\n")
+        path.write_text(f"operator:operator+export:{secrets.token_urlsafe(24)}\n")
         path.chmod(0o600)
-    token = path.read_text().strip().splitlines()[0].split(":", 1)[1]
+    token = path.read_text().strip().splitlines()[0].rsplit(":", 1)[1]
     return str(path), token
 
 
