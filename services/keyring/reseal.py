@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import orjson
 
+from services.common.tls import warn_plaintext
+
 from .codec import Layout, Record, decode, encode
 from .config import KeyringSettings
 from .domain.models import ClientToken, UpstreamKey
@@ -146,8 +148,13 @@ async def _reseal_batch(
 
 
 async def open_store(settings: KeyringSettings) -> EtcdStore:
-    """The store the replicas use, opened with the same settings."""
-    return await EtcdStore.open(settings.etcd_endpoint, timeout_s=settings.etcd_timeout_s)
+    """The store the replicas use, opened with the same settings (TLS and client certificate, etcd user)."""
+    tls = settings.etcd_tls()
+    if tls is None:
+        warn_plaintext("keyring reseal", "etcd connection")
+    return await EtcdStore.open(
+        settings.etcd_endpoint, timeout_s=settings.etcd_timeout_s, tls=tls, credentials=settings.etcd_credentials()
+    )
 
 
 async def run(settings: KeyringSettings, *, check_only: bool) -> ResealReport:
@@ -168,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = asyncio.run(run(KeyringSettings(), check_only=args.check))
-    sys.stdout.write(orjson.dumps(dataclasses.asdict(report)).decode() + "\n")
+    sys.stdout.write(orjson.dumps({**dataclasses.asdict(report), "done": report.done}).decode() + "\n")
     return 0 if report.done else 1
 
 

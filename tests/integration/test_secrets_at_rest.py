@@ -234,3 +234,35 @@ async def test_a_kek_rotation_while_two_replicas_lease_loses_no_lease(
 
 async def _knows(replica: Replica, presented: str) -> bool:
     return bool(replica.keyring.desk.allocator.find_token(presented))
+
+
+async def test_the_reseal_command_reads_the_replicas_settings(
+    start_replica: StartReplica,
+    etcd_server: object,
+    store_prefix: str,
+    kek: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`python -m services.keyring.reseal [--check]` with the KEYRING_* variables a replica runs with."""
+    from services.keyring.reseal import main
+
+    replica = await start_replica()
+    await make_pool(replica)
+    await add_keys(replica, 2)
+    new_kek = generate_kek()
+    monkeypatch.setenv("KEYRING_ETCD_ENDPOINT", etcd_server.endpoint)  # type: ignore[attr-defined]
+    monkeypatch.setenv("KEYRING_PREFIX", store_prefix)
+    monkeypatch.setenv("KEYRING_KEK", kek)
+    assert await asyncio.to_thread(main, ["--check"]) == 0  # everything is under the current KEK
+    monkeypatch.setenv("KEYRING_KEK", new_kek)
+    assert await asyncio.to_thread(main, ["--check"]) == 1  # the old KEK is not configured: nothing opens
+    assert orjson.loads(capsys.readouterr().out.splitlines()[-1])["unopenable"]
+    monkeypatch.setenv("KEYRING_OPEN_KEKS", kek)
+    assert await asyncio.to_thread(main, ["--check"]) == 1
+    left = orjson.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (left["keys_left"], left["tokens_left"], left["unopenable"]) == (2, 1, [])
+    assert await asyncio.to_thread(main, []) == 0
+    done = orjson.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (done["keys_resealed"], done["tokens_rekeyed"], done["done"]) == (2, 1, True)
+    assert await asyncio.to_thread(main, ["--check"]) == 0
