@@ -7,6 +7,7 @@ certificate whose common name is the service's identity (``keyring``,
 ``127.0.0.1`` as subject alternative names so TLS host checks pass on loopback.
 
     python -m services.devstack.certs var/tls keyring keyring-edge keyring-admin
+    python -m services.devstack.certs deploy/compose/secrets/tls keyring=keyring-1,keyring-2 etcd=etcd ...
 """
 
 from __future__ import annotations
@@ -143,11 +144,14 @@ class LocalCA:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Create a local CA and service certificates.")
     parser.add_argument("directory", help="where ca.crt, ca.key and <name>.crt/.key go (kept between runs)")
-    parser.add_argument("names", nargs="+", help="one certificate per identity, e.g. keyring keyring-edge")
+    parser.add_argument(
+        "names", nargs="+", help="one certificate per identity: name, or name=dns1,dns2 for more DNS names"
+    )
     args = parser.parse_args(argv)
     ca = LocalCA(args.directory)
-    for name in args.names:
-        issued = ca.issue(name)
+    for entry in args.names:
+        name, _, extra = entry.partition("=")
+        issued = ca.issue(name, dns_names=(*LOOPBACK_NAMES, *filter(None, extra.split(","))))
         print(f"{name}: {issued.cert_file} {issued.key_file} (CA {issued.ca_file})")
     return 0
 

@@ -104,7 +104,8 @@ def test_ports_agree_with_settings() -> None:
                 assert int(port) == _listen_port(services[host]), f"{name}: {address}"
         if "KEYRING_ETCD_ENDPOINT" in env:
             assert env["KEYRING_ETCD_ENDPOINT"] == "etcd:2379"
-            assert "--listen-client-urls=http://0.0.0.0:2379" in compose()["services"]["etcd"]["command"]
+            assert "--listen-client-urls=https://0.0.0.0:2379" in compose()["services"]["etcd"]["command"]
+            assert "--client-cert-auth" in compose()["services"]["etcd"]["command"]  # keyring shows its certificate
 
 
 def test_secrets_come_from_git_ignored_files() -> None:

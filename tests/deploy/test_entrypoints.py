@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from services.devstack.etcd_server import EtcdServer, free_port
+from tests.pki import session_pki
 
 from .conftest import app_services, compose, compose_env, module_of
 from .test_dockerfile import healthcheck
@@ -100,6 +101,11 @@ def secret_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files = {"keyring_kek": root / "kek", "admin_tokens": root / "admin_tokens"}
     files["keyring_kek"].write_text(generate_kek())
     files["admin_tokens"].write_text("ops:" + "t" * 32 + "\n")
+    # Service identity: the session's certificates (the session etcd trusts the same CA).
+    pki = session_pki()
+    for name, cert in (("keyring", pki.keyring), ("edge", pki.edge), ("admin_keyring", pki.admin)):
+        files[f"{name}_crt"], files[f"{name}_key"] = Path(cert.cert_file), Path(cert.key_file)
+    files["tls_ca"] = Path(pki.keyring.ca_file)
     secrets = compose()["secrets"]
     assert files.keys() <= secrets.keys()
     return files

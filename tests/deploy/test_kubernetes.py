@@ -36,9 +36,15 @@ K8S_VERSIONS = ("1.28.0", kv.latest_version() + ".0")
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
+    ("cert-manager.io/v1", "Issuer"): "issuer.json",
+    ("cert-manager.io/v1", "Certificate"): "certificate.json",
 }
 # Secrets the manifests reference but never contain: created by the operator (README "Deploying").
 EXTERNAL_SECRETS = {"keyring-kek", "admin-tokens", "edge-tls", "admin-tls"}
+# Secrets cert-manager writes from components/cert-manager's Certificates (service identity).
+ISSUED_SECRETS = {
+    "keyring-grpc-tls", "keyring-edge-tls", "keyring-admin-tls", "keyring-etcd-client-tls", "etcd-server-tls",
+}  # fmt: skip
 # Metric names the alert rules may use (the names the services export).
 KNOWN_METRICS = {
     "keyring_leases_denied_total",
@@ -130,8 +136,8 @@ def test_ports_probes_and_services_match_settings(overlay: str) -> None:
         assert ports[main] == port, f"{name}: containerPort {ports[main]} but the service listens on {port}"
         for probe in ("readinessProbe", "livenessProbe"):
             spec = container[probe]
-            if name == "keyring":
-                assert spec["grpc"]["port"] == port, "keyring's probes use native gRPC health on its port"
+            if name == "keyring":  # the gRPC port wants a client certificate: the kubelet probes HTTP /healthz
+                assert spec["httpGet"] == {"path": "/healthz", "port": "metrics"}, "keyring probes /healthz on metrics"
             else:
                 assert spec["httpGet"]["port"] in (main, port)
                 assert spec["httpGet"]["path"] == {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}[probe]
@@ -194,14 +200,16 @@ def test_secret_files_are_mounted_where_settings_read_them(overlay: str) -> None
     for deployment, container in _own(manifests):
         env = container_env(manifests, container)
         volumes = {v["name"]: v for v in _pod_spec(deployment).get("volumes", [])}
-        for variable in ("KEYRING_KEK_FILE", "ADMIN_ADMIN_TOKENS_FILE"):
+        tls_files = [v for v in env if re.fullmatch(r"[A-Z]+_(KEYRING_|ETCD_)?TLS_(CERT|KEY|CA)_FILE", v)]
+        assert len(tls_files) >= 3, f"{deployment['metadata']['name']}: no TLS certificate for keyring"
+        for variable in ("KEYRING_KEK_FILE", "ADMIN_ADMIN_TOKENS_FILE", *tls_files):
             if variable not in env:
                 continue
             path = Path(env[variable])
             mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == path.parent)
             secret = volumes[mount["name"]]["secret"]
             assert path.name in {item["path"] for item in secret["items"]}
-            assert secret["secretName"] in EXTERNAL_SECRETS
+            assert secret["secretName"] in EXTERNAL_SECRETS | ISSUED_SECRETS
 
 
 def test_secrets_are_referenced_not_shipped(overlay: str) -> None:
@@ -210,7 +218,9 @@ def test_secrets_are_referenced_not_shipped(overlay: str) -> None:
     referenced: set[str] = set()
     text = yaml.safe_dump_all(manifests)
     referenced |= set(re.findall(r"secretName: (\S+)", text))
-    assert referenced <= EXTERNAL_SECRETS
+    issued = {c["spec"]["secretName"] for c in find(manifests, "Certificate")}
+    assert issued >= ISSUED_SECRETS, "components/cert-manager issues every service certificate"
+    assert referenced <= EXTERNAL_SECRETS | issued
     readme = (ROOT / "README.md").read_text()
     deploying = readme[readme.index("## Deploying") :]
     for secret in referenced:
