@@ -1,13 +1,15 @@
-"""`python -m services.simulator [--host H] [--port P]`: run the simulator until SIGTERM/SIGINT."""
+"""`python -m services.simulator [--host H] [--port P]`: run the simulator until SIGTERM/SIGINT.
+
+Self-contained on purpose: the simulator imports nothing of the services it stands in front of.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import signal
 from collections.abc import Sequence
-
-from services.common.serving import serve_until_stopped
 
 from .app import start_simulator
 
@@ -23,7 +25,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 async def serve(host: str, port: int) -> None:
     """Start, announce the bound address on stdout, wait for a stop signal, shut down."""
     runner, base_url, _ = await start_simulator(host, port)
-    await serve_until_stopped(runner, f"simulator listening on {base_url}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"simulator listening on {base_url}", flush=True)  # launchers wait for this line
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import control, native, openai_compat
+from . import caches_api, control, files_api, interactions_api, jobs, native, openai_compat
 from .pipeline import SIMULATOR_STATE, unknown_path
 from .state import SimulatorState
 
@@ -17,6 +17,10 @@ def create_app(state: SimulatorState | None = None) -> web.Application:
     app[SIMULATOR_STATE] = state if state is not None else SimulatorState()
     native.add_routes(app)
     openai_compat.add_routes(app)
+    files_api.add_routes(app)
+    caches_api.add_routes(app)
+    jobs.add_routes(app)
+    interactions_api.add_routes(app)
     control.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", unknown_path)  # last: every other path is recorded, then 404
     return app

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import struct
 from base64 import urlsafe_b64encode
 from collections.abc import Iterable
 from typing import Any, Final
 
-EMBEDDING_DIMS: Final = 8
+from .schema import function_parameters, instance
+
 ANSWER_PREFIX: Final = "Simulated answer to: "
 
 
@@ -22,10 +25,11 @@ def count_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
-def embedding_for(text: str) -> list[float]:
-    """Eight floats in [-1, 1) taken from a hash of the text: same text, same vector."""
-    digest = hashlib.blake2b(text.encode(), digest_size=4 * EMBEDDING_DIMS).digest()
-    return [round(int.from_bytes(digest[i : i + 4], "little") / 2**31 - 1.0, 6) for i in range(0, len(digest), 4)]
+def embedding_for(text: str, dims: int) -> list[float]:
+    """`dims` floats in [-1, 1) drawn from a hash of the text: same text, same vector (prefixes agree,
+    so a smaller `outputDimensionality` is a truncation, as with Matryoshka embeddings)."""
+    digest = hashlib.shake_256(text.encode()).digest(2 * dims)
+    return [round(v / 32768.0, 5) for v in struct.unpack(f"<{dims}h", digest)]
 
 
 def random_id(nbytes: int = 12) -> str:
@@ -48,7 +52,7 @@ def parts_text(parts: Any) -> str:
 
 
 def contents_texts(contents: Iterable[Any]) -> tuple[str, str]:
-    """(all prompt text, text of the last user turn) of Gemini `contents`."""
+    """(all prompt text, text of the last user turn that has text) of Gemini `contents`."""
     texts: list[str] = []
     last_user = ""
     for content in contents:
@@ -56,7 +60,7 @@ def contents_texts(contents: Iterable[Any]) -> tuple[str, str]:
             continue
         text = parts_text(content.get("parts"))
         texts.append(text)
-        if content.get("role", "user") == "user":
+        if content.get("role", "user") == "user" and text:
             last_user = text
     return " ".join(texts), last_user
 
@@ -83,30 +87,91 @@ def messages_texts(messages: Iterable[Any]) -> tuple[str, str]:
             continue
         text = openai_content_text(message.get("content"))
         texts.append(text)
-        if message.get("role") == "user":
+        if message.get("role") == "user" and text:
             last_user = text
     return " ".join(texts), last_user
 
 
-def first_gemini_function(tools: Any) -> str | None:
-    """Name of the first function declared in Gemini `tools`, if any."""
-    if not isinstance(tools, list):
-        return None
-    for tool in tools:
-        if not isinstance(tool, dict):
-            continue
-        decls = tool.get("functionDeclarations") or tool.get("function_declarations")
-        if isinstance(decls, list) and decls and isinstance(decls[0], dict) and decls[0].get("name"):
-            return str(decls[0]["name"])
-    return None
+# -- when to call a function ---------------------------------------------------------------------------
+#
+# The rule (deterministic, so tests and agents can rely on it): a function is called only when
+# the conversation asks for it, that is when the last turn is the user's (not a function
+# response) and its text names a declared function, as `get_weather` or `get weather`
+# (whole words, any case); the first declared function so named is called, with arguments
+# made from its parameter schema. A tool config in mode ANY (OpenAI: tool_choice "required"
+# or a named function) calls the first allowed function; mode NONE never calls. The answer
+# to a function response is always text, so an agent loop ends.
 
 
-def first_openai_function(tools: Any) -> str | None:
-    """Name of the first function in OpenAI `tools`, if any."""
-    if not isinstance(tools, list):
+def _names_function(text: str, name: str) -> bool:
+    pattern = r"\b" + re.escape(name).replace("_", "[_ ]") + r"\b"
+    return re.search(pattern, text, re.IGNORECASE) is not None
+
+
+def _pick(declarations: list[dict[str, Any]], text: str, forced: bool, allowed: list[str] | None) -> Any:
+    candidates = [d for d in declarations if allowed is None or d["name"] in allowed]
+    for declaration in candidates:
+        if _names_function(text, declaration["name"]):
+            return declaration
+    return candidates[0] if forced and candidates else None
+
+
+def gemini_declarations(tools: Any) -> list[dict[str, Any]]:
+    """Function declarations of Gemini `tools` (camelCase or snake_case)."""
+    found: list[dict[str, Any]] = []
+    for tool in tools if isinstance(tools, list) else []:
+        decls = (
+            tool.get("functionDeclarations") or tool.get("function_declarations") if isinstance(tool, dict) else None
+        )
+        found += [d for d in decls or [] if isinstance(d, dict) and isinstance(d.get("name"), str)]
+    return found
+
+
+def gemini_function_call(data: dict[str, Any], last_user: str) -> dict[str, Any] | None:
+    """The `functionCall` part to answer with, or None for a text answer (see the rule above)."""
+    declarations = gemini_declarations(data.get("tools"))
+    contents = data.get("contents")
+    if not declarations or not isinstance(contents, list) or not contents:
         return None
-    for tool in tools:
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(fn, dict) and fn.get("name"):
-            return str(fn["name"])
-    return None
+    last = contents[-1]
+    parts = last.get("parts") if isinstance(last, dict) else None
+    if not isinstance(last, dict) or last.get("role", "user") not in ("user", ""):
+        return None
+    if any(isinstance(p, dict) and ("functionResponse" in p or "function_response" in p) for p in parts or []):
+        return None
+    config = (data.get("toolConfig") or data.get("tool_config") or {}).get("functionCallingConfig") or {}
+    mode = str(config.get("mode", "AUTO")).upper()
+    if mode == "NONE":
+        return None
+    allowed = config.get("allowedFunctionNames")
+    chosen = _pick(declarations, parts_text(parts), mode in ("ANY", "VALIDATED"), allowed)
+    if chosen is None:
+        return None
+    return {"name": chosen["name"], "args": instance(function_parameters(chosen), last_user[:40]) or {}}
+
+
+def openai_function_call(data: dict[str, Any], last_user: str) -> tuple[str, Any] | None:
+    """(name, arguments) of the tool call to answer with, or None for a text answer."""
+    functions = [
+        t["function"]
+        for t in data.get("tools") or []
+        if isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+    ]
+    messages = data.get("messages")
+    if not functions or not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None  # a tool result (or an assistant turn) is answered with text
+    choice = data.get("tool_choice", "auto")
+    if choice == "none":
+        return None
+    allowed = None
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        allowed = [choice["function"].get("name")]
+    chosen = _pick(
+        functions, openai_content_text(last.get("content")), choice == "required" or allowed is not None, allowed
+    )
+    if chosen is None:
+        return None
+    return chosen["name"], instance(chosen.get("parameters") or {}, last_user[:40]) or {}

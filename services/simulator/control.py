@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from .pipeline import SIMULATOR_STATE, json_response
+from .resources import KINDS
 from .state import Behaviour, RecordedRequest
 
 DEFAULT_REQUEST_LIMIT = 100
@@ -85,17 +86,59 @@ def _recorded(r: RecordedRequest) -> dict[str, Any]:
 
 
 async def requests(request: web.Request) -> web.Response:
-    """`GET /_sim/requests?limit=100`: newest requests, oldest first, bodies base64."""
+    """`GET /_sim/requests?limit=100[&key=K][&project=P]`: newest requests (of one key, or of the keys
+    of one project), oldest first, bodies base64."""
     try:
         limit = int(request.query.get("limit", DEFAULT_REQUEST_LIMIT))
     except ValueError:
         return _bad_request("'limit' must be an integer")
-    recorded = request.app[SIMULATOR_STATE].last_requests(limit)
+    state = request.app[SIMULATOR_STATE]
+    key, project = request.query.get("key"), request.query.get("project")
+    recorded = state.requests if key or project else state.last_requests(limit)
+    if key:
+        recorded = [r for r in recorded if r.key == key]
+    if project:
+        recorded = [r for r in recorded if r.key is not None and state.project_of(r.key) == project]
+    recorded = recorded[-limit:] if limit > 0 else []
     return json_response({"requests": [_recorded(r) for r in recorded]})
 
 
+async def projects(request: web.Request) -> web.Response:
+    """`GET /_sim/projects[?key=K]` -> `{"projects": {key: project}}` (set ones, plus K's);
+    `POST /_sim/projects` `{"key", "project"|null}` or `{"projects": {key: project|null}}` sets them."""
+    state = request.app[SIMULATOR_STATE]
+    if request.method == "POST":
+        try:
+            data = await _json_body(request)
+            wanted = data["projects"] if "projects" in data else {data["key"]: data.get("project")}
+            if not isinstance(wanted, dict) or not all(isinstance(k, str) and k for k in wanted):
+                raise ValueError("'projects' must map keys to projects")
+            if not all(p is None or (isinstance(p, str) and p) for p in wanted.values()):
+                raise ValueError("a project must be a non-empty string or null")
+        except (KeyError, ValueError) as exc:
+            return _bad_request(f"expected {{'key', 'project'}} or {{'projects': {{...}}}}: {exc}")
+        for key, project in wanted.items():
+            state.set_project(key, project)
+    shown = state.projects()
+    if "key" in request.query:
+        shown[request.query["key"]] = state.project_of(request.query["key"])
+    return json_response({"projects": shown})
+
+
+async def resources(request: web.Request) -> web.Response:
+    """`GET /_sim/resources[?project=P][&kind=files|uploads|cachedContents|batches|operations|interactions]`."""
+    state = request.app[SIMULATOR_STATE]
+    project, kind = request.query.get("project"), request.query.get("kind")
+    if kind is not None and kind not in KINDS:
+        return _bad_request(f"'kind' must be one of {list(KINDS)}")
+    chosen = [
+        r for r in state.resources if (project is None or r.project == project) and (kind is None or r.kind == kind)
+    ]
+    return json_response({"resources": [r.summary() for r in chosen]})
+
+
 async def config(request: web.Request) -> web.Response:
-    """`GET|POST /_sim/config`: default chunk count and delays (POST sets the given ones)."""
+    """`GET|POST /_sim/config`: chunk count, delays, job duration, missing models (POST sets the given ones)."""
     state = request.app[SIMULATOR_STATE]
     if request.method == "POST":
         try:
@@ -106,6 +149,10 @@ async def config(request: web.Request) -> web.Response:
                 state.default_delay_s = float(data["default_delay_s"])
             if "default_chunk_delay_s" in data:
                 state.default_chunk_delay_s = float(data["default_chunk_delay_s"])
+            if "job_duration_s" in data:
+                state.job_duration_s = float(data["job_duration_s"])
+            if "missing_models" in data:
+                state.missing_models = {str(m) for m in data["missing_models"]}
         except (ValueError, TypeError) as exc:
             return _bad_request(str(exc))
     return json_response(
@@ -113,6 +160,8 @@ async def config(request: web.Request) -> web.Response:
             "default_chunks": state.default_chunks,
             "default_delay_s": state.default_delay_s,
             "default_chunk_delay_s": state.default_chunk_delay_s,
+            "job_duration_s": state.job_duration_s,
+            "missing_models": sorted(state.missing_models),
         }
     )
 
@@ -126,3 +175,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/requests", requests)
     app.router.add_get("/_sim/config", config)
     app.router.add_post("/_sim/config", config)
+    app.router.add_get("/_sim/projects", projects)
+    app.router.add_post("/_sim/projects", projects)
+    app.router.add_get("/_sim/resources", resources)

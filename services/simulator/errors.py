@@ -11,8 +11,7 @@ from typing import Any, Final, Literal
 import orjson
 from aiohttp import web
 
-from services.common.masking import mask
-
+from .resources import mask
 from .state import Behaviour
 
 Dialect = Literal["native", "openai"]
@@ -93,6 +92,21 @@ def model_not_found(model: str, api_version: str, method: str) -> SimError:
 def missing_key() -> SimError:
     """403 for a request that carries no API key at all."""
     return SimError(403, "PERMISSION_DENIED", UNREGISTERED_MESSAGE)
+
+
+def multiple_credentials() -> SimError:
+    """400 for a request carrying two credentials (a key header and a Bearer, a header and `?key=`...)."""
+    return SimError(400, "INVALID_ARGUMENT", "Multiple authentication credentials received. Please pass only one.")
+
+
+def permission_denied(message: str) -> SimError:
+    """403 PERMISSION_DENIED without details (a resource of another project, for files and caches)."""
+    return SimError(403, "PERMISSION_DENIED", message)
+
+
+def failed_precondition(message: str) -> SimError:
+    """400 FAILED_PRECONDITION."""
+    return SimError(400, "FAILED_PRECONDITION", message)
 
 
 def unauthenticated() -> SimError:

@@ -8,19 +8,13 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from .catalog import ACTION_METHOD, MODEL_NAMES, MODELS, supports
-from .content import (
-    answer_for,
-    contents_texts,
-    count_tokens,
-    embedding_for,
-    first_gemini_function,
-    parts_text,
-    random_id,
-    split_text,
-)
+from .answers import answer_chunks, gemini_response, prompt_texts
+from .catalog import ACTION_METHOD, CATALOGUE, dimensions, model_info, supports
+from .content import count_tokens, embedding_for, parts_text, random_id
 from .errors import invalid_argument, model_not_found, not_found
+from .jobs import create_batch, get_operation, predict_long_running
 from .pipeline import Call, admit, chunk_count, endpoint, json_response, parse_json_object, stream_frames
+from .references import check_references
 from .state import normalize_model
 
 DEFAULT_PAGE_SIZE: Final = 50
@@ -58,8 +52,8 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     """`GET /models`: the catalogue, paged with an opaque offset token."""
     await admit(request, "native", None, b"")
     size, offset = _page_size(request), _page_offset(request)
-    page: dict[str, Any] = {"models": [MODELS[name] for name in MODEL_NAMES[offset : offset + size]]}
-    if offset + size < len(MODEL_NAMES):
+    page: dict[str, Any] = {"models": CATALOGUE[offset : offset + size]}
+    if offset + size < len(CATALOGUE):
         page["nextPageToken"] = f"o{offset + size}"
     return json_response(page)
 
@@ -68,10 +62,14 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 async def get_model(request: web.Request) -> web.StreamResponse:
     """`GET /models/{model}`: one model object or 404."""
     model = normalize_model(request.match_info["tail"]) or ""
-    await admit(request, "native", model, b"")
-    if model not in MODELS:
+    model, operations, operation = model.partition("/operations/")
+    call = await admit(request, "native", model, b"")
+    if operations:  # GET /v1beta/models/{model}/operations/{id}: a long-running operation
+        return get_operation(call, f"models/{model}/operations/{operation}")
+    info = model_info(model, call.state.missing_models)
+    if info is None:
         raise model_not_found(model, _api_version(request), "get")
-    return json_response(MODELS[model])
+    return json_response(info)
 
 
 @endpoint("native")
@@ -86,74 +84,25 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     if handler is None:
         raise not_found(f"Method not found: {request.path}")
     model = call.model or ""
-    if not supports(model, ACTION_METHOD[action]):
+    if not supports(model, ACTION_METHOD[action], call.state.missing_models):
         raise model_not_found(model, _api_version(request), ACTION_METHOD[action])
     return await handler(request, call)
 
 
-def _contents(data: dict[str, Any], request_name: str = "GenerateContentRequest") -> list[Any]:
-    contents = data.get("contents")
-    if not isinstance(contents, list) or not contents:
-        raise invalid_argument(f"* {request_name}.contents: contents is not specified\n")
-    return contents
-
-
-def _prompt(data: dict[str, Any]) -> tuple[str, str]:
-    """(whole prompt text incl. system instruction, last user text)."""
-    prompt, last_user = contents_texts(_contents(data))
-    system = data.get("systemInstruction") or data.get("system_instruction")
-    if isinstance(system, dict):
-        prompt = parts_text(system.get("parts")) + " " + prompt
-    return prompt, last_user
-
-
-def _answer_chunks(data: dict[str, Any], pieces: int) -> tuple[list[list[dict[str, Any]]], dict[str, int]]:
-    """The answer as per-chunk part lists, plus its usageMetadata."""
-    prompt, last_user = _prompt(data)
-    function = first_gemini_function(data.get("tools"))
-    if function is not None:
-        chunks: list[list[dict[str, Any]]] = [[{"functionCall": {"name": function, "args": {}}}]]
-        answer_tokens = count_tokens(function)
-    else:
-        text = answer_for(last_user)
-        chunks = [[{"text": piece}] for piece in split_text(text, pieces)]
-        answer_tokens = count_tokens(text)
-    prompt_tokens = count_tokens(prompt)
-    usage = {
-        "promptTokenCount": prompt_tokens,
-        "candidatesTokenCount": answer_tokens,
-        "totalTokenCount": prompt_tokens + answer_tokens,
-    }
-    return chunks, usage
-
-
-def _response(
-    parts: list[dict[str, Any]], model: str, response_id: str, usage: dict[str, int] | None
-) -> dict[str, Any]:
-    """One GenerateContentResponse; `usage` marks (and only goes on) the final one."""
-    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
-    out: dict[str, Any] = {"candidates": [candidate]}
-    if usage is not None:
-        candidate["finishReason"] = "STOP"
-        out["usageMetadata"] = usage
-    out["modelVersion"] = model
-    out["responseId"] = response_id
-    return out
-
-
 async def generate(request: web.Request, call: Call) -> web.StreamResponse:
     """`:generateContent`: the whole answer at once."""
-    chunks, usage = _answer_chunks(parse_json_object(call.body), 1)
+    data = parse_json_object(call.body)
+    chunks, usage = answer_chunks(data, 1, check_references(call, data))
     parts = [part for chunk in chunks for part in chunk]
-    return json_response(_response(parts, call.model or "", random_id(), usage))
+    return json_response(gemini_response(parts, call.model or "", random_id(), usage))
 
 
 def _stream_payloads(call: Call, data: dict[str, Any]) -> Iterator[bytes]:
     """Serialized chunks; validation happens here, eagerly, before any byte is sent."""
-    chunks, usage = _answer_chunks(data, chunk_count(call))
+    chunks, usage = answer_chunks(data, chunk_count(call), check_references(call, data))
     response_id, model, last = random_id(), call.model or "", len(chunks) - 1
     return (
-        orjson.dumps(_response(parts, model, response_id, usage if i == last else None))
+        orjson.dumps(gemini_response(parts, model, response_id, usage if i == last else None))
         for i, parts in enumerate(chunks)
     )
 
@@ -189,20 +138,23 @@ async def count(request: web.Request, call: Call) -> web.StreamResponse:
     inner = data.get("generateContentRequest")
     if "contents" not in data and isinstance(inner, dict):
         data = inner
-    tokens = count_tokens(_prompt(data)[0])
+    tokens = count_tokens(prompt_texts(data)[0])
     return json_response({"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]})
 
 
-def _embedding(request_data: Any, name: str) -> dict[str, list[float]]:
+def _embedding(request_data: Any, name: str, model: str) -> dict[str, list[float]]:
     content = request_data.get("content") if isinstance(request_data, dict) else None
     if not isinstance(content, dict):
         raise invalid_argument(f"* {name}.content: content is not specified\n")
-    return {"values": embedding_for(parts_text(content.get("parts")))}
+    size = dimensions(model, request_data.get("outputDimensionality"))
+    return {"values": embedding_for(parts_text(content.get("parts")), size)}
 
 
 async def embed(request: web.Request, call: Call) -> web.StreamResponse:
-    """`:embedContent`: one deterministic 8-float vector."""
-    return json_response({"embedding": _embedding(parse_json_object(call.body), "EmbedContentRequest")})
+    """`:embedContent`: one deterministic vector of the model's size."""
+    return json_response(
+        {"embedding": _embedding(parse_json_object(call.body), "EmbedContentRequest", call.model or "")}
+    )
 
 
 async def batch_embed(request: web.Request, call: Call) -> web.StreamResponse:
@@ -210,7 +162,7 @@ async def batch_embed(request: web.Request, call: Call) -> web.StreamResponse:
     requests = parse_json_object(call.body).get("requests")
     if not isinstance(requests, list) or not requests:
         raise invalid_argument("* BatchEmbedContentsRequest.requests: requests is not specified\n")
-    return json_response({"embeddings": [_embedding(r, "EmbedContentRequest") for r in requests]})
+    return json_response({"embeddings": [_embedding(r, "EmbedContentRequest", call.model or "") for r in requests]})
 
 
 _ACTIONS: Final[dict[str, Action]] = {
@@ -219,6 +171,8 @@ _ACTIONS: Final[dict[str, Action]] = {
     "countTokens": count,
     "embedContent": embed,
     "batchEmbedContents": batch_embed,
+    "batchGenerateContent": create_batch,
+    "predictLongRunning": predict_long_running,
 }
 
 

@@ -11,13 +11,13 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from .catalog import MODEL_NAMES, MODELS, supports
+from .catalog import CATALOGUE, dimensions, model_info, supports
 from .content import (
     answer_for,
     count_tokens,
     embedding_for,
-    first_openai_function,
     messages_texts,
+    openai_function_call,
     random_id,
     split_text,
 )
@@ -48,7 +48,7 @@ def _require(data: dict[str, Any] | None, call: Call, method: str) -> dict[str, 
         raise invalid_argument(INVALID_JSON_MESSAGE)
     if not call.model:
         raise invalid_argument("Missing required parameter: 'model'.")
-    if not supports(call.model, method):
+    if not supports(call.model, method, call.state.missing_models):
         raise model_not_found(call.model, "v1beta", method)
     return data
 
@@ -65,8 +65,13 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def _tool_call(name: str) -> dict[str, Any]:
-    return {"id": f"call_{random_id(9)}", "type": "function", "function": {"name": name, "arguments": "{}"}}
+def _tool_call(function: tuple[str, Any]) -> dict[str, Any]:
+    name, arguments = function
+    return {
+        "id": f"call_{random_id(9)}",
+        "type": "function",
+        "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
+    }
 
 
 @endpoint("openai")
@@ -81,8 +86,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not isinstance(messages, list) or not messages:
         raise invalid_argument("Missing required parameter: 'messages'.")
     prompt, last_user = messages_texts(messages)
-    function = first_openai_function(data.get("tools"))
-    text = function if function is not None else answer_for(last_user)
+    function = openai_function_call(data, last_user)
+    text = function[0] if function is not None else answer_for(last_user)
     usage = _usage(count_tokens(prompt), count_tokens(text))
     head = {"id": f"chatcmpl-{random_id()}", "created": int(time.time()), "model": call.model}
     if streaming:
@@ -100,7 +105,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def _chunk_frames(
-    head: dict[str, Any], function: str | None, text: str, pieces: int, usage: dict[str, int] | None
+    head: dict[str, Any], function: tuple[str, Any] | None, text: str, pieces: int, usage: dict[str, int] | None
 ) -> Iterator[bytes]:
     """chat.completion.chunk SSE frames: role first, content pieces, finish, [usage], [DONE]."""
     if function is not None:
@@ -127,15 +132,15 @@ def _sse(payload: dict[str, Any]) -> bytes:
 async def list_models(request: web.Request) -> web.StreamResponse:
     """`GET models`: every catalogue model in OpenAI's list shape."""
     await admit(request, "openai", None, b"")
-    return json_response({"object": "list", "data": [_model_object(name) for name in MODEL_NAMES]})
+    return json_response({"object": "list", "data": [_model_object(m["name"][7:]) for m in CATALOGUE]})
 
 
 @endpoint("openai")
 async def get_model(request: web.Request) -> web.StreamResponse:
     """`GET models/{model}`: one model in OpenAI's shape."""
     model = normalize_model(request.match_info["model"]) or ""
-    await admit(request, "openai", model, b"")
-    if model not in MODELS:
+    call = await admit(request, "openai", model, b"")
+    if model_info(model, call.state.missing_models) is None:
         raise model_not_found(model, "v1beta", "get")
     return json_response(_model_object(model))
 
@@ -165,8 +170,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     data = _require(data, call, "embedContent")
     texts = _inputs(data)
     encoding = data.get("encoding_format")
+    size = dimensions(call.model or "", data.get("dimensions"))
     items = [
-        {"object": "embedding", "index": i, "embedding": _encode_vector(embedding_for(text), encoding)}
+        {"object": "embedding", "index": i, "embedding": _encode_vector(embedding_for(text, size), encoding)}
         for i, text in enumerate(texts)
     ]
     tokens = sum(count_tokens(text) for text in texts)

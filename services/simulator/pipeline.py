@@ -25,6 +25,7 @@ from .errors import (
     error_response,
     invalid_argument,
     missing_key,
+    multiple_credentials,
     not_found,
     unauthenticated,
     user_project_denied,
@@ -45,6 +46,7 @@ class Call:
     model: str | None
     body: bytes
     behaviour: Behaviour
+    project: str
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -80,6 +82,22 @@ def bearer_key(request: web.Request) -> str | None:
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
+def credentials(request: web.Request) -> list[str]:
+    """Every credential the request carries, wherever it is: `x-goog-api-key`, `?key=`,
+    `Authorization` (an API key as Bearer works on both surfaces), `?access_token=`."""
+    found = [request.headers.get("x-goog-api-key"), request.query.get("key")]
+    if "Authorization" in request.headers:
+        found.append(bearer_key(request) or request.headers["Authorization"])
+    found.append(request.query.get("access_token"))
+    return [c for c in found if c]
+
+
+def request_key(request: web.Request) -> str | None:
+    """The one API key of a request (for recording): the first credential found."""
+    found = credentials(request)
+    return found[0] if found else None
+
+
 async def admit(
     request: web.Request, dialect: Dialect, model: str | None, body: bytes, *, streaming: bool = False
 ) -> Call:
@@ -90,7 +108,8 @@ async def admit(
     call, which has no middle to cut); returns the admitted call otherwise.
     """
     state = request.app[SIMULATOR_STATE]
-    key = native_key(request) if dialect == "native" else bearer_key(request)
+    found = credentials(request)
+    key = found[0] if found else None
     model = normalize_model(model)
     state.record(
         RecordedRequest(
@@ -105,6 +124,8 @@ async def admit(
     )
     if key is None:
         raise missing_key()
+    if len(found) > 1:
+        raise multiple_credentials()
     refused = credential_refusal(request)
     if refused is not None:
         raise refused
@@ -117,15 +138,16 @@ async def admit(
         raise error
     if behaviour.kind == "drop" or (behaviour.kind == "drop_mid_stream" and not streaming):
         raise DropConnection
-    return Call(state, key, model, body, behaviour)
+    return Call(state, key, model, body, behaviour, state.project_of(key))
 
 
 def credential_refusal(request: web.Request) -> SimError | None:
     """What Google says to credentials and billing headers a caller adds next to its key, before any script.
 
-    An ``access_token`` parameter (or a native ``Authorization`` header next to ``x-goog-api-key``) is
-    tried as an OAuth token and refused with a 401 that names no key; an ``X-Goog-User-Project`` the
-    caller may not bill is refused with a 403 USER_PROJECT_DENIED. Neither says anything of the key.
+    An ``access_token`` parameter (the only credential: with another one the answer is the 400 for
+    several credentials) is tried as an OAuth token and refused with a 401 that names no key; an
+    ``X-Goog-User-Project`` the caller may not bill is refused with a 403 USER_PROJECT_DENIED. Neither
+    says anything of the key.
     """
     if "access_token" in request.query:
         return unauthenticated()
@@ -135,19 +157,24 @@ def credential_refusal(request: web.Request) -> SimError | None:
     return None
 
 
-async def unknown_path(request: web.Request) -> web.StreamResponse:
-    """Any path the API does not serve: recorded (so tests see what reached the upstream), then 404."""
+def record(request: web.Request, body: bytes, model: str | None) -> None:
+    """Record a request that is answered without `admit` (unknown paths, key-less upload bytes)."""
     request.app[SIMULATOR_STATE].record(
         RecordedRequest(
-            key=native_key(request) or bearer_key(request),
+            key=request_key(request),
             method=request.method,
             path=request.path,
             query=dict(request.query),
             headers={name.lower(): value for name, value in request.headers.items()},
-            body=await request.read(),
-            model=None,
+            body=body,
+            model=model,
         )
     )
+
+
+async def unknown_path(request: web.Request) -> web.StreamResponse:
+    """Any path the API does not serve: recorded (so tests see what reached the upstream), then 404."""
+    record(request, await request.read(), None)
     return error_response(not_found(f"The requested URL {request.path} was not found on this server."), "native")
 
 

@@ -1,4 +1,5 @@
-"""Mutable state of the Gemini simulator: per-key scripts, counts, recorded requests.
+"""Mutable state of the Gemini simulator: per-key scripts, counts, recorded requests,
+the project of each key and the project-scoped resources.
 
 Plain Python on purpose (no aiohttp) so tests and benchmarks can drive it
 directly, in process, without going through HTTP.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, get_args
+
+from .resources import ResourceStore, default_project
 
 BehaviourKind = Literal[
     "ok",
@@ -130,6 +133,30 @@ class SimulatorState:
         self._scripts: dict[str, _KeyScript] = {}
         self._counts: dict[str, int] = {}
         self._requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED_REQUESTS)
+        self._projects: dict[str, str] = {}
+        #: Files, caches, batches, operations, interactions and upload sessions, per project.
+        self.resources = ResourceStore()
+        #: Seconds a batch, a long-running operation or a background interaction takes to finish.
+        self.job_duration_s = 0.0
+        #: Well-formed model names that nevertheless answer 404 (besides any name containing `no-such`).
+        self.missing_models: set[str] = set()
+
+    # -- projects --------------------------------------------------------
+
+    def project_of(self, key: str) -> str:
+        """The project `key` belongs to: as set with `set_project`, else one project per key (`sim-<hash>`)."""
+        return self._projects.get(key) or default_project(key)
+
+    def set_project(self, key: str, project: str | None) -> None:
+        """Put `key` in `project` (None: back to its default project)."""
+        if project is None:
+            self._projects.pop(key, None)
+        else:
+            self._projects[key] = project
+
+    def projects(self) -> dict[str, str]:
+        """Keys with an explicitly set project."""
+        return dict(self._projects)
 
     # -- scripting -------------------------------------------------------
 
@@ -199,7 +226,10 @@ class SimulatorState:
         return [self._requests[i] for i in range(max(0, n - limit), n)]
 
     def reset(self) -> None:
-        """Forget scripts, counts and recorded requests (defaults are kept)."""
+        """Forget scripts, counts, recorded requests, project assignments and resources (defaults are kept)."""
         self._scripts.clear()
         self._counts.clear()
         self._requests.clear()
+        self._projects.clear()
+        self.resources.clear()
+        self.missing_models.clear()

@@ -138,34 +138,76 @@ async def test_v1_and_query_key_and_prefixed_model(sim: Sim) -> None:
     assert sim.state.requests[-1].model == MODEL
 
 
-async def test_function_call_when_tools_given(sim: Sim) -> None:
-    body = {
-        **GEN_BODY,
-        "tools": [{"functionDeclarations": [{"name": "get_weather"}, {"name": "other"}]}],
+WEATHER_TOOLS = [
+    {
+        "functionDeclarations": [
+            {
+                "name": "get_weather",
+                "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}, "required": ["city"]},
+            },
+            {"name": "other"},
+        ]
     }
-    status, out = await sim.post(f"/v1beta/models/{MODEL}:generateContent", body)
-    assert status == 200
+]
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "parts": [{"text": text}]}
+
+
+async def test_function_call_only_when_the_user_names_a_tool(sim: Sim) -> None:
+    url = f"/v1beta/models/{MODEL}:generateContent"
+    status, out = await sim.post(url, {**GEN_BODY, "tools": WEATHER_TOOLS})
+    assert status == 200 and out["candidates"][0]["content"]["parts"] == [{"text": EXPECTED_ANSWER}]
+    asked = [user("Please call get_weather for Paris")]
+    status, out = await sim.post(url, {"contents": asked, "tools": WEATHER_TOOLS})
     candidate = out["candidates"][0]
-    assert candidate["content"]["parts"] == [{"functionCall": {"name": "get_weather", "args": {}}}]
+    [part] = candidate["content"]["parts"]
+    assert part["functionCall"]["name"] == "get_weather" and set(part["functionCall"]["args"]) == {"city"}
     assert candidate["finishReason"] == "STOP"
+    _, out = await sim.post(url, {"contents": [user("use get weather")], "tools": WEATHER_TOOLS})
+    assert out["candidates"][0]["content"]["parts"][0]["functionCall"]["name"] == "get_weather"
+    # the answer to a function response is text, never another call (an agent loop ends)
+    answered = [
+        *asked,
+        {"role": "model", "parts": [part]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"t": 20}}}]},
+    ]
+    _, out = await sim.post(url, {"contents": answered, "tools": WEATHER_TOOLS})
+    assert out["candidates"][0]["content"]["parts"] == [{"text": "Simulated answer to: Please call get_weather for Paris"}]
+    # mode ANY forces a call, mode NONE forbids one
+    forced = {"contents": [user("hi")], "tools": WEATHER_TOOLS, "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}
+    _, out = await sim.post(url, forced)
+    assert out["candidates"][0]["content"]["parts"][0]["functionCall"]["name"] == "get_weather"
+    forced["toolConfig"] = {"functionCallingConfig": {"mode": "NONE"}}
+    forced["contents"] = asked
+    _, out = await sim.post(url, forced)
+    assert "text" in out["candidates"][0]["content"]["parts"][0]
+
+
+async def test_structured_output_follows_the_schema(sim: Sim) -> None:
+    schema = {
+        "type": "OBJECT",
+        "properties": {"reasoning": {"type": "STRING"}, "score": {"type": "INTEGER"}, "who": {"enum": ["user", "model"]}},
+        "required": ["reasoning", "score"],
+    }
+    body = {**GEN_BODY, "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": schema}}
+    _, out = await sim.post(f"/v1beta/models/{MODEL}:generateContent", body)
+    answer = orjson.loads(out["candidates"][0]["content"]["parts"][0]["text"])
+    assert isinstance(answer["reasoning"], str) and answer["score"] == 1 and answer["who"] == "user"
 
 
 async def test_list_models_paging_and_get(sim: Sim) -> None:
     status, first = await sim.get("/v1beta/models?pageSize=4")
     assert status == 200 and len(first["models"]) == 4 and first["nextPageToken"]
     _, second = await sim.get(f"/v1beta/models?pageSize=4&pageToken={first['nextPageToken']}")
-    assert "nextPageToken" not in second
+    assert second["nextPageToken"]
     names = [m["name"] for m in first["models"] + second["models"]]
-    assert names == [
-        "models/gemini-2.5-flash",
-        "models/gemini-2.5-pro",
-        "models/gemini-2.5-flash-lite",
-        "models/gemini-2.0-flash",
-        "models/text-embedding-004",
-        "models/gemini-embedding-001",
-    ]
+    assert names[:2] == ["models/gemini-3.1-pro-preview", "models/gemini-3.5-flash"]
     _, all_models = await sim.get("/v1beta/models")
-    assert len(all_models["models"]) == 6 and "nextPageToken" not in all_models
+    listed = {m["name"] for m in all_models["models"]}
+    assert {"models/gemini-3.5-flash-lite", "models/gemini-2.5-flash", "models/gemini-embedding-001"} <= listed
+    assert set(names) < listed and "nextPageToken" not in all_models
     status, model = await sim.get(f"/v1beta/models/{MODEL}")
     assert status == 200
     assert model["name"] == f"models/{MODEL}"
@@ -180,7 +222,7 @@ async def test_count_tokens_and_embeddings_are_deterministic(sim: Sim) -> None:
     _, one = await sim.post("/v1beta/models/text-embedding-004:embedContent", embed_body)
     _, again = await sim.post("/v1beta/models/text-embedding-004:embedContent", embed_body)
     values = one["embedding"]["values"]
-    assert len(values) == 8 and all(isinstance(v, float) for v in values)
+    assert len(values) == 768 and all(isinstance(v, float) for v in values)
     assert again == one
     batch = {
         "requests": [{"model": "models/text-embedding-004", **embed_body}, {"content": {"parts": [{"text": "x"}]}}]
@@ -506,8 +548,10 @@ async def test_openai_client_stream(oai: openai.AsyncOpenAI) -> None:
 
 async def test_openai_client_tool_calls(oai: openai.AsyncOpenAI) -> None:
     tools: Any = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    plain = await oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], tools=tools)
+    assert plain.choices[0].finish_reason == "stop" and plain.choices[0].message.tool_calls is None
     completion = await oai.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "x"}], tools=tools
+        model=MODEL, messages=[{"role": "user", "content": "lookup x"}], tools=tools
     )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
@@ -515,16 +559,28 @@ async def test_openai_client_tool_calls(oai: openai.AsyncOpenAI) -> None:
     call = choice.message.tool_calls[0]
     assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "lookup" and call.function.arguments == "{}" and call.id.startswith("call_")
+    answered = await oai.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "lookup x"},
+            {"role": "assistant", "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "42"},
+        ],
+        tools=tools,
+    )
+    assert answered.choices[0].finish_reason == "stop" and answered.choices[0].message.content
 
 
 async def test_openai_client_embeddings_and_models(oai: openai.AsyncOpenAI) -> None:
     result = await oai.embeddings.create(model="text-embedding-004", input=["a", "b"])
-    assert [d.index for d in result.data] == [0, 1] and len(result.data[0].embedding) == 8
+    assert [d.index for d in result.data] == [0, 1] and len(result.data[0].embedding) == 768
     again = await oai.embeddings.create(model="text-embedding-004", input="a", encoding_format="base64")
     raw = base64.b64decode(str(again.data[0].embedding))
-    assert list(struct.unpack("<8f", raw)) == pytest.approx(result.data[0].embedding, abs=1e-6)
+    assert list(struct.unpack("<768f", raw)) == pytest.approx(result.data[0].embedding, abs=1e-6)
+    small = await oai.embeddings.create(model="gemini-embedding-001", input="a", dimensions=256)
+    assert len(small.data[0].embedding) == 256
     ids = [m.id async for m in oai.models.list()]
-    assert "models/gemini-2.5-flash" in ids and len(ids) == 6
+    assert "models/gemini-2.5-flash" in ids and "models/gemini-3.1-pro-preview" in ids
     model = await oai.models.retrieve("models/gemini-2.5-pro")
     assert model.id == "models/gemini-2.5-pro" and model.owned_by == "google"
 
@@ -555,7 +611,13 @@ async def test_genai_count_tokens_and_embed(gclient: genai.Client) -> None:
     assert counted.total_tokens is not None and counted.total_tokens >= 1
     embedded = await gclient.aio.models.embed_content(model="text-embedding-004", contents=["hello", "world"])
     assert embedded.embeddings is not None and len(embedded.embeddings) == 2
-    assert all(e.values is not None and len(e.values) == 8 for e in embedded.embeddings)
+    assert all(e.values is not None and len(e.values) == 768 for e in embedded.embeddings)
+    big = await gclient.aio.models.embed_content(model="gemini-embedding-001", contents="hello")
+    assert big.embeddings is not None and len(big.embeddings[0].values or []) == 3072
+    cut = await gclient.aio.models.embed_content(
+        model="gemini-embedding-001", contents="hello", config=types.EmbedContentConfig(output_dimensionality=768)
+    )
+    assert cut.embeddings is not None and cut.embeddings[0].values == (big.embeddings[0].values or [])[:768]
 
 
 async def test_genai_sees_google_errors(sim: Sim, gclient: genai.Client) -> None:
