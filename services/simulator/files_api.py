@@ -94,7 +94,9 @@ async def upload(request: web.Request) -> web.StreamResponse:
         raise invalid_argument("Upload protocol must be resumable: set X-Goog-Upload-Protocol: resumable.")
     if request.headers.get("X-Goog-Upload-Command", "").lower() != "start":
         raise invalid_argument("The first request of a resumable upload must have X-Goog-Upload-Command: start.")
-    meta = (parse_json_object(body).get("file") if body else None) or {}
+    given = (parse_json_object(body).get("file") if body else None) or {}
+    # proto JSON: camelCase or snake_case field names alike (google-genai sends snake_case here)
+    meta = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v for k, v in given.items()}
     try:
         size = int(request.headers.get("X-Goog-Upload-Header-Content-Length") or meta.get("sizeBytes") or 0)
     except ValueError:

@@ -94,8 +94,8 @@ async def create_batch(request: web.Request, call: Call) -> web.StreamResponse:
     meta["batchStats"] = {"requestCount": str(len(entries)), "pendingRequestCount": str(len(entries))}
     job = call.state.resources.add("batches", call.project, call.key, {"metadata": meta})
     job.data["name"] = meta["name"] = f"batches/{job.id}"
-    job.events = [output]  # the result, kept aside until the batch is done
-    return json_response(_batch_view(call, job))
+    job.events = [output]  # the result, kept aside until the batch is done (seen on the next read at the earliest)
+    return json_response({"name": job.data["name"], "metadata": dict(meta)})
 
 
 def _batch_view(call: Call, job: Resource) -> dict[str, Any]:

@@ -50,9 +50,7 @@ class Sim:
     def url(self, path: str) -> str:
         return self.base + path
 
-    async def post(
-        self, path: str, body: Any = GEN_BODY, key: str | None = "k1", **kw: Any
-    ) -> tuple[int, Any]:
+    async def post(self, path: str, body: Any = GEN_BODY, key: str | None = "k1", **kw: Any) -> tuple[int, Any]:
         """POST JSON (or raw bytes) with the native key header; returns (status, parsed body)."""
         headers = {"x-goog-api-key": key} if key else {}
         data = body if isinstance(body, bytes) else orjson.dumps(body)
@@ -174,9 +172,15 @@ async def test_function_call_only_when_the_user_names_a_tool(sim: Sim) -> None:
         {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"t": 20}}}]},
     ]
     _, out = await sim.post(url, {"contents": answered, "tools": WEATHER_TOOLS})
-    assert out["candidates"][0]["content"]["parts"] == [{"text": "Simulated answer to: Please call get_weather for Paris"}]
+    assert out["candidates"][0]["content"]["parts"] == [
+        {"text": "Simulated answer to: Please call get_weather for Paris"}
+    ]
     # mode ANY forces a call, mode NONE forbids one
-    forced = {"contents": [user("hi")], "tools": WEATHER_TOOLS, "toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}
+    forced = {
+        "contents": [user("hi")],
+        "tools": WEATHER_TOOLS,
+        "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
+    }
     _, out = await sim.post(url, forced)
     assert out["candidates"][0]["content"]["parts"][0]["functionCall"]["name"] == "get_weather"
     forced["toolConfig"] = {"functionCallingConfig": {"mode": "NONE"}}
@@ -188,7 +192,11 @@ async def test_function_call_only_when_the_user_names_a_tool(sim: Sim) -> None:
 async def test_structured_output_follows_the_schema(sim: Sim) -> None:
     schema = {
         "type": "OBJECT",
-        "properties": {"reasoning": {"type": "STRING"}, "score": {"type": "INTEGER"}, "who": {"enum": ["user", "model"]}},
+        "properties": {
+            "reasoning": {"type": "STRING"},
+            "score": {"type": "INTEGER"},
+            "who": {"enum": ["user", "model"]},
+        },
         "required": ["reasoning", "score"],
     }
     body = {**GEN_BODY, "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": schema}}
