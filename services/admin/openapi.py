@@ -93,7 +93,10 @@ def _answer_schemas() -> dict[str, Any]:
         "LastError": _object({"http_status": _INT, "status": _string(), "reason": _string(),
                               "message": _string(), "at": _TIME}),
         "Key": _object({
-            "key_id": _string(), "mask": _string(description="AIza...x4Q2: never the secret"),
+            "key_id": _string(), "mask": _string(description="AQ.A...9fZk or AIza...x4Q2: never the secret"),
+            "kind": _string(enum=["auth", "standard", "other"],
+                            description="auth: an AQ. key (what AI Studio issues); standard: an AIza key (retired "
+                                        "from September 2026); other: accepted under a custom KEYRING_KEY_PATTERN"),
             "pool": _string(), "project": _string(), "tier": _INT, "weight": _INT,
             "tags": {"type": "array", "items": _string()}, "note": _string(),
             "state": _string(enum=[*states, "unknown"]), "state_until": _TIME,

@@ -175,7 +175,14 @@ class PoolUpdate(_Body):
 class KeyItem(_Body):
     """One key; a malformed secret is reported per item (status ``malformed``), not refused."""
 
-    secret: Annotated[str, Field(max_length=1000)]
+    secret: Annotated[
+        str,
+        Field(
+            max_length=1000,
+            description="an auth key (AQ. and 20-200 of A-Z a-z 0-9 - _) or a standard key (AIza and 35 of them); "
+            "anything else is reported malformed for this item",
+        ),
+    ]
     project: Project = ""
     tier: Tier = 0
     weight: Weight = 0
@@ -426,6 +433,7 @@ def key_json(key: pb.KeyInfo, now: int) -> dict[str, Any]:
     return {
         "key_id": key.key_id,
         "mask": key.mask,
+        "kind": key.kind or "standard",
         "pool": key.pool,
         "project": key.project,
         "tier": key.tier,

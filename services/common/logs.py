@@ -1,7 +1,12 @@
 """One log format for every service: JSON lines on stderr, with the trace and span ids.
 
 Nothing here may log a secret: upstream keys and client tokens never reach
-a log call in the first place (only key ids, masks and token ids do).
+a log call in the first place (only key ids, masks and token ids do). As a
+second line of defence every line is redacted before it is written
+(``masking.redact``): a string shaped like a key of either kind (auth ``AQ.``
+or standard ``AIza``) or like a client token leaves as its mask, wherever it
+came from (a message, a structured field, a traceback quoting a library's
+error).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import sys
 
 import orjson
 
+from .masking import redact
 from .telemetry import ids_of_current_span
 
 
@@ -36,7 +42,7 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"], entry["span_id"] = trace_id, span_id
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
+        return redact(orjson.dumps(entry).decode())
 
 
 def configure_logging(service: str) -> None:

@@ -1,10 +1,14 @@
-"""python -m services.devstack [--demo]: the whole stack on one machine, for a newcomer.
+"""python -m services.devstack [--demo] [--keys FILE]: the whole stack on one machine, for a newcomer.
 
 Starts a local etcd, one keyring replica, the edge and (when present) the
 admin service; with ``--demo`` also the Gemini simulator as the upstream and
-a seeded pool of simulated keys, so a first curl works offline. Prints the
-URLs and a client token, then runs until Ctrl-C, when it stops exactly the
-processes it started. State lives in ``var/`` (etcd data, the local
+a seeded pool of simulated keys, so a first curl works offline. With
+``--keys FILE`` (``services/devstack/key_file.py``: one key per line,
+optionally with its project) a pool (``--pool``, default ``main``) gets those
+keys: the file is checked before anything starts, and a bad line stops
+everything with a message per line, having created nothing. Prints the URLs
+and a client token per pool, then runs until Ctrl-C, when it stops exactly
+the processes it started. State lives in ``var/`` (etcd data, the local
 key-encryption key, logs), so a restart keeps pools, keys and cooldowns.
 
 Everything talks mutual TLS as in production: a local CA and one certificate
@@ -33,6 +37,7 @@ from services.devstack.certs import Certificate, LocalCA
 from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
 from services.devstack.health import open_channel, wait_until_serving
+from services.devstack.key_file import KeyFileError, KeyLine, read_key_file
 from services.keyring.sealing import generate_kek
 
 DEMO_POOL = "demo"
@@ -115,6 +120,53 @@ async def seed_demo(address: str, identity: Certificate) -> str:
         return created.token
 
 
+class KeysRefused(Exception):
+    """keyring refused keys the file check let through (a KEYRING_KEY_PATTERN stricter than ours)."""
+
+
+async def seed_keys(address: str, identity: Certificate, pool: str, keys: list[KeyLine]) -> tuple[str, str]:
+    """Put ``keys`` in ``pool`` (created if missing) and make a client token: (token, summary).
+
+    All or nothing: if keyring refuses any key, the keys added by this call
+    (and the pool, if this call created it) are removed again and
+    ``KeysRefused`` says which lines.
+    """
+    async with open_channel(address, identity.files) as channel:
+        admin = pb_grpc.AdminServiceStub(channel)
+        pools = await admin.ListPools(pb.ListPoolsRequest())
+        created_pool = pool not in {existing.name for existing in pools.pools}
+        if created_pool:
+            description = "keys from scripts/start.sh --keys"
+            await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name=pool, description=description)))
+        inputs = [pb.KeyInput(secret=key.secret, project=key.project) for key in keys]
+        reply: pb.AddKeysResponse = await admin.AddKeys(pb.AddKeysRequest(pool=pool, keys=inputs))
+        refused = [
+            f"line {keys[result.index].line}: {result.message}"
+            for result in reply.results
+            if result.status == pb.AddKeyResult.MALFORMED
+        ]
+        if refused:
+            for result in reply.results:
+                if result.status == pb.AddKeyResult.ADDED:
+                    await admin.DeleteKey(pb.DeleteKeyRequest(key_id=result.key_id))
+            if created_pool:
+                await admin.DeletePool(pb.DeletePoolRequest(name=pool, force=True))
+            raise KeysRefused("\n".join(refused))
+        elsewhere = [
+            f"line {keys[result.index].line}: {result.mask} {result.message}"
+            for result in reply.results
+            if result.status == pb.AddKeyResult.DUPLICATE and not result.message.endswith(repr(pool))
+        ]
+        created: pb.CreateTokenResponse = await admin.CreateToken(
+            pb.CreateTokenRequest(pool=pool, name=f"start-{int(time.time())}")
+        )
+    kept = len(keys) - reply.added - len(elsewhere)
+    summary = f"{reply.added} keys added to pool {pool!r}" + (f", {kept} already there" if kept else "")
+    for line in elsewhere:
+        summary += f"\n  not added, {line}"
+    return created.token, summary
+
+
 def local_admin_token(var: Path) -> tuple[str, str]:
     """An admin token for this machine only, kept in var/admin-tokens (mode 0600): (file, token).
 
@@ -146,8 +198,29 @@ def main() -> None:
     parser.add_argument("--edge-port", type=int, default=8080)
     parser.add_argument("--admin-port", type=int, default=8081)
     parser.add_argument("--simulator-port", type=int, default=8090)
-    parser.add_argument("--upstream", default="https://generativelanguage.googleapis.com")
+    parser.add_argument(
+        "--upstream",
+        default="https://generativelanguage.googleapis.com",
+        help="the Gemini API base URL the edge and keyring call (--demo: the simulator)",
+    )
+    parser.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="add these upstream keys to --pool and print a client token: one key per line (auth AQ.... or "
+        "standard AIza...), optionally followed by its project after whitespace or a comma; # comments",
+    )
+    parser.add_argument("--pool", default="main", help="the pool --keys fills (created if missing; default main)")
     options = parser.parse_args()
+    keys: list[KeyLine] = []
+    if options.keys:
+        try:
+            keys = read_key_file(options.keys)
+        except KeyFileError as error:
+            print(f"nothing started: {options.keys} has {len(error.problems)} bad line(s)", file=sys.stderr)
+            for problem in error.problems:
+                print(f"  {problem}", file=sys.stderr)
+            raise SystemExit(2) from None
+    options.key_lines = keys
 
     # Ctrl-C and SIGTERM both stop the stack (a shell may have started us with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -225,6 +298,15 @@ def run(
     admin_url = f"http://127.0.0.1:{options.admin_port}"
     wait_http(f"{admin_url}/healthz", stack)
     token = asyncio.run(seed_demo(keyring_address, certs["keyring-admin"])) if options.demo else ""
+    keys_token, keys_summary = "", ""
+    if options.key_lines:
+        try:
+            keys_token, keys_summary = asyncio.run(
+                seed_keys(keyring_address, certs["keyring-admin"], options.pool, options.key_lines)
+            )
+        except KeysRefused as error:
+            print(f"keyring refused keys of {options.keys}; nothing was added:\n{error}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
     print(f"etcd      {etcd.client_url}  (client certificates required; data in {var / 'etcd'})")
     print(f"keyring   {keyring_address}  (gRPC, mutual TLS; CA and certificates in {var / 'tls'})")
@@ -236,6 +318,12 @@ def run(
         print(f"try: curl -s {edge_url}/v1/chat/completions -H 'Authorization: Bearer {token}' "
               "-H 'Content-Type: application/json' "
               "-d '{\"model\": \"gemini-2.5-flash\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
+    if options.key_lines:
+        print(f"keys      {keys_summary} (from {options.keys}; upstream {upstream})")
+        print(f"client token (pool {options.pool!r}, shown once): {keys_token}")
+        print(f"try: curl -s {edge_url}/v1beta/models/gemini-2.5-flash:generateContent "
+              f"-H 'x-goog-api-key: {keys_token}' -H 'Content-Type: application/json' "
+              "-d '{\"contents\": [{\"parts\": [{\"text\": \"Hello\"}]}]}'")
     print(f"logs in {var / 'logs'}; Ctrl-C stops everything", flush=True)
     while True:
         stack.check_alive()

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
+from .domain.identity import kind_from_mask
 from .domain.models import (
     ClientToken,
     Cooldown,
@@ -123,6 +124,7 @@ def decode_key(data: dict[str, Any], revision: int) -> UpstreamKey:
         weight=data.get("weight", 1),
         tags=tuple(data.get("tags", ())),
         note=data.get("note", ""),
+        kind=data.get("kind") or kind_from_mask(data["mask"]),  # records from before kinds: from the mask
         state=KeyState(data.get("state", KeyState.ACTIVE)),
         state_until=data.get("state_until", 0.0),
         consecutive_failures=data.get("consecutive_failures", 0),

@@ -47,6 +47,8 @@ class KeyringSettings(BaseSettings):
     open_keks_file: str = ""
     replica_id: str = Field(default_factory=_default_replica_id)
     membership_ttl_s: int = 10
+    # What an upstream key string must match (a Python regular expression, whole string): by default either
+    # kind, auth keys (AQ. + 20-200 of [0-9A-Za-z_-]) or standard keys (AIza + 35 of them).
     key_pattern: str = GEMINI_KEY_PATTERN
     max_keys_per_import: int = 5000
     max_message_bytes: int = 16 * 1024 * 1024

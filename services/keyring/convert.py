@@ -151,6 +151,7 @@ def key_to_pb(key: UpstreamKey, cooldowns: list[Cooldown], last_used: float = 0.
     info = pb.KeyInfo(
         key_id=key.key_id,
         mask=key.mask,
+        kind=key.kind,
         pool=key.pool,
         project=key.project,
         tier=key.tier,

@@ -27,7 +27,7 @@ import orjson
 from .administration.inputs import KeyInput, check_token_settings, valid_key_fields, valid_policy, valid_pool
 from .codec import encode
 from .domain.errors import InvalidArgument
-from .domain.identity import is_key_string, key_id_for, mask, token_id_for
+from .domain.identity import is_key_string, key_id_for, key_kind, malformed_key_message, mask, token_id_for
 from .domain.models import ClientToken, KeyState, Pool, Strategy, UpstreamKey
 from .domain.view import KeyringView
 from .sealing import SealingError, SecretBox
@@ -243,7 +243,7 @@ def _key(box: SecretBox, item: dict[str, Any], key_pattern: str, now: float) -> 
             ) from None
     if not is_key_string(secret, key_pattern):
         shown = mask(secret) if secret else "(empty)"
-        raise InvalidArgument(f"{shown} is not a Gemini API key (expected AIza followed by 35 characters)")
+        raise InvalidArgument(malformed_key_message(shown))
     fields = valid_key_fields(
         KeyInput(
             secret=secret,
@@ -261,6 +261,7 @@ def _key(box: SecretBox, item: dict[str, Any], key_pattern: str, now: float) -> 
         pool=_field(item, "pool", str),
         sealed_secret=box.seal(secret, key_id),
         mask=mask(secret),
+        kind=key_kind(secret),
         state=KeyState.DISABLED if disabled else KeyState.ACTIVE,
         created_at=_created_at(item, now),
         **fields,

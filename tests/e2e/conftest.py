@@ -71,7 +71,7 @@ MakeStack = Callable[..., Awaitable[Stack]]
 
 @pytest.fixture
 async def make_stack(start_replica: StartReplica) -> AsyncIterator[MakeStack]:  # noqa: F811
-    """Build a stack: ``await make_stack(keys=3, allowed_models=..., **edge_settings)``."""
+    """Build a stack: ``await make_stack(keys=3, allowed_models=..., key_maker=fake_auth_key, **edge_settings)``."""
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
@@ -80,6 +80,7 @@ async def make_stack(start_replica: StartReplica) -> AsyncIterator[MakeStack]:  
         allowed_models: Sequence[str] = ALLOWED_MODELS,
         pool_policy: pb.Policy | None = None,
         sim_state: SimulatorState | None = None,
+        key_maker: Callable[[str], str] = fake_gemini_key,
         **edge_settings: Any,
     ) -> Stack:
         replica = await start_replica()
@@ -88,7 +89,7 @@ async def make_stack(start_replica: StartReplica) -> AsyncIterator[MakeStack]:  
         await replica.admin.CreatePool(
             pb.CreatePoolRequest(pool=pb.Pool(name="main", allowed_models=list(allowed_models), policy=pool_policy))
         )
-        secrets = [fake_gemini_key(f"e2e-{i}") for i in range(keys)]
+        secrets = [key_maker(f"e2e-{i}") for i in range(keys)]
         added = await replica.admin.AddKeys(
             pb.AddKeysRequest(pool="main", keys=[pb.KeyInput(secret=secret) for secret in secrets])
         )

@@ -190,6 +190,7 @@ function keyRow(key, checked) {
   return h("tr", { "data-testid": "key-row", "data-key-id": key.key_id },
     h("td", {}, h("input", { type: "checkbox", class: "key-select", value: key.key_id, checked, "aria-label": `select ${key.mask}`, "data-testid": "key-select" })),
     h("td", { class: "mono" }, h("div", { "data-testid": "key-mask" }, key.mask), h("small", {}, key.key_id)),
+    h("td", {}, h("span", { class: `kind kind-${key.kind}`, "data-testid": "key-kind", title: key.kind === "standard" ? "AIza key: Google rejects standard keys from September 2026" : "" }, key.kind)),
     h("td", {}, key.pool), h("td", {}, key.project), h("td", {}, key.tier),
     h("td", {}, h("span", { class: `state state-${key.state}`, "data-testid": "key-state" }, key.state)),
     h("td", {}, key.cooldowns.map((cooldown) => h("span", {

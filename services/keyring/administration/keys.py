@@ -1,7 +1,8 @@
 """Operator actions on upstream keys: bulk import, listing, settings and state.
 
 Secrets are sealed here, the moment they arrive, and no answer ever carries
-one back.
+one back. A key's kind (auth ``AQ.`` or standard ``AIza``) is told from its
+secret here too and stored with it, so operators see it without the secret.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from ..domain.allocator import require_pool
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
-from ..domain.identity import is_key_string, key_id_for, mask
+from ..domain.identity import is_key_string, key_id_for, key_kind, malformed_key_message, mask
 from ..domain.models import Cooldown, CooldownScope, KeyState, Pool, UpstreamKey
 from ..domain.view import KeyringView
 from ..sealing import SecretBox
@@ -94,9 +95,7 @@ class Keys:
         secret = item.secret.strip()
         if not is_key_string(secret, self._key_pattern):
             shown = mask(secret) if secret else "(empty)"
-            return AddResult(
-                index, AddStatus.MALFORMED, "", shown, "not a Gemini API key (expected AIza followed by 35 characters)"
-            )
+            return AddResult(index, AddStatus.MALFORMED, "", shown, malformed_key_message(shown))
         try:
             fields = valid_key_fields(item)
         except InvalidArgument as error:
@@ -107,6 +106,7 @@ class Keys:
             pool=pool.name,
             sealed_secret=self._box.seal(secret, key_id),
             mask=mask(secret),
+            kind=key_kind(secret),
             **fields,
         )
 

@@ -18,25 +18,59 @@ import re
 import secrets
 from collections.abc import Iterator, Sequence
 
+from services.common import masking
 from services.common.masking import mask
 
 __all__ = [
+    "AUTH_KEY_PATTERN",
     "GEMINI_KEY_PATTERN",
+    "KEY_KINDS",
+    "STANDARD_KEY_PATTERN",
     "TokenHasher",
     "is_key_string",
     "key_id_for",
+    "key_kind",
     "mask",
     "new_client_token",
     "token_id_for",
 ]
 
-# Google API keys: "AIza" and 35 more characters of [0-9A-Za-z_-].
-GEMINI_KEY_PATTERN = r"AIza[0-9A-Za-z_\-]{35}"
+# The two kinds of Gemini API key (README "Keys: auth and standard"); the patterns live in
+# services.common.masking, which redacts both wherever text leaves a service.
+STANDARD_KEY_PATTERN = masking.STANDARD_KEY_PATTERN  # "AIza" + 35 of [0-9A-Za-z_-]: retired from September 2026
+AUTH_KEY_PATTERN = masking.AUTH_KEY_PATTERN  # "AQ." + 20-200 of [0-9A-Za-z_-]: what AI Studio issues now
+# What keyring accepts by default (KEYRING_KEY_PATTERN overrides it): either kind.
+GEMINI_KEY_PATTERN = f"{STANDARD_KEY_PATTERN}|{AUTH_KEY_PATTERN}"
+KEY_KINDS = ("auth", "standard", "other")
 TOKEN_PREFIX = "kr-"
 
 
 def is_key_string(candidate: str, pattern: str = GEMINI_KEY_PATTERN) -> bool:
     return re.fullmatch(pattern, candidate) is not None
+
+
+def key_kind(secret: str) -> str:
+    """``auth`` (AQ.), ``standard`` (AIza) or ``other`` (accepted only under a custom KEYRING_KEY_PATTERN)."""
+    if re.fullmatch(AUTH_KEY_PATTERN, secret):
+        return "auth"
+    if re.fullmatch(STANDARD_KEY_PATTERN, secret):
+        return "standard"
+    return "other"
+
+
+def kind_from_mask(shown: str) -> str:
+    """The kind of a key stored before kinds were recorded, from its mask (the secret's first characters)."""
+    if shown.startswith("AQ."):
+        return "auth"
+    return "standard" if shown.startswith("AIza") else "other"
+
+
+def malformed_key_message(shown: str) -> str:
+    """What an operator is told about a string that is no key (shown masked, never in full)."""
+    return (
+        f"{shown} is not a Gemini API key (expected an auth key, AQ. followed by 20-200 letters, digits, "
+        "'-' or '_', or a standard key, AIza followed by 35 of them)"
+    )
 
 
 def key_id_for(secret: str) -> str:

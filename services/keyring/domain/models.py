@@ -102,6 +102,8 @@ class UpstreamKey:
     weight: int = 1
     tags: tuple[str, ...] = ()
     note: str = ""
+    # "auth" (AQ.), "standard" (AIza) or "other": told from the secret when it is added (it is sealed after).
+    kind: str = "standard"
     state: KeyState = KeyState.ACTIVE
     state_until: float = 0.0  # SUSPENDED: when it may be tried again
     consecutive_failures: int = 0

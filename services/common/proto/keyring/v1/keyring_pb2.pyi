@@ -269,7 +269,7 @@ class LastError(_message.Message):
     def __init__(self, http_status: _Optional[int] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
 
 class KeyInfo(_message.Message):
-    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms", "last_used_ms")
+    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms", "last_used_ms", "kind")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +285,7 @@ class KeyInfo(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_MS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     mask: str
     pool: str
@@ -300,7 +301,8 @@ class KeyInfo(_message.Message):
     created_at_ms: int
     state_until_ms: int
     last_used_ms: int
-    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ..., last_used_ms: _Optional[int] = ...) -> None: ...
+    kind: str
+    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ..., last_used_ms: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class KeyFilter(_message.Message):
     __slots__ = ("pool", "state", "cooling_model", "project", "tier", "tag", "text", "page_size", "page_token")
