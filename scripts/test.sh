@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev
 scripts/system-deps.sh
+scripts/gemini-cli.sh
 .venv/bin/python scripts/gen_protos.py --check
 .venv/bin/python -m ruff check services tests bench scripts
 .venv/bin/python -m mypy

@@ -52,16 +52,20 @@ def parts_text(parts: Any) -> str:
 
 
 def contents_texts(contents: Iterable[Any]) -> tuple[str, str]:
-    """(all prompt text, text of the last user turn that has text) of Gemini `contents`."""
+    """(all prompt text, the last text part of the last user turn that has text) of Gemini `contents`.
+
+    The last part, because clients put context first (gemini-cli sends its session context, then
+    the prompt, in one turn): the answer echoes what the user asked."""
     texts: list[str] = []
     last_user = ""
     for content in contents:
         if not isinstance(content, dict):
             continue
-        text = parts_text(content.get("parts"))
+        parts = content.get("parts")
+        text = parts_text(parts)
         texts.append(text)
-        if content.get("role", "user") == "user" and text:
-            last_user = text
+        if content.get("role", "user") == "user" and text and isinstance(parts, list):
+            last_user = [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)][-1]
     return " ".join(texts), last_user
 
 
