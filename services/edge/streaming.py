@@ -6,10 +6,26 @@ more; the connection is cut instead (``cut``), because a clean end would pass
 a truncated answer for a whole one. Upstream read failures are not caught
 here: they reach the attempt's one transport mapping (``upstream``), which
 cuts. Only the client's side is handled here: a client gone while we write.
+
+Keep-alives (``EDGE_STREAM_KEEPALIVE_S``, README "Long silences in a
+stream"): a thinking model may stay silent for minutes, longer than the idle
+timeout of a proxy or load balancer between the client and the edge. When an
+SSE answer (``text/event-stream``, uncompressed) has been silent that long,
+the edge writes an SSE comment line, ``: keep-alive``, which every SSE client
+ignores, and goes on waiting. The timer runs only while the edge waits for an
+upstream chunk that is not there yet (a chunk already buffered is read with no
+timer), and a comment is written only between two events, never inside one.
+The first keep-alive commits the stream like a first chunk would: an upstream
+silent that long before its first chunk is answered 200 at once (with the
+upstream's headers), so a failure after that cuts the connection instead of
+trying another key. The upstream's silence is still bounded by
+``EDGE_READ_TIMEOUT_S`` (counted by the upstream connection, which
+keep-alives written to the client do not reset).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Final
 
@@ -20,6 +36,10 @@ from .observability import STARTED
 
 # Bytes of a stream's end kept to read the token usage of its last event.
 TAIL_BYTES: Final = 4096
+# An SSE comment: every SSE client ignores it (WHATWG HTML, "event stream interpretation").
+KEEPALIVE: Final = b": keep-alive\n\n"
+# The end of an SSE event: only there may a comment go.
+_EVENT_ENDS: Final = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 
 def response_for(status: int, headers: list[tuple[str, str]]) -> web.StreamResponse:
@@ -30,26 +50,73 @@ def response_for(status: int, headers: list[tuple[str, str]]) -> web.StreamRespo
     return response
 
 
-async def relay(
-    request: web.Request, response: web.StreamResponse, answer: aiohttp.ClientResponse, chunk: bytes, first_byte: Any
-) -> bytes | None:
-    """Send ``chunk`` (the first) and every following one; the stream's last bytes, or None if the client left.
+def keepalive_interval(answer: aiohttp.ClientResponse, setting_s: float) -> float:
+    """Seconds of upstream silence before a keep-alive; 0 when off or when this answer may not get one.
 
-    ``first_byte`` is the histogram (child) of the time to the first byte.
+    Only SSE answers get them (a JSON-array stream has no comments), and only
+    uncompressed ones (bytes cannot be added to someone else's gzip stream).
+    """
+    if setting_s <= 0 or answer.headers.get("Content-Encoding", "identity") != "identity":
+        return 0.0
+    if not answer.headers.get("Content-Type", "").lower().startswith("text/event-stream"):
+        return 0.0
+    return setting_s
+
+
+async def next_chunk(answer: aiohttp.ClientResponse, interval_s: float) -> bytes | None:
+    """The next chunk (b"" at the end), or None after ``interval_s`` of silence (0: wait without limit).
+
+    Upstream failures propagate (the upstream read timeout among them). A
+    chunk already buffered is taken without a timer; a wait that times out
+    loses nothing (the stream reader keeps what arrives for the next call).
+    """
+    content = answer.content
+    if not interval_s:
+        return await content.readany()
+    chunk = content.read_nowait()
+    if chunk or content.at_eof():
+        return chunk
+    timer = asyncio.timeout(interval_s)
+    try:
+        async with timer:
+            return await content.readany()
+    except TimeoutError:
+        if timer.expired():
+            return None
+        raise  # the upstream's own read timeout
+
+
+async def relay(
+    request: web.Request,
+    response: web.StreamResponse,
+    answer: aiohttp.ClientResponse,
+    chunk: bytes | None,
+    first_byte: Any,
+    keepalive_s: float = 0.0,
+) -> bytes | None:
+    """Send ``chunk`` (the first; None: a keep-alive, the upstream has been silent) and every following one.
+
+    Returns the stream's last bytes, or None if the client left.
+    ``first_byte`` is the histogram (child) of the time to the first byte;
+    ``keepalive_s`` comes from ``keepalive_interval``.
     """
     tail = b""
     try:
-        await response.prepare(request)  # the first bytes: the first chunk follows at once
+        await response.prepare(request)  # the first bytes: the first chunk (or keep-alive) follows at once
         first_byte.observe(time.perf_counter() - request[STARTED])
     except ConnectionError:  # the client went away
         return None
-    while chunk:
+    while chunk is None or chunk:
         try:
-            await response.write(chunk)
+            if chunk is None:
+                if not tail or tail.endswith(_EVENT_ENDS):
+                    await response.write(KEEPALIVE)
+            else:
+                await response.write(chunk)
+                tail = chunk if len(chunk) >= TAIL_BYTES else (tail + chunk)[-TAIL_BYTES:]
         except ConnectionError:
             return None
-        tail = chunk if len(chunk) >= TAIL_BYTES else (tail + chunk)[-TAIL_BYTES:]
-        chunk = await answer.content.readany()  # a failure here is the upstream's: it propagates
+        chunk = await next_chunk(answer, keepalive_s)  # a failure here is the upstream's: it propagates
     try:
         await response.write_eof()
     except ConnectionError:

@@ -70,6 +70,8 @@ class Upstream:
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
         )
+        # Seconds of silence in an SSE stream before the edge writes a keep-alive comment (0: never).
+        self.stream_keepalive_s = settings.stream_keepalive_s
         self._proxies = settings.egress_proxy_list
         self._proxy = settings.http_proxy or None
 
@@ -138,11 +140,14 @@ class Attempt:
                 return self._error(answer, await answer.read())
             if not call.stream:
                 return self._whole(answer, await answer.read())
-            chunk = await answer.content.readany()  # nothing is committed before the first chunk
+            keepalive = streaming.keepalive_interval(answer, self.upstream.stream_keepalive_s)
+            # Nothing is committed before the first chunk, or before the first keep-alive (None) is due.
+            chunk = await streaming.next_chunk(answer, keepalive)
             response = streaming.response_for(answer.status, wire.response_headers(answer.headers.items()))
             self.committed = response
             first_byte = self.metrics.child(self.metrics.first_byte, request[DIALECT])
-            self._streamed(answer, await streaming.relay(request, response, answer, chunk, first_byte))
+            tail = await streaming.relay(request, response, answer, chunk, first_byte, keepalive)
+            self._streamed(answer, tail)
             return response
         except _TRANSPORT_ERRORS as error:  # the one place transport failures are mapped
             failure = self._transport_failure(error)

@@ -1,0 +1,254 @@
+"""Long silences in a stream survive a proxy with an idle timeout: the edge writes SSE keep-alive comments.
+
+Between the client and the edge sits a small TCP proxy that closes a
+connection idle (no byte either way) for more than ``IDLE_S``, as ingresses
+and load balancers do. The upstream (the simulator) pauses longer than that
+between two chunks. With keep-alives (``EDGE_STREAM_KEEPALIVE_S``) the answer
+arrives whole in both dialects, ``: keep-alive`` comments in it (which the
+official clients ignore); without them the proxy cuts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from openai import AsyncOpenAI
+
+from services.edge.app import start_edge
+from services.edge.config import EdgeSettings
+
+from .conftest import MakeStack, Stack
+
+IDLE_S = 1.0
+PAUSE_S = 2.2  # upstream silence between chunks: longer than the proxy allows
+KEEPALIVE_S = 0.3
+NATIVE = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+NATIVE_BODY = {"contents": [{"role": "user", "parts": [{"text": "Think long, then answer"}]}]}
+OPENAI_BODY = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "Think long"}], "stream": True}
+
+
+class IdleTimeoutProxy:
+    """Forwards TCP to ``target_port``; closes both sides of a connection idle for more than ``idle_s``."""
+
+    def __init__(self, target_port: int, idle_s: float) -> None:
+        self.target_port, self.idle_s = target_port, idle_s
+        self.cut = 0  # connections closed for idleness
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        last = loop.time()
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            nonlocal last
+            while data := await source.read(65536):
+                last = loop.time()
+                sink.write(data)
+                await sink.drain()
+
+        async def watchdog() -> None:
+            while loop.time() - last <= self.idle_s:
+                await asyncio.sleep(0.05)
+            self.cut += 1
+
+        tasks = [
+            asyncio.ensure_future(pipe(client_reader, upstream_writer)),
+            asyncio.ensure_future(pipe(upstream_reader, client_writer)),
+            asyncio.ensure_future(watchdog()),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for writer in (client_writer, upstream_writer):
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def behind_proxy(edge_url: str) -> AsyncIterator[tuple[str, IdleTimeoutProxy]]:
+    proxy = IdleTimeoutProxy(int(edge_url.rsplit(":", 1)[1]), IDLE_S)
+    url = await proxy.start()
+    try:
+        yield url, proxy
+    finally:
+        await proxy.close()
+
+
+async def slow_stack(make_stack: MakeStack, keepalive_s: float) -> Stack:
+    stack = await make_stack(stream_keepalive_s=keepalive_s)
+    stack.sim.default_chunks = 3
+    stack.sim.default_chunk_delay_s = PAUSE_S
+    return stack
+
+
+async def read_through(url: str, dialect: str, stack: Stack) -> tuple[int, bytes, bool]:
+    """(status, bytes received, whether the answer ended cleanly) of one streamed call through the proxy."""
+    async with aiohttp.ClientSession() as http:
+        if dialect == "gemini":
+            call = http.post(url + NATIVE, params={"alt": "sse"}, json=NATIVE_BODY, headers=stack.gemini_headers())
+        else:
+            call = http.post(url + "/v1/chat/completions", json=OPENAI_BODY, headers=stack.bearer_headers())
+        async with call as answer:
+            received = b""
+            try:
+                async for data in answer.content.iter_any():
+                    received += data
+            except aiohttp.ClientPayloadError:
+                return answer.status, received, False
+            return answer.status, received, True
+
+
+def events(received: bytes) -> list[bytes]:
+    normalised = received.replace(b"\r\n", b"\n")
+    return [event for event in normalised.split(b"\n\n") if event.startswith(b"data: ")]
+
+
+@pytest.mark.parametrize("dialect", ["gemini", "openai"])
+async def test_a_silent_stream_reaches_the_client_whole_through_an_idle_timeout_proxy(
+    make_stack: MakeStack, dialect: str
+) -> None:
+    stack = await slow_stack(make_stack, KEEPALIVE_S)
+    async with behind_proxy(stack.edge_url) as (url, proxy):
+        status, received, clean = await read_through(url, dialect, stack)
+    assert status == 200 and clean, received
+    assert received.count(b": keep-alive\n\n") >= 2 * int(PAUSE_S / KEEPALIVE_S) - 2
+    data = events(received)
+    if dialect == "gemini":
+        assert len(data) == 3
+    else:
+        assert data[-1] == b"data: [DONE]" and len(data) >= 4
+    assert proxy.cut == 0
+    await stack.no_lease_held()
+
+
+async def test_the_official_client_ignores_keep_alives(make_stack: MakeStack) -> None:
+    stack = await slow_stack(make_stack, KEEPALIVE_S)
+    stack.sim.default_chunk_delay_s = 0.8  # a few keep-alives between chunks, not a long test
+    async with behind_proxy(stack.edge_url) as (url, _proxy):
+        client = AsyncOpenAI(base_url=url + "/v1", api_key=stack.token, max_retries=0)
+        stream = await client.chat.completions.create(
+            model="gemini-2.5-flash", messages=[{"role": "user", "content": "Think long"}], stream=True
+        )
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+        await client.close()
+    assert text
+
+
+@pytest.mark.parametrize("dialect", ["gemini", "openai"])
+async def test_without_keep_alives_the_proxy_cuts_the_silent_stream(make_stack: MakeStack, dialect: str) -> None:
+    stack = await slow_stack(make_stack, 0)
+    async with behind_proxy(stack.edge_url) as (url, proxy):
+        status, received, clean = await read_through(url, dialect, stack)
+    assert status == 200
+    assert not clean or len(events(received)) < (3 if dialect == "gemini" else 4)
+    assert b"keep-alive" not in received
+    assert proxy.cut == 1
+    await stack.no_lease_held(within_s=PAUSE_S * 3)
+
+
+async def test_a_whole_json_answer_and_a_json_array_stream_get_no_keep_alive(make_stack: MakeStack) -> None:
+    stack = await make_stack(stream_keepalive_s=0.1)
+    stack.sim.default_chunks = 2
+    stack.sim.default_chunk_delay_s = 0.5
+    assert stack.http is not None
+    async with stack.http.post(stack.edge_url + NATIVE, json=NATIVE_BODY, headers=stack.gemini_headers()) as answer:
+        body = await answer.read()
+    assert answer.status == 200 and b"keep-alive" not in body
+
+
+async def test_the_upstream_read_timeout_still_ends_a_silent_stream(make_stack: MakeStack) -> None:
+    """Keep-alives go to the client; the upstream's silence is still bounded by EDGE_READ_TIMEOUT_S."""
+    stack = await make_stack(stream_keepalive_s=0.2, read_timeout_s=1.0)
+    stack.sim.default_chunks = 2
+    stack.sim.default_chunk_delay_s = 3.0
+    status, received, clean = await read_through(stack.edge_url, "gemini", stack)
+    assert status == 200 and not clean  # cut, not ended as if whole
+    assert b": keep-alive" in received and len(events(received)) == 1
+    await stack.no_lease_held()
+
+
+# -- silence before the first chunk: an upstream of our own (headers at once, then a pause) --
+
+
+async def pausing_upstream(pause_s: float, split_event: bool = False) -> tuple[web.AppRunner, str]:
+    """An upstream that sends its headers at once, then is silent for ``pause_s`` before (or inside) an event."""
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        event = b'data: {"candidates": [{"content": {"parts": [{"text": "done"}], "role": "model"}}]}\r\n\r\n'
+        if split_event:
+            await response.write(event[:20])
+            await asyncio.sleep(pause_s)
+            await response.write(event[20:])
+        else:
+            await asyncio.sleep(pause_s)
+            await response.write(event)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1beta/models/{action}", generate)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def edge_before(stack: Stack, upstream_url: str) -> tuple[web.AppRunner, str]:
+    settings = EdgeSettings(
+        keyring_addresses=f"127.0.0.1:{stack.replica.server.port}",
+        upstream_base_url=upstream_url,
+        stream_keepalive_s=KEEPALIVE_S,
+        shutdown_timeout_s=2.0,
+    )
+    return await start_edge(settings, host="127.0.0.1", port=0)
+
+
+async def test_the_first_keep_alive_commits_a_stream_silent_before_its_first_chunk(make_stack: MakeStack) -> None:
+    stack = await make_stack()
+    upstream, upstream_url = await pausing_upstream(PAUSE_S)
+    edge, edge_url = await edge_before(stack, upstream_url)
+    try:
+        async with behind_proxy(edge_url) as (url, proxy):
+            status, received, clean = await read_through(url, "gemini", stack)
+        assert status == 200 and clean and proxy.cut == 0
+        assert received.startswith(b": keep-alive\n\n") and len(events(received)) == 1
+    finally:
+        await edge.cleanup()
+        await upstream.cleanup()
+    await stack.no_lease_held()
+
+
+async def test_no_keep_alive_goes_inside_an_event(make_stack: MakeStack) -> None:
+    stack = await make_stack()
+    upstream, upstream_url = await pausing_upstream(1.0, split_event=True)
+    edge, edge_url = await edge_before(stack, upstream_url)
+    try:
+        status, received, clean = await read_through(edge_url, "gemini", stack)
+        assert status == 200 and clean
+        assert b"keep-alive" not in received and len(events(received)) == 1
+    finally:
+        await edge.cleanup()
+        await upstream.cleanup()
+    await stack.no_lease_held()
