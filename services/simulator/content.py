@@ -100,22 +100,57 @@ def messages_texts(messages: Iterable[Any]) -> tuple[str, str]:
 #
 # The rule (deterministic, so tests and agents can rely on it): a function is called only when
 # the conversation asks for it, that is when the last turn is the user's (not a function
-# response) and its text names a declared function, as `get_weather` or `get weather`
-# (whole words, any case); the first declared function so named is called, with arguments
-# made from its parameter schema. A tool config in mode ANY (OpenAI: tool_choice "required"
+# response) and its last text part (what the user typed: clients put context first) names a
+# declared function: its name (`get_weather` or `get weather`),
+# or every word of its name but a leading verb (`weather` for get_weather, `file` for
+# read_file), as whole words in any case. The first declared function so named is called,
+# with arguments made from its parameter schema. A tool config in mode ANY (OpenAI: tool_choice "required"
 # or a named function) calls the first allowed function; mode NONE never calls. The answer
 # to a function response is always text, so an agent loop ends.
 
 
-def _names_function(text: str, name: str) -> bool:
-    pattern = r"\b" + re.escape(name).replace("_", "[_ ]") + r"\b"
-    return re.search(pattern, text, re.IGNORECASE) is not None
+_VERBS: Final = frozenset(
+    [
+        "get",
+        "set",
+        "list",
+        "read",
+        "write",
+        "search",
+        "find",
+        "fetch",
+        "lookup",
+        "look",
+        "do",
+        "run",
+        "call",
+        "make",
+        "create",
+        "update",
+        "delete",
+        "invoke",
+        "enter",
+    ]
+)
+
+
+def names_function(text: str, name: str) -> bool:
+    """True when `text` asks for the function `name` (see the rule above)."""
+    if re.search(r"\b" + re.escape(name).replace("_", "[_ ]") + r"\b", text, re.IGNORECASE):
+        return True
+    words = [w.lower() for w in re.findall(r"[A-Za-z][a-z0-9]*|[A-Z0-9]+", name)]
+    if len(words) > 1 and words[0] in _VERBS:
+        words = words[1:]
+    if not words or words[0] in _VERBS:
+        return False
+    found = {w.lower() for w in re.findall(r"[A-Za-z0-9]+", text)}
+    return all(w in found for w in words)
 
 
 def _pick(declarations: list[dict[str, Any]], text: str, forced: bool, allowed: list[str] | None) -> Any:
     candidates = [d for d in declarations if allowed is None or d["name"] in allowed]
     for declaration in candidates:
-        if _names_function(text, declaration["name"]):
+        if names_function(text, declaration["name"]):
             return declaration
     return candidates[0] if forced and candidates else None
 
@@ -148,7 +183,8 @@ def gemini_function_call(data: dict[str, Any], last_user: str) -> dict[str, Any]
     if mode == "NONE":
         return None
     allowed = config.get("allowedFunctionNames")
-    chosen = _pick(declarations, parts_text(parts), mode in ("ANY", "VALIDATED"), allowed)
+    texts = [p["text"] for p in parts or [] if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    chosen = _pick(declarations, texts[-1] if texts else "", mode in ("ANY", "VALIDATED"), allowed)
     if chosen is None:
         return None
     return {"name": chosen["name"], "args": instance(function_parameters(chosen), last_user[:40]) or {}}

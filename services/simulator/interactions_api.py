@@ -22,7 +22,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from .content import answer_for, count_tokens, random_id, split_text
+from .content import answer_for, count_tokens, names_function, random_id, split_text
 from .errors import failed_precondition, invalid_argument, not_found
 from .pipeline import Call, admit, chunk_count, endpoint, json_response, parse_json_object, stream_frames
 from .resources import Resource, new_id, rfc3339
@@ -50,7 +50,7 @@ def _function_call(data: dict[str, Any], text: str) -> dict[str, Any] | None:
         return None
     for tool in data.get("tools") or []:
         name = tool.get("name") if isinstance(tool, dict) and tool.get("type") == "function" else None
-        if isinstance(name, str) and re.search(r"\b" + re.escape(name).replace("_", "[_ ]") + r"\b", text, re.I):
+        if isinstance(name, str) and names_function(text, name):
             args = instance(tool.get("parameters") or {}, text[:40]) or {}
             return {"type": "function_call", "id": f"call_{random_id(9)}", "name": name, "arguments": args}
     return None

@@ -163,8 +163,9 @@ async def test_function_call_only_when_the_user_names_a_tool(sim: Sim) -> None:
     [part] = candidate["content"]["parts"]
     assert part["functionCall"]["name"] == "get_weather" and set(part["functionCall"]["args"]) == {"city"}
     assert candidate["finishReason"] == "STOP"
-    _, out = await sim.post(url, {"contents": [user("use get weather")], "tools": WEATHER_TOOLS})
-    assert out["candidates"][0]["content"]["parts"][0]["functionCall"]["name"] == "get_weather"
+    for asking in ("use get weather", "What is the weather in Paris?"):  # the name, or its words but the verb
+        _, out = await sim.post(url, {"contents": [user(asking)], "tools": WEATHER_TOOLS})
+        assert out["candidates"][0]["content"]["parts"][0]["functionCall"]["name"] == "get_weather"
     # the answer to a function response is text, never another call (an agent loop ends)
     answered = [
         *asked,
