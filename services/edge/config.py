@@ -32,8 +32,8 @@ class EdgeSettings(BaseSettings):
     # The longest silence between two bytes of an answer (thinking models are slow), not the whole answer.
     read_timeout_s: float = Field(default=600.0, gt=0)
     # --- Long silences in a stream (README "Long silences in a stream") ---
-    # After this many seconds without an upstream chunk, an SSE answer gets a ": keep-alive" comment line
-    # (clients ignore it; idle timeouts of proxies between client and edge are reset). 0 turns it off. The
+    # After this many seconds without an upstream chunk, an SSE answer gets an empty line between two events
+    # (SSE clients ignore it; idle timeouts of proxies between client and edge are reset). 0 turns it off. The
     # first keep-alive commits the stream as a first chunk would (no other key is tried after it).
     stream_keepalive_s: float = Field(default=15.0, ge=0)
     # --- Bounded resources (README "Configuration", edge: the memory arithmetic) ---

@@ -1,4 +1,4 @@
-"""Relaying a streamed answer (SSE) to the client, chunk by chunk as it comes.
+r"""Relaying a streamed answer (SSE) to the client, chunk by chunk as it comes.
 
 A stream is committed when its first upstream chunk arrives: from then on
 the client has a status line, so an upstream failure cannot be answered any
@@ -11,10 +11,18 @@ Keep-alives (``EDGE_STREAM_KEEPALIVE_S``, README "Long silences in a
 stream"): a thinking model may stay silent for minutes, longer than the idle
 timeout of a proxy or load balancer between the client and the edge. When an
 SSE answer (``text/event-stream``, uncompressed) has been silent that long,
-the edge writes an SSE comment line, ``: keep-alive``, which every SSE client
-ignores, and goes on waiting. The timer runs only while the edge waits for an
-upstream chunk that is not there yet (a chunk already buffered is read with no
-timer), and a comment is written only between two events, never inside one.
+the edge writes an empty line and goes on waiting. An empty line between two
+events is the SSE no-op (it dispatches nothing: WHATWG HTML, "event stream
+interpretation"), and the one every client checked ignores. An SSE comment
+(``: keep-alive``) would break both Google SDKs: google-genai (Python, 3.6)
+takes any line that is neither empty nor ``data:`` for a piece of a raw JSON
+error body and fails to parse it, and ``@google/genai`` (gemini-cli 0.61)
+matches events with ``^\s*data: `` at the start of its buffer, so after a
+comment it matches none (it skips leading whitespace, hence empty lines).
+The timer runs only while the edge waits for an upstream chunk that is not
+there yet (a chunk already buffered is read with no timer),
+and a keep-alive is written only between two events, never inside one (there
+an empty line would end the event early).
 The first keep-alive commits the stream like a first chunk would: an upstream
 silent that long before its first chunk is answered 200 at once (with the
 upstream's headers), so a failure after that cuts the connection instead of
@@ -36,9 +44,9 @@ from .observability import STARTED
 
 # Bytes of a stream's end kept to read the token usage of its last event.
 TAIL_BYTES: Final = 4096
-# An SSE comment: every SSE client ignores it (WHATWG HTML, "event stream interpretation").
-KEEPALIVE: Final = b": keep-alive\n\n"
-# The end of an SSE event: only there may a comment go.
+# An empty line between two events: dispatches nothing, so every SSE client ignores it (module docstring).
+KEEPALIVE: Final = b"\n"
+# The end of an SSE event: only there may a keep-alive go.
 _EVENT_ENDS: Final = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 
@@ -53,7 +61,7 @@ def response_for(status: int, headers: list[tuple[str, str]]) -> web.StreamRespo
 def keepalive_interval(answer: aiohttp.ClientResponse, setting_s: float) -> float:
     """Seconds of upstream silence before a keep-alive; 0 when off or when this answer may not get one.
 
-    Only SSE answers get them (a JSON-array stream has no comments), and only
+    Only SSE answers get them (a JSON-array stream has no room for them), and only
     uncompressed ones (bytes cannot be added to someone else's gzip stream).
     """
     if setting_s <= 0 or answer.headers.get("Content-Encoding", "identity") != "identity":

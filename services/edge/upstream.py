@@ -70,7 +70,7 @@ class Upstream:
         self.timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
         )
-        # Seconds of silence in an SSE stream before the edge writes a keep-alive comment (0: never).
+        # Seconds of silence in an SSE stream before the edge writes a keep-alive (0: never).
         self.stream_keepalive_s = settings.stream_keepalive_s
         self._proxies = settings.egress_proxy_list
         self._proxy = settings.http_proxy or None
