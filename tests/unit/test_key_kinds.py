@@ -110,3 +110,59 @@ def test_a_key_record_keeps_its_kind_and_records_from_before_kinds_get_it_from_t
     assert decode_key(old, 0).kind == "auth"
     old["mask"] = mask(STANDARD)
     assert decode_key(old, 0).kind == "standard"
+
+
+async def test_adding_and_importing_keep_the_kind_and_refuse_anything_else_per_item() -> None:
+    from services.keyring.administration import Administration, KeyInput
+    from services.keyring.core import Keyring
+    from services.keyring.domain.errors import InvalidArgument
+    from services.keyring.domain.identity import GEMINI_KEY_PATTERN
+    from services.keyring.domain.models import Pool
+    from services.keyring.sealing import SecretBox, generate_kek
+    from services.keyring.store import MemoryStore
+    from services.keyring.transfer import export_document, import_document
+
+    class Checker:
+        async def check(self, secret: str) -> object:
+            raise AssertionError("no check expected")
+
+        async def close(self) -> None:
+            pass
+
+    store, box = MemoryStore(), SecretBox.from_base64(generate_kek())
+    keyring = Keyring(store, box, Checker(), replica_id="r1", janitor_interval_s=3600)  # type: ignore[arg-type]
+    await keyring.start(timeout_s=2)
+    try:
+        admin = Administration(keyring, key_pattern=GEMINI_KEY_PATTERN, max_keys_per_import=10)
+        await admin.pools.create_pool(Pool("main"))
+        results = await admin.keys.add_keys(
+            "main", [KeyInput(secret=AUTH), KeyInput(secret=STANDARD), KeyInput(secret="AQ.short")]
+        )
+        assert [result.status for result in results] == ["added", "added", "malformed"]
+        assert "auth key" in results[2].message and "AQ.short" not in results[2].message
+        kinds = {key.mask: key.kind for key in keyring.cache.view.keys.values()}
+        assert kinds == {mask(AUTH): "auth", mask(STANDARD): "standard"}
+
+        document = export_document(keyring.cache.view, box, 0.0, include_secrets_in_clear=True)
+        other_store = MemoryStore()
+        other = Keyring(other_store, box, Checker(), replica_id="r2", janitor_interval_s=3600)  # type: ignore[arg-type]
+        await other.start(timeout_s=2)
+        try:
+            imported = await import_document(
+                other.cache.view, other.writer, box, document,
+                key_pattern=GEMINI_KEY_PATTERN, keep_client_tokens=False, now=1.0,
+            )  # fmt: skip
+            assert imported[1] == 2
+            assert {key.mask: key.kind for key in other.cache.view.keys.values()} == kinds
+            bad = document.replace(AUTH.encode(), b"AQ.not-a-key")
+            with pytest.raises(InvalidArgument, match=r"keys\[\d\]: AQ\.n\.\.\..* is not a Gemini API key"):
+                await import_document(
+                    other.cache.view, other.writer, box, bad,
+                    key_pattern=GEMINI_KEY_PATTERN, keep_client_tokens=False, now=1.0,
+                )  # fmt: skip
+        finally:
+            await other.stop()
+            await other_store.close()
+    finally:
+        await keyring.stop()
+        await store.close()
