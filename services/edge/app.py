@@ -57,6 +57,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         settings.keyring_timeout_s,
         tls=settings.keyring_tls(),
         server_name=settings.keyring_tls_server_name,
+        token_check_ttl_s=settings.token_check_ttl_s,
+        token_check_entries=settings.token_check_entries,
     )
     connector = aiohttp.TCPConnector(limit=settings.upstream_connection_limit, ttl_dns_cache=300)
     session = aiohttp.ClientSession(

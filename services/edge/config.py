@@ -60,6 +60,14 @@ class EdgeSettings(BaseSettings):
     # ~3x slower through the edge (bench/edge_bench.py: 331 vs 962 req/s at concurrency 16).
     uvloop: bool = False
 
+    # --- Token check before the body (README "Configuration", edge) ---
+    # A POST's client token is checked at keyring (CheckToken) before its body is read; accepted token hashes
+    # are remembered this long (0: ask every time), so a revoked token may pass this pre-check for up to this
+    # long (Acquire still refuses it). Refusals are never remembered.
+    token_check_ttl_s: float = Field(default=30.0, ge=0)
+    # Accepted token hashes remembered at most (~200 B each), the oldest forgotten first.
+    token_check_entries: int = Field(default=4096, ge=1)
+
     # --- Service identity: mutual TLS to keyring (README "Configuration") ---
     # This service's certificate and key, and the CA that signs keyring's certificate.
     keyring_tls_cert_file: str = ""

@@ -1,7 +1,8 @@
 """The edge's client of keyring, and its only gRPC module: leases over one multiplexed stream per replica.
 
-Acquire and Release travel on a long-lived ``LeaseStream`` (cheaper per call
-than unary RPCs; see bench/keyring_bench.py), matched to replies by id.
+Acquire, Release and CheckToken travel on a long-lived ``LeaseStream``
+(cheaper per call than unary RPCs; see bench/keyring_bench.py), matched to
+replies by id.
 Acquires rotate over the replicas (client-side round robin); a replica whose
 stream breaks is skipped and reconnected, and the call is tried on the next
 one. A release goes back to the replica that granted the lease, because
@@ -12,6 +13,10 @@ The channels are mutual TLS (``services/common/tls.py``): the edge presents
 its certificate and verifies keyring's against the CA, under the name of the
 address it resolved (a replica's IP is checked against the Service name).
 Plaintext only when the caller passes ``tls=None`` (the explicit switch).
+
+``check_token`` asks keyring whether a client token is one it would lease
+for, before the edge reads a request body; accepted token hashes are
+remembered for a short TTL (a bounded dict), refusals never.
 
 Keyring's refusals become edge exceptions here and nowhere else
 (``errors.LeaseRefused``: token rejected, model not allowed, no key free with
@@ -246,12 +251,21 @@ class KeyringClient:
         *,
         tls: TLSFiles | None,
         server_name: str = "",
+        token_check_ttl_s: float = 30.0,
+        token_check_entries: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``tls``: the edge's certificate, key and CA; None only under the explicit plaintext switch.
 
         ``server_name``: the name keyring's certificate must carry; by default the
         host of the address a replica was resolved from.
+
+        ``token_check_ttl_s``, ``token_check_entries``: how long and how many token
+        hashes ``check_token`` remembers as accepted (0 s: none, every check asks),
+        on ``clock`` (monotonic seconds).
         """
+        if token_check_entries < 1:
+            raise ValueError("token_check_entries must be at least 1")
         if not addresses:
             raise ValueError("at least one keyring address is needed")
         self._addresses = list(addresses)
@@ -268,6 +282,11 @@ class KeyringClient:
         self._next_resolution = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._releases: set[asyncio.Task[None]] = set()
+        self._token_check_ttl_s = token_check_ttl_s
+        self._token_check_entries = token_check_entries
+        self._accepted: dict[str, float] = {}  # token hash -> the clock's time its acceptance expires
+        self._clock = clock
+        self._warned_no_check = False
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""
@@ -347,9 +366,19 @@ class KeyringClient:
     async def _acquire(self, token_hash: str, model: str, exclude: Sequence[str]) -> GrantedLease:
         request = pb.AcquireRequest(token_hash=token_hash, model=model, exclude_key_ids=exclude)
         traceparent = current_traceparent()
+        reply, replica = await self._ask(lambda: pb.LeaseCall(acquire=request, traceparent=traceparent))
+        granted = reply.acquire
+        return GrantedLease(granted.lease, tuple(granted.allowed_models), replica)
+
+    async def _ask(self, make_call: Callable[[], pb.LeaseCall]) -> tuple[pb.LeaseResult, str]:
+        """A call answered by the first replica able to (a fresh call per replica); (its result, that replica).
+
+        A refusal is raised as the edge exception that answers the client; a
+        replica that is gone, late or draining (UNAVAILABLE) passes the call on.
+        """
         for replica in await self._rotation():
             try:
-                reply = await replica.call(pb.LeaseCall(acquire=request, traceparent=traceparent), self._timeout_s)
+                reply = await replica.call(make_call(), self._timeout_s)
             except KeyringUnavailable:
                 continue
             if reply.HasField("error"):
@@ -358,9 +387,56 @@ class KeyringClient:
                 if code is grpc.StatusCode.UNAVAILABLE:
                     continue  # that replica is draining: ask another
                 raise refusal(code, error.message, error.retry_after_ms / 1000)
-            granted = reply.acquire
-            return GrantedLease(granted.lease, tuple(granted.allowed_models), replica.address)
+            return reply, replica.address
         raise KeyringUnavailable()
+
+    async def check_token(self, token_hash: str) -> None:
+        """Return when keyring would lease for this token hash; else raise (``TokenRejected``: a 401).
+
+        The edge asks before it reads a request body, so a client without a
+        valid token never costs one. Accepted hashes are remembered for
+        ``token_check_ttl_s`` (at most ``token_check_entries`` of them, the
+        oldest forgotten first): a hit is one dict lookup and no round trip.
+        Refusals are never remembered: each costs one round trip, and no body.
+        A token revoked meanwhile may pass this check until its entry expires;
+        ``acquire`` still refuses it, authoritatively.
+        """
+        if self.accepted(token_hash):
+            return
+        try:
+            if not _traced():
+                await self._check_remote(token_hash)
+            else:
+                with tracer.start_as_current_span("keyring.check_token", kind=trace.SpanKind.CLIENT):
+                    await self._check_remote(token_hash)
+        except InvalidLeaseRequest:
+            # A keyring that predates CheckToken reads the call as an empty Acquire (a rolling upgrade with the
+            # edge first): skip the pre-check, as before it existed; Acquire authenticates the request.
+            if not self._warned_no_check:
+                self._warned_no_check = True
+                log.warning("keyring does not know CheckToken yet: tokens are checked only by Acquire, after the body")
+            return
+        self._remember(token_hash)
+
+    def accepted(self, token_hash: str) -> bool:
+        """Whether keyring accepted this token hash within the TTL (no round trip: one dict lookup)."""
+        expires_at = self._accepted.get(token_hash)
+        return expires_at is not None and expires_at > self._clock()
+
+    async def _check_remote(self, token_hash: str) -> None:
+        """One CheckToken round trip on the lease stream (raises keyring's refusal)."""
+        request = pb.CheckTokenRequest(token_hash=token_hash)
+        traceparent = current_traceparent()
+        await self._ask(lambda: pb.LeaseCall(check_token=request, traceparent=traceparent))
+
+    def _remember(self, token_hash: str) -> None:
+        if self._token_check_ttl_s <= 0:
+            return
+        accepted = self._accepted
+        accepted.pop(token_hash, None)  # re-inserted last: insertion order stays expiry order
+        while len(accepted) >= self._token_check_entries:
+            del accepted[next(iter(accepted))]  # the oldest
+        accepted[token_hash] = self._clock() + self._token_check_ttl_s
 
     @overload
     def release(

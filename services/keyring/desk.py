@@ -88,6 +88,25 @@ class LeaseDesk:
         self.observer.lease_granted(grant.pool.name)
         return grant, self.secret_of(grant.key.key_id, grant.key.sealed_secret)
 
+    def check_token(self, token_hash: str) -> str:
+        """The pool a presented token hash leases from, from memory; raises ``Unauthenticated`` when refused.
+
+        The same lookup as ``acquire`` (``Allocator.authenticate``: the keyed hash,
+        revocation, expiry, the pool's existence), without a model, a key or a
+        lease. A refusal is counted as Acquire's is (``lease_denied``): the
+        request it answers will never ask for a lease. A replica not serving yet
+        answers ``NotReady`` (its view may not hold the token), so the caller
+        asks another.
+        """
+        if not self.accepting:
+            raise NotReady("this keyring replica is not serving leases")
+        try:
+            _, pool = self.allocator.authenticate(token_hash, self._clock())
+        except KeyringError as error:
+            self.observer.lease_denied("", type(error).__name__)
+            raise
+        return pool.name
+
     def release_slot(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> tuple[bool, str, str]:
         """Give the slot back and count the call; returns (was ours, key id, model).
 

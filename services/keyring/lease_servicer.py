@@ -1,8 +1,8 @@
 """The lease service: protobuf in, the lease desk, protobuf out.
 
-A lease stream answers each batch at once from memory; a release whose
-outcome must be written answers later, alone, so no other call waits for
-the store.
+A lease stream answers each batch (acquires, token checks, releases) at once
+from memory; a release whose outcome must be written answers later, alone,
+so no other call waits for the store.
 """
 
 from __future__ import annotations
@@ -44,9 +44,14 @@ def _traceparent(context: grpc.aio.ServicerContext) -> str:
     return str(dict(context.invocation_metadata() or ()).get(TRACEPARENT, ""))
 
 
-def _validated_acquire(request: pb.AcquireRequest) -> tuple[str, frozenset[str]]:
-    if len(request.token_hash) != 64:
+def _validated_hash(token_hash: str) -> str:
+    if len(token_hash) != 64:
         raise InvalidArgument("token_hash must be the SHA-256 hex digest of the client token")
+    return token_hash
+
+
+def _validated_acquire(request: pb.AcquireRequest) -> tuple[str, frozenset[str]]:
+    _validated_hash(request.token_hash)
     if len(request.model) > MAX_MODEL_NAME or len(request.exclude_key_ids) > MAX_EXCLUDED:
         raise InvalidArgument("model name or exclusion list too long")
     return model_id(request.model), frozenset(request.exclude_key_ids)
@@ -78,9 +83,19 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             allowed_models=list(grant.pool.allowed_models),
         )
 
+    def _check_token(self, request: pb.CheckTokenRequest) -> pb.CheckTokenResponse:
+        return pb.CheckTokenResponse(pool=self._desk.check_token(_validated_hash(request.token_hash)))
+
     @domain_errors
     async def Acquire(self, request: pb.AcquireRequest, context: grpc.aio.ServicerContext) -> pb.AcquireResponse:
         return self._acquire(request, _traceparent(context))
+
+    @domain_errors
+    async def CheckToken(
+        self, request: pb.CheckTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckTokenResponse:
+        with _span("keyring.v1.LeaseService/CheckToken", _traceparent(context)):
+            return self._check_token(request)
 
     @domain_errors
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
@@ -94,6 +109,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     ) -> None:
         """Answer each batch at once from memory; releases that must write answer later, alone.
 
+        A call is an acquire, a release or a token check (``CheckToken``); a
+        call naming none of them (a newer client) is an INVALID_ARGUMENT result.
         Replies go out through a ``_ReplyWriter``, so reading the next batch
         never waits for the previous answer's write to complete.
         """
@@ -131,9 +148,15 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                                 results.append(pb.LeaseResult(id=call.id, release=pb.ReleaseResponse(known=known)))
                         continue
                     try:
-                        results.append(
-                            pb.LeaseResult(id=call.id, acquire=self._acquire(call.acquire, call.traceparent))
-                        )
+                        if call.HasField("acquire"):
+                            acquired = self._acquire(call.acquire, call.traceparent)
+                            results.append(pb.LeaseResult(id=call.id, acquire=acquired))
+                        elif call.HasField("check_token"):
+                            with _span("keyring.v1.LeaseService/CheckToken", call.traceparent):
+                                checked = self._check_token(call.check_token)
+                            results.append(pb.LeaseResult(id=call.id, check_token=checked))
+                        else:
+                            raise InvalidArgument("a lease call names no call this replica knows")
                     except KeyringError as error:
                         results.append(stream_error(call.id, error))
                 if results:

@@ -287,14 +287,16 @@ async def test_a_gzip_bomb_is_refused_unread_and_costs_the_edge_under_20_mb(stac
     bomb = _bomb()
     process, edge_url = await _edge_process(stack)
     try:
+        # The stack's own token: a wrong one is now refused (401) before the encoding is even looked at
+        # (tests/e2e/test_token_before_body.py); a client with a good token must not cost the memory either.
         if dialect == "gemini":
-            target, auth = GENERATE, {"x-goog-api-key": "kr-not-a-real-token-but-shaped-like-one"}
+            target, auth = GENERATE, {"x-goog-api-key": stack.token}
         else:
-            target, auth = "/v1/chat/completions", {"Authorization": "Bearer kr-not-a-real-token-but-shaped-like-one"}
-        headers = {"Content-Type": "application/json", **auth}
-        await raw_request(edge_url, "POST", target, headers, NATIVE_BODY)  # warm every code path once
+            target, auth = "/v1/chat/completions", {"Authorization": f"Bearer {stack.token}"}
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip", **auth}
+        await raw_request(edge_url, "POST", target, headers, gzip.compress(NATIVE_BODY))  # warm every code path once
         baseline = _peak_rss_kb(process.pid)
-        status, _, payload = await raw_request(edge_url, "POST", target, {**headers, "Content-Encoding": "gzip"}, bomb)
+        status, _, payload = await raw_request(edge_url, "POST", target, headers, bomb)
         grown_mb = (_peak_rss_kb(process.pid) - baseline) / 1024
         assert grown_mb < 20, f"the edge's peak RSS grew by {grown_mb:.0f} MB ({status}: {payload[:100]!r})"
         assert status == 415, payload

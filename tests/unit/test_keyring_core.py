@@ -14,7 +14,7 @@ from services.devstack.fake_keys import fake_gemini_key
 from services.keyring import desk as desk_module
 from services.keyring.administration import Administration, KeyInput
 from services.keyring.core import Keyring
-from services.keyring.domain.errors import NoKeyAvailable
+from services.keyring.domain.errors import NoKeyAvailable, NotReady, Unauthenticated
 from services.keyring.domain.identity import GEMINI_KEY_PATTERN
 from services.keyring.domain.models import CooldownId, CooldownReason, CooldownScope, Outcome, Pool
 from services.keyring.domain.policy import next_pacific_midnight
@@ -162,3 +162,29 @@ async def test_a_recheck_that_hits_a_models_daily_quota_cools_that_model_until_p
         world.keyring.desk.acquire(world.token, OTHER_MODEL)
     world.clock.now = cooldown.until + 1
     assert world.keyring.desk.acquire(world.token, OTHER_MODEL)[0].key.key_id == key_id
+
+
+async def test_check_token_answers_from_memory_as_acquire_would(world: World) -> None:
+    """CheckToken at the desk: the pool for a usable token; Unauthenticated for unknown, revoked, expired ones."""
+    desk = world.keyring.desk
+    admin = Administration(world.keyring, key_pattern=GEMINI_KEY_PATTERN, max_keys_per_import=10)
+    assert desk.check_token(world.token) == "main"
+    with pytest.raises(Unauthenticated):
+        desk.check_token(token_hash("kr-no-such-token-anywhere"))
+    [record] = [t for t in world.keyring.cache.view.tokens.values() if t.pool == "main"]
+    assert record.keyed and record.token_hash != world.token
+    with pytest.raises(Unauthenticated):
+        desk.check_token(record.token_hash)  # the stored keyed hash, presented as it is
+    _, clear = await admin.tokens.create_token("main", "expiring", expires_at=world.clock.now + 60)
+    assert desk.check_token(token_hash(clear)) == "main"
+    world.clock.now += 61
+    with pytest.raises(Unauthenticated):
+        desk.check_token(token_hash(clear))
+    await admin.tokens.revoke_token(record.token_id)
+    with pytest.raises(Unauthenticated):
+        desk.check_token(world.token)
+    with pytest.raises(Unauthenticated):
+        desk.acquire(world.token, MODEL)  # the same refusals as Acquire's
+    desk.accepting = False
+    with pytest.raises(NotReady):  # a replica not serving does not answer for a view it may not have
+        desk.check_token(token_hash(clear))

@@ -8,9 +8,13 @@ Which of them answers a request is decided once, by the route table
 
 What a request body may cost is bounded here, the same way for both:
 
-- no body is read before a token is present and shaped like one (the token
-  itself is checked by keyring with the lease, after the body: the model the
-  lease is for may be in it);
+- no body is read before the token is authenticated (``authenticated``):
+  present and shaped like one, then accepted by keyring
+  (``KeyringClient.check_token``, one round trip on a miss of its short-lived
+  cache of accepted tokens); a refusal is the 401 keyring's Acquire would
+  give, with nothing read. Acquire, after the body (the model the lease is for
+  may be in it), stays the authoritative check: a token revoked within the
+  cache's TTL passes the pre-check and is refused there;
 - a ``Content-Encoding`` other than ``identity`` is refused (415) with
   nothing read: the server never decompresses (``auto_decompress=False``), so
   a small compressed body cannot grow into a large one, and no encoding
@@ -36,9 +40,9 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from services.common.naming import model_id
+from services.common.naming import model_id, token_hash
 
-from ..errors import EdgeError, TokenRejected, bad_request
+from ..errors import EdgeError, LeaseRefused, TokenRejected, bad_request
 from ..forwarding import EDGE
 
 # What a client token can look like at all (keyring's are "kr-" + 43 URL-safe characters): checked before a body.
@@ -61,8 +65,22 @@ def shaped(token: str) -> str:
     return token
 
 
+async def authenticated(request: web.Request, token: str) -> str:
+    """The hash of a (shaped) token keyring accepts: call before ``read_body``; refusals raise, nothing read."""
+    hashed = token_hash(token)
+    edge = request.app[EDGE]
+    if edge.keyring.accepted(hashed):  # the hot path: a dict lookup, no round trip, no call object
+        return hashed
+    try:
+        await edge.keyring.check_token(hashed)
+    except LeaseRefused as refused:
+        edge.metrics.child(edge.metrics.denied, refused.reason).inc()
+        raise
+    return hashed
+
+
 async def read_body(request: web.Request) -> bytes:
-    """The request body, within the limits above (call only once the token is known to be present)."""
+    """The request body, within the limits above (call only once the token is ``authenticated``)."""
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in _IDENTITY:
         raise EdgeError(

@@ -11,7 +11,9 @@ fields) reach Google untouched.
 
 The client's token comes from ``x-goog-api-key``, the ``key`` query
 parameter (its name decoded like every other: ``%6Bey`` is ``key``) or a
-Bearer header; it is never forwarded.
+Bearer header; it is never forwarded. A POST's token is checked at keyring
+before its body is read (``dialects.authenticated``); a GET has no body, and
+its Acquire checks the token.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..errors import EdgeError, bad_request, missing_token
 from ..forwarding import EDGE, forward
 from ..routing import GEMINI
 from ..upstream import Call
-from . import bearer, check_json_object, only_allowed, read_body, shaped
+from . import authenticated, bearer, check_json_object, only_allowed, read_body, shaped
 
 ACTIONS: Final = frozenset(
     {"generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents"}
@@ -55,7 +57,7 @@ def _path(request: web.Request) -> wire.ModelPath:
 def _call(
     request: web.Request,
     path: wire.ModelPath,
-    token: str,
+    hashed: str,
     body: bytes | None,
     route: str,
     *,
@@ -67,7 +69,7 @@ def _call(
         url=wire.native_url(request.app[EDGE].base_url, path, wire.forward_query(request.query.items())),
         headers=wire.forward_headers(request.headers.items()),
         body=body,
-        token_hash=token_hash(token),
+        token_hash=hashed,
         model=path.model,
         stream=stream,
         transform=transform,
@@ -82,7 +84,8 @@ def _only_allowed(body: bytes, allowed: tuple[str, ...]) -> bytes:
 async def list_models(request: web.Request) -> web.StreamResponse:
     """``GET /{version}/models``: the upstream's page, filtered by the pool's allow-list."""
     path = _path(request)
-    return await forward(request, _call(request, path, _token(request), None, "models.list", transform=_only_allowed))
+    hashed = token_hash(_token(request))
+    return await forward(request, _call(request, path, hashed, None, "models.list", transform=_only_allowed))
 
 
 async def get_model(request: web.Request) -> web.StreamResponse:
@@ -90,7 +93,7 @@ async def get_model(request: web.Request) -> web.StreamResponse:
     path = _path(request)
     if path.action:
         raise EdgeError(404, f"no such model: {path.model}:{path.action}")
-    return await forward(request, _call(request, path, _token(request), None, "models.get"))
+    return await forward(request, _call(request, path, token_hash(_token(request)), None, "models.get"))
 
 
 async def model_action(request: web.Request) -> web.StreamResponse:
@@ -98,8 +101,8 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     path = _path(request)
     if path.action not in ACTIONS:
         raise EdgeError(404, f"method not found: {path.action or '(none)'} on models/{path.model}")
-    token = _token(request)  # a missing or malformed token is a 401 before anything is read
+    hashed = await authenticated(request, _token(request))  # a token keyring refuses is a 401 before any read
     body = await read_body(request)
     check_json_object(request, body)
-    call = _call(request, path, token, body, path.action, stream=path.action == "streamGenerateContent")
+    call = _call(request, path, hashed, body, path.action, stream=path.action == "streamGenerateContent")
     return await forward(request, call)

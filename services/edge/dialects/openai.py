@@ -4,7 +4,8 @@ Forwarded to Gemini's OpenAI-compatible endpoint (``{base}/v1beta/openai/...``,
 the path is the edge's own constant) with the real key as a Bearer token,
 the allow-listed headers (``wire``) and no query at all. The client's body is
 forwarded as received; the edge reads only ``model`` (which must be a model
-id, ``wire.valid_model``) and ``stream`` from it.
+id, ``wire.valid_model``) and ``stream`` from it, once keyring has accepted
+the client's token (``dialects.authenticated``: before any body is read).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..errors import EdgeError, bad_request, missing_token
 from ..forwarding import EDGE, forward
 from ..routing import OPENAI
 from ..upstream import Call
-from . import bearer, json_object, only_allowed, read_body, shaped
+from . import authenticated, bearer, json_object, only_allowed, read_body, shaped
 
 
 def _token(request: web.Request) -> str:
@@ -29,7 +30,7 @@ def _token(request: web.Request) -> str:
 
 
 async def _post(request: web.Request, endpoint: str, can_stream: bool) -> web.StreamResponse:
-    token = _token(request)  # a missing or malformed token is a 401 before anything is read
+    hashed = await authenticated(request, _token(request))  # a token keyring refuses is a 401 before any read
     body = await read_body(request)
     data = json_object(request, body)
     named = data.get("model")
@@ -43,7 +44,7 @@ async def _post(request: web.Request, endpoint: str, can_stream: bool) -> web.St
         url=wire.openai_url(request.app[EDGE].base_url, endpoint),
         headers=wire.forward_headers(request.headers.items()),
         body=body,
-        token_hash=token_hash(token),
+        token_hash=hashed,
         model=model,
         stream=can_stream and data.get("stream") is True,
         key_in_bearer=True,

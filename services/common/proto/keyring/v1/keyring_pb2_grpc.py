@@ -31,7 +31,8 @@ class LeaseServiceStub:
     LeaseService hands out upstream keys for one call at a time.
 
     Errors (google.rpc.Status codes):
-    UNAUTHENTICATED     unknown, expired or revoked client token
+    UNAUTHENTICATED     unknown, expired or revoked client token (Acquire,
+    CheckToken)
     PERMISSION_DENIED   model outside the pool's allow-list
     RESOURCE_EXHAUSTED  no key eligible now; a google.rpc.RetryInfo detail
     carries the time until the soonest key frees up,
@@ -56,6 +57,11 @@ class LeaseServiceStub:
                 request_serializer=keyring_dot_v1_dot_keyring__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=keyring_dot_v1_dot_keyring__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.CheckToken = channel.unary_unary(
+                '/keyring.v1.LeaseService/CheckToken',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.CheckTokenRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.CheckTokenResponse.FromString,
+                _registered_method=True)
         self.LeaseStream = channel.stream_stream(
                 '/keyring.v1.LeaseService/LeaseStream',
                 request_serializer=keyring_dot_v1_dot_keyring__pb2.LeaseStreamRequest.SerializeToString,
@@ -69,7 +75,8 @@ class LeaseServiceServicer:
     LeaseService hands out upstream keys for one call at a time.
 
     Errors (google.rpc.Status codes):
-    UNAUTHENTICATED     unknown, expired or revoked client token
+    UNAUTHENTICATED     unknown, expired or revoked client token (Acquire,
+    CheckToken)
     PERMISSION_DENIED   model outside the pool's allow-list
     RESOURCE_EXHAUSTED  no key eligible now; a google.rpc.RetryInfo detail
     carries the time until the soonest key frees up,
@@ -90,8 +97,17 @@ class LeaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckToken(self, request, context):
+        """Whether a client token is one keyring would lease for, answered from
+        memory: the edge asks before it reads a request body (and caches the
+        tokens accepted for a short while). Acquire stays the authoritative check.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def LeaseStream(self, request_iterator, context):
-        """The same two calls multiplexed and batched on one stream: cheaper per
+        """The same calls multiplexed and batched on one stream: cheaper per
         call than unary RPCs (see bench/keyring_bench.py). Results carry their
         call's id and may come out of order.
         """
@@ -112,6 +128,11 @@ def add_LeaseServiceServicer_to_server(servicer, server):
                     request_deserializer=keyring_dot_v1_dot_keyring__pb2.ReleaseRequest.FromString,
                     response_serializer=keyring_dot_v1_dot_keyring__pb2.ReleaseResponse.SerializeToString,
             ),
+            'CheckToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckToken,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.CheckTokenRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.CheckTokenResponse.SerializeToString,
+            ),
             'LeaseStream': grpc.stream_stream_rpc_method_handler(
                     servicer.LeaseStream,
                     request_deserializer=keyring_dot_v1_dot_keyring__pb2.LeaseStreamRequest.FromString,
@@ -131,7 +152,8 @@ class LeaseService:
     LeaseService hands out upstream keys for one call at a time.
 
     Errors (google.rpc.Status codes):
-    UNAUTHENTICATED     unknown, expired or revoked client token
+    UNAUTHENTICATED     unknown, expired or revoked client token (Acquire,
+    CheckToken)
     PERMISSION_DENIED   model outside the pool's allow-list
     RESOURCE_EXHAUSTED  no key eligible now; a google.rpc.RetryInfo detail
     carries the time until the soonest key frees up,
@@ -184,6 +206,33 @@ class LeaseService:
             '/keyring.v1.LeaseService/Release',
             keyring_dot_v1_dot_keyring__pb2.ReleaseRequest.SerializeToString,
             keyring_dot_v1_dot_keyring__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.LeaseService/CheckToken',
+            keyring_dot_v1_dot_keyring__pb2.CheckTokenRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.CheckTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
