@@ -34,14 +34,18 @@ INVALID: KeyState
 DISABLED: KeyState
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("token_hash", "model", "exclude_key_ids")
+    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects")
     TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_PROJECTS_FIELD_NUMBER: _ClassVar[int]
     token_hash: str
     model: str
     exclude_key_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    affinity: _containers.RepeatedScalarFieldContainer[str]
+    exclude_projects: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot")
@@ -123,16 +127,28 @@ class QuotaViolation(_message.Message):
     def __init__(self, quota_id: _Optional[str] = ..., quota_metric: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., quota_value: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("lease_id", "outcome", "key_id", "model")
+    __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    BIND_FIELD_NUMBER: _ClassVar[int]
+    UNBIND_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     outcome: Outcome
     key_id: str
     model: str
-    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    bind: _containers.RepeatedCompositeFieldContainer[ResourceBinding]
+    unbind: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., bind: _Optional[_Iterable[_Union[ResourceBinding, _Mapping]]] = ..., unbind: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ResourceBinding(_message.Message):
+    __slots__ = ("name", "ttl_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ttl_ms: int
+    def __init__(self, name: _Optional[str] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
     __slots__ = ("known",)
