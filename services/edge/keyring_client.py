@@ -21,7 +21,16 @@ remembered for a short TTL (a bounded dict), refusals never.
 Keyring's refusals become edge exceptions here and nowhere else
 (``errors.LeaseRefused``: token rejected, model not allowed, no key free with
 its retry time, invalid request, keyring unavailable); nothing above this
-module sees a gRPC status.
+module sees a gRPC status. A resource named in ``affinity`` that keyring does
+not know (NOT_FOUND) is a ``KeyringUnavailable`` whose ``reason`` is
+``"NOT_FOUND"``.
+
+Affinity (resources that live in one upstream project): ``acquire(...,
+affinity=[names])`` leases the owner key of those resources (or another key
+of its project), ``exclude_projects`` skips projects a list call has covered;
+``release(..., bind=[Binding(name, ttl_s)], unbind=[names])`` records or
+forgets owners. A release carrying either is always confirmed: the task it
+returns resolves to True once keyring has committed the records.
 """
 
 from __future__ import annotations
@@ -73,6 +82,14 @@ def refusal(code: grpc.StatusCode, message: str, retry_after_s: float = 0.0) -> 
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidLeaseRequest(message)
     return KeyringUnavailable(message, reason=code.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A resource a call created under its lease's key, and how long keyring routes to that key (its lifetime)."""
+
+    name: str  # e.g. "files/abc": the spelling later acquires name in ``affinity``
+    ttl_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +298,7 @@ class KeyringClient:
         self._resolver = resolver
         self._next_resolution = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._releases: set[asyncio.Task[None]] = set()
+        self._releases: set[asyncio.Task[bool]] = set()
         self._token_check_ttl_s = token_check_ttl_s
         self._token_check_entries = token_check_entries
         self._accepted: dict[str, float] = {}  # token hash -> the clock's time its acceptance expires
@@ -355,16 +372,45 @@ class KeyringClient:
         self._retired.discard(replica)
         await replica.close()
 
-    async def acquire(self, token_hash: str, model: str, exclude: Sequence[str] = ()) -> GrantedLease:
+    async def acquire(
+        self,
+        token_hash: str,
+        model: str,
+        exclude: Sequence[str] = (),
+        *,
+        affinity: Sequence[str] = (),
+        exclude_projects: Sequence[str] = (),
+    ) -> GrantedLease:
+        """A lease for ``model``; ``exclude``: key ids already tried for this request.
+
+        ``affinity``: resources the call names ("files/abc", "cachedContents/x"...):
+        the lease goes to their owner key, else another key of its project
+        (``NoKeyFree`` with the retry time when that project's keys are all
+        busy or cooling; ``InvalidLeaseRequest`` when the names belong to
+        different projects; ``KeyringUnavailable`` with reason "NOT_FOUND" when
+        the pool knows no such resource). ``exclude_projects``: projects a list
+        call has already covered (a key without a project is ``key:<key id>``).
+        """
         if not _traced():  # nothing is traced: no span work on the lease path
-            return await self._acquire(token_hash, model, exclude)
+            return await self._acquire(token_hash, model, exclude, affinity, exclude_projects)
         with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
-            granted = await self._acquire(token_hash, model, exclude)
+            granted = await self._acquire(token_hash, model, exclude, affinity, exclude_projects)
             span.set_attributes({"keyring.key_id": granted.lease.key_id, "keyring.pool": granted.lease.pool})
             return granted
 
-    async def _acquire(self, token_hash: str, model: str, exclude: Sequence[str]) -> GrantedLease:
+    async def _acquire(
+        self,
+        token_hash: str,
+        model: str,
+        exclude: Sequence[str],
+        affinity: Sequence[str] = (),
+        exclude_projects: Sequence[str] = (),
+    ) -> GrantedLease:
         request = pb.AcquireRequest(token_hash=token_hash, model=model, exclude_key_ids=exclude)
+        if affinity:
+            request.affinity.extend(affinity)
+        if exclude_projects:
+            request.exclude_projects.extend(exclude_projects)
         traceparent = current_traceparent()
         reply, replica = await self._ask(lambda: pb.LeaseCall(acquire=request, traceparent=traceparent))
         granted = reply.acquire
@@ -440,17 +486,38 @@ class KeyringClient:
 
     @overload
     def release(
-        self, granted: GrantedLease, model: str, outcome: pb.Outcome, *, confirm: Literal[True] = True
-    ) -> asyncio.Task[None]: ...
+        self,
+        granted: GrantedLease,
+        model: str,
+        outcome: pb.Outcome,
+        *,
+        confirm: Literal[True] = True,
+        bind: Sequence[Binding] = (),
+        unbind: Sequence[str] = (),
+    ) -> asyncio.Task[bool]: ...
 
     @overload
     def release(
-        self, granted: GrantedLease, model: str, outcome: pb.Outcome, *, confirm: bool
-    ) -> asyncio.Task[None] | None: ...
+        self,
+        granted: GrantedLease,
+        model: str,
+        outcome: pb.Outcome,
+        *,
+        confirm: bool,
+        bind: Sequence[Binding] = (),
+        unbind: Sequence[str] = (),
+    ) -> asyncio.Task[bool] | None: ...
 
     def release(
-        self, granted: GrantedLease, model: str, outcome: pb.Outcome, *, confirm: bool = True
-    ) -> asyncio.Task[None] | None:
+        self,
+        granted: GrantedLease,
+        model: str,
+        outcome: pb.Outcome,
+        *,
+        confirm: bool = True,
+        bind: Sequence[Binding] = (),
+        unbind: Sequence[str] = (),
+    ) -> asyncio.Task[bool] | None:
         """Give the lease back with its outcome; synchronous, so no cancellation comes between a caller and it.
 
         ``confirm=False`` (a finished request: nobody waits): the release is queued
@@ -460,30 +527,52 @@ class KeyringClient:
         task delivers it and waits for keyring's reply; await it to wait too.
         Best effort either way: a lost release is reclaimed by the lease TTL.
         The span (only for sampled requests) covers the sending.
+
+        ``bind`` (resources the call created under this key, with their
+        lifetime) and ``unbind`` (resources it deleted) make the release
+        confirmed whatever ``confirm`` says: the task resolves to True once
+        keyring has committed them (a replica that cannot, e.g. draining or
+        without its store, passes it on to the next), False when no replica
+        could. Await it before answering the call that created the resource,
+        so the client's next call finds its owner on every replica.
         """
         request = pb.ReleaseRequest(
             lease_id=granted.lease.lease_id, key_id=granted.lease.key_id, model=model, outcome=outcome
         )
+        binding = bool(bind or unbind)
+        if binding:
+            request.bind.extend(pb.ResourceBinding(name=b.name, ttl_ms=max(1, round(b.ttl_s * 1000))) for b in bind)
+            request.unbind.extend(unbind)
         with _span("keyring.release", granted):
             call = pb.LeaseCall(release=request, traceparent=current_traceparent())
-            if not confirm:
+            if not confirm and not binding:
                 replica = self._by_target.get(granted.replica)
                 if replica is not None and replica.connected and replica.usable:
                     replica.send(call)
                     return None
-            task = asyncio.get_running_loop().create_task(self._deliver(call, granted))
+            task = asyncio.get_running_loop().create_task(self._deliver(call, granted, binding))
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
             return task
 
-    async def _deliver(self, call: pb.LeaseCall, granted: GrantedLease) -> None:
+    async def _deliver(self, call: pb.LeaseCall, granted: GrantedLease, binding: bool = False) -> bool:
+        """True once a replica answered the release (with bindings: answered without an error)."""
         for replica in await self._rotation(first=granted.replica):
             try:
-                await replica.call(call, self._timeout_s)
-                return
+                reply = await replica.call(call, self._timeout_s)
             except KeyringUnavailable:
                 continue
+            if not binding:
+                return True
+            if not reply.HasField("error"):
+                return True
+            code = _CODES.get(reply.error.code, grpc.StatusCode.UNKNOWN)
+            if code is grpc.StatusCode.UNAVAILABLE:
+                continue  # draining, or its store unreachable: another replica may commit them
+            log.warning("keyring refused the bindings of lease %s: %s", granted.lease.lease_id, reply.error.message)
+            return False
         log.warning("could not report the outcome of lease %s: no keyring replica reachable", granted.lease.lease_id)
+        return False
 
     async def ready(self) -> bool:
         """True when at least one replica answers its health check as SERVING."""
