@@ -18,7 +18,7 @@ from collections.abc import Callable
 import orjson
 
 from .codec import Layout, Record, decode
-from .domain.models import ClientToken, Cooldown, CooldownId, CooldownScope, Pool, UpstreamKey
+from .domain.models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, Pool, UpstreamKey
 from .domain.view import KeyringView
 from .store import Snapshot, Store, StoreUnavailable, WatchCompacted
 
@@ -139,6 +139,8 @@ class StateCache:
             self.view.put_token(record)
         elif isinstance(record, Cooldown):
             self.view.put_cooldown(record)
+        elif isinstance(record, Affinity):
+            self.view.put_affinity(record)
 
     def forget(self, path: str) -> None:
         """The record at ``path`` is gone from the store (read fresh after a lost guard)."""
@@ -153,6 +155,8 @@ class StateCache:
             self.view.remove_token(parts[0])
         elif kind == "cooldowns" and len(parts) == 3:
             self.view.remove_cooldown(CooldownId(CooldownScope(parts[0]), parts[1], parts[2]))
+        elif kind == "affinity" and len(parts) == 2:
+            self.view.remove_affinity(parts[0], parts[1])
         elif kind == "members":
             self.view.members.pop(parts[0], None)
         elif kind in ("usage", "audit", "sessions"):

@@ -8,6 +8,10 @@
     {prefix}usage/{replica_id}/{bucket_start}   one replica's usage counts
     {prefix}audit/{at_ms}-{random}              the audit log
     {prefix}sessions/{sha256 of a session id}  admin console sessions ended before their expiry
+    {prefix}affinity/{pool}/{resource name}     who owns a project-bound resource (files/..., cachedContents/...)
+
+Names that may hold a slash (pools, resource names, cooldown subjects and
+models) are percent-encoded into one path segment.
 
 JSON (not protobuf) so an operator can read the store with etcdctl; secrets
 are sealed before they get here and tokens are only hashes.
@@ -24,6 +28,7 @@ import orjson
 
 from .domain.identity import kind_from_mask
 from .domain.models import (
+    Affinity,
     ClientToken,
     Cooldown,
     CooldownId,
@@ -38,7 +43,7 @@ from .domain.models import (
 )
 
 DEFAULT_PREFIX = "/keyring/v1/"
-Record = Pool | UpstreamKey | ClientToken | Cooldown
+Record = Pool | UpstreamKey | ClientToken | Cooldown | Affinity
 
 
 class Layout:
@@ -69,6 +74,9 @@ class Layout:
     def session(self, session_hash: str) -> str:
         return f"{self.prefix}sessions/{session_hash}"
 
+    def affinity(self, pool: str, name: str) -> str:
+        return f"{self.prefix}affinity/{quote(pool, safe='')}/{quote(name, safe='')}"
+
     def member(self, replica_id: str) -> str:
         return f"{self.prefix}members/{replica_id}"
 
@@ -79,6 +87,8 @@ class Layout:
             return self.key(record.key_id)
         if isinstance(record, ClientToken):
             return self.token(record.token_id)
+        if isinstance(record, Affinity):
+            return self.affinity(record.pool, record.name)
         return self.cooldown(record.id)
 
     def kind_of(self, path: str) -> tuple[str, list[str]]:
@@ -150,11 +160,24 @@ def decode_cooldown(data: dict[str, Any], revision: int) -> Cooldown:
     )
 
 
+def decode_affinity(data: dict[str, Any], revision: int) -> Affinity:
+    return Affinity(
+        name=data["name"],
+        pool=data["pool"],
+        key_id=data["key_id"],
+        project=data.get("project", ""),
+        expires_at=data["expires_at"],
+        created_at=data.get("created_at", 0.0),
+        revision=revision,
+    )
+
+
 DECODERS: dict[str, Callable[[dict[str, Any], int], Record]] = {
     "pools": decode_pool,
     "keys": decode_key,
     "tokens": decode_token,
     "cooldowns": decode_cooldown,
+    "affinity": decode_affinity,
 }
 
 

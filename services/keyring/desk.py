@@ -8,6 +8,12 @@ it comes back (``judge``); what that judgement changes is written as it is
 
 The routine success (most releases) touches no store, awaits nothing and
 allocates nothing beyond the usage count.
+
+Project-bound resources (``domain/affinity.py``): a release carrying
+bindings writes their records (``bind``) before it answers, so its reply
+means "committed"; an acquire naming a resource this replica's view does not
+hold yet reads that record from the store once (``read_affinity``) before
+the caller is told NOT_FOUND: another replica may have just written it.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import random
 from collections.abc import Callable, Sequence
 
 from .cache import StateCache
+from .domain.affinity import AffinityMiss, bindings
 from .domain.allocator import Allocator, Grant
-from .domain.errors import KeyringError, NotReady
+from .domain.errors import FailedPrecondition, KeyringError, NotReady
 from .domain.lease_ids import LeaseSigner
 from .domain.leasing import LeaseBook
 from .domain.models import Cooldown, Outcome, Policy, Transport
@@ -65,6 +72,7 @@ class LeaseDesk:
         self.observer = Observer()
         self.accepting = False  # new leases are refused until the replica serves
         self._view = cache.view
+        self._layout = cache.layout
         self._last_used = cache.last_used
         self._writer = writer
         self._box = box
@@ -76,17 +84,51 @@ class LeaseDesk:
     def leases_in_flight(self) -> int:
         return len(self.book)
 
-    def acquire(self, token_hash: str, model: str, exclude: frozenset[str] = frozenset()) -> tuple[Grant, str]:
-        """A lease and the key's secret in clear; raises a domain error when refused."""
+    def acquire(
+        self,
+        token_hash: str,
+        model: str,
+        exclude: frozenset[str] = frozenset(),
+        affinity: Sequence[str] = (),
+        exclude_projects: frozenset[str] = frozenset(),
+        *,
+        final: bool = True,
+    ) -> tuple[Grant, str]:
+        """A lease and the key's secret in clear; raises a domain error when refused.
+
+        ``final=False``: an ``AffinityMiss`` is not a refusal yet (not counted):
+        the caller reads the missing records (``read_affinity``) and asks again.
+        """
         if not self.accepting:
             raise NotReady("this keyring replica is not serving leases")
         try:
-            grant = self.allocator.acquire(token_hash, model, exclude, self._clock())
+            grant = self.allocator.acquire(token_hash, model, exclude, self._clock(), affinity, exclude_projects)
         except KeyringError as error:
-            self.observer.lease_denied(getattr(error, "pool", ""), type(error).__name__)
+            if final or not isinstance(error, AffinityMiss):
+                self.observer.lease_denied(getattr(error, "pool", ""), type(error).__name__)
             raise
         self.observer.lease_granted(grant.pool.name)
         return grant, self.secret_of(grant.key.key_id, grant.key.sealed_secret)
+
+    async def read_affinity(self, miss: AffinityMiss) -> None:
+        """Read the records an acquire missed from the store into the view (the watch may not have brought them)."""
+        await self._writer.refresh([self._layout.affinity(miss.pool, name) for name in miss.names])
+
+    async def bind(self, key_id: str, bind: Sequence[tuple[str, float]], unbind: Sequence[str]) -> None:
+        """Record the resources a call created under ``key_id`` (name, lifetime in s) and forget those it deleted.
+
+        One commit, unguarded (a resource has one owner: the last write wins).
+        The key must be known: a release no replica vouches for (``key_id``
+        empty) binds nothing and says so.
+        """
+        key = self._view.keys.get(key_id) if key_id else None
+        if key is None:
+            raise FailedPrecondition("the lease is unknown or long expired, or its key is gone: nothing was bound")
+        records, forgotten = bindings(key, bind, unbind, self._clock())
+        changes = [self._writer.overwrite(record) for record in records]
+        changes += [self._writer.erase(self._layout.affinity(key.pool, name)) for name in forgotten]
+        if changes:
+            await self._writer.commit(changes)
 
     def check_token(self, token_hash: str) -> str:
         """The pool a presented token hash leases from, from memory; raises ``Unauthenticated`` when refused.
@@ -147,13 +189,46 @@ class LeaseDesk:
             if isinstance(change.record, Cooldown):
                 self.observer.cooldown_started(change.record.reason.value)
 
-    async def release(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> bool:
-        """Give the slot back and learn from the outcome; False when the lease was not ours."""
+    async def release(
+        self,
+        lease_id: str,
+        key_id: str,
+        model: str,
+        outcome: Outcome,
+        bind: Sequence[tuple[str, float]] = (),
+        unbind: Sequence[str] = (),
+    ) -> bool:
+        """Give the slot back, record bindings, learn from the outcome; False when the lease was not ours.
+
+        The slot is given back first whatever follows: a refused binding leaks no lease.
+        """
         known, key_id, model = self.release_slot(lease_id, key_id, model, outcome)
-        changes = self.judge(key_id, model, outcome)
-        if changes:
-            await self.report(key_id, model, outcome, changes)
+        await self.settle(key_id, model, outcome, self.judge(key_id, model, outcome), bind, unbind)
         return known
+
+    async def settle(
+        self,
+        key_id: str,
+        model: str,
+        outcome: Outcome,
+        judged: Sequence[Change],
+        bind: Sequence[tuple[str, float]] = (),
+        unbind: Sequence[str] = (),
+    ) -> None:
+        """After ``release_slot``: the bindings first (a caller waits for them), then what ``judge`` decided.
+
+        The outcome is reported even when the bindings are refused; the refusal is raised after.
+        """
+        refused: KeyringError | None = None
+        if bind or unbind:
+            try:
+                await self.bind(key_id, bind, unbind)
+            except KeyringError as error:
+                refused = error
+        if judged:
+            await self.report(key_id, model, outcome, judged)
+        if refused is not None:
+            raise refused
 
     def reclaim_expired(self, now: float) -> None:
         """Take back leases whose holder never released them."""

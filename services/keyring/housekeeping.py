@@ -2,7 +2,8 @@
 
 The janitor reclaims abandoned leases, flushes this replica's usage buckets
 and drops what has aged out (stale cooldowns, old usage, audit beyond its
-limit). The re-check probes invalid and suspended keys upstream now and then
+limit, affinity records past their resource's lifetime; an expired record is
+ignored by acquires before it is collected). The re-check probes invalid and suspended keys upstream now and then
 (on the leader only); ``verify`` does the same on an operator's demand. The
 audit log is written and read here too; every entry also goes out as a JSON
 log line (logger ``keyring.audit``), so it reaches the log pipeline and
@@ -45,6 +46,7 @@ COOLDOWN_GC_INTERVAL_S = 30.0
 USAGE_FLUSH_INTERVAL_S = 5.0
 USAGE_RETENTION_S = 25 * 3600
 AUDIT_LIMIT = 1000
+AFFINITY_GC_BATCH = 100  # deletes per store commit (at most MAX_WRITES_PER_COMMIT)
 Clock = Callable[[], float]
 
 
@@ -90,6 +92,7 @@ class Housekeeping:
                 if now - last_gc >= COOLDOWN_GC_INTERVAL_S:
                     last_gc = now
                     await self._collect_cooldowns(now)
+                    await self.collect_affinity(now)
                     await self._collect_usage_and_audit(now)
 
     async def recheck(self, interval_s: float, replica_id: str) -> None:
@@ -182,3 +185,16 @@ class Housekeeping:
         stale = [c for c in self._view.cooldowns.values() if c.until + memory < now]
         for cooldown in stale:
             await self._writer.commit([self._writer.delete(cooldown)])
+
+    async def collect_affinity(self, now: float) -> int:
+        """Delete affinity records whose resource's lifetime ended, guarded (a record bound again stays); how many."""
+        expired = [record for record in self._view.affinity.values() if not record.active(now)]
+        collected = 0
+        for start in range(0, len(expired), AFFINITY_GC_BATCH):
+            batch = [(record.pool, record.name) for record in expired[start : start + AFFINITY_GC_BATCH]]
+            collected += len(await self._writer.transact(functools.partial(self._still_expired, batch, now)))
+        return collected
+
+    def _still_expired(self, batch: list[tuple[str, str]], now: float) -> list[Change]:
+        records = (self._view.affinity.get(subject) for subject in batch)
+        return [self._writer.delete(record) for record in records if record is not None and not record.active(now)]

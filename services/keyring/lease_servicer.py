@@ -1,15 +1,18 @@
 """The lease service: protobuf in, the lease desk, protobuf out.
 
 A lease stream answers each batch (acquires, token checks, releases) at once
-from memory; a release whose outcome must be written answers later, alone,
-so no other call waits for the store.
+from memory; a release whose outcome or bindings must be written answers
+later, alone, once written, and so does an acquire naming a resource this
+replica's view lacks (read from the store first): no other call waits for
+the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -21,6 +24,7 @@ from services.common.telemetry import TRACEPARENT, context_from
 
 from . import convert
 from .desk import LeaseDesk
+from .domain.affinity import AffinityMiss
 from .domain.errors import InvalidArgument, KeyringError
 from .domain.models import Outcome
 from .grpc_errors import domain_errors, stream_error
@@ -57,14 +61,36 @@ def _validated_acquire(request: pb.AcquireRequest) -> tuple[str, frozenset[str]]
     return model_id(request.model), frozenset(request.exclude_key_ids)
 
 
+Bindings = tuple[list[tuple[str, float]], list[str]]
+NO_BINDINGS: Bindings = ([], [])
+
+
+def _bindings(release: pb.ReleaseRequest) -> Bindings:
+    """(name, lifetime in s) bound and names unbound; checked by the desk (``domain/affinity.py``)."""
+    if not release.bind and not release.unbind:
+        return NO_BINDINGS
+    return [(b.name, b.ttl_ms / 1000) for b in release.bind], list(release.unbind)
+
+
 class LeaseServicer(pb_grpc.LeaseServiceServicer):
     def __init__(self, desk: LeaseDesk) -> None:
         self._desk = desk
 
-    def _acquire(self, request: pb.AcquireRequest, traceparent: str = "") -> pb.AcquireResponse:
+    def _acquire(self, request: pb.AcquireRequest, traceparent: str = "", final: bool = True) -> pb.AcquireResponse:
+        """``final=False``: an ``AffinityMiss`` is raised for ``_acquire_after_read`` (an affinity acquire only)."""
         with _span("keyring.v1.LeaseService/Acquire", traceparent) as span:
             model, exclude = _validated_acquire(request)
-            grant, secret = self._desk.acquire(request.token_hash, model, exclude)
+            if request.affinity or request.exclude_projects:
+                grant, secret = self._desk.acquire(
+                    request.token_hash,
+                    model,
+                    exclude,
+                    tuple(request.affinity),
+                    frozenset(request.exclude_projects),
+                    final=final,
+                )
+            else:
+                grant, secret = self._desk.acquire(request.token_hash, model, exclude)
             if span is not None:
                 span.set_attributes(
                     {"keyring.pool": grant.pool.name, "keyring.key_id": grant.key.key_id, "gen_ai.request.model": model}
@@ -83,12 +109,23 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             allowed_models=list(grant.pool.allowed_models),
         )
 
+    async def _acquire_after_read(
+        self, request: pb.AcquireRequest, traceparent: str, miss: AffinityMiss
+    ) -> pb.AcquireResponse:
+        """The records an affinity acquire missed, read from the store; then the acquire, final."""
+        await self._desk.read_affinity(miss)
+        return self._acquire(request, traceparent)
+
     def _check_token(self, request: pb.CheckTokenRequest) -> pb.CheckTokenResponse:
         return pb.CheckTokenResponse(pool=self._desk.check_token(_validated_hash(request.token_hash)))
 
     @domain_errors
     async def Acquire(self, request: pb.AcquireRequest, context: grpc.aio.ServicerContext) -> pb.AcquireResponse:
-        return self._acquire(request, _traceparent(context))
+        traceparent = _traceparent(context)
+        try:
+            return self._acquire(request, traceparent, final=False)
+        except AffinityMiss as miss:
+            return await self._acquire_after_read(request, traceparent, miss)
 
     @domain_errors
     async def CheckToken(
@@ -101,7 +138,10 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
         outcome = convert.outcome_from_pb(request.outcome)
         with _span("keyring.v1.LeaseService/Release", _traceparent(context)):
-            known = await self._desk.release(request.lease_id, request.key_id, model_id(request.model), outcome)
+            bind, unbind = _bindings(request)
+            known = await self._desk.release(
+                request.lease_id, request.key_id, model_id(request.model), outcome, bind, unbind
+            )
         return pb.ReleaseResponse(known=known)
 
     async def LeaseStream(
@@ -111,20 +151,42 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
 
         A call is an acquire, a release or a token check (``CheckToken``); a
         call naming none of them (a newer client) is an INVALID_ARGUMENT result.
+        Answered later, alone: a release with something to write (an outcome
+        that changes state, bindings), once written; an acquire naming a
+        resource the view lacks, once that record is read.
         Replies go out through a ``_ReplyWriter``, so reading the next batch
         never waits for the previous answer's write to complete.
         """
         replies = _ReplyWriter(context)
         pending: set[asyncio.Task[None]] = set()
 
+        def later(answer: Coroutine[Any, Any, None]) -> None:
+            task = asyncio.create_task(answer)
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
         async def report_then_answer(
-            call_id: int, known: bool, key_id: str, model: str, outcome: Outcome, judged: Sequence[Change]
+            call_id: int,
+            known: bool,
+            key_id: str,
+            model: str,
+            outcome: Outcome,
+            judged: Sequence[Change],
+            bindings: Bindings,
         ) -> None:
             try:
-                await self._desk.report(key_id, model, outcome, judged)
+                await self._desk.settle(key_id, model, outcome, judged, *bindings)
                 result = pb.LeaseResult(id=call_id, release=pb.ReleaseResponse(known=known))
             except KeyringError as error:
                 result = stream_error(call_id, error)
+            replies.send([result])
+
+        async def read_then_acquire(call: pb.LeaseCall, miss: AffinityMiss) -> None:
+            try:
+                acquired = await self._acquire_after_read(call.acquire, call.traceparent, miss)
+                result = pb.LeaseResult(id=call.id, acquire=acquired)
+            except KeyringError as error:
+                result = stream_error(call.id, error)
             replies.send([result])
 
         try:
@@ -139,17 +201,19 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                                 release.lease_id, release.key_id, model_id(release.model), outcome
                             )
                             judged = self._desk.judge(key_id, model, outcome)
-                            if judged:
-                                answer = report_then_answer(call.id, known, key_id, model, outcome, judged)
-                                task = asyncio.create_task(answer)
-                                pending.add(task)
-                                task.add_done_callback(pending.discard)
+                            bindings = _bindings(release)
+                            if judged or bindings is not NO_BINDINGS:
+                                later(report_then_answer(call.id, known, key_id, model, outcome, judged, bindings))
                             else:
                                 results.append(pb.LeaseResult(id=call.id, release=pb.ReleaseResponse(known=known)))
                         continue
                     try:
                         if call.HasField("acquire"):
-                            acquired = self._acquire(call.acquire, call.traceparent)
+                            try:
+                                acquired = self._acquire(call.acquire, call.traceparent, final=False)
+                            except AffinityMiss as miss:
+                                later(read_then_acquire(call, miss))
+                                continue
                             results.append(pb.LeaseResult(id=call.id, acquire=acquired))
                         elif call.HasField("check_token"):
                             with _span("keyring.v1.LeaseService/CheckToken", call.traceparent):

@@ -169,6 +169,15 @@ class ViewCollector(Collector):
         for (scope, reason), count in sorted(running.items()):
             cooling.add_metric([scope, reason], count)
         yield cooling
+        affinity = GaugeMetricFamily(
+            "keyring_affinity_records",
+            "Project-bound resources (files, caches, batches...) whose owner key is recorded, by pool.",
+            labels=["pool"],
+        )
+        bound = Tally(record.pool for record in view.affinity.values() if record.active(now))
+        for pool in view.pools:
+            affinity.add_metric([pool], bound.get(pool, 0))
+        yield affinity
         yield GaugeMetricFamily(
             "keyring_live_replicas", "Keyring replicas registered in etcd.", value=len(view.members)
         )

@@ -26,11 +26,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One record to write (``record``) or delete (``record is None``), guarded by ``expected``."""
+    """One record to write (``record``) or delete (``record is None``), guarded by ``expected`` (None: unguarded)."""
 
     path: str
     record: Record | None
-    expected: int
+    expected: int | None
 
 
 Decide = Callable[[], Sequence[Change]]
@@ -50,6 +50,14 @@ class StateWriter:
         """Delete ``record``, guarded by the revision it was read at."""
         return Change(self._layout.path_of(record), None, record.revision)
 
+    def overwrite(self, record: Record) -> Change:
+        """Write ``record`` whatever is stored (last writer wins: records of one owner, e.g. affinity)."""
+        return Change(self._layout.path_of(record), record, None)
+
+    def erase(self, path: str) -> Change:
+        """Delete whatever is stored at ``path`` (nothing there: nothing happens)."""
+        return Change(path, None, None)
+
     async def transact(self, decide: Decide, decided: Sequence[Change] | None = None) -> Sequence[Change]:
         """Write what ``decide`` decides on the view, guarded; on a lost guard refresh and decide again.
 
@@ -60,7 +68,7 @@ class StateWriter:
         for _ in range(MAX_ATTEMPTS):
             if not changes or await self.commit(changes):
                 return changes
-            await self._refresh([change.path for change in changes])
+            await self.refresh([change.path for change in changes])
             changes = decide()
         raise Conflict("the state changed concurrently too often; try again")
 
@@ -85,7 +93,8 @@ class StateWriter:
         if revision is not None:
             self._cache.apply(path, value, revision)
 
-    async def _refresh(self, paths: list[str]) -> None:
+    async def refresh(self, paths: list[str]) -> None:
+        """Read ``paths`` from the store into the view now (a lost guard, or a record the watch has not brought yet)."""
         for path in paths:
             entry: Entry | None = await self._call(self._store.get(path))
             if entry is None:

@@ -5,20 +5,26 @@ its state allows leasing, no cooldown of its own or of its project runs for
 that model, and this replica's share of its in-flight cap and per-minute
 budget is not used up. Tiers are tried first choice first; the pool's
 strategy picks within a tier.
+
+A call naming project-bound resources (``affinity``) is leased their owner
+key first, else a key of the owner's project, never another (the rules:
+``affinity.py``); ``exclude_projects`` skips whole projects. Both are looked
+at only when given: a call without them costs what it always did.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from .affinity import KeyFilter, Owner, key_filter, owner_of
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
 from .leasing import LeaseBook, LeaseRecord, SlidingWindow, share
 from .models import ClientToken, KeyState, Pool, UpstreamKey
-from .selection import pick
+from .selection import Eligible, pick
 from .view import KeyringView
 
 # When only in-flight caps block, a slot usually frees within this long.
@@ -75,18 +81,32 @@ class Allocator:
         token = by_hash.get(presented)
         return token if token is not None and not token.keyed else None
 
-    def acquire(self, token_hash: str, model: str, exclude: Collection[str], now: float) -> Grant:
+    def acquire(
+        self,
+        token_hash: str,
+        model: str,
+        exclude: Collection[str],
+        now: float,
+        affinity: Sequence[str] = (),
+        exclude_projects: Collection[str] = (),
+    ) -> Grant:
         token, pool = self.authenticate(token_hash, now)
         if not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
+        owner: Owner | None = None
+        only: KeyFilter | None = None
+        if affinity or exclude_projects:
+            if affinity:
+                owner = owner_of(self._view.affinity, pool.name, affinity, now)
+            only = key_filter(owner, exclude_projects)
         replicas = self._replicas()
         token_budget = share(token.requests_per_minute, replicas)
         if not self._token_minutes.allows(token.token_id, token_budget, now):
             retry = self._token_minutes.frees_at(token.token_id, token_budget, now) - now
             raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name)
-        key = self._choose(pool, model, exclude, replicas, now)
+        key = self._choose(pool, model, exclude, replicas, now, owner, only)
         if key is None:
-            raise self._nothing_eligible(pool, model, replicas, now)
+            raise self._nothing_eligible(pool, model, replicas, now, only)
         self._token_minutes.add(token.token_id, now)
         self._key_minutes.add(key.key_id, now)
         lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
@@ -96,7 +116,14 @@ class Allocator:
         return self._book.release(lease_id)
 
     def _choose(
-        self, pool: Pool, model: str, exclude: Collection[str], replicas: int, now: float
+        self,
+        pool: Pool,
+        model: str,
+        exclude: Collection[str],
+        replicas: int,
+        now: float,
+        owner: Owner | None = None,
+        only: KeyFilter | None = None,
     ) -> UpstreamKey | None:
         keys = self._view.keys
         cooldowns = self._view.cooldowns
@@ -115,22 +142,37 @@ class Allocator:
                 return False
             return self._key_minutes.allows(key_id, budget, now)
 
+        choosable: Eligible = eligible
+        if only is not None:
+            allowed = only
+
+            def restricted(key_id: str) -> bool:
+                return allowed(keys[key_id]) and eligible(key_id)
+
+            choosable = restricted
+            if owner is not None:
+                preferred = keys.get(owner.key_id)
+                if preferred is not None and preferred.pool == pool.name and choosable(owner.key_id):
+                    return preferred
         for ring in self._view.rings(pool.name):
-            key_id = pick(pool.strategy, ring, eligible, self._book.in_flight, self._rng)
+            key_id = pick(pool.strategy, ring, choosable, self._book.in_flight, self._rng)
             if key_id is not None:
                 return keys[key_id]
         return None
 
-    def _nothing_eligible(self, pool: Pool, model: str, replicas: int, now: float) -> NoKeyAvailable:
+    def _nothing_eligible(
+        self, pool: Pool, model: str, replicas: int, now: float, only: KeyFilter | None = None
+    ) -> NoKeyAvailable:
         """Say when the soonest key frees up, so the caller can wait exactly that long.
 
         Keys the caller excluded count too: they were excluded for this one
-        request, and the caller's next request may use them.
+        request, and the caller's next request may use them. Keys the call may
+        not have at all (``only``: another project than its resources') do not.
         """
         budget = share(pool.policy.requests_per_minute, replicas)
         soonest = math.inf
         for key in self._view.keys_of(pool.name):
-            if key.state in (KeyState.INVALID, KeyState.DISABLED):
+            if key.state in (KeyState.INVALID, KeyState.DISABLED) or (only is not None and not only(key)):
                 continue
             frees = key.state_until if key.state is KeyState.SUSPENDED else now
             for subject in key.cooldown_subjects(model):
@@ -142,8 +184,9 @@ class Allocator:
                 frees = now + _IN_FLIGHT_RETRY_S
             soonest = min(soonest, frees)
         if math.isinf(soonest):
+            what = "for this call" if only is None else "of the project this call's resources or projects allow"
             return NoKeyAvailable(
-                f"pool {pool.name!r} has no usable key for this call", pool.policy.rate_limit_cooldown_s, pool.name
+                f"pool {pool.name!r} has no usable key {what}", pool.policy.rate_limit_cooldown_s, pool.name
             )
         return NoKeyAvailable(f"no key of pool {pool.name!r} is free for model {model!r}", soonest - now, pool.name)
 

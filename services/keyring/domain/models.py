@@ -151,6 +151,27 @@ class Cooldown:
 
 
 @dataclass(frozen=True, slots=True)
+class Affinity:
+    """A resource created upstream under one key ("files/abc", "cachedContents/x"...), which lives in its project.
+
+    Later calls naming it are leased that key or another key of ``project``
+    (the key alone when it has no project), until ``expires_at``: the
+    resource's lifetime upstream. Scoped to the pool whose lease created it.
+    """
+
+    name: str
+    pool: str
+    key_id: str
+    project: str = ""
+    expires_at: float = 0.0
+    created_at: float = 0.0
+    revision: int = 0
+
+    def active(self, now: float) -> bool:
+        return self.expires_at > now
+
+
+@dataclass(frozen=True, slots=True)
 class ClientToken:
     """A client token as stored: a keyed hash of its SHA-256, never the token.
 

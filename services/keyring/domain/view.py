@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .models import ClientToken, Cooldown, CooldownId, CooldownScope, Pool, UpstreamKey
+from .models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, Pool, UpstreamKey
 from .selection import TierRing
 
 
@@ -21,6 +21,8 @@ class KeyringView:
         self.tokens_by_hash: dict[str, ClientToken] = {}
         self.cooldowns: dict[CooldownId, Cooldown] = {}
         self.members: dict[str, bytes] = {}
+        # Who owns each project-bound resource, by (pool, resource name); expired ones until collected.
+        self.affinity: dict[tuple[str, str], Affinity] = {}
         # Raw records nobody leases from: decoded only when asked for.
         self.usage: dict[str, bytes] = {}  # by store path: one replica's bucket
         self.audit: dict[str, bytes] = {}  # by store path: sorts by time
@@ -78,6 +80,12 @@ class KeyringView:
             self._cooldowns_by_subject[subject].pop(cooldown_id, None)
             if not self._cooldowns_by_subject[subject]:
                 del self._cooldowns_by_subject[subject]
+
+    def put_affinity(self, record: Affinity) -> None:
+        self.affinity[(record.pool, record.name)] = record
+
+    def remove_affinity(self, pool: str, name: str) -> None:
+        self.affinity.pop((pool, name), None)
 
     # -- reads ----------------------------------------------------------
 
