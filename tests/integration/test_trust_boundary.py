@@ -31,7 +31,7 @@ from services.keyring.store import EtcdStore, StoreUnavailable
 from tests.pki import Pki, channel
 
 from .conftest import Replica, StartReplica, make_pool
-from .test_keyring_service import MODEL, add_keys
+from .test_keyring_service import MODEL, add_keys, eventually
 
 INVALID_KEY = pb.Outcome(http_status=401, error_status="UNAUTHENTICATED", error_reason="API_KEY_INVALID")
 FORGED_ACTOR = "admin:ops"
@@ -188,6 +188,14 @@ async def test_a_lease_granted_by_a_replica_that_went_down_still_reports_its_out
     [key_id] = await add_keys(replica_a, 1)
 
     lease = (await replica_a.lease.Acquire(pb.AcquireRequest(token_hash=token, model=MODEL))).lease
+
+    async def b_knows_the_key() -> bool:
+        try:
+            return await _state(replica_b, key_id) == pb.ACTIVE
+        except grpc.aio.AioRpcError:
+            return False
+
+    await eventually(b_knows_the_key, within_s=5.0)  # B's watch has seen A's writes
     await replica_a.stop()
     request = pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id, model=MODEL, outcome=INVALID_KEY)
     assert not (await replica_b.lease.Release(request)).known
