@@ -11,6 +11,7 @@ before the watch brings it back.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -95,8 +96,8 @@ class StateWriter:
 
     async def refresh(self, paths: list[str]) -> None:
         """Read ``paths`` from the store into the view now (a lost guard, or a record the watch has not brought yet)."""
-        for path in paths:
-            entry: Entry | None = await self._call(self._store.get(path))
+        entries: list[Entry | None] = await self._call(asyncio.gather(*(self._store.get(path) for path in paths)))
+        for path, entry in zip(paths, entries, strict=True):
             if entry is None:
                 self._cache.forget(path)
             else:
