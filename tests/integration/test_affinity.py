@@ -17,6 +17,7 @@ from services.keyring.grpc_errors import RETRY_AFTER_METADATA
 from tests.pki import session_pki
 
 from .conftest import Replica, StartReplica, make_pool
+from .test_keyring_metrics import scrape
 from .test_keyring_service import add_keys
 
 MODEL = "gemini-3.5-flash"
@@ -97,6 +98,8 @@ async def test_a_binding_on_one_replica_routes_an_acquire_on_the_other_at_once(
     assert (await affine(b, token, "files/abc")).key_id == keys[1]
     assert ("main", "files/abc") in b.keyring.cache.view.affinity  # read once, now from memory
     assert (await affine(b, token, "files/abc", "uploads/s-1")).key_id == keys[1]
+    _, samples = await scrape(a.server.metrics_port)
+    assert samples[("keyring_affinity_records", (("pool", "main"),))] == 2
 
 
 async def test_the_edge_client_binds_confirmed_and_leases_by_affinity(
