@@ -26,6 +26,7 @@ from .errors import answer_in_dialect
 from .forwarding import EDGE, Edge
 from .keyring_client import KeyringClient
 from .observability import EdgeMetrics, observe
+from .resources import caches, files, interactions, jobs, listing, uploads
 from .routing import DIALECT, EITHER, GEMINI, OPENAI, Handler, add_route
 from .upstream import Upstream
 
@@ -105,8 +106,37 @@ def _either(openai_handler: Handler, gemini_handler: Handler) -> Handler:
     return handler
 
 
+# Project-bound resources (``resources``), Gemini's dialect, under both versions (google-genai calls /v1 by
+# default). Each handler parses the raw path against its strict pattern (``wire.resource_path``).
+RESOURCE_ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
+    ("POST", "/upload/{version}/files", uploads.upload),
+    ("GET", "/{version}/files", listing.list_collection),
+    ("GET", "/{version}/files/{tail:.+}", files.item),
+    ("DELETE", "/{version}/files/{tail:.+}", files.item),
+    ("POST", "/{version}/cachedContents", caches.create),
+    ("GET", "/{version}/cachedContents", listing.list_collection),
+    ("GET", "/{version}/cachedContents/{tail:.+}", caches.item),
+    ("PATCH", "/{version}/cachedContents/{tail:.+}", caches.item),
+    ("DELETE", "/{version}/cachedContents/{tail:.+}", caches.item),
+    ("GET", "/{version}/batches", listing.list_collection),
+    ("GET", "/{version}/batches/{tail:.+}", jobs.batch),
+    ("POST", "/{version}/batches/{tail:.+}", jobs.batch),
+    ("DELETE", "/{version}/batches/{tail:.+}", jobs.batch),
+    ("POST", "/{version}/interactions", interactions.create),
+    ("GET", "/{version}/interactions/{tail:.+}", interactions.item),
+    ("POST", "/{version}/interactions/{tail:.+}", interactions.item),
+    ("DELETE", "/{version}/interactions/{tail:.+}", interactions.item),
+    # Before the model routes, which would take it for a model.
+    ("GET", "/{version}/models/{model}/operations/{tail:.+}", jobs.operation),
+)
+
 # Every route the edge answers, with the dialect it speaks (see ``routing``).
 ROUTES: Final[tuple[tuple[str, str, str, Handler], ...]] = (
+    *(
+        (method, path.replace("{version}", version), GEMINI, handler)
+        for method, path, handler in RESOURCE_ROUTES
+        for version in ("v1beta", "v1")
+    ),
     ("POST", "/v1/chat/completions", OPENAI, openai.chat_completions),
     ("POST", "/v1/embeddings", OPENAI, openai.embeddings),
     # Claimed by both dialects: the way the caller authenticates decides.

@@ -60,6 +60,20 @@ class EdgeSettings(BaseSettings):
     # ~3x slower through the edge (bench/edge_bench.py: 331 vs 962 req/s at concurrency 16).
     uvloop: bool = False
 
+    # --- Files, caches, batches, operations, interactions (README "Files, caches, batches, operations and
+    # interactions") ---
+    # The edge's address as clients reach it (https://gemini.example.com): where upload URLs point. Empty: the
+    # scheme and Host of the request that started the upload.
+    public_base_url: str = ""
+    # Seals upload sessions into upload URLs; every edge replica must share it, so that the bytes of an upload
+    # may reach any of them. Empty: a random key of this process (the bytes must come back to this replica).
+    upload_session_key: str = Field(default="", repr=False)
+    # The largest file an upload may declare (Google's limit: 2 GiB).
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    # List calls merge the lists of the pool's projects: at most this many projects and items.
+    list_max_projects: int = Field(default=50, ge=1)
+    list_max_items: int = Field(default=1000, ge=1)
+
     # --- Token check before the body (README "Configuration", edge) ---
     # A POST's client token is checked at keyring (CheckToken) before its body is read; accepted token hashes
     # are remembered this long (0: ask every time), so a revoked token may pass this pre-check for up to this
@@ -90,6 +104,14 @@ class EdgeSettings(BaseSettings):
         """Secure by default: no start without TLS files for keyring, unless plaintext is asked for."""
         self.keyring_tls()
         return self
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("EDGE_PUBLIC_BASE_URL must start with http:// or https://")
+        return value
 
     @field_validator("upstream_base_url")
     @classmethod

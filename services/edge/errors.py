@@ -10,6 +10,7 @@ The exceptions the edge raises, and who raises them::
         ├── ModelNotAllowed      403
         ├── NoKeyFree            429 + Retry-After
         ├── InvalidLeaseRequest  400
+        ├── UnknownResource      404 (a resource no key of the pool created)
         └── KeyringUnavailable   503 + Retry-After: 1
     UpstreamFailed             the upstream's final error, passed on (forwarding)
 
@@ -88,6 +89,20 @@ class InvalidLeaseRequest(LeaseRefused):
 
     def __init__(self, message: str) -> None:
         super().__init__(400, message, openai_code="invalid_request")
+
+
+class UnknownResource(LeaseRefused):
+    """The call names a resource keyring knows no owner of in this pool: no upstream call is made."""
+
+    reason = "NOT_FOUND"
+
+    def __init__(self, names: tuple[str, ...] | list[str]) -> None:
+        named = ", ".join(names) or "the resource"
+        super().__init__(
+            404,
+            f"{named} was not found: no key of this pool created it (or it has expired or been deleted)",
+            openai_code="not_found",
+        )
 
 
 class KeyringUnavailable(LeaseRefused):

@@ -20,6 +20,18 @@ lease, reported as ``TRANSPORT_CANCELLED``. Nobody waits for the release of
 a finished request; before a failover the release is awaited, so keyring
 has learnt from the failure before it picks the next key.
 
+Project-bound resources (affinity, README "Files, caches, batches,
+operations and interactions"): a call naming resources (``Call.affinity``)
+is leased the owner key, or another key of its project (keyring decides; a
+failover stays in that project); a name keyring does not know is a 404
+(``errors.UnknownResource``) with no upstream call. A call that creates or
+deletes resources (``Call.settle``) releases with the bindings its answer
+names, and waits for keyring to commit them before the client gets its
+answer (a stream: before its end is sent), so the client's next call,
+through any edge and any keyring replica, finds the owner. Bindings keyring
+could not commit are logged; the answer still goes out (the resource exists
+upstream: an error would only make the client create it again).
+
 Errors are raised, never rendered here: ``errors.answer_in_dialect`` answers
 them in the caller's dialect.
 """
@@ -28,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
@@ -35,9 +48,10 @@ from aiohttp import web
 from services.common.answers import UpstreamError
 
 from .config import EdgeSettings
-from .errors import LeaseRefused, NoKeyFree, UpstreamFailed
-from .keyring_client import KeyringClient
+from .errors import KeyringUnavailable, LeaseRefused, NoKeyFree, UnknownResource, UpstreamFailed
+from .keyring_client import GrantedLease, KeyringClient
 from .observability import MODEL, ROUTE, STREAM, EdgeMetrics, record_attempt
+from .resources.sessions import UploadSessions
 from .upstream import Attempt, Call, Upstream
 
 log = logging.getLogger(__name__)
@@ -56,6 +70,8 @@ class Edge:
         self.base_url = upstream.base_url
         # Request bodies being read and checked (dialects.read_body): bounded, see EdgeSettings.
         self.body_slots = asyncio.Semaphore(settings.max_concurrent_bodies)
+        # Upload sessions sealed into upload URLs (resources.uploads).
+        self.uploads = UploadSessions(settings.upload_session_key)
 
 
 EDGE: Final = web.AppKey("edge", Edge)
@@ -69,7 +85,7 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     failure: UpstreamError | None = None
     for _ in range(edge.settings.max_attempts):
         try:
-            granted = await edge.keyring.acquire(call.token_hash, call.model, tried)
+            granted = await lease(edge, call, tried)
         except LeaseRefused as refused:
             edge.metrics.child(edge.metrics.denied, refused.reason).inc()
             if failure is None:
@@ -79,17 +95,26 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             raise UpstreamFailed(failure, retry_after) from None
         tried.append(granted.lease.key_id)
         attempt = Attempt(edge.upstream, edge.metrics, call, granted)
+        if call.settle is not None and call.stream:
+            attempt.on_stream_end = _settler(edge, call, granted, attempt)
         result: web.StreamResponse | UpstreamError | None = None
         fail_over = False
+        released: asyncio.Task[bool] | None = None
         try:
             result = await attempt.run(request)
         finally:
             if isinstance(result, UpstreamError):
                 fail_over = result.kind.tries_another_key
-            released = edge.keyring.release(granted, call.model, attempt.outcome, confirm=fail_over)
+            if not attempt.released:
+                released = edge.keyring.release(
+                    granted, call.model, attempt.outcome, confirm=fail_over,
+                    bind=attempt.settlement.bind, unbind=attempt.settlement.unbind,
+                )  # fmt: skip
             record_attempt(edge.metrics, call.route, call.model, attempt.outcome)
         if not isinstance(result, UpstreamError):
             request[MODEL] = edge.metrics.model_label(call.model, accepted=200 <= result.status < 300)
+            if attempt.settlement and released is not None:
+                await _committed(released, granted)
             return result
         if not fail_over:  # the request is at fault: no other key helps
             request[MODEL] = edge.metrics.model_label(call.model)
@@ -107,3 +132,40 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     assert failure is not None
     request[MODEL] = edge.metrics.model_label(call.model)
     raise UpstreamFailed(failure)
+
+
+async def lease(edge: Edge, call: Call, tried: list[str]) -> GrantedLease:
+    """A lease for ``call`` (its affinity and excluded projects included); keyring's NOT_FOUND is a 404."""
+    if not call.affinity and not call.exclude_projects:  # the hot path: as before affinity existed
+        return await edge.keyring.acquire(call.token_hash, call.model, tried)
+    try:
+        return await edge.keyring.acquire(
+            call.token_hash, call.model, tried, affinity=call.affinity, exclude_projects=call.exclude_projects
+        )
+    except KeyringUnavailable as unavailable:
+        if unavailable.reason == "NOT_FOUND":
+            raise UnknownResource(call.affinity) from None
+        raise
+
+
+def _settler(edge: Edge, call: Call, granted: GrantedLease, attempt: Attempt) -> Callable[[], Awaitable[None]]:
+    """Release a settling stream's lease, bindings committed, before the client sees the stream's end."""
+
+    async def settle() -> None:
+        attempt.released = True
+        settlement = attempt.settlement
+        released = edge.keyring.release(
+            granted, call.model, attempt.outcome, bind=settlement.bind, unbind=settlement.unbind
+        )
+        if settlement:
+            await _committed(released, granted)
+
+    return settle
+
+
+async def _committed(released: asyncio.Task[bool], granted: GrantedLease) -> None:
+    if not await asyncio.shield(released):
+        log.warning(
+            "keyring did not commit the resources of lease %s: later calls naming them may not find their owner",
+            granted.lease.lease_id,
+        )

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import aiohttp
@@ -44,6 +45,8 @@ from .observability import STARTED
 
 # Bytes of a stream's end kept to read the token usage of its last event.
 TAIL_BYTES: Final = 4096
+# Bytes of a stream's start kept for ``before_end`` (an interaction's id is in its first event).
+HEAD_BYTES: Final = 8192
 # An empty line between two events: dispatches nothing, so every SSE client ignores it (module docstring).
 KEEPALIVE: Final = b"\n"
 # The end of an SSE event: only there may a keep-alive go.
@@ -101,14 +104,18 @@ async def relay(
     chunk: bytes | None,
     first_byte: Any,
     keepalive_s: float = 0.0,
+    before_end: Callable[[bytes, bytes], Awaitable[None]] | None = None,
 ) -> bytes | None:
     """Send ``chunk`` (the first; None: a keep-alive, the upstream has been silent) and every following one.
 
     Returns the stream's last bytes, or None if the client left.
     ``first_byte`` is the histogram (child) of the time to the first byte;
-    ``keepalive_s`` comes from ``keepalive_interval``.
+    ``keepalive_s`` comes from ``keepalive_interval``; ``before_end``, when
+    given, is awaited with the stream's first and last bytes once the whole
+    upstream stream is relayed, before the client sees its end (a created
+    resource is bound first, so the client's next call finds it).
     """
-    tail = b""
+    tail = head = b""
     try:
         await response.prepare(request)  # the first bytes: the first chunk (or keep-alive) follows at once
         first_byte.observe(time.perf_counter() - request[STARTED])
@@ -122,9 +129,13 @@ async def relay(
             else:
                 await response.write(chunk)
                 tail = chunk if len(chunk) >= TAIL_BYTES else (tail + chunk)[-TAIL_BYTES:]
+                if before_end is not None and len(head) < HEAD_BYTES:
+                    head = (head + chunk)[:HEAD_BYTES]
         except ConnectionError:
             return None
         chunk = await next_chunk(answer, keepalive_s)  # a failure here is the upstream's: it propagates
+    if before_end is not None:
+        await before_end(head, tail)
     try:
         await response.write_eof()
     except ConnectionError:

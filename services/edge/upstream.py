@@ -18,7 +18,7 @@ or, once a stream is committed, into a cut connection.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,11 +33,28 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from . import streaming, wire
 from .config import EdgeSettings
-from .keyring_client import GrantedLease
+from .keyring_client import Binding, GrantedLease
 from .observability import OPERATIONS, EdgeMetrics, set_usage_attributes, tracer
 from .routing import DIALECT
 
 _TRANSPORT_ERRORS: Final = (TimeoutError, aiohttp.ClientError)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a successful call created (bound to its key in keyring) or deleted (unbound)."""
+
+    bind: tuple[Binding, ...] = ()
+    unbind: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.bind or self.unbind)
+
+
+NOTHING: Final = Settlement()
+# Reads a successful answer (a whole body, decoded; or a stream's first bytes) and says what it created or
+# deleted; may rewrite the headers of a whole answer (not yet sent) in place.
+Settle = Callable[[bytes, web.StreamResponse], Settlement]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +76,12 @@ class Call:
     transform: Callable[[bytes, tuple[str, ...]], bytes] | None = None
     # The operation, for metrics and spans: "generateContent", "chat.completions", "models.list"...
     route: str = "other"
+    # Project-bound resources the call names ("files/abc"...): the lease goes to their owner (keyring).
+    affinity: tuple[str, ...] = ()
+    # For calls that create or delete resources: what a successful answer binds or unbinds.
+    settle: Settle | None = None
+    # Projects a list call has covered already (keyring leases a key of another one).
+    exclude_projects: tuple[str, ...] = ()
 
 
 class Upstream:
@@ -84,7 +107,10 @@ class Upstream:
 class Attempt:
     """One upstream call with one leased key; ``outcome`` is what keyring will be told."""
 
-    __slots__ = ("call", "committed", "granted", "metrics", "outcome", "started", "upstream")
+    __slots__ = (
+        "call", "committed", "granted", "metrics", "on_stream_end", "outcome", "released", "settlement", "started",
+        "upstream",
+    )  # fmt: skip
 
     def __init__(self, upstream: Upstream, metrics: EdgeMetrics, call: Call, granted: GrantedLease) -> None:
         self.upstream = upstream
@@ -95,6 +121,11 @@ class Attempt:
         self.started = time.monotonic()
         # A stream whose first bytes went to the client: past this point no other key can answer.
         self.committed: web.StreamResponse | None = None
+        # What a successful answer created or deleted (``call.settle``), for the release.
+        self.settlement = NOTHING
+        # A settling stream's release before its end is sent (set by forwarding); then ``released``.
+        self.on_stream_end: Callable[[], Awaitable[None]] | None = None
+        self.released = False
 
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -146,8 +177,15 @@ class Attempt:
             response = streaming.response_for(answer.status, wire.response_headers(answer.headers.items()))
             self.committed = response
             first_byte = self.metrics.child(self.metrics.first_byte, request[DIALECT])
-            tail = await streaming.relay(request, response, answer, chunk, first_byte, keepalive)
-            self._streamed(answer, tail)
+            before_end = None
+            if call.settle is not None:
+
+                async def before_end(head: bytes, tail: bytes) -> None:
+                    await self._settle_stream(answer, response, head, tail)
+
+            tail = await streaming.relay(request, response, answer, chunk, first_byte, keepalive, before_end)
+            if not self.released:
+                self._streamed(answer, tail)
             return response
         except _TRANSPORT_ERRORS as error:  # the one place transport failures are mapped
             failure = self._transport_failure(error)
@@ -158,6 +196,17 @@ class Attempt:
         finally:
             if answer is not None:
                 answer.release()
+
+    async def _settle_stream(
+        self, answer: aiohttp.ClientResponse, response: web.StreamResponse, head: bytes, tail: bytes
+    ) -> None:
+        """A whole stream is relayed but not ended: what it created is bound (and awaited) before the end is sent."""
+        assert self.call.settle is not None
+        self._streamed(answer, tail)
+        if 200 <= answer.status < 300:
+            self.settlement = self.call.settle(head, response)
+        if self.on_stream_end is not None:
+            await self.on_stream_end()
 
     def _transport_failure(self, error: BaseException) -> UpstreamError:
         failure = transport_failure(error)
@@ -182,7 +231,10 @@ class Attempt:
         if self.call.transform is not None and allowed:
             body = self.call.transform(plain, allowed)
             headers = [(name, value) for name, value in headers if name.lower() != "content-encoding"]
-        return web.Response(status=answer.status, body=body, headers=headers)
+        response = web.Response(status=answer.status, body=body, headers=headers)
+        if self.call.settle is not None and 200 <= answer.status < 300:
+            self.settlement = self.call.settle(plain, response)
+        return response
 
     def _streamed(self, answer: aiohttp.ClientResponse, tail: bytes | None) -> None:
         if tail is None:  # the client went away while we wrote

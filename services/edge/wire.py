@@ -27,6 +27,30 @@ request is built from validated parts and allow-lists, here.
   identity headers or cookies: the one upstream credential is the leased key,
   added per attempt (``upstream``).
 
+Project-bound resources (README "Files, caches, batches, operations and
+interactions") have their own strict patterns, parsed by ``resource_path``:
+
+- ``/{version}/files/{id}[:download]``, ``/{version}/cachedContents/{id}``,
+  ``/{version}/batches/{id}[:cancel]``, ``/{version}/interactions/{id}[/cancel]``
+  and ``/{version}/models/{model}/operations/{id}``; their collections
+  (``/{version}/files`` ...) and ``/upload/{version}/files`` are exact routes.
+  Ids: files ``FILE_ID`` (Google's rule: at most 40 lower-case letters,
+  digits and dashes, no dash first or last), caches, batches and operations
+  ``JOB_ID`` (``[a-z0-9][a-z0-9-]{0,63}``), interactions ``INTERACTION_ID``
+  (``[A-Za-z0-9][A-Za-z0-9_-]{0,127}``: Google's interaction ids carry capitals
+  and ``_``, e.g. ``v1_ChdX...``). The same refusals as for model paths.
+- Query, on resource routes only (``RESOURCE_QUERY``): ``FORWARDED_QUERY``
+  plus ``alt=media`` (downloads), ``stream`` and ``include_input``
+  (``true``/``false``) and ``last_event_id`` (interactions: a get streamed
+  and resumed), ``updateMask`` (a cache's PATCH). ``pageSize`` and
+  ``pageToken`` of list calls are the edge's own (``listing``), never
+  forwarded as they came.
+- Headers, on the upload route only (``UPLOAD_HEADERS``): the resumable
+  upload protocol's ``x-goog-upload-protocol``, ``-command``, ``-offset``,
+  ``-header-content-length`` and ``-header-content-type``. The client's
+  ``upload_id`` is the edge's sealed session (``uploads``): the upstream's
+  own id is taken from inside it, never from the client.
+
 Coming back: the upstream's headers that make sense to the client; a body
 decoded for reading (errors, token usage). Pure functions over strings,
 bytes and headers, tested alone (tests/unit/test_edge_pieces.py).
@@ -50,6 +74,25 @@ FORWARDED_QUERY: Final[Mapping[str, frozenset[str] | None]] = {
     "pageSize": None,
     "pageToken": None,
 }
+# Resource routes (files, caches, batches, interactions, operations) also forward these.
+RESOURCE_QUERY: Final[Mapping[str, frozenset[str] | None]] = {
+    **FORWARDED_QUERY,
+    "alt": frozenset({"sse", "json", "media"}),
+    "stream": frozenset({"true", "false"}),
+    "include_input": frozenset({"true", "false"}),
+    "last_event_id": None,
+    "updateMask": None,
+}
+# The upload route also forwards the resumable upload protocol's headers.
+UPLOAD_HEADERS: Final = frozenset(
+    {
+        "x-goog-upload-protocol",
+        "x-goog-upload-command",
+        "x-goog-upload-offset",
+        "x-goog-upload-header-content-length",
+        "x-goog-upload-header-content-type",
+    }
+)
 _MAX_QUERY_VALUE: Final = 1024
 
 # The model id: lower-case letters, digits, dots and dashes (gemini-3.5-flash-lite, text-embedding-004...).
@@ -58,6 +101,34 @@ _MODEL: Final = re.compile(MODEL_ID)
 _MODEL_PATH: Final = re.compile(
     r"/(?P<version>v1beta|v1)/models(?:/(?:models/)?(?P<model>" + MODEL_ID + r")(?::(?P<action>[A-Za-z]{1,64}))?)?"
 )
+# Ids of project-bound resources (module docstring).
+FILE_ID: Final = r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?"
+JOB_ID: Final = r"[a-z0-9][a-z0-9-]{0,63}"
+INTERACTION_ID: Final = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
+_RESOURCE_PATH: Final = re.compile(
+    r"/(?P<version>v1beta|v1)/(?:"
+    r"files/(?P<files>" + FILE_ID + r")(?::(?P<files_action>download))?"
+    r"|cachedContents/(?P<cachedContents>" + JOB_ID + r")"
+    r"|batches/(?P<batches>" + JOB_ID + r")(?::(?P<batches_action>cancel))?"
+    r"|interactions/(?P<interactions>" + INTERACTION_ID + r")(?:/(?P<interactions_action>cancel))?"
+    r"|models/(?:models/)?(?P<model>" + MODEL_ID + r")/operations/(?P<operations>" + JOB_ID + r")"
+    r")"
+)
+_KINDS: Final = ("files", "cachedContents", "batches", "interactions", "operations")
+_COLLECTION_PATH: Final = re.compile(r"/(?P<version>v1beta|v1)/(?P<kind>files|cachedContents|batches|interactions)")
+_UPLOAD_PATH: Final = re.compile(r"/upload/(?P<version>v1beta|v1)/files")
+# A resource named in a body: files/{id} or a Google file URI, cachedContents/{id}.
+_FILE_NAME: Final = re.compile(
+    r"(?:https://generativelanguage\.googleapis\.com/(?:v1beta|v1)/)?files/("
+    + FILE_ID
+    + r")(?::download(?:\?alt=media)?)?"
+)
+_CACHE_NAME: Final = re.compile(r"cachedContents/(" + JOB_ID + r")")
+_NAMING_FIELD: Final = re.compile(
+    rb'"(fileUri|file_uri|uri|fileName|file_name|responsesFile|responses_file|cachedContent|cached_content)"\s*:\s*"([^"\\]{1,300})"'
+)
+_CACHE_FIELDS: Final = frozenset({b"cachedContent", b"cached_content"})
+
 # Never passed back to the client: hop-by-hop, and what aiohttp derives itself.
 _DROP_RESPONSE: Final = frozenset(
     {
@@ -108,6 +179,94 @@ def model_path(raw_path: str) -> ModelPath:
     return ModelPath(match["version"], match["model"] or "", match["action"] or "")
 
 
+@dataclass(frozen=True, slots=True)
+class ResourcePath:
+    """A parsed resource path: ``kind`` files, cachedContents, batches, interactions or operations."""
+
+    version: str
+    kind: str
+    id: str = ""  # "" for a collection
+    action: str = ""  # download, cancel
+    model: str = ""  # operations only
+
+    @property
+    def name(self) -> str:
+        """The name as Google spells it (and keyring's affinity): ``files/abc``, ``models/m/operations/x``."""
+        if self.kind == "operations":
+            return f"models/{self.model}/operations/{self.id}"
+        return f"{self.kind}/{self.id}"
+
+
+def resource_path(raw_path: str) -> ResourcePath:
+    """The validated parts of a raw resource path (one of the patterns of the module docstring)."""
+    path = raw_path.partition("?")[0]
+    match = _RESOURCE_PATH.fullmatch(path)
+    if match is not None:
+        kind = next(kind for kind in _KINDS if match[kind])
+        return ResourcePath(match["version"], kind, match[kind], match.groupdict().get(f"{kind}_action") or "",
+                            match["model"] or "")  # fmt: skip
+    collection = _COLLECTION_PATH.fullmatch(path)
+    if collection is not None:
+        return ResourcePath(collection["version"], collection["kind"])
+    upload = _UPLOAD_PATH.fullmatch(path)
+    if upload is not None:
+        return ResourcePath(upload["version"], "uploads")
+    raise MalformedPath(
+        "malformed path: expected /{version}/files/{id}[:download], /{version}/cachedContents/{id},"
+        " /{version}/batches/{id}[:cancel], /{version}/interactions/{id}[/cancel] or"
+        " /{version}/models/{model}/operations/{id}, with ids of lower-case letters, digits and '-'"
+        " (interactions: also capitals and '_'), of bounded length"
+    )
+
+
+def resource_url(base_url: str, path: ResourcePath, query: list[tuple[str, str]]) -> URL:
+    """The upstream URL of a resource path, from its validated parts only."""
+    if path.kind == "uploads":
+        tail = f"/upload/{path.version}/files"
+    elif not path.id:
+        tail = f"/{path.version}/{path.kind}"
+    else:
+        tail = f"/{path.version}/{path.name}"
+        if path.action:
+            tail += f"/{path.action}" if path.kind == "interactions" else f":{path.action}"
+    return _with_query(URL(f"{base_url}{tail}", encoded=True), query)
+
+
+def file_name(value: str) -> str | None:
+    """``files/{id}`` from a file's name or Google URI (``https://generativelanguage.googleapis.com/v1beta/files/{id}``)."""
+    match = _FILE_NAME.fullmatch(value)
+    return f"files/{match.group(1)}" if match else None
+
+
+def cache_name(value: str) -> str | None:
+    """``cachedContents/{id}`` when ``value`` is one, else None."""
+    return value if _CACHE_NAME.fullmatch(value) else None
+
+
+def named_resources(body: bytes) -> tuple[str, ...]:
+    """The files and caches a request body names (``fileData.fileUri``, ``cachedContent``, a batch's ``fileName``...).
+
+    Read by a regular expression over the bytes, not by parsing: only a field
+    name in quotes followed by a colon counts (text that merely mentions one
+    is escaped inside its JSON string), and only values shaped like
+    ``files/{id}``, a Google file URI or ``cachedContents/{id}``. Call it only
+    when the body holds ``files/`` or ``cachedContents/`` at all (a bytes
+    search): the hot path pays nothing else.
+    """
+    found: list[str] = []
+    for match in _NAMING_FIELD.finditer(body):
+        value = match.group(2).decode("utf-8", "replace")
+        name = cache_name(value) if match.group(1) in _CACHE_FIELDS else file_name(value)
+        if name is not None and name not in found:
+            found.append(name)
+    return tuple(found)
+
+
+def names_resources(body: bytes) -> bool:
+    """Whether a body may name a file or a cache (two bytes searches): the hot path's only cost."""
+    return b"files/" in body or b"cachedContents/" in body
+
+
 def valid_model(name: str) -> str | None:
     """A model named in a body (``gemini-2.5-flash`` or ``models/gemini-2.5-flash``): the bare id, or None."""
     model = name.removeprefix("models/")
@@ -137,25 +296,27 @@ def client_key(query: Mapping[str, str]) -> str | None:
     return query.get("key") or None
 
 
-def forward_query(query: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def forward_query(
+    query: Iterable[tuple[str, str]], allowed: Mapping[str, frozenset[str] | None] = FORWARDED_QUERY
+) -> list[tuple[str, str]]:
     """The decoded query's allow-listed parameters (``FORWARDED_QUERY``), in order; the rest is dropped."""
     kept: list[tuple[str, str]] = []
     for name, value in query:
-        if name not in FORWARDED_QUERY or len(value) > _MAX_QUERY_VALUE:
+        if name not in allowed or len(value) > _MAX_QUERY_VALUE:
             continue
-        values = FORWARDED_QUERY[name]
+        values = allowed[name]
         if values is None or value in values:
             kept.append((name, value))
     return kept
 
 
-def forward_headers(incoming: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The client's allow-listed headers (``FORWARDED_HEADERS``); the key is added per attempt."""
+def forward_headers(incoming: Iterable[tuple[str, str]], extra: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The client's allow-listed headers (``FORWARDED_HEADERS``, and ``extra``); the key is added per attempt."""
     headers: dict[str, str] = {}
     accept_encoding = "identity"
     for name, value in incoming:
         lower = name.lower()
-        if lower in FORWARDED_HEADERS:
+        if lower in FORWARDED_HEADERS or lower in extra:
             headers[lower] = value
         elif lower == "accept-encoding":
             accept_encoding = readable_codings(value)

@@ -9,6 +9,12 @@ object (``dialects.check_json_object``), never re-serialised, so fields the
 edge does not know (toolConfig, cachedContent, safetySettings, tomorrow's
 fields) reach Google untouched.
 
+A body that names a file (``fileData.fileUri``, a batch's ``fileName``) or
+a cache (``cachedContent``) is leased a key of the owner's project
+(``wire.named_resources``, only when the bytes hold ``files/`` or
+``cachedContents/`` at all); ``batchGenerateContent`` and
+``predictLongRunning`` bind the job they create (``resources.bindings``).
+
 The client's token comes from ``x-goog-api-key``, the ``key`` query
 parameter (its name decoded like every other: ``%6Bey`` is ``key``) or a
 Bearer header; it is never forwarded. A POST's token is checked at keyring
@@ -27,13 +33,24 @@ from services.common.naming import token_hash
 from .. import wire
 from ..errors import EdgeError, bad_request, missing_token
 from ..forwarding import EDGE, forward
+from ..resources import bindings
 from ..routing import GEMINI
 from ..upstream import Call
 from . import authenticated, bearer, check_json_object, only_allowed, read_body, shaped
 
 ACTIONS: Final = frozenset(
-    {"generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents"}
-)
+    {
+        "generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents",
+        "batchGenerateContent", "predictLongRunning",
+    }
+)  # fmt: skip
+# Actions that create a project-bound resource: what their answer names is bound to the key (resources.bindings).
+CREATING: Final = {"batchGenerateContent": bindings.created_job, "predictLongRunning": bindings.created_job}
+
+
+def client_token(request: web.Request) -> str:
+    """The client's token, the Gemini way (``x-goog-api-key``, ``?key=`` or Bearer): shaped like one, or a 401."""
+    return _token(request)
 
 
 def _token(request: web.Request) -> str:
@@ -63,6 +80,8 @@ def _call(
     *,
     stream: bool = False,
     transform: Any = None,
+    affinity: tuple[str, ...] = (),
+    settle: Any = None,
 ) -> Call:
     return Call(
         method=request.method,
@@ -74,6 +93,8 @@ def _call(
         stream=stream,
         transform=transform,
         route=route,
+        affinity=affinity,
+        settle=settle,
     )
 
 
@@ -104,5 +125,10 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     hashed = await authenticated(request, _token(request))  # a token keyring refuses is a 401 before any read
     body = await read_body(request)
     check_json_object(request, body)
-    call = _call(request, path, hashed, body, path.action, stream=path.action == "streamGenerateContent")
+    # A body naming a file or a cache goes to its owner's project; two bytes searches for every other body.
+    affinity = wire.named_resources(body) if wire.names_resources(body) else ()
+    call = _call(
+        request, path, hashed, body, path.action, stream=path.action == "streamGenerateContent",
+        affinity=affinity, settle=CREATING.get(path.action),
+    )  # fmt: skip
     return await forward(request, call)

@@ -49,6 +49,8 @@ async def _post(request: web.Request, endpoint: str, can_stream: bool) -> web.St
         stream=can_stream and data.get("stream") is True,
         key_in_bearer=True,
         route=endpoint.replace("/", "."),
+        # A cache named through extra_body (google.cached_content) goes to its owner's project.
+        affinity=wire.named_resources(body) if wire.names_resources(body) else (),
     )
     return await forward(request, call)
 

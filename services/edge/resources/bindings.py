@@ -1,0 +1,138 @@
+"""What a successful answer created or deleted, and for how long keyring routes to its key.
+
+Pure functions (``upstream.Settle``): each reads an answer (a whole body, or
+a stream's first bytes) and returns the ``Settlement`` its release carries.
+The names are Google's spelling, the one ``AcquireRequest.affinity`` uses.
+
+Lifetimes: the answer's own when it tells one (a file's ``expirationTime``, a
+cache's ``expireTime``), else Google's documented retention, rounded up: a
+binding that outlives its resource only sends a call to the owner's project,
+which answers 404 as Google would; one that expires too early would turn a
+live resource into the edge's 404.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from .. import wire
+from ..keyring_client import Binding
+from ..upstream import NOTHING, Settle, Settlement
+
+HOUR: Final = 3600.0
+DAY: Final = 24 * HOUR
+FILE_TTL_S: Final = 48 * HOUR  # Google keeps an uploaded or generated file 48 h
+CACHE_TTL_S: Final = 1 * HOUR  # a cache's default ttl, when its answer tells none
+INTERACTION_TTL_S: Final = 55 * DAY  # stored interactions: 55 days on paid tiers (1 day on the free tier)
+JOB_TTL_S: Final = 30 * DAY  # batches and long-running operations: their records outlive their 48 h run limit
+UPLOAD_TTL_S: Final = 7 * DAY  # a resumable upload session lives a week
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def ttl_until(timestamp: object, default_s: float, now: float | None = None) -> float:
+    """Seconds until an RFC 3339 ``timestamp`` (at least one), or ``default_s`` when it is not one."""
+    if not isinstance(timestamp, str) or not timestamp:
+        return default_s
+    try:
+        when = datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return default_s
+    return max(1.0, when - (time.time() if now is None else now))
+
+
+def _named(name: object, kind: str) -> str | None:
+    if not isinstance(name, str):
+        return None
+    try:
+        path = wire.resource_path(f"/v1beta/{name}")
+    except wire.MalformedPath:
+        return None
+    return path.name if path.kind == kind and path.id and not path.action else None
+
+
+def created_file(body: bytes, response: web.StreamResponse) -> Settlement:
+    """An upload's last answer, ``{"file": {...}}``: the file, for its ``expirationTime``."""
+    file = _object(body).get("file")
+    if not isinstance(file, dict):
+        return NOTHING
+    name = _named(file.get("name"), "files")
+    if name is None:
+        return NOTHING
+    return Settlement(bind=(Binding(name, ttl_until(file.get("expirationTime"), FILE_TTL_S)),))
+
+
+def cache(body: bytes, response: web.StreamResponse) -> Settlement:
+    """A cache created or updated: bound (again) until its ``expireTime``."""
+    data = _object(body)
+    name = _named(data.get("name"), "cachedContents")
+    if name is None:
+        return NOTHING
+    return Settlement(bind=(Binding(name, ttl_until(data.get("expireTime"), CACHE_TTL_S)),))
+
+
+def created_job(body: bytes, response: web.StreamResponse) -> Settlement:
+    """``batchGenerateContent`` (``batches/{id}``) or ``predictLongRunning`` (``models/{m}/operations/{id}``)."""
+    name = _object(body).get("name")
+    if not isinstance(name, str):
+        return NOTHING
+    try:
+        path = wire.resource_path(f"/v1beta/{name}")
+    except wire.MalformedPath:
+        return NOTHING
+    if path.kind not in ("batches", "operations") or not path.id or path.action:
+        return NOTHING
+    return Settlement(bind=(Binding(path.name, JOB_TTL_S),))
+
+
+def job_results(body: bytes, response: web.StreamResponse) -> Settlement:
+    """A polled batch or operation: the files its results name (a video, a batch's responses file) are its project's.
+
+    Only a finished job names files, so a poll of a running one binds nothing.
+    """
+    if not wire.names_resources(body):
+        return NOTHING
+    files = [name for name in wire.named_resources(body) if name.startswith("files/")]
+    return Settlement(bind=tuple(Binding(name, FILE_TTL_S) for name in files))
+
+
+def created_interaction(body: bytes, response: web.StreamResponse) -> Settlement:
+    """A stored interaction: its ``id`` from a whole answer, or from a stream's first event."""
+    data = _object(body)
+    if not data:
+        data = _first_event(body)
+        interaction = data.get("interaction")
+        data = interaction if isinstance(interaction, dict) else data
+    name = _named(f"interactions/{data.get('id')}", "interactions") if isinstance(data.get("id"), str) else None
+    if name is None:
+        return NOTHING
+    return Settlement(bind=(Binding(name, INTERACTION_TTL_S),))
+
+
+def _first_event(head: bytes) -> dict[str, Any]:
+    """The JSON of a stream's first ``data:`` line."""
+    for line in head.splitlines():
+        if line.startswith(b"data:"):
+            return _object(line[5:].strip())
+    return {}
+
+
+def deleted(name: str) -> Settle:
+    """A successful delete: the resource's routing is forgotten."""
+    settlement = Settlement(unbind=(name,))
+
+    def settle(body: bytes, response: web.StreamResponse) -> Settlement:
+        return settlement
+
+    return settle

@@ -1,0 +1,169 @@
+"""List calls (files, caches, batches) through a pool: the merged lists of its projects.
+
+A pool spans several Google Cloud projects, each with its own files, caches
+and batches. ``GET /{version}/files`` (and ``cachedContents``, ``batches``)
+answers what the whole pool owns:
+
+1. one key per project: Acquire with ``exclude_projects`` naming the
+   projects already visited (a key with no project counts as its own
+   project, ``key:{key id}``), until keyring has no other project to offer,
+   at most ``EDGE_LIST_MAX_PROJECTS`` projects;
+2. from each, the upstream's pages of 100, in order, while the merged list
+   holds fewer than ``EDGE_LIST_MAX_ITEMS`` items (the rest is left out);
+3. the merged list (the projects in the order of their names, each in the
+   upstream's order: the same order for every page) is paged by the edge: ``pageSize`` (default 10, at most 100) and a
+   ``pageToken`` of the edge's own (``kr.{offset}``: the position in the
+   merged list). Each page is computed again from the upstream, so the list
+   is as fresh as the page (a resource created or deleted meanwhile may shift
+   the later pages, as with any offset).
+
+A project whose keys are all cooling or busy is left out of that answer (a
+list is a view, not a transaction); an upstream error that blames the key is
+failed over like any call; any other upstream error is the answer. When no
+project can be visited at all, keyring's refusal is the answer (401, 429...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from services.common.answers import UpstreamError
+from services.common.web import json_response
+
+from .. import wire
+from ..errors import KeyringUnavailable, LeaseRefused, UpstreamFailed, bad_request
+from ..forwarding import EDGE, lease
+from ..keyring_client import GrantedLease
+from ..observability import MODEL, ROUTE, STREAM, record_attempt
+from ..upstream import CANCELLED, Attempt, Call
+from .common import hashed_token, path_of
+
+# The list field of each collection's answer (batches are Operations).
+FIELDS: Final = {"files": "files", "cachedContents": "cachedContents", "batches": "operations"}
+DEFAULT_PAGE_SIZE: Final = 10
+MAX_PAGE_SIZE: Final = 100
+_UPSTREAM_PAGE: Final = "100"
+_TOKEN_PREFIX: Final = "kr."
+# Upstream pages read from one project at most (each of 100 items).
+_MAX_PAGES_PER_PROJECT: Final = 100
+
+
+def _page_request(request: web.Request) -> tuple[int, int]:
+    """(offset, page size) from the client's ``pageToken`` and ``pageSize``."""
+    raw_size, token = request.query.get("pageSize", ""), request.query.get("pageToken", "")
+    size = DEFAULT_PAGE_SIZE
+    if raw_size:
+        if not raw_size.isdigit() or len(raw_size) > 6:
+            raise bad_request("pageSize must be a positive number")
+        size = min(int(raw_size), MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+    offset = 0
+    if token:
+        digits = token.removeprefix(_TOKEN_PREFIX)
+        if not token.startswith(_TOKEN_PREFIX) or not digits.isdigit() or len(digits) > 9:
+            raise bad_request("invalid pageToken: pass the nextPageToken of the previous page as it came")
+        offset = int(digits)
+    return offset, size
+
+
+async def list_collection(request: web.Request) -> web.StreamResponse:
+    """``GET /{version}/files|cachedContents|batches``: a page of the merged lists of the pool's projects."""
+    path = path_of(request, *FIELDS, item=False)
+    offset, size = _page_request(request)
+    route = f"{path.kind}.list" if path.kind != "cachedContents" else "caches.list"
+    request[ROUTE], request[STREAM] = route, False
+    items = await _merged(request, path, hashed_token(request), route)
+    request[MODEL] = request.app[EDGE].metrics.model_label("")
+    field = FIELDS[path.kind]
+    chosen = items[offset : offset + size]
+    answer: dict[str, Any] = {field: chosen} if chosen else {}
+    if offset + size < len(items):
+        answer["nextPageToken"] = f"{_TOKEN_PREFIX}{offset + size}"
+    return json_response(answer)
+
+
+async def _merged(request: web.Request, path: wire.ResourcePath, hashed: str, route: str) -> list[Any]:
+    edge = request.app[EDGE]
+    settings = edge.settings
+    covered: list[str] = []
+    tried: list[str] = []
+    items: list[Any] = []
+    by_project: dict[str, list[Any]] = {}
+    failures = 0
+    headers = {**wire.forward_headers(request.headers.items()), "accept-encoding": "identity"}
+    while len(covered) < settings.list_max_projects and len(items) < settings.list_max_items:
+        probe = Call("GET", wire.resource_url(edge.base_url, path, []), headers, None, hashed, "",
+                     route=route, exclude_projects=tuple(covered))  # fmt: skip
+        try:
+            granted = await lease(edge, probe, tried)
+        except LeaseRefused as refused:
+            if not covered or (isinstance(refused, KeyringUnavailable) and refused.reason == "UNAVAILABLE"):
+                edge.metrics.child(edge.metrics.denied, refused.reason).inc()
+                raise
+            break  # no other project to visit (or none usable now)
+        tried.append(granted.lease.key_id)
+        found: list[Any] = []
+        failure = await _project(request, path, probe, granted, found, settings.list_max_items - len(items))
+        if failure is None:
+            project = granted.lease.project or f"key:{granted.lease.key_id}"
+            covered.append(project)
+            by_project[project] = found
+            items.extend(found)
+            continue
+        failures += 1
+        if not failure.kind.tries_another_key or failures >= settings.max_attempts:
+            raise UpstreamFailed(failure)
+    # In the order of the projects' names, not of the visits (keyring's choice): every page sees one order.
+    return [item for project in sorted(by_project) for item in by_project[project]][: settings.list_max_items]
+
+
+async def _project(
+    request: web.Request, path: wire.ResourcePath, probe: Call, granted: GrantedLease, items: list[Any], limit: int
+) -> UpstreamError | None:
+    """Read one project's pages into ``items`` with one lease; the upstream's error, if one ended it."""
+    edge = request.app[EDGE]
+    field = FIELDS[path.kind]
+    page_token = ""
+    attempt: Attempt | None = None
+    failure: UpstreamError | None = None
+    found: list[Any] = []
+    try:
+        for _ in range(_MAX_PAGES_PER_PROJECT):
+            query = [("pageSize", _UPSTREAM_PAGE)] + ([("pageToken", page_token)] if page_token else [])
+            call = Call("GET", wire.resource_url(edge.base_url, path, query), probe.headers, None, probe.token_hash,
+                        "", route=probe.route)  # fmt: skip
+            attempt = Attempt(edge.upstream, edge.metrics, call, granted)
+            result = await attempt.run(request)
+            if isinstance(result, UpstreamError):
+                failure = result
+                return failure
+            data = _object(result.body if isinstance(result, web.Response) else b"")
+            page = data.get(field)
+            if isinstance(page, list):
+                found.extend(page)
+            token = data.get("nextPageToken")
+            if not isinstance(token, str) or not token or len(found) >= limit:
+                break
+            page_token = token
+        items.extend(found)
+        return None
+    finally:
+        outcome = attempt.outcome if attempt is not None else CANCELLED
+        fail_over = failure is not None and failure.kind.tries_another_key
+        released = edge.keyring.release(granted, "", outcome, confirm=fail_over)
+        record_attempt(edge.metrics, probe.route, "", outcome)
+        if fail_over and released is not None:
+            await asyncio.shield(released)
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, bytes | bytearray):
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,178 @@
+"""Resumable uploads: ``POST /upload/{version}/files``, started on one edge, bytes through any.
+
+google-genai (``_api_client`` ``upload_file``) starts a session with the
+client's key (``X-Goog-Upload-Command: start``), then sends the bytes to the
+answer's ``X-Goog-Upload-URL`` as it is, with no key at all: the upload URL
+is the capability. So the edge, on a successful start:
+
+- takes the upstream's ``upload_id`` out of that URL and seals it, with the
+  client's token hash, the declared size, the API version and an expiry,
+  under ``EDGE_UPLOAD_SESSION_KEY`` (AES-GCM; every edge replica shares the
+  key, so any of them can open it; nobody else can read or forge one);
+- answers ``X-Goog-Upload-URL: {public base}/upload/{version}/files?upload_id=
+  {sealed}&upload_protocol=resumable``, the public base being
+  ``EDGE_PUBLIC_BASE_URL`` or, unset, the request's own scheme and Host;
+- binds ``uploads/{digest of the upstream id}`` to the key in keyring.
+
+A byte request (``upload_id`` in the query) needs no token: its sealed
+session names the token (whose pool Acquire still checks: a revoked token's
+upload stops) and the upstream session; the lease is the key bound to the
+session (affinity), so it lands on any edge and still uses the key that
+opened it. A client that does send a token must send the session's own.
+Refused before any lease, with ``X-Goog-Upload-Status: final`` (so clients
+stop, not retry): a session that does not open (unknown, forged, expired,
+another API version: 404), a command other than upload/finalize/query/cancel
+(400), bytes past the declared size (400), a chunk above
+``EDGE_MAX_BODY_BYTES`` (413). A start declaring more than
+``EDGE_MAX_UPLOAD_BYTES`` (Google's 2 GiB by default) is refused (400)
+before any lease. The finalizing answer's file is bound (``files/{id}``,
+until its ``expirationTime``) and the session unbound.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Final
+
+from aiohttp import web
+from yarl import URL
+
+from services.common.naming import token_hash
+
+from .. import wire
+from ..dialects import authenticated, check_json_object, read_body
+from ..errors import EdgeError, UnknownResource, UpstreamFailed, bad_request, render, render_upstream
+from ..forwarding import EDGE, forward
+from ..keyring_client import Binding
+from ..routing import dialect_of
+from ..upstream import NOTHING, Call, Settle, Settlement
+from . import bindings
+from .common import client_token, path_of, resource_call
+from .sessions import UploadSession, UploadSessions
+
+log = logging.getLogger(__name__)
+
+_UPSTREAM_ID: Final = re.compile(r"[A-Za-z0-9_.~-]{1,1024}")
+_COMMANDS: Final = frozenset({"upload", "finalize", "query", "cancel"})
+_FINAL: Final = {"X-Goog-Upload-Status": "final"}
+
+
+async def upload(request: web.Request) -> web.StreamResponse:
+    """``POST /upload/{version}/files``: a session's start, or (``upload_id``) its bytes."""
+    path = path_of(request, "uploads", item=False)
+    if "upload_id" in request.query:
+        return await _bytes(request, path)
+    hashed = await authenticated(request, client_token(request))
+    headers = request.headers
+    if headers.get("X-Goog-Upload-Protocol", "").lower() != "resumable":
+        raise bad_request("only resumable uploads are served: set X-Goog-Upload-Protocol: resumable")
+    if headers.get("X-Goog-Upload-Command", "").lower() != "start":
+        raise bad_request("the first request of a resumable upload must have X-Goog-Upload-Command: start")
+    edge = request.app[EDGE]
+    declared = headers.get("X-Goog-Upload-Header-Content-Length", "")
+    if not declared.isdigit() or len(declared) > 15:
+        raise bad_request("X-Goog-Upload-Header-Content-Length must give the file's size in bytes")
+    size = int(declared)
+    if size > edge.settings.max_upload_bytes:
+        raise bad_request(f"the file is too large: {size} bytes, at most {edge.settings.max_upload_bytes}")
+    body = await read_body(request)
+    if body:
+        check_json_object(request, body)
+    settle = _started(edge.uploads, hashed, size, path.version, _public_base(request))
+    call = resource_call(
+        request, path, hashed, "files.upload", body=body, settle=settle, query={}, extra_headers=wire.UPLOAD_HEADERS
+    )
+    return await forward(request, call)
+
+
+def _public_base(request: web.Request) -> str:
+    configured: str = request.app[EDGE].settings.public_base_url
+    return configured or f"{request.scheme}://{request.host}"
+
+
+def _started(sessions: UploadSessions, hashed: str, size: int, version: str, public_base: str) -> Settle:
+    """The start's answer: its upload URL rewritten to this edge with a sealed session, bound to the key."""
+
+    def settle(body: bytes, response: web.StreamResponse) -> Settlement:
+        upstream_url = response.headers.pop("X-Goog-Upload-URL", "")
+        response.headers.popall("X-Goog-Upload-Control-URL", None)
+        try:
+            upstream_id = URL(upstream_url).query.get("upload_id", "")
+        except ValueError:
+            upstream_id = ""
+        if _UPSTREAM_ID.fullmatch(upstream_id) is None:
+            log.warning("the upstream's upload start named no usable upload URL")
+            return NOTHING
+        session = UploadSession(hashed, upstream_id, size, version, int(time.time() + bindings.UPLOAD_TTL_S))
+        url = URL(f"{public_base}/upload/{version}/files").with_query(
+            upload_id=sessions.seal(session), upload_protocol="resumable"
+        )
+        response.headers["X-Goog-Upload-URL"] = str(url)
+        return Settlement(bind=(Binding(session.name, bindings.UPLOAD_TTL_S),))
+
+    return settle
+
+
+async def _bytes(request: web.Request, path: wire.ResourcePath) -> web.StreamResponse:
+    """Bytes of a session (upload, finalize, query, cancel): every error says the upload is over."""
+    try:
+        return await _send_bytes(request, path)
+    except EdgeError as error:
+        if error.headers is None:
+            error.headers = {}
+        error.headers.update(_FINAL)
+        return render(error, dialect_of(request))
+    except UpstreamFailed as failed:
+        response = render_upstream(failed.error, dialect_of(request), failed.retry_after_s)
+        response.headers.update(_FINAL)
+        return response
+
+
+async def _send_bytes(request: web.Request, path: wire.ResourcePath) -> web.StreamResponse:
+    edge = request.app[EDGE]
+    session = edge.uploads.open(request.query["upload_id"])
+    if session is None or session.version != path.version:
+        raise EdgeError(404, "unknown upload session (or it has expired)", openai_code="not_found")
+    token = request.headers.get("x-goog-api-key") or request.query.get("key")
+    if token and token_hash(token) != session.token_hash:
+        raise EdgeError(404, "unknown upload session (or it has expired)", openai_code="not_found")
+    command = {part.strip().lower() for part in request.headers.get("X-Goog-Upload-Command", "").split(",")}
+    if not command or not command <= _COMMANDS:
+        raise bad_request("X-Goog-Upload-Command must be upload, finalize, query or cancel")
+    body = await read_body(request)
+    offset = request.headers.get("X-Goog-Upload-Offset", "0")
+    if not offset.isdigit() or len(offset) > 15:
+        raise bad_request("X-Goog-Upload-Offset must be a number of bytes")
+    if int(offset) + len(body) > session.size:
+        raise bad_request(f"the upload exceeds the size declared at its start ({session.size} bytes)")
+    settle: Settle | None = None
+    if "finalize" in command:
+        settle = _finalized(session)
+    elif "cancel" in command:
+        settle = bindings.deleted(session.name)
+    url = wire.resource_url(edge.base_url, path, [("upload_id", session.upstream_id), ("upload_protocol", "resumable")])
+    call = Call(
+        method="POST",
+        url=url,
+        headers=wire.forward_headers(request.headers.items(), wire.UPLOAD_HEADERS),
+        body=body,
+        token_hash=session.token_hash,
+        model="",
+        route="files.upload",
+        affinity=(session.name,),
+        settle=settle,
+    )
+    try:
+        return await forward(request, call)
+    except UnknownResource:
+        raise EdgeError(404, "unknown upload session (or it is finished)", openai_code="not_found") from None
+
+
+def _finalized(session: UploadSession) -> Settle:
+    def settle(body: bytes, response: web.StreamResponse) -> Settlement:
+        created = bindings.created_file(body, response)
+        return Settlement(bind=created.bind, unbind=(session.name,))
+
+    return settle
