@@ -31,6 +31,7 @@ from services.devstack.fake_keys import fake_auth_key
 from services.edge.app import METRICS, start_edge
 from services.edge.config import EdgeSettings
 from services.simulator import SimulatorState, start_simulator
+from services.simulator.state import Behaviour
 from tests.e2e.conftest import eventually
 from tests.integration.conftest import Replica, StartReplica, kek, start_replica  # noqa: F401
 
@@ -254,6 +255,30 @@ async def test_caches_create_generate_update_delete(pool: Pool) -> None:
         ),
     )
     assert pool.projects_naming(cache.name) == {owner}
+    await pool.no_lease_held()
+
+
+async def test_owner_project_cooling_is_a_429_never_another_projects_key(pool: Pool) -> None:
+    a = pool.client(pool.edge_a)
+    config = types.CreateCachedContentConfig(contents=["A long document " * 20], ttl="600s")
+    cache = await a.caches.create(model="gemini-2.5-flash", config=config)
+    assert cache.name
+    owner = pool.owner("cachedContents", cache.name.removeprefix("cachedContents/"))
+    for key, project in pool.projects.items():
+        if project == owner:
+            pool.sim.set_sticky(key, Behaviour(kind="rate_limit", retry_delay_s=120))
+    body = {"contents": [{"parts": [{"text": "Q"}]}], "cachedContent": cache.name}
+    for edge in (pool.edge_a, pool.edge_b):
+        async with pool.http.post(
+            f"{edge}/v1beta/models/gemini-2.5-flash:generateContent", json=body, headers={"x-goog-api-key": pool.token}
+        ) as resp:
+            answer = await resp.json()
+            assert resp.status == 429 and answer["error"]["status"] == "RESOURCE_EXHAUSTED", answer
+            assert 0 < float(resp.headers["Retry-After"]) <= 120
+    assert pool.projects_naming(cache.name) == {owner}  # every attempt stayed in the cache's project
+    # the rest of the pool still serves calls that name nothing
+    answer = await a.models.generate_content(model="gemini-2.5-flash", contents="Anyone?")
+    assert answer.text == "Simulated answer to: Anyone?"
     await pool.no_lease_held()
 
 

@@ -1,0 +1,123 @@
+"""The edge's pieces for project-bound resources, alone: path patterns, names in bodies, sealed upload
+sessions, what an answer binds."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from aiohttp import web
+
+from services.edge import wire
+from services.edge.resources import bindings
+from services.edge.resources.sessions import UploadSession, UploadSessions
+
+HASH = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "rid", "action", "name", "upstream"),
+    [
+        ("/v1beta/files/abc-1", "files", "abc-1", "", "files/abc-1", "/v1beta/files/abc-1"),
+        ("/v1/files/abc:download?alt=media", "files", "abc", "download", "files/abc", "/v1/files/abc:download"),
+        ("/v1beta/cachedContents/c1", "cachedContents", "c1", "", "cachedContents/c1", "/v1beta/cachedContents/c1"),
+        ("/v1/batches/b-2:cancel", "batches", "b-2", "cancel", "batches/b-2", "/v1/batches/b-2:cancel"),
+        ("/v1beta/interactions/v1_AbC-9", "interactions", "v1_AbC-9", "", "interactions/v1_AbC-9", None),
+        ("/v1beta/interactions/v1_x/cancel", "interactions", "v1_x", "cancel", "interactions/v1_x", None),
+        ("/v1beta/models/veo-3.1/operations/op1", "operations", "op1", "", "models/veo-3.1/operations/op1", None),
+        ("/v1beta/files", "files", "", "", "files/", "/v1beta/files"),
+        ("/upload/v1/files", "uploads", "", "", "uploads/", "/upload/v1/files"),
+    ],
+)
+def test_resource_paths(raw: str, kind: str, rid: str, action: str, name: str, upstream: str | None) -> None:
+    path = wire.resource_path(raw)
+    assert (path.kind, path.id, path.action, path.name) == (kind, rid, action, name)
+    expected = upstream or raw.partition("?")[0]
+    assert str(wire.resource_url("http://up", path, [])) == "http://up" + expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/v1beta/files/ABC",  # upper case
+        "/v1beta/files/-abc",  # a dash first
+        "/v1beta/files/abc-",  # a dash last
+        "/v1beta/files/" + "a" * 41,  # longer than Google's 40
+        "/v1beta/files/a%2Fb",
+        "/v1beta/files/a/b",
+        "/v1beta/files/abc:delete",
+        "/v1beta/cachedContents/" + "c" * 65,
+        "/v1beta/batches/../models",
+        "/v1beta/interactions/_leading",
+        "/v1beta/interactions/" + "i" * 129,
+        "/v1beta/interactions/a/b",
+        "/v1beta/models/veo/operations/op%2E1",
+        "/v2/files/abc",
+        "/v1beta/files/",
+    ],
+)
+def test_off_pattern_resource_paths_are_refused(raw: str) -> None:
+    with pytest.raises(wire.MalformedPath):
+        wire.resource_path(raw)
+
+
+def test_names_in_a_body_are_read_from_fields_only() -> None:
+    body = orjson.dumps(
+        {
+            "contents": [
+                {
+                    "parts": [
+                        {"fileData": {"fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc"}},
+                        {"file_data": {"file_uri": "files/def"}},
+                        {"text": '"fileUri": "files/notme"'},  # text: its quotes are escaped in the JSON
+                        {"fileData": {"fileUri": "https://example.com/files/report"}},  # not a Google file
+                        {"fileData": {"fileUri": "gs://bucket/files/x"}},
+                    ]
+                }
+            ],
+            "cachedContent": "cachedContents/c1",
+            "batch": {"inputConfig": {"fileName": "files/abc"}},
+        }
+    )
+    assert wire.names_resources(body)
+    assert wire.named_resources(body) == ("files/abc", "files/def", "cachedContents/c1")
+    assert not wire.names_resources(b'{"contents": [{"parts": [{"text": "hello"}]}]}')
+    assert wire.named_resources(b'{"cachedContent": "cachedContents/BAD NAME"}') == ()
+
+
+def test_upload_sessions_open_only_on_replicas_sharing_the_key() -> None:
+    sessions, same, other = UploadSessions("secret"), UploadSessions("secret"), UploadSessions("another")
+    session = UploadSession(HASH, "AUpstream-id_1.x~", 1234, "v1", int(time.time()) + 60)
+    sealed = sessions.seal(session)
+    assert "AUpstream" not in sealed and HASH not in sealed  # nothing readable
+    assert same.open(sealed) == session and session.name.startswith("uploads/") and len(session.name) == 40
+    assert other.open(sealed) is None
+    tampered = sealed[:-2] + ("A" if sealed[-2] != "A" else "B") + sealed[-1]
+    assert sessions.open(tampered) is None
+    assert sessions.open("nosuchsession") is None and sessions.open("") is None and sessions.open("x" * 5000) is None
+    assert sessions.open(sealed, now=time.time() + 120) is None  # expired
+
+
+def test_bindings_from_answers() -> None:
+    response = web.Response()
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    created = bindings.created_file(orjson.dumps({"file": {"name": "files/f1", "expirationTime": soon}}), response)
+    assert [b.name for b in created.bind] == ["files/f1"] and 590 < created.bind[0].ttl_s <= 600
+    assert bindings.cache(orjson.dumps({"name": "cachedContents/c"}), response).bind[0].ttl_s == bindings.CACHE_TTL_S
+    job = bindings.created_job(orjson.dumps({"name": "models/veo-3.1/operations/op1"}), response)
+    assert [b.name for b in job.bind] == ["models/veo-3.1/operations/op1"]
+    assert not bindings.created_job(orjson.dumps({"name": "files/x"}), response)
+    head = (
+        b'event: interaction.created\ndata: {"event_type": "interaction.created", "interaction": {"id": "v1_Ab"}}\n\n'
+    )
+    assert [b.name for b in bindings.created_interaction(head, response).bind] == ["interactions/v1_Ab"]
+    assert [b.name for b in bindings.created_interaction(b'{"id": "v1_Cd"}', response).bind] == ["interactions/v1_Cd"]
+    assert not bindings.created_interaction(b'{"id": "bad id"}', response)
+    video = {
+        "done": True,
+        "response": {"video": {"uri": "https://generativelanguage.googleapis.com/v1beta/files/v1:download?alt=media"}},
+    }
+    assert [b.name for b in bindings.job_results(orjson.dumps(video), response).bind] == ["files/v1"]
+    assert bindings.deleted("files/x")(b"{}", response).unbind == ("files/x",)
+    assert bindings.ttl_until("not a time", 5.0) == 5.0
