@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.common.answers import AnswerKind
 from services.keyring.domain.models import (
@@ -18,7 +20,7 @@ from services.keyring.domain.models import (
     QuotaViolation,
     Transport,
 )
-from services.keyring.domain.policy import PACIFIC, Verdict, judge, next_pacific_midnight
+from services.keyring.domain.policy import PACIFIC, Verdict, is_routine_success, judge, next_pacific_midnight
 
 from .builders import key
 
@@ -76,7 +78,8 @@ def test_429_without_delay_backs_off_doubling_and_capped() -> None:
     first = verdict(Outcome(429))
     assert first.cooldown is not None and first.cooldown.until == NOW + 60
     durations = []
-    previous = first.cooldown
+    # Each repeat fails a call sent after the previous cooldown ended (one in force is the same event).
+    previous = Cooldown(first.cooldown.id, first.cooldown.reason, NOW - 1, first.cooldown.strikes)
     for _ in range(8):
         nxt = verdict(Outcome(429), cooldowns={previous.id: previous})
         assert nxt.cooldown is not None
@@ -180,8 +183,6 @@ def test_shorter_cooldown_does_not_replace_a_longer_one() -> None:
 
 
 def test_routine_success_is_exactly_a_success_that_changes_nothing() -> None:
-    from services.keyring.domain.policy import is_routine_success
-
     for fields in ({}, {"consecutive_failures": 1}, {"forbidden_strikes": 1}, {"state": KeyState.SUSPENDED}):
         for outcome in (Outcome(200), Outcome(204), Outcome(429), Outcome(0, transport=Transport.TIMEOUT)):
             candidate = key("k1", **fields)
@@ -217,3 +218,191 @@ def test_the_policy_decides_by_the_shared_classifier_and_has_a_row_for_every_kin
     for kind, outcome in by_kind.items():
         assert outcome.kind is kind
         verdict(outcome, consecutive_failures=1)  # no kind without a row
+
+
+# Issue 13, finding 5: one quota event is one strike.
+
+MODEL = "gemini-2.5-flash"
+PAIR = CooldownId(CooldownScope.KEY, "k1", MODEL)
+PROJECT_PAIR = CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)
+
+
+def at(outcome: Outcome, now: float, cooldowns: dict[CooldownId, Cooldown], project: str = "") -> Verdict:
+    return judge(outcome, key("k1", project=project), MODEL, POLICY, now, cooldowns)
+
+
+def apply(result: Verdict, cooldowns: dict[CooldownId, Cooldown]) -> None:
+    if result.cooldown is not None:
+        cooldowns[result.cooldown.id] = result.cooldown
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    answers=st.lists(
+        st.tuples(st.floats(0, 59.9), st.floats(0, 30)),  # (arrival after the first, latency)
+        min_size=1,
+        max_size=60,
+    ),
+    project=st.sampled_from(["", "proj-a"]),
+)
+def test_a_storm_shorter_than_the_base_backoff_is_one_strike(answers: list[tuple[float, float]], project: str) -> None:
+    cooldowns: dict[CooldownId, Cooldown] = {}
+    first = at(Outcome(429), NOW, cooldowns, project)
+    apply(first, cooldowns)
+    for arrival, latency in sorted(answers):
+        result = at(Outcome(429, latency_s=latency), NOW + arrival, cooldowns, project)
+        assert result.cooldown is None  # nothing to write about the pair
+        assert result.key is not None and result.key.last_error is not None  # the key still counts the answer
+    [record] = cooldowns.values()
+    assert record.id == (PROJECT_PAIR if project else PAIR)
+    assert record.strikes == 1 and record.until == NOW + POLICY.rate_limit_cooldown_s
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    delays=st.lists(st.floats(0, 600), min_size=1, max_size=20),
+    gaps=st.lists(st.floats(0, 59), min_size=20, max_size=20),
+)
+def test_retry_info_during_a_cooldown_only_moves_its_end_later(delays: list[float], gaps: list[float]) -> None:
+    cooldowns: dict[CooldownId, Cooldown] = {}
+    apply(at(Outcome(429), NOW, cooldowns), cooldowns)
+    now = NOW
+    for delay, gap in zip(delays, gaps, strict=False):
+        now += gap / len(delays)  # all inside the first cooldown (60 s)
+        before = cooldowns[PAIR]
+        apply(at(Outcome(429, retry_delay_s=delay), now, cooldowns), cooldowns)
+        after = cooldowns[PAIR]
+        assert after.strikes == 1
+        assert after.until == max(before.until, now + delay if delay > 0 else 0.0)
+
+
+def test_a_call_sent_after_the_cooldown_ended_that_fails_again_escalates() -> None:
+    cooldowns: dict[CooldownId, Cooldown] = {}
+    apply(at(Outcome(429), NOW, cooldowns), cooldowns)
+    later = NOW + 61
+    second = at(Outcome(429, latency_s=0.5), later, cooldowns)
+    assert second.cooldown is not None and second.cooldown.strikes == 2
+    assert second.cooldown.until == later + 120
+
+
+def test_a_straggler_sent_before_the_end_and_answered_after_it_is_the_same_event() -> None:
+    cooldowns: dict[CooldownId, Cooldown] = {}
+    apply(at(Outcome(429), NOW, cooldowns), cooldowns)
+    straggler = at(Outcome(0, transport=Transport.TIMEOUT, latency_s=90), NOW + 70, cooldowns)
+    # A timeout is trouble: it cools the (key, model) pair, here the same record; sent at NOW - 20: same event.
+    assert straggler.cooldown is None
+    late_429 = at(Outcome(429, latency_s=15), NOW + 70, cooldowns)
+    assert late_429.cooldown is None
+
+
+def test_upstream_trouble_while_the_pair_cools_adds_no_strike() -> None:
+    cooldowns: dict[CooldownId, Cooldown] = {}
+    apply(at(Outcome(500), NOW, cooldowns), cooldowns)
+    for offset in (0.1, 5, 29):
+        assert at(Outcome(502), NOW + offset, cooldowns).cooldown is None
+    assert cooldowns[PAIR].strikes == 1 and cooldowns[PAIR].until == NOW + POLICY.server_error_cooldown_s
+    again = at(Outcome(500), NOW + 31, cooldowns)
+    assert again.cooldown is not None and again.cooldown.strikes == 2
+
+
+def test_a_per_day_quota_during_a_rate_limit_cooldown_extends_it_to_midnight() -> None:
+    cooldowns: dict[CooldownId, Cooldown] = {}
+    apply(at(Outcome(429), NOW, cooldowns), cooldowns)
+    daily = Outcome(429, violations=(QuotaViolation("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),))
+    result = at(daily, NOW + 1, cooldowns)
+    assert result.cooldown is not None and result.cooldown.reason is CooldownReason.DAILY_QUOTA
+    assert result.cooldown.until == next_pacific_midnight(NOW + 1) and result.cooldown.strikes == 1
+
+
+def ended(strikes: int, pair: CooldownId = PAIR, until: float = NOW - 10) -> dict[CooldownId, Cooldown]:
+    return {pair: Cooldown(pair, CooldownReason.RATE_LIMIT, until, strikes, revision=7)}
+
+
+@pytest.mark.parametrize(("strikes", "decayed"), [(1, 0), (2, 1), (5, 2), (16, 8)])
+def test_a_success_after_the_cooldown_halves_its_strikes(strikes: int, decayed: int) -> None:
+    cooldowns = ended(strikes)
+    assert not is_routine_success(Outcome(200), key("k1"), MODEL, cooldowns)
+    result = at(Outcome(200), NOW, cooldowns)
+    assert result.cooldown is not None
+    assert result.cooldown.strikes == decayed
+    assert result.cooldown.until == NOW - 10 and result.cooldown.revision == 7  # guarded by the record read
+    assert result.key is None  # the key's slate was clean
+
+
+def test_a_decayed_pair_starts_again_from_the_base_backoff() -> None:
+    cooldowns = ended(3)
+    for _ in range(2):
+        apply(at(Outcome(200), NOW, cooldowns), cooldowns)
+    assert cooldowns[PAIR].strikes == 0
+    assert is_routine_success(Outcome(200), key("k1"), MODEL, cooldowns)
+    again = at(Outcome(429), NOW + 1, cooldowns)
+    assert again.cooldown is not None and again.cooldown.strikes == 1
+    assert again.cooldown.until == NOW + 1 + POLICY.rate_limit_cooldown_s
+
+
+def test_a_success_decays_the_project_pair_of_any_key_of_the_project() -> None:
+    cooldowns = ended(4, PROJECT_PAIR)
+    other_key = key("k2", project="proj-a")
+    assert not is_routine_success(Outcome(200), other_key, MODEL, cooldowns)
+    result = judge(Outcome(200), other_key, MODEL, POLICY, NOW, cooldowns)
+    assert result.cooldown is not None and result.cooldown.id == PROJECT_PAIR and result.cooldown.strikes == 2
+
+
+def test_a_success_does_not_touch_a_cooldown_in_force_or_one_that_ended_after_the_call_left() -> None:
+    running = ended(3, until=NOW + 30)
+    assert at(Outcome(200), NOW, running).cooldown is None
+    just_over = ended(3, until=NOW - 1)
+    assert at(Outcome(200, latency_s=5), NOW, just_over).cooldown is None  # sent while it cooled
+
+
+def test_the_routine_fast_path_needs_no_cooldowns_and_ignores_other_pairs() -> None:
+    healthy = key("k1")
+    assert is_routine_success(Outcome(200), healthy)
+    assert is_routine_success(Outcome(200), healthy, MODEL, {})
+    elsewhere = ended(5, CooldownId(CooldownScope.KEY, "k1", "gemini-other"))
+    assert is_routine_success(Outcome(200), healthy, MODEL, elsewhere)
+    assert is_routine_success(Outcome(200), healthy, MODEL, ended(0))
+
+
+_COOLDOWN_IDS = st.sampled_from([PAIR, PROJECT_PAIR, CooldownId(CooldownScope.KEY, "k2", MODEL)])
+_COOLDOWNS = st.dictionaries(
+    _COOLDOWN_IDS,
+    st.builds(
+        lambda until, strikes: (until, strikes),
+        st.floats(NOW - 8000, NOW + 8000),
+        st.integers(0, 12),
+    ),
+    max_size=3,
+).map(lambda d: {i: Cooldown(i, CooldownReason.RATE_LIMIT, u, s) for i, (u, s) in d.items()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cooldowns=_COOLDOWNS,
+    project=st.sampled_from(["", "proj-a"]),
+    status=st.sampled_from([200, 429, 500]),
+    retry=st.sampled_from([0.0, 5.0, 4000.0]),
+    latency=st.floats(0, 100),
+)
+def test_strikes_grow_by_at_most_one_and_only_for_a_call_sent_after_the_end(
+    cooldowns: dict[CooldownId, Cooldown], project: str, status: int, retry: float, latency: float
+) -> None:
+    subject = key("k1", project=project)
+    outcome = Outcome(status, retry_delay_s=retry, latency_s=latency)
+    result = judge(outcome, subject, MODEL, POLICY, NOW, cooldowns)
+    if is_routine_success(outcome, subject, MODEL, cooldowns):
+        assert result == Verdict()
+    if result.cooldown is None:
+        return
+    previous = cooldowns.get(result.cooldown.id)
+    if previous is None:
+        assert result.cooldown.strikes == 1
+        return
+    sent = NOW - latency
+    if status == 200:
+        assert result.cooldown.strikes == previous.strikes // 2 and previous.until <= sent
+        assert result.cooldown.until == previous.until
+    elif sent < previous.until:
+        assert result.cooldown.strikes == previous.strikes and result.cooldown.until > previous.until
+    else:
+        assert result.cooldown.strikes in (1, previous.strikes + 1)

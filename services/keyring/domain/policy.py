@@ -5,6 +5,36 @@ What an answer *is* is decided by the shared classifier
 decides only what each kind does to the key (see ``judge``). It is pure: it
 takes the key, the cooldowns in force and a clock reading, and returns the
 records to write; the caller persists them with guarded writes.
+
+One quota event is one strike (issue 13). A 429 cools the quota subject's
+pair (``UpstreamKey.quota_subject``), upstream trouble the (key, model) pair;
+the pair's cooldown record carries a strike count, and a backoff without
+RetryInfo is ``base * 2 ** (strikes - 1)``, capped. An answer is dated by
+when its call was sent, ``sent = now - outcome.latency_s`` (a 429 comes back
+at once; a call timing out during an outage belongs to that outage). Against
+the pair's record ``previous``:
+
+- no record, or one that ended more than ``strike_memory_s`` before ``sent``:
+  strike 1, the base backoff;
+- ``sent < previous.until``: the call left before the pair's cooldown ended
+  (the pair is cooling now, or the answer is a straggler of the event that
+  started it): the same event. No strike (the key's failure count still
+  counts the answer); ``until`` moves later only when the answer itself says
+  so (its RetryInfo, or a per-day quota's next Pacific midnight), the strike
+  count unchanged.
+  The concurrent answers of one quota event therefore make one strike
+  however many arrive, and a storm shorter than the base backoff cools the
+  pair for one base backoff;
+- otherwise (the call left after the cooldown had ended and failed again
+  within ``strike_memory_s`` of its end): a new event on a pair that had
+  recovered: one more strike, the backoff doubles.
+
+A success decays: a 2xx to a call sent after a pair's cooldown ended halves
+that record's strike count (one record per answer: the quota subject's first,
+then the (key, model) pair's), so a recovered pair's next 429 starts again
+from a short backoff. A success changes nothing about a record still in
+force. ``is_routine_success`` stays a fast path: a success is routine when
+the key's slate is clean and neither record of the pair holds a strike.
 """
 
 from __future__ import annotations
@@ -13,6 +43,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from services.common.answers import AnswerKind, classify
@@ -35,6 +66,7 @@ _NO_PENALTY = frozenset({AnswerKind.MODEL_OVERLOADED, AnswerKind.REQUEST_AT_FAUL
 # MODEL_NOT_ON_TIER is treated like any 429 for now (a later issue gives it its own row).
 _QUOTA = frozenset({AnswerKind.RATE_LIMITED, AnswerKind.DAILY_QUOTA, AnswerKind.MODEL_NOT_ON_TIER})
 _TROUBLE = frozenset({AnswerKind.UPSTREAM_TROUBLE, AnswerKind.TRANSPORT_FAILURE})
+_NO_COOLDOWNS: Mapping[CooldownId, Cooldown] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +89,26 @@ def _clean_slate(key: UpstreamKey) -> bool:
     return key.consecutive_failures == 0 and key.forbidden_strikes == 0 and key.state is KeyState.ACTIVE
 
 
-def is_routine_success(outcome: Outcome, key: UpstreamKey) -> bool:
-    """A success from a key with a clean slate: nothing to learn, nothing to write (most answers)."""
-    return classify(outcome.http_status, outcome.transport) is AnswerKind.OK and _clean_slate(key)
+def is_routine_success(
+    outcome: Outcome,
+    key: UpstreamKey,
+    model: str = "",
+    cooldowns: Mapping[CooldownId, Cooldown] = _NO_COOLDOWNS,
+) -> bool:
+    """A success from a key with a clean slate whose pair holds no strike: nothing to learn (most answers).
+
+    ``judge`` writes nothing for such an answer; with no cooldown record of the
+    pair this costs one or two dict lookups, never a judgement.
+    """
+    if classify(outcome.http_status, outcome.transport) is not AnswerKind.OK or not _clean_slate(key):
+        return False
+    if not cooldowns:
+        return True
+    for subject in key.cooldown_subjects(model):
+        record = cooldowns.get(subject)
+        if record is not None and record.strikes > 0:
+            return False
+    return True
 
 
 def judge(
@@ -75,7 +124,7 @@ def judge(
     if kind in _NO_PENALTY:
         return Verdict()
     if kind is AnswerKind.OK:
-        return _success(key)
+        return _success(outcome, key, model, now, cooldowns)
     if kind in _TROUBLE:
         return _server_trouble(outcome, key, model, policy, now, cooldowns)
     if kind in _QUOTA:
@@ -87,14 +136,32 @@ def judge(
     raise ValueError(f"the outcome policy has no row for {kind!r}")
 
 
-def _success(key: UpstreamKey) -> Verdict:
+def _success(
+    outcome: Outcome, key: UpstreamKey, model: str, now: float, cooldowns: Mapping[CooldownId, Cooldown]
+) -> Verdict:
+    decayed = _decayed(outcome, key, model, now, cooldowns)
     if _clean_slate(key):
-        return Verdict()
+        return Verdict(cooldown=decayed)
     # A suspended key that answers again (its trial after state_until) is healthy.
     state = KeyState.ACTIVE if key.state is KeyState.SUSPENDED else key.state
     return Verdict(
-        key=dataclasses.replace(key, consecutive_failures=0, forbidden_strikes=0, state=state, state_until=0.0)
+        cooldown=decayed,
+        key=dataclasses.replace(key, consecutive_failures=0, forbidden_strikes=0, state=state, state_until=0.0),
     )
+
+
+def _decayed(
+    outcome: Outcome, key: UpstreamKey, model: str, now: float, cooldowns: Mapping[CooldownId, Cooldown]
+) -> Cooldown | None:
+    """The first record of the pair that this success halves the strikes of, if any (its cooldown over)."""
+    if not cooldowns:
+        return None
+    sent = _sent_at(outcome, now)
+    for subject in (key.quota_subject(model), CooldownId(CooldownScope.KEY, key.key_id, model)):
+        record = cooldowns.get(subject)
+        if record is not None and record.strikes > 0 and record.until <= sent:
+            return dataclasses.replace(record, strikes=record.strikes // 2)
+    return None
 
 
 def _rate_limited(
@@ -107,14 +174,19 @@ def _rate_limited(
     cooldowns: Mapping[CooldownId, Cooldown],
 ) -> Verdict:
     subject = key.quota_subject(model)
-    strikes = _next_strike(cooldowns.get(subject), policy, now)
+    previous = cooldowns.get(subject)
+    # What the answer itself says about the end (0: nothing).
     if kind is AnswerKind.DAILY_QUOTA:
-        reason, until = CooldownReason.DAILY_QUOTA, next_pacific_midnight(now)
+        reason, told = CooldownReason.DAILY_QUOTA, next_pacific_midnight(now)
     elif outcome.retry_delay_s > 0:
-        reason, until = CooldownReason.RATE_LIMIT, now + outcome.retry_delay_s
+        reason, told = CooldownReason.RATE_LIMIT, now + outcome.retry_delay_s
     else:
-        delay = _backoff(policy.rate_limit_cooldown_s, policy.rate_limit_max_cooldown_s, strikes)
-        reason, until = CooldownReason.RATE_LIMIT, now + delay
+        reason, told = CooldownReason.RATE_LIMIT, 0.0
+    sent = _sent_at(outcome, now)
+    if previous is not None and sent < previous.until:
+        return Verdict(cooldown=_extended(previous, reason, told), key=_failed(key, outcome, now))
+    strikes = _next_strike(previous, policy, sent)
+    until = told or now + _backoff(policy.rate_limit_cooldown_s, policy.rate_limit_max_cooldown_s, strikes)
     return Verdict(
         cooldown=_cooldown(subject, reason, until, strikes, cooldowns),
         key=_failed(key, outcome, now),
@@ -131,7 +203,11 @@ def _server_trouble(
 ) -> Verdict:
     """Upstream trouble, not the key's fault: a short cooldown of the (key, model) pair."""
     subject = CooldownId(CooldownScope.KEY, key.key_id, model)
-    strikes = _next_strike(cooldowns.get(subject), policy, now)
+    previous = cooldowns.get(subject)
+    if previous is not None and _sent_at(outcome, now) < previous.until:
+        told = now + outcome.retry_delay_s if outcome.retry_delay_s > 0 else 0.0
+        return Verdict(cooldown=_extended(previous, CooldownReason.SERVER_ERROR, told), key=_failed(key, outcome, now))
+    strikes = _next_strike(previous, policy, _sent_at(outcome, now))
     delay = _backoff(policy.server_error_cooldown_s, policy.server_error_max_cooldown_s, strikes)
     return Verdict(
         cooldown=_cooldown(subject, CooldownReason.SERVER_ERROR, now + delay, strikes, cooldowns),
@@ -164,11 +240,27 @@ def _failed(key: UpstreamKey, outcome: Outcome, now: float, state: KeyState | No
     )
 
 
-def _next_strike(previous: Cooldown | None, policy: Policy, now: float) -> int:
-    """Repeats within the memory window double the backoff; older ones are forgotten."""
-    if previous is None or previous.until + policy.strike_memory_s < now:
+def _sent_at(outcome: Outcome, now: float) -> float:
+    """When the answered call left: an answer belongs to the moment its call was sent."""
+    return now - max(outcome.latency_s, 0.0)
+
+
+def _next_strike(previous: Cooldown | None, policy: Policy, sent: float) -> int:
+    """A failure of a call sent after the pair's cooldown ended, within the memory window: one more strike.
+
+    Only called when ``sent`` is at or after ``previous.until`` (an earlier call
+    belongs to the event that made ``previous``); older strikes are forgotten.
+    """
+    if previous is None or previous.until + policy.strike_memory_s < sent:
         return 1
     return previous.strikes + 1
+
+
+def _extended(previous: Cooldown, reason: CooldownReason, told: float) -> Cooldown | None:
+    """An answer of an event already cooling: later only when the answer itself names a later end."""
+    if told <= previous.until:
+        return None
+    return dataclasses.replace(previous, reason=reason, until=told)
 
 
 def _backoff(base_s: float, cap_s: float, strikes: int) -> float:
