@@ -32,7 +32,7 @@ from services.edge.app import METRICS, start_edge
 from services.edge.config import EdgeSettings
 from services.simulator import SimulatorState, start_simulator
 from services.simulator.state import Behaviour
-from tests.e2e.conftest import eventually
+from tests.e2e.conftest import MakeStack, eventually
 from tests.integration.conftest import Replica, StartReplica, kek, start_replica  # noqa: F401
 
 PROJECTS = ("project-a", "project-b", "project-c")
@@ -416,3 +416,27 @@ async def test_bad_input_is_refused_in_the_callers_dialect_with_nothing_changed(
         assert resp.status == 404 and resp.headers["X-Goog-Upload-Status"] == "final"  # finished: unbound
     assert len(list(pool.sim.resources)) == resources_before + 1  # the one file, nothing else
     await pool.no_lease_held()
+
+
+async def test_an_upload_chunk_above_the_body_limit_is_refused_and_the_upload_ends(make_stack: MakeStack) -> None:
+    stack = await make_stack(keys=1, allowed_models=(), max_body_bytes=1000)
+    assert stack.http is not None
+    start = {
+        **stack.gemini_headers(),
+        "X-Goog-Upload-Protocol": "resumable",
+        "X-Goog-Upload-Command": "start",
+        "X-Goog-Upload-Header-Content-Length": "5000",
+        "X-Goog-Upload-Header-Content-Type": "text/plain",
+    }
+    async with stack.http.post(f"{stack.edge_url}/upload/v1beta/files", json={"file": {}}, headers=start) as resp:
+        assert resp.status == 200
+        upload_url = resp.headers["X-Goog-Upload-URL"]
+    assert upload_url.startswith(stack.edge_url)  # no public base set: the Host the start came to
+    sent = len(stack.sim.requests)
+    chunk = {"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "0"}
+    async with stack.http.post(upload_url, data=b"x" * 2000, headers=chunk) as resp:
+        assert resp.status == 413 and resp.headers["X-Goog-Upload-Status"] == "final"
+        error = (await resp.json())["error"]
+        assert error["code"] == 413 and "too large" in error["message"]
+    assert len(stack.sim.requests) == sent
+    await stack.no_lease_held()
