@@ -60,6 +60,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         server_name=settings.keyring_tls_server_name,
         token_check_ttl_s=settings.token_check_ttl_s,
         token_check_entries=settings.token_check_entries,
+        keepalive_s=settings.keyring_keepalive_s,
+        keepalive_timeout_s=settings.keyring_keepalive_timeout_s,
+        max_owed_releases=settings.keyring_max_owed_releases,
     )
     connector = aiohttp.TCPConnector(limit=settings.upstream_connection_limit, ttl_dns_cache=300)
     session = aiohttp.ClientSession(

@@ -7,6 +7,7 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.grpc_options import CLIENT_KEEPALIVE_S, CLIENT_KEEPALIVE_TIMEOUT_S
 from services.common.tls import TLSFiles, tls_files
 
 
@@ -21,7 +22,17 @@ class EdgeSettings(BaseSettings):
     port: int = 8080
     # Comma-separated host:port of keyring replicas (in Kubernetes: one headless Service name per replica).
     keyring_addresses: str = "127.0.0.1:50051"
+    # The longest wait for a keyring replica's answer; a replica late by this much is skipped for a moment and
+    # the call asked of another (its stream reopened; releases it had not answered re-sent on the new one).
     keyring_timeout_s: float = Field(default=5.0, gt=0)
+    # --- gRPC keepalive (README "gRPC keepalive", services/common/grpc_options.py) ---
+    # Each lease stream is pinged after this long without traffic, and given up when a ping is not answered
+    # within the timeout. Never below keyring's KEYRING_GRPC_MIN_PING_INTERVAL_S (5 s): GOAWAY too_many_pings.
+    keyring_keepalive_s: float = Field(default=CLIENT_KEEPALIVE_S, gt=0)
+    keyring_keepalive_timeout_s: float = Field(default=CLIENT_KEEPALIVE_TIMEOUT_S, gt=0)
+    # Releases kept per keyring replica while its stream is away (re-sent when it is back), the oldest
+    # dropped past this (keyring reclaims the slots of a broken stream's leases after its own grace).
+    keyring_max_owed_releases: int = Field(default=10_000, ge=1)
     # Google, or a relay in front of it (Cloudflare AI Gateway...): may carry a path prefix.
     upstream_base_url: str = "https://generativelanguage.googleapis.com"
     # One proxy for every upstream call, unless egress_proxies is set.

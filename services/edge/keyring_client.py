@@ -36,6 +36,7 @@ returns resolves to True once keyring has committed the records.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -48,6 +49,7 @@ from typing import Any, Final, Literal, overload
 import grpc
 from opentelemetry import trace
 
+from services.common.grpc_options import CLIENT_KEEPALIVE_S, CLIENT_KEEPALIVE_TIMEOUT_S, client_keepalive
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.common.telemetry import current_traceparent
@@ -65,6 +67,7 @@ from .errors import (
 log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = 0.5
+MAX_RECONNECT_BACKOFF_S = 5.0  # owed releases are re-sent at most this long apart while their replica is away
 tracer = trace.get_tracer("services.edge")
 _NO_SPAN: Final = contextlib.nullcontext()
 
@@ -104,13 +107,28 @@ class _ReplicaStream:
 
     Calls are queued; the stream's writer sends everything queued so far as
     one batch, so under load many calls share one gRPC message.
+
+    Releases are kept until keyring answers them: when the stream breaks, those
+    sent but unanswered (and those still queued) are owed to this replica, and
+    so are releases delivered elsewhere while it was away (``owe``: the slot
+    lives here). Owed releases are re-sent on the next stream, opened again
+    after a backoff, at most ``max_owed`` of them (the oldest dropped first: keyring
+    reclaims the slots of a broken stream's leases itself, after its grace).
     """
 
     MAX_BATCH = 256
 
-    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None, server_name: str = "") -> None:
+    def __init__(
+        self,
+        address: str,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str = "",
+        *,
+        keepalive: Sequence[tuple[str, int]] = (),
+        max_owed: int = 10_000,
+    ) -> None:
         self.address = address
-        options = [("grpc.keepalive_time_ms", 10_000), *target_name_options(server_name)]
+        options = [*(keepalive or client_keepalive()), *target_name_options(server_name)]
         if credentials is None:
             self.channel = grpc.aio.insecure_channel(address, options=options)
         else:
@@ -118,9 +136,17 @@ class _ReplicaStream:
         self.stub = pb_grpc.LeaseServiceStub(self.channel)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[pb.LeaseResult]] = {}
+        self._unanswered: dict[int, pb.LeaseCall] = {}  # releases sent or queued on this stream, not answered yet
+        self._owed: collections.deque[pb.LeaseCall] = collections.deque()
+        self._max_owed = max_owed
         self._outgoing: asyncio.Queue[pb.LeaseCall | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._failures = 0  # consecutive broken streams: the backoff of re-sending owed releases
+        self._closed = False
         self.down_until = 0.0
+        self.opened = 0  # streams opened (a reconnect opens another)
+        self.dropped = 0  # owed releases dropped over the bound
 
     @property
     def usable(self) -> bool:
@@ -130,12 +156,33 @@ class _ReplicaStream:
     def connected(self) -> bool:
         return self._reader is not None and not self._reader.done()
 
+    @property
+    def owed(self) -> int:
+        """Releases waiting for this replica's stream to come back."""
+        return len(self._owed)
+
     def send(self, call: pb.LeaseCall) -> None:
-        """Queue a call whose reply nobody waits for (the reply, when it comes, is dropped)."""
+        """Queue a call whose reply nobody waits for (a release, a report); kept (owed) until keyring answers it."""
         if not self.connected:
             self._open()
         call.id = next(self._ids)
+        self._unanswered[call.id] = call
         self._outgoing.put_nowait(call)
+
+    def owe(self, call: pb.LeaseCall) -> None:
+        """Keep a release for this replica; re-sent once its stream is back (bounded, the oldest dropped)."""
+        if self._closed:
+            return
+        self._owed.append(call)
+        while len(self._owed) > self._max_owed:
+            self._owed.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("%d releases owed to %s dropped (keyring reclaims their slots)", self.dropped, self.address)
+        if self.connected and self.usable:
+            self._flush_owed()
+        else:
+            self._schedule_retry()
 
     async def call(self, call: pb.LeaseCall, timeout_s: float) -> pb.LeaseResult:
         if not self.connected:
@@ -155,8 +202,23 @@ class _ReplicaStream:
 
     def _open(self) -> None:
         self._outgoing = asyncio.Queue()
+        self.opened += 1
         stream = self.stub.LeaseStream(self._batches(self._outgoing))
         self._reader = asyncio.create_task(self._read(stream), name=f"lease-stream-{self.address}")
+
+    def _flush_owed(self) -> None:
+        self._retry = None
+        if self._closed or not self._owed:
+            return
+        owed, self._owed = self._owed, collections.deque()
+        for call in owed:
+            self.send(call)
+
+    def _schedule_retry(self) -> None:
+        if self._retry is not None or self._closed or not self._owed:
+            return
+        delay = min(RECONNECT_BACKOFF_S * 2 ** min(self._failures, 4), MAX_RECONNECT_BACKOFF_S)
+        self._retry = asyncio.get_running_loop().call_later(delay, self._flush_owed)
 
     @classmethod
     async def _batches(cls, queue: asyncio.Queue[pb.LeaseCall | None]) -> AsyncIterator[pb.LeaseStreamRequest]:
@@ -173,16 +235,21 @@ class _ReplicaStream:
     async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:
         try:
             async for reply in stream:
+                self._failures = 0
                 for result in reply.results:
+                    self._unanswered.pop(result.id, None)
                     future = self._pending.get(result.id)
                     if future is not None and not future.done():
                         future.set_result(result)
         except grpc.aio.AioRpcError as error:
+            self._failures += 1
             log.warning("lease stream to %s broke: %s", self.address, error.code().name)
         finally:
-            self._mark_down()
+            if self._reader is asyncio.current_task():
+                self._mark_down()
 
     def _mark_down(self) -> None:
+        """Give up on this stream: awaited calls fail (the caller asks another replica), releases are owed."""
         self.down_until = time.monotonic() + RECONNECT_BACKOFF_S
         for future in self._pending.values():
             if not future.done():
@@ -191,9 +258,22 @@ class _ReplicaStream:
             self._outgoing.put_nowait(None)
             self._reader.cancel()
         self._reader = None
+        if self._unanswered:
+            unanswered = list(self._unanswered.values())
+            self._unanswered.clear()
+            self._owed.extendleft(reversed(unanswered))  # before those owed since: the older first
+            while len(self._owed) > self._max_owed:
+                self._owed.popleft()
+                self.dropped += 1
+        self._schedule_retry()
 
     async def close(self, flush_timeout_s: float = 2.0) -> None:
-        """End the stream after what is queued (releases sent without waiting) has gone out."""
+        """End the stream after what is queued (releases sent without waiting, owed ones) has gone out."""
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._owed and self.connected:
+            self._flush_owed()
+        self._closed = True
         self._outgoing.put_nowait(None)
         reader = self._reader
         if reader is not None:
@@ -203,8 +283,23 @@ class _ReplicaStream:
             await asyncio.gather(reader, return_exceptions=True)
         await self.channel.close()
 
+    def take_owed(self) -> list[pb.LeaseCall]:
+        """The owed releases, handed over (this replica is gone for good)."""
+        owed = list(self._owed)
+        self._owed.clear()
+        return owed
+
 
 Resolver = Callable[[str], Awaitable[list[str]]]
+
+
+def _plain(call: pb.LeaseCall) -> pb.LeaseCall:
+    """A copy of a release call to re-send: no bindings (they were committed elsewhere, or refused)."""
+    copy = pb.LeaseCall()
+    copy.CopyFrom(call)
+    copy.release.ClearField("bind")
+    copy.release.ClearField("unbind")
+    return copy
 
 
 def _traced() -> bool:
@@ -271,6 +366,9 @@ class KeyringClient:
         token_check_ttl_s: float = 30.0,
         token_check_entries: int = 4096,
         clock: Callable[[], float] = time.monotonic,
+        keepalive_s: float = CLIENT_KEEPALIVE_S,
+        keepalive_timeout_s: float = CLIENT_KEEPALIVE_TIMEOUT_S,
+        max_owed_releases: int = 10_000,
     ) -> None:
         """``tls``: the edge's certificate, key and CA; None only under the explicit plaintext switch.
 
@@ -280,6 +378,10 @@ class KeyringClient:
         ``token_check_ttl_s``, ``token_check_entries``: how long and how many token
         hashes ``check_token`` remembers as accepted (0 s: none, every check asks),
         on ``clock`` (monotonic seconds).
+
+        ``keepalive_s``, ``keepalive_timeout_s``: each stream's pings (``services/common/grpc_options.py``:
+        never below keyring's KEYRING_GRPC_MIN_PING_INTERVAL_S). ``max_owed_releases``: releases kept per
+        replica while its stream is away, re-sent when it is back.
         """
         if token_check_entries < 1:
             raise ValueError("token_check_entries must be at least 1")
@@ -288,6 +390,8 @@ class KeyringClient:
         self._addresses = list(addresses)
         self._credentials = channel_credentials(tls) if tls is not None else None
         self._server_name = server_name
+        self._keepalive = client_keepalive(keepalive_s, keepalive_timeout_s)
+        self._max_owed = max_owed_releases
         # Until the first resolution, the addresses as given (grpc resolves them itself).
         self._replicas = [self._stream(address, address) for address in addresses]
         self._by_target = {replica.address: replica for replica in self._replicas}
@@ -320,7 +424,7 @@ class KeyringClient:
         name = self._server_name or ("" if _is_ip(host) or _host(target) == host else host)
         if self._credentials is None:
             name = ""
-        return _ReplicaStream(target, self._credentials, name)
+        return _ReplicaStream(target, self._credentials, name, keepalive=self._keepalive, max_owed=self._max_owed)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -370,7 +474,18 @@ class KeyringClient:
     async def _retire(self, replica: _ReplicaStream) -> None:
         await asyncio.sleep(self._timeout_s * 2)  # calls in flight on it finish or time out first
         self._retired.discard(replica)
+        # Gone for good: its slots with it; what the owed releases teach still reaches another replica.
+        for call in replica.take_owed():
+            if call.release.outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
+                self._spawn(self._tell_others(call))
         await replica.close()
+
+    async def _tell_others(self, call: pb.LeaseCall) -> None:
+        for replica in await self._rotation():
+            if replica.address in self._by_target:
+                with contextlib.suppress(KeyringUnavailable):
+                    await replica.call(call, self._timeout_s)
+                    return
 
     async def acquire(
         self,
@@ -556,23 +671,44 @@ class KeyringClient:
             return task
 
     async def _deliver(self, call: pb.LeaseCall, granted: GrantedLease, binding: bool = False) -> bool:
-        """True once a replica answered the release (with bindings: answered without an error)."""
+        """True once a replica answered the release (with bindings: answered without an error).
+
+        The slot lives on the granting replica: when another one answered (it learns
+        the outcome: the lease id vouches for it), the granting one is owed a release
+        without an outcome (``TRANSPORT_CANCELLED``: it frees the slot and teaches
+        nothing), re-sent when its stream is back. When none answered, it is owed the
+        whole release.
+        """
+        granter = self._by_target.get(granted.replica)
         for replica in await self._rotation(first=granted.replica):
             try:
                 reply = await replica.call(call, self._timeout_s)
             except KeyringUnavailable:
                 continue
-            if not binding:
-                return True
-            if not reply.HasField("error"):
-                return True
-            code = _CODES.get(reply.error.code, grpc.StatusCode.UNKNOWN)
-            if code is grpc.StatusCode.UNAVAILABLE:
-                continue  # draining, or its store unreachable: another replica may commit them
-            log.warning("keyring refused the bindings of lease %s: %s", granted.lease.lease_id, reply.error.message)
-            return False
-        log.warning("could not report the outcome of lease %s: no keyring replica reachable", granted.lease.lease_id)
+            if binding and reply.HasField("error"):
+                code = _CODES.get(reply.error.code, grpc.StatusCode.UNKNOWN)
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    continue  # draining, or its store unreachable: another replica may commit them
+                log.warning("keyring refused the bindings of lease %s: %s", granted.lease.lease_id, reply.error.message)
+                self._owe_slot(granter, replica, call)
+                return False
+            self._owe_slot(granter, replica, call)
+            return True
+        if granter is not None:
+            granter.owe(_plain(call))
+        log.warning("lease %s: no keyring replica reachable, its release is kept", granted.lease.lease_id)
         return False
+
+    @staticmethod
+    def _owe_slot(granter: _ReplicaStream | None, answered: _ReplicaStream, call: pb.LeaseCall) -> None:
+        if granter is not None and answered is not granter:
+            slot_only = _plain(call)
+            slot_only.release.outcome.CopyFrom(pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED))
+            granter.owe(slot_only)
+
+    def owed_releases(self) -> int:
+        """Releases waiting for their replica's stream to come back (all replicas)."""
+        return sum(replica.owed for replica in self._by_target.values())
 
     async def ready(self) -> bool:
         """True when at least one replica answers its health check as SERVING."""

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.grpc_options import SERVER_MIN_PING_INTERVAL_S
 from services.common.tls import TLSFiles, tls_files
 
 from .authorization import Authorization
@@ -52,7 +53,17 @@ class KeyringSettings(BaseSettings):
     key_pattern: str = GEMINI_KEY_PATTERN
     max_keys_per_import: int = 5000
     max_message_bytes: int = 16 * 1024 * 1024
-    shutdown_grace_s: float = 10.0
+    # --- Shutdown (README "Shutting down") ---
+    # On SIGTERM: membership dropped at once, new leases refused, in-flight RPCs (open lease streams) given this
+    # long to finish; keep it under the pod's terminationGracePeriodSeconds (deploy/k8s: 30).
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    # Leases granted on a lease stream that ended (its edge went away or gave up on this replica) are reclaimed
+    # this long after the stream ended, unless a release (re-sent by the edge on a new stream) comes first.
+    stream_lease_grace_s: float = Field(default=15.0, ge=0)
+    # --- gRPC keepalive (README "gRPC keepalive", services/common/grpc_options.py) ---
+    # The shortest interval between a client's pings this server accepts; must not exceed any client's
+    # keepalive (EDGE_KEYRING_KEEPALIVE_S, 20 s by default), or the server answers GOAWAY too_many_pings.
+    grpc_min_ping_interval_s: float = Field(default=SERVER_MIN_PING_INTERVAL_S, gt=0)
     janitor_interval_s: float = 1.0
     # Prometheus /metrics (and an HTTP /healthz) on their own port; 0 picks a free one, -1 turns it off.
     metrics_host: str = "0.0.0.0"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .cache import StateCache
 from .domain.affinity import AffinityMiss, bindings
@@ -229,6 +229,14 @@ class LeaseDesk:
             await self.report(key_id, model, outcome, judged)
         if refused is not None:
             raise refused
+
+    def orphan(self, lease_ids: Iterable[str], grace_s: float) -> None:
+        """Leases granted on a lease stream that ended: reclaimed ``grace_s`` from now unless released first.
+
+        The edge re-sends a release it could not deliver once its stream is back;
+        a grant whose reply never reached it is only freed this way.
+        """
+        self.book.shorten(lease_ids, self._clock() + grace_s)
 
     def reclaim_expired(self, now: float) -> None:
         """Take back leases whose holder never released them."""

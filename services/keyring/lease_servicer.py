@@ -73,8 +73,10 @@ def _bindings(release: pb.ReleaseRequest) -> Bindings:
 
 
 class LeaseServicer(pb_grpc.LeaseServiceServicer):
-    def __init__(self, desk: LeaseDesk) -> None:
+    def __init__(self, desk: LeaseDesk, *, stream_lease_grace_s: float = 15.0) -> None:
+        """``stream_lease_grace_s``: how long leases granted on a lease stream outlive its end, unreleased."""
         self._desk = desk
+        self._stream_lease_grace_s = stream_lease_grace_s
 
     def _acquire(self, request: pb.AcquireRequest, traceparent: str = "", final: bool = True) -> pb.AcquireResponse:
         """``final=False``: an ``AffinityMiss`` is raised for ``_acquire_after_read`` (an affinity acquire only)."""
@@ -156,9 +158,20 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         resource the view lacks, once that record is read.
         Replies go out through a ``_ReplyWriter``, so reading the next batch
         never waits for the previous answer's write to complete.
+
+        Leases granted on the stream and not released on it are orphaned when
+        it ends (the edge went away, gave up on this replica, or never got the
+        reply): reclaimed ``stream_lease_grace_s`` later unless a release, re-sent
+        by the edge on a new stream, comes first (``LeaseDesk.orphan``).
         """
         replies = _ReplyWriter(context)
         pending: set[asyncio.Task[None]] = set()
+        granted: set[str] = set()  # lease ids granted on this stream, not released on it
+
+        def orphan() -> None:
+            if granted:
+                self._desk.orphan(tuple(granted), self._stream_lease_grace_s)
+                granted.clear()
 
         def later(answer: Coroutine[Any, Any, None]) -> None:
             task = asyncio.create_task(answer)
@@ -184,6 +197,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         async def read_then_acquire(call: pb.LeaseCall, miss: AffinityMiss) -> None:
             try:
                 acquired = await self._acquire_after_read(call.acquire, call.traceparent, miss)
+                granted.add(acquired.lease.lease_id)
                 result = pb.LeaseResult(id=call.id, acquire=acquired)
             except KeyringError as error:
                 result = stream_error(call.id, error)
@@ -195,6 +209,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 for call in batch.calls:
                     if call.HasField("release"):
                         release = call.release
+                        granted.discard(release.lease_id)
                         outcome = convert.outcome_from_pb(release.outcome)
                         with _span("keyring.v1.LeaseService/Release", call.traceparent):
                             known, key_id, model = self._desk.release_slot(
@@ -214,6 +229,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                             except AffinityMiss as miss:
                                 later(read_then_acquire(call, miss))
                                 continue
+                            granted.add(acquired.lease.lease_id)
                             results.append(pb.LeaseResult(id=call.id, acquire=acquired))
                         elif call.HasField("check_token"):
                             with _span("keyring.v1.LeaseService/CheckToken", call.traceparent):
@@ -229,8 +245,10 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 await asyncio.gather(*pending, return_exceptions=True)
             await replies.close()
         finally:
+            orphan()
             if pending:  # the caller went away: what keyring learnt is still written
                 await asyncio.gather(*pending, return_exceptions=True)
+                orphan()  # granted after a store read meanwhile
             replies.cancel()
 
 

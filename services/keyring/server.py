@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common.grpc_options import server_keepalive
 from services.common.metrics_http import start_metrics_server
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
@@ -112,12 +113,14 @@ def create_server(
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        *server_keepalive(settings.grpc_min_ping_interval_s),  # clients' pings accepted (grpc_options.py)
     ]
     tls = settings.grpc_tls()  # refuses to go on without certificates unless plaintext is asked for
     authorization = settings.authorization()
     interceptors = [] if tls is None else [authorization.interceptor()]
     server = grpc.aio.server(options=options, interceptors=interceptors)
-    pb_grpc.add_LeaseServiceServicer_to_server(LeaseServicer(keyring.desk), server)
+    leases = LeaseServicer(keyring.desk, stream_lease_grace_s=settings.stream_lease_grace_s)
+    pb_grpc.add_LeaseServiceServicer_to_server(leases, server)
     pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration, authorization), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -8,9 +8,11 @@ numbers divided among the live replicas (``share``).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .lease_ids import LeaseSigner
@@ -104,6 +106,22 @@ class LeaseBook:
             self._return_slot(lease.key_id)
             self._prune_expiry_heap()
         return lease
+
+    def shorten(self, lease_ids: Iterable[str], expires_at: float) -> int:
+        """Bring forward to ``expires_at`` the expiry of those leases still held (never postponed); how many.
+
+        For leases whose holder is known to be gone or cut off (their lease stream
+        ended): ``reclaim_expired`` takes them back then, unless released first.
+        """
+        shortened = 0
+        for lease_id in lease_ids:
+            lease = self._leases.get(lease_id)
+            if lease is None or lease.expires_at <= expires_at:
+                continue
+            self._leases[lease_id] = dataclasses.replace(lease, expires_at=expires_at)
+            heapq.heappush(self._expiry, (expires_at, lease_id))  # the later entry finds the lease gone
+            shortened += 1
+        return shortened
 
     def vouches(self, lease_id: str, key_id: str, model: str, now: float) -> bool:
         """Whether a lease this book does not hold was granted by a replica sharing the signing key."""
