@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 from services.common.logs import configure_logging
-from services.common.serving import serve_until_stopped
 from services.common.telemetry import configure_tracing
 
-from .app import start_edge
+from .app import start_edge, stop_edge
 from .config import EdgeSettings
 
 
 async def serve(settings: EdgeSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down as ``stop_edge`` does (readiness, delay, one drain)."""
     runner, base_url = await start_edge(settings)
-    await serve_until_stopped(runner, f"edge listening on {base_url}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    print(f"edge listening on {base_url}", flush=True)  # launchers wait for this line
+    try:
+        await stop.wait()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    await stop_edge(runner, settings)
 
 
 def main() -> None:

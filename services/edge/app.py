@@ -10,6 +10,7 @@ in it), which wraps the route's handler.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Final
@@ -28,6 +29,7 @@ from .keyring_client import KeyringClient
 from .observability import EdgeMetrics, observe
 from .resources import caches, files, interactions, jobs, listing, uploads
 from .routing import DIALECT, EITHER, GEMINI, OPENAI, Handler, add_route
+from .shutdown import Drain
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -35,13 +37,20 @@ log = logging.getLogger(__name__)
 SETTINGS: Final = web.AppKey("settings", EdgeSettings)
 _INJECTED_KEYRING: Final = web.AppKey("injected_keyring", KeyringClient)
 METRICS: Final = web.AppKey("metrics", EdgeMetrics)
+DRAIN: Final = web.AppKey("drain", Drain)
+# What runner.cleanup() still gives a request after the drain (stop_edge's one wait): a last cut-off.
+CLEANUP_CUTOFF_S: Final = 1.0
 
 
 def create_app(settings: EdgeSettings, keyring_client: KeyringClient | None = None) -> web.Application:
     """The edge app; pass ``keyring_client`` to use one you own (not closed here: releases in flight stay its own)."""
     metrics = EdgeMetrics(settings.max_model_labels)
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[observe(metrics), answer_in_dialect])
+    drain = Drain()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[drain.middleware, observe(metrics), answer_in_dialect]
+    )
     app[SETTINGS] = settings
+    app[DRAIN] = drain
     app[METRICS] = metrics
     if keyring_client is not None:
         app[_INJECTED_KEYRING] = keyring_client
@@ -92,7 +101,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: at least one keyring replica serves."""
+    """Readiness: at least one keyring replica serves, and the edge is not shutting down."""
+    if request.app[DRAIN].leaving:
+        return web.json_response({"status": "shutting down"}, status=503)
     if await request.app[EDGE].keyring.ready():
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "keyring unreachable"}, status=503)
@@ -175,10 +186,37 @@ async def start_edge(
         create_app(settings, keyring_client),
         host if host is not None else settings.host,
         settings.port if port is None else port,
-        shutdown_timeout_s=settings.shutdown_timeout_s,
+        shutdown_timeout_s=CLEANUP_CUTOFF_S,  # the drain is stop_edge's (EDGE_SHUTDOWN_TIMEOUT_S), in one wait
         handler_cancellation=True,
         # Bounded resources (dialects.read_body): no request head slower than this, no body ever decompressed.
         head_timeout_s=settings.head_timeout_s,
         keepalive_timeout_s=settings.keepalive_timeout_s,
         auto_decompress=False,
     )
+
+
+async def stop_edge(runner: web.AppRunner, settings: EdgeSettings) -> None:
+    """Shut down as Kubernetes expects (README "Shutting down"): readiness first, then the listener, then a drain.
+
+    1. /readyz answers 503 at once, while the listener keeps accepting for
+       ``shutdown_delay_s`` (the Service and the ingress stop routing here meanwhile);
+    2. the listener closes, idle kept-alive connections with it;
+    3. requests in flight (long streams) get ``shutdown_timeout_s`` to finish, one
+       wait that ends as soon as none is left; what remains is then cut.
+    """
+    app = runner.app
+    drain = app[DRAIN]
+    drain.leaving = True
+    log.info(
+        "shutting down: not ready, accepting for %.1f s, then draining for up to %.1f s",
+        settings.shutdown_delay_s,
+        settings.shutdown_timeout_s,
+    )
+    await asyncio.sleep(settings.shutdown_delay_s)
+    for site in list(runner.sites):
+        await site.stop()
+    if runner.server is not None:
+        runner.server.pre_shutdown()  # idle connections closed now; busy ones after their answer
+    if not await drain.idle(settings.shutdown_timeout_s):
+        log.warning("shutdown grace over: %d requests still in flight are cut", drain.in_flight)
+    await runner.cleanup()

@@ -66,7 +66,13 @@ class EdgeSettings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     # Size of the one upstream connection pool of the process.
     upstream_connection_limit: int = Field(default=1000, ge=1)
-    shutdown_timeout_s: float = 10.0
+    # --- Shutting down (README "Shutting down"; deploy/k8s/base/edge.yaml: terminationGracePeriodSeconds 120) ---
+    # On SIGTERM /readyz answers 503 at once and the listener keeps accepting this long (the Service and the
+    # ingress stop routing here meanwhile), then closes; requests in flight (long streams) then get
+    # shutdown_timeout_s to finish, one wait that ends when none is left. delay + timeout + ~10 s (keyring
+    # releases flushed, streams closed) must fit the pod's termination grace: 5 + 100 + 10 <= 120.
+    shutdown_delay_s: float = Field(default=5.0, ge=0)
+    shutdown_timeout_s: float = Field(default=100.0, ge=0)
     # Run on uvloop (when installed). Off by default: grpc.aio's poller on uvloop measured
     # ~3x slower through the edge (bench/edge_bench.py: 331 vs 962 req/s at concurrency 16).
     uvloop: bool = False

@@ -476,7 +476,7 @@ class KeyringClient:
         self._retired.discard(replica)
         # Gone for good: its slots with it; what the owed releases teach still reaches another replica.
         for call in replica.take_owed():
-            if call.release.outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
+            if call.HasField("release") and call.release.outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
                 self._spawn(self._tell_others(call))
         await replica.close()
 

@@ -100,6 +100,18 @@ class Keyring:
         if self._recheck is not None:
             self._recheck.cancel()
 
+    async def leave(self) -> None:
+        """The start of a graceful shutdown: new leases refused, then the membership dropped at once.
+
+        The other replicas see one member fewer and take the whole of each split
+        budget (per-key in-flight caps, per-minute budgets) while this one drains.
+        """
+        self.stop_accepting()
+        if self._registration is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await self._registration.close()
+            self._registration = None
+
     async def stop(self) -> None:
         self.stop_accepting()
         if self._registration is not None:

@@ -73,8 +73,8 @@ class KeyringServer:
         log.info("keyring replica %s serving on port %d", self.keyring.replica_id, self.port)
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """Stop taking leases, finish in-flight RPCs, drop membership."""
-        self.keyring.stop_accepting()
+        """Refuse new leases and drop the membership at once, then finish in-flight RPCs (up to ``grace_s``), stop."""
+        await self.keyring.leave()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
         await self.keyring.stop()
@@ -159,7 +159,7 @@ async def run(settings: KeyringSettings) -> None:
         await replica.start()
         print(f"keyring listening on {settings.host}:{replica.port}", flush=True)
         await stopping.wait()
-        log.info("shutting down: draining leases for up to %.0f s", settings.shutdown_grace_s)
+        log.info("shutting down: membership dropped, in-flight RPCs drained up to %.0f s", settings.shutdown_grace_s)
     finally:
         await replica.stop(settings.shutdown_grace_s)
         await store.close()
