@@ -35,7 +35,6 @@ WAITING: dict[str, tuple[str, bool]] = {
         "finding 2: cooldowns decided while etcd is down are lost (extra upstream 429s, client 429s)",
         True,
     ),
-    "edge_sigterm_streams": ("finding 7: a SIGTERMed edge closes its listener at once (connection errors)", True),
 }
 SCENARIOS = (
     "keyring_sigkill",
