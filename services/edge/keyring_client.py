@@ -7,7 +7,12 @@ Acquires rotate over the replicas (client-side round robin); a replica whose
 stream breaks is skipped and reconnected, and the call is tried on the next
 one. A release goes back to the replica that granted the lease, because
 the in-flight slot lives there; if that replica is gone the outcome still
-reaches another one (the key's health is shared through etcd).
+reaches another one (the key's health is shared through etcd). A release
+whose outcome is news (not a 2xx, not cancelled) also goes, as an
+outcome-only report (``LeaseCall.report``), to every other replica with an
+open stream, unanswered: each applies what it decides in memory at once, so
+a cooldown holds everywhere without waiting for etcd (a routine success
+sends nothing more).
 
 The channels are mutual TLS (``services/common/tls.py``): the edge presents
 its certificate and verifies keyring's against the CA, under the name of the
@@ -660,6 +665,8 @@ class KeyringClient:
             request.unbind.extend(unbind)
         with _span("keyring.release", granted):
             call = pb.LeaseCall(release=request, traceparent=current_traceparent())
+            if outcome.http_status // 100 != 2 and outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
+                self._report(request, granted.replica)  # news: every replica learns it now
             if not confirm and not binding:
                 replica = self._by_target.get(granted.replica)
                 if replica is not None and replica.connected and replica.usable:
@@ -669,6 +676,16 @@ class KeyringClient:
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
             return task
+
+    def _report(self, request: pb.ReleaseRequest, granting: str) -> None:
+        """The outcome alone to every other replica with an open stream: no reply awaited, no slot, no usage.
+
+        Each replica judges it once (by lease id) and applies what it decides in
+        memory, so a cooldown holds on every replica without waiting for etcd.
+        """
+        for replica in self._replicas:
+            if replica.address != granting and replica.connected and replica.usable:
+                replica.send(pb.LeaseCall(report=request))
 
     async def _deliver(self, call: pb.LeaseCall, granted: GrantedLease, binding: bool = False) -> bool:
         """True once a replica answered the release (with bindings: answered without an error).

@@ -5,7 +5,15 @@ revision (patroni's KVCache, in asyncio); after any watch failure it is
 rebuilt from a new snapshot. Each path remembers the revision it was last
 applied at, so an older change (a watch event that trails this replica's own
 commit) never overwrites a newer one. The state writer applies its commits
-here through ``apply``; nobody else changes the view.
+here through ``apply``; the write-behind (``write_behind.py``) puts health
+decisions in through ``put_decided``; nobody else changes the view.
+
+The view is the store plus this replica's decisions the store has not
+confirmed yet (``pending``, ``domain/decisions.py``): every cooldown or key
+record applied from the store (watch event, re-read, rebuilt snapshot) has
+them merged in, and a pending cooldown the store does not hold (yet, or
+any more) stays in the view. So a decision holds from the moment it is made,
+whatever the store says meanwhile, until the store says it too.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from collections.abc import Callable
 import orjson
 
 from .codec import Layout, Record, decode
+from .domain.decisions import Decision, PendingDecisions, merge_cooldown, merge_health
 from .domain.models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, Pool, UpstreamKey
 from .domain.view import KeyringView
 from .store import Snapshot, Store, StoreUnavailable, WatchCompacted
@@ -36,6 +45,8 @@ class StateCache:
         self.store_revision = 0
         # Called with a key id when the key leaves the view (the lease desk drops its secret).
         self.on_key_removed: list[Callable[[str], None]] = []
+        # Health decisions of this replica not confirmed by the store yet (written by write_behind.py).
+        self.pending = PendingDecisions()
         self._store = store
         self._revisions: dict[str, int] = {}
         self._built = asyncio.Event()
@@ -86,6 +97,9 @@ class StateCache:
         self._revisions.clear()
         for entry in snapshot.entries:
             self._apply(entry.key, entry.value, entry.mod_revision)
+        for cooldown in self.pending.orphan_cooldowns():
+            if cooldown.id not in self.view.cooldowns:
+                self.view.put_cooldown(cooldown)
         self.view.revision = snapshot.revision
         self.store_revision = max(self.store_revision, snapshot.revision)
 
@@ -130,7 +144,27 @@ class StateCache:
             if at > self.last_used.get(subject, 0.0):
                 self.last_used[subject] = at
 
+    def put_decided(self, decided: Decision) -> bool:
+        """A health decision (this replica's, or a peer's) merged into the view now; False: it said so already."""
+        if isinstance(decided, UpstreamKey):
+            key = self.view.keys.get(decided.key_id)
+            if key is None:
+                return False
+            merged_key = merge_health(key, decided)
+            if merged_key is key:
+                return False
+            self.view.put_key(merged_key)
+            return True
+        cooldown = self.view.cooldowns.get(decided.id)
+        merged = merge_cooldown(cooldown, decided)
+        if merged is cooldown:
+            return False
+        self.view.put_cooldown(merged)
+        return True
+
     def _put_in_view(self, record: Record) -> None:
+        if self.pending.entries and isinstance(record, (UpstreamKey, Cooldown)):
+            record = self.pending.overlay(record)
         if isinstance(record, Pool):
             self.view.put_pool(record)
         elif isinstance(record, UpstreamKey):
@@ -148,13 +182,19 @@ class StateCache:
         if kind == "pools":
             self.view.remove_pool(parts[0])
         elif kind == "keys":
+            self.pending.discard(parts[0])
             self.view.remove_key(parts[0])
             for listener in self.on_key_removed:
                 listener(parts[0])
         elif kind == "tokens":
             self.view.remove_token(parts[0])
         elif kind == "cooldowns" and len(parts) == 3:
-            self.view.remove_cooldown(CooldownId(CooldownScope(parts[0]), parts[1], parts[2]))
+            cooldown_id = CooldownId(CooldownScope(parts[0]), parts[1], parts[2])
+            kept = self.pending.get(cooldown_id)
+            if isinstance(kept, Cooldown):  # decided here, not in the store (yet): it stays
+                self.view.put_cooldown(kept)
+            else:
+                self.view.remove_cooldown(cooldown_id)
         elif kind == "affinity" and len(parts) == 2:
             self.view.remove_affinity(parts[0], parts[1])
         elif kind == "members":

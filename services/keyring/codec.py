@@ -142,6 +142,8 @@ def decode_key(data: dict[str, Any], revision: int) -> UpstreamKey:
         last_error=LastError(**last_error) if last_error else None,
         created_at=data.get("created_at", 0.0),
         revision=revision,
+        health_id=data.get("health_id", ""),
+        health_at=data.get("health_at", 0.0),
     )
 
 
@@ -157,6 +159,8 @@ def decode_cooldown(data: dict[str, Any], revision: int) -> Cooldown:
         until=data["until"],
         strikes=data.get("strikes", 1),
         revision=revision,
+        decision=data.get("decision", ""),
+        decided_at=data.get("decided_at", 0.0),
     )
 
 

@@ -4,7 +4,8 @@
   and kept current by a watch; readiness.
 - ``writer`` (``StateWriter``): guarded transactions and commits; the one
   place an unreachable store becomes ``NotReady``.
-- ``desk`` (``LeaseDesk``): acquire, release, outcome reporting, secrets.
+- ``desk`` (``LeaseDesk``): acquire, release, outcome reporting, secrets;
+  its health decisions written behind by ``decisions`` (``WriteBehind``).
 - ``housekeeping`` (``Housekeeping``): janitor, usage, audit, the re-check
   of unhealthy keys.
 
@@ -31,6 +32,7 @@ from .domain.lease_ids import LeaseSigner
 from .housekeeping import Checker, Housekeeping
 from .sealing import SecretBox
 from .store import Registration, Store, StoreUnavailable
+from .write_behind import WriteBehind
 from .writer import StateWriter
 
 
@@ -61,8 +63,16 @@ class Keyring:
         # Lease ids are signed so any replica can vouch for another's lease (its release
         # still reports the outcome); replicas share the key, a lone keyring may use its own.
         signer = LeaseSigner(lease_key or secrets.token_bytes(32))
+        self.decisions = WriteBehind(self.cache, self.writer)
         self.desk = LeaseDesk(
-            self.cache, self.writer, box, instance=self.instance, clock=clock, rng=rng, signer=signer
+            self.cache,
+            self.writer,
+            box,
+            instance=self.instance,
+            clock=clock,
+            rng=rng,
+            signer=signer,
+            decisions=self.decisions,
         )
         self.housekeeping = Housekeeping(
             self.cache, self.writer, self.desk, checker, instance=self.instance, clock=clock
@@ -84,11 +94,12 @@ class Keyring:
         """Build the view, join the replicas, start the chores, then take leases."""
         self._spawn(self.cache.follow(), "keyring-follow-store")
         await self.cache.wait_built(timeout_s)
-        member = orjson.dumps({"replica_id": self.replica_id, "started_at": self.clock()})
+        member = orjson.dumps({"replica_id": self.replica_id, "instance": self.instance, "started_at": self.clock()})
         self._registration = await self._store.register(
             self.cache.layout.member(self.replica_id), member, self._membership_ttl_s
         )
         self._spawn(self.housekeeping.janitor(self._janitor_interval_s), "keyring-janitor")
+        self._spawn(self.decisions.run(), "keyring-write-behind")
         if self._recheck_interval_s > 0:
             recheck = self.housekeeping.recheck(self._recheck_interval_s, self.replica_id)
             self._recheck = self._spawn(recheck, "keyring-recheck")
@@ -118,6 +129,7 @@ class Keyring:
             with contextlib.suppress(StoreUnavailable):
                 await self._registration.close()
             self._registration = None
+        await self.decisions.drain(timeout_s=2.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

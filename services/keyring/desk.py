@@ -2,9 +2,26 @@
 
 Leases are granted from memory (the allocator over the state cache's view)
 and the key's secret is opened once and kept, sealed value beside it, until
-the key changes or goes. An outcome is judged once, on the view of the moment
-it comes back (``judge``); what that judgement changes is written as it is
-(``report``), and judged again only if a guarded write lost a race.
+the key changes or goes.
+
+An outcome is judged once per replica (``learn``), on the view of the moment
+it comes back; what the policy decides (a cooldown, a key's health) is
+stamped with the lease id (the decision's id) and a strictly increasing time,
+applied to the view at once and written behind (``write_behind.py``): a
+release never waits for the store. The edge also sends a news outcome (not a
+2xx) to every other replica as a report (``report``: no slot, no usage), so
+the decision holds everywhere within a round trip; each replica judges it
+once (``RecentIds`` of judged lease ids) and the merges are idempotent
+(``domain/decisions.py``), so two replicas judging one 429 converge on one
+cooldown and one strike.
+
+Usage is counted exactly once per lease (``release_slot``): by the replica
+holding the lease; a release of a lease this replica granted but no longer
+holds counts only when the lease had expired unreleased (once); a release of
+another instance's lease counts only once that instance is no longer a
+member (it holds the lease, or released it and counted it; until it leaves
+the count waits, ``count_departed``), and once. So a release retried on the
+same or another replica counts once.
 
 The routine success (most releases) touches no store, awaits nothing and
 allocates nothing beyond the usage count.
@@ -18,24 +35,29 @@ the caller is told NOT_FOUND: another replica may have just written it.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import random
 from collections.abc import Callable, Iterable, Sequence
+
+import orjson
 
 from .cache import StateCache
 from .domain.affinity import AffinityMiss, bindings
 from .domain.allocator import Allocator, Grant
+from .domain.decisions import Decision
 from .domain.errors import FailedPrecondition, KeyringError, NotReady
-from .domain.lease_ids import LeaseSigner
+from .domain.lease_ids import LeaseSigner, granting_instance
 from .domain.leasing import LeaseBook
-from .domain.models import Cooldown, Outcome, Policy, Transport
+from .domain.models import Outcome, Policy, Transport, UpstreamKey
 from .domain.policy import is_routine_success, judge
-from .domain.usage import UsageCounter
+from .domain.usage import RecentIds, UsageCounter
 from .sealing import SecretBox
-from .writer import Change, StateWriter
+from .write_behind import WriteBehind
+from .writer import StateWriter
 
 Clock = Callable[[], float]
-NO_CHANGES: tuple[Change, ...] = ()
+MAX_DEPARTED = 10_000  # releases waiting for their granting instance to leave, at most
+DEPARTED_WAIT_S = 120.0  # after this, the granting instance is alive: it counted the call
 
 
 class Observer:
@@ -65,8 +87,10 @@ class LeaseDesk:
         clock: Clock,
         rng: random.Random | None = None,
         signer: LeaseSigner | None = None,
+        decisions: WriteBehind | None = None,
     ) -> None:
         self.book = LeaseBook(instance, signer)
+        self.decisions = decisions or WriteBehind(cache, writer)
         self.allocator = Allocator(cache.view, self.book, cache.replica_count, rng, box.tokens)
         self.usage = UsageCounter()  # counted here, flushed by housekeeping
         self.observer = Observer()
@@ -79,6 +103,13 @@ class LeaseDesk:
         self._clock = clock
         self._secrets: dict[str, tuple[str, str]] = {}  # key id -> (sealed, clear)
         cache.on_key_removed.append(self._forget_secret)
+        self._instance = instance
+        self._judged = RecentIds()  # lease ids whose outcome this replica judged (release, report, retry)
+        self._expired = RecentIds()  # own leases reclaimed by their TTL: a late release still counts, once
+        self._counted_late = RecentIds()  # other instances' leases counted here
+        # Releases of a live instance's lease: counted if that instance leaves (it died holding them).
+        self._departed: dict[str, tuple[float, str, str, bool, int, int]] = {}
+        self._last_stamp = 0.0
 
     @property
     def leases_in_flight(self) -> int:
@@ -150,7 +181,7 @@ class LeaseDesk:
         return pool.name
 
     def release_slot(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> tuple[bool, str, str]:
-        """Give the slot back and count the call; returns (was ours, key id, model).
+        """Give the slot back and count the call (exactly once); returns (was ours, key id, model).
 
         A lease this replica does not hold counts only when its id vouches for the
         key and model named (granted by a replica that went away); an unknown or
@@ -165,6 +196,8 @@ class LeaseDesk:
             return False, "", model
         key = self._view.keys.get(key_id)
         if key is not None and outcome.transport is not Transport.CANCELLED:
+            if lease is None and not self._counts_late(lease_id, key, outcome):
+                return False, key_id, model
             now = self._clock()
             failed = outcome.transport is not Transport.OK or not 200 <= outcome.http_status < 300
             self.usage.count(now, key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
@@ -175,19 +208,77 @@ class LeaseDesk:
             self.observer.lease_released(key.pool, key_id, held_s, failed)
         return lease is not None, key_id, model
 
-    def judge(self, key_id: str, model: str, outcome: Outcome) -> Sequence[Change]:
-        """What the outcome changes, judged on the view now (most successes: nothing to write)."""
-        key = self._view.keys.get(key_id)
-        if key is None or is_routine_success(outcome, key):
-            return NO_CHANGES
-        return self._changes(key_id, model, outcome)
+    def _counts_late(self, lease_id: str, key: UpstreamKey, outcome: Outcome) -> bool:
+        """Whether this replica counts a release of a lease it does not hold (see the module docstring)."""
+        instance = granting_instance(lease_id)
+        if instance == self._instance:
+            return self._expired.take(lease_id)
+        if not self._is_member(instance):
+            return self._counted_late.add(lease_id)
+        if len(self._departed) < MAX_DEPARTED and lease_id not in self._counted_late:
+            failed = outcome.transport is not Transport.OK or not 200 <= outcome.http_status < 300
+            self._departed[lease_id] = (
+                self._clock(), key.pool, key.key_id, failed, outcome.input_tokens, outcome.output_tokens
+            )
+        return False
 
-    async def report(self, key_id: str, model: str, outcome: Outcome, judged: Sequence[Change]) -> None:
-        """Write what ``judge`` decided; a lost guard has the outcome judged again on fresh data."""
-        changes = await self._writer.transact(functools.partial(self._changes, key_id, model, outcome), judged)
-        for change in changes:
-            if isinstance(change.record, Cooldown):
-                self.observer.cooldown_started(change.record.reason.value)
+    def _is_member(self, instance: str) -> bool:
+        replica_id = instance.rpartition(".")[0]
+        member = self._view.members.get(replica_id)
+        if member is None:
+            return False
+        try:
+            recorded = orjson.loads(member).get("instance")
+        except (orjson.JSONDecodeError, AttributeError):
+            return True
+        return recorded is None or recorded == instance
+
+    def count_departed(self, now: float) -> None:
+        """Count the waiting releases whose granting instance left; forget those it outlived (it counted them)."""
+        for lease_id, (at, pool, key_id, failed, tokens_in, tokens_out) in list(self._departed.items()):
+            if not self._is_member(granting_instance(lease_id)):
+                del self._departed[lease_id]
+                if self._counted_late.add(lease_id):
+                    self.usage.count(now, pool, key_id, "", failed, tokens_in, tokens_out)
+            elif now - at > DEPARTED_WAIT_S:
+                del self._departed[lease_id]
+
+    def learn(self, lease_id: str, key_id: str, model: str, outcome: Outcome, *, own: bool = True) -> None:
+        """Judge an outcome once; what it decides holds in the view now and is written behind.
+
+        ``own=False``: a peer's outcome (a report): judged the same way, written
+        only if the deciding replica's write does not arrive (``write_behind.py``).
+        """
+        key = self._view.keys.get(key_id) if key_id else None
+        cooldowns = self._view.cooldowns
+        if key is None or is_routine_success(outcome, key, model, cooldowns) or not self._judged.add(lease_id):
+            return
+        pool = self._view.pools.get(key.pool)
+        policy = pool.policy if pool else Policy()
+        verdict = judge(outcome, key, model, policy, self._clock(), cooldowns)
+        decided: list[Decision] = []
+        stamp = self.stamp()
+        if verdict.cooldown is not None:
+            decided.append(dataclasses.replace(verdict.cooldown, decision=lease_id, decided_at=stamp))
+            if own:
+                self.observer.cooldown_started(verdict.cooldown.reason.value)
+        if verdict.key is not None:
+            decided.append(dataclasses.replace(verdict.key, health_id=lease_id, health_at=stamp))
+        if decided:
+            self.decisions.decide(decided, own=own)
+
+    def report(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> bool:
+        """A peer's outcome (another replica's lease; no slot, no usage): learnt when the lease id vouches for it."""
+        if not self.book.vouches(lease_id, key_id, model, self._clock()):
+            self.observer.release_refused()
+            return False
+        self.learn(lease_id, key_id, model, outcome, own=False)
+        return True
+
+    def stamp(self) -> float:
+        """A decision's time: the clock, strictly increasing on this replica."""
+        self._last_stamp = max(self._clock(), self._last_stamp + 1e-6)
+        return self._last_stamp
 
     async def release(
         self,
@@ -198,37 +289,17 @@ class LeaseDesk:
         bind: Sequence[tuple[str, float]] = (),
         unbind: Sequence[str] = (),
     ) -> bool:
-        """Give the slot back, record bindings, learn from the outcome; False when the lease was not ours.
+        """Give the slot back, learn from the outcome, record bindings; False when the lease was not ours.
 
-        The slot is given back first whatever follows: a refused binding leaks no lease.
+        The slot is given back and the outcome learnt first whatever follows:
+        a refused binding leaks no lease and loses no decision. Only bindings
+        wait for the store.
         """
         known, key_id, model = self.release_slot(lease_id, key_id, model, outcome)
-        await self.settle(key_id, model, outcome, self.judge(key_id, model, outcome), bind, unbind)
-        return known
-
-    async def settle(
-        self,
-        key_id: str,
-        model: str,
-        outcome: Outcome,
-        judged: Sequence[Change],
-        bind: Sequence[tuple[str, float]] = (),
-        unbind: Sequence[str] = (),
-    ) -> None:
-        """After ``release_slot``: the bindings first (a caller waits for them), then what ``judge`` decided.
-
-        The outcome is reported even when the bindings are refused; the refusal is raised after.
-        """
-        refused: KeyringError | None = None
+        self.learn(lease_id, key_id, model, outcome)
         if bind or unbind:
-            try:
-                await self.bind(key_id, bind, unbind)
-            except KeyringError as error:
-                refused = error
-        if judged:
-            await self.report(key_id, model, outcome, judged)
-        if refused is not None:
-            raise refused
+            await self.bind(key_id, bind, unbind)
+        return known
 
     def orphan(self, lease_ids: Iterable[str], grace_s: float) -> None:
         """Leases granted on a lease stream that ended: reclaimed ``grace_s`` from now unless released first.
@@ -241,6 +312,7 @@ class LeaseDesk:
     def reclaim_expired(self, now: float) -> None:
         """Take back leases whose holder never released them."""
         for lease in self.book.reclaim_expired(now):
+            self._expired.add(lease.lease_id)
             self.observer.lease_expired(lease.pool)
 
     def secret_of(self, key_id: str, sealed: str) -> str:
@@ -254,17 +326,3 @@ class LeaseDesk:
 
     def _forget_secret(self, key_id: str) -> None:
         self._secrets.pop(key_id, None)
-
-    def _changes(self, key_id: str, model: str, outcome: Outcome) -> list[Change]:
-        key = self._view.keys.get(key_id)
-        if key is None:
-            return []
-        pool = self._view.pools.get(key.pool)
-        policy = pool.policy if pool else Policy()
-        verdict = judge(outcome, key, model, policy, self._clock(), self._view.cooldowns)
-        changes = []
-        if verdict.cooldown is not None:
-            changes.append(self._writer.put(verdict.cooldown))
-        if verdict.key is not None:
-            changes.append(self._writer.put(verdict.key))
-        return changes

@@ -85,6 +85,7 @@ class Housekeeping:
             await asyncio.sleep(interval_s)
             now = self._clock()
             self._desk.reclaim_expired(now)
+            self._desk.count_departed(now)
             with contextlib.suppress(NotReady, Conflict):
                 if now - last_flush >= USAGE_FLUSH_INTERVAL_S:
                     last_flush = now
@@ -121,12 +122,9 @@ class Housekeeping:
                 continue
             outcome = await self._checker.check(self._desk.secret_of(key_id, key.sealed_secret))
             if 200 <= outcome.http_status < 300:
-                await self._writer.transact(functools.partial(self._revived, key_id))
-            else:
-                model = model_id(outcome.quota_model())
-                changes = self._desk.judge(key_id, model, outcome)
-                if changes:
-                    await self._desk.report(key_id, model, outcome, changes)
+                await self._writer.transact(functools.partial(self._revived, key_id, f"revive.{secrets.token_hex(8)}"))
+            else:  # judged like any outcome: in force at once, written behind
+                self._desk.learn(f"recheck.{secrets.token_hex(8)}", key_id, model_id(outcome.quota_model()), outcome)
             results.append((key_id, outcome))
         return results
 
@@ -137,22 +135,32 @@ class Housekeeping:
             if key.state in (KeyState.INVALID, KeyState.SUSPENDED) and (not pool or key.pool == pool)
         )
 
-    def _revived(self, key_id: str) -> list[Change]:
+    def _revived(self, key_id: str, decision: str) -> list[Change]:
+        """The key healthy again: a health decision of its own (later than any pending one), written at once."""
         key = self._view.keys.get(key_id)
         if key is None or key.state is KeyState.DISABLED:
             return []
         healthy = dataclasses.replace(
             key, state=KeyState.ACTIVE, state_until=0.0, consecutive_failures=0, forbidden_strikes=0
         )
-        return [] if healthy == key else [self._writer.put(healthy)]
+        if healthy == key:
+            return []
+        return [self._writer.put(dataclasses.replace(healthy, health_id=decision, health_at=self._desk.stamp()))]
 
     # -- usage and audit ------------------------------------------------
 
     async def flush_usage(self) -> None:
-        """Write this replica's changed usage buckets (only this replica writes them)."""
-        for bucket in self._desk.usage.take_dirty(self._clock()):
+        """Write this replica's changed usage buckets (only this replica writes them); clean once confirmed."""
+        usage = self._desk.usage
+        taken = usage.take_dirty()
+        for index, bucket in enumerate(taken):
             path = self._layout.usage(self._instance, bucket.start)
-            await self._writer.write_unguarded(path, orjson.dumps(bucket.to_dict()))
+            try:
+                await self._writer.write_unguarded(path, orjson.dumps(bucket.to_dict()))
+            except BaseException:
+                usage.not_written(taken[index:])  # this one may have landed: written whole again, counted once
+                raise
+        usage.forget_written(self._clock())
 
     async def usage_summary(self, window_s: float, pool: str = "") -> UsageSummary:
         await self.flush_usage()

@@ -1,17 +1,20 @@
 """The lease service: protobuf in, the lease desk, protobuf out.
 
 A lease stream answers each batch (acquires, token checks, releases) at once
-from memory; a release whose outcome or bindings must be written answers
-later, alone, once written, and so does an acquire naming a resource this
-replica's view lacks (read from the store first): no other call waits for
-the store.
+from memory: a release gives its slot back, counts the call and learns from
+the outcome (the decision holds in memory at once and is written behind, see
+``write_behind.py``), then answers; it never waits for the store. Reports
+(a peer's outcome, no slot) are learnt the same way and get an empty result. Only
+a release carrying bindings answers later, alone, once they are committed,
+and so does an acquire naming a resource this replica's view lacks (read
+from the store first): no other call waits for either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import grpc
@@ -26,9 +29,7 @@ from . import convert
 from .desk import LeaseDesk
 from .domain.affinity import AffinityMiss
 from .domain.errors import InvalidArgument, KeyringError
-from .domain.models import Outcome
 from .grpc_errors import domain_errors, stream_error
-from .writer import Change
 
 MAX_MODEL_NAME = 200
 MAX_EXCLUDED = 1000
@@ -149,13 +150,13 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     async def LeaseStream(
         self, requests: AsyncIterator[pb.LeaseStreamRequest], context: grpc.aio.ServicerContext
     ) -> None:
-        """Answer each batch at once from memory; releases that must write answer later, alone.
+        """Answer each batch at once from memory; releases with bindings answer later, alone.
 
-        A call is an acquire, a release or a token check (``CheckToken``); a
-        call naming none of them (a newer client) is an INVALID_ARGUMENT result.
-        Answered later, alone: a release with something to write (an outcome
-        that changes state, bindings), once written; an acquire naming a
-        resource the view lacks, once that record is read.
+        A call is an acquire, a release, a report (a peer's outcome: an empty result)
+        or a token check (``CheckToken``); a call naming none of them (a newer
+        client) is an INVALID_ARGUMENT result. Answered later, alone: a release
+        with bindings, once they are committed; an acquire naming a resource
+        the view lacks, once that record is read.
         Replies go out through a ``_ReplyWriter``, so reading the next batch
         never waits for the previous answer's write to complete.
 
@@ -178,17 +179,9 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             pending.add(task)
             task.add_done_callback(pending.discard)
 
-        async def report_then_answer(
-            call_id: int,
-            known: bool,
-            key_id: str,
-            model: str,
-            outcome: Outcome,
-            judged: Sequence[Change],
-            bindings: Bindings,
-        ) -> None:
+        async def bind_then_answer(call_id: int, known: bool, key_id: str, bindings: Bindings) -> None:
             try:
-                await self._desk.settle(key_id, model, outcome, judged, *bindings)
+                await self._desk.bind(key_id, *bindings)
                 result = pb.LeaseResult(id=call_id, release=pb.ReleaseResponse(known=known))
             except KeyringError as error:
                 result = stream_error(call_id, error)
@@ -215,12 +208,18 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                             known, key_id, model = self._desk.release_slot(
                                 release.lease_id, release.key_id, model_id(release.model), outcome
                             )
-                            judged = self._desk.judge(key_id, model, outcome)
+                            self._desk.learn(release.lease_id, key_id, model, outcome)
                             bindings = _bindings(release)
-                            if judged or bindings is not NO_BINDINGS:
-                                later(report_then_answer(call.id, known, key_id, model, outcome, judged, bindings))
+                            if bindings is not NO_BINDINGS:
+                                later(bind_then_answer(call.id, known, key_id, bindings))
                             else:
                                 results.append(pb.LeaseResult(id=call.id, release=pb.ReleaseResponse(known=known)))
+                        continue
+                    if call.HasField("report"):
+                        report = call.report
+                        outcome = convert.outcome_from_pb(report.outcome)
+                        self._desk.report(report.lease_id, report.key_id, model_id(report.model), outcome)
+                        results.append(pb.LeaseResult(id=call.id))  # empty: received (nobody waits for it)
                         continue
                     try:
                         if call.HasField("acquire"):
@@ -246,7 +245,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             await replies.close()
         finally:
             orphan()
-            if pending:  # the caller went away: what keyring learnt is still written
+            if pending:  # the caller went away: its bindings are still written
                 await asyncio.gather(*pending, return_exceptions=True)
                 orphan()  # granted after a store read meanwhile
             replies.cancel()

@@ -7,6 +7,10 @@ has the change decided again on fresh data (``transact``). A store that
 cannot be reached becomes ``NotReady`` here, in ``_call``, and
 nowhere else. What the store accepted is applied to the state cache at once,
 before the watch brings it back.
+
+Health decisions (an outcome's cooldown, a key's health) do not come through
+``transact``: they are applied in memory first and written behind by
+``write_behind.py``, whose lost guards merge again instead of deciding again.
 """
 
 from __future__ import annotations

@@ -27,14 +27,6 @@ WAITING: dict[str, tuple[str, bool]] = {
     # Flaky before the fix (a drained replica loses its last counts only in some runs), hence not strict:
     # remove the mark once usage survives a drain.
     "keyring_sigterm": ("findings 4 and 7: a SIGTERMed replica may lose its last usage counts", False),
-    "etcd_sigstop": (
-        "findings 1, 3 and 4: a release waits on etcd (5 s latencies), a lease leaks, a retried release counts twice",
-        True,
-    ),
-    "etcd_sigkill_restart": (
-        "finding 2: cooldowns decided while etcd is down are lost (extra upstream 429s, client 429s)",
-        True,
-    ),
 }
 SCENARIOS = (
     "keyring_sigkill",

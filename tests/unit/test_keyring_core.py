@@ -123,25 +123,24 @@ async def test_an_outcome_is_judged_once_on_the_normal_path(world: World, monkey
     assert seen == [Outcome(200)]
 
 
-async def test_a_lost_guard_is_judged_again_on_fresh_data(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_lost_guard_merges_again_with_the_fresh_record(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision is judged once; a guarded write that loses merges it with the fresh record (no second judgement)."""
     other = await world.replica("r2")
     try:
-        desk = world.keyring.desk
-        grant, _ = desk.acquire(world.token, MODEL)
-        known, key_id, model = desk.release_slot(grant.lease.lease_id, grant.key.key_id, MODEL, RATE_LIMITED)
-        judged = desk.judge(key_id, model, RATE_LIMITED)  # on r1's view of now
-        assert known and judged
-        # Meanwhile r2 learns that the project's daily quota is spent (the in-memory store
-        # never yields, so r1's watch has not seen that yet when r1 writes).
+        seen = judgements(monkeypatch)
+        await lease_and_release(world.keyring, world.token, RATE_LIMITED)  # r1: in its view at once, written behind
+        # Meanwhile r2 learns that the project's daily quota is spent and writes it first.
         daily = Outcome(429, violations=(QuotaViolation("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),))
         await lease_and_release(other, world.token, daily)
-        seen = judgements(monkeypatch)
-        await desk.report(key_id, model, RATE_LIMITED, judged)
-        assert seen == [RATE_LIMITED]  # judged again, once, after the guard lost
-        view = world.keyring.cache.view
-        cooldown = view.cooldowns[CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)]
-        assert cooldown.reason is CooldownReason.DAILY_QUOTA  # the longer cooldown stays
-        assert view.keys[key_id].consecutive_failures == 2  # both failures counted
+        await other.decisions.flush()
+        await world.keyring.decisions.flush()  # r1's guard loses: re-read and merged, not judged again
+        assert seen == [RATE_LIMITED, daily]
+        pair = CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)
+        for keyring in (world.keyring, other):
+            assert keyring.cache.view.cooldowns[pair].reason is CooldownReason.DAILY_QUOTA  # the longer one stays
+            assert keyring.decisions.backlog == 0
+        entry = await world.store.get(world.keyring.cache.layout.cooldown(pair))
+        assert entry is not None and b"daily_quota" in entry.value
     finally:
         await other.stop()
 

@@ -20,6 +20,11 @@ LATE_RELEASE_S = 600.0
 _MAC_HEX = 32
 
 
+def granting_instance(lease_id: str) -> str:
+    """The instance (``<replica id>.<random>``) that granted a signed lease id."""
+    return lease_id.rsplit(".", 3)[0]
+
+
 class LeaseSigner:
     def __init__(self, key: bytes, late_release_s: float = LATE_RELEASE_S) -> None:
         if len(key) < 16:

@@ -111,6 +111,10 @@ class UpstreamKey:
     last_error: LastError | None = None
     created_at: float = 0.0
     revision: int = 0
+    # The health decision (``domain/decisions.py``) that last set the health fields above
+    # (state, state_until, consecutive_failures, forbidden_strikes, last_error): its id and its time.
+    health_id: str = ""
+    health_at: float = 0.0
 
     def cooldown_subjects(self, model: str) -> tuple[CooldownId, ...]:
         """The cooldowns that keep this key from being leased for ``model``."""
@@ -145,6 +149,9 @@ class Cooldown:
     until: float
     strikes: int = 1
     revision: int = 0
+    # The decision (``domain/decisions.py``) that last changed it: its id and its time.
+    decision: str = ""
+    decided_at: float = 0.0
 
     def active(self, now: float) -> bool:
         return self.until > now

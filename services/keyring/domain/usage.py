@@ -3,6 +3,14 @@
 Each replica counts what it sees in time buckets and flushes them to the
 store under its own name, so every replica can sum the figures of all of
 them: usage stays correct with several replicas and edges.
+
+Exactly once: a bucket stays dirty until its write is confirmed
+(``take_dirty`` hands it out, ``not_written`` puts it back after a failed
+write, and a finished bucket is forgotten only once written: ``forget_written``),
+so a store that stalls across a bucket boundary loses no count; a bucket is
+written whole each time, so writing it twice counts nothing twice. Which
+release counts a call at all is the lease desk's rule (``desk.py``), with
+``RecentIds`` remembering the lease ids it must not count again.
 """
 
 from __future__ import annotations
@@ -104,15 +112,45 @@ class UsageCounter:
             figures.output_tokens += output_tokens
         self.dirty.add(start)
 
-    def take_dirty(self, now: float) -> list[Bucket]:
-        """Buckets to flush; finished buckets are forgotten once flushed."""
-        flushed = [self.buckets[start] for start in sorted(self.dirty)]
+    def take_dirty(self) -> list[Bucket]:
+        """Buckets to write, taken as clean: a count that comes in during the write makes its bucket dirty again."""
+        taken = [self.buckets[start] for start in sorted(self.dirty)]
         self.dirty.clear()
+        return taken
+
+    def not_written(self, buckets: list[Bucket]) -> None:
+        """Their write failed (or may have): dirty again, written whole next time."""
+        self.dirty.update(bucket.start for bucket in buckets)
+
+    def forget_written(self, now: float) -> None:
+        """Forget finished buckets whose last counts are written (dirty ones stay until they are)."""
         current = bucket_start(now)
-        for start in list(self.buckets):
-            if start < current:
-                del self.buckets[start]
-        return flushed
+        for start in [start for start in self.buckets if start < current and start not in self.dirty]:
+            del self.buckets[start]
+
+
+class RecentIds:
+    """A bounded set of ids, the oldest forgotten first (lease ids already counted or judged)."""
+
+    def __init__(self, limit: int = 65536) -> None:
+        self._limit = limit
+        self._ids: dict[str, None] = {}
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._ids
+
+    def add(self, item: str) -> bool:
+        """Remember ``item``; False when it was already there."""
+        if item in self._ids:
+            return False
+        self._ids[item] = None
+        if len(self._ids) > self._limit:
+            del self._ids[next(iter(self._ids))]
+        return True
+
+    def take(self, item: str) -> bool:
+        """Forget ``item``; whether it was there."""
+        return self._ids.pop(item, 0) is None
 
 
 @dataclass

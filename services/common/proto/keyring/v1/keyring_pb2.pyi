@@ -179,18 +179,20 @@ class StreamError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class LeaseCall(_message.Message):
-    __slots__ = ("id", "acquire", "release", "check_token", "traceparent")
+    __slots__ = ("id", "acquire", "release", "check_token", "report", "traceparent")
     ID_FIELD_NUMBER: _ClassVar[int]
     ACQUIRE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     CHECK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     id: int
     acquire: AcquireRequest
     release: ReleaseRequest
     check_token: CheckTokenRequest
+    report: ReleaseRequest
     traceparent: str
-    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenRequest, _Mapping]] = ..., report: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class LeaseResult(_message.Message):
     __slots__ = ("id", "acquire", "release", "error", "check_token")
