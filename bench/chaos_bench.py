@@ -10,7 +10,7 @@ would route), and each scenario applies one fault to that steady load:
 
   keyring_sigkill        replica A SIGKILLed, restarted after a hold
   keyring_sigterm        replica A SIGTERMed (drains), restarted
-  etcd_sigstop           etcd stopped (SIGSTOP) for 10 s (--quick: 5.5 s), then SIGCONT
+  etcd_sigstop           etcd stopped (SIGSTOP) for 10 s (--quick: 4 s), then SIGCONT
   etcd_sigkill_restart   etcd SIGKILLed, restarted on its data after a hold
   edge_sigterm_streams   edge 1 SIGTERMed with long streams in flight on it, restarted
   storm_429              every key answers 429 without RetryInfo for 10 s (the pool's
@@ -117,7 +117,7 @@ class Timing:
 
     warm_s: float  # load before the fault
     hold_s: float  # a process down
-    etcd_stop_s: float  # etcd stopped (SIGSTOP): longer than keyring's etcd timeout (5 s) in both forms
+    etcd_stop_s: float  # etcd stopped (SIGSTOP)
     after_s: float  # load after the fault ended
     retry_s: float  # RetryInfo of the 429 project in fault scenarios
     storm_s: float  # the storm's length
@@ -142,7 +142,7 @@ FULL = Timing(
 QUICK = Timing(
     warm_s=1.0,
     hold_s=2.0,
-    etcd_stop_s=5.5,
+    etcd_stop_s=4,
     after_s=2.0,
     retry_s=1,
     storm_s=3,
