@@ -691,10 +691,12 @@ class KeyringClient:
         """True once a replica answered the release (with bindings: answered without an error).
 
         The slot lives on the granting replica: when another one answered (it learns
-        the outcome: the lease id vouches for it), the granting one is owed a release
-        without an outcome (``TRANSPORT_CANCELLED``: it frees the slot and teaches
-        nothing), re-sent when its stream is back. When none answered, it is owed the
-        whole release.
+        the outcome: the lease id vouches for it), the granting one is still owed the
+        release, outcome included, re-sent when its stream is back: it frees the slot
+        and counts the call's usage (the holder of a lease counts it; the replica that
+        answered does not while the granter lives), and its judgement of the outcome
+        merges with the other replica's (one decision per lease id). When none
+        answered, it is owed the whole release.
         """
         granter = self._by_target.get(granted.replica)
         for replica in await self._rotation(first=granted.replica):
@@ -707,9 +709,9 @@ class KeyringClient:
                 if code is grpc.StatusCode.UNAVAILABLE:
                     continue  # draining, or its store unreachable: another replica may commit them
                 log.warning("keyring refused the bindings of lease %s: %s", granted.lease.lease_id, reply.error.message)
-                self._owe_slot(granter, replica, call)
+                self._owe_granter(granter, replica, call)
                 return False
-            self._owe_slot(granter, replica, call)
+            self._owe_granter(granter, replica, call)
             return True
         if granter is not None:
             granter.owe(_plain(call))
@@ -717,11 +719,9 @@ class KeyringClient:
         return False
 
     @staticmethod
-    def _owe_slot(granter: _ReplicaStream | None, answered: _ReplicaStream, call: pb.LeaseCall) -> None:
+    def _owe_granter(granter: _ReplicaStream | None, answered: _ReplicaStream, call: pb.LeaseCall) -> None:
         if granter is not None and answered is not granter:
-            slot_only = _plain(call)
-            slot_only.release.outcome.CopyFrom(pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED))
-            granter.owe(slot_only)
+            granter.owe(_plain(call))
 
     def owed_releases(self) -> int:
         """Releases waiting for their replica's stream to come back (all replicas)."""
