@@ -24,7 +24,7 @@ from ..dialects import authenticated, json_object, read_body
 from ..errors import bad_request
 from ..forwarding import forward
 from . import bindings
-from .common import client_token, hashed_token, path_of, resource_call
+from .common import cancel_get_delete, client_token, path_of, resource_call
 
 _INTERACTION_ID: Final = re.compile(wire.INTERACTION_ID)
 
@@ -61,21 +61,6 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 async def item(request: web.Request) -> web.StreamResponse:
     """``GET|DELETE /{version}/interactions/{id}``; ``POST /{version}/interactions/{id}/cancel``."""
-    path = path_of(request, "interactions", item=True)
-    if request.method == "POST":
-        if path.action != "cancel":
-            raise bad_request("expected /{version}/interactions/{id}/cancel")
-        hashed = await authenticated(request, client_token(request))
-        body = await read_body(request)
-        call = resource_call(request, path, hashed, "interactions.cancel", body=body, affinity=(path.name,))
-        return await forward(request, call)
-    if path.action:
-        raise bad_request(f"{path.action} is a POST")
-    hashed = hashed_token(request)
-    if request.method == "DELETE":
-        settle = bindings.deleted(path.name)
-        call = resource_call(request, path, hashed, "interactions.delete", affinity=(path.name,), settle=settle)
-        return await forward(request, call)
-    stream = request.query.get("stream") == "true"
-    call = resource_call(request, path, hashed, "interactions.get", affinity=(path.name,), stream=stream)
-    return await forward(request, call)
+    return await cancel_get_delete(
+        request, "interactions", cancel_hint="/{version}/interactions/{id}/cancel", streamable=True
+    )
