@@ -14,12 +14,12 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.tls import TLSFiles, tls_files
+from services.common.tls import KeyringClientTLS
 
 TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_TOKEN_LENGTH = 16
@@ -97,7 +97,7 @@ def parse_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
         raise ValueError(f"ADMIN_TRUSTED_PROXIES: {error}") from None
 
 
-class AdminSettings(BaseSettings):
+class AdminSettings(KeyringClientTLS, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ADMIN_", extra="ignore")
 
     host: str = "0.0.0.0"
@@ -120,28 +120,7 @@ class AdminSettings(BaseSettings):
     head_timeout_s: float = Field(default=10.0, gt=0)
     keepalive_timeout_s: float = Field(default=75.0, gt=0)
 
-    # --- Service identity: mutual TLS to keyring (README "Configuration") ---
-    # This service's certificate and key, and the CA that signs keyring's certificate.
-    keyring_tls_cert_file: str = ""
-    keyring_tls_key_file: str = ""
-    keyring_tls_ca_file: str = ""
-    # The name keyring's certificate must carry; empty: the host of each keyring address.
-    keyring_tls_server_name: str = ""
-    # Without the TLS files the admin refuses to start, unless this switch is on (dev only).
-    keyring_insecure_plaintext: bool = False
-
-    def keyring_tls(self) -> TLSFiles | None:
-        """The TLS files for keyring; None under ADMIN_KEYRING_INSECURE_PLAINTEXT; raises when neither is set."""
-        return tls_files(
-            "ADMIN_KEYRING_TLS", self.keyring_tls_cert_file, self.keyring_tls_key_file, self.keyring_tls_ca_file,
-            insecure_plaintext=self.keyring_insecure_plaintext, switch="ADMIN_KEYRING_INSECURE_PLAINTEXT",
-        )  # fmt: skip
-
-    @model_validator(mode="after")
-    def _keyring_tls_or_plaintext(self) -> Self:
-        """Secure by default: no start without TLS files for keyring, unless plaintext is asked for."""
-        self.keyring_tls()
-        return self
+    # --- Service identity: mutual TLS to keyring (README "Configuration"): KeyringClientTLS's fields ---
     # Failed logins (a wrong token at /api/login or in a bearer header) per client address and per
     # admin name: after this many within login_window_s, 429 with Retry-After until the window ends.
     login_max_failures: int = Field(default=10, ge=1)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from pydantic import BaseModel, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +116,33 @@ def primary_identity(auth_context: Mapping[str, Iterable[bytes]]) -> str:
         for value in auth_context.get(key, ()):
             return value.decode(errors="replace")
     return ""
+
+
+class KeyringClientTLS(BaseModel):
+    """The settings of a service that calls keyring over mutual TLS (edge, admin), mixed into its settings.
+
+    The environment variables carry the service's prefix (``EDGE_KEYRING_TLS_CERT_FILE``...). Secure by
+    default: the service does not start without the three files, unless the plaintext switch is on.
+    """
+
+    # This service's certificate and key, and the CA that signs keyring's certificate.
+    keyring_tls_cert_file: str = ""
+    keyring_tls_key_file: str = ""
+    keyring_tls_ca_file: str = ""
+    # The name keyring's certificate must carry; empty: the host of each keyring address.
+    keyring_tls_server_name: str = ""
+    # Without the TLS files the service refuses to start, unless this switch is on (dev only).
+    keyring_insecure_plaintext: bool = False
+
+    def keyring_tls(self) -> TLSFiles | None:
+        """The TLS files for keyring; None under the plaintext switch; raises when neither is set."""
+        prefix = str(self.model_config.get("env_prefix", ""))
+        return tls_files(
+            f"{prefix}KEYRING_TLS", self.keyring_tls_cert_file, self.keyring_tls_key_file, self.keyring_tls_ca_file,
+            insecure_plaintext=self.keyring_insecure_plaintext, switch=f"{prefix}KEYRING_INSECURE_PLAINTEXT",
+        )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _keyring_tls_or_plaintext(self) -> KeyringClientTLS:
+        self.keyring_tls()
+        return self

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Self
-
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.grpc_options import CLIENT_KEEPALIVE_S, CLIENT_KEEPALIVE_TIMEOUT_S
-from services.common.tls import TLSFiles, tls_files
+from services.common.tls import KeyringClientTLS
 
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-class EdgeSettings(BaseSettings):
+class EdgeSettings(KeyringClientTLS, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_", extra="ignore")
 
     host: str = "0.0.0.0"
@@ -99,28 +97,7 @@ class EdgeSettings(BaseSettings):
     # Accepted token hashes remembered at most (~200 B each), the oldest forgotten first.
     token_check_entries: int = Field(default=4096, ge=1)
 
-    # --- Service identity: mutual TLS to keyring (README "Configuration") ---
-    # This service's certificate and key, and the CA that signs keyring's certificate.
-    keyring_tls_cert_file: str = ""
-    keyring_tls_key_file: str = ""
-    keyring_tls_ca_file: str = ""
-    # The name keyring's certificate must carry; empty: the host of each keyring address.
-    keyring_tls_server_name: str = ""
-    # Without the TLS files the edge refuses to start, unless this switch is on (dev only).
-    keyring_insecure_plaintext: bool = False
-
-    def keyring_tls(self) -> TLSFiles | None:
-        """The TLS files for keyring; None under EDGE_KEYRING_INSECURE_PLAINTEXT; raises when neither is set."""
-        return tls_files(
-            "EDGE_KEYRING_TLS", self.keyring_tls_cert_file, self.keyring_tls_key_file, self.keyring_tls_ca_file,
-            insecure_plaintext=self.keyring_insecure_plaintext, switch="EDGE_KEYRING_INSECURE_PLAINTEXT",
-        )  # fmt: skip
-
-    @model_validator(mode="after")
-    def _keyring_tls_or_plaintext(self) -> Self:
-        """Secure by default: no start without TLS files for keyring, unless plaintext is asked for."""
-        self.keyring_tls()
-        return self
+    # --- Service identity: mutual TLS to keyring (README "Configuration"): KeyringClientTLS's fields ---
 
     @field_validator("public_base_url")
     @classmethod
