@@ -154,6 +154,16 @@ class QuotaViolation:
         """The limit as a number, or None when absent or not a number."""
         return int(self.quota_value) if self.quota_value.isdigit() else None
 
+    @property
+    def input_tokens_per_minute(self) -> bool:
+        """A tokens-per-minute limit (``GenerateContentInputTokensPerModelPerMinute-...``)."""
+        return "TokensPer" in self.quota_id and "PerMinute" in self.quota_id
+
+    @property
+    def spend_limit(self) -> bool:
+        """A billing tier's spend limit (a rolling 10-minute window): "spend" in its quotaId or quotaMetric."""
+        return "spend" in self.quota_id.lower() or "spend" in self.quota_metric.lower()
+
     def dimension(self, name: str) -> str:
         return dict(self.dimensions).get(name, "")
 
@@ -163,8 +173,14 @@ def classify(
     transport: Transport = Transport.OK,
     reasons: Iterable[str] = (),
     violations: Iterable[QuotaViolation] = (),
+    estimated_input_tokens: int = 0,
 ) -> AnswerKind:
-    """The meaning of one answer (the brief's table; the first matching row wins)."""
+    """The meaning of one answer (the brief's table; the first matching row wins).
+
+    ``estimated_input_tokens`` is the edge's estimate of the request's input
+    (0: unknown): a 429 with a tokens-per-minute violation whose limit is
+    below it is the request's fault (its input alone exceeds the limit).
+    """
     if transport is Transport.CANCELLED:
         return AnswerKind.CANCELLED
     if transport is not Transport.OK:
@@ -172,7 +188,7 @@ def classify(
     if 200 <= http_status < 300:
         return AnswerKind.OK
     if http_status == 429:
-        return _quota_kind(tuple(violations))
+        return _quota_kind(tuple(violations), estimated_input_tokens)
     if http_status in _KEY_STATUSES:
         return _key_kind(reasons)
     if http_status == 503:
@@ -192,11 +208,15 @@ def _key_kind(reasons: Iterable[str]) -> AnswerKind:
     return AnswerKind.REQUEST_AT_FAULT
 
 
-def _quota_kind(violations: tuple[QuotaViolation, ...]) -> AnswerKind:
-    if any(v.per_day for v in violations):
-        return AnswerKind.DAILY_QUOTA
+def _quota_kind(violations: tuple[QuotaViolation, ...], estimated_input_tokens: int = 0) -> AnswerKind:
     if violations and all(v.limit == 0 for v in violations):
         return AnswerKind.MODEL_NOT_ON_TIER
+    if estimated_input_tokens > 0 and any(
+        v.input_tokens_per_minute and (limit := v.limit) and limit < estimated_input_tokens for v in violations
+    ):
+        return AnswerKind.REQUEST_AT_FAULT
+    if any(v.per_day for v in violations):
+        return AnswerKind.DAILY_QUOTA
     return AnswerKind.RATE_LIMITED
 
 
@@ -213,6 +233,8 @@ class UpstreamError:
     # The error object as received ({"code", "message", "status", "details"...}), if any.
     error: dict[str, Any] | None = field(default=None, compare=False)
     transport: Transport = Transport.OK
+    # The edge's estimate of the request's input tokens (0: unknown), for a tokens-per-minute 429.
+    estimated_input_tokens: int = 0
 
     @property
     def reason(self) -> str:
@@ -224,7 +246,7 @@ class UpstreamError:
 
     @property
     def kind(self) -> AnswerKind:
-        return classify(self.http_status, self.transport, self.reasons, self.violations)
+        return classify(self.http_status, self.transport, self.reasons, self.violations, self.estimated_input_tokens)
 
 
 def parse_error(http_status: int, body: bytes) -> UpstreamError:

@@ -17,12 +17,14 @@ or, once a stream is committed, into a cut connection.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
+import orjson
 from aiohttp import web
 from opentelemetry import trace
 from yarl import URL
@@ -220,6 +222,8 @@ class Attempt:
     def _error(self, answer: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
         plain = scrub(wire.decoded(body, answer.headers.get("Content-Encoding")), self.granted.lease.secret)
         failure = parse_error(answer.status, plain)
+        if answer.status == 429 and failure.violations:  # only then may the request's size be at fault
+            failure = dataclasses.replace(failure, estimated_input_tokens=estimate_input_tokens(self.call.body))
         self.outcome = error_outcome(failure, self._elapsed_ms())
         return failure
 
@@ -292,4 +296,37 @@ def error_outcome(error: UpstreamError, latency_ms: int) -> pb.Outcome:
         ],
         latency_ms=latency_ms,
         error_message=error.message[:500],
+        estimated_input_tokens=error.estimated_input_tokens,
     )
+
+
+# Fields whose strings are a request's text: native parts' "text", the OpenAI dialect's "content" strings.
+_TEXT_FIELDS: Final = frozenset({"text", "content"})
+
+
+def estimate_input_tokens(body: bytes | None) -> int:
+    """A request's input tokens, roughly: the UTF-8 bytes of its text parts / 4 (0 when unreadable).
+
+    Computed only for a 429 with quota violations (never on the hot path), so
+    ``answers.classify`` can tell a request larger than a tokens-per-minute
+    limit (the client's fault) from a spent window. Images and files are not
+    counted: the estimate errs low, so a request is blamed only when its text
+    alone exceeds the limit.
+    """
+    if not body:
+        return 0
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 0
+    return _text_bytes(data, in_text=False) // 4
+
+
+def _text_bytes(value: Any, in_text: bool) -> int:
+    if isinstance(value, str):
+        return len(value.encode()) if in_text else 0
+    if isinstance(value, dict):
+        return sum(_text_bytes(item, name in _TEXT_FIELDS) for name, item in value.items())
+    if isinstance(value, list):
+        return sum(_text_bytes(item, in_text) for item in value)
+    return 0

@@ -218,6 +218,7 @@ def outcome_from_pb(message: pb.Outcome) -> Outcome:
         input_tokens=message.input_tokens,
         output_tokens=message.output_tokens,
         error_message=message.error_message,
+        estimated_input_tokens=message.estimated_input_tokens,
     )
 
 

@@ -13,6 +13,7 @@ from services.common.answers import (
     AnswerKind,
     QuotaViolation,
     Transport,
+    UpstreamError,
     classify,
     duration_s,
     parse_error,
@@ -194,3 +195,31 @@ def test_the_reason_keyring_is_told_is_the_one_that_blames_the_key() -> None:
 def test_the_key_reasons_are_one_set() -> None:
     assert KEY_REASONS == KEY_INVALID_REASONS | KEY_FORBIDDEN_REASONS
     assert not KEY_INVALID_REASONS & KEY_FORBIDDEN_REASONS
+
+
+TPM = "GenerateContentInputTokensPerModelPerMinute-FreeTier"
+
+
+def test_a_tpm_429_below_the_requests_estimate_is_the_requests_fault() -> None:
+    tpm = QuotaViolation(TPM, quota_value="250000")
+    assert classify(429, violations=(tpm,), estimated_input_tokens=250_001) is AnswerKind.REQUEST_AT_FAULT
+    assert classify(429, violations=(tpm,), estimated_input_tokens=249_999) is AnswerKind.RATE_LIMITED
+    assert classify(429, violations=(tpm,)) is AnswerKind.RATE_LIMITED  # no estimate: no blame
+    assert classify(429, violations=(QuotaViolation(TPM),), estimated_input_tokens=10**9) is AnswerKind.RATE_LIMITED
+    per_minute = QuotaViolation("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quota_value="10")
+    assert classify(429, violations=(per_minute,), estimated_input_tokens=10**6) is AnswerKind.RATE_LIMITED
+    error = UpstreamError(429, violations=(tpm,), estimated_input_tokens=300_000)
+    assert error.kind is AnswerKind.REQUEST_AT_FAULT and not error.kind.tries_another_key
+
+
+def test_every_violation_at_zero_is_not_on_tier_even_per_day() -> None:
+    per_day = QuotaViolation("GenerateRequestsPerDayPerProjectPerModel-FreeTier", quota_value="0")
+    per_minute = QuotaViolation("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quota_value="0")
+    assert classify(429, violations=(per_day, per_minute)) is AnswerKind.MODEL_NOT_ON_TIER
+    assert classify(429, violations=(per_day,)) is AnswerKind.MODEL_NOT_ON_TIER
+
+
+def test_spend_limit_violations_are_told() -> None:
+    assert QuotaViolation("SpendBasedLimitPerTier").spend_limit
+    assert QuotaViolation("x", quota_metric="generativelanguage.googleapis.com/spend_per_10_minutes").spend_limit
+    assert not QuotaViolation(TPM).spend_limit

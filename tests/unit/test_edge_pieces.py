@@ -38,7 +38,7 @@ from services.edge.errors import (
 )
 from services.edge.keyring_client import refusal
 from services.edge.routing import GEMINI, OPENAI, dialect_of, fallback
-from services.edge.upstream import error_outcome, transport_failure
+from services.edge.upstream import error_outcome, estimate_input_tokens, transport_failure
 
 # -- headers and query going up ------------------------------------------------
 
@@ -615,3 +615,25 @@ def test_the_outcome_names_the_first_reason_and_cuts_long_messages() -> None:
 
 def test_upstream_error_is_the_shared_one() -> None:
     assert isinstance(transport_failure(TimeoutError()), UpstreamError)
+
+
+def test_the_edge_estimates_a_requests_input_tokens_from_its_text_parts() -> None:
+    native = {"contents": [{"role": "user", "parts": [{"text": "x" * 4000}, {"inlineData": {"data": "A" * 999}}]}]}
+    assert estimate_input_tokens(orjson.dumps(native)) == 1000
+    openai = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "y" * 800},
+            {"role": "user", "content": [{"type": "text", "text": "z" * 400}]},
+        ],
+    }
+    assert estimate_input_tokens(orjson.dumps(openai)) == 300
+    assert estimate_input_tokens(b"not json") == 0 and estimate_input_tokens(None) == 0
+    tpm = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+        {"quotaId": "GenerateContentInputTokensPerModelPerMinute-FreeTier", "quotaValue": "250"}]}  # fmt: skip
+    error = parse_error(429, orjson.dumps({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [tpm]}}))
+    import dataclasses
+
+    oversized = dataclasses.replace(error, estimated_input_tokens=estimate_input_tokens(orjson.dumps(native)))
+    assert error_outcome(oversized, latency_ms=3).estimated_input_tokens == 1000
+    assert not oversized.kind.tries_another_key

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from services.common.answers import AnswerKind
 from services.keyring.domain.models import (
+    ALL_MODELS,
     Cooldown,
     CooldownId,
     CooldownReason,
@@ -20,7 +21,14 @@ from services.keyring.domain.models import (
     QuotaViolation,
     Transport,
 )
-from services.keyring.domain.policy import PACIFIC, Verdict, is_routine_success, judge, next_pacific_midnight
+from services.keyring.domain.policy import (
+    PACIFIC,
+    SPEND_WINDOW_S,
+    Verdict,
+    is_routine_success,
+    judge,
+    next_pacific_midnight,
+)
 
 from .builders import key
 
@@ -192,12 +200,46 @@ def test_routine_success_is_exactly_a_success_that_changes_nothing() -> None:
                 assert judge(outcome, candidate, "m", POLICY, NOW, {}) == Verdict()
 
 
-def test_a_model_not_on_the_tier_is_for_now_a_429_like_any_other() -> None:
-    not_on_tier = QuotaViolation("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quota_value="0")
-    assert Outcome(429, violations=(not_on_tier,)).kind is AnswerKind.MODEL_NOT_ON_TIER
-    result = verdict(Outcome(429, retry_delay_s=12, violations=(not_on_tier,)), project="proj-a")
-    assert result == verdict(Outcome(429, retry_delay_s=12), project="proj-a")
-    assert result.cooldown is not None and result.cooldown.reason is CooldownReason.RATE_LIMIT
+NOT_ON_TIER = QuotaViolation("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quota_value="0")
+
+
+def test_a_model_not_on_the_tier_is_a_fact_until_the_pacific_midnight_not_a_backoff() -> None:
+    assert Outcome(429, violations=(NOT_ON_TIER,)).kind is AnswerKind.MODEL_NOT_ON_TIER
+    result = verdict(Outcome(429, retry_delay_s=12, violations=(NOT_ON_TIER,)), project="proj-a")
+    assert result.key is None  # not the key's fault: its slate stays clean
+    assert result.cooldown is not None and result.cooldown.reason is CooldownReason.NOT_ON_TIER
+    assert result.cooldown.id == CooldownId(CooldownScope.PROJECT, "proj-a", "gemini-2.5-flash")
+    assert result.cooldown.until == next_pacific_midnight(NOW) and result.cooldown.strikes == 0
+    # A straggler of the same day changes nothing (no strike, no longer cooldown): one call a day at most.
+    again = verdict(
+        Outcome(429, violations=(NOT_ON_TIER,)), project="proj-a", cooldowns={result.cooldown.id: result.cooldown}
+    )
+    assert again == Verdict()
+    # The next day's answer: until the next midnight, still without a strike.
+    later = judge(
+        Outcome(429, violations=(NOT_ON_TIER,)), key("k1", project="proj-a"), "gemini-2.5-flash", POLICY,
+        result.cooldown.until + 5, {result.cooldown.id: result.cooldown},
+    )  # fmt: skip
+    assert later.cooldown is not None and later.cooldown.strikes == 0
+    assert later.cooldown.until == next_pacific_midnight(result.cooldown.until + 5)
+
+
+def test_an_oversized_request_cools_nothing() -> None:
+    tpm = QuotaViolation("GenerateContentInputTokensPerModelPerMinute-FreeTier", quota_value="250000")
+    oversized = Outcome(429, violations=(tpm,), estimated_input_tokens=300_000)
+    assert oversized.kind is AnswerKind.REQUEST_AT_FAULT
+    assert verdict(oversized, project="proj-a") == Verdict()
+    # A request within the limit that meets a spent TPM window is a rate limit like any other.
+    assert Outcome(429, violations=(tpm,), estimated_input_tokens=1_000).kind is AnswerKind.RATE_LIMITED
+
+
+def test_a_spend_limit_cools_the_whole_project_for_its_window() -> None:
+    spend = QuotaViolation("SpendBasedRateLimitPerBillingTier", quota_metric="generativelanguage.googleapis.com/spend")
+    result = verdict(Outcome(429, violations=(spend,)), project="proj-a")
+    assert result.cooldown is not None and result.cooldown.reason is CooldownReason.SPEND_LIMIT
+    assert result.cooldown.id == CooldownId(CooldownScope.PROJECT, "proj-a", ALL_MODELS)
+    assert result.cooldown.until == NOW + SPEND_WINDOW_S
+    assert result.cooldown.id in key("k2", project="proj-a").cooldown_subjects("another-model")
 
 
 def test_the_policy_decides_by_the_shared_classifier_and_has_a_row_for_every_kind() -> None:

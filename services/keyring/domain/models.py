@@ -40,6 +40,14 @@ class CooldownReason(enum.StrEnum):
     RATE_LIMIT = "rate_limit"
     DAILY_QUOTA = "daily_quota"
     SERVER_ERROR = "server_error"
+    # A fact, not a backoff: the model is not on the project's tier (quotaValue "0"), until the daily reset.
+    NOT_ON_TIER = "not_on_tier"
+    # A billing tier's spend limit: the whole project (every model) for the limit's window.
+    SPEND_LIMIT = "spend_limit"
+
+
+# The model of a project-wide cooldown (a spend limit): it keeps every model of the project.
+ALL_MODELS = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +128,11 @@ class UpstreamKey:
         """The cooldowns that keep this key from being leased for ``model``."""
         own = CooldownId(CooldownScope.KEY, self.key_id, model)
         if self.project:
-            return (own, CooldownId(CooldownScope.PROJECT, self.project, model))
+            return (
+                own,
+                CooldownId(CooldownScope.PROJECT, self.project, model),
+                CooldownId(CooldownScope.PROJECT, self.project, ALL_MODELS),
+            )
         return (own,)
 
     def quota_subject(self, model: str) -> CooldownId:
@@ -224,12 +236,13 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     error_message: str = ""
+    estimated_input_tokens: int = 0  # the edge's estimate of the request's input (0: unknown)
 
     @property
     def kind(self) -> AnswerKind:
         """What the answer means (services.common.answers decides, nobody else)."""
         reasons = (self.error_reason,) if self.error_reason else ()
-        return classify(self.http_status, self.transport, reasons, self.violations)
+        return classify(self.http_status, self.transport, reasons, self.violations, self.estimated_input_tokens)
 
     def quota_model(self) -> str:
         """The first model a QuotaFailure violation names in its quotaDimensions, or ""."""

@@ -49,6 +49,7 @@ from zoneinfo import ZoneInfo
 from services.common.answers import AnswerKind, classify
 
 from .models import (
+    ALL_MODELS,
     Cooldown,
     CooldownId,
     CooldownReason,
@@ -63,8 +64,9 @@ from .models import (
 PACIFIC = ZoneInfo("America/Los_Angeles")
 # Kinds that leave the key as it is: busy for everyone, the caller's own fault, the caller gone.
 _NO_PENALTY = frozenset({AnswerKind.MODEL_OVERLOADED, AnswerKind.REQUEST_AT_FAULT, AnswerKind.CANCELLED})
-# MODEL_NOT_ON_TIER is treated like any 429 for now (a later issue gives it its own row).
-_QUOTA = frozenset({AnswerKind.RATE_LIMITED, AnswerKind.DAILY_QUOTA, AnswerKind.MODEL_NOT_ON_TIER})
+_QUOTA = frozenset({AnswerKind.RATE_LIMITED, AnswerKind.DAILY_QUOTA})
+# A billing tier's spend limit is evaluated over a rolling 10-minute window.
+SPEND_WINDOW_S = 600.0
 _TROUBLE = frozenset({AnswerKind.UPSTREAM_TROUBLE, AnswerKind.TRANSPORT_FAILURE})
 _NO_COOLDOWNS: Mapping[CooldownId, Cooldown] = MappingProxyType({})
 
@@ -127,6 +129,10 @@ def judge(
         return _success(outcome, key, model, now, cooldowns)
     if kind in _TROUBLE:
         return _server_trouble(outcome, key, model, policy, now, cooldowns)
+    if kind is AnswerKind.MODEL_NOT_ON_TIER:
+        return _not_on_tier(key, model, now, cooldowns)
+    if kind in _QUOTA and any(v.spend_limit for v in outcome.violations) and key.project:
+        return _spend_limited(outcome, key, now, cooldowns)
     if kind in _QUOTA:
         return _rate_limited(outcome, kind, key, model, policy, now, cooldowns)
     if kind is AnswerKind.KEY_INVALID:
@@ -191,6 +197,38 @@ def _rate_limited(
         cooldown=_cooldown(subject, reason, until, strikes, cooldowns),
         key=_failed(key, outcome, now),
     )
+
+
+def _not_on_tier(key: UpstreamKey, model: str, now: float, cooldowns: Mapping[CooldownId, Cooldown]) -> Verdict:
+    """quotaValue "0": a fact about (project, model), not a backoff: unavailable until the daily reset.
+
+    No strike and no failure of the key: the next call is the one after
+    Pacific midnight (an operator's revive of a key of the project clears it
+    sooner), so the pair costs at most one upstream call a day.
+    """
+    subject = key.quota_subject(model)
+    previous = cooldowns.get(subject)
+    until = next_pacific_midnight(now)
+    if previous is not None and previous.reason is CooldownReason.NOT_ON_TIER and previous.until >= until:
+        return Verdict()
+    revision = previous.revision if previous else 0
+    strikes = previous.strikes if previous else 0
+    return Verdict(
+        cooldown=Cooldown(
+            subject,
+            CooldownReason.NOT_ON_TIER,
+            max(until, previous.until if previous else 0.0),
+            strikes,
+            revision=revision,
+        )
+    )
+
+
+def _spend_limited(outcome: Outcome, key: UpstreamKey, now: float, cooldowns: Mapping[CooldownId, Cooldown]) -> Verdict:
+    """A spend limit: the whole project (every model) for the limit's window (its RetryInfo when longer)."""
+    subject = CooldownId(CooldownScope.PROJECT, key.project, ALL_MODELS)
+    until = now + max(outcome.retry_delay_s, SPEND_WINDOW_S)
+    return Verdict(cooldown=_cooldown(subject, CooldownReason.SPEND_LIMIT, until, 1, cooldowns))
 
 
 def _server_trouble(

@@ -74,7 +74,7 @@ class AcquireResponse(_message.Message):
     def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_violations", "latency_ms", "input_tokens", "output_tokens", "error_message")
+    __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_violations", "latency_ms", "input_tokens", "output_tokens", "error_message", "estimated_input_tokens")
     class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TRANSPORT_OK: _ClassVar[Outcome.Transport]
@@ -95,6 +95,7 @@ class Outcome(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     transport: Outcome.Transport
     http_status: int
     error_status: str
@@ -105,7 +106,8 @@ class Outcome(_message.Message):
     input_tokens: int
     output_tokens: int
     error_message: str
-    def __init__(self, transport: _Optional[_Union[Outcome.Transport, str]] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., quota_violations: _Optional[_Iterable[_Union[QuotaViolation, _Mapping]]] = ..., latency_ms: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+    estimated_input_tokens: int
+    def __init__(self, transport: _Optional[_Union[Outcome.Transport, str]] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., quota_violations: _Optional[_Iterable[_Union[QuotaViolation, _Mapping]]] = ..., latency_ms: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error_message: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ...) -> None: ...
 
 class QuotaViolation(_message.Message):
     __slots__ = ("quota_id", "quota_metric", "dimensions", "quota_value")
