@@ -187,3 +187,36 @@ async def test_check_token_answers_from_memory_as_acquire_would(world: World) ->
     desk.accepting = False
     with pytest.raises(NotReady):  # a replica not serving does not answer for a view it may not have
         desk.check_token(token_hash(clear))
+
+
+NOT_ON_TIER = Outcome(
+    429,
+    error_status="RESOURCE_EXHAUSTED",
+    violations=(QuotaViolation("GenerateRequestsPerDayPerProjectPerModel-FreeTier", quota_value="0"),),
+)
+
+
+async def test_a_model_not_on_the_tier_is_out_until_midnight_on_every_replica_or_an_operators_revive(
+    world: World,
+) -> None:
+    await lease_and_release(world.keyring, world.token, NOT_ON_TIER)
+    pair = CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)
+    cooldown = world.keyring.cache.view.cooldowns[pair]
+    assert cooldown.reason is CooldownReason.NOT_ON_TIER and cooldown.until == next_pacific_midnight(world.clock.now)
+    assert world.keyring.cache.view.keys[world.key_id].consecutive_failures == 0  # not the key's fault
+    await world.keyring.decisions.flush()
+    other = await world.replica("r2")
+    try:
+        for replica in (world.keyring, other):
+            with pytest.raises(NoKeyAvailable) as refused:
+                replica.desk.acquire(world.token, MODEL)
+            assert refused.value.retry_after_s == pytest.approx(cooldown.until - world.clock.now, abs=1)
+        world.clock.now += 6 * 3600  # later the same day: still out, no call spent
+        with pytest.raises(NoKeyAvailable):
+            other.desk.acquire(world.token, MODEL)
+        admin = Administration(world.keyring, key_pattern=GEMINI_KEY_PATTERN, max_keys_per_import=10)
+        await admin.keys.set_key_state(world.key_id, "revive")  # the operator's word
+        assert pair not in world.keyring.cache.view.cooldowns
+        assert world.keyring.desk.acquire(world.token, MODEL)[0].key.key_id == world.key_id
+    finally:
+        await other.stop()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from ..domain.allocator import require_pool
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..domain.identity import is_key_string, key_id_for, key_kind, malformed_key_message, mask
-from ..domain.models import Cooldown, CooldownScope, KeyState, Pool, UpstreamKey
+from ..domain.models import Cooldown, CooldownReason, CooldownScope, KeyState, Pool, UpstreamKey
 from ..domain.view import KeyringView
 from ..sealing import SecretBox
 from ..store import MAX_WRITES_PER_COMMIT
@@ -21,6 +21,9 @@ from ..writer import Change, StateWriter
 from .inputs import AddResult, AddStatus, KeyFilter, KeyInput, KeyPage, chunks, normalise_model, valid_key_fields
 
 KEY_FIELDS = frozenset({"project", "tier", "weight", "tags", "note"})
+
+# Project cooldowns that are facts, not backoffs: a key's revive ends them (the operator's word).
+_OPERATOR_ENDS = frozenset({CooldownReason.NOT_ON_TIER, CooldownReason.SPEND_LIMIT})
 
 
 class Keys:
@@ -192,10 +195,18 @@ class Keys:
                 )
             changes = [self._writer.put(updated)] if updated != current else []
             if action == "revive":
+                # The key's own cooldowns, and the facts learnt about its project (a model not on its
+                # tier, a spend limit): an operator's revive is the word that ends them before their time.
                 own = [
                     c
                     for c in self._view.cooldowns.values()
-                    if c.id.scope is CooldownScope.KEY and c.id.subject == key_id
+                    if (c.id.scope is CooldownScope.KEY and c.id.subject == key_id)
+                    or (
+                        c.id.scope is CooldownScope.PROJECT
+                        and current.project
+                        and c.id.subject == current.project
+                        and c.reason in _OPERATOR_ENDS
+                    )
                 ]
                 changes += [self._writer.delete(cooldown) for cooldown in own[: MAX_WRITES_PER_COMMIT - 1]]
             return changes
