@@ -350,10 +350,20 @@ async def create_token(request: web.Request) -> web.Response:
     body = await s.parse_body(request, s.TokenCreate)
     message = pb.CreateTokenRequest(
         pool=body.pool, name=body.name, expires_at_ms=s.expires_ms(body.expires_at),
-        requests_per_minute=body.requests_per_minute or 0,
+        requests_per_minute=body.requests_per_minute or 0, budgets=s.budgets_pb(body.budgets),
     )
     reply = await _call(request, "CreateToken", message)
     return json_response({"token": reply.token, "info": s.token_json(reply.info)}, status=201)
+
+
+async def update_token(request: web.Request) -> web.Response:
+    body = await s.parse_body(request, s.TokenUpdate)
+    if body.name is None and body.requests_per_minute is None and body.budgets is None:
+        raise bad_request("nothing to change: give name, requests_per_minute or budgets")
+    message = pb.UpdateTokenRequest(token_id=request.match_info["token_id"], name=body.name,
+                                    requests_per_minute=body.requests_per_minute,
+                                    replace_budgets=body.budgets is not None, budgets=s.budgets_pb(body.budgets or []))
+    return json_response(s.token_json(await _call(request, "UpdateToken", message)))
 
 
 async def _token_action(request: web.Request, action: str) -> web.Response:
@@ -421,6 +431,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/usage", usage)
     router.add_get("/api/tokens", list_tokens)
     router.add_post("/api/tokens", create_token)
+    router.add_patch("/api/tokens/{token_id}", update_token)
     for action in ("rotate", "revoke"):
         router.add_post(f"/api/tokens/{{token_id}}/{action}", for_action(_token_action, action))
     router.add_get("/api/export", export_config)

@@ -240,13 +240,56 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
+BigCount = Annotated[int, Field(ge=0, le=2**53), BeforeValidator(_whole_number)]
+
+
+class TokenBudget(_Body):
+    """What a token may spend, all replicas together (0 = no limit of that kind); ``model`` "" = every model.
+
+    Minutes and days are fixed windows (epoch minute, UTC day). Tokens are input + output tokens, counted after the
+    call: a call is admitted while the budget is not spent yet, so the last one may overshoot it by its own size.
+    """
+
+    model: Annotated[str, Field(max_length=200)] = ""
+    requests_per_minute: BigCount = 0
+    requests_per_day: BigCount = 0
+    tokens_per_minute: BigCount = 0
+    tokens_per_day: BigCount = 0
+
+
+TokenBudgets = Annotated[list[TokenBudget], Field(max_length=64)]
+
+
 class TokenCreate(_Body):
-    """A client token for ``pool``; ``expires_at`` (RFC 3339, in the future) and a rate limit are optional."""
+    """A client token for ``pool``; ``expires_at`` (RFC 3339, in the future), a rate limit and budgets are optional."""
 
     pool: PoolName
     name: Annotated[str, Field(max_length=100)] = ""
     expires_at: Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_text)] | None = None
     requests_per_minute: Count | None = None
+    budgets: TokenBudgets = []
+
+
+class TokenUpdate(_Body):
+    """What is given changes; ``budgets`` replaces all of the token's budgets (``[]`` removes them)."""
+
+    name: Annotated[str, Field(max_length=100)] | None = None
+    requests_per_minute: Count | None = None
+    budgets: TokenBudgets | None = None
+
+
+def budgets_pb(budgets: list[TokenBudget]) -> list[pb.TokenBudget]:
+    return [pb.TokenBudget(**budget.model_dump()) for budget in budgets]
+
+
+def budget_json(budget: pb.TokenBudget) -> dict[str, Any]:
+    return {
+        "model": budget.model,
+        "requests_per_minute": budget.requests_per_minute,
+        "requests_per_day": budget.requests_per_day,
+        "tokens_per_minute": budget.tokens_per_minute,
+        "tokens_per_day": budget.tokens_per_day,
+    }
 
 
 REQUEST_MODELS: Final[tuple[type[BaseModel], ...]] = (
@@ -258,6 +301,7 @@ REQUEST_MODELS: Final[tuple[type[BaseModel], ...]] = (
     BulkRequest,
     VerifyUnhealthyRequest,
     TokenCreate,
+    TokenUpdate,
 )
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -481,6 +525,7 @@ def token_json(token: pb.TokenInfo) -> dict[str, Any]:
         "last_used": iso_utc(token.last_used_ms),
         "revoked": token.revoked,
         "requests_per_minute": token.requests_per_minute,
+        "budgets": [budget_json(budget) for budget in token.budgets],
     }
 
 

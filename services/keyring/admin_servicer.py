@@ -140,7 +140,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self, request: pb.CreateTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTokenResponse:
         token, secret = await self._tokens.create_token(
-            request.pool, request.name, request.expires_at_ms / 1000, request.requests_per_minute
+            request.pool,
+            request.name,
+            request.expires_at_ms / 1000,
+            request.requests_per_minute,
+            convert.budgets_from_pb(request.budgets),
         )
         await self._audit(context, "CreateToken", token.token_id, f"pool {token.pool}")
         return pb.CreateTokenResponse(info=self._token_info(token), token=secret)
@@ -165,6 +169,17 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.aio.ServicerContext) -> pb.TokenInfo:
         token = await self._tokens.revoke_token(request.token_id)
         await self._audit(context, "RevokeToken", token.token_id)
+        return self._token_info(token)
+
+    @domain_errors
+    async def UpdateToken(self, request: pb.UpdateTokenRequest, context: grpc.aio.ServicerContext) -> pb.TokenInfo:
+        token = await self._tokens.update_token(
+            request.token_id,
+            name=request.name if request.HasField("name") else None,
+            requests_per_minute=request.requests_per_minute if request.HasField("requests_per_minute") else None,
+            budgets=convert.budgets_from_pb(request.budgets) if request.replace_budgets else None,
+        )
+        await self._audit(context, "UpdateToken", token.token_id, f"{len(token.budgets)} budgets")
         return self._token_info(token)
 
     @domain_errors

@@ -39,6 +39,7 @@ from .domain.models import (
     Policy,
     Pool,
     Strategy,
+    TokenBudget,
     UpstreamKey,
 )
 
@@ -148,7 +149,8 @@ def decode_key(data: dict[str, Any], revision: int) -> UpstreamKey:
 
 
 def decode_token(data: dict[str, Any], revision: int) -> ClientToken:
-    return ClientToken(**data, revision=revision)
+    budgets = tuple(TokenBudget(**budget) for budget in data.pop("budgets", ()))
+    return ClientToken(**data, budgets=budgets, revision=revision)
 
 
 def decode_cooldown(data: dict[str, Any], revision: int) -> Cooldown:

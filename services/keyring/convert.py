@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from .administration.inputs import AddResult, KeyFilter, KeyInput, PoolChanges
@@ -14,6 +16,7 @@ from .domain.models import (
     Pool,
     QuotaViolation,
     Strategy,
+    TokenBudget,
     Transport,
     UpstreamKey,
 )
@@ -200,6 +203,30 @@ def token_to_pb(token: ClientToken, last_used: float = 0.0) -> pb.TokenInfo:
         requests_per_minute=token.requests_per_minute,
         prefix=token.prefix,
         last_used_ms=ms(last_used),
+        budgets=[budget_to_pb(budget) for budget in token.budgets],
+    )
+
+
+def budget_to_pb(budget: TokenBudget) -> pb.TokenBudget:
+    return pb.TokenBudget(
+        model=budget.model,
+        requests_per_minute=budget.requests_per_minute,
+        requests_per_day=budget.requests_per_day,
+        tokens_per_minute=budget.tokens_per_minute,
+        tokens_per_day=budget.tokens_per_day,
+    )
+
+
+def budgets_from_pb(messages: Iterable[pb.TokenBudget]) -> tuple[TokenBudget, ...]:
+    return tuple(
+        TokenBudget(
+            model=message.model,
+            requests_per_minute=message.requests_per_minute,
+            requests_per_day=message.requests_per_day,
+            tokens_per_minute=message.tokens_per_minute,
+            tokens_per_day=message.tokens_per_day,
+        )
+        for message in messages
     )
 
 

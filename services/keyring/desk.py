@@ -204,6 +204,8 @@ class LeaseDesk:
             self._last_used[key_id] = now
             if token_id:
                 self._last_used[token_id] = now
+                if lease is not None:  # the granting replica spends the token's budget share
+                    self.allocator.spend_tokens(token_id, model, outcome.input_tokens + outcome.output_tokens, now)
             held_s = now - lease.granted_at if lease is not None else outcome.latency_s
             self.observer.lease_released(key.pool, key_id, held_s, failed)
         return lease is not None, key_id, model

@@ -24,11 +24,18 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .administration.inputs import KeyInput, check_token_settings, valid_key_fields, valid_policy, valid_pool
+from .administration.inputs import (
+    KeyInput,
+    check_token_settings,
+    valid_budgets,
+    valid_key_fields,
+    valid_policy,
+    valid_pool,
+)
 from .codec import encode
 from .domain.errors import InvalidArgument
 from .domain.identity import is_key_string, key_id_for, key_kind, malformed_key_message, mask, token_id_for
-from .domain.models import ClientToken, KeyState, Pool, Strategy, UpstreamKey
+from .domain.models import ClientToken, KeyState, Pool, Strategy, TokenBudget, UpstreamKey
 from .domain.view import KeyringView
 from .sealing import SealingError, SecretBox
 from .store import MAX_WRITES_PER_COMMIT
@@ -153,8 +160,14 @@ def _field(item: dict[str, Any], name: str, kind: type[T], default: T | None = N
     return value
 
 
-_JSON_NAMES: dict[type, str] = {str: "string", int: "whole number", float: "number", bool: "boolean",
-                                list: "list", dict: "object"}
+_JSON_NAMES: dict[type, str] = {
+    str: "string",
+    int: "whole number",
+    float: "number",
+    bool: "boolean",
+    list: "list",
+    dict: "object",
+}
 
 
 def _strings(item: dict[str, Any], name: str) -> tuple[str, ...]:
@@ -210,6 +223,7 @@ def _token(box: SecretBox, item: dict[str, Any], now: float) -> ClientToken:
         revoked=_field(item, "revoked", bool, False),
         requests_per_minute=requests_per_minute,
         prefix=prefix,
+        budgets=_budgets(item),
     )
     keyed = box.key_token(record, presented)
     return dataclasses.replace(keyed, token_id=token_id_for(keyed.token_hash))
@@ -218,8 +232,13 @@ def _token(box: SecretBox, item: dict[str, Any], now: float) -> ClientToken:
 def _presented_hash(box: SecretBox, item: dict[str, Any]) -> str:
     """The SHA-256 the edge presents the token by: sealed in a keyed record, bare in an unkeyed one."""
     if _field(item, "hash_key", str, ""):
-        sealed = ClientToken(token_id="", token_hash="", pool="", hash_key=_field(item, "hash_key", str),
-                             sealed_hash=_field(item, "sealed_hash", str))
+        sealed = ClientToken(
+            token_id="",
+            token_hash="",
+            pool="",
+            hash_key=_field(item, "hash_key", str),
+            sealed_hash=_field(item, "sealed_hash", str),
+        )
         try:
             presented = box.presented_hash(sealed)
         except SealingError:
@@ -266,3 +285,24 @@ def _key(box: SecretBox, item: dict[str, Any], key_pattern: str, now: float) -> 
         created_at=_created_at(item, now),
         **fields,
     )
+
+
+def _budgets(item: dict[str, Any]) -> tuple[TokenBudget, ...]:
+    raw = item.get("budgets", [])
+    if not isinstance(raw, list) or not all(isinstance(budget, dict) for budget in raw):
+        raise InvalidArgument("a token's budgets are a list of objects")
+    budgets = []
+    for budget in raw:
+        unknown = set(budget) - {field.name for field in dataclasses.fields(TokenBudget)}
+        if unknown:
+            raise InvalidArgument(f"unknown budget fields: {', '.join(sorted(unknown))}")
+        budgets.append(
+            TokenBudget(
+                model=_field(budget, "model", str, ""),
+                requests_per_minute=_field(budget, "requests_per_minute", int, 0),
+                requests_per_day=_field(budget, "requests_per_day", int, 0),
+                tokens_per_minute=_field(budget, "tokens_per_minute", int, 0),
+                tokens_per_day=_field(budget, "tokens_per_day", int, 0),
+            )
+        )
+    return valid_budgets(budgets)

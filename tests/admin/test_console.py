@@ -6,6 +6,7 @@ Python package; Playwright's own browser download is not used.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -116,11 +117,18 @@ async def test_console_operator_session(page: Any, admin: AdminStack, traffic: T
     await ids("nav-tokens").click()
     await ids("token-pool").select_option("main")
     await ids("token-name").fill("console-app")
+    await ids("token-rpd").fill("1000")
     await ids("token-create").click()
     await expect(ids("token-once")).to_be_visible()
     token = (await ids("token-value").text_content()) or ""
     assert token.startswith("kr-")
     await expect(ids("token-row")).to_have_count(1)
+    await expect(ids("token-budgets")).to_have_text("all models: 1000 req/day")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept(
+        '[{"model": "", "requests_per_day": 1000}, {"model": "gemini-2.5-flash", "tokens_per_minute": 50000}]')))
+    await ids("token-budget-edit").click()
+    await expect(ids("token-budgets")).to_have_text(
+        "all models: 1000 req/day; gemini-2.5-flash: 50000 tokens/min")
     await ids("token-dismiss").click()
     await expect(ids("token-once")).to_be_hidden()
     assert token not in await page.content()

@@ -276,7 +276,9 @@ async function loadTokens() {
     h("td", {}, token.expires_at ? when(token.expires_at) : "never"),
     h("td", { "data-testid": "token-last-used" }, token.last_used ? when(token.last_used) : "never"),
     h("td", { "data-testid": "token-status" }, token.revoked ? "revoked" : "active"),
+    h("td", { "data-testid": "token-budgets" }, budgetText(token)),
     h("td", {}, token.revoked ? "" : [
+      h("button", { type: "button", class: "needs-operator", "data-testid": "token-budget-edit", onclick: () => editBudgets(token) }, "Budget"), " ",
       h("button", { type: "button", class: "needs-operator", "data-testid": "token-rotate", onclick: () => tokenAction(token, "rotate") }, "Rotate"), " ",
       h("button", { type: "button", class: "needs-operator", "data-testid": "token-revoke", onclick: () => tokenAction(token, "revoke") }, "Revoke"),
     ]))));
@@ -292,11 +294,40 @@ function hideOnce() {
   $("#token-once").hidden = true;
 }
 
+const BUDGET_FIELDS = [["requests_per_minute", "req/min", "#token-rpm"], ["requests_per_day", "req/day", "#token-rpd"],
+  ["tokens_per_minute", "tokens/min", "#token-tpm"], ["tokens_per_day", "tokens/day", "#token-tpd"]];
+
+function budgetText(token) {
+  const parts = (token.budgets || []).map((budget) => `${budget.model || "all models"}: ` +
+    BUDGET_FIELDS.filter(([name]) => budget[name]).map(([name, unit]) => `${budget[name]} ${unit}`).join(", "));
+  if (token.requests_per_minute) parts.unshift(`rate limit: ${token.requests_per_minute} req/min`);
+  return parts.length ? parts.join("; ") : "none";
+}
+
+function formBudgets() {
+  const budget = { model: "" };
+  for (const [name, , selector] of BUDGET_FIELDS) budget[name] = Number($(selector).value || 0);
+  return BUDGET_FIELDS.some(([name]) => budget[name]) ? [budget] : [];
+}
+
+async function editBudgets(token) {
+  const text = prompt("Budgets as JSON: [{\"model\": \"\" (all models) or a model, \"requests_per_minute\", \"requests_per_day\", " +
+    "\"tokens_per_minute\", \"tokens_per_day\"}]; [] removes them", JSON.stringify(token.budgets || []));
+  if (text === null) return;
+  await attempt(async () => {
+    let budgets;
+    try { budgets = JSON.parse(text); } catch { throw new Error("The budgets are not valid JSON."); }
+    await api("PATCH", `/api/tokens/${encodeURIComponent(token.token_id)}`, { budgets });
+    await loadTokens();
+  });
+}
+
 async function createToken(event) {
   event.preventDefault();
   await attempt(async () => {
-    const answer = await api("POST", "/api/tokens", { pool: $("#token-pool").value, name: $("#token-name").value.trim() });
+    const answer = await api("POST", "/api/tokens", { pool: $("#token-pool").value, name: $("#token-name").value.trim(), budgets: formBudgets() });
     $("#token-name").value = "";
+    for (const [, , selector] of BUDGET_FIELDS) $(selector).value = "";
     showOnce(answer.token);
     await loadTokens();
   });

@@ -15,7 +15,7 @@ from typing import Any
 from services.common.naming import model_id
 
 from ..domain.errors import InvalidArgument
-from ..domain.models import KeyState, Pool, Strategy, UpstreamKey
+from ..domain.models import KeyState, Pool, Strategy, TokenBudget, UpstreamKey
 
 POOL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 MAX_TEXT = 500
@@ -136,6 +136,28 @@ def check_token_settings(name: str, expires_at: float, requests_per_minute: int,
         raise InvalidArgument("the expiry lies in the past")
     if requests_per_minute < 0:
         raise InvalidArgument("requests_per_minute must be >= 0")
+
+
+MAX_BUDGETS = 64
+
+
+def valid_budgets(budgets: Iterable[TokenBudget]) -> tuple[TokenBudget, ...]:
+    """Models normalised; at most one budget per model ("" = all models), numbers >= 0, at least one of them set."""
+    budgets = tuple(dataclasses.replace(budget, model=normalise_model(budget.model)) for budget in budgets)
+    if len(budgets) > MAX_BUDGETS:
+        raise InvalidArgument(f"a token has at most {MAX_BUDGETS} budgets")
+    models = [budget.model for budget in budgets]
+    if len(set(models)) != len(models):
+        raise InvalidArgument("a token has at most one budget per model")
+    for budget in budgets:
+        if len(budget.model) > 200:
+            raise InvalidArgument("a budget's model name is at most 200 characters")
+        numbers = (budget.requests_per_minute, budget.requests_per_day, budget.tokens_per_minute, budget.tokens_per_day)
+        if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in numbers):
+            raise InvalidArgument("budget numbers are whole numbers >= 0")
+        if not any(numbers):
+            raise InvalidArgument("a budget sets at least one of its numbers")
+    return budgets
 
 
 def valid_pool(pool: Pool) -> Pool:

@@ -7,18 +7,18 @@ what the edge presents is the SHA-256, so a stored value is no credential.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from services.common.naming import token_hash
 
 from ..domain.allocator import require_pool
 from ..domain.errors import NotFound
 from ..domain.identity import new_client_token, token_id_for
-from ..domain.models import ClientToken
+from ..domain.models import ClientToken, TokenBudget
 from ..domain.view import KeyringView
 from ..sealing import SecretBox
 from ..writer import Change, StateWriter
-from .inputs import check_token_settings
+from .inputs import check_token_settings, valid_budgets
 
 
 class Tokens:
@@ -34,11 +34,17 @@ class Tokens:
         return dataclasses.replace(keyed, token_id=token_id_for(keyed.token_hash))
 
     async def create_token(
-        self, pool_name: str, name: str, expires_at: float = 0.0, requests_per_minute: int = 0
+        self,
+        pool_name: str,
+        name: str,
+        expires_at: float = 0.0,
+        requests_per_minute: int = 0,
+        budgets: Iterable[TokenBudget] = (),
     ) -> tuple[ClientToken, str]:
         """A new client token; the token itself is returned this once and never stored."""
         require_pool(self._view, pool_name)
         check_token_settings(name, expires_at, requests_per_minute, self._clock())
+        checked = valid_budgets(budgets)
         token = new_client_token()
         unkeyed = ClientToken(
             token_id="",
@@ -49,6 +55,7 @@ class Tokens:
             expires_at=expires_at,
             requests_per_minute=requests_per_minute,
             prefix=token[:7],
+            budgets=checked,
         )
         record = self._keyed(unkeyed, token)
         await self._writer.transact(lambda: [self._writer.put(record)])
@@ -88,6 +95,38 @@ class Tokens:
         def decide() -> list[Change]:
             current = self.get_token(token_id)
             return [] if current.revoked else [self._writer.put(dataclasses.replace(current, revoked=True))]
+
+        await self._writer.transact(decide)
+        return self.get_token(token_id)
+
+    async def update_token(
+        self,
+        token_id: str,
+        name: str | None = None,
+        requests_per_minute: int | None = None,
+        budgets: Iterable[TokenBudget] | None = None,
+    ) -> ClientToken:
+        """Change a token's name, rate limit or budgets (None: unchanged; budgets replace all of them)."""
+        checked = valid_budgets(budgets) if budgets is not None else None
+
+        def decide() -> list[Change]:
+            current = self.get_token(token_id)
+            check_token_settings(
+                current.name if name is None else name,
+                0.0,
+                current.requests_per_minute if requests_per_minute is None else requests_per_minute,
+                self._clock(),
+            )
+            changes: dict[str, object] = {}
+            if name is not None:
+                changes["name"] = name
+            if requests_per_minute is not None:
+                changes["requests_per_minute"] = requests_per_minute
+            if checked is not None:
+                changes["budgets"] = checked
+            if not changes:
+                return []
+            return [self._writer.put(dataclasses.replace(current, **changes))]  # type: ignore[arg-type]
 
         await self._writer.transact(decide)
         return self.get_token(token_id)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from .affinity import KeyFilter, Owner, key_filter, owner_of
+from .budgets import BudgetMeter
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
 from .leasing import LeaseBook, LeaseRecord, SlidingWindow, share
@@ -54,6 +55,7 @@ class Allocator:
         self._rng = rng or random.Random()
         self._key_minutes = SlidingWindow(60.0)
         self._token_minutes = SlidingWindow(60.0)
+        self.budgets = BudgetMeter()
 
     def authenticate(self, token_hash: str, now: float) -> tuple[ClientToken, Pool]:
         token = self.find_token(token_hash)
@@ -104,16 +106,33 @@ class Allocator:
         if not self._token_minutes.allows(token.token_id, token_budget, now):
             retry = self._token_minutes.frees_at(token.token_id, token_budget, now) - now
             raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name)
+        if token.budgets:
+            spent = self.budgets.spent(token.token_id, token.budgets, model, replicas, now)
+            if spent is not None:
+                raise NoKeyAvailable(
+                    f"the client token's budget ({spent.what}) is spent, not the pool's keys; "
+                    f"it resets in {math.ceil(spent.resets_at - now)} s",
+                    spent.resets_at - now,
+                    pool.name,
+                )
         key = self._choose(pool, model, exclude, replicas, now, owner, only)
         if key is None:
             raise self._nothing_eligible(pool, model, replicas, now, only)
         self._token_minutes.add(token.token_id, now)
+        if token.budgets:
+            self.budgets.add_request(token.token_id, model, now)
         self._key_minutes.add(key.key_id, now)
         lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
         return Grant(lease, key, pool)
 
     def release(self, lease_id: str) -> LeaseRecord | None:
         return self._book.release(lease_id)
+
+    def spend_tokens(self, token_id: str, model: str, tokens: int, now: float) -> None:
+        """Count a released call's input + output tokens against its client token's budgets (if it has any)."""
+        token = self._view.tokens.get(token_id)
+        if token is not None and token.budgets:
+            self.budgets.add_tokens(token_id, model, tokens, now)
 
     def _choose(
         self,

@@ -191,6 +191,24 @@ class Affinity:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenBudget:
+    """What one client token may spend, all replicas together (0 = no limit of that kind).
+
+    ``model == ""``: every call of the token counts; otherwise only calls for
+    that model. Minutes and days are fixed windows (the epoch minute, the UTC
+    day): a spent budget frees at the window's end. Tokens are the outcomes'
+    input + output tokens, counted after the call: a request is admitted
+    while the budget is not yet spent, so the last one may overshoot by its own size.
+    """
+
+    model: str = ""
+    requests_per_minute: int = 0
+    requests_per_day: int = 0
+    tokens_per_minute: int = 0
+    tokens_per_day: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ClientToken:
     """A client token as stored: a keyed hash of its SHA-256, never the token.
 
@@ -213,6 +231,7 @@ class ClientToken:
     hash_key: str = ""  # the id of the KEK whose token key made token_hash; "" = unkeyed (legacy)
     sealed_hash: str = ""  # the presented SHA-256, sealed under a KEK
     revision: int = 0
+    budgets: tuple[TokenBudget, ...] = ()  # at most one per model ("" = all models)
 
     @property
     def keyed(self) -> bool:

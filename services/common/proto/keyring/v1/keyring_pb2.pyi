@@ -363,7 +363,7 @@ class KeyFilter(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooling_model: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., tag: _Optional[str] = ..., text: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class TokenInfo(_message.Message):
-    __slots__ = ("token_id", "name", "pool", "created_at_ms", "expires_at_ms", "revoked", "requests_per_minute", "prefix", "last_used_ms")
+    __slots__ = ("token_id", "name", "pool", "created_at_ms", "expires_at_ms", "revoked", "requests_per_minute", "prefix", "last_used_ms", "budgets")
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +373,7 @@ class TokenInfo(_message.Message):
     REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_MS_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
     token_id: str
     name: str
     pool: str
@@ -382,7 +383,22 @@ class TokenInfo(_message.Message):
     requests_per_minute: int
     prefix: str
     last_used_ms: int
-    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., pool: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., revoked: _Optional[bool] = ..., requests_per_minute: _Optional[int] = ..., prefix: _Optional[str] = ..., last_used_ms: _Optional[int] = ...) -> None: ...
+    budgets: _containers.RepeatedCompositeFieldContainer[TokenBudget]
+    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., pool: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., revoked: _Optional[bool] = ..., requests_per_minute: _Optional[int] = ..., prefix: _Optional[str] = ..., last_used_ms: _Optional[int] = ..., budgets: _Optional[_Iterable[_Union[TokenBudget, _Mapping]]] = ...) -> None: ...
+
+class TokenBudget(_message.Message):
+    __slots__ = ("model", "requests_per_minute", "requests_per_day", "tokens_per_minute", "tokens_per_day")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    requests_per_minute: int
+    requests_per_day: int
+    tokens_per_minute: int
+    tokens_per_day: int
+    def __init__(self, model: _Optional[str] = ..., requests_per_minute: _Optional[int] = ..., requests_per_day: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., tokens_per_day: _Optional[int] = ...) -> None: ...
 
 class VerifyKeysRequest(_message.Message):
     __slots__ = ("key_ids", "all_unhealthy", "pool")
@@ -631,16 +647,18 @@ class DeleteKeyResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("pool", "name", "expires_at_ms", "requests_per_minute")
+    __slots__ = ("pool", "name", "expires_at_ms", "requests_per_minute", "budgets")
     POOL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
     pool: str
     name: str
     expires_at_ms: int
     requests_per_minute: int
-    def __init__(self, pool: _Optional[str] = ..., name: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., requests_per_minute: _Optional[int] = ...) -> None: ...
+    budgets: _containers.RepeatedCompositeFieldContainer[TokenBudget]
+    def __init__(self, pool: _Optional[str] = ..., name: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., budgets: _Optional[_Iterable[_Union[TokenBudget, _Mapping]]] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("info", "token")
@@ -673,6 +691,20 @@ class RevokeTokenRequest(_message.Message):
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     token_id: str
     def __init__(self, token_id: _Optional[str] = ...) -> None: ...
+
+class UpdateTokenRequest(_message.Message):
+    __slots__ = ("token_id", "name", "requests_per_minute", "replace_budgets", "budgets")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    name: str
+    requests_per_minute: int
+    replace_budgets: bool
+    budgets: _containers.RepeatedCompositeFieldContainer[TokenBudget]
+    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., requests_per_minute: _Optional[int] = ..., replace_budgets: _Optional[bool] = ..., budgets: _Optional[_Iterable[_Union[TokenBudget, _Mapping]]] = ...) -> None: ...
 
 class ExportConfigRequest(_message.Message):
     __slots__ = ("include_secrets_in_clear",)

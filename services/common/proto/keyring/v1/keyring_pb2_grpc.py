@@ -355,6 +355,11 @@ class AdminServiceStub:
                 request_serializer=keyring_dot_v1_dot_keyring__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=keyring_dot_v1_dot_keyring__pb2.TokenInfo.FromString,
                 _registered_method=True)
+        self.UpdateToken = channel.unary_unary(
+                '/keyring.v1.AdminService/UpdateToken',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.UpdateTokenRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.TokenInfo.FromString,
+                _registered_method=True)
         self.ExportConfig = channel.unary_unary(
                 '/keyring.v1.AdminService/ExportConfig',
                 request_serializer=keyring_dot_v1_dot_keyring__pb2.ExportConfigRequest.SerializeToString,
@@ -485,6 +490,12 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportConfig(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -610,6 +621,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
             'RevokeToken': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeToken,
                     request_deserializer=keyring_dot_v1_dot_keyring__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.TokenInfo.SerializeToString,
+            ),
+            'UpdateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateToken,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.UpdateTokenRequest.FromString,
                     response_serializer=keyring_dot_v1_dot_keyring__pb2.TokenInfo.SerializeToString,
             ),
             'ExportConfig': grpc.unary_unary_rpc_method_handler(
@@ -1052,6 +1068,33 @@ class AdminService:
             target,
             '/keyring.v1.AdminService/RevokeToken',
             keyring_dot_v1_dot_keyring__pb2.RevokeTokenRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.TokenInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.AdminService/UpdateToken',
+            keyring_dot_v1_dot_keyring__pb2.UpdateTokenRequest.SerializeToString,
             keyring_dot_v1_dot_keyring__pb2.TokenInfo.FromString,
             options,
             channel_credentials,
