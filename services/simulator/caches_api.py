@@ -46,7 +46,7 @@ def _expiry(data: dict[str, Any], default: float | None) -> float | None:
         except ValueError:
             raise invalid_argument(
                 "Invalid value at 'cached_content.expire_time'"
-                f" (type.googleapis.com/google.protobuf.Timestamp), \"{expire}\""
+                f' (type.googleapis.com/google.protobuf.Timestamp), "{expire}"'
             ) from None
     return default
 

@@ -12,8 +12,9 @@ import orjson
 from aiohttp import web
 
 from .pipeline import SIMULATOR_STATE, json_response
+from .quotas import QuotaRule
 from .resources import KINDS
-from .state import Behaviour, RecordedRequest
+from .state import Behaviour, RecordedRequest, normalize_model
 
 DEFAULT_REQUEST_LIMIT = 100
 
@@ -166,6 +167,37 @@ async def config(request: web.Request) -> web.Response:
     )
 
 
+async def quotas(request: web.Request) -> web.Response:
+    """`GET /_sim/quotas[?project=P]`: rules, window sizes, the quota clock and usage per (project, model).
+
+    `POST /_sim/quotas` `{project?, model?, rpm?, tpm?, rpd?, retry_info?, available?, spend_budget_usd?,
+    usd_per_mtok?}` sets the rule of a scope (no project/model: the default; null clears a field);
+    `window_s`, `spend_window_s` size the windows, `advance_s` moves the quota clock, `clear: true`
+    forgets every rule and count first."""
+    book = request.app[SIMULATOR_STATE].quotas
+    if request.method == "POST":
+        try:
+            data = await _json_body(request)
+            project, model = data.get("project"), normalize_model(data.get("model"))
+            if not all(v is None or (isinstance(v, str) and v) for v in (project, model)):
+                raise ValueError("'project' and 'model' must be non-empty strings or null")
+            for name in ("window_s", "spend_window_s"):
+                if name in data and not (isinstance(data[name], int | float) and data[name] > 0):
+                    raise ValueError(f"{name!r} must be a positive number")
+            if "advance_s" in data and not isinstance(data["advance_s"], int | float):
+                raise ValueError("'advance_s' must be a number")
+            if data.get("clear"):
+                book.clear()
+            if any(name in data for name in QuotaRule.FIELDS):
+                book.set_rule(project, model, data)
+        except (ValueError, TypeError) as exc:
+            return _bad_request(str(exc))
+        book.window_s = float(data.get("window_s", book.window_s))
+        book.spend_window_s = float(data.get("spend_window_s", book.spend_window_s))
+        book.advance(float(data.get("advance_s", 0)))
+    return json_response(book.snapshot(request.query.get("project")))
+
+
 def add_routes(app: web.Application) -> None:
     """Register the control API."""
     app.router.add_post("/_sim/script", script)
@@ -178,3 +210,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/projects", projects)
     app.router.add_post("/_sim/projects", projects)
     app.router.add_get("/_sim/resources", resources)
+    app.router.add_get("/_sim/quotas", quotas)
+    app.router.add_post("/_sim/quotas", quotas)

@@ -6,11 +6,13 @@ wraps the very same object in a one-element JSON array, as Gemini does.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final, Literal
 
 import orjson
 from aiohttp import web
 
+from .quotas import Refusal
 from .resources import mask
 from .state import Behaviour
 
@@ -23,6 +25,12 @@ UNREGISTERED_MESSAGE: Final = (
     " Please use API Key or other form of API consumer identity to call this API."
 )
 INVALID_KEY_MESSAGE: Final = "API key not valid. Please pass a valid API key."
+#: A project's spend-based rate limit (per 10 minutes) is spent.
+SPEND_LIMIT_MESSAGE: Final = (
+    "Your project has exceeded its spend-based rate limit for the current 10-minute window,"
+    " please check your plan and billing details. For more information on this error, head to:"
+    f" {RATE_LIMIT_DOCS}."
+)
 INVALID_JSON_MESSAGE: Final = "Invalid JSON payload received. Unexpected token."
 
 #: Canonical gRPC status name per HTTP code, for errors whose code was overridden.
@@ -139,39 +147,70 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
 
 
-def _rate_limit(b: Behaviour, model: str | None) -> SimError:
+def _quota_error(violations: list[tuple[str, str, str | None]], model: str | None, retry_s: float | None) -> SimError:
+    """Google's 429 for quota violations `(metric, quotaId, quotaValue|None)`: one message line and one
+    QuotaFailure violation each, a Help link, and RetryInfo when `retry_s` is given."""
     dimensions = {"location": "global"}
     if model:
         dimensions["model"] = model
     message = (
         "You exceeded your current quota, please check your plan and billing details."
         f" For more information on this error, head to: {RATE_LIMIT_DOCS}."
-        " To monitor your current usage, head to: https://ai.dev/usage?tab=rate-limit.\n"
-        f"* Quota exceeded for metric: {SERVICE}/generate_content_free_tier_requests,"
-        f" limit: {b.quota_value}, model: {model or 'unknown'}"
+        " To monitor your current usage, head to: https://ai.dev/usage?tab=rate-limit."
     )
+    entries: list[dict[str, Any]] = []
+    for metric, quota_id, value in violations:
+        limit = value or 0
+        message += f"\n* Quota exceeded for metric: {SERVICE}/{metric}, limit: {limit}, model: {model or 'unknown'}"
+        entry: dict[str, Any] = {
+            "quotaMetric": f"{SERVICE}/{metric}",
+            "quotaId": quota_id,
+            "quotaDimensions": dict(dimensions),
+        }
+        if value is not None:
+            entry["quotaValue"] = value
+        entries.append(entry)
     details: list[dict[str, Any]] = [
-        {
-            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-            "violations": [
-                {
-                    "quotaMetric": f"{SERVICE}/generate_content_free_tier_requests",
-                    "quotaId": b.quota_id,
-                    "quotaDimensions": dimensions,
-                    "quotaValue": b.quota_value,
-                }
-            ],
-        },
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": entries},
         {
             "@type": "type.googleapis.com/google.rpc.Help",
             "links": [{"description": "Learn more about Gemini API quotas", "url": RATE_LIMIT_DOCS}],
         },
     ]
-    if b.retry_delay_s is not None:
-        delay = format_duration(b.retry_delay_s)
-        message += f"\nPlease retry in {delay}."
+    if retry_s is not None:
+        message += f"\nPlease retry in {round(retry_s, 6):g}s."
+        # RetryInfo in whole seconds, rounded up: a retry after it lands in the freed window.
+        delay = format_duration(retry_s if float(retry_s).is_integer() else math.ceil(retry_s))
         details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
     return SimError(429, "RESOURCE_EXHAUSTED", message, details)
+
+
+def _rate_limit(b: Behaviour, model: str | None) -> SimError:
+    """A scripted 429: one violation, RetryInfo of exactly `retry_delay_s` (none when None)."""
+    error = _quota_error([("generate_content_free_tier_requests", b.quota_id, b.quota_value)], model, None)
+    if b.retry_delay_s is not None:
+        delay = format_duration(b.retry_delay_s)
+        error.message += f"\nPlease retry in {delay}."
+        error.details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
+    return error
+
+
+def quota_exhausted(refusal: Refusal, model: str | None) -> SimError:
+    """The 429 for a request the quota book refused (quota violations or a spent budget)."""
+    if refusal.kind == "spend":
+        message = SPEND_LIMIT_MESSAGE
+        details: list[dict[str, Any]] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [{"description": "Learn more about Gemini API rate limits", "url": RATE_LIMIT_DOCS}],
+            }
+        ]
+        if refusal.retry_s is not None:
+            delay = format_duration(math.ceil(refusal.retry_s))
+            message += f" Please retry in {delay}."
+            details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
+        return SimError(429, "RESOURCE_EXHAUSTED", message, details)
+    return _quota_error([(v.metric, v.quota_id, v.value) for v in refusal.violations], model, refusal.retry_s)
 
 
 def _invalid_key() -> SimError:

@@ -130,7 +130,8 @@ async def create(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     data = parse_json_object(body)
     model = data.get("model") if isinstance(data.get("model"), str) else None
-    call = await admit(request, "native", model, body, streaming=bool(data.get("stream")))
+    tokens = count_tokens(_input_text(data.get("input"))) if model else None
+    call = await admit(request, "native", model, body, streaming=bool(data.get("stream")), tokens=tokens)
     if bool(data.get("model")) == bool(data.get("agent")):
         raise invalid_argument("Exactly one of model or agent must be set.")
     if data.get("input") in (None, "", []):

@@ -11,7 +11,7 @@ from aiohttp import web
 from .answers import answer_chunks, gemini_response, prompt_texts
 from .catalog import ACTION_METHOD, CATALOGUE, dimensions, model_info, supports
 from .content import count_tokens, embedding_for, parts_text, random_id
-from .errors import invalid_argument, model_not_found, not_found
+from .errors import SimError, invalid_argument, model_not_found, not_found
 from .jobs import create_batch, get_operation, predict_long_running
 from .pipeline import Call, admit, chunk_count, endpoint, json_response, parse_json_object, stream_frames
 from .references import check_references
@@ -79,7 +79,9 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     if not sep:
         model, action = action, ""
     body = await request.read()
-    call = await admit(request, "native", model, body, streaming=action == "streamGenerateContent")
+    generating = action in ("generateContent", "streamGenerateContent")
+    tokens = input_tokens(body) if generating else None
+    call = await admit(request, "native", model, body, streaming=action == "streamGenerateContent", tokens=tokens)
     handler = _ACTIONS.get(action)
     if handler is None:
         raise not_found(f"Method not found: {request.path}")
@@ -87,6 +89,14 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     if not supports(model, ACTION_METHOD[action], call.state.missing_models):
         raise model_not_found(model, _api_version(request), ACTION_METHOD[action])
     return await handler(request, call)
+
+
+def input_tokens(body: bytes) -> int:
+    """Input tokens of a GenerateContentRequest, counted as its `promptTokenCount` (1 if unreadable)."""
+    try:
+        return count_tokens(prompt_texts(parse_json_object(body))[0])
+    except SimError:
+        return 1
 
 
 async def generate(request: web.Request, call: Call) -> web.StreamResponse:

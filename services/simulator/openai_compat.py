@@ -80,7 +80,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     data = _try_object(body)
     streaming = bool(data and data.get("stream"))
-    call = await admit(request, "openai", _body_model(data), body, streaming=streaming)
+    messages_in = data.get("messages") if data else None
+    tokens = count_tokens(messages_texts(messages_in)[0]) if isinstance(messages_in, list) else 1
+    call = await admit(request, "openai", _body_model(data), body, streaming=streaming, tokens=tokens)
     data = _require(data, call, "generateContent")
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:

@@ -27,6 +27,7 @@ from .errors import (
     missing_key,
     multiple_credentials,
     not_found,
+    quota_exhausted,
     unauthenticated,
     user_project_denied,
 )
@@ -99,7 +100,13 @@ def request_key(request: web.Request) -> str | None:
 
 
 async def admit(
-    request: web.Request, dialect: Dialect, model: str | None, body: bytes, *, streaming: bool = False
+    request: web.Request,
+    dialect: Dialect,
+    model: str | None,
+    body: bytes,
+    *,
+    streaming: bool = False,
+    tokens: int | None = None,
 ) -> Call:
     """Record and count the request, check the key, then play the key's next scripted behaviour.
 
@@ -138,7 +145,12 @@ async def admit(
         raise error
     if behaviour.kind == "drop" or (behaviour.kind == "drop_mid_stream" and not streaming):
         raise DropConnection
-    return Call(state, key, model, body, behaviour, state.project_of(key))
+    project = state.project_of(key)
+    if tokens is not None:
+        refusal = state.quotas.admit(project, model, tokens)
+        if refusal is not None:
+            raise quota_exhausted(refusal, model)
+    return Call(state, key, model, body, behaviour, project)
 
 
 def credential_refusal(request: web.Request) -> SimError | None:

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, get_args
 
+from .quotas import PER_DAY_QUOTA_ID, PER_MINUTE_QUOTA_ID, QuotaBook
 from .resources import ResourceStore, default_project
 
 BehaviourKind = Literal[
@@ -29,8 +30,7 @@ BehaviourKind = Literal[
 ]
 BEHAVIOUR_KINDS: Final[frozenset[str]] = frozenset(get_args(BehaviourKind))
 
-PER_MINUTE_QUOTA_ID: Final = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
-PER_DAY_QUOTA_ID: Final = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+__all__ = ["PER_DAY_QUOTA_ID", "PER_MINUTE_QUOTA_ID", "Behaviour", "RecordedRequest", "SimulatorState"]
 MAX_RECORDED_REQUESTS: Final = 10_000
 
 
@@ -140,6 +140,8 @@ class SimulatorState:
         self.job_duration_s = 0.0
         #: Well-formed model names that nevertheless answer 404 (besides any name containing `no-such`).
         self.missing_models: set[str] = set()
+        #: Per-(project, model) limits and their usage (nothing enforced until a rule is set).
+        self.quotas = QuotaBook()
 
     # -- projects --------------------------------------------------------
 
@@ -233,3 +235,4 @@ class SimulatorState:
         self._projects.clear()
         self.resources.clear()
         self.missing_models.clear()
+        self.quotas.clear()
