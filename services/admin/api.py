@@ -340,6 +340,14 @@ async def usage(request: web.Request) -> web.Response:
     )
 
 
+async def quotas(request: web.Request) -> web.Response:
+    """Quota limits per project (learnt from 429s or the pool's), used in the current window, remaining, next reset."""
+    query = s.Query(request, {"pool", "project"})
+    message = pb.ListQuotasRequest(pool=query.text("pool"), project=query.text("project"))
+    reply = await _call(request, "ListQuotas", message)
+    return json_response({"quotas": s.quota_rows_json(reply.quotas)})
+
+
 async def list_tokens(request: web.Request) -> web.Response:
     query = s.Query(request, {"pool"})
     reply = await _call(request, "ListTokens", pb.ListTokensRequest(pool=query.text("pool")))
@@ -429,6 +437,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     for action in ("enable", "disable", "revive", "verify"):
         router.add_post(f"/api/keys/{{key_id}}/{action}", for_action(_key_action, action))
     router.add_get("/api/usage", usage)
+    router.add_get("/api/quotas", quotas)
     router.add_get("/api/tokens", list_tokens)
     router.add_post("/api/tokens", create_token)
     router.add_patch("/api/tokens/{token_id}", update_token)

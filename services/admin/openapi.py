@@ -57,7 +57,8 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 
 
 def _answer_schemas() -> dict[str, Any]:
-    policy = {name: (_INT if name in ("forbidden_threshold", "max_in_flight", "requests_per_minute") else _NUM)
+    policy = {name: (_INT if name in ("forbidden_threshold", "max_in_flight", "requests_per_minute")
+                     or name.startswith("quota_") else _NUM)
               for name in s.PolicyInput.model_fields}
     usage_row = _object({"id": _string(), "pool": _string(), "requests": _INT, "errors": _INT,
                          "input_tokens": _INT, "output_tokens": _INT})
@@ -127,6 +128,16 @@ def _answer_schemas() -> dict[str, Any]:
             })]}},
         }),
         "UsageRow": usage_row,
+        "QuotaRow": _object({
+            "pool": _string(), "project": _string(), "model": _string(),
+            "metric": _string(enum=["requests_per_minute", "requests_per_day", "input_tokens_per_minute",
+                                    "input_tokens_per_day"]),
+            "limit": _INT, "source": _string(enum=["learnt", "operator"]), "learnt_at": _TIME,
+            "used": {**_INT, "description": "in the current window, counted by the answering keyring replica"},
+            "replica_share": {**_INT, "description": "that replica's part of the limit (split across live replicas)"},
+            "remaining": _INT, "resets_at": _TIME,
+        }),
+        "QuotaList": _object({"quotas": {"type": "array", "items": ref("QuotaRow")}}),
         "Usage": _object({"window": _string(enum=["hour", "day"]), "window_s": _INT,
                           **{name: {"type": "array", "items": ref("UsageRow")}
                              for name in ("pools", "keys", "tokens")}}),
@@ -286,6 +297,9 @@ def _paths() -> dict[str, Any]:
                                   params=[_query("pool", _SHORT),
                                           _query("window", {"type": "string", "enum": ["hour", "day"]})],
                                   errors=(404,), pending=True)},
+        "/api/quotas": {"get": _op("Quota limits per project: limit, used in the current window, remaining, next reset",
+                                   _ok("QuotaList"), params=[_query("pool", _SHORT), _query("project", _SHORT)],
+                                   errors=(404,))},
         "/api/tokens": {
             "get": _op("List client tokens", _ok("TokenList"), params=[_query("pool", _SHORT)], errors=(404,)),
             "post": _op("Create a client token (shown once)", _ok("TokenIssued", 201, "Created"), body="TokenCreate",

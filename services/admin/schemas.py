@@ -151,6 +151,10 @@ class PolicyInput(_Body):
     requests_per_minute: Count | None = None
     lease_ttl_s: Seconds | None = None
     suspend_s: Seconds | None = None
+    # An operator's quota limits per project and model; they win over those learnt from 429s (0: learn them).
+    quota_requests_per_minute: Count | None = None
+    quota_requests_per_day: Count | None = None
+    quota_input_tokens_per_minute: Count | None = None
 
 
 class PoolCreate(_Body):
@@ -432,6 +436,9 @@ def policy_json(policy: pb.Policy) -> dict[str, Any]:
         "requests_per_minute": policy.requests_per_minute,
         "lease_ttl_s": policy.lease_ttl_ms / 1000,
         "suspend_s": policy.suspend_ms / 1000,
+        "quota_requests_per_minute": policy.quota_requests_per_minute,
+        "quota_requests_per_day": policy.quota_requests_per_day,
+        "quota_input_tokens_per_minute": policy.quota_input_tokens_per_minute,
     }
 
 
@@ -538,6 +545,26 @@ def verify_result_json(result: pb.VerifyResult) -> dict[str, Any]:
         "error_reason": result.error_reason,
         "state": _STATE_FROM_PB.get(result.state, "unknown"),
     }
+
+
+def quota_rows_json(rows: Any) -> list[dict[str, Any]]:
+    """ListQuotas rows: per project, model and metric its limit, use in the window, what remains, next reset."""
+    return [
+        {
+            "pool": row.pool,
+            "project": row.project,
+            "model": row.model,
+            "metric": row.metric,
+            "limit": row.limit,
+            "source": row.source,
+            "learnt_at": iso_utc(row.learnt_at_ms),
+            "used": row.used,
+            "replica_share": row.replica_share,
+            "remaining": row.remaining,
+            "resets_at": iso_utc(row.resets_at_ms),
+        }
+        for row in rows
+    ]
 
 
 def usage_rows_json(rows: Any) -> list[dict[str, Any]]:

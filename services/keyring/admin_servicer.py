@@ -42,6 +42,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self._keys = administration.keys
         self._tokens = administration.tokens
         self._sessions = administration.sessions
+        self._desk = keyring.desk
 
     async def _audit(self, context: grpc.aio.ServicerContext, action: str, target: str, detail: str = "") -> None:
         actor = self._authorization.actor(context)
@@ -251,6 +252,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 for token_id, (pool, figures) in sorted(summary.tokens.items())
             ],
             pools=[convert.usage_row(pool, pool, figures) for pool, figures in sorted(summary.pools.items())],
+        )
+
+    @domain_errors
+    async def ListQuotas(
+        self, request: pb.ListQuotasRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListQuotasResponse:
+        if request.pool:
+            self._pools.get_pool(request.pool)
+        return pb.ListQuotasResponse(
+            quotas=[convert.quota_row_to_pb(row) for row in self._desk.quota_rows(request.pool, request.project)]
         )
 
     @domain_errors

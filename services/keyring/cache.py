@@ -26,8 +26,18 @@ from collections.abc import Callable
 import orjson
 
 from .codec import Layout, Record, decode
-from .domain.decisions import Decision, PendingDecisions, merge_cooldown, merge_health
-from .domain.models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, Pool, UpstreamKey
+from .domain.decisions import Decision, PendingDecisions, merge_cooldown, merge_health, merge_limit
+from .domain.models import (
+    Affinity,
+    ClientToken,
+    Cooldown,
+    CooldownId,
+    CooldownScope,
+    LimitId,
+    Pool,
+    QuotaLimit,
+    UpstreamKey,
+)
 from .domain.view import KeyringView
 from .store import Snapshot, Store, StoreUnavailable, WatchCompacted
 
@@ -100,6 +110,9 @@ class StateCache:
         for cooldown in self.pending.orphan_cooldowns():
             if cooldown.id not in self.view.cooldowns:
                 self.view.put_cooldown(cooldown)
+        for limit in self.pending.orphan_limits():
+            if limit.id not in self.view.limits:
+                self.view.put_limit(limit)
         self.view.revision = snapshot.revision
         self.store_revision = max(self.store_revision, snapshot.revision)
 
@@ -155,6 +168,13 @@ class StateCache:
                 return False
             self.view.put_key(merged_key)
             return True
+        if isinstance(decided, QuotaLimit):
+            known = self.view.limits.get(decided.id)
+            merged_limit = merge_limit(known, decided)
+            if merged_limit is known:
+                return False
+            self.view.put_limit(merged_limit)
+            return True
         cooldown = self.view.cooldowns.get(decided.id)
         merged = merge_cooldown(cooldown, decided)
         if merged is cooldown:
@@ -163,7 +183,7 @@ class StateCache:
         return True
 
     def _put_in_view(self, record: Record) -> None:
-        if self.pending.entries and isinstance(record, (UpstreamKey, Cooldown)):
+        if self.pending.entries and isinstance(record, (UpstreamKey, Cooldown, QuotaLimit)):
             record = self.pending.overlay(record)
         if isinstance(record, Pool):
             self.view.put_pool(record)
@@ -175,6 +195,8 @@ class StateCache:
             self.view.put_cooldown(record)
         elif isinstance(record, Affinity):
             self.view.put_affinity(record)
+        elif isinstance(record, QuotaLimit):
+            self.view.put_limit(record)
 
     def forget(self, path: str) -> None:
         """The record at ``path`` is gone from the store (read fresh after a lost guard)."""
@@ -195,6 +217,13 @@ class StateCache:
                 self.view.put_cooldown(kept)
             else:
                 self.view.remove_cooldown(cooldown_id)
+        elif kind == "limits" and len(parts) == 3:
+            limit_id = LimitId(*parts)
+            pending = self.pending.get(limit_id)
+            if isinstance(pending, QuotaLimit):  # learnt here, not in the store (yet): it stays
+                self.view.put_limit(pending)
+            else:
+                self.view.remove_limit(limit_id)
         elif kind == "affinity" and len(parts) == 2:
             self.view.remove_affinity(parts[0], parts[1])
         elif kind == "members":

@@ -9,6 +9,7 @@
     {prefix}audit/{at_ms}-{random}              the audit log
     {prefix}sessions/{sha256 of a session id}  admin console sessions ended before their expiry
     {prefix}affinity/{pool}/{resource name}     who owns a project-bound resource (files/..., cachedContents/...)
+    {prefix}limits/{project}/{model}/{metric}   a quota limit a 429 told of (domain/limits.py)
 
 Names that may hold a slash (pools, resource names, cooldown subjects and
 models) are percent-encoded into one path segment.
@@ -36,15 +37,17 @@ from .domain.models import (
     CooldownScope,
     KeyState,
     LastError,
+    LimitId,
     Policy,
     Pool,
+    QuotaLimit,
     Strategy,
     TokenBudget,
     UpstreamKey,
 )
 
 DEFAULT_PREFIX = "/keyring/v1/"
-Record = Pool | UpstreamKey | ClientToken | Cooldown | Affinity
+Record = Pool | UpstreamKey | ClientToken | Cooldown | Affinity | QuotaLimit
 
 
 class Layout:
@@ -78,6 +81,10 @@ class Layout:
     def affinity(self, pool: str, name: str) -> str:
         return f"{self.prefix}affinity/{quote(pool, safe='')}/{quote(name, safe='')}"
 
+    def limit(self, limit_id: LimitId) -> str:
+        parts = (limit_id.project, limit_id.model, limit_id.metric)
+        return f"{self.prefix}limits/" + "/".join(quote(part, safe="") for part in parts)
+
     def member(self, replica_id: str) -> str:
         return f"{self.prefix}members/{replica_id}"
 
@@ -90,6 +97,8 @@ class Layout:
             return self.token(record.token_id)
         if isinstance(record, Affinity):
             return self.affinity(record.pool, record.name)
+        if isinstance(record, QuotaLimit):
+            return self.limit(record.id)
         return self.cooldown(record.id)
 
     def kind_of(self, path: str) -> tuple[str, list[str]]:
@@ -106,6 +115,8 @@ def encode(record: Record) -> bytes:
         fields["policy"] = dataclasses.asdict(record.policy)
     if isinstance(record, UpstreamKey) and record.last_error is not None:
         fields["last_error"] = dataclasses.asdict(record.last_error)
+    if isinstance(record, QuotaLimit):
+        fields["id"] = dataclasses.asdict(record.id)
     if isinstance(record, Cooldown):
         fields["id"] = {"scope": record.id.scope.value, "subject": record.id.subject, "model": record.id.model}
     return orjson.dumps(fields)
@@ -166,6 +177,18 @@ def decode_cooldown(data: dict[str, Any], revision: int) -> Cooldown:
     )
 
 
+def decode_limit(data: dict[str, Any], revision: int) -> QuotaLimit:
+    return QuotaLimit(
+        id=LimitId(**data["id"]),
+        limit=int(data["limit"]),
+        learnt_at=data.get("learnt_at", 0.0),
+        quota_id=data.get("quota_id", ""),
+        revision=revision,
+        decision=data.get("decision", ""),
+        decided_at=data.get("decided_at", 0.0),
+    )
+
+
 def decode_affinity(data: dict[str, Any], revision: int) -> Affinity:
     return Affinity(
         name=data["name"],
@@ -184,6 +207,7 @@ DECODERS: dict[str, Callable[[dict[str, Any], int], Record]] = {
     "tokens": decode_token,
     "cooldowns": decode_cooldown,
     "affinity": decode_affinity,
+    "limits": decode_limit,
 }
 
 

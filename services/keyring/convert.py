@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from .administration.inputs import AddResult, KeyFilter, KeyInput, PoolChanges
+from .domain.limits import QuotaRow
 from .domain.models import (
     ClientToken,
     Cooldown,
@@ -53,6 +54,9 @@ _POLICY_FIELDS = {
     "requests_per_minute": "requests_per_minute",
     "lease_ttl_ms": "lease_ttl_s",
     "suspend_ms": "suspend_s",
+    "quota_requests_per_minute": "quota_requests_per_minute",
+    "quota_requests_per_day": "quota_requests_per_day",
+    "quota_input_tokens_per_minute": "quota_input_tokens_per_minute",
 }
 
 
@@ -227,6 +231,22 @@ def budgets_from_pb(messages: Iterable[pb.TokenBudget]) -> tuple[TokenBudget, ..
             tokens_per_day=message.tokens_per_day,
         )
         for message in messages
+    )
+
+
+def quota_row_to_pb(row: QuotaRow) -> pb.QuotaRow:
+    return pb.QuotaRow(
+        pool=row.pool,
+        project=row.project,
+        model=row.model,
+        metric=row.metric.value,
+        limit=row.limit,
+        source=row.source,
+        learnt_at_ms=ms(row.learnt_at),
+        used=row.used,
+        replica_share=row.share,
+        remaining=row.remaining,
+        resets_at_ms=ms(row.resets_at),
     )
 
 

@@ -48,6 +48,8 @@ from .domain.decisions import Decision
 from .domain.errors import FailedPrecondition, KeyringError, NotReady
 from .domain.lease_ids import LeaseSigner, granting_instance
 from .domain.leasing import LeaseBook
+from .domain.limits import QuotaRow, quota_rows
+from .domain.limits import learnt as learnt_limits
 from .domain.models import Outcome, Policy, Transport, UpstreamKey
 from .domain.policy import is_routine_success, judge
 from .domain.usage import RecentIds, UsageCounter
@@ -96,6 +98,7 @@ class LeaseDesk:
         self.observer = Observer()
         self.accepting = False  # new leases are refused until the replica serves
         self._view = cache.view
+        self._replica_count = cache.replica_count
         self._layout = cache.layout
         self._last_used = cache.last_used
         self._writer = writer
@@ -206,6 +209,8 @@ class LeaseDesk:
                 self._last_used[token_id] = now
                 if lease is not None:  # the granting replica spends the token's budget share
                     self.allocator.spend_tokens(token_id, model, outcome.input_tokens + outcome.output_tokens, now)
+            if lease is not None and outcome.input_tokens:  # the tokens-per-minute use of the project (limits.py)
+                self.allocator.quotas.add(key.project, model, now, input_tokens=outcome.input_tokens)
             held_s = now - lease.granted_at if lease is not None else outcome.latency_s
             self.observer.lease_released(key.pool, key_id, held_s, failed)
         return lease is not None, key_id, model
@@ -266,6 +271,8 @@ class LeaseDesk:
                 self.observer.cooldown_started(verdict.cooldown.reason.value)
         if verdict.key is not None:
             decided.append(dataclasses.replace(verdict.key, health_id=lease_id, health_at=stamp))
+        for limit in learnt_limits(outcome, key.project, model, self._clock(), self._view.limits):
+            decided.append(dataclasses.replace(limit, decision=lease_id, decided_at=stamp))
         if decided:
             self.decisions.decide(decided, own=own)
 
@@ -276,6 +283,14 @@ class LeaseDesk:
             return False
         self.learn(lease_id, key_id, model, outcome, own=False)
         return True
+
+    def quota_rows(self, pool: str = "", project: str = "") -> list[QuotaRow]:
+        """Every known quota limit of the projects' keys, with this replica's use in the current window."""
+        view = self._view
+        return quota_rows(
+            view.pools, view.keys.values(), view.limits, self.allocator.quotas, self._replica_count(), self._clock(),
+            pool, project,
+        )  # fmt: skip
 
     def stamp(self) -> float:
         """A decision's time: the clock, strictly increasing on this replica."""

@@ -148,6 +148,9 @@ class LeaseCollector(Collector):
         yield held
 
 
+MAX_QUOTA_SERIES = 1000  # rows of the quota gauges at most (label cardinality)
+
+
 class ViewCollector(Collector):
     def __init__(self, cache: StateCache, desk: LeaseDesk) -> None:
         self._cache = cache
@@ -178,6 +181,7 @@ class ViewCollector(Collector):
         for pool in view.pools:
             affinity.add_metric([pool], bound.get(pool, 0))
         yield affinity
+        yield from self._quotas()
         yield GaugeMetricFamily(
             "keyring_live_replicas", "Keyring replicas registered in etcd.", value=len(view.members)
         )
@@ -194,3 +198,35 @@ class ViewCollector(Collector):
             "Revisions the watch trails the newest one this replica has seen (its own writes included).",
             value=self._cache.watch_lag,
         )
+
+    def _quotas(self) -> Iterator[GaugeMetricFamily]:
+        """keyring_quota_limit / keyring_quota_used per (pool, project, model, metric).
+
+        Bounded: a row exists only for a model the pool allows that a 429
+        named or this replica leased (domain/limits.quota_rows), and at most
+        ``MAX_QUOTA_SERIES`` rows are exported.
+        """
+        labels = ["pool", "project", "model", "metric"]
+        limit = GaugeMetricFamily(
+            "keyring_quota_limit",
+            "Quota limits per project, model and metric (learnt from 429s or the pool's).",
+            labels=labels,
+        )
+        used = GaugeMetricFamily(
+            "keyring_quota_used",
+            "This replica's use of each quota in its current window (a per-day one: since Pacific midnight).",
+            labels=labels,
+        )
+        ratio = GaugeMetricFamily(
+            "keyring_quota_used_ratio",
+            "This replica's use of each quota over its share of the limit (1: spent until the window resets).",
+            labels=labels,
+        )
+        for row in self._desk.quota_rows()[:MAX_QUOTA_SERIES]:
+            values = [row.pool, row.project, row.model, row.metric.value]
+            limit.add_metric(values, row.limit)
+            used.add_metric(values, row.used)
+            ratio.add_metric(values, row.used / row.share if row.share else 0.0)
+        yield limit
+        yield used
+        yield ratio

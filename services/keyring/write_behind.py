@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from .cache import StateCache
 from .domain.decisions import Decision, Subject, subject_of
 from .domain.errors import Conflict, NotReady
-from .domain.models import CooldownId
+from .domain.models import CooldownId, LimitId
 from .writer import Change, StateWriter
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,8 @@ class WriteBehind:
         """The view's record of a pending subject (stored record and pending decisions merged), guarded."""
         if isinstance(subject, CooldownId):
             record: Decision | None = self._view.cooldowns.get(subject) or self._pending.get(subject)
+        elif isinstance(subject, LimitId):
+            record = self._view.limits.get(subject) or self._pending.get(subject)
         else:
             record = self._view.keys.get(subject)
         if record is None:  # the key is gone: its health goes with it

@@ -51,6 +51,8 @@ KNOWN_METRICS = {
     "keyring_keys",
     "keyring_live_replicas",
     "keyring_etcd_errors_total",
+    "keyring_quota_limit",
+    "keyring_quota_used",
     "edge_requests_total",
     "edge_request_duration_seconds_bucket",
 }
@@ -58,6 +60,7 @@ PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless",
     "rate", "irate", "increase", "delta", "absent", "histogram_quantile", "le", "offset", "bool",
 }  # fmt: skip
+LABELS = {"pool", "route", "operation", "project", "model", "metric"}
 OWN_SERVICES = ("keyring", "edge", "admin")
 
 
@@ -311,7 +314,7 @@ def test_monitoring_matches_compose_rules_and_services(overlay: str) -> None:
     for group in compose_rules["groups"]:
         for rule in group["rules"]:
             expr = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', "", rule["expr"])
-            names = set(re.findall(r"[a-z_][a-z0-9_]*", expr)) - PROMQL_WORDS - {"pool", "route", "operation"}
+            names = set(re.findall(r"[a-z_][a-z0-9_]*", expr)) - PROMQL_WORDS - LABELS
             assert names <= KNOWN_METRICS, f"{rule['alert']} uses unknown names {names - KNOWN_METRICS}"
     services = find(manifests, "Service")
     for monitor in find(manifests, "ServiceMonitor"):

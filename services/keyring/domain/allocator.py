@@ -24,6 +24,7 @@ from .budgets import BudgetMeter
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
 from .leasing import LeaseBook, LeaseRecord, SlidingWindow, share
+from .limits import QuotaCounter
 from .models import ClientToken, KeyState, Pool, UpstreamKey
 from .selection import Eligible, pick
 from .view import KeyringView
@@ -56,6 +57,8 @@ class Allocator:
         self._key_minutes = SlidingWindow(60.0)
         self._token_minutes = SlidingWindow(60.0)
         self.budgets = BudgetMeter()
+        # Requests and input tokens per (project, model) and window on this replica: pacing (domain/limits.py).
+        self.quotas = QuotaCounter()
 
     def authenticate(self, token_hash: str, now: float) -> tuple[ClientToken, Pool]:
         token = self.find_token(token_hash)
@@ -122,6 +125,7 @@ class Allocator:
         if token.budgets:
             self.budgets.add_request(token.token_id, model, now)
         self._key_minutes.add(key.key_id, now)
+        self.quotas.add(key.project, model, now, requests=1)
         lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
         return Grant(lease, key, pool)
 
@@ -148,11 +152,21 @@ class Allocator:
         cooldowns = self._view.cooldowns
         cap = share(pool.policy.max_in_flight, replicas)
         budget = share(pool.policy.requests_per_minute, replicas)
+        limits = self._view.limits
+        paced: dict[str, bool] = {}  # project -> spent (one look per project per acquire)
 
         def eligible(key_id: str) -> bool:
             key = keys[key_id]
             if key_id in exclude or not key.leasable_state(now):
                 return False
+            if key.project and limits:
+                spent = paced.get(key.project)
+                if spent is None:
+                    spent = paced[key.project] = bool(
+                        self.quotas.spent_until(key.project, model, limits, pool.policy, replicas, now)
+                    )
+                if spent:
+                    return False
             for subject in key.cooldown_subjects(model):
                 cooldown = cooldowns.get(subject)
                 if cooldown is not None and cooldown.until > now:
@@ -199,6 +213,8 @@ class Allocator:
                 if cooldown is not None:
                     frees = max(frees, cooldown.until)
             frees = max(frees, self._key_minutes.frees_at(key.key_id, budget, now))
+            spent = self.quotas.spent_until(key.project, model, self._view.limits, pool.policy, replicas, now)
+            frees = max(frees, spent)
             if frees <= now:  # blocked only by its in-flight cap
                 frees = now + _IN_FLIGHT_RETRY_S
             soonest = min(soonest, frees)

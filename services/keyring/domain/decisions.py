@@ -40,14 +40,28 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .models import Cooldown, CooldownId, KeyState, UpstreamKey
+from .models import Cooldown, CooldownId, KeyState, LimitId, QuotaLimit, UpstreamKey
 
-Decision = Cooldown | UpstreamKey
-Subject = CooldownId | str  # a cooldown's id, a key's id
+Decision = Cooldown | UpstreamKey | QuotaLimit
+Subject = CooldownId | LimitId | str  # a cooldown's id, a learnt limit's id, a key's id
 
 
 def subject_of(record: Decision) -> Subject:
-    return record.id if isinstance(record, Cooldown) else record.key_id
+    return record.key_id if isinstance(record, UpstreamKey) else record.id
+
+
+def merge_limit(current: QuotaLimit | None, decided: QuotaLimit) -> QuotaLimit:
+    """A learnt limit: the later learnt wins (ties: the later decision); the same decision stays."""
+    if current is None:
+        return decided
+    if current.decision and current.decision == decided.decision:
+        return current
+    if (decided.learnt_at, decided.decided_at) <= (current.learnt_at, current.decided_at):
+        return current
+    return QuotaLimit(
+        current.id, decided.limit, decided.learnt_at, decided.quota_id, current.revision, decided.decision,
+        decided.decided_at,
+    )  # fmt: skip
 
 
 def merge_cooldown(current: Cooldown | None, decided: Cooldown) -> Cooldown:
@@ -89,6 +103,9 @@ def merge(current: Decision | None, decided: Decision) -> Decision:
     if isinstance(decided, Cooldown):
         assert current is None or isinstance(current, Cooldown)
         return merge_cooldown(current, decided)
+    if isinstance(decided, QuotaLimit):
+        assert current is None or isinstance(current, QuotaLimit)
+        return merge_limit(current, decided)
     if current is None:
         return decided
     assert isinstance(current, UpstreamKey)
@@ -152,3 +169,7 @@ class PendingDecisions:
     def orphan_cooldowns(self) -> list[Cooldown]:
         """Pending cooldowns, to put back in a view rebuilt from a store that has none of them yet."""
         return [entry.record for entry in self.entries.values() if isinstance(entry.record, Cooldown)]
+
+    def orphan_limits(self) -> list[QuotaLimit]:
+        """Pending learnt limits, likewise."""
+        return [entry.record for entry in self.entries.values() if isinstance(entry.record, QuotaLimit)]

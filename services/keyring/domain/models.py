@@ -66,6 +66,10 @@ class Policy:
     # A cooldown's strike count is remembered this long after it ends, so a
     # key that keeps hitting 429 backs off 60 s, 120 s, 240 s...
     strike_memory_s: float = 3600.0
+    # An operator's limits per project and model (domain/limits.py); 0: the limit learnt from 429s counts.
+    quota_requests_per_minute: int = 0
+    quota_requests_per_day: int = 0
+    quota_input_tokens_per_minute: int = 0
 
     def with_overrides(self, **overrides: float | int) -> Policy:
         """Return a copy where every truthy override replaces the default."""
@@ -167,6 +171,26 @@ class Cooldown:
 
     def active(self, now: float) -> bool:
         return self.until > now
+
+
+@dataclass(frozen=True, slots=True)
+class LimitId:
+    project: str
+    model: str
+    metric: str  # limits.QuotaMetric's value
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimit:
+    """A limit a 429 told of (``domain/limits.py``): a decision like a cooldown, the later learnt wins."""
+
+    id: LimitId
+    limit: int
+    learnt_at: float = 0.0
+    quota_id: str = ""
+    revision: int = 0
+    decision: str = ""
+    decided_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

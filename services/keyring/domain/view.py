@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, Pool, UpstreamKey
+from .models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, LimitId, Pool, QuotaLimit, UpstreamKey
 from .selection import TierRing
 
 
@@ -23,6 +23,8 @@ class KeyringView:
         self.members: dict[str, bytes] = {}
         # Who owns each project-bound resource, by (pool, resource name); expired ones until collected.
         self.affinity: dict[tuple[str, str], Affinity] = {}
+        # Quota limits learnt from 429s (domain/limits.py), by (project, model, metric).
+        self.limits: dict[LimitId, QuotaLimit] = {}
         # Raw records nobody leases from: decoded only when asked for.
         self.usage: dict[str, bytes] = {}  # by store path: one replica's bucket
         self.audit: dict[str, bytes] = {}  # by store path: sorts by time
@@ -80,6 +82,12 @@ class KeyringView:
             self._cooldowns_by_subject[subject].pop(cooldown_id, None)
             if not self._cooldowns_by_subject[subject]:
                 del self._cooldowns_by_subject[subject]
+
+    def put_limit(self, record: QuotaLimit) -> None:
+        self.limits[record.id] = record
+
+    def remove_limit(self, limit_id: LimitId) -> None:
+        self.limits.pop(limit_id, None)
 
     def put_affinity(self, record: Affinity) -> None:
         self.affinity[(record.pool, record.name)] = record

@@ -223,7 +223,7 @@ class LeaseStreamResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("rate_limit_cooldown_ms", "rate_limit_max_cooldown_ms", "server_error_cooldown_ms", "server_error_max_cooldown_ms", "forbidden_threshold", "max_in_flight", "requests_per_minute", "lease_ttl_ms", "suspend_ms")
+    __slots__ = ("rate_limit_cooldown_ms", "rate_limit_max_cooldown_ms", "server_error_cooldown_ms", "server_error_max_cooldown_ms", "forbidden_threshold", "max_in_flight", "requests_per_minute", "lease_ttl_ms", "suspend_ms", "quota_requests_per_minute", "quota_requests_per_day", "quota_input_tokens_per_minute")
     RATE_LIMIT_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_MAX_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
     SERVER_ERROR_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +233,9 @@ class Policy(_message.Message):
     REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
     SUSPEND_MS_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_REQUESTS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_INPUT_TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     rate_limit_cooldown_ms: int
     rate_limit_max_cooldown_ms: int
     server_error_cooldown_ms: int
@@ -242,7 +245,10 @@ class Policy(_message.Message):
     requests_per_minute: int
     lease_ttl_ms: int
     suspend_ms: int
-    def __init__(self, rate_limit_cooldown_ms: _Optional[int] = ..., rate_limit_max_cooldown_ms: _Optional[int] = ..., server_error_cooldown_ms: _Optional[int] = ..., server_error_max_cooldown_ms: _Optional[int] = ..., forbidden_threshold: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., lease_ttl_ms: _Optional[int] = ..., suspend_ms: _Optional[int] = ...) -> None: ...
+    quota_requests_per_minute: int
+    quota_requests_per_day: int
+    quota_input_tokens_per_minute: int
+    def __init__(self, rate_limit_cooldown_ms: _Optional[int] = ..., rate_limit_max_cooldown_ms: _Optional[int] = ..., server_error_cooldown_ms: _Optional[int] = ..., server_error_max_cooldown_ms: _Optional[int] = ..., forbidden_threshold: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., lease_ttl_ms: _Optional[int] = ..., suspend_ms: _Optional[int] = ..., quota_requests_per_minute: _Optional[int] = ..., quota_requests_per_day: _Optional[int] = ..., quota_input_tokens_per_minute: _Optional[int] = ...) -> None: ...
 
 class Pool(_message.Message):
     __slots__ = ("name", "allowed_models", "strategy", "policy", "description", "created_at_ms")
@@ -473,6 +479,46 @@ class GetUsageResponse(_message.Message):
     tokens: _containers.RepeatedCompositeFieldContainer[UsageRow]
     pools: _containers.RepeatedCompositeFieldContainer[UsageRow]
     def __init__(self, window_s: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., tokens: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., pools: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+
+class ListQuotasRequest(_message.Message):
+    __slots__ = ("pool", "project")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    project: str
+    def __init__(self, pool: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
+
+class QuotaRow(_message.Message):
+    __slots__ = ("pool", "project", "model", "metric", "limit", "source", "learnt_at_ms", "used", "replica_share", "remaining", "resets_at_ms")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LEARNT_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_SHARE_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RESETS_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    project: str
+    model: str
+    metric: str
+    limit: int
+    source: str
+    learnt_at_ms: int
+    used: int
+    replica_share: int
+    remaining: int
+    resets_at_ms: int
+    def __init__(self, pool: _Optional[str] = ..., project: _Optional[str] = ..., model: _Optional[str] = ..., metric: _Optional[str] = ..., limit: _Optional[int] = ..., source: _Optional[str] = ..., learnt_at_ms: _Optional[int] = ..., used: _Optional[int] = ..., replica_share: _Optional[int] = ..., remaining: _Optional[int] = ..., resets_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListQuotasResponse(_message.Message):
+    __slots__ = ("quotas",)
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    quotas: _containers.RepeatedCompositeFieldContainer[QuotaRow]
+    def __init__(self, quotas: _Optional[_Iterable[_Union[QuotaRow, _Mapping]]] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
     __slots__ = ("at_ms", "actor", "action", "target", "detail")

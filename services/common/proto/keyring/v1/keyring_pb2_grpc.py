@@ -380,6 +380,11 @@ class AdminServiceStub:
                 request_serializer=keyring_dot_v1_dot_keyring__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=keyring_dot_v1_dot_keyring__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ListQuotas = channel.unary_unary(
+                '/keyring.v1.AdminService/ListQuotas',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.ListQuotasRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.ListQuotasResponse.FromString,
+                _registered_method=True)
         self.ListAudit = channel.unary_unary(
                 '/keyring.v1.AdminService/ListAudit',
                 request_serializer=keyring_dot_v1_dot_keyring__pb2.ListAuditRequest.SerializeToString,
@@ -524,6 +529,12 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQuotas(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAudit(self, request, context):
         """Every change made through this service, newest first, bounded.
         """
@@ -647,6 +658,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=keyring_dot_v1_dot_keyring__pb2.GetUsageRequest.FromString,
                     response_serializer=keyring_dot_v1_dot_keyring__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ListQuotas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuotas,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.ListQuotasRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.ListQuotasResponse.SerializeToString,
             ),
             'ListAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAudit,
@@ -1204,6 +1220,33 @@ class AdminService:
             '/keyring.v1.AdminService/GetUsage',
             keyring_dot_v1_dot_keyring__pb2.GetUsageRequest.SerializeToString,
             keyring_dot_v1_dot_keyring__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuotas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.AdminService/ListQuotas',
+            keyring_dot_v1_dot_keyring__pb2.ListQuotasRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.ListQuotasResponse.FromString,
             options,
             channel_credentials,
             insecure,
