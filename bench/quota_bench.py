@@ -1,0 +1,393 @@
+"""Quota intelligence under load (issue 14): how much of the projects' quota keyring spends, and at what cost in 429s.
+
+Starts the whole stack as subprocesses on 127.0.0.1 with mutual TLS (a local
+CA from services/devstack/certs.py): one etcd, two keyring replicas, one edge
+and the Gemini simulator (50 ms think time). One pool of 12 keys in 4
+projects (3 each, mapped in the simulator through ``POST /_sim/projects``)
+and a client token. The simulator enforces per-(project, model) limits
+(``POST /_sim/quotas``) and answers a refused request 429 with QuotaFailure
+but WITHOUT RetryInfo; keyring knows no limit in advance (no operator
+``quota_*`` policy): it has to learn them from the 429s and pace leases.
+
+A closed-loop aiohttp client (concurrency 8) posts ``generateContent`` to the
+edge for ``--seconds`` (default 90) per scenario; a client 429 is waited out
+(its Retry-After, at most 1 s) and the worker goes on. Two scenarios, each
+on its own model (so nothing learnt in one helps the other):
+
+  rpm   every project: 60 requests per minute; one small prompt
+  tpm   every project: 12,000 input tokens per minute, no request limit;
+        prompts of about 25, 200 and 800 tokens in turn (about 342 on average)
+
+Each scenario's load starts 0.2 s after a simulator window begins (windows are
+fixed and epoch-aligned, as in the simulator and in keyring), so the run is
+``--seconds`` from a window's start. The ceiling is what the simulator could
+admit over the run: the 4 projects' limits times the windows the run touches
+(``windows_touched``, partial last window included: a window's quota can be
+spent in a couple of seconds at this concurrency, so a partial window is a
+whole one's worth of ceiling). ``ceiling_pro_rata`` (limits x seconds /
+window) is printed too; it is the lenient reading (served may exceed it).
+For ``tpm`` the ceiling, and what is served, are input tokens (the
+``promptTokenCount`` the simulator reports on each 200).
+
+Figures per scenario (one JSON line each): seconds, windows_touched,
+ceiling, served (requests answered 200; for tpm also served_tokens),
+served_share_of_ceiling, upstream_calls (the simulator's per-key counts,
+this scenario's delta), upstream_429s (= upstream_calls - client 200s: the
+simulator fails nothing else here, a refused request consumes nothing, and
+every client 200 is exactly one admitted upstream call, even when the edge
+failed over from a 429), upstream_429_share, client_429s, other client
+errors, learnt limits (admin ListQuotas), the targets and ``meets_targets``.
+
+Acceptance targets (issue 14): served >= 95 % of the ceiling and upstream
+429s <= 0.5 % of upstream calls, in each scenario.
+
+``--window-s`` shortens the SIMULATOR's minute for a quick smoke run. Keyring
+counts its windows in fixed 60 s epoch minutes (services/keyring/domain/limits.py
+``window``), so with a shorter simulator window keyring paces a learnt limit
+per 60 s while the simulator frees it every ``window_s``: the served share
+then falls to about window_s / 60 by construction. Such a run exercises the
+stack end to end; its ``meets_targets`` says nothing (it is printed with
+``honest: false``). Only ``--window-s 60`` (the default) measures keyring.
+
+Only the processes this run started are stopped, by PID.
+
+    python bench/quota_bench.py [--seconds 90] [--window-s 60] [--only rpm,tpm] [--keep-logs DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from chaos_bench import Service, tls_env  # noqa: E402
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
+from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
+from services.common.tls import channel_credentials  # noqa: E402
+from services.devstack.certs import LocalCA  # noqa: E402
+from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
+from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
+from services.devstack.health import wait_until_serving  # noqa: E402
+from services.keyring.sealing import generate_kek  # noqa: E402
+
+POOL = "quota"
+PROJECTS = 4
+KEYS_PER_PROJECT = 3
+CONCURRENCY = 8
+THINK_S = 0.05
+REQUEST_TIMEOUT_S = 30.0
+CLIENT_429_WAIT_MAX_S = 1.0
+START_AFTER_BOUNDARY_S = 0.2
+RPM = 60
+TPM = 12_000
+TARGET_SERVED_SHARE = 0.95
+TARGET_UPSTREAM_429_SHARE = 0.005
+SMALL = "Say hello to the quota. "
+# About 25, 200 and 800 tokens as the simulator counts them (4 characters a token).
+SIZES = (100, 800, 3200)
+SCENARIOS = ("rpm", "tpm")
+
+
+def body(chars: int) -> bytes:
+    text = (SMALL * (chars // len(SMALL) + 1))[:chars]
+    return json.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]}).encode()
+
+
+@dataclass
+class Stack:
+    workdir: str
+    ca: LocalCA
+    etcd: EtcdServer
+    simulator: Service
+    sim_url: str = ""
+    edge_url: str = ""
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        self.replicas: list[Service] = []
+        self.keyring_ports: list[int] = []
+        self.edge: Service | None = None
+        self.key_projects: dict[str, str] = {}
+
+    def admin_channel(self, index: int = 0) -> grpc.aio.Channel:
+        address = f"127.0.0.1:{self.keyring_ports[index]}"
+        return grpc.aio.secure_channel(address, channel_credentials(self.ca.issue("keyring-admin").files))
+
+    def stop_all(self) -> None:
+        for service in [*([self.edge] if self.edge else []), *self.replicas, self.simulator]:
+            service.stop()
+        self.etcd.stop()
+
+
+async def start_stack(workdir: str) -> Stack:
+    ca = LocalCA(os.path.join(workdir, "tls"))
+    etcd = EtcdServer(
+        data_dir=os.path.join(workdir, "etcd"), port=free_port(), peer_port=free_port(), tls=ca.issue("etcd").files
+    )
+    simulator = Service("simulator", "services.simulator", {}, workdir, ["--port", str(free_port())])
+    stack = Stack(workdir, ca, etcd, simulator)
+    try:
+        await etcd.astart()
+        simulator.start()
+        stack.sim_url = await simulator.announced(r"simulator listening on (\S+)")
+        kek = generate_kek()
+        for name in ("a", "b"):
+            port = free_port()
+            stack.keyring_ports.append(port)
+            env = {
+                "KEYRING_KEK": kek,
+                "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
+                "KEYRING_HOST": "127.0.0.1",
+                "KEYRING_PORT": str(port),
+                "KEYRING_METRICS_HOST": "127.0.0.1",
+                "KEYRING_METRICS_PORT": str(free_port()),
+                "KEYRING_PREFIX": "/quota/",
+                "KEYRING_REPLICA_ID": f"replica-{name}",
+                "KEYRING_UPSTREAM_BASE_URL": stack.sim_url,
+                "KEYRING_RECHECK_INTERVAL_S": "0",
+                **tls_env("KEYRING_TLS", ca.issue("keyring")),
+                **tls_env("KEYRING_ETCD_TLS", ca.issue("keyring")),
+            }
+            stack.replicas.append(Service(f"keyring-{name}", "services.keyring", env, workdir))
+
+        async def start_replica(index: int) -> None:
+            replica = stack.replicas[index]
+            replica.start()
+            await replica.announced(r"keyring listening on (\S+)")
+            address = f"127.0.0.1:{stack.keyring_ports[index]}"
+            await wait_until_serving(address, 30, replica.still_alive, tls=ca.issue("keyring-edge").files)
+
+        await asyncio.gather(*(start_replica(i) for i in range(2)))
+        await seed(stack)
+        port = free_port()
+        env = {
+            "EDGE_HOST": "127.0.0.1",
+            "EDGE_PORT": str(port),
+            "EDGE_KEYRING_ADDRESSES": ",".join(f"127.0.0.1:{p}" for p in stack.keyring_ports),
+            "EDGE_UPSTREAM_BASE_URL": stack.sim_url,
+            **tls_env("EDGE_KEYRING_TLS", ca.issue("keyring-edge")),
+        }
+        stack.edge = Service("edge", "services.edge", env, workdir)
+        stack.edge.start()
+        await stack.edge.announced(r"edge listening on (\S+)")
+        stack.edge_url = f"http://127.0.0.1:{port}"
+    except BaseException:
+        stack.stop_all()
+        raise
+    return stack
+
+
+async def seed(stack: Stack) -> None:
+    async with stack.admin_channel() as channel:
+        admin = pb_grpc.AdminServiceStub(channel)
+        await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name=POOL, policy=pb.Policy())))
+        secrets = [fake_gemini_key(f"quota-{i}") for i in range(PROJECTS * KEYS_PER_PROJECT)]
+        stack.key_projects = {secret: f"proj-{i % PROJECTS}" for i, secret in enumerate(secrets)}
+        inputs = [pb.KeyInput(secret=s, project=p) for s, p in stack.key_projects.items()]
+        reply = await admin.AddKeys(pb.AddKeysRequest(pool=POOL, keys=inputs))
+        assert reply.added == len(secrets), reply.added
+        stack.token = (await admin.CreateToken(pb.CreateTokenRequest(pool=POOL, name="quota"))).token
+
+
+async def sim_post(stack: Stack, http: aiohttp.ClientSession, path: str, data: dict[str, Any]) -> Any:
+    async with http.post(f"{stack.sim_url}{path}", json=data) as reply:
+        reply.raise_for_status()
+        return await reply.json()
+
+
+async def sim_counts(stack: Stack, http: aiohttp.ClientSession) -> dict[str, int]:
+    async with http.get(f"{stack.sim_url}/_sim/counts") as reply:
+        counts: dict[str, int] = (await reply.json())["counts"]
+    return counts
+
+
+async def learnt_limits(stack: Stack, model: str) -> list[dict[str, Any]] | str:
+    """What keyring says it knows of ``model``'s limits (ListQuotas), or why it could not say."""
+    try:
+        async with stack.admin_channel() as channel:
+            reply = await pb_grpc.AdminServiceStub(channel).ListQuotas(pb.ListQuotasRequest(pool=POOL), timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        return f"ListQuotas failed: {exc}"
+    rows = []
+    for row in reply.quotas:
+        if row.model == model:
+            rows.append({"project": row.project, "metric": row.metric, "limit": row.limit, "source": row.source})
+    return rows
+
+
+class Load:
+    """``CONCURRENCY`` closed-loop workers posting to the edge until stopped."""
+
+    def __init__(self, stack: Stack, http: aiohttp.ClientSession, model: str, bodies: list[bytes]) -> None:
+        self.stack, self.http, self.bodies = stack, http, bodies
+        self.url = f"{stack.edge_url}/v1beta/models/{model}:generateContent"
+        self.headers = {"x-goog-api-key": stack.token, "Content-Type": "application/json"}
+        self.statuses: Counter[str] = Counter()
+        self.served_tokens = 0
+        self._turn = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(CONCURRENCY)]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    async def _worker(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        while not self._stop.is_set():
+            self._turn += 1
+            data = self.bodies[self._turn % len(self.bodies)]
+            wait = 0.0
+            try:
+                async with self.http.post(self.url, data=data, headers=self.headers, timeout=timeout) as reply:
+                    payload = await reply.read()
+                    status = str(reply.status)
+                    if reply.status == 200:
+                        usage = json.loads(payload).get("usageMetadata", {})
+                        self.served_tokens += int(usage.get("promptTokenCount", 0))
+                    elif reply.status == 429:
+                        try:
+                            wait = float(reply.headers.get("Retry-After", "1"))
+                        except ValueError:
+                            wait = 1.0
+            except TimeoutError:
+                status = "timeout"
+            except aiohttp.ClientError:
+                status = "connection"
+            self.statuses[status] += 1
+            if wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), min(max(wait, 0.05), CLIENT_429_WAIT_MAX_S))
+
+
+async def run_scenario(
+    stack: Stack, http: aiohttp.ClientSession, name: str, seconds: float, window_s: float
+) -> dict[str, Any]:
+    model = f"gemini-2.5-flash-quota-{name}"
+    rule: dict[str, Any] = {"model": model, "retry_info": False}
+    if name == "rpm":
+        rule["rpm"] = RPM
+        bodies, unit, limit = [body(len(SMALL))], "requests", RPM
+    else:
+        rule["tpm"] = TPM
+        bodies, unit, limit = [body(chars) for chars in SIZES], "input_tokens", TPM
+    await sim_post(stack, http, "/_sim/quotas", rule)
+    counts_before = await sim_counts(stack, http)
+    # Start just after a simulator window begins (its windows are epoch-aligned, like keyring's minute).
+    now = time.time()
+    await asyncio.sleep((math.floor(now / window_s) + 1) * window_s - now + START_AFTER_BOUNDARY_S)
+    load = Load(stack, http, model, bodies)
+    began = time.time()
+    load.start()
+    await asyncio.sleep(seconds)
+    await load.stop()
+    ended = time.time()
+    await asyncio.sleep(0.5)
+    counts_after = await sim_counts(stack, http)
+    upstream = sum(counts_after.get(s, 0) - counts_before.get(s, 0) for s in stack.key_projects)
+    windows_touched = math.floor(ended / window_s) - math.floor(began / window_s) + 1
+    elapsed = ended - began
+    ceiling = PROJECTS * limit * windows_touched
+    ceiling_pro_rata = PROJECTS * limit * elapsed / window_s
+    ok = load.statuses.get("200", 0)
+    served = ok if name == "rpm" else load.served_tokens
+    upstream_429s = max(0, upstream - ok)
+    share_served = served / ceiling if ceiling else 0.0
+    share_429 = upstream_429s / upstream if upstream else 0.0
+    result: dict[str, Any] = {
+        "scenario": name,
+        "model": model,
+        "limit_per_project": {unit + "_per_window": limit, "retry_info": False},
+        "projects": PROJECTS,
+        "keys_per_project": KEYS_PER_PROJECT,
+        "concurrency": CONCURRENCY,
+        "window_s": window_s,
+        "honest": window_s == 60,
+        "seconds": round(elapsed, 1),
+        "windows_touched": windows_touched,
+        "ceiling_unit": unit,
+        "ceiling": ceiling,
+        "ceiling_pro_rata": round(ceiling_pro_rata, 1),
+        "served_requests": ok,
+        "served": served,
+        "served_share_of_ceiling": round(share_served, 4),
+        "served_share_of_pro_rata_ceiling": round(served / ceiling_pro_rata, 4) if ceiling_pro_rata else None,
+        "upstream_calls": upstream,
+        "upstream_429s": upstream_429s,
+        "upstream_429_share": round(share_429, 4),
+        "client_429s": load.statuses.get("429", 0),
+        "client_other_errors": {s: n for s, n in sorted(load.statuses.items()) if s not in ("200", "429")},
+        "learnt_limits": await learnt_limits(stack, model),
+        "targets": {
+            "served_share_of_ceiling_min": TARGET_SERVED_SHARE,
+            "upstream_429_share_max": TARGET_UPSTREAM_429_SHARE,
+        },
+    }
+    result["meets_targets"] = share_served >= TARGET_SERVED_SHARE and share_429 <= TARGET_UPSTREAM_429_SHARE
+    return result
+
+
+async def main_async(options: argparse.Namespace) -> int:
+    chosen = options.only.split(",") if options.only else list(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if not 0 < options.seconds <= 3600 or not 0 < options.window_s <= 60:
+        raise SystemExit("--seconds must be in (0, 3600] and --window-s in (0, 60]")
+    workdir = tempfile.mkdtemp(prefix="quota-bench-")
+    try:
+        stack = await start_stack(workdir)
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+                await sim_post(stack, http, "/_sim/config", {"default_delay_s": THINK_S})
+                await sim_post(stack, http, "/_sim/projects", {"projects": stack.key_projects})
+                await sim_post(stack, http, "/_sim/quotas", {"clear": True, "window_s": options.window_s})
+                for name in SCENARIOS:
+                    if name in chosen:
+                        result = await run_scenario(stack, http, name, options.seconds, options.window_s)
+                        print(json.dumps(result), flush=True)
+        finally:
+            stack.stop_all()
+    finally:
+        if options.keep_logs:
+            shutil.copytree(workdir, options.keep_logs, dirs_exist_ok=True, ignore=shutil.ignore_patterns("etcd"))
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=90.0, help="load per scenario (default 90)")
+    parser.add_argument(
+        "--window-s", type=float, default=60.0, help="the simulator's quota window (default 60; shorter: smoke only)"
+    )
+    parser.add_argument("--only", default="", help="comma-separated scenarios: " + ", ".join(SCENARIOS))
+    parser.add_argument("--keep-logs", default="", metavar="DIR", help="copy the services' logs there")
+    options = parser.parse_args()
+    sys.exit(asyncio.run(main_async(options)))
+
+
+if __name__ == "__main__":
+    main()
