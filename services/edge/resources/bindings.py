@@ -52,14 +52,15 @@ def ttl_until(timestamp: object, default_s: float, now: float | None = None) -> 
     return max(1.0, when - (time.time() if now is None else now))
 
 
-def _named(name: object, kind: str) -> str | None:
+def _named(name: object, *kinds: str) -> str | None:
+    """``name`` as a valid resource name of one of ``kinds`` (an item, no action), else None."""
     if not isinstance(name, str):
         return None
     try:
         path = wire.resource_path(f"/v1beta/{name}")
     except wire.MalformedPath:
         return None
-    return path.name if path.kind == kind and path.id and not path.action else None
+    return path.name if path.kind in kinds and path.id and not path.action else None
 
 
 def created_file(body: bytes, response: web.StreamResponse) -> Settlement:
@@ -84,16 +85,10 @@ def cache(body: bytes, response: web.StreamResponse) -> Settlement:
 
 def created_job(body: bytes, response: web.StreamResponse) -> Settlement:
     """``batchGenerateContent`` (``batches/{id}``) or ``predictLongRunning`` (``models/{m}/operations/{id}``)."""
-    name = _object(body).get("name")
-    if not isinstance(name, str):
+    name = _named(_object(body).get("name"), "batches", "operations")
+    if name is None:
         return NOTHING
-    try:
-        path = wire.resource_path(f"/v1beta/{name}")
-    except wire.MalformedPath:
-        return NOTHING
-    if path.kind not in ("batches", "operations") or not path.id or path.action:
-        return NOTHING
-    return Settlement(bind=(Binding(path.name, JOB_TTL_S),))
+    return Settlement(bind=(Binding(name, JOB_TTL_S),))
 
 
 def job_results(body: bytes, response: web.StreamResponse) -> Settlement:
