@@ -7,7 +7,7 @@ import random
 from services.common.naming import token_hash
 from services.keyring.domain.allocator import Allocator
 from services.keyring.domain.leasing import LeaseBook
-from services.keyring.domain.models import ClientToken, Policy, Pool, Strategy, UpstreamKey
+from services.keyring.domain.models import ClientToken, Outcome, Policy, Pool, Strategy, UpstreamKey
 from services.keyring.domain.view import KeyringView
 
 TOKEN = "kr-test-token"
@@ -43,3 +43,25 @@ class World:
         grant = self.allocator.acquire(TOKEN_HASH, model, exclude, now)
         self.allocator.release(grant.lease.lease_id)
         return grant.key.key_id
+
+
+# Fakes for the keyring rooms on MemoryStore: a clock tests move, a checker that answers as told.
+class FakeClock:
+    def __init__(self, now: float = 1_750_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeChecker:
+    """Answers every check with ``answer``."""
+
+    def __init__(self) -> None:
+        self.answer = Outcome(200)
+
+    async def check(self, secret: str) -> Outcome:
+        return self.answer
+
+    async def close(self) -> None:
+        pass

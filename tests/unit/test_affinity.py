@@ -20,25 +20,11 @@ from services.keyring.domain.models import KeyState, Outcome, Policy, Pool
 from services.keyring.sealing import SecretBox, generate_kek
 from services.keyring.store import MemoryStore
 
+from .builders import FakeChecker, FakeClock
+
 MODEL = "gemini-3.5-flash"
 RATE_LIMITED = Outcome(429, error_status="RESOURCE_EXHAUSTED", retry_delay_s=30)
 DAY = 24 * 3600.0
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeChecker:
-    async def check(self, secret: str) -> Outcome:
-        return Outcome(200)
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -61,7 +47,7 @@ class World:
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    store, clock, box = MemoryStore(), FakeClock(), SecretBox.from_base64(generate_kek())
+    store, clock, box = MemoryStore(), FakeClock(1_800_000_000.0), SecretBox.from_base64(generate_kek())
     keyring = Keyring(store, box, FakeChecker(), replica_id="r1", janitor_interval_s=3600, clock=clock)
     await keyring.start(timeout_s=2)
     admin = Administration(keyring, key_pattern=GEMINI_KEY_PATTERN, max_keys_per_import=10)

@@ -21,30 +21,11 @@ from services.keyring.domain.policy import next_pacific_midnight
 from services.keyring.sealing import SecretBox, generate_kek
 from services.keyring.store import MemoryStore
 
+from .builders import FakeChecker, FakeClock
+
 MODEL = "gemini-2.5-flash"
 OTHER_MODEL = "gemini-2.5-pro"
 RATE_LIMITED = Outcome(429, error_status="RESOURCE_EXHAUSTED", retry_delay_s=30)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_750_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeChecker:
-    """Answers every check with ``answer``."""
-
-    def __init__(self) -> None:
-        self.answer = Outcome(200)
-
-    async def check(self, secret: str) -> Outcome:
-        return self.answer
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass

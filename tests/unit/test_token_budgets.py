@@ -20,7 +20,7 @@ from services.keyring.domain.models import ClientToken, KeyState, Outcome, Pool,
 from services.keyring.sealing import SecretBox, generate_kek
 from services.keyring.store import MemoryStore
 
-from .test_keyring_core import FakeChecker, FakeClock
+from .builders import FakeChecker, FakeClock
 
 MODEL = "gemini-2.5-flash"
 OTHER = "gemini-2.5-pro"

@@ -28,26 +28,12 @@ from services.keyring.domain.usage import BUCKET_S, Bucket
 from services.keyring.sealing import SecretBox, generate_kek
 from services.keyring.store import MemoryStore, Write
 
+from .builders import FakeChecker, FakeClock
+
 MODEL = "gemini-2.5-flash"
 PAIR = CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)
 RATE_LIMITED = Outcome(429, error_status="RESOURCE_EXHAUSTED", retry_delay_s=30)
 SERVER_ERROR = Outcome(500, error_status="INTERNAL")
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeChecker:
-    async def check(self, secret: str) -> Outcome:
-        return Outcome(200)
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass
