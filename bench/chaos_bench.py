@@ -157,9 +157,6 @@ QUICK = Timing(
 # -- processes -------------------------------------------------------------
 
 
-def tls_env(prefix: str, cert: Certificate) -> dict[str, str]:
-    files = {"CERT_FILE": cert.cert_file, "KEY_FILE": cert.key_file, "CA_FILE": cert.ca_file}
-    return {f"{prefix}_{name}": path for name, path in files.items()}
 
 
 class Service:
@@ -315,8 +312,8 @@ async def start_stack(workdir: str, timing: Timing) -> Stack:
                 "KEYRING_UPSTREAM_BASE_URL": stack.sim_url,
                 "KEYRING_RECHECK_INTERVAL_S": "0",
                 "KEYRING_SHUTDOWN_GRACE_S": str(timing.keyring_grace_s),
-                **tls_env("KEYRING_TLS", ca.issue("keyring")),
-                **tls_env("KEYRING_ETCD_TLS", ca.issue("keyring")),
+                **ca.issue("keyring").env("KEYRING_TLS"),
+                **ca.issue("keyring").env("KEYRING_ETCD_TLS"),
             }
             stack.replicas.append(Service(f"keyring-{name}", "services.keyring", env, workdir))
         await asyncio.gather(*(stack.start_replica(i) for i in range(2)))
@@ -329,7 +326,7 @@ async def start_stack(workdir: str, timing: Timing) -> Stack:
                 "EDGE_PORT": str(port),
                 "EDGE_KEYRING_ADDRESSES": addresses,
                 "EDGE_UPSTREAM_BASE_URL": stack.sim_url,
-                **tls_env("EDGE_KEYRING_TLS", ca.issue("keyring-edge")),
+                **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
             }
             stack.edges.append(Service(f"edge-{index + 1}", "services.edge", env, workdir))
             stack.edge_urls.append(f"http://127.0.0.1:{port}")

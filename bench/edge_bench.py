@@ -136,9 +136,6 @@ async def announced_url(process: subprocess.Popen[bytes], pattern: str, timeout_
     raise SystemExit(f"{process.args} did not announce itself in {timeout_s} s")
 
 
-def tls_env(prefix: str, cert: Certificate) -> dict[str, str]:
-    files = {"CERT_FILE": cert.cert_file, "KEY_FILE": cert.key_file, "CA_FILE": cert.ca_file}
-    return {f"{prefix}_{name}": path for name, path in files.items()}
 
 
 async def seed(address: str, keys: int, admin: Certificate) -> str:
@@ -293,8 +290,8 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
                     "KEYRING_HOST": "127.0.0.1",
                     "KEYRING_PORT": str(keyring_port),
                     "KEYRING_PREFIX": "/edge-bench/",
-                    **tls_env("KEYRING_TLS", ca.issue("keyring")),
-                    **tls_env("KEYRING_ETCD_TLS", ca.issue("keyring")),
+                    **ca.issue("keyring").env("KEYRING_TLS"),
+                    **ca.issue("keyring").env("KEYRING_ETCD_TLS"),
                 },
             )
             simulator = processes.start("simulator", "services.simulator", {}, ["--port", str(free_port())])
@@ -316,7 +313,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
                     "EDGE_PORT": str(free_port()),
                     "EDGE_KEYRING_ADDRESSES": f"127.0.0.1:{keyring_port}",
                     "EDGE_UPSTREAM_BASE_URL": sim_url,
-                    **tls_env("EDGE_KEYRING_TLS", ca.issue("keyring-edge")),
+                    **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
                 },
                 profile=options.profile_edge,
             )

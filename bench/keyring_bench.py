@@ -41,15 +41,12 @@ from services.keyring.sealing import generate_kek  # noqa: E402
 MODEL = "gemini-2.5-flash"
 
 
-def tls_env(prefix: str, cert: Certificate) -> dict[str, str]:
-    files = {"CERT_FILE": cert.cert_file, "KEY_FILE": cert.key_file, "CA_FILE": cert.ca_file}
-    return {f"{prefix}_{name}": path for name, path in files.items()}
 
 
 def start_keyring(etcd: EtcdServer, port: int, log_dir: str, cert: Certificate) -> subprocess.Popen[bytes]:
     env = {
-        **tls_env("KEYRING_TLS", cert),
-        **tls_env("KEYRING_ETCD_TLS", cert),
+        **cert.env("KEYRING_TLS"),
+        **cert.env("KEYRING_ETCD_TLS"),
         **os.environ,
         "KEYRING_KEK": generate_kek(),
         "KEYRING_ETCD_ENDPOINT": etcd.endpoint,

@@ -78,7 +78,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from chaos_bench import Service, tls_env  # noqa: E402
+from chaos_bench import Service  # noqa: E402
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
@@ -164,8 +164,8 @@ async def start_stack(workdir: str) -> Stack:
                 "KEYRING_REPLICA_ID": f"replica-{name}",
                 "KEYRING_UPSTREAM_BASE_URL": stack.sim_url,
                 "KEYRING_RECHECK_INTERVAL_S": "0",
-                **tls_env("KEYRING_TLS", ca.issue("keyring")),
-                **tls_env("KEYRING_ETCD_TLS", ca.issue("keyring")),
+                **ca.issue("keyring").env("KEYRING_TLS"),
+                **ca.issue("keyring").env("KEYRING_ETCD_TLS"),
             }
             stack.replicas.append(Service(f"keyring-{name}", "services.keyring", env, workdir))
 
@@ -184,7 +184,7 @@ async def start_stack(workdir: str) -> Stack:
             "EDGE_PORT": str(port),
             "EDGE_KEYRING_ADDRESSES": ",".join(f"127.0.0.1:{p}" for p in stack.keyring_ports),
             "EDGE_UPSTREAM_BASE_URL": stack.sim_url,
-            **tls_env("EDGE_KEYRING_TLS", ca.issue("keyring-edge")),
+            **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
         }
         stack.edge = Service("edge", "services.edge", env, workdir)
         stack.edge.start()

@@ -46,9 +46,7 @@ class Pki:
             ("EDGE_KEYRING_TLS", self.edge),
             ("ADMIN_KEYRING_TLS", self.admin),
         ):
-            env[f"{prefix}_CERT_FILE"] = cert.cert_file
-            env[f"{prefix}_KEY_FILE"] = cert.key_file
-            env[f"{prefix}_CA_FILE"] = cert.ca_file
+            env.update(cert.env(prefix))
         return env
 
 

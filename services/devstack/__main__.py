@@ -95,12 +95,6 @@ def local_certificates(var: Path) -> dict[str, Certificate]:
     return {name: ca.issue(name) for name in IDENTITIES}
 
 
-def tls_env(prefix: str, cert: Certificate) -> dict[str, str]:
-    return {
-        f"{prefix}_CERT_FILE": cert.cert_file,
-        f"{prefix}_KEY_FILE": cert.key_file,
-        f"{prefix}_CA_FILE": cert.ca_file,
-    }
 
 
 async def seed_demo(address: str, identity: Certificate) -> str:
@@ -265,8 +259,8 @@ def run(
             "KEYRING_PORT": str(options.keyring_port),
             "KEYRING_METRICS_HOST": "127.0.0.1",
             "KEYRING_UPSTREAM_BASE_URL": upstream,
-            **tls_env("KEYRING_TLS", certs["keyring"]),
-            **tls_env("KEYRING_ETCD_TLS", certs["keyring"]),
+            **certs["keyring"].env("KEYRING_TLS"),
+            **certs["keyring"].env("KEYRING_ETCD_TLS"),
         },
     )
     asyncio.run(wait_until_serving(keyring_address, still_alive=stack.check_alive, tls=certs["keyring-edge"].files))
@@ -278,7 +272,7 @@ def run(
             "EDGE_PORT": str(options.edge_port),
             "EDGE_KEYRING_ADDRESSES": keyring_address,
             "EDGE_UPSTREAM_BASE_URL": upstream,
-            **tls_env("EDGE_KEYRING_TLS", certs["keyring-edge"]),
+            **certs["keyring-edge"].env("EDGE_KEYRING_TLS"),
         },
     )
     edge_url = f"http://127.0.0.1:{options.edge_port}"
@@ -292,7 +286,7 @@ def run(
             "ADMIN_PORT": str(options.admin_port),
             "ADMIN_KEYRING_ADDRESSES": keyring_address,
             "ADMIN_ADMIN_TOKENS_FILE": tokens_file,
-            **tls_env("ADMIN_KEYRING_TLS", certs["keyring-admin"]),
+            **certs["keyring-admin"].env("ADMIN_KEYRING_TLS"),
         },
     )
     admin_url = f"http://127.0.0.1:{options.admin_port}"

@@ -58,6 +58,14 @@ class Certificate:
     def files(self) -> TLSFiles:
         return TLSFiles(self.cert_file, self.key_file, self.ca_file)
 
+    def env(self, prefix: str) -> dict[str, str]:
+        """The variables a service's settings read these files from (``{prefix}_CERT_FILE``, ``_KEY_FILE``...)."""
+        return {
+            f"{prefix}_CERT_FILE": self.cert_file,
+            f"{prefix}_KEY_FILE": self.key_file,
+            f"{prefix}_CA_FILE": self.ca_file,
+        }
+
 
 def _write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
