@@ -129,20 +129,22 @@ class QuotaViolation(_message.Message):
     def __init__(self, quota_id: _Optional[str] = ..., quota_metric: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., quota_value: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind")
+    __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind", "counted_epoch")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BIND_FIELD_NUMBER: _ClassVar[int]
     UNBIND_FIELD_NUMBER: _ClassVar[int]
+    COUNTED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     outcome: Outcome
     key_id: str
     model: str
     bind: _containers.RepeatedCompositeFieldContainer[ResourceBinding]
     unbind: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., bind: _Optional[_Iterable[_Union[ResourceBinding, _Mapping]]] = ..., unbind: _Optional[_Iterable[str]] = ...) -> None: ...
+    counted_epoch: int
+    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., bind: _Optional[_Iterable[_Union[ResourceBinding, _Mapping]]] = ..., unbind: _Optional[_Iterable[str]] = ..., counted_epoch: _Optional[int] = ...) -> None: ...
 
 class ResourceBinding(_message.Message):
     __slots__ = ("name", "ttl_ms")
@@ -153,10 +155,12 @@ class ResourceBinding(_message.Message):
     def __init__(self, name: _Optional[str] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
-    __slots__ = ("known",)
+    __slots__ = ("known", "counted_epoch")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
+    COUNTED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     known: bool
-    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+    counted_epoch: int
+    def __init__(self, known: _Optional[bool] = ..., counted_epoch: _Optional[int] = ...) -> None: ...
 
 class CheckTokenRequest(_message.Message):
     __slots__ = ("token_hash",)
@@ -217,10 +221,12 @@ class LeaseStreamRequest(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[LeaseCall, _Mapping]]] = ...) -> None: ...
 
 class LeaseStreamResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "durable_epoch")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[LeaseResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ...) -> None: ...
+    durable_epoch: int
+    def __init__(self, results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ..., durable_epoch: _Optional[int] = ...) -> None: ...
 
 class Policy(_message.Message):
     __slots__ = ("rate_limit_cooldown_ms", "rate_limit_max_cooldown_ms", "server_error_cooldown_ms", "server_error_max_cooldown_ms", "forbidden_threshold", "max_in_flight", "requests_per_minute", "lease_ttl_ms", "suspend_ms", "quota_requests_per_minute", "quota_requests_per_day", "quota_input_tokens_per_minute")
