@@ -307,7 +307,9 @@ _TEXT_FIELDS: Final = frozenset({"text", "content"})
 def estimate_input_tokens(body: bytes | None) -> int:
     """A request's input tokens, roughly: the UTF-8 bytes of its text parts / 4 (0 when unreadable).
 
-    Computed only for a 429 with quota violations (never on the hot path), so
+    Computed once per request about a model (``forwarding.forward``) and sent
+    at Acquire, so keyring reserves it in the leased project's tokens-per-minute
+    count (pacing); and for a 429 with quota violations, so
     ``answers.classify`` can tell a request larger than a tokens-per-minute
     limit (the client's fault) from a spent window. Images and files are not
     counted: the estimate errs low, so a request is blamed only when its text

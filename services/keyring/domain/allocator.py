@@ -31,6 +31,8 @@ from .view import KeyringView
 
 # When only in-flight caps block, a slot usually frees within this long.
 _IN_FLIGHT_RETRY_S = 1.0
+# A project's pacing for one call (``Allocator._pacing``).
+_FITS, _SPENT, _TOO_LARGE = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,9 @@ class Allocator:
         now: float,
         affinity: Sequence[str] = (),
         exclude_projects: Collection[str] = (),
+        input_tokens: int = 0,
     ) -> Grant:
+        """A lease; ``input_tokens``: the estimate of the call's input (0: unknown), for tokens-per-minute pacing."""
         token, pool = self.authenticate(token_hash, now)
         if not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
@@ -118,15 +122,15 @@ class Allocator:
                     spent.resets_at - now,
                     pool.name,
                 )
-        key = self._choose(pool, model, exclude, replicas, now, owner, only)
+        key = self._choose(pool, model, exclude, replicas, now, owner, only, input_tokens)
         if key is None:
-            raise self._nothing_eligible(pool, model, replicas, now, only)
+            raise self._nothing_eligible(pool, model, replicas, now, only, input_tokens)
         self._token_minutes.add(token.token_id, now)
         if token.budgets:
             self.budgets.add_request(token.token_id, model, now)
         self._key_minutes.add(key.key_id, now)
-        self.quotas.add(key.project, model, now, requests=1)
         lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
+        self.quotas.reserve(lease.lease_id, key.project, model, now, input_tokens)
         return Grant(lease, key, pool)
 
     def release(self, lease_id: str) -> LeaseRecord | None:
@@ -147,25 +151,32 @@ class Allocator:
         now: float,
         owner: Owner | None = None,
         only: KeyFilter | None = None,
+        input_tokens: int = 0,
     ) -> UpstreamKey | None:
+        """The key to lease, or None.
+
+        A project whose known tokens-per-minute limit the call's input alone
+        exceeds (``QuotaCounter.too_large``) is passed over while another
+        can take the call, and leased only when none can (the upstream then
+        blames the request).
+        """
         keys = self._view.keys
         cooldowns = self._view.cooldowns
         cap = share(pool.policy.max_in_flight, replicas)
         budget = share(pool.policy.requests_per_minute, replicas)
         limits = self._view.limits
-        paced: dict[str, bool] = {}  # project -> spent (one look per project per acquire)
+        paced: dict[str, int] = {}  # project -> _FITS, _SPENT or _TOO_LARGE (one look per project per acquire)
+        lenient = False  # the second pass: projects too small for the call count as fitting
 
         def eligible(key_id: str) -> bool:
             key = keys[key_id]
             if key_id in exclude or not key.leasable_state(now):
                 return False
             if key.project and limits:
-                spent = paced.get(key.project)
-                if spent is None:
-                    spent = paced[key.project] = bool(
-                        self.quotas.spent_until(key.project, model, limits, pool.policy, replicas, now)
-                    )
-                if spent:
+                state = paced.get(key.project)
+                if state is None:
+                    state = paced[key.project] = self._pacing(key.project, model, pool, replicas, now, input_tokens)
+                if state == _SPENT or (state == _TOO_LARGE and not lenient):
                     return False
             for subject in key.cooldown_subjects(model):
                 cooldown = cooldowns.get(subject)
@@ -183,18 +194,34 @@ class Allocator:
                 return allowed(keys[key_id]) and eligible(key_id)
 
             choosable = restricted
+
+        def search() -> UpstreamKey | None:
             if owner is not None:
                 preferred = keys.get(owner.key_id)
                 if preferred is not None and preferred.pool == pool.name and choosable(owner.key_id):
                     return preferred
-        for ring in self._view.rings(pool.name):
-            key_id = pick(pool.strategy, ring, choosable, self._book.in_flight, self._rng)
-            if key_id is not None:
-                return keys[key_id]
-        return None
+            for ring in self._view.rings(pool.name):
+                key_id = pick(pool.strategy, ring, choosable, self._book.in_flight, self._rng)
+                if key_id is not None:
+                    return keys[key_id]
+            return None
+
+        found = search()
+        if found is None and _TOO_LARGE in paced.values():
+            lenient = True
+            found = search()
+        return found
+
+    def _pacing(self, project: str, model: str, pool: Pool, replicas: int, now: float, input_tokens: int) -> int:
+        limits = self._view.limits
+        if self.quotas.spent_until(project, model, limits, pool.policy, replicas, now, input_tokens):
+            return _SPENT
+        if self.quotas.too_large(project, model, limits, pool.policy, input_tokens):
+            return _TOO_LARGE
+        return _FITS
 
     def _nothing_eligible(
-        self, pool: Pool, model: str, replicas: int, now: float, only: KeyFilter | None = None
+        self, pool: Pool, model: str, replicas: int, now: float, only: KeyFilter | None = None, input_tokens: int = 0
     ) -> NoKeyAvailable:
         """Say when the soonest key frees up, so the caller can wait exactly that long.
 
@@ -213,7 +240,9 @@ class Allocator:
                 if cooldown is not None:
                     frees = max(frees, cooldown.until)
             frees = max(frees, self._key_minutes.frees_at(key.key_id, budget, now))
-            spent = self.quotas.spent_until(key.project, model, self._view.limits, pool.policy, replicas, now)
+            spent = self.quotas.spent_until(
+                key.project, model, self._view.limits, pool.policy, replicas, now, input_tokens
+            )
             frees = max(frees, spent)
             if frees <= now:  # blocked only by its in-flight cap
                 frees = now + _IN_FLIGHT_RETRY_S

@@ -12,6 +12,12 @@ An operator's value wins over a learnt one: the pool policy's
 ``quota_requests_per_minute`` / ``quota_requests_per_day`` /
 ``quota_input_tokens_per_minute`` (per project and model, 0: learn it).
 
+Pacing (``QuotaCounter``): each replica counts its own leases per (project,
+model) and window and leases up to its share of a known limit: requests at
+lease; input tokens reserved at lease from the edge's estimate
+(``AcquireRequest.estimated_input_tokens``) and corrected at release from the
+answer's usageMetadata.
+
 Windows: per-minute limits count in fixed epoch minutes (Google's windows
 are rolling; a fixed minute errs at most one window's worth), per-day limits
 from Pacific midnight to Pacific midnight (when Gemini resets them).
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from .leasing import share
-from .models import LimitId, Outcome, Policy, Pool, QuotaLimit, QuotaViolation, UpstreamKey
+from .models import LimitId, Outcome, Policy, Pool, QuotaLimit, QuotaViolation, Transport, UpstreamKey
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
 # A limit learnt again with the same value is rewritten only this long after it was last learnt.
@@ -50,8 +56,12 @@ class QuotaMetric(enum.StrEnum):
         return self in (QuotaMetric.INPUT_TOKENS_PER_MINUTE, QuotaMetric.INPUT_TOKENS_PER_DAY)
 
 
-# The metrics keyring paces before the 429 (counted at lease time).
+# The metrics keyring paces before the 429: requests counted at lease time; input tokens reserved at lease
+# time (the edge's estimate) and corrected at release (the answer's usageMetadata).
 PACED = (QuotaMetric.REQUESTS_PER_DAY, QuotaMetric.REQUESTS_PER_MINUTE)
+PACED_TOKENS = (QuotaMetric.INPUT_TOKENS_PER_DAY, QuotaMetric.INPUT_TOKENS_PER_MINUTE)
+# A reservation whose release never came (an expired lease, a cancelled call) is forgotten after this long.
+RESERVATION_S = 3600.0
 
 
 def metric_of(violation: QuotaViolation) -> QuotaMetric | None:
@@ -120,11 +130,61 @@ def window(metric: QuotaMetric, now: float) -> tuple[float, float]:
 
 
 class QuotaCounter:
-    """This replica's use of each (project, model) per window: requests at lease, input tokens at release."""
+    """This replica's use of each (project, model) per window.
+
+    Requests count at lease. Input tokens are reserved at lease (``reserve``:
+    the edge's estimate of the call's input) and corrected at release
+    (``settle``: the tokens the answer's usageMetadata counted, nothing for a
+    refused call), in the windows the call was leased in: the upstream counts
+    a call when it admits it.
+    """
 
     def __init__(self) -> None:
         # (project, model, metric) -> (window start, amount)
         self._counts: dict[tuple[str, str, QuotaMetric], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        # lease id -> (project, model, leased at, input tokens reserved)
+        self._reserved: dict[str, tuple[str, str, float, int]] = {}
+        self._pruned_at = 0.0
+
+    def reserve(self, lease_id: str, project: str, model: str, now: float, input_tokens: int = 0) -> None:
+        """A granted call: one request, and its estimated input tokens until its release tells the real count."""
+        self.add(project, model, now, requests=1, input_tokens=input_tokens)
+        if not project or input_tokens <= 0:
+            return
+        self._reserved[lease_id] = (project, model, now, input_tokens)
+        if now - self._pruned_at >= 60.0:
+            self._pruned_at = now
+            for old in [lease for lease, entry in self._reserved.items() if entry[2] + RESERVATION_S < now]:
+                del self._reserved[old]
+
+    def settle(self, lease_id: str, project: str, model: str, outcome: Outcome, now: float) -> None:
+        """A released call's input tokens replace its reservation, in the windows it was leased in if still current.
+
+        A success counts its usageMetadata's input tokens (the estimate stands
+        when the answer told none, e.g. a compressed stream); a 429 was refused
+        and consumed nothing; any other failure keeps the estimate (unknown).
+        A call released without a reservation (no estimate was sent) counts
+        its input tokens now.
+        """
+        reserved = self._reserved.pop(lease_id, None)
+        ok = outcome.transport is Transport.OK and 200 <= outcome.http_status < 300
+        if reserved is None:
+            if ok and outcome.input_tokens:
+                self.add(project, model, now, input_tokens=outcome.input_tokens)
+            return
+        project, model, leased_at, estimate = reserved
+        if ok:
+            real = outcome.input_tokens or estimate
+        else:
+            real = 0 if outcome.http_status == 429 and outcome.transport is Transport.OK else estimate
+        if real == estimate:
+            return
+        for metric in PACED_TOKENS:
+            start = window(metric, now)[0]
+            if window(metric, leased_at)[0] == start:
+                entry = self._counts[(project, model, metric)]
+                if entry[0] == start:
+                    entry[1] = max(entry[1] + real - estimate, 0.0)
 
     def add(self, project: str, model: str, now: float, requests: int = 0, input_tokens: int = 0) -> None:
         if not project:
@@ -148,13 +208,25 @@ class QuotaCounter:
         return int(entry[1])
 
     def spent_until(
-        self, project: str, model: str, limits: Mapping[LimitId, QuotaLimit], policy: Policy, replicas: int, now: float
+        self,
+        project: str,
+        model: str,
+        limits: Mapping[LimitId, QuotaLimit],
+        policy: Policy,
+        replicas: int,
+        now: float,
+        input_tokens: int = 0,
     ) -> float:
         """0 when the project may take one more request for ``model``; else when its spent window resets.
 
         Pacing before the 429: with a known requests-per-minute or per-day
         limit, this replica leases up to its share of it (``leasing.share``,
-        split across the live replicas like every per-key budget).
+        split across the live replicas like every per-key budget). With a
+        known input-tokens limit, a call of ``input_tokens`` (the edge's
+        estimate) is leased while it fits in the share's rest; a window's first
+        call always fits (a call larger than the share but not than the
+        limit would otherwise never be served). A call larger than a known
+        tokens-per-minute limit is not paced by it (see ``too_large``).
         """
         if not project:
             return 0.0
@@ -162,7 +234,29 @@ class QuotaCounter:
             limit, _ = effective_limit(limits.get(LimitId(project, model, metric.value)), policy, metric)
             if limit and self.used(project, model, metric, now) >= share(limit, replicas):
                 return window(metric, now)[1]
+        for metric in PACED_TOKENS:
+            limit, _ = effective_limit(limits.get(LimitId(project, model, metric.value)), policy, metric)
+            if not limit or (input_tokens > limit and not metric.per_day):
+                continue
+            used = self.used(project, model, metric, now)
+            if used and used + max(input_tokens, 1) > share(limit, replicas):
+                return window(metric, now)[1]
         return 0.0
+
+    @staticmethod
+    def too_large(project: str, model: str, limits: Mapping[LimitId, QuotaLimit], policy: Policy, tokens: int) -> bool:
+        """Whether a call's estimated input alone exceeds the project's known tokens-per-minute limit.
+
+        No window of that project will admit it: the allocator prefers another
+        project, and leases such a project only when no other is left, so the
+        upstream's answer blames the request (``answers.classify``:
+        REQUEST_AT_FAULT, nothing cooled), as before pacing.
+        """
+        if not project or tokens <= 0:
+            return False
+        metric = QuotaMetric.INPUT_TOKENS_PER_MINUTE
+        limit, _ = effective_limit(limits.get(LimitId(project, model, metric.value)), policy, metric)
+        return limit is not None and 0 < limit < tokens
 
     def projects(self) -> Iterable[tuple[str, str]]:
         return {(project, model) for project, model, _ in self._counts}

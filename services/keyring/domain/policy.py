@@ -9,7 +9,10 @@ records to write; the caller persists them with guarded writes.
 One quota event is one strike (issue 13). A 429 cools the quota subject's
 pair (``UpstreamKey.quota_subject``), upstream trouble the (key, model) pair;
 the pair's cooldown record carries a strike count, and a backoff without
-RetryInfo is ``base * 2 ** (strikes - 1)``, capped. An answer is dated by
+RetryInfo is ``base * 2 ** (strikes - 1)``, capped, unless a quota violation
+says when the quota frees: a per-minute one at the end of the fixed epoch
+minute its call was sent in (``limits.window``), a per-day one at Pacific
+midnight. An answer is dated by
 when its call was sent, ``sent = now - outcome.latency_s`` (a 429 comes back
 at once; a call timing out during an outage belongs to that outage). Against
 the pair's record ``previous``:
@@ -48,6 +51,7 @@ from zoneinfo import ZoneInfo
 
 from services.common.answers import AnswerKind, classify
 
+from .limits import metric_of, window
 from .models import (
     ALL_MODELS,
     Cooldown,
@@ -187,8 +191,10 @@ def _rate_limited(
     elif outcome.retry_delay_s > 0:
         reason, told = CooldownReason.RATE_LIMIT, now + outcome.retry_delay_s
     else:
-        reason, told = CooldownReason.RATE_LIMIT, 0.0
+        reason, told = CooldownReason.RATE_LIMIT, _minute_window_end(outcome, _sent_at(outcome, now))
     sent = _sent_at(outcome, now)
+    if told and told <= now:  # a per-minute window that has ended since the call left: nothing left to cool
+        return Verdict(key=_failed(key, outcome, now))
     if previous is not None and sent < previous.until:
         return Verdict(cooldown=_extended(previous, reason, told), key=_failed(key, outcome, now))
     strikes = _next_strike(previous, policy, sent)
@@ -197,6 +203,20 @@ def _rate_limited(
         cooldown=_cooldown(subject, reason, until, strikes, cooldowns),
         key=_failed(key, outcome, now),
     )
+
+
+def _minute_window_end(outcome: Outcome, sent: float) -> float:
+    """A 429 without RetryInfo naming a per-minute quota: the end of the fixed minute the call was sent in (0: none).
+
+    The limit frees when its window does (``limits.window``: fixed epoch
+    minutes), not after the generic backoff (60 s doubling), which would
+    keep the project out for a window or more it could be served in.
+    """
+    for violation in outcome.violations:
+        metric = metric_of(violation)
+        if metric is not None and not metric.per_day:
+            return window(metric, sent)[1]
+    return 0.0
 
 
 def _not_on_tier(key: UpstreamKey, model: str, now: float, cooldowns: Mapping[CooldownId, Cooldown]) -> Verdict:
