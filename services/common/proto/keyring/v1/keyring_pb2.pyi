@@ -131,7 +131,7 @@ class QuotaViolation(_message.Message):
     def __init__(self, quota_id: _Optional[str] = ..., quota_metric: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., quota_value: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind", "counted_epoch")
+    __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind", "counted_epoch", "kept_for_granter")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class ReleaseRequest(_message.Message):
     BIND_FIELD_NUMBER: _ClassVar[int]
     UNBIND_FIELD_NUMBER: _ClassVar[int]
     COUNTED_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FOR_GRANTER_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     outcome: Outcome
     key_id: str
@@ -146,7 +147,8 @@ class ReleaseRequest(_message.Message):
     bind: _containers.RepeatedCompositeFieldContainer[ResourceBinding]
     unbind: _containers.RepeatedScalarFieldContainer[str]
     counted_epoch: int
-    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., bind: _Optional[_Iterable[_Union[ResourceBinding, _Mapping]]] = ..., unbind: _Optional[_Iterable[str]] = ..., counted_epoch: _Optional[int] = ...) -> None: ...
+    kept_for_granter: bool
+    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., bind: _Optional[_Iterable[_Union[ResourceBinding, _Mapping]]] = ..., unbind: _Optional[_Iterable[str]] = ..., counted_epoch: _Optional[int] = ..., kept_for_granter: _Optional[bool] = ...) -> None: ...
 
 class ResourceBinding(_message.Message):
     __slots__ = ("name", "ttl_ms")
