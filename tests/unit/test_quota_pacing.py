@@ -171,3 +171,18 @@ async def test_through_the_desk_a_release_gives_back_what_the_estimate_overstate
         desk.acquire(world.token, MODEL, input_tokens=300)  # 800 + 300 > 1000
     assert await desk.release(grant.lease.lease_id, grant.key.key_id, MODEL, Outcome(200, input_tokens=100))
     assert desk.acquire(world.token, MODEL, input_tokens=300)[0].key.key_id == world.key_id  # 100 + 300
+
+
+@pytest.mark.parametrize(
+    ("policy", "tokens", "leases"),
+    [(Policy(quota_input_tokens_per_minute=1000), 400, 4), (Policy(quota_requests_per_minute=3), 0, 6)],
+    ids=["tpm", "rpm"],
+)
+def test_an_operators_limit_paces_before_anything_is_learnt(policy: Policy, tokens: int, leases: int) -> None:
+    pool = Pool([key("k1", project="proj-a"), key("k2", project="proj-b")], policy=policy)
+    assert not pool.view.limits
+    for _ in range(leases):
+        lease(pool, tokens)
+    with pytest.raises(NoKeyAvailable) as refused:
+        lease(pool, tokens)
+    assert refused.value.retry_after_s == MINUTE_END - NOW

@@ -24,7 +24,7 @@ from .budgets import BudgetMeter
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
 from .leasing import LeaseBook, LeaseRecord, SlidingWindow, share
-from .limits import QuotaCounter
+from .limits import QuotaCounter, has_operator_limits
 from .models import ClientToken, KeyState, Pool, UpstreamKey
 from .selection import Eligible, pick
 from .view import KeyringView
@@ -165,6 +165,7 @@ class Allocator:
         cap = share(pool.policy.max_in_flight, replicas)
         budget = share(pool.policy.requests_per_minute, replicas)
         limits = self._view.limits
+        pacing = bool(limits) or has_operator_limits(pool.policy)
         paced: dict[str, int] = {}  # project -> _FITS, _SPENT or _TOO_LARGE (one look per project per acquire)
         lenient = False  # the second pass: projects too small for the call count as fitting
 
@@ -172,7 +173,7 @@ class Allocator:
             key = keys[key_id]
             if key_id in exclude or not key.leasable_state(now):
                 return False
-            if key.project and limits:
+            if key.project and pacing:
                 state = paced.get(key.project)
                 if state is None:
                     state = paced[key.project] = self._pacing(key.project, model, pool, replicas, now, input_tokens)

@@ -109,6 +109,11 @@ def operator_limit(policy: Policy, metric: QuotaMetric) -> int:
     return int(getattr(policy, name)) if name else 0
 
 
+def has_operator_limits(policy: Policy) -> bool:
+    """Whether the pool's policy sets any limit itself (then pacing applies before anything is learnt)."""
+    return any(getattr(policy, name) for name in _OPERATOR_FIELDS.values())
+
+
 def effective_limit(record: QuotaLimit | None, policy: Policy, metric: QuotaMetric) -> tuple[int | None, str]:
     """The limit in force and where it comes from ("operator", "learnt"; None: unknown)."""
     if own := operator_limit(policy, metric):

@@ -1,0 +1,69 @@
+"""Tokens-per-minute pacing through the real parts keeps upstream 429s away (issue 14).
+
+Real servers: etcd, a keyring replica, the edge, the simulator as the upstream.
+Two projects, one key each; the simulator admits 1000 input tokens per
+project per minute (429 without RetryInfo beyond); the pool's operator limit
+says the same (``quota_input_tokens_per_minute``). Calls of 300 input tokens:
+keyring reserves the edge's estimate at lease, so each project takes 3 calls a
+minute, and the next call is refused by keyring (a 429 with the exact
+Retry-After: the minute's end) without reaching the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from tests.e2e.conftest import MakeStack, eventually
+from tests.integration.conftest import kek, start_replica  # noqa: F401
+
+MODEL = "gemini-2.5-flash"
+TPM = 1000
+TEXT = "x" * 1200  # 300 tokens as the edge estimates and the simulator counts (4 characters a token)
+BODY = {"contents": [{"role": "user", "parts": [{"text": TEXT}]}]}
+
+
+async def test_a_known_tpm_limit_paces_leases_so_the_upstream_never_answers_429(make_stack: MakeStack) -> None:
+    stack = await make_stack(keys=2, pool_policy=pb.Policy(quota_input_tokens_per_minute=TPM))
+    secrets = {secret: f"proj-{i}" for i, secret in enumerate(stack.keys)}
+    for secret, project in secrets.items():
+        changes = pb.KeyInput(project=project)
+        await stack.replica.admin.UpdateKey(
+            pb.UpdateKeyRequest(key_id=stack.key_ids[secret], changes=changes, update_fields=["project"])
+        )
+        stack.sim.set_project(secret, project)
+    view = stack.replica.keyring.cache.view
+    await eventually(lambda: {k.project for k in view.keys.values()} == set(secrets.values()), 5.0, "no projects")
+    stack.sim.quotas.set_rule(None, MODEL, {"tpm": TPM, "retry_info": False})
+    assert stack.http is not None
+    url = f"{stack.edge_url}/v1beta/models/{MODEL}:generateContent"
+
+    async def post() -> tuple[int, str, int]:
+        assert stack.http is not None
+        async with stack.http.post(url, json=BODY, headers=stack.gemini_headers()) as reply:
+            payload = await reply.json()
+            tokens = payload.get("usageMetadata", {}).get("promptTokenCount", 0) if reply.status == 200 else 0
+            return reply.status, reply.headers.get("Retry-After", ""), tokens
+
+    served = served_tokens = 0
+    refused: list[tuple[str, float]] = []
+    for _ in range(10):  # bursts of 4 concurrent calls until keyring refuses one (a minute holds 6)
+        answers = await asyncio.gather(*(post() for _ in range(4)))
+        at = time.time()
+        for status, retry_after, tokens in answers:
+            assert status in (200, 429), status
+            if status == 200:
+                served, served_tokens = served + 1, served_tokens + tokens
+            else:
+                refused.append((retry_after, at))
+        if refused:
+            break
+    assert refused, "keyring never refused a call over the projects' tokens-per-minute limits"
+    assert served_tokens == 300 * served
+    upstream_calls = sum(stack.sim.counts().get(secret, 0) for secret in secrets)
+    assert upstream_calls == served  # every call that reached the upstream was admitted: no upstream 429
+    for retry_after, at in refused:
+        assert abs(int(retry_after) - math.ceil(60 - at % 60)) <= 1, (retry_after, at % 60)
+    await stack.no_lease_held()
