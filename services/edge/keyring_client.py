@@ -119,6 +119,12 @@ class _ReplicaStream:
     lives here). Owed releases are re-sent on the next stream, opened again
     after a backoff, at most ``max_owed`` of them (the oldest dropped first: keyring
     reclaims the slots of a broken stream's leases itself, after its grace).
+
+    A release answered with a usage epoch (``counted_epoch``) is kept until the
+    replica says that epoch is in the store (``durable_epoch`` on its replies);
+    when the stream breaks first, it is owed too, epoch included: a replica
+    killed before its usage flush loses no count, because its successor counts
+    the releases whose epoch it never wrote (keyring ``ledger.py``).
     """
 
     MAX_BATCH = 256
@@ -143,6 +149,8 @@ class _ReplicaStream:
         self._pending: dict[int, asyncio.Future[pb.LeaseResult]] = {}
         self._unanswered: dict[int, pb.LeaseCall] = {}  # releases sent or queued on this stream, not answered yet
         self._owed: collections.deque[pb.LeaseCall] = collections.deque()
+        self._counted: collections.deque[pb.LeaseCall] = collections.deque()  # answered, counted, not durable yet
+        self._durable = 0  # the replica's usage epoch known to be in its store
         self._max_owed = max_owed
         self._outgoing: asyncio.Queue[pb.LeaseCall | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
@@ -198,12 +206,30 @@ class _ReplicaStream:
         self._outgoing.put_nowait(call)
         try:
             async with asyncio.timeout(timeout_s):
-                return await future
+                result = await future
         except TimeoutError as error:
             self._mark_down()
             raise KeyringUnavailable(f"keyring replica {self.address} did not answer in time") from error
         finally:
             self._pending.pop(call.id, None)
+        self._keep_counted(call, result)
+        return result
+
+    def _keep_counted(self, call: pb.LeaseCall, result: pb.LeaseResult) -> None:
+        """Keep a release counted in a usage epoch not yet durable (bounded like the owed ones)."""
+        epoch = result.release.counted_epoch if result.HasField("release") else 0
+        if epoch > self._durable and call.HasField("release"):
+            call.release.counted_epoch = epoch
+            self._counted.append(call)
+            if len(self._counted) > self._max_owed:
+                self._counted.popleft()
+                self.dropped += 1
+
+    def _forget_durable(self, epoch: int) -> None:
+        """The replica wrote its usage up to ``epoch``: the releases counted in it need no keeping."""
+        if epoch > self._durable:
+            self._durable = epoch
+            self._counted = collections.deque(c for c in self._counted if c.release.counted_epoch > epoch)
 
     def _open(self) -> None:
         self._outgoing = asyncio.Queue()
@@ -242,10 +268,13 @@ class _ReplicaStream:
             async for reply in stream:
                 self._failures = 0
                 for result in reply.results:
-                    self._unanswered.pop(result.id, None)
+                    sent = self._unanswered.pop(result.id, None)
+                    if sent is not None:
+                        self._keep_counted(sent, result)
                     future = self._pending.get(result.id)
                     if future is not None and not future.done():
                         future.set_result(result)
+                self._forget_durable(reply.durable_epoch)
         except grpc.aio.AioRpcError as error:
             self._failures += 1
             log.warning("lease stream to %s broke: %s", self.address, error.code().name)
@@ -263,9 +292,12 @@ class _ReplicaStream:
             self._outgoing.put_nowait(None)
             self._reader.cancel()
         self._reader = None
-        if self._unanswered:
-            unanswered = list(self._unanswered.values())
+        if self._unanswered or self._counted:
+            # Counted but not durable (the replica may have died before writing them), then never answered.
+            unanswered = [*self._counted, *self._unanswered.values()]
             self._unanswered.clear()
+            self._counted.clear()
+            self._durable = 0  # the next stream may reach another instance, with epochs of its own
             self._owed.extendleft(reversed(unanswered))  # before those owed since: the older first
             while len(self._owed) > self._max_owed:
                 self._owed.popleft()
@@ -304,6 +336,7 @@ def _plain(call: pb.LeaseCall) -> pb.LeaseCall:
     copy.CopyFrom(call)
     copy.release.ClearField("bind")
     copy.release.ClearField("unbind")
+    copy.release.kept_for_granter = False
     return copy
 
 
@@ -500,6 +533,7 @@ class KeyringClient:
         *,
         affinity: Sequence[str] = (),
         exclude_projects: Sequence[str] = (),
+        estimated_input_tokens: int = 0,
     ) -> GrantedLease:
         """A lease for ``model``; ``exclude``: key ids already tried for this request.
 
@@ -510,11 +544,14 @@ class KeyringClient:
         different projects; ``KeyringUnavailable`` with reason "NOT_FOUND" when
         the pool knows no such resource). ``exclude_projects``: projects a list
         call has already covered (a key without a project is ``key:<key id>``).
+        ``estimated_input_tokens``: the call's input as the edge estimates it
+        (``upstream.estimate_input_tokens``), for keyring's tokens-per-minute pacing.
         """
+        tokens = estimated_input_tokens
         if not _traced():  # nothing is traced: no span work on the lease path
-            return await self._acquire(token_hash, model, exclude, affinity, exclude_projects)
+            return await self._acquire(token_hash, model, exclude, affinity, exclude_projects, tokens)
         with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
-            granted = await self._acquire(token_hash, model, exclude, affinity, exclude_projects)
+            granted = await self._acquire(token_hash, model, exclude, affinity, exclude_projects, tokens)
             span.set_attributes({"keyring.key_id": granted.lease.key_id, "keyring.pool": granted.lease.pool})
             return granted
 
@@ -525,8 +562,11 @@ class KeyringClient:
         exclude: Sequence[str],
         affinity: Sequence[str] = (),
         exclude_projects: Sequence[str] = (),
+        estimated_input_tokens: int = 0,
     ) -> GrantedLease:
-        request = pb.AcquireRequest(token_hash=token_hash, model=model, exclude_key_ids=exclude)
+        request = pb.AcquireRequest(
+            token_hash=token_hash, model=model, exclude_key_ids=exclude, estimated_input_tokens=estimated_input_tokens
+        )
         if affinity:
             request.affinity.extend(affinity)
         if exclude_projects:
@@ -700,6 +740,8 @@ class KeyringClient:
         """
         granter = self._by_target.get(granted.replica)
         for replica in await self._rotation(first=granted.replica):
+            # Another replica learns the outcome; the usage is counted where the release is kept for (once).
+            call.release.kept_for_granter = granter is not None and replica is not granter
             try:
                 reply = await replica.call(call, self._timeout_s)
             except KeyringUnavailable:

@@ -28,6 +28,7 @@ import orjson
 from .cache import StateCache
 from .codec import Layout
 from .desk import Clock, LeaseDesk
+from .domain.errors import KeyringError
 from .domain.lease_ids import LeaseSigner
 from .housekeeping import Checker, Housekeeping
 from .sealing import SecretBox
@@ -130,6 +131,10 @@ class Keyring:
                 await self._registration.close()
             self._registration = None
         await self.decisions.drain(timeout_s=2.0)
+        # The last counts: what is not written here the edges re-send (they keep releases until durable).
+        with contextlib.suppress(KeyringError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self.housekeeping.flush_usage()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

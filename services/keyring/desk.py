@@ -15,13 +15,12 @@ once (``RecentIds`` of judged lease ids) and the merges are idempotent
 (``domain/decisions.py``), so two replicas judging one 429 converge on one
 cooldown and one strike.
 
-Usage is counted exactly once per lease (``release_slot``): by the replica
-holding the lease; a release of a lease this replica granted but no longer
-holds counts only when the lease had expired unreleased (once); a release of
-another instance's lease counts only once that instance is no longer a
-member (it holds the lease, or released it and counted it; until it leaves
-the count waits, ``count_departed``), and once. So a release retried on the
-same or another replica counts once.
+Usage is counted exactly once per lease (``release_slot``), by the rules of
+the usage ledger (``ledger.py``): by the replica holding the lease, else by
+the one a release reaches once its granting instance has left, and only when
+that instance never flushed the count. So a release retried on the same or
+another replica counts once, and a killed replica's unflushed counts are
+counted again from the releases the edge kept.
 
 The routine success (most releases) touches no store, awaits nothing and
 allocates nothing beyond the usage count.
@@ -38,28 +37,33 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Iterable, Sequence
-
-import orjson
+from typing import NamedTuple
 
 from .cache import StateCache
 from .domain.affinity import AffinityMiss, bindings
 from .domain.allocator import Allocator, Grant
 from .domain.decisions import Decision
 from .domain.errors import FailedPrecondition, KeyringError, NotReady
-from .domain.lease_ids import LeaseSigner, granting_instance
+from .domain.lease_ids import LeaseSigner
 from .domain.leasing import LeaseBook
 from .domain.limits import QuotaRow, quota_rows
 from .domain.limits import learnt as learnt_limits
-from .domain.models import Outcome, Policy, Transport, UpstreamKey
+from .domain.models import Outcome, Policy, Transport
 from .domain.policy import is_routine_success, judge
-from .domain.usage import RecentIds, UsageCounter
+from .domain.usage import RecentIds
+from .ledger import Call, UsageLedger
 from .sealing import SecretBox
 from .write_behind import WriteBehind
 from .writer import StateWriter
 
 Clock = Callable[[], float]
-MAX_DEPARTED = 10_000  # releases waiting for their granting instance to leave, at most
-DEPARTED_WAIT_S = 120.0  # after this, the granting instance is alive: it counted the call
+
+
+class Released(NamedTuple):
+    known: bool  # the lease was this replica's
+    key_id: str  # empty: an unknown or forged lease, nothing to judge
+    model: str
+    counted_epoch: int  # the usage epoch the call was counted in here (0: not counted here)
 
 
 class Observer:
@@ -94,7 +98,7 @@ class LeaseDesk:
         self.book = LeaseBook(instance, signer)
         self.decisions = decisions or WriteBehind(cache, writer)
         self.allocator = Allocator(cache.view, self.book, cache.replica_count, rng, box.tokens)
-        self.usage = UsageCounter()  # counted here, flushed by housekeeping
+        self.ledger = UsageLedger(cache.view, cache.layout, instance, clock)  # counted here, flushed by housekeeping
         self.observer = Observer()
         self.accepting = False  # new leases are refused until the replica serves
         self._view = cache.view
@@ -108,10 +112,6 @@ class LeaseDesk:
         cache.on_key_removed.append(self._forget_secret)
         self._instance = instance
         self._judged = RecentIds()  # lease ids whose outcome this replica judged (release, report, retry)
-        self._expired = RecentIds()  # own leases reclaimed by their TTL: a late release still counts, once
-        self._counted_late = RecentIds()  # other instances' leases counted here
-        # Releases of a live instance's lease: counted if that instance leaves (it died holding them).
-        self._departed: dict[str, tuple[float, str, str, bool, int, int]] = {}
         self._last_stamp = 0.0
 
     @property
@@ -127,16 +127,20 @@ class LeaseDesk:
         exclude_projects: frozenset[str] = frozenset(),
         *,
         final: bool = True,
+        input_tokens: int = 0,
     ) -> tuple[Grant, str]:
         """A lease and the key's secret in clear; raises a domain error when refused.
 
         ``final=False``: an ``AffinityMiss`` is not a refusal yet (not counted):
         the caller reads the missing records (``read_affinity``) and asks again.
+        ``input_tokens``: the edge's estimate of the call's input (tokens-per-minute pacing).
         """
         if not self.accepting:
             raise NotReady("this keyring replica is not serving leases")
         try:
-            grant = self.allocator.acquire(token_hash, model, exclude, self._clock(), affinity, exclude_projects)
+            grant = self.allocator.acquire(
+                token_hash, model, exclude, self._clock(), affinity, exclude_projects, input_tokens
+            )
         except KeyringError as error:
             if final or not isinstance(error, AffinityMiss):
                 self.observer.lease_denied(getattr(error, "pool", ""), type(error).__name__)
@@ -183,12 +187,21 @@ class LeaseDesk:
             raise
         return pool.name
 
-    def release_slot(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> tuple[bool, str, str]:
-        """Give the slot back and count the call (exactly once); returns (was ours, key id, model).
+    def release_slot(
+        self,
+        lease_id: str,
+        key_id: str,
+        model: str,
+        outcome: Outcome,
+        counted_epoch: int = 0,
+        kept_for_granter: bool = False,
+    ) -> Released:
+        """Give the slot back and count the call (exactly once, ``ledger.py``).
 
         A lease this replica does not hold counts only when its id vouches for the
         key and model named (granted by a replica that went away); an unknown or
         forged one changes nothing: the key id returned is empty, so nothing is judged.
+        ``counted_epoch``, ``kept_for_granter``: what the edge says of the release (``ledger.py``).
         """
         lease = self.allocator.release(lease_id)
         token_id = ""
@@ -196,59 +209,25 @@ class LeaseDesk:
             key_id, model, token_id = lease.key_id, lease.model, lease.token_id
         elif not self.book.vouches(lease_id, key_id, model, self._clock()):
             self.observer.release_refused()
-            return False, "", model
+            return Released(False, "", model, 0)
         key = self._view.keys.get(key_id)
+        epoch = 0
         if key is not None and outcome.transport is not Transport.CANCELLED:
-            if lease is None and not self._counts_late(lease_id, key, outcome):
-                return False, key_id, model
-            now = self._clock()
             failed = outcome.transport is not Transport.OK or not 200 <= outcome.http_status < 300
-            self.usage.count(now, key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
+            call = Call(key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
+            if lease is None:
+                epoch = self.ledger.count_late(lease_id, call, counted_epoch, kept_for_granter)
+                return Released(False, key_id, model, epoch)
+            now = self._clock()
+            epoch = self.ledger.count(call)
             self._last_used[key_id] = now
             if token_id:
                 self._last_used[token_id] = now
-                if lease is not None:  # the granting replica spends the token's budget share
-                    self.allocator.spend_tokens(token_id, model, outcome.input_tokens + outcome.output_tokens, now)
-            if lease is not None and outcome.input_tokens:  # the tokens-per-minute use of the project (limits.py)
-                self.allocator.quotas.add(key.project, model, now, input_tokens=outcome.input_tokens)
-            held_s = now - lease.granted_at if lease is not None else outcome.latency_s
-            self.observer.lease_released(key.pool, key_id, held_s, failed)
-        return lease is not None, key_id, model
-
-    def _counts_late(self, lease_id: str, key: UpstreamKey, outcome: Outcome) -> bool:
-        """Whether this replica counts a release of a lease it does not hold (see the module docstring)."""
-        instance = granting_instance(lease_id)
-        if instance == self._instance:
-            return self._expired.take(lease_id)
-        if not self._is_member(instance):
-            return self._counted_late.add(lease_id)
-        if len(self._departed) < MAX_DEPARTED and lease_id not in self._counted_late:
-            failed = outcome.transport is not Transport.OK or not 200 <= outcome.http_status < 300
-            self._departed[lease_id] = (
-                self._clock(), key.pool, key.key_id, failed, outcome.input_tokens, outcome.output_tokens
-            )
-        return False
-
-    def _is_member(self, instance: str) -> bool:
-        replica_id = instance.rpartition(".")[0]
-        member = self._view.members.get(replica_id)
-        if member is None:
-            return False
-        try:
-            recorded = orjson.loads(member).get("instance")
-        except (orjson.JSONDecodeError, AttributeError):
-            return True
-        return recorded is None or recorded == instance
-
-    def count_departed(self, now: float) -> None:
-        """Count the waiting releases whose granting instance left; forget those it outlived (it counted them)."""
-        for lease_id, (at, pool, key_id, failed, tokens_in, tokens_out) in list(self._departed.items()):
-            if not self._is_member(granting_instance(lease_id)):
-                del self._departed[lease_id]
-                if self._counted_late.add(lease_id):
-                    self.usage.count(now, pool, key_id, "", failed, tokens_in, tokens_out)
-            elif now - at > DEPARTED_WAIT_S:
-                del self._departed[lease_id]
+                self.allocator.spend_tokens(token_id, model, outcome.input_tokens + outcome.output_tokens, now)
+            # The project's input tokens: the estimate reserved at lease, corrected (limits.py).
+            self.allocator.quotas.settle(lease_id, key.project, model, outcome, now)
+            self.observer.lease_released(key.pool, key_id, now - lease.granted_at, failed)
+        return Released(lease is not None, key_id, model, epoch)
 
     def learn(self, lease_id: str, key_id: str, model: str, outcome: Outcome, *, own: bool = True) -> None:
         """Judge an outcome once; what it decides holds in the view now and is written behind.
@@ -312,7 +291,7 @@ class LeaseDesk:
         a refused binding leaks no lease and loses no decision. Only bindings
         wait for the store.
         """
-        known, key_id, model = self.release_slot(lease_id, key_id, model, outcome)
+        known, key_id, model, _ = self.release_slot(lease_id, key_id, model, outcome)
         self.learn(lease_id, key_id, model, outcome)
         if bind or unbind:
             await self.bind(key_id, bind, unbind)
@@ -329,7 +308,7 @@ class LeaseDesk:
     def reclaim_expired(self, now: float) -> None:
         """Take back leases whose holder never released them."""
         for lease in self.book.reclaim_expired(now):
-            self._expired.add(lease.lease_id)
+            self.ledger.expired(lease.lease_id)
             self.observer.lease_expired(lease.pool)
 
     def secret_of(self, key_id: str, sealed: str) -> str:

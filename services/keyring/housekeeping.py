@@ -85,7 +85,7 @@ class Housekeeping:
             await asyncio.sleep(interval_s)
             now = self._clock()
             self._desk.reclaim_expired(now)
-            self._desk.count_departed(now)
+            self._desk.ledger.count_departed(now)
             with contextlib.suppress(NotReady, Conflict):
                 if now - last_flush >= USAGE_FLUSH_INTERVAL_S:
                     last_flush = now
@@ -150,16 +150,21 @@ class Housekeeping:
     # -- usage and audit ------------------------------------------------
 
     async def flush_usage(self) -> None:
-        """Write this replica's changed usage buckets (only this replica writes them); clean once confirmed."""
-        usage = self._desk.usage
-        taken = usage.take_dirty()
-        for index, bucket in enumerate(taken):
-            path = self._layout.usage(self._instance, bucket.start)
+        """Write this replica's changed usage buckets (only it writes them) in one commit; clean once confirmed.
+
+        Serialised as they are taken, before any await: the epoch they close
+        holds exactly their counts (``keyring/ledger.py``).
+        """
+        usage = self._desk.ledger.usage
+        taken, epoch = usage.take_dirty()
+        writes = [(self._layout.usage(self._instance, b.start), orjson.dumps(b.to_dict())) for b in taken]
+        if writes:
             try:
-                await self._writer.write_unguarded(path, orjson.dumps(bucket.to_dict()))
+                await self._writer.write_all_unguarded(writes)
             except BaseException:
-                usage.not_written(taken[index:])  # this one may have landed: written whole again, counted once
+                usage.not_written(taken)  # they may have landed: written whole again, counted once
                 raise
+            usage.written(epoch)
         usage.forget_written(self._clock())
 
     async def usage_summary(self, window_s: float, pool: str = "") -> UsageSummary:

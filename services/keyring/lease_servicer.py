@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -83,6 +83,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         """``final=False``: an ``AffinityMiss`` is raised for ``_acquire_after_read`` (an affinity acquire only)."""
         with _span("keyring.v1.LeaseService/Acquire", traceparent) as span:
             model, exclude = _validated_acquire(request)
+            tokens = max(request.estimated_input_tokens, 0)
             if request.affinity or request.exclude_projects:
                 grant, secret = self._desk.acquire(
                     request.token_hash,
@@ -91,9 +92,10 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                     tuple(request.affinity),
                     frozenset(request.exclude_projects),
                     final=final,
+                    input_tokens=tokens,
                 )
             else:
-                grant, secret = self._desk.acquire(request.token_hash, model, exclude)
+                grant, secret = self._desk.acquire(request.token_hash, model, exclude, input_tokens=tokens)
             if span is not None:
                 span.set_attributes(
                     {"keyring.pool": grant.pool.name, "keyring.key_id": grant.key.key_id, "gen_ai.request.model": model}
@@ -165,7 +167,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         reply): reclaimed ``stream_lease_grace_s`` later unless a release, re-sent
         by the edge on a new stream, comes first (``LeaseDesk.orphan``).
         """
-        replies = _ReplyWriter(context)
+        replies = _ReplyWriter(context, lambda: self._desk.ledger.usage.durable)
         pending: set[asyncio.Task[None]] = set()
         granted: set[str] = set()  # lease ids granted on this stream, not released on it
 
@@ -179,10 +181,10 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             pending.add(task)
             task.add_done_callback(pending.discard)
 
-        async def bind_then_answer(call_id: int, known: bool, key_id: str, bindings: Bindings) -> None:
+        async def bind_then_answer(call_id: int, answer: pb.ReleaseResponse, key_id: str, bindings: Bindings) -> None:
             try:
                 await self._desk.bind(key_id, *bindings)
-                result = pb.LeaseResult(id=call_id, release=pb.ReleaseResponse(known=known))
+                result = pb.LeaseResult(id=call_id, release=answer)
             except KeyringError as error:
                 result = stream_error(call_id, error)
             replies.send([result])
@@ -205,15 +207,17 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                         granted.discard(release.lease_id)
                         outcome = convert.outcome_from_pb(release.outcome)
                         with _span("keyring.v1.LeaseService/Release", call.traceparent):
-                            known, key_id, model = self._desk.release_slot(
-                                release.lease_id, release.key_id, model_id(release.model), outcome
-                            )
+                            known, key_id, model, epoch = self._desk.release_slot(
+                                release.lease_id, release.key_id, model_id(release.model), outcome,
+                                release.counted_epoch, release.kept_for_granter,
+                            )  # fmt: skip
                             self._desk.learn(release.lease_id, key_id, model, outcome)
                             bindings = _bindings(release)
+                            answer = pb.ReleaseResponse(known=known, counted_epoch=epoch)
                             if bindings is not NO_BINDINGS:
-                                later(bind_then_answer(call.id, known, key_id, bindings))
+                                later(bind_then_answer(call.id, answer, key_id, bindings))
                             else:
-                                results.append(pb.LeaseResult(id=call.id, release=pb.ReleaseResponse(known=known)))
+                                results.append(pb.LeaseResult(id=call.id, release=answer))
                         continue
                     if call.HasField("report"):
                         report = call.report
@@ -254,8 +258,9 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
 class _ReplyWriter:
     """Writes a lease stream's results, coalescing those that pile up while a write is in flight."""
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext, durable_epoch: Callable[[], int]) -> None:
         self._context = context
+        self._durable_epoch = durable_epoch  # told with every reply: the edge forgets releases counted up to it
         self._buffer: list[pb.LeaseResult] = []
         self._ready = asyncio.Event()
         self._closing = False
@@ -274,7 +279,7 @@ class _ReplyWriter:
                 await self._ready.wait()
                 continue
             results, self._buffer = self._buffer, []
-            await self._context.write(pb.LeaseStreamResponse(results=results))
+            await self._context.write(pb.LeaseStreamResponse(results=results, durable_epoch=self._durable_epoch()))
 
     async def close(self) -> None:
         """Return once everything sent so far is written."""

@@ -94,9 +94,14 @@ class StateWriter:
 
     async def write_unguarded(self, path: str, value: bytes | None) -> None:
         """Put (or delete, ``value is None``) a record only this replica writes: usage, audit."""
-        revision = await self._call(self._store.commit([Write(path, value)]))
+        await self.write_all_unguarded([(path, value)])
+
+    async def write_all_unguarded(self, writes: Sequence[tuple[str, bytes | None]]) -> None:
+        """Several records only this replica writes, in one atomic commit (a usage flush: all its buckets or none)."""
+        revision = await self._call(self._store.commit([Write(path, value) for path, value in writes]))
         if revision is not None:
-            self._cache.apply(path, value, revision)
+            for path, value in writes:
+                self._cache.apply(path, value, revision)
 
     async def refresh(self, paths: list[str]) -> None:
         """Read ``paths`` from the store into the view now (a lost guard, or a record the watch has not brought yet)."""

@@ -8,9 +8,14 @@ Exactly once: a bucket stays dirty until its write is confirmed
 (``take_dirty`` hands it out, ``not_written`` puts it back after a failed
 write, and a finished bucket is forgotten only once written: ``forget_written``),
 so a store that stalls across a bucket boundary loses no count; a bucket is
-written whole each time, so writing it twice counts nothing twice. Which
-release counts a call at all is the lease desk's rule (``desk.py``), with
-``RecentIds`` remembering the lease ids it must not count again.
+written whole each time, so writing it twice counts nothing twice.
+
+Epochs: each count goes into the current epoch; ``take_dirty`` closes it and
+stamps the buckets it hands out, so a bucket in the store says which epochs
+its replica has written, and ``written`` (the write confirmed) makes them
+``durable``. Which release counts a call at all is the usage ledger's rule
+(``keyring/ledger.py``), with ``RecentIds`` remembering the lease ids it must
+not count again.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class Bucket:
     """One replica's counts for one time bucket."""
 
     start: int
+    epoch: int = 0  # the epoch closed by the flush that last wrote it
     keys: dict[str, Figures] = field(default_factory=lambda: defaultdict(Figures))
     tokens: dict[str, Figures] = field(default_factory=lambda: defaultdict(Figures))
     pools: dict[str, Figures] = field(default_factory=lambda: defaultdict(Figures))
@@ -57,6 +63,7 @@ class Bucket:
     def to_dict(self) -> dict[str, object]:
         return {
             "start": self.start,
+            "epoch": self.epoch,
             "keys": {k: v.as_list() for k, v in self.keys.items()},
             "tokens": {k: v.as_list() for k, v in self.tokens.items()},
             "pools": {k: v.as_list() for k, v in self.pools.items()},
@@ -67,7 +74,7 @@ class Bucket:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Bucket:
-        bucket = cls(int(data["start"]))  # type: ignore[call-overload]
+        bucket = cls(int(data["start"]), int(data.get("epoch", 0)))  # type: ignore[call-overload]
         for name in ("keys", "tokens", "pools"):
             target = getattr(bucket, name)
             for subject, values in data.get(name, {}).items():  # type: ignore[attr-defined]
@@ -88,10 +95,13 @@ class UsageCounter:
     def __init__(self) -> None:
         self.buckets: dict[int, Bucket] = {}
         self.dirty: set[int] = set()
+        self.epoch = 1  # counts go into this epoch
+        self.durable = 0  # every epoch up to this one is written
 
     def count(
         self, now: float, pool: str, key_id: str, token_id: str, error: bool, input_tokens: int, output_tokens: int
-    ) -> None:
+    ) -> int:
+        """Count one call; the epoch it went into."""
         start = bucket_start(now)
         bucket = self.buckets.get(start)
         if bucket is None:
@@ -111,12 +121,26 @@ class UsageCounter:
             figures.input_tokens += input_tokens
             figures.output_tokens += output_tokens
         self.dirty.add(start)
+        return self.epoch
 
-    def take_dirty(self) -> list[Bucket]:
-        """Buckets to write, taken as clean: a count that comes in during the write makes its bucket dirty again."""
+    def take_dirty(self) -> tuple[list[Bucket], int]:
+        """Buckets to write now, taken as clean, and the epoch they close (stamped on them).
+
+        Serialise them before anything else runs: a count that comes in later
+        belongs to the next epoch (and makes its bucket dirty again).
+        """
         taken = [self.buckets[start] for start in sorted(self.dirty)]
         self.dirty.clear()
-        return taken
+        if not taken:
+            return [], self.durable
+        closed, self.epoch = self.epoch, self.epoch + 1
+        for bucket in taken:
+            bucket.epoch = closed
+        return taken, closed
+
+    def written(self, epoch: int) -> None:
+        """The write of ``take_dirty``'s buckets is confirmed: their epoch and every earlier one are durable."""
+        self.durable = max(self.durable, epoch)
 
     def not_written(self, buckets: list[Bucket]) -> None:
         """Their write failed (or may have): dirty again, written whole next time."""
