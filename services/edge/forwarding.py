@@ -52,7 +52,7 @@ from .errors import KeyringUnavailable, LeaseRefused, NoKeyFree, UnknownResource
 from .keyring_client import GrantedLease, KeyringClient
 from .observability import MODEL, ROUTE, STREAM, EdgeMetrics, record_attempt
 from .resources.sessions import UploadSessions
-from .upstream import Attempt, Call, Upstream
+from .upstream import Attempt, Call, Upstream, estimate_input_tokens
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,11 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     request[ROUTE], request[STREAM] = call.route, call.stream
     tried: list[str] = []
     failure: UpstreamError | None = None
+    # Once per request, for keyring's tokens-per-minute pacing: only calls about a model with a body.
+    estimate = estimate_input_tokens(call.body) if call.model and call.body else 0
     for _ in range(edge.settings.max_attempts):
         try:
-            granted = await lease(edge, call, tried)
+            granted = await lease(edge, call, tried, estimate)
         except LeaseRefused as refused:
             edge.metrics.child(edge.metrics.denied, refused.reason).inc()
             if failure is None:
@@ -134,14 +136,18 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     raise UpstreamFailed(failure)
 
 
-async def lease(edge: Edge, call: Call, tried: list[str]) -> GrantedLease:
-    """A lease for ``call`` (its affinity and excluded projects included); keyring's NOT_FOUND is a 404."""
+async def lease(edge: Edge, call: Call, tried: list[str], estimate: int = 0) -> GrantedLease:
+    """A lease for ``call`` (its affinity and excluded projects included); keyring's NOT_FOUND is a 404.
+
+    ``estimate``: the call's input tokens as estimated (``upstream.estimate_input_tokens``).
+    """
     if not call.affinity and not call.exclude_projects:  # the hot path: as before affinity existed
-        return await edge.keyring.acquire(call.token_hash, call.model, tried)
+        return await edge.keyring.acquire(call.token_hash, call.model, tried, estimated_input_tokens=estimate)
     try:
         return await edge.keyring.acquire(
-            call.token_hash, call.model, tried, affinity=call.affinity, exclude_projects=call.exclude_projects
-        )
+            call.token_hash, call.model, tried, affinity=call.affinity, exclude_projects=call.exclude_projects,
+            estimated_input_tokens=estimate,
+        )  # fmt: skip
     except KeyringUnavailable as unavailable:
         if unavailable.reason == "NOT_FOUND":
             raise UnknownResource(call.affinity) from None
