@@ -326,6 +326,7 @@ async def start_stack(workdir: str, timing: Timing) -> Stack:
                 "EDGE_PORT": str(port),
                 "EDGE_KEYRING_ADDRESSES": addresses,
                 "EDGE_UPSTREAM_BASE_URL": stack.sim_url,
+                "EDGE_SHUTDOWN_DELAY_S": "5",  # the default, whatever the caller's environment says
                 **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
             }
             stack.edges.append(Service(f"edge-{index + 1}", "services.edge", env, workdir))

@@ -17,9 +17,14 @@ from tests.pki import Pki, remove_session_pki, session_pki
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Every service built by a test uses mutual TLS unless the test says otherwise."""
+    """Every service built by a test uses mutual TLS unless the test says otherwise.
+
+    Edge processes a test starts stop at once when it ends them (no 5 s of accepting for a load balancer
+    that is not there); the shutdown tests and the chaos bench set their own delay.
+    """
     for name, value in session_pki().environment().items():
         os.environ.setdefault(name, value)
+    os.environ.setdefault("EDGE_SHUTDOWN_DELAY_S", "0")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -65,6 +65,16 @@ def test_a_repeated_per_minute_429_does_not_double() -> None:
     assert cooldown is not None and cooldown.until == MINUTE_END
 
 
+def test_a_pools_shorter_backoff_caps_the_window() -> None:
+    """A storm of 429s naming a per-minute quota (issue 13's storm): the pool's 4 s backoff, not the minute's 20 s."""
+    policy = Policy(rate_limit_cooldown_s=4)
+    cooldown = judge(Outcome(429, violations=(RPM,)), key("k1", project="proj-a"), "m", policy, NOW, {}).cooldown
+    assert cooldown is not None and cooldown.until == NOW + 4
+    # An answer of the same event (sent while it cools) extends nothing.
+    again = Outcome(429, violations=(RPM,), latency_s=1)
+    assert judge(again, key("k2", project="proj-a"), "m", policy, NOW + 2, {SUBJECT: cooldown}).cooldown is None
+
+
 def test_retry_info_still_wins_and_a_429_naming_no_quota_still_backs_off() -> None:
     told = judged(Outcome(429, retry_delay_s=7, violations=(RPM,)))
     assert told is not None and told.until == NOW + 7

@@ -185,20 +185,25 @@ def _rate_limited(
 ) -> Verdict:
     subject = key.quota_subject(model)
     previous = cooldowns.get(subject)
-    # What the answer itself says about the end (0: nothing).
+    sent = _sent_at(outcome, now)
+    # What the answer itself says about the end (0: nothing); without RetryInfo, when its per-minute window ends.
+    window_end = 0.0
     if kind is AnswerKind.DAILY_QUOTA:
         reason, told = CooldownReason.DAILY_QUOTA, next_pacific_midnight(now)
     elif outcome.retry_delay_s > 0:
         reason, told = CooldownReason.RATE_LIMIT, now + outcome.retry_delay_s
     else:
-        reason, told = CooldownReason.RATE_LIMIT, _minute_window_end(outcome, _sent_at(outcome, now))
-    sent = _sent_at(outcome, now)
-    if told and told <= now:  # a per-minute window that has ended since the call left: nothing left to cool
-        return Verdict(key=_failed(key, outcome, now))
-    if previous is not None and sent < previous.until:
+        reason, told = CooldownReason.RATE_LIMIT, 0.0
+        window_end = _minute_window_end(outcome, sent)
+        if window_end and window_end <= now:  # a per-minute window that has ended since the call left
+            return Verdict(key=_failed(key, outcome, now))
+    if previous is not None and sent < previous.until:  # an answer of the event already cooling
         return Verdict(cooldown=_extended(previous, reason, told), key=_failed(key, outcome, now))
     strikes = _next_strike(previous, policy, sent)
-    until = told or now + _backoff(policy.rate_limit_cooldown_s, policy.rate_limit_max_cooldown_s, strikes)
+    backoff_end = now + _backoff(policy.rate_limit_cooldown_s, policy.rate_limit_max_cooldown_s, strikes)
+    # A window frees the quota at its end, but never later than the pool's backoff would: a storm of 429s
+    # naming a per-minute quota (an overloaded upstream) must not keep every project out until the minute ends.
+    until = told or (min(window_end, backoff_end) if window_end else backoff_end)
     return Verdict(
         cooldown=_cooldown(subject, reason, until, strikes, cooldowns),
         key=_failed(key, outcome, now),
@@ -210,7 +215,9 @@ def _minute_window_end(outcome: Outcome, sent: float) -> float:
 
     The limit frees when its window does (``limits.window``: fixed epoch
     minutes), not after the generic backoff (60 s doubling), which would
-    keep the project out for a window or more it could be served in.
+    keep the project out for a window or more it could be served in; the
+    backoff still caps it (``_rate_limited``), so a pool whose base backoff
+    is shorter than a minute recovers from a storm as fast as it says.
     """
     for violation in outcome.violations:
         metric = metric_of(violation)
