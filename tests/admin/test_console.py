@@ -7,6 +7,8 @@ Python package; Playwright's own browser download is not used.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -220,6 +222,8 @@ async def test_console_viewer_sees_no_controls_that_change_state(page: Any, admi
         await expect(ids("token-row")).to_have_count(1)
         for control in ("token-form", "token-rotate", "token-revoke"):
             await expect(ids(control)).to_be_hidden()
+        await ids("nav-quotas").click()  # read-only: every role sees it
+        await expect(ids("quotas-empty")).to_contain_text("No quota limit is known yet")
         # The server refuses a change from this session whatever the page shows.
         status = await page.evaluate(
             """async () => {
@@ -234,3 +238,77 @@ async def test_console_viewer_sees_no_controls_that_change_state(page: Any, admi
         assert [pool.name for pool in (await admin.replica.admin.ListPools(pb.ListPoolsRequest())).pools] == ["main"]
     finally:
         await runner.cleanup()
+
+
+async def test_console_quotas_list_each_known_limit_with_use_remaining_and_reset(page: Any, admin: AdminStack) -> None:
+    """Issue 14: the Quotas view lists every known limit (learnt from a 429 or the pool policy's); empty before any."""
+    from playwright.async_api import expect
+
+    model = "gemini-2.5-flash"
+    rpc = admin.replica.admin
+    await rpc.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main", policy=pb.Policy(quota_requests_per_day=500))))
+    await rpc.AddKeys(
+        pb.AddKeysRequest(pool="main", keys=[pb.KeyInput(secret=fake_gemini_key("quota-console"), project="proj-q")])
+    )
+    token = (await rpc.CreateToken(pb.CreateTokenRequest(pool="main", name="edge"))).token
+    ids = page.get_by_test_id
+    await page.goto(admin.base_url + "/")
+    await ids("login-token").fill(ADMIN_TOKEN)
+    await ids("login-submit").click()
+    await expect(ids("who")).to_have_text("ops")
+    await ids("nav-quotas").click()
+
+    # The pool's limit is listed only once the project serves the model: nothing is known yet.
+    empty = ids("quotas-empty")
+    await expect(empty).to_contain_text("No quota limit is known yet")
+    await expect(empty).to_contain_text("429")
+    await expect(empty).to_contain_text("quota_requests_per_minute")
+    await expect(ids("quotas-table")).to_be_hidden()
+    await expect(ids("quota-row")).to_have_count(0)
+
+    # One lease, answered with a 429 naming a limit of 10 requests per minute: the view's refresh shows both limits.
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
+    lease = (await admin.replica.lease.Acquire(pb.AcquireRequest(token_hash=token_hash, model=model))).lease
+    violation = pb.QuotaViolation(quota_id="GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quota_value="10",
+                                  dimensions={"model": model})  # fmt: skip
+    outcome = pb.Outcome(
+        http_status=429, error_status="RESOURCE_EXHAUSTED", retry_delay_ms=1, quota_violations=[violation]
+    )
+    await admin.replica.lease.Release(
+        pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id, model=model, outcome=outcome)
+    )
+    rpm = page.locator("[data-testid=quota-row][data-metric=requests_per_minute]")
+    rpd = page.locator("[data-testid=quota-row][data-metric=requests_per_day]")
+    await expect(rpm.get_by_test_id("quota-limit")).to_have_text("10", timeout=15_000)
+    await expect(empty).to_be_hidden()
+    await expect(ids("quota-row")).to_have_count(2)
+    for row in (rpm, rpd):
+        await expect(row.get_by_test_id("quota-project")).to_have_text("proj-q")
+        await expect(row.get_by_test_id("quota-model")).to_have_text(model)
+        await expect(row.get_by_test_id("quota-reset")).to_contain_text(re.compile(r"\d{1,2}:\d\d:\d\d"))
+    await expect(rpm.get_by_test_id("quota-source")).to_have_text(re.compile(r"^learnt from a 429, .*\d:\d\d"))
+    await expect(rpm.get_by_test_id("quota-reset-in")).to_have_text(re.compile(r"^(in \d{1,2} s|in 1 min|now)$"))
+    # The minute may end between the release and this read: used and remaining from one rendering.
+    used, remaining = await rpm.evaluate(
+        "row => ['quota-used', 'quota-remaining'].map((id) => row.querySelector(`[data-testid=${id}]`).textContent)"
+    )
+    assert (used, remaining) in {("1", "9"), ("0", "10")}
+    await expect(rpd.get_by_test_id("quota-limit")).to_have_text("500")
+    await expect(rpd.get_by_test_id("quota-source")).to_have_text("set by the pool policy")
+    await expect(rpd.get_by_test_id("quota-used")).to_have_text("1")
+    await expect(rpd.get_by_test_id("quota-remaining")).to_have_text("499")
+    await expect(rpd.get_by_test_id("quota-reset-in")).to_have_text(re.compile(r"^in \d+ (h( \d+ min)?|min|s)$"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.locator("#view-quotas").screenshot(path=str(ARTIFACTS / "admin-quotas.png"))
+
+    # Filters (the API's pool and project).
+    await ids("quota-filter-project").fill("other")
+    await ids("quota-filter-project").press("Enter")
+    await expect(empty).to_contain_text("No quota limit is known yet for this pool or project")
+    await expect(ids("quota-row")).to_have_count(0)
+    await ids("quota-filter-project").fill("proj-q")
+    await ids("quota-filter-project").press("Enter")
+    await expect(ids("quota-row")).to_have_count(2)
+    await ids("quota-filter-pool").select_option("main")
+    await expect(ids("quota-row")).to_have_count(2)
+    await expect(empty).to_be_hidden()

@@ -4,7 +4,7 @@ const $ = (selector) => document.querySelector(selector);
 const REFRESH_MS = 4000;
 const PAGE_SIZE = 250;
 
-const state = { view: "pools", pools: [], keys: [], fetchedAt: 0, pageTokens: [""], page: 0, nextToken: null, timer: null };
+const state = { view: "pools", pools: [], keys: [], fetchedAt: 0, pageTokens: [""], page: 0, nextToken: null, timer: null, quotasAsked: 0 };
 
 // ---------------------------------------------------------------- HTTP
 
@@ -62,6 +62,15 @@ function formatSeconds(seconds) {
   return m >= 60 ? `${Math.floor(m / 60)}h ${m % 60}m` : `${m}:${String(s).padStart(2, "0")}`;
 }
 
+// "in 42 s", "in 7 min", "in 5 h 12 min": how far off a time is.
+function formatIn(seconds) {
+  const total = Math.max(0, Math.ceil(seconds));
+  if (total < 60) return `in ${total} s`;
+  const minutes = Math.ceil(total / 60);
+  if (minutes < 60) return `in ${minutes} min`;
+  return `in ${Math.floor(minutes / 60)} h${minutes % 60 ? ` ${minutes % 60} min` : ""}`;
+}
+
 // ---------------------------------------------------------------- session
 
 function showLogin() {
@@ -114,10 +123,10 @@ async function show(view) {
     if (button.dataset.view === view) button.setAttribute("aria-current", "page");
   }
   stopRefresh();
-  const loaders = { pools: loadOverview, keys: loadKeys, tokens: loadTokens, audit: loadAudit };
+  const loaders = { pools: loadOverview, keys: loadKeys, tokens: loadTokens, quotas: loadQuotas, audit: loadAudit };
   await attempt(loaders[view]);
-  if (view === "pools" || view === "keys") {
-    state.timer = setInterval(() => attempt(view === "keys" ? loadKeys : loadOverview), REFRESH_MS);
+  if (view === "pools" || view === "keys" || view === "quotas") {
+    state.timer = setInterval(() => attempt(loaders[view]), REFRESH_MS);
   }
 }
 
@@ -129,7 +138,7 @@ function stopRefresh() {
 async function loadPools() {
   const { pools } = await api("GET", "/api/pools");
   state.pools = pools.map((pool) => pool.name);
-  for (const [selector, blank] of [["#filter-pool", "all pools"], ["#add-pool", null], ["#token-pool", null]]) {
+  for (const [selector, blank] of [["#filter-pool", "all pools"], ["#quota-filter-pool", "all pools"], ["#add-pool", null], ["#token-pool", null]]) {
     const select = $(selector);
     const keep = select.value;
     select.replaceChildren(...(blank ? [h("option", { value: "" }, blank)] : []), ...state.pools.map((name) => h("option", { value: name }, name)));
@@ -204,12 +213,17 @@ function keyRow(key, checked) {
       : h("button", { type: "button", class: "needs-operator", "data-testid": "key-disable", onclick: () => keyAction(key.key_id, "disable") }, "Disable")));
 }
 
-// Cooldowns count down client-side between refreshes (from the server's seconds_left, not the local clock).
+// Cooldowns count down client-side between refreshes (from the server's seconds_left, not the local clock);
+// a quota's next reset is an instant (resets_at), counted down against the local clock.
 function tick() {
   const elapsed = (performance.now() - state.fetchedAt) / 1000;
   for (const cooldown of document.querySelectorAll("[data-testid=key-cooldown]")) {
     const left = Number(cooldown.dataset.secondsLeft) - elapsed;
     cooldown.querySelector(".left").textContent = left > 0 ? formatSeconds(left) : "over";
+  }
+  for (const reset of document.querySelectorAll("[data-testid=quota-reset-in]")) {
+    const left = (Date.parse(reset.dataset.resetsAt) - Date.now()) / 1000;
+    reset.textContent = Number.isNaN(left) ? "" : left > 0 ? formatIn(left) : "now";
   }
 }
 
@@ -342,6 +356,52 @@ async function tokenAction(token, action) {
   });
 }
 
+// ---------------------------------------------------------------- quotas
+
+const QUOTA_METRICS = { requests_per_minute: "requests/min", requests_per_day: "requests/day",
+  input_tokens_per_minute: "input tokens/min", input_tokens_per_day: "input tokens/day" };
+
+function quotaQuery() {
+  const params = new URLSearchParams();
+  for (const [name, selector] of [["pool", "#quota-filter-pool"], ["project", "#quota-filter-project"]]) {
+    const value = $(selector).value.trim();
+    if (value) params.set(name, value);
+  }
+  return params;
+}
+
+async function loadQuotas() {
+  const query = quotaQuery();
+  const asked = ++state.quotasAsked;
+  const { quotas } = await api("GET", `/api/quotas?${query}`);
+  if (asked !== state.quotasAsked) return;  // a newer filter's answer wins over a slower refresh
+  $("#quotas-body").replaceChildren(...quotas.map(quotaRow));
+  $("#quotas-table").hidden = !quotas.length;
+  $("#quotas-empty").hidden = Boolean(quotas.length);
+  $("#quotas-empty").textContent = (query.toString() ? "No quota limit is known yet for this pool or project. " : "No quota limit is known yet. ") +
+    "Keyring learns a project's limits from the 429s Gemini answers (the quotaValue of their QuotaFailure violations), " +
+    "or an operator sets them per pool (the pool policy's quota_requests_per_minute, quota_requests_per_day and " +
+    "quota_input_tokens_per_minute fields); a limit is listed once a key of the project has been leased for the model.";
+  tick();
+}
+
+function quotaRow(quota) {
+  const source = quota.source === "learnt"
+    ? `learnt from a 429${quota.learnt_at ? `, ${when(quota.learnt_at)}` : ""}`
+    : quota.source === "operator" ? "set by the pool policy" : quota.source;
+  const shared = quota.replica_share !== quota.limit;
+  return h("tr", { "data-testid": "quota-row", "data-pool": quota.pool, "data-project": quota.project, "data-model": quota.model, "data-metric": quota.metric },
+    h("td", {}, quota.pool), h("td", { "data-testid": "quota-project" }, quota.project),
+    h("td", { "data-testid": "quota-model" }, quota.model), h("td", {}, QUOTA_METRICS[quota.metric] || quota.metric),
+    h("td", { "data-testid": "quota-limit" }, quota.limit),
+    h("td", { "data-testid": "quota-source", "data-source": quota.source }, source),
+    h("td", { "data-testid": "quota-used" }, quota.used),
+    h("td", { title: shared ? `of this replica's share, ${quota.replica_share} (the limit split across the live keyring replicas)` : "" },
+      h("span", { "data-testid": "quota-remaining" }, quota.remaining), shared ? h("small", {}, ` of ${quota.replica_share}`) : ""),
+    h("td", { "data-testid": "quota-reset" }, when(quota.resets_at),
+      h("span", { class: "reset-in", "data-testid": "quota-reset-in", "data-resets-at": quota.resets_at }, "")));
+}
+
 // ---------------------------------------------------------------- audit
 
 async function loadAudit() {
@@ -375,6 +435,8 @@ function wire() {
     attempt(loadKeys);
   });
   $("#page-prev").addEventListener("click", () => { if (state.page > 0) { state.page -= 1; attempt(loadKeys); } });
+  $("#quota-filters").addEventListener("submit", (event) => { event.preventDefault(); attempt(loadQuotas); });
+  for (const selector of ["#quota-filter-pool", "#quota-filter-project"]) $(selector).addEventListener("change", () => attempt(loadQuotas));
   $("#token-form").addEventListener("submit", createToken);
   $("#token-copy").addEventListener("click", () => attempt(async () => {
     await navigator.clipboard.writeText($("#token-value").textContent);
