@@ -56,6 +56,10 @@ class QuotaMetric(enum.StrEnum):
         return self in (QuotaMetric.INPUT_TOKENS_PER_MINUTE, QuotaMetric.INPUT_TOKENS_PER_DAY)
 
 
+_PER_DAY = frozenset(metric for metric in QuotaMetric if metric.per_day)
+_TOKEN_METRICS = tuple(metric for metric in QuotaMetric if metric.tokens)
+_REQUEST_METRICS = tuple(metric for metric in QuotaMetric if not metric.tokens)
+
 # The metrics keyring paces before the 429: requests counted at lease time; input tokens reserved at lease
 # time (the edge's estimate) and corrected at release (the answer's usageMetadata).
 PACED = (QuotaMetric.REQUESTS_PER_DAY, QuotaMetric.REQUESTS_PER_MINUTE)
@@ -123,13 +127,19 @@ def effective_limit(record: QuotaLimit | None, policy: Policy, metric: QuotaMetr
     return None, ""
 
 
+_pacific_day = (0.0, 0.0)  # the last Pacific day ``window`` computed: every lease asks for it, it changes daily
+
+
 def window(metric: QuotaMetric, now: float) -> tuple[float, float]:
     """The window ``now`` falls in: (start, reset)."""
-    if metric.per_day:
-        local = dt.datetime.fromtimestamp(now, PACIFIC)
-        midnight = dt.datetime.combine(local.date(), dt.time(0, 0), tzinfo=PACIFIC)
-        next_midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(0, 0), tzinfo=PACIFIC)
-        return midnight.timestamp(), next_midnight.timestamp()
+    global _pacific_day
+    if metric in _PER_DAY:
+        if not _pacific_day[0] <= now < _pacific_day[1]:
+            local = dt.datetime.fromtimestamp(now, PACIFIC)
+            midnight = dt.datetime.combine(local.date(), dt.time(0, 0), tzinfo=PACIFIC)
+            following = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(0, 0), tzinfo=PACIFIC)
+            _pacific_day = (midnight.timestamp(), following.timestamp())
+        return _pacific_day
     minute = math.floor(now / 60.0) * 60.0
     return minute, minute + 60.0
 
@@ -194,10 +204,12 @@ class QuotaCounter:
     def add(self, project: str, model: str, now: float, requests: int = 0, input_tokens: int = 0) -> None:
         if not project:
             return
-        for metric in QuotaMetric:
-            amount = input_tokens if metric.tokens else requests
-            if amount:
-                self._add(project, model, metric, now, amount)
+        if requests:
+            for metric in _REQUEST_METRICS:
+                self._add(project, model, metric, now, requests)
+        if input_tokens:
+            for metric in _TOKEN_METRICS:
+                self._add(project, model, metric, now, input_tokens)
 
     def _add(self, project: str, model: str, metric: QuotaMetric, now: float, amount: float) -> None:
         start, _ = window(metric, now)
