@@ -126,6 +126,7 @@ class Timing:
     stream_chunks: int
     stream_chunk_delay_s: float
     keyring_grace_s: float  # KEYRING_SHUTDOWN_GRACE_S: how long a SIGTERMed replica drains
+    edge_delay_s: float  # EDGE_SHUTDOWN_DELAY_S: how long a SIGTERMed edge accepts while /readyz says 503
 
 
 FULL = Timing(
@@ -139,6 +140,7 @@ FULL = Timing(
     stream_chunks=8,
     stream_chunk_delay_s=0.8,
     keyring_grace_s=10,  # the default
+    edge_delay_s=5,  # the default
 )
 QUICK = Timing(
     warm_s=1.0,
@@ -151,6 +153,7 @@ QUICK = Timing(
     stream_chunks=6,
     stream_chunk_delay_s=0.5,
     keyring_grace_s=2,
+    edge_delay_s=1,  # ten readiness polls of the load (READY_POLL_S): it stops routing there first
 )
 
 
@@ -275,7 +278,11 @@ class Stack:
         await self.edges[index].announced(r"edge listening on (\S+)")
 
     def stop_all(self) -> None:
-        for service in [*self.edges, *self.replicas, self.simulator]:
+        services = [*self.edges, *self.replicas, self.simulator]
+        for service in services:  # all told at once: their graceful stops overlap
+            service.signal(signal.SIGCONT)
+            service.signal(signal.SIGTERM)
+        for service in services:
             service.stop()
         if self.etcd.pid is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -326,7 +333,7 @@ async def start_stack(workdir: str, timing: Timing) -> Stack:
                 "EDGE_PORT": str(port),
                 "EDGE_KEYRING_ADDRESSES": addresses,
                 "EDGE_UPSTREAM_BASE_URL": stack.sim_url,
-                "EDGE_SHUTDOWN_DELAY_S": "5",  # the default, whatever the caller's environment says
+                "EDGE_SHUTDOWN_DELAY_S": str(timing.edge_delay_s),  # whatever the caller's environment says
                 **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
             }
             stack.edges.append(Service(f"edge-{index + 1}", "services.edge", env, workdir))
