@@ -19,7 +19,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.grpc_options import client_keepalive
+from services.common.grpc_options import client_keepalive, client_reconnect
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.common.tls import TLSFiles, channel_credentials, target_name_options
@@ -30,6 +30,7 @@ ACTOR_METADATA: Final = "x-keyring-actor"
 ADMIN_SERVICE: Final = pb.DESCRIPTOR.services_by_name["AdminService"]
 _METHODS: Final = frozenset(method.name for method in ADMIN_SERVICE.methods)
 _CHANNEL_OPTIONS: Final = [
+    *client_reconnect(),  # a restarted replica is reached again within seconds
     *client_keepalive(),  # the keepalive policy keyring's server accepts (services/common/grpc_options.py)
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -1,4 +1,4 @@
-"""gRPC keepalive policy, one place for both ends: keyring's server and its clients (edge, admin).
+"""gRPC keepalive and reconnect policy, one place for both ends: keyring's server and its clients (edge, admin).
 
 A client pings a quiet connection every ``keepalive_s`` and gives it up when a
 ping is not answered in ``keepalive_timeout_s`` (a replica gone without a FIN:
@@ -45,6 +45,22 @@ def client_keepalive(
         ("grpc.keepalive_timeout_ms", _ms(timeout_s)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+# A client's reconnect backoff to a replica that went away (gRPC's default grows to 120 s): a replica
+# restarted in a few seconds (a rolling update, a killed pod) is reached again within MAX_RECONNECT_S, so
+# the releases the edge keeps for it (owed, or counted but not yet durable) are delivered promptly.
+MIN_RECONNECT_S: Final = 0.25
+MAX_RECONNECT_S: Final = 2.0
+
+
+def client_reconnect() -> Options:
+    """Channel options of a keyring client: reconnect after MIN_RECONNECT_S, backing off to MAX_RECONNECT_S."""
+    return [
+        ("grpc.initial_reconnect_backoff_ms", _ms(MIN_RECONNECT_S)),
+        ("grpc.min_reconnect_backoff_ms", _ms(MIN_RECONNECT_S)),
+        ("grpc.max_reconnect_backoff_ms", _ms(MAX_RECONNECT_S)),
     ]
 
 

@@ -54,7 +54,12 @@ from typing import Any, Final, Literal, overload
 import grpc
 from opentelemetry import trace
 
-from services.common.grpc_options import CLIENT_KEEPALIVE_S, CLIENT_KEEPALIVE_TIMEOUT_S, client_keepalive
+from services.common.grpc_options import (
+    CLIENT_KEEPALIVE_S,
+    CLIENT_KEEPALIVE_TIMEOUT_S,
+    client_keepalive,
+    client_reconnect,
+)
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.common.telemetry import current_traceparent
@@ -139,7 +144,7 @@ class _ReplicaStream:
         max_owed: int = 10_000,
     ) -> None:
         self.address = address
-        options = [*(keepalive or client_keepalive()), *target_name_options(server_name)]
+        options = [*(keepalive or client_keepalive()), *client_reconnect(), *target_name_options(server_name)]
         if credentials is None:
             self.channel = grpc.aio.insecure_channel(address, options=options)
         else:
