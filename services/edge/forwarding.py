@@ -96,7 +96,7 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             retry_after = refused.retry_after_s if isinstance(refused, NoKeyFree) and refused.retry_after_s else None
             raise UpstreamFailed(failure, retry_after) from None
         tried.append(granted.lease.key_id)
-        attempt = Attempt(edge.upstream, edge.metrics, call, granted)
+        attempt = Attempt(edge.upstream, edge.metrics, call, granted, estimate)
         if call.settle is not None and call.stream:
             attempt.on_stream_end = _settler(edge, call, granted, attempt)
         result: web.StreamResponse | UpstreamError | None = None

@@ -110,15 +110,18 @@ class Attempt:
     """One upstream call with one leased key; ``outcome`` is what keyring will be told."""
 
     __slots__ = (
-        "call", "committed", "granted", "metrics", "on_stream_end", "outcome", "released", "settlement", "started",
+        "call", "committed", "estimate", "granted", "metrics", "on_stream_end", "outcome", "released", "settlement", "started",
         "upstream",
     )  # fmt: skip
 
-    def __init__(self, upstream: Upstream, metrics: EdgeMetrics, call: Call, granted: GrantedLease) -> None:
+    def __init__(
+        self, upstream: Upstream, metrics: EdgeMetrics, call: Call, granted: GrantedLease, estimate: int = 0
+    ) -> None:
         self.upstream = upstream
         self.metrics = metrics
         self.call = call
         self.granted = granted
+        self.estimate = estimate  # the call's input tokens as estimated once per request (estimate_input_tokens)
         self.outcome = CANCELLED  # until the attempt knows better
         self.started = time.monotonic()
         # A stream whose first bytes went to the client: past this point no other key can answer.
@@ -223,7 +226,7 @@ class Attempt:
         plain = scrub(wire.decoded(body, answer.headers.get("Content-Encoding")), self.granted.lease.secret)
         failure = parse_error(answer.status, plain)
         if answer.status == 429 and failure.violations:  # only then may the request's size be at fault
-            failure = dataclasses.replace(failure, estimated_input_tokens=estimate_input_tokens(self.call.body))
+            failure = dataclasses.replace(failure, estimated_input_tokens=self.estimate)
         self.outcome = error_outcome(failure, self._elapsed_ms())
         return failure
 

@@ -70,3 +70,26 @@ async def test_a_known_tpm_limit_paces_leases_so_the_upstream_never_answers_429(
     for retry_after, at in refused:
         assert abs(int(retry_after) - math.ceil(60 - at % 60)) <= 1, (retry_after, at % 60)
     await stack.no_lease_held()
+
+
+async def test_a_request_larger_than_the_tpm_limit_is_the_clients_fault_and_cools_nothing(
+    make_stack: MakeStack,
+) -> None:
+    """Issue 14: the upstream's 429 names a tokens-per-minute limit below the edge's estimate of the request."""
+    stack = await make_stack(keys=2)
+    stack.sim.quotas.set_rule(None, MODEL, {"tpm": 100, "retry_info": False})
+    assert stack.http is not None
+    url = f"{stack.edge_url}/v1beta/models/{MODEL}:generateContent"
+    big = {"contents": [{"role": "user", "parts": [{"text": "y" * 2400}]}]}  # 600 tokens: six times the limit
+    async with stack.http.post(url, json=big, headers=stack.gemini_headers()) as reply:
+        status, payload = reply.status, await reply.json()
+    assert status == 429, payload
+    assert payload["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert sum(stack.sim.counts().values()) == 1  # no other key tried: the request is at fault, not the key
+    view = stack.replica.keyring.cache.view
+    assert not view.cooldowns  # nothing cooled
+    assert all(key.consecutive_failures == 0 for key in view.keys.values())
+    small = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
+    async with stack.http.post(url, json=small, headers=stack.gemini_headers()) as reply:
+        assert reply.status == 200
+    await stack.no_lease_held()
