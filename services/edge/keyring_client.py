@@ -224,6 +224,8 @@ class _ReplicaStream:
         """Keep a release counted in a usage epoch not yet durable (bounded like the owed ones)."""
         epoch = result.release.counted_epoch if result.HasField("release") else 0
         if epoch > self._durable and call.HasField("release"):
+            if call.release.bind or call.release.unbind:
+                call = _plain(call)  # its bindings are committed: a re-send counts, it does not bind again
             call.release.counted_epoch = epoch
             self._counted.append(call)
             if len(self._counted) > self._max_owed:

@@ -110,8 +110,8 @@ class Attempt:
     """One upstream call with one leased key; ``outcome`` is what keyring will be told."""
 
     __slots__ = (
-        "call", "committed", "estimate", "granted", "metrics", "on_stream_end", "outcome", "released", "settlement", "started",
-        "upstream",
+        "call", "committed", "estimate", "granted", "metrics", "on_stream_end", "outcome", "released", "settlement",
+        "started", "upstream",
     )  # fmt: skip
 
     def __init__(

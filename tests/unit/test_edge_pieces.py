@@ -36,7 +36,7 @@ from services.edge.errors import (
     render,
     render_upstream,
 )
-from services.edge.keyring_client import refusal
+from services.edge.keyring_client import _ReplicaStream, refusal
 from services.edge.routing import GEMINI, OPENAI, dialect_of, fallback
 from services.edge.upstream import error_outcome, estimate_input_tokens, transport_failure
 
@@ -637,3 +637,25 @@ def test_the_edge_estimates_a_requests_input_tokens_from_its_text_parts() -> Non
     oversized = dataclasses.replace(error, estimated_input_tokens=estimate_input_tokens(orjson.dumps(native)))
     assert error_outcome(oversized, latency_ms=3).estimated_input_tokens == 1000
     assert not oversized.kind.tries_another_key
+
+
+async def test_a_release_counted_but_not_durable_is_kept_then_owed_without_its_bindings() -> None:
+    """Usage epochs (issue 13): kept until the replica says its epoch is written; re-sent, not re-bound, if not."""
+    replica = _ReplicaStream("127.0.0.1:9")  # never connected: the bookkeeping alone
+    try:
+        bound = pb.LeaseCall(release=pb.ReleaseRequest(lease_id="a.1.1.1.x", bind=[pb.ResourceBinding(name="files/f")]))
+        plain = pb.LeaseCall(release=pb.ReleaseRequest(lease_id="a.1.2.1.y"))
+        replica._keep_counted(bound, pb.LeaseResult(release=pb.ReleaseResponse(counted_epoch=3)))
+        replica._keep_counted(plain, pb.LeaseResult(release=pb.ReleaseResponse(counted_epoch=4)))
+        replica._keep_counted(pb.LeaseCall(release=pb.ReleaseRequest(lease_id="b")), pb.LeaseResult())  # not counted
+        replica._forget_durable(3)  # the first one's epoch is written: forgotten
+        replica._mark_down()  # the stream broke before epoch 4 was: owed, with its epoch
+        assert replica.owed == 1
+        [owed] = replica.take_owed()
+        assert (owed.release.lease_id, owed.release.counted_epoch) == ("a.1.2.1.y", 4)
+        replica._keep_counted(bound, pb.LeaseResult(release=pb.ReleaseResponse(counted_epoch=5)))
+        replica._mark_down()
+        [again] = replica.take_owed()
+        assert again.release.counted_epoch == 5 and not again.release.bind  # committed once: never bound again
+    finally:
+        await replica.close()
