@@ -82,6 +82,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         skip_auto_headers=("User-Agent",),
     )
     app[EDGE] = Edge(settings, app[METRICS], keyring, Upstream(settings, session))
+    app[METRICS].releases_owed.set_function(keyring.owed_releases)
+    app[METRICS].releases_unconfirmed.set_function(keyring.unconfirmed_releases)
     try:
         yield
     finally:

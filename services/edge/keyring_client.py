@@ -179,6 +179,11 @@ class _ReplicaStream:
         """Releases waiting for this replica's stream to come back."""
         return len(self._owed)
 
+    @property
+    def unconfirmed(self) -> int:
+        """Releases counted in a usage epoch this replica has not said is written."""
+        return len(self._counted)
+
     def send(self, call: pb.LeaseCall) -> None:
         """Queue a call whose reply nobody waits for (a release, a report); kept (owed) until keyring answers it."""
         if not self.connected:
@@ -775,6 +780,10 @@ class KeyringClient:
     def owed_releases(self) -> int:
         """Releases waiting for their replica's stream to come back (all replicas)."""
         return sum(replica.owed for replica in self._by_target.values())
+
+    def unconfirmed_releases(self) -> int:
+        """Releases counted in a usage epoch not yet written (all replicas): kept to be re-sent if one dies."""
+        return sum(replica.unconfirmed for replica in self._by_target.values())
 
     async def ready(self) -> bool:
         """True when at least one replica answers its health check as SERVING."""

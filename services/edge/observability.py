@@ -90,6 +90,17 @@ class EdgeMetrics:
             "edge_leases_denied_total", "Lease requests keyring refused, by gRPC status.", ["reason"], registry=r
         )
         self.in_flight = Gauge("edge_requests_in_flight", "Client requests being served.", registry=r)
+        # Read when scraped (``keyring_client.KeyringClient``): set_function in app.py.
+        self.releases_owed = Gauge(
+            "edge_keyring_releases_owed",
+            "Releases waiting for their keyring replica's stream to come back.",
+            registry=r,
+        )
+        self.releases_unconfirmed = Gauge(
+            "edge_keyring_releases_unconfirmed",
+            "Releases keyring counted in a usage epoch not yet in its store (re-sent if that replica dies).",
+            registry=r,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def child(self, metric: Counter | Histogram, *labels: str) -> Any:

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.admin.app import start_admin
 from services.admin.config import AdminSettings
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.simulator import Behaviour
 
 from .conftest import MakeStack, Stack, eventually
@@ -119,6 +120,8 @@ async def test_metrics_of_every_service_move(observed: tuple[Stack, str]) -> Non
     assert total(edge, "edge_upstream_duration_seconds_count") == 7  # six answers, one of them after a 429
     assert total(edge, "edge_request_duration_seconds_count", stream="true") == 1
     assert total(edge, "edge_requests_in_flight") == 0
+    assert total(edge, "edge_keyring_releases_owed") == 0  # every release reached its replica
+    assert 0 <= total(edge, "edge_keyring_releases_unconfirmed") <= 7  # at most this test's releases, until flushed
 
     _, keyring = await scrape(stack.http, f"http://127.0.0.1:{stack.replica.server.metrics_port}/metrics")
     assert total(keyring, "keyring_leases_granted_total", pool="main") == 7
@@ -135,6 +138,17 @@ async def test_metrics_of_every_service_move(observed: tuple[Stack, str]) -> Non
 
     for text in [str(edge), str(keyring), str(admin)]:
         assert stack.token not in text and not any(secret in text for secret in stack.keys)
+
+    # Usage epochs: once keyring has written its counts (GetUsage flushes them), the next reply on the lease
+    # stream says so and the edge forgets the releases it kept; only the newest one's epoch is not written yet.
+    await stack.replica.admin.GetUsage(pb.GetUsageRequest(window_s=3600))
+    async with stack.http.post(
+        f"{stack.edge_url}/v1beta/models/{MODEL}:generateContent", json=GENERATE, headers=stack.gemini_headers()
+    ) as answer:
+        assert answer.status == 200
+    await stack.no_lease_held()
+    _, edge = await scrape(stack.http, f"{stack.edge_url}/metrics")
+    assert total(edge, "edge_keyring_releases_unconfirmed") <= 1
 
 
 def dashboard_expressions() -> list[str]:
