@@ -40,6 +40,10 @@ PANELS = [
         ("sum by (reason) (rate(keyring_leases_denied_total[5m]))", "denied {{reason}}"),
         ("sum(rate(keyring_leases_expired_total[5m]))", "expired"),
     ]),
+    ("Keyring", "Releases the edges keep", "timeseries", "short", [
+        ("sum(edge_keyring_releases_owed)", "owed (a replica away)"),
+        ("sum(edge_keyring_releases_unconfirmed)", "counted, not yet written"),
+    ]),
     ("Keyring", "Lease duration p99", "timeseries", "s", [("histogram_quantile(0.99, sum by (le, pool) (rate(keyring_lease_duration_seconds_bucket[5m])))", "{{pool}}")]),
     ("Keyring", "etcd latency p99", "timeseries", "s", [("histogram_quantile(0.99, sum by (le, operation) (rate(keyring_etcd_operation_duration_seconds_bucket[5m])))", "{{operation}}")]),
     ("Keyring", "etcd errors", "timeseries", "ops", [("sum by (operation) (rate(keyring_etcd_errors_total[5m]))", "{{operation}}")]),
