@@ -52,7 +52,7 @@ from .errors import KeyringUnavailable, LeaseRefused, NoKeyFree, UnknownResource
 from .keyring_client import GrantedLease, KeyringClient
 from .observability import MODEL, ROUTE, STREAM, EdgeMetrics, record_attempt
 from .resources.sessions import UploadSessions
-from .upstream import Attempt, Call, Upstream, estimate_input_tokens
+from .upstream import Attempt, Call, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,9 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     request[ROUTE], request[STREAM] = call.route, call.stream
     tried: list[str] = []
     failure: UpstreamError | None = None
-    # Once per request, for keyring's tokens-per-minute pacing: only calls about a model with a body.
-    estimate = estimate_input_tokens(call.body) if call.model and call.body else 0
     for _ in range(edge.settings.max_attempts):
         try:
-            granted = await lease(edge, call, tried, estimate)
+            granted = await lease(edge, call, tried)
         except LeaseRefused as refused:
             edge.metrics.child(edge.metrics.denied, refused.reason).inc()
             if failure is None:
@@ -96,7 +94,7 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
             retry_after = refused.retry_after_s if isinstance(refused, NoKeyFree) and refused.retry_after_s else None
             raise UpstreamFailed(failure, retry_after) from None
         tried.append(granted.lease.key_id)
-        attempt = Attempt(edge.upstream, edge.metrics, call, granted, estimate)
+        attempt = Attempt(edge.upstream, edge.metrics, call, granted)
         if call.settle is not None and call.stream:
             attempt.on_stream_end = _settler(edge, call, granted, attempt)
         result: web.StreamResponse | UpstreamError | None = None
@@ -136,17 +134,16 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
     raise UpstreamFailed(failure)
 
 
-async def lease(edge: Edge, call: Call, tried: list[str], estimate: int = 0) -> GrantedLease:
-    """A lease for ``call`` (its affinity and excluded projects included); keyring's NOT_FOUND is a 404.
-
-    ``estimate``: the call's input tokens as estimated (``upstream.estimate_input_tokens``).
-    """
+async def lease(edge: Edge, call: Call, tried: list[str]) -> GrantedLease:
+    """A lease for ``call`` (its affinity, excluded projects and estimated input included); NOT_FOUND is a 404."""
     if not call.affinity and not call.exclude_projects:  # the hot path: as before affinity existed
-        return await edge.keyring.acquire(call.token_hash, call.model, tried, estimated_input_tokens=estimate)
+        return await edge.keyring.acquire(
+            call.token_hash, call.model, tried, estimated_input_tokens=call.input_tokens
+        )
     try:
         return await edge.keyring.acquire(
             call.token_hash, call.model, tried, affinity=call.affinity, exclude_projects=call.exclude_projects,
-            estimated_input_tokens=estimate,
+            estimated_input_tokens=call.input_tokens,
         )  # fmt: skip
     except KeyringUnavailable as unavailable:
         if unavailable.reason == "NOT_FOUND":

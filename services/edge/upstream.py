@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
-import orjson
 from aiohttp import web
 from opentelemetry import trace
 from yarl import URL
@@ -84,6 +83,8 @@ class Call:
     settle: Settle | None = None
     # Projects a list call has covered already (keyring leases a key of another one).
     exclude_projects: tuple[str, ...] = ()
+    # The call's input tokens as estimated from its parsed body (``estimate_input_tokens``; 0: not estimated).
+    input_tokens: int = 0
 
 
 class Upstream:
@@ -110,18 +111,15 @@ class Attempt:
     """One upstream call with one leased key; ``outcome`` is what keyring will be told."""
 
     __slots__ = (
-        "call", "committed", "estimate", "granted", "metrics", "on_stream_end", "outcome", "released", "settlement",
-        "started", "upstream",
+        "call", "committed", "granted", "metrics", "on_stream_end", "outcome", "released", "settlement", "started",
+        "upstream",
     )  # fmt: skip
 
-    def __init__(
-        self, upstream: Upstream, metrics: EdgeMetrics, call: Call, granted: GrantedLease, estimate: int = 0
-    ) -> None:
+    def __init__(self, upstream: Upstream, metrics: EdgeMetrics, call: Call, granted: GrantedLease) -> None:
         self.upstream = upstream
         self.metrics = metrics
         self.call = call
         self.granted = granted
-        self.estimate = estimate  # the call's input tokens as estimated once per request (estimate_input_tokens)
         self.outcome = CANCELLED  # until the attempt knows better
         self.started = time.monotonic()
         # A stream whose first bytes went to the client: past this point no other key can answer.
@@ -226,7 +224,7 @@ class Attempt:
         plain = scrub(wire.decoded(body, answer.headers.get("Content-Encoding")), self.granted.lease.secret)
         failure = parse_error(answer.status, plain)
         if answer.status == 429 and failure.violations:  # only then may the request's size be at fault
-            failure = dataclasses.replace(failure, estimated_input_tokens=self.estimate)
+            failure = dataclasses.replace(failure, estimated_input_tokens=self.call.input_tokens)
         self.outcome = error_outcome(failure, self._elapsed_ms())
         return failure
 
@@ -307,10 +305,12 @@ def error_outcome(error: UpstreamError, latency_ms: int) -> pb.Outcome:
 _TEXT_FIELDS: Final = frozenset({"text", "content"})
 
 
-def estimate_input_tokens(body: bytes | None) -> int:
-    """A request's input tokens, roughly: the UTF-8 bytes of its text parts / 4 (0 when unreadable).
+def estimate_input_tokens(data: object) -> int:
+    """A request's input tokens from its parsed JSON body, roughly: the UTF-8 bytes of its text parts / 4.
 
-    Computed once per request about a model (``forwarding.forward``) and sent
+    Computed once per request about a model, by the handler that parsed the
+    body within the parse budget (``dialects.json_object``/``check_json_object``;
+    a body over it is not estimated), as ``Call.input_tokens``, and sent
     at Acquire, so keyring reserves it in the leased project's tokens-per-minute
     count (pacing); and for a 429 with quota violations, so
     ``answers.classify`` can tell a request larger than a tokens-per-minute
@@ -318,12 +318,6 @@ def estimate_input_tokens(body: bytes | None) -> int:
     counted: the estimate errs low, so a request is blamed only when its text
     alone exceeds the limit.
     """
-    if not body:
-        return 0
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return 0
     return _text_bytes(data, in_text=False) // 4
 
 

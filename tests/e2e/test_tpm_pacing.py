@@ -93,3 +93,22 @@ async def test_a_request_larger_than_the_tpm_limit_is_the_clients_fault_and_cool
     async with stack.http.post(url, json=small, headers=stack.gemini_headers()) as reply:
         assert reply.status == 200
     await stack.no_lease_held()
+
+
+async def test_a_body_over_the_parse_budget_is_forwarded_unread_and_not_estimated(make_stack: MakeStack) -> None:
+    """The input estimate comes from the body the edge parsed within ``max_json_elements``, never a parse of its own.
+
+    Over the budget the edge reads nothing of the body, so it cannot tell an oversized request: the upstream's
+    429 counts as the project's quota (another key is tried), unlike the estimated request of the test above.
+    """
+    stack = await make_stack(keys=2, max_json_elements=16)
+    stack.sim.quotas.set_rule(None, MODEL, {"tpm": 100, "retry_info": False})
+    assert stack.http is not None
+    url = f"{stack.edge_url}/v1beta/models/{MODEL}:generateContent"
+    parts = [{"text": "y" * 240} for _ in range(10)]  # 600 tokens in more than 16 JSON elements
+    async with stack.http.post(
+        url, json={"contents": [{"role": "user", "parts": parts}]}, headers=stack.gemini_headers()
+    ) as reply:
+        assert reply.status == 429
+    assert sum(stack.sim.counts().values()) == 2  # not blamed on the request: it was not read
+    await stack.no_lease_held()

@@ -619,7 +619,7 @@ def test_upstream_error_is_the_shared_one() -> None:
 
 def test_the_edge_estimates_a_requests_input_tokens_from_its_text_parts() -> None:
     native = {"contents": [{"role": "user", "parts": [{"text": "x" * 4000}, {"inlineData": {"data": "A" * 999}}]}]}
-    assert estimate_input_tokens(orjson.dumps(native)) == 1000
+    assert estimate_input_tokens(native) == 1000
     openai = {
         "model": "m",
         "messages": [
@@ -627,14 +627,14 @@ def test_the_edge_estimates_a_requests_input_tokens_from_its_text_parts() -> Non
             {"role": "user", "content": [{"type": "text", "text": "z" * 400}]},
         ],
     }
-    assert estimate_input_tokens(orjson.dumps(openai)) == 300
-    assert estimate_input_tokens(b"not json") == 0 and estimate_input_tokens(None) == 0
+    assert estimate_input_tokens(openai) == 300
+    assert estimate_input_tokens("not an object") == 0 and estimate_input_tokens(None) == 0
     tpm = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
         {"quotaId": "GenerateContentInputTokensPerModelPerMinute-FreeTier", "quotaValue": "250"}]}  # fmt: skip
     error = parse_error(429, orjson.dumps({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [tpm]}}))
     import dataclasses
 
-    oversized = dataclasses.replace(error, estimated_input_tokens=estimate_input_tokens(orjson.dumps(native)))
+    oversized = dataclasses.replace(error, estimated_input_tokens=estimate_input_tokens(native))
     assert error_outcome(oversized, latency_ms=3).estimated_input_tokens == 1000
     assert not oversized.kind.tries_another_key
 

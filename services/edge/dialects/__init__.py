@@ -113,12 +113,13 @@ def json_object(request: web.Request, body: bytes) -> dict[str, object]:
     return _parsed_object(body)
 
 
-def check_json_object(request: web.Request, body: bytes) -> None:
-    """Check a body the edge only forwards: parsed when cheap to, else by its shape (``{...}``) only."""
+def check_json_object(request: web.Request, body: bytes) -> dict[str, object] | None:
+    """Check a body the edge only forwards: parsed when cheap to (the object), else by its shape (``{...}``): None."""
     if _elements(body) <= request.app[EDGE].settings.max_json_elements:
-        _parsed_object(body)
-    elif not (body.lstrip()[:1] == b"{" and body.rstrip()[-1:] == b"}"):
+        return _parsed_object(body)
+    if not (body.lstrip()[:1] == b"{" and body.rstrip()[-1:] == b"}"):
         raise bad_request("the request body must be a JSON object")
+    return None
 
 
 def _parsed_object(body: bytes) -> dict[str, object]:

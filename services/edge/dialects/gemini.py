@@ -35,7 +35,7 @@ from ..errors import EdgeError, bad_request, missing_token
 from ..forwarding import EDGE, forward
 from ..resources import bindings
 from ..routing import GEMINI
-from ..upstream import Call
+from ..upstream import Call, estimate_input_tokens
 from . import authenticated, bearer, check_json_object, only_allowed, read_body, shaped
 
 ACTIONS: Final = frozenset(
@@ -82,6 +82,7 @@ def _call(
     transform: Any = None,
     affinity: tuple[str, ...] = (),
     settle: Any = None,
+    input_tokens: int = 0,
 ) -> Call:
     return Call(
         method=request.method,
@@ -95,6 +96,7 @@ def _call(
         route=route,
         affinity=affinity,
         settle=settle,
+        input_tokens=input_tokens,
     )
 
 
@@ -124,11 +126,11 @@ async def model_action(request: web.Request) -> web.StreamResponse:
         raise EdgeError(404, f"method not found: {path.action or '(none)'} on models/{path.model}")
     hashed = await authenticated(request, _token(request))  # a token keyring refuses is a 401 before any read
     body = await read_body(request)
-    check_json_object(request, body)
+    data = check_json_object(request, body)  # None: over the parse budget, forwarded unread and not estimated
     # A body naming a file or a cache goes to its owner's project; two bytes searches for every other body.
     affinity = wire.named_resources(body) if wire.names_resources(body) else ()
     call = _call(
         request, path, hashed, body, path.action, stream=path.action == "streamGenerateContent",
-        affinity=affinity, settle=CREATING.get(path.action),
+        affinity=affinity, settle=CREATING.get(path.action), input_tokens=estimate_input_tokens(data),
     )  # fmt: skip
     return await forward(request, call)

@@ -18,7 +18,7 @@ from .. import wire
 from ..errors import EdgeError, bad_request, missing_token
 from ..forwarding import EDGE, forward
 from ..routing import OPENAI
-from ..upstream import Call
+from ..upstream import Call, estimate_input_tokens
 from . import authenticated, bearer, json_object, only_allowed, read_body, shaped
 
 
@@ -51,6 +51,7 @@ async def _post(request: web.Request, endpoint: str, can_stream: bool) -> web.St
         route=endpoint.replace("/", "."),
         # A cache named through extra_body (google.cached_content) goes to its owner's project.
         affinity=wire.named_resources(body) if wire.names_resources(body) else (),
+        input_tokens=estimate_input_tokens(data),
     )
     return await forward(request, call)
 

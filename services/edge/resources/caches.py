@@ -15,6 +15,7 @@ from .. import wire
 from ..dialects import authenticated, json_object, read_body
 from ..errors import bad_request
 from ..forwarding import forward
+from ..upstream import estimate_input_tokens
 from . import bindings
 from .common import client_token, hashed_token, path_of, resource_call
 
@@ -24,14 +25,16 @@ async def create(request: web.Request) -> web.StreamResponse:
     path = path_of(request, "cachedContents", item=False)
     hashed = await authenticated(request, client_token(request))
     body = await read_body(request)
-    named = json_object(request, body).get("model")
+    data = json_object(request, body)
+    named = data.get("model")
     model = wire.valid_model(named) if isinstance(named, str) else None
     if model is None:
         raise bad_request("a cache needs a model: models/{model id}")
     affinity = wire.named_resources(body) if wire.names_resources(body) else ()
     call = resource_call(
-        request, path, hashed, "caches.create", body=body, model=model, affinity=affinity, settle=bindings.cache
-    )
+        request, path, hashed, "caches.create", body=body, model=model, affinity=affinity, settle=bindings.cache,
+        input_tokens=estimate_input_tokens(data),
+    )  # fmt: skip
     return await forward(request, call)
 
 

@@ -48,6 +48,7 @@ def resource_call(
     stream: bool = False,
     query: Mapping[str, frozenset[str] | None] = wire.RESOURCE_QUERY,
     extra_headers: frozenset[str] = frozenset(),
+    input_tokens: int = 0,
 ) -> Call:
     """The upstream call for a resource path: URL from its parts, allow-listed query and headers."""
     return Call(
@@ -61,6 +62,7 @@ def resource_call(
         route=route,
         affinity=affinity,
         settle=settle,
+        input_tokens=input_tokens,
     )
 
 

@@ -23,6 +23,7 @@ from .. import wire
 from ..dialects import authenticated, json_object, read_body
 from ..errors import bad_request
 from ..forwarding import forward
+from ..upstream import estimate_input_tokens
 from . import bindings
 from .common import cancel_get_delete, client_token, path_of, resource_call
 
@@ -55,6 +56,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     call = resource_call(
         request, path, hashed, "interactions.create", body=body, model=model, affinity=tuple(affinity),
         settle=bindings.created_interaction if stored else None, stream=data.get("stream") is True,
+        input_tokens=estimate_input_tokens(data) if model else 0,
     )  # fmt: skip
     return await forward(request, call)
 
