@@ -78,6 +78,8 @@ class UsageLedger:
         self._expired = RecentIds()  # own leases reclaimed by their TTL: a late release still counts, once
         self._counted_late = RecentIds()  # other instances' leases counted here
         self._waiting: dict[str, _Waiting] = {}  # releases of a live instance's lease
+        # A departed instance writes no more: its flushed epoch, read once (a SIGKILL's re-sent releases are many).
+        self._departed_epochs: dict[str, int] = {}
 
     def count(self, call: Call) -> int:
         """Count a call of a lease this replica holds; the epoch it went into."""
@@ -130,7 +132,14 @@ class UsageLedger:
 
     def _counted_there(self, instance: str, counted_epoch: int) -> bool:
         """Whether the departed ``instance`` counted the call and its count reached the store."""
-        return bool(counted_epoch) and counted_epoch <= self.flushed_epoch(instance)
+        if not counted_epoch:
+            return False
+        flushed = self._departed_epochs.get(instance)
+        if flushed is None:
+            if len(self._departed_epochs) >= MAX_WAITING:
+                self._departed_epochs.clear()
+            flushed = self._departed_epochs[instance] = self.flushed_epoch(instance)
+        return counted_epoch <= flushed
 
     def _is_member(self, instance: str) -> bool:
         replica_id = instance.rpartition(".")[0]
