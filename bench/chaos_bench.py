@@ -61,10 +61,8 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,21 +70,22 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from processes import Service, admin_channel, edge_env, keyring_env, sim_counts, start_keyring  # noqa: E402
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
-from services.common.tls import channel_credentials  # noqa: E402
-from services.devstack.certs import Certificate, LocalCA  # noqa: E402
+from services.devstack.certs import LocalCA  # noqa: E402
 from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
-from services.devstack.health import wait_until_serving  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
 POOL = "chaos"
@@ -157,89 +156,7 @@ QUICK = Timing(
 )
 
 
-# -- processes -------------------------------------------------------------
-
-
-
-
-class Service:
-    """One subprocess this run started (and may start again with the same settings); signalled by its PID only."""
-
-    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: str, args: list[str] | None = None):
-        self.name, self.module, self.env, self.args = name, module, env, args or []
-        self.log_path = Path(log_dir) / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process is reaped
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, *self.args],
-            env={**os.environ, "LOG_LEVEL": "WARNING", **self.env},
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def still_alive(self) -> None:
-        if not self.alive:
-            raise SystemExit(f"{self.name} exited (code {self.process and self.process.poll()}); see {self.log_path}")
-
-    async def announced(self, pattern: str, timeout_s: float = 30.0) -> str:
-        """Read stdout until the process prints its address."""
-        assert self.process is not None and self.process.stdout is not None
-        stdout = self.process.stdout
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            line = await asyncio.wait_for(loop.run_in_executor(None, stdout.readline), deadline - time.monotonic())
-            if not line:
-                raise SystemExit(f"{self.name} exited before announcing itself; see {self.log_path}")
-            match = re.search(pattern, line.decode())
-            if match:
-                return match.group(1)
-        raise SystemExit(f"{self.name} did not announce itself in {timeout_s} s")
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.alive:
-            assert self.process is not None
-            os.kill(self.process.pid, sig)
-
-    async def exited(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.alive and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if not self.alive:
-            self._reap()
-            return True
-        return False
-
-    def _reap(self) -> None:
-        if self.process is not None:
-            self.process.wait()
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def stop(self) -> None:
-        if self.alive:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self._reap()
+# -- the stack -------------------------------------------------------------
 
 
 @dataclass
@@ -261,17 +178,11 @@ class Stack:
     def keyring_address(self, index: int) -> str:
         return f"127.0.0.1:{self.keyring_ports[index]}"
 
-    @property
-    def admin_cert(self) -> Certificate:
-        return self.ca.issue("keyring-admin")
+    def admin_channel(self, index: int = 0) -> grpc.aio.Channel:
+        return admin_channel(self.ca, self.keyring_address(index))
 
     async def start_replica(self, index: int) -> None:
-        replica = self.replicas[index]
-        replica.start()
-        await replica.announced(r"keyring listening on (\S+)")
-        await wait_until_serving(
-            self.keyring_address(index), 30, replica.still_alive, tls=self.ca.issue("keyring-edge").files
-        )
+        await start_keyring(self.replicas[index], self.keyring_address(index), self.ca)
 
     async def start_edge(self, index: int) -> None:
         self.edges[index].start()
@@ -307,35 +218,19 @@ async def start_stack(workdir: str, timing: Timing) -> Stack:
             port, metrics_port = free_port(), free_port()
             stack.keyring_ports.append(port)
             stack.metrics_ports.append(metrics_port)
-            env = {
-                "KEYRING_KEK": kek,
-                "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
-                "KEYRING_HOST": "127.0.0.1",
-                "KEYRING_PORT": str(port),
-                "KEYRING_METRICS_HOST": "127.0.0.1",
-                "KEYRING_METRICS_PORT": str(metrics_port),
-                "KEYRING_PREFIX": "/chaos/",
-                "KEYRING_REPLICA_ID": f"replica-{name}",
-                "KEYRING_UPSTREAM_BASE_URL": stack.sim_url,
-                "KEYRING_RECHECK_INTERVAL_S": "0",
-                "KEYRING_SHUTDOWN_GRACE_S": str(timing.keyring_grace_s),
-                **ca.issue("keyring").env("KEYRING_TLS"),
-                **ca.issue("keyring").env("KEYRING_ETCD_TLS"),
-            }
+            env = keyring_env(
+                ca, etcd, stack.sim_url, kek=kek, replica_id=f"replica-{name}", port=port, metrics_port=metrics_port,
+                prefix="/chaos/",
+            )  # fmt: skip
+            env["KEYRING_SHUTDOWN_GRACE_S"] = str(timing.keyring_grace_s)
             stack.replicas.append(Service(f"keyring-{name}", "services.keyring", env, workdir))
         await asyncio.gather(*(stack.start_replica(i) for i in range(2)))
         await seed(stack, timing)
-        addresses = ",".join(stack.keyring_address(i) for i in range(2))
+        addresses = [stack.keyring_address(i) for i in range(2)]
         for index in range(2):
             port = free_port()
-            env = {
-                "EDGE_HOST": "127.0.0.1",
-                "EDGE_PORT": str(port),
-                "EDGE_KEYRING_ADDRESSES": addresses,
-                "EDGE_UPSTREAM_BASE_URL": stack.sim_url,
-                "EDGE_SHUTDOWN_DELAY_S": str(timing.edge_delay_s),  # whatever the caller's environment says
-                **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
-            }
+            env = edge_env(ca, stack.sim_url, addresses, port)
+            env["EDGE_SHUTDOWN_DELAY_S"] = str(timing.edge_delay_s)  # whatever the caller's environment says
             stack.edges.append(Service(f"edge-{index + 1}", "services.edge", env, workdir))
             stack.edge_urls.append(f"http://127.0.0.1:{port}")
         await asyncio.gather(*(stack.start_edge(i) for i in range(2)))
@@ -350,13 +245,9 @@ async def start_stack(workdir: str, timing: Timing) -> Stack:
     return stack
 
 
-def admin_channel(stack: Stack, index: int = 0) -> grpc.aio.Channel:
-    return grpc.aio.secure_channel(stack.keyring_address(index), channel_credentials(stack.admin_cert.files))
-
-
 async def seed(stack: Stack, timing: Timing) -> None:
     policy = pb.Policy(rate_limit_cooldown_ms=int(timing.base_cooldown_s * 1000))
-    async with admin_channel(stack) as channel:
+    async with stack.admin_channel() as channel:
         admin = pb_grpc.AdminServiceStub(channel)
         await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name=POOL, policy=policy)))
         stack.key_secrets = [fake_gemini_key(f"chaos-{i}") for i in range(KEYS)]
@@ -403,7 +294,7 @@ async def usage_counted(stack: Stack) -> int | None:
     for _ in range(2):  # the second round reads the other replica's flushed counts too
         for index in range(len(stack.replicas)):
             try:
-                async with admin_channel(stack, index) as channel:
+                async with stack.admin_channel(index) as channel:
                     reply = await pb_grpc.AdminServiceStub(channel).GetUsage(
                         pb.GetUsageRequest(pool=POOL, window_s=3600), timeout=10
                     )
@@ -412,12 +303,6 @@ async def usage_counted(stack: Stack) -> int | None:
             figures.append(sum(row.figures.requests for row in reply.pools if row.id == POOL))
         await asyncio.sleep(0.3)
     return max(figures) if figures else None
-
-
-async def sim_counts(stack: Stack, http: aiohttp.ClientSession) -> dict[str, int]:
-    async with http.get(f"{stack.sim_url}/_sim/counts") as reply:
-        counts: dict[str, int] = (await reply.json())["counts"]
-    return counts
 
 
 async def sim_script(
@@ -438,7 +323,7 @@ async def cooling_keys(stack: Stack, model: str) -> int | None:
     """Keys of the pool with a cooldown of ``model`` in force (None when no replica answers)."""
     for index in range(len(stack.replicas)):
         try:
-            async with admin_channel(stack, index) as channel:
+            async with stack.admin_channel(index) as channel:
                 reply = await pb_grpc.AdminServiceStub(channel).ListKeys(
                     pb.ListKeysRequest(filter=pb.KeyFilter(pool=POOL)), timeout=3
                 )
@@ -616,12 +501,12 @@ async def edge_sigterm_streams(stack: Stack, load: Load, timing: Timing, fault: 
 
 
 async def storm(stack: Stack, load: Load, timing: Timing, fault: Fault) -> None:
-    before = await sim_counts(stack, load.http)
+    before = await sim_counts(stack.sim_url, load.http)
     await sim_script(stack, load.http, stack.key_secrets, load.model, None)
     fault.steps.append(f"every key answers 429 without RetryInfo for {timing.storm_s:g} s")
     await hold(timing.storm_s)
     await sim_clear(stack, load.http)
-    after = await sim_counts(stack, load.http)
+    after = await sim_counts(stack.sim_url, load.http)
     fault.upstream_429s = sum(after.get(s, 0) - before.get(s, 0) for s in stack.key_secrets)
     fault.steps.append("upstream recovered")
     recovered = time.time()
@@ -664,7 +549,7 @@ async def run_scenario(
     scripted = [s for s in stack.key_secrets if stack.key_projects[s] == quota_project]
     if name != "storm_429":
         await sim_script(stack, http, scripted, model, timing.retry_s)
-    counts_before = await sim_counts(stack, http)
+    counts_before = await sim_counts(stack.sim_url, http)
     leases_before = await leases_in_flight(stack, http)
     usage_before = await usage_counted(stack)
     load = Load(stack, http, model)
@@ -684,7 +569,7 @@ async def run_scenario(
     await sim_clear(stack, http)
     await asyncio.sleep(1.0)  # releases in flight land
     in_flight = leases_left(leases_before, await leases_in_flight(stack, http))
-    counts_after = await sim_counts(stack, http)
+    counts_after = await sim_counts(stack.sim_url, http)
     usage_after = await usage_counted(stack)
     upstream = sum(counts_after.get(s, 0) - counts_before.get(s, 0) for s in stack.key_secrets)
     # One 429 per key answering 429 per cooling window is the floor (the calls in flight on the

@@ -97,15 +97,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from chaos_bench import Service  # noqa: E402
+from processes import Service, admin_channel, edge_env, keyring_env, sim_counts, start_keyring  # noqa: E402
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
-from services.common.tls import channel_credentials  # noqa: E402
 from services.devstack.certs import LocalCA  # noqa: E402
 from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
-from services.devstack.health import wait_until_serving  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
 PROJECTS = 4
@@ -154,8 +152,7 @@ class Stack:
         self.tokens: dict[str, str] = {}  # scenario -> its pool's client token
 
     def admin_channel(self, index: int = 0) -> grpc.aio.Channel:
-        address = f"127.0.0.1:{self.keyring_ports[index]}"
-        return grpc.aio.secure_channel(address, channel_credentials(self.ca.issue("keyring-admin").files))
+        return admin_channel(self.ca, f"127.0.0.1:{self.keyring_ports[index]}")
 
     def stop_all(self) -> None:
         for service in [*([self.edge] if self.edge else []), *self.replicas, self.simulator]:
@@ -178,40 +175,17 @@ async def start_stack(workdir: str, limits: dict[str, int]) -> Stack:
         for name in ("a", "b"):
             port = free_port()
             stack.keyring_ports.append(port)
-            env = {
-                "KEYRING_KEK": kek,
-                "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
-                "KEYRING_HOST": "127.0.0.1",
-                "KEYRING_PORT": str(port),
-                "KEYRING_METRICS_HOST": "127.0.0.1",
-                "KEYRING_METRICS_PORT": str(free_port()),
-                "KEYRING_PREFIX": "/quota/",
-                "KEYRING_REPLICA_ID": f"replica-{name}",
-                "KEYRING_UPSTREAM_BASE_URL": stack.sim_url,
-                "KEYRING_RECHECK_INTERVAL_S": "0",
-                **ca.issue("keyring").env("KEYRING_TLS"),
-                **ca.issue("keyring").env("KEYRING_ETCD_TLS"),
-            }
+            env = keyring_env(
+                ca, etcd, stack.sim_url, kek=kek, replica_id=f"replica-{name}", port=port, metrics_port=free_port(),
+                prefix="/quota/",
+            )  # fmt: skip
             stack.replicas.append(Service(f"keyring-{name}", "services.keyring", env, workdir))
 
-        async def start_replica(index: int) -> None:
-            replica = stack.replicas[index]
-            replica.start()
-            await replica.announced(r"keyring listening on (\S+)")
-            address = f"127.0.0.1:{stack.keyring_ports[index]}"
-            await wait_until_serving(address, 30, replica.still_alive, tls=ca.issue("keyring-edge").files)
-
-        await asyncio.gather(*(start_replica(i) for i in range(2)))
+        addresses = [f"127.0.0.1:{port}" for port in stack.keyring_ports]
+        await asyncio.gather(*(start_keyring(r, a, ca) for r, a in zip(stack.replicas, addresses, strict=True)))
         await seed(stack, limits)
         port = free_port()
-        env = {
-            "EDGE_HOST": "127.0.0.1",
-            "EDGE_PORT": str(port),
-            "EDGE_KEYRING_ADDRESSES": ",".join(f"127.0.0.1:{p}" for p in stack.keyring_ports),
-            "EDGE_UPSTREAM_BASE_URL": stack.sim_url,
-            **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
-        }
-        stack.edge = Service("edge", "services.edge", env, workdir)
+        stack.edge = Service("edge", "services.edge", edge_env(ca, stack.sim_url, addresses, port), workdir)
         stack.edge.start()
         await stack.edge.announced(r"edge listening on (\S+)")
         stack.edge_url = f"http://127.0.0.1:{port}"
@@ -250,12 +224,6 @@ async def sim_post(stack: Stack, http: aiohttp.ClientSession, path: str, data: d
     async with http.post(f"{stack.sim_url}{path}", json=data) as reply:
         reply.raise_for_status()
         return await reply.json()
-
-
-async def sim_counts(stack: Stack, http: aiohttp.ClientSession) -> dict[str, int]:
-    async with http.get(f"{stack.sim_url}/_sim/counts") as reply:
-        counts: dict[str, int] = (await reply.json())["counts"]
-    return counts
 
 
 async def learnt_limits(stack: Stack, pool: str, model: str) -> list[dict[str, Any]] | str:
@@ -341,7 +309,7 @@ async def run_scenario(
         rule["tpm"] = limit
         bodies, unit = [body(chars) for chars in SIZES], "input_tokens"
     await sim_post(stack, http, "/_sim/quotas", rule)
-    counts_before = await sim_counts(stack, http)
+    counts_before = await sim_counts(stack.sim_url, http)
     if start_at is None:  # just after a simulator window begins (epoch-aligned, like keyring's minute)
         start_at = next_window_start(window_s)
     await asyncio.sleep(max(start_at - time.time(), 0.0))
@@ -353,12 +321,12 @@ async def run_scenario(
     at_first_end: tuple[dict[str, int], int] | None = None
     if first_window_end < began + seconds:
         await asyncio.sleep(first_window_end - time.time())
-        at_first_end = (await sim_counts(stack, http), load.statuses.get("200", 0))
+        at_first_end = (await sim_counts(stack.sim_url, http), load.statuses.get("200", 0))
     await asyncio.sleep(max(began + seconds - time.time(), 0.0))
     await load.stop()
     ended = time.time()
     await asyncio.sleep(0.5)
-    counts_after = await sim_counts(stack, http)
+    counts_after = await sim_counts(stack.sim_url, http)
     upstream = sum(counts_after.get(s, 0) - counts_before.get(s, 0) for s in stack.pool_keys[name])
     windows_touched = math.floor(ended / window_s) - math.floor(began / window_s) + 1
     elapsed = ended - began
