@@ -50,8 +50,8 @@ from .domain.limits import QuotaRow, quota_rows
 from .domain.limits import learnt as learnt_limits
 from .domain.models import Outcome, Policy, Transport
 from .domain.policy import is_routine_success, judge
-from .domain.usage import RecentIds
-from .ledger import Call, UsageLedger
+from .domain.usage import Call, RecentIds
+from .ledger import UsageLedger
 from .sealing import SecretBox
 from .write_behind import WriteBehind
 from .writer import StateWriter
@@ -213,7 +213,7 @@ class LeaseDesk:
         key = self._view.keys.get(key_id)
         epoch = 0
         if key is not None and outcome.transport is not Transport.CANCELLED:
-            failed = outcome.transport is not Transport.OK or not 200 <= outcome.http_status < 300
+            failed = not outcome.succeeded
             call = Call(key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
             if lease is None:
                 epoch = self.ledger.count_late(lease_id, call, counted_epoch, kept_for_granter)

@@ -40,23 +40,11 @@ import orjson
 
 from .codec import Layout
 from .domain.lease_ids import granting_instance
-from .domain.usage import Bucket, RecentIds, UsageCounter
+from .domain.usage import Bucket, Call, RecentIds, UsageCounter
 from .domain.view import KeyringView
 
 MAX_WAITING = 10_000  # releases waiting for their granting instance to leave, at most
 WAIT_FOR_DEPARTURE_S = 120.0  # after this, the granting instance is alive: it counted the call
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One upstream call's figures, as a release reports them."""
-
-    pool: str
-    key_id: str
-    token_id: str
-    failed: bool
-    input_tokens: int
-    output_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +71,7 @@ class UsageLedger:
 
     def count(self, call: Call) -> int:
         """Count a call of a lease this replica holds; the epoch it went into."""
-        return self.usage.count(
-            self._clock(), call.pool, call.key_id, call.token_id, call.failed, call.input_tokens, call.output_tokens
-        )
+        return self.usage.count(self._clock(), call)
 
     def expired(self, lease_id: str) -> None:
         """One of this instance's leases was reclaimed unreleased: a release that comes late still counts."""

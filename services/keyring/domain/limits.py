@@ -182,7 +182,7 @@ class QuotaCounter:
         its input tokens now.
         """
         reserved = self._reserved.pop(lease_id, None)
-        ok = outcome.transport is Transport.OK and 200 <= outcome.http_status < 300
+        ok = outcome.succeeded
         if reserved is None:
             if ok and outcome.input_tokens:
                 self.add(project, model, now, input_tokens=outcome.input_tokens)

@@ -282,6 +282,11 @@ class Outcome:
     estimated_input_tokens: int = 0  # the edge's estimate of the request's input (0: unknown)
 
     @property
+    def succeeded(self) -> bool:
+        """A 2xx answer arrived (what usage counts as a success, and what consumed the input it was sent)."""
+        return self.transport is Transport.OK and 200 <= self.http_status < 300
+
+    @property
     def kind(self) -> AnswerKind:
         """What the answer means (services.common.answers decides, nobody else)."""
         reasons = (self.error_reason,) if self.error_reason else ()

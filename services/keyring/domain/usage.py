@@ -85,6 +85,18 @@ class Bucket:
         return bucket
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One upstream call's figures, as its release reports them."""
+
+    pool: str
+    key_id: str
+    token_id: str  # "" when not known (a release counted by another replica than the one holding the lease)
+    failed: bool
+    input_tokens: int
+    output_tokens: int
+
+
 def bucket_start(now: float) -> int:
     return int(now // BUCKET_S) * BUCKET_S
 
@@ -98,10 +110,9 @@ class UsageCounter:
         self.epoch = 1  # counts go into this epoch
         self.durable = 0  # every epoch up to this one is written
 
-    def count(
-        self, now: float, pool: str, key_id: str, token_id: str, error: bool, input_tokens: int, output_tokens: int
-    ) -> int:
+    def count(self, now: float, call: Call) -> int:
         """Count one call; the epoch it went into."""
+        pool, key_id, token_id = call.pool, call.key_id, call.token_id
         start = bucket_start(now)
         bucket = self.buckets.get(start)
         if bucket is None:
@@ -117,9 +128,9 @@ class UsageCounter:
                 bucket.token_pools[token_id] = pool
         for figures in subjects:
             figures.requests += 1
-            figures.errors += error
-            figures.input_tokens += input_tokens
-            figures.output_tokens += output_tokens
+            figures.errors += call.failed
+            figures.input_tokens += call.input_tokens
+            figures.output_tokens += call.output_tokens
         self.dirty.add(start)
         return self.epoch
 
