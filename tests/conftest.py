@@ -1,5 +1,5 @@
-"""Shared fixtures: one real etcd per test session (TLS, client certificates required), an isolated key
-prefix per test, and the session's certificates (``tests/pki.py``) in every service's TLS variables."""
+"""Shared fixtures: one real etcd per test session (TLS, client certificates of etcd's own CA required), an
+isolated key prefix per test, and the session's certificates (``tests/pki.py``) in every service's TLS variables."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def pki() -> Pki:
 
 @pytest.fixture(scope="session")
 def etcd_server(pki: Pki) -> Iterator[EtcdServer]:
-    """One real etcd for the whole run, over TLS with client certificates (started lazily, stopped at the end)."""
+    """One real etcd for the whole run, over TLS; only etcd's CA's client certificates (keyring's) are accepted."""
     server = EtcdServer(tls=pki.etcd.files)
     server.start()
     try:
@@ -48,13 +48,13 @@ def etcd_server(pki: Pki) -> Iterator[EtcdServer]:
 
 
 def etcd_admin_client(etcd_server: EtcdServer) -> aetcd.Client:
-    """A raw aetcd client of the session etcd (keyring's client certificate)."""
-    return etcd_client(etcd_server.host, etcd_server.port, tls=session_pki().keyring.files, timeout_s=5)
+    """A raw aetcd client of the session etcd (keyring's etcd client certificate)."""
+    return etcd_client(etcd_server.host, etcd_server.port, tls=session_pki().etcd_client.files, timeout_s=5)
 
 
 async def open_store(etcd_server: EtcdServer, **kwargs: object) -> EtcdStore:
-    """An EtcdStore on the session etcd, with keyring's client certificate."""
-    return await EtcdStore.open(etcd_server.endpoint, tls=session_pki().keyring.files, **kwargs)  # type: ignore[arg-type]
+    """An EtcdStore on the session etcd, with keyring's etcd client certificate."""
+    return await EtcdStore.open(etcd_server.endpoint, tls=session_pki().etcd_client.files, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture

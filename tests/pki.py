@@ -1,9 +1,10 @@
-"""The test session's certificates: one local CA, one certificate per identity (services/devstack/certs.py).
+"""The test session's certificates: the services' CA and etcd's own CA, as deployed (services/devstack/certs.py).
 
 Tests run with mutual TLS as production does: ``tests/conftest.py`` points the
 KEYRING_TLS_*, KEYRING_ETCD_TLS_*, EDGE_KEYRING_TLS_* and ADMIN_KEYRING_TLS_*
 variables at these files, and the session's etcd requires a client
-certificate. ``channel`` opens a gRPC channel to keyring as any of them.
+certificate of etcd's CA, which only keyring holds (``etcd_client``).
+``channel`` opens a gRPC channel to keyring as any identity.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 import grpc
 
 from services.common.tls import channel_credentials
-from services.devstack.certs import Certificate, LocalCA
+from services.devstack.certs import ETCD_CA_NAME, Certificate, LocalCA
 
-KEYRING = "keyring"  # keyring's server certificate (also its etcd client certificate)
+KEYRING = "keyring"  # keyring's server certificate; its etcd client certificate has the name too (etcd's CA)
 EDGE = "keyring-edge"  # a lease client
 ADMIN = "keyring-admin"  # the default admin identity
 ETCD = "etcd"
@@ -36,13 +37,14 @@ class Pki:
     etcd: Certificate
     service: Certificate
     stranger: Certificate  # admin's name signed by another CA (trusting ours): keyring and etcd must refuse it
+    etcd_client: Certificate  # keyring's etcd client certificate, signed by etcd's CA (``etcd`` is signed by it too)
 
     def environment(self) -> dict[str, str]:
         """The variables every service's settings read their certificates from."""
         env: dict[str, str] = {}
         for prefix, cert in (
             ("KEYRING_TLS", self.keyring),
-            ("KEYRING_ETCD_TLS", self.keyring),
+            ("KEYRING_ETCD_TLS", self.etcd_client),
             ("EDGE_KEYRING_TLS", self.edge),
             ("ADMIN_KEYRING_TLS", self.admin),
         ):
@@ -54,15 +56,17 @@ class Pki:
 def session_pki() -> Pki:
     directory = tempfile.mkdtemp(prefix="keyring-tls-")
     ca = LocalCA(directory)
+    etcd_ca = LocalCA(os.path.join(directory, "etcd-ca"), name=ETCD_CA_NAME)
     other = LocalCA(os.path.join(directory, "other-ca"))
     return Pki(
         directory,
         keyring=ca.issue(KEYRING, dns_names=("localhost", "keyring-headless")),
         edge=ca.issue(EDGE),
         admin=ca.issue(ADMIN),
-        etcd=ca.issue(ETCD),
+        etcd=etcd_ca.issue(ETCD),
         service=ca.issue(SERVICE),
         stranger=dataclasses.replace(other.issue(ADMIN), ca_file=ca.ca_file),
+        etcd_client=etcd_ca.issue(KEYRING),
     )
 
 

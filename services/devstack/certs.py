@@ -1,13 +1,19 @@
 """A local certificate authority and service certificates, for the developer stack and the tests.
 
 Production certificates come from cert-manager (deploy/k8s/components/cert-manager);
-this module makes the same shape on one machine: one CA, and per service a
+this module makes the same shape on one machine: a CA, and per service a
 certificate whose common name is the service's identity (``keyring``,
-``keyring-edge``, ``keyring-admin``, ``etcd``...), with ``localhost`` and
-``127.0.0.1`` as subject alternative names so TLS host checks pass on loopback.
+``keyring-edge``, ``keyring-admin``...), with ``localhost`` and ``127.0.0.1``
+as subject alternative names so TLS host checks pass on loopback.
+
+etcd has a CA of its own (``ETCD_CA_NAME``): it signs etcd's certificate and
+keyring's etcd client certificate only, so no other service's certificate is
+an etcd client (SECURITY.md, issue 18 finding 1). ``--ca`` names the CA's
+files, so both CAs may share a directory.
 
     python -m services.devstack.certs var/tls keyring keyring-edge keyring-admin
-    python -m services.devstack.certs deploy/compose/secrets/tls keyring=keyring-1,keyring-2 etcd=etcd ...
+    python -m services.devstack.certs deploy/compose/secrets keyring=keyring-1,keyring-2 keyring-edge ...
+    python -m services.devstack.certs --ca etcd-ca deploy/compose/secrets etcd-server=etcd keyring-etcd
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from services.common.tls import TLSFiles
 
 CA_NAME = "keyring-local-ca"
+ETCD_CA_NAME = "keyring-local-etcd-ca"
 VALID_DAYS = 825
 LOOPBACK_NAMES = ("localhost",)
 LOOPBACK_IPS = ("127.0.0.1", "::1")
@@ -80,12 +87,16 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 class LocalCA:
-    """A CA kept in ``directory`` (ca.crt, ca.key) that issues certificates into the same directory."""
+    """A CA kept in ``directory`` (``{stem}.crt``, ``{stem}.key``) that issues certificates into the same directory.
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    ``name`` is the CA's common name: two CAs (the services' and etcd's) keep
+    different names, so neither's certificates ever chain to the other.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, name: str = CA_NAME, stem: str = "ca") -> None:
         self.directory = Path(directory)
-        self.ca_file = str(self.directory / "ca.crt")
-        ca_key_path = self.directory / "ca.key"
+        self.ca_file = str(self.directory / f"{stem}.crt")
+        ca_key_path = self.directory / f"{stem}.key"
         if Path(self.ca_file).exists() and ca_key_path.exists():
             self._cert = x509.load_pem_x509_certificate(Path(self.ca_file).read_bytes())
             loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
@@ -93,12 +104,12 @@ class LocalCA:
             self._key = loaded
             return
         self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
         self._cert = (
             x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
+            .subject_name(subject)
+            .issuer_name(subject)
             .public_key(self._key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -153,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Create a local CA and service certificates.")
     parser.add_argument("directory", help="where ca.crt, ca.key and <name>.crt/.key go (kept between runs)")
     parser.add_argument(
+        "--ca", default="ca", help="the CA's file stem; etcd-ca makes etcd's own CA (etcd-ca.crt, etcd-ca.key)"
+    )
+    parser.add_argument(
         "names", nargs="+", help="one certificate per identity: name, or name=dns1,dns2 for more DNS names"
     )
     args = parser.parse_args(argv)
-    ca = LocalCA(args.directory)
+    ca = LocalCA(args.directory, name=CA_NAME if args.ca == "ca" else f"keyring-local-{args.ca}", stem=args.ca)
     for entry in args.names:
         name, _, extra = entry.partition("=")
         issued = ca.issue(name, dns_names=(*LOOPBACK_NAMES, *filter(None, extra.split(","))))

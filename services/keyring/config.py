@@ -46,6 +46,9 @@ class KeyringSettings(BaseSettings):
     # has run), base64 values separated by commas or whitespace, inline or in a file.
     open_keks: str = Field(default="", repr=False)
     open_keks_file: str = ""
+    # Upgrades only: client-token records from before keyed hashes (a bare SHA-256) are refused at Acquire
+    # unless this is on; `python -m services.keyring.reseal` keys them (its --check counts unkeyed_tokens).
+    accept_unkeyed_tokens: bool = False
     replica_id: str = Field(default_factory=_default_replica_id)
     membership_ttl_s: int = 10
     # What an upstream key string must match (a Python regular expression, whole string): by default either
@@ -159,4 +162,4 @@ class KeyringSettings(BaseSettings):
         if self.open_keks_file:
             others += parse_keks(Path(self.open_keks_file).read_text())
         current = Path(self.kek_file).read_text() if self.kek_file else self.kek
-        return SecretBox.from_base64(current, others)
+        return SecretBox.from_base64(current, others, accept_unkeyed_tokens=self.accept_unkeyed_tokens)

@@ -11,8 +11,11 @@ lost: the record is read again and re-sealed again. Replicas follow the
 changes through their watch; those that hold both KEKs (SECURITY.md,
 "Rotating the KEK") lease throughout. Running it twice is harmless.
 
-``--check`` changes nothing and reports what is left. Exit status: 0 when
-nothing is left (or, with --check, nothing needs doing), 1 otherwise.
+``--check`` changes nothing and reports what is left, among it
+``unkeyed_tokens``: client tokens from before keyed hashes, which Acquire
+refuses unless KEYRING_ACCEPT_UNKEYED_TOKENS is on (an upgrade's switch; turn
+it off once this count is 0). Exit status: 0 when nothing is left (or, with
+--check, nothing needs doing), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class ResealReport:
     tokens_rekeyed: int = 0
     keys_left: int = 0  # not under the current KEK (--check, or could not be written)
     tokens_left: int = 0
+    unkeyed_tokens: int = 0  # of tokens_left: bare SHA-256 records, refused at Acquire without the switch
     unopenable: list[str] = dataclasses.field(default_factory=list)  # ids no configured KEK opens
 
     @property
@@ -114,6 +118,8 @@ def _count_left(
             report.keys_left += 1
         else:
             report.tokens_left += 1
+            if isinstance(record, ClientToken) and not record.keyed:
+                report.unkeyed_tokens += 1
 
 
 async def _reseal_batch(
@@ -174,9 +180,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="change nothing; report what is left (exit 1 if any)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = asyncio.run(run(KeyringSettings(), check_only=args.check))
+    settings = KeyringSettings()
+    report = asyncio.run(run(settings, check_only=args.check))
+    _say_unkeyed(report, settings.accept_unkeyed_tokens)
     sys.stdout.write(orjson.dumps({**dataclasses.asdict(report), "done": report.done}).decode() + "\n")
     return 0 if report.done else 1
+
+
+def _say_unkeyed(report: ResealReport, accepted: bool) -> None:
+    """Whether the upgrade's switch (KEYRING_ACCEPT_UNKEYED_TOKENS) is still needed."""
+    if report.unkeyed_tokens:
+        log.warning(
+            "%d client token(s) have an unkeyed hash: Acquire refuses them unless KEYRING_ACCEPT_UNKEYED_TOKENS "
+            "is on; run without --check to key them",
+            report.unkeyed_tokens,
+        )
+    elif accepted:
+        log.info("no unkeyed client token left: turn KEYRING_ACCEPT_UNKEYED_TOKENS off")
 
 
 if __name__ == "__main__":

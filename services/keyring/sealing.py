@@ -68,17 +68,18 @@ class Kek:
 class SecretBox:
     """Seals under the current KEK; opens under the current one or any other configured KEK."""
 
-    def __init__(self, kek: bytes, others: Iterable[bytes] = ()) -> None:
+    def __init__(self, kek: bytes, others: Iterable[bytes] = (), *, accept_unkeyed_tokens: bool = False) -> None:
         self.current = Kek(kek)
         self._keks: dict[str, Kek] = {self.current.id: self.current}
         for raw in others:
             other = Kek(raw)
             self._keks.setdefault(other.id, other)
-        self.tokens = TokenHasher([(k.id, k.token_key) for k in self._keks.values()])
+        keys = [(k.id, k.token_key) for k in self._keks.values()]
+        self.tokens = TokenHasher(keys, accept_unkeyed=accept_unkeyed_tokens)
 
     @classmethod
-    def from_base64(cls, encoded: str, others: Sequence[str] = ()) -> SecretBox:
-        return cls(_decode(encoded), [_decode(value) for value in others])
+    def from_base64(cls, encoded: str, others: Sequence[str] = (), *, accept_unkeyed_tokens: bool = False) -> SecretBox:
+        return cls(_decode(encoded), [_decode(value) for value in others], accept_unkeyed_tokens=accept_unkeyed_tokens)
 
     @classmethod
     def from_file(cls, path: str | Path, others: Sequence[str] = ()) -> SecretBox:

@@ -75,7 +75,7 @@ async def start(etcd: EtcdServer, kek: str) -> AsyncIterator[Start]:
             metrics_port=0,
             metrics_host="127.0.0.1",
         )
-        store = await EtcdStore.open(etcd.endpoint, tls=session_pki().keyring.files, timeout_s=1.0)
+        store = await EtcdStore.open(etcd.endpoint, tls=session_pki().etcd_client.files, timeout_s=1.0)
         server = create_server(settings, store, host="127.0.0.1", port=0)
         await server.start()
         replica = await _wrap(server, store)
@@ -139,7 +139,7 @@ async def two_replicas(start: Start) -> tuple[Replica, Replica, str, KeyringClie
 
 
 async def stored_cooldown(etcd: EtcdServer) -> dict[str, object] | None:
-    store = await EtcdStore.open(etcd.endpoint, tls=session_pki().keyring.files, timeout_s=2.0)
+    store = await EtcdStore.open(etcd.endpoint, tls=session_pki().etcd_client.files, timeout_s=2.0)
     try:
         entry = await store.get(f"{PREFIX}cooldowns/project/proj-a/{MODEL}")
     finally:

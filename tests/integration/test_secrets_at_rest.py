@@ -2,9 +2,10 @@
 
 Probes: a client-token hash read from the store (a range read, or an export)
 presented to Acquire gets no lease; a token id reveals nothing of the hash a
-client presents; every sealed secret names its KEK; records from before keyed
-hashes and KEK ids keep working and are moved by the reseal command; a KEK
-rotation while two replicas lease loses no lease.
+client presents; every sealed secret names its KEK; secrets sealed before KEK
+ids keep working, client tokens from before keyed hashes only under the
+upgrade's switch (KEYRING_ACCEPT_UNKEYED_TOKENS, issue 18), and the reseal
+command moves both; a KEK rotation while two replicas lease loses no lease.
 
 Names from the issue-11 code are imported inside the tests that need them,
 so the probes fail on their assertions (not on an import) against older code.
@@ -102,14 +103,16 @@ def legacy_seal(kek: str, secret: str, key_id: str) -> str:
     return base64.b64encode(nonce + sealed).decode()
 
 
-async def test_records_from_before_keyed_hashes_work_until_reseal_moves_them(
+async def test_records_from_before_keyed_hashes_work_under_the_switch_until_reseal_moves_them(
     start_replica: StartReplica, etcd_store: EtcdStore, store_prefix: str, kek: str
 ) -> None:
+    """An unkeyed token record (what a writer of etcd could forge) gets no lease unless the upgrade's switch is on."""
     from services.keyring.codec import Layout
     from services.keyring.reseal import reseal
     from services.keyring.sealing import SecretBox
 
     replica = await start_replica()
+    migrating = await start_replica("replica-b", accept_unkeyed_tokens=True)
     await replica.admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main")))
     presented = token_hash("kr-a-token-from-an-older-keyring")
     secret = fake_gemini_key("legacy")
@@ -131,15 +134,24 @@ async def test_records_from_before_keyed_hashes_work_until_reseal_moves_them(
 
     async def leased() -> bool:
         try:
-            return (await acquire(replica, presented)).secret == secret
+            return (await acquire(migrating, presented)).secret == secret
         except grpc.aio.AioRpcError:
             return False
 
-    await eventually(leased, within_s=3)  # an upgrade keeps old tokens and secrets working
+    await eventually(leased, within_s=3)  # under the switch, an upgrade keeps old tokens and secrets working
+
+    async def in_view() -> bool:
+        return presented in replica.keyring.cache.view.tokens_by_hash
+
+    await eventually(in_view, within_s=3)
+    assert await no_lease_for(replica, presented) is grpc.StatusCode.UNAUTHENTICATED  # refused by default
 
     box = SecretBox.from_base64(kek)
+    check = await reseal(etcd_store, Layout(store_prefix), box, check_only=True)
+    assert (check.unkeyed_tokens, check.tokens_left, check.done) == (1, 1, False)
     report = await reseal(etcd_store, Layout(store_prefix), box)
     assert (report.keys_resealed, report.tokens_rekeyed, report.done) == (1, 1, True)
+    assert (await reseal(etcd_store, Layout(store_prefix), box, check_only=True)).unkeyed_tokens == 0
     [token] = await stored(etcd_store, store_prefix, "tokens")
     [key] = await stored(etcd_store, store_prefix, "keys")
     assert token["token_id"] == legacy_token["token_id"]  # ids survive

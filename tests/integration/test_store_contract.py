@@ -384,7 +384,7 @@ async def test_operations_are_reported_to_the_callbacks(etcd_server: EtcdServer,
     errors: list[str] = []
     store = EtcdStore(
         etcd_server.endpoint,
-        tls=session_pki().keyring.files,
+        tls=session_pki().etcd_client.files,
         on_operation=lambda name, seconds, ok: calls.append((name, ok and seconds >= 0)),
         on_error=lambda name, error: errors.append(name),
     )

@@ -264,7 +264,7 @@ async def test_etcd_refuses_keyring_without_its_client_certificate(
                 await attempt.snapshot(store_prefix)
         finally:
             await attempt.close()
-    accepted = await EtcdStore.open(etcd_server.endpoint, timeout_s=2, tls=pki.keyring.files)
+    accepted = await EtcdStore.open(etcd_server.endpoint, timeout_s=2, tls=pki.etcd_client.files)
     try:
         await accepted.connect(verify=True)
         assert (await accepted.snapshot(store_prefix)).entries == []

@@ -102,11 +102,14 @@ def test_during_a_kek_rotation_tokens_keyed_under_either_kek_are_found() -> None
     assert allocator_over(SecretBox.from_base64(new), under_old).find_token(PRESENTED) is None
 
 
-def test_a_record_from_before_keyed_hashes_matches_its_bare_hash_until_resealed() -> None:
+def test_a_record_from_before_keyed_hashes_matches_its_bare_hash_only_under_the_switch_until_resealed() -> None:
     kek = generate_kek()
     box = SecretBox.from_base64(kek)
     legacy = ClientToken("t-" + PRESENTED[:12], PRESENTED, "p")
-    assert allocator_over(box, legacy).find_token(PRESENTED) == legacy
+    # Refused by default: a bare SHA-256 is what anyone who can write the store would forge (issue 18, finding 1).
+    assert allocator_over(box, legacy).find_token(PRESENTED) is None
+    migrating = SecretBox.from_base64(kek, accept_unkeyed_tokens=True)
+    assert allocator_over(migrating, legacy).find_token(PRESENTED) == legacy
     assert needs_work(box, legacy)
     keyed = resealed(box, legacy)
     assert isinstance(keyed, ClientToken)

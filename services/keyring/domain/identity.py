@@ -96,12 +96,17 @@ class TokenHasher:
     One key per configured key-encryption key (derived from it, named by its
     id), the current one first: new tokens are keyed with the current key, and
     a lookup tries the others only while a KEK rotation is under way.
+
+    ``accept_unkeyed``: records from before keyed hashes (a bare SHA-256, which
+    anyone who can write the store can forge) match too. Off unless an upgrade
+    asks for it (KEYRING_ACCEPT_UNKEYED_TOKENS) until the reseal command keyed them.
     """
 
-    def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
+    def __init__(self, keys: Sequence[tuple[str, bytes]], *, accept_unkeyed: bool = False) -> None:
         if not keys:
             raise ValueError("a token hasher needs at least one key")
         self._keys = list(keys)
+        self.accept_unkeyed = accept_unkeyed
 
     @property
     def current(self) -> str:
