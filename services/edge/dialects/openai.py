@@ -19,7 +19,7 @@ from ..errors import EdgeError, bad_request, missing_token
 from ..forwarding import EDGE, forward
 from ..routing import OPENAI
 from ..upstream import Call, estimate_input_tokens
-from . import authenticated, bearer, json_object, only_allowed, read_body, shaped
+from . import authenticated, bearer, json_object, named_resources, only_allowed, read_body, shaped
 
 
 def _token(request: web.Request) -> str:
@@ -50,7 +50,7 @@ async def _post(request: web.Request, endpoint: str, can_stream: bool) -> web.St
         key_in_bearer=True,
         route=endpoint.replace("/", "."),
         # A cache named through extra_body (google.cached_content) goes to its owner's project.
-        affinity=wire.named_resources(body) if wire.names_resources(body) else (),
+        affinity=named_resources(body, data),
         input_tokens=estimate_input_tokens(data),
     )
     return await forward(request, call)
