@@ -557,7 +557,7 @@ class KeyringClient:
         the pool knows no such resource). ``exclude_projects``: projects a list
         call has already covered (a key without a project is ``key:<key id>``).
         ``estimated_input_tokens``: the call's input as the edge estimates it
-        (``upstream.estimate_input_tokens``), for keyring's tokens-per-minute pacing.
+        (``estimates.py``), for keyring's tokens-per-minute pacing.
         """
         tokens = estimated_input_tokens
         if not _traced():  # nothing is traced: no span work on the lease path

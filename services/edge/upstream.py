@@ -21,7 +21,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 from aiohttp import web
@@ -83,7 +83,7 @@ class Call:
     settle: Settle | None = None
     # Projects a list call has covered already (keyring leases a key of another one).
     exclude_projects: tuple[str, ...] = ()
-    # The call's input tokens as estimated from its parsed body (``estimate_input_tokens``; 0: not estimated).
+    # The call's input tokens as estimated from its parsed content (``estimates.py``; 0: not estimated).
     input_tokens: int = 0
 
 
@@ -299,33 +299,3 @@ def error_outcome(error: UpstreamError, latency_ms: int) -> pb.Outcome:
         error_message=error.message[:500],
         estimated_input_tokens=error.estimated_input_tokens,
     )
-
-
-# Fields whose strings are a request's text: native parts' "text", the OpenAI dialect's "content" strings.
-_TEXT_FIELDS: Final = frozenset({"text", "content"})
-
-
-def estimate_input_tokens(data: object) -> int:
-    """A request's input tokens from its parsed JSON body, roughly: the UTF-8 bytes of its text parts / 4.
-
-    Computed once per request about a model, by the handler that parsed the
-    body within the parse budget (``dialects.json_object``/``check_json_object``;
-    a body over it is not estimated), as ``Call.input_tokens``, and sent
-    at Acquire, so keyring reserves it in the leased project's tokens-per-minute
-    count (pacing); and for a 429 with quota violations, so
-    ``answers.classify`` can tell a request larger than a tokens-per-minute
-    limit (the client's fault) from a spent window. Images and files are not
-    counted: the estimate errs low, so a request is blamed only when its text
-    alone exceeds the limit.
-    """
-    return _text_bytes(data, in_text=False) // 4
-
-
-def _text_bytes(value: Any, in_text: bool) -> int:
-    if isinstance(value, str):
-        return len(value.encode()) if in_text else 0
-    if isinstance(value, dict):
-        return sum(_text_bytes(item, name in _TEXT_FIELDS) for name, item in value.items())
-    if isinstance(value, list):
-        return sum(_text_bytes(item, in_text) for item in value)
-    return 0

@@ -63,6 +63,10 @@ class KeyringSettings(BaseSettings):
     # Leases granted on a lease stream that ended (its edge went away or gave up on this replica) are reclaimed
     # this long after the stream ended, unless a release (re-sent by the edge on a new stream) comes first.
     stream_lease_grace_s: float = Field(default=15.0, ge=0)
+    # The largest input-token estimate an edge may reserve for one lease (tokens-per-minute pacing); a larger
+    # one is clamped to it and counted (keyring_input_estimates_clamped_total): an edge is trusted only as far
+    # as a lease. Default: twice the largest Gemini input window (1,048,576 tokens).
+    max_input_estimate: int = Field(default=2 * 1_048_576, ge=0)
     # --- gRPC keepalive (README "gRPC keepalive", services/common/grpc_options.py) ---
     # The shortest interval between a client's pings this server accepts; must not exceed any client's
     # keepalive (EDGE_KEYRING_KEEPALIVE_S, 20 s by default), or the server answers GOAWAY too_many_pings.

@@ -79,6 +79,8 @@ class Observer:
 
     def release_refused(self) -> None: ...
 
+    def estimate_clamped(self) -> None: ...
+
     def cooldown_started(self, reason: str) -> None: ...
 
 
@@ -212,6 +214,8 @@ class LeaseDesk:
             return Released(False, "", model, 0)
         key = self._view.keys.get(key_id)
         epoch = 0
+        if lease is not None:  # a cancel too: the project's input tokens, reserved at lease, settled (limits.py)
+            self.allocator.quotas.settle(lease_id, key.project if key else "", model, outcome, self._clock())
         if key is not None and outcome.transport is not Transport.CANCELLED:
             failed = not outcome.succeeded
             call = Call(key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
@@ -224,8 +228,6 @@ class LeaseDesk:
             if token_id:
                 self._last_used[token_id] = now
                 self.allocator.spend_tokens(token_id, model, outcome.input_tokens + outcome.output_tokens, now)
-            # The project's input tokens: the estimate reserved at lease, corrected (limits.py).
-            self.allocator.quotas.settle(lease_id, key.project, model, outcome, now)
             self.observer.lease_released(key.pool, key_id, now - lease.granted_at, failed)
         return Released(lease is not None, key_id, model, epoch)
 
@@ -309,6 +311,7 @@ class LeaseDesk:
         """Take back leases whose holder never released them."""
         for lease in self.book.reclaim_expired(now):
             self.ledger.expired(lease.lease_id)
+            self.allocator.quotas.expired(lease.lease_id)
             self.observer.lease_expired(lease.pool)
 
     def secret_of(self, key_id: str, sealed: str) -> str:

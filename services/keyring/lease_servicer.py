@@ -74,16 +74,29 @@ def _bindings(release: pb.ReleaseRequest) -> Bindings:
 
 
 class LeaseServicer(pb_grpc.LeaseServiceServicer):
-    def __init__(self, desk: LeaseDesk, *, stream_lease_grace_s: float = 15.0) -> None:
-        """``stream_lease_grace_s``: how long leases granted on a lease stream outlive its end, unreleased."""
+    def __init__(
+        self, desk: LeaseDesk, *, stream_lease_grace_s: float = 15.0, max_input_estimate: int = 2 * 1_048_576
+    ) -> None:
+        """``stream_lease_grace_s``: how long leases granted on a lease stream outlive its end, unreleased.
+        ``max_input_estimate``: the largest input-token estimate one lease reserves (``KEYRING_MAX_INPUT_ESTIMATE``).
+        """
         self._desk = desk
         self._stream_lease_grace_s = stream_lease_grace_s
+        self._max_input_estimate = max_input_estimate
+
+    def _estimate(self, request: pb.AcquireRequest) -> int:
+        """The edge's estimate of the call's input, trusted only as far as one lease: clamped and counted."""
+        tokens = max(request.estimated_input_tokens, 0)
+        if tokens > self._max_input_estimate:
+            self._desk.observer.estimate_clamped()
+            return self._max_input_estimate
+        return tokens
 
     def _acquire(self, request: pb.AcquireRequest, traceparent: str = "", final: bool = True) -> pb.AcquireResponse:
         """``final=False``: an ``AffinityMiss`` is raised for ``_acquire_after_read`` (an affinity acquire only)."""
         with _span("keyring.v1.LeaseService/Acquire", traceparent) as span:
             model, exclude = _validated_acquire(request)
-            tokens = max(request.estimated_input_tokens, 0)
+            tokens = self._estimate(request)
             if request.affinity or request.exclude_projects:
                 grant, secret = self._desk.acquire(
                     request.token_hash,

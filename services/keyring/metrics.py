@@ -49,6 +49,12 @@ class KeyringMetrics(Observer):
             "Releases of a lease no replica vouches for (unknown, forged or long expired): nothing changed.",
             registry=r,
         )
+        self.estimates_clamped = Counter(
+            "keyring_input_estimates_clamped_total",
+            "Acquires whose input-token estimate exceeded KEYRING_MAX_INPUT_ESTIMATE (clamped to it): an edge "
+            "sending these is broken or compromised.",
+            registry=r,
+        )
         self.cooldowns = Counter(
             "keyring_cooldowns_started_total", "Cooldowns started, by reason.", ["reason"], registry=r
         )
@@ -93,6 +99,9 @@ class KeyringMetrics(Observer):
 
     def release_refused(self) -> None:
         self.releases_refused.inc()
+
+    def estimate_clamped(self) -> None:
+        self.estimates_clamped.inc()
 
     def cooldown_started(self, reason: str) -> None:
         self.cooldowns.labels(reason).inc()
@@ -203,7 +212,8 @@ class ViewCollector(Collector):
         """keyring_quota_limit / keyring_quota_used per (pool, project, model, metric).
 
         Bounded: a row exists only for a model the pool allows that a 429
-        named or this replica leased (domain/limits.quota_rows), and at most
+        named or the upstream served in a current window (domain/limits.quota_rows:
+        not a client-chosen id the upstream answered 404), and at most
         ``MAX_QUOTA_SERIES`` rows are exported.
         """
         labels = ["pool", "project", "model", "metric"]

@@ -119,7 +119,11 @@ def create_server(
     authorization = settings.authorization()
     interceptors = [] if tls is None else [authorization.interceptor()]
     server = grpc.aio.server(options=options, interceptors=interceptors)
-    leases = LeaseServicer(keyring.desk, stream_lease_grace_s=settings.stream_lease_grace_s)
+    leases = LeaseServicer(
+        keyring.desk,
+        stream_lease_grace_s=settings.stream_lease_grace_s,
+        max_input_estimate=settings.max_input_estimate,
+    )
     pb_grpc.add_LeaseServiceServicer_to_server(leases, server)
     pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(keyring, administration, authorization), server)
     health = HealthServicer()

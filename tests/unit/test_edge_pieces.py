@@ -38,7 +38,7 @@ from services.edge.errors import (
 )
 from services.edge.keyring_client import _ReplicaStream, refusal
 from services.edge.routing import GEMINI, OPENAI, dialect_of, fallback
-from services.edge.upstream import error_outcome, estimate_input_tokens, transport_failure
+from services.edge.upstream import error_outcome, transport_failure
 
 # -- headers and query going up ------------------------------------------------
 
@@ -617,24 +617,14 @@ def test_upstream_error_is_the_shared_one() -> None:
     assert isinstance(transport_failure(TimeoutError()), UpstreamError)
 
 
-def test_the_edge_estimates_a_requests_input_tokens_from_its_text_parts() -> None:
-    native = {"contents": [{"role": "user", "parts": [{"text": "x" * 4000}, {"inlineData": {"data": "A" * 999}}]}]}
-    assert estimate_input_tokens(native) == 1000
-    openai = {
-        "model": "m",
-        "messages": [
-            {"role": "user", "content": "y" * 800},
-            {"role": "user", "content": [{"type": "text", "text": "z" * 400}]},
-        ],
-    }
-    assert estimate_input_tokens(openai) == 300
-    assert estimate_input_tokens("not an object") == 0 and estimate_input_tokens(None) == 0
+def test_a_429_carries_the_estimate_that_blames_an_oversized_request() -> None:
+    """The estimate itself: tests/unit/test_input_estimate.py."""
     tpm = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
         {"quotaId": "GenerateContentInputTokensPerModelPerMinute-FreeTier", "quotaValue": "250"}]}  # fmt: skip
     error = parse_error(429, orjson.dumps({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [tpm]}}))
     import dataclasses
 
-    oversized = dataclasses.replace(error, estimated_input_tokens=estimate_input_tokens(native))
+    oversized = dataclasses.replace(error, estimated_input_tokens=1000)
     assert error_outcome(oversized, latency_ms=3).estimated_input_tokens == 1000
     assert not oversized.kind.tries_another_key
 

@@ -5,10 +5,19 @@ from __future__ import annotations
 from services.common.answers import QuotaViolation
 from services.keyring.codec import Layout, decode, encode
 from services.keyring.domain.decisions import merge
-from services.keyring.domain.limits import QuotaCounter, QuotaMetric, effective_limit, learnt, metric_of, window
-from services.keyring.domain.models import LimitId, Outcome, Policy, QuotaLimit
+from services.keyring.domain.limits import (
+    QuotaCounter,
+    QuotaMetric,
+    effective_limit,
+    learnt,
+    metric_of,
+    quota_rows,
+    window,
+)
+from services.keyring.domain.models import LimitId, Outcome, Policy, Pool, QuotaLimit
 from services.keyring.domain.policy import next_pacific_midnight
 
+from .builders import key
 from .test_keyring_core import MODEL, World, lease_and_release, world  # noqa: F401
 
 RPM = QuotaViolation("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quota_value="10",
@@ -101,3 +110,33 @@ async def test_a_known_rpm_paces_the_project_before_the_429_and_says_when_it_fre
         raise AssertionError("a fourth request in the minute was leased over the known limit of 3")
     world.clock.now += 60
     assert desk.acquire(world.token, MODEL)[0].key.key_id == world.key_id
+
+
+def test_model_ids_the_upstream_never_served_leave_no_counter_and_no_quota_row() -> None:
+    """Issue 18, finding 9: 300 client-chosen ids answered 404 change neither the rows nor the counters."""
+    pools = {"p": Pool("p", policy=Policy(quota_requests_per_minute=5, quota_requests_per_day=100))}
+    keys = [key("k1", project="proj-a")]
+    counter = QuotaCounter()
+
+    def rows(now: float) -> set[tuple[str, str]]:
+        return {(row.model, row.metric.value) for row in quota_rows(pools, keys, {}, counter, 1, now)}
+
+    counter.reserve("l0", "proj-a", "m", NOW, 10)
+    counter.settle("l0", "proj-a", "m", Outcome(200, input_tokens=10), NOW)
+    before = rows(NOW)
+    assert before == {("m", "requests_per_minute"), ("m", "requests_per_day")}
+    for i in range(300):
+        counter.reserve(f"j{i}", "proj-a", f"junk-{i}", NOW, 10)
+        counter.settle(f"j{i}", "proj-a", f"junk-{i}", Outcome(404, error_status="NOT_FOUND"), NOW + 1)
+    assert rows(NOW + 1) == before
+    assert set(counter.projects()) == {("proj-a", "m")} and len(counter) == 1
+    counter.reserve("gone", "proj-a", "junk-x", NOW + 1)  # a lease reclaimed unreleased
+    counter.reserve("q", "proj-a", "m2", NOW + 1)
+    assert rows(NOW + 1) == before  # in flight: nothing the upstream served yet
+    counter.expired("gone")
+    counter.settle("q", "proj-a", "m2", Outcome(429, error_status="RESOURCE_EXHAUSTED"), NOW + 2)
+    assert {model for model, _ in rows(NOW + 2)} == {"m", "m2"}  # a quota answer: the model exists
+    assert len(counter) == 2
+    tomorrow = next_pacific_midnight(NOW) + 1
+    counter.prune(tomorrow)  # every window ended: forgotten
+    assert len(counter) == 0 and rows(tomorrow) == set()

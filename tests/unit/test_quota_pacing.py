@@ -14,6 +14,8 @@ import datetime as dt
 import pytest
 
 from services.common.answers import QuotaViolation
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.keyring.desk import Observer
 from services.keyring.domain.errors import NoKeyAvailable
 from services.keyring.domain.limits import QuotaCounter, QuotaMetric
 from services.keyring.domain.models import (
@@ -28,6 +30,7 @@ from services.keyring.domain.models import (
     Transport,
 )
 from services.keyring.domain.policy import PACIFIC, judge, next_pacific_midnight
+from services.keyring.lease_servicer import LeaseServicer
 
 from .builders import TOKEN_HASH, key
 from .builders import World as Pool
@@ -169,6 +172,55 @@ def test_a_release_corrects_the_reservation() -> None:
     counter.settle("l5", "p", "m", Outcome(200, input_tokens=5), MINUTE_END + 1)
     assert counter.used("p", "m", QuotaMetric.INPUT_TOKENS_PER_MINUTE, MINUTE_END + 1) == 0  # not the next minute's
     assert counter.used("p", "m", QuotaMetric.INPUT_TOKENS_PER_DAY, MINUTE_END + 1) == 725  # the day's corrected
+
+
+def test_a_call_the_upstream_refused_or_the_client_cancelled_keeps_nothing_of_its_estimate() -> None:
+    """Issue 18, finding 4: a 400 costs the project's other tenants nothing, nor does a cancel."""
+    counter = QuotaCounter()
+    used = lambda: counter.used("p", "m", QuotaMetric.INPUT_TOKENS_PER_MINUTE, NOW + 1)  # noqa: E731
+    counter.reserve("l0", "p", "m", NOW, 100)
+    counter.settle("l0", "p", "m", Outcome(200, input_tokens=100), NOW + 1)
+    refused = [
+        Outcome(400, error_status="INVALID_ARGUMENT"),
+        Outcome(404, error_status="NOT_FOUND"),
+        Outcome(500, error_status="INTERNAL"),
+        Outcome(0, transport=Transport.CANCELLED),
+    ]
+    for i, outcome in enumerate(refused):
+        counter.reserve(f"r{i}", "p", "m", NOW, 5000)
+        assert used() == 5100  # reserved while in flight
+        counter.settle(f"r{i}", "p", "m", outcome, NOW + 1)
+        assert used() == 100, outcome
+    counter.reserve("told", "p", "m", NOW, 5000)
+    counter.settle("told", "p", "m", Outcome(0, transport=Transport.CANCELLED, input_tokens=70), NOW + 1)
+    assert used() == 170  # a cancel after the answer told its usage counts that
+
+
+async def test_through_the_desk_a_cancelled_release_gives_its_reservation_back(world: CoreWorld) -> None:  # noqa: F811
+    desk, quotas = world.keyring.desk, world.keyring.desk.allocator.quotas
+    grant, _ = desk.acquire(world.token, MODEL, input_tokens=800)
+    assert quotas.used("proj-a", MODEL, QuotaMetric.INPUT_TOKENS_PER_MINUTE, world.clock.now) == 800
+    cancelled = Outcome(0, transport=Transport.CANCELLED)
+    assert desk.release_slot(grant.lease.lease_id, grant.key.key_id, MODEL, cancelled).known
+    assert quotas.used("proj-a", MODEL, QuotaMetric.INPUT_TOKENS_PER_MINUTE, world.clock.now) == 0
+
+
+async def test_an_edges_estimate_is_clamped_to_one_leases_worth_and_counted(world: CoreWorld) -> None:  # noqa: F811
+    """Issue 18, finding 10: keyring trusts an edge's estimate only as far as ``KEYRING_MAX_INPUT_ESTIMATE``."""
+    clamped: list[str] = []
+
+    class Counting(Observer):
+        def estimate_clamped(self) -> None:
+            clamped.append("clamped")
+
+    desk = world.keyring.desk
+    desk.observer = Counting()
+    servicer = LeaseServicer(desk, max_input_estimate=1000)
+    request = pb.AcquireRequest(token_hash=world.token, model=MODEL, estimated_input_tokens=2**62)
+    servicer._acquire(request)
+    servicer._acquire(pb.AcquireRequest(token_hash=world.token, model=MODEL, estimated_input_tokens=10))
+    assert desk.allocator.quotas.used("proj-a", MODEL, QuotaMetric.INPUT_TOKENS_PER_DAY, world.clock.now) == 1010
+    assert clamped == ["clamped"]
 
 
 async def test_through_the_desk_a_release_gives_back_what_the_estimate_overstated(world: CoreWorld) -> None:  # noqa: F811

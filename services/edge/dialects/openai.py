@@ -16,10 +16,11 @@ from services.common.naming import token_hash
 
 from .. import wire
 from ..errors import EdgeError, bad_request, missing_token
+from ..estimates import openai_input
 from ..forwarding import EDGE, forward
 from ..routing import OPENAI
-from ..upstream import Call, estimate_input_tokens
-from . import authenticated, bearer, json_object, named_resources, only_allowed, read_body, shaped
+from ..upstream import Call
+from . import authenticated, bearer, json_object, only_allowed, read_body, shaped
 
 
 def _token(request: web.Request) -> str:
@@ -50,8 +51,8 @@ async def _post(request: web.Request, endpoint: str, can_stream: bool) -> web.St
         key_in_bearer=True,
         route=endpoint.replace("/", "."),
         # A cache named through extra_body (google.cached_content) goes to its owner's project.
-        affinity=named_resources(body, data),
-        input_tokens=estimate_input_tokens(data),
+        affinity=wire.named_resources(body) if wire.names_resources(body) else (),
+        input_tokens=openai_input(endpoint, data, body),
     )
     return await forward(request, call)
 

@@ -15,8 +15,12 @@ An operator's value wins over a learnt one: the pool policy's
 Pacing (``QuotaCounter``): each replica counts its own leases per (project,
 model) and window and leases up to its share of a known limit: requests at
 lease; input tokens reserved at lease from the edge's estimate
-(``AcquireRequest.estimated_input_tokens``) and corrected at release from the
-answer's usageMetadata.
+(``AcquireRequest.estimated_input_tokens``, clamped by keyring: an edge is
+trusted as far as a lease) and settled at release to what the answer counted
+(``settled_input``: nothing for a refused or cancelled call), so requests
+the upstream refuses cannot pace a project's other tenants out. Counters
+exist only for models the upstream served and only while a window of theirs
+is current (``QuotaCounter``): client-chosen model ids leave no trace.
 
 Windows: per-minute limits count in fixed epoch minutes (Google's windows
 are rolling; a fixed minute errs at most one window's worth), per-day limits
@@ -30,7 +34,7 @@ import enum
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from .leasing import share
@@ -144,82 +148,158 @@ def window(metric: QuotaMetric, now: float) -> tuple[float, float]:
     return minute, minute + 60.0
 
 
+@dataclass(slots=True)
+class _Reservation:
+    project: str
+    model: str
+    leased_at: float
+    input_tokens: int  # the edge's estimate, reserved in the windows of ``leased_at``
+
+
+@dataclass(slots=True)
+class _Use:
+    """One (project, model)'s counts on this replica."""
+
+    windows: dict[QuotaMetric, list[float]] = field(default_factory=dict)  # metric -> [window start, amount]
+    served: bool = False  # the upstream answered for the model (a 2xx or a 429): a quota row, kept until pruned
+    in_flight: int = 0  # reservations not settled yet
+
+    def ended(self, now: float) -> bool:
+        """Every window it counted in has ended."""
+        return all(entry[0] != window(metric, now)[0] for metric, entry in self.windows.items())
+
+
+def settled_input(outcome: Outcome, estimate: int) -> int:
+    """The input tokens a released call consumed upstream, as far as its answer tells.
+
+    A 2xx: its usageMetadata's count (the estimate when it told none, e.g. a
+    compressed stream). Any other answer (a 429 included) and a cancel
+    (the client gone): what the answer counted, nothing when it counted
+    nothing; so requests the upstream refuses cost no other tenant of the
+    project anything. A timeout or a broken connection: unknown, the
+    estimate stands (the upstream may have admitted the call).
+    """
+    if outcome.succeeded:
+        return outcome.input_tokens or estimate
+    if outcome.transport in (Transport.OK, Transport.CANCELLED):
+        return outcome.input_tokens
+    return estimate
+
+
+def upstream_served(outcome: Outcome) -> bool:
+    """Whether the upstream answered for the model (a 2xx, or a 429: a quota it counts); a 404 for a
+    client-chosen id is not, so that id never becomes a quota row or a metric series."""
+    return outcome.transport is Transport.OK and (outcome.succeeded or outcome.http_status == 429)
+
+
 class QuotaCounter:
     """This replica's use of each (project, model) per window.
 
     Requests count at lease. Input tokens are reserved at lease (``reserve``:
-    the edge's estimate of the call's input) and corrected at release
-    (``settle``: the tokens the answer's usageMetadata counted, nothing for a
-    refused call), in the windows the call was leased in: the upstream counts
-    a call when it admits it.
+    the edge's estimate of the call's input) and settled at release
+    (``settle``: to ``settled_input``), in the windows the call was leased
+    in: the upstream counts a call when it admits it.
+
+    Bounded by what the upstream served: a (project, model) counts from its
+    first lease, but is shown (``projects``, the quota rows and metrics) only
+    once the upstream answered for it (``upstream_served``); one it never
+    served is forgotten when its last lease ends, and every one when all its
+    windows have ended (``prune``, at most once a minute).
     """
 
     def __init__(self) -> None:
-        # (project, model, metric) -> (window start, amount)
-        self._counts: dict[tuple[str, str, QuotaMetric], list[float]] = defaultdict(lambda: [0.0, 0.0])
-        # lease id -> (project, model, leased at, input tokens reserved)
-        self._reserved: dict[str, tuple[str, str, float, int]] = {}
+        self._uses: dict[tuple[str, str], _Use] = {}
+        self._reserved: dict[str, _Reservation] = {}  # lease id -> its reservation (leases with a project)
         self._pruned_at = 0.0
+
+    def __len__(self) -> int:
+        """The (project, model) pairs counted (shown or not)."""
+        return len(self._uses)
 
     def reserve(self, lease_id: str, project: str, model: str, now: float, input_tokens: int = 0) -> None:
         """A granted call: one request, and its estimated input tokens until its release tells the real count."""
-        self.add(project, model, now, requests=1, input_tokens=input_tokens)
-        if not project or input_tokens <= 0:
-            return
-        self._reserved[lease_id] = (project, model, now, input_tokens)
-        if now - self._pruned_at >= 60.0:
-            self._pruned_at = now
-            for old in [lease for lease, entry in self._reserved.items() if entry[2] + RESERVATION_S < now]:
-                del self._reserved[old]
-
-    def settle(self, lease_id: str, project: str, model: str, outcome: Outcome, now: float) -> None:
-        """A released call's input tokens replace its reservation, in the windows it was leased in if still current.
-
-        A success counts its usageMetadata's input tokens (the estimate stands
-        when the answer told none, e.g. a compressed stream); a 429 was refused
-        and consumed nothing; any other failure keeps the estimate (unknown).
-        A call released without a reservation (no estimate was sent) counts
-        its input tokens now.
-        """
-        reserved = self._reserved.pop(lease_id, None)
-        ok = outcome.succeeded
-        if reserved is None:
-            if ok and outcome.input_tokens:
-                self.add(project, model, now, input_tokens=outcome.input_tokens)
-            return
-        project, model, leased_at, estimate = reserved
-        if ok:
-            real = outcome.input_tokens or estimate
-        else:
-            real = 0 if outcome.http_status == 429 and outcome.transport is Transport.OK else estimate
-        if real == estimate:
-            return
-        for metric in PACED_TOKENS:
-            start = window(metric, now)[0]
-            if window(metric, leased_at)[0] == start:
-                entry = self._counts[(project, model, metric)]
-                if entry[0] == start:
-                    entry[1] = max(entry[1] + real - estimate, 0.0)
-
-    def add(self, project: str, model: str, now: float, requests: int = 0, input_tokens: int = 0) -> None:
         if not project:
             return
-        if requests:
-            for metric in _REQUEST_METRICS:
-                self._add(project, model, metric, now, requests)
-        if input_tokens:
-            for metric in _TOKEN_METRICS:
-                self._add(project, model, metric, now, input_tokens)
+        self.prune(now)
+        use = self._uses.get((project, model))
+        if use is None:
+            use = self._uses[(project, model)] = _Use()
+        use.in_flight += 1
+        self._count(use, now, requests=1, input_tokens=input_tokens)
+        self._reserved[lease_id] = _Reservation(project, model, now, input_tokens)
 
-    def _add(self, project: str, model: str, metric: QuotaMetric, now: float, amount: float) -> None:
-        start, _ = window(metric, now)
-        entry = self._counts[(project, model, metric)]
-        if entry[0] != start:
-            entry[0], entry[1] = start, 0.0
-        entry[1] += amount
+    def settle(self, lease_id: str, project: str, model: str, outcome: Outcome, now: float) -> None:
+        """A released call's input tokens replace its reservation (``settled_input``), in the windows it was
+        leased in if still current. A call released without a reservation (its lease expired first) counts
+        a success's input tokens now."""
+        reserved = self._reserved.pop(lease_id, None)
+        if reserved is None:
+            if outcome.succeeded and outcome.input_tokens:
+                self.add(project, model, now, input_tokens=outcome.input_tokens)
+            return
+        use = self._uses.get((reserved.project, reserved.model))
+        if use is None:
+            return
+        use.served = use.served or upstream_served(outcome)
+        real, estimate = settled_input(outcome, reserved.input_tokens), reserved.input_tokens
+        if real != estimate:
+            for metric in PACED_TOKENS:
+                start = window(metric, now)[0]
+                entry = use.windows.get(metric)
+                if entry is not None and entry[0] == start and window(metric, reserved.leased_at)[0] == start:
+                    entry[1] = max(entry[1] + real - estimate, 0.0)
+        self._ended(reserved, use)
+
+    def expired(self, lease_id: str) -> None:
+        """A lease reclaimed unreleased: its estimate stands (the upstream may have counted it), its
+        reservation is forgotten."""
+        reserved = self._reserved.pop(lease_id, None)
+        if reserved is not None and (use := self._uses.get((reserved.project, reserved.model))) is not None:
+            self._ended(reserved, use)
+
+    def _ended(self, reserved: _Reservation, use: _Use) -> None:
+        use.in_flight -= 1
+        if not use.served and use.in_flight <= 0:
+            del self._uses[(reserved.project, reserved.model)]
+
+    def prune(self, now: float) -> None:
+        """Forget (at most once a minute) the pairs whose windows all ended and that no lease holds, and
+        reservations older than ``RESERVATION_S`` (a release that never came)."""
+        if now - self._pruned_at < 60.0:
+            return
+        self._pruned_at = now
+        for old in [lease for lease, entry in self._reserved.items() if entry.leased_at + RESERVATION_S < now]:
+            self.expired(old)
+        for pair in [pair for pair, use in self._uses.items() if not use.in_flight and use.ended(now)]:
+            del self._uses[pair]
+
+    def add(self, project: str, model: str, now: float, requests: int = 0, input_tokens: int = 0) -> None:
+        """Count what the upstream served for a (project, model), with no lease to settle."""
+        if not project:
+            return
+        use = self._uses.get((project, model))
+        if use is None:
+            use = self._uses[(project, model)] = _Use()
+        use.served = True
+        self._count(use, now, requests, input_tokens)
+
+    @staticmethod
+    def _count(use: _Use, now: float, requests: int, input_tokens: int) -> None:
+        for metrics, amount in ((_REQUEST_METRICS, requests), (_TOKEN_METRICS, input_tokens)):
+            if not amount:
+                continue
+            for metric in metrics:
+                start, _ = window(metric, now)
+                entry = use.windows.get(metric)
+                if entry is None:
+                    entry = use.windows[metric] = [start, 0.0]
+                if entry[0] != start:
+                    entry[0], entry[1] = start, 0.0
+                entry[1] += amount
 
     def used(self, project: str, model: str, metric: QuotaMetric, now: float) -> int:
-        entry = self._counts.get((project, model, metric))
+        use = self._uses.get((project, model))
+        entry = use.windows.get(metric) if use is not None else None
         if entry is None or entry[0] != window(metric, now)[0]:
             return 0
         return int(entry[1])
@@ -276,7 +356,8 @@ class QuotaCounter:
         return limit is not None and 0 < limit < tokens
 
     def projects(self) -> Iterable[tuple[str, str]]:
-        return {(project, model) for project, model, _ in self._counts}
+        """The (project, model) pairs the upstream served (those with quota rows)."""
+        return [pair for pair, use in self._uses.items() if use.served]
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +390,8 @@ def quota_rows(
     pool: str = "",
     project: str = "",
 ) -> list[QuotaRow]:
-    """Every known limit of the projects of each pool's keys (learnt, or an operator's for a model in use)."""
+    """Every known limit of the projects of each pool's keys (learnt, or an operator's for a model the upstream
+    served in a current window: ``QuotaCounter.projects``)."""
     projects_by_pool: dict[str, set[str]] = defaultdict(set)
     for key in keys:
         if key.project and (not pool or key.pool == pool) and (not project or key.project == project):
