@@ -47,7 +47,8 @@ SPACE: Final = (
 
 # The domain's limits, mirrored so that the spec says exactly what keyring accepts.
 POOL_NAME: Final = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-MODEL_NAME: Final = r"^(models/)?[A-Za-z0-9._-]{1,100}$"
+# A model id, or an Interactions agent (agents/{id}): an agent is allowed only by an entry of its own.
+MODEL_NAME: Final = r"^(models/|agents/)?[A-Za-z0-9._-]{1,100}$"
 PoolName = Annotated[str, Field(pattern=POOL_NAME)]
 ModelName = Annotated[str, Field(pattern=MODEL_NAME)]
 Description = Annotated[str, Field(max_length=500)]

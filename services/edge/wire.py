@@ -124,10 +124,14 @@ _FILE_NAME: Final = re.compile(
     + r")(?::download(?:\?alt=media)?)?"
 )
 _CACHE_NAME: Final = re.compile(r"cachedContents/(" + JOB_ID + r")")
-_NAMING_FIELD: Final = re.compile(
-    rb'"(fileUri|file_uri|uri|fileName|file_name|responsesFile|responses_file|cachedContent|cached_content)"\s*:\s*"([^"\\]{1,300})"'
+_CACHE_FIELD_NAMES: Final = frozenset({"cachedContent", "cached_content"})
+_FIELDS: Final = frozenset(
+    {"fileUri", "file_uri", "uri", "fileName", "file_name", "responsesFile", "responses_file", *_CACHE_FIELD_NAMES}
 )
-_CACHE_FIELDS: Final = frozenset({b"cachedContent", b"cached_content"})
+_MAX_NAMED_VALUE: Final = 300
+_NAMING_FIELD: Final = re.compile(rb'"(' + "|".join(sorted(_FIELDS)).encode() + rb')"\s*:\s*"([^"\\]{1,300})"')
+# An escape that decodes to printable ASCII: all it takes to spell a name the bytes do not show.
+_ASCII_ESCAPE: Final = re.compile(rb"\\(?:u00[2-7][0-9a-fA-F]|/)")
 
 # Never passed back to the client: hop-by-hop, and what aiohttp derives itself.
 _DROP_RESPONSE: Final = frozenset(
@@ -243,34 +247,85 @@ def cache_name(value: str) -> str | None:
     return value if _CACHE_NAME.fullmatch(value) else None
 
 
-def named_resources(body: bytes) -> tuple[str, ...]:
+class UnreadableNames(ValueError):
+    """A body that may name files or caches is too large to parse: which project it needs is unknown."""
+
+
+def named_resources(body: bytes, data: object) -> tuple[str, ...]:
     """The files and caches a request body names (``fileData.fileUri``, ``cachedContent``, a batch's ``fileName``...).
 
-    Read by a regular expression over the bytes, not by parsing: only a field
-    name in quotes followed by a colon counts (text that merely mentions one
-    is escaped inside its JSON string), and only values shaped like
-    ``files/{id}``, a Google file URI or ``cachedContents/{id}``. Call it only
-    when the body holds ``files/`` or ``cachedContents/`` at all (a bytes
-    search): the hot path pays nothing else.
+    Read as Google reads them, from the decoded JSON (``data``, the parsed
+    ``body``): ``"file\\u0055ri"`` is ``fileUri`` and ``"files\\/id"`` is
+    ``files/id``. Only the values of the naming fields count (text that merely
+    mentions a file is not one), and only values shaped like ``files/{id}``, a
+    Google file URI or ``cachedContents/{id}``. A field given twice counts with
+    every value (the bytes are searched too: a parser keeps one of them, and
+    which one Google keeps is not ours to guess).
+
+    The hot path pays two bytes searches and one regular-expression search
+    (``may_name_resources``); only a body that may name something is walked.
+    ``data`` None (a body over the parse budget, not parsed) that may name
+    something raises ``UnreadableNames``: the caller refuses it (413), as it
+    cannot tell which project the call needs.
     """
-    found: list[str] = []
-    for match in _NAMING_FIELD.finditer(body):
-        value = match.group(2).decode("utf-8", "replace")
-        name = cache_name(value) if match.group(1) in _CACHE_FIELDS else file_name(value)
-        if name is not None and name not in found:
-            found.append(name)
+    if not may_name_resources(body):
+        return ()
+    if data is None:
+        raise UnreadableNames(
+            "a request body naming files or cached contents must fit the parse budget (EDGE_MAX_JSON_ELEMENTS)"
+        )
+    found = dict.fromkeys(_names_in(data))
+    for match in _NAMING_FIELD.finditer(body):  # a field given twice: the parser kept only one
+        name = _name_of(match.group(1).decode(), match.group(2).decode("utf-8", "replace"))
+        if name is not None:
+            found[name] = None
     return tuple(found)
 
 
-def names_resources(body: bytes) -> bool:
-    """Whether a body may name a file or a cache (two bytes searches): the hot path's only cost."""
-    return b"files/" in body or b"cachedContents/" in body
+def may_name_resources(body: bytes) -> bool:
+    """Whether a body may name a file or a cache once decoded.
+
+    Without an escape that decodes to printable ASCII (``\\u0020``-``\\u007f``
+    or ``\\/``), the decoded JSON names ``files/`` or ``cachedContents/`` only
+    where the bytes spell them; escapes of other characters (``\\n``, non-ASCII
+    text) cannot spell a name.
+    """
+    return b"files/" in body or b"cachedContents/" in body or _ASCII_ESCAPE.search(body) is not None
+
+
+def _names_in(data: object) -> list[str]:
+    """The names in the naming fields of parsed JSON, in document order (an explicit stack: no recursion)."""
+    found: list[str] = []
+    stack: list[tuple[object, object]] = [("", data)]
+    while stack:
+        field, item = stack.pop()
+        if isinstance(item, str):
+            name = _name_of(field, item) if isinstance(field, str) and field in _FIELDS else None
+            if name is not None:
+                found.append(name)
+        elif isinstance(item, dict):
+            stack.extend(reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((None, value) for value in reversed(item))
+    return found
+
+
+def _name_of(field: str, value: str) -> str | None:
+    if len(value) > _MAX_NAMED_VALUE:
+        return None
+    return cache_name(value) if field in _CACHE_FIELD_NAMES else file_name(value)
 
 
 def valid_model(name: str) -> str | None:
     """A model named in a body (``gemini-2.5-flash`` or ``models/gemini-2.5-flash``): the bare id, or None."""
     model = name.removeprefix("models/")
     return model if _MODEL.fullmatch(model) else None
+
+
+def valid_agent(name: str) -> str | None:
+    """An Interactions agent (``deep-research-pro-preview-12-2025``, or ``agents/...``): the bare id, or None."""
+    agent = name.removeprefix("agents/")
+    return agent if _MODEL.fullmatch(agent) else None
 
 
 def native_url(base_url: str, path: ModelPath, query: list[tuple[str, str]]) -> URL:

@@ -32,6 +32,7 @@ from .administration.inputs import (
     valid_policy,
     valid_pool,
 )
+from .administration.keys import check_projects
 from .codec import encode
 from .domain.errors import InvalidArgument
 from .domain.identity import is_key_string, key_id_for, key_kind, malformed_key_message, mask, token_id_for
@@ -86,6 +87,7 @@ async def import_document(
     new_pools = [pool for pool in pools if pool.name not in view.pools]
     new_tokens = [token for token in tokens if token.token_id not in view.tokens]
     new_keys = [key for key in keys if key.key_id not in view.keys]
+    check_projects(view, new_keys)  # a Google project belongs to one pool: nothing imported when one would not
     batches: tuple[list[Pool], list[ClientToken], list[UpstreamKey]] = (new_pools, new_tokens, new_keys)
     for batch in batches:
         for start in range(0, len(batch), MAX_WRITES_PER_COMMIT):

@@ -19,6 +19,7 @@ from services.keyring.domain.identity import GEMINI_KEY_PATTERN
 from services.keyring.domain.models import KeyState, Outcome, Policy, Pool
 from services.keyring.sealing import SecretBox, generate_kek
 from services.keyring.store import MemoryStore
+from services.keyring.transfer import export_document, import_document
 
 from .builders import FakeChecker, FakeClock
 
@@ -35,7 +36,8 @@ class World:
     keyring: Keyring
     token: str  # pool "main"
     other_token: str  # pool "other"
-    keys: dict[str, str]  # "a1", "a2" (proj-a), "b1" (proj-b), "n" (no project), "o" (pool other, proj-a) -> key id
+    keys: dict[str, str]  # "a1", "a2" (proj-a), "b1" (proj-b), "n" (no project), "o" (pool other, proj-o) -> key id
+    admin: Administration
 
     async def replica(self, replica_id: str) -> Keyring:
         other = Keyring(
@@ -55,11 +57,11 @@ async def world() -> AsyncIterator[World]:
     await admin.pools.create_pool(Pool("other"))
     inputs = [("a1", "proj-a"), ("a2", "proj-a"), ("b1", "proj-b"), ("n", "")]
     added = await admin.keys.add_keys("main", [KeyInput(secret=fake_gemini_key(n), project=p) for n, p in inputs])
-    [other_key] = await admin.keys.add_keys("other", [KeyInput(secret=fake_gemini_key("o"), project="proj-a")])
+    [other_key] = await admin.keys.add_keys("other", [KeyInput(secret=fake_gemini_key("o"), project="proj-o")])
     keys = {name: key.key_id for (name, _), key in zip(inputs, added, strict=True)} | {"o": other_key.key_id}
     _, token = await admin.tokens.create_token("main", "tests")
     _, other_token = await admin.tokens.create_token("other", "tests")
-    yield World(store, clock, box, keyring, token_hash(token), token_hash(other_token), keys)
+    yield World(store, clock, box, keyring, token_hash(token), token_hash(other_token), keys, admin)
     await keyring.stop()
     await store.close()
 
@@ -135,7 +137,7 @@ async def test_an_unknown_resource_or_one_of_another_pool_is_not_found(world: Wo
     await bind(world.keyring, world.other_token, world.keys["o"], ["files/theirs"])
     with pytest.raises(NotFound):
         world.keyring.desk.acquire(world.token, MODEL, frozenset(), ("files/nobody",))
-    with pytest.raises(NotFound):  # same project, another pool: tenants do not share resources
+    with pytest.raises(NotFound):  # another pool: tenants do not share resources
         world.keyring.desk.acquire(world.token, MODEL, frozenset(), ("files/theirs",))
     assert leased(world.keyring, world.other_token, ["files/theirs"]) == world.keys["o"]
 
@@ -224,3 +226,28 @@ async def test_bad_bindings_are_refused_after_the_slot_is_given_back(world: Worl
     with pytest.raises(FailedPrecondition):  # a lease nobody vouches for binds nothing
         await desk.release("forged.1.2", world.keys["a1"], MODEL, Outcome(200), [("files/x", 10.0)])
     assert not world.keyring.cache.view.affinity
+
+
+async def test_a_google_project_belongs_to_one_pool(world: World) -> None:
+    """Issue 18, finding 7: a key whose project another pool uses is refused, added, moved or imported."""
+    keys = world.admin.keys
+    before = dict(world.keyring.cache.view.keys)
+    with pytest.raises(FailedPrecondition, match="project 'proj-a' is used by pool 'main'"):
+        await keys.add_keys("other", [KeyInput(secret=fake_gemini_key("o2"), project="proj-o"),
+                                      KeyInput(secret=fake_gemini_key("o3"), project="proj-a")])  # fmt: skip
+    with pytest.raises(FailedPrecondition, match="used by pool 'other'"):
+        await keys.update_key(world.keys["a1"], KeyInput(project="proj-o"), ["project"])
+    document = orjson.loads(export_document(world.keyring.cache.view, world.box, world.clock.now, False))
+    moved = {"pool": "other", "secret": fake_gemini_key("o4"), "project": "proj-b"}
+    imported = orjson.dumps({**document, "tokens": [], "keys": [moved]})
+    with pytest.raises(FailedPrecondition, match="project 'proj-b' is used by pool 'main'"):
+        await import_document(
+            world.keyring.cache.view, world.keyring.writer, world.box, imported,
+            key_pattern=GEMINI_KEY_PATTERN, keep_client_tokens=False, now=world.clock.now,
+        )  # fmt: skip
+    assert world.keyring.cache.view.keys == before  # nothing changed
+    # Keys of the pool's own projects, or of none, still join; a key may take a project no other pool uses.
+    added = await keys.add_keys("main", [KeyInput(secret=fake_gemini_key("a3"), project="proj-a"),
+                                         KeyInput(secret=fake_gemini_key("n2"))])  # fmt: skip
+    assert [result.status for result in added] == ["added", "added"]
+    assert (await keys.update_key(world.keys["a1"], KeyInput(project="proj-c"), ["project"])).project == "proj-c"

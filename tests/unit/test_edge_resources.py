@@ -12,6 +12,7 @@ from aiohttp import web
 from services.edge import wire
 from services.edge.resources import bindings
 from services.edge.resources.sessions import UploadSession, UploadSessions
+from services.keyring.domain.models import Pool
 
 HASH = "ab" * 32
 
@@ -80,10 +81,50 @@ def test_names_in_a_body_are_read_from_fields_only() -> None:
             "batch": {"inputConfig": {"fileName": "files/abc"}},
         }
     )
-    assert wire.names_resources(body)
-    assert wire.named_resources(body) == ("files/abc", "files/def", "cachedContents/c1")
-    assert not wire.names_resources(b'{"contents": [{"parts": [{"text": "hello"}]}]}')
-    assert wire.named_resources(b'{"cachedContent": "cachedContents/BAD NAME"}') == ()
+    assert wire.may_name_resources(body)
+    assert wire.named_resources(body, orjson.loads(body)) == ("files/abc", "files/def", "cachedContents/c1")
+    plain = b'{"contents": [{"parts": [{"text": "hello \\u00e9t\\u00e9\\n"}]}]}'  # non-ASCII, control escapes
+    assert not wire.may_name_resources(plain) and wire.named_resources(plain, None) == ()
+    bad = b'{"cachedContent": "cachedContents/BAD NAME"}'
+    assert wire.named_resources(bad, orjson.loads(bad)) == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        # Google decodes the JSON: escapes spell the same names as the plain bytes would (issue 18, finding 7).
+        (rb'{"contents": [{"parts": [{"fileData": {"file\u0055ri": "files/abc"}}]}]}', ("files/abc",)),
+        (rb'{"contents": [{"parts": [{"fileData": {"fileUri": "files\/abc"}}]}]}', ("files/abc",)),
+        (rb'{"contents": [{"parts": [{"fileData": {"fileUri": "\u0066iles/abc"}}]}]}', ("files/abc",)),
+        (rb'{"cachedContent": "cachedContents\/c1"}', ("cachedContents/c1",)),
+        (rb'{"cached\u0043ontent": "cachedContents/c1"}', ("cachedContents/c1",)),
+        # a field given twice: both values (a parser keeps one; which one Google keeps is not ours to guess)
+        (
+            b'{"cachedContent": "cachedContents/a", "cachedContent": "cachedContents/b"}',
+            ("cachedContents/b", "cachedContents/a"),
+        ),
+        # text mentioning a name, escaped or not, names nothing
+        (rb'{"contents": [{"parts": [{"text": "\"fileUri\": \"files\/x\""}]}]}', ()),
+    ],
+)
+def test_names_are_read_from_the_decoded_json(body: bytes, names: tuple[str, ...]) -> None:
+    assert wire.may_name_resources(body)
+    assert wire.named_resources(body, orjson.loads(body)) == names
+
+
+def test_a_body_too_large_to_parse_that_may_name_resources_is_unreadable() -> None:
+    for body in (b'{"a": "files/x"}', rb'{"file\u0055ri": "x"}', rb'{"fileUri": "files\/x"}'):
+        with pytest.raises(wire.UnreadableNames):
+            wire.named_resources(body, None)  # None: over the parse budget, not parsed
+    assert wire.named_resources(b'{"contents": [{"parts": [{"text": "' + b"x" * 100 + b'"}]}]}', None) == ()
+
+
+def test_an_agent_needs_an_allow_list_entry_of_its_own() -> None:
+    for allowed in ((), ("gemini-3.5-flash",), ("deep-research",)):  # every model, a model, a model named like it
+        pool = Pool("p", allowed_models=allowed)
+        assert not pool.allows("agents/deep-research") and pool.allows("")
+    assert Pool("p", allowed_models=("agents/deep-research",)).allows("agents/deep-research")
+    assert Pool("p").allows("gemini-3.5-flash") and wire.valid_agent("agents/deep-research") == "deep-research"
 
 
 def test_upload_sessions_open_only_on_replicas_sharing_the_key() -> None:

@@ -42,6 +42,7 @@ from aiohttp import web
 
 from services.common.naming import model_id, token_hash
 
+from .. import wire
 from ..errors import EdgeError, LeaseRefused, TokenRejected, bad_request
 from ..forwarding import EDGE
 
@@ -120,6 +121,18 @@ def check_json_object(request: web.Request, body: bytes) -> dict[str, object] | 
     if not (body.lstrip()[:1] == b"{" and body.rstrip()[-1:] == b"}"):
         raise bad_request("the request body must be a JSON object")
     return None
+
+
+def named_resources(body: bytes, data: object) -> tuple[str, ...]:
+    """The files and caches a body names, from its parsed JSON (``wire.named_resources``).
+
+    A body over the parse budget (``data`` None) that may name one is refused (413): which project
+    the call needs cannot be told, and a key of another project would be handed the name.
+    """
+    try:
+        return wire.named_resources(body, data)
+    except wire.UnreadableNames as error:
+        raise EdgeError(413, str(error), openai_code="request_too_large") from None
 
 
 def _parsed_object(body: bytes) -> dict[str, object]:

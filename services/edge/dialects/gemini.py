@@ -11,8 +11,8 @@ fields) reach Google untouched.
 
 A body that names a file (``fileData.fileUri``, a batch's ``fileName``) or
 a cache (``cachedContent``) is leased a key of the owner's project
-(``wire.named_resources``, only when the bytes hold ``files/`` or
-``cachedContents/`` at all); ``batchGenerateContent`` and
+(``wire.named_resources``: read from the parsed JSON when the bytes may
+spell one; a body over the parse budget that may is refused, 413); ``batchGenerateContent`` and
 ``predictLongRunning`` bind the job they create (``resources.bindings``).
 
 The client's token comes from ``x-goog-api-key``, the ``key`` query
@@ -37,7 +37,7 @@ from ..forwarding import EDGE, forward
 from ..resources import bindings
 from ..routing import GEMINI
 from ..upstream import Call
-from . import authenticated, bearer, check_json_object, only_allowed, read_body, shaped
+from . import authenticated, bearer, check_json_object, named_resources, only_allowed, read_body, shaped
 
 ACTIONS: Final = frozenset(
     {
@@ -128,8 +128,9 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     hashed = await authenticated(request, _token(request))  # a token keyring refuses is a 401 before any read
     body = await read_body(request)
     data = check_json_object(request, body)  # None: over the parse budget, forwarded unread and not estimated
-    # A body naming a file or a cache goes to its owner's project; two bytes searches for every other body.
-    affinity = wire.named_resources(body) if wire.names_resources(body) else ()
+    # A body naming a file or a cache goes to its owner's project (read from the parsed JSON; a body too
+    # large to parse that may name one is a 413); two bytes searches and a regex search for every other body.
+    affinity = named_resources(body, data)
     call = _call(
         request, path, hashed, body, path.action, stream=path.action == "streamGenerateContent",
         affinity=affinity, settle=CREATING.get(path.action), input_tokens=gemini_input(path.action, data, body),

@@ -20,7 +20,7 @@ from ..estimates import openai_input
 from ..forwarding import EDGE, forward
 from ..routing import OPENAI
 from ..upstream import Call
-from . import authenticated, bearer, json_object, only_allowed, read_body, shaped
+from . import authenticated, bearer, json_object, named_resources, only_allowed, read_body, shaped
 
 
 def _token(request: web.Request) -> str:
@@ -51,7 +51,7 @@ async def _post(request: web.Request, endpoint: str, can_stream: bool) -> web.St
         key_in_bearer=True,
         route=endpoint.replace("/", "."),
         # A cache named through extra_body (google.cached_content) goes to its owner's project.
-        affinity=wire.named_resources(body) if wire.names_resources(body) else (),
+        affinity=named_resources(body, data),
         input_tokens=openai_input(endpoint, data, body),
     )
     return await forward(request, call)

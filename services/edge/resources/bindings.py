@@ -96,9 +96,9 @@ def job_results(body: bytes, response: web.StreamResponse) -> Settlement:
 
     Only a finished job names files, so a poll of a running one binds nothing.
     """
-    if not wire.names_resources(body):
+    if not wire.may_name_resources(body):
         return NOTHING
-    files = [name for name in wire.named_resources(body) if name.startswith("files/")]
+    files = [name for name in wire.named_resources(body, _object(body)) if name.startswith("files/")]
     return Settlement(bind=tuple(Binding(name, FILE_TTL_S) for name in files))
 
 

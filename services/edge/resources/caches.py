@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import wire
-from ..dialects import authenticated, json_object, read_body
+from ..dialects import authenticated, json_object, named_resources, read_body
 from ..errors import bad_request
 from ..estimates import cache_input
 from ..forwarding import forward
@@ -30,7 +30,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     model = wire.valid_model(named) if isinstance(named, str) else None
     if model is None:
         raise bad_request("a cache needs a model: models/{model id}")
-    affinity = wire.named_resources(body) if wire.names_resources(body) else ()
+    affinity = named_resources(body, data)
     call = resource_call(
         request, path, hashed, "caches.create", body=body, model=model, affinity=affinity, settle=bindings.cache,
         input_tokens=cache_input(data, body),

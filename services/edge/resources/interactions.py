@@ -2,7 +2,9 @@
 
 - ``POST /interactions``: plain, streamed (``"stream": true``: SSE, relayed
   as it comes, keep-alives included) or in the background. The edge reads
-  ``model`` (the lease's model; an ``agent`` call leases for no model),
+  ``model`` or ``agent`` (exactly one: the lease is for the model, or for
+  ``agents/{agent}``, which keyring grants only when the pool's allow-list
+  names that agent: an empty list or a model entry admits no agent),
   ``stream``, ``store`` and ``previous_interaction_id`` (its interaction and
   any file the input names are the affinity); the body goes up byte for
   byte. A stored interaction (``store`` not false) is bound to the key that
@@ -20,7 +22,7 @@ from typing import Final
 from aiohttp import web
 
 from .. import wire
-from ..dialects import authenticated, json_object, read_body
+from ..dialects import authenticated, json_object, named_resources, read_body
 from ..errors import bad_request
 from ..estimates import interaction_input
 from ..forwarding import forward
@@ -28,6 +30,8 @@ from . import bindings
 from .common import cancel_get_delete, client_token, path_of, resource_call
 
 _INTERACTION_ID: Final = re.compile(wire.INTERACTION_ID)
+# An agent call is leased for ``agents/{id}``: keyring grants it only when the pool's allow-list names it.
+AGENT_PREFIX: Final = "agents/"
 
 
 async def create(request: web.Request) -> web.StreamResponse:
@@ -36,12 +40,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     hashed = await authenticated(request, client_token(request))
     body = await read_body(request)
     data = json_object(request, body)
-    model = ""
-    named = data.get("model")
-    if named is not None:
-        model = (wire.valid_model(named) if isinstance(named, str) else None) or ""
-        if not model:
-            raise bad_request("model must be a model id (lower-case letters, digits, '.' and '-')")
+    model = _leased_for(data)
     affinity: list[str] = []
     previous = data.get("previous_interaction_id")
     if previous is not None:
@@ -50,15 +49,34 @@ async def create(request: web.Request) -> web.StreamResponse:
                 "previous_interaction_id must be an interaction id (letters, digits, '_' and '-', at most 128)"
             )
         affinity.append(f"interactions/{previous}")
-    if wire.names_resources(body):
-        affinity += wire.named_resources(body)
+    affinity += named_resources(body, data)
     stored = data.get("store") is not False
     call = resource_call(
         request, path, hashed, "interactions.create", body=body, model=model, affinity=tuple(affinity),
         settle=bindings.created_interaction if stored else None, stream=data.get("stream") is True,
-        input_tokens=interaction_input(data, body) if model else 0,
+        input_tokens=0 if model.startswith(AGENT_PREFIX) else interaction_input(data, body),
     )  # fmt: skip
     return await forward(request, call)
+
+
+def _leased_for(data: dict[str, object]) -> str:
+    """What the lease is for: the model, or ``agents/{agent}`` (the pool must name that agent explicitly).
+
+    Exactly one of ``model`` and ``agent``, as Google requires: a call with neither (or ``"model": null``
+    alone) would reach the upstream with no name the pool's allow-list could judge.
+    """
+    model, agent = data.get("model"), data.get("agent")
+    if (model is None) == (agent is None):
+        raise bad_request("an interaction needs exactly one of model and agent")
+    if model is not None:
+        valid = wire.valid_model(model) if isinstance(model, str) else None
+        if not valid:
+            raise bad_request("model must be a model id (lower-case letters, digits, '.' and '-')")
+        return valid
+    valid = wire.valid_agent(agent) if isinstance(agent, str) else None
+    if not valid:
+        raise bad_request("agent must be an agent id (lower-case letters, digits, '.' and '-')")
+    return f"{AGENT_PREFIX}{valid}"
 
 
 async def item(request: web.Request) -> web.StreamResponse:

@@ -88,9 +88,12 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 def valid_models(models: Iterable[str]) -> tuple[str, ...]:
+    """Model ids, and agents as ``agents/{id}`` (an agent is allowed only by its own entry: ``Pool.allows``)."""
     cleaned = tuple(dict.fromkeys(normalise_model(model) for model in models if model.strip()))
-    if any(not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", model) for model in cleaned):
-        raise InvalidArgument("a model name is 1-100 characters of letters, digits, '.', '_' and '-'")
+    if any(not re.fullmatch(r"(?:agents/)?[A-Za-z0-9._-]{1,100}", model) for model in cleaned):
+        raise InvalidArgument(
+            "a model name is 1-100 characters of letters, digits, '.', '_' and '-' (an agent: agents/{name})"
+        )
     return cleaned
 
 

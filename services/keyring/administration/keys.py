@@ -3,6 +3,11 @@
 Secrets are sealed here, the moment they arrive, and no answer ever carries
 one back. A key's kind (auth ``AQ.`` or standard ``AIza``) is told from its
 secret here too and stored with it, so operators see it without the secret.
+
+A Google project belongs to one pool (``check_projects``): the pool is the
+isolation unit (SECURITY.md), and a project's files, caches and batches are
+visible to every key of the project, so a key whose project another pool
+uses is refused when added, imported or given that project.
 """
 
 from __future__ import annotations
@@ -24,6 +29,27 @@ KEY_FIELDS = frozenset({"project", "tier", "weight", "tags", "note"})
 
 # Project cooldowns that are facts, not backoffs: a key's revive ends them (the operator's word).
 _OPERATOR_ENDS = frozenset({CooldownReason.NOT_ON_TIER, CooldownReason.SPEND_LIMIT})
+
+
+def check_projects(view: KeyringView, keys: Iterable[UpstreamKey]) -> None:
+    """Refuse keys whose project another pool's keys use (``FailedPrecondition``, naming both).
+
+    Keys without a project cannot be told apart: each is its own project to
+    keyring (lists are filtered to what the pool bound, at the edge, for them).
+    """
+    checked = {key.key_id: key for key in keys if key.project}
+    owners: dict[str, str] = {}
+    for key in view.keys.values():
+        if key.project and key.key_id not in checked:
+            owners.setdefault(key.project, key.pool)
+    for key in checked.values():
+        owner = owners.setdefault(key.project, key.pool)
+        if owner != key.pool:
+            raise FailedPrecondition(
+                f"project {key.project!r} is used by pool {owner!r}: a Google project belongs to one pool "
+                f"(its keys see each other's files, caches and batches), so key {key.mask} cannot join pool "
+                f"{key.pool!r}; nothing was changed"
+            )
 
 
 class Keys:
@@ -57,6 +83,7 @@ class Keys:
         if len(inputs) > self._max_keys_per_import:
             raise InvalidArgument(f"at most {self._max_keys_per_import} keys per call")
         prepared = [self._prepare_key(pool, index, item) for index, item in enumerate(inputs)]
+        check_projects(self._view, (key for key in prepared if isinstance(key, UpstreamKey)))
         results: dict[int, AddResult] = {}
         candidates: list[tuple[int, UpstreamKey]] = []
         seen: set[str] = set()
@@ -80,6 +107,7 @@ class Keys:
         def decide() -> list[Change]:
             results.clear()
             changes = []
+            check_projects(self._view, (key for _, key in chunk if key.key_id not in self._view.keys))
             for index, key in chunk:
                 existing = self._view.keys.get(key.key_id)
                 if existing is not None:
@@ -169,6 +197,8 @@ class Keys:
         def decide() -> list[Change]:
             current = self.get_key(key_id)
             updated = dataclasses.replace(current, **values)
+            if updated.project != current.project:
+                check_projects(self._view, [updated])
             return [] if updated == current else [self._writer.put(updated)]
 
         await self._writer.transact(decide)

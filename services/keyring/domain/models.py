@@ -48,6 +48,8 @@ class CooldownReason(enum.StrEnum):
 
 # The model of a project-wide cooldown (a spend limit): it keeps every model of the project.
 ALL_MODELS = "*"
+# What an Interactions agent is leased as (``agents/{id}``); the allow-list must name it (``Pool.allows``).
+AGENT_PREFIX = "agents/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,13 @@ class Pool:
     revision: int = 0
 
     def allows(self, model: str) -> bool:
-        """An empty allow-list allows every model; model-less calls are always allowed."""
+        """An empty allow-list allows every model; model-less calls are always allowed.
+
+        An agent (``agents/{id}``: an Interactions call that runs Google's agent, on any model it
+        likes) needs its own entry: neither an empty list nor a model entry admits one.
+        """
+        if model.startswith(AGENT_PREFIX):
+            return model in self.allowed_models
         return not self.allowed_models or not model or model in self.allowed_models
 
 
