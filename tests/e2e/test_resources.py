@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 from aiohttp import web
 from google import genai
@@ -440,3 +441,81 @@ async def test_an_upload_chunk_above_the_body_limit_is_refused_and_the_upload_en
         assert error["code"] == 413 and "too large" in error["message"]
     assert len(stack.sim.requests) == sent
     await stack.no_lease_held()
+
+
+# ---------------------------------------------------------------- issue 18: tenants isolated
+
+AGENT = "deep-research-pro-preview-12-2025"
+
+
+async def test_an_agent_needs_an_allow_list_entry_of_its_own(pool: Pool) -> None:
+    """Finding 5: an Interactions call with ``agent`` (or ``"model": null``) is judged by the allow-list."""
+    headers = {"x-goog-api-key": pool.token}
+    before = len(pool.sim.requests)
+    for body, status in (
+        ({"agent": AGENT, "input": "Research"}, 403),  # an empty allow-list admits every model, no agent
+        ({"model": None, "input": "Research"}, 400),
+        ({"input": "Research"}, 400),
+        ({"model": MODEL, "agent": AGENT, "input": "Research"}, 400),
+    ):
+        async with pool.http.post(f"{pool.edge_a}/v1beta/interactions", json=body, headers=headers) as resp:
+            error = (await resp.json())["error"]
+            assert resp.status == status and error["code"] == status, (body, error)
+    assert "not allowed" in error["message"] or "model and agent" in error["message"]
+    assert len(pool.sim.requests) == before  # nothing reached the upstream
+    admin = pool.replicas[0].admin
+    allowed = pb.Pool(name="main", allowed_models=[MODEL, f"agents/{AGENT}"])
+    await admin.UpdatePool(pb.UpdatePoolRequest(pool=allowed, update_fields=["allowed_models"]))
+    for replica in pool.replicas:
+        await eventually(lambda r=replica: r.keyring.cache.view.pools["main"].allowed_models != (), 3.0, "no update")
+    a = pool.client(pool.edge_a)
+    done = await a.interactions.create(agent=AGENT, input="Research")
+    assert done.id and done.output_text == "Simulated answer to: Research"
+    assert (await pool.client(pool.edge_b).interactions.get(done.id)).id == done.id  # bound like any interaction
+    await pool.no_lease_held()
+
+
+async def test_escaped_names_go_to_the_files_project_and_unparsable_ones_are_refused(pool: Pool) -> None:
+    """Finding 7: ``"file\\u0055ri"`` and ``"files\\/id"`` name the file as Google reads them."""
+    a = pool.client(pool.edge_a)
+    uploaded = await a.files.upload(file=io.BytesIO(b"hello file"), config={"mime_type": "text/plain"})
+    assert uploaded.name
+    file_id = uploaded.name.removeprefix("files/")
+    owner = pool.owner("files", file_id)
+    headers = {"x-goog-api-key": pool.token, "content-type": "application/json"}
+    url = f"{pool.edge_b}/v1beta/models/{MODEL}:generateContent"
+    spellings = (
+        rb'"file\u0055ri": "files/' + file_id.encode() + b'"',
+        rb'"fileUri": "files\/' + file_id.encode() + b'"',
+    )
+    for spelling in spellings * 3:  # a random key of another project would be picked sooner or later
+        body = (
+            b'{"contents": [{"parts": [{"fileData": {' + spelling + b', "mimeType": "text/plain"}}, {"text": "Q"}]}]}'
+        )
+        async with pool.http.post(url, data=body, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+    assert pool.projects_naming(file_id) == {owner}
+    sent = len(pool.sim.requests)
+    padding = b"[" + b"0," * 200_000 + b"0]"  # over EDGE_MAX_JSON_ELEMENTS: not parsed
+    body = b'{"contents": [{"parts": [{"fileData": {' + spellings[0] + b'}}]}], "padding": ' + padding + b"}"
+    async with pool.http.post(url, data=body, headers=headers) as resp:
+        error = (await resp.json())["error"]
+        assert resp.status == 413 and error["code"] == 413 and "parse budget" in error["message"], error
+    assert len(pool.sim.requests) == sent
+    await pool.no_lease_held()
+
+
+async def test_a_project_of_one_pool_is_refused_to_another(pool: Pool) -> None:
+    """Finding 7: a key whose project another pool uses cannot join it, so no pool lists another's files."""
+    admin = pool.replicas[1].admin
+    await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="second")))
+    shared = pb.KeyInput(secret=fake_auth_key("second-shared"), project=PROJECTS[0])
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await admin.AddKeys(pb.AddKeysRequest(pool="second", keys=[shared]))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"project {PROJECTS[0]!r} is used by pool 'main'" in (refused.value.details() or "")
+    own = pb.KeyInput(secret=fake_auth_key("second-own"), project="project-second")
+    assert (await admin.AddKeys(pb.AddKeysRequest(pool="second", keys=[own]))).added == 1
+    assert {key.pool for key in pool.replicas[1].keyring.cache.view.keys.values() if key.project == PROJECTS[0]} == {
+        "main"
+    }
