@@ -20,6 +20,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from . import schemas as s
 from .auth import KEYRING, identity_of
+from .bodies import large_limit
 from .config import AdminSettings
 from .errors import ApiError, bad_gateway, bad_request, json_response
 
@@ -386,14 +387,17 @@ async def _token_action(request: web.Request, action: str) -> web.Response:
 
 
 async def export_config(request: web.Request) -> web.Response:
-    """Operators export; secrets in clear also need the export permission (``+export``, off by default)."""
+    """Operators export; secrets in clear also need the export permission (``+export``, off by default).
+
+    ``viewer+export`` exports nothing: the permission adds to an operator's export, never to a viewer's reads.
+    """
     query = s.Query(request, {"include_secrets"})
     clear = query.boolean("include_secrets")
     identity = identity_of(request)
-    if clear and not identity.export:
-        raise ApiError(403, "exporting secrets in clear needs an admin token with the export permission (+export)")
-    if not identity.can_change and not identity.export:
+    if not identity.can_change:
         raise ApiError(403, f"the {identity.role} role may not export; export needs an operator token")
+    if clear and not identity.can_export:
+        raise ApiError(403, "exporting secrets in clear needs an operator token with the export permission (+export)")
     reply = await _call(request, "ExportConfig", pb.ExportConfigRequest(include_secrets_in_clear=clear))
     return web.Response(
         body=reply.document,
@@ -406,7 +410,7 @@ async def import_config(request: web.Request) -> web.Response:
     """Keyring validates every record; client tokens only with ``keep_client_tokens=true``."""
     query = s.Query(request, {"keep_client_tokens"})
     keep_tokens = query.boolean("keep_client_tokens")
-    raw = await s.read_json_bytes(request)
+    raw = await s.read_json_bytes(request, large_limit(request))
     if not isinstance(orjson.loads(raw), dict):
         raise bad_request("the document must be a JSON object (as GET /api/export gives it)")
     message = pb.ImportConfigRequest(document=raw, keep_client_tokens=keep_tokens)

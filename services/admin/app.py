@@ -16,7 +16,7 @@ from aiohttp import web
 from services.common.metrics_http import metrics_response
 from services.common.serving import start_app
 
-from . import api, auth, openapi
+from . import api, auth, bodies, openapi
 from .config import AdminSettings
 from .errors import MAX_BODY, ApiError, error_response, error_shape, json_response
 from .keyring_client import KeyringAdmin
@@ -46,6 +46,8 @@ def create_app(settings: AdminSettings, keyring: KeyringAdmin | None = None) -> 
     app[api.SETTINGS] = settings
     app[METRICS] = metrics
     app[MAX_BODY] = settings.max_body_bytes
+    app[bodies.BODY_TIMEOUT] = settings.body_timeout_s
+    app[bodies.LARGE] = bodies.BodyLimit(settings.max_body_bytes, settings.max_json_elements)
     app[auth.AUTHENTICATOR] = auth.Authenticator(
         settings.admin_accounts,
         settings.session_ttl_s,

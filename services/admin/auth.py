@@ -26,19 +26,23 @@ role and whether it may export secrets in clear; ``config.AdminAccount``):
 
 Roles: a ``viewer`` may only read (any other method: 403); an ``operator``
 may change; exporting (``GET /api/export``) needs an operator, and secrets
-in clear need the ``+export`` permission on top (off by default).
+in clear need the ``+export`` permission on top (off by default; on a
+viewer it grants nothing: ``Identity.can_export``).
 
-Failed logins (a wrong token at ``/api/login`` or in a bearer header) are
-throttled per client address and per admin name (when the login names one):
-``LoginThrottle``, a bounded in-memory table per replica. After
-``login_max_failures`` within ``login_window_s`` every attempt from that
-address (or for that name) gets 429 with Retry-After until the window ends,
-right token or not (otherwise the answer would still tell a guess). Kept in
-memory on purpose: a shared counter would turn every guess into a store
-write; with R replicas an attacker gets R times the budget, which against
-tokens of 16+ random characters changes nothing. Behind a reverse proxy the
-client address comes from X-Forwarded-For, trusted only from
-``trusted_proxies``.
+Failed logins (a wrong token at ``/api/login`` or in a bearer header, and a
+login body that is malformed, too large or too slow) are counted per client
+address and per admin name (when the login names one): ``LoginThrottle``, a
+bounded in-memory table per replica. After ``login_max_failures`` within
+``login_window_s`` every further failure from that address (or for that
+name) gets 429 with Retry-After until the window ends. The right token is
+checked first (in constant time) and is never throttled: anyone could
+otherwise lock every operator out by failing ten times from the operators'
+address (behind an ingress, everyone's). So the throttle does not slow
+guessing (a guess is told right or wrong either way); admin tokens of 16+
+random characters do that, and the throttle keeps failures cheap and
+visible. Kept in memory on purpose: a shared counter would turn every
+failure into a store write. Behind a reverse proxy the client address comes
+from X-Forwarded-For, trusted only from ``trusted_proxies``.
 
 Failures say only "authentication required" (401): which part was wrong is
 not told.
@@ -96,6 +100,11 @@ class Identity:
         return self.role == "operator"
 
     @property
+    def can_export(self) -> bool:
+        """Export in clear: an operator with the export permission (``viewer+export`` may not)."""
+        return self.export and self.can_change
+
+    @property
     def actor(self) -> str:
         """The audit actor keyring records for this caller."""
         return f"admin:{self.name}"
@@ -105,10 +114,15 @@ class Identity:
 _IDENTITY: Final[Any] = web.RequestKey("admin_identity", Identity) if hasattr(web, "RequestKey") else "admin_identity"
 
 
+def unauthenticated() -> ApiError:
+    """Which part was wrong is not told."""
+    return ApiError(401, "authentication required")
+
+
 def identity_of(request: web.Request) -> Identity:
     identity = request.get(_IDENTITY)
     if not isinstance(identity, Identity):
-        raise ApiError(401, "authentication required")
+        raise unauthenticated()
     return identity
 
 
@@ -204,15 +218,19 @@ class Authenticator:
     # -- throttling -----------------------------------------------------
 
     def client_address(self, request: web.Request) -> str:
-        """The peer, or behind a trusted proxy the last X-Forwarded-For hop that is not a trusted proxy."""
+        """The peer, or behind a trusted proxy the last X-Forwarded-For hop that is not a trusted proxy.
+
+        When every hop is in a trusted range (a client on the ingress's own private network), the first hop.
+        """
         peer = request.remote or ""
         if not self._trusted(peer):
             return peer
         hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", []) for hop in value.split(",")]
-        for hop in reversed([hop for hop in hops if hop]):
+        hops = [hop for hop in hops if hop]
+        for hop in reversed(hops):
             if not self._trusted(hop):
                 return hop
-        return peer
+        return hops[0] if hops else peer
 
     def _trusted(self, address: str) -> bool:
         try:
@@ -221,12 +239,15 @@ class Authenticator:
             return False
         return any(ip in network for network in self._trusted_proxies)
 
-    def check_throttle(self, subjects: Sequence[str]) -> None:
+    def refuse(self, subjects: Sequence[str], error: ApiError) -> ApiError:
+        """Count a failure against ``subjects``: the answer is ``error``, or 429 once they failed too often."""
         wait = self.throttle.retry_after(subjects)
+        self.throttle.failed(subjects)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
-            raise ApiError(429, f"too many failed logins; try again in {seconds} s",
-                           headers={"Retry-After": str(seconds)})
+            return ApiError(429, f"too many failed logins; try again in {seconds} s",
+                            headers={"Retry-After": str(seconds)})
+        return error
 
     # -- sessions -------------------------------------------------------
 
@@ -280,13 +301,10 @@ class Authenticator:
     async def identify(self, request: web.Request) -> Identity | None:
         header = request.headers.get("Authorization")
         if header is not None:
-            address = ["addr:" + self.client_address(request)]
-            self.check_throttle(address)
             scheme, _, presented = header.partition(" ")
             name = self.name_for_token(presented.strip()) if scheme.lower() == "bearer" and presented.strip() else None
-            if name is None:
-                self.throttle.failed(address)
-                return None
+            if name is None:  # the right token is never throttled: only failures are
+                raise self.refuse(["addr:" + self.client_address(request)], unauthenticated())
             return self._identity(name, "bearer")
         cookie = request.cookies.get(SESSION_COOKIE)
         identity = self.check_session(cookie) if cookie else None
@@ -320,7 +338,7 @@ async def authenticate(
     auth = request.app[AUTHENTICATOR]
     identity = await auth.identify(request)
     if identity is None:
-        raise ApiError(401, "authentication required")
+        raise unauthenticated()
     if identity.via == "cookie" and request.method in _UNSAFE_METHODS and not auth.csrf_ok(request, identity):
         raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
     if request.method in _UNSAFE_METHODS and not identity.can_change and request.path not in _VIEWER_WRITES:
@@ -343,19 +361,19 @@ async def login(request: web.Request) -> web.Response:
 
     auth = request.app[AUTHENTICATOR]
     subjects = ["addr:" + auth.client_address(request)]
-    auth.check_throttle(subjects)
-    body = await parse_body(request, LoginRequest)
+    try:  # within bodies.LOGIN: a few KiB, read within the body timeout
+        body = await parse_body(request, LoginRequest)
+    except ApiError as error:  # malformed, too large or too slow: a failure like a wrong token
+        raise auth.refuse(subjects, error) from None
     if body.name is not None:
         subjects.append("name:" + body.name)
-        auth.check_throttle(subjects)
     name = auth.name_for_token(body.token)
     if name is None or (body.name is not None and name != body.name):
-        auth.throttle.failed(subjects)
-        raise ApiError(401, "authentication required")
+        raise auth.refuse(subjects, unauthenticated())
     cookie, identity = auth.open_session(name)
     csrf = auth.csrf_token(name, identity.session_id)
     response = json_response({"name": name, "csrf_token": csrf, "expires_at": _iso(identity.expires_at),
-                              "role": identity.role, "can_export": identity.export})
+                              "role": identity.role, "can_export": identity.can_export})
     _set_cookies(response, auth, cookie, csrf)
     return response
 
@@ -374,7 +392,7 @@ async def session(request: web.Request) -> web.Response:
     identity = identity_of(request)
     auth = request.app[AUTHENTICATOR]
     body: dict[str, object] = {"name": identity.name, "via": identity.via, "expires_at": None, "csrf_token": None,
-                               "role": identity.role, "can_export": identity.export}
+                               "role": identity.role, "can_export": identity.can_export}
     if identity.via == "cookie":
         body["expires_at"] = _iso(identity.expires_at)
         body["csrf_token"] = auth.csrf_token(identity.name, identity.session_id)

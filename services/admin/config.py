@@ -109,15 +109,19 @@ class AdminSettings(KeyringClientTLS, BaseSettings):
     verify_timeout_s: float = Field(default=120.0, gt=0)
     admin_tokens: SecretStr = Field(default=SecretStr(""))
     admin_tokens_file: str = ""
+    # The routes carrying many keys (adding keys, importing; authenticated callers only): their body's size and
+    # structural JSON characters (services/admin/bodies.py; login and the other routes have small fixed limits).
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_json_elements: int = Field(default=500_000, ge=1)
     session_ttl_s: int = Field(default=8 * 3600, gt=0)
     # True behind TLS (the ingress): session cookies then travel over HTTPS only.
     cookie_secure: bool = False
     shutdown_timeout_s: float = 10.0
-    # --- Slow clients (services/common/head_timeout.py) ---
+    # --- Slow clients (services/common/head_timeout.py, services/admin/bodies.py) ---
     # A request head must be complete this long after its first byte; idle keep-alive connections close after
-    # keepalive_timeout_s.
+    # keepalive_timeout_s. A request body must be complete this long after the handler asks for it (408).
     head_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
     keepalive_timeout_s: float = Field(default=75.0, gt=0)
 
     # --- Service identity: mutual TLS to keyring (README "Configuration"): KeyringClientTLS's fields ---

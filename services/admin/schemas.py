@@ -15,7 +15,7 @@ import re
 import time
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 import orjson
 from aiohttp import web
@@ -23,6 +23,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
+from .bodies import EMPTY, LOGIN, ROUTE, BodyLimit, large_limit, read_body
 from .errors import JSON, ApiError, bad_request
 
 INT32_MAX: Final = 2**31 - 1
@@ -118,6 +119,8 @@ class _Body(BaseModel):
     """Strict, closed objects; ``null`` is refused (leave a field out instead)."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
+    # What its request body may cost (``bodies``); None: the settings' limit for the routes carrying many keys.
+    body_limit: ClassVar[BodyLimit | None] = ROUTE
 
     @model_validator(mode="before")
     @classmethod
@@ -135,6 +138,7 @@ class _Body(BaseModel):
 class LoginRequest(_Body):
     """An admin token; the answer sets the console's session cookies."""
 
+    body_limit: ClassVar[BodyLimit | None] = LOGIN
     token: Annotated[str, Field(min_length=1, max_length=1000)]
     # Optional: the token must then be this name's, and failures count against the name too.
     name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
@@ -200,6 +204,7 @@ class KeysAdd(_Body):
     or ``keys`` (items with their attributes): exactly one of them."""
 
     model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["keys"]}]})
+    body_limit: ClassVar[BodyLimit | None] = None
 
     text: PastedText | None = None
     keys: Annotated[list[KeyItem], Field(min_length=1, max_length=5000)] | None = None
@@ -278,6 +283,8 @@ class TokenCreate(_Body):
 class TokenUpdate(_Body):
     """What is given changes; ``budgets`` replaces all of the token's budgets (``[]`` removes them)."""
 
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
     name: Annotated[str, Field(max_length=100)] | None = None
     requests_per_minute: Count | None = None
     budgets: TokenBudgets | None = None
@@ -309,14 +316,14 @@ REQUEST_MODELS: Final[tuple[type[BaseModel], ...]] = (
     TokenUpdate,
 )
 
-Model = TypeVar("Model", bound=BaseModel)
+Model = TypeVar("Model", bound=_Body)
 
 
-async def read_json_bytes(request: web.Request) -> bytes:
-    """The body, checked to be JSON; 415 for another content type, 413 when too large."""
+async def read_json_bytes(request: web.Request, limit: BodyLimit = ROUTE) -> bytes:
+    """The body within ``limit`` (``bodies``), checked to be JSON; 415 for another content type."""
     if request.content_type != JSON:
         raise ApiError(415, f"send the body as {JSON}", "UNSUPPORTED_MEDIA_TYPE")
-    raw = await request.read()
+    raw = await read_body(request, limit)
     try:
         orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -325,7 +332,8 @@ async def read_json_bytes(request: web.Request) -> bytes:
 
 
 async def parse_body(request: web.Request, model: type[Model]) -> Model:
-    raw = await read_json_bytes(request)
+    """The body as ``model``, read within the model's ``body_limit`` (None: the routes carrying many keys)."""
+    raw = await read_json_bytes(request, model.body_limit or large_limit(request))
     try:
         return model.model_validate_json(raw)
     except ValidationError as error:
@@ -349,7 +357,7 @@ async def empty_body(request: web.Request) -> None:
     """Action routes take no body; an empty JSON object is tolerated, anything else is refused."""
     if not request.can_read_body:
         return
-    raw = await request.read()
+    raw = await read_body(request, EMPTY)
     if raw.strip() and raw.strip() != b"{}":
         raise bad_request("this route takes no request body")
 

@@ -1,6 +1,7 @@
-"""Admin's trust boundary (issue 11): roles and the export permission, failed-login throttling,
-logouts shared by every admin replica (kept in keyring), the audit log as JSON log lines, and an
-import that validates like every other route. Real admin apps, real keyring replicas, real etcd."""
+"""Admin's trust boundary (issues 11 and 18): roles and the export permission (viewer+export exports
+nothing), failed-login throttling that never locks out the right token (malformed logins count), logouts
+shared by every admin replica (kept in keyring), the audit log as JSON log lines, and an import that
+validates like every other route. Real admin apps, real keyring replicas, real etcd."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ async def client(base_url: str, token: str | None = None) -> AsyncIterator[Api]:
 
 async def test_viewer_reads_and_every_change_or_export_is_refused(start_admin_app: StartAdmin) -> None:
     base = await start_admin_app(
-        admin_tokens=f"ro:viewer:{VIEWER_TOKEN},op:operator:{OPERATOR_TOKEN},old:{LEGACY_TOKEN}"
+        admin_tokens=f"ro:viewer:{VIEWER_TOKEN},op:operator:{OPERATOR_TOKEN},rx:viewer+export:{LEGACY_TOKEN}"
     )
     async with client(base, OPERATOR_TOKEN) as operator, client(base, VIEWER_TOKEN) as viewer:
         assert (await operator.post("/api/pools", {"name": "main"})).status == 201
@@ -76,6 +77,13 @@ async def test_viewer_reads_and_every_change_or_export_is_refused(start_admin_ap
         assert (await viewer.get("/api/keys")).status == 200
         session = (await viewer.get("/api/session")).body
         assert session["role"] == "viewer" and session["can_export"] is False
+        # Issue 18: the export permission adds to an operator's export, never to a viewer's reads.
+        viewer.headers = {"Authorization": f"Bearer {LEGACY_TOKEN}"}
+        assert (await viewer.get("/api/session")).body["can_export"] is False
+        for path in ("/api/export?include_secrets=true", "/api/export"):
+            answer = await viewer.get(path)
+            assert answer.status == 403 and "operator" in answer.body["error"]["message"], answer.text
+        viewer.headers = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
         refused = [
             ("POST", "/api/pools", {"name": "other"}),
             ("PATCH", "/api/pools/main", {"description": "changed"}),
@@ -151,26 +159,48 @@ async def test_failed_logins_are_throttled_per_address_then_allowed_after_the_wi
         started = time.monotonic()
         for _ in range(3):
             assert (await _login(api, "wrong-token-0123456789")).status == 401
-        # Locked: even the right token gets 429 now (otherwise the answer would still tell a guess).
-        locked = await _login(api, ADMIN_TOKEN)
+        # Locked: every further failure gets 429; the right token is never locked out (issue 18).
+        locked = await _login(api, "wrong-token-0123456789")
         assert locked.status == 429, locked.text
         assert locked.body["error"]["status"] == "RESOURCE_EXHAUSTED"
         assert 1 <= int(locked.headers["Retry-After"]) <= window + 1
-        bearer = await api.get("/api/pools", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        bearer = await api.get("/api/pools", headers={"Authorization": "Bearer wrong-token-0123456789"})
         assert bearer.status == 429 and "Retry-After" in bearer.headers
-        await asyncio.sleep(window - (time.monotonic() - started) + 0.2)
         assert (await _login(api, ADMIN_TOKEN)).status == 200
-        assert (await api.get("/api/pools")).status == 200
+        assert (await api.get("/api/pools", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})).status == 200
+        await asyncio.sleep(window - (time.monotonic() - started) + 0.2)
+        assert (await _login(api, "wrong-token-0123456789")).status == 401
 
 
-async def test_wrong_bearer_tokens_count_as_failed_logins(start_admin_app: StartAdmin) -> None:
-    base = await start_admin_app(login_max_failures=2, login_window_s=60)
+async def test_ten_bad_bearer_tokens_count_as_failures_and_never_lock_out_the_right_token(
+    start_admin_app: StartAdmin,
+) -> None:
+    base = await start_admin_app(login_max_failures=10, login_window_s=60)
     async with client(base, "wrong-token-0123456789") as api:
-        assert (await api.get("/api/pools")).status == 401
-        assert (await api.get("/api/pools")).status == 401
-        api.headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        for _ in range(10):
+            assert (await api.get("/api/pools")).status == 401
         answer = await api.get("/api/pools")
         assert answer.status == 429 and int(answer.headers["Retry-After"]) > 0
+        api.headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        assert (await api.get("/api/pools")).status == 200  # issue 18: the right token is never locked out
+        assert (await _login(api, ADMIN_TOKEN)).status == 200
+
+
+async def test_a_malformed_login_counts_as_a_failure(start_admin_app: StartAdmin) -> None:
+    base = await start_admin_app(login_max_failures=4, login_window_s=60)
+    async with client(base) as api:
+        malformed = [
+            (b"{", 400),  # not JSON
+            (b'{"token": 5}', 400),  # not the schema
+            (b"[" + b"{}," * 300 + b"{}]", 413),  # a few KiB, but more JSON elements than a login holds
+            (b'{"token": "' + b"x" * 5000 + b'"}', 413),  # more than a login's few KiB
+        ]
+        for body, status in malformed:
+            answer = await api.call("POST", "/api/login", data=body, headers={"Content-Type": "application/json"})
+            assert answer.status == status, (body[:20], answer.text)
+        answer = await _login(api, "wrong-token-0123456789")
+        assert answer.status == 429, answer.text  # the four malformed logins were failures
+        assert (await _login(api, ADMIN_TOKEN)).status == 200
 
 
 async def test_failed_logins_are_throttled_per_name_behind_a_trusted_proxy(start_admin_app: StartAdmin) -> None:
@@ -180,15 +210,16 @@ async def test_failed_logins_are_throttled_per_name_behind_a_trusted_proxy(start
             api.headers = {"X-Forwarded-For": address}
             assert (await _login(api, "wrong-token-0123456789", name="ops")).status == 401
         api.headers = {"X-Forwarded-For": "203.0.113.4"}
-        assert (await _login(api, ADMIN_TOKEN, name="ops")).status == 429  # the name is locked
-        assert (await _login(api, ADMIN_TOKEN)).status == 200  # this address is not
+        assert (await _login(api, "wrong-token-0123456789", name="ops")).status == 429  # the name is locked
+        assert (await _login(api, "wrong-token-0123456789")).status == 401  # this address is not
+        assert (await _login(api, ADMIN_TOKEN, name="ops")).status == 200  # the right token never is
         # Addresses are told apart by X-Forwarded-For from the trusted proxy only.
         for _ in range(3):
             api.headers = {"X-Forwarded-For": "198.51.100.7"}
             assert (await _login(api, "wrong-token-0123456789")).status == 401
-        assert (await _login(api, ADMIN_TOKEN)).status == 429
+        assert (await _login(api, "wrong-token-0123456789")).status == 429
         api.headers = {"X-Forwarded-For": "198.51.100.8"}
-        assert (await _login(api, ADMIN_TOKEN)).status == 200
+        assert (await _login(api, "wrong-token-0123456789")).status == 401
 
 
 # -- logout on every replica ------------------------------------------------------
