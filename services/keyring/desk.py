@@ -29,7 +29,9 @@ Project-bound resources (``domain/affinity.py``): a release carrying
 bindings writes their records (``bind``) before it answers, so its reply
 means "committed"; an acquire naming a resource this replica's view does not
 hold yet reads that record from the store once (``read_affinity``) before
-the caller is told NOT_FOUND: another replica may have just written it.
+the caller is told NOT_FOUND: another replica may have just written it. Only
+a token within its rate and budget gets that far (the allocator checks them
+first), and a NOT_FOUND counts against the token's rate like a call.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ class LeaseDesk:
         except KeyringError as error:
             if final or not isinstance(error, AffinityMiss):
                 self.observer.lease_denied(getattr(error, "pool", ""), type(error).__name__)
+            if final and isinstance(error, AffinityMiss):  # a name nobody bound: it counts, like a call
+                self.allocator.charge_miss(token_hash, self._clock())
             raise
         self.observer.lease_granted(grant.pool.name)
         return grant, self.secret_of(grant.key.key_id, grant.key.sealed_secret)

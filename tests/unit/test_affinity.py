@@ -251,3 +251,17 @@ async def test_a_google_project_belongs_to_one_pool(world: World) -> None:
                                          KeyInput(secret=fake_gemini_key("n2"))])  # fmt: skip
     assert [result.status for result in added] == ["added", "added"]
     assert (await keys.update_key(world.keys["a1"], KeyInput(project="proj-c"), ["project"])).project == "proj-c"
+
+
+async def test_an_affinity_miss_reads_nothing_for_a_token_over_its_rate(world: World) -> None:
+    """Issue 18, finding 11: a name the view lacks costs a store read only within the token's rate, and counts."""
+    _, token = await world.admin.tokens.create_token("main", "paced", requests_per_minute=2)
+    hashed, desk = token_hash(token), world.keyring.desk
+    for name in ("files/nobody1", "files/nobody2"):
+        with pytest.raises(AffinityMiss) as miss:  # within its rate: the caller reads the store, then asks again
+            desk.acquire(hashed, MODEL, frozenset(), (name,), final=False)
+        await desk.read_affinity(miss.value)
+        with pytest.raises(NotFound):
+            desk.acquire(hashed, MODEL, frozenset(), (name,))  # the final refusal counts against the rate
+    with pytest.raises(NoKeyAvailable, match="rate limit"):  # over its rate: refused before any read
+        desk.acquire(hashed, MODEL, frozenset(), ("files/nobody3",), final=False)

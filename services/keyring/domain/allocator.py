@@ -106,12 +106,6 @@ class Allocator:
         token, pool = self.authenticate(token_hash, now)
         if not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
-        owner: Owner | None = None
-        only: KeyFilter | None = None
-        if affinity or exclude_projects:
-            if affinity:
-                owner = owner_of(self._view.affinity, pool.name, affinity, now)
-            only = key_filter(owner, exclude_projects)
         replicas = self._replicas()
         token_budget = share(token.requests_per_minute, replicas)
         if not self._token_minutes.allows(token.token_id, token_budget, now):
@@ -126,6 +120,14 @@ class Allocator:
                     spent.resets_at - now,
                     pool.name,
                 )
+        # Resources only once the token is within its rate and budget: a name this view lacks is read from
+        # the store (``AffinityMiss``), and that read costs a token over its limits nothing (issue 18).
+        owner: Owner | None = None
+        only: KeyFilter | None = None
+        if affinity or exclude_projects:
+            if affinity:
+                owner = owner_of(self._view.affinity, pool.name, affinity, now)
+            only = key_filter(owner, exclude_projects)
         key = self._choose(pool, model, exclude, replicas, now, owner, only, input_tokens)
         if key is None:
             raise self._nothing_eligible(pool, model, replicas, now, only, input_tokens)
@@ -136,6 +138,15 @@ class Allocator:
         lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
         self.quotas.reserve(lease.lease_id, key.project, model, now, input_tokens)
         return Grant(lease, key, pool)
+
+    def charge_miss(self, token_hash: str, now: float) -> None:
+        """A call refused for naming resources the pool does not know still counts against its token's rate.
+
+        Each such call cost a store read (``AffinityMiss``); uncounted, a token could ask for them unpaced.
+        """
+        token = self.find_token(token_hash)
+        if token is not None:
+            self._token_minutes.add(token.token_id, now)
 
     def release(self, lease_id: str) -> LeaseRecord | None:
         return self._book.release(lease_id)
