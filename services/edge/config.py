@@ -48,9 +48,13 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # --- Bounded resources (README "Configuration", edge: the memory arithmetic) ---
     # Gemini's own limit for a request with inline data; never decompressed (compressed bodies get a 415).
     max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
-    # Bodies read and checked at once (~2 x max_body_bytes + 72 B x max_json_elements each, worst case).
+    # The memory budget of the bodies being read, in bodies of max_body_bytes (~3 x max_body_bytes +
+    # 72 B x max_json_elements each, worst case); a smaller body takes its share (body_reads.worst_cost).
     max_concurrent_bodies: int = Field(default=4, ge=1)
-    # A body (waiting for a slot included) must arrive within this, or 408.
+    # Bodies one client token may have being read at once; one more is a 429 at once (its stalled bodies
+    # never hold another token's reads).
+    max_bodies_per_token: int = Field(default=2, ge=1)
+    # A body (waiting for room in the budget included) must arrive within this, or 408.
     body_timeout_s: float = Field(default=30.0, gt=0)
     # Structural characters ({ [ ,) above which a body is not parsed (Gemini: shape check only; OpenAI: 413).
     max_json_elements: int = Field(default=200_000, ge=1)

@@ -47,6 +47,7 @@ from aiohttp import web
 
 from services.common.answers import UpstreamError
 
+from .body_reads import BodyReads, worst_cost
 from .config import EdgeSettings
 from .errors import KeyringUnavailable, LeaseRefused, NoKeyFree, UnknownResource, UpstreamFailed
 from .keyring_client import GrantedLease, KeyringClient
@@ -68,8 +69,11 @@ class Edge:
         self.keyring = keyring
         self.upstream = upstream
         self.base_url = upstream.base_url
-        # Request bodies being read and checked (dialects.read_body): bounded, see EdgeSettings.
-        self.body_slots = asyncio.Semaphore(settings.max_concurrent_bodies)
+        # Request bodies being read (dialects.read_body): a few per token, all within a memory budget.
+        self.body_reads = BodyReads(
+            settings.max_concurrent_bodies * worst_cost(settings.max_body_bytes, settings.max_json_elements),
+            settings.max_bodies_per_token,
+        )
         # Upload sessions sealed into upload URLs (resources.uploads).
         self.uploads = UploadSessions(settings.upload_session_key)
 

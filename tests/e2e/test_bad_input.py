@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
 CHAT_BODY = b'{"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}'
 NATIVE_BODY = b'{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}'
 MAX_BODY = 4096
+DEEP = b"[" * 600 + b"]" * 600
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,20 @@ CASES = {
     "gemini-oversized-body": Case(
         "gemini", "POST", GENERATE, b'{"contents": "' + b"x" * MAX_BODY + b'"}', "valid", 413
     ),
+    # issue 18: 600 deep (a 500 with a traceback before: recursion), and a field the edge decides on given twice
+    "openai-nested-600-deep": Case("openai", "POST", CHAT, CHAT_BODY[:-1] + b', "x": ' + DEEP + b"}", "valid", 400),
+    "gemini-nested-600-deep": Case(
+        "gemini", "POST", GENERATE, NATIVE_BODY[:-1] + b', "x": ' + DEEP + b"}", "valid", 400
+    ),
+    "openai-model-given-twice": Case(
+        "openai", "POST", CHAT, CHAT_BODY[:-1] + b', "model": "gemini-2.5-pro"}', "valid", 400
+    ),
+    "openai-model-given-twice-escaped": Case(
+        "openai", "POST", CHAT, CHAT_BODY[:-1] + b', "mod\\u0065l": "gemini-2.5-pro"}', "valid", 400
+    ),
+    "gemini-contents-given-twice": Case(
+        "gemini", "POST", GENERATE, NATIVE_BODY[:-1] + b', "contents": []}', "valid", 400
+    ),
     "openai-wrong-method": Case("openai", "PUT", CHAT, CHAT_BODY, "valid", 405),
     "gemini-wrong-method": Case("gemini", "DELETE", "/v1beta/models/gemini-2.5-flash", None, "valid", 405),
     "gemini-unknown-route": Case("gemini", "GET", "/v1beta/tunedModels", None, "valid", 404),
@@ -97,6 +113,23 @@ async def test_bad_input(small_stack: Stack, case: Case) -> None:
         assert stack.sim.requests == []  # refused before any upstream call
     await stack.no_lease_held()
     assert stack.leases_held == 0
+
+
+@pytest.mark.parametrize(
+    "case", [CASES["openai-nested-600-deep"], CASES["gemini-nested-600-deep"]], ids=["openai", "gemini"]
+)
+async def test_a_deeply_nested_body_is_a_400_without_a_traceback(
+    small_stack: Stack, case: Case, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18: a body 600 deep was a 500 and a logged traceback per request (the estimate's recursion)."""
+    assert small_stack.http is not None
+    headers = small_stack.bearer_headers() if case.dialect == "openai" else small_stack.gemini_headers()
+    with caplog.at_level(logging.INFO):
+        async with small_stack.http.post(small_stack.edge_url + case.path, data=case.body, headers=headers) as r:
+            assert r.status == 400
+            payload: Any = await r.json()
+    assert "deeper than" in payload["error"]["message"]
+    assert not [record for record in caplog.records if record.exc_info or record.levelno >= logging.ERROR]
 
 
 async def test_wrong_method_lists_the_allowed_ones(stack: Stack) -> None:

@@ -18,6 +18,8 @@ import orjson
 import pytest
 from yarl import URL
 
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.edge.config import EdgeSettings
 from services.edge.keyring_client import KeyringClient
 
 from .conftest import MakeStack
@@ -28,31 +30,44 @@ DECLARED = 10_000_000
 ANSWER_WITHIN_S = 5.0  # far below the body timeout the stack is given
 
 
-async def answer_to_a_body_never_sent(base_url: str, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
-    """POST declaring ``Content-Length: 10000000``, send a few bytes of it, and read the answer (bounded wait)."""
+async def body_never_sent(
+    base_url: str, target: str, headers: dict[str, str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """POST declaring ``Content-Length: 10000000`` and send a few bytes of it; the connection, left open."""
     url = URL(base_url)
     assert url.host is not None and url.port is not None
     reader, writer = await asyncio.open_connection(url.host, url.port)
+    lines = [f"POST {target} HTTP/1.1", f"Host: {url.host}:{url.port}", f"Content-Length: {DECLARED}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + b'{"contents": [')
+    await writer.drain()
+    return reader, writer
+
+
+async def answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The status and body of the answer on ``reader``, which must come within ``ANSWER_WITHIN_S``."""
     try:
-        lines = [f"POST {target} HTTP/1.1", f"Host: {url.host}:{url.port}", f"Content-Length: {DECLARED}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + b'{"contents": [')
-        await writer.drain()
-        try:
-            async with asyncio.timeout(ANSWER_WITHIN_S):
-                head = await reader.readuntil(b"\r\n\r\n")
-                status_line, *header_lines = head.decode("latin-1").split("\r\n")
-                length = 0
-                for line in header_lines:
-                    name, _, value = line.partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value)
-                payload = await reader.readexactly(length)
-        except TimeoutError:
-            pytest.fail(f"no answer within {ANSWER_WITHIN_S} s: the edge is waiting for the body")
+        async with asyncio.timeout(ANSWER_WITHIN_S):
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            length = 0
+            for line in header_lines:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            payload = await reader.readexactly(length)
+    except TimeoutError:
+        pytest.fail(f"no answer within {ANSWER_WITHIN_S} s: the edge is waiting for a body")
+    return int(status_line.split()[1]), payload
+
+
+async def answer_to_a_body_never_sent(base_url: str, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST declaring ``Content-Length: 10000000``, send a few bytes of it, and read the answer (bounded wait)."""
+    reader, writer = await body_never_sent(base_url, target, headers)
+    try:
+        return await answer(reader)
     finally:
         writer.close()
-    return int(status_line.split()[1]), payload
 
 
 @pytest.mark.parametrize(
@@ -116,3 +131,47 @@ async def test_a_good_token_is_checked_once_then_remembered_and_wrong_ones_every
         assert orjson.loads(payload)["error"]["status"] == "UNAUTHENTICATED"
     assert len(asked) == 3  # a refusal is never remembered: one round trip each, and no body read
     assert len(stack.sim.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("dialect", "target", "body"),
+    [("openai", "/v1/chat/completions", CHAT_BODY), ("gemini", GENERATE, NATIVE_BODY)],
+    ids=["openai", "gemini"],
+)
+async def test_a_token_whose_bodies_never_come_stalls_only_itself(
+    make_stack: MakeStack, dialect: str, target: str, body: bytes
+) -> None:
+    """Issue 18, finding 8: token A fills its body-read slots (and more) with bodies that never come; token B's
+    POST is answered at once, A's reads past its slots are a 429 in the dialect at once (before: four slots
+    for the whole edge, held by A until the body timeout, and B waited for one)."""
+    stack = await make_stack(body_timeout_s=60.0)
+    other = await stack.replica.admin.CreateToken(pb.CreateTokenRequest(pool="main", name="tenant-b"))
+
+    def auth(token: str) -> dict[str, str]:
+        scheme = {"Authorization": f"Bearer {token}"} if dialect == "openai" else {"x-goog-api-key": token}
+        return {"Content-Type": "application/json", **scheme}
+
+    per_token, old_slots = EdgeSettings.model_fields["max_bodies_per_token"].default, 4
+    opened = [await body_never_sent(stack.edge_url, target, auth(stack.token)) for _ in range(per_token + old_slots)]
+    waiting = [asyncio.create_task(answer(reader)) for reader, _ in opened]
+    try:
+        refused = []  # A's reads past its slots (whichever of its connections came last) are answered at once
+        for answered in asyncio.as_completed(waiting, timeout=ANSWER_WITHIN_S):
+            refused.append(await answered)
+            if len(refused) == old_slots:
+                break
+        for status, payload in refused:
+            assert status == 429, payload
+            error = assert_shape(dialect, status, payload)
+            assert error.get("code") == "rate_limit_exceeded" or error.get("status") == "RESOURCE_EXHAUSTED"
+        started = time.monotonic()  # A still holds its slots, with bodies that never come
+        status, _, payload = await raw_request(stack.edge_url, "POST", target, auth(other.token), body)
+        assert status == 200, payload
+        assert time.monotonic() - started < ANSWER_WITHIN_S
+        assert sum(not task.done() for task in waiting) == per_token
+    finally:
+        for task in waiting:
+            task.cancel()
+        for _, writer in opened:
+            writer.close()
+    assert len(stack.sim.requests) == 1

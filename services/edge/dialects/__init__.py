@@ -21,8 +21,14 @@ What a request body may cost is bounded here, the same way for both:
   header is ever forwarded;
 - a declared ``Content-Length`` above the limit is refused (413) before
   reading, an undeclared one when the limit is crossed;
-- at most ``max_concurrent_bodies`` bodies are read and checked at once, each
-  within ``body_timeout_s`` (408), waiting for a slot included;
+- each body is read within ``body_timeout_s`` (408), waiting for room
+  included, on the slots of its token (``body_reads``): at most
+  ``max_bodies_per_token`` at once for one token (one more is a 429 at once,
+  so a tenant whose bodies never come stalls only itself), all of them within
+  a memory budget of ``max_concurrent_bodies`` bodies of the largest size
+  (each read reserving its worst case for the length it declares);
+- a parsed body nests at most ``json_body.MAX_DEPTH`` deep and gives no field
+  the edge decides on twice (``json_body``: a 400 otherwise);
 - a body is parsed only when it holds at most ``max_json_elements``
   structural characters (``{``, ``[``, ``,``): parsing builds Python objects,
   up to ~36 bytes of memory per byte of a body made of ``{},{},...``. Above
@@ -43,12 +49,16 @@ from aiohttp import web
 from services.common.naming import model_id, token_hash
 
 from .. import wire
+from ..body_reads import TooManyReads, worst_cost
 from ..errors import EdgeError, LeaseRefused, TokenRejected, bad_request
 from ..forwarding import EDGE
+from . import json_body
 
 # What a client token can look like at all (keyring's are "kr-" + 43 URL-safe characters): checked before a body.
 _TOKEN: Final = re.compile(r"[\x21-\x7e]{8,512}")
 _IDENTITY: Final = frozenset({"", "identity"})
+# The hash of the token ``authenticated`` accepted for this request: whose body-read slots ``read_body`` takes.
+READER: Final = web.RequestKey("keyring_body_reader", str)
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -70,18 +80,22 @@ async def authenticated(request: web.Request, token: str) -> str:
     """The hash of a (shaped) token keyring accepts: call before ``read_body``; refusals raise, nothing read."""
     hashed = token_hash(token)
     edge = request.app[EDGE]
-    if edge.keyring.accepted(hashed):  # the hot path: a dict lookup, no round trip, no call object
-        return hashed
-    try:
-        await edge.keyring.check_token(hashed)
-    except LeaseRefused as refused:
-        edge.metrics.child(edge.metrics.denied, refused.reason).inc()
-        raise
+    if not edge.keyring.accepted(hashed):  # the hot path: a dict lookup, no round trip, no call object
+        try:
+            await edge.keyring.check_token(hashed)
+        except LeaseRefused as refused:
+            edge.metrics.child(edge.metrics.denied, refused.reason).inc()
+            raise
+    request[READER] = hashed  # whose body-read slots read_body takes
     return hashed
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The request body, within the limits above (call only once the token is ``authenticated``)."""
+async def read_body(request: web.Request, owner: str | None = None) -> bytes:
+    """The request body, within the limits above, read on the slots of ``owner`` (a token hash).
+
+    Call only once the token is ``authenticated`` (its hash the owner), or with the owner the request proved
+    otherwise (an upload's bytes: the token hash sealed in its session).
+    """
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in _IDENTITY:
         raise EdgeError(
@@ -93,9 +107,21 @@ async def read_body(request: web.Request) -> bytes:
     declared = request.content_length
     if declared is not None and declared > request.client_max_size:
         raise EdgeError(413, "the request body is too large", openai_code="request_entity_too_large")
+    owner = owner or request.get(READER)
+    if owner is None:
+        raise RuntimeError("read_body before the token is authenticated")
+    settings = edge.settings
+    cost = worst_cost(request.client_max_size if declared is None else declared, settings.max_json_elements)
     try:
-        async with asyncio.timeout(edge.settings.body_timeout_s), edge.body_slots:
+        async with asyncio.timeout(settings.body_timeout_s), edge.body_reads.reading(owner, cost):
             return await request.read()
+    except TooManyReads:
+        raise EdgeError(
+            429,
+            f"this token already has {settings.max_bodies_per_token} request bodies being read: retry shortly",
+            openai_code="rate_limit_exceeded",
+            retry_after_s=1.0,
+        ) from None
     except TimeoutError:
         raise EdgeError(408, "the request body did not arrive in time", openai_code="request_timeout") from None
 
@@ -137,12 +163,9 @@ def named_resources(body: bytes, data: object) -> tuple[str, ...]:
 
 def _parsed_object(body: bytes) -> dict[str, object]:
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise bad_request(f"the request body is not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise bad_request("the request body must be a JSON object")
-    return data
+        return json_body.parse_object(body)
+    except json_body.RefusedBody as refused:
+        raise bad_request(str(refused)) from None
 
 
 def only_allowed(body: bytes, allowed: tuple[str, ...], *, listing: str, name: str) -> bytes:

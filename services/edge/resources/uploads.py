@@ -141,7 +141,7 @@ async def _send_bytes(request: web.Request, path: wire.ResourcePath) -> web.Stre
     command = {part.strip().lower() for part in request.headers.get("X-Goog-Upload-Command", "").split(",")}
     if not command or not command <= _COMMANDS:
         raise bad_request("X-Goog-Upload-Command must be upload, finalize, query or cancel")
-    body = await read_body(request)
+    body = await read_body(request, owner=session.token_hash)  # the session's token: its body-read slots
     offset = request.headers.get("X-Goog-Upload-Offset", "0")
     if not offset.isdigit() or len(offset) > 15:
         raise bad_request("X-Goog-Upload-Offset must be a number of bytes")
