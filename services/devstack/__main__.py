@@ -13,8 +13,10 @@ key-encryption key, logs), so a restart keeps pools, keys and cooldowns.
 
 Everything talks mutual TLS as in production: a local CA and one certificate
 per service are made once in ``var/tls`` (``services/devstack/certs.py``):
-``keyring`` (keyring's server certificate and its etcd client certificate),
-``keyring-edge``, ``keyring-admin`` (the admin identity) and ``etcd``.
+``keyring`` (keyring's server certificate), ``keyring-edge`` (the only identity
+that may lease) and ``keyring-admin`` (the admin identity). etcd has a CA of
+its own in ``var/tls/etcd-ca``: etcd's certificate and keyring's etcd client
+certificate, so neither the edge's nor admin's certificate is an etcd client.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
-from services.devstack.certs import Certificate, LocalCA
+from services.devstack.certs import ETCD_CA_NAME, Certificate, LocalCA
 from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
 from services.devstack.health import open_channel, wait_until_serving
@@ -86,15 +88,36 @@ def wait_http(url: str, stack: Stack, deadline_s: float = 30.0) -> None:
     raise SystemExit(f"{url} did not answer within {deadline_s} s")
 
 
-IDENTITIES = ("keyring", "keyring-edge", "keyring-admin", "etcd")
+IDENTITIES = ("keyring", "keyring-edge", "keyring-admin")
+LEASE_IDENTITY = "keyring-edge"  # the only identity keyring lets lease (KEYRING_LEASE_IDENTITIES)
+# etcd's own CA (var/tls/etcd-ca): dictionary key -> the certificate's name there.
+ETCD_IDENTITIES = {"etcd": "etcd", "keyring-etcd": "keyring"}
 
 
 def local_certificates(var: Path) -> dict[str, Certificate]:
-    """The local CA and a certificate per identity in var/tls (made once, keys mode 0600)."""
+    """The services' CA and etcd's CA in var/tls, a certificate per identity (made once, keys mode 0600)."""
     ca = LocalCA(var / "tls")
-    return {name: ca.issue(name) for name in IDENTITIES}
+    etcd_ca = LocalCA(var / "tls" / "etcd-ca", name=ETCD_CA_NAME)
+    certs = {name: ca.issue(name) for name in IDENTITIES}
+    return certs | {key: etcd_ca.issue(name) for key, name in ETCD_IDENTITIES.items()}
 
 
+def keyring_env(
+    var: Path, etcd: EtcdServer, address: str, upstream: str, certs: dict[str, Certificate]
+) -> dict[str, str]:
+    """keyring's settings: etcd with its own client certificate, leases for the edge's identity only."""
+    host, _, port = address.rpartition(":")
+    return {
+        "KEYRING_KEK_FILE": local_kek(var),
+        "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
+        "KEYRING_HOST": host,
+        "KEYRING_PORT": port,
+        "KEYRING_METRICS_HOST": host,
+        "KEYRING_UPSTREAM_BASE_URL": upstream,
+        "KEYRING_LEASE_IDENTITIES": LEASE_IDENTITY,
+        **certs["keyring"].env("KEYRING_TLS"),
+        **certs["keyring-etcd"].env("KEYRING_ETCD_TLS"),
+    }
 
 
 async def seed_demo(address: str, identity: Certificate) -> str:
@@ -249,20 +272,7 @@ def run(
         stack.spawn("simulator", "services.simulator", simulator_env)
         upstream = f"http://127.0.0.1:{options.simulator_port}"
         wait_http(f"{upstream}/_sim/counts", stack)
-    stack.spawn(
-        "keyring",
-        "services.keyring",
-        {
-            "KEYRING_KEK_FILE": local_kek(var),
-            "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
-            "KEYRING_HOST": "127.0.0.1",
-            "KEYRING_PORT": str(options.keyring_port),
-            "KEYRING_METRICS_HOST": "127.0.0.1",
-            "KEYRING_UPSTREAM_BASE_URL": upstream,
-            **certs["keyring"].env("KEYRING_TLS"),
-            **certs["keyring"].env("KEYRING_ETCD_TLS"),
-        },
-    )
+    stack.spawn("keyring", "services.keyring", keyring_env(var, etcd, keyring_address, upstream, certs))
     asyncio.run(wait_until_serving(keyring_address, still_alive=stack.check_alive, tls=certs["keyring-edge"].files))
     stack.spawn(
         "edge",
@@ -270,6 +280,8 @@ def run(
         {
             "EDGE_HOST": "127.0.0.1",
             "EDGE_PORT": str(options.edge_port),
+            # where upload URLs point (required while uploads are on; http is accepted for a loopback host)
+            "EDGE_PUBLIC_BASE_URL": f"http://127.0.0.1:{options.edge_port}",
             "EDGE_KEYRING_ADDRESSES": keyring_address,
             "EDGE_UPSTREAM_BASE_URL": upstream,
             **certs["keyring-edge"].env("EDGE_KEYRING_TLS"),
@@ -302,7 +314,7 @@ def run(
             print(f"keyring refused keys of {options.keys}; nothing was added:\n{error}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
 
-    print(f"etcd      {etcd.client_url}  (client certificates required; data in {var / 'etcd'})")
+    print(f"etcd      {etcd.client_url}  (keyring's client certificate required; data in {var / 'etcd'})")
     print(f"keyring   {keyring_address}  (gRPC, mutual TLS; CA and certificates in {var / 'tls'})")
     print(f"edge      {edge_url}  (OpenAI: {edge_url}/v1   Gemini: {edge_url}/v1beta)")
     print(f"admin     {admin_url}  (console; admin token in {tokens_file}: {admin_token})")

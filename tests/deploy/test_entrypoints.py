@@ -101,11 +101,13 @@ def secret_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files = {"keyring_kek": root / "kek", "admin_tokens": root / "admin_tokens"}
     files["keyring_kek"].write_text(generate_kek())
     files["admin_tokens"].write_text("ops:" + "t" * 32 + "\n")
-    # Service identity: the session's certificates (the session etcd trusts the same CA).
+    # Service identity: the session's certificates (the session etcd trusts etcd's CA, as compose's does).
     pki = session_pki()
-    for name, cert in (("keyring", pki.keyring), ("edge", pki.edge), ("admin_keyring", pki.admin)):
+    for name, cert in (
+        ("keyring", pki.keyring), ("edge", pki.edge), ("admin_keyring", pki.admin), ("keyring_etcd", pki.etcd_client)
+    ):
         files[f"{name}_crt"], files[f"{name}_key"] = Path(cert.cert_file), Path(cert.key_file)
-    files["tls_ca"] = Path(pki.keyring.ca_file)
+    files["tls_ca"], files["etcd_ca"] = Path(pki.keyring.ca_file), Path(pki.etcd.ca_file)
     secrets = compose()["secrets"]
     assert files.keys() <= secrets.keys()
     return files
