@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.common.tls import channel_credentials  # noqa: E402
-from services.devstack.certs import LocalCA  # noqa: E402
+from services.devstack.certs import ETCD_CA_NAME, LocalCA  # noqa: E402
 from services.devstack.etcd_server import EtcdServer  # noqa: E402
 from services.devstack.health import wait_until_serving  # noqa: E402
 
@@ -111,6 +111,11 @@ class Service:
         self._reap()
 
 
+def etcd_ca(ca: LocalCA) -> LocalCA:
+    """etcd's own CA beside the stack's (as deployed): it signs etcd's certificate and keyring's etcd one only."""
+    return LocalCA(ca.directory / "etcd-ca", name=ETCD_CA_NAME)
+
+
 def keyring_env(
     ca: LocalCA, etcd: EtcdServer, sim_url: str, *, kek: str, replica_id: str, port: int, metrics_port: int, prefix: str
 ) -> dict[str, str]:
@@ -127,7 +132,7 @@ def keyring_env(
         "KEYRING_UPSTREAM_BASE_URL": sim_url,
         "KEYRING_RECHECK_INTERVAL_S": "0",
         **ca.issue("keyring").env("KEYRING_TLS"),
-        **ca.issue("keyring").env("KEYRING_ETCD_TLS"),
+        **etcd_ca(ca).issue("keyring").env("KEYRING_ETCD_TLS"),
     }
 
 

@@ -97,7 +97,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from processes import Service, admin_channel, edge_env, keyring_env, sim_counts, start_keyring  # noqa: E402
+from processes import Service, admin_channel, edge_env, etcd_ca, keyring_env, sim_counts, start_keyring  # noqa: E402
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb  # noqa: E402
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc  # noqa: E402
@@ -163,7 +163,10 @@ class Stack:
 async def start_stack(workdir: str, limits: dict[str, int]) -> Stack:
     ca = LocalCA(os.path.join(workdir, "tls"))
     etcd = EtcdServer(
-        data_dir=os.path.join(workdir, "etcd"), port=free_port(), peer_port=free_port(), tls=ca.issue("etcd").files
+        data_dir=os.path.join(workdir, "etcd"),
+        port=free_port(),
+        peer_port=free_port(),
+        tls=etcd_ca(ca).issue("etcd").files,
     )
     simulator = Service("simulator", "services.simulator", {}, workdir, ["--port", str(free_port())])
     stack = Stack(workdir, ca, etcd, simulator)

@@ -69,7 +69,6 @@ async def test_concurrent_8mib_login_bodies_stay_under_the_memory_limit_and_oper
             before = peak_rss(admin.popen.pid)
             statuses = await asyncio.gather(*(login(n % 2 == 1) for n in range(20)), operator_reads())
             assert statuses[-1] == 200  # the operator, during
-            assert set(statuses[:-1]) <= {413, 429}, statuses  # too large; then too many failures
             assert await operator_reads() == 200  # and after: the right token is never locked out
             async with session.post(base_url + "/api/login", json={"token": ADMIN_TOKEN}) as answer:
                 assert answer.status == 200
@@ -78,3 +77,4 @@ async def test_concurrent_8mib_login_bodies_stay_under_the_memory_limit_and_oper
         admin.kill()
     assert peak < K8S_MEMORY_LIMIT, f"admin peaked at {peak / 2**20:.0f} MiB (from {before / 2**20:.0f} MiB)"
     assert peak - before < 32 * 1024 * 1024, f"admin grew from {before / 2**20:.0f} to {peak / 2**20:.0f} MiB"
+    assert set(statuses[:-1]) <= {413, 429}, statuses  # too large; then too many failures (malformed logins count)
