@@ -4,8 +4,9 @@ Admin tokens come inline (``ADMIN_ADMIN_TOKENS="ops:operator:secret1,ci:viewer:s
 or from a file (``ADMIN_ADMIN_TOKENS_FILE``, one entry per line, ``#`` comments
 allowed: a mounted Kubernetes Secret). At least one is required. An entry is
 ``name:role:token`` with role ``viewer`` (reads only), ``operator`` (changes)
-or either with ``+export`` (may also export upstream secrets in clear); the
-older ``name:token`` still works and means ``operator``.
+or ``operator+export`` (may also export upstream secrets in clear;
+``viewer+export`` is accepted and exports nothing); the older ``name:token``
+still works and means ``operator``.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ _INT = {"type": "integer"}
 _NUM = {"type": "number"}
 _BOOL = {"type": "boolean"}
 _ROLE = {"type": "string", "enum": ["viewer", "operator"], "description": "viewer: reads only; operator: changes"}
-_CAN_EXPORT = {"type": "boolean", "description": "may export upstream secrets in clear (the +export permission)"}
+_CAN_EXPORT = {"type": "boolean", "description": "may export upstream secrets in clear (an operator with +export)"}
 
 
 def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -174,11 +174,12 @@ def _answer_schemas() -> dict[str, Any]:
 _ERROR_TEXT: Final = {
     400: "Bad input: malformed JSON, wrong types, unknown fields, values out of range",
     401: "No or wrong credentials",
-    403: "A viewer token on a route that changes state or exports, an export in clear without the +export "
-         "permission, or a cookie session without a matching X-CSRF-Token header",
+    403: "A viewer token (with +export or not) on a route that changes state or exports, an export in clear "
+         "without the +export permission, or a cookie session without a matching X-CSRF-Token header",
     404: "No such pool, key, token or route",
+    408: "The request body did not arrive within the body timeout (the connection is then closed)",
     409: "Already exists, or not possible in the current state",
-    413: "Request body too large",
+    413: "Request body too large, or holding too many JSON elements, for this route",
     415: "Request body is not application/json",
     429: "Too many failed logins from this address or for this name (Retry-After says for how long), "
          "or keyring refused for now",
@@ -222,7 +223,7 @@ def _op(summary: str, responses: dict[str, Any], *, body: str | None = None, par
         errors: tuple[int, ...] = (), pending: bool = False, public: bool = False) -> dict[str, Any]:
     codes = {400, *errors} | (set() if public else set(_CALL_ERRORS))
     if body:
-        codes |= {413, 415}
+        codes |= {408, 413, 415}
     if not public:
         codes.add(403)
     if pending:

@@ -12,6 +12,10 @@ certificate signed by the CA. Then, per RPC:
 - server reflection (when switched on): any verified client;
 - anything else: PERMISSION_DENIED.
 
+The caller's identity (``caller``) also names whose budget an outcome that
+blames a key spends (``domain/blames.py``): an edge is trusted with a key's
+health only as far as that budget.
+
 An identity is the certificate's common name or any subject alternative name.
 The check wraps the method handlers (``Authorizer``, a server interceptor): an
 interceptor cannot see the peer's certificate, the handler's context can.
@@ -80,6 +84,12 @@ class Authorization:
 
     def interceptor(self) -> Authorizer:
         return Authorizer(self)
+
+
+def caller(context: grpc.aio.ServicerContext) -> str:
+    """The identity a call comes from (its certificate's primary name; "" under the plaintext switch): whose
+    budget of key-blaming outcomes it spends (``domain/blames.py``)."""
+    return primary_identity(context.auth_context())
 
 
 class Authorizer(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types for it

@@ -44,6 +44,7 @@ from typing import NamedTuple
 from .cache import StateCache
 from .domain.affinity import AffinityMiss, bindings
 from .domain.allocator import Allocator, Grant
+from .domain.blames import BlameBudget
 from .domain.decisions import Decision
 from .domain.errors import FailedPrecondition, KeyringError, NotReady
 from .domain.lease_ids import LeaseSigner
@@ -51,7 +52,7 @@ from .domain.leasing import LeaseBook
 from .domain.limits import QuotaRow, quota_rows
 from .domain.limits import learnt as learnt_limits
 from .domain.models import Outcome, Policy, Transport
-from .domain.policy import is_routine_success, judge
+from .domain.policy import blames_key, is_routine_success, judge
 from .domain.usage import Call, RecentIds
 from .ledger import UsageLedger
 from .sealing import SecretBox
@@ -85,6 +86,11 @@ class Observer:
 
     def cooldown_started(self, reason: str) -> None: ...
 
+    def key_blamed(self, identity: str, accepted: bool) -> None: ...
+
+
+DEFAULT_KEY_BLAMES_PER_MINUTE = 300
+
 
 class LeaseDesk:
     def __init__(
@@ -116,6 +122,8 @@ class LeaseDesk:
         cache.on_key_removed.append(self._forget_secret)
         self._instance = instance
         self._judged = RecentIds()  # lease ids whose outcome this replica judged (release, report, retry)
+        # Outcomes blaming a key judged per caller identity and minute (KEYRING_KEY_BLAMES_PER_MINUTE, server.py).
+        self.blames = BlameBudget(DEFAULT_KEY_BLAMES_PER_MINUTE)
         self._last_stamp = 0.0
 
     @property
@@ -235,16 +243,25 @@ class LeaseDesk:
             self.observer.lease_released(key.pool, key_id, now - lease.granted_at, failed)
         return Released(lease is not None, key_id, model, epoch)
 
-    def learn(self, lease_id: str, key_id: str, model: str, outcome: Outcome, *, own: bool = True) -> None:
+    def learn(
+        self, lease_id: str, key_id: str, model: str, outcome: Outcome, *, own: bool = True, caller: str | None = None
+    ) -> None:
         """Judge an outcome once; what it decides holds in the view now and is written behind.
 
         ``own=False``: a peer's outcome (a report): judged the same way, written
         only if the deciding replica's write does not arrive (``write_behind.py``).
+        ``caller``: the identity that sent it (``authorization.caller``); an outcome blaming the key past
+        the caller's budget (``domain/blames.py``) is not judged. None: not from a caller (tests).
         """
         key = self._view.keys.get(key_id) if key_id else None
         cooldowns = self._view.cooldowns
         if key is None or is_routine_success(outcome, key, model, cooldowns) or not self._judged.add(lease_id):
             return
+        if caller is not None and blames_key(outcome):
+            accepted = self.blames.allow(caller, self._clock())
+            self.observer.key_blamed(caller, accepted)
+            if not accepted:
+                return
         pool = self._view.pools.get(key.pool)
         policy = pool.policy if pool else Policy()
         verdict = judge(outcome, key, model, policy, self._clock(), cooldowns)
@@ -261,12 +278,12 @@ class LeaseDesk:
         if decided:
             self.decisions.decide(decided, own=own)
 
-    def report(self, lease_id: str, key_id: str, model: str, outcome: Outcome) -> bool:
+    def report(self, lease_id: str, key_id: str, model: str, outcome: Outcome, caller: str | None = None) -> bool:
         """A peer's outcome (another replica's lease; no slot, no usage): learnt when the lease id vouches for it."""
         if not self.book.vouches(lease_id, key_id, model, self._clock()):
             self.observer.release_refused()
             return False
-        self.learn(lease_id, key_id, model, outcome, own=False)
+        self.learn(lease_id, key_id, model, outcome, own=False, caller=caller)
         return True
 
     def quota_rows(self, pool: str = "", project: str = "") -> list[QuotaRow]:
@@ -290,6 +307,7 @@ class LeaseDesk:
         outcome: Outcome,
         bind: Sequence[tuple[str, float]] = (),
         unbind: Sequence[str] = (),
+        caller: str | None = None,
     ) -> bool:
         """Give the slot back, learn from the outcome, record bindings; False when the lease was not ours.
 
@@ -298,7 +316,7 @@ class LeaseDesk:
         wait for the store.
         """
         known, key_id, model, _ = self.release_slot(lease_id, key_id, model, outcome)
-        self.learn(lease_id, key_id, model, outcome)
+        self.learn(lease_id, key_id, model, outcome, caller=caller)
         if bind or unbind:
             await self.bind(key_id, bind, unbind)
         return known

@@ -26,6 +26,7 @@ from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.common.telemetry import TRACEPARENT, context_from
 
 from . import convert
+from .authorization import caller
 from .desk import LeaseDesk
 from .domain.affinity import AffinityMiss
 from .domain.errors import InvalidArgument, KeyringError
@@ -158,7 +159,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         with _span("keyring.v1.LeaseService/Release", _traceparent(context)):
             bind, unbind = _bindings(request)
             known = await self._desk.release(
-                request.lease_id, request.key_id, model_id(request.model), outcome, bind, unbind
+                request.lease_id, request.key_id, model_id(request.model), outcome, bind, unbind, caller(context)
             )
         return pb.ReleaseResponse(known=known)
 
@@ -181,6 +182,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         by the edge on a new stream, comes first (``LeaseDesk.orphan``).
         """
         replies = _ReplyWriter(context, lambda: self._desk.ledger.usage.durable)
+        identity = caller(context)  # whose budget of outcomes blaming keys this stream spends (domain/blames.py)
         pending: set[asyncio.Task[None]] = set()
         granted: set[str] = set()  # lease ids granted on this stream, not released on it
 
@@ -224,7 +226,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                                 release.lease_id, release.key_id, model_id(release.model), outcome,
                                 release.counted_epoch, release.kept_for_granter,
                             )  # fmt: skip
-                            self._desk.learn(release.lease_id, key_id, model, outcome)
+                            self._desk.learn(release.lease_id, key_id, model, outcome, caller=identity)
                             bindings = _bindings(release)
                             answer = pb.ReleaseResponse(known=known, counted_epoch=epoch)
                             if bindings is not NO_BINDINGS:
@@ -235,7 +237,9 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                     if call.HasField("report"):
                         report = call.report
                         outcome = convert.outcome_from_pb(report.outcome)
-                        self._desk.report(report.lease_id, report.key_id, model_id(report.model), outcome)
+                        self._desk.report(
+                            report.lease_id, report.key_id, model_id(report.model), outcome, caller=identity
+                        )
                         results.append(pb.LeaseResult(id=call.id))  # empty: received (nobody waits for it)
                         continue
                     try:

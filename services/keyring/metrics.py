@@ -55,6 +55,19 @@ class KeyringMetrics(Observer):
             "sending these is broken or compromised.",
             registry=r,
         )
+        self.blames_accepted = Counter(
+            "keyring_key_blames_accepted_total",
+            "Outcomes blaming a key (strike, cooldown, invalid, forbidden) judged, by caller identity.",
+            ["identity"],
+            registry=r,
+        )
+        self.blames_refused = Counter(
+            "keyring_key_blames_refused_total",
+            "Outcomes blaming a key past the caller identity's KEYRING_KEY_BLAMES_PER_MINUTE: not judged (the key "
+            "left as it is); an edge sending many is broken or compromised.",
+            ["identity"],
+            registry=r,
+        )
         self.cooldowns = Counter(
             "keyring_cooldowns_started_total", "Cooldowns started, by reason.", ["reason"], registry=r
         )
@@ -105,6 +118,9 @@ class KeyringMetrics(Observer):
 
     def cooldown_started(self, reason: str) -> None:
         self.cooldowns.labels(reason).inc()
+
+    def key_blamed(self, identity: str, accepted: bool) -> None:
+        (self.blames_accepted if accepted else self.blames_refused).labels(identity or "unknown").inc()
 
     # EtcdStore callback
     def etcd_operation(self, name: str, seconds: float, ok: bool) -> None:

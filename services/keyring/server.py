@@ -24,6 +24,8 @@ from .checker import UpstreamChecker
 from .codec import Layout
 from .config import KeyringSettings
 from .core import Keyring
+from .domain.affinity import BindingCaps
+from .domain.blames import BlameBudget
 from .lease_servicer import LeaseServicer
 from .metrics import KeyringMetrics
 from .store import EtcdStore, Store
@@ -106,6 +108,7 @@ def create_server(
         recheck_interval_s=settings.recheck_interval_s,
         lease_key=settings.lease_key(),
     )
+    keyring.desk.allocator.binding_caps = BindingCaps(settings.affinity_max_per_pool, settings.affinity_max_per_token)
     administration = Administration(
         keyring, key_pattern=settings.key_pattern, max_keys_per_import=settings.max_keys_per_import
     )
@@ -119,6 +122,7 @@ def create_server(
     authorization = settings.authorization()
     interceptors = [] if tls is None else [authorization.interceptor()]
     server = grpc.aio.server(options=options, interceptors=interceptors)
+    keyring.desk.blames = BlameBudget(settings.key_blames_per_minute)  # outcomes blaming keys, per caller identity
     leases = LeaseServicer(
         keyring.desk,
         stream_lease_grace_s=settings.stream_lease_grace_s,

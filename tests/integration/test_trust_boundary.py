@@ -270,3 +270,55 @@ async def test_etcd_refuses_keyring_without_its_client_certificate(
         assert (await accepted.snapshot(store_prefix)).entries == []
     finally:
         await accepted.close()
+
+
+# ------------------------------------------------------------------ outcomes blaming keys: a budget per identity
+def _blames(replica: Replica, outcome: str, identity: str) -> float:
+    registry = replica.server.metrics.registry
+    return registry.get_sample_value(f"keyring_key_blames_{outcome}_total", {"identity": identity}) or 0.0
+
+
+async def test_outcomes_blaming_keys_past_an_identitys_budget_leave_the_keys_healthy(
+    start_replica: StartReplica, pki: Pki
+) -> None:
+    """Issue 18, finding 10: an edge identity reporting every key it leases as invalid kills its budget's worth
+    (KEYRING_KEY_BLAMES_PER_MINUTE) and no more; the slots are still released and the calls counted, and another
+    identity's budget is its own (before: each such outcome was judged as sent, and the pool emptied)."""
+    replica = await start_replica(key_blames_per_minute=2)
+    token = await make_pool(replica)
+    keys = await add_keys(replica, 5)
+    leases: list[pb.Lease] = []
+    for _ in keys:
+        taken = [lease.key_id for lease in leases]
+        request = pb.AcquireRequest(token_hash=token, model=MODEL, exclude_key_ids=taken)
+        leases.append((await replica.lease.Acquire(request)).lease)
+
+    def blamed(lease: pb.Lease) -> pb.ReleaseRequest:
+        return pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id, model=MODEL, outcome=INVALID_KEY)
+
+    for lease in leases[:2]:  # within the edge's budget: judged
+        assert (await replica.lease.Release(blamed(lease))).known
+    stream = replica.lease.LeaseStream()  # past it: a report (a peer's outcome) and a release, not judged
+    await stream.write(
+        pb.LeaseStreamRequest(
+            calls=[pb.LeaseCall(id=1, report=blamed(leases[2])), pb.LeaseCall(id=2, release=blamed(leases[3]))]
+        )
+    )
+    results = (await stream.read()).results
+    if len(results) < 2:
+        results = [*results, *(await stream.read()).results]
+    assert [result.release.known for result in results if result.HasField("release")] == [True]
+    await stream.done_writing()
+    assert (await replica.lease.Release(blamed(leases[2]))).known  # its slot; its outcome already weighed
+    async with channel(replica.address, pki.service) as client:  # another identity, a budget of its own
+        assert (await pb_grpc.LeaseServiceStub(client).Release(blamed(leases[4]))).known
+    states = [await _state(replica, lease.key_id) for lease in leases]
+    assert states == [pb.INVALID, pb.INVALID, pb.ACTIVE, pb.ACTIVE, pb.INVALID]
+    assert replica.server.keyring.desk.leases_in_flight == 0  # every slot given back
+    registry = replica.server.metrics.registry
+    errors = sum(
+        registry.get_sample_value("keyring_key_errors_total", {"pool": "main", "key_id": key}) or 0 for key in keys
+    )
+    assert errors == 5  # every call counted, blamed or not
+    assert (_blames(replica, "accepted", "keyring-edge"), _blames(replica, "refused", "keyring-edge")) == (2, 2)
+    assert (_blames(replica, "accepted", "billing-batch"), _blames(replica, "refused", "billing-batch")) == (1, 0)

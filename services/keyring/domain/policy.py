@@ -117,6 +117,14 @@ def is_routine_success(
     return True
 
 
+def blames_key(outcome: Outcome) -> bool:
+    """Whether ``judge`` may hold the answer against the key (a strike, a cooldown, a state): not a success
+    and not a kind that leaves the key as it is. Such outcomes are judged within a budget per caller
+    (``blames.BlameBudget``)."""
+    kind = outcome.kind
+    return kind is not AnswerKind.OK and kind not in _NO_PENALTY
+
+
 def judge(
     outcome: Outcome,
     key: UpstreamKey,
