@@ -1,11 +1,12 @@
-"""Tenants of a project cannot spend its quota counters for each other (issue 18, findings 4 and 9).
+"""Tenants of a project cannot spend its quota counters for each other (issue 18, findings 4, 9, 10).
 
 Real servers: etcd, a keyring replica, the edge, the simulator as the upstream.
 One pool, one key in one project, an operator's tokens-per-minute limit
 (keyring paces by it), two client tokens. The input estimate a call reserves
 is settled to what the answer counted, so requests the upstream refuses (400)
 leave nothing for the other tenant to wait on; and model ids the upstream
-does not serve (404) leave no quota row and no metric series behind.
+does not serve (404) leave no quota row and no metric series behind. An edge
+identity reserves at most ``KEYRING_MAX_INPUT_ESTIMATE`` for one lease.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import asyncio
 import time
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.devstack.fake_keys import fake_gemini_key
 from services.keyring.domain.limits import QuotaMetric
 from services.keyring.metrics import ViewCollector
 from services.simulator.state import Behaviour
 from tests.e2e.conftest import MakeStack, Stack, eventually
-from tests.integration.conftest import kek, start_replica  # noqa: F401
+from tests.integration.conftest import StartReplica, kek, make_pool, start_replica  # noqa: F401
+from tests.integration.test_keyring_metrics import scrape
 
 MODEL = "gemini-2.5-flash"
 TPM = 1000
@@ -101,3 +104,28 @@ async def test_model_ids_the_upstream_does_not_serve_leave_no_quota_rows_or_seri
     await stack.no_lease_held()
     assert await quota_state(stack) == before
     assert len(stack.replica.keyring.desk.allocator.quotas) == 1  # no counter kept for any of them
+
+
+async def test_an_edge_identity_reserves_at_most_one_leases_estimate(start_replica: StartReplica) -> None:  # noqa: F811
+    """Finding 10: an Acquire (with the edge's certificate) naming a huge estimate is clamped and counted."""
+    replica = await start_replica(max_input_estimate=5000)
+    token = await make_pool(replica, policy=pb.Policy(quota_input_tokens_per_minute=1_000_000))
+    key = pb.KeyInput(secret=fake_gemini_key("clamp"), project="proj-c")
+    await replica.admin.AddKeys(pb.AddKeysRequest(pool="main", keys=[key]))
+    view = replica.keyring.cache.view
+    await eventually(lambda: len(view.keys) == 1, 5.0, "the key is not in the view")
+    request = pb.AcquireRequest(token_hash=token, model=MODEL, estimated_input_tokens=10**15)
+    lease = (await replica.lease.Acquire(request)).lease
+    quotas = replica.keyring.desk.allocator.quotas
+    assert quotas.used("proj-c", MODEL, QuotaMetric.INPUT_TOKENS_PER_MINUTE, time.time()) in (
+        5000,
+        0,
+    )  # 0: a new minute
+    assert quotas.used("proj-c", MODEL, QuotaMetric.INPUT_TOKENS_PER_DAY, time.time()) == 5000
+    _, samples = await scrape(replica.server.metrics_port)
+    assert samples[("keyring_input_estimates_clamped_total", ())] == 1
+    cancelled = pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED)
+    await replica.lease.Release(
+        pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id, model=MODEL, outcome=cancelled)
+    )
+    assert quotas.used("proj-c", MODEL, QuotaMetric.INPUT_TOKENS_PER_DAY, time.time()) == 0  # a cancel keeps nothing
