@@ -305,12 +305,14 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
             passthrough_url = await announced_url(passthrough, r"passthrough listening on (\S+)")
             await announced_url(keyring, r"keyring listening on (\S+)")
             token = await seed(f"127.0.0.1:{keyring_port}", options.keys, ca.issue("keyring-admin"))
+            edge_port = free_port()
             edge = processes.start(
                 "edge",
                 "services.edge",
                 {
                     "EDGE_HOST": "127.0.0.1",
-                    "EDGE_PORT": str(free_port()),
+                    "EDGE_PORT": str(edge_port),
+                    "EDGE_PUBLIC_BASE_URL": f"http://127.0.0.1:{edge_port}",
                     "EDGE_KEYRING_ADDRESSES": f"127.0.0.1:{keyring_port}",
                     "EDGE_UPSTREAM_BASE_URL": sim_url,
                     **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),

@@ -141,6 +141,7 @@ def edge_env(ca: LocalCA, sim_url: str, keyring_addresses: list[str], port: int)
     return {
         "EDGE_HOST": "127.0.0.1",
         "EDGE_PORT": str(port),
+        "EDGE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "EDGE_KEYRING_ADDRESSES": ",".join(keyring_addresses),
         "EDGE_UPSTREAM_BASE_URL": sim_url,
         **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),

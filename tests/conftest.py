@@ -25,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, value in session_pki().environment().items():
         os.environ.setdefault(name, value)
     os.environ.setdefault("EDGE_SHUTDOWN_DELAY_S", "0")
+    # Required while uploads are on: edges a test starts on port 0 answer upload URLs here unless the test
+    # names their own address (tests/e2e/conftest.py make_stack does).
+    os.environ.setdefault("EDGE_PUBLIC_BASE_URL", "http://127.0.0.1")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

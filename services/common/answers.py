@@ -14,7 +14,12 @@ violations into one ``AnswerKind``, row by row of the brief's table.
 A key is blamed only for what the upstream attributes to the key: a 400, 401
 or 403 is ``KEY_INVALID`` or ``KEY_FORBIDDEN`` only when an ErrorInfo reason
 names the key or its project (``KEY_INVALID_REASONS``,
-``KEY_FORBIDDEN_REASONS``; together ``KEY_REASONS``). Any other 401/403 is the
+``KEY_FORBIDDEN_REASONS``; together ``KEY_REASONS``). A 403 naming
+``BILLING_DISABLED`` or ``SERVICE_DISABLED`` (``PROJECT_FEATURE_REASONS``) is
+about what the request asked of the key's project (a model or feature that
+needs billing, or another API), not about the key: ``NOT_FOR_PROJECT``,
+another key (another project) is tried and the key is not penalised, so a
+client cannot strike keys by asking for a paid feature (issue 18). Any other 401/403 is the
 request's own fault (a credential or header the client slipped in, a
 resource it may not touch): ``REQUEST_AT_FAULT``, answered to the client with
 no failover and no penalty. The one reasonless answer that does blame the key,
@@ -39,6 +44,7 @@ __all__ = [
     "KEY_INVALID_REASONS",
     "KEY_REASONS",
     "LEAKED_KEY_REASON",
+    "PROJECT_FEATURE_REASONS",
     "AnswerKind",
     "QuotaViolation",
     "Transport",
@@ -68,6 +74,7 @@ class AnswerKind(enum.StrEnum):
     MODEL_NOT_ON_TIER = "model_not_on_tier"  # 429 whose QuotaFailure says quotaValue "0"
     KEY_INVALID = "key_invalid"  # the key itself is bad
     KEY_FORBIDDEN = "key_forbidden"  # 403: the key or its project is refused
+    NOT_FOR_PROJECT = "not_for_project"  # 403 BILLING_DISABLED/SERVICE_DISABLED: not on this project; key fine
     REQUEST_AT_FAULT = "request_at_fault"  # the client's request is wrong: no other key helps
     UPSTREAM_TROUBLE = "upstream_trouble"  # 5xx but 503, and 408: trouble upstream, not the key
     MODEL_OVERLOADED = "model_overloaded"  # 503: busy for everyone
@@ -87,15 +94,13 @@ _LEAKED_MESSAGE: Final = "Your API key was reported as leaked"
 # ErrorInfo reasons (google.api.ErrorReason) that say the key itself is bad: never leased again until revived.
 # An expired key is API_KEY_INVALID too ("API key expired. Please renew the API key.").
 KEY_INVALID_REASONS: Final = frozenset({"API_KEY_INVALID", "ACCESS_TOKEN_TYPE_UNSUPPORTED", LEAKED_KEY_REASON})
-# Reasons that say the key or its project is refused (suspended, restricted, API or billing off): suspended,
-# then invalid after repeated strikes (keyring's policy). The restrictions by referrer, app or IP can only be
-# met by what the edge sends, and it sends no Referer or app headers (edge/wire.py allow-list).
+# Reasons that say the key or its project is refused (suspended, restricted): suspended, then invalid after
+# repeated strikes (keyring's policy). The restrictions by referrer, app or IP can only be met by what the edge
+# sends, and it sends no Referer or app headers (edge/wire.py allow-list).
 KEY_FORBIDDEN_REASONS: Final = frozenset(
     {
         "CONSUMER_SUSPENDED",
         "CONSUMER_INVALID",
-        "SERVICE_DISABLED",
-        "BILLING_DISABLED",
         "API_KEY_SERVICE_BLOCKED",
         "API_KEY_HTTP_REFERRER_BLOCKED",
         "API_KEY_IP_ADDRESS_BLOCKED",
@@ -103,6 +108,10 @@ KEY_FORBIDDEN_REASONS: Final = frozenset(
         "API_KEY_IOS_APP_BLOCKED",
     }
 )
+# Reasons that say the key's project lacks what this request needs (billing for a paid model or feature, an
+# API it has not enabled): the request may succeed on another project; the key is not broken. A client chooses
+# the model and the features, so these must never strike a key (issue 18).
+PROJECT_FEATURE_REASONS: Final = frozenset({"BILLING_DISABLED", "SERVICE_DISABLED"})
 # Every reason that blames the key: the one set the classifier looks at for 400/401/403.
 KEY_REASONS: Final = KEY_INVALID_REASONS | KEY_FORBIDDEN_REASONS
 _KEY_STATUSES: Final = frozenset({400, 401, 403})
@@ -205,6 +214,8 @@ def _key_kind(reasons: Iterable[str]) -> AnswerKind:
         return AnswerKind.KEY_INVALID
     if not named.isdisjoint(KEY_FORBIDDEN_REASONS):
         return AnswerKind.KEY_FORBIDDEN
+    if not named.isdisjoint(PROJECT_FEATURE_REASONS):
+        return AnswerKind.NOT_FOR_PROJECT
     return AnswerKind.REQUEST_AT_FAULT
 
 

@@ -51,3 +51,60 @@ def scrub(data: bytes, secret: str) -> bytes:
     if secret and secret.encode() in data:
         data = data.replace(secret.encode(), mask(secret).encode())
     return redact_bytes(data)
+
+
+# Characters a key or client token is made of: a run of them at a chunk's end may go on in the next chunk.
+_KEY_CHARACTERS: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.")
+# Longer than any key shape (an auth key: "AQ." and at most 200): a longer run is let go but for this tail.
+_HELD_AT_MOST: Final = 256
+
+
+class StreamScrubber:
+    """``scrub`` for an answer relayed chunk by chunk, wherever the chunks are cut.
+
+    A key cut in two by a chunk boundary is in neither chunk whole, so a chunk
+    ending in a run of key characters (or in a beginning of ``secret``) keeps
+    that run back and sends it with the next chunk (or with ``flush`` at the
+    end). An SSE event or a JSON frame ends in a newline or a bracket, so the
+    hot path holds nothing back and pays a few bytes searches per chunk.
+    """
+
+    __slots__ = ("_held", "_mask", "_odd", "_secret")
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret.encode()
+        self._mask = mask(secret).encode()
+        self._held = b""
+        # A secret of other characters than a key's: its beginnings are looked for apart (never for a real key).
+        self._odd = any(byte not in _KEY_CHARACTERS for byte in self._secret)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What of ``chunk`` (after what was held) can go out now, scrubbed."""
+        data = self._held + chunk if self._held else chunk
+        cut = self._hold_from(data)
+        self._held = data[cut:]
+        return self._scrubbed(data[:cut]) if cut else b""
+
+    def flush(self) -> bytes:
+        """The end of the answer: what was held, scrubbed."""
+        data, self._held = self._held, b""
+        return self._scrubbed(data)
+
+    def _scrubbed(self, data: bytes) -> bytes:
+        if self._secret and self._secret in data:
+            data = data.replace(self._secret, self._mask)
+        return redact_bytes(data)
+
+    def _hold_from(self, data: bytes) -> int:
+        """Where the tail that may be the beginning of a key starts (``len(data)``: nothing to hold)."""
+        end = len(data)
+        cut = end
+        floor = max(0, end - _HELD_AT_MOST)
+        while cut > floor and data[cut - 1] in _KEY_CHARACTERS:
+            cut -= 1
+        if self._odd:
+            secret = self._secret
+            for length in range(min(len(secret) - 1, end), end - cut, -1):
+                if data.endswith(secret[:length]):
+                    return end - length
+        return cut

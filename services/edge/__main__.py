@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from pydantic import ValidationError
+
 from services.common.logs import configure_logging
 from services.common.telemetry import configure_tracing
 
@@ -31,7 +33,11 @@ async def serve(settings: EdgeSettings) -> None:
 def main() -> None:
     configure_logging("edge")
     configure_tracing("edge")
-    settings = EdgeSettings()
+    try:
+        settings = EdgeSettings()
+    except ValidationError as invalid:  # one clear line per bad setting, no traceback
+        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in invalid.errors())
+        raise SystemExit(f"edge: refusing to start: {problems}") from None
     if not settings.uvloop:
         asyncio.run(serve(settings))
         return

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import ipaddress
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.grpc_options import CLIENT_KEEPALIVE_S, CLIENT_KEEPALIVE_TIMEOUT_S
 from services.common.tls import KeyringClientTLS
+
+
+def _loopback(host: str) -> bool:
+    """localhost (and *.localhost, RFC 6761), 127.0.0.0/8 or ::1."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -81,9 +94,17 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
 
     # --- Files, caches, batches, operations, interactions (README "Files, caches, batches, operations and
     # interactions") ---
-    # The edge's address as clients reach it (https://gemini.example.com): where upload URLs point. Empty: the
-    # scheme and Host of the request that started the upload.
+    # Serve resumable uploads (POST /upload/{version}/files). On, the edge needs public_base_url (it refuses
+    # to start without it); off, the upload route answers 404.
+    uploads: bool = True
+    # The edge's address as clients reach it (https://gemini.example.com): where upload URLs point, never the
+    # request's own Host or scheme. https unless its host is a loopback one (localhost, 127.x, ::1) or
+    # public_base_url_allow_http (development only) is set.
     public_base_url: str = ""
+    public_base_url_allow_http: bool = False
+    # How long an upload session handed out lives (its sealed URL and its binding to the key in keyring): the
+    # slowest upload to finish, not Google's week.
+    upload_session_ttl_s: float = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
     # Seals upload sessions into upload URLs; every edge replica must share it, so that the bytes of an upload
     # may reach any of them. Empty: a random key of this process (the bytes must come back to this replica).
     upload_session_key: str = Field(default="", repr=False)
@@ -108,8 +129,29 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     def _public_base(cls, value: str) -> str:
         value = value.strip().rstrip("/")
         if value and not value.startswith(("http://", "https://")):
-            raise ValueError("EDGE_PUBLIC_BASE_URL must start with http:// or https://")
+            raise ValueError("EDGE_PUBLIC_BASE_URL must start with https:// (or http:// for a loopback host)")
         return value
+
+    @model_validator(mode="after")
+    def _uploads_need_a_public_base(self) -> EdgeSettings:
+        """Upload URLs point at EDGE_PUBLIC_BASE_URL: required while uploads are on, https unless told otherwise."""
+        if not self.uploads:
+            return self
+        if not self.public_base_url:
+            raise ValueError(
+                "EDGE_PUBLIC_BASE_URL is required while uploads are served (EDGE_UPLOADS=true): the https address"
+                " clients reach the edges by (https://gemini.example.com), where upload URLs point; or set"
+                " EDGE_UPLOADS=false"
+            )
+        url = urlsplit(self.public_base_url)
+        if not url.hostname or url.username or url.password or url.query or url.fragment:
+            raise ValueError("EDGE_PUBLIC_BASE_URL must be scheme://host[:port][/path]: no user, query or fragment")
+        if url.scheme == "http" and not (self.public_base_url_allow_http or _loopback(url.hostname)):
+            raise ValueError(
+                f"EDGE_PUBLIC_BASE_URL must be https:// ({self.public_base_url} would send upload bytes in clear);"
+                " http:// is accepted for a loopback host, or with EDGE_PUBLIC_BASE_URL_ALLOW_HTTP=true in development"
+            )
+        return self
 
     @field_validator("upstream_base_url")
     @classmethod

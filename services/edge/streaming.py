@@ -29,6 +29,13 @@ upstream's headers), so a failure after that cuts the connection instead of
 trying another key. The upstream's silence is still bounded by
 ``EDGE_READ_TIMEOUT_S`` (counted by the upstream connection, which
 keep-alives written to the client do not reset).
+
+No key reaches the client (issue 18): every chunk passes through the
+attempt's ``StreamScrubber`` (``services.common.masking``), which masks the
+leased key and every key-shaped string, and holds back a tail that may be
+the start of a key cut by the chunk boundary until the next chunk (an event's
+end is never held). Streams are asked uncompressed (``upstream``), so the
+bytes can be read.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
+
+from services.common.masking import StreamScrubber
 
 from .observability import STARTED
 
@@ -105,10 +114,11 @@ async def relay(
     first_byte: Any,
     keepalive_s: float = 0.0,
     before_end: Callable[[bytes, bytes], Awaitable[None]] | None = None,
+    scrubber: StreamScrubber | None = None,
 ) -> bytes | None:
     """Send ``chunk`` (the first; None: a keep-alive, the upstream has been silent) and every following one.
 
-    Returns the stream's last bytes, or None if the client left.
+    Returns the stream's last bytes (as sent: scrubbed), or None if the client left.
     ``first_byte`` is the histogram (child) of the time to the first byte;
     ``keepalive_s`` comes from ``keepalive_interval``; ``before_end``, when
     given, is awaited with the stream's first and last bytes once the whole
@@ -127,13 +137,20 @@ async def relay(
                 if not tail or tail.endswith(_EVENT_ENDS):
                     await response.write(KEEPALIVE)
             else:
-                await response.write(chunk)
-                tail = chunk if len(chunk) >= TAIL_BYTES else (tail + chunk)[-TAIL_BYTES:]
-                if before_end is not None and len(head) < HEAD_BYTES:
-                    head = (head + chunk)[:HEAD_BYTES]
+                sent = chunk if scrubber is None else scrubber.feed(chunk)
+                if sent:
+                    await response.write(sent)
+                    tail, head = _kept(tail, head, sent, before_end is not None)
         except ConnectionError:
             return None
         chunk = await next_chunk(answer, keepalive_s)  # a failure here is the upstream's: it propagates
+    rest = b"" if scrubber is None else scrubber.flush()
+    if rest:
+        try:
+            await response.write(rest)
+        except ConnectionError:
+            return None
+        tail, head = _kept(tail, head, rest, before_end is not None)
     if before_end is not None:
         await before_end(head, tail)
     try:
@@ -141,6 +158,14 @@ async def relay(
     except ConnectionError:
         return None
     return tail
+
+
+def _kept(tail: bytes, head: bytes, sent: bytes, keep_head: bool) -> tuple[bytes, bytes]:
+    """The stream's last ``TAIL_BYTES`` and (when wanted) first ``HEAD_BYTES``, once ``sent`` is written."""
+    tail = sent if len(sent) >= TAIL_BYTES else (tail + sent)[-TAIL_BYTES:]
+    if keep_head and len(head) < HEAD_BYTES:
+        head = (head + sent)[:HEAD_BYTES]
+    return tail, head
 
 
 def cut(request: web.Request) -> None:

@@ -8,6 +8,13 @@
       -> a stream: relayed by ``streaming`` from its first chunk on
     and ``outcome`` is what keyring will be told about the key.
 
+What comes back is passed on by allow-list (``wire.response_headers``) and
+never carries a key (issue 18): a whole 2xx body is scrubbed of the leased
+key and of every key-shaped string (``masking.scrub``; a body that needed it
+goes out decoded), a stream chunk by chunk (``masking.StreamScrubber``, the
+stream asked uncompressed so its bytes can be read). The cost on the hot
+path is a few bytes searches per body or chunk.
+
 Transport failures of the call (timeouts, refused or broken connections, at
 connect, while reading a whole body or a stream's chunk) are mapped in one
 place, ``Attempt._call_upstream``'s ``except``: into an ``UpstreamError``
@@ -29,7 +36,7 @@ from opentelemetry import trace
 from yarl import URL
 
 from services.common.answers import Transport, UpstreamError, parse_error
-from services.common.masking import scrub
+from services.common.masking import StreamScrubber, scrub
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from . import streaming, wire
@@ -85,6 +92,8 @@ class Call:
     exclude_projects: tuple[str, ...] = ()
     # The call's input tokens as estimated from its parsed content (``estimates.py``; 0: not estimated).
     input_tokens: int = 0
+    # Answer headers passed back besides ``wire.PASSED_BACK_HEADERS`` (an upload start's URL, for its settle).
+    passed_back: frozenset[str] = frozenset()
 
 
 class Upstream:
@@ -159,6 +168,8 @@ class Attempt:
             headers["Authorization"] = f"Bearer {lease.secret}"
         else:
             headers["x-goog-api-key"] = lease.secret
+        if call.stream:  # relayed chunk by chunk: each must be readable, to be scrubbed
+            headers["accept-encoding"] = "identity"
         answer: aiohttp.ClientResponse | None = None
         try:
             answer = await self.upstream.session.request(
@@ -177,7 +188,9 @@ class Attempt:
             keepalive = streaming.keepalive_interval(answer, self.upstream.stream_keepalive_s)
             # Nothing is committed before the first chunk, or before the first keep-alive (None) is due.
             chunk = await streaming.next_chunk(answer, keepalive)
-            response = streaming.response_for(answer.status, wire.response_headers(answer.headers.items()))
+            response = streaming.response_for(
+                answer.status, wire.response_headers(answer.headers.items(), call.passed_back)
+            )
             self.committed = response
             first_byte = self.metrics.child(self.metrics.first_byte, request[DIALECT])
             before_end = None
@@ -186,7 +199,10 @@ class Attempt:
                 async def before_end(head: bytes, tail: bytes) -> None:
                     await self._settle_stream(answer, response, head, tail)
 
-            tail = await streaming.relay(request, response, answer, chunk, first_byte, keepalive, before_end)
+            scrubber = StreamScrubber(lease.secret)
+            tail = await streaming.relay(
+                request, response, answer, chunk, first_byte, keepalive, before_end, scrubber
+            )
             if not self.released:
                 self._streamed(answer, tail)
             return response
@@ -231,10 +247,13 @@ class Attempt:
     def _whole(self, answer: aiohttp.ClientResponse, body: bytes) -> web.Response:
         plain = wire.decoded(body, answer.headers.get("Content-Encoding"))
         self.outcome = ok_outcome(answer.status, self._elapsed_ms(), wire.usage(plain))
-        headers = wire.response_headers(answer.headers.items())
+        headers = wire.response_headers(answer.headers.items(), self.call.passed_back)
         allowed = self.granted.allowed_models
-        if self.call.transform is not None and allowed:
-            body = self.call.transform(plain, allowed)
+        transform = self.call.transform if allowed else None
+        scrubbed = scrub(plain, self.granted.lease.secret)
+        if scrubbed is not plain or transform is not None:  # the body goes out decoded (no Content-Encoding)
+            plain = scrubbed
+            body = plain if transform is None else transform(plain, allowed)
             headers = [(name, value) for name, value in headers if name.lower() != "content-encoding"]
         response = web.Response(status=answer.status, body=body, headers=headers)
         if self.call.settle is not None and 200 <= answer.status < 300:

@@ -51,7 +51,17 @@ interactions") have their own strict patterns, parsed by ``resource_path``:
   ``upload_id`` is the edge's sealed session (``uploads``): the upstream's
   own id is taken from inside it, never from the client.
 
-Coming back: the upstream's headers that make sense to the client; a body
+Coming back (``response_headers``): only ``PASSED_BACK_HEADERS`` of the
+upstream's answer (``content-type``, ``content-encoding``,
+``content-disposition``, ``retry-after``, ``x-gemini-service-tier`` and the
+resumable upload protocol's ``x-goog-upload-status``, ``-size-received`` and
+``-chunk-granularity``), never the upstream's hosts, cookies, tracing or
+upload ids (``x-guploader-uploadid``). ``x-goog-upload-url`` (and its
+``-control-url``) names the upstream's upload session, a capability without a
+key: it is dropped, except on an upload's start, whose call asks for it
+(``Call.passed_back``) and whose settle rewrites it to the edge's public URL
+(``resources.uploads``). ``content-length`` is aiohttp's own (a whole answer)
+or absent (a relayed stream, whose scrubbed chunks may be shorter). A body is
 decoded for reading (errors, token usage). Pure functions over strings,
 bytes and headers, tested alone (tests/unit/test_edge_pieces.py).
 """
@@ -133,23 +143,21 @@ _NAMING_FIELD: Final = re.compile(rb'"(' + "|".join(sorted(_FIELDS)).encode() + 
 # An escape that decodes to printable ASCII: all it takes to spell a name the bytes do not show.
 _ASCII_ESCAPE: Final = re.compile(rb"\\(?:u00[2-7][0-9a-fA-F]|/)")
 
-# Never passed back to the client: hop-by-hop, and what aiohttp derives itself.
-_DROP_RESPONSE: Final = frozenset(
+# The upstream's answer headers passed back to the client (lower-case), nothing else (module docstring).
+PASSED_BACK_HEADERS: Final = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "upgrade",
-        "set-cookie",
-        "alt-svc",
-        "server",
-        "date",
+        "content-type",
+        "content-encoding",
+        "content-disposition",
+        "retry-after",
+        "x-gemini-service-tier",
+        "x-goog-upload-status",
+        "x-goog-upload-size-received",
+        "x-goog-upload-chunk-granularity",
     }
 )
+# The upstream's upload session URL: passed only to an upload start's settle, which rewrites it.
+UPLOAD_URL_HEADER: Final = "x-goog-upload-url"
 _READABLE_CODINGS: Final = frozenset({"gzip", "deflate", "identity"})
 
 _PROMPT_TOKENS: Final = re.compile(rb'"(?:promptTokenCount|prompt_tokens)"\s*:\s*(\d+)')
@@ -386,9 +394,11 @@ def readable_codings(accept_encoding: str) -> str:
     return ",".join(token.strip() for token in kept) or "identity"
 
 
-def response_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The upstream's answer headers that make sense to the client (content-type, encoding, x-goog-*...)."""
-    return [(name, value) for name, value in upstream if name.lower() not in _DROP_RESPONSE]
+def response_headers(
+    upstream: Iterable[tuple[str, str]], extra: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """The upstream's allow-listed answer headers (``PASSED_BACK_HEADERS``, and ``extra``); the rest is dropped."""
+    return [(name, value) for name, value in upstream if name.lower() in PASSED_BACK_HEADERS or name.lower() in extra]
 
 
 # -- reading an answer ---------------------------------------------------------

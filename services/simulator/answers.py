@@ -37,16 +37,16 @@ def _answer_text(data: dict[str, Any], last_user: str) -> str:
 
 
 def answer_chunks(
-    data: dict[str, Any], pieces: int, cached_tokens: int = 0
+    data: dict[str, Any], pieces: int, cached_tokens: int = 0, scripted: str | None = None
 ) -> tuple[list[list[dict[str, Any]]], dict[str, int]]:
-    """The answer as per-chunk part lists, plus its usageMetadata."""
+    """The answer as per-chunk part lists, plus its usageMetadata (``scripted``: the text to answer)."""
     prompt, last_user = prompt_texts(data)
-    call = gemini_function_call(data, last_user)
+    call = None if scripted is not None else gemini_function_call(data, last_user)
     if call is not None:
         chunks: list[list[dict[str, Any]]] = [[{"functionCall": call}]]
         answer_tokens = count_tokens(orjson.dumps(call).decode())
     else:
-        text = _answer_text(data, last_user)
+        text = _answer_text(data, last_user) if scripted is None else scripted
         chunks = [[{"text": piece}] for piece in split_text(text, pieces)]
         answer_tokens = count_tokens(text)
     prompt_tokens = count_tokens(prompt) + cached_tokens

@@ -250,6 +250,38 @@ def _permission_denied(key: str) -> SimError:
     )
 
 
+def _project_lacks(reason: str, key: str) -> SimError:
+    """Google's 403 when the key's project lacks the API or billing a request needs (Google's wording)."""
+    number = str(int.from_bytes(key.encode()[-6:], "big") % 10**12)  # a stable fake project number
+    if reason == "SERVICE_DISABLED":
+        message = (
+            f"Generative Language API has not been used in project {number} before or it is disabled. Enable it by"
+            f" visiting https://console.developers.google.com/apis/api/{SERVICE}/overview?project={number} then"
+            " retry. If you enabled this API recently, wait a few minutes for the action to propagate to our"
+            " systems and retry."
+        )
+    else:
+        message = (
+            f"This API method requires billing to be enabled. Please enable billing on project #{number} by"
+            f" visiting https://console.developers.google.com/billing/enable?project={number} then retry. If you"
+            " enabled billing for this project recently, wait a few minutes for the action to propagate to our"
+            " systems and retry."
+        )
+    return SimError(
+        403,
+        "PERMISSION_DENIED",
+        message,
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+                "metadata": {"consumer": f"projects/{number}", "service": SERVICE},
+            }
+        ],
+    )
+
+
 def _token_type_unsupported() -> SimError:
     """401 for a key the API refuses by its type: the ErrorInfo blames the key."""
     return SimError(
@@ -300,6 +332,8 @@ def behaviour_error(b: Behaviour, key: str, model: str | None) -> SimError | Non
         error = _permission_denied(key)
     elif kind == "token_type_unsupported":
         error = _token_type_unsupported()
+    elif kind in ("service_disabled", "billing_disabled"):
+        error = _project_lacks(kind.upper(), key)
     elif kind in _SIMPLE_ERRORS:
         error = SimError(*_SIMPLE_ERRORS[kind])
     else:

@@ -24,7 +24,18 @@ from typing import Any, Final
 from aiohttp import web
 
 from .errors import SimError, error_response, invalid_argument, not_found
-from .pipeline import SIMULATOR_STATE, Call, admit, credentials, endpoint, json_response, parse_json_object, record
+from .pipeline import (
+    SIMULATOR_STATE,
+    Call,
+    admit,
+    chunk_count,
+    credentials,
+    endpoint,
+    json_response,
+    parse_json_object,
+    record,
+    stream_frames,
+)
 from .references import file_denied
 from .resources import Resource, ResourceStore, new_id, rfc3339
 
@@ -76,10 +87,17 @@ def file_id(raw: str) -> str:
     return raw
 
 
+def _uploader(response: web.StreamResponse) -> web.StreamResponse:
+    """Google's upload and media servers name the serving upload in every answer (``X-GUploader-UploadID``)."""
+    response.headers["X-GUploader-UploadID"] = "ABgVH" + new_id(40)
+    return response
+
+
 def _upload_error(error: SimError) -> web.Response:
     """An error on the upload protocol still says the upload is over, so clients stop retrying."""
     response = error_response(error, "native")
     response.headers["X-Goog-Upload-Status"] = "final"
+    _uploader(response)
     return response
 
 
@@ -116,10 +134,11 @@ async def upload(request: web.Request) -> web.StreamResponse:
     url = f"{request.scheme}://{request.host}{request.path}?upload_id={upload_id}&upload_protocol=resumable"
     headers = {
         "X-Goog-Upload-URL": url,
+        "X-Goog-Upload-Control-URL": url,
         "X-Goog-Upload-Status": "active",
         "X-Goog-Upload-Chunk-Granularity": str(8 * 1024 * 1024),
     }
-    return web.Response(status=200, headers=headers)
+    return _uploader(web.Response(status=200, headers=headers))
 
 
 async def _upload_bytes(request: web.Request) -> web.StreamResponse:
@@ -132,10 +151,11 @@ async def _upload_bytes(request: web.Request) -> web.StreamResponse:
     command = {c.strip().lower() for c in request.headers.get("X-Goog-Upload-Command", "").split(",")}
     received = len(session.content)
     if "query" in command:
-        return web.Response(headers={"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(received)})
+        active = {"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(received)}
+        return _uploader(web.Response(headers=active))
     if "cancel" in command:
         session.data["cancelled"] = True
-        return web.Response(headers={"X-Goog-Upload-Status": "cancelled"})
+        return _uploader(web.Response(headers={"X-Goog-Upload-Status": "cancelled"}))
     if "upload" not in command and "finalize" not in command:
         return _upload_error(invalid_argument("X-Goog-Upload-Command must be upload, finalize or query."))
     if request.headers.get("X-Goog-Upload-Offset", str(received)) != str(received):
@@ -144,8 +164,9 @@ async def _upload_bytes(request: web.Request) -> web.StreamResponse:
         return _upload_error(invalid_argument(f"Upload exceeds the declared size of {session.data['size']} bytes."))
     session.content += body
     if "finalize" not in command:
-        return web.Response(headers={"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(received)})
-    return _finalize(request, session, key)
+        active = {"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(received)}
+        return _uploader(web.Response(headers=active))
+    return _uploader(_finalize(request, session, key))
 
 
 def _finalize(request: web.Request, session: Resource, key: str) -> web.Response:
@@ -227,13 +248,22 @@ async def file_item(request: web.Request) -> web.StreamResponse:
             raise SimError(
                 400, "FAILED_PRECONDITION", f"File files/{fid} was uploaded: only generated files can be downloaded."
             )
-        return web.Response(body=resource.content, content_type=resource.data["mimeType"])
+        return await _media(request, call, resource)
     if action:
         raise not_found(f"Method not found: {request.path}")
     if request.method == "DELETE":
         call.state.resources.delete("files", fid, call.project)
         return json_response({})
     return json_response(resource.data)
+
+
+async def _media(request: web.Request, call: Call, resource: Resource) -> web.StreamResponse:
+    """A file's bytes, chunked as Google's media server sends them (the chunk count and delay of a stream)."""
+    content = resource.content
+    size = -(-len(content) // chunk_count(call)) or 1
+    frames = (content[i : i + size] for i in range(0, len(content), size))
+    headers = {"X-GUploader-UploadID": "ABgVH" + new_id(40)}
+    return await stream_frames(request, call, frames, resource.data["mimeType"], headers)
 
 
 def add_routes(app: web.Application) -> None:

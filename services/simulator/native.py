@@ -102,14 +102,14 @@ def input_tokens(body: bytes) -> int:
 async def generate(request: web.Request, call: Call) -> web.StreamResponse:
     """`:generateContent`: the whole answer at once."""
     data = parse_json_object(call.body)
-    chunks, usage = answer_chunks(data, 1, check_references(call, data))
+    chunks, usage = answer_chunks(data, 1, check_references(call, data), call.behaviour.answer_text)
     parts = [part for chunk in chunks for part in chunk]
     return json_response(gemini_response(parts, call.model or "", random_id(), usage))
 
 
 def _stream_payloads(call: Call, data: dict[str, Any]) -> Iterator[bytes]:
     """Serialized chunks; validation happens here, eagerly, before any byte is sent."""
-    chunks, usage = answer_chunks(data, chunk_count(call), check_references(call, data))
+    chunks, usage = answer_chunks(data, chunk_count(call), check_references(call, data), call.behaviour.answer_text)
     response_id, model, last = random_id(), call.model or "", len(chunks) - 1
     return (
         orjson.dumps(gemini_response(parts, model, response_id, usage if i == last else None))

@@ -88,8 +88,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if not isinstance(messages, list) or not messages:
         raise invalid_argument("Missing required parameter: 'messages'.")
     prompt, last_user = messages_texts(messages)
-    function = openai_function_call(data, last_user)
-    text = function[0] if function is not None else answer_for(last_user)
+    scripted = call.behaviour.answer_text
+    function = openai_function_call(data, last_user) if scripted is None else None
+    text = function[0] if function is not None else scripted if scripted is not None else answer_for(last_user)
     usage = _usage(count_tokens(prompt), count_tokens(text))
     head = {"id": f"chatcmpl-{random_id()}", "created": int(time.time()), "model": call.model}
     if streaming:

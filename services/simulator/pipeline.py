@@ -221,6 +221,7 @@ async def stream_frames(
     call: Call,
     frames: Iterable[bytes],
     content_type: str,
+    headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     """Send `frames` as a real chunked stream, one write per frame.
 
@@ -231,7 +232,8 @@ async def stream_frames(
     behaviour = call.behaviour
     delay = call.state.default_chunk_delay_s if behaviour.chunk_delay_s is None else behaviour.chunk_delay_s
     cut = behaviour.kind == "drop_mid_stream"
-    response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
+    headers = {"Content-Type": content_type, "Cache-Control": "no-cache", **(headers or {})}
+    response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     try:
         for i, frame in enumerate(frames):

@@ -22,6 +22,8 @@ BehaviourKind = Literal[
     "unauthenticated",
     "token_type_unsupported",
     "leaked_key",
+    "service_disabled",
+    "billing_disabled",
     "server_error",
     "overloaded",
     "timeout",
@@ -49,7 +51,8 @@ class Behaviour:
     `retry_delay_s` (429 RetryInfo; None omits RetryInfo), `quota_id` (429
     QuotaFailure), `delay_s` (wait before answering, any kind),
     `chunk_delay_s` (wait between stream chunks), `status` (override the
-    HTTP code of an error kind) and `message` (override an error message).
+    HTTP code of an error kind), `message` (override an error message) and
+    `answer_text` (an `ok` generation answers this text instead of the echo).
     """
 
     kind: BehaviourKind = "ok"
@@ -60,6 +63,7 @@ class Behaviour:
     chunk_delay_s: float | None = None
     status: int | None = None
     message: str | None = None
+    answer_text: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in BEHAVIOUR_KINDS:

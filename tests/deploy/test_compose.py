@@ -154,6 +154,11 @@ def test_load_balancer_streams_to_both_edges() -> None:
     assert size * 1024 * 1024 >= body
     listen = int(re.search(r"listen (\d+);", conf).group(1))  # type: ignore[union-attr]
     assert any(str(p).endswith(f":{listen}") for p in compose()["services"]["lb"]["ports"])
+    # uploads reach the edges through "location /" (EDGE_PUBLIC_BASE_URL points at lb); /ws upgrades
+    assert compose_env(app_services()["edge-1"])["EDGE_PUBLIC_BASE_URL"] == f"http://localhost:{listen}"
+    websocket = re.search(r"location /ws \{(.*?)\}", conf, re.S)
+    assert websocket is not None and "proxy_set_header Upgrade $http_upgrade;" in websocket.group(1)
+    assert "proxy_read_timeout 3600s;" in websocket.group(1)
 
 
 def test_grafana_provisioning() -> None:

@@ -280,8 +280,14 @@ def test_edge_autoscaling_and_ingress(overlay: str) -> None:
             backend = path["backend"]["service"]
             service = one(manifests, "Service", backend["name"])
             assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
-    edge_paths = {path["path"] for path in one(manifests, "Ingress", "edge")["spec"]["rules"][0]["http"]["paths"]}
-    assert edge_paths == {"/v1", "/v1beta"}  # /metrics and the probes are not published
+    ingress = one(manifests, "Ingress", "edge")
+    edge_paths = {path["path"] for path in ingress["spec"]["rules"][0]["http"]["paths"]}
+    # /metrics and the probes are not published; uploads and /ws are (issue 18: uploads could not work)
+    assert edge_paths == {"/v1", "/v1beta", "/upload", "/ws"}
+    # upload URLs point at the Ingress's own host, https when it terminates TLS for it
+    host = ingress["spec"]["rules"][0]["host"]
+    tls = any(host in entry.get("hosts", ()) for entry in ingress["spec"].get("tls", ()))
+    assert env["EDGE_PUBLIC_BASE_URL"] == f"{'https' if tls else 'http'}://{host}"
 
 
 def test_network_policies(overlay: str) -> None:

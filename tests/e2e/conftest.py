@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.devstack.etcd_server import free_port
 from services.devstack.fake_keys import fake_gemini_key
 from services.edge.app import start_edge
 from services.edge.config import EdgeSettings
@@ -95,12 +96,13 @@ async def make_stack(start_replica: StartReplica) -> AsyncIterator[MakeStack]:  
         )
         assert added.added == keys
         created = await replica.admin.CreateToken(pb.CreateTokenRequest(pool="main", name="e2e"))
+        port = free_port()  # known before the start: the edge's upload URLs point at it (EDGE_PUBLIC_BASE_URL)
         settings = EdgeSettings(
             keyring_addresses=f"127.0.0.1:{replica.server.port}",
             upstream_base_url=sim_url,
-            **{"shutdown_timeout_s": 2.0, **edge_settings},
+            **{"shutdown_timeout_s": 2.0, "public_base_url": f"http://127.0.0.1:{port}", **edge_settings},
         )
-        edge_runner, edge_url = await start_edge(settings, host="127.0.0.1", port=0)
+        edge_runner, edge_url = await start_edge(settings, host="127.0.0.1", port=port)
         runners.insert(0, edge_runner)  # the edge stops before its upstream
         http = aiohttp.ClientSession()
         sessions.append(http)

@@ -129,6 +129,7 @@ async def _edge(
         **session_pki().environment(),
         "EDGE_HOST": "127.0.0.1",
         "EDGE_PORT": str(port),
+        "EDGE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "EDGE_KEYRING_ADDRESSES": replica.address,
         "EDGE_UPSTREAM_BASE_URL": sim_url,
         "EDGE_SHUTDOWN_DELAY_S": str(delay_s),

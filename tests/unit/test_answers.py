@@ -123,7 +123,10 @@ def test_malformed_details_are_skipped() -> None:
         (401, Transport.OK, ("ACCESS_TOKEN_TYPE_UNSUPPORTED",), (), AnswerKind.KEY_INVALID),
         (403, Transport.OK, ("CONSUMER_SUSPENDED",), (), AnswerKind.KEY_FORBIDDEN),
         (403, Transport.OK, ("API_KEY_SERVICE_BLOCKED",), (), AnswerKind.KEY_FORBIDDEN),
-        (403, Transport.OK, ("SERVICE_DISABLED",), (), AnswerKind.KEY_FORBIDDEN),
+        # Issue 18: billing or an API off for what the request asks is the project's, not a broken key
+        (403, Transport.OK, ("SERVICE_DISABLED",), (), AnswerKind.NOT_FOR_PROJECT),
+        (403, Transport.OK, ("BILLING_DISABLED",), (), AnswerKind.NOT_FOR_PROJECT),
+        (403, Transport.OK, ("BILLING_DISABLED", "CONSUMER_SUSPENDED"), (), AnswerKind.KEY_FORBIDDEN),
         (403, Transport.OK, ("API_KEY_REPORTED_LEAKED",), (), AnswerKind.KEY_INVALID),
         # Issue 11: no reason that blames the key, no blame (before, a bare 401 was KEY_INVALID, a 403 KEY_FORBIDDEN)
         (401, Transport.OK, (), (), AnswerKind.REQUEST_AT_FAULT),

@@ -17,6 +17,7 @@ from multidict import CIMultiDict, MultiDictProxy
 from yarl import URL
 
 from services.common.answers import AnswerKind, Transport, UpstreamError, parse_error
+from services.common.masking import StreamScrubber, scrub
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge import wire
 from services.edge.app import create_app
@@ -205,11 +206,20 @@ def test_model_names_in_bodies() -> None:
         assert wire.valid_model(bad) is None
 
 
-def test_response_headers_keep_what_makes_sense_to_the_client() -> None:
+def test_response_headers_pass_by_allow_list() -> None:
     upstream = [
         ("Content-Type", "application/json"),
         ("Content-Encoding", "gzip"),
+        ("Retry-After", "7"),
+        ("x-gemini-service-tier", "standard"),
+        ("X-Goog-Upload-Status", "active"),
+        ("X-Goog-Upload-Size-Received", "10"),
         ("x-goog-request-id", "abc"),
+        ("X-GUploader-UploadID", "ABgVH-upstream-upload"),  # issue 18: it leaked (deny-list)
+        ("X-Goog-Upload-URL", "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=x"),
+        ("X-Goog-Upload-Control-URL", "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=x"),
+        ("Server-Timing", "gfet4t7; dur=12"),
+        ("Vary", "Origin"),
         ("Content-Length", "10"),
         ("Transfer-Encoding", "chunked"),
         ("Connection", "close"),
@@ -221,8 +231,44 @@ def test_response_headers_keep_what_makes_sense_to_the_client() -> None:
     assert wire.response_headers(upstream) == [
         ("Content-Type", "application/json"),
         ("Content-Encoding", "gzip"),
-        ("x-goog-request-id", "abc"),
+        ("Retry-After", "7"),
+        ("x-gemini-service-tier", "standard"),
+        ("X-Goog-Upload-Status", "active"),
+        ("X-Goog-Upload-Size-Received", "10"),
     ]
+    # an upload's start asks for its URL, which its settle rewrites; nobody else gets it
+    passed = wire.response_headers(upstream, frozenset({wire.UPLOAD_URL_HEADER}))
+    assert [name for name, _ in passed if name.lower().startswith("x-goog-upload-url")] == ["X-Goog-Upload-URL"]
+
+
+KEY = "AIza" + "Sy0123456789abcdefghijklmnopqrstuv"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'data: {"text": "the key is ' + KEY.encode() + b' and more"}\r\n\r\n',
+        b'[{"text": "' + KEY.encode() + b'"}\r\n,{"text": "AQ.' + b"x" * 40 + b'"}]',
+        b"\x00\x01binary" + KEY.encode(),
+    ],
+)
+def test_a_stream_is_scrubbed_wherever_its_chunks_are_cut(answer: bytes) -> None:
+    """Issue 18: the leased key (and any key shape) is masked even when a chunk boundary cuts it in two."""
+    for cut in range(len(answer) + 1):
+        scrubber = StreamScrubber(KEY)
+        sent = scrubber.feed(answer[:cut]) + scrubber.feed(answer[cut:]) + scrubber.flush()
+        assert KEY.encode() not in sent and b"AQ." + b"x" * 40 not in sent, cut
+        assert sent == scrub(answer, KEY)
+
+
+def test_a_stream_scrubber_holds_nothing_back_at_an_event_end() -> None:
+    scrubber = StreamScrubber(KEY)
+    event = b'data: {"text": "hello"}\r\n\r\n'
+    assert scrubber.feed(event) == event  # the hot path: sent at once, unchanged
+    assert scrubber.feed(b"data: {") == b"data: {" and scrubber.feed(b'"text') == b'"'  # a word may be a key
+    assert scrubber.flush() == b"text"
+    odd = StreamScrubber("not a key!")  # a secret of any shape: its beginnings are held too
+    assert odd.feed(b"x not a") == b"x " and odd.feed(b" key! y") + odd.flush() == b"**** y"
 
 
 # -- reading an answer --------------------------------------------------------

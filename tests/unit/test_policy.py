@@ -147,6 +147,16 @@ def test_401_or_403_without_a_key_reason_does_not_touch_the_key(outcome: Outcome
     assert verdict(outcome, consecutive_failures=2, forbidden_strikes=1) == Verdict()
 
 
+# Issue 18: a 403 BILLING_DISABLED or SERVICE_DISABLED says the key's project lacks what the request asked (a
+# paid model or feature, another API): a client chooses those, so the key is never struck, however often.
+@pytest.mark.parametrize("reason", ["BILLING_DISABLED", "SERVICE_DISABLED"])
+def test_a_feature_the_project_lacks_does_not_strike_the_key(reason: str) -> None:
+    outcome = Outcome(403, error_status="PERMISSION_DENIED", error_reason=reason)
+    assert outcome.kind is AnswerKind.NOT_FOR_PROJECT and outcome.kind.tries_another_key
+    assert verdict(outcome) == Verdict()
+    assert verdict(outcome, forbidden_strikes=POLICY.forbidden_threshold - 1) == Verdict()
+
+
 def test_client_400_does_not_touch_the_key() -> None:
     assert verdict(Outcome(400, error_status="INVALID_ARGUMENT")) == Verdict()
 
@@ -250,6 +260,7 @@ def test_the_policy_decides_by_the_shared_classifier_and_has_a_row_for_every_kin
         AnswerKind.MODEL_NOT_ON_TIER: Outcome(429, violations=(QuotaViolation("x", quota_value="0"),)),
         AnswerKind.KEY_INVALID: Outcome(401, error_reason="ACCESS_TOKEN_TYPE_UNSUPPORTED"),
         AnswerKind.KEY_FORBIDDEN: Outcome(403, error_reason="CONSUMER_SUSPENDED"),
+        AnswerKind.NOT_FOR_PROJECT: Outcome(403, error_reason="BILLING_DISABLED"),
         AnswerKind.REQUEST_AT_FAULT: Outcome(404),
         AnswerKind.UPSTREAM_TROUBLE: Outcome(500),
         AnswerKind.MODEL_OVERLOADED: Outcome(503),

@@ -30,7 +30,7 @@ FILE_TTL_S: Final = 48 * HOUR  # Google keeps an uploaded or generated file 48 h
 CACHE_TTL_S: Final = 1 * HOUR  # a cache's default ttl, when its answer tells none
 INTERACTION_TTL_S: Final = 55 * DAY  # stored interactions: 55 days on paid tiers (1 day on the free tier)
 JOB_TTL_S: Final = 30 * DAY  # batches and long-running operations: their records outlive their 48 h run limit
-UPLOAD_TTL_S: Final = 7 * DAY  # a resumable upload session lives a week
+# An upload session lives EDGE_UPLOAD_SESSION_TTL_S (hours: resources.uploads), not Google's week.
 
 
 def _object(body: bytes) -> dict[str, Any]:

@@ -9,10 +9,15 @@ is the capability. So the edge, on a successful start:
   client's token hash, the declared size, the API version and an expiry,
   under ``EDGE_UPLOAD_SESSION_KEY`` (AES-GCM; every edge replica shares the
   key, so any of them can open it; nobody else can read or forge one);
-- answers ``X-Goog-Upload-URL: {public base}/upload/{version}/files?upload_id=
-  {sealed}&upload_protocol=resumable``, the public base being
-  ``EDGE_PUBLIC_BASE_URL`` or, unset, the request's own scheme and Host;
-- binds ``uploads/{digest of the upstream id}`` to the key in keyring.
+- answers ``X-Goog-Upload-URL: {EDGE_PUBLIC_BASE_URL}/upload/{version}/files?
+  upload_id={sealed}&upload_protocol=resumable``: the edge's public address
+  (https, required while uploads are on: ``EdgeSettings``), never the
+  request's own Host or scheme (a client chooses those); the upstream's
+  upload URL (a capability without a key) never reaches the client, nor its
+  ``X-Goog-Upload-Control-URL`` or ``X-GUploader-UploadID``;
+- binds ``uploads/{digest of the upstream id}`` to the key in keyring, both
+  the sealed session and the binding living ``EDGE_UPLOAD_SESSION_TTL_S``
+  (hours, not Google's week: issue 18).
 
 A byte request (``upload_id`` in the query) needs no token: its sealed
 session names the token (whose pool Acquire still checks: a revoked token's
@@ -31,6 +36,7 @@ until its ``expirationTime``) and the session unbound.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -42,6 +48,7 @@ from yarl import URL
 from services.common.naming import token_hash
 
 from .. import wire
+from ..config import EdgeSettings
 from ..dialects import authenticated, check_json_object, read_body
 from ..errors import EdgeError, UnknownResource, UpstreamFailed, bad_request, render, render_upstream
 from ..forwarding import EDGE, forward
@@ -62,6 +69,8 @@ _FINAL: Final = {"X-Goog-Upload-Status": "final"}
 async def upload(request: web.Request) -> web.StreamResponse:
     """``POST /upload/{version}/files``: a session's start, or (``upload_id``) its bytes."""
     path = path_of(request, "uploads", item=False)
+    if not request.app[EDGE].settings.uploads:
+        raise EdgeError(404, "uploads are not served by this edge (EDGE_UPLOADS=false)", openai_code="not_found")
     if "upload_id" in request.query:
         return await _bytes(request, path)
     hashed = await authenticated(request, client_token(request))
@@ -80,24 +89,20 @@ async def upload(request: web.Request) -> web.StreamResponse:
     body = await read_body(request)
     if body:
         check_json_object(request, body)
-    settle = _started(edge.uploads, hashed, size, path.version, _public_base(request))
+    started = _started(edge.uploads, hashed, size, path.version, edge.settings)
     call = resource_call(
-        request, path, hashed, "files.upload", body=body, settle=settle, query={}, extra_headers=wire.UPLOAD_HEADERS
+        request, path, hashed, "files.upload", body=body, settle=started, query={}, extra_headers=wire.UPLOAD_HEADERS
     )
-    return await forward(request, call)
+    # The upstream's upload URL reaches the settle (which rewrites it), and only on a start.
+    return await forward(request, dataclasses.replace(call, passed_back=frozenset({wire.UPLOAD_URL_HEADER})))
 
 
-def _public_base(request: web.Request) -> str:
-    configured: str = request.app[EDGE].settings.public_base_url
-    return configured or f"{request.scheme}://{request.host}"
-
-
-def _started(sessions: UploadSessions, hashed: str, size: int, version: str, public_base: str) -> Settle:
-    """The start's answer: its upload URL rewritten to this edge with a sealed session, bound to the key."""
+def _started(sessions: UploadSessions, hashed: str, size: int, version: str, settings: EdgeSettings) -> Settle:
+    """The start's answer: its upload URL rewritten to the public base with a sealed session, bound to the key."""
+    public_base, ttl_s = settings.public_base_url, settings.upload_session_ttl_s
 
     def settle(body: bytes, response: web.StreamResponse) -> Settlement:
-        upstream_url = response.headers.pop("X-Goog-Upload-URL", "")
-        response.headers.popall("X-Goog-Upload-Control-URL", None)
+        upstream_url = response.headers.pop(wire.UPLOAD_URL_HEADER, "")
         try:
             upstream_id = URL(upstream_url).query.get("upload_id", "")
         except ValueError:
@@ -105,12 +110,12 @@ def _started(sessions: UploadSessions, hashed: str, size: int, version: str, pub
         if _UPSTREAM_ID.fullmatch(upstream_id) is None:
             log.warning("the upstream's upload start named no usable upload URL")
             return NOTHING
-        session = UploadSession(hashed, upstream_id, size, version, int(time.time() + bindings.UPLOAD_TTL_S))
+        session = UploadSession(hashed, upstream_id, size, version, int(time.time() + ttl_s))
         url = URL(f"{public_base}/upload/{version}/files").with_query(
             upload_id=sessions.seal(session), upload_protocol="resumable"
         )
         response.headers["X-Goog-Upload-URL"] = str(url)
-        return Settlement(bind=(Binding(session.name, bindings.UPLOAD_TTL_S),))
+        return Settlement(bind=(Binding(session.name, ttl_s),))
 
     return settle
 

@@ -66,8 +66,11 @@ from .models import (
 )
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
-# Kinds that leave the key as it is: busy for everyone, the caller's own fault, the caller gone.
-_NO_PENALTY = frozenset({AnswerKind.MODEL_OVERLOADED, AnswerKind.REQUEST_AT_FAULT, AnswerKind.CANCELLED})
+# Kinds that leave the key as it is: busy for everyone, the caller's own fault, the caller gone, a model or
+# feature the key's project lacks (billing, an API: the client chose it; another project may serve it).
+_NO_PENALTY = frozenset(
+    {AnswerKind.MODEL_OVERLOADED, AnswerKind.REQUEST_AT_FAULT, AnswerKind.CANCELLED, AnswerKind.NOT_FOR_PROJECT}
+)
 _QUOTA = frozenset({AnswerKind.RATE_LIMITED, AnswerKind.DAILY_QUOTA})
 # A billing tier's spend limit is evaluated over a rolling 10-minute window.
 SPEND_WINDOW_S = 600.0
