@@ -46,6 +46,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
+from services.common.head_timeout import end_after_answer
 from services.common.naming import model_id, token_hash
 
 from .. import wire
@@ -116,6 +117,7 @@ async def read_body(request: web.Request, owner: str | None = None) -> bytes:
         async with asyncio.timeout(settings.body_timeout_s), edge.body_reads.reading(owner, cost):
             return await request.read()
     except TooManyReads:
+        end_after_answer(request)  # the body is not read: no lingering to drain it
         raise EdgeError(
             429,
             f"this token already has {settings.max_bodies_per_token} request bodies being read: retry shortly",
@@ -123,6 +125,7 @@ async def read_body(request: web.Request, owner: str | None = None) -> bytes:
             retry_after_s=1.0,
         ) from None
     except TimeoutError:
+        end_after_answer(request)  # the rest is not coming: no lingering for it
         raise EdgeError(408, "the request body did not arrive in time", openai_code="request_timeout") from None
 
 
