@@ -35,7 +35,8 @@ attempt's ``StreamScrubber`` (``services.common.masking``), which masks the
 leased key and every key-shaped string, and holds back a tail that may be
 the start of a key cut by the chunk boundary until the next chunk (an event's
 end is never held). Streams are asked uncompressed (``upstream``), so the
-bytes can be read.
+bytes can be read; one compressed anyway is decoded first (``wire.StreamDecoded``)
+and relayed uncompressed.
 """
 
 from __future__ import annotations
@@ -48,9 +49,8 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from services.common.masking import StreamScrubber
-
 from .observability import STARTED
+from .wire import ChunkFilter
 
 # Bytes of a stream's end kept to read the token usage of its last event.
 TAIL_BYTES: Final = 4096
@@ -114,7 +114,7 @@ async def relay(
     first_byte: Any,
     keepalive_s: float = 0.0,
     before_end: Callable[[bytes, bytes], Awaitable[None]] | None = None,
-    scrubber: StreamScrubber | None = None,
+    scrubber: ChunkFilter | None = None,
 ) -> bytes | None:
     """Send ``chunk`` (the first; None: a keep-alive, the upstream has been silent) and every following one.
 

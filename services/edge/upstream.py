@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -45,7 +46,8 @@ from .keyring_client import Binding, GrantedLease
 from .observability import OPERATIONS, EdgeMetrics, set_usage_attributes, tracer
 from .routing import DIALECT
 
-_TRANSPORT_ERRORS: Final = (TimeoutError, aiohttp.ClientError)
+# zlib.error: a stream whose bytes its Content-Encoding does not describe (``wire.StreamDecoded``), a broken answer.
+_TRANSPORT_ERRORS: Final = (TimeoutError, aiohttp.ClientError, zlib.error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +190,12 @@ class Attempt:
             keepalive = streaming.keepalive_interval(answer, self.upstream.stream_keepalive_s)
             # Nothing is committed before the first chunk, or before the first keep-alive (None) is due.
             chunk = await streaming.next_chunk(answer, keepalive)
-            response = streaming.response_for(
-                answer.status, wire.response_headers(answer.headers.items(), call.passed_back)
-            )
+            passed = wire.response_headers(answer.headers.items(), call.passed_back)
+            scrubber: wire.ChunkFilter = StreamScrubber(lease.secret)
+            if answer.headers.get("Content-Encoding", "identity") != "identity":  # compressed though asked not to be
+                scrubber = wire.StreamDecoded(scrubber)
+                passed = [(name, value) for name, value in passed if name.lower() != "content-encoding"]
+            response = streaming.response_for(answer.status, passed)
             self.committed = response
             first_byte = self.metrics.child(self.metrics.first_byte, request[DIALECT])
             before_end = None
@@ -199,7 +204,6 @@ class Attempt:
                 async def before_end(head: bytes, tail: bytes) -> None:
                     await self._settle_stream(answer, response, head, tail)
 
-            scrubber = StreamScrubber(lease.secret)
             tail = await streaming.relay(
                 request, response, answer, chunk, first_byte, keepalive, before_end, scrubber
             )
@@ -264,7 +268,7 @@ class Attempt:
         if tail is None:  # the client went away while we wrote
             self.outcome = pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED, latency_ms=self._elapsed_ms())
         else:
-            tokens = (0, 0) if answer.headers.get("Content-Encoding") else wire.usage(tail)
+            tokens = wire.usage(tail)  # the tail as relayed: decoded
             self.outcome = ok_outcome(answer.status, self._elapsed_ms(), tokens)
 
 

@@ -72,7 +72,7 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from yarl import URL
 
@@ -165,6 +165,14 @@ _OUTPUT_TOKENS: Final = re.compile(rb'"(?:candidatesTokenCount|completion_tokens
 
 
 # -- the request ------------------------------------------------------------
+
+
+class ChunkFilter(Protocol):
+    """What a relayed stream's chunks pass through (``masking.StreamScrubber``, ``StreamDecoded``)."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
 
 
 class MalformedPath(ValueError):
@@ -419,6 +427,28 @@ def decoded(body: bytes, content_encoding: str | None) -> bytes:
     except zlib.error:
         return b""
     return b""
+
+
+class StreamDecoded:
+    """A chunk filter (``feed``/``flush``) that undoes a stream's gzip or deflate before ``inner`` sees it.
+
+    The edge asks streams uncompressed (it must read what it relays, to scrub
+    it); an upstream that compresses anyway is decoded, and relayed without
+    its ``Content-Encoding``.
+    """
+
+    __slots__ = ("_inflate", "_inner")
+
+    def __init__(self, inner: ChunkFilter) -> None:
+        self._inner = inner
+        self._inflate = zlib.decompressobj(32 + zlib.MAX_WBITS)  # a gzip or a zlib header, told apart by itself
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Raises ``zlib.error`` for bytes the encoding does not describe (a broken answer: ``upstream`` cuts)."""
+        return self._inner.feed(self._inflate.decompress(chunk))
+
+    def flush(self) -> bytes:
+        return self._inner.feed(self._inflate.flush()) + self._inner.flush()
 
 
 def usage(body: bytes) -> tuple[int, int]:

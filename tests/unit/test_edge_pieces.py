@@ -261,6 +261,16 @@ def test_a_stream_is_scrubbed_wherever_its_chunks_are_cut(answer: bytes) -> None
         assert sent == scrub(answer, KEY)
 
 
+def test_a_compressed_stream_is_decoded_before_it_is_scrubbed() -> None:
+    answer = b'data: {"text": "' + KEY.encode() + b'"}\r\n\r\n' * 50
+    for packed in (gzip.compress(answer), zlib.compress(answer)):
+        decoded = wire.StreamDecoded(StreamScrubber(KEY))
+        sent = b"".join(decoded.feed(packed[i : i + 7]) for i in range(0, len(packed), 7)) + decoded.flush()
+        assert sent == scrub(answer, KEY)
+    with pytest.raises(zlib.error):  # bytes the encoding does not describe: a broken answer (the attempt cuts)
+        wire.StreamDecoded(StreamScrubber(KEY)).feed(b"not gzip at all")
+
+
 def test_a_stream_scrubber_holds_nothing_back_at_an_event_end() -> None:
     scrubber = StreamScrubber(KEY)
     event = b'data: {"text": "hello"}\r\n\r\n'
