@@ -432,7 +432,7 @@ async def test_an_upload_chunk_above_the_body_limit_is_refused_and_the_upload_en
     async with stack.http.post(f"{stack.edge_url}/upload/v1beta/files", json={"file": {}}, headers=start) as resp:
         assert resp.status == 200
         upload_url = resp.headers["X-Goog-Upload-URL"]
-    assert upload_url.startswith(stack.edge_url)  # no public base set: the Host the start came to
+    assert upload_url.startswith(stack.edge_url)  # EDGE_PUBLIC_BASE_URL: make_stack sets the edge's own address
     sent = len(stack.sim.requests)
     chunk = {"X-Goog-Upload-Command": "upload", "X-Goog-Upload-Offset": "0"}
     async with stack.http.post(upload_url, data=b"x" * 2000, headers=chunk) as resp:
