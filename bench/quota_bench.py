@@ -3,8 +3,8 @@
 Starts the whole stack as subprocesses on 127.0.0.1 with mutual TLS (a local
 CA from services/devstack/certs.py): one etcd, two keyring replicas, one edge
 and the Gemini simulator (50 ms think time). Per scenario one pool of 12 keys
-in the same 4 projects (3 each, mapped in the simulator through ``POST
-/_sim/projects``) and a client token. The simulator enforces per-(project,
+in 4 projects of its own (3 each, mapped in the simulator through ``POST
+/_sim/projects``; a Google project belongs to one pool) and a client token. The simulator enforces per-(project,
 model) limits (``POST /_sim/quotas``) and answers a refused request 429 with
 QuotaFailure but WITHOUT RetryInfo.
 
@@ -124,7 +124,7 @@ TARGET_UPSTREAM_429_SHARE = 0.005
 SMALL = "Say hello to the quota. "
 # About 25, 200 and 800 tokens as the simulator counts them (4 characters a token).
 SIZES = (100, 800, 3200)
-# Each scenario has its own pool (12 keys in the same 4 projects), token and model; "_operator": the pool's
+# Each scenario has its own pool (12 keys in 4 projects of its own), token and model; "_operator": the pool's
 # policy sets the simulator's limit (quota_requests_per_minute / quota_input_tokens_per_minute), nothing to learn.
 SCENARIOS = ("rpm", "tpm", "rpm_operator", "tpm_operator")
 
@@ -214,7 +214,7 @@ async def seed(stack: Stack, limits: dict[str, int]) -> None:
             policy = policy_of(name, limits[name])
             await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name=name, policy=policy)))
             secrets = [fake_gemini_key(f"quota-{name}-{i}") for i in range(PROJECTS * KEYS_PER_PROJECT)]
-            projects = {secret: f"proj-{i % PROJECTS}" for i, secret in enumerate(secrets)}
+            projects = {secret: f"proj-{name}-{i % PROJECTS}" for i, secret in enumerate(secrets)}
             inputs = [pb.KeyInput(secret=s, project=p) for s, p in projects.items()]
             reply = await admin.AddKeys(pb.AddKeysRequest(pool=name, keys=inputs))
             assert reply.added == len(secrets), reply.added

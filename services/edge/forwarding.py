@@ -140,14 +140,14 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def lease(edge: Edge, call: Call, tried: list[str]) -> GrantedLease:
     """A lease for ``call`` (its affinity, excluded projects and estimated input included); NOT_FOUND is a 404."""
-    if not call.affinity and not call.exclude_projects:  # the hot path: as before affinity existed
+    if not call.affinity and not call.exclude_projects and not call.binds:  # the hot path: as before affinity
         return await edge.keyring.acquire(
             call.token_hash, call.model, tried, estimated_input_tokens=call.input_tokens
         )
     try:
         return await edge.keyring.acquire(
             call.token_hash, call.model, tried, affinity=call.affinity, exclude_projects=call.exclude_projects,
-            estimated_input_tokens=call.input_tokens,
+            estimated_input_tokens=call.input_tokens, binds=call.binds,
         )  # fmt: skip
     except KeyringUnavailable as unavailable:
         if unavailable.reason == "NOT_FOUND":

@@ -546,6 +546,7 @@ class KeyringClient:
         affinity: Sequence[str] = (),
         exclude_projects: Sequence[str] = (),
         estimated_input_tokens: int = 0,
+        binds: bool = False,
     ) -> GrantedLease:
         """A lease for ``model``; ``exclude``: key ids already tried for this request.
 
@@ -557,13 +558,14 @@ class KeyringClient:
         the pool knows no such resource). ``exclude_projects``: projects a list
         call has already covered (a key without a project is ``key:<key id>``).
         ``estimated_input_tokens``: the call's input as the edge estimates it
-        (``estimates.py``), for keyring's tokens-per-minute pacing.
+        (``estimates.py``), for keyring's tokens-per-minute pacing. ``binds``: the call creates a
+        resource to bind (``NoKeyFree`` when the pool's or the token's bindings are at their cap).
         """
         tokens = estimated_input_tokens
         if not _traced():  # nothing is traced: no span work on the lease path
-            return await self._acquire(token_hash, model, exclude, affinity, exclude_projects, tokens)
+            return await self._acquire(token_hash, model, exclude, affinity, exclude_projects, tokens, binds)
         with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
-            granted = await self._acquire(token_hash, model, exclude, affinity, exclude_projects, tokens)
+            granted = await self._acquire(token_hash, model, exclude, affinity, exclude_projects, tokens, binds)
             span.set_attributes({"keyring.key_id": granted.lease.key_id, "keyring.pool": granted.lease.pool})
             return granted
 
@@ -575,10 +577,12 @@ class KeyringClient:
         affinity: Sequence[str] = (),
         exclude_projects: Sequence[str] = (),
         estimated_input_tokens: int = 0,
+        binds: bool = False,
     ) -> GrantedLease:
         request = pb.AcquireRequest(
-            token_hash=token_hash, model=model, exclude_key_ids=exclude, estimated_input_tokens=estimated_input_tokens
-        )
+            token_hash=token_hash, model=model, exclude_key_ids=exclude, estimated_input_tokens=estimated_input_tokens,
+            binds=binds,
+        )  # fmt: skip
         if affinity:
             request.affinity.extend(affinity)
         if exclude_projects:

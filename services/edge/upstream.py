@@ -92,6 +92,8 @@ class Call:
     settle: Settle | None = None
     # Projects a list call has covered already (keyring leases a key of another one).
     exclude_projects: tuple[str, ...] = ()
+    # The call creates a resource its settle binds: keyring refuses it (429) when the bindings are full.
+    binds: bool = False
     # The call's input tokens as estimated from its parsed content (``estimates.py``; 0: not estimated).
     input_tokens: int = 0
     # Answer headers passed back besides ``wire.PASSED_BACK_HEADERS`` (an upload start's URL, for its settle).

@@ -198,6 +198,7 @@ def decode_affinity(data: dict[str, Any], revision: int) -> Affinity:
         expires_at=data["expires_at"],
         created_at=data.get("created_at", 0.0),
         revision=revision,
+        token_id=data.get("token_id", ""),
     )
 
 

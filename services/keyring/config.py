@@ -67,6 +67,11 @@ class KeyringSettings(BaseSettings):
     # one is clamped to it and counted (keyring_input_estimates_clamped_total): an edge is trusted only as far
     # as a lease. Default: twice the largest Gemini input window (1,048,576 tokens).
     max_input_estimate: int = Field(default=2 * 1_048_576, ge=0)
+    # Project-bound resources (README "Files, caches, batches, operations and interactions"): the live affinity
+    # records (etcd records, held in every replica's memory) a pool, and one client token, may hold; a call that
+    # would create one more is refused (429) before it reaches the upstream. 0: no cap.
+    affinity_max_per_pool: int = Field(default=100_000, ge=0)
+    affinity_max_per_token: int = Field(default=10_000, ge=0)
     # Outcomes blaming a key (a strike, a cooldown, a key marked invalid or forbidden) judged per caller identity
     # (its certificate) and minute, on each replica; past it the key is left as it is (the slot still released,
     # the call counted) and keyring_key_blames_refused_total{identity} counts it (services/keyring/domain/blames.py).

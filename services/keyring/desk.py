@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from .cache import StateCache
-from .domain.affinity import AffinityMiss, bindings
+from .domain.affinity import AffinityMiss, bindings, check_room, unbound
 from .domain.allocator import Allocator, Grant
 from .domain.blames import BlameBudget
 from .domain.decisions import Decision
@@ -140,18 +140,20 @@ class LeaseDesk:
         *,
         final: bool = True,
         input_tokens: int = 0,
+        binds: bool = False,
     ) -> tuple[Grant, str]:
         """A lease and the key's secret in clear; raises a domain error when refused.
 
         ``final=False``: an ``AffinityMiss`` is not a refusal yet (not counted):
         the caller reads the missing records (``read_affinity``) and asks again.
         ``input_tokens``: the edge's estimate of the call's input (tokens-per-minute pacing).
+        ``binds``: the call creates a resource to bind (refused when the pool's or the token's bindings are full).
         """
         if not self.accepting:
             raise NotReady("this keyring replica is not serving leases")
         try:
             grant = self.allocator.acquire(
-                token_hash, model, exclude, self._clock(), affinity, exclude_projects, input_tokens
+                token_hash, model, exclude, self._clock(), affinity, exclude_projects, input_tokens, binds
             )
         except KeyringError as error:
             if final or not isinstance(error, AffinityMiss):
@@ -166,17 +168,25 @@ class LeaseDesk:
         """Read the records an acquire missed from the store into the view (the watch may not have brought them)."""
         await self._writer.refresh([self._layout.affinity(miss.pool, name) for name in miss.names])
 
-    async def bind(self, key_id: str, bind: Sequence[tuple[str, float]], unbind: Sequence[str]) -> None:
+    async def bind(
+        self, key_id: str, bind: Sequence[tuple[str, float]], unbind: Sequence[str], token_id: str = ""
+    ) -> None:
         """Record the resources a call created under ``key_id`` (name, lifetime in s) and forget those it deleted.
 
         One commit, unguarded (a resource has one owner: the last write wins).
         The key must be known: a release no replica vouches for (``key_id``
-        empty) binds nothing and says so.
+        empty) binds nothing and says so. ``token_id``: the lease's client token
+        (``LeaseBook.holder``); new names past the pool's or the token's cap of
+        bindings are refused and nothing is written (``affinity.check_room``).
         """
         key = self._view.keys.get(key_id) if key_id else None
         if key is None:
             raise FailedPrecondition("the lease is unknown or long expired, or its key is gone: nothing was bound")
-        records, forgotten = bindings(key, bind, unbind, self._clock())
+        records, forgotten = bindings(key, bind, unbind, self._clock(), token_id)
+        if records:  # net of what the release forgets (a finished upload: its file bound, its session unbound)
+            new = unbound(self._view.affinity, key.pool, (record.name for record in records))
+            new -= sum(1 for name in forgotten if (key.pool, name) in self._view.affinity)
+            check_room(self._view.bound, key.pool, token_id, new, self.allocator.binding_caps)
         changes = [self._writer.overwrite(record) for record in records]
         changes += [self._writer.erase(self._layout.affinity(key.pool, name)) for name in forgotten]
         if changes:
@@ -315,10 +325,11 @@ class LeaseDesk:
         a refused binding leaks no lease and loses no decision. Only bindings
         wait for the store.
         """
+        token_id = self.book.holder(lease_id) if bind else ""  # before the slot (and the lease) goes
         known, key_id, model, _ = self.release_slot(lease_id, key_id, model, outcome)
         self.learn(lease_id, key_id, model, outcome, caller=caller)
         if bind or unbind:
-            await self.bind(key_id, bind, unbind)
+            await self.bind(key_id, bind, unbind, token_id)
         return known
 
     def orphan(self, lease_ids: Iterable[str], grace_s: float) -> None:

@@ -98,7 +98,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         with _span("keyring.v1.LeaseService/Acquire", traceparent) as span:
             model, exclude = _validated_acquire(request)
             tokens = self._estimate(request)
-            if request.affinity or request.exclude_projects:
+            if request.affinity or request.exclude_projects or request.binds:
                 grant, secret = self._desk.acquire(
                     request.token_hash,
                     model,
@@ -107,6 +107,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                     frozenset(request.exclude_projects),
                     final=final,
                     input_tokens=tokens,
+                    binds=request.binds,
                 )
             else:
                 grant, secret = self._desk.acquire(request.token_hash, model, exclude, input_tokens=tokens)
@@ -196,9 +197,11 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             pending.add(task)
             task.add_done_callback(pending.discard)
 
-        async def bind_then_answer(call_id: int, answer: pb.ReleaseResponse, key_id: str, bindings: Bindings) -> None:
+        async def bind_then_answer(
+            call_id: int, answer: pb.ReleaseResponse, key_id: str, bindings: Bindings, token_id: str
+        ) -> None:
             try:
-                await self._desk.bind(key_id, *bindings)
+                await self._desk.bind(key_id, *bindings, token_id)
                 result = pb.LeaseResult(id=call_id, release=answer)
             except KeyringError as error:
                 result = stream_error(call_id, error)
@@ -222,15 +225,17 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                         granted.discard(release.lease_id)
                         outcome = convert.outcome_from_pb(release.outcome)
                         with _span("keyring.v1.LeaseService/Release", call.traceparent):
+                            bindings = _bindings(release)
+                            # whose bindings they are (its cap), read before the slot (and the lease) goes
+                            holder = self._desk.book.holder(release.lease_id) if bindings[0] else ""
                             known, key_id, model, epoch = self._desk.release_slot(
                                 release.lease_id, release.key_id, model_id(release.model), outcome,
                                 release.counted_epoch, release.kept_for_granter,
                             )  # fmt: skip
                             self._desk.learn(release.lease_id, key_id, model, outcome, caller=identity)
-                            bindings = _bindings(release)
                             answer = pb.ReleaseResponse(known=known, counted_epoch=epoch)
                             if bindings is not NO_BINDINGS:
-                                later(bind_then_answer(call.id, answer, key_id, bindings))
+                                later(bind_then_answer(call.id, answer, key_id, bindings, holder))
                             else:
                                 results.append(pb.LeaseResult(id=call.id, release=answer))
                         continue

@@ -24,6 +24,7 @@ from .checker import UpstreamChecker
 from .codec import Layout
 from .config import KeyringSettings
 from .core import Keyring
+from .domain.affinity import BindingCaps
 from .domain.blames import BlameBudget
 from .lease_servicer import LeaseServicer
 from .metrics import KeyringMetrics
@@ -107,6 +108,7 @@ def create_server(
         recheck_interval_s=settings.recheck_interval_s,
         lease_key=settings.lease_key(),
     )
+    keyring.desk.allocator.binding_caps = BindingCaps(settings.affinity_max_per_pool, settings.affinity_max_per_token)
     administration = Administration(
         keyring, key_pattern=settings.key_pattern, max_keys_per_import=settings.max_keys_per_import
     )

@@ -31,6 +31,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.fake_keys import fake_auth_key
 from services.edge.app import METRICS, start_edge
 from services.edge.config import EdgeSettings
+from services.keyring.domain.affinity import BindingCaps
 from services.simulator import SimulatorState, start_simulator
 from services.simulator.state import Behaviour
 from tests.e2e.conftest import MakeStack, eventually
@@ -519,3 +520,41 @@ async def test_a_project_of_one_pool_is_refused_to_another(pool: Pool) -> None:
     assert {key.pool for key in pool.replicas[1].keyring.cache.view.keys.values() if key.project == PROJECTS[0]} == {
         "main"
     }
+
+
+async def test_bindings_past_the_cap_are_refused_before_the_upstream(pool: Pool) -> None:
+    """Finding 6: a token holding its cap of bindings gets a 429 for a create, nothing is made or recorded."""
+    for replica in pool.replicas:  # what KEYRING_AFFINITY_MAX_PER_TOKEN sets (tests/unit/test_affinity.py)
+        replica.server.keyring.desk.allocator.binding_caps = BindingCaps(per_pool=0, per_token=2)
+    a, b = pool.client(pool.edge_a), pool.client(pool.edge_b)
+    config = types.CreateCachedContentConfig(contents=["A long document " * 20], ttl="600s")
+    first = await a.caches.create(model="gemini-2.5-flash", config=config)
+    await a.files.upload(file=io.BytesIO(b"x"), config={"mime_type": "text/plain"})  # its session, then its file
+    made = len(list(pool.sim.resources))
+    headers = {"x-goog-api-key": pool.token}
+    upload = {
+        **headers,
+        "X-Goog-Upload-Protocol": "resumable",
+        "X-Goog-Upload-Command": "start",
+        "X-Goog-Upload-Header-Content-Length": "1",
+    }
+    cache = {"model": "models/gemini-2.5-flash", "contents": [{"parts": [{"text": "doc"}]}], "ttl": "600s"}
+    for path, body, sent in (  # raw calls: the SDKs retry a 429 after its Retry-After
+        ("/v1beta/cachedContents", cache, headers),
+        ("/upload/v1beta/files", {"file": {}}, upload),
+        ("/v1beta/interactions", {"model": MODEL, "input": "Hello"}, headers),
+    ):
+        async with pool.http.post(pool.edge_b + path, json=body, headers=sent) as resp:
+            error = (await resp.json())["error"]
+            assert resp.status == 429 and error["status"] == "RESOURCE_EXHAUSTED", (path, error)
+            assert "KEYRING_AFFINITY_MAX_PER_TOKEN" in error["message"] and int(resp.headers["Retry-After"]) > 0
+    assert len(list(pool.sim.resources)) == made  # nothing was made upstream
+    view = pool.replicas[0].server.keyring.cache.view
+    assert sum(1 for pool_name, _ in view.affinity if pool_name == "main") == 2  # and nothing recorded
+    # A call that binds nothing still works; a delete makes room for the next create.
+    assert (await b.interactions.create(model=MODEL, input="Hi", store=False)).output_text
+    assert first.name
+    await a.caches.delete(name=first.name)
+    await eventually(lambda: len(view.affinity) == 1, 3.0, "the delete was not seen")
+    assert (await b.caches.create(model="gemini-2.5-flash", config=config)).name
+    await pool.no_lease_held()

@@ -147,7 +147,7 @@ async def test_refusals_not_found_invalid_and_exhausted(
 ) -> None:
     a, b, token, keys = two
     other_token = await make_pool(a, "other")
-    [other_key] = await add_keys(a, 1, pool="other", seed="o", project="proj-a")
+    [other_key] = await add_keys(a, 1, pool="other", seed="o", project="proj-o")
     await bind(a, await lease_of(a, token, keys[0], keys), "files/a")
     await bind(a, await lease_of(a, token, keys[2], keys), "files/b")
     await bind(a, await lease_of(a, other_token, other_key, [other_key]), "files/theirs")

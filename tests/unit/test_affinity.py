@@ -13,7 +13,7 @@ from services.common.naming import token_hash
 from services.devstack.fake_keys import fake_gemini_key
 from services.keyring.administration import Administration, KeyInput
 from services.keyring.core import Keyring
-from services.keyring.domain.affinity import AffinityMiss, project_label
+from services.keyring.domain.affinity import MAX_BINDS, AffinityMiss, BindingCaps, BindingsFull, project_label
 from services.keyring.domain.errors import FailedPrecondition, InvalidArgument, NoKeyAvailable, NotFound
 from services.keyring.domain.identity import GEMINI_KEY_PATTERN
 from services.keyring.domain.models import KeyState, Outcome, Policy, Pool
@@ -265,3 +265,45 @@ async def test_an_affinity_miss_reads_nothing_for_a_token_over_its_rate(world: W
             desk.acquire(hashed, MODEL, frozenset(), (name,))  # the final refusal counts against the rate
     with pytest.raises(NoKeyAvailable, match="rate limit"):  # over its rate: refused before any read
         desk.acquire(hashed, MODEL, frozenset(), ("files/nobody3",), final=False)
+
+
+async def test_bindings_are_capped_per_token_and_per_pool(world: World) -> None:
+    """Issue 18, finding 6: a call that would bind past a cap is refused before it is leased, a release too."""
+    desk, view, keys = world.keyring.desk, world.keyring.cache.view, world.keys
+    desk.allocator.binding_caps = BindingCaps(per_pool=3, per_token=2)
+    _, second = await world.admin.tokens.create_token("main", "second")
+    await bind(world.keyring, world.token, keys["a1"], ["files/one", "files/two"])
+    with pytest.raises(BindingsFull, match="KEYRING_AFFINITY_MAX_PER_TOKEN") as full:
+        desk.acquire(world.token, MODEL, binds=True)  # an upload start, a cache create...: refused up front
+    assert full.value.retry_after_s > 0 and desk.leases_in_flight == 0
+    grant, _ = desk.acquire(world.token, MODEL)  # a race: leased before the cap was reached, binding after it
+    with pytest.raises(BindingsFull):
+        await desk.release(grant.lease.lease_id, grant.key.key_id, MODEL, Outcome(200), [("files/three", DAY)])
+    assert ("main", "files/three") not in view.affinity and desk.leases_in_flight == 0  # no record, no slot
+    await bind(world.keyring, world.token, keys["a1"], ["files/one"], ttl_s=3 * DAY)  # bound again: no room taken
+    await bind(world.keyring, world.token, keys["a1"], ["files/done"], unbind=["files/two"])  # an upload's end: net 0
+    await bind(world.keyring, token_hash(second), keys["b1"], ["files/theirs"])  # the pool's third
+    with pytest.raises(BindingsFull, match="KEYRING_AFFINITY_MAX_PER_POOL"):
+        desk.acquire(token_hash(second), MODEL, binds=True)
+    mine, theirs = _token_id(world, world.token), _token_id(world, token_hash(second))
+    assert view.bound == {"pool:main": 3, f"token:{mine}": 2, f"token:{theirs}": 1}
+    await bind(world.keyring, world.token, keys["a2"], [], unbind=["files/done"])  # a delete frees room
+    desk.allocator.release(desk.acquire(world.token, MODEL, binds=True)[0].lease.lease_id)
+    assert view.bound["pool:main"] == 2
+    stored = await world.store.get(world.keyring.cache.layout.affinity("main", "files/theirs"))
+    assert stored is not None and orjson.loads(stored.value)["token_id"] == _token_id(world, token_hash(second))
+
+
+async def test_a_release_binds_a_bounded_number_of_names(world: World) -> None:
+    """Issue 18, finding 10: a lease is trusted with at most MAX_BINDS new records."""
+    grant, _ = world.keyring.desk.acquire(world.token, MODEL)
+    names = [(f"files/f{n}", DAY) for n in range(MAX_BINDS + 1)]
+    with pytest.raises(InvalidArgument, match=f"at most {MAX_BINDS} bindings"):
+        await world.keyring.desk.release(grant.lease.lease_id, grant.key.key_id, MODEL, Outcome(200), names)
+    assert not world.keyring.cache.view.affinity
+
+
+def _token_id(world: World, hashed: str) -> str:
+    token = world.keyring.desk.allocator.find_token(hashed)
+    assert token is not None
+    return token.token_id

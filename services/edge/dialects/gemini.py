@@ -97,6 +97,7 @@ def _call(
         route=route,
         affinity=affinity,
         settle=settle,
+        binds=settle is not None,  # only creating actions settle: each binds the job it makes
         input_tokens=input_tokens,
     )
 

@@ -33,6 +33,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     affinity = named_resources(body, data)
     call = resource_call(
         request, path, hashed, "caches.create", body=body, model=model, affinity=affinity, settle=bindings.cache,
+        binds=True,
         input_tokens=cache_input(data, body),
     )  # fmt: skip
     return await forward(request, call)

@@ -49,8 +49,13 @@ def resource_call(
     query: Mapping[str, frozenset[str] | None] = wire.RESOURCE_QUERY,
     extra_headers: frozenset[str] = frozenset(),
     input_tokens: int = 0,
+    binds: bool = False,
 ) -> Call:
-    """The upstream call for a resource path: URL from its parts, allow-listed query and headers."""
+    """The upstream call for a resource path: URL from its parts, allow-listed query and headers.
+
+    ``binds``: the call creates a resource (keyring refuses it, 429, when the pool's or the token's
+    bindings are at their cap: nothing is made upstream that could not be routed to).
+    """
     return Call(
         method=request.method,
         url=wire.resource_url(request.app[EDGE].base_url, path, wire.forward_query(request.query.items(), query)),
@@ -62,6 +67,7 @@ def resource_call(
         route=route,
         affinity=affinity,
         settle=settle,
+        binds=binds,
         input_tokens=input_tokens,
     )
 

@@ -53,7 +53,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     stored = data.get("store") is not False
     call = resource_call(
         request, path, hashed, "interactions.create", body=body, model=model, affinity=tuple(affinity),
-        settle=bindings.created_interaction if stored else None, stream=data.get("stream") is True,
+        settle=bindings.created_interaction if stored else None, binds=stored, stream=data.get("stream") is True,
         input_tokens=0 if model.startswith(AGENT_PREFIX) else interaction_input(data, body),
     )  # fmt: skip
     return await forward(request, call)

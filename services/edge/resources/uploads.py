@@ -91,8 +91,9 @@ async def upload(request: web.Request) -> web.StreamResponse:
         check_json_object(request, body)
     started = _started(edge.uploads, hashed, size, path.version, edge.settings)
     call = resource_call(
-        request, path, hashed, "files.upload", body=body, settle=started, query={}, extra_headers=wire.UPLOAD_HEADERS
-    )
+        request, path, hashed, "files.upload", body=body, settle=started, query={}, extra_headers=wire.UPLOAD_HEADERS,
+        binds=True,  # a session to bind: refused (429) before the upstream when the bindings are full
+    )  # fmt: skip
     # The upstream's upload URL reaches the settle (which rewrites it), and only on a start.
     return await forward(request, dataclasses.replace(call, passed_back=frozenset({wire.UPLOAD_URL_HEADER})))
 

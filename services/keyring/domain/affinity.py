@@ -13,6 +13,18 @@ resources (``affinity``) is then leased:
 3. else nothing: ``NoKeyAvailable`` with the time until the soonest of those
    keys frees up. Never a key of another project: it would answer 404.
 
+Bindings are bounded (issue 18): a release binds at most ``MAX_BINDS``
+names (a call creates one resource; a finished job names a few files), and a
+pool, and each client token in it, holds at most ``BindingCaps`` live
+records (``KEYRING_AFFINITY_MAX_PER_POOL``, ``KEYRING_AFFINITY_MAX_PER_TOKEN``).
+A call that would create a resource (``AcquireRequest.binds``) is refused
+before it reaches the upstream when either is full (``BindingsFull``, a
+``NoKeyAvailable``: 429 at the edge), so no resource is made that keyring
+could not route to; a release binding new names past a cap is refused too
+(``check_room``) and writes nothing. Names bound again (a cache's new expiry)
+take no room. Replicas count from their views, so two racing on the last
+room may pass a cap by the calls in flight.
+
 A key without a project is its own project: only that key serves. Several
 names must share one project (or one key), else ``InvalidArgument``. A name
 the pool does not know (or whose record expired, or that belongs to another
@@ -27,16 +39,18 @@ without one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import InvalidArgument, NotFound
+from .errors import InvalidArgument, NoKeyAvailable, NotFound
 from .models import Affinity, UpstreamKey
 
 MAX_NAME = 512  # characters of one resource name
 MAX_NAMES = 32  # resources named by one acquire
 MAX_EXCLUDED_PROJECTS = 1000
 MAX_CHANGES = 64  # bindings and unbindings carried by one release (one store commit)
+MAX_BINDS = 16  # resources bound by one release: a lease is trusted with that many, no more
+BINDINGS_FULL_RETRY_S = 60.0  # what a refused bind tells the caller to wait (records expire or are deleted)
 MAX_TTL_S = 400 * 24 * 3600.0  # the longest routing a binding may ask for
 
 KeyFilter = Callable[[UpstreamKey], bool]
@@ -55,6 +69,54 @@ class AffinityMiss(NotFound):
         super().__init__(f"no resource {shown} is known in this pool")
         self.pool = pool
         self.names = tuple(names)
+
+
+class BindingsFull(NoKeyAvailable):
+    """The pool, or the client token, holds its cap of live bindings: nothing more is bound until some go."""
+
+
+@dataclass(frozen=True, slots=True)
+class BindingCaps:
+    """Live affinity records a pool, and a client token in it, may hold (0: no cap)."""
+
+    per_pool: int = 100_000
+    per_token: int = 10_000
+
+
+def check_room(bound: Mapping[str, int], pool: str, token_id: str, new: int, caps: BindingCaps) -> None:
+    """Refuse (``BindingsFull``) ``new`` more records in ``pool`` for ``token_id`` past a cap.
+
+    ``bound``: records per pool and per token (``KeyringView.bound``).
+    """
+    if caps.per_pool and bound.get(pool_subject(pool), 0) + new > caps.per_pool:
+        raise BindingsFull(
+            f"pool {pool!r} holds {caps.per_pool} resource bindings, its cap (KEYRING_AFFINITY_MAX_PER_POOL): "
+            "delete files, caches or interactions, or wait for some to expire",
+            BINDINGS_FULL_RETRY_S,
+            pool,
+        )
+    if token_id and caps.per_token and bound.get(token_subject(token_id), 0) + new > caps.per_token:
+        raise BindingsFull(
+            f"this client token holds {caps.per_token} resource bindings, its cap (KEYRING_AFFINITY_MAX_PER_TOKEN): "
+            "delete files, caches or interactions, or wait for some to expire",
+            BINDINGS_FULL_RETRY_S,
+            pool,
+        )
+
+
+def unbound(records: Mapping[tuple[str, str], Affinity], pool: str, names: Iterable[str]) -> int:
+    """How many of ``names`` the pool has no record of (bound again, a name takes no more room)."""
+    return sum(1 for name in dict.fromkeys(names) if (pool, name) not in records)
+
+
+def pool_subject(pool: str) -> str:
+    """What ``KeyringView.bound`` counts a pool's records under."""
+    return f"pool:{pool}"
+
+
+def token_subject(token_id: str) -> str:
+    """What ``KeyringView.bound`` counts a client token's records under."""
+    return f"token:{token_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +180,18 @@ def key_filter(owner: Owner | None, exclude_projects: Collection[str]) -> KeyFil
 
 
 def bindings(
-    key: UpstreamKey, bind: Sequence[tuple[str, float]], unbind: Sequence[str], now: float
+    key: UpstreamKey, bind: Sequence[tuple[str, float]], unbind: Sequence[str], now: float, token_id: str = ""
 ) -> tuple[list[Affinity], list[str]]:
     """The records a release writes (``bind``: name and lifetime in seconds) and the names it forgets.
 
     A name bound twice keeps its last lifetime; a name both bound and unbound
-    is refused (which one did the call mean?).
+    is refused (which one did the call mean?). ``token_id``: the lease's
+    client token, which the records are counted against.
     """
     if len(bind) + len(unbind) > MAX_CHANGES:
         raise InvalidArgument(f"at most {MAX_CHANGES} bindings and unbindings in one release")
+    if len(bind) > MAX_BINDS:
+        raise InvalidArgument(f"at most {MAX_BINDS} bindings in one release: a lease creates no more resources")
     lifetimes: dict[str, float] = {}
     for name, ttl_s in bind:
         check_name(name)
@@ -137,7 +202,7 @@ def bindings(
     if any(name in lifetimes for name in forgotten):
         raise InvalidArgument("a resource is both bound and unbound in one release")
     records = [
-        Affinity(name, key.pool, key.key_id, key.project, expires_at=now + ttl_s, created_at=now)
+        Affinity(name, key.pool, key.key_id, key.project, expires_at=now + ttl_s, created_at=now, token_id=token_id)
         for name, ttl_s in lifetimes.items()
     ]
     return records, forgotten

@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from .affinity import KeyFilter, Owner, key_filter, owner_of
+from .affinity import BindingCaps, KeyFilter, Owner, check_room, key_filter, owner_of
 from .budgets import BudgetMeter
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
@@ -61,6 +61,8 @@ class Allocator:
         self.budgets = BudgetMeter()
         # Requests and input tokens per (project, model) and window on this replica: pacing (domain/limits.py).
         self.quotas = QuotaCounter()
+        # Live affinity records a pool and a token may hold (KEYRING_AFFINITY_MAX_PER_POOL / _PER_TOKEN).
+        self.binding_caps = BindingCaps()
 
     def authenticate(self, token_hash: str, now: float) -> tuple[ClientToken, Pool]:
         token = self.find_token(token_hash)
@@ -101,8 +103,13 @@ class Allocator:
         affinity: Sequence[str] = (),
         exclude_projects: Collection[str] = (),
         input_tokens: int = 0,
+        binds: bool = False,
     ) -> Grant:
-        """A lease; ``input_tokens``: the estimate of the call's input (0: unknown), for tokens-per-minute pacing."""
+        """A lease; ``input_tokens``: the estimate of the call's input (0: unknown), for tokens-per-minute pacing.
+
+        ``binds``: the call creates a resource its release will bind; refused (``BindingsFull``) when the
+        pool or the token holds its cap of bindings, before any upstream call (``affinity.check_room``).
+        """
         token, pool = self.authenticate(token_hash, now)
         if not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
@@ -128,6 +135,8 @@ class Allocator:
             if affinity:
                 owner = owner_of(self._view.affinity, pool.name, affinity, now)
             only = key_filter(owner, exclude_projects)
+        if binds:
+            check_room(self._view.bound, pool.name, token.token_id, 1, self.binding_caps)
         key = self._choose(pool, model, exclude, replicas, now, owner, only, input_tokens)
         if key is None:
             raise self._nothing_eligible(pool, model, replicas, now, only, input_tokens)

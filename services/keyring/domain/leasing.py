@@ -99,6 +99,11 @@ class LeaseBook:
         heapq.heappush(self._expiry, (lease.expires_at, lease.lease_id))
         return lease
 
+    def holder(self, lease_id: str) -> str:
+        """The client token id of a lease held here ("": unknown, or granted without one)."""
+        lease = self._leases.get(lease_id)
+        return lease.token_id if lease is not None else ""
+
     def release(self, lease_id: str) -> LeaseRecord | None:
         """Give the slot back; None when the lease is unknown or already gone."""
         lease = self._leases.pop(lease_id, None)

@@ -217,6 +217,7 @@ class Affinity:
     expires_at: float = 0.0
     created_at: float = 0.0
     revision: int = 0
+    token_id: str = ""  # the client token whose call bound it: its cap of bindings counts it ("": unknown)
 
     def active(self, now: float) -> bool:
         return self.expires_at > now

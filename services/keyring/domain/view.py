@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from .affinity import pool_subject, token_subject
 from .models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, LimitId, Pool, QuotaLimit, UpstreamKey
 from .selection import TierRing
 
@@ -23,6 +24,8 @@ class KeyringView:
         self.members: dict[str, bytes] = {}
         # Who owns each project-bound resource, by (pool, resource name); expired ones until collected.
         self.affinity: dict[tuple[str, str], Affinity] = {}
+        # Records held per "pool:{pool}" and "token:{token id}" (expired ones until collected): their caps.
+        self.bound: dict[str, int] = {}
         # Quota limits learnt from 429s (domain/limits.py), by (project, model, metric).
         self.limits: dict[LimitId, QuotaLimit] = {}
         # Raw records nobody leases from: decoded only when asked for.
@@ -90,10 +93,25 @@ class KeyringView:
         self.limits.pop(limit_id, None)
 
     def put_affinity(self, record: Affinity) -> None:
-        self.affinity[(record.pool, record.name)] = record
+        subject = (record.pool, record.name)
+        self._count_affinity(self.affinity.get(subject), -1)
+        self.affinity[subject] = record
+        self._count_affinity(record, 1)
 
     def remove_affinity(self, pool: str, name: str) -> None:
-        self.affinity.pop((pool, name), None)
+        self._count_affinity(self.affinity.pop((pool, name), None), -1)
+
+    def _count_affinity(self, record: Affinity | None, step: int) -> None:
+        """``bound``: records per pool and per client token (their caps, ``affinity.check_room``)."""
+        if record is None:
+            return
+        for subject in (pool_subject(record.pool), token_subject(record.token_id) if record.token_id else ""):
+            if subject:
+                count = self.bound.get(subject, 0) + step
+                if count > 0:
+                    self.bound[subject] = count
+                else:
+                    self.bound.pop(subject, None)
 
     # -- reads ----------------------------------------------------------
 

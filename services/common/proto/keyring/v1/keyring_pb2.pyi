@@ -34,20 +34,22 @@ INVALID: KeyState
 DISABLED: KeyState
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens")
+    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens", "binds")
     TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
     AFFINITY_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_PROJECTS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BINDS_FIELD_NUMBER: _ClassVar[int]
     token_hash: str
     model: str
     exclude_key_ids: _containers.RepeatedScalarFieldContainer[str]
     affinity: _containers.RepeatedScalarFieldContainer[str]
     exclude_projects: _containers.RepeatedScalarFieldContainer[str]
     estimated_input_tokens: int
-    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ...) -> None: ...
+    binds: bool
+    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot")
