@@ -49,6 +49,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, Literal, overload
 
 import grpc
@@ -78,6 +79,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = 0.5
 MAX_RECONNECT_BACKOFF_S = 5.0  # owed releases are re-sent at most this long apart while their replica is away
+MAX_BOUND_NAMES = 1000  # names one bound-names question asks about (keyring's affinity.MAX_LISTED_NAMES)
 tracer = trace.get_tracer("services.edge")
 _NO_SPAN: Final = contextlib.nullcontext()
 
@@ -644,6 +646,18 @@ class KeyringClient:
         """Whether keyring accepted this token hash within the TTL (no round trip: one dict lookup)."""
         expires_at = self._accepted.get(token_hash)
         return expires_at is not None and expires_at > self._clock()
+
+    async def bound_names(self, token_hash: str, names: Sequence[str]) -> set[str]:
+        """Those of ``names`` the token's pool bound (keyring's affinity records): what a list may show.
+
+        Asked in batches of ``MAX_BOUND_NAMES`` on the lease stream; a refusal is raised as for ``acquire``.
+        """
+        bound: set[str] = set()
+        for start in range(0, len(names), MAX_BOUND_NAMES):
+            request = pb.BoundNamesRequest(token_hash=token_hash, names=names[start : start + MAX_BOUND_NAMES])
+            reply, _ = await self._ask(partial(pb.LeaseCall, bound_names=request))
+            bound.update(reply.bound_names.names)
+        return bound
 
     async def _check_remote(self, token_hash: str) -> None:
         """One CheckToken round trip on the lease stream (raises keyring's refusal)."""

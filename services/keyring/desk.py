@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from .cache import StateCache
-from .domain.affinity import AffinityMiss, bindings, check_room, unbound
+from .domain.affinity import AffinityMiss, bindings, bound_in, check_room, unbound
 from .domain.allocator import Allocator, Grant
 from .domain.blames import BlameBudget
 from .domain.decisions import Decision
@@ -191,6 +191,14 @@ class LeaseDesk:
         changes += [self._writer.erase(self._layout.affinity(key.pool, name)) for name in forgotten]
         if changes:
             await self._writer.commit(changes)
+
+    def bound_names(self, token_hash: str, names: Sequence[str]) -> list[str]:
+        """Those of ``names`` the token's pool bound (``affinity.bound_in``); the token is checked as Acquire does."""
+        if not self.accepting:
+            raise NotReady("this keyring replica is not serving leases")
+        now = self._clock()
+        _, pool = self.allocator.authenticate(token_hash, now)
+        return bound_in(self._view.affinity, pool.name, names, now)
 
     def check_token(self, token_hash: str) -> str:
         """The pool a presented token hash leases from, from memory; raises ``Unauthenticated`` when refused.

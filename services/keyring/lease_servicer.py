@@ -169,8 +169,9 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     ) -> None:
         """Answer each batch at once from memory; releases with bindings answer later, alone.
 
-        A call is an acquire, a release, a report (a peer's outcome: an empty result)
-        or a token check (``CheckToken``); a call naming none of them (a newer
+        A call is an acquire, a release, a report (a peer's outcome: an empty result),
+        a token check (``CheckToken``) or a bound-names question (a list answer's
+        names the pool owns, ``LeaseDesk.bound_names``); a call naming none of them (a newer
         client) is an INVALID_ARGUMENT result. Answered later, alone: a release
         with bindings, once they are committed; an acquire naming a resource
         the view lacks, once that record is read.
@@ -260,6 +261,12 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                             with _span("keyring.v1.LeaseService/CheckToken", call.traceparent):
                                 checked = self._check_token(call.check_token)
                             results.append(pb.LeaseResult(id=call.id, check_token=checked))
+                        elif call.HasField("bound_names"):
+                            asked = call.bound_names
+                            bound = self._desk.bound_names(_validated_hash(asked.token_hash), asked.names)
+                            results.append(
+                                pb.LeaseResult(id=call.id, bound_names=pb.BoundNamesResponse(names=bound))
+                            )
                         else:
                             raise InvalidArgument("a lease call names no call this replica knows")
                     except KeyringError as error:

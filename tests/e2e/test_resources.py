@@ -558,3 +558,26 @@ async def test_bindings_past_the_cap_are_refused_before_the_upstream(pool: Pool)
     await eventually(lambda: len(view.affinity) == 1, 3.0, "the delete was not seen")
     assert (await b.caches.create(model="gemini-2.5-flash", config=config)).name
     await pool.no_lease_held()
+
+
+async def test_lists_show_only_what_the_pool_bound(pool: Pool) -> None:
+    """Finding 7: pool B's key shares pool A's project unknown to keyring (no project given): B lists nothing of A's."""
+    a = pool.client(pool.edge_a)
+    uploaded = await a.files.upload(file=io.BytesIO(b"mine"), config={"mime_type": "text/plain"})
+    assert uploaded.name
+    owner = pool.owner("files", uploaded.name.removeprefix("files/"))
+    admin = pool.replicas[0].admin
+    await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="second")))
+    theirs = fake_auth_key("second-unknown-project")
+    pool.sim.set_project(theirs, owner)  # upstream, the same project as the file's
+    assert (await admin.AddKeys(pb.AddKeysRequest(pool="second", keys=[pb.KeyInput(secret=theirs)]))).added == 1
+    token = (await admin.CreateToken(pb.CreateTokenRequest(pool="second", name="other tenant"))).token
+    headers = {"x-goog-api-key": token}
+    views = [replica.server.keyring.cache.view for replica in pool.replicas]
+    await eventually(lambda: all(any(t.pool == "second" for t in v.tokens.values()) for v in views), 3.0, "no token")
+    for edge in (pool.edge_a, pool.edge_b):
+        async with pool.http.get(f"{edge}/v1beta/files", headers=headers) as resp:
+            assert resp.status == 200 and (await resp.json()) == {}, await resp.text()
+    assert any(r.key == theirs and r.path == "/v1beta/files" for r in pool.sim.requests)  # the project was listed
+    assert [f.name async for f in await a.files.list()] == [uploaded.name]  # its own pool still lists it
+    await pool.no_lease_held()

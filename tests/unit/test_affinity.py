@@ -14,7 +14,13 @@ from services.devstack.fake_keys import fake_gemini_key
 from services.keyring.administration import Administration, KeyInput
 from services.keyring.core import Keyring
 from services.keyring.domain.affinity import MAX_BINDS, AffinityMiss, BindingCaps, BindingsFull, project_label
-from services.keyring.domain.errors import FailedPrecondition, InvalidArgument, NoKeyAvailable, NotFound
+from services.keyring.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NoKeyAvailable,
+    NotFound,
+    Unauthenticated,
+)
 from services.keyring.domain.identity import GEMINI_KEY_PATTERN
 from services.keyring.domain.models import KeyState, Outcome, Policy, Pool
 from services.keyring.sealing import SecretBox, generate_kek
@@ -307,3 +313,19 @@ def _token_id(world: World, hashed: str) -> str:
     token = world.keyring.desk.allocator.find_token(hashed)
     assert token is not None
     return token.token_id
+
+
+async def test_a_list_shows_only_the_names_its_pool_bound(world: World) -> None:
+    """Issue 18, finding 7: the names of a project's list a pool may show are those it bound (live)."""
+    desk = world.keyring.desk
+    await bind(world.keyring, world.token, world.keys["a1"], ["files/mine", "cachedContents/c"])
+    await bind(world.keyring, world.token, world.keys["a1"], ["files/short"], ttl_s=60)
+    await bind(world.keyring, world.other_token, world.keys["o"], ["files/theirs"])
+    world.clock.now += 61
+    asked = ["files/theirs", "files/mine", "files/short", "files/nobody", "cachedContents/c"]
+    assert desk.bound_names(world.token, asked) == ["files/mine", "cachedContents/c"]
+    assert desk.bound_names(world.other_token, asked) == ["files/theirs"]
+    with pytest.raises(InvalidArgument):
+        desk.bound_names(world.token, [f"files/f{n}" for n in range(1001)])
+    with pytest.raises(Unauthenticated):
+        desk.bound_names("ab" * 32, asked)

@@ -17,6 +17,13 @@ answers what the whole pool owns:
    is as fresh as the page (a resource created or deleted meanwhile may shift
    the later pages, as with any offset).
 
+4. only what the pool owns: the items whose names the pool bound (keyring's
+   affinity records, asked in one round trip per 1000 names): a project's
+   list holds every resource of the project, and two pools may share a
+   project keyring does not know of (keys without one). A resource made
+   outside the pool (another tool with the same key, a job result nobody
+   polled through the edge) is not listed, and, unbound, not served either.
+
 A project whose keys are all cooling or busy is left out of that answer (a
 list is a view, not a transaction); an upstream error that blames the key is
 failed over like any call; any other upstream error is the answer. When no
@@ -36,7 +43,7 @@ from services.common.web import json_response
 
 from .. import wire
 from ..errors import KeyringUnavailable, LeaseRefused, UpstreamFailed, bad_request
-from ..forwarding import EDGE, lease
+from ..forwarding import EDGE, Edge, lease
 from ..keyring_client import GrantedLease
 from ..observability import MODEL, ROUTE, STREAM, record_attempt
 from ..upstream import CANCELLED, Attempt, Call
@@ -117,7 +124,17 @@ async def _merged(request: web.Request, path: wire.ResourcePath, hashed: str, ro
         if not failure.kind.tries_another_key or failures >= settings.max_attempts:
             raise UpstreamFailed(failure)
     # In the order of the projects' names, not of the visits (keyring's choice): every page sees one order.
-    return [item for project in sorted(by_project) for item in by_project[project]][: settings.list_max_items]
+    merged = [item for project in sorted(by_project) for item in by_project[project]][: settings.list_max_items]
+    return await _owned(edge, hashed, merged)
+
+
+async def _owned(edge: Edge, hashed: str, items: list[Any]) -> list[Any]:
+    """The items the token's pool bound (keyring's affinity records): a project's list holds the project's all."""
+    names = [item["name"] for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
+    if not names:
+        return []
+    bound = await edge.keyring.bound_names(hashed, names)
+    return [item for item in items if isinstance(item, dict) and item.get("name") in bound]
 
 
 async def _project(

@@ -48,6 +48,7 @@ from .models import Affinity, UpstreamKey
 MAX_NAME = 512  # characters of one resource name
 MAX_NAMES = 32  # resources named by one acquire
 MAX_EXCLUDED_PROJECTS = 1000
+MAX_LISTED_NAMES = 1000  # names one bound-names question may ask about (a list answer's, in batches)
 MAX_CHANGES = 64  # bindings and unbindings carried by one release (one store commit)
 MAX_BINDS = 16  # resources bound by one release: a lease is trusted with that many, no more
 BINDINGS_FULL_RETRY_S = 60.0  # what a refused bind tells the caller to wait (records expire or are deleted)
@@ -164,6 +165,24 @@ def owner_of(records: Mapping[tuple[str, str], Affinity], pool: str, names: Sequ
         if not same:
             raise InvalidArgument("the named resources belong to different projects: no key can serve them all")
     return Owner(first.key_id, first.project)
+
+
+def bound_in(records: Mapping[tuple[str, str], Affinity], pool: str, names: Sequence[str], now: float) -> list[str]:
+    """Those of ``names`` ``pool`` bound (live records), in order: what a list call through the pool may show.
+
+    The pool is the isolation unit: a project's list holds every resource of
+    the project, and a key whose project keyring does not know may share one
+    with another pool; only what this pool's calls made (or found in their
+    jobs' results) is its own.
+    """
+    if len(names) > MAX_LISTED_NAMES:
+        raise InvalidArgument(f"at most {MAX_LISTED_NAMES} names in one question")
+    found: list[str] = []
+    for name in names:
+        record = records.get((pool, check_name(name)))
+        if record is not None and record.active(now):
+            found.append(name)
+    return found
 
 
 def key_filter(owner: Owner | None, exclude_projects: Collection[str]) -> KeyFilter | None:

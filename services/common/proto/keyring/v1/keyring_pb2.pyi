@@ -180,6 +180,20 @@ class CheckTokenResponse(_message.Message):
     pool: str
     def __init__(self, pool: _Optional[str] = ...) -> None: ...
 
+class BoundNamesRequest(_message.Message):
+    __slots__ = ("token_hash", "names")
+    TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    token_hash: str
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, token_hash: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BoundNamesResponse(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class StreamError(_message.Message):
     __slots__ = ("code", "message", "retry_after_ms")
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -191,34 +205,38 @@ class StreamError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class LeaseCall(_message.Message):
-    __slots__ = ("id", "acquire", "release", "check_token", "report", "traceparent")
+    __slots__ = ("id", "acquire", "release", "check_token", "report", "bound_names", "traceparent")
     ID_FIELD_NUMBER: _ClassVar[int]
     ACQUIRE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     CHECK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    BOUND_NAMES_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     id: int
     acquire: AcquireRequest
     release: ReleaseRequest
     check_token: CheckTokenRequest
     report: ReleaseRequest
+    bound_names: BoundNamesRequest
     traceparent: str
-    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenRequest, _Mapping]] = ..., report: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenRequest, _Mapping]] = ..., report: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., bound_names: _Optional[_Union[BoundNamesRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class LeaseResult(_message.Message):
-    __slots__ = ("id", "acquire", "release", "error", "check_token")
+    __slots__ = ("id", "acquire", "release", "error", "check_token", "bound_names")
     ID_FIELD_NUMBER: _ClassVar[int]
     ACQUIRE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CHECK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    BOUND_NAMES_FIELD_NUMBER: _ClassVar[int]
     id: int
     acquire: AcquireResponse
     release: ReleaseResponse
     error: StreamError
     check_token: CheckTokenResponse
-    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenResponse, _Mapping]] = ...) -> None: ...
+    bound_names: BoundNamesResponse
+    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenResponse, _Mapping]] = ..., bound_names: _Optional[_Union[BoundNamesResponse, _Mapping]] = ...) -> None: ...
 
 class LeaseStreamRequest(_message.Message):
     __slots__ = ("calls",)
