@@ -133,7 +133,7 @@ class QuotaViolation(_message.Message):
     def __init__(self, quota_id: _Optional[str] = ..., quota_metric: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., quota_value: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind", "counted_epoch", "kept_for_granter")
+    __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind", "counted_epoch", "kept_for_granter", "handover")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,7 @@ class ReleaseRequest(_message.Message):
     UNBIND_FIELD_NUMBER: _ClassVar[int]
     COUNTED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     KEPT_FOR_GRANTER_FIELD_NUMBER: _ClassVar[int]
+    HANDOVER_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     outcome: Outcome
     key_id: str
@@ -150,7 +151,8 @@ class ReleaseRequest(_message.Message):
     unbind: _containers.RepeatedScalarFieldContainer[str]
     counted_epoch: int
     kept_for_granter: bool
-    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., bind: _Optional[_Iterable[_Union[ResourceBinding, _Mapping]]] = ..., unbind: _Optional[_Iterable[str]] = ..., counted_epoch: _Optional[int] = ..., kept_for_granter: _Optional[bool] = ...) -> None: ...
+    handover: bool
+    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., bind: _Optional[_Iterable[_Union[ResourceBinding, _Mapping]]] = ..., unbind: _Optional[_Iterable[str]] = ..., counted_epoch: _Optional[int] = ..., kept_for_granter: _Optional[bool] = ..., handover: _Optional[bool] = ...) -> None: ...
 
 class ResourceBinding(_message.Message):
     __slots__ = ("name", "ttl_ms")
@@ -161,12 +163,14 @@ class ResourceBinding(_message.Message):
     def __init__(self, name: _Optional[str] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
-    __slots__ = ("known", "counted_epoch")
+    __slots__ = ("known", "counted_epoch", "granter_alive")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     COUNTED_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    GRANTER_ALIVE_FIELD_NUMBER: _ClassVar[int]
     known: bool
     counted_epoch: int
-    def __init__(self, known: _Optional[bool] = ..., counted_epoch: _Optional[int] = ...) -> None: ...
+    granter_alive: bool
+    def __init__(self, known: _Optional[bool] = ..., counted_epoch: _Optional[int] = ..., granter_alive: _Optional[bool] = ...) -> None: ...
 
 class CheckTokenRequest(_message.Message):
     __slots__ = ("token_hash",)
@@ -245,12 +249,14 @@ class LeaseStreamRequest(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[LeaseCall, _Mapping]]] = ...) -> None: ...
 
 class LeaseStreamResponse(_message.Message):
-    __slots__ = ("results", "durable_epoch")
+    __slots__ = ("results", "durable_epoch", "members")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     DURABLE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[LeaseResult]
     durable_epoch: int
-    def __init__(self, results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ..., durable_epoch: _Optional[int] = ...) -> None: ...
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ..., durable_epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Policy(_message.Message):
     __slots__ = ("rate_limit_cooldown_ms", "rate_limit_max_cooldown_ms", "server_error_cooldown_ms", "server_error_max_cooldown_ms", "forbidden_threshold", "max_in_flight", "requests_per_minute", "lease_ttl_ms", "suspend_ms", "quota_requests_per_minute", "quota_requests_per_day", "quota_input_tokens_per_minute")
@@ -477,16 +483,18 @@ class GetUsageRequest(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., window_s: _Optional[int] = ...) -> None: ...
 
 class UsageFigures(_message.Message):
-    __slots__ = ("requests", "errors", "input_tokens", "output_tokens")
+    __slots__ = ("requests", "errors", "input_tokens", "output_tokens", "unknown")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     requests: int
     errors: int
     input_tokens: int
     output_tokens: int
-    def __init__(self, requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+    unknown: int
+    def __init__(self, requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., unknown: _Optional[int] = ...) -> None: ...
 
 class UsageRow(_message.Message):
     __slots__ = ("id", "pool", "figures")
