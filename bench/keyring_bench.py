@@ -35,7 +35,7 @@ from services.devstack.certs import Certificate, LocalCA  # noqa: E402
 from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
 from services.devstack.health import wait_until_serving  # noqa: E402
-from services.edge.keyring_client import KeyringClient  # noqa: E402
+from services.edge.keyring import KeyringClient  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
 MODEL = "gemini-2.5-flash"

@@ -25,7 +25,7 @@ from .config import EdgeSettings
 from .dialects import gemini, openai
 from .errors import answer_in_dialect
 from .forwarding import EDGE, Edge
-from .keyring_client import KeyringClient
+from .keyring import KeyringClient
 from .observability import EdgeMetrics, observe
 from .resources import caches, files, interactions, jobs, listing, uploads
 from .routing import DIALECT, EITHER, GEMINI, OPENAI, Handler, add_route

@@ -5,7 +5,7 @@ The exceptions the edge raises, and who raises them::
     EdgeError                  an answer the edge gives itself
     ├── the client's request   bad JSON, no token (dialect handlers); aiohttp's
     │                          own 404/405/413 (web.HTTPException) are re-shaped
-    └── LeaseRefused           keyring's refusal (raised by keyring_client only)
+    └── LeaseRefused           keyring's refusal (raised by the keyring package only)
         ├── TokenRejected        401
         ├── ModelNotAllowed      403
         ├── NoKeyFree            429 + Retry-After

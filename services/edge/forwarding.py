@@ -2,9 +2,9 @@
 
 For one client request::
 
-    acquire a lease (keys tried so far excluded)        keyring_client
+    acquire a lease (keys tried so far excluded)        keyring
       -> call the upstream with the lease's key           upstream (streaming)
-      -> release the lease with the outcome (always, exactly once)   keyring_client
+      -> release the lease with the outcome (always, exactly once)   keyring
       -> answer the client, or fail over to another key
 
 Failover happens only while nothing has been sent to the client, when the
@@ -49,8 +49,8 @@ from services.common.answers import UpstreamError
 
 from .body_reads import BodyReads, worst_cost
 from .config import EdgeSettings
-from .errors import KeyringUnavailable, LeaseRefused, NoKeyFree, UnknownResource, UpstreamFailed
-from .keyring_client import GrantedLease, KeyringClient
+from .errors import LeaseRefused, NoKeyFree, UpstreamFailed
+from .keyring import GrantedLease, KeyringClient
 from .observability import MODEL, ROUTE, STREAM, EdgeMetrics, record_attempt
 from .resources.sessions import UploadSessions
 from .upstream import Attempt, Call, Upstream
@@ -139,20 +139,15 @@ async def forward(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def lease(edge: Edge, call: Call, tried: list[str]) -> GrantedLease:
-    """A lease for ``call`` (its affinity, excluded projects and estimated input included); NOT_FOUND is a 404."""
+    """A lease for ``call`` (its affinity, excluded projects and estimated input included)."""
     if not call.affinity and not call.exclude_projects and not call.binds:  # the hot path: as before affinity
         return await edge.keyring.acquire(
             call.token_hash, call.model, tried, estimated_input_tokens=call.input_tokens
         )
-    try:
-        return await edge.keyring.acquire(
-            call.token_hash, call.model, tried, affinity=call.affinity, exclude_projects=call.exclude_projects,
-            estimated_input_tokens=call.input_tokens, binds=call.binds,
-        )  # fmt: skip
-    except KeyringUnavailable as unavailable:
-        if unavailable.reason == "NOT_FOUND":
-            raise UnknownResource(call.affinity) from None
-        raise
+    return await edge.keyring.acquire(
+        call.token_hash, call.model, tried, affinity=call.affinity, exclude_projects=call.exclude_projects,
+        estimated_input_tokens=call.input_tokens, binds=call.binds,
+    )  # fmt: skip
 
 
 def _settler(edge: Edge, call: Call, granted: GrantedLease, attempt: Attempt) -> Callable[[], Awaitable[None]]:

@@ -90,7 +90,7 @@ class EdgeMetrics:
             "edge_leases_denied_total", "Lease requests keyring refused, by gRPC status.", ["reason"], registry=r
         )
         self.in_flight = Gauge("edge_requests_in_flight", "Client requests being served.", registry=r)
-        # Read when scraped (``keyring_client.KeyringClient``): set_function in app.py.
+        # Read when scraped (``keyring.KeyringClient``): set_function in app.py.
         self.releases_owed = Gauge(
             "edge_keyring_releases_owed",
             "Releases waiting for their keyring replica's stream to come back.",

@@ -42,7 +42,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from . import streaming, wire
 from .config import EdgeSettings
-from .keyring_client import Binding, GrantedLease
+from .keyring import Binding, GrantedLease
 from .observability import OPERATIONS, EdgeMetrics, set_usage_attributes, tracer
 from .routing import DIALECT
 

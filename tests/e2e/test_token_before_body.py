@@ -20,7 +20,7 @@ from yarl import URL
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.config import EdgeSettings
-from services.edge.keyring_client import KeyringClient
+from services.edge.keyring import KeyringClient
 
 from .conftest import MakeStack
 from .test_trust_boundary import CHAT_BODY, GENERATE, NATIVE_BODY, assert_shape, raw_request

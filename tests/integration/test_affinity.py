@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
-from services.edge.errors import InvalidLeaseRequest, KeyringUnavailable, NoKeyFree
-from services.edge.keyring_client import Binding, KeyringClient
+from services.edge.errors import InvalidLeaseRequest, NoKeyFree, UnknownResource
+from services.edge.keyring import Binding, KeyringClient
 from services.keyring import housekeeping
 from services.keyring.grpc_errors import RETRY_AFTER_METADATA
 from tests.pki import session_pki
@@ -118,9 +118,9 @@ async def test_the_edge_client_binds_confirmed_and_leases_by_affinity(
             leased = await on_b.acquire(token, MODEL, affinity=["cachedContents/c"])
             assert leased.lease.key_id == keys[2]
             assert await on_b.release(leased, MODEL, pb.Outcome(http_status=200))
-        with pytest.raises(KeyringUnavailable) as unknown:
+        with pytest.raises(UnknownResource) as unknown:  # translated once, in the keyring package
             await on_b.acquire(token, MODEL, affinity=["cachedContents/nobody"])
-        assert unknown.value.reason == "NOT_FOUND"
+        assert unknown.value.reason == "NOT_FOUND" and unknown.value.http_status == 404
         # A list call that has covered proj-a and proj-b has nothing left.
         with pytest.raises(NoKeyFree):
             await on_b.acquire(token, MODEL, exclude_projects=["proj-a", "proj-b"])
@@ -131,7 +131,7 @@ async def test_the_edge_client_binds_confirmed_and_leases_by_affinity(
             await on_b.acquire(token, MODEL, affinity=["files/x", "cachedContents/c"])
         deleted = await on_b.acquire(token, MODEL, affinity=["cachedContents/c"])
         assert await on_b.release(deleted, MODEL, pb.Outcome(http_status=200), unbind=["cachedContents/c"])
-        with pytest.raises(KeyringUnavailable):
+        with pytest.raises(UnknownResource):
             await on_a.acquire(token, MODEL, affinity=["cachedContents/c"])
         other = await on_a.acquire(token, MODEL)
         refused = on_a.release(other, MODEL, pb.Outcome(http_status=200), bind=[Binding("files/has space", 60)])

@@ -26,7 +26,7 @@ import pytest
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.devstack.etcd_server import EtcdServer, free_port
-from services.edge.keyring_client import KeyringClient
+from services.edge.keyring import KeyringClient
 from services.keyring.config import KeyringSettings
 from services.keyring.server import KeyringServer, create_server
 from services.keyring.store import EtcdStore

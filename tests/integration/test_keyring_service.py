@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
-from services.edge.keyring_client import KeyringClient
+from services.edge.keyring import KeyringClient
 from services.keyring.grpc_errors import RETRY_AFTER_METADATA
 from tests.conftest import etcd_admin_client, open_store
 from tests.pki import channel as tls_channel

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
-from services.edge.keyring_client import KeyringClient, resolve_all
+from services.edge.keyring import KeyringClient, resolve_all
 from tests.pki import session_pki
 
 from .conftest import StartReplica, make_pool
@@ -62,7 +62,7 @@ async def test_one_name_spreads_leases_over_every_replica_it_resolves_to(start_r
 async def _granted_once(client: KeyringClient, token: str) -> bool:
     granted = await client.acquire(token, MODEL)
     await client.release(granted, MODEL, OK)
-    return len(client._replicas) == 2
+    return len(client.replicas.current) == 2
 
 
 async def test_resolve_all_expands_a_name_and_keeps_what_does_not_resolve() -> None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from services.common.grpc_options import CLIENT_KEEPALIVE_S, SERVER_MIN_PING_INTERVAL_S
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.config import EdgeSettings
-from services.edge.keyring_client import KeyringClient
+from services.edge.keyring import KeyringClient
 from services.keyring.config import KeyringSettings
 from tests.pki import session_pki
 
@@ -123,7 +123,7 @@ async def test_streams_idle_for_several_ping_windows_stay_up_on_both_replicas(st
 
     try:
         assert await lease_on_both() == {"replica-a", "replica-b"}
-        streams = list(client._by_target.values())
+        streams = list(client.replicas.by_target.values())
         readers = [stream._reader for stream in streams]
         await asyncio.sleep(5.0)  # five ping windows, nothing sent
         assert all(stream.connected for stream in streams), "a lease stream broke while idle"

@@ -15,7 +15,7 @@ import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.errors import InvalidLeaseRequest, TokenRejected
-from services.edge.keyring_client import KeyringClient
+from services.edge.keyring import KeyringClient
 from services.keyring.store import EtcdStore
 from tests.pki import session_pki
 

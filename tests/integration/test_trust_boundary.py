@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.devstack.etcd_server import EtcdServer
-from services.edge.keyring_client import KeyringClient
+from services.edge.keyring import KeyringClient
 from services.keyring.config import KeyringSettings
 from services.keyring.sealing import generate_kek
 from services.keyring.store import EtcdStore, StoreUnavailable

@@ -31,13 +31,15 @@ from services.edge.errors import (
     ModelNotAllowed,
     NoKeyFree,
     TokenRejected,
+    UnknownResource,
     bad_request,
     from_http_exception,
     missing_token,
     render,
     render_upstream,
 )
-from services.edge.keyring_client import _ReplicaStream, refusal
+from services.edge.keyring.kept import KeptReleases
+from services.edge.keyring.refusals import refusal
 from services.edge.routing import GEMINI, OPENAI, dialect_of, fallback
 from services.edge.upstream import error_outcome, transport_failure
 
@@ -563,6 +565,7 @@ def test_transport_failures_become_upstream_errors(
         (grpc.StatusCode.RESOURCE_EXHAUSTED, NoKeyFree, 429),
         (grpc.StatusCode.INVALID_ARGUMENT, InvalidLeaseRequest, 400),
         (grpc.StatusCode.UNAVAILABLE, KeyringUnavailable, 503),
+        (grpc.StatusCode.NOT_FOUND, UnknownResource, 404),
         (grpc.StatusCode.INTERNAL, KeyringUnavailable, 503),
         (grpc.StatusCode.UNKNOWN, KeyringUnavailable, 503),
     ],
@@ -685,23 +688,20 @@ def test_a_429_carries_the_estimate_that_blames_an_oversized_request() -> None:
     assert not oversized.kind.tries_another_key
 
 
-async def test_a_release_counted_but_not_durable_is_kept_then_owed_without_its_bindings() -> None:
+def test_a_release_counted_but_not_durable_is_kept_then_owed_without_its_bindings() -> None:
     """Usage epochs (issue 13): kept until the replica says its epoch is written; re-sent, not re-bound, if not."""
-    replica = _ReplicaStream("127.0.0.1:9")  # never connected: the bookkeeping alone
-    try:
-        bound = pb.LeaseCall(release=pb.ReleaseRequest(lease_id="a.1.1.1.x", bind=[pb.ResourceBinding(name="files/f")]))
-        plain = pb.LeaseCall(release=pb.ReleaseRequest(lease_id="a.1.2.1.y"))
-        replica._keep_counted(bound, pb.LeaseResult(release=pb.ReleaseResponse(counted_epoch=3)))
-        replica._keep_counted(plain, pb.LeaseResult(release=pb.ReleaseResponse(counted_epoch=4)))
-        replica._keep_counted(pb.LeaseCall(release=pb.ReleaseRequest(lease_id="b")), pb.LeaseResult())  # not counted
-        replica._forget_durable(3)  # the first one's epoch is written: forgotten
-        replica._mark_down()  # the stream broke before epoch 4 was: owed, with its epoch
-        assert replica.owed == 1
-        [owed] = replica.take_owed()
-        assert (owed.release.lease_id, owed.release.counted_epoch) == ("a.1.2.1.y", 4)
-        replica._keep_counted(bound, pb.LeaseResult(release=pb.ReleaseResponse(counted_epoch=5)))
-        replica._mark_down()
-        [again] = replica.take_owed()
-        assert again.release.counted_epoch == 5 and not again.release.bind  # committed once: never bound again
-    finally:
-        await replica.close()
+    kept = KeptReleases("127.0.0.1:9")  # the bookkeeping alone
+    bound = pb.LeaseCall(release=pb.ReleaseRequest(lease_id="a.1.1.1.x", bind=[pb.ResourceBinding(name="files/f")]))
+    plain = pb.LeaseCall(release=pb.ReleaseRequest(lease_id="a.1.2.1.y"))
+    kept.keep_counted(bound, pb.LeaseResult(release=pb.ReleaseResponse(counted_epoch=3)))
+    kept.keep_counted(plain, pb.LeaseResult(release=pb.ReleaseResponse(counted_epoch=4)))
+    kept.keep_counted(pb.LeaseCall(release=pb.ReleaseRequest(lease_id="b")), pb.LeaseResult())  # not counted
+    kept.forget_durable(3)  # the first one's epoch is written: forgotten
+    kept.broke()  # the stream broke before epoch 4 was: owed, with its epoch
+    assert kept.owed == 1
+    [owed] = kept.take_owed()
+    assert (owed.release.lease_id, owed.release.counted_epoch) == ("a.1.2.1.y", 4)
+    kept.keep_counted(bound, pb.LeaseResult(release=pb.ReleaseResponse(counted_epoch=5)))
+    kept.broke()
+    [again] = kept.take_owed()
+    assert again.release.counted_epoch == 5 and not again.release.bind  # committed once: never bound again

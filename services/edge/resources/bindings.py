@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from .. import wire
-from ..keyring_client import Binding
+from ..keyring import Binding
 from ..upstream import NOTHING, Settle, Settlement
 
 HOUR: Final = 3600.0

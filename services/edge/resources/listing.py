@@ -44,7 +44,7 @@ from services.common.web import json_response
 from .. import wire
 from ..errors import KeyringUnavailable, LeaseRefused, UpstreamFailed, bad_request
 from ..forwarding import EDGE, Edge, lease
-from ..keyring_client import GrantedLease
+from ..keyring import GrantedLease
 from ..observability import MODEL, ROUTE, STREAM, record_attempt
 from ..upstream import CANCELLED, Attempt, Call
 from .common import hashed_token, path_of

@@ -52,7 +52,7 @@ from ..config import EdgeSettings
 from ..dialects import authenticated, check_json_object, read_body
 from ..errors import EdgeError, UnknownResource, UpstreamFailed, bad_request, render, render_upstream
 from ..forwarding import EDGE, forward
-from ..keyring_client import Binding
+from ..keyring import Binding
 from ..routing import dialect_of
 from ..upstream import NOTHING, Call, Settle, Settlement
 from . import bindings

@@ -1,0 +1,181 @@
+"""The keyring replicas the configured addresses name: resolution, one ``LeaseStream`` each, and the turn.
+
+An address may be a DNS name with several records (a Kubernetes headless
+Service): it is resolved to every replica, one stream each, and resolved
+again every ``resolve_every_s`` so replicas that come and go are followed.
+A replica no longer named keeps its stream until the calls in flight on it
+are done; what it was still owed is then taught to another replica (the
+outcome; its slots are gone with it).
+
+Calls rotate over the replicas (client-side round robin), usable ones first;
+a release asks the replica that granted its lease first (``rotation(first=)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import grpc
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+
+from ..errors import KeyringUnavailable
+from .transport import LeaseStream
+
+Resolver = Callable[[str], Awaitable[list[str]]]
+
+
+def _host(address: str) -> str:
+    return address.rpartition(":")[0].strip("[]")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
+async def resolve_all(address: str) -> list[str]:
+    """``host:port`` to ``ip:port`` for every A/AAAA record of host; [address] when it does not resolve."""
+    host, _, port = address.rpartition(":")
+    try:
+        records = await asyncio.get_running_loop().getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return [address]
+    targets: list[str] = []
+    for family, _, _, _, sockaddr in records:
+        ip, port_number = sockaddr[0], sockaddr[1]
+        if not isinstance(ip, str) or not isinstance(port_number, int):
+            continue  # not an IP address family
+        target = f"[{ip}]:{port_number}" if family == socket.AF_INET6 else f"{ip}:{port_number}"
+        if target not in targets:
+            targets.append(target)
+    return targets or [address]
+
+
+class ReplicaSet:
+    """Every replica's stream, by target address (module docstring)."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        credentials: grpc.ChannelCredentials | None,
+        server_name: str,
+        keepalive: Sequence[tuple[str, int]],
+        max_owed: int,
+        timeout_s: float,
+        resolve_every_s: float,
+        resolver: Resolver,
+    ) -> None:
+        self._addresses = list(addresses)
+        self._credentials = credentials
+        self._server_name = server_name
+        self._keepalive = keepalive
+        self._max_owed = max_owed
+        self._timeout_s = timeout_s
+        self._resolve_every_s = resolve_every_s
+        self._resolver = resolver
+        # Until the first resolution, the addresses as given (grpc resolves them itself).
+        self.current = [self._stream(address, address) for address in addresses]
+        self.by_target = {replica.address: replica for replica in self.current}
+        self._retired: set[LeaseStream] = set()
+        self._turn = itertools.count()
+        self._next_resolution = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, target: str) -> LeaseStream | None:
+        """The stream of a replica still named (None once it is retired)."""
+        return self.by_target.get(target)
+
+    def owed(self) -> int:
+        """Releases waiting for their replica's stream to come back (all replicas)."""
+        return sum(replica.kept.owed for replica in self.by_target.values())
+
+    def unconfirmed(self) -> int:
+        """Releases counted in a usage epoch not yet written (all replicas): kept to be re-sent if one dies."""
+        return sum(replica.kept.unconfirmed for replica in self.by_target.values())
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        streams = [*self.by_target.values(), *self._retired]
+        await asyncio.gather(*(replica.close() for replica in streams))
+
+    def _stream(self, target: str, address: str) -> LeaseStream:
+        host = _host(address)
+        name = self._server_name or ("" if _is_ip(host) or _host(target) == host else host)
+        if self._credentials is None:
+            name = ""
+        return LeaseStream(target, self._credentials, name, keepalive=self._keepalive, max_owed=self._max_owed)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def rotation(self, first: str | None = None) -> list[LeaseStream]:
+        """Every replica once, usable ones first, from the next in turn (or from ``first``, the granting one)."""
+        now = time.monotonic()
+        if now >= self._next_resolution:
+            first_time = self._next_resolution == 0.0
+            self._next_resolution = now + self._resolve_every_s
+            if first_time:
+                await self._resolve()  # the first call waits for it; later ones never do
+            else:
+                self._spawn(self._resolve())
+        replicas = self.current
+        start = next(self._turn) if first is None else self._index_of(first)
+        ordered = [replicas[(start + i) % len(replicas)] for i in range(len(replicas))]
+        return sorted(ordered, key=lambda replica: not replica.usable)  # stable: usable ones first
+
+    def _index_of(self, target: str) -> int:
+        for index, replica in enumerate(self.current):
+            if replica.address == target:
+                return index
+        return next(self._turn)
+
+    async def _resolve(self) -> None:
+        """New replicas get a stream; a replica no longer named keeps its stream until its calls are done."""
+        targets: list[str] = []
+        origins: dict[str, str] = {}
+        for address in self._addresses:
+            for target in await self._resolver(address):
+                if target not in targets:
+                    targets.append(target)
+                    origins[target] = address
+        if targets == [replica.address for replica in self.current]:
+            return
+        for target in targets:
+            if target not in self.by_target:
+                self.by_target[target] = self._stream(target, origins[target])
+        self.current = [self.by_target[target] for target in targets]
+        for target in [t for t in self.by_target if t not in targets]:
+            gone = self.by_target.pop(target)
+            self._retired.add(gone)
+            self._spawn(self._retire(gone))
+
+    async def _retire(self, replica: LeaseStream) -> None:
+        await asyncio.sleep(self._timeout_s * 2)  # calls in flight on it finish or time out first
+        self._retired.discard(replica)
+        # Gone for good: its slots with it; what the owed releases teach still reaches another replica.
+        for call in replica.kept.take_owed():
+            if call.HasField("release") and call.release.outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
+                self._spawn(self._tell_others(call))
+        await replica.close()
+
+    async def _tell_others(self, call: pb.LeaseCall) -> None:
+        for replica in await self.rotation():
+            if replica.address in self.by_target:
+                with contextlib.suppress(KeyringUnavailable):
+                    await replica.call(call, self._timeout_s)
+                    return
