@@ -60,6 +60,7 @@ class StateCache:
         self._store = store
         self._revisions: dict[str, int] = {}
         self._built = asyncio.Event()
+        self._instances: tuple[str, ...] | None = None  # the members' instances, until the membership changes
 
     @property
     def built(self) -> bool:
@@ -75,6 +76,12 @@ class StateCache:
 
     def replica_count(self) -> int:
         return max(1, len(self.view.members))
+
+    def instances(self) -> tuple[str, ...]:
+        """The live keyring instances (a lease id's instance part), sorted; the same tuple until members change."""
+        if self._instances is None:
+            self._instances = tuple(sorted(filter(None, map(member_instance, self.view.members.values()))))
+        return self._instances
 
     def is_leader(self, replica_id: str) -> bool:
         """The replica with the smallest id does the cluster's periodic chores."""
@@ -104,6 +111,7 @@ class StateCache:
 
     def _rebuild(self, snapshot: Snapshot) -> None:
         self.view.clear()
+        self._instances = None
         self._revisions.clear()
         for entry in snapshot.entries:
             self._apply(entry.key, entry.value, entry.mod_revision)
@@ -134,6 +142,7 @@ class StateCache:
         kind, parts = self.layout.kind_of(path)
         if kind == "members":
             self.view.members[parts[0]] = value
+            self._instances = None
             return
         if kind in ("usage", "audit", "sessions"):
             getattr(self.view, kind)[path] = value
@@ -228,5 +237,15 @@ class StateCache:
             self.view.remove_affinity(parts[0], parts[1])
         elif kind == "members":
             self.view.members.pop(parts[0], None)
+            self._instances = None
         elif kind in ("usage", "audit", "sessions"):
             getattr(self.view, kind).pop(path, None)
+
+
+def member_instance(record: bytes) -> str:
+    """The instance a membership record names ("": a record without one, or not ours)."""
+    try:
+        instance = orjson.loads(record).get("instance")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return instance if isinstance(instance, str) else ""

@@ -46,6 +46,7 @@ from .domain.affinity import AffinityMiss, bindings, bound_in, check_room, unbou
 from .domain.allocator import Allocator, Grant
 from .domain.blames import BlameBudget
 from .domain.decisions import Decision
+from .domain.demand import LeaseRequest
 from .domain.errors import FailedPrecondition, KeyringError, NotReady
 from .domain.lease_ids import LeaseSigner
 from .domain.leasing import LeaseBook
@@ -67,6 +68,8 @@ class Released(NamedTuple):
     key_id: str  # empty: an unknown or forged lease, nothing to judge
     model: str
     counted_epoch: int  # the usage epoch the call was counted in here (0: not counted here)
+    token_id: str = ""  # the lease's client token when held here: whose cap its bindings count against
+    granter_alive: bool = False  # a handover whose granting instance is a member: nothing counted here
 
 
 class Observer:
@@ -113,6 +116,7 @@ class LeaseDesk:
         self.accepting = False  # new leases are refused until the replica serves
         self._view = cache.view
         self._replica_count = cache.replica_count
+        self.members = cache.instances  # the live instances, told to the edges (LeaseStreamResponse.members)
         self._layout = cache.layout
         self._last_used = cache.last_used
         self._writer = writer
@@ -142,24 +146,25 @@ class LeaseDesk:
         input_tokens: int = 0,
         binds: bool = False,
     ) -> tuple[Grant, str]:
+        """``lease`` for callers holding the parts of a request (tests, checks)."""
+        request = LeaseRequest(token_hash, model, exclude, tuple(affinity), exclude_projects, input_tokens, binds)
+        return self.lease(request, final=final)
+
+    def lease(self, request: LeaseRequest, *, final: bool = True) -> tuple[Grant, str]:
         """A lease and the key's secret in clear; raises a domain error when refused.
 
         ``final=False``: an ``AffinityMiss`` is not a refusal yet (not counted):
         the caller reads the missing records (``read_affinity``) and asks again.
-        ``input_tokens``: the edge's estimate of the call's input (tokens-per-minute pacing).
-        ``binds``: the call creates a resource to bind (refused when the pool's or the token's bindings are full).
         """
         if not self.accepting:
             raise NotReady("this keyring replica is not serving leases")
         try:
-            grant = self.allocator.acquire(
-                token_hash, model, exclude, self._clock(), affinity, exclude_projects, input_tokens, binds
-            )
+            grant = self.allocator.grant(request, self._clock())
         except KeyringError as error:
             if final or not isinstance(error, AffinityMiss):
                 self.observer.lease_denied(getattr(error, "pool", ""), type(error).__name__)
             if final and isinstance(error, AffinityMiss):  # a name nobody bound: it counts, like a call
-                self.allocator.charge_miss(token_hash, self._clock())
+                self.allocator.charge_miss(request.token_hash, self._clock())
             raise
         self.observer.lease_granted(grant.pool.name)
         return grant, self.secret_of(grant.key.key_id, grant.key.sealed_secret)
@@ -227,13 +232,15 @@ class LeaseDesk:
         outcome: Outcome,
         counted_epoch: int = 0,
         kept_for_granter: bool = False,
+        handover: bool = False,
     ) -> Released:
         """Give the slot back and count the call (exactly once, ``ledger.py``).
 
         A lease this replica does not hold counts only when its id vouches for the
         key and model named (granted by a replica that went away); an unknown or
         forged one changes nothing: the key id returned is empty, so nothing is judged.
-        ``counted_epoch``, ``kept_for_granter``: what the edge says of the release (``ledger.py``).
+        ``counted_epoch``, ``kept_for_granter``, ``handover``: what the edge says of the release
+        (``ledger.py``); a handover whose granter is still a member counts nothing (``granter_alive``).
         """
         lease = self.allocator.release(lease_id)
         token_id = ""
@@ -246,11 +253,13 @@ class LeaseDesk:
         epoch = 0
         if lease is not None:  # a cancel too: the project's input tokens, reserved at lease, settled (limits.py)
             self.allocator.quotas.settle(lease_id, key.project if key else "", model, outcome, self._clock())
+        elif handover and self.ledger.granter_alive(lease_id):
+            return Released(False, key_id, model, 0, granter_alive=True)
         if key is not None and outcome.transport is not Transport.CANCELLED:
             failed = not outcome.succeeded
             call = Call(key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
             if lease is None:
-                epoch = self.ledger.count_late(lease_id, call, counted_epoch, kept_for_granter)
+                epoch = self.ledger.count_late(lease_id, call, counted_epoch, kept_for_granter and not handover)
                 return Released(False, key_id, model, epoch)
             now = self._clock()
             epoch = self.ledger.count(call)
@@ -259,7 +268,29 @@ class LeaseDesk:
                 self._last_used[token_id] = now
                 self.allocator.spend_tokens(token_id, model, outcome.input_tokens + outcome.output_tokens, now)
             self.observer.lease_released(key.pool, key_id, now - lease.granted_at, failed)
-        return Released(lease is not None, key_id, model, epoch)
+        return Released(lease is not None, key_id, model, epoch, token_id)
+
+    def settle(
+        self,
+        lease_id: str,
+        key_id: str,
+        model: str,
+        outcome: Outcome,
+        *,
+        counted_epoch: int = 0,
+        kept_for_granter: bool = False,
+        handover: bool = False,
+        caller: str | None = None,
+    ) -> Released:
+        """The release, from memory: the slot given back, the call counted once, the outcome learnt.
+
+        Every release comes through here (a lease stream's and a unary one);
+        its bindings, if any, follow with ``bind`` (``Released.key_id`` and
+        ``token_id`` name whose they are). ``caller``: as for ``learn``.
+        """
+        released = self.release_slot(lease_id, key_id, model, outcome, counted_epoch, kept_for_granter, handover)
+        self.learn(lease_id, released.key_id, released.model, outcome, caller=caller)
+        return released
 
     def learn(
         self, lease_id: str, key_id: str, model: str, outcome: Outcome, *, own: bool = True, caller: str | None = None
@@ -333,12 +364,10 @@ class LeaseDesk:
         a refused binding leaks no lease and loses no decision. Only bindings
         wait for the store.
         """
-        token_id = self.book.holder(lease_id) if bind else ""  # before the slot (and the lease) goes
-        known, key_id, model, _ = self.release_slot(lease_id, key_id, model, outcome)
-        self.learn(lease_id, key_id, model, outcome, caller=caller)
+        released = self.settle(lease_id, key_id, model, outcome, caller=caller)
         if bind or unbind:
-            await self.bind(key_id, bind, unbind, token_id)
-        return known
+            await self.bind(released.key_id, bind, unbind, released.token_id)
+        return released.known
 
     def orphan(self, lease_ids: Iterable[str], grace_s: float) -> None:
         """Leases granted on a lease stream that ended: reclaimed ``grace_s`` from now unless released first.

@@ -27,8 +27,9 @@ from services.common.telemetry import TRACEPARENT, context_from
 
 from . import convert
 from .authorization import caller
-from .desk import LeaseDesk
+from .desk import LeaseDesk, Released
 from .domain.affinity import AffinityMiss
+from .domain.demand import LeaseRequest
 from .domain.errors import InvalidArgument, KeyringError
 from .grpc_errors import domain_errors, stream_error
 
@@ -54,13 +55,6 @@ def _validated_hash(token_hash: str) -> str:
     if len(token_hash) != 64:
         raise InvalidArgument("token_hash must be the SHA-256 hex digest of the client token")
     return token_hash
-
-
-def _validated_acquire(request: pb.AcquireRequest) -> tuple[str, frozenset[str]]:
-    _validated_hash(request.token_hash)
-    if len(request.model) > MAX_MODEL_NAME or len(request.exclude_key_ids) > MAX_EXCLUDED:
-        raise InvalidArgument("model name or exclusion list too long")
-    return model_id(request.model), frozenset(request.exclude_key_ids)
 
 
 Bindings = tuple[list[tuple[str, float]], list[str]]
@@ -93,27 +87,32 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             return self._max_input_estimate
         return tokens
 
-    def _acquire(self, request: pb.AcquireRequest, traceparent: str = "", final: bool = True) -> pb.AcquireResponse:
+    def _lease_request(self, request: pb.AcquireRequest) -> LeaseRequest:
+        """The wire's acquire as one value (``domain/demand.py``), checked and its estimate clamped, once per call."""
+        _validated_hash(request.token_hash)
+        if len(request.model) > MAX_MODEL_NAME or len(request.exclude_key_ids) > MAX_EXCLUDED:
+            raise InvalidArgument("model name or exclusion list too long")
+        return LeaseRequest(
+            request.token_hash,
+            model_id(request.model),
+            frozenset(request.exclude_key_ids),
+            tuple(request.affinity),
+            frozenset(request.exclude_projects),
+            self._estimate(request),
+            request.binds,
+        )
+
+    def _acquire(self, request: LeaseRequest, traceparent: str = "", final: bool = True) -> pb.AcquireResponse:
         """``final=False``: an ``AffinityMiss`` is raised for ``_acquire_after_read`` (an affinity acquire only)."""
         with _span("keyring.v1.LeaseService/Acquire", traceparent) as span:
-            model, exclude = _validated_acquire(request)
-            tokens = self._estimate(request)
-            if request.affinity or request.exclude_projects or request.binds:
-                grant, secret = self._desk.acquire(
-                    request.token_hash,
-                    model,
-                    exclude,
-                    tuple(request.affinity),
-                    frozenset(request.exclude_projects),
-                    final=final,
-                    input_tokens=tokens,
-                    binds=request.binds,
-                )
-            else:
-                grant, secret = self._desk.acquire(request.token_hash, model, exclude, input_tokens=tokens)
+            grant, secret = self._desk.lease(request, final=final)
             if span is not None:
                 span.set_attributes(
-                    {"keyring.pool": grant.pool.name, "keyring.key_id": grant.key.key_id, "gen_ai.request.model": model}
+                    {
+                        "keyring.pool": grant.pool.name,
+                        "keyring.key_id": grant.key.key_id,
+                        "gen_ai.request.model": request.model,
+                    }
                 )
         lease = grant.lease
         return pb.AcquireResponse(
@@ -130,7 +129,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         )
 
     async def _acquire_after_read(
-        self, request: pb.AcquireRequest, traceparent: str, miss: AffinityMiss
+        self, request: LeaseRequest, traceparent: str, miss: AffinityMiss
     ) -> pb.AcquireResponse:
         """The records an affinity acquire missed, read from the store; then the acquire, final."""
         await self._desk.read_affinity(miss)
@@ -142,10 +141,11 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     @domain_errors
     async def Acquire(self, request: pb.AcquireRequest, context: grpc.aio.ServicerContext) -> pb.AcquireResponse:
         traceparent = _traceparent(context)
+        lease_request = self._lease_request(request)
         try:
-            return self._acquire(request, traceparent, final=False)
+            return self._acquire(lease_request, traceparent, final=False)
         except AffinityMiss as miss:
-            return await self._acquire_after_read(request, traceparent, miss)
+            return await self._acquire_after_read(lease_request, traceparent, miss)
 
     @domain_errors
     async def CheckToken(
@@ -154,15 +154,32 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         with _span("keyring.v1.LeaseService/CheckToken", _traceparent(context)):
             return self._check_token(request)
 
+    def _release(
+        self, release: pb.ReleaseRequest, traceparent: str, identity: str
+    ) -> tuple[pb.ReleaseResponse, Released, Bindings]:
+        """Every release, unary or on a stream: the desk's one release (``LeaseDesk.settle``), from memory.
+
+        Returns the answer, what was released and the bindings still to commit
+        (``LeaseDesk.bind``) before the answer may go out.
+        """
+        outcome = convert.outcome_from_pb(release.outcome)
+        with _span("keyring.v1.LeaseService/Release", traceparent):
+            released = self._desk.settle(
+                release.lease_id, release.key_id, model_id(release.model), outcome,
+                counted_epoch=release.counted_epoch, kept_for_granter=release.kept_for_granter,
+                handover=release.handover, caller=identity,
+            )  # fmt: skip
+        answer = pb.ReleaseResponse(
+            known=released.known, counted_epoch=released.counted_epoch, granter_alive=released.granter_alive
+        )
+        return answer, released, _bindings(release)
+
     @domain_errors
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
-        outcome = convert.outcome_from_pb(request.outcome)
-        with _span("keyring.v1.LeaseService/Release", _traceparent(context)):
-            bind, unbind = _bindings(request)
-            known = await self._desk.release(
-                request.lease_id, request.key_id, model_id(request.model), outcome, bind, unbind, caller(context)
-            )
-        return pb.ReleaseResponse(known=known)
+        answer, released, bindings = self._release(request, _traceparent(context), caller(context))
+        if bindings is not NO_BINDINGS:
+            await self._desk.bind(released.key_id, *bindings, released.token_id)
+        return answer
 
     async def LeaseStream(
         self, requests: AsyncIterator[pb.LeaseStreamRequest], context: grpc.aio.ServicerContext
@@ -183,7 +200,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         reply): reclaimed ``stream_lease_grace_s`` later unless a release, re-sent
         by the edge on a new stream, comes first (``LeaseDesk.orphan``).
         """
-        replies = _ReplyWriter(context, lambda: self._desk.ledger.usage.durable)
+        replies = _ReplyWriter(context, lambda: self._desk.ledger.usage.durable, self._desk.members)
         identity = caller(context)  # whose budget of outcomes blaming keys this stream spends (domain/blames.py)
         pending: set[asyncio.Task[None]] = set()
         granted: set[str] = set()  # lease ids granted on this stream, not released on it
@@ -208,9 +225,9 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 result = stream_error(call_id, error)
             replies.send([result])
 
-        async def read_then_acquire(call: pb.LeaseCall, miss: AffinityMiss) -> None:
+        async def read_then_acquire(call: pb.LeaseCall, request: LeaseRequest, miss: AffinityMiss) -> None:
             try:
-                acquired = await self._acquire_after_read(call.acquire, call.traceparent, miss)
+                acquired = await self._acquire_after_read(request, call.traceparent, miss)
                 granted.add(acquired.lease.lease_id)
                 result = pb.LeaseResult(id=call.id, acquire=acquired)
             except KeyringError as error:
@@ -222,23 +239,12 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 results = []
                 for call in batch.calls:
                     if call.HasField("release"):
-                        release = call.release
-                        granted.discard(release.lease_id)
-                        outcome = convert.outcome_from_pb(release.outcome)
-                        with _span("keyring.v1.LeaseService/Release", call.traceparent):
-                            bindings = _bindings(release)
-                            # whose bindings they are (its cap), read before the slot (and the lease) goes
-                            holder = self._desk.book.holder(release.lease_id) if bindings[0] else ""
-                            known, key_id, model, epoch = self._desk.release_slot(
-                                release.lease_id, release.key_id, model_id(release.model), outcome,
-                                release.counted_epoch, release.kept_for_granter,
-                            )  # fmt: skip
-                            self._desk.learn(release.lease_id, key_id, model, outcome, caller=identity)
-                            answer = pb.ReleaseResponse(known=known, counted_epoch=epoch)
-                            if bindings is not NO_BINDINGS:
-                                later(bind_then_answer(call.id, answer, key_id, bindings, holder))
-                            else:
-                                results.append(pb.LeaseResult(id=call.id, release=answer))
+                        granted.discard(call.release.lease_id)
+                        answer, released, bindings = self._release(call.release, call.traceparent, identity)
+                        if bindings is not NO_BINDINGS:
+                            later(bind_then_answer(call.id, answer, released.key_id, bindings, released.token_id))
+                        else:
+                            results.append(pb.LeaseResult(id=call.id, release=answer))
                         continue
                     if call.HasField("report"):
                         report = call.report
@@ -250,10 +256,11 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                         continue
                     try:
                         if call.HasField("acquire"):
+                            request = self._lease_request(call.acquire)
                             try:
-                                acquired = self._acquire(call.acquire, call.traceparent, final=False)
+                                acquired = self._acquire(request, call.traceparent, final=False)
                             except AffinityMiss as miss:
-                                later(read_then_acquire(call, miss))
+                                later(read_then_acquire(call, request, miss))
                                 continue
                             granted.add(acquired.lease.lease_id)
                             results.append(pb.LeaseResult(id=call.id, acquire=acquired))
@@ -264,9 +271,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                         elif call.HasField("bound_names"):
                             asked = call.bound_names
                             bound = self._desk.bound_names(_validated_hash(asked.token_hash), asked.names)
-                            results.append(
-                                pb.LeaseResult(id=call.id, bound_names=pb.BoundNamesResponse(names=bound))
-                            )
+                            results.append(pb.LeaseResult(id=call.id, bound_names=pb.BoundNamesResponse(names=bound)))
                         else:
                             raise InvalidArgument("a lease call names no call this replica knows")
                     except KeyringError as error:
@@ -287,9 +292,16 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
 class _ReplyWriter:
     """Writes a lease stream's results, coalescing those that pile up while a write is in flight."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, durable_epoch: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        context: grpc.aio.ServicerContext,
+        durable_epoch: Callable[[], int],
+        members: Callable[[], tuple[str, ...]],
+    ) -> None:
         self._context = context
         self._durable_epoch = durable_epoch  # told with every reply: the edge forgets releases counted up to it
+        self._members = members  # the live instances: told on the first reply and when they change
+        self._members_told: tuple[str, ...] | None = None
         self._buffer: list[pb.LeaseResult] = []
         self._ready = asyncio.Event()
         self._closing = False
@@ -308,7 +320,12 @@ class _ReplyWriter:
                 await self._ready.wait()
                 continue
             results, self._buffer = self._buffer, []
-            await self._context.write(pb.LeaseStreamResponse(results=results, durable_epoch=self._durable_epoch()))
+            reply = pb.LeaseStreamResponse(results=results, durable_epoch=self._durable_epoch())
+            members = self._members()
+            if members is not self._members_told and members != self._members_told:
+                reply.members.extend(members)
+            self._members_told = members
+            await self._context.write(reply)
 
     async def close(self) -> None:
         """Return once everything sent so far is written."""

@@ -10,6 +10,10 @@ Which release counts a call:
 - a release of another instance's lease that the edge also keeps for its
   granter (``kept_for_granter``: delivered here while the granter's stream was
   down) counts nothing here: the granter, or its successor, gets it later;
+- a handover (the edge cannot reach the granter and asks this replica to
+  settle the release): counted here, once, when the granting instance is no
+  longer a member, by the rule below; while it is one, nothing is counted or
+  kept waiting here (``granter_alive``): the edge keeps owing it to the granter;
 - any other release of another instance's lease counts only once that instance is no
   longer a member (until then it waits, ``count_departed``: if it lives, it
   holds the lease or counted the call), then only once, and only when the
@@ -98,6 +102,11 @@ class UsageLedger:
         if len(self._waiting) < MAX_WAITING:
             self._waiting[lease_id] = _Waiting(self._clock(), call, counted_epoch)
         return 0
+
+    def granter_alive(self, lease_id: str) -> bool:
+        """Whether another instance granted the lease and is still a member (a handover counts nothing here)."""
+        instance = granting_instance(lease_id)
+        return instance != self._instance and self._is_member(instance)
 
     def count_departed(self, now: float) -> None:
         """Count the waiting releases whose granting instance left; forget those it outlived (it counted them)."""

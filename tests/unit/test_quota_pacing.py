@@ -217,8 +217,10 @@ async def test_an_edges_estimate_is_clamped_to_one_leases_worth_and_counted(worl
     desk.observer = Counting()
     servicer = LeaseServicer(desk, max_input_estimate=1000)
     request = pb.AcquireRequest(token_hash=world.token, model=MODEL, estimated_input_tokens=2**62)
-    servicer._acquire(request)
-    servicer._acquire(pb.AcquireRequest(token_hash=world.token, model=MODEL, estimated_input_tokens=10))
+    servicer._acquire(servicer._lease_request(request))  # the wire's request as one value, clamped once
+    servicer._acquire(
+        servicer._lease_request(pb.AcquireRequest(token_hash=world.token, model=MODEL, estimated_input_tokens=10))
+    )
     assert desk.allocator.quotas.used("proj-a", MODEL, QuotaMetric.INPUT_TOKENS_PER_DAY, world.clock.now) == 1010
     assert clamped == ["clamped"]
 

@@ -18,9 +18,11 @@ import math
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .affinity import BindingCaps, KeyFilter, Owner, check_room, key_filter, owner_of
 from .budgets import BudgetMeter
+from .demand import LeaseRequest
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
 from .leasing import LeaseBook, LeaseRecord, SlidingWindow, share
@@ -33,6 +35,13 @@ from .view import KeyringView
 _IN_FLIGHT_RETRY_S = 1.0
 # A project's pacing for one call (``Allocator._pacing``).
 _FITS, _SPENT, _TOO_LARGE = 0, 1, 2
+
+
+class _Placement(NamedTuple):
+    """Where a call's resources put it: their owner key (preferred) and the keys it may have at all."""
+
+    owner: Owner | None
+    only: KeyFilter | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +114,20 @@ class Allocator:
         input_tokens: int = 0,
         binds: bool = False,
     ) -> Grant:
-        """A lease; ``input_tokens``: the estimate of the call's input (0: unknown), for tokens-per-minute pacing.
+        """``grant`` for callers holding the parts of a request (tests, the state machine)."""
+        request = LeaseRequest(
+            token_hash, model, frozenset(exclude), tuple(affinity), frozenset(exclude_projects), input_tokens, binds
+        )
+        return self.grant(request, now)
 
-        ``binds``: the call creates a resource its release will bind; refused (``BindingsFull``) when the
-        pool or the token holds its cap of bindings, before any upstream call (``affinity.check_room``).
+    def grant(self, request: LeaseRequest, now: float) -> Grant:
+        """A lease for ``request``, or a domain error saying why not.
+
+        ``request.binds``: refused (``BindingsFull``) when the pool or the token holds its cap
+        of bindings, before any upstream call (``affinity.check_room``).
         """
-        token, pool = self.authenticate(token_hash, now)
+        model = request.model
+        token, pool = self.authenticate(request.token_hash, now)
         if not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
         replicas = self._replicas()
@@ -129,23 +146,21 @@ class Allocator:
                 )
         # Resources only once the token is within its rate and budget: a name this view lacks is read from
         # the store (``AffinityMiss``), and that read costs a token over its limits nothing (issue 18).
-        owner: Owner | None = None
-        only: KeyFilter | None = None
-        if affinity or exclude_projects:
-            if affinity:
-                owner = owner_of(self._view.affinity, pool.name, affinity, now)
-            only = key_filter(owner, exclude_projects)
-        if binds:
+        place = _Placement(None, None)
+        if request.placed:
+            owner = owner_of(self._view.affinity, pool.name, request.affinity, now) if request.affinity else None
+            place = _Placement(owner, key_filter(owner, request.exclude_projects))
+        if request.binds:
             check_room(self._view.bound, pool.name, token.token_id, 1, self.binding_caps)
-        key = self._choose(pool, model, exclude, replicas, now, owner, only, input_tokens)
+        key = self._choose(pool, request, place, replicas, now)
         if key is None:
-            raise self._nothing_eligible(pool, model, replicas, now, only, input_tokens)
+            raise self._nothing_eligible(pool, request, place.only, replicas, now)
         self._token_minutes.add(token.token_id, now)
         if token.budgets:
             self.budgets.add_request(token.token_id, model, now)
         self._key_minutes.add(key.key_id, now)
         lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
-        self.quotas.reserve(lease.lease_id, key.project, model, now, input_tokens)
+        self.quotas.reserve(lease.lease_id, key.project, model, now, request.input_tokens)
         return Grant(lease, key, pool)
 
     def charge_miss(self, token_hash: str, now: float) -> None:
@@ -167,15 +182,7 @@ class Allocator:
             self.budgets.add_tokens(token_id, model, tokens, now)
 
     def _choose(
-        self,
-        pool: Pool,
-        model: str,
-        exclude: Collection[str],
-        replicas: int,
-        now: float,
-        owner: Owner | None = None,
-        only: KeyFilter | None = None,
-        input_tokens: int = 0,
+        self, pool: Pool, request: LeaseRequest, place: _Placement, replicas: int, now: float
     ) -> UpstreamKey | None:
         """The key to lease, or None.
 
@@ -184,6 +191,8 @@ class Allocator:
         can take the call, and leased only when none can (the upstream then
         blames the request).
         """
+        model, exclude = request.model, request.exclude
+        owner, only = place
         keys = self._view.keys
         cooldowns = self._view.cooldowns
         cap = share(pool.policy.max_in_flight, replicas)
@@ -200,7 +209,7 @@ class Allocator:
             if key.project and pacing:
                 state = paced.get(key.project)
                 if state is None:
-                    state = paced[key.project] = self._pacing(key.project, model, pool, replicas, now, input_tokens)
+                    state = paced[key.project] = self._pacing(key.project, pool, request, replicas, now)
                 if state == _SPENT or (state == _TOO_LARGE and not lenient):
                     return False
             for subject in key.cooldown_subjects(model):
@@ -237,8 +246,8 @@ class Allocator:
             found = search()
         return found
 
-    def _pacing(self, project: str, model: str, pool: Pool, replicas: int, now: float, input_tokens: int) -> int:
-        limits = self._view.limits
+    def _pacing(self, project: str, pool: Pool, request: LeaseRequest, replicas: int, now: float) -> int:
+        limits, model, input_tokens = self._view.limits, request.model, request.input_tokens
         if self.quotas.spent_until(project, model, limits, pool.policy, replicas, now, input_tokens):
             return _SPENT
         if self.quotas.too_large(project, model, limits, pool.policy, input_tokens):
@@ -246,7 +255,7 @@ class Allocator:
         return _FITS
 
     def _nothing_eligible(
-        self, pool: Pool, model: str, replicas: int, now: float, only: KeyFilter | None = None, input_tokens: int = 0
+        self, pool: Pool, request: LeaseRequest, only: KeyFilter | None, replicas: int, now: float
     ) -> NoKeyAvailable:
         """Say when the soonest key frees up, so the caller can wait exactly that long.
 
@@ -254,6 +263,7 @@ class Allocator:
         request, and the caller's next request may use them. Keys the call may
         not have at all (``only``: another project than its resources') do not.
         """
+        model, input_tokens = request.model, request.input_tokens
         budget = share(pool.policy.requests_per_minute, replicas)
         soonest = math.inf
         for key in self._view.keys_of(pool.name):

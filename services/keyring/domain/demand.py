@@ -1,0 +1,27 @@
+"""What one acquire asks for, as one value: built once from the wire, read by the desk and the allocator.
+
+Each feature of leasing (failover exclusions, resource affinity, list
+fan-out, input-token pacing, binding caps) is a field here, not another
+parameter threaded through every function between the servicer and the
+key search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    token_hash: str  # SHA-256 (hex) of the client token
+    model: str  # without the "models/" prefix; "" for calls about no one model
+    exclude: frozenset[str] = frozenset()  # key ids already tried for this client request
+    affinity: tuple[str, ...] = ()  # resources the call names: leased their owner's key or project
+    exclude_projects: frozenset[str] = frozenset()  # projects a list call has already covered
+    input_tokens: int = 0  # the edge's estimate of the call's input (0: unknown), already clamped
+    binds: bool = False  # the call creates a resource its release will bind (refused when bindings are full)
+
+    @property
+    def placed(self) -> bool:
+        """Whether the call restricts which keys may serve it (resources or projects): looked at only then."""
+        return bool(self.affinity or self.exclude_projects)

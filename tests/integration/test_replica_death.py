@@ -1,0 +1,129 @@
+"""A keyring replica that dies for good, and an edge that dies, through real replicas on the session's etcd (issue 19).
+
+- Finding 2, keyring's side of the handover contract (``protos/keyring/v1/keyring.proto``,
+  ``ReleaseRequest.handover``): a release owed to a granter the edge cannot reach, handed to another
+  replica, is answered "granter alive, keep it" while the granting instance is a member and "counted"
+  (once) when it has left; the lease stream tells the live instances (``LeaseStreamResponse.members``)
+  on its first reply and when the membership changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.keyring.domain.usage import Figures
+
+from .conftest import Replica, StartReplica, make_pool
+from .test_keyring_service import MODEL, add_keys
+from .test_lease_stream_faults import until
+
+OK = pb.Outcome(http_status=200, input_tokens=7, output_tokens=3)
+
+
+class Stream:
+    """A raw lease stream to one replica, as the edge holds it: calls in, replies out, one at a time."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._calls: asyncio.Queue[pb.LeaseCall] = asyncio.Queue()
+        self._call = replica.lease.LeaseStream(self._requests())
+        self._next_id = 0
+
+    async def _requests(self) -> AsyncIterator[pb.LeaseStreamRequest]:
+        while True:
+            yield pb.LeaseStreamRequest(calls=[await self._calls.get()])
+
+    async def ask(self, **call: object) -> pb.LeaseStreamResponse:
+        """One call (``acquire=...``, ``release=...``), and the reply that answers it."""
+        self._next_id += 1
+        self._calls.put_nowait(pb.LeaseCall(id=self._next_id, **call))  # type: ignore[arg-type]
+        reply = await self._call.read()
+        assert isinstance(reply, pb.LeaseStreamResponse)
+        assert [result.id for result in reply.results] == [self._next_id]
+        return reply
+
+    def cut(self) -> None:
+        self._call.cancel()
+
+
+async def kill(replica: Replica) -> None:
+    """What a SIGKILL leaves behind, minus the wait for the membership's TTL: no last flush, no leave, no drain.
+
+    The membership record is revoked at once (what its expiry does ``KEYRING_MEMBERSHIP_TTL_S`` later).
+    """
+    replica.stopped = True
+    keyring = replica.keyring
+    keyring.desk.accepting = False
+    for task in keyring._tasks:
+        task.cancel()
+    await asyncio.gather(*keyring._tasks, return_exceptions=True)
+    await keyring._registration.close()
+    await replica.server.server.stop(0)
+    if replica.server._metrics_runner is not None:
+        await replica.server._metrics_runner.cleanup()
+    await keyring.housekeeping.close()
+    await replica.channel.close()
+    await replica.admin_channel.close()
+    await replica.store.close()
+
+
+def counted(replica: Replica, key_id: str) -> Figures:
+    """What ``replica`` has counted for ``key_id`` (flushed or not)."""
+    total = Figures()
+    for bucket in replica.keyring.desk.ledger.usage.buckets.values():
+        if key_id in bucket.keys:
+            total.add(bucket.keys[key_id])
+    return total
+
+
+async def two_replicas(start_replica: StartReplica, **settings: object) -> tuple[Replica, Replica, str]:
+    """Replicas a and b, each seeing both members and the pool's token; the token's hash."""
+    a = await start_replica("replica-a", **settings)
+    b = await start_replica("replica-b", **settings)
+    token = await make_pool(a)
+    await add_keys(a, 2)
+    both = {a.keyring.instance, b.keyring.instance}
+    await until(
+        lambda: (
+            set(a.keyring.cache.instances()) == set(b.keyring.cache.instances()) == both
+            and b.keyring.desk.allocator.find_token(token) is not None
+        ),
+        within_s=3,
+        message="replicas see each other and the token",
+    )
+    return a, b, token
+
+
+async def test_a_handover_is_kept_for_a_live_granter_and_counted_once_when_it_has_left(
+    start_replica: StartReplica,
+) -> None:
+    a, b, token = await two_replicas(start_replica)
+    on_a = Stream(a)
+    first = await on_a.ask(acquire=pb.AcquireRequest(token_hash=token, model=MODEL))
+    assert set(first.members) == {a.keyring.instance, b.keyring.instance}  # the first reply names the members
+    lease = first.results[0].acquire.lease
+    second = await on_a.ask(acquire=pb.AcquireRequest(token_hash=token, model=MODEL))
+    assert not second.members  # unchanged: not told again
+    handover = pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id, model=MODEL, outcome=OK, handover=True)
+
+    # The granter lives: b counts nothing and says so; the edge keeps owing the release to a.
+    on_b = Stream(b)
+    kept = await on_b.ask(release=handover)
+    assert set(kept.members) == {a.keyring.instance, b.keyring.instance}
+    assert kept.results[0].release.granter_alive and not kept.results[0].release.known
+    assert counted(b, lease.key_id).requests == 0
+    assert (await b.lease.Release(handover)).granter_alive  # the unary path answers the same
+
+    await kill(a)  # and it never comes back: its leases, held in its memory, are lost with it
+    await until(lambda: b.keyring.cache.instances() == (b.keyring.instance,), within_s=3, message="a left")
+    on_a.cut()
+    answered = await on_b.ask(release=handover)
+    assert list(answered.members) == [b.keyring.instance]  # the membership changed: told on the next reply
+    assert not answered.results[0].release.granter_alive  # counted here
+    again = await on_b.ask(release=handover)  # the answer lost, handed over again: counted once
+    assert not again.results[0].release.granter_alive and not again.members
+    assert (await b.lease.Release(handover)).granter_alive is False
+    figures = counted(b, lease.key_id)
+    assert (figures.requests, figures.input_tokens, figures.output_tokens) == (1, 7, 3)
+    on_b.cut()
