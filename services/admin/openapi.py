@@ -61,7 +61,7 @@ def _answer_schemas() -> dict[str, Any]:
                      or name.startswith("quota_") else _NUM)
               for name in s.PolicyInput.model_fields}
     usage_row = _object({"id": _string(), "pool": _string(), "requests": _INT, "errors": _INT,
-                         "input_tokens": _INT, "output_tokens": _INT})
+                         "input_tokens": _INT, "output_tokens": _INT, "unknown": _INT})
     states = [state.value for state in s.KeyStateName]
     return {
         "ErrorBody": _object({

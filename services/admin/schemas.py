@@ -585,6 +585,7 @@ def usage_rows_json(rows: Any) -> list[dict[str, Any]]:
             "errors": row.figures.errors,
             "input_tokens": row.figures.input_tokens,
             "output_tokens": row.figures.output_tokens,
+            "unknown": row.figures.unknown,  # calls whose lease was reclaimed unreleased (in requests too)
         }
         for row in rows
     ]

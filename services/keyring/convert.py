@@ -282,5 +282,6 @@ def usage_row(subject: str, pool: str, figures: Figures) -> pb.UsageRow:
             errors=figures.errors,
             input_tokens=figures.input_tokens,
             output_tokens=figures.output_tokens,
+            unknown=figures.unknown,
         ),
     )

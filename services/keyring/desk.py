@@ -380,7 +380,7 @@ class LeaseDesk:
     def reclaim_expired(self, now: float) -> None:
         """Take back leases whose holder never released them."""
         for lease in self.book.reclaim_expired(now):
-            self.ledger.expired(lease.lease_id)
+            self.ledger.reclaimed(lease)  # counted, outcome unknown: the call may have reached the upstream
             self.allocator.quotas.expired(lease.lease_id)
             self.observer.lease_expired(lease.pool)
 

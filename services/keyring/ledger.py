@@ -4,9 +4,13 @@ Which release counts a call:
 
 - the replica holding the lease counts it when it is released, in its
   current usage epoch, and answers with that epoch (``counted_epoch``);
+- a lease this instance reclaimed unreleased (its stream ended and the grace
+  passed, or its TTL did: the edge died or lost it) counts when reclaimed, as
+  a call of unknown outcome (``reclaimed``): it may have reached the upstream;
 - a release of a lease this instance granted but no longer holds counts only
-  when the lease had expired unreleased (once); a re-sent release this
-  instance already counted (it names the epoch) counts nothing;
+  when the lease had been reclaimed unreleased, once, and then only resolves
+  the unknown call (its outcome and tokens, no second request); a re-sent
+  release this instance already counted (it names the epoch) counts nothing;
 - a release of another instance's lease that the edge also keeps for its
   granter (``kept_for_granter``: delivered here while the granter's stream was
   down) counts nothing here: the granter, or its successor, gets it later;
@@ -32,7 +36,8 @@ those the dead one never flushed.
 Not covered (each needs two faults within one flush interval): a release
 whose answer never reached the edge is counted again if its granter had
 flushed it before dying; a call counted late by a replica that then dies
-before its own flush is lost.
+before its own flush is lost; a lease reclaimed (counted unknown) whose
+granter then dies is counted again when its release is handed over.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import orjson
 
 from .codec import Layout
 from .domain.lease_ids import granting_instance
+from .domain.leasing import LeaseRecord
 from .domain.usage import Bucket, Call, RecentIds, UsageCounter
 from .domain.view import KeyringView
 
@@ -77,9 +83,10 @@ class UsageLedger:
         """Count a call of a lease this replica holds; the epoch it went into."""
         return self.usage.count(self._clock(), call)
 
-    def expired(self, lease_id: str) -> None:
-        """One of this instance's leases was reclaimed unreleased: a release that comes late still counts."""
-        self._expired.add(lease_id)
+    def reclaimed(self, lease: LeaseRecord) -> None:
+        """A lease of this instance reclaimed unreleased: a call of unknown outcome (a late release resolves it)."""
+        self.count(Call(lease.pool, lease.key_id, lease.token_id, False, 0, 0, unknown=True))
+        self._expired.add(lease.lease_id)
 
     def count_late(self, lease_id: str, call: Call, counted_epoch: int, kept_for_granter: bool = False) -> int:
         """A release of a lease this replica does not hold: counted when the rules say so; the epoch, else 0.
@@ -91,7 +98,7 @@ class UsageLedger:
         if instance == self._instance:
             if counted_epoch:
                 return counted_epoch
-            return self.count(call) if self._expired.take(lease_id) else 0
+            return self.usage.resolve(self._clock(), call) if self._expired.take(lease_id) else 0
         if kept_for_granter or lease_id in self._counted_late:
             return 0
         if not self._is_member(instance):

@@ -5,6 +5,9 @@
   replica, is answered "granter alive, keep it" while the granting instance is a member and "counted"
   (once) when it has left; the lease stream tells the live instances (``LeaseStreamResponse.members``)
   on its first reply and when the membership changes.
+- Finding 4: a killed edge's calls are counted: a lease reclaimed unreleased (its stream cut, the grace
+  passed) counts as a call of unknown outcome, in the usage records and admin's GetUsage; a release that
+  comes later tells the outcome without counting the call twice.
 """
 
 from __future__ import annotations
@@ -127,3 +130,33 @@ async def test_a_handover_is_kept_for_a_live_granter_and_counted_once_when_it_ha
     figures = counted(b, lease.key_id)
     assert (figures.requests, figures.input_tokens, figures.output_tokens) == (1, 7, 3)
     on_b.cut()
+
+
+async def test_the_calls_of_a_killed_edge_count_as_unknown_outcomes(start_replica: StartReplica) -> None:
+    replica = await start_replica("replica-a", stream_lease_grace_s=0.2)
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    edge = Stream(replica)
+    leases = [
+        (await edge.ask(acquire=pb.AcquireRequest(token_hash=token, model=MODEL))).results[0].acquire.lease
+        for _ in range(3)
+    ]
+    released = await edge.ask(
+        release=pb.ReleaseRequest(lease_id=leases[0].lease_id, key_id=leases[0].key_id, model=MODEL, outcome=OK)
+    )
+    assert released.results[0].release.known
+    edge.cut()  # SIGKILL: two calls in flight, their releases never come
+    await until(lambda: len(replica.keyring.desk.book) == 0, within_s=3, message="leases not reclaimed")
+
+    usage = await replica.admin.GetUsage(pb.GetUsageRequest(pool="main"))
+    [pool] = usage.pools
+    assert (pool.figures.requests, pool.figures.unknown, pool.figures.errors) == (3, 2, 0)
+    assert sum(row.figures.unknown for row in usage.tokens) == 2  # the token's usage says so too
+
+    # One edge was only cut off: its release, re-sent after the reclaim, tells the outcome; the call counts once.
+    late = pb.ReleaseRequest(lease_id=leases[1].lease_id, key_id=leases[1].key_id, model=MODEL, outcome=OK)
+    assert not (await replica.lease.Release(late)).known
+    await replica.lease.Release(late)  # and again: nothing more
+    usage = await replica.admin.GetUsage(pb.GetUsageRequest(pool="main"))
+    [pool] = usage.pools
+    assert (pool.figures.requests, pool.figures.unknown, pool.figures.input_tokens) == (3, 1, 14)

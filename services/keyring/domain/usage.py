@@ -13,7 +13,15 @@ written whole each time, so writing it twice counts nothing twice.
 Epochs: each count goes into the current epoch; ``take_dirty`` closes it and
 stamps the buckets it hands out, so a bucket in the store says which epochs
 its replica has written, and ``written`` (the write confirmed) makes them
-``durable``. Which release counts a call at all is the usage ledger's rule
+``durable``.
+
+Unknown outcomes: a lease reclaimed unreleased (its edge died or lost it)
+may have reached the upstream, which billed it: it counts as a request of
+unknown outcome (``Call.unknown``). A release that comes after that tells
+the outcome: ``resolve`` takes the call out of unknown and adds what it
+tells, in the bucket of the moment (the request stays counted once; a bucket
+may then hold a negative ``unknown``, and sums over a window covering both
+are right). Which release counts a call at all is the usage ledger's rule
 (``keyring/ledger.py``), with ``RecentIds`` remembering the lease ids it must
 not count again.
 """
@@ -32,19 +40,21 @@ class Figures:
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    unknown: int = 0  # requests whose lease was reclaimed unreleased: outcome unknown (in requests too)
 
     def add(self, other: Figures) -> None:
         self.requests += other.requests
         self.errors += other.errors
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
+        self.unknown += other.unknown
 
     def as_list(self) -> list[int]:
-        return [self.requests, self.errors, self.input_tokens, self.output_tokens]
+        return [self.requests, self.errors, self.input_tokens, self.output_tokens, self.unknown]
 
     @classmethod
     def from_list(cls, values: list[int]) -> Figures:
-        return cls(*values[:4])
+        return cls(*values[:5])  # four before unknown outcomes were counted
 
 
 @dataclass(slots=True)
@@ -95,6 +105,7 @@ class Call:
     failed: bool
     input_tokens: int
     output_tokens: int
+    unknown: bool = False  # a lease reclaimed unreleased: it may have reached the upstream, outcome unknown
 
 
 def bucket_start(now: float) -> int:
@@ -112,6 +123,13 @@ class UsageCounter:
 
     def count(self, now: float, call: Call) -> int:
         """Count one call; the epoch it went into."""
+        return self._add(now, call, 1)
+
+    def resolve(self, now: float, call: Call) -> int:
+        """A call counted unknown gets its outcome: out of unknown, its figures added, no new request; the epoch."""
+        return self._add(now, call, 0)
+
+    def _add(self, now: float, call: Call, requests: int) -> int:
         pool, key_id, token_id = call.pool, call.key_id, call.token_id
         start = bucket_start(now)
         bucket = self.buckets.get(start)
@@ -126,8 +144,10 @@ class UsageCounter:
             subjects.append(bucket.tokens[token_id])
             if token_id not in bucket.token_pools:
                 bucket.token_pools[token_id] = pool
+        unknown = 1 if call.unknown else -1 if not requests else 0
         for figures in subjects:
-            figures.requests += 1
+            figures.requests += requests
+            figures.unknown += unknown
             figures.errors += call.failed
             figures.input_tokens += call.input_tokens
             figures.output_tokens += call.output_tokens
