@@ -47,10 +47,49 @@ storm (a cooldown decided is kept, whatever etcd does; the storm's count is
 reported only: see ``violations``); after the storm, no key
 cooling within 15 s of the upstream's recovery.
 
-``--quick`` runs every scenario in a reduced form (about a minute in all).
-Only the processes this run started are stopped, by PID.
+Issue 19's scenarios (the end of a lease) run after those, on a second stack
+of THREE keyring replicas (``KEYRING_MEMBERSHIP_TTL_S`` 10 s and
+``KEYRING_STREAM_LEASE_GRACE_S`` 15 s, the defaults; --quick: 5 s and 5 s),
+two edges given each replica's static address (no DNS name that stops
+resolving), the same load and the same 429 project; replica C is the victim:
 
-    python bench/chaos_bench.py [--quick] [--check] [--only storm_429,...] [--keep-logs DIR]
+  frozen_replica         replica C stopped (SIGSTOP) for 20 s (--quick: 6 s), then SIGCONT
+  edge_sigkill_streams   edge 1 SIGKILLed with long streams in flight on it, restarted
+  token_budget_death     a second token with a budget of 300 requests a minute, sent
+                         at a fixed rate late in an epoch minute (up to a minute's wait
+                         for it) so that 35 % of it is spent when replica C is SIGKILLed
+                         and the rest after its death is detected; C restarted once the
+                         minute is over
+  replica_gone           replica C SIGKILLed and NOT restarted (until its figures are taken)
+
+Their own figures and bounds (``--check``), besides the ones above (usage
+equals upstream calls in each; leases_in_flight_after waits, where streams
+ended, for the stream grace + 10 s: leases_reclaimed_after_s):
+
+  frozen_replica         throughput_before/_during/_after (load answers 200 a second),
+                         max_ and p99_latency_during_s (requests overlapping the freeze):
+                         max latency under 2 s, throughput during >= half of before
+  edge_sigkill_streams   cut_by_kill (errors through edge 1 within 1 s of its death:
+                         its streams, its requests, those sent before the Service saw
+                         it; not counted as errors): its calls reached the upstream, so
+                         usage counts them once keyring reclaims their leases
+  token_budget_death     budget_served_in_minute (the 200s sent in the minute of the
+                         death) <= budget_bound (300 x (1 + BUDGET_OVERSHOOT));
+                         refused_with_budget_left by phase (a 429 answered while fewer
+                         than 300 calls were even sent before it): none after_detection
+                         (the membership TTL + 1 s after the death)
+  replica_gone           releases_owed_* (edge_keyring_releases_owed on each edge, every
+                         0.25 s): back to 0 within the membership TTL + 10 s of the
+                         death; edge_log_lines_naming_it (lines of each edge's log
+                         naming C's address from the kill until its figures are taken):
+                         at most 4 each, one per state change, not one per attempt
+
+``--quick`` runs issue 13's scenarios in a reduced form (about a minute in
+all); issue 19's run in the full run, or by name with ``--only`` (quick forms
+of 10-20 s each, the budget's wait for its minute aside). Only the processes
+this run started are stopped, by PID.
+
+    python bench/chaos_bench.py [--quick] [--check] [--only storm_429,frozen_replica,...] [--keep-logs DIR]
 """
 
 from __future__ import annotations
@@ -70,7 +109,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import grpc
@@ -109,6 +148,21 @@ SCENARIOS = (
     "edge_sigterm_streams",
     "storm_429",
 )
+# Issue 19's, on a stack of three replicas (and two edges): in the full run, and by name (--only) with --quick.
+WIDE_SCENARIOS = ("frozen_replica", "edge_sigkill_streams", "token_budget_death", "replica_gone")
+WIDE_REPLICAS = 3
+VICTIM = 2  # keyring-c: frozen, killed
+FREEZE_THROUGHPUT_SHARE = 0.5  # throughput while a replica is frozen, at least this share of before
+OWED = "edge_keyring_releases_owed"
+OWED_HANDOVER_BOUND_S = 10.0  # past the dead replica's membership expiry, nothing owed to it on any edge
+GONE_LOG_LINES_BOUND = 4  # lines naming the dead replica per edge: one per state change (a retry each: 1.6/s)
+KILL_CUT_S = 1.0  # errors through a SIGKILLed edge this soon after the kill are the kill's (the Service's lag)
+RECLAIM_SLACK_S = 10.0  # past the stream grace, the leases of a killed edge reclaimed (the janitor's round)
+BUDGET_RPM = 300
+# How far a token's per-minute budget may be exceeded across a replica's death: keyring's documented bound.
+BUDGET_OVERSHOOT = 0.05
+BUDGET_SHARE_BEFORE_DEATH = 0.35  # of the budget spent before the death
+DETECTION_SLACK_S = 1.0  # past the membership TTL: the expiry reaching the survivors' view
 
 
 @dataclass(frozen=True)
@@ -126,6 +180,11 @@ class Timing:
     stream_chunk_delay_s: float
     keyring_grace_s: float  # KEYRING_SHUTDOWN_GRACE_S: how long a SIGTERMed replica drains
     edge_delay_s: float  # EDGE_SHUTDOWN_DELAY_S: how long a SIGTERMed edge accepts while /readyz says 503
+    # The three-replica stack of issue 19's scenarios:
+    freeze_s: float  # a replica stopped (SIGSTOP)
+    membership_ttl_s: int  # KEYRING_MEMBERSHIP_TTL_S: how long a dead replica stays a member
+    stream_grace_s: float  # KEYRING_STREAM_LEASE_GRACE_S: leases of an ended lease stream reclaimed after it
+    budget_warm_s: float  # the budget token's load before its replica dies
 
 
 FULL = Timing(
@@ -140,6 +199,10 @@ FULL = Timing(
     stream_chunk_delay_s=0.8,
     keyring_grace_s=10,  # the default
     edge_delay_s=5,  # the default
+    freeze_s=20,  # issue 19's run
+    membership_ttl_s=10,  # the default
+    stream_grace_s=15,  # the default
+    budget_warm_s=7,
 )
 QUICK = Timing(
     warm_s=1.0,
@@ -153,6 +216,10 @@ QUICK = Timing(
     stream_chunk_delay_s=0.5,
     keyring_grace_s=2,
     edge_delay_s=1,  # ten readiness polls of the load (READY_POLL_S): it stops routing there first
+    freeze_s=6,
+    membership_ttl_s=5,
+    stream_grace_s=5,
+    budget_warm_s=4,
 )
 
 
@@ -174,6 +241,9 @@ class Stack:
     token: str = ""
     key_secrets: list[str] = field(default_factory=list)
     key_projects: dict[str, str] = field(default_factory=dict)
+    membership_ttl_s: float = 10.0  # the replicas' KEYRING_MEMBERSHIP_TTL_S
+    stream_grace_s: float = 15.0  # the replicas' KEYRING_STREAM_LEASE_GRACE_S
+    dead: set[int] = field(default_factory=set)  # replicas killed and not (yet) restarted: not asked
 
     def keyring_address(self, index: int) -> str:
         return f"127.0.0.1:{self.keyring_ports[index]}"
@@ -201,7 +271,10 @@ class Stack:
         self.etcd.stop()
 
 
-async def start_stack(workdir: str, timing: Timing) -> Stack:
+async def start_stack(workdir: str, timing: Timing, replicas: int = 2) -> Stack:
+    """The stack of issue 13's scenarios (two replicas), or of issue 19's (three, with ``timing``'s membership
+    TTL and stream grace); two edges given every replica's static address either way."""
+    os.makedirs(workdir, exist_ok=True)
     ca = LocalCA(os.path.join(workdir, "tls"))
     # Fixed ports and a kept data dir: a SIGKILLed etcd comes back where the replicas look for it.
     etcd = EtcdServer(
@@ -217,7 +290,10 @@ async def start_stack(workdir: str, timing: Timing) -> Stack:
         simulator.start()
         stack.sim_url = await simulator.announced(r"simulator listening on (\S+)")
         kek = generate_kek()
-        for name in ("a", "b"):
+        wide = replicas > 2
+        if wide:
+            stack.membership_ttl_s, stack.stream_grace_s = timing.membership_ttl_s, timing.stream_grace_s
+        for name in "abc"[:replicas]:
             port, metrics_port = free_port(), free_port()
             stack.keyring_ports.append(port)
             stack.metrics_ports.append(metrics_port)
@@ -226,10 +302,13 @@ async def start_stack(workdir: str, timing: Timing) -> Stack:
                 prefix="/chaos/",
             )  # fmt: skip
             env["KEYRING_SHUTDOWN_GRACE_S"] = str(timing.keyring_grace_s)
+            if wide:
+                env["KEYRING_MEMBERSHIP_TTL_S"] = str(timing.membership_ttl_s)
+                env["KEYRING_STREAM_LEASE_GRACE_S"] = str(timing.stream_grace_s)
             stack.replicas.append(Service(f"keyring-{name}", "services.keyring", env, workdir))
-        await asyncio.gather(*(stack.start_replica(i) for i in range(2)))
+        await asyncio.gather(*(stack.start_replica(i) for i in range(replicas)))
         await seed(stack, timing)
-        addresses = [stack.keyring_address(i) for i in range(2)]
+        addresses = [stack.keyring_address(i) for i in range(replicas)]
         for index in range(2):
             port = free_port()
             env = edge_env(ca, stack.sim_url, addresses, port)
@@ -265,9 +344,13 @@ async def seed(stack: Stack, timing: Timing) -> None:
 
 
 async def leases_in_flight(stack: Stack, http: aiohttp.ClientSession) -> list[tuple[int, int | None]]:
-    """Per replica: (its start count, its keyring_leases_in_flight; None when it does not answer)."""
+    """Per replica: (its start count, its keyring_leases_in_flight; None when it does not answer). A replica
+    killed and not restarted (``stack.dead``) is (-1, None): its leases died with it."""
     found: list[tuple[int, int | None]] = []
-    for replica, port in zip(stack.replicas, stack.metrics_ports, strict=True):
+    for index, (replica, port) in enumerate(zip(stack.replicas, stack.metrics_ports, strict=True)):
+        if index in stack.dead:
+            found.append((-1, None))
+            continue
         value: int | None = None
         try:
             async with http.get(f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=3)) as reply:
@@ -284,6 +367,8 @@ def leases_left(before: list[tuple[int, int | None]], after: list[tuple[int, int
     again (a replica started since then holds none of it)."""
     total = 0
     for (starts_before, held_before), (starts_after, held_after) in zip(before, after, strict=True):
+        if starts_after == -1:  # dead since: what it held is gone with it
+            continue
         if held_after is None:
             return None
         earlier = (held_before or 0) if starts_before == starts_after else 0
@@ -294,8 +379,10 @@ def leases_left(before: list[tuple[int, int | None]], after: list[tuple[int, int
 async def usage_counted(stack: Stack) -> int | None:
     """The pool's requests over the last hour: each replica flushes its own counts when asked (GetUsage)."""
     figures: list[int] = []
-    for _ in range(2):  # the second round reads the other replica's flushed counts too
+    for _ in range(2):  # the second round reads the other replicas' flushed counts too
         for index in range(len(stack.replicas)):
+            if index in stack.dead:
+                continue
             try:
                 async with stack.admin_channel(index) as channel:
                     reply = await pb_grpc.AdminServiceStub(channel).GetUsage(
@@ -325,6 +412,8 @@ async def sim_clear(stack: Stack, http: aiohttp.ClientSession) -> None:
 async def cooling_keys(stack: Stack, model: str) -> int | None:
     """Keys of the pool with a cooldown of ``model`` in force (None when no replica answers)."""
     for index in range(len(stack.replicas)):
+        if index in stack.dead:
+            continue
         try:
             async with stack.admin_channel(index) as channel:
                 reply = await pb_grpc.AdminServiceStub(channel).ListKeys(
@@ -340,6 +429,16 @@ async def cooling_keys(stack: Stack, model: str) -> int | None:
 # -- the load ----------------------------------------------------------------
 
 
+class Completion(NamedTuple):
+    """One answered (or failed) request of the load: when it ended, how long it took, through which edge."""
+
+    ended: float  # time.time()
+    latency_s: float
+    status: str
+    edge: str
+    stream: bool
+
+
 class Load:
     """``CONCURRENCY`` bounded workers posting to the edges in the Service, until stopped."""
 
@@ -352,6 +451,7 @@ class Load:
         self.latencies: list[float] = []
         self.stream_durations: list[float] = []
         self.error_times: list[float] = []
+        self.completions: list[Completion] = []  # load requests and streams alike
         self.first_ok_after: dict[str, float] = {}
         self._stop = asyncio.Event()
         self._turn = 0
@@ -387,10 +487,12 @@ class Load:
         self._turn += 1
         return edges[self._turn % len(edges)]
 
-    def _record(self, status: str, started: float) -> None:
+    def _record(self, status: str, started: float, edge: str, stream: bool = False) -> None:
+        now = time.time()
         self.statuses[status] += 1
         if status != "200":
-            self.error_times.append(time.time())
+            self.error_times.append(now)
+        self.completions.append(Completion(now, time.monotonic() - started, status, edge, stream))
 
     async def _worker(self) -> None:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
@@ -409,7 +511,7 @@ class Load:
             except aiohttp.ClientError:
                 status = "connection"
             self.latencies.append(time.monotonic() - started)
-            self._record(status, started)
+            self._record(status, started, edge)
             if status == "429":
                 await asyncio.sleep(0.2)  # a polite client: every key cools
 
@@ -429,7 +531,7 @@ class Load:
         except aiohttp.ClientError:
             status = "stream_cut"
         self.stream_durations.append(time.monotonic() - started)
-        self._record(status, started)
+        self._record(status, started, edge, stream=True)
 
 
 # -- scenarios ---------------------------------------------------------------
@@ -443,6 +545,13 @@ class Fault:
     ended_at: float = 0.0
     recovered_after_s: float | None = None
     upstream_429s: int = 0  # the storm's, counted between its start and the upstream's recovery
+    window: tuple[float, float] | None = None  # a replica frozen from, until (time.time())
+    killed_edge: tuple[str, float] | None = None  # the edge SIGKILLed, when: errors through it then are the kill's
+    # Lease streams ended from then on (an edge killed, or gave up on a frozen replica): their leases are reclaimed
+    # a stream grace later, so leases_in_flight_after waits for that before it is judged.
+    streams_ended_at: float | None = None
+    figures: dict[str, Any] = field(default_factory=dict)  # the scenario's own figures, in its result
+    restore: Callable[[], Awaitable[None]] | None = None  # after the figures are taken: make the stack whole
 
 
 async def hold(seconds: float) -> None:
@@ -524,6 +633,207 @@ async def storm(stack: Stack, load: Load, timing: Timing, fault: Fault) -> None:
         fault.steps.append(f"keys still cooling {deadline - recovered:.0f} s after the recovery")
 
 
+# -- issue 19: the end of a lease (three replicas) ----------------------------
+
+
+async def frozen_replica(stack: Stack, load: Load, timing: Timing, fault: Fault) -> None:
+    """Replica c stops answering without closing anything (a GC pause, CPU starvation, dropped packets)."""
+    replica = stack.replicas[VICTIM]
+    replica.signal(signal.SIGSTOP)
+    frozen_at = time.time()
+    fault.steps.append(f"keyring-c SIGSTOP for {timing.freeze_s:g} s")
+    try:
+        await hold(timing.freeze_s)
+    finally:
+        replica.signal(signal.SIGCONT)
+    fault.window = (frozen_at, time.time())
+    fault.streams_ended_at = fault.window[1]  # streams the edges gave up on end when the replica sees it
+    fault.steps.append("keyring-c SIGCONT")
+
+
+async def edge_metric(stack: Stack, http: aiohttp.ClientSession, name: str) -> list[float | None]:
+    """``name`` summed over its label sets, per edge (None when the edge does not answer)."""
+    found: list[float | None] = []
+    for url in stack.edge_urls:
+        try:
+            async with http.get(f"{url}/metrics", timeout=aiohttp.ClientTimeout(total=3)) as reply:
+                text = await reply.text()
+            lines = [line for line in text.splitlines() if line.startswith((name + " ", name + "{"))]
+            found.append(sum(float(line.rsplit(" ", 1)[1]) for line in lines))
+        except (aiohttp.ClientError, TimeoutError):
+            found.append(None)
+    return found
+
+
+def log_lines_naming(service: Service, offset: int, text: str) -> int:
+    """Lines of ``service``'s log after ``offset`` (bytes) that contain ``text``."""
+    with open(service.log_path, "rb") as log:
+        log.seek(offset)
+        return sum(text.encode() in line for line in log)
+
+
+async def replica_gone(stack: Stack, load: Load, timing: Timing, fault: Fault) -> None:
+    """Replica c SIGKILLed and never restarted at its (static) address: what the edges owe it must reach a live
+    replica once its membership has expired, and each edge must say so in a few lines, not one per retry."""
+    replica = stack.replicas[VICTIM]
+    address = stack.keyring_address(VICTIM)
+    offsets = [edge.log_path.stat().st_size if edge.log_path.exists() else 0 for edge in stack.edges]
+    replica.signal(signal.SIGKILL)
+    killed = time.time()
+    await replica.exited(10)
+    stack.dead.add(VICTIM)
+    fault.steps.append("keyring-c SIGKILL, not restarted")
+    expired = killed + stack.membership_ttl_s
+    deadline = expired + OWED_HANDOVER_BOUND_S
+    owed_max, last_owing = 0.0, killed
+    owed: list[float | None] = [None for _ in stack.edges]
+    while time.time() < deadline:
+        owed = await edge_metric(stack, load.http, OWED)
+        now = time.time()
+        owing = sum(value or 0 for value in owed) > 0 or None in owed
+        owed_max = max(owed_max, sum(value or 0 for value in owed))
+        if owing:
+            last_owing = now
+        elif now >= expired and now - last_owing >= 1.0:  # nothing owed for a second, past the expiry
+            break
+        await asyncio.sleep(0.25)
+    fault.steps.append(f"{time.time() - killed:.1f}s after the kill: releases owed per edge {owed}")
+    fault.figures["releases_owed_max"] = owed_max
+    fault.figures["releases_owed_end"] = owed
+    fault.figures["releases_owed_cleared_after_s"] = (
+        round(last_owing - killed, 2) if not any(owed) and None not in owed else None
+    )
+    fault.figures["owed_bound_s"] = round(expired + OWED_HANDOVER_BOUND_S - killed, 1)
+
+    async def restore() -> None:
+        lines = [log_lines_naming(edge, offset, address) for edge, offset in zip(stack.edges, offsets, strict=True)]
+        fault.figures["edge_log_lines_naming_it"] = lines
+        fault.figures["seconds_dead"] = round(time.time() - killed, 1)
+        await stack.start_replica(VICTIM)
+        stack.dead.discard(VICTIM)
+
+    fault.restore = restore
+
+
+async def edge_sigkill_streams(stack: Stack, load: Load, timing: Timing, fault: Fault) -> None:
+    """Edge 1 SIGKILLed with long streams (and its share of the load) in flight: their calls reached the upstream,
+    so keyring must count them (unknown outcome) when it reclaims their leases after the stream grace."""
+    edge = stack.edges[0]
+    streams = [asyncio.create_task(load.stream(stack.edge_urls[0])) for _ in range(STREAMS)]
+    await asyncio.sleep(timing.stream_chunk_delay_s * 1.5)  # the streams have begun
+    edge.signal(signal.SIGKILL)
+    fault.killed_edge = (stack.edge_urls[0], time.time())
+    fault.streams_ended_at = fault.killed_edge[1]
+    fault.steps.append(f"edge-1 SIGKILL with {STREAMS} streams in flight")
+    await edge.exited(10)
+    await asyncio.gather(*streams)
+    fault.steps.append("streams done")
+    await stack.start_edge(0)
+    fault.steps.append("edge-1 serving again")
+
+
+class BudgetClient:
+    """Requests of the budget token sent at a fixed rate (an open loop: a refusal slows nothing)."""
+
+    def __init__(self, load: Load, token: str, rate: float) -> None:
+        self.load, self.token, self.rate = load, token, rate
+        self.answers: list[tuple[float, float, str]] = []  # (sent, answered, status: "200", "429"...)
+
+    async def run(self, until: float) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        due = time.time()
+        while due < until:
+            await asyncio.sleep(max(0.0, due - time.time()))
+            tasks.add(asyncio.create_task(self._one()))
+            due += 1 / self.rate
+        await asyncio.gather(*tasks)
+
+    async def _one(self) -> None:
+        edge = self.load._edge()
+        sent = time.time()
+        if edge is None:
+            self.answers.append((sent, sent, "no_edge"))
+            return
+        headers = {"x-goog-api-key": self.token, "Content-Type": "application/json"}
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        try:
+            async with self.load.http.post(edge + self.load.path, data=BODY, headers=headers, timeout=timeout) as reply:
+                await reply.read()
+                status = str(reply.status)
+        except TimeoutError:
+            status = "timeout"
+        except aiohttp.ClientError:
+            status = "connection"
+        self.answers.append((sent, time.time(), status))
+
+
+def budget_figures(answers: list[tuple[float, float, str]], killed: float, detection_s: float) -> dict[str, Any]:
+    """The minute of the death: calls served, and refusals that came while the budget still had room.
+
+    A refusal counts as one with room left when, even counting every call sent before its answer came (a call
+    is admitted after it is sent), fewer than BUDGET_RPM were served: races near the end cannot make one up."""
+    minute = math.floor(killed / 60) * 60
+    in_minute = [a for a in answers if minute <= a[0] < minute + 60]
+    served = sorted(sent for sent, _, status in in_minute if status == "200")
+    refused: Counter[str] = Counter()
+    for sent, answered, status in in_minute:
+        if status == "429" and sum(1 for t in served if t < answered) < BUDGET_RPM:
+            phase = (
+                "before_death"
+                if sent < killed
+                else "within_detection"
+                if sent < killed + detection_s
+                else "after_detection"
+            )
+            refused[phase] += 1
+    statuses = Counter(status for _, _, status in in_minute)
+    return {
+        "budget_per_minute": BUDGET_RPM,
+        "budget_served_in_minute": len(served),
+        "budget_bound": math.floor(BUDGET_RPM * (1 + BUDGET_OVERSHOOT)),
+        "budget_statuses": dict(sorted(statuses.items())),
+        "refused_with_budget_left": dict(refused),
+        "detection_s": detection_s,
+        "death_at_s_of_minute": round(killed - minute, 1),
+    }
+
+
+async def token_budget_death(stack: Stack, load: Load, timing: Timing, fault: Fault) -> None:
+    """A token with a per-minute budget under load; replica c SIGKILLed a third of the way through its budget.
+
+    Aligned on keyring's epoch minute: the budget client starts late in a minute, paced so that about
+    BUDGET_SHARE_BEFORE_DEATH of the budget is spent before the death and the rest only after the survivors
+    have detected it (membership TTL + DETECTION_SLACK_S), and sends until the minute ends."""
+    async with stack.admin_channel() as channel:
+        budget = pb.TokenBudget(model="", requests_per_minute=BUDGET_RPM)
+        request = pb.CreateTokenRequest(pool=POOL, name="chaos-budget", budgets=[budget])
+        token = (await pb_grpc.AdminServiceStub(channel).CreateToken(request)).token
+    detection_s = stack.membership_ttl_s + DETECTION_SLACK_S
+    rate = BUDGET_RPM * BUDGET_SHARE_BEFORE_DEATH / timing.budget_warm_s
+    # From the start: the budget lasts BUDGET_RPM / rate, past the detection; then a few seconds of refusals.
+    span = max(BUDGET_RPM / rate, timing.budget_warm_s + detection_s) + 4
+    minute_end = math.floor(time.time() / 60) * 60 + 60
+    start = minute_end - span - 0.5
+    if start < time.time():
+        start += 60
+        minute_end += 60
+    fault.steps.append(f"budget client waits {start - time.time():.1f} s for its place in the minute")
+    await asyncio.sleep(start - time.time())
+    client = BudgetClient(load, token, rate)
+    sending = asyncio.create_task(client.run(minute_end - 0.2))
+    await asyncio.sleep(timing.budget_warm_s)
+    stack.replicas[VICTIM].signal(signal.SIGKILL)
+    killed = time.time()
+    stack.dead.add(VICTIM)
+    fault.steps.append(f"keyring-c SIGKILL at second {killed % 60:.1f} of the minute, budget client at {rate:.1f}/s")
+    await sending
+    await stack.replicas[VICTIM].exited(10)
+    fault.figures.update(budget_figures(client.answers, killed, detection_s))
+    await stack.start_replica(VICTIM)
+    stack.dead.discard(VICTIM)
+    fault.steps.append("keyring-c serving again")
+
+
 FaultFunction = Callable[[Stack, Load, Timing, Fault], Awaitable[None]]
 
 
@@ -541,6 +851,10 @@ def faults() -> dict[str, FaultFunction]:
         "etcd_sigkill_restart": etcd_sigkill_restart,
         "edge_sigterm_streams": edge_sigterm_streams,
         "storm_429": storm,
+        "frozen_replica": frozen_replica,
+        "edge_sigkill_streams": edge_sigkill_streams,
+        "token_budget_death": token_budget_death,
+        "replica_gone": replica_gone,
     }
 
 
@@ -572,6 +886,12 @@ async def run_scenario(
     await sim_clear(stack, http)
     await asyncio.sleep(1.0)  # releases in flight land
     in_flight = leases_left(leases_before, await leases_in_flight(stack, http))
+    if fault.streams_ended_at is not None and in_flight != 0:  # such leases end when keyring reclaims them
+        deadline = fault.streams_ended_at + stack.stream_grace_s + RECLAIM_SLACK_S
+        while in_flight != 0 and time.time() < deadline:
+            await asyncio.sleep(0.25)
+            in_flight = leases_left(leases_before, await leases_in_flight(stack, http))
+        fault.figures["leases_reclaimed_after_s"] = round(time.time() - fault.streams_ended_at, 1)
     counts_after = await sim_counts(stack.sim_url, http)
     usage_after = await usage_counted(stack)
     upstream = sum(counts_after.get(s, 0) - counts_before.get(s, 0) for s in stack.key_secrets)
@@ -583,7 +903,8 @@ async def run_scenario(
     else:
         answered_429 = sum(counts_after.get(s, 0) - counts_before.get(s, 0) for s in scripted)
         allowed_429 = math.ceil(seconds / timing.retry_s) * len(scripted)
-    errors = {status: n for status, n in sorted(load.statuses.items()) if status != "200"}
+    cut = cut_by_kill(load, fault)
+    errors = {status: n for status, n in sorted((load.statuses - cut).items()) if status != "200"}
     if name == "storm_429":
         recovered = fault.recovered_after_s
     else:
@@ -603,10 +924,51 @@ async def run_scenario(
         "extra_upstream_429s": max(0, answered_429 - allowed_429),
         "upstream_429s": answered_429,
         "recovered_after_s": recovered,
+        **({"cut_by_kill": dict(cut)} if fault.killed_edge else {}),
+        **(phases(load, began, fault.window) if fault.window else {}),
+        **fault.figures,
         "fault": fault.steps,
     }
+    if fault.restore is not None:
+        await fault.restore()
+        result.update(fault.figures)
+        result["fault"].append("stack whole again")
     result["violations"] = violations(result)
     return result
+
+
+def cut_by_kill(load: Load, fault: Fault) -> Counter[str]:
+    """Errors through the SIGKILLed edge as it died (streams cut, requests reset, sent before the Service saw it)."""
+    if fault.killed_edge is None:
+        return Counter()
+    edge, killed = fault.killed_edge
+    return Counter(
+        c.status
+        for c in load.completions
+        if c.edge == edge and c.status != "200" and killed <= c.ended <= killed + KILL_CUT_S
+    )
+
+
+def phases(load: Load, began: float, window: tuple[float, float]) -> dict[str, Any]:
+    """Answers per second before, during and after a replica was frozen; latency of the requests it overlapped."""
+    frozen, thawed = window
+    stopped = max((c.ended for c in load.completions), default=thawed)
+
+    def rate(start: float, end: float) -> float:
+        ok = sum(1 for c in load.completions if c.status == "200" and not c.stream and start <= c.ended < end)
+        return round(ok / max(end - start, 1e-9), 1)
+
+    during = sorted(
+        c.latency_s for c in load.completions if not c.stream and c.ended >= frozen and c.ended - c.latency_s < thawed
+    )
+    p99 = during[min(len(during) - 1, math.ceil(len(during) * 0.99) - 1)] if during else None
+    return {
+        "throughput_before": rate(began + 0.5, frozen),  # the first half second: the workers' first connections
+        "throughput_during": rate(frozen, thawed),
+        "throughput_after": rate(thawed, stopped),
+        "max_latency_during_s": round(during[-1], 3) if during else None,
+        "p99_latency_during_s": round(p99, 3) if p99 is not None else None,
+    }
 
 
 def violations(result: dict[str, Any]) -> list[str]:
@@ -632,30 +994,74 @@ def violations(result: dict[str, Any]) -> list[str]:
         recovered = result["recovered_after_s"]
         if recovered is None or recovered > RECOVERY_BOUND_S:
             broken.append(f"storm: keys still cooling {recovered} s after the upstream recovered (bound 15 s)")
+    return broken + lease_end_violations(result)
+
+
+def lease_end_violations(result: dict[str, Any]) -> list[str]:
+    """Issue 19's bounds, for the scenarios whose figures name them."""
+    broken = []
+    if (
+        "throughput_during" in result
+        and result["throughput_during"] < FREEZE_THROUGHPUT_SHARE * result["throughput_before"]
+    ):
+        broken.append(
+            f"throughput {result['throughput_during']}/s with a replica frozen < {FREEZE_THROUGHPUT_SHARE:g}"
+            f" x {result['throughput_before']}/s before"
+        )
+    if "releases_owed_end" in result and result["releases_owed_cleared_after_s"] is None:
+        broken.append(
+            f"releases still owed to the dead replica {result['owed_bound_s']} s after its death:"
+            f" {result['releases_owed_end']} per edge"
+        )
+    lines = result.get("edge_log_lines_naming_it", [])
+    if any(n > GONE_LOG_LINES_BOUND for n in lines):
+        broken.append(
+            f"edges logged {lines} lines naming the dead replica in {result['seconds_dead']} s"
+            f" (bound {GONE_LOG_LINES_BOUND} each: one per state change)"
+        )
+    if "budget_served_in_minute" in result:
+        if result["budget_served_in_minute"] > result["budget_bound"]:
+            broken.append(
+                f"budget: {result['budget_served_in_minute']} served in the minute of the death"
+                f" > {result['budget_bound']} ({BUDGET_RPM} + {BUDGET_OVERSHOOT:.0%})"
+            )
+        late = result["refused_with_budget_left"].get("after_detection", 0)
+        if late:
+            broken.append(
+                f"budget: {late} refused while the budget had room, over {result['detection_s']} s after the death"
+            )
+        other = {s: n for s, n in result["budget_statuses"].items() if s not in ("200", "429")}
+        if other:
+            broken.append(f"budget client errors: {other}")
     return broken
 
 
 async def main_async(options: argparse.Namespace) -> int:
     timing = QUICK if options.quick else FULL
-    chosen = options.only.split(",") if options.only else list(SCENARIOS)
-    unknown = set(chosen) - set(SCENARIOS)
+    every = (*SCENARIOS, *WIDE_SCENARIOS)
+    default = SCENARIOS if options.quick else every
+    chosen = options.only.split(",") if options.only else list(default)
+    unknown = set(chosen) - set(every)
     if unknown:
-        raise SystemExit(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+        raise SystemExit(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(every)}")
     workdir = tempfile.mkdtemp(prefix="chaos-bench-")
     broken = 0
     try:
-        stack = await start_stack(workdir, timing)
-        try:
-            connector = aiohttp.TCPConnector(limit=0, force_close=False)
-            async with aiohttp.ClientSession(connector=connector) as http:
-                for index, name in enumerate(SCENARIOS):
-                    if name not in chosen:
-                        continue
-                    result = await run_scenario(stack, http, index, name, timing)
-                    broken += bool(result["violations"])
-                    print(json.dumps(result), flush=True)
-        finally:
-            stack.stop_all()
+        for replicas, names, subdir in ((2, SCENARIOS, ""), (WIDE_REPLICAS, WIDE_SCENARIOS, "wide")):
+            if not set(names) & set(chosen):
+                continue
+            stack = await start_stack(os.path.join(workdir, subdir), timing, replicas)
+            try:
+                connector = aiohttp.TCPConnector(limit=0, force_close=False)
+                async with aiohttp.ClientSession(connector=connector) as http:
+                    for name in names:
+                        if name not in chosen:
+                            continue
+                        result = await run_scenario(stack, http, every.index(name), name, timing)
+                        broken += bool(result["violations"])
+                        print(json.dumps(result), flush=True)
+            finally:
+                stack.stop_all()
     finally:
         if options.keep_logs:
             shutil.copytree(workdir, options.keep_logs, dirs_exist_ok=True, ignore=shutil.ignore_patterns("etcd"))
@@ -665,9 +1071,13 @@ async def main_async(options: argparse.Namespace) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="every scenario in a reduced form (about a minute)")
+    parser.add_argument(
+        "--quick", action="store_true", help="issue 13's scenarios in a reduced form (about a minute); with --only, any"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a scenario breaks an acceptance bound")
-    parser.add_argument("--only", default="", help="comma-separated scenarios: " + ", ".join(SCENARIOS))
+    parser.add_argument(
+        "--only", default="", help="comma-separated scenarios: " + ", ".join((*SCENARIOS, *WIDE_SCENARIOS))
+    )
     parser.add_argument("--keep-logs", default="", metavar="DIR", help="copy the services' logs there")
     options = parser.parse_args()
     sys.exit(asyncio.run(main_async(options)))
