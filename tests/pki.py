@@ -19,13 +19,14 @@ from dataclasses import dataclass
 import grpc
 
 from services.common.tls import channel_credentials
-from services.devstack.certs import ETCD_CA_NAME, Certificate, LocalCA
+from services.devstack.certs import ETCD_CA_NAME, HTTPS_CA_NAME, Certificate, LocalCA
 
 KEYRING = "keyring"  # keyring's server certificate; its etcd client certificate has the name too (etcd's CA)
 EDGE = "keyring-edge"  # a lease client
 ADMIN = "keyring-admin"  # the default admin identity
 ETCD = "etcd"
 SERVICE = "billing-batch"  # an internal service leasing keys directly
+HTTPS = "edge-https"  # the https listeners' certificate (localhost, 127.0.0.1, ::1)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Pki:
     service: Certificate
     stranger: Certificate  # admin's name signed by another CA (trusting ours): keyring and etcd must refuse it
     etcd_client: Certificate  # keyring's etcd client certificate, signed by etcd's CA (``etcd`` is signed by it too)
+    https: Certificate  # a localhost server certificate of an https CA of its own (the edge's and the simulator's TLS)
 
     def environment(self) -> dict[str, str]:
         """The variables every service's settings read their certificates from."""
@@ -67,7 +69,13 @@ def session_pki() -> Pki:
         service=ca.issue(SERVICE),
         stranger=dataclasses.replace(other.issue(ADMIN), ca_file=ca.ca_file),
         etcd_client=etcd_ca.issue(KEYRING),
+        https=https_ca(directory).issue(HTTPS),
     )
+
+
+def https_ca(directory: str) -> LocalCA:
+    """The session's https CA (its files under ``directory/https-ca``): tests issue further certificates with it."""
+    return LocalCA(os.path.join(directory, "https-ca"), name=HTTPS_CA_NAME)
 
 
 def remove_session_pki() -> None:

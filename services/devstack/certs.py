@@ -34,6 +34,9 @@ from services.common.tls import TLSFiles
 
 CA_NAME = "keyring-local-ca"
 ETCD_CA_NAME = "keyring-local-etcd-ca"
+# The CA of the edge's https listener (clients trust it): apart from the services' CA, so a certificate it signs
+# is never an identity keyring or etcd accept.
+HTTPS_CA_NAME = "keyring-local-https-ca"
 VALID_DAYS = 825
 LOOPBACK_NAMES = ("localhost",)
 LOOPBACK_IPS = ("127.0.0.1", "::1")

@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Sequence
 
-from .app import start_simulator
+from .app import add_tls_listener, start_simulator
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -19,12 +19,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m services.simulator", description="Fake Gemini API upstream.")
     parser.add_argument("--host", default=os.environ.get("SIMULATOR_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("SIMULATOR_PORT", "8090")))
-    return parser.parse_args(argv)
+    # A TLS listener too (the Python client's Live sessions are wss:// only), when a certificate and key are given.
+    parser.add_argument("--tls-port", type=int, default=int(os.environ.get("SIMULATOR_TLS_PORT", "8493")))
+    parser.add_argument("--tls-cert-file", default=os.environ.get("SIMULATOR_TLS_CERT_FILE", ""))
+    parser.add_argument("--tls-key-file", default=os.environ.get("SIMULATOR_TLS_KEY_FILE", ""))
+    args = parser.parse_args(argv)
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        parser.error("--tls-cert-file and --tls-key-file go together")
+    return args
 
 
-async def serve(host: str, port: int) -> None:
-    """Start, announce the bound address on stdout, wait for a stop signal, shut down."""
+async def serve(host: str, port: int, tls: tuple[int, str, str] | None = None) -> None:
+    """Start, announce the bound address(es) on stdout, wait for a stop signal, shut down."""
     runner, base_url, _ = await start_simulator(host, port)
+    if tls is not None:
+        base_url += f" (TLS: {await add_tls_listener(runner, host, *tls)})"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -39,7 +48,8 @@ async def serve(host: str, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point."""
     args = parse_args(argv)
-    asyncio.run(serve(args.host, args.port))
+    tls = (args.tls_port, args.tls_cert_file, args.tls_key_file) if args.tls_cert_file else None
+    asyncio.run(serve(args.host, args.port, tls))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 
-from . import caches_api, control, files_api, interactions_api, jobs, native, openai_compat
+from . import caches_api, control, files_api, interactions_api, jobs, live, native, openai_compat
 from .pipeline import SIMULATOR_STATE, unknown_path
 from .state import SimulatorState
 
-__all__ = ["SIMULATOR_STATE", "create_app", "start_simulator"]
+__all__ = ["SIMULATOR_STATE", "add_tls_listener", "create_app", "start_simulator"]
 
 
 def create_app(state: SimulatorState | None = None) -> web.Application:
@@ -21,6 +23,7 @@ def create_app(state: SimulatorState | None = None) -> web.Application:
     caches_api.add_routes(app)
     jobs.add_routes(app)
     interactions_api.add_routes(app)
+    live.add_routes(app)
     control.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", unknown_path)  # last: every other path is recorded, then 404
     return app
@@ -51,3 +54,16 @@ async def start_simulator(
     await site.start()
     bound_port: int = runner.addresses[0][1]  # the site's server sockets, port 0 resolved
     return runner, format_base_url(host, bound_port), app[SIMULATOR_STATE]
+
+
+async def add_tls_listener(runner: web.AppRunner, host: str, port: int, cert_file: str, key_file: str) -> str:
+    """Serve the started simulator over TLS too, on `port` (0: a free one), and return its `https://` base URL.
+
+    The official Python client opens Live sessions with `wss://` only, whatever its base URL says, so a test of it
+    needs a TLS listener; the plain one keeps serving everything else.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    await web.TCPSite(runner, host, port, ssl_context=context).start()
+    bound_port: int = runner.addresses[-1][1]  # the site just started is the last one
+    return format_base_url(host, bound_port).replace("http://", "https://", 1)

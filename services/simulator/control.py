@@ -198,6 +198,55 @@ async def quotas(request: web.Request) -> web.Response:
     return json_response(book.snapshot(request.query.get("project")))
 
 
+async def live(request: web.Request) -> web.Response:
+    """`GET|POST /_sim/live[?project=P][&key=K]`: the Live settings (POST sets the given ones:
+    `live_sessions.LiveSettings`), the sessions (open ones first, then recently closed ones, with their close code
+    and reason) and the handles."""
+    book = request.app[SIMULATOR_STATE].live
+    if request.method == "POST":
+        try:
+            book.settings.update(await _json_body(request))
+        except (ValueError, TypeError) as exc:
+            return _bad_request(str(exc))
+    project, key = request.query.get("project"), request.query.get("key")
+    return json_response(
+        {
+            "settings": book.settings.to_dict(),
+            "sessions": [s.summary() for s in book.sessions(project, key)],
+            "handles": book.handles_of(project),
+        }
+    )
+
+
+async def live_close(request: web.Request) -> web.Response:
+    """`POST /_sim/live/close` `{"project"?, "key"?, "code"?: 1011, "reason"?: "...", "drop"?: false}`: end the open
+    sessions (of a project or a key) now, with a close frame, or (`drop`) cut without one;
+    `{"expire_handles": true}`: every handle of an ended session expires (its 2 hours have passed)."""
+    book = request.app[SIMULATOR_STATE].live
+    try:
+        data = await _json_body(request)
+        code = data.get("code", 1011)
+        reason = data.get("reason", "Internal error encountered.")
+        if (
+            isinstance(code, bool)
+            or not isinstance(code, int)
+            or not 1000 <= code <= 4999
+            or not isinstance(reason, str)
+        ):
+            raise ValueError("'code' must be a close code (1000-4999) and 'reason' a string")
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    if data.get("expire_handles"):
+        book.expire_handles()
+    ended = 0
+    if "project" in data or "key" in data or "code" in data or data.get("drop"):
+        for session in book.open_sessions(data.get("project"), data.get("key")):
+            if session.interrupt is not None:
+                session.interrupt(None if data.get("drop") else code, reason)
+                ended += 1
+    return json_response({"ok": True, "ended": ended})
+
+
 def add_routes(app: web.Application) -> None:
     """Register the control API."""
     app.router.add_post("/_sim/script", script)
@@ -212,3 +261,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/resources", resources)
     app.router.add_get("/_sim/quotas", quotas)
     app.router.add_post("/_sim/quotas", quotas)
+    app.router.add_get("/_sim/live", live)
+    app.router.add_post("/_sim/live", live)
+    app.router.add_post("/_sim/live/close", live_close)

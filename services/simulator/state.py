@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, get_args
 
+from .live_sessions import LiveBook
 from .quotas import PER_DAY_QUOTA_ID, PER_MINUTE_QUOTA_ID, QuotaBook
 from .resources import ResourceStore, default_project
 
@@ -146,6 +147,8 @@ class SimulatorState:
         self.missing_models: set[str] = set()
         #: Per-(project, model) limits and their usage (nothing enforced until a rule is set).
         self.quotas = QuotaBook()
+        #: Live API sessions (per project), their cap, life and resumption handles.
+        self.live = LiveBook()
 
     # -- projects --------------------------------------------------------
 
@@ -240,3 +243,4 @@ class SimulatorState:
         self.resources.clear()
         self.missing_models.clear()
         self.quotas.clear()
+        self.live.clear()
