@@ -68,7 +68,8 @@ ended, for the stream grace + 10 s: leases_reclaimed_after_s):
 
   frozen_replica         throughput_before/_during/_after (load answers 200 a second),
                          max_ and p99_latency_during_s (requests overlapping the freeze):
-                         max latency under 2 s, throughput during >= half of before
+                         max latency under 2 s, throughput during >= half of before;
+                         edge_log_lines_naming_frozen (reported only)
   edge_sigkill_streams   cut_by_kill (errors through edge 1 within 1 s of its death:
                          its streams, its requests, those sent before the Service saw
                          it; not counted as errors): its calls reached the upstream, so
@@ -639,6 +640,7 @@ async def storm(stack: Stack, load: Load, timing: Timing, fault: Fault) -> None:
 async def frozen_replica(stack: Stack, load: Load, timing: Timing, fault: Fault) -> None:
     """Replica c stops answering without closing anything (a GC pause, CPU starvation, dropped packets)."""
     replica = stack.replicas[VICTIM]
+    offsets = log_offsets(stack)
     replica.signal(signal.SIGSTOP)
     frozen_at = time.time()
     fault.steps.append(f"keyring-c SIGSTOP for {timing.freeze_s:g} s")
@@ -649,6 +651,11 @@ async def frozen_replica(stack: Stack, load: Load, timing: Timing, fault: Fault)
     fault.window = (frozen_at, time.time())
     fault.streams_ended_at = fault.window[1]  # streams the edges gave up on end when the replica sees it
     fault.steps.append("keyring-c SIGCONT")
+    address = stack.keyring_address(VICTIM)
+    # Reported, not bounded: the edges should say a replica is slow or silent (once, not per request).
+    fault.figures["edge_log_lines_naming_frozen"] = [
+        log_lines_naming(edge, offset, address) for edge, offset in zip(stack.edges, offsets, strict=True)
+    ]
 
 
 async def edge_metric(stack: Stack, http: aiohttp.ClientSession, name: str) -> list[float | None]:
@@ -665,6 +672,11 @@ async def edge_metric(stack: Stack, http: aiohttp.ClientSession, name: str) -> l
     return found
 
 
+def log_offsets(stack: Stack) -> list[int]:
+    """Where each edge's log ends now (bytes)."""
+    return [edge.log_path.stat().st_size if edge.log_path.exists() else 0 for edge in stack.edges]
+
+
 def log_lines_naming(service: Service, offset: int, text: str) -> int:
     """Lines of ``service``'s log after ``offset`` (bytes) that contain ``text``."""
     with open(service.log_path, "rb") as log:
@@ -677,7 +689,7 @@ async def replica_gone(stack: Stack, load: Load, timing: Timing, fault: Fault) -
     replica once its membership has expired, and each edge must say so in a few lines, not one per retry."""
     replica = stack.replicas[VICTIM]
     address = stack.keyring_address(VICTIM)
-    offsets = [edge.log_path.stat().st_size if edge.log_path.exists() else 0 for edge in stack.edges]
+    offsets = log_offsets(stack)
     replica.signal(signal.SIGKILL)
     killed = time.time()
     await replica.exited(10)
