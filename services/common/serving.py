@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -44,6 +45,17 @@ async def start_app(
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner, base_url(runner)
+
+
+async def add_tls_site(runner: web.AppRunner, host: str, port: int, context: ssl.SSLContext) -> str:
+    """Serve a started ``runner``'s app over TLS too, on ``port`` (0: any free one); the ``https://`` base URL.
+
+    One app, one runner, two listeners: whatever stops the runner (``cleanup``, a site's ``stop``) stops both.
+    """
+    await web.TCPSite(runner, host, port, ssl_context=context).start()
+    shown, bound = runner.addresses[-1][:2]  # the site just started is the last one
+    shown = "127.0.0.1" if shown in ("0.0.0.0", "") else shown
+    return f"https://[{shown}]:{bound}" if ":" in shown else f"https://{shown}:{bound}"
 
 
 async def serve_until_stopped(runner: web.AppRunner, announcement: str) -> None:

@@ -122,6 +122,14 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # Accepted token hashes remembered at most (~200 B each), the oldest forgotten first.
     token_check_entries: int = Field(default=4096, ge=1)
 
+    # --- https next to plain http (README "https on the edge"; services/edge/https.py) ---
+    # The edge's server certificate chain (leaf first) and private key, PEM: both or neither (neither: plain http
+    # only, TLS left to the ingress). Read again when the files change (checked at each TLS handshake), so a renewed
+    # certificate is served without a restart. Not the EDGE_KEYRING_TLS_* files (the edge's identity towards keyring).
+    https_cert_file: str = ""
+    https_key_file: str = ""
+    https_port: int = Field(default=8443, ge=0, le=65535)
+
     # --- Service identity: mutual TLS to keyring (README "Configuration"): KeyringClientTLS's fields ---
 
     @field_validator("public_base_url")
@@ -151,6 +159,12 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
                 f"EDGE_PUBLIC_BASE_URL must be https:// ({self.public_base_url} would send upload bytes in clear);"
                 " http:// is accepted for a loopback host, or with EDGE_PUBLIC_BASE_URL_ALLOW_HTTP=true in development"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _https_files_together(self) -> EdgeSettings:
+        if bool(self.https_cert_file) != bool(self.https_key_file):
+            raise ValueError("EDGE_HTTPS_CERT_FILE and EDGE_HTTPS_KEY_FILE go together: set both (https) or neither")
         return self
 
     @field_validator("upstream_base_url")

@@ -18,6 +18,7 @@ from services.devstack.etcd_server import free_port
 from services.devstack.fake_keys import fake_gemini_key
 from services.edge.app import start_edge
 from services.edge.config import EdgeSettings
+from services.edge.https import serve_https
 from services.simulator import SimulatorState, start_simulator
 from tests.integration.conftest import Replica, StartReplica, kek, start_replica  # noqa: F401
 
@@ -42,6 +43,7 @@ class Stack:
     token_id: str
     keys: list[str]
     key_ids: dict[str, str] = field(default_factory=dict)  # secret -> key id
+    https_url: str | None = None  # with https_cert_file/https_key_file: the edge's https listener (port 0)
     http: aiohttp.ClientSession | None = None
 
     @property
@@ -104,6 +106,7 @@ async def make_stack(start_replica: StartReplica) -> AsyncIterator[MakeStack]:  
         )
         edge_runner, edge_url = await start_edge(settings, host="127.0.0.1", port=port)
         runners.insert(0, edge_runner)  # the edge stops before its upstream
+        https_url = await serve_https(edge_runner, settings, host="127.0.0.1", port=0)
         http = aiohttp.ClientSession()
         sessions.append(http)
         return Stack(
@@ -111,6 +114,7 @@ async def make_stack(start_replica: StartReplica) -> AsyncIterator[MakeStack]:  
             sim=sim,
             sim_url=sim_url,
             edge_url=edge_url,
+            https_url=https_url,
             token=created.token,
             token_id=created.info.token_id,
             keys=secrets,
