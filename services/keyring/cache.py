@@ -26,6 +26,7 @@ from collections.abc import Callable
 import orjson
 
 from .codec import Layout, Record, decode
+from .domain.budgets import Published
 from .domain.decisions import Decision, PendingDecisions, merge_cooldown, merge_health, merge_limit
 from .domain.models import (
     Affinity,
@@ -149,6 +150,14 @@ class StateCache:
             if kind == "usage":
                 self._merge_last_used(value)
             return
+        if kind == "admitted":
+            try:
+                self.view.admitted[parts[0]] = Published.from_dict(orjson.loads(value))
+            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+                log.error("skipping a malformed record at %s", path)
+                return
+            self.view.admitted_version += 1
+            return
         try:
             record = decode(kind, value, revision)
         except (ValueError, KeyError, TypeError):
@@ -240,6 +249,9 @@ class StateCache:
             self._instances = None
         elif kind in ("usage", "audit", "sessions"):
             getattr(self.view, kind).pop(path, None)
+        elif kind == "admitted":
+            self.view.admitted.pop(parts[0], None)
+            self.view.admitted_version += 1
 
 
 def member_instance(record: bytes) -> str:

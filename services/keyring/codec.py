@@ -10,6 +10,7 @@
     {prefix}sessions/{sha256 of a session id}  admin console sessions ended before their expiry
     {prefix}affinity/{pool}/{resource name}     who owns a project-bound resource (files/..., cachedContents/...)
     {prefix}limits/{project}/{model}/{metric}   a quota limit a 429 told of (domain/limits.py)
+    {prefix}admitted/{instance}                 one instance's client-token budget windows (domain/budgets.py)
 
 Names that may hold a slash (pools, resource names, cooldown subjects and
 models) are percent-encoded into one path segment.
@@ -84,6 +85,9 @@ class Layout:
     def limit(self, limit_id: LimitId) -> str:
         parts = (limit_id.project, limit_id.model, limit_id.metric)
         return f"{self.prefix}limits/" + "/".join(quote(part, safe="") for part in parts)
+
+    def admitted(self, instance: str) -> str:
+        return f"{self.prefix}admitted/{instance}"
 
     def member(self, replica_id: str) -> str:
         return f"{self.prefix}members/{replica_id}"

@@ -110,7 +110,7 @@ class LeaseDesk:
     ) -> None:
         self.book = LeaseBook(instance, signer)
         self.decisions = decisions or WriteBehind(cache, writer)
-        self.allocator = Allocator(cache.view, self.book, cache.replica_count, rng, box.tokens)
+        self.allocator = Allocator(cache.view, self.book, cache.replica_count, rng, box.tokens, cache.instances)
         self.ledger = UsageLedger(cache.view, cache.layout, instance, clock)  # counted here, flushed by housekeeping
         self.observer = Observer()
         self.accepting = False  # new leases are refused until the replica serves

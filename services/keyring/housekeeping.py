@@ -33,6 +33,7 @@ from services.common.naming import model_id
 
 from .cache import StateCache
 from .desk import LeaseDesk
+from .domain.budgets import DAY_S
 from .domain.errors import Conflict, KeyringError, NotReady
 from .domain.models import KeyState, Outcome
 from .domain.usage import Bucket, UsageSummary, summarise
@@ -155,17 +156,23 @@ class Housekeeping:
         Serialised as they are taken, before any await: the epoch they close
         holds exactly their counts (``keyring/ledger.py``).
         """
-        usage = self._desk.ledger.usage
+        usage, budgets, now = self._desk.ledger.usage, self._desk.allocator.budgets, self._clock()
         taken, epoch = usage.take_dirty()
         writes = [(self._layout.usage(self._instance, b.start), orjson.dumps(b.to_dict())) for b in taken]
+        budgets.forget_old(now)
+        admitted = budgets.published(now)  # what survivors take off a budget if this instance dies (budgets.py)
+        if admitted is not None:
+            writes.append((self._layout.admitted(self._instance), orjson.dumps(admitted.to_dict())))
         if writes:
             try:
                 await self._writer.write_all_unguarded(writes)
             except BaseException:
                 usage.not_written(taken)  # they may have landed: written whole again, counted once
+                if admitted is not None:
+                    budgets.not_published()
                 raise
             usage.written(epoch)
-        usage.forget_written(self._clock())
+        usage.forget_written(now)
 
     async def usage_summary(self, window_s: float, pool: str = "") -> UsageSummary:
         await self.flush_usage()
@@ -192,6 +199,10 @@ class Housekeeping:
             await self._writer.write_unguarded(path, None)
         for path in sorted(self._view.audit)[:-AUDIT_LIMIT]:
             await self._writer.write_unguarded(path, None)
+        members = self._cache.instances()
+        for instance, published in list(self._view.admitted.items()):  # a departed instance's, once its day ended
+            if instance not in members and instance != self._instance and published.at + DAY_S < now:
+                await self._writer.write_unguarded(self._layout.admitted(instance), None)
 
     async def _collect_cooldowns(self, now: float) -> None:
         memory = max((pool.policy.strike_memory_s for pool in self._view.pools.values()), default=3600.0)

@@ -5,6 +5,8 @@
   replica, is answered "granter alive, keep it" while the granting instance is a member and "counted"
   (once) when it has left; the lease stream tells the live instances (``LeaseStreamResponse.members``)
   on its first reply and when the membership changes.
+- Finding 3: a client token's budget across a replica's death: the survivor takes off what the dead instance
+  published it had admitted in the window, and has the dead one's unused share as soon as its membership is gone.
 - Finding 4: a killed edge's calls are counted: a lease reclaimed unreleased (its stream cut, the grace
   passed) counts as a call of unknown outcome, in the usage records and admin's GetUsage; a release that
   comes later tells the outcome without counting the call twice.
@@ -15,10 +17,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
+
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.keyring.domain.usage import Figures
 
-from .conftest import Replica, StartReplica, make_pool
+from .conftest import Replica, StartReplica, make_pool, token_hash
 from .test_keyring_service import MODEL, add_keys
 from .test_lease_stream_faults import until
 
@@ -160,3 +164,40 @@ async def test_the_calls_of_a_killed_edge_count_as_unknown_outcomes(start_replic
     usage = await replica.admin.GetUsage(pb.GetUsageRequest(pool="main"))
     [pool] = usage.pools
     assert (pool.figures.requests, pool.figures.unknown, pool.figures.input_tokens) == (3, 1, 14)
+
+
+async def test_a_token_budget_holds_when_a_replica_dies_in_its_window(start_replica: StartReplica) -> None:
+    """Ten a day (a day, not a minute: no window ends under the test), split over two replicas; b dies."""
+    a = await start_replica("replica-a")
+    b = await start_replica("replica-b")
+    await a.admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main")))
+    await add_keys(a, 2)
+    created = await a.admin.CreateToken(
+        pb.CreateTokenRequest(pool="main", name="budgeted", budgets=[pb.TokenBudget(requests_per_day=10)])
+    )
+    token = token_hash(created.token)
+    await until(
+        lambda: len(a.keyring.cache.instances()) == 2 and b.keyring.desk.allocator.find_token(token) is not None,
+        within_s=3,
+        message="replicas see each other and the token",
+    )
+
+    async def admitted(replica: Replica, up_to: int) -> int:
+        """Acquire on ``replica`` until refused or ``up_to`` granted; how many were granted."""
+        for granted in range(up_to):
+            try:
+                await replica.lease.Acquire(pb.AcquireRequest(token_hash=token, model=MODEL))
+            except grpc.aio.AioRpcError as refused:
+                assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, refused
+                return granted
+        return up_to
+
+    assert await admitted(b, 2) == 2
+    await b.keyring.housekeeping.flush_usage()  # its periodic flush: what it admitted, published
+    await until(lambda: b.keyring.instance in a.keyring.cache.view.admitted, within_s=3, message="b's windows")
+    assert await admitted(b, 1) == 1  # after its last flush: never seen by the survivor (the documented bound)
+    assert await admitted(a, 10) == 5  # its half
+    await kill(b)
+    await until(lambda: a.keyring.cache.instances() == (a.keyring.instance,), within_s=3, message="b left")
+    # The whole budget is a's now, less what b published: 10 - 2 - 5 = 3 more (not 5: 13 in all).
+    assert await admitted(a, 10) == 3

@@ -14,6 +14,7 @@ from services.devstack.fake_keys import fake_gemini_key
 from services.keyring.administration import Administration, KeyInput
 from services.keyring.codec import decode_token, encode
 from services.keyring.core import Keyring
+from services.keyring.domain.budgets import BudgetMeter, Published
 from services.keyring.domain.errors import InvalidArgument, NoKeyAvailable
 from services.keyring.domain.identity import GEMINI_KEY_PATTERN
 from services.keyring.domain.models import ClientToken, KeyState, Outcome, Pool, TokenBudget
@@ -144,3 +145,63 @@ async def test_budgets_stored_edited_and_checked(world: Budgeted) -> None:
     assert decode_token(orjson.loads(encode(record)), record.revision) == record
     await world.budgets()
     assert world.keyring.cache.view.tokens[world.token.token_id].budgets == ()
+
+
+async def test_only_the_models_a_budget_names_get_windows_of_their_own(world: Budgeted) -> None:
+    """Issue 18, finding 9: client-chosen model ids each kept a window per span until the day ended."""
+    await world.budgets(TokenBudget(model=MODEL, requests_per_minute=100), TokenBudget(tokens_per_day=10**9))
+    for i in range(50):
+        await world.call(f"junk-{i}", tokens=2)
+    await world.call(MODEL, tokens=2)
+    meter = world.keyring.desk.allocator.budgets
+    assert len(meter._windows) == 4  # every model's minute and day, MODEL's minute and day: not one per junk id
+    assert "tokens per day" not in str(meter.spent(world.token.token_id, world.token.budgets, "junk-7", 1, START))
+
+
+def test_survivors_take_off_what_departed_instances_admitted_in_the_window() -> None:
+    """Issue 19, finding 3: three replicas split 300 a minute; one dies having admitted 100 (it published 90)."""
+    budgets = (TokenBudget(requests_per_minute=300),)
+    meter = BudgetMeter()
+    for _ in range(100):
+        meter.add_request("t", budgets, MODEL, START)
+    assert meter.spent("t", budgets, MODEL, 3, START) is not None  # a third of 300 each
+    dead = BudgetMeter()
+    for _ in range(90):
+        dead.add_request("t", budgets, MODEL, START)
+    published = dead.published(START)
+    assert published is not None and dead.published(START) is None  # nothing new: nothing to write again
+    records = {"r3.dead": Published.from_dict(orjson.loads(orjson.dumps(published.to_dict())))}
+    meter.account_departed(records, 1, ("r1.me", "r2.other"), "r1.me")
+    for _ in range(5):  # its share of the rest is (300 - 90) / 2 = 105: five more here, as many on r2
+        assert meter.spent("t", budgets, MODEL, 2, START) is None
+        meter.add_request("t", budgets, MODEL, START)
+    # 105 + 105 + 90 = 300 (the dead one's last 10, admitted after its last publish, unseen)
+    assert meter.spent("t", budgets, MODEL, 2, START) is not None
+    meter.account_departed(records, 2, ("r1.me", "r3.dead"), "r1.me")  # a member's record is never taken off
+    assert meter.spent("t", budgets, MODEL, 2, START) is None  # 105 of a plain half, 150
+    meter.account_departed(records, 3, ("r1.me",), "r1.me")
+    assert meter.spent("t", budgets, MODEL, 1, START + 60) is None  # the next minute owes it nothing
+
+
+async def test_a_replica_that_leaves_mid_minute_leaves_only_what_it_did_not_admit(world: Budgeted) -> None:
+    """Through two replicas on one store: r2 admits 1 of 6 and stops; r1 then admits 6 - 1 in all, not 6."""
+    other = Keyring(world.store, world.box, FakeChecker(), replica_id="r2", janitor_interval_s=3600, clock=world.clock)
+    await other.start(timeout_s=2)
+    await world.budgets(TokenBudget(requests_per_minute=6))
+    for _ in range(50):
+        if world.keyring.cache.replica_count() == 2 and other.cache.view.tokens[world.token.token_id].budgets:
+            break
+        await asyncio.sleep(0.01)
+    second = Budgeted(world.clock, other, world.admin, world.token, world.hashed, world.store, world.box)
+    await second.call()
+    for _ in range(3):
+        await world.call()
+    assert "requests per minute" in str(world.refused())  # its half
+    await other.stop()  # gone from the membership; its last flush published what it admitted
+    for _ in range(50):
+        if world.keyring.cache.replica_count() == 1 and other.instance in world.keyring.cache.view.admitted:
+            break
+        await asyncio.sleep(0.01)
+    await world.call()
+    await world.call()  # 3 + 2 here, 1 there: the minute's 6
+    assert "requests per minute" in str(world.refused())

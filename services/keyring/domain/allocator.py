@@ -59,8 +59,11 @@ class Allocator:
         replicas: Callable[[], int],
         rng: random.Random | None = None,
         hasher: TokenHasher | None = None,
+        members: Callable[[], Collection[str]] = tuple,
     ) -> None:
+        """``members``: the live instances (lease ids' instance part): budgets count what the others admitted."""
         self._view = view
+        self._members = members
         self._hasher = hasher
         self._book = book
         self._replicas = replicas
@@ -136,6 +139,8 @@ class Allocator:
             retry = self._token_minutes.frees_at(token.token_id, token_budget, now) - now
             raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name)
         if token.budgets:
+            view = self._view
+            self.budgets.account_departed(view.admitted, view.admitted_version, self._members(), self._book.instance)
             spent = self.budgets.spent(token.token_id, token.budgets, model, replicas, now)
             if spent is not None:
                 raise NoKeyAvailable(
@@ -157,7 +162,7 @@ class Allocator:
             raise self._nothing_eligible(pool, request, place.only, replicas, now)
         self._token_minutes.add(token.token_id, now)
         if token.budgets:
-            self.budgets.add_request(token.token_id, model, now)
+            self.budgets.add_request(token.token_id, token.budgets, model, now)
         self._key_minutes.add(key.key_id, now)
         lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
         self.quotas.reserve(lease.lease_id, key.project, model, now, request.input_tokens)
@@ -179,7 +184,7 @@ class Allocator:
         """Count a released call's input + output tokens against its client token's budgets (if it has any)."""
         token = self._view.tokens.get(token_id)
         if token is not None and token.budgets:
-            self.budgets.add_tokens(token_id, model, tokens, now)
+            self.budgets.add_tokens(token_id, token.budgets, model, tokens, now)
 
     def _choose(
         self, pool: Pool, request: LeaseRequest, place: _Placement, replicas: int, now: float

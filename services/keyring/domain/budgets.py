@@ -11,22 +11,39 @@ streams). The price: with an uneven spread a token may be refused by a
 replica whose share is spent while another still has room, and a change in
 the number of replicas changes the shares mid-window.
 
+Across a replica's death: each replica publishes its windows with its usage
+flush (``published``, every few seconds); the live ones split what the
+instances no longer in the membership had not admitted (``account_departed``),
+so the survivors do not admit the dead one's share a second time. What a
+dead instance admitted after its last publish is not seen: the budget may be
+exceeded by that much, at most what one replica admits in one usage flush
+interval (5 s; about 3 % of a per-minute budget spread evenly over three
+replicas). Its share is given to the living as soon as its membership record
+is gone (``KEYRING_MEMBERSHIP_TTL_S`` after a SIGKILL, at once on a graceful stop).
+
 Requests count when a lease is granted; tokens (input + output of the
 outcome) when the call is released: a request is admitted while a budget is
 not yet spent, so the last one may overshoot it by its own size. A spent
 budget refuses the call before any key is chosen: no key's state changes.
+
+Windows are kept per model only for the models a token's budgets name; a
+call for any other model counts in the token's all-models windows alone, so
+client-chosen model ids cost no memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from .leasing import share
 from .models import TokenBudget
 
 MINUTE_S = 60.0
 DAY_S = 86400.0
+SPANS = (MINUTE_S, DAY_S)
+
+WindowKey = tuple[str, str, float]  # token id, model scope ("": every model), span
 
 
 @dataclass(slots=True)
@@ -34,6 +51,26 @@ class _Window:
     start: float = 0.0
     requests: int = 0
     tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One instance's windows as it last published them (the store's ``admitted/{instance}`` record)."""
+
+    at: float
+    windows: dict[WindowKey, tuple[float, int, int]] = field(default_factory=dict)  # -> (start, requests, tokens)
+
+    def to_dict(self) -> dict[str, object]:
+        rows = [[*key, *counts] for key, counts in self.windows.items()]
+        return {"at": self.at, "windows": rows}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Published:
+        windows: dict[WindowKey, tuple[float, int, int]] = {}
+        for row in data.get("windows", ()):  # type: ignore[attr-defined]
+            token_id, scope, span, start, requests, tokens = row
+            windows[(str(token_id), str(scope), float(span))] = (float(start), int(requests), int(tokens))
+        return cls(float(data.get("at", 0.0)), windows)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +85,25 @@ def _start(now: float, span: float) -> float:
     return (now // span) * span
 
 
+def _mine(limit: int, departed: int, replicas: int) -> int:
+    """This replica's part of what departed instances left of ``limit`` (0: no limit; -1: nothing left)."""
+    if not departed or limit <= 0:
+        return share(limit, replicas)
+    return share(limit - departed, replicas) if limit > departed else -1
+
+
 class BudgetMeter:
-    """This replica's spending per (token, model scope, window span)."""
+    """This replica's spending per (token, model scope, window span), and what departed instances spent."""
 
     def __init__(self) -> None:
-        self._windows: dict[tuple[str, str, float], _Window] = {}
+        self._windows: dict[WindowKey, _Window] = {}
+        self._changed = False  # since the last ``published``
+        self._departed: dict[WindowKey, tuple[float, int, int]] = {}  # summed over departed instances
+        self._departed_from: object = None  # what ``_departed`` was summed from
+
+    def __len__(self) -> int:
+        """Windows held."""
+        return len(self._windows)
 
     def _window(self, token_id: str, scope: str, span: float, now: float) -> _Window:
         key = (token_id, scope, span)
@@ -63,8 +114,13 @@ class BudgetMeter:
         return window
 
     @staticmethod
-    def _scopes(model: str) -> tuple[str, ...]:
-        return ("", model) if model else ("",)
+    def _scopes(budgets: Iterable[TokenBudget], model: str) -> tuple[str, ...]:
+        """The windows a call for ``model`` counts in: every model's, and its own only if a budget names it."""
+        return ("", model) if model and any(budget.model == model for budget in budgets) else ("",)
+
+    def _departed_use(self, key: WindowKey, start: float) -> tuple[int, int]:
+        gone = self._departed.get(key)
+        return (gone[1], gone[2]) if gone is not None and gone[0] == start else (0, 0)
 
     def spent(
         self, token_id: str, budgets: Iterable[TokenBudget], model: str, replicas: int, now: float
@@ -81,8 +137,12 @@ class BudgetMeter:
                 if not requests and not tokens:
                     continue
                 window = self._window(token_id, budget.model, span, now)
-                for kind, limit, used in (("requests", requests, window.requests), ("tokens", tokens, window.tokens)):
-                    mine = share(limit, replicas)
+                gone_requests, gone_tokens = self._departed_use((token_id, budget.model, span), window.start)
+                for kind, limit, used, gone in (
+                    ("requests", requests, window.requests, gone_requests),
+                    ("tokens", tokens, window.tokens, gone_tokens),
+                ):
+                    mine = _mine(limit, gone, replicas)
                     if mine and used >= mine:
                         scope = f" for model {budget.model!r}" if budget.model else ""
                         resets_at = window.start + span
@@ -90,19 +150,63 @@ class BudgetMeter:
                             worst = Spent(f"{kind} per {unit}{scope}", resets_at)
         return worst
 
-    def add_request(self, token_id: str, model: str, now: float) -> None:
-        for scope in self._scopes(model):
-            for span in (MINUTE_S, DAY_S):
+    def add_request(self, token_id: str, budgets: Iterable[TokenBudget], model: str, now: float) -> None:
+        for scope in self._scopes(budgets, model):
+            for span in SPANS:
                 self._window(token_id, scope, span, now).requests += 1
+        self._changed = True
 
-    def add_tokens(self, token_id: str, model: str, tokens: int, now: float) -> None:
+    def add_tokens(self, token_id: str, budgets: Iterable[TokenBudget], model: str, tokens: int, now: float) -> None:
         if tokens <= 0:
             return
-        for scope in self._scopes(model):
-            for span in (MINUTE_S, DAY_S):
+        for scope in self._scopes(budgets, model):
+            for span in SPANS:
                 self._window(token_id, scope, span, now).tokens += tokens
+        self._changed = True
 
     def forget_old(self, now: float) -> None:
-        """Drop windows that have ended (called now and then)."""
+        """Drop windows that have ended (called with each usage flush)."""
         for key in [key for key, window in self._windows.items() if window.start + key[2] <= now]:
             del self._windows[key]
+
+    # -- across replicas ------------------------------------------------
+
+    def published(self, now: float) -> Published | None:
+        """This replica's running windows to publish, or None when nothing changed since the last time."""
+        if not self._changed:
+            return None
+        self._changed = False
+        windows = {
+            key: (window.start, window.requests, window.tokens)
+            for key, window in self._windows.items()
+            if window.start + key[2] > now and (window.requests or window.tokens)
+        }
+        return Published(now, windows)
+
+    def not_published(self) -> None:
+        """The publish failed (or may have): publish again next time."""
+        self._changed = True
+
+    def account_departed(
+        self, published: Mapping[str, Published], version: int, members: Collection[str], own: str
+    ) -> None:
+        """Sum the windows of every publishing instance no longer a member.
+
+        ``version`` changes whenever ``published`` does; nothing is summed again while neither it nor the members
+        change.
+        """
+        source = (version, tuple(members))
+        if source == self._departed_from:
+            return
+        self._departed_from = source
+        departed: dict[WindowKey, tuple[float, int, int]] = {}
+        for instance, record in published.items():
+            if instance == own or instance in members:
+                continue
+            for key, (start, requests, tokens) in record.windows.items():
+                known = departed.get(key)
+                if known is None or known[0] < start:
+                    departed[key] = (start, requests, tokens)
+                elif known[0] == start:
+                    departed[key] = (start, known[1] + requests, known[2] + tokens)
+        self._departed = departed

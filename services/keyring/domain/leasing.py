@@ -86,6 +86,11 @@ class LeaseBook:
     def __len__(self) -> int:
         return len(self._leases)
 
+    @property
+    def instance(self) -> str:
+        """The instance granting these leases: their ids' prefix."""
+        return self._prefix
+
     def in_flight(self, key_id: str) -> int:
         return self._in_flight.get(key_id, 0)
 
