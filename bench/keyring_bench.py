@@ -35,7 +35,7 @@ from services.devstack.certs import Certificate, LocalCA  # noqa: E402
 from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
 from services.devstack.health import wait_until_serving  # noqa: E402
-from services.edge.keyring import KeyringClient  # noqa: E402
+from services.edge.keyring import KeyringClient, LeaseRequest  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
 MODEL = "gemini-2.5-flash"
@@ -109,8 +109,8 @@ async def measure_stream(address: str, token_hash: str, concurrency: int, second
     ok = pb.Outcome(http_status=200)
 
     async def pair() -> None:
-        granted = await client.acquire(token_hash, MODEL)
-        await client.release(granted, MODEL, ok)
+        granted = await client.acquire(LeaseRequest(token_hash=token_hash, model=MODEL))
+        await granted.release(ok)
 
     try:
         await run_workers(concurrency, 0.5, pair)

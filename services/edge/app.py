@@ -22,9 +22,9 @@ from services.common.metrics_http import metrics_response
 from services.common.serving import start_app
 
 from .config import EdgeSettings
+from .context import EDGE, Edge
 from .dialects import gemini, openai
 from .errors import answer_in_dialect
-from .forwarding import EDGE, Edge
 from .keyring import KeyringClient
 from .observability import EdgeMetrics, observe
 from .resources import caches, files, interactions, jobs, listing, uploads

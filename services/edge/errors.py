@@ -115,12 +115,18 @@ class KeyringUnavailable(LeaseRefused):
 
 
 class UpstreamFailed(Exception):
-    """The upstream's final error for this request, to pass on with its own status."""
+    """The upstream's final error for this request, to pass on with its own status.
 
-    def __init__(self, error: UpstreamError, retry_after_s: float | None = None) -> None:
+    ``refused``: keyring's refusal that ended a failover (no other key to try), if that is what ended it.
+    """
+
+    def __init__(
+        self, error: UpstreamError, retry_after_s: float | None = None, refused: LeaseRefused | None = None
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.retry_after_s = retry_after_s
+        self.refused = refused
 
 
 def missing_token(dialect: Dialect) -> EdgeError:

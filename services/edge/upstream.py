@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,7 +42,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from . import streaming, wire
 from .config import EdgeSettings
-from .keyring import Binding, GrantedLease
+from .keyring import CANCELLED, Binding, HeldLease, LeaseRequest
 from .observability import OPERATIONS, EdgeMetrics, set_usage_attributes, tracer
 from .routing import DIALECT
 
@@ -67,18 +67,19 @@ NOTHING: Final = Settlement()
 Settle = Callable[[bytes, web.StreamResponse], Settlement]
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """What a dialect handler decided about one client request."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call(LeaseRequest):
+    """What a dialect handler decided about one client request: the lease it asks for, and what goes upstream.
+
+    A ``LeaseRequest`` itself (token hash, model, estimated input, affinity,
+    excluded projects, binds): built once, handed as such to ``acquire``.
+    """
 
     method: str
     url: URL
     # The client's headers minus hop-by-hop and credentials; the key is added per attempt.
     headers: dict[str, str]
     body: bytes | None
-    token_hash: str
-    # Without "models/"; empty for calls about no model (listing).
-    model: str
     stream: bool = False
     # The OpenAI-compatible endpoint takes the key as a Bearer token, the native one as x-goog-api-key.
     key_in_bearer: bool = False
@@ -86,16 +87,8 @@ class Call:
     transform: Callable[[bytes, tuple[str, ...]], bytes] | None = None
     # The operation, for metrics and spans: "generateContent", "chat.completions", "models.list"...
     route: str = "other"
-    # Project-bound resources the call names ("files/abc"...): the lease goes to their owner (keyring).
-    affinity: tuple[str, ...] = ()
     # For calls that create or delete resources: what a successful answer binds or unbinds.
     settle: Settle | None = None
-    # Projects a list call has covered already (keyring leases a key of another one).
-    exclude_projects: tuple[str, ...] = ()
-    # The call creates a resource its settle binds: keyring refuses it (429) when the bindings are full.
-    binds: bool = False
-    # The call's input tokens as estimated from its parsed content (``estimates.py``; 0: not estimated).
-    input_tokens: int = 0
     # Answer headers passed back besides ``wire.PASSED_BACK_HEADERS`` (an upload start's URL, for its settle).
     passed_back: frozenset[str] = frozenset()
 
@@ -121,36 +114,35 @@ class Upstream:
 
 
 class Attempt:
-    """One upstream call with one leased key; ``outcome`` is what keyring will be told."""
+    """Upstream calls with one held lease; ``outcome`` (of the last) and ``settlement`` are what its release says.
 
-    __slots__ = (
-        "call", "committed", "granted", "metrics", "on_stream_end", "outcome", "released", "settlement", "started",
-        "upstream",
-    )  # fmt: skip
+    One call per attempt, except a list's pages (``resources.listing``): each
+    ``run`` sends ``call`` as it is then.
+    """
 
-    def __init__(self, upstream: Upstream, metrics: EdgeMetrics, call: Call, granted: GrantedLease) -> None:
+    __slots__ = ("call", "committed", "held", "metrics", "outcome", "settlement", "started", "upstream")
+
+    def __init__(self, upstream: Upstream, metrics: EdgeMetrics, call: Call, held: HeldLease) -> None:
         self.upstream = upstream
         self.metrics = metrics
         self.call = call
-        self.granted = granted
+        self.held = held
         self.outcome = CANCELLED  # until the attempt knows better
-        self.started = time.monotonic()
+        self.started = 0.0
         # A stream whose first bytes went to the client: past this point no other key can answer.
         self.committed: web.StreamResponse | None = None
         # What a successful answer created or deleted (``call.settle``), for the release.
         self.settlement = NOTHING
-        # A settling stream's release before its end is sent (set by forwarding); then ``released``.
-        self.on_stream_end: Callable[[], Awaitable[None]] | None = None
-        self.released = False
 
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
     async def run(self, request: web.Request) -> web.StreamResponse | UpstreamError:
         """A response for the client, or the upstream's error (the caller decides whether another key may do better)."""
+        self.started = time.monotonic()
         if not trace.get_current_span().is_recording():
             return await self._call_upstream(request)  # an unsampled request: no span to fill
-        call, lease = self.call, self.granted.lease
+        call, lease = self.call, self.held.lease
         attributes = {
             "gen_ai.system": "gemini",
             "gen_ai.operation.name": OPERATIONS.get(call.route, call.route),
@@ -166,7 +158,7 @@ class Attempt:
                 set_usage_attributes(span, self.outcome)
 
     async def _call_upstream(self, request: web.Request) -> web.StreamResponse | UpstreamError:
-        call, lease = self.call, self.granted.lease
+        call, lease = self.call, self.held.lease
         headers = dict(call.headers)
         if call.key_in_bearer:
             headers["Authorization"] = f"Bearer {lease.secret}"
@@ -209,7 +201,7 @@ class Attempt:
             tail = await streaming.relay(
                 request, response, answer, chunk, first_byte, keepalive, before_end, scrubber
             )
-            if not self.released:
+            if not self.held.released:  # a settling stream's lease ends before its end is sent
                 self._streamed(answer, tail)
             return response
         except _TRANSPORT_ERRORS as error:  # the one place transport failures are mapped
@@ -225,13 +217,17 @@ class Attempt:
     async def _settle_stream(
         self, answer: aiohttp.ClientResponse, response: web.StreamResponse, head: bytes, tail: bytes
     ) -> None:
-        """A whole stream is relayed but not ended: what it created is bound (and awaited) before the end is sent."""
+        """A whole stream is relayed but not ended: its lease ends, what it created bound, before the end is sent.
+
+        The client's next call, through any edge and replica, then finds the owner.
+        """
         assert self.call.settle is not None
         self._streamed(answer, tail)
         if 200 <= answer.status < 300:
             self.settlement = self.call.settle(head, response)
-        if self.on_stream_end is not None:
-            await self.on_stream_end()
+        settlement = self.settlement
+        self.held.release(self.outcome, bind=settlement.bind, unbind=settlement.unbind)
+        await self.held.committed()
 
     def _transport_failure(self, error: BaseException) -> UpstreamError:
         failure = transport_failure(error)
@@ -243,7 +239,7 @@ class Attempt:
         return failure
 
     def _error(self, answer: aiohttp.ClientResponse, body: bytes) -> UpstreamError:
-        plain = scrub(wire.decoded(body, answer.headers.get("Content-Encoding")), self.granted.lease.secret)
+        plain = scrub(wire.decoded(body, answer.headers.get("Content-Encoding")), self.held.lease.secret)
         failure = parse_error(answer.status, plain)
         if answer.status == 429 and failure.violations:  # only then may the request's size be at fault
             failure = dataclasses.replace(failure, estimated_input_tokens=self.call.input_tokens)
@@ -254,9 +250,9 @@ class Attempt:
         plain = wire.decoded(body, answer.headers.get("Content-Encoding"))
         self.outcome = ok_outcome(answer.status, self._elapsed_ms(), wire.usage(plain))
         headers = wire.response_headers(answer.headers.items(), self.call.passed_back)
-        allowed = self.granted.allowed_models
+        allowed = self.held.allowed_models
         transform = self.call.transform if allowed else None
-        scrubbed = scrub(plain, self.granted.lease.secret)
+        scrubbed = scrub(plain, self.held.lease.secret)
         if scrubbed is not plain or transform is not None:  # the body goes out decoded (no Content-Encoding)
             plain = scrubbed
             body = plain if transform is None else transform(plain, allowed)
@@ -289,8 +285,6 @@ _OUTCOME_TRANSPORT: Final = {
     Transport.TIMEOUT: pb.Outcome.TRANSPORT_TIMEOUT,
     Transport.CONNECTION: pb.Outcome.TRANSPORT_CONNECTION,
 }
-
-CANCELLED: Final = pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED)
 
 
 def ok_outcome(http_status: int, latency_ms: int, tokens: tuple[int, int]) -> pb.Outcome:

@@ -11,7 +11,7 @@ import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.errors import InvalidLeaseRequest, NoKeyFree, UnknownResource
-from services.edge.keyring import Binding, KeyringClient
+from services.edge.keyring import Binding, KeyringClient, LeaseRequest
 from services.keyring import housekeeping
 from services.keyring.grpc_errors import RETRY_AFTER_METADATA
 from tests.pki import session_pki
@@ -109,32 +109,33 @@ async def test_the_edge_client_binds_confirmed_and_leases_by_affinity(
     tls = session_pki().edge.files
     on_a, on_b = KeyringClient([a.address], tls=tls), KeyringClient([b.address], tls=tls)
     try:
-        granted = await on_a.acquire(token, MODEL, [keys[0], keys[1]])  # proj-b's key
-        confirmed = on_a.release(
-            granted, MODEL, pb.Outcome(http_status=200), confirm=False, bind=[Binding("cachedContents/c", 3600)]
+        granted = await on_a.acquire(LeaseRequest(token_hash=token, model=MODEL), [keys[0], keys[1]])  # proj-b's key
+        confirmed = granted.release(
+            pb.Outcome(http_status=200), confirm=False, bind=[Binding("cachedContents/c", 3600)]
         )
         assert confirmed is not None and await confirmed
         for _ in range(3):  # at once, on the other replica, over the lease stream
-            leased = await on_b.acquire(token, MODEL, affinity=["cachedContents/c"])
+            leased = await on_b.acquire(LeaseRequest(token_hash=token, model=MODEL, affinity=("cachedContents/c",)))
             assert leased.lease.key_id == keys[2]
-            assert await on_b.release(leased, MODEL, pb.Outcome(http_status=200))
+            assert await leased.release(pb.Outcome(http_status=200))
         with pytest.raises(UnknownResource) as unknown:  # translated once, in the keyring package
-            await on_b.acquire(token, MODEL, affinity=["cachedContents/nobody"])
+            await on_b.acquire(LeaseRequest(token_hash=token, model=MODEL, affinity=("cachedContents/nobody",)))
         assert unknown.value.reason == "NOT_FOUND" and unknown.value.http_status == 404
         # A list call that has covered proj-a and proj-b has nothing left.
         with pytest.raises(NoKeyFree):
-            await on_b.acquire(token, MODEL, exclude_projects=["proj-a", "proj-b"])
-        assert (await on_b.acquire(token, MODEL, exclude_projects=["proj-a"])).lease.project == "proj-b"
-        in_a = await on_a.acquire(token, MODEL, [keys[1], keys[2]])
-        assert await on_a.release(in_a, MODEL, pb.Outcome(http_status=200), bind=[Binding("files/x", 60)])
+            await on_b.acquire(LeaseRequest(token_hash=token, model=MODEL, exclude_projects=("proj-a", "proj-b")))
+        in_b = await on_b.acquire(LeaseRequest(token_hash=token, model=MODEL, exclude_projects=("proj-a",)))
+        assert in_b.lease.project == "proj-b"
+        in_a = await on_a.acquire(LeaseRequest(token_hash=token, model=MODEL), [keys[1], keys[2]])
+        assert await in_a.release(pb.Outcome(http_status=200), bind=[Binding("files/x", 60)])
         with pytest.raises(InvalidLeaseRequest):  # proj-a's file and proj-b's cache: no key serves both
-            await on_b.acquire(token, MODEL, affinity=["files/x", "cachedContents/c"])
-        deleted = await on_b.acquire(token, MODEL, affinity=["cachedContents/c"])
-        assert await on_b.release(deleted, MODEL, pb.Outcome(http_status=200), unbind=["cachedContents/c"])
+            await on_b.acquire(LeaseRequest(token_hash=token, model=MODEL, affinity=("files/x", "cachedContents/c")))
+        deleted = await on_b.acquire(LeaseRequest(token_hash=token, model=MODEL, affinity=("cachedContents/c",)))
+        assert await deleted.release(pb.Outcome(http_status=200), unbind=["cachedContents/c"])
         with pytest.raises(UnknownResource):
-            await on_a.acquire(token, MODEL, affinity=["cachedContents/c"])
-        other = await on_a.acquire(token, MODEL)
-        refused = on_a.release(other, MODEL, pb.Outcome(http_status=200), bind=[Binding("files/has space", 60)])
+            await on_a.acquire(LeaseRequest(token_hash=token, model=MODEL, affinity=("cachedContents/c",)))
+        other = await on_a.acquire(LeaseRequest(token_hash=token, model=MODEL))
+        refused = other.release(pb.Outcome(http_status=200), bind=[Binding("files/has space", 60)])
         assert not await refused  # keyring refused the binding: the caller knows
         assert a.keyring.desk.leases_in_flight == 0
     finally:
@@ -156,7 +157,7 @@ async def test_refusals_not_found_invalid_and_exhausted(
     assert (await refusal(b, token, "files/a", "files/b")).code() is grpc.StatusCode.INVALID_ARGUMENT
     assert (await refusal(b, token, "")).code() is grpc.StatusCode.INVALID_ARGUMENT
     # proj-a cools for the model: calls naming its file wait, never another project's key.
-    lease = (await b.lease.Acquire(pb.AcquireRequest(token_hash=token, model=MODEL, affinity=["files/a"]))).lease
+    lease = (await b.lease.Acquire(pb.AcquireRequest(token_hash=token, model=MODEL, affinity=("files/a",)))).lease
     await b.lease.Release(pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id, outcome=RATE_LIMITED))
     exhausted = await refusal(b, token, "files/a")
     assert exhausted.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -26,7 +26,7 @@ import pytest
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.devstack.etcd_server import EtcdServer, free_port
-from services.edge.keyring import KeyringClient
+from services.edge.keyring import KeyringClient, LeaseRequest
 from services.keyring.config import KeyringSettings
 from services.keyring.server import KeyringServer, create_server
 from services.keyring.store import EtcdStore
@@ -133,8 +133,8 @@ async def two_replicas(start: Start) -> tuple[Replica, Replica, str, KeyringClie
     await eventually(b_sees_the_key, within_s=3)
     client = KeyringClient([replica_a.address, replica_b.address], timeout_s=5, tls=session_pki().edge.files)
     for _ in range(2):  # a stream to each replica (round robin), as a busy edge has
-        granted = await client.acquire(token, MODEL)
-        assert await client.release(granted, MODEL, pb.Outcome(http_status=200))
+        granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+        assert await granted.release(pb.Outcome(http_status=200))
     return replica_a, replica_b, token, client
 
 
@@ -152,11 +152,11 @@ async def test_with_etcd_stopped_a_429_release_is_answered_at_once_and_cools_the
 ) -> None:
     replica_a, replica_b, token, client = await two_replicas(start)
     try:
-        granted = await client.acquire(token, MODEL)
+        granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
         assert etcd.pid is not None
         os.kill(etcd.pid, signal.SIGSTOP)
         started = time.monotonic()
-        assert await asyncio.wait_for(client.release(granted, MODEL, RATE_LIMITED), timeout=1.0)
+        assert await asyncio.wait_for(granted.release(RATE_LIMITED), timeout=1.0)
         answered_s = time.monotonic() - started
         assert answered_s < 0.5, f"the release waited {answered_s:.2f} s"
         await cooled_on(replica_a, replica_b, token)
@@ -170,16 +170,14 @@ async def test_with_etcd_stopped_a_429_release_is_answered_at_once_and_cools_the
         await client.close()
 
 
-async def test_what_is_decided_while_etcd_is_down_is_in_etcd_after_it_restarts(
-    etcd: EtcdServer, start: Start
-) -> None:
+async def test_what_is_decided_while_etcd_is_down_is_in_etcd_after_it_restarts(etcd: EtcdServer, start: Start) -> None:
     replica_a, replica_b, token, client = await two_replicas(start)
     try:
-        granted = await client.acquire(token, MODEL)
+        granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
         assert etcd.pid is not None
         os.kill(etcd.pid, signal.SIGKILL)
         await etcd.astop()  # reaps it; the data dir is kept
-        assert await asyncio.wait_for(client.release(granted, MODEL, RATE_LIMITED), timeout=1.0)
+        assert await asyncio.wait_for(granted.release(RATE_LIMITED), timeout=1.0)
         await cooled_on(replica_a, replica_b, token)
         await asyncio.sleep(1.0)  # decisions wait for etcd, retried
         await etcd.astart()
@@ -194,4 +192,3 @@ async def test_what_is_decided_while_etcd_is_down_is_in_etcd_after_it_restarts(
         assert await refused(late, token)
     finally:
         await client.close()
-

@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
-from services.edge.keyring import KeyringClient
+from services.edge.keyring import KeyringClient, LeaseRequest
 from services.keyring.grpc_errors import RETRY_AFTER_METADATA
 from tests.conftest import etcd_admin_client, open_store
 from tests.pki import channel as tls_channel
@@ -280,9 +280,9 @@ async def test_weighted_distribution_over_10000_leases(start_replica: StartRepli
     counts: Counter[str] = Counter()
 
     async def lease_once() -> None:
-        granted = await client.acquire(token, MODEL)
+        granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
         counts[granted.lease.key_id] += 1
-        await client.release(granted, MODEL, pb.Outcome(http_status=200))
+        await granted.release(pb.Outcome(http_status=200))
 
     try:
         for _ in range(10_000 // 50):  # 50 at a time: the draws are independent, the stream batches them
@@ -524,6 +524,7 @@ async def test_export_import_into_an_empty_prefix_reproduces_the_state(
 
     from services.keyring.config import KeyringSettings
     from services.keyring.server import create_server
+
     store = await open_store(etcd_server)
     settings = KeyringSettings(
         kek=kek,

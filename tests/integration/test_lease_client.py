@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
-from services.edge.keyring import KeyringClient, resolve_all
+from services.edge.keyring import HeldLease, KeyringClient, LeaseRequest, resolve_all
 from tests.pki import session_pki
 
 from .conftest import StartReplica, make_pool
@@ -40,18 +41,18 @@ async def test_one_name_spreads_leases_over_every_replica_it_resolves_to(start_r
         await eventually(lambda: _granted_once(client, token), within_s=3)  # first resolution done
         granters: Counter[str] = Counter()
         for _ in range(40):
-            granted = await client.acquire(token, MODEL)
+            granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
             granters[granted.lease.lease_id.split(".")[0]] += 1
-            await client.release(granted, MODEL, OK)
+            await granted.release(OK)
         assert set(granters) == {"replica-a", "replica-b"} and min(granters.values()) >= 10
         assert len(replica_a.keyring.desk.book) == 0 and len(replica_b.keyring.desk.book) == 0  # each release went home
 
         targets.remove(f"127.0.0.1:{replica_b.server.port}")  # replica b leaves the name
 
         async def only_a() -> bool:
-            leases = [await client.acquire(token, MODEL) for _ in range(4)]
+            leases = [await client.acquire(LeaseRequest(token_hash=token, model=MODEL)) for _ in range(4)]
             for granted in leases:
-                await client.release(granted, MODEL, OK)
+                await granted.release(OK)
             return {granted.lease.lease_id.split(".")[0] for granted in leases} == {"replica-a"}
 
         await eventually(only_a, within_s=3)
@@ -60,8 +61,8 @@ async def test_one_name_spreads_leases_over_every_replica_it_resolves_to(start_r
 
 
 async def _granted_once(client: KeyringClient, token: str) -> bool:
-    granted = await client.acquire(token, MODEL)
-    await client.release(granted, MODEL, OK)
+    granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+    await granted.release(OK)
     return len(client.replicas.current) == 2
 
 
@@ -87,14 +88,14 @@ async def test_a_replica_going_down_moves_leases_to_the_other(start_replica: Sta
         tls=session_pki().edge.files,
     )
     try:
-        granted = await client.acquire(token, MODEL)
-        await client.release(granted, MODEL, OK)
+        granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+        await granted.release(OK)
         await replica_b.stop()
         granters = set()
         for _ in range(6):
-            granted = await client.acquire(token, MODEL)
+            granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
             granters.add(granted.lease.lease_id.split(".")[0])
-            await client.release(granted, MODEL, OK)
+            await granted.release(OK)
         assert granters == {"replica-a"}
         assert len(replica_a.keyring.desk.book) == 0
     finally:
@@ -111,20 +112,21 @@ async def test_a_release_nobody_waits_for_still_frees_the_slot_even_when_the_cli
     granter = KeyringClient([f"127.0.0.1:{replica.server.port}"], tls=session_pki().edge.files)
     unopened = KeyringClient([f"127.0.0.1:{replica.server.port}"], tls=session_pki().edge.files)
     try:
-        granted = await client.acquire(token, MODEL)
-        assert client.release(granted, MODEL, OK, confirm=False) is None  # queued: nothing to wait for
+        granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+        assert granted.release(OK, confirm=False) is None  # queued: nothing to wait for
         await eventually(lambda: _no_leases(replica), within_s=2)
 
-        held = [await client.acquire(token, MODEL) for _ in range(3)]
+        held = [await client.acquire(LeaseRequest(token_hash=token, model=MODEL)) for _ in range(3)]
         assert len(replica.keyring.desk.book) == 3
-        assert all(client.release(granted, MODEL, OK, confirm=False) is None for granted in held)
+        assert all(granted.release(OK, confirm=False) is None for granted in held)
         await client.close()  # right after queueing: close sends what is queued before it ends the stream
         assert len(replica.keyring.desk.book) == 0
 
         # A client whose stream to that replica is not open cannot send without waiting: the caller is told
         # (it gets the delivering task), and closing the client still delivers it.
-        granted = await granter.acquire(token, MODEL)
-        delivery = unopened.release(granted, MODEL, OK, confirm=False)
+        granted = await granter.acquire(LeaseRequest(token_hash=token, model=MODEL))
+        moved = HeldLease(unopened.releases, granted.lease, granted.allowed_models, granted.replica, MODEL)
+        delivery = moved.release(OK, confirm=False)
         assert delivery is not None
         await unopened.close()
         assert delivery.done() and len(replica.keyring.desk.book) == 0
@@ -132,6 +134,30 @@ async def test_a_release_nobody_waits_for_still_frees_the_slot_even_when_the_cli
         await client.close()
         await granter.close()
         await unopened.close()
+
+
+async def test_a_held_lease_ends_once_and_async_with_releases_it_as_cancelled(start_replica: StartReplica) -> None:
+    """The one owner of a lease's end (issue 19): a second release sends nothing; leaving ``async with`` releases."""
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    client = KeyringClient([f"127.0.0.1:{replica.server.port}"], tls=session_pki().edge.files)
+    try:
+        held = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+        first = held.release(OK)
+        assert held.release(OK) is None and held.release(OK, confirm=False) is None  # nothing sent again
+        assert await first and len(replica.keyring.desk.book) == 0
+        with pytest.raises(RuntimeError):
+            async with await client.acquire(LeaseRequest(token_hash=token, model=MODEL)) as leased:
+                assert len(replica.keyring.desk.book) == 1
+                raise RuntimeError("the call failed before any answer")
+        assert leased.released
+        await eventually(lambda: _no_leases(replica), within_s=2)
+        async with await client.acquire(LeaseRequest(token_hash=token, model=MODEL)) as answered:
+            assert await answered.release(OK)
+        assert answered.released and len(replica.keyring.desk.book) == 0
+    finally:
+        await client.close()
 
 
 async def test_a_release_takes_the_same_path_whether_or_not_the_request_is_traced(
@@ -145,11 +171,11 @@ async def test_a_release_takes_the_same_path_whether_or_not_the_request_is_trace
     try:
         with tracer.start_as_current_span("request"):
             assert trace.get_current_span().get_span_context().trace_flags.sampled
-            granted = await client.acquire(token, MODEL)
-            assert client.release(granted, MODEL, OK, confirm=False) is None  # queued, traced or not
+            granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+            assert granted.release(OK, confirm=False) is None  # queued, traced or not
             await eventually(lambda: _no_leases(replica), within_s=2)
-            granted = await client.acquire(token, MODEL)
-            confirmed = client.release(granted, MODEL, OK)  # a failover's release: waited for, traced or not
+            granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+            confirmed = granted.release(OK)  # a failover's release: waited for, traced or not
             await confirmed
             assert len(replica.keyring.desk.book) == 0
     finally:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from services.common.grpc_options import CLIENT_KEEPALIVE_S, SERVER_MIN_PING_INTERVAL_S
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.config import EdgeSettings
-from services.edge.keyring import KeyringClient
+from services.edge.keyring import KeyringClient, LeaseRequest
 from services.keyring.config import KeyringSettings
 from tests.pki import session_pki
 
@@ -116,9 +116,9 @@ async def test_streams_idle_for_several_ping_windows_stay_up_on_both_replicas(st
     async def lease_on_both() -> set[str]:
         granters = set()
         for _ in range(4):
-            granted = await client.acquire(token, MODEL)
+            granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
             granters.add(granted.lease.lease_id.split(".")[0])
-            assert await client.release(granted, MODEL, OK)
+            assert await granted.release(OK)
         return granters
 
     try:
@@ -146,11 +146,11 @@ async def test_releases_the_edge_could_not_deliver_are_re_sent_when_the_stream_i
     await proxy.start()
     client = KeyringClient([proxy.address], timeout_s=1, tls=session_pki().edge.files)
     try:
-        leases = [await client.acquire(token, MODEL) for _ in range(3)]
+        leases = [await client.acquire(LeaseRequest(token_hash=token, model=MODEL)) for _ in range(3)]
         assert held(replica) == 3
         await proxy.cut()  # the network between edge and replica breaks
-        unconfirmed = client.release(leases[0], MODEL, OK, confirm=False)
-        confirmed = client.release(leases[1], MODEL, OK)
+        unconfirmed = leases[0].release(OK, confirm=False)
+        confirmed = leases[1].release(OK)
         # Queued on the stream (None: it had not noticed the break yet) or handed to a task: either way kept.
         assert unconfirmed is None or not await unconfirmed
         assert not await confirmed  # no replica reachable: kept
@@ -159,7 +159,7 @@ async def test_releases_the_edge_could_not_deliver_are_re_sent_when_the_stream_i
         await proxy.start()  # back on the same port
         await until(lambda: held(replica) == 1, within_s=8, message="owed releases not re-sent")
         assert client.owed_releases() == 0
-        assert await client.release(leases[2], MODEL, OK)
+        assert await leases[2].release(OK)
         assert held(replica) == 0
     finally:
         await client.close()
@@ -205,9 +205,9 @@ async def test_a_stream_that_ends_politely_keeps_nothing_released_on_it(start_re
     token = await make_pool(replica)
     await add_keys(replica, 2)
     client = KeyringClient([replica.address], tls=session_pki().edge.files)
-    granted = await client.acquire(token, MODEL)
-    kept = await client.acquire(token, MODEL)  # still in use when the client closes
-    assert await client.release(granted, MODEL, OK)
+    granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+    kept = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))  # still in use when the client closes
+    assert await granted.release(OK)
     await client.close()
     await asyncio.sleep(0.1)
     assert held(replica) == 1

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.devstack.etcd_server import EtcdServer
-from services.edge.keyring import KeyringClient
+from services.edge.keyring import KeyringClient, LeaseRequest
 from services.keyring.config import KeyringSettings
 from services.keyring.sealing import generate_kek
 from services.keyring.store import EtcdStore, StoreUnavailable
@@ -145,9 +145,9 @@ async def test_an_internal_service_with_its_own_certificate_leases_through_the_c
     await add_keys(replica, 1)
     client = KeyringClient([replica.address], tls=pki.service.files)
     try:
-        granted = await client.acquire(token, MODEL)
+        granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
         assert granted.lease.secret.startswith("AIza")
-        await client.release(granted, MODEL, pb.Outcome(http_status=200))
+        await granted.release(pb.Outcome(http_status=200))
     finally:
         await client.close()
 

@@ -51,8 +51,8 @@ from services.common.naming import model_id, token_hash
 
 from .. import wire
 from ..body_reads import TooManyReads, worst_cost
+from ..context import EDGE
 from ..errors import EdgeError, LeaseRefused, TokenRejected, bad_request
-from ..forwarding import EDGE
 from . import json_body
 
 # What a client token can look like at all (keyring's are "kr-" + 43 URL-safe characters): checked before a body.

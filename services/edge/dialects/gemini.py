@@ -31,9 +31,10 @@ from aiohttp import web
 from services.common.naming import token_hash
 
 from .. import wire
+from ..context import EDGE
 from ..errors import EdgeError, bad_request, missing_token
 from ..estimates import gemini_input
-from ..forwarding import EDGE, forward
+from ..forwarding import forward
 from ..resources import bindings
 from ..routing import GEMINI
 from ..upstream import Call

@@ -15,9 +15,10 @@ from aiohttp import web
 from services.common.naming import token_hash
 
 from .. import wire
+from ..context import EDGE
 from ..errors import EdgeError, bad_request, missing_token
 from ..estimates import openai_input
-from ..forwarding import EDGE, forward
+from ..forwarding import forward
 from ..routing import OPENAI
 from ..upstream import Call
 from . import authenticated, bearer, json_object, named_resources, only_allowed, read_body, shaped

@@ -2,16 +2,18 @@
 
 Its rooms, one concern each::
 
-    client.py     KeyringClient: acquire, check_token, release (and report), bound_names, ready
-    lease.py      what the edge holds of a lease (GrantedLease, Binding)
+    client.py     KeyringClient: acquire (a LeaseRequest in, a HeldLease out), check_token, bound_names, ready
+    lease.py      LeaseRequest, and HeldLease: the one owner of a lease's end (idempotent release, async with)
+    releases.py   how a release reaches keyring: the granting replica, reports to the others, delivery
     replicas.py   the replica set: resolution, one stream per replica, the turn
     transport.py  one replica's channel and LeaseStream (batched calls, replies by id, reconnects)
     kept.py       releases a replica is owed: kept until answered and until their usage is durable
     refusals.py   keyring's refusals as edge exceptions (the one translation of a gRPC status)
+    spans.py      client spans, for sampled requests only
 """
 
 from .client import KeyringClient
-from .lease import Binding, GrantedLease
+from .lease import CANCELLED, Binding, HeldLease, LeaseRequest
 from .replicas import resolve_all
 
-__all__ = ["Binding", "GrantedLease", "KeyringClient", "resolve_all"]
+__all__ = ["CANCELLED", "Binding", "HeldLease", "KeyringClient", "LeaseRequest", "resolve_all"]

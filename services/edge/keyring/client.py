@@ -1,16 +1,11 @@
-"""The edge's client of keyring: acquire, check a token, release (and report), the names a pool bound.
+"""The edge's client of keyring: acquire a lease, check a token, the names a pool bound, readiness.
 
-Each call travels on a replica's lease stream (``transport``), chosen by the
-replica set (``replicas``); keyring's refusals are raised as edge exceptions
-(``refusals``). A release goes back to the replica that granted the lease,
-because the in-flight slot lives there; if that replica is gone the outcome
-still reaches another one (the key's health is shared through etcd), and the
-granting one is owed the release (``kept``). A release whose outcome is news
-(not a 2xx, not cancelled) also goes, as an outcome-only report
-(``LeaseCall.report``), to every other replica with an open stream,
-unanswered: each applies what it decides in memory at once, so a cooldown
-holds everywhere without waiting for etcd (a routine success sends nothing
-more).
+Each call travels on a replica's lease stream (``transport``), in the turn
+the replica set gives (``replicas``); a replica gone, late or draining passes
+the call on to the next; keyring's refusals are raised as edge exceptions
+(``refusals``). ``acquire`` takes one ``LeaseRequest`` (built once at the
+edge) and returns a ``HeldLease``, whose ``release`` is the one way its
+lease ends (``releases`` delivers it).
 
 The channels are mutual TLS (``services/common/tls.py``): the edge presents
 its certificate and verifies keyring's against the CA, under the name of the
@@ -20,25 +15,14 @@ Plaintext only when the caller passes ``tls=None`` (the explicit switch).
 ``check_token`` asks keyring whether a client token is one it would lease
 for, before the edge reads a request body; accepted token hashes are
 remembered for a short TTL (a bounded dict), refusals never.
-
-Affinity (resources that live in one upstream project): ``acquire(...,
-affinity=[names])`` leases the owner key of those resources (or another key
-of its project; ``errors.UnknownResource`` when the pool knows none),
-``exclude_projects`` skips projects a list call has covered;
-``release(..., bind=[Binding(name, ttl_s)], unbind=[names])`` records or
-forgets owners. A release carrying either is always confirmed: the task it
-returns resolves to True once keyring has committed the records.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Final, Literal, overload
 
 import grpc
 from opentelemetry import trace
@@ -49,31 +33,15 @@ from services.common.telemetry import current_traceparent
 from services.common.tls import TLSFiles, channel_credentials
 
 from ..errors import InvalidLeaseRequest, KeyringUnavailable
-from .kept import plain
-from .lease import Binding, GrantedLease
+from .lease import HeldLease, LeaseRequest
 from .refusals import refusal, status_of
+from .releases import Releases
 from .replicas import ReplicaSet, Resolver, resolve_all
-from .transport import LeaseStream
+from .spans import traced, tracer
 
 log = logging.getLogger(__name__)
 
 MAX_BOUND_NAMES = 1000  # names one bound-names question asks about (keyring's affinity.MAX_LISTED_NAMES)
-tracer = trace.get_tracer("services.edge")
-_NO_SPAN: Final = contextlib.nullcontext()
-
-
-def _traced() -> bool:
-    """Whether the current request is sampled (its span may have ended: releases run after the answer)."""
-    span_context = trace.get_current_span().get_span_context()
-    return span_context.is_valid and span_context.trace_flags.sampled
-
-
-def _span(name: str, granted: GrantedLease) -> contextlib.AbstractContextManager[Any]:
-    """A client span for a sampled request; a shared no-op otherwise (nothing allocated)."""
-    if not _traced():
-        return _NO_SPAN
-    attributes = {"keyring.key_id": granted.lease.key_id}
-    return tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
 
 
 class KeyringClient:
@@ -123,7 +91,7 @@ class KeyringClient:
             resolver=resolver,
         )
         self._timeout_s = timeout_s
-        self._releases: set[asyncio.Task[bool]] = set()
+        self.releases = Releases(self.replicas, timeout_s)
         self._token_check_ttl_s = token_check_ttl_s
         self._token_check_entries = token_check_entries
         self._accepted: dict[str, float] = {}  # token hash -> the clock's time its acceptance expires
@@ -132,64 +100,45 @@ class KeyringClient:
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""
-        if self._releases:
-            await asyncio.wait(set(self._releases), timeout=flush_timeout_s)
+        await self.releases.drain(flush_timeout_s)
         await self.replicas.close()
 
-    async def acquire(
-        self,
-        token_hash: str,
-        model: str,
-        exclude: Sequence[str] = (),
-        *,
-        affinity: Sequence[str] = (),
-        exclude_projects: Sequence[str] = (),
-        estimated_input_tokens: int = 0,
-        binds: bool = False,
-    ) -> GrantedLease:
-        """A lease for ``model``; ``exclude``: key ids already tried for this request.
+    async def acquire(self, wanted: LeaseRequest, exclude: Sequence[str] = ()) -> HeldLease:
+        """A lease for ``wanted``; ``exclude``: key ids already tried for this request.
 
-        ``affinity``: resources the call names ("files/abc", "cachedContents/x"...):
+        ``wanted.affinity``: resources the call names ("files/abc", "cachedContents/x"...):
         the lease goes to their owner key, else another key of its project
         (``NoKeyFree`` with the retry time when that project's keys are all
         busy or cooling; ``InvalidLeaseRequest`` when the names belong to
         different projects; ``UnknownResource`` when the pool knows no such
-        resource). ``exclude_projects``: projects a list
-        call has already covered (a key without a project is ``key:<key id>``).
-        ``estimated_input_tokens``: the call's input as the edge estimates it
-        (``estimates.py``), for keyring's tokens-per-minute pacing. ``binds``: the call creates a
-        resource to bind (``NoKeyFree`` when the pool's or the token's bindings are at their cap).
+        resource). ``exclude_projects``: projects a list call has already
+        covered. ``input_tokens``: the call's input as the edge estimates it,
+        for keyring's tokens-per-minute pacing. ``binds``: the call creates a
+        resource to bind (``NoKeyFree`` when the pool's or the token's
+        bindings are at their cap).
         """
-        tokens = estimated_input_tokens
-        if not _traced():  # nothing is traced: no span work on the lease path
-            return await self._acquire(token_hash, model, exclude, affinity, exclude_projects, tokens, binds)
+        if not traced():  # nothing is traced: no span work on the lease path
+            return await self._acquire(wanted, exclude)
         with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
-            granted = await self._acquire(token_hash, model, exclude, affinity, exclude_projects, tokens, binds)
-            span.set_attributes({"keyring.key_id": granted.lease.key_id, "keyring.pool": granted.lease.pool})
-            return granted
+            held = await self._acquire(wanted, exclude)
+            span.set_attributes({"keyring.key_id": held.lease.key_id, "keyring.pool": held.lease.pool})
+            return held
 
-    async def _acquire(
-        self,
-        token_hash: str,
-        model: str,
-        exclude: Sequence[str],
-        affinity: Sequence[str] = (),
-        exclude_projects: Sequence[str] = (),
-        estimated_input_tokens: int = 0,
-        binds: bool = False,
-    ) -> GrantedLease:
+    async def _acquire(self, wanted: LeaseRequest, exclude: Sequence[str]) -> HeldLease:
         request = pb.AcquireRequest(
-            token_hash=token_hash, model=model, exclude_key_ids=exclude, estimated_input_tokens=estimated_input_tokens,
-            binds=binds,
+            token_hash=wanted.token_hash, model=wanted.model, exclude_key_ids=exclude,
+            estimated_input_tokens=wanted.input_tokens, binds=wanted.binds,
         )  # fmt: skip
-        if affinity:
-            request.affinity.extend(affinity)
-        if exclude_projects:
-            request.exclude_projects.extend(exclude_projects)
+        if wanted.affinity:
+            request.affinity.extend(wanted.affinity)
+        if wanted.exclude_projects:
+            request.exclude_projects.extend(wanted.exclude_projects)
         traceparent = current_traceparent()
-        reply, replica = await self._ask(lambda: pb.LeaseCall(acquire=request, traceparent=traceparent), affinity)
+        reply, replica = await self._ask(
+            lambda: pb.LeaseCall(acquire=request, traceparent=traceparent), wanted.affinity
+        )
         granted = reply.acquire
-        return GrantedLease(granted.lease, tuple(granted.allowed_models), replica)
+        return HeldLease(self.releases, granted.lease, tuple(granted.allowed_models), replica, wanted.model)
 
     async def _ask(
         self, make_call: Callable[[], pb.LeaseCall], names: Sequence[str] = ()
@@ -227,7 +176,7 @@ class KeyringClient:
         if self.accepted(token_hash):
             return
         try:
-            if not _traced():
+            if not traced():
                 await self._check_remote(token_hash)
             else:
                 with tracer.start_as_current_span("keyring.check_token", kind=trace.SpanKind.CLIENT):
@@ -272,127 +221,6 @@ class KeyringClient:
         while len(accepted) >= self._token_check_entries:
             del accepted[next(iter(accepted))]  # the oldest
         accepted[token_hash] = self._clock() + self._token_check_ttl_s
-
-    @overload
-    def release(
-        self,
-        granted: GrantedLease,
-        model: str,
-        outcome: pb.Outcome,
-        *,
-        confirm: Literal[True] = True,
-        bind: Sequence[Binding] = (),
-        unbind: Sequence[str] = (),
-    ) -> asyncio.Task[bool]: ...
-
-    @overload
-    def release(
-        self,
-        granted: GrantedLease,
-        model: str,
-        outcome: pb.Outcome,
-        *,
-        confirm: bool,
-        bind: Sequence[Binding] = (),
-        unbind: Sequence[str] = (),
-    ) -> asyncio.Task[bool] | None: ...
-
-    def release(
-        self,
-        granted: GrantedLease,
-        model: str,
-        outcome: pb.Outcome,
-        *,
-        confirm: bool = True,
-        bind: Sequence[Binding] = (),
-        unbind: Sequence[str] = (),
-    ) -> asyncio.Task[bool] | None:
-        """Give the lease back with its outcome; synchronous, so no cancellation comes between a caller and it.
-
-        ``confirm=False`` (a finished request: nobody waits): the release is queued
-        on the granting replica's open stream, no reply awaited, and None is
-        returned. Otherwise (a failover, which must not pick the next key before
-        keyring has learnt from this one), or when that stream is not open, a
-        task delivers it and waits for keyring's reply; await it to wait too.
-        Best effort either way: a lost release is reclaimed by the lease TTL.
-        The span (only for sampled requests) covers the sending.
-
-        ``bind`` (resources the call created under this key, with their
-        lifetime) and ``unbind`` (resources it deleted) make the release
-        confirmed whatever ``confirm`` says: the task resolves to True once
-        keyring has committed them (a replica that cannot, e.g. draining or
-        without its store, passes it on to the next), False when no replica
-        could. Await it before answering the call that created the resource,
-        so the client's next call finds its owner on every replica.
-        """
-        request = pb.ReleaseRequest(
-            lease_id=granted.lease.lease_id, key_id=granted.lease.key_id, model=model, outcome=outcome
-        )
-        binding = bool(bind or unbind)
-        if binding:
-            request.bind.extend(pb.ResourceBinding(name=b.name, ttl_ms=max(1, round(b.ttl_s * 1000))) for b in bind)
-            request.unbind.extend(unbind)
-        with _span("keyring.release", granted):
-            call = pb.LeaseCall(release=request, traceparent=current_traceparent())
-            if outcome.http_status // 100 != 2 and outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
-                self._report(request, granted.replica)  # news: every replica learns it now
-            if not confirm and not binding:
-                replica = self.replicas.get(granted.replica)
-                if replica is not None and replica.connected and replica.usable:
-                    replica.send(call)
-                    return None
-            task = asyncio.get_running_loop().create_task(self._deliver(call, granted, binding))
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
-            return task
-
-    def _report(self, request: pb.ReleaseRequest, granting: str) -> None:
-        """The outcome alone to every other replica with an open stream: no reply awaited, no slot, no usage.
-
-        Each replica judges it once (by lease id) and applies what it decides in
-        memory, so a cooldown holds on every replica without waiting for etcd.
-        """
-        for replica in self.replicas.current:
-            if replica.address != granting and replica.connected and replica.usable:
-                replica.send(pb.LeaseCall(report=request))
-
-    async def _deliver(self, call: pb.LeaseCall, granted: GrantedLease, binding: bool = False) -> bool:
-        """True once a replica answered the release (with bindings: answered without an error).
-
-        The slot lives on the granting replica: when another one answered (it learns
-        the outcome: the lease id vouches for it), the granting one is still owed the
-        release, outcome included, re-sent when its stream is back: it frees the slot
-        and counts the call's usage (the holder of a lease counts it; the replica that
-        answered does not while the granter lives), and its judgement of the outcome
-        merges with the other replica's (one decision per lease id). When none
-        answered, it is owed the whole release.
-        """
-        granter = self.replicas.get(granted.replica)
-        for replica in await self.replicas.rotation(first=granted.replica):
-            # Another replica learns the outcome; the usage is counted where the release is kept for (once).
-            call.release.kept_for_granter = granter is not None and replica is not granter
-            try:
-                reply = await replica.call(call, self._timeout_s)
-            except KeyringUnavailable:
-                continue
-            if binding and reply.HasField("error"):
-                code = status_of(reply.error.code)
-                if code is grpc.StatusCode.UNAVAILABLE:
-                    continue  # draining, or its store unreachable: another replica may commit them
-                log.warning("keyring refused the bindings of lease %s: %s", granted.lease.lease_id, reply.error.message)
-                self._owe_granter(granter, replica, call)
-                return False
-            self._owe_granter(granter, replica, call)
-            return True
-        if granter is not None:
-            granter.owe(plain(call))
-        log.warning("lease %s: no keyring replica reachable, its release is kept", granted.lease.lease_id)
-        return False
-
-    @staticmethod
-    def _owe_granter(granter: LeaseStream | None, answered: LeaseStream, call: pb.LeaseCall) -> None:
-        if granter is not None and answered is not granter:
-            granter.owe(plain(call))
 
     def owed_releases(self) -> int:
         """Releases waiting for their replica's stream to come back (all replicas)."""

@@ -9,10 +9,11 @@ from aiohttp import web
 from services.common.naming import token_hash
 
 from .. import wire
+from ..context import EDGE
 from ..dialects import authenticated, read_body
 from ..dialects.gemini import client_token
 from ..errors import EdgeError, bad_request
-from ..forwarding import EDGE, forward
+from ..forwarding import forward
 from ..upstream import Call, Settle
 from . import bindings
 

@@ -24,15 +24,18 @@ answers what the whole pool owns:
    outside the pool (another tool with the same key, a job result nobody
    polled through the edge) is not listed, and, unbound, not served either.
 
-A project whose keys are all cooling or busy is left out of that answer (a
-list is a view, not a transaction); an upstream error that blames the key is
-failed over like any call; any other upstream error is the answer. When no
-project can be visited at all, keyring's refusal is the answer (401, 429...).
+Each project is read through the one attempt loop (``forwarding.attempts``),
+one lease for all its pages. A project whose keys are all cooling or busy is
+left out of that answer (a list is a view, not a transaction); an upstream
+error that blames the key is failed over like any call; any other upstream
+error is the answer. When no project can be visited at all, keyring's
+refusal is the answer (401, 429...).
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
+from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -42,11 +45,11 @@ from services.common.answers import UpstreamError
 from services.common.web import json_response
 
 from .. import wire
+from ..context import EDGE, Edge
 from ..errors import KeyringUnavailable, LeaseRefused, UpstreamFailed, bad_request
-from ..forwarding import EDGE, Edge, lease
-from ..keyring import GrantedLease
-from ..observability import MODEL, ROUTE, STREAM, record_attempt
-from ..upstream import CANCELLED, Attempt, Call
+from ..forwarding import attempts
+from ..observability import MODEL, ROUTE, STREAM
+from ..upstream import Attempt, Call
 from .common import hashed_token, path_of
 
 # The list field of each collection's answer (batches are Operations).
@@ -99,30 +102,25 @@ async def _merged(request: web.Request, path: wire.ResourcePath, hashed: str, ro
     tried: list[str] = []
     items: list[Any] = []
     by_project: dict[str, list[Any]] = {}
-    failures = 0
     headers = {**wire.forward_headers(request.headers.items()), "accept-encoding": "identity"}
     while len(covered) < settings.list_max_projects and len(items) < settings.list_max_items:
-        probe = Call("GET", wire.resource_url(edge.base_url, path, []), headers, None, hashed, "",
-                     route=route, exclude_projects=tuple(covered))  # fmt: skip
+        probe = Call(method="GET", url=wire.resource_url(edge.base_url, path, []), headers=headers, body=None,
+                     token_hash=hashed, model="", route=route, exclude_projects=tuple(covered))  # fmt: skip
+        read = partial(_project, path=path, limit=settings.list_max_items - len(items))
         try:
-            granted = await lease(edge, probe, tried)
+            project, found = await attempts(request, probe, read, tried)
         except LeaseRefused as refused:
             if not covered or (isinstance(refused, KeyringUnavailable) and refused.reason == "UNAVAILABLE"):
                 edge.metrics.child(edge.metrics.denied, refused.reason).inc()
                 raise
             break  # no other project to visit (or none usable now)
-        tried.append(granted.lease.key_id)
-        found: list[Any] = []
-        failure = await _project(request, path, probe, granted, found, settings.list_max_items - len(items))
-        if failure is None:
-            project = granted.lease.project or f"key:{granted.lease.key_id}"
-            covered.append(project)
-            by_project[project] = found
-            items.extend(found)
-            continue
-        failures += 1
-        if not failure.kind.tries_another_key or failures >= settings.max_attempts:
-            raise UpstreamFailed(failure)
+        except UpstreamFailed as failed:
+            if failed.refused is None or not covered:
+                raise
+            break  # the project failed over and keyring had no other key: left out (a list is a view)
+        covered.append(project)
+        by_project[project] = found
+        items.extend(found)
     # In the order of the projects' names, not of the visits (keyring's choice): every page sees one order.
     merged = [item for project in sorted(by_project) for item in by_project[project]][: settings.list_max_items]
     return await _owned(edge, hashed, merged)
@@ -138,42 +136,28 @@ async def _owned(edge: Edge, hashed: str, items: list[Any]) -> list[Any]:
 
 
 async def _project(
-    request: web.Request, path: wire.ResourcePath, probe: Call, granted: GrantedLease, items: list[Any], limit: int
-) -> UpstreamError | None:
-    """Read one project's pages into ``items`` with one lease; the upstream's error, if one ended it."""
-    edge = request.app[EDGE]
+    attempt: Attempt, request: web.Request, *, path: wire.ResourcePath, limit: int
+) -> tuple[str, list[Any]] | UpstreamError:
+    """One project's pages with one lease (an attempt of the loop): (the project, its items), or the error."""
+    probe, lease = attempt.call, attempt.held.lease
     field = FIELDS[path.kind]
     page_token = ""
-    attempt: Attempt | None = None
-    failure: UpstreamError | None = None
     found: list[Any] = []
-    try:
-        for _ in range(_MAX_PAGES_PER_PROJECT):
-            query = [("pageSize", _UPSTREAM_PAGE)] + ([("pageToken", page_token)] if page_token else [])
-            call = Call("GET", wire.resource_url(edge.base_url, path, query), probe.headers, None, probe.token_hash,
-                        "", route=probe.route)  # fmt: skip
-            attempt = Attempt(edge.upstream, edge.metrics, call, granted)
-            result = await attempt.run(request)
-            if isinstance(result, UpstreamError):
-                failure = result
-                return failure
-            data = _object(result.body if isinstance(result, web.Response) else b"")
-            page = data.get(field)
-            if isinstance(page, list):
-                found.extend(page)
-            token = data.get("nextPageToken")
-            if not isinstance(token, str) or not token or len(found) >= limit:
-                break
-            page_token = token
-        items.extend(found)
-        return None
-    finally:
-        outcome = attempt.outcome if attempt is not None else CANCELLED
-        fail_over = failure is not None and failure.kind.tries_another_key
-        released = edge.keyring.release(granted, "", outcome, confirm=fail_over)
-        record_attempt(edge.metrics, probe.route, "", outcome)
-        if fail_over and released is not None:
-            await asyncio.shield(released)
+    for _ in range(_MAX_PAGES_PER_PROJECT):
+        query = [("pageSize", _UPSTREAM_PAGE)] + ([("pageToken", page_token)] if page_token else [])
+        attempt.call = dataclasses.replace(probe, url=wire.resource_url(request.app[EDGE].base_url, path, query))
+        result = await attempt.run(request)
+        if isinstance(result, UpstreamError):
+            return result
+        data = _object(result.body if isinstance(result, web.Response) else b"")
+        page = data.get(field)
+        if isinstance(page, list):
+            found.extend(page)
+        token = data.get("nextPageToken")
+        if not isinstance(token, str) or not token or len(found) >= limit:
+            break
+        page_token = token
+    return lease.project or f"key:{lease.key_id}", found
 
 
 def _object(body: Any) -> dict[str, Any]:

@@ -49,9 +49,10 @@ from services.common.naming import token_hash
 
 from .. import wire
 from ..config import EdgeSettings
+from ..context import EDGE
 from ..dialects import authenticated, check_json_object, read_body
 from ..errors import EdgeError, UnknownResource, UpstreamFailed, bad_request, render, render_upstream
-from ..forwarding import EDGE, forward
+from ..forwarding import forward
 from ..keyring import Binding
 from ..routing import dialect_of
 from ..upstream import NOTHING, Call, Settle, Settlement
