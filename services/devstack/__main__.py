@@ -35,7 +35,7 @@ from pathlib import Path
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
-from services.devstack.certs import ETCD_CA_NAME, Certificate, LocalCA
+from services.devstack.certs import ETCD_CA_NAME, HTTPS_CA_NAME, Certificate, LocalCA
 from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
 from services.devstack.health import open_channel, wait_until_serving
@@ -95,10 +95,14 @@ ETCD_IDENTITIES = {"etcd": "etcd", "keyring-etcd": "keyring"}
 
 
 def local_certificates(var: Path) -> dict[str, Certificate]:
-    """The services' CA and etcd's CA in var/tls, a certificate per identity (made once, keys mode 0600)."""
+    """The services' CA and etcd's CA in var/tls, a certificate per identity (made once, keys mode 0600); the
+    edge's https certificate (``edge-https``: localhost, 127.0.0.1, ::1) from a third CA, var/tls/https-ca, the one
+    clients trust (no certificate it signs is an identity keyring or etcd accept)."""
     ca = LocalCA(var / "tls")
     etcd_ca = LocalCA(var / "tls" / "etcd-ca", name=ETCD_CA_NAME)
+    https_ca = LocalCA(var / "tls" / "https-ca", name=HTTPS_CA_NAME)
     certs = {name: ca.issue(name) for name in IDENTITIES}
+    certs["edge-https"] = https_ca.issue("edge-https")
     return certs | {key: etcd_ca.issue(name) for key, name in ETCD_IDENTITIES.items()}
 
 
@@ -213,6 +217,7 @@ def main() -> None:
     parser.add_argument("--etcd-port", type=int, default=2379)
     parser.add_argument("--keyring-port", type=int, default=50051)
     parser.add_argument("--edge-port", type=int, default=8080)
+    parser.add_argument("--edge-https-port", type=int, default=8443, help="the edge's https listener (local CA)")
     parser.add_argument("--admin-port", type=int, default=8081)
     parser.add_argument("--simulator-port", type=int, default=8090)
     parser.add_argument(
@@ -285,9 +290,14 @@ def run(
             "EDGE_KEYRING_ADDRESSES": keyring_address,
             "EDGE_UPSTREAM_BASE_URL": upstream,
             **certs["keyring-edge"].env("EDGE_KEYRING_TLS"),
+            # https next to http, from the local https CA (clients trust var/tls/https-ca/ca.crt)
+            "EDGE_HTTPS_CERT_FILE": certs["edge-https"].cert_file,
+            "EDGE_HTTPS_KEY_FILE": certs["edge-https"].key_file,
+            "EDGE_HTTPS_PORT": str(options.edge_https_port),
         },
     )
     edge_url = f"http://127.0.0.1:{options.edge_port}"
+    https_url = f"https://localhost:{options.edge_https_port}"
     wait_http(f"{edge_url}/healthz", stack)
     tokens_file, admin_token = local_admin_token(var)
     stack.spawn(
@@ -317,6 +327,9 @@ def run(
     print(f"etcd      {etcd.client_url}  (keyring's client certificate required; data in {var / 'etcd'})")
     print(f"keyring   {keyring_address}  (gRPC, mutual TLS; CA and certificates in {var / 'tls'})")
     print(f"edge      {edge_url}  (OpenAI: {edge_url}/v1   Gemini: {edge_url}/v1beta)")
+    ca_file = certs["edge-https"].ca_file
+    print(f"          {https_url}  (https; clients trust {ca_file}: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, "
+          "NODE_EXTRA_CA_CERTS; README \"https on the edge\")")
     print(f"admin     {admin_url}  (console; admin token in {tokens_file}: {admin_token})")
     if options.demo:
         print(f"simulator {upstream}  (fake Gemini upstream)")

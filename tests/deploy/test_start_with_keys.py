@@ -38,7 +38,7 @@ def devstack_command(var: Path, keys_file: Path, upstream: str, ports: dict[str,
     return [
         sys.executable, "-m", "services.devstack", "--var", str(var), "--keys", str(keys_file),
         "--upstream", upstream, "--etcd-port", str(ports["etcd"]), "--keyring-port", str(ports["keyring"]),
-        "--edge-port", str(ports["edge"]), "--admin-port", str(ports["admin"]),
+        "--edge-port", str(ports["edge"]), "--admin-port", str(ports["admin"]), "--edge-https-port", str(free_port()),
     ]  # fmt: skip
 
 
