@@ -30,11 +30,13 @@ reason ``LEAKED_KEY_REASON`` from ``parse_error`` so that everyone downstream
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -154,9 +156,26 @@ class QuotaViolation:
     dimensions: tuple[tuple[str, str], ...] = ()
     quota_value: str = ""  # the limit as a decimal string; "" when absent
 
+    # What the quotaId names (``GenerateRequestsPerMinutePerProjectPerModel-FreeTier``,
+    # ``GenerateContentInputTokensPerModelPerMinute-FreeTier``...): read here and nowhere else.
+
     @property
     def per_day(self) -> bool:
         return "PerDay" in self.quota_id
+
+    @property
+    def per_minute(self) -> bool:
+        return "PerMinute" in self.quota_id
+
+    @property
+    def counts_tokens(self) -> bool:
+        """A limit on tokens ("Token" in the quotaId)."""
+        return "Token" in self.quota_id
+
+    @property
+    def counts_requests(self) -> bool:
+        """A limit on requests ("Request" in the quotaId, and not on tokens)."""
+        return "Request" in self.quota_id and not self.counts_tokens
 
     @property
     def limit(self) -> int | None:
@@ -166,7 +185,7 @@ class QuotaViolation:
     @property
     def input_tokens_per_minute(self) -> bool:
         """A tokens-per-minute limit (``GenerateContentInputTokensPerModelPerMinute-...``)."""
-        return "TokensPer" in self.quota_id and "PerMinute" in self.quota_id
+        return "TokensPer" in self.quota_id and self.per_minute
 
     @property
     def spend_limit(self) -> bool:
@@ -327,3 +346,17 @@ def duration_s(value: Any) -> float:
         return 0.0
     match = _DURATION.match(value)
     return round(float(match.group(1)), 3) if match else 0.0
+
+
+# -- the quota day --------------------------------------------------------------
+
+# Gemini's per-day quotas reset at midnight US Pacific time.
+PACIFIC: Final = ZoneInfo("America/Los_Angeles")
+
+
+def pacific_day(now: float) -> tuple[float, float]:
+    """The Pacific day ``now`` falls in, as (its midnight, the next midnight) in epoch seconds (DST-aware)."""
+    day = dt.datetime.fromtimestamp(now, PACIFIC).date()
+    midnight = dt.datetime.combine(day, dt.time(0, 0), tzinfo=PACIFIC)
+    following = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=PACIFIC)
+    return midnight.timestamp(), following.timestamp()

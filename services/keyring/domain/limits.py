@@ -29,18 +29,17 @@ from Pacific midnight to Pacific midnight (when Gemini resets them).
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
+
+from services.common.answers import pacific_day
 
 from .leasing import share
 from .models import LimitId, Outcome, Policy, Pool, QuotaLimit, QuotaViolation, Transport, UpstreamKey
 
-PACIFIC = ZoneInfo("America/Los_Angeles")
 # A limit learnt again with the same value is rewritten only this long after it was last learnt.
 RELEARN_S = 3600.0
 
@@ -73,14 +72,13 @@ RESERVATION_S = 3600.0
 
 
 def metric_of(violation: QuotaViolation) -> QuotaMetric | None:
-    """Which metric a violation's quotaId names (``GenerateRequestsPerMinutePerProjectPerModel-FreeTier``...)."""
-    quota_id = violation.quota_id
-    tokens = "Token" in quota_id
-    if not tokens and "Request" not in quota_id:
+    """Which metric a violation's quotaId names (read by ``answers.QuotaViolation``: one reading of a quotaId)."""
+    tokens = violation.counts_tokens
+    if not tokens and not violation.counts_requests:
         return None
-    if "PerMinute" in quota_id:
+    if violation.per_minute:
         return QuotaMetric.INPUT_TOKENS_PER_MINUTE if tokens else QuotaMetric.REQUESTS_PER_MINUTE
-    if "PerDay" in quota_id:
+    if violation.per_day:
         return QuotaMetric.INPUT_TOKENS_PER_DAY if tokens else QuotaMetric.REQUESTS_PER_DAY
     return None
 
@@ -139,10 +137,7 @@ def window(metric: QuotaMetric, now: float) -> tuple[float, float]:
     global _pacific_day
     if metric in _PER_DAY:
         if not _pacific_day[0] <= now < _pacific_day[1]:
-            local = dt.datetime.fromtimestamp(now, PACIFIC)
-            midnight = dt.datetime.combine(local.date(), dt.time(0, 0), tzinfo=PACIFIC)
-            following = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(0, 0), tzinfo=PACIFIC)
-            _pacific_day = (midnight.timestamp(), following.timestamp())
+            _pacific_day = pacific_day(now)
         return _pacific_day
     minute = math.floor(now / 60.0) * 60.0
     return minute, minute + 60.0

@@ -43,13 +43,12 @@ the key's slate is clean and neither record of the pair holds a strike.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from zoneinfo import ZoneInfo
 
-from services.common.answers import AnswerKind, classify
+from services.common.answers import PACIFIC as PACIFIC  # the quota day's zone, for callers of this module
+from services.common.answers import AnswerKind, classify, pacific_day
 
 from .limits import metric_of, window
 from .models import (
@@ -65,7 +64,6 @@ from .models import (
     UpstreamKey,
 )
 
-PACIFIC = ZoneInfo("America/Los_Angeles")
 # Kinds that leave the key as it is: busy for everyone, the caller's own fault, the caller gone, a model or
 # feature the key's project lacks (billing, an API: the client chose it; another project may serve it).
 _NO_PENALTY = frozenset(
@@ -87,11 +85,8 @@ class Verdict:
 
 
 def next_pacific_midnight(now: float) -> float:
-    """When Gemini's per-day quotas reset: midnight US Pacific time (DST-aware)."""
-    local = dt.datetime.fromtimestamp(now, PACIFIC)
-    tomorrow = (local + dt.timedelta(days=1)).date()
-    midnight = dt.datetime.combine(tomorrow, dt.time(0, 0), tzinfo=PACIFIC)
-    return midnight.timestamp()
+    """When Gemini's per-day quotas reset: the next midnight US Pacific time (``answers.pacific_day``)."""
+    return pacific_day(now)[1]
 
 
 def _clean_slate(key: UpstreamKey) -> bool:
