@@ -3,6 +3,8 @@
 - Keepalive: the edge's pings and keyring's server policy agree (``services/common/grpc_options.py``); a
   client idle for several ping windows still leases on the very streams it opened (no GOAWAY
   ``too_many_pings``).
+- Background work (stream readers, reconnects, owed releases re-sent) runs outside the context of the request
+  that started it: a stream-break warning carries no client's trace id (issue 19, finding 5).
 - A release the edge could not deliver (its stream to the granting replica broke) is kept and re-sent
   when that stream is back; keyring reclaims the leases of a stream that ended after a short grace
   (``KEYRING_STREAM_LEASE_GRACE_S``), not after the lease TTL, including a grant whose reply never
@@ -13,10 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
+import orjson
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
 from services.common.grpc_options import CLIENT_KEEPALIVE_S, SERVER_MIN_PING_INTERVAL_S
+from services.common.logs import JsonFormatter
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.config import EdgeSettings
 from services.edge.keyring import KeyringClient, LeaseRequest
@@ -213,3 +221,47 @@ async def test_a_stream_that_ends_politely_keeps_nothing_released_on_it(start_re
     assert held(replica) == 1
     await until(lambda: held(replica) == 0, within_s=3, message="the unreleased lease was not reclaimed")
     assert kept.lease.lease_id
+
+
+class _JsonLines(logging.Handler):
+    """Every record as the services' JSON formatter writes it (trace ids included), parsed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.formatter = JsonFormatter("edge")
+        self.lines: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(orjson.loads(self.format(record)))
+
+
+async def test_stream_break_warnings_carry_no_trace_of_the_request_that_opened_the_stream(
+    start_replica: StartReplica,
+) -> None:
+    """Issue 19, finding 5: the stream, its reconnect and the owed release's re-send belong to no request."""
+    replica = await start_replica("replica-a", stream_lease_grace_s=120)
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    proxy = TcpProxy(replica.server.port)
+    await proxy.start()
+    client = KeyringClient([proxy.address], timeout_s=1, tls=session_pki().edge.files)
+    handler = _JsonLines()
+    logger = logging.getLogger("services.edge")
+    logger.addHandler(handler)
+
+    def breaks() -> list[dict[str, object]]:
+        return [line for line in handler.lines if "broke" in str(line["message"])]
+
+    try:
+        with TracerProvider(sampler=ALWAYS_ON).get_tracer("test").start_as_current_span("client request") as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            held = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))  # opens the stream
+            await proxy.cut()
+            assert not await held.release(OK)  # kept, owed: re-sent on a stream a timer opens later
+        # The first stream's break, then the break of the one the re-send opened (the replica still away).
+        await until(lambda: len(breaks()) >= 2, within_s=5, message="no stream-break warnings")
+        assert all("trace_id" not in line for line in breaks()), breaks()
+        assert trace_id not in str(breaks())
+    finally:
+        logger.removeHandler(handler)
+        await client.close()

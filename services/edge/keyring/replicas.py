@@ -26,6 +26,7 @@ import grpc
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from ..errors import KeyringUnavailable
+from .background import detached_task
 from .transport import LeaseStream
 
 Resolver = Callable[[str], Awaitable[list[str]]]
@@ -119,7 +120,7 @@ class ReplicaSet:
         return LeaseStream(target, self._credentials, name, keepalive=self._keepalive, max_owed=self._max_owed)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
+        task = detached_task(coroutine)  # resolution, retiring, handovers: no request's work
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

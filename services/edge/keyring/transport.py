@@ -31,6 +31,7 @@ from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.common.tls import target_name_options
 
 from ..errors import KeyringUnavailable
+from .background import detached_later, detached_task
 from .kept import KeptReleases
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,11 @@ class LeaseStream:
         return result
 
     def _open(self) -> None:
-        self._outgoing = asyncio.Queue()
+        """A new stream, read by a task of its own: outside the context of the request that happened to open it."""
+        queue: asyncio.Queue[pb.LeaseCall | None] = asyncio.Queue()
+        self._outgoing = queue
         self.opened += 1
-        stream = self.stub.LeaseStream(self._batches(self._outgoing))
-        self._reader = asyncio.create_task(self._read(stream), name=f"lease-stream-{self.address}")
+        self._reader = detached_task(self._read(queue), name=f"lease-stream-{self.address}")
 
     def _flush_owed(self) -> None:
         self._retry = None
@@ -133,7 +135,7 @@ class LeaseStream:
         if self._retry is not None or self._closed or not self.kept.owed:
             return
         delay = min(RECONNECT_BACKOFF_S * 2 ** min(self._failures, 4), MAX_RECONNECT_BACKOFF_S)
-        self._retry = asyncio.get_running_loop().call_later(delay, self._flush_owed)
+        self._retry = detached_later(delay, self._flush_owed)
 
     @classmethod
     async def _batches(cls, queue: asyncio.Queue[pb.LeaseCall | None]) -> AsyncIterator[pb.LeaseStreamRequest]:
@@ -147,10 +149,10 @@ class LeaseStream:
                 calls.append(following)
             yield pb.LeaseStreamRequest(calls=calls)
 
-    async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:
+    async def _read(self, queue: asyncio.Queue[pb.LeaseCall | None]) -> None:
         kept, pending = self.kept, self._pending
         try:
-            async for reply in stream:
+            async for reply in self.stub.LeaseStream(self._batches(queue)):
                 self._failures = 0
                 for result in reply.results:
                     kept.answered(result)
