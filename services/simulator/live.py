@@ -19,6 +19,7 @@ import binascii
 import time
 from base64 import b64decode, b64encode
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -34,14 +35,30 @@ from .errors import (
     SimError,
     behaviour_error,
     error_response,
+    invalid_argument,
 )
-from .live_sessions import LiveSession
-from .pipeline import SIMULATOR_STATE, credentials, record, unknown_path
+from .live_sessions import EphemeralToken, LiveSession
+from .pipeline import (
+    SIMULATOR_STATE,
+    admit,
+    credentials,
+    endpoint,
+    json_response,
+    parse_json_object,
+    record,
+    unknown_path,
+)
+from .resources import rfc3339
 from .state import Behaviour, SimulatorState, normalize_model
 
 PATH: Final = (
-    "/{lead:/?}ws/google.ai.generativelanguage.{version:v1|v1beta|v1alpha}.GenerativeService.BidiGenerateContent"
+    "/{lead:/?}ws/google.ai.generativelanguage.{version:v1|v1beta|v1alpha}.GenerativeService"
+    ".{method:BidiGenerateContent(?:Constrained)?}"
 )
+#: Ephemeral tokens (section 4.1): 30 min of life, 60 s to start a session, unless the request says otherwise.
+TOKEN_LIFE_S: Final = 30 * 60.0
+TOKEN_NEW_SESSION_S: Final = 60.0
+TOKEN_MAX_LIFE_S: Final = 20 * 3600.0
 #: A close frame carries at most 123 bytes of reason; Google cuts its reasons there.
 MAX_REASON_BYTES: Final = 123
 INVALID_ARGUMENT: Final = "Request contains an invalid argument."
@@ -55,6 +72,10 @@ SESSION_CAP_MESSAGE: Final = (
 INTERNAL_MESSAGE: Final = "Internal error encountered."
 UNAVAILABLE_MESSAGE: Final = "The service is currently unavailable."
 MULTIPLE_CREDENTIALS_MESSAGE: Final = "Multiple authentication credentials received. Please pass only one."
+UNAUTHENTICATED_MESSAGE: Final = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie"
+    " or other valid authentication credential."
+)
 #: Close code per Google status: a bad request 1007, refused or not found 1008, the rest 1011.
 CLOSE_CODE: Final[dict[str, int]] = {
     "INVALID_ARGUMENT": 1007,
@@ -156,6 +177,7 @@ class Conversation:
     state: SimulatorState
     session: LiveSession
     setup: _Setup | None = None
+    token: EphemeralToken | None = None  # the Constrained path's
     behaviour: Behaviour = field(default_factory=Behaviour)
     pending: list[dict[str, Any]] = field(default_factory=list)  # user turns not answered yet
     audio_bytes: int = 0  # user audio of the turn being spoken
@@ -242,6 +264,8 @@ class Conversation:
         setup = first.get("setup")
         if set(first) != {"setup"} or not isinstance(setup, dict):
             raise invalid()
+        if self.token is not None:
+            setup = self.constrained(setup)
         book, session = self.state.live, self.session
         model_field = setup.get("model")
         if not isinstance(model_field, str):
@@ -288,12 +312,22 @@ class Conversation:
         if book.at_cap(session.project):
             raise Closing(1011, SESSION_CAP_MESSAGE)
         book.admit(session)
+        if self.token is not None and session.resumed_from is None:
+            book.spend(self.token)
         await self.send({"setupComplete": {"sessionId": session.id}})
         now, settings = time.monotonic(), book.settings
         self.deadlines["end"] = now + settings.connection_s
         self.deadlines["go_away"] = now + max(0.0, settings.connection_s - settings.go_away_s)
         if self.behaviour.kind == "rate_limit":
             self.deadlines["quota"] = now + settings.quota_close_delay_s
+
+    def constrained(self, setup: dict[str, Any]) -> dict[str, Any]:
+        """The setup as the ephemeral token allows it: its locked fields win; an expired or spent token is refused."""
+        assert self.token is not None
+        resuming = bool((field_of(setup, "sessionResumption") or {}).get("handle"))
+        if self.token.refusal(time.time(), resuming) is not None:
+            raise Closing(1008, UNAUTHENTICATED_MESSAGE)
+        return {**setup, **self.token.setup}
 
     # -- turns -------------------------------------------------------------
 
@@ -468,12 +502,24 @@ def credential_refusal(found: list[str], request: web.Request) -> Closing | None
     if len(found) > 1:
         return invalid(MULTIPLE_CREDENTIALS_MESSAGE)
     if "access_token" in request.query or "Authorization" in request.headers:
-        return Closing(
-            1008,
-            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie"
-            " or other valid authentication credential.",
-        )
+        return Closing(1008, UNAUTHENTICATED_MESSAGE)
+    if found[0].startswith("auth_tokens/"):  # an ephemeral token on the key path (LIVE_API_NOTES.md 4.1)
+        return invalid(INVALID_KEY_MESSAGE)
     return None
+
+
+def token_credential(request: web.Request) -> tuple[str, Closing | None]:
+    """The Constrained path's credential: `?access_token=` (JS) or `Authorization: Token` (Python, which sends the
+    same string in `x-goog-api-key` too); (token name, refusal)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    authorization = value.strip() if scheme == "Token" else request.headers.get("Authorization")
+    carried = (request.query.get("access_token"), authorization, request.headers.get("x-goog-api-key"))
+    found = {c for c in (*carried, request.query.get("key")) if c}
+    if not found:
+        return "", Closing(1008, UNREGISTERED_MESSAGE)
+    if len(found) > 1:
+        return "", invalid(MULTIPLE_CREDENTIALS_MESSAGE)
+    return found.pop(), None
 
 
 async def bidi_generate_content(request: web.Request) -> web.StreamResponse:
@@ -485,6 +531,15 @@ async def bidi_generate_content(request: web.Request) -> web.StreamResponse:
     record(request, b"", None)
     found = credentials(request)
     key = found[0] if found else ""
+    token: EphemeralToken | None = None
+    refused = query_refusal(request)
+    if request.match_info["method"].endswith("Constrained"):
+        name, refused_token = token_credential(request)
+        token = state.live.token(name)
+        refused = refused or refused_token or (Closing(1008, UNAUTHENTICATED_MESSAGE) if token is None else None)
+        key = token.key if token is not None else ""
+    else:
+        refused = refused or credential_refusal(found, request)
     status = state.live.settings.reject_upgrade.get(key)
     if status:
         error = SimError(status, CANONICAL_STATUS.get(status, "UNKNOWN"), INVALID_KEY_MESSAGE)
@@ -493,12 +548,11 @@ async def bidi_generate_content(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=2 * limit + 1024, autoping=True)
     await ws.prepare(request)
     session = state.live.start(key, state.project_of(key) if key else "", request.path, version)
-    conversation = Conversation(ws, request, state, session)
+    conversation = Conversation(ws, request, state, session, token=token)
     session.interrupt = conversation.interrupt
     code: int | None = None
     reason = ""
     try:
-        refused = query_refusal(request) or credential_refusal(found, request)
         if refused is not None:
             raise refused
         await conversation.open()
@@ -520,6 +574,41 @@ async def bidi_generate_content(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+def _time(data: dict[str, Any], name: str, default: float, now: float) -> float:
+    value = data.get(name)
+    if value is None:
+        return default
+    try:
+        at = datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise invalid_argument(f"Invalid value at '{name}' (type.googleapis.com/google.protobuf.Timestamp)") from None
+    if not now < at <= now + TOKEN_MAX_LIFE_S:
+        raise invalid_argument(f"{name} must be in the future and less than 20 hours from now.")
+    return at
+
+
+@endpoint("native")
+async def create_auth_token(request: web.Request) -> web.StreamResponse:
+    """`POST /v1alpha/auth_tokens` with a key: an ephemeral `auth_tokens/...` for the Constrained Live path
+    (`bidiGenerateContentSetup` locked: its fields override the client's setup; `fieldMask` is not read)."""
+    body = await request.read()
+    data = parse_json_object(body)
+    call = await admit(request, "native", None, body)
+    now = time.time()
+    expires = _time(data, "expireTime", now + TOKEN_LIFE_S, now)
+    new_sessions_until = _time(data, "newSessionExpireTime", min(expires, now + TOKEN_NEW_SESSION_S), now)
+    uses = data.get("uses", 1)
+    setup = data.get("bidiGenerateContentSetup") or {}
+    if isinstance(uses, bool) or not isinstance(uses, int) or uses < 0 or not isinstance(setup, dict):
+        raise invalid_argument(INVALID_ARGUMENT)
+    name = call.state.live.mint(call.key, expires, new_sessions_until, uses, setup)
+    return json_response(
+        {"name": name, "expireTime": rfc3339(expires), "newSessionExpireTime": rfc3339(new_sessions_until)}
+    )
+
+
 def add_routes(app: web.Application) -> None:
-    """Register the Live path (before the simulator's catch-all)."""
+    """Register the Live path (before the simulator's catch-all) and ephemeral-token minting."""
     app.router.add_get(PATH, bidi_generate_content)
+    for version in ("v1alpha", "v1beta"):
+        app.router.add_post(f"/{version}/auth_tokens", create_auth_token)

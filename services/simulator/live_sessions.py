@@ -156,6 +156,27 @@ class LiveSession:
 
 
 @dataclass(slots=True)
+class EphemeralToken:
+    """An `auth_tokens/...` token minted with a key (`POST /v1alpha/auth_tokens`): Live sessions on the Constrained
+    path run as that key, with the setup fields the token locks; `uses` (0: unlimited) counts new sessions only."""
+
+    name: str
+    key: str
+    expires: float  # Unix time: no session after it
+    new_sessions_until: float  # Unix time: no new session after it
+    uses_left: int | None  # None: unlimited
+    setup: dict[str, Any]  # bidiGenerateContentSetup: its fields win over the client's
+
+    def refusal(self, now: float, resuming: bool) -> str | None:
+        """Why a session may not start with this token now (None: it may)."""
+        if now >= self.expires or (not resuming and now >= self.new_sessions_until):
+            return "expired"
+        if not resuming and self.uses_left == 0:
+            return "used"
+        return None
+
+
+@dataclass(slots=True)
 class _Handle:
     session: LiveSession
     expires: float = float("inf")  # set when its session ends
@@ -173,6 +194,7 @@ class LiveBook:
         self._open: dict[str, LiveSession] = {}
         self._closed: deque[LiveSession] = deque(maxlen=MAX_CLOSED_SESSIONS)
         self._handles: dict[str, _Handle] = {}
+        self._tokens: dict[str, EphemeralToken] = {}
 
     # -- sessions ----------------------------------------------------------
 
@@ -218,6 +240,22 @@ class LiveBook:
 
     def open_sessions(self, project: str | None = None, key: str | None = None) -> list[LiveSession]:
         return [s for s in self.sessions(project, key) if s.open]
+
+    # -- ephemeral tokens --------------------------------------------------
+
+    def mint(self, key: str, expires: float, new_sessions_until: float, uses: int, setup: dict[str, Any]) -> str:
+        """A new `auth_tokens/...` name for `key` (`uses` 0: unlimited)."""
+        name = "auth_tokens/" + _opaque()
+        self._tokens[name] = EphemeralToken(name, key, expires, new_sessions_until, uses or None, setup)
+        return name
+
+    def token(self, name: str) -> EphemeralToken | None:
+        return self._tokens.get(name)
+
+    def spend(self, token: EphemeralToken) -> None:
+        """A new session started with `token` (resumptions do not count)."""
+        if token.uses_left is not None:
+            token.uses_left -= 1
 
     # -- resumption handles ------------------------------------------------
 
@@ -273,3 +311,4 @@ class LiveBook:
         self.settings = LiveSettings()
         self._closed.clear()
         self._handles.clear()
+        self._tokens.clear()

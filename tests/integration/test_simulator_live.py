@@ -39,9 +39,9 @@ class Sim:
     ssl: ssl.SSLContext
     http: aiohttp.ClientSession
 
-    def client(self, key: str = "key-a") -> genai.Client:
+    def client(self, key: str = "key-a", version: str = "v1beta") -> genai.Client:
         options = types.HttpOptions(
-            base_url=self.https_url + "/", api_version="v1beta", async_client_args={"ssl": self.ssl}
+            base_url=self.https_url + "/", api_version=version, async_client_args={"ssl": self.ssl}
         )
         return genai.Client(api_key=key, http_options=options)
 
@@ -180,6 +180,29 @@ async def test_resumption_same_project_only(sim: Sim) -> None:
     assert expired.value.code == 1007
 
 
+@pytest.mark.filterwarnings("ignore::google.genai._common.ExperimentalWarning")
+async def test_ephemeral_token_on_the_constrained_path(sim: Sim) -> None:
+    """A token minted with a key (the client's auth_tokens.create) opens one session on the Constrained path as that
+    key, with the model it locks; a second session with it is refused."""
+    config = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
+    minted = await sim.client("key-a", "v1alpha").aio.auth_tokens.create(
+        config=types.CreateAuthTokenConfig(
+            uses=1, live_connect_constraints=types.LiveConnectConstraints(model=TEXT_MODEL, config=config)
+        )
+    )
+    assert minted.name and minted.name.startswith("auth_tokens/")
+    browser = sim.client(minted.name, "v1alpha")
+    async with browser.aio.live.connect(model="gemini-other-live", config=config) as session:
+        await session.send_client_content(turns=types.Content(role="user", parts=[types.Part(text="Hi")]))
+        assert text_of(await turn(session)) == "Simulated answer to: Hi"
+    used = sim.state.live.sessions()[0]
+    assert (used.key, used.model) == ("key-a", TEXT_MODEL) and used.path.endswith("BidiGenerateContentConstrained")
+    with pytest.raises(errors.APIError) as again:
+        async with browser.aio.live.connect(model=TEXT_MODEL, config=config):
+            pass
+    assert again.value.code == 1008
+
+
 @pytest.mark.parametrize(
     ("kind", "code", "reason"),
     [
@@ -269,6 +292,9 @@ async def test_bad_first_frames(sim: Sim, frame: str, query: str, code: int, rea
 
 
 async def test_oversized_frame(sim: Sim) -> None:
+    async with sim.http.post(sim.url + "/_sim/live", json={"connection_s": 5, "max_frame_bytes": -1}) as bad:
+        assert bad.status == 400 and "max_frame_bytes" in (await bad.json())["error"]
+    assert sim.state.live.settings.connection_s == 600  # a bad setting changes nothing
     await sim.post("/_sim/live", {"max_frame_bytes": 1024})
     closed = await sim.raw(b'{"setup": {"model": "' + b"x" * 2000 + b'"}}')
     assert (closed.data, closed.extra) == (1009, "Request payload size exceeds the limit: 1024 bytes.")
