@@ -26,7 +26,7 @@ from collections.abc import Callable
 import orjson
 
 from .codec import Layout, Record, decode
-from .domain.budgets import Published
+from .domain.admissions import Published
 from .domain.decisions import Decision, PendingDecisions, merge_cooldown, merge_health, merge_limit
 from .domain.models import (
     Affinity,

@@ -156,11 +156,11 @@ class Housekeeping:
         Serialised as they are taken, before any await: the epoch they close
         holds exactly their counts (``keyring/ledger.py``).
         """
-        usage, budgets, now = self._desk.ledger.usage, self._desk.allocator.budgets, self._clock()
+        usage, allocator, now = self._desk.ledger.usage, self._desk.allocator, self._clock()
         taken, epoch = usage.take_dirty()
         writes = [(self._layout.usage(self._instance, b.start), orjson.dumps(b.to_dict())) for b in taken]
-        budgets.forget_old(now)
-        admitted = budgets.published(now)  # what survivors take off a budget if this instance dies (budgets.py)
+        allocator.budgets.forget_old(now)
+        admitted = allocator.published(now)  # what survivors take off if this instance dies (domain/admissions.py)
         if admitted is not None:
             writes.append((self._layout.admitted(self._instance), orjson.dumps(admitted.to_dict())))
         if writes:
@@ -169,7 +169,7 @@ class Housekeeping:
             except BaseException:
                 usage.not_written(taken)  # they may have landed: written whole again, counted once
                 if admitted is not None:
-                    budgets.not_published()
+                    allocator.not_published()
                 raise
             usage.written(epoch)
         usage.forget_written(now)

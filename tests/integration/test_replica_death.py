@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.keyring.domain.usage import Figures
@@ -166,15 +167,24 @@ async def test_the_calls_of_a_killed_edge_count_as_unknown_outcomes(start_replic
     assert (pool.figures.requests, pool.figures.unknown, pool.figures.input_tokens) == (3, 1, 14)
 
 
-async def test_a_token_budget_holds_when_a_replica_dies_in_its_window(start_replica: StartReplica) -> None:
-    """Ten a day (a day, not a minute: no window ends under the test), split over two replicas; b dies."""
+@pytest.mark.parametrize(
+    "limit",
+    [
+        # a day's budget (a fixed window: not a minute's, which could end under the test)
+        {"budgets": [pb.TokenBudget(requests_per_day=10)]},
+        {"requests_per_minute": 10},  # the token's rate (a sliding window)
+    ],
+    ids=["budget", "rate"],
+)
+async def test_a_token_budget_holds_when_a_replica_dies_in_its_window(
+    start_replica: StartReplica, limit: dict[str, object]
+) -> None:
+    """Ten, split over two replicas; b dies having admitted three, two of them published."""
     a = await start_replica("replica-a")
     b = await start_replica("replica-b")
     await a.admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main")))
     await add_keys(a, 2)
-    created = await a.admin.CreateToken(
-        pb.CreateTokenRequest(pool="main", name="budgeted", budgets=[pb.TokenBudget(requests_per_day=10)])
-    )
+    created = await a.admin.CreateToken(pb.CreateTokenRequest(pool="main", name="limited", **limit))  # type: ignore[arg-type]
     token = token_hash(created.token)
     await until(
         lambda: len(a.keyring.cache.instances()) == 2 and b.keyring.desk.allocator.find_token(token) is not None,

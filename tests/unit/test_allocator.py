@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from services.common.naming import token_hash
+from services.keyring.domain.admissions import Published
 from services.keyring.domain.errors import NoKeyAvailable, PermissionDenied, Unauthenticated
 from services.keyring.domain.models import (
     ClientToken,
@@ -113,6 +114,22 @@ def test_requests_per_minute_budget() -> None:
         world.lease("m", NOW + 10)
     assert refused.value.retry_after_s == pytest.approx(50)
     assert world.lease("m", NOW + 60.5) == "a"
+
+
+def test_a_keys_requests_per_minute_take_off_what_a_departed_instance_admitted() -> None:
+    """Issue 19, finding 3: a key's per-minute cap across a replica's death (``domain/admissions.py``)."""
+    world = World([key("a")], policy=Policy(requests_per_minute=6))
+    world.view.admitted["r2.dead"] = Published(NOW, key_minutes={"a": ((NOW + 5, 4),)})  # 4 in its last 5 s
+    world.view.admitted_version += 1
+    world.lease("m", NOW)
+    world.lease("m", NOW + 1)
+    with pytest.raises(NoKeyAvailable) as refused:
+        world.lease("m", NOW + 2)  # 6 - 4 = 2 left for the living, both used
+    assert refused.value.retry_after_s == pytest.approx(58)
+    published = world.allocator.published(NOW + 2)
+    assert published is not None and published.key_minutes == {"a": ((NOW + 5, 2),)}
+    assert world.allocator.published(NOW + 2) is None  # nothing granted since
+    assert world.lease("m", NOW + 65.5) == "a"  # the dead one's events have left the window
 
 
 def test_excluded_keys_are_skipped() -> None:

@@ -14,9 +14,11 @@ from services.devstack.fake_keys import fake_gemini_key
 from services.keyring.administration import Administration, KeyInput
 from services.keyring.codec import decode_token, encode
 from services.keyring.core import Keyring
-from services.keyring.domain.budgets import BudgetMeter, Published
+from services.keyring.domain.admissions import Published
+from services.keyring.domain.budgets import BudgetMeter
 from services.keyring.domain.errors import InvalidArgument, NoKeyAvailable
 from services.keyring.domain.identity import GEMINI_KEY_PATTERN
+from services.keyring.domain.leasing import SlidingWindow
 from services.keyring.domain.models import ClientToken, KeyState, Outcome, Pool, TokenBudget
 from services.keyring.sealing import SecretBox, generate_kek
 from services.keyring.store import MemoryStore
@@ -168,19 +170,43 @@ def test_survivors_take_off_what_departed_instances_admitted_in_the_window() -> 
     dead = BudgetMeter()
     for _ in range(90):
         dead.add_request("t", budgets, MODEL, START)
-    published = dead.published(START)
-    assert published is not None and dead.published(START) is None  # nothing new: nothing to write again
-    records = {"r3.dead": Published.from_dict(orjson.loads(orjson.dumps(published.to_dict())))}
-    meter.account_departed(records, 1, ("r1.me", "r2.other"), "r1.me")
+    assert dead.changed
+    published = Published(START, dead.windows(START))
+    assert not dead.changed  # published: nothing new to write until the next call
+    meter.account_departed([Published.from_dict(orjson.loads(orjson.dumps(published.to_dict())))])
     for _ in range(5):  # its share of the rest is (300 - 90) / 2 = 105: five more here, as many on r2
         assert meter.spent("t", budgets, MODEL, 2, START) is None
         meter.add_request("t", budgets, MODEL, START)
     # 105 + 105 + 90 = 300 (the dead one's last 10, admitted after its last publish, unseen)
     assert meter.spent("t", budgets, MODEL, 2, START) is not None
-    meter.account_departed(records, 2, ("r1.me", "r3.dead"), "r1.me")  # a member's record is never taken off
-    assert meter.spent("t", budgets, MODEL, 2, START) is None  # 105 of a plain half, 150
-    meter.account_departed(records, 3, ("r1.me",), "r1.me")
     assert meter.spent("t", budgets, MODEL, 1, START + 60) is None  # the next minute owes it nothing
+
+
+def test_a_keys_and_a_tokens_requests_per_minute_take_off_what_departed_instances_admitted() -> None:
+    """The sliding windows (a key's and a token's requests per minute), published in 5 s buckets."""
+    dead, mine = SlidingWindow(60.0), SlidingWindow(60.0)
+    for second in range(20):
+        dead.add("k", START + second)  # 20 in its last 20 s
+        mine.add("k", START + second)
+    minutes = dead.published(START + 20, lambda subject: subject == "k")
+    assert sum(count for _, count in minutes["k"]) == 20 and not dead.published(START + 20, lambda subject: False)
+    assert mine.limit_for("k", 60, 2, START + 20) == 30  # no departed instance: half of 60 each
+    mine.account_departed([minutes])
+    assert mine.limit_for("k", 60, 1, START + 20) == 40  # all of it is this replica's now, less the dead one's 20
+    assert mine.limit_for("k", 15, 1, START + 20) == -1  # nothing left
+    assert not mine.allows("k", -1, START + 20) and mine.frees_at("k", -1, START + 20) == START + 65
+    assert mine.limit_for("k", 60, 1, START + 86) == 60  # its events have left the window
+    assert mine.limit_for("other", 60, 1, START + 20) == 60
+
+
+def test_a_sliding_window_keeps_no_event_older_than_its_span() -> None:
+    """Keys and tokens without a per-minute limit are never counted: their events must not pile up."""
+    window = SlidingWindow(60.0)
+    for second in range(1000):
+        window.add("unlimited", START + second)
+    assert len(window._events["unlimited"]) <= 61
+    window.published(START + 2000, lambda subject: True)
+    assert "unlimited" not in window._events
 
 
 async def test_a_replica_that_leaves_mid_minute_leaves_only_what_it_did_not_admit(world: Budgeted) -> None:

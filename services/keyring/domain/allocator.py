@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from .admissions import Published
 from .affinity import BindingCaps, KeyFilter, Owner, check_room, key_filter, owner_of
 from .budgets import BudgetMeter
 from .demand import LeaseRequest
@@ -75,6 +76,8 @@ class Allocator:
         self.quotas = QuotaCounter()
         # Live affinity records a pool and a token may hold (KEYRING_AFFINITY_MAX_PER_POOL / _PER_TOKEN).
         self.binding_caps = BindingCaps()
+        self._granted = False  # since the last ``published``
+        self._departed_from: tuple[int, Collection[str]] | None = None  # what departed admissions were read from
 
     def authenticate(self, token_hash: str, now: float) -> tuple[ClientToken, Pool]:
         token = self.find_token(token_hash)
@@ -134,13 +137,16 @@ class Allocator:
         if not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
         replicas = self._replicas()
-        token_budget = share(token.requests_per_minute, replicas)
-        if not self._token_minutes.allows(token.token_id, token_budget, now):
-            retry = self._token_minutes.frees_at(token.token_id, token_budget, now) - now
+        self._account_departed()
+        token_minutes = self._token_minutes
+        if token_minutes.has_departed:
+            token_budget = token_minutes.limit_for(token.token_id, token.requests_per_minute, replicas, now)
+        else:
+            token_budget = share(token.requests_per_minute, replicas)
+        if not token_minutes.allows(token.token_id, token_budget, now):
+            retry = token_minutes.frees_at(token.token_id, token_budget, now) - now
             raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name)
         if token.budgets:
-            view = self._view
-            self.budgets.account_departed(view.admitted, view.admitted_version, self._members(), self._book.instance)
             spent = self.budgets.spent(token.token_id, token.budgets, model, replicas, now)
             if spent is not None:
                 raise NoKeyAvailable(
@@ -164,9 +170,54 @@ class Allocator:
         if token.budgets:
             self.budgets.add_request(token.token_id, token.budgets, model, now)
         self._key_minutes.add(key.key_id, now)
+        self._granted = True
         lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
         self.quotas.reserve(lease.lease_id, key.project, model, now, request.input_tokens)
         return Grant(lease, key, pool)
+
+    def _account_departed(self) -> None:
+        """Take in what departed instances published they admitted; redone only when the records or members change."""
+        view, members = self._view, self._members()
+        source = (view.admitted_version, members)
+        if source == self._departed_from:
+            return
+        self._departed_from = source
+        own = self._book.instance
+        departed = [record for instance, record in view.admitted.items() if instance != own and instance not in members]
+        self.budgets.account_departed(departed)
+        self._key_minutes.account_departed(record.key_minutes for record in departed)
+        self._token_minutes.account_departed(record.token_minutes for record in departed)
+
+    def published(self, now: float) -> Published | None:
+        """What this replica admitted in the running windows, for the others to take off if it dies; None: no news.
+
+        Only subjects with a cluster-wide limit are published (keys of pools with requests per minute, tokens
+        with requests per minute or budgets): the record stays as small as the limits.
+        """
+        if not (self._granted or self.budgets.changed):
+            return None
+        self._granted = False
+        view = self._view
+
+        def key_limited(key_id: str) -> bool:
+            key = view.keys.get(key_id)
+            pool = view.pools.get(key.pool) if key is not None else None
+            return pool is not None and pool.policy.requests_per_minute > 0
+
+        def token_limited(token_id: str) -> bool:
+            token = view.tokens.get(token_id)
+            return token is not None and token.requests_per_minute > 0
+
+        return Published(
+            now,
+            self.budgets.windows(now),
+            self._key_minutes.published(now, key_limited),
+            self._token_minutes.published(now, token_limited),
+        )
+
+    def not_published(self) -> None:
+        """The publish failed (or may have): publish again next time."""
+        self._granted = True
 
     def charge_miss(self, token_hash: str, now: float) -> None:
         """A call refused for naming resources the pool does not know still counts against its token's rate.
@@ -201,7 +252,10 @@ class Allocator:
         keys = self._view.keys
         cooldowns = self._view.cooldowns
         cap = share(pool.policy.max_in_flight, replicas)
-        budget = share(pool.policy.requests_per_minute, replicas)
+        rpm = pool.policy.requests_per_minute
+        budget = share(rpm, replicas)
+        key_minutes = self._key_minutes
+        departed = key_minutes.has_departed  # then each key's share is less what departed instances admitted
         limits = self._view.limits
         pacing = bool(limits) or has_operator_limits(pool.policy)
         paced: dict[str, int] = {}  # project -> _FITS, _SPENT or _TOO_LARGE (one look per project per acquire)
@@ -223,7 +277,9 @@ class Allocator:
                     return False
             if cap and self._book.in_flight(key_id) >= cap:
                 return False
-            return self._key_minutes.allows(key_id, budget, now)
+            if departed:
+                return key_minutes.allows(key_id, key_minutes.limit_for(key_id, rpm, replicas, now), now)
+            return key_minutes.allows(key_id, budget, now)
 
         choosable: Eligible = eligible
         if only is not None:
@@ -269,7 +325,7 @@ class Allocator:
         not have at all (``only``: another project than its resources') do not.
         """
         model, input_tokens = request.model, request.input_tokens
-        budget = share(pool.policy.requests_per_minute, replicas)
+        rpm = pool.policy.requests_per_minute
         soonest = math.inf
         for key in self._view.keys_of(pool.name):
             if key.state in (KeyState.INVALID, KeyState.DISABLED) or (only is not None and not only(key)):
@@ -279,6 +335,7 @@ class Allocator:
                 cooldown = self._view.cooldowns.get(subject)
                 if cooldown is not None:
                     frees = max(frees, cooldown.until)
+            budget = self._key_minutes.limit_for(key.key_id, rpm, replicas, now)
             frees = max(frees, self._key_minutes.frees_at(key.key_id, budget, now))
             spent = self.quotas.spent_until(
                 key.project, model, self._view.limits, pool.policy, replicas, now, input_tokens

@@ -11,15 +11,16 @@ streams). The price: with an uneven spread a token may be refused by a
 replica whose share is spent while another still has room, and a change in
 the number of replicas changes the shares mid-window.
 
-Across a replica's death: each replica publishes its windows with its usage
-flush (``published``, every few seconds); the live ones split what the
-instances no longer in the membership had not admitted (``account_departed``),
-so the survivors do not admit the dead one's share a second time. What a
-dead instance admitted after its last publish is not seen: the budget may be
-exceeded by that much, at most what one replica admits in one usage flush
-interval (5 s; about 3 % of a per-minute budget spread evenly over three
-replicas). Its share is given to the living as soon as its membership record
-is gone (``KEYRING_MEMBERSHIP_TTL_S`` after a SIGKILL, at once on a graceful stop).
+Across a replica's death (``admissions.py``): each replica publishes its
+windows with its usage flush (``windows``, every few seconds); the live ones
+split what the instances no longer in the membership had not admitted
+(``account_departed``), so the survivors do not admit the dead one's share a
+second time. What a dead instance admitted after its last publish is not
+seen: the budget may be exceeded by that much, at most what one replica
+admits in one usage flush interval (5 s; about 3 % of a per-minute budget
+spread evenly over three replicas). Its share is given to the living as soon
+as its membership record is gone (``KEYRING_MEMBERSHIP_TTL_S`` after a
+SIGKILL, at once on a graceful stop).
 
 Requests count when a lease is granted; tokens (input + output of the
 outcome) when the call is released: a request is admitted while a budget is
@@ -33,9 +34,10 @@ client-chosen model ids cost no memory.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
+from .admissions import Published, WindowKey
 from .leasing import share
 from .models import TokenBudget
 
@@ -43,34 +45,12 @@ MINUTE_S = 60.0
 DAY_S = 86400.0
 SPANS = (MINUTE_S, DAY_S)
 
-WindowKey = tuple[str, str, float]  # token id, model scope ("": every model), span
-
 
 @dataclass(slots=True)
 class _Window:
     start: float = 0.0
     requests: int = 0
     tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """One instance's windows as it last published them (the store's ``admitted/{instance}`` record)."""
-
-    at: float
-    windows: dict[WindowKey, tuple[float, int, int]] = field(default_factory=dict)  # -> (start, requests, tokens)
-
-    def to_dict(self) -> dict[str, object]:
-        rows = [[*key, *counts] for key, counts in self.windows.items()]
-        return {"at": self.at, "windows": rows}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Published:
-        windows: dict[WindowKey, tuple[float, int, int]] = {}
-        for row in data.get("windows", ()):  # type: ignore[attr-defined]
-            token_id, scope, span, start, requests, tokens = row
-            windows[(str(token_id), str(scope), float(span))] = (float(start), int(requests), int(tokens))
-        return cls(float(data.get("at", 0.0)), windows)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +77,8 @@ class BudgetMeter:
 
     def __init__(self) -> None:
         self._windows: dict[WindowKey, _Window] = {}
-        self._changed = False  # since the last ``published``
+        self.changed = False  # since the last ``windows``
         self._departed: dict[WindowKey, tuple[float, int, int]] = {}  # summed over departed instances
-        self._departed_from: object = None  # what ``_departed`` was summed from
 
     def __len__(self) -> int:
         """Windows held."""
@@ -154,7 +133,7 @@ class BudgetMeter:
         for scope in self._scopes(budgets, model):
             for span in SPANS:
                 self._window(token_id, scope, span, now).requests += 1
-        self._changed = True
+        self.changed = True
 
     def add_tokens(self, token_id: str, budgets: Iterable[TokenBudget], model: str, tokens: int, now: float) -> None:
         if tokens <= 0:
@@ -162,7 +141,7 @@ class BudgetMeter:
         for scope in self._scopes(budgets, model):
             for span in SPANS:
                 self._window(token_id, scope, span, now).tokens += tokens
-        self._changed = True
+        self.changed = True
 
     def forget_old(self, now: float) -> None:
         """Drop windows that have ended (called with each usage flush)."""
@@ -171,42 +150,23 @@ class BudgetMeter:
 
     # -- across replicas ------------------------------------------------
 
-    def published(self, now: float) -> Published | None:
-        """This replica's running windows to publish, or None when nothing changed since the last time."""
-        if not self._changed:
-            return None
-        self._changed = False
-        windows = {
+    def windows(self, now: float) -> dict[WindowKey, tuple[float, int, int]]:
+        """This replica's running windows with something in them, to publish (``admissions.Published``)."""
+        self.changed = False
+        return {
             key: (window.start, window.requests, window.tokens)
             for key, window in self._windows.items()
             if window.start + key[2] > now and (window.requests or window.tokens)
         }
-        return Published(now, windows)
 
-    def not_published(self) -> None:
-        """The publish failed (or may have): publish again next time."""
-        self._changed = True
-
-    def account_departed(
-        self, published: Mapping[str, Published], version: int, members: Collection[str], own: str
-    ) -> None:
-        """Sum the windows of every publishing instance no longer a member.
-
-        ``version`` changes whenever ``published`` does; nothing is summed again while neither it nor the members
-        change.
-        """
-        source = (version, tuple(members))
-        if source == self._departed_from:
-            return
-        self._departed_from = source
-        departed: dict[WindowKey, tuple[float, int, int]] = {}
-        for instance, record in published.items():
-            if instance == own or instance in members:
-                continue
+    def account_departed(self, departed: Iterable[Published]) -> None:
+        """What the instances no longer in the membership published, summed per window."""
+        summed: dict[WindowKey, tuple[float, int, int]] = {}
+        for record in departed:
             for key, (start, requests, tokens) in record.windows.items():
-                known = departed.get(key)
+                known = summed.get(key)
                 if known is None or known[0] < start:
-                    departed[key] = (start, requests, tokens)
+                    summed[key] = (start, requests, tokens)
                 elif known[0] == start:
-                    departed[key] = (start, known[1] + requests, known[2] + tokens)
-        self._departed = departed
+                    summed[key] = (start, known[1] + requests, known[2] + tokens)
+        self._departed = summed

@@ -12,9 +12,10 @@ import dataclasses
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .admissions import Minutes
 from .lease_ids import LeaseSigner
 
 
@@ -41,12 +42,21 @@ def share(total: int, replicas: int) -> int:
     return max(1, total // max(1, replicas))
 
 
+PUBLISH_BUCKET_S = 5.0  # a sliding window's events are published in buckets this long (``published``)
+
+
 class SlidingWindow:
-    """Counts events in the last ``span_s`` seconds, per subject."""
+    """Counts events in the last ``span_s`` seconds, per subject; and what departed instances counted.
+
+    A limit passed to ``allows`` and ``frees_at`` is this replica's: 0 means
+    none, a negative one that nothing is left (``limit_for``).
+    """
 
     def __init__(self, span_s: float = 60.0) -> None:
         self._span_s = span_s
         self._events: dict[str, deque[float]] = {}
+        # Departed instances' events by subject, as they published them: (bucket end, events), oldest first.
+        self._departed: dict[str, list[tuple[float, int]]] = {}
 
     def count(self, subject: str, now: float) -> int:
         events = self._events.get(subject)
@@ -58,17 +68,69 @@ class SlidingWindow:
         return len(events)
 
     def allows(self, subject: str, limit: int, now: float) -> bool:
-        return limit <= 0 or self.count(subject, now) < limit
+        return limit == 0 or (limit > 0 and self.count(subject, now) < limit)
 
     def add(self, subject: str, now: float) -> None:
-        self._events.setdefault(subject, deque()).append(now)
+        """One event; the subject's events out of the window go (a subject nobody limits is never counted)."""
+        events = self._events.get(subject)
+        if events is None:
+            events = self._events[subject] = deque()
+        horizon = now - self._span_s
+        while events and events[0] <= horizon:
+            events.popleft()
+        events.append(now)
 
     def frees_at(self, subject: str, limit: int, now: float) -> float:
         """When the window will next allow an event (``now`` if it already does)."""
         if self.allows(subject, limit, now):
             return now
+        if limit < 0:  # departed instances used it all: until their oldest events leave the window
+            return min((end for end, _ in self._departed.get(subject, ())), default=now) + self._span_s
         events = self._events[subject]
         return events[len(events) - limit] + self._span_s
+
+    # -- across replicas (admissions.py) --------------------------------
+
+    @property
+    def has_departed(self) -> bool:
+        return bool(self._departed)
+
+    def limit_for(self, subject: str, limit: int, replicas: int, now: float) -> int:
+        """This replica's part of a cluster-wide ``limit`` less what departed instances counted in the window."""
+        if limit <= 0:
+            return 0
+        horizon = now - self._span_s
+        gone = sum(count for end, count in self._departed.get(subject, ()) if end > horizon)
+        return share(limit - gone, replicas) if gone < limit else -1
+
+    def published(self, now: float, limited: Callable[[str], bool]) -> Minutes:
+        """Events in the window of the subjects ``limited`` says have a limit, in buckets (an event counts to its end).
+
+        Subjects with no event left are dropped here: the window stays as small as the traffic of one span.
+        """
+        horizon = now - self._span_s
+        minutes: Minutes = {}
+        for subject in list(self._events):
+            if not self.count(subject, now):
+                del self._events[subject]
+                continue
+            if not limited(subject):
+                continue
+            buckets: dict[float, int] = {}
+            for at in self._events[subject]:
+                if at > horizon:
+                    end = (at // PUBLISH_BUCKET_S + 1) * PUBLISH_BUCKET_S
+                    buckets[end] = buckets.get(end, 0) + 1
+            minutes[subject] = tuple(buckets.items())
+        return minutes
+
+    def account_departed(self, departed: Iterable[Minutes]) -> None:
+        """What the instances no longer in the membership published, by subject."""
+        summed: dict[str, list[tuple[float, int]]] = {}
+        for minutes in departed:
+            for subject, rows in minutes.items():
+                summed.setdefault(subject, []).extend(rows)
+        self._departed = summed
 
 
 class LeaseBook:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from .admissions import Published
 from .affinity import pool_subject, token_subject
-from .budgets import Published
 from .models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, LimitId, Pool, QuotaLimit, UpstreamKey
 from .selection import TierRing
 
@@ -33,7 +33,7 @@ class KeyringView:
         self.usage: dict[str, bytes] = {}  # by store path: one replica's bucket
         self.audit: dict[str, bytes] = {}  # by store path: sorts by time
         self.sessions: dict[str, bytes] = {}  # by store path: admin sessions ended early
-        # Client-token budget windows each instance published (domain/budgets.py), by instance; and a change count.
+        # What each instance published it admitted (domain/admissions.py), by instance; and a change count.
         self.admitted: dict[str, Published] = {}
         self.admitted_version = 0
         self.revision = 0
