@@ -306,6 +306,9 @@ class Conversation:
         )
         session.model = model
         self.behaviour = self.state.next_behaviour(session.key, model)
+        delay = self.state.default_delay_s if self.behaviour.delay_s is None else self.behaviour.delay_s
+        if delay > 0:
+            await asyncio.sleep(delay)  # a slow setup, scripted
         refused = behaviour_close(self.behaviour, session.key, model)
         if refused is not None:
             raise refused
@@ -403,43 +406,46 @@ class Conversation:
         for i in ids:
             self.tool_calls.pop(str(i), None)
         result = orjson.dumps([r.get("response") for r in responses]).decode()
-        parts = [{"functionResponse": r} for r in responses]
-        self.session.history.append({"role": "user", "parts": parts})
+        earlier = self.context_tokens()
+        self.session.remember({"role": "user", "parts": [{"functionResponse": r} for r in responses]})
         if not self.tool_calls:
-            await self.answer(answer_for(result), "TEXT", count_tokens(result))
+            await self.answer(answer_for(result), "TEXT", count_tokens(result), earlier)
 
     async def answer_turn(self, prompt: str, modality: str, tokens: int) -> None:
         """Answer the user's turn: a tool call when the prompt asks for a declared function, else the answer."""
         assert self.setup is not None
-        self.session.history += self.pending
+        earlier = self.context_tokens()
+        self.session.remember(*self.pending)
         self.pending = []
         call = gemini_function_call(
             {"tools": self.setup.tools, "contents": [{"role": "user", "parts": [{"text": prompt}]}]}, prompt
         )
         if call is None:
-            await self.answer(answer_for(prompt), modality, tokens)
+            await self.answer(answer_for(prompt), modality, tokens, earlier)
             return
         call_id = "fc-" + random_id(8)
         self.tool_calls[call_id] = call["name"]
-        self.admit_tokens(tokens)
-        self.session.history.append({"role": "model", "parts": [{"functionCall": {**call, "id": call_id}}]})
+        self.admit_tokens(tokens + earlier)
+        self.session.remember({"role": "model", "parts": [{"functionCall": {**call, "id": call_id}}]})
         await self.send({"toolCall": {"functionCalls": [{"id": call_id, **call}]}})
 
-    def admit_tokens(self, tokens: int) -> int:
-        """Count the turn's input (history included) against the project's quota; 1011 when it is spent."""
-        assert self.setup is not None
-        history = count_tokens(" ".join(parts_text(c.get("parts")) for c in self.session.history))
-        refusal = self.state.quotas.admit(self.session.project, self.setup.model, tokens + history)
-        if refusal is not None:
-            raise Closing(1011, QUOTA_MESSAGE)
-        return history
+    def context_tokens(self) -> int:
+        """Tokens of the conversation so far (what a turn's prompt carries besides the new input)."""
+        text = " ".join(parts_text(c.get("parts")) for c in self.session.history)
+        return count_tokens(text) if text.strip() else 0
 
-    async def answer(self, text: str, modality: str, tokens: int) -> None:
+    def admit_tokens(self, tokens: int) -> None:
+        """Count a generation's input (context included) against the project's quota; 1011 when it is spent."""
+        assert self.setup is not None
+        if self.state.quotas.admit(self.session.project, self.setup.model, tokens) is not None:
+            raise Closing(1011, QUOTA_MESSAGE)
+
+    async def answer(self, text: str, modality: str, tokens: int, history: int) -> None:
         """The model's turn: text parts, or audio chunks (with their transcription), then the turn's usage."""
         assert self.setup is not None
-        history = self.admit_tokens(tokens)
+        self.admit_tokens(tokens + history)
         self.session.turns += 1
-        self.session.history.append({"role": "model", "parts": [{"text": text}]})
+        self.session.remember({"role": "model", "parts": [{"text": text}]})
         pieces = max(1, self.state.default_chunks)
         delay = (
             self.state.default_chunk_delay_s if self.behaviour.chunk_delay_s is None else self.behaviour.chunk_delay_s

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 HANDLE_TTL_S: Final = 2 * 3600.0
 MAX_CLOSED_SESSIONS: Final = 200
 MAX_HISTORY_TURNS: Final = 50
+MAX_HANDLES_PER_SESSION: Final = 16
 HandleScope = Literal["project", "key"]
 _INTS: Final = ("max_sessions", "lifetime_close_code", "max_frame_bytes")
 _FLOATS: Final = ("connection_s", "go_away_s", "handle_ttl_s", "quota_close_delay_s", "vad_silence_s")
@@ -134,6 +135,11 @@ class LiveSession:
     handles: list[str] = field(default_factory=list)
     #: Ends the open connection on command (code None: cut, no close frame); set by the WebSocket handler.
     interrupt: Callable[[int | None, str], None] | None = None
+
+    def remember(self, *contents: dict[str, Any]) -> None:
+        """Add turns to the history, which keeps the newest `MAX_HISTORY_TURNS`."""
+        self.history += contents
+        del self.history[:-MAX_HISTORY_TURNS]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -245,6 +251,9 @@ class LiveBook:
 
     def mint(self, key: str, expires: float, new_sessions_until: float, uses: int, setup: dict[str, Any]) -> str:
         """A new `auth_tokens/...` name for `key` (`uses` 0: unlimited)."""
+        now = time.time()
+        for old in [n for n, t in self._tokens.items() if t.expires <= now]:
+            del self._tokens[old]
         name = "auth_tokens/" + _opaque()
         self._tokens[name] = EphemeralToken(name, key, expires, new_sessions_until, uses or None, setup)
         return name
@@ -265,6 +274,9 @@ class LiveBook:
         handle = _opaque()
         session.handles.append(handle)
         self._handles[handle] = _Handle(session)
+        for old in session.handles[:-MAX_HANDLES_PER_SESSION]:  # a long session's oldest handles lapse
+            self._handles.pop(old, None)
+        del session.handles[:-MAX_HANDLES_PER_SESSION]
         return handle
 
     def resume(self, handle: str, key: str, project: str) -> LiveSession | None:

@@ -96,7 +96,10 @@ async def test_text_turn_over_wss_with_usage(sim: Sim) -> None:
     assert text_of(messages) == "Simulated answer to: Hello"
     last = messages[-1]
     assert last.server_content and last.server_content.turn_complete
-    assert last.usage_metadata and last.usage_metadata.total_token_count
+    assert last.usage_metadata and (last.usage_metadata.prompt_token_count, last.usage_metadata.total_token_count) == (
+        2,
+        9,
+    )
     listed = sim.state.live.sessions()[0]
     assert listed.path.startswith("//ws/") and listed.frames_in["text"] == 2 and not listed.open
     assert sim.state.requests[-1].headers["x-goog-api-key"] == "key-a"
@@ -235,6 +238,18 @@ async def test_quota_close_after_setup_complete_and_session_cap(sim: Sim) -> Non
     closed = sim.state.live.sessions(key="key-a")[0]
     assert (closed.close_code, closed.close_reason) == (1011, QUOTA_MESSAGE.encode()[:123].decode())
     assert "1011" in str(later.value)
+
+
+async def test_turn_over_the_project_token_quota_closes_1011(sim: Sim) -> None:
+    await sim.post("/_sim/quotas", {"project": sim.state.project_of("key-a"), "model": TEXT_MODEL, "tpm": 3})
+    async with sim.http.ws_connect(sim.url + WS_PATH + "?key=key-a") as ws:
+        await ws.send_json(TEXT_SETUP)
+        assert "setupComplete" in (await ws.receive(timeout=5)).json()
+        await ws.send_json(
+            {"clientContent": {"turns": [{"parts": [{"text": "a sentence of many tokens"}]}], "turnComplete": True}}
+        )
+        closed = await ws.receive(timeout=5)
+    assert (closed.type, closed.data, closed.extra) == (aiohttp.WSMsgType.CLOSE, 1011, QUOTA_MESSAGE[:123])
 
 
 async def test_drops_without_close_frame(sim: Sim) -> None:
