@@ -1,7 +1,9 @@
 """The Live API (`BidiGenerateContent` over WebSocket), spoken the way Google speaks it to the official clients.
 
 Path `[/]/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent` (the SDKs' base URLs end
-in `/`, so the path often starts with `//`); the key from `x-goog-api-key` or `?key=`. Server frames are binary
+in `/`, so the path often starts with `//`); the key from `x-goog-api-key` or `?key=`. Its `...Constrained` twin
+takes an ephemeral `auth_tokens/...` (minted here by `POST /v1alpha/auth_tokens`) from `?access_token=` or
+`Authorization: Token`. Server frames are binary
 UTF-8 JSON, client frames text or binary, camelCase or snake_case (LIVE_API_NOTES.md sections 2 and 7).
 
 Errors are close codes with Google's reasons (section 3.1): a malformed message 1007, an unknown model or a
@@ -107,8 +109,7 @@ def field_of(data: dict[str, Any], camel: str) -> Any:
     """A field by its camelCase name or its snake_case one (proto3 JSON accepts both)."""
     if camel in data:
         return data[camel]
-    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
-    return data.get(snake)
+    return data.get(_snake(camel))
 
 
 def cut_reason(reason: str) -> str:
@@ -157,15 +158,50 @@ def behaviour_close(behaviour: Behaviour, key: str, model: str) -> Closing | Non
     return Closing(CLOSE_CODE.get(error.status, 1011), behaviour.message or message)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Setup:
+    """What a session's `setup` asked for."""
+
     model: str
     audio_out: bool
     tools: Any
     input_transcription: bool
     output_transcription: bool
     resumption: bool
+    handle: str | None
     vad: bool
+
+
+def parse_setup(setup: dict[str, Any], version: str, missing: set[str]) -> _Setup:
+    """Check a `setup` message as Google does (1007 malformed, 1008 a model without Live) and read it."""
+    model_field = setup.get("model")
+    config = field_of(setup, "generationConfig") or {}
+    resumption = field_of(setup, "sessionResumption")
+    if not isinstance(model_field, str) or not isinstance(config, dict) or not isinstance(resumption or {}, dict):
+        raise invalid()
+    model = live_model(model_field, version, missing)
+    for misplaced in ("inputAudioTranscription", "outputAudioTranscription"):
+        if field_of(config, misplaced) is not None:
+            raise invalid(
+                f"Invalid JSON payload received. Unknown name \"{misplaced}\" at 'setup.generation_config':"
+                " Cannot find field."
+            )
+    modalities = [str(m).upper() for m in field_of(config, "responseModalities") or ["AUDIO"]]
+    audio_only = any(mark in model for mark in AUDIO_ONLY)
+    if modalities not in (["TEXT"], ["AUDIO"]) or (audio_only and modalities == ["TEXT"]):
+        raise invalid()
+    detection = field_of(field_of(setup, "realtimeInputConfig") or {}, "automaticActivityDetection") or {}
+    handle = (resumption or {}).get("handle")
+    return _Setup(
+        model=model,
+        audio_out=modalities == ["AUDIO"],
+        tools=setup.get("tools"),
+        input_transcription=field_of(setup, "inputAudioTranscription") is not None,
+        output_transcription=field_of(setup, "outputAudioTranscription") is not None,
+        resumption=resumption is not None,
+        handle=str(handle) if handle else None,
+        vad=not (isinstance(detection, dict) and detection.get("disabled") is True),
+    )
 
 
 @dataclass(slots=True)
@@ -267,44 +303,14 @@ class Conversation:
         if self.token is not None:
             setup = self.constrained(setup)
         book, session = self.state.live, self.session
-        model_field = setup.get("model")
-        if not isinstance(model_field, str):
-            raise invalid()
-        model = live_model(model_field, session.version, self.state.missing_models)
-        config = field_of(setup, "generationConfig") or {}
-        if not isinstance(config, dict):
-            raise invalid()
-        for misplaced in ("inputAudioTranscription", "outputAudioTranscription"):
-            if field_of(config, misplaced) is not None:
-                raise invalid(
-                    f"Invalid JSON payload received. Unknown name \"{misplaced}\" at 'setup.generation_config':"
-                    " Cannot find field."
-                )
-        modalities = [str(m).upper() for m in field_of(config, "responseModalities") or ["AUDIO"]]
-        audio_only = any(mark in model for mark in AUDIO_ONLY)
-        if modalities not in (["TEXT"], ["AUDIO"]) or (audio_only and modalities == ["TEXT"]):
-            raise invalid()
-        resumption = field_of(setup, "sessionResumption")
-        if resumption is not None and not isinstance(resumption, dict):
-            raise invalid()
-        handle = (resumption or {}).get("handle")
-        if handle:
-            resumed = book.resume(str(handle), session.key, session.project)
+        self.setup = parse_setup(setup, session.version, self.state.missing_models)
+        model = session.model = self.setup.model
+        if self.setup.handle:
+            resumed = book.resume(self.setup.handle, session.key, session.project)
             if resumed is None or resumed.model != model:
                 raise invalid()
             session.resumed_from = resumed.id
             session.history = list(resumed.history)
-        detection = field_of(field_of(setup, "realtimeInputConfig") or {}, "automaticActivityDetection") or {}
-        self.setup = _Setup(
-            model=model,
-            audio_out=modalities == ["AUDIO"],
-            tools=setup.get("tools"),
-            input_transcription=field_of(setup, "inputAudioTranscription") is not None,
-            output_transcription=field_of(setup, "outputAudioTranscription") is not None,
-            resumption=resumption is not None,
-            vad=not (isinstance(detection, dict) and detection.get("disabled") is True),
-        )
-        session.model = model
         self.behaviour = self.state.next_behaviour(session.key, model)
         delay = self.state.default_delay_s if self.behaviour.delay_s is None else self.behaviour.delay_s
         if delay > 0:
@@ -574,6 +580,8 @@ async def bidi_generate_content(request: web.Request) -> web.StreamResponse:
             code = 1006
         else:
             await ws.close(code=code, message=reason.encode())
+    except ConnectionError:  # the client went away while a frame was being sent
+        code = ws.close_code or 1006
     finally:
         session.interrupt = None
         state.live.end(session, code, reason)
