@@ -313,3 +313,16 @@ async def test_oversized_frame(sim: Sim) -> None:
     await sim.post("/_sim/live", {"max_frame_bytes": 1024})
     closed = await sim.raw(b'{"setup": {"model": "' + b"x" * 2000 + b'"}}')
     assert (closed.data, closed.extra) == (1009, "Request payload size exceeds the limit: 1024 bytes.")
+
+
+async def test_v1_path_served_only_when_enabled(sim: Sim) -> None:
+    """google-genai 3.x defaults to v1, which the notes say Google does not serve for Live: a 404 at the upgrade,
+    unless a test enables it."""
+    v1_path = sim.url + WS_PATH.replace("v1beta", "v1") + "?key=key-a"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await sim.http.ws_connect(v1_path)
+    assert refused.value.status == 404
+    await sim.post("/_sim/live", {"versions": ["v1", "v1beta"]})
+    async with sim.http.ws_connect(v1_path) as ws:
+        await ws.send_json(TEXT_SETUP)
+        assert "setupComplete" in (await ws.receive(timeout=5)).json()
