@@ -705,3 +705,20 @@ def test_a_release_counted_but_not_durable_is_kept_then_owed_without_its_binding
     kept.broke()
     [again] = kept.take_owed()
     assert again.release.counted_epoch == 5 and not again.release.bind  # committed once: never bound again
+
+
+def test_only_the_keyring_package_imports_grpc_on_the_edge() -> None:
+    """Keyring's gRPC stays in ``services/edge/keyring/`` (its refusals translated there, once): issue 19."""
+    import ast
+    from pathlib import Path
+
+    edge = Path(__file__).resolve().parents[2] / "services" / "edge"
+    importers = set()
+    for path in edge.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            if any(name == "grpc" or name.startswith("grpc.") for name in names):
+                importers.add(path.relative_to(edge).parts[0])
+    assert importers == {"keyring"}
