@@ -110,7 +110,7 @@ async def attempts(request: web.Request, call: Call, run: Run[T], tried: list[st
             released = held.release(attempt.outcome, confirm=fail_over, bind=settlement.bind, unbind=settlement.unbind)
             record_attempt(edge.metrics, call.route, call.model, attempt.outcome)
         if not isinstance(result, UpstreamError):
-            if settlement:
+            if settlement and released is not None:  # a settling stream waited for its bindings before its end
                 await held.committed()
             return result
         if not fail_over:  # the request is at fault: no other key helps
