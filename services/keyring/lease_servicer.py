@@ -35,6 +35,7 @@ from .grpc_errors import domain_errors, stream_error
 
 MAX_MODEL_NAME = 200
 MAX_EXCLUDED = 1000
+_NONE: frozenset[str] = frozenset()
 
 tracer = trace.get_tracer("services.keyring")
 
@@ -95,9 +96,9 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         return LeaseRequest(
             request.token_hash,
             model_id(request.model),
-            frozenset(request.exclude_key_ids),
-            tuple(request.affinity),
-            frozenset(request.exclude_projects),
+            frozenset(request.exclude_key_ids) if request.exclude_key_ids else _NONE,
+            tuple(request.affinity) if request.affinity else (),
+            frozenset(request.exclude_projects) if request.exclude_projects else _NONE,
             self._estimate(request),
             request.binds,
         )

@@ -45,6 +45,9 @@ class _Placement(NamedTuple):
     only: KeyFilter | None
 
 
+_ANYWHERE = _Placement(None, None)
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     lease: LeaseRecord
@@ -157,8 +160,8 @@ class Allocator:
                 )
         # Resources only once the token is within its rate and budget: a name this view lacks is read from
         # the store (``AffinityMiss``), and that read costs a token over its limits nothing (issue 18).
-        place = _Placement(None, None)
-        if request.placed:
+        place = _ANYWHERE
+        if request.affinity or request.exclude_projects:
             owner = owner_of(self._view.affinity, pool.name, request.affinity, now) if request.affinity else None
             place = _Placement(owner, key_filter(owner, request.exclude_projects))
         if request.binds:

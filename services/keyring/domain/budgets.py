@@ -95,11 +95,11 @@ class BudgetMeter:
     @staticmethod
     def _scopes(budgets: Iterable[TokenBudget], model: str) -> tuple[str, ...]:
         """The windows a call for ``model`` counts in: every model's, and its own only if a budget names it."""
-        return ("", model) if model and any(budget.model == model for budget in budgets) else ("",)
-
-    def _departed_use(self, key: WindowKey, start: float) -> tuple[int, int]:
-        gone = self._departed.get(key)
-        return (gone[1], gone[2]) if gone is not None and gone[0] == start else (0, 0)
+        if model:
+            for budget in budgets:
+                if budget.model == model:
+                    return ("", model)
+        return ("",)
 
     def spent(
         self, token_id: str, budgets: Iterable[TokenBudget], model: str, replicas: int, now: float
@@ -116,12 +116,16 @@ class BudgetMeter:
                 if not requests and not tokens:
                     continue
                 window = self._window(token_id, budget.model, span, now)
-                gone_requests, gone_tokens = self._departed_use((token_id, budget.model, span), window.start)
-                for kind, limit, used, gone in (
+                gone_requests = gone_tokens = 0
+                if self._departed:
+                    gone = self._departed.get((token_id, budget.model, span))
+                    if gone is not None and gone[0] == window.start:
+                        gone_requests, gone_tokens = gone[1], gone[2]
+                for kind, limit, used, gone_used in (
                     ("requests", requests, window.requests, gone_requests),
                     ("tokens", tokens, window.tokens, gone_tokens),
                 ):
-                    mine = _mine(limit, gone, replicas)
+                    mine = _mine(limit, gone_used, replicas) if gone_used else share(limit, replicas)
                     if mine and used >= mine:
                         scope = f" for model {budget.model!r}" if budget.model else ""
                         resets_at = window.start + span

@@ -20,8 +20,3 @@ class LeaseRequest:
     exclude_projects: frozenset[str] = frozenset()  # projects a list call has already covered
     input_tokens: int = 0  # the edge's estimate of the call's input (0: unknown), already clamped
     binds: bool = False  # the call creates a resource its release will bind (refused when bindings are full)
-
-    @property
-    def placed(self) -> bool:
-        """Whether the call restricts which keys may serve it (resources or projects): looked at only then."""
-        return bool(self.affinity or self.exclude_projects)

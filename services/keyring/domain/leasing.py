@@ -57,6 +57,7 @@ class SlidingWindow:
         self._events: dict[str, deque[float]] = {}
         # Departed instances' events by subject, as they published them: (bucket end, events), oldest first.
         self._departed: dict[str, list[tuple[float, int]]] = {}
+        self.has_departed = False  # any: then a limit is this replica's share of what they left (``limit_for``)
 
     def count(self, subject: str, now: float) -> int:
         events = self._events.get(subject)
@@ -90,10 +91,6 @@ class SlidingWindow:
         return events[len(events) - limit] + self._span_s
 
     # -- across replicas (admissions.py) --------------------------------
-
-    @property
-    def has_departed(self) -> bool:
-        return bool(self._departed)
 
     def limit_for(self, subject: str, limit: int, replicas: int, now: float) -> int:
         """This replica's part of a cluster-wide ``limit`` less what departed instances counted in the window."""
@@ -131,6 +128,7 @@ class SlidingWindow:
             for subject, rows in minutes.items():
                 summed.setdefault(subject, []).extend(rows)
         self._departed = summed
+        self.has_departed = bool(summed)
 
 
 class LeaseBook:

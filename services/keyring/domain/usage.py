@@ -121,15 +121,12 @@ class UsageCounter:
         self.epoch = 1  # counts go into this epoch
         self.durable = 0  # every epoch up to this one is written
 
-    def count(self, now: float, call: Call) -> int:
-        """Count one call; the epoch it went into."""
-        return self._add(now, call, 1)
-
     def resolve(self, now: float, call: Call) -> int:
         """A call counted unknown gets its outcome: out of unknown, its figures added, no new request; the epoch."""
-        return self._add(now, call, 0)
+        return self.count(now, call, requests=0)
 
-    def _add(self, now: float, call: Call, requests: int) -> int:
+    def count(self, now: float, call: Call, requests: int = 1) -> int:
+        """Count one call (``requests=0``: resolve one counted unknown, ``resolve``); the epoch it went into."""
         pool, key_id, token_id = call.pool, call.key_id, call.token_id
         start = bucket_start(now)
         bucket = self.buckets.get(start)
