@@ -27,8 +27,10 @@ printed (a line each):
   leases_in_flight_after (keyring_leases_in_flight summed over the replicas
   once the load has stopped and settled for a second, long before any lease
   TTL; less what a replica held before the scenario, so a lease an earlier
-  scenario leaked counts once), usage_counted (the pool's requests counted by keyring, GetUsage after
-  both replicas flushed, this scenario's delta), upstream_calls (the
+  scenario leaked counts once), usage_counted (the pool's requests counted by
+  keyring, GetUsage after every replica flushed, this scenario's delta; read
+  once no edge owes a release, 15 s at most, else releases_owed_when_counted
+  says what each edge still owed), upstream_calls (the
   simulator's per-key request counts, this scenario's delta),
   upstream_429s, extra_upstream_429s (429s the upstream answered beyond one
   per key answering 429 per cooling window, ceil(seconds / window) each: the
@@ -169,6 +171,9 @@ BUDGET_SPAN_S = 40.0  # sent for this long, ending with the minute: 400 calls of
 # its last usage flush (it publishes its admissions with each); a flush started as it died may not have landed.
 PUBLISH_SLACK_S = 0.5
 DETECTION_SLACK_S = 1.0  # past the membership TTL: the expiry reaching the survivors' view
+# Before usage is read: the edges re-send owed releases at most 5 s apart (a replica restarted after a long death
+# hears them that late), so the figures wait (this long at most) until no edge owes any.
+OWED_SETTLE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -799,8 +804,10 @@ def budget_figures(
     served = sorted(sent for sent, _, status in in_minute if status == "200")
     unpublished = sum(1 for t in served if killed - USAGE_FLUSH_INTERVAL_S - PUBLISH_SLACK_S <= t < killed)
     refused: Counter[str] = Counter()
+    with_room: list[float] = []  # when they were sent, seconds after the death
     for sent, answered, status in in_minute:
         if status == "429" and sum(1 for t in served if t < answered) < BUDGET_RPM:
+            with_room.append(sent - killed)
             phase = (
                 "before_death"
                 if sent < killed
@@ -817,6 +824,7 @@ def budget_figures(
         "budget_bound": BUDGET_RPM + math.ceil(unpublished / replicas),
         "budget_statuses": dict(sorted(statuses.items())),
         "refused_with_budget_left": dict(refused),
+        "refused_with_budget_left_s": [round(min(with_room), 1), round(max(with_room), 1)] if with_room else None,
         "detection_s": detection_s,
         "death_at_s_of_minute": round(killed - minute, 1),
     }
@@ -917,6 +925,7 @@ async def run_scenario(
             await asyncio.sleep(0.25)
             in_flight = leases_left(leases_before, await leases_in_flight(stack, http))
         fault.figures["leases_reclaimed_after_s"] = round(time.time() - fault.streams_ended_at, 1)
+    owed_at_end = await owed_settled(stack, http)
     counts_after = await sim_counts(stack.sim_url, http)
     usage_after = await usage_counted(stack)
     upstream = sum(counts_after.get(s, 0) - counts_before.get(s, 0) for s in stack.key_secrets)
@@ -949,6 +958,7 @@ async def run_scenario(
         "extra_upstream_429s": max(0, answered_429 - allowed_429),
         "upstream_429s": answered_429,
         "recovered_after_s": recovered,
+        **({"releases_owed_when_counted": owed_at_end} if any(owed_at_end) else {}),
         **({"cut_by_kill": dict(cut)} if fault.killed_edge else {}),
         **(phases(load, began, fault.window) if fault.window else {}),
         **fault.figures,
@@ -960,6 +970,16 @@ async def run_scenario(
         result["fault"].append("stack whole again")
     result["violations"] = violations(result)
     return result
+
+
+async def owed_settled(stack: Stack, http: aiohttp.ClientSession) -> list[float | None]:
+    """Wait (OWED_SETTLE_S at most) until no edge owes a release; what each edge still owes then."""
+    deadline = time.time() + OWED_SETTLE_S
+    while True:
+        owed = await edge_metric(stack, http, OWED)
+        if (not any(owed) and None not in owed) or time.time() >= deadline:
+            return owed
+        await asyncio.sleep(0.25)
 
 
 def cut_by_kill(load: Load, fault: Fault) -> Counter[str]:
