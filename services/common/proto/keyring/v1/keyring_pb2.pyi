@@ -33,8 +33,68 @@ SUSPENDED: KeyState
 INVALID: KeyState
 DISABLED: KeyState
 
+class RenewRequest(_message.Message):
+    __slots__ = ("lease_id",)
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    def __init__(self, lease_id: _Optional[str] = ...) -> None: ...
+
+class RenewResponse(_message.Message):
+    __slots__ = ("held", "expires_at_ms")
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    held: bool
+    expires_at_ms: int
+    def __init__(self, held: _Optional[bool] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class MintSessionTokenRequest(_message.Message):
+    __slots__ = ("token_hash", "model", "ttl_ms", "uses")
+    TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    USES_FIELD_NUMBER: _ClassVar[int]
+    token_hash: str
+    model: str
+    ttl_ms: int
+    uses: int
+    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., ttl_ms: _Optional[int] = ..., uses: _Optional[int] = ...) -> None: ...
+
+class MintSessionTokenResponse(_message.Message):
+    __slots__ = ("token", "expires_at_ms", "model", "uses")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    USES_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    expires_at_ms: int
+    model: str
+    uses: int
+    def __init__(self, token: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., model: _Optional[str] = ..., uses: _Optional[int] = ...) -> None: ...
+
+class RedeemSessionTokenRequest(_message.Message):
+    __slots__ = ("token", "model", "resumption")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    RESUMPTION_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    model: str
+    resumption: bool
+    def __init__(self, token: _Optional[str] = ..., model: _Optional[str] = ..., resumption: _Optional[bool] = ...) -> None: ...
+
+class RedeemSessionTokenResponse(_message.Message):
+    __slots__ = ("pool", "model", "grant", "expires_at_ms")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    model: str
+    grant: str
+    expires_at_ms: int
+    def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., grant: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
 class AcquireRequest(_message.Message):
-    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens", "binds")
+    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens", "binds", "session", "session_grant")
     TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +102,8 @@ class AcquireRequest(_message.Message):
     EXCLUDE_PROJECTS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     BINDS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_GRANT_FIELD_NUMBER: _ClassVar[int]
     token_hash: str
     model: str
     exclude_key_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -49,10 +111,12 @@ class AcquireRequest(_message.Message):
     exclude_projects: _containers.RepeatedScalarFieldContainer[str]
     estimated_input_tokens: int
     binds: bool
-    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ...) -> None: ...
+    session: bool
+    session_grant: str
+    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ..., session: _Optional[bool] = ..., session_grant: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot")
+    __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot", "renew_every_ms")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     SECRET_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +124,7 @@ class Lease(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     EGRESS_SLOT_FIELD_NUMBER: _ClassVar[int]
+    RENEW_EVERY_MS_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     key_id: str
     secret: str
@@ -67,7 +132,8 @@ class Lease(_message.Message):
     pool: str
     expires_at_ms: int
     egress_slot: int
-    def __init__(self, lease_id: _Optional[str] = ..., key_id: _Optional[str] = ..., secret: _Optional[str] = ..., project: _Optional[str] = ..., pool: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., egress_slot: _Optional[int] = ...) -> None: ...
+    renew_every_ms: int
+    def __init__(self, lease_id: _Optional[str] = ..., key_id: _Optional[str] = ..., secret: _Optional[str] = ..., project: _Optional[str] = ..., pool: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., egress_slot: _Optional[int] = ..., renew_every_ms: _Optional[int] = ...) -> None: ...
 
 class AcquireResponse(_message.Message):
     __slots__ = ("lease", "allowed_models")
@@ -199,23 +265,28 @@ class BoundNamesResponse(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamError(_message.Message):
-    __slots__ = ("code", "message", "retry_after_ms")
+    __slots__ = ("code", "message", "retry_after_ms", "reason")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     retry_after_ms: int
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LeaseCall(_message.Message):
-    __slots__ = ("id", "acquire", "release", "check_token", "report", "bound_names", "traceparent")
+    __slots__ = ("id", "acquire", "release", "check_token", "report", "bound_names", "renew", "mint_session_token", "redeem_session_token", "traceparent")
     ID_FIELD_NUMBER: _ClassVar[int]
     ACQUIRE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     CHECK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
     BOUND_NAMES_FIELD_NUMBER: _ClassVar[int]
+    RENEW_FIELD_NUMBER: _ClassVar[int]
+    MINT_SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REDEEM_SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     id: int
     acquire: AcquireRequest
@@ -223,24 +294,33 @@ class LeaseCall(_message.Message):
     check_token: CheckTokenRequest
     report: ReleaseRequest
     bound_names: BoundNamesRequest
+    renew: RenewRequest
+    mint_session_token: MintSessionTokenRequest
+    redeem_session_token: RedeemSessionTokenRequest
     traceparent: str
-    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenRequest, _Mapping]] = ..., report: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., bound_names: _Optional[_Union[BoundNamesRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenRequest, _Mapping]] = ..., report: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., bound_names: _Optional[_Union[BoundNamesRequest, _Mapping]] = ..., renew: _Optional[_Union[RenewRequest, _Mapping]] = ..., mint_session_token: _Optional[_Union[MintSessionTokenRequest, _Mapping]] = ..., redeem_session_token: _Optional[_Union[RedeemSessionTokenRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class LeaseResult(_message.Message):
-    __slots__ = ("id", "acquire", "release", "error", "check_token", "bound_names")
+    __slots__ = ("id", "acquire", "release", "error", "check_token", "bound_names", "renew", "mint_session_token", "redeem_session_token")
     ID_FIELD_NUMBER: _ClassVar[int]
     ACQUIRE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CHECK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     BOUND_NAMES_FIELD_NUMBER: _ClassVar[int]
+    RENEW_FIELD_NUMBER: _ClassVar[int]
+    MINT_SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REDEEM_SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     id: int
     acquire: AcquireResponse
     release: ReleaseResponse
     error: StreamError
     check_token: CheckTokenResponse
     bound_names: BoundNamesResponse
-    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenResponse, _Mapping]] = ..., bound_names: _Optional[_Union[BoundNamesResponse, _Mapping]] = ...) -> None: ...
+    renew: RenewResponse
+    mint_session_token: MintSessionTokenResponse
+    redeem_session_token: RedeemSessionTokenResponse
+    def __init__(self, id: _Optional[int] = ..., acquire: _Optional[_Union[AcquireResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., check_token: _Optional[_Union[CheckTokenResponse, _Mapping]] = ..., bound_names: _Optional[_Union[BoundNamesResponse, _Mapping]] = ..., renew: _Optional[_Union[RenewResponse, _Mapping]] = ..., mint_session_token: _Optional[_Union[MintSessionTokenResponse, _Mapping]] = ..., redeem_session_token: _Optional[_Union[RedeemSessionTokenResponse, _Mapping]] = ...) -> None: ...
 
 class LeaseStreamRequest(_message.Message):
     __slots__ = ("calls",)
@@ -259,7 +339,7 @@ class LeaseStreamResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ..., durable_epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("rate_limit_cooldown_ms", "rate_limit_max_cooldown_ms", "server_error_cooldown_ms", "server_error_max_cooldown_ms", "forbidden_threshold", "max_in_flight", "requests_per_minute", "lease_ttl_ms", "suspend_ms", "quota_requests_per_minute", "quota_requests_per_day", "quota_input_tokens_per_minute")
+    __slots__ = ("rate_limit_cooldown_ms", "rate_limit_max_cooldown_ms", "server_error_cooldown_ms", "server_error_max_cooldown_ms", "forbidden_threshold", "max_in_flight", "requests_per_minute", "lease_ttl_ms", "suspend_ms", "quota_requests_per_minute", "quota_requests_per_day", "quota_input_tokens_per_minute", "live_sessions_per_project", "live_sessions_per_key", "live_sessions_per_token")
     RATE_LIMIT_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_MAX_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
     SERVER_ERROR_COOLDOWN_MS_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +352,9 @@ class Policy(_message.Message):
     QUOTA_REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     QUOTA_REQUESTS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
     QUOTA_INPUT_TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_SESSIONS_PER_PROJECT_FIELD_NUMBER: _ClassVar[int]
+    LIVE_SESSIONS_PER_KEY_FIELD_NUMBER: _ClassVar[int]
+    LIVE_SESSIONS_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     rate_limit_cooldown_ms: int
     rate_limit_max_cooldown_ms: int
     server_error_cooldown_ms: int
@@ -284,7 +367,10 @@ class Policy(_message.Message):
     quota_requests_per_minute: int
     quota_requests_per_day: int
     quota_input_tokens_per_minute: int
-    def __init__(self, rate_limit_cooldown_ms: _Optional[int] = ..., rate_limit_max_cooldown_ms: _Optional[int] = ..., server_error_cooldown_ms: _Optional[int] = ..., server_error_max_cooldown_ms: _Optional[int] = ..., forbidden_threshold: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., lease_ttl_ms: _Optional[int] = ..., suspend_ms: _Optional[int] = ..., quota_requests_per_minute: _Optional[int] = ..., quota_requests_per_day: _Optional[int] = ..., quota_input_tokens_per_minute: _Optional[int] = ...) -> None: ...
+    live_sessions_per_project: int
+    live_sessions_per_key: int
+    live_sessions_per_token: int
+    def __init__(self, rate_limit_cooldown_ms: _Optional[int] = ..., rate_limit_max_cooldown_ms: _Optional[int] = ..., server_error_cooldown_ms: _Optional[int] = ..., server_error_max_cooldown_ms: _Optional[int] = ..., forbidden_threshold: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., lease_ttl_ms: _Optional[int] = ..., suspend_ms: _Optional[int] = ..., quota_requests_per_minute: _Optional[int] = ..., quota_requests_per_day: _Optional[int] = ..., quota_input_tokens_per_minute: _Optional[int] = ..., live_sessions_per_project: _Optional[int] = ..., live_sessions_per_key: _Optional[int] = ..., live_sessions_per_token: _Optional[int] = ...) -> None: ...
 
 class Pool(_message.Message):
     __slots__ = ("name", "allowed_models", "strategy", "policy", "description", "created_at_ms")

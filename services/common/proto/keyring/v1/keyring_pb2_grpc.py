@@ -67,6 +67,16 @@ class LeaseServiceStub:
                 request_serializer=keyring_dot_v1_dot_keyring__pb2.LeaseStreamRequest.SerializeToString,
                 response_deserializer=keyring_dot_v1_dot_keyring__pb2.LeaseStreamResponse.FromString,
                 _registered_method=True)
+        self.MintSessionToken = channel.unary_unary(
+                '/keyring.v1.LeaseService/MintSessionToken',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.MintSessionTokenRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.MintSessionTokenResponse.FromString,
+                _registered_method=True)
+        self.RedeemSessionToken = channel.unary_unary(
+                '/keyring.v1.LeaseService/RedeemSessionToken',
+                request_serializer=keyring_dot_v1_dot_keyring__pb2.RedeemSessionTokenRequest.SerializeToString,
+                response_deserializer=keyring_dot_v1_dot_keyring__pb2.RedeemSessionTokenResponse.FromString,
+                _registered_method=True)
 
 
 class LeaseServiceServicer:
@@ -115,6 +125,25 @@ class LeaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MintSessionToken(self, request, context):
+        """Browser tokens for the Live API (issue 20; the same calls ride the lease
+        stream: LeaseCall.mint_session_token, redeem_session_token). A backend
+        holding a client token mints a short-lived, model-locked token
+        "auth_tokens/<random>" a browser's unmodified @google/genai presents on
+        the Constrained path; the edge redeems it and opens a normal session on a
+        leased key (AcquireRequest.session_grant). Keyring stores only a keyed
+        hash of it, in etcd with its expiry: any replica redeems it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeemSessionToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +166,16 @@ def add_LeaseServiceServicer_to_server(servicer, server):
                     servicer.LeaseStream,
                     request_deserializer=keyring_dot_v1_dot_keyring__pb2.LeaseStreamRequest.FromString,
                     response_serializer=keyring_dot_v1_dot_keyring__pb2.LeaseStreamResponse.SerializeToString,
+            ),
+            'MintSessionToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.MintSessionToken,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.MintSessionTokenRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.MintSessionTokenResponse.SerializeToString,
+            ),
+            'RedeemSessionToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeemSessionToken,
+                    request_deserializer=keyring_dot_v1_dot_keyring__pb2.RedeemSessionTokenRequest.FromString,
+                    response_serializer=keyring_dot_v1_dot_keyring__pb2.RedeemSessionTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +299,60 @@ class LeaseService:
             '/keyring.v1.LeaseService/LeaseStream',
             keyring_dot_v1_dot_keyring__pb2.LeaseStreamRequest.SerializeToString,
             keyring_dot_v1_dot_keyring__pb2.LeaseStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MintSessionToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.LeaseService/MintSessionToken',
+            keyring_dot_v1_dot_keyring__pb2.MintSessionTokenRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.MintSessionTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeemSessionToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keyring.v1.LeaseService/RedeemSessionToken',
+            keyring_dot_v1_dot_keyring__pb2.RedeemSessionTokenRequest.SerializeToString,
+            keyring_dot_v1_dot_keyring__pb2.RedeemSessionTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
