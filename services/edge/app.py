@@ -72,6 +72,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         keepalive_s=settings.keyring_keepalive_s,
         keepalive_timeout_s=settings.keyring_keepalive_timeout_s,
         max_owed_releases=settings.keyring_max_owed_releases,
+        hedge_delay_s=settings.keyring_hedge_delay_s,
+        max_hedge_delay_s=settings.keyring_max_hedge_delay_s,
+        max_reconnect_backoff_s=settings.keyring_max_reconnect_backoff_s,
+        handover_after_s=settings.keyring_handover_after_s,
     )
     connector = aiohttp.TCPConnector(limit=settings.upstream_connection_limit, ttl_dns_cache=300)
     session = aiohttp.ClientSession(
@@ -84,6 +88,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[EDGE] = Edge(settings, app[METRICS], keyring, Upstream(settings, session))
     app[METRICS].releases_owed.set_function(keyring.owed_releases)
     app[METRICS].releases_unconfirmed.set_function(keyring.unconfirmed_releases)
+    app[METRICS].watch_replicas(keyring.replica_states, lambda: keyring.hedged)
     try:
         yield
     finally:

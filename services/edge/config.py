@@ -33,8 +33,8 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     port: int = 8080
     # Comma-separated host:port of keyring replicas (in Kubernetes: one headless Service name per replica).
     keyring_addresses: str = "127.0.0.1:50051"
-    # The longest wait for a keyring replica's answer; a replica late by this much is skipped for a moment and
-    # the call asked of another (its stream reopened; releases it had not answered re-sent on the new one).
+    # The longest wait for keyring's answer to a call, over every replica asked (a replica late by its hedge
+    # delay is marked slow and the call also sent to another, below).
     keyring_timeout_s: float = Field(default=5.0, gt=0)
     # --- gRPC keepalive (README "gRPC keepalive", services/common/grpc_options.py) ---
     # Each lease stream is pinged after this long without traffic, and given up when a ping is not answered
@@ -44,6 +44,17 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # Releases kept per keyring replica while its stream is away (re-sent when it is back), the oldest
     # dropped past this (keyring reclaims the slots of a broken stream's leases after its own grace).
     keyring_max_owed_releases: int = Field(default=10_000, ge=1)
+    # --- A keyring replica that does not answer (README "Configuration": replicas that are slow or gone) ---
+    # A call unanswered for its replica's hedge delay (three times its recent latency, between these two) is
+    # also sent to the next healthy replica (the first answer wins, a later grant is released at once), and a
+    # replica silent that long is marked slow: asked last until a probe, after a backoff doubling each time.
+    keyring_hedge_delay_s: float = Field(default=0.05, gt=0)
+    keyring_max_hedge_delay_s: float = Field(default=0.25, gt=0)
+    # The longest wait between two probes of a slow replica, or two reconnects to a down one.
+    keyring_max_reconnect_backoff_s: float = Field(default=30.0, gt=0)
+    # Releases owed to a replica down this long are handed over to a live one once keyring's membership no
+    # longer names the instance that granted them (counted there, once).
+    keyring_handover_after_s: float = Field(default=1.0, ge=0)
     # Google, or a relay in front of it (Cloudflare AI Gateway...): may carry a path prefix.
     upstream_base_url: str = "https://generativelanguage.googleapis.com"
     # One proxy for every upstream call, unless egress_proxies is set.

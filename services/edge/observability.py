@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from aiohttp import web
@@ -23,6 +24,8 @@ from aiohttp.typedefs import Middleware
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
@@ -103,6 +106,10 @@ class EdgeMetrics:
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
+    def watch_replicas(self, states: Callable[[], dict[str, int]], hedged: Callable[[], int]) -> None:
+        """``edge_keyring_replica_state{replica}`` and ``edge_keyring_hedged_calls_total``, read when scraped."""
+        self.registry.register(_ReplicaCollector(states, hedged))
+
     def child(self, metric: Counter | Histogram, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: label values are bounded, and this runs per request."""
         key = (id(metric), labels)
@@ -119,6 +126,28 @@ class EdgeMetrics:
             self._model_labels.add(model)
             return model
         return "other"
+
+
+class _ReplicaCollector(Collector):
+    """The keyring client's view of its replicas, read at scrape time (nothing on the lease path)."""
+
+    def __init__(self, states: Callable[[], dict[str, int]], hedged: Callable[[], int]) -> None:
+        self._states = states
+        self._hedged = hedged
+
+    def collect(self) -> Iterable[Metric]:
+        state = GaugeMetricFamily(
+            "edge_keyring_replica_state", "Each keyring replica as this edge sees it: 0 healthy, 1 slow, 2 down.",
+            labels=["replica"],
+        )  # fmt: skip
+        for replica, value in sorted(self._states().items()):
+            state.add_metric([replica], value)
+        yield state
+        yield CounterMetricFamily(
+            "edge_keyring_hedged_calls",
+            "Calls to keyring also sent to another replica because the first had not answered in its hedge delay.",
+            value=self._hedged(),
+        )
 
 
 def record_attempt(metrics: EdgeMetrics, route: str, model: str, outcome: pb.Outcome) -> None:

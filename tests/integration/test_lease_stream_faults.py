@@ -38,13 +38,23 @@ OK = pb.Outcome(http_status=200)
 
 
 class TcpProxy:
-    """A TCP relay to ``target`` on a fixed local port that can be cut (every connection dropped, port closed)."""
+    """A TCP relay to ``target`` on a fixed local port that can be cut (every connection dropped, port closed)
+    or frozen (connections kept, nothing relayed either way until thawed: a SIGSTOPped replica, as seen from
+    the network)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     @property
     def address(self) -> str:
@@ -56,6 +66,7 @@ class TcpProxy:
 
     async def cut(self) -> None:
         assert self._server is not None
+        self._flowing.set()  # a frozen relay ends too
         self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
@@ -73,6 +84,7 @@ class TcpProxy:
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await source.read(65536):
+                    await self._flowing.wait()
                     sink.write(data)
                     await sink.drain()
             sink.transport.abort()
@@ -248,6 +260,8 @@ async def test_stream_break_warnings_carry_no_trace_of_the_request_that_opened_t
     handler = _JsonLines()
     logger = logging.getLogger("services.edge")
     logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # a break after the first is logged at debug (the state change once, a warning)
 
     def breaks() -> list[dict[str, object]]:
         return [line for line in handler.lines if "broke" in str(line["message"])]
@@ -264,4 +278,5 @@ async def test_stream_break_warnings_carry_no_trace_of_the_request_that_opened_t
         assert trace_id not in str(breaks())
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
         await client.close()

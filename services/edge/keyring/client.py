@@ -1,9 +1,12 @@
 """The edge's client of keyring: acquire a lease, check a token, the names a pool bound, readiness.
 
 Each call travels on a replica's lease stream (``transport``), in the turn
-the replica set gives (``replicas``); a replica gone, late or draining passes
-the call on to the next; keyring's refusals are raised as edge exceptions
-(``refusals``). ``acquire`` takes one ``LeaseRequest`` (built once at the
+the replica set gives (``replicas``); a replica gone or draining passes the
+call on to the next; one that has not answered within its hedge delay
+(``health.py``) is marked slow and the call is also sent to the next healthy
+replica: the first answer wins, a grant that comes later is released at once
+(as cancelled, to its granter). Keyring's refusals are raised as edge
+exceptions (``refusals``). ``acquire`` takes one ``LeaseRequest`` (built once at the
 edge) and returns a ``HeldLease``, whose ``release`` is the one way its
 lease ends (``releases`` delivers it).
 
@@ -19,6 +22,7 @@ remembered for a short TTL (a bounded dict), refusals never.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -33,11 +37,13 @@ from services.common.telemetry import current_traceparent
 from services.common.tls import TLSFiles, channel_credentials
 
 from ..errors import InvalidLeaseRequest, KeyringUnavailable
-from .lease import HeldLease, LeaseRequest
+from .health import ReplicaHealth
+from .lease import CANCELLED, HeldLease, LeaseRequest
 from .refusals import refusal, status_of
 from .releases import Releases
 from .replicas import ReplicaSet, Resolver, resolve_all
 from .spans import traced, tracer
+from .transport import LeaseStream
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,10 @@ class KeyringClient:
         keepalive_s: float = CLIENT_KEEPALIVE_S,
         keepalive_timeout_s: float = CLIENT_KEEPALIVE_TIMEOUT_S,
         max_owed_releases: int = 10_000,
+        hedge_delay_s: float = 0.05,
+        max_hedge_delay_s: float = 0.25,
+        max_reconnect_backoff_s: float = 30.0,
+        handover_after_s: float = 1.0,
     ) -> None:
         """``tls``: the edge's certificate, key and CA; None only under the explicit plaintext switch.
 
@@ -75,6 +85,11 @@ class KeyringClient:
         ``keepalive_s``, ``keepalive_timeout_s``: each stream's pings (``services/common/grpc_options.py``:
         never below keyring's KEYRING_GRPC_MIN_PING_INTERVAL_S). ``max_owed_releases``: releases kept per
         replica while its stream is away, re-sent when it is back.
+
+        ``hedge_delay_s``, ``max_hedge_delay_s``: the bounds of a replica's hedge delay (a few times its recent
+        latency); ``max_reconnect_backoff_s``: the longest a slow or down replica waits for its next probe or
+        reconnect (``health.py``); ``handover_after_s``: how long a replica is down before what it is owed is
+        handed over to a live one, once its instance has left keyring's membership (``handover.py``).
         """
         if token_check_entries < 1:
             raise ValueError("token_check_entries must be at least 1")
@@ -89,6 +104,8 @@ class KeyringClient:
             timeout_s=timeout_s,
             resolve_every_s=resolve_every_s,
             resolver=resolver,
+            health=partial(ReplicaHealth, hedge_delay_s, max_hedge_delay_s, max_backoff_s=max_reconnect_backoff_s),
+            handover_after_s=handover_after_s,
         )
         self._timeout_s = timeout_s
         self.releases = Releases(self.replicas, timeout_s)
@@ -97,6 +114,7 @@ class KeyringClient:
         self._accepted: dict[str, float] = {}  # token hash -> the clock's time its acceptance expires
         self._clock = clock
         self._warned_no_check = False
+        self.hedged = 0  # calls also sent to a second replica because the first was late
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""
@@ -134,33 +152,74 @@ class KeyringClient:
         if wanted.exclude_projects:
             request.exclude_projects.extend(wanted.exclude_projects)
         traceparent = current_traceparent()
+
+        def late(replica: LeaseStream, reply: pb.LeaseResult) -> None:
+            """A grant that lost the race (hedged): released at once, as cancelled, to its granter."""
+            if reply.HasField("acquire"):
+                lease = reply.acquire.lease
+                HeldLease(self.releases, lease, (), replica.address, wanted.model).release(CANCELLED, confirm=False)
+
         reply, replica = await self._ask(
-            lambda: pb.LeaseCall(acquire=request, traceparent=traceparent), wanted.affinity
+            lambda: pb.LeaseCall(acquire=request, traceparent=traceparent), wanted.affinity, late
         )
         granted = reply.acquire
         return HeldLease(self.releases, granted.lease, tuple(granted.allowed_models), replica, wanted.model)
 
     async def _ask(
-        self, make_call: Callable[[], pb.LeaseCall], names: Sequence[str] = ()
+        self,
+        make_call: Callable[[], pb.LeaseCall],
+        names: Sequence[str] = (),
+        late: Callable[[LeaseStream, pb.LeaseResult], None] | None = None,
     ) -> tuple[pb.LeaseResult, str]:
         """A call answered by the first replica able to (a fresh call per replica); (its result, that replica).
 
         A refusal is raised as the edge exception that answers the client; a
-        replica that is gone, late or draining (UNAVAILABLE) passes the call on.
+        replica that is gone or draining (UNAVAILABLE) passes the call on; one
+        silent past its hedge delay is marked slow and the call also goes to the
+        next healthy replica, the first answer winning (``late`` gets the answers
+        that come after it). Waiting on one reply costs no task: ``asyncio.wait``
+        on its future, with the hedge delay as its timeout.
         """
-        for replica in await self.replicas.rotation():
-            try:
-                reply = await replica.call(make_call(), self._timeout_s)
-            except KeyringUnavailable:
-                continue
-            if reply.HasField("error"):
-                error = reply.error
-                code = status_of(error.code)
-                if code is grpc.StatusCode.UNAVAILABLE:
-                    continue  # that replica is draining: ask another
-                raise refusal(code, error.message, error.retry_after_ms / 1000, names)
-            return reply, replica.address
-        raise KeyringUnavailable()
+        remaining = await self.replicas.rotation()
+        flights: dict[asyncio.Future[pb.LeaseResult], LeaseStream] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        send_next, hedged = True, False
+        try:
+            while True:
+                wait_s = deadline - loop.time()
+                if send_next:
+                    send_next = False
+                    sent = _send(remaining, make_call, flights, hedging=bool(flights))
+                    if not flights:
+                        raise KeyringUnavailable()
+                    if sent is not None and remaining:  # another replica to hedge to: wait its hedge delay first
+                        wait_s = min(wait_s, sent.health.hedge_delay_s)
+                done, _ = await asyncio.wait(flights, timeout=max(wait_s, 0), return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    if loop.time() >= deadline:
+                        raise KeyringUnavailable("no keyring replica answered in time")
+                    for replica in flights.values():
+                        replica.overdue()
+                    if not hedged:
+                        hedged = True
+                        self.hedged += 1
+                    send_next = True
+                    continue
+                for future in done:
+                    replica = flights.pop(future)
+                    reply = future.result()
+                    if reply.HasField("error"):
+                        code = status_of(reply.error.code)
+                        if code is grpc.StatusCode.UNAVAILABLE:
+                            continue  # gone, or draining: ask another
+                        raise refusal(code, reply.error.message, reply.error.retry_after_ms / 1000, names)
+                    return reply, replica.address
+                send_next = not flights  # every reply so far said unavailable: the next replica
+        finally:
+            if late is not None:
+                for future, replica in flights.items():
+                    future.add_done_callback(partial(_answered_late, late, replica))
 
     async def check_token(self, token_hash: str) -> None:
         """Return when keyring would lease for this token hash; else raise (``TokenRejected``: a 401).
@@ -222,6 +281,10 @@ class KeyringClient:
             del accepted[next(iter(accepted))]  # the oldest
         accepted[token_hash] = self._clock() + self._token_check_ttl_s
 
+    def replica_states(self) -> dict[str, int]:
+        """Each replica's state by address: 0 healthy, 1 slow, 2 down (``health.State``)."""
+        return self.replicas.states()
+
     def owed_releases(self) -> int:
         """Releases waiting for their replica's stream to come back (all replicas)."""
         return self.replicas.owed()
@@ -244,3 +307,29 @@ class KeyringClient:
             if reply.status == health_pb2.HealthCheckResponse.SERVING:
                 return True
         return False
+
+
+def _answered_late(
+    late: Callable[[LeaseStream, pb.LeaseResult], None], replica: LeaseStream, future: asyncio.Future[pb.LeaseResult]
+) -> None:
+    late(replica, future.result())
+
+
+def _send(
+    remaining: list[LeaseStream],
+    make_call: Callable[[], pb.LeaseCall],
+    flights: dict[asyncio.Future[pb.LeaseResult], LeaseStream],
+    hedging: bool,
+) -> LeaseStream | None:
+    """Send the call to the first of ``remaining`` that takes it (a hedge: only a healthy one), taken out of
+    ``remaining``; that replica, or None."""
+    for index, replica in enumerate(remaining):
+        if hedging and not replica.usable:
+            continue
+        try:
+            flights[replica.submit(make_call())] = replica
+        except KeyringUnavailable:
+            continue  # down, no reconnect due yet: only as a last resort (it stays in ``remaining``)
+        del remaining[index]
+        return replica
+    return None

@@ -96,11 +96,16 @@ class Releases:
         answered, it is owed the whole release.
         """
         granter = self._replicas.get(held.replica)
-        for replica in await self._replicas.rotation(first=held.replica):
+        replicas = await self._replicas.rotation(first=held.replica)
+        for replica in replicas:
+            attempt = pb.LeaseCall()  # its own message: one left in flight on a late replica must not change
+            attempt.CopyFrom(call)
             # Another replica learns the outcome; the usage is counted where the release is kept for (once).
-            call.release.kept_for_granter = granter is not None and replica is not granter
+            attempt.release.kept_for_granter = granter is not None and replica is not granter
+            # A silent replica holds a failover back no longer than its hedge delay while another may answer.
+            wait_s = self._timeout_s if replica is replicas[-1] else replica.health.hedge_delay_s
             try:
-                reply = await replica.call(call, self._timeout_s)
+                reply = await replica.call(attempt, wait_s)
             except KeyringUnavailable:
                 continue
             if binding and reply.HasField("error"):

@@ -4,18 +4,20 @@ An address may be a DNS name with several records (a Kubernetes headless
 Service): it is resolved to every replica, one stream each, and resolved
 again every ``resolve_every_s`` so replicas that come and go are followed.
 A replica no longer named keeps its stream until the calls in flight on it
-are done; what it was still owed is then taught to another replica (the
-outcome; its slots are gone with it).
+are done; what it was still owed is then handed over (``handover.py``), as
+is what a replica down for ``handover_after_s`` is owed (a static address
+that never comes back), checked every ``HANDOVER_EVERY_S`` in the background.
 
-Calls rotate over the replicas (client-side round robin), usable ones first;
+Calls rotate over the replicas (client-side round robin), healthy ones first
+(``health.py``: a slow or down replica is asked last until a probe is due);
 a release asks the replica that granted its lease first (``rotation(first=)``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -23,13 +25,15 @@ from typing import Any
 
 import grpc
 
-from services.common.proto.keyring.v1 import keyring_pb2 as pb
-
-from ..errors import KeyringUnavailable
 from .background import detached_task
+from .handover import hand_over
+from .health import ReplicaHealth, State
 from .transport import LeaseStream
 
+log = logging.getLogger(__name__)
+
 Resolver = Callable[[str], Awaitable[list[str]]]
+HANDOVER_EVERY_S = 1.0
 
 
 def _host(address: str) -> str:
@@ -76,7 +80,10 @@ class ReplicaSet:
         timeout_s: float,
         resolve_every_s: float,
         resolver: Resolver,
+        health: Callable[[], ReplicaHealth] = ReplicaHealth,
+        handover_after_s: float = 1.0,
     ) -> None:
+        """``health``: a new replica's health (the hedge delay and backoff settings, ``health.py``)."""
         self._addresses = list(addresses)
         self._credentials = credentials
         self._server_name = server_name
@@ -85,6 +92,9 @@ class ReplicaSet:
         self._timeout_s = timeout_s
         self._resolve_every_s = resolve_every_s
         self._resolver = resolver
+        self._health = health
+        self._handover_after_s = handover_after_s
+        self._watching = False
         # Until the first resolution, the addresses as given (grpc resolves them itself).
         self.current = [self._stream(address, address) for address in addresses]
         self.by_target = {replica.address: replica for replica in self.current}
@@ -98,8 +108,12 @@ class ReplicaSet:
         return self.by_target.get(target)
 
     def owed(self) -> int:
-        """Releases waiting for their replica's stream to come back (all replicas)."""
-        return sum(replica.kept.owed for replica in self.by_target.values())
+        """Releases waiting for their replica's stream to come back, or for a handover (all replicas)."""
+        return sum(replica.kept.owed for replica in [*self.by_target.values(), *self._retired])
+
+    def states(self) -> dict[str, int]:
+        """Each named replica's state (``health.State``: 0 healthy, 1 slow, 2 down), by address."""
+        return {replica.address: int(replica.health.state) for replica in self.current}
 
     def unconfirmed(self) -> int:
         """Releases counted in a usage epoch not yet written (all replicas): kept to be re-sent if one dies."""
@@ -117,7 +131,9 @@ class ReplicaSet:
         name = self._server_name or ("" if _is_ip(host) or _host(target) == host else host)
         if self._credentials is None:
             name = ""
-        return LeaseStream(target, self._credentials, name, keepalive=self._keepalive, max_owed=self._max_owed)
+        return LeaseStream(
+            target, self._credentials, name, keepalive=self._keepalive, max_owed=self._max_owed, health=self._health()
+        )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = detached_task(coroutine)  # resolution, retiring, handovers: no request's work
@@ -125,11 +141,15 @@ class ReplicaSet:
         task.add_done_callback(self._tasks.discard)
 
     async def rotation(self, first: str | None = None) -> list[LeaseStream]:
-        """Every replica once, usable ones first, from the next in turn (or from ``first``, the granting one)."""
+        """Every replica once, from the next in turn (or from ``first``, the granting one): those to ask now
+        first (healthy, or a probe due: ``ReplicaHealth.claim``), the others after, as a last resort."""
         now = time.monotonic()
         if now >= self._next_resolution:
             first_time = self._next_resolution == 0.0
             self._next_resolution = now + self._resolve_every_s
+            if not self._watching:
+                self._watching = True
+                self._spawn(self._watch())
             if first_time:
                 await self._resolve()  # the first call waits for it; later ones never do
             else:
@@ -137,7 +157,9 @@ class ReplicaSet:
         replicas = self.current
         start = next(self._turn) if first is None else self._index_of(first)
         ordered = [replicas[(start + i) % len(replicas)] for i in range(len(replicas))]
-        return sorted(ordered, key=lambda replica: not replica.usable)  # stable: usable ones first
+        if all(replica.health.state is State.HEALTHY for replica in ordered):
+            return ordered  # the usual case: nothing to sort
+        return sorted(ordered, key=lambda replica: not replica.health.claim(now))  # stable
 
     def _index_of(self, target: str) -> int:
         for index, replica in enumerate(self.current):
@@ -167,16 +189,35 @@ class ReplicaSet:
 
     async def _retire(self, replica: LeaseStream) -> None:
         await asyncio.sleep(self._timeout_s * 2)  # calls in flight on it finish or time out first
-        self._retired.discard(replica)
-        # Gone for good: its slots with it; what the owed releases teach still reaches another replica.
-        for call in replica.kept.take_owed():
-            if call.HasField("release") and call.release.outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
-                self._spawn(self._tell_others(call))
-        await replica.close()
+        await replica.close()  # what it is still owed is handed over (``_watch``), then it is forgotten
+        if not replica.kept.owed:
+            self._retired.discard(replica)
 
-    async def _tell_others(self, call: pb.LeaseCall) -> None:
-        for replica in await self.rotation():
-            if replica.address in self.by_target:
-                with contextlib.suppress(KeyringUnavailable):
-                    await replica.call(call, self._timeout_s)
-                    return
+    async def _watch(self) -> None:
+        """Every ``HANDOVER_EVERY_S``: what gone replicas are owed, handed over to live ones (``handover.py``)."""
+        while True:
+            await asyncio.sleep(HANDOVER_EVERY_S)
+            await self.hand_over_owed()
+
+    async def hand_over_owed(self) -> None:
+        """Hand over what replicas down for ``handover_after_s``, or no longer named, are owed."""
+        now = time.monotonic()
+        live = [replica for replica in self.current if replica.connected and replica.usable]
+        if not live:
+            return
+        told = [replica.members for replica in live if replica.members is not None]
+        members = {instance for listed in told for instance in listed} if told else None
+        for owing in [*self.by_target.values(), *self._retired]:
+            if not owing.kept.owed or owing in live:
+                continue
+            if owing in self.by_target.values():
+                health = owing.health
+                if health.state is not State.DOWN or now - health.since < self._handover_after_s:
+                    continue
+            target = live[next(self._turn) % len(live)]
+            counted = await hand_over(owing, target, members, self._timeout_s)
+            if counted:
+                log.info("%d releases owed to keyring replica %s handed over to %s", counted, owing.address,
+                         target.address)  # fmt: skip
+            if owing in self._retired and not owing.kept.owed:
+                self._retired.discard(owing)

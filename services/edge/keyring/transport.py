@@ -8,8 +8,11 @@ under load many calls share one gRPC message.
 A call nobody waits for (a release, a report) is kept by ``kept.KeptReleases``
 until keyring answers it; when the stream breaks, awaited calls fail (the
 caller asks another replica), kept releases become owed and are re-sent on the
-next stream, opened again after a backoff (doubling per consecutive break, at
-most ``MAX_RECONNECT_BACKOFF_S``).
+next stream. The replica's health (``health.ReplicaHealth``: healthy, slow,
+down) is kept here: an answer's latency teaches it, a call left overdue makes
+the replica slow, a broken stream makes it down; no new stream is opened to a
+down replica before its backoff has passed (growing, at most
+``max_backoff_s``); each change of state is logged once, not each attempt.
 
 The channel is mutual TLS when ``credentials`` are given (``services/common/tls.py``),
 verified under ``server_name`` when one is given.
@@ -22,6 +25,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Final
 
 import grpc
 
@@ -32,12 +36,14 @@ from services.common.tls import target_name_options
 
 from ..errors import KeyringUnavailable
 from .background import detached_later, detached_task
+from .health import ReplicaHealth, State
 from .kept import KeptReleases
 
 log = logging.getLogger(__name__)
 
-RECONNECT_BACKOFF_S = 0.5
-MAX_RECONNECT_BACKOFF_S = 5.0  # owed releases are re-sent at most this long apart while their replica is away
+MIN_RETRY_S = 0.05  # the soonest owed releases are re-sent after they became owed
+# A call whose stream went away is answered with this (never raised into a future nobody may read).
+GONE: Final = pb.LeaseResult(error=pb.StreamError(code=grpc.StatusCode.UNAVAILABLE.value[0], message="gone"))
 
 
 class LeaseStream:
@@ -53,6 +59,7 @@ class LeaseStream:
         *,
         keepalive: Sequence[tuple[str, int]] = (),
         max_owed: int = 10_000,
+        health: ReplicaHealth | None = None,
     ) -> None:
         self.address = address
         options = [*(keepalive or client_keepalive()), *client_reconnect(), *target_name_options(server_name)]
@@ -63,18 +70,21 @@ class LeaseStream:
         self.stub = pb_grpc.LeaseServiceStub(self.channel)
         self.kept = KeptReleases(address, max_owed)
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[pb.LeaseResult]] = {}
+        # Awaited calls by id: their reply's future, the call (kept if counted), when it was sent.
+        self._pending: dict[int, tuple[asyncio.Future[pb.LeaseResult], pb.LeaseCall, float]] = {}
         self._outgoing: asyncio.Queue[pb.LeaseCall | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
-        self._failures = 0  # consecutive broken streams: the backoff of re-sending owed releases
         self._closed = False
-        self.down_until = 0.0
+        self.health = health or ReplicaHealth()
+        self.members: tuple[str, ...] | None = None  # the live instances this replica last told (None: not yet)
         self.opened = 0  # streams opened (a reconnect opens another)
+        self._last_reply = 0.0  # when a reply last came (monotonic seconds)
 
     @property
     def usable(self) -> bool:
-        return time.monotonic() >= self.down_until
+        """Healthy: answering in time (``health.py``)."""
+        return self.health.state is State.HEALTHY
 
     @property
     def connected(self) -> bool:
@@ -89,33 +99,59 @@ class LeaseStream:
         self._outgoing.put_nowait(call)
 
     def owe(self, call: pb.LeaseCall) -> None:
-        """Keep a release for this replica; re-sent once its stream is back (bounded, the oldest dropped)."""
+        """Keep a release for this replica; re-sent once its stream is back (bounded, the oldest dropped).
+
+        A closed stream (a replica no longer named) keeps it for a handover (``replicas.ReplicaSet``).
+        """
+        self.kept.owe(call)
         if self._closed:
             return
-        self.kept.owe(call)
         if self.connected and self.usable:
             self._flush_owed()
         else:
             self._schedule_retry()
 
-    async def call(self, call: pb.LeaseCall, timeout_s: float) -> pb.LeaseResult:
-        """Send ``call`` and wait for its reply; ``KeyringUnavailable`` when the replica is late or gone."""
+    def submit(self, call: pb.LeaseCall) -> asyncio.Future[pb.LeaseResult]:
+        """Send ``call``; the future of its reply (``GONE`` if the stream goes first).
+
+        ``KeyringUnavailable`` at once when the replica is down and no reconnect is due (its backoff).
+        """
         if not self.connected:
+            if self.health.state is State.DOWN and not self.health.probing:
+                raise KeyringUnavailable(f"keyring replica {self.address} is down")
             self._open()
         call.id = next(self._ids)
         future: asyncio.Future[pb.LeaseResult] = asyncio.get_running_loop().create_future()
-        self._pending[call.id] = future
+        self._pending[call.id] = (future, call, time.monotonic())
         self._outgoing.put_nowait(call)
-        try:
-            async with asyncio.timeout(timeout_s):
-                result = await future
-        except TimeoutError as error:
-            self._mark_down()
-            raise KeyringUnavailable(f"keyring replica {self.address} did not answer in time") from error
-        finally:
-            self._pending.pop(call.id, None)
-        self.kept.keep_counted(call, result)
+        return future
+
+    async def call(self, call: pb.LeaseCall, timeout_s: float) -> pb.LeaseResult:
+        """Send ``call`` and wait for its reply; ``KeyringUnavailable`` when the replica is down, late or gone.
+
+        Late: the replica is marked slow (the call stays in flight; its answer, if it comes, is kept).
+        """
+        future = self.submit(call)
+        done, _ = await asyncio.wait({future}, timeout=timeout_s)
+        if not done:
+            self.overdue()
+            raise KeyringUnavailable(f"keyring replica {self.address} did not answer in time")
+        result = future.result()
+        if result is GONE:
+            raise KeyringUnavailable(f"keyring replica {self.address} went away")
         return result
+
+    def overdue(self) -> None:
+        """A call to this replica went unanswered past its hedge delay: slow (logged once, ``health.py``) when
+        nothing else came from it meanwhile either (a busy event loop here makes one reply late, not a replica)."""
+        now = time.monotonic()
+        if now - self._last_reply < self.health.hedge_delay_s and self.health.state is State.HEALTHY:
+            return
+        if self.health.overdue(now) is State.SLOW:
+            log.warning(
+                "keyring replica %s is slow: no answer within %d ms; calls go to the other replicas until it answers",
+                self.address, round(self.health.hedge_delay_s * 1000),
+            )  # fmt: skip
 
     def _open(self) -> None:
         """A new stream, read by a task of its own: outside the context of the request that happened to open it."""
@@ -125,8 +161,12 @@ class LeaseStream:
         self._reader = detached_task(self._read(queue), name=f"lease-stream-{self.address}")
 
     def _flush_owed(self) -> None:
+        """Re-send what is owed: now when the replica is healthy and its stream open, else once a probe is due."""
         self._retry = None
-        if self._closed:
+        if self._closed or not self.kept.owed:
+            return
+        if not (self.connected and self.usable) and not self.health.claim(time.monotonic()):
+            self._schedule_retry()
             return
         for call in self.kept.take_owed():
             self.send(call)
@@ -134,7 +174,7 @@ class LeaseStream:
     def _schedule_retry(self) -> None:
         if self._retry is not None or self._closed or not self.kept.owed:
             return
-        delay = min(RECONNECT_BACKOFF_S * 2 ** min(self._failures, 4), MAX_RECONNECT_BACKOFF_S)
+        delay = max(self.health.retry_at - time.monotonic(), MIN_RETRY_S)
         self._retry = detached_later(delay, self._flush_owed)
 
     @classmethod
@@ -150,29 +190,49 @@ class LeaseStream:
             yield pb.LeaseStreamRequest(calls=calls)
 
     async def _read(self, queue: asyncio.Queue[pb.LeaseCall | None]) -> None:
-        kept, pending = self.kept, self._pending
+        kept, pending, health = self.kept, self._pending, self.health
+        reason = "ended"
         try:
             async for reply in self.stub.LeaseStream(self._batches(queue)):
-                self._failures = 0
+                self._last_reply = now = time.monotonic()
                 for result in reply.results:
-                    kept.answered(result)
-                    future = pending.get(result.id)
-                    if future is not None and not future.done():
+                    waiting = pending.pop(result.id, None)
+                    if waiting is None:
+                        kept.answered(result)
+                        continue
+                    future, call, sent_at = waiting
+                    kept.keep_counted(call, result)
+                    if not future.done():
                         future.set_result(result)
+                    if health.answered(now - sent_at, now) is not None:
+                        log.info("keyring replica %s answers again", self.address)
                 kept.forget_durable(reply.durable_epoch)
+                if reply.members:
+                    self.members = tuple(reply.members)
         except grpc.aio.AioRpcError as error:
-            self._failures += 1
-            log.warning("lease stream to %s broke: %s", self.address, error.code().name)
+            reason = error.code().name
         finally:
             if self._reader is asyncio.current_task():
-                self._mark_down()
+                self._mark_down(reason)
 
-    def _mark_down(self) -> None:
-        """Give up on this stream: awaited calls fail (the caller asks another replica), releases are owed."""
-        self.down_until = time.monotonic() + RECONNECT_BACKOFF_S
-        for future in self._pending.values():
+    def _mark_down(self, reason: str) -> None:
+        """The stream broke: awaited calls fail (the caller asks another replica), releases are owed."""
+        if self._closed:
+            pass
+        elif self.health.broke(time.monotonic()) is State.DOWN:
+            log.warning(
+                "lease stream to %s broke (%s): keyring replica down; calls go to the other replicas, "
+                "reconnects back off (up to %g s), its releases are kept",
+                self.address, reason, self.health.max_backoff_s,
+            )  # fmt: skip
+        else:
+            log.debug("lease stream to %s broke again (%s): next attempt in %.1f s", self.address, reason,
+                      self.health.retry_at - time.monotonic())  # fmt: skip
+        self.members = None
+        pending, self._pending = self._pending, {}
+        for future, _, _ in pending.values():
             if not future.done():
-                future.set_exception(KeyringUnavailable(f"keyring replica {self.address} went away"))
+                future.set_result(GONE)
         if self._reader is not None and not self._reader.done():
             self._outgoing.put_nowait(None)
             self._reader.cancel()

@@ -1,0 +1,104 @@
+"""The edge's keyring client when a replica is frozen or gone for good (issue 19, findings 1 and 2), through real
+replicas on the session's etcd over mutual TLS.
+
+- Finding 1: a replica that stops answering without closing (frozen: the proxy in front of it relays nothing)
+  is routed around within its hedge delay: acquires go to the healthy replica, none waits anywhere near the
+  timeout, the replica is marked slow once (metric state and one log line), a grant it makes late is released
+  at once, and it is healthy again when it answers.
+- Finding 2: releases owed to a replica killed for good at a static address are handed over to a live replica
+  once its membership is gone, counted there exactly once; nothing stays owed, and the edge says the replica
+  is down once, not once per reconnect attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import pytest
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.edge.keyring import HeldLease, KeyringClient, LeaseRequest
+from tests.pki import session_pki
+
+from .conftest import StartReplica
+from .test_keyring_service import MODEL
+from .test_lease_stream_faults import TcpProxy, held, until
+from .test_replica_death import counted, kill, two_replicas
+
+OK = pb.Outcome(http_status=200, input_tokens=7, output_tokens=3)
+SLOW, DOWN = 1, 2
+
+
+def lines_naming(caplog: pytest.LogCaptureFixture, address: str, level: int = logging.WARNING) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= level and address in r.getMessage()]
+
+
+async def test_a_frozen_replica_is_routed_around_within_its_hedge_delay(
+    start_replica: StartReplica, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, token = await two_replicas(start_replica)
+    proxy = TcpProxy(a.server.port)
+    await proxy.start()
+    client = KeyringClient([proxy.address, b.address], timeout_s=3, tls=session_pki().edge.files)
+    caplog.set_level(logging.INFO, logger="services.edge")
+    wanted = LeaseRequest(token_hash=token, model=MODEL)
+
+    async def worker(latencies: list[float], rounds: int) -> None:
+        for _ in range(rounds):
+            started = time.monotonic()
+            lease = await client.acquire(wanted)
+            latencies.append(time.monotonic() - started)
+            lease.release(OK, confirm=False)
+
+    try:
+        await worker([], 6)  # both streams open, both replicas answering
+        proxy.freeze()
+        latencies: list[float] = []
+        await asyncio.gather(*(worker(latencies, 10) for _ in range(8)))
+        # Those that asked a first waited its hedge delay (50-250 ms), then b answered; none queued behind a.
+        assert max(latencies) < 0.4, sorted(latencies)[-5:]
+        assert client.replica_states() == {proxy.address: SLOW, b.address: 0}
+        assert client.hedged >= 1
+        assert len([line for line in lines_naming(caplog, proxy.address) if "slow" in line]) == 1
+        await until(lambda: held(b) == 0, within_s=2, message="b's grants not released")
+
+        proxy.thaw()  # a answers what it was sent: its grants came too late and are released, as cancelled
+        await until(lambda: client.replica_states()[proxy.address] == 0, within_s=3, message="a not healthy again")
+        await until(lambda: held(a) == 0, within_s=3, message="a late grant was kept (a leaked lease)")
+        assert len([line for line in lines_naming(caplog, proxy.address, logging.INFO) if "again" in line]) == 1
+    finally:
+        await client.close()
+        with contextlib.suppress(AssertionError):
+            await proxy.cut()
+
+
+async def test_releases_owed_to_a_replica_gone_for_good_are_handed_over_and_counted_once(
+    start_replica: StartReplica, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, token = await two_replicas(start_replica)
+    client = KeyringClient([a.address, b.address], tls=session_pki().edge.files)
+    caplog.set_level(logging.INFO, logger="services.edge")
+    try:
+        leases: list[HeldLease] = [await client.acquire(LeaseRequest(token_hash=token, model=MODEL)) for _ in range(6)]
+        on_a = [lease for lease in leases if lease.replica == a.address]
+        assert on_a and len(on_a) < len(leases)
+        await kill(a)  # SIGKILL at a static address, never restarted; its membership gone with it
+        for lease in leases:
+            lease.release(OK, confirm=False)  # the calls were made: each must be counted once, somewhere
+        await until(lambda: held(b) == 0, within_s=3, message="b's own leases not released")
+        # What a was owed (its leases' releases) is handed over to b once a has left the membership.
+        await until(lambda: client.owed_releases() == 0, within_s=5, message="releases still owed to a dead replica")
+        await asyncio.sleep(1.2)  # another handover round and a reconnect attempt or two: nothing counted twice
+        assert client.owed_releases() == 0
+        for key_id in {lease.lease.key_id for lease in leases}:
+            figures = counted(b, key_id)
+            calls = [lease for lease in leases if lease.lease.key_id == key_id]
+            assert (figures.requests, figures.input_tokens) == (len(calls), 7 * len(calls)), key_id
+        # The replica's death said once (down), not once per reconnect attempt.
+        assert len(lines_naming(caplog, a.address)) == 1, lines_naming(caplog, a.address)
+        assert client.replica_states()[a.address] == DOWN
+    finally:
+        await client.close()
