@@ -3,7 +3,7 @@
 Starts a local etcd, one keyring replica, the edge and (when present) the
 admin service; with ``--demo`` also the Gemini simulator as the upstream and
 a seeded pool of simulated keys, so a first curl works offline. With
-``--keys FILE`` (``services/devstack/key_file.py``: one key per line,
+``--keys FILE`` (``services/cli/key_file.py``: one key per line,
 optionally with its project) a pool (``--pool``, default ``main``) gets those
 keys: the file is checked before anything starts, and a bad line stops
 everything with a message per line, having created nothing. Prints the URLs
@@ -39,7 +39,7 @@ from services.devstack.certs import ETCD_CA_NAME, HTTPS_CA_NAME, Certificate, Lo
 from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
 from services.devstack.health import open_channel, wait_until_serving
-from services.devstack.key_file import KeyFileError, KeyLine, read_key_file
+from services.cli.key_file import KeyFileError, KeyLine, read_key_file
 from services.keyring.sealing import generate_kek
 
 DEMO_POOL = "demo"

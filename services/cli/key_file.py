@@ -1,4 +1,4 @@
-"""The key file of ``scripts/start.sh --keys FILE``: one upstream key per line, optionally with its project.
+"""The key file of ``keyringctl keys add`` and ``scripts/start.sh --keys FILE``: one key per line, maybe a project.
 
 ::
 
