@@ -5,9 +5,11 @@ Its rooms, one concern each::
     client.py     KeyringClient: acquire (a LeaseRequest in, a HeldLease out), check_token, bound_names, ready
     lease.py      LeaseRequest, and HeldLease: the one owner of a lease's end (idempotent release, async with)
     releases.py   how a release reaches keyring: the granting replica, reports to the others, delivery
-    replicas.py   the replica set: resolution, one stream per replica, the turn
+    replicas.py   the replica set: resolution, one stream per replica, the turn, handovers every second
+    health.py     one replica's health (healthy, slow, down), its hedge delay and backoff (plain)
     transport.py  one replica's channel and LeaseStream (batched calls, replies by id, reconnects)
     kept.py       releases a replica is owed: kept until answered and until their usage is durable
+    handover.py   what a gone replica is owed, handed to a live one (counted there once)
     refusals.py   keyring's refusals as edge exceptions (the one translation of a gRPC status)
     spans.py      client spans, for sampled requests only
 """
