@@ -58,7 +58,7 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
 
 def _answer_schemas() -> dict[str, Any]:
     policy = {name: (_INT if name in ("forbidden_threshold", "max_in_flight", "requests_per_minute")
-                     or name.startswith("quota_") else _NUM)
+                     or name.startswith(("quota_", "live_sessions_")) else _NUM)
               for name in s.PolicyInput.model_fields}
     usage_row = _object({"id": _string(), "pool": _string(), "requests": _INT, "errors": _INT,
                          "input_tokens": _INT, "output_tokens": _INT, "unknown": _INT})

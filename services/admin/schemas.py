@@ -160,6 +160,10 @@ class PolicyInput(_Body):
     quota_requests_per_minute: Count | None = None
     quota_requests_per_day: Count | None = None
     quota_input_tokens_per_minute: Count | None = None
+    # Concurrent Live API sessions, all edges and replicas together (0: no cap); Google caps them per project.
+    live_sessions_per_project: Count | None = None
+    live_sessions_per_key: Count | None = None
+    live_sessions_per_token: Count | None = None
 
 
 class PoolCreate(_Body):
@@ -448,6 +452,9 @@ def policy_json(policy: pb.Policy) -> dict[str, Any]:
         "quota_requests_per_minute": policy.quota_requests_per_minute,
         "quota_requests_per_day": policy.quota_requests_per_day,
         "quota_input_tokens_per_minute": policy.quota_input_tokens_per_minute,
+        "live_sessions_per_project": policy.live_sessions_per_project,
+        "live_sessions_per_key": policy.live_sessions_per_key,
+        "live_sessions_per_token": policy.live_sessions_per_token,
     }
 
 

@@ -145,6 +145,9 @@ class StateCache:
             self.view.members[parts[0]] = value
             self._instances = None
             return
+        if kind == "live_tokens":
+            self.view.live_tokens[path] = (value, revision)
+            return
         if kind in ("usage", "audit", "sessions"):
             getattr(self.view, kind)[path] = value
             if kind == "usage":
@@ -247,7 +250,7 @@ class StateCache:
         elif kind == "members":
             self.view.members.pop(parts[0], None)
             self._instances = None
-        elif kind in ("usage", "audit", "sessions"):
+        elif kind in ("usage", "audit", "sessions", "live_tokens"):
             getattr(self.view, kind).pop(path, None)
         elif kind == "admitted":
             self.view.admitted.pop(parts[0], None)

@@ -11,6 +11,7 @@
     {prefix}affinity/{pool}/{resource name}     who owns a project-bound resource (files/..., cachedContents/...)
     {prefix}limits/{project}/{model}/{metric}   a quota limit a 429 told of (domain/limits.py)
     {prefix}admitted/{instance}                 one instance's client-token budget windows (domain/budgets.py)
+    {prefix}live_tokens/{keyed hash}            a minted browser token for Live sessions (domain/live_tokens.py)
 
 Names that may hold a slash (pools, resource names, cooldown subjects and
 models) are percent-encoded into one path segment.
@@ -88,6 +89,9 @@ class Layout:
 
     def admitted(self, instance: str) -> str:
         return f"{self.prefix}admitted/{instance}"
+
+    def live_token(self, stored_hash: str) -> str:
+        return f"{self.prefix}live_tokens/{stored_hash}"
 
     def member(self, replica_id: str) -> str:
         return f"{self.prefix}members/{replica_id}"

@@ -63,6 +63,9 @@ class KeyringSettings(BaseSettings):
     # Leases granted on a lease stream that ended (its edge went away or gave up on this replica) are reclaimed
     # this long after the stream ended, unless a release (re-sent by the edge on a new stream) comes first.
     stream_lease_grace_s: float = Field(default=15.0, ge=0)
+    # A Live session's lease (issue 20) lives this long without a renew; the edge renews it every third of it.
+    # An edge that dies leaves its sessions' leases to be reclaimed within it (counted as calls of unknown outcome).
+    session_lease_ttl_s: float = Field(default=30.0, gt=0, le=600)
     # The largest input-token estimate an edge may reserve for one lease (tokens-per-minute pacing); a larger
     # one is clamped to it and counted (keyring_input_estimates_clamped_total): an edge is trusted only as far
     # as a lease. Default: twice the largest Gemini input window (1,048,576 tokens).

@@ -57,6 +57,9 @@ _POLICY_FIELDS = {
     "quota_requests_per_minute": "quota_requests_per_minute",
     "quota_requests_per_day": "quota_requests_per_day",
     "quota_input_tokens_per_minute": "quota_input_tokens_per_minute",
+    "live_sessions_per_project": "live_sessions_per_project",
+    "live_sessions_per_key": "live_sessions_per_key",
+    "live_sessions_per_token": "live_sessions_per_token",
 }
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
@@ -49,13 +50,15 @@ from .domain.decisions import Decision
 from .domain.demand import LeaseRequest
 from .domain.errors import FailedPrecondition, KeyringError, NotReady
 from .domain.lease_ids import LeaseSigner
-from .domain.leasing import LeaseBook
+from .domain.leasing import LeaseBook, LeaseRecord
 from .domain.limits import QuotaRow, quota_rows
 from .domain.limits import learnt as learnt_limits
+from .domain.live_tokens import Grants
 from .domain.models import Outcome, Policy, Transport
 from .domain.policy import blames_key, is_routine_success, judge
 from .domain.usage import Call, RecentIds
 from .ledger import UsageLedger
+from .live_tokens import LiveTokens
 from .sealing import SecretBox
 from .write_behind import WriteBehind
 from .writer import StateWriter
@@ -129,6 +132,9 @@ class LeaseDesk:
         # Outcomes blaming a key judged per caller identity and minute (KEYRING_KEY_BLAMES_PER_MINUTE, server.py).
         self.blames = BlameBudget(DEFAULT_KEY_BLAMES_PER_MINUTE)
         self._last_stamp = 0.0
+        # Browser tokens for Live sessions; their grants are checked by any replica sharing the signing key.
+        grants = Grants(signer or LeaseSigner(secrets.token_bytes(32)))
+        self.live_tokens = LiveTokens(cache.view, cache.layout, writer, self.allocator, grants, box.tokens, clock)
 
     @property
     def leases_in_flight(self) -> int:
@@ -168,6 +174,13 @@ class LeaseDesk:
             raise
         self.observer.lease_granted(grant.pool.name)
         return grant, self.secret_of(grant.key.key_id, grant.key.sealed_secret)
+
+    def renew(self, lease_id: str) -> LeaseRecord | None:
+        """Keep a Live session's lease (``Allocator.renew``); None: not held here, the edge ends the session.
+
+        Renewed while draining too: a stopping replica grants nothing new but keeps what it holds.
+        """
+        return self.allocator.renew(lease_id, self._clock())
 
     async def read_affinity(self, miss: AffinityMiss) -> None:
         """Read the records an acquire missed from the store into the view (the watch may not have brought them)."""

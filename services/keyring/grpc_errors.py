@@ -97,6 +97,9 @@ def stream_error(call_id: int, error: errors.KeyringError) -> pb.LeaseResult:
     return pb.LeaseResult(
         id=call_id,
         error=pb.StreamError(
-            code=status_code_of(error).value[0], message=str(error), retry_after_ms=retry_after_ms(error)
+            code=status_code_of(error).value[0],
+            message=str(error),
+            retry_after_ms=retry_after_ms(error),
+            reason=error.reason if isinstance(error, errors.NoKeyAvailable) else "",
         ),
     )

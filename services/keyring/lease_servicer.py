@@ -1,5 +1,11 @@
 """The lease service: protobuf in, the lease desk, protobuf out.
 
+Live sessions (issue 20, the contract in the proto's "Live sessions"): an
+acquire with ``session`` is a held lease, kept by ``renew`` calls on the
+stream (a renew on a new stream adopts the lease into it, so it is orphaned
+with that stream); browser tokens are minted and redeemed through
+``live_tokens.py``, each answered alone once its write is committed.
+
 A lease stream answers each batch (acquires, token checks, releases) at once
 from memory: a release gives its slot back, counts the call and learns from
 the outcome (the decision holds in memory at once and is written behind, see
@@ -90,9 +96,15 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
 
     def _lease_request(self, request: pb.AcquireRequest) -> LeaseRequest:
         """The wire's acquire as one value (``domain/demand.py``), checked and its estimate clamped, once per call."""
-        _validated_hash(request.token_hash)
         if len(request.model) > MAX_MODEL_NAME or len(request.exclude_key_ids) > MAX_EXCLUDED:
             raise InvalidArgument("model name or exclusion list too long")
+        if request.session_grant:
+            if not request.session or len(request.session_grant) > MAX_MODEL_NAME:
+                raise InvalidArgument("a session grant leases only a session (AcquireRequest.session)")
+            holder = self._desk.live_tokens.grant_holder(request.session_grant, request.model)
+        else:
+            _validated_hash(request.token_hash)
+            holder = ""
         return LeaseRequest(
             request.token_hash,
             model_id(request.model),
@@ -101,6 +113,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             frozenset(request.exclude_projects) if request.exclude_projects else _NONE,
             self._estimate(request),
             request.binds,
+            request.session,
+            holder,
         )
 
     def _acquire(self, request: LeaseRequest, traceparent: str = "", final: bool = True) -> pb.AcquireResponse:
@@ -125,6 +139,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 pool=grant.pool.name,
                 expires_at_ms=convert.ms(lease.expires_at),
                 egress_slot=int(grant.key.key_id[2:10], 16),
+                renew_every_ms=convert.ms((lease.expires_at - lease.granted_at) / 3) if lease.session else 0,
             ),
             allowed_models=list(grant.pool.allowed_models),
         )
@@ -154,6 +169,46 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
     ) -> pb.CheckTokenResponse:
         with _span("keyring.v1.LeaseService/CheckToken", _traceparent(context)):
             return self._check_token(request)
+
+    def _renew(self, request: pb.RenewRequest) -> pb.RenewResponse:
+        lease = self._desk.renew(request.lease_id)
+        if lease is None:
+            return pb.RenewResponse(held=False)
+        return pb.RenewResponse(held=True, expires_at_ms=convert.ms(lease.expires_at))
+
+    async def _mint(self, request: pb.MintSessionTokenRequest) -> pb.MintSessionTokenResponse:
+        if len(request.model) > MAX_MODEL_NAME:
+            raise InvalidArgument("model name too long")
+        minted = await self._desk.live_tokens.mint(
+            _validated_hash(request.token_hash), request.model, request.ttl_ms / 1000, request.uses
+        )
+        record = minted.record
+        return pb.MintSessionTokenResponse(
+            token=minted.token, expires_at_ms=convert.ms(record.expires_at), model=record.model, uses=record.uses
+        )
+
+    async def _redeem(self, request: pb.RedeemSessionTokenRequest) -> pb.RedeemSessionTokenResponse:
+        if len(request.model) > MAX_MODEL_NAME:
+            raise InvalidArgument("model name too long")
+        redeemed = await self._desk.live_tokens.redeem(request.token, request.model, request.resumption)
+        return pb.RedeemSessionTokenResponse(
+            pool=redeemed.pool, model=redeemed.model, grant=redeemed.grant,
+            expires_at_ms=convert.ms(redeemed.expires_at),
+        )  # fmt: skip
+
+    @domain_errors
+    async def MintSessionToken(
+        self, request: pb.MintSessionTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MintSessionTokenResponse:
+        with _span("keyring.v1.LeaseService/MintSessionToken", _traceparent(context)):
+            return await self._mint(request)
+
+    @domain_errors
+    async def RedeemSessionToken(
+        self, request: pb.RedeemSessionTokenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RedeemSessionTokenResponse:
+        with _span("keyring.v1.LeaseService/RedeemSessionToken", _traceparent(context)):
+            return await self._redeem(request)
 
     def _release(
         self, release: pb.ReleaseRequest, traceparent: str, identity: str
@@ -226,6 +281,23 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 result = stream_error(call_id, error)
             replies.send([result])
 
+        async def minted_then_answer(call: pb.LeaseCall) -> None:
+            try:
+                with _span("keyring.v1.LeaseService/MintSessionToken", call.traceparent):
+                    result = pb.LeaseResult(id=call.id, mint_session_token=await self._mint(call.mint_session_token))
+            except KeyringError as error:
+                result = stream_error(call.id, error)
+            replies.send([result])
+
+        async def redeemed_then_answer(call: pb.LeaseCall) -> None:
+            try:
+                with _span("keyring.v1.LeaseService/RedeemSessionToken", call.traceparent):
+                    redeemed = await self._redeem(call.redeem_session_token)
+                result = pb.LeaseResult(id=call.id, redeem_session_token=redeemed)
+            except KeyringError as error:
+                result = stream_error(call.id, error)
+            replies.send([result])
+
         async def read_then_acquire(call: pb.LeaseCall, request: LeaseRequest, miss: AffinityMiss) -> None:
             try:
                 acquired = await self._acquire_after_read(request, call.traceparent, miss)
@@ -265,6 +337,15 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                                 continue
                             granted.add(acquired.lease.lease_id)
                             results.append(pb.LeaseResult(id=call.id, acquire=acquired))
+                        elif call.HasField("renew"):
+                            renewed = self._renew(call.renew)
+                            if renewed.held:  # adopted: orphaned with this stream if the edge goes away
+                                granted.add(call.renew.lease_id)
+                            results.append(pb.LeaseResult(id=call.id, renew=renewed))
+                        elif call.HasField("mint_session_token"):
+                            later(minted_then_answer(call))
+                        elif call.HasField("redeem_session_token"):
+                            later(redeemed_then_answer(call))
                         elif call.HasField("check_token"):
                             with _span("keyring.v1.LeaseService/CheckToken", call.traceparent):
                                 checked = self._check_token(call.check_token)

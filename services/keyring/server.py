@@ -109,6 +109,7 @@ def create_server(
         lease_key=settings.lease_key(),
     )
     keyring.desk.allocator.binding_caps = BindingCaps(settings.affinity_max_per_pool, settings.affinity_max_per_token)
+    keyring.desk.allocator.session_ttl_s = settings.session_lease_ttl_s
     administration = Administration(
         keyring, key_pattern=settings.key_pattern, max_keys_per_import=settings.max_keys_per_import
     )

@@ -92,6 +92,15 @@ class StateWriter:
             self._cache.apply(write.key, write.value, revision)
         return True
 
+    async def commit_raw(self, writes: Sequence[Write]) -> bool:
+        """Raw records (no ``Record``: a browser token) written atomically, guards as given; False when one lost."""
+        revision = await self._call(self._store.commit(list(writes)))
+        if revision is None:
+            return False
+        for write in writes:
+            self._cache.apply(write.key, write.value, revision)
+        return True
+
     async def write_unguarded(self, path: str, value: bytes | None) -> None:
         """Put (or delete, ``value is None``) a record only this replica writes: usage, audit."""
         await self.write_all_unguarded([(path, value)])

@@ -10,6 +10,15 @@ A call naming project-bound resources (``affinity``) is leased their owner
 key first, else a key of the owner's project, never another (the rules:
 ``affinity.py``); ``exclude_projects`` skips whole projects. Both are looked
 at only when given: a call without them costs what it always did.
+
+A Live session (``request.session``, issue 20) is a lease held for the whole
+session and renewed (``renew``); it counts against the pool's session caps
+(per project, key and client token, all replicas together: each replica
+holds its ``share``, as for in-flight caps) and not against the key's
+in-flight count. A key whose project or itself holds its cap is passed
+over for another with room; none left: ``NoKeyAvailable`` with the reason
+``LIVE_SESSIONS`` (or ``LIVE_SESSIONS_PER_TOKEN``), which the edge renders
+as a clear refusal.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from .budgets import BudgetMeter
 from .demand import LeaseRequest
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
-from .leasing import LeaseBook, LeaseRecord, SlidingWindow, share
+from .leasing import LeaseBook, LeaseRecord, SlidingWindow, session_subjects, share
 from .limits import QuotaCounter, has_operator_limits
 from .models import ClientToken, KeyState, Pool, UpstreamKey
 from .selection import Eligible, pick
@@ -34,6 +43,11 @@ from .view import KeyringView
 
 # When only in-flight caps block, a slot usually frees within this long.
 _IN_FLIGHT_RETRY_S = 1.0
+# Sessions last minutes: a refusal for a session cap suggests trying again after this long.
+_SESSION_RETRY_S = 5.0
+SESSIONS_FULL = "LIVE_SESSIONS"  # every project or key of the pool holds its cap of sessions
+SESSIONS_PER_TOKEN = "LIVE_SESSIONS_PER_TOKEN"  # the client token holds its cap
+DEFAULT_SESSION_TTL_S = 30.0
 # A project's pacing for one call (``Allocator._pacing``).
 _FITS, _SPENT, _TOO_LARGE = 0, 1, 2
 
@@ -79,6 +93,8 @@ class Allocator:
         self.quotas = QuotaCounter()
         # Live affinity records a pool and a token may hold (KEYRING_AFFINITY_MAX_PER_POOL / _PER_TOKEN).
         self.binding_caps = BindingCaps()
+        # A session lease's life without a renew (KEYRING_SESSION_LEASE_TTL_S).
+        self.session_ttl_s = DEFAULT_SESSION_TTL_S
         self._granted = False  # since the last ``published``
         self._departed_from: tuple[int, Collection[str]] | None = None  # what departed admissions were read from
 
@@ -136,7 +152,10 @@ class Allocator:
         of bindings, before any upstream call (``affinity.check_room``).
         """
         model = request.model
-        token, pool = self.authenticate(request.token_hash, now)
+        if request.grant_token_id:
+            token, pool = self.authenticate_id(request.grant_token_id, now)
+        else:
+            token, pool = self.authenticate(request.token_hash, now)
         if not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
         replicas = self._replicas()
@@ -166,17 +185,67 @@ class Allocator:
             place = _Placement(owner, key_filter(owner, request.exclude_projects))
         if request.binds:
             check_room(self._view.bound, pool.name, token.token_id, 1, self.binding_caps)
-        key = self._choose(pool, request, place, replicas, now)
+        if request.session:
+            cap = share(pool.policy.live_sessions_per_token, replicas)
+            if cap and self._book.sessions(f"token:{token.token_id}") >= cap:
+                raise NoKeyAvailable(
+                    "the client token holds its cap of Live sessions", _SESSION_RETRY_S, pool.name, SESSIONS_PER_TOKEN
+                )
+        key = self._choose(pool, request, place, replicas, now, token.token_id)
         if key is None:
+            if request.session and self._sessions_full(pool, request, replicas, now):
+                raise NoKeyAvailable(
+                    f"every project of pool {pool.name!r} holds its cap of Live sessions; try again later",
+                    _SESSION_RETRY_S, pool.name, SESSIONS_FULL,
+                )  # fmt: skip
             raise self._nothing_eligible(pool, request, place.only, replicas, now)
         self._token_minutes.add(token.token_id, now)
         if token.budgets:
             self.budgets.add_request(token.token_id, token.budgets, model, now)
         self._key_minutes.add(key.key_id, now)
         self._granted = True
-        lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
+        if request.session:
+            lease = self._book.grant(
+                key.key_id, pool.name, model, self.session_ttl_s, now, token.token_id, session=True, project=key.project
+            )
+        else:
+            lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
         self.quotas.reserve(lease.lease_id, key.project, model, now, request.input_tokens)
         return Grant(lease, key, pool)
+
+    def authenticate_id(self, token_id: str, now: float) -> tuple[ClientToken, Pool]:
+        """``authenticate`` for a client token known by its id (a redeemed browser token's, ``live_tokens.py``)."""
+        token = self._view.tokens.get(token_id)
+        if token is None or not token.usable(now):
+            raise Unauthenticated("the browser token's client token is unknown, expired or revoked")
+        pool = self._view.pools.get(token.pool)
+        if pool is None:
+            raise Unauthenticated("the client token's pool no longer exists")
+        return token, pool
+
+    def renew(self, lease_id: str, now: float) -> LeaseRecord | None:
+        """Keep a session lease another ``session_ttl_s``; None: no session lease of that id is held here."""
+        return self._book.renew(lease_id, now + self.session_ttl_s)
+
+    def _session_room(self, key: UpstreamKey, pool: Pool, token_id: str, replicas: int) -> bool:
+        """Whether this replica's share of the pool's per-key and per-project session caps leaves room on ``key``."""
+        policy = pool.policy
+        key_subject, project_subject, _ = session_subjects(key.key_id, key.project, token_id)
+        per_key = share(policy.live_sessions_per_key, replicas)
+        if per_key and self._book.sessions(key_subject) >= per_key:
+            return False
+        per_project = share(policy.live_sessions_per_project, replicas)
+        return not (per_project and self._book.sessions(project_subject) >= per_project)
+
+    def _sessions_full(self, pool: Pool, request: LeaseRequest, replicas: int, now: float) -> bool:
+        """Whether a session found no key because of session caps: some usable key of the pool has no room."""
+        if not (pool.policy.live_sessions_per_key or pool.policy.live_sessions_per_project):
+            return False
+        return any(
+            key.leasable_state(now) and key.key_id not in request.exclude
+            and not self._session_room(key, pool, "", replicas)
+            for key in self._view.keys_of(pool.name)
+        )  # fmt: skip
 
     def _account_departed(self) -> None:
         """Take in what departed instances published they admitted; redone only when the records or members change."""
@@ -241,7 +310,7 @@ class Allocator:
             self.budgets.add_tokens(token_id, token.budgets, model, tokens, now)
 
     def _choose(
-        self, pool: Pool, request: LeaseRequest, place: _Placement, replicas: int, now: float
+        self, pool: Pool, request: LeaseRequest, place: _Placement, replicas: int, now: float, token_id: str = ""
     ) -> UpstreamKey | None:
         """The key to lease, or None.
 
@@ -263,10 +332,13 @@ class Allocator:
         pacing = bool(limits) or has_operator_limits(pool.policy)
         paced: dict[str, int] = {}  # project -> _FITS, _SPENT or _TOO_LARGE (one look per project per acquire)
         lenient = False  # the second pass: projects too small for the call count as fitting
+        session = request.session and bool(pool.policy.live_sessions_per_key or pool.policy.live_sessions_per_project)
 
         def eligible(key_id: str) -> bool:
             key = keys[key_id]
             if key_id in exclude or not key.leasable_state(now):
+                return False
+            if session and not self._session_room(key, pool, token_id, replicas):
                 return False
             if key.project and pacing:
                 state = paced.get(key.project)
@@ -278,7 +350,7 @@ class Allocator:
                 cooldown = cooldowns.get(subject)
                 if cooldown is not None and cooldown.until > now:
                     return False
-            if cap and self._book.in_flight(key_id) >= cap:
+            if cap and not request.session and self._book.in_flight(key_id) >= cap:
                 return False
             if departed:
                 return key_minutes.allows(key_id, key_minutes.limit_for(key_id, rpm, replicas, now), now)

@@ -20,3 +20,6 @@ class LeaseRequest:
     exclude_projects: frozenset[str] = frozenset()  # projects a list call has already covered
     input_tokens: int = 0  # the edge's estimate of the call's input (0: unknown), already clamped
     binds: bool = False  # the call creates a resource its release will bind (refused when bindings are full)
+    session: bool = False  # a Live session: a held, renewed lease under the pool's session caps (allocator.py)
+    # A redeemed browser token's client token (its grant checked by the servicer): leased instead of token_hash.
+    grant_token_id: str = ""

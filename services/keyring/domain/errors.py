@@ -55,9 +55,13 @@ class NotReady(KeyringError):
 
 
 class NoKeyAvailable(KeyringError):
-    """No key is eligible; ``retry_after_s`` is the time until the soonest one frees up."""
+    """No key is eligible; ``retry_after_s`` is the time until the soonest one frees up.
 
-    def __init__(self, message: str, retry_after_s: float, pool: str = "") -> None:
+    ``reason``: a cause the edge renders specially (the proto's ``StreamError.reason``), e.g. a session cap.
+    """
+
+    def __init__(self, message: str, retry_after_s: float, pool: str = "", reason: str = "") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.pool = pool
+        self.reason = reason

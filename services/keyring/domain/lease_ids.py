@@ -41,6 +41,11 @@ class LeaseSigner:
         expires_ms = int(expires_at * 1000)
         return f"{base}.{expires_ms}.{self._mac(base, key_id, model, expires_ms)}"
 
+    def mac(self, purpose: str, *parts: str) -> str:
+        """A MAC of ``parts`` for another ``purpose`` under the same shared key (a session grant: ``live_tokens``)."""
+        message = "\x00".join((purpose, *parts)).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_MAC_HEX]
+
     def vouches(self, lease_id: str, key_id: str, model: str, now: float) -> bool:
         """True when some replica granted ``lease_id`` for exactly this key and model, not long ago."""
         base, _, rest = lease_id.rpartition(".")

@@ -28,6 +28,15 @@ class LeaseRecord:
     granted_at: float
     expires_at: float
     token_id: str = ""
+    # A Live session (issue 20): held until released, renewed (``LeaseBook.renew``), counted against the
+    # session caps of its key, project and token (``session_subjects``) instead of the key's in-flight count.
+    session: bool = False
+    project: str = ""
+
+
+def session_subjects(key_id: str, project: str, token_id: str) -> tuple[str, str, str]:
+    """What a session lease counts against: its key, its project (the key itself without one), its token."""
+    return f"key:{key_id}", f"project:{project}" if project else f"project-of-key:{key_id}", f"token:{token_id}"
 
 
 def share(total: int, replicas: int) -> int:
@@ -141,6 +150,7 @@ class LeaseBook:
         self._sequence = itertools.count(1)
         self._leases: dict[str, LeaseRecord] = {}
         self._in_flight: dict[str, int] = {}
+        self._sessions: dict[str, int] = {}  # session leases held per ``session_subjects`` subject
         self._expiry: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
@@ -154,13 +164,32 @@ class LeaseBook:
     def in_flight(self, key_id: str) -> int:
         return self._in_flight.get(key_id, 0)
 
-    def grant(self, key_id: str, pool: str, model: str, ttl_s: float, now: float, token_id: str = "") -> LeaseRecord:
+    def sessions(self, subject: str) -> int:
+        """Session leases held here against a ``session_subjects`` subject."""
+        return self._sessions.get(subject, 0)
+
+    def grant(
+        self,
+        key_id: str,
+        pool: str,
+        model: str,
+        ttl_s: float,
+        now: float,
+        token_id: str = "",
+        *,
+        session: bool = False,
+        project: str = "",
+    ) -> LeaseRecord:
         lease_id = f"{self._prefix}.{next(self._sequence)}"
         if self.signer is not None:
             lease_id = self.signer.sign(lease_id, key_id, model, now + ttl_s)
-        lease = LeaseRecord(lease_id, key_id, pool, model, now, now + ttl_s, token_id)
+        lease = LeaseRecord(lease_id, key_id, pool, model, now, now + ttl_s, token_id, session, project)
         self._leases[lease.lease_id] = lease
-        self._in_flight[key_id] = self._in_flight.get(key_id, 0) + 1
+        if session:
+            for subject in session_subjects(key_id, project, token_id):
+                self._sessions[subject] = self._sessions.get(subject, 0) + 1
+        else:
+            self._in_flight[key_id] = self._in_flight.get(key_id, 0) + 1
         heapq.heappush(self._expiry, (lease.expires_at, lease.lease_id))
         return lease
 
@@ -173,8 +202,23 @@ class LeaseBook:
         """Give the slot back; None when the lease is unknown or already gone."""
         lease = self._leases.pop(lease_id, None)
         if lease is not None:
-            self._return_slot(lease.key_id)
+            if lease.session:
+                self._end_session(lease)
+            else:
+                self._return_slot(lease.key_id)
             self._prune_expiry_heap()
+        return lease
+
+    def renew(self, lease_id: str, expires_at: float) -> LeaseRecord | None:
+        """A held session lease now expires at ``expires_at`` (later or sooner); None: not a session lease held here.
+
+        A lease its stream's end shortened (``shorten``) is held again: the edge renewed it on a new stream.
+        """
+        lease = self._leases.get(lease_id)
+        if lease is None or not lease.session:
+            return None
+        lease = self._leases[lease_id] = dataclasses.replace(lease, expires_at=expires_at)
+        heapq.heappush(self._expiry, (expires_at, lease_id))  # the earlier entry is skipped (``reclaim_expired``)
         return lease
 
     def shorten(self, lease_ids: Iterable[str], expires_at: float) -> int:
@@ -201,7 +245,10 @@ class LeaseBook:
         """Release every lease whose TTL passed (its edge died or forgot it)."""
         reclaimed = []
         while self._expiry and self._expiry[0][0] <= now:
-            _, lease_id = heapq.heappop(self._expiry)
+            expires_at, lease_id = heapq.heappop(self._expiry)
+            held = self._leases.get(lease_id)
+            if held is None or held.expires_at > expires_at:  # released, or renewed since this entry
+                continue
             lease = self.release(lease_id)
             if lease is not None:
                 reclaimed.append(lease)
@@ -212,6 +259,14 @@ class LeaseBook:
         if len(self._expiry) > 2 * len(self._leases) + 1024:
             self._expiry = [(lease.expires_at, lease.lease_id) for lease in self._leases.values()]
             heapq.heapify(self._expiry)
+
+    def _end_session(self, lease: LeaseRecord) -> None:
+        for subject in session_subjects(lease.key_id, lease.project, lease.token_id):
+            remaining = self._sessions[subject] - 1
+            if remaining:
+                self._sessions[subject] = remaining
+            else:
+                del self._sessions[subject]
 
     def _return_slot(self, key_id: str) -> None:
         remaining = self._in_flight[key_id] - 1

@@ -72,6 +72,10 @@ class Policy:
     quota_requests_per_minute: int = 0
     quota_requests_per_day: int = 0
     quota_input_tokens_per_minute: int = 0
+    # Concurrent Live sessions (session leases held), all replicas together; 0 = no cap (allocator.py).
+    live_sessions_per_project: int = 0
+    live_sessions_per_key: int = 0
+    live_sessions_per_token: int = 0
 
     def with_overrides(self, **overrides: float | int) -> Policy:
         """Return a copy where every truthy override replaces the default."""

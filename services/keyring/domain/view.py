@@ -33,6 +33,8 @@ class KeyringView:
         self.usage: dict[str, bytes] = {}  # by store path: one replica's bucket
         self.audit: dict[str, bytes] = {}  # by store path: sorts by time
         self.sessions: dict[str, bytes] = {}  # by store path: admin sessions ended early
+        # By store path: minted browser tokens (domain/live_tokens.py), with their revision (a redeem's guard).
+        self.live_tokens: dict[str, tuple[bytes, int]] = {}
         # What each instance published it admitted (domain/admissions.py), by instance; and a change count.
         self.admitted: dict[str, Published] = {}
         self.admitted_version = 0
