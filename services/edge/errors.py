@@ -80,8 +80,10 @@ class NoKeyFree(LeaseRefused):
 
     reason = "RESOURCE_EXHAUSTED"
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
+    def __init__(self, message: str, retry_after_s: float, cause: str = "") -> None:
         super().__init__(429, message, openai_code="rate_limit_exceeded", retry_after_s=retry_after_s)
+        # Keyring's StreamError.reason: "LIVE_SESSIONS" / "LIVE_SESSIONS_PER_TOKEN" for a session cap, else "".
+        self.cause = cause
 
 
 class InvalidLeaseRequest(LeaseRefused):

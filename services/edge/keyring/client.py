@@ -146,6 +146,7 @@ class KeyringClient:
         request = pb.AcquireRequest(
             token_hash=wanted.token_hash, model=wanted.model, exclude_key_ids=exclude,
             estimated_input_tokens=wanted.input_tokens, binds=wanted.binds,
+            session=wanted.session, session_grant=wanted.session_grant,
         )  # fmt: skip
         if wanted.affinity:
             request.affinity.extend(wanted.affinity)
@@ -170,6 +171,7 @@ class KeyringClient:
         make_call: Callable[[], pb.LeaseCall],
         names: Sequence[str] = (),
         late: Callable[[LeaseStream, pb.LeaseResult], None] | None = None,
+        hedge: bool = True,
     ) -> tuple[pb.LeaseResult, str]:
         """A call answered by the first replica able to (a fresh call per replica); (its result, that replica).
 
@@ -178,7 +180,8 @@ class KeyringClient:
         silent past its hedge delay is marked slow and the call also goes to the
         next healthy replica, the first answer winning (``late`` gets the answers
         that come after it). Waiting on one reply costs no task: ``asyncio.wait``
-        on its future, with the hedge delay as its timeout.
+        on its future, with the hedge delay as its timeout. ``hedge=False``: one replica at a time, for a
+        call that must not run twice (a browser token's redeem spends a use).
         """
         remaining = await self.replicas.rotation()
         flights: dict[asyncio.Future[pb.LeaseResult], LeaseStream] = {}
@@ -193,12 +196,14 @@ class KeyringClient:
                     sent = _send(remaining, make_call, flights, hedging=bool(flights))
                     if not flights:
                         raise KeyringUnavailable()
-                    if sent is not None and remaining:  # another replica to hedge to: wait its hedge delay first
+                    if sent is not None and remaining and hedge:  # another replica to hedge to: its hedge delay first
                         wait_s = min(wait_s, sent.health.hedge_delay_s)
                 done, _ = await asyncio.wait(flights, timeout=max(wait_s, 0), return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     if loop.time() >= deadline:
                         raise KeyringUnavailable("no keyring replica answered in time")
+                    if not hedge:
+                        continue
                     for replica in flights.values():
                         replica.overdue()
                     if not hedged:
@@ -213,7 +218,8 @@ class KeyringClient:
                         code = status_of(reply.error.code)
                         if code is grpc.StatusCode.UNAVAILABLE:
                             continue  # gone, or draining: ask another
-                        raise refusal(code, reply.error.message, reply.error.retry_after_ms / 1000, names)
+                        error = reply.error
+                        raise refusal(code, error.message, error.retry_after_ms / 1000, names, error.reason)
                     return reply, replica.address
                 send_next = not flights  # every reply so far said unavailable: the next replica
         finally:
@@ -265,6 +271,29 @@ class KeyringClient:
             reply, _ = await self._ask(partial(pb.LeaseCall, bound_names=request))
             bound.update(reply.bound_names.names)
         return bound
+
+    async def mint_session_token(
+        self, token_hash: str, model: str, ttl_s: float = 0.0, uses: int = 0
+    ) -> pb.MintSessionTokenResponse:
+        """A browser token (``auth_tokens/...``) for the client token's pool and ``model`` (keyring proto:
+        ``MintSessionTokenRequest``; 0: 60 s, one use). Refusals raised as for ``acquire``."""
+        request = pb.MintSessionTokenRequest(token_hash=token_hash, model=model, ttl_ms=round(ttl_s * 1000), uses=uses)
+        traceparent = current_traceparent()
+        reply, _ = await self._ask(lambda: pb.LeaseCall(mint_session_token=request, traceparent=traceparent))
+        return reply.mint_session_token
+
+    async def redeem_session_token(
+        self, token: str, model: str, resumption: bool = False
+    ) -> pb.RedeemSessionTokenResponse:
+        """Spend a use of a browser token for a session of ``model`` (none when ``resumption``); its ``grant``
+        goes in ``LeaseRequest.session_grant``. ``TokenRejected``: unknown, forged, spent or expired;
+        ``ModelNotAllowed``: minted for another model. Never hedged: a use is spent once."""
+        request = pb.RedeemSessionTokenRequest(token=token, model=model, resumption=resumption)
+        traceparent = current_traceparent()
+        reply, _ = await self._ask(
+            lambda: pb.LeaseCall(redeem_session_token=request, traceparent=traceparent), hedge=False
+        )
+        return reply.redeem_session_token
 
     async def _check_remote(self, token_hash: str) -> None:
         """One CheckToken round trip on the lease stream (raises keyring's refusal)."""

@@ -47,6 +47,10 @@ class LeaseRequest:
     exclude_projects: tuple[str, ...] = ()
     # The call creates a resource its settle binds: keyring refuses it (429) when the bindings are full.
     binds: bool = False
+    # A Live session: a lease held for the whole session, renewed (``HeldLease.renew``), under the session caps.
+    session: bool = False
+    # A redeemed browser token's grant (``KeyringClient.redeem_session_token``), leased instead of token_hash.
+    session_grant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,16 @@ class HeldLease:
         if bind or unbind:
             self._bindings = task
         return task
+
+    async def renew(self) -> bool:
+        """Keep a session lease (``LeaseRequest.session``) another TTL; call it every ``lease.renew_every_ms``.
+
+        True: keyring still holds it. False: it is not held any more (expired, reclaimed, released): end the
+        session. ``KeyringUnavailable``: its granting replica could not be asked now; try again at the next tick.
+        """
+        if self.released:
+            return False
+        return await self._releases.renew(self)
 
     async def committed(self) -> bool:
         """Wait until keyring committed the bindings this lease's release carried (True when it carried none).

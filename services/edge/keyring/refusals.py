@@ -31,18 +31,21 @@ def status_of(number: int) -> grpc.StatusCode:
     return _CODES.get(number, grpc.StatusCode.UNKNOWN)
 
 
-def refusal(code: grpc.StatusCode, message: str, retry_after_s: float = 0.0, names: Sequence[str] = ()) -> LeaseRefused:
+def refusal(
+    code: grpc.StatusCode, message: str, retry_after_s: float = 0.0, names: Sequence[str] = (), cause: str = ""
+) -> LeaseRefused:
     """Keyring's refusal of a call as the edge exception that answers the client.
 
     ``names``: the resources the call named (affinity); NOT_FOUND says the
-    pool knows no owner of them, a 404 with no upstream call.
+    pool knows no owner of them, a 404 with no upstream call. ``cause``: the
+    refusal's ``StreamError.reason`` (a Live session cap), kept on ``NoKeyFree``.
     """
     if code is grpc.StatusCode.UNAUTHENTICATED:
         return TokenRejected()
     if code is grpc.StatusCode.PERMISSION_DENIED:
         return ModelNotAllowed(message)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return NoKeyFree(message, retry_after_s)
+        return NoKeyFree(message, retry_after_s, cause)
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidLeaseRequest(message)
     if code is grpc.StatusCode.NOT_FOUND:

@@ -69,6 +69,19 @@ class Releases:
             task.add_done_callback(self._in_flight.discard)
             return task
 
+    async def renew(self, held: HeldLease) -> bool:
+        """A session lease renewed on its granting replica, the one that holds it (``HeldLease.renew``)."""
+        replica = self._replicas.get(held.replica)
+        if replica is None:
+            raise KeyringUnavailable(f"keyring replica {held.replica} is no longer named")
+        call = pb.LeaseCall(renew=pb.RenewRequest(lease_id=held.lease.lease_id), traceparent=current_traceparent())
+        reply = await replica.call(call, self._timeout_s)
+        if reply.HasField("error"):
+            if status_of(reply.error.code) is grpc.StatusCode.UNAVAILABLE:
+                raise KeyringUnavailable(reply.error.message)
+            return False  # a keyring that does not know renew holds no session lease
+        return reply.renew.held
+
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded) for the releases still being delivered."""
         if self._in_flight:
