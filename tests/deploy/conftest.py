@@ -186,3 +186,42 @@ def container_env(manifests: tuple[Manifest, ...], container: Mapping[str, Any])
         elif "valueFrom" in item:
             env[item["name"]] = "<from " + ",".join(item["valueFrom"]) + ">"
     return env
+
+
+# --------------------------------------------------------------------- helm
+CHART = ROOT / "deploy" / "helm" / "keyring"
+# Values files layered over the chart's defaults, by profile name ("default": none).
+CHART_PROFILES: Mapping[str, tuple[str, ...]] = {
+    "default": (),
+    "dev": ("dev.yaml",),
+    "prod": ("prod.yaml",),
+    "external-etcd": ("prod.yaml", "external-etcd.yaml"),
+}
+
+
+def helm_binary() -> str | None:
+    """helm next to this interpreter (scripts/install_helm.py puts it there), then on PATH."""
+    venv_helm = Path(sys.executable).parent / "helm"
+    if venv_helm.is_file() and os.access(venv_helm, os.X_OK):
+        return str(venv_helm)
+    return shutil.which("helm")
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = helm_binary()
+    if binary is None:
+        pytest.skip("helm is not installed (scripts/setup.sh dev runs scripts/install_helm.py)")
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def profile_args(profile: str) -> list[str]:
+    return [arg for name in CHART_PROFILES[profile] for arg in ("-f", str(CHART / "profiles" / name))]
+
+
+@cache
+def render_chart(profile: str, *sets: str) -> tuple[Manifest, ...]:
+    """``helm template keyring`` of the chart with a profile (and ``--set`` overrides)."""
+    extra = [arg for item in sets for arg in ("--set", item)]
+    done = helm("template", "keyring", str(CHART), "--namespace", "keyring", *profile_args(profile), *extra)
+    assert done.returncode == 0, f"helm template ({profile}) failed:\n{done.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
