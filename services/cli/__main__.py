@@ -73,7 +73,11 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO, env: Mapping[str, str], s
     try:
         return _run(list(argv), out, env, stdin or sys.stdin)
     except CliError as error:
-        print(f"{PROG}: {' '.join(redact(error.message).split())}", file=err)
+        message = redact(error.message)
+        token = env.get("KEYRINGCTL_TOKEN", "").strip()
+        if len(token) >= 4:  # typed as an argument by mistake, it comes back in argparse's message
+            message = message.replace(token, "[the admin token]")
+        print(f"{PROG}: {' '.join(message.split())}", file=err)
         return error.code
     except SystemExit as done:  # --help, --version
         return done.code if isinstance(done.code, int) else OK

@@ -101,6 +101,5 @@ def _show(ctx: Context, pool: dict[str, Any]) -> int:
                        ("strategy", pool["strategy"]), ("allowed models", pool["allowed_models"] or "any"),
                        ("created", pool["created_at"])])
     ctx.output.line("policy:")
-    ctx.output.table([{"name": name, "value": value} for name, value in pool["policy"].items()],
-                     [("  NAME", lambda row: "  " + row["name"]), ("VALUE", "value")])
+    ctx.output.fields([(f"  {name}", value) for name, value in pool["policy"].items()])
     return 0
