@@ -21,6 +21,7 @@ from aiohttp import web
 from services.common.metrics_http import metrics_response
 from services.common.serving import start_app
 
+from . import live
 from .config import EdgeSettings
 from .context import EDGE, Edge
 from .dialects import gemini, openai
@@ -176,6 +177,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     for method, path, dialect, handler in ROUTES:
         add_route(app, method, path, handler, dialect)
+    live.add_routes(app, app[METRICS])
 
 
 async def start_edge(

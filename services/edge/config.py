@@ -141,6 +141,16 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     https_key_file: str = ""
     https_port: int = Field(default=8443, ge=0, le=65535)
 
+    # --- Live API sessions (README "Live API sessions"; services/edge/live/) ---
+    # The client's first frame (setup) must arrive this long after the upgrade, or the socket is closed (1007).
+    live_setup_timeout_s: float = Field(default=10.0, gt=0)
+    # A session with no frame either way for this long is closed (1008); pings do not count.
+    live_idle_timeout_s: float = Field(default=300.0, gt=0)
+    # The longest session the edge relays (Google closes its own at about 10 min per connection, 58 min at most).
+    live_max_duration_s: float = Field(default=3600.0, gt=0)
+    # A frame larger than this, either way, closes the session with 1009 (each session buffers one frame at most).
+    live_max_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
     # --- Service identity: mutual TLS to keyring (README "Configuration"): KeyringClientTLS's fields ---
 
     @field_validator("public_base_url")

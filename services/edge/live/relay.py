@@ -1,0 +1,339 @@
+"""One Live session on one leased key: the upstream socket opened, frames relayed both ways, the lease kept.
+
+``Relay.run`` is what the attempt loop (``forwarding.attempts``) runs with
+each key it leases::
+
+    open the upstream socket with the key (x-goog-api-key, the one credential)
+      -> send the client's setup frame, wait for the first upstream frame
+      -> a close before setupComplete: an ``UpstreamError`` (another key when
+         its kind says so: a bad key, a project at its session cap, trouble)
+      -> setupComplete: committed; relay until either side closes, renewing
+         the lease every ``renew_every_ms``; ``attempt.outcome`` the session's
+
+Frames keep their type (text stays text, binary binary). The upstream's
+frames are scrubbed of the leased key before the client sees them (of every
+key shape too, unless the frame carries media: base64 audio can look like a
+key, and a mask would corrupt it); its close code and reason are passed on
+verbatim; a cut upstream cuts the client (it sees 1006 as from Google).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from opentelemetry import trace
+from prometheus_client import Counter
+
+from services.common.answers import Transport, UpstreamError
+from services.common.masking import mask, scrub
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+
+from ..keyring import CANCELLED
+from ..upstream import Attempt, error_outcome, ok_outcome, transport_failure
+from .metrics import LiveMetrics
+from .protocol import ABNORMAL, INTERNAL, NORMAL, UNAVAILABLE, Seen, close_error, cut_reason
+
+log = logging.getLogger(__name__)
+
+_UNSENDABLE: Final = frozenset({1005, 1006, 1015})  # reserved: never in a close frame
+_CLOSED: Final = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    setup_timeout_s: float
+    idle_timeout_s: float
+    max_duration_s: float
+    max_frame_bytes: int
+    connect_timeout_s: float
+
+
+@dataclass(slots=True)
+class Ending:
+    """How a session ended: the cause (a metric label), the close the client got, and whether it was cut."""
+
+    cause: str
+    code: int
+    reason: str = ""
+
+
+class Relay:
+    """The client's socket (accepted, its setup frame read) and what each attempt needs to serve it."""
+
+    def __init__(
+        self,
+        client: web.WebSocketResponse,
+        request: web.Request,
+        setup_frame: str | bytes,
+        model: str,
+        url: str,
+        headers: dict[str, str],
+        limits: Limits,
+        metrics: LiveMetrics,
+    ) -> None:
+        self.client = client
+        self.request = request
+        self.setup_frame = setup_frame
+        self.model = model
+        self.url = url
+        self.headers = headers
+        self.limits = limits
+        self.metrics = metrics
+        self.seen = Seen()
+        # The last close an upstream gave before setupComplete: what the client gets if no key does better.
+        self.refused: Ending | None = None
+        self.ending: Ending | None = None
+        self.started = 0.0
+        self.last_frame = 0.0
+
+    async def run(self, attempt: Attempt, request: web.Request) -> Ending | UpstreamError:
+        """One key's try (``forwarding.Run``): the session's end, or the error that lets another key try."""
+        attempt.started = time.monotonic()
+        key = attempt.held.lease.secret
+        headers = {**self.headers, "x-goog-api-key": key}
+        session = attempt.upstream.session
+        try:
+            async with asyncio.timeout(self.limits.connect_timeout_s):
+                upstream = await session.ws_connect(
+                    self.url,
+                    headers=headers,
+                    proxy=attempt.upstream.proxy_for(attempt.held.lease),
+                    max_msg_size=self.limits.max_frame_bytes,
+                    autoping=True,
+                    autoclose=True,
+                    compress=0,
+                )
+        except aiohttp.WSServerHandshakeError as refused:
+            error = UpstreamError(refused.status, "UNAVAILABLE", f"the upstream refused the upgrade ({refused.status})")
+            return self._before_setup(attempt, error, Ending("upstream", INTERNAL, UNAVAILABLE))
+        except (TimeoutError, aiohttp.ClientError, OSError) as failed:
+            return self._before_setup(attempt, transport_failure(failed), Ending("upstream", INTERNAL, UNAVAILABLE))
+        try:
+            return await self._serve(attempt, upstream, key)
+        finally:
+            if not upstream.closed:
+                with contextlib.suppress(Exception):
+                    await upstream.close()
+
+    def _before_setup(self, attempt: Attempt, error: UpstreamError, ending: Ending) -> UpstreamError:
+        attempt.outcome = error_outcome(error, _ms(attempt.started))
+        if error.transport is not Transport.OK:
+            attempt.outcome.transport = pb.Outcome.TRANSPORT_CONNECTION
+        self.refused = ending
+        return error
+
+    async def _serve(
+        self, attempt: Attempt, upstream: aiohttp.ClientWebSocketResponse, key: str
+    ) -> Ending | UpstreamError:
+        frame = self.setup_frame
+        await (upstream.send_str(frame) if isinstance(frame, str) else upstream.send_bytes(frame))
+        try:
+            first = await upstream.receive(timeout=self.limits.setup_timeout_s + self.limits.connect_timeout_s)
+        except TimeoutError as late:
+            return self._before_setup(attempt, transport_failure(late), Ending("upstream", INTERNAL, UNAVAILABLE))
+        if first.type in _CLOSED or first.type is WSMsgType.ERROR:
+            return self._closed_before_setup(attempt, upstream, first, key)
+        self.started = time.monotonic()
+        self.metrics.open.inc()
+        try:
+            if not await self._down(first, key):
+                return self._end(attempt)
+            await self._relay(attempt, upstream, key)
+            return self._end(attempt)
+        finally:
+            if attempt.outcome is CANCELLED:  # cancelled (the client cut the connection): the session still counts
+                self._ended(Ending("client", ABNORMAL))
+                self._end(attempt)
+            self.metrics.open.dec()
+            self.metrics.duration.observe(time.monotonic() - self.started)
+
+    def _closed_before_setup(
+        self, attempt: Attempt, upstream: aiohttp.ClientWebSocketResponse, message: aiohttp.WSMessage, key: str
+    ) -> UpstreamError:
+        code = upstream.close_code
+        if code is None or message.type is WSMsgType.ERROR or code == ABNORMAL:
+            return self._before_setup(
+                attempt,
+                UpstreamError(502, "UNAVAILABLE", "the upstream cut the session", transport=Transport.CONNECTION),
+                Ending("upstream_cut", INTERNAL, UNAVAILABLE),
+            )
+        reason = _scrubbed_reason(message, key)
+        error = close_error(code, reason, self.model) or UpstreamError(400, "INVALID_ARGUMENT", reason)
+        return self._before_setup(attempt, error, Ending("upstream", code, reason))
+
+    async def _relay(self, attempt: Attempt, upstream: aiohttp.ClientWebSocketResponse, key: str) -> None:
+        """Both directions until one side closes or a limit is reached (``self.ending`` says which)."""
+        self.last_frame = time.monotonic()
+        up = asyncio.ensure_future(self._pump_up(upstream))
+        down = asyncio.ensure_future(self._pump_down(upstream, key))
+        watch = asyncio.ensure_future(self._watch(attempt, upstream))
+        tasks = (up, down, watch)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.ending is not None and not self.client.closed and self.ending.code not in _UNSENDABLE:
+            with contextlib.suppress(Exception):
+                await self.client.close(code=self.ending.code, message=self.ending.reason.encode())
+
+    async def _pump_up(self, upstream: aiohttp.ClientWebSocketResponse) -> None:
+        """Client to upstream, each frame with its type; the client's close closes the upstream."""
+        while True:
+            message = await self.client.receive()
+            if message.type is WSMsgType.TEXT:
+                self._count(self.metrics.up_frames, self.metrics.up_bytes, len(message.data))
+                await upstream.send_str(message.data)
+            elif message.type is WSMsgType.BINARY:
+                self._count(self.metrics.up_frames, self.metrics.up_bytes, len(message.data))
+                await upstream.send_bytes(message.data)
+            elif message.type is WSMsgType.ERROR:  # a frame over the limit: aiohttp closed the client with 1009
+                self._ended(Ending("bad_input", self.client.close_code or 1009))
+                await upstream.close(code=NORMAL)
+                return
+            elif message.type in _CLOSED:
+                code = self.client.close_code or NORMAL
+                self._ended(Ending("client", code))
+                await upstream.close(code=code if code not in _UNSENDABLE else NORMAL)
+                return
+
+    async def _pump_down(self, upstream: aiohttp.ClientWebSocketResponse, key: str) -> None:
+        """Upstream to client until the upstream closes (its code and reason passed on) or is cut."""
+        while True:
+            message = await upstream.receive()
+            if message.type in _CLOSED or message.type is WSMsgType.ERROR:
+                code = upstream.close_code
+                if code is None or code == ABNORMAL or message.type is WSMsgType.ERROR:
+                    self._ended(Ending("upstream_cut", ABNORMAL))
+                    if self.request.transport is not None:
+                        self.request.transport.abort()  # no close frame: the client sees 1006, as from Google
+                    return
+                self._ended(Ending("upstream", code, _scrubbed_reason(message, key)))
+                return
+            if not await self._down(message, key):
+                return
+
+    async def _down(self, message: aiohttp.WSMessage, key: str) -> bool:
+        """Relay one upstream frame (read for usage and handles first); False when the client is gone."""
+        if message.type is WSMsgType.BINARY:
+            data: bytes = message.data
+            self.seen.read(data)
+            out = _scrubbed(data, key)
+            self._count(self.metrics.down_frames, self.metrics.down_bytes, len(out))
+            try:
+                await self.client.send_bytes(out)
+            except ConnectionError:
+                self._ended(Ending("client", ABNORMAL))
+                return False
+        elif message.type is WSMsgType.TEXT:
+            raw = message.data.encode()
+            self.seen.read(raw)
+            text = _scrubbed(raw, key)
+            self._count(self.metrics.down_frames, self.metrics.down_bytes, len(text))
+            try:
+                await self.client.send_str(text.decode())
+            except ConnectionError:
+                self._ended(Ending("client", ABNORMAL))
+                return False
+        return True
+
+    async def _watch(self, attempt: Attempt, upstream: aiohttp.ClientWebSocketResponse) -> None:
+        """The lease renewed while the session lives; the idle and maximum-duration limits."""
+        held = attempt.held
+        renew_every = held.lease.renew_every_ms / 1000 or None
+        next_renew = time.monotonic() + renew_every if renew_every else None
+        end_at = self.started + self.limits.max_duration_s
+        while True:
+            now = time.monotonic()
+            idle_at = self.last_frame + self.limits.idle_timeout_s
+            wake = min(t for t in (next_renew, end_at, idle_at) if t is not None)
+            await asyncio.sleep(max(0.0, wake - now))
+            now = time.monotonic()
+            if now >= end_at:
+                ending = Ending("max_duration", 1008, "The session reached its maximum duration.")
+            elif now >= self.last_frame + self.limits.idle_timeout_s:
+                ending = Ending("idle", 1008, "The session was idle for too long.")
+            elif next_renew is not None and now >= next_renew:
+                next_renew = now + (renew_every or 0)
+                if await _renewed(held.renew):
+                    continue
+                ending = Ending("lease_lost", INTERNAL, UNAVAILABLE)
+            else:
+                continue
+            self._ended(ending)
+            await upstream.close(code=NORMAL)
+            return
+
+    def _count(self, frames: Counter, size: Counter, length: int) -> None:
+        self.last_frame = time.monotonic()
+        frames.inc()
+        size.inc(length)
+
+    def _ended(self, ending: Ending) -> None:
+        if self.ending is None:
+            self.ending = ending
+
+    def _end(self, attempt: Attempt) -> Ending:
+        """The session's outcome for keyring (the keyring proto's "Live sessions", 3) and its ending."""
+        ending = self.ending or Ending("client", ABNORMAL)
+        self.ending = ending
+        tokens = (self.seen.input_tokens, self.seen.output_tokens)
+        elapsed = _ms(attempt.started)
+        error = close_error(ending.code, ending.reason, self.model) if ending.cause == "upstream" else None
+        if error is not None and error.http_status != 404:
+            outcome = error_outcome(error, elapsed)
+            outcome.input_tokens, outcome.output_tokens = tokens
+        elif ending.cause == "upstream_cut":
+            outcome = error_outcome(UpstreamError(500, "INTERNAL", "the upstream cut the session"), elapsed)
+            outcome.input_tokens, outcome.output_tokens = tokens
+        else:
+            outcome = ok_outcome(200, elapsed, tokens)
+        attempt.outcome = outcome
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "keyring.key_id": attempt.held.lease.key_id,
+                    "live.close_code": ending.code,
+                    "live.close_cause": ending.cause,
+                    "gen_ai.usage.input_tokens": tokens[0],
+                    "gen_ai.usage.output_tokens": tokens[1],
+                }
+            )
+        return ending
+
+
+async def _renewed(renew: Callable[[], Awaitable[bool]]) -> bool:
+    """Whether keyring still holds the lease; a renewal that got no answer is tried again at the next tick."""
+    try:
+        return await renew()
+    except Exception as failed:  # keyring unreachable for now: the lease lives until its TTL
+        log.info(
+            "a Live session's lease renewal got no answer (%s): tried again at the next tick", type(failed).__name__
+        )
+        return True
+
+
+def _scrubbed(data: bytes, key: str) -> bytes:
+    """``data`` without the leased key; without any key shape unless it carries media (base64 can look like one)."""
+    if b'"inlineData"' in data or b'"inline_data"' in data:
+        return data.replace(key.encode(), mask(key).encode()) if key.encode() in data else data
+    return scrub(data, key)
+
+
+def _scrubbed_reason(message: aiohttp.WSMessage, key: str) -> str:
+    reason = message.extra if message.type is WSMsgType.CLOSE and isinstance(message.extra, str) else ""
+    return cut_reason(scrub(reason.encode(), key).decode(errors="replace"))
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,274 @@
+"""The Live API through the edge (issue 20, acceptance): the official google-genai live client, changed only in base
+URL (https to the edge, its CA trusted) and token, on a pool of two projects behind two keyring replicas and two
+edges, the simulator as Google. Raw sockets (aiohttp's client, on the edges' plain listeners) send the bad input.
+
+Every test ends with no lease held on either replica: a session's lease goes back whichever side ends it.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from google import genai
+from google.genai import errors, types
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.devstack.fake_keys import fake_auth_key
+from services.edge.app import start_edge
+from services.edge.config import EdgeSettings
+from services.edge.https import serve_https
+from services.edge.live.protocol import INVALID_ARGUMENT
+from services.simulator import SimulatorState, start_simulator
+from services.simulator.live import QUOTA_MESSAGE
+from tests.e2e.conftest import eventually
+from tests.integration.conftest import Replica, StartReplica, kek, start_replica  # noqa: F401
+from tests.pki import Pki
+
+TEXT_MODEL = "gemini-3.1-flash-live-preview"
+AUDIO_MODEL = "gemini-3.8-live"
+PROJECTS = ("live-a", "live-b")
+WS = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+CONSTRAINED = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
+TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
+
+
+@dataclass
+class Live:
+    replicas: list[Replica]
+    sim: SimulatorState
+    edges: list[str]  # plain http
+    https: list[str]
+    trust: ssl.SSLContext
+    token: str
+    projects: dict[str, str]  # key -> project
+    http: aiohttp.ClientSession
+    sim_url: str
+    clients: list[genai.Client] = field(default_factory=list)
+
+    def client(self, edge: int = 0, token: str | None = None, version: str | None = None) -> Any:
+        options = types.HttpOptions(
+            base_url=self.https[edge] + "/", api_version=version, async_client_args={"ssl": self.trust}
+        )
+        client = genai.Client(api_key=token or self.token, http_options=options)
+        self.clients.append(client)
+        return client.aio
+
+    @property
+    def leases_held(self) -> int:
+        return sum(len(replica.keyring.desk.book) for replica in self.replicas)
+
+    async def no_lease_held(self) -> None:
+        await eventually(lambda: self.leases_held == 0, 5.0, "a lease is still held")
+
+    async def raw(self, path: str, first: str | bytes, edge: int = 0) -> tuple[int | None, str]:
+        """One raw socket to an edge's plain listener: the first frame sent, the close (code, reason) it gets."""
+        async with self.http.ws_connect(self.edges[edge] + path, max_msg_size=0) as ws:
+            await (ws.send_str(first) if isinstance(first, str) else ws.send_bytes(first))
+            while (message := await ws.receive(timeout=5)).type not in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                pass
+            return ws.close_code, message.extra or ""
+
+
+@pytest.fixture
+async def live(start_replica: StartReplica, pki: Pki) -> AsyncIterator[Live]:  # noqa: F811
+    replicas = [await start_replica("live-a"), await start_replica("live-b")]
+    sim_runner, sim_url, sim = await start_simulator()
+    keys = {fake_auth_key(f"live-{project}-{i}"): project for project in PROJECTS for i in range(2)}
+    for key, project in keys.items():
+        sim.set_project(key, project)
+    admin = replicas[0].admin
+    await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main", strategy=pb.ROUND_ROBIN)))
+    await admin.AddKeys(
+        pb.AddKeysRequest(pool="main", keys=[pb.KeyInput(secret=k, project=p) for k, p in keys.items()])
+    )
+    token = (await admin.CreateToken(pb.CreateTokenRequest(pool="main", name="live"))).token
+    addresses = [replica.address for replica in replicas]
+    runners, edges, https = [], [], []
+    for order in (addresses, addresses[::-1]):
+        settings = EdgeSettings(
+            keyring_addresses=",".join(order),
+            upstream_base_url=sim_url,
+            uploads=False,
+            shutdown_timeout_s=1.0,
+            https_cert_file=pki.https.cert_file,
+            https_key_file=pki.https.key_file,
+            live_max_frame_bytes=64 * 1024,
+        )
+        runner, url = await start_edge(settings, host="127.0.0.1", port=0)
+        runners.append(runner)
+        edges.append(url)
+        https.append(await serve_https(runner, settings, host="127.0.0.1", port=0) or "")
+    http = aiohttp.ClientSession()
+    trust = ssl.create_default_context(cafile=pki.https.ca_file)
+    pool = Live(replicas, sim, edges, https, trust, token, keys, http, sim_url)
+    try:
+        for edge in edges:  # both replicas' views know the token before the tests start
+            async with http.get(f"{edge}/v1beta/models", headers={"x-goog-api-key": token}) as answer:
+                assert answer.status == 200, await answer.text()
+        yield pool
+    finally:
+        for client in pool.clients:
+            await client.aio.aclose()
+        await http.close()
+        for runner in (*runners, sim_runner):
+            await runner.cleanup()
+
+
+async def turn(session: Any) -> list[types.LiveServerMessage]:
+    return [message async for message in session.receive()]
+
+
+def text_of(messages: list[types.LiveServerMessage]) -> str:
+    return "".join(
+        part.text
+        for m in messages
+        if m.server_content and m.server_content.model_turn
+        for part in m.server_content.model_turn.parts or []
+        if part.text
+    )
+
+
+def say(text: str) -> types.Content:
+    return types.Content(role="user", parts=[types.Part(text=text)])
+
+
+async def test_text_audio_and_tool_turns_through_the_edge(live: Live) -> None:
+    """google-genai 3.x's defaults (api v1, key in x-goog-api-key, base URL ending in "/": `//ws/...`)."""
+    async with live.client().live.connect(model=TEXT_MODEL, config=TEXT) as session:
+        await session.send_client_content(turns=say("Hello"))
+        messages = await turn(session)
+    assert text_of(messages) == "Simulated answer to: Hello"
+    assert messages[-1].usage_metadata and messages[-1].usage_metadata.total_token_count
+
+    audio = types.LiveConnectConfig(
+        response_modalities=[types.Modality.AUDIO], output_audio_transcription=types.AudioTranscriptionConfig()
+    )
+    async with live.client(1).live.connect(model=AUDIO_MODEL, config=audio) as session:
+        await session.send_realtime_input(audio=types.Blob(data=bytes(16_000), mime_type="audio/pcm;rate=16000"))
+        await session.send_realtime_input(audio_stream_end=True)
+        spoken = await turn(session)
+    chunks = [
+        part.inline_data
+        for m in spoken
+        if m.server_content and m.server_content.model_turn
+        for part in m.server_content.model_turn.parts or []
+        if part.inline_data
+    ]
+    assert chunks and all(blob.mime_type == "audio/pcm;rate=24000" and blob.data for blob in chunks)
+
+    weather = types.FunctionDeclaration(
+        name="get_weather",
+        parameters=types.Schema(type=types.Type.OBJECT, properties={"city": types.Schema(type=types.Type.STRING)}),
+    )
+    tools = types.LiveConnectConfig(
+        response_modalities=[types.Modality.TEXT], tools=[types.Tool(function_declarations=[weather])]
+    )
+    answered: list[types.LiveServerMessage] = []
+    async with live.client(version="v1beta").live.connect(model=TEXT_MODEL, config=tools) as session:
+        await session.send_client_content(turns=say("get weather"))
+        async for message in session.receive():
+            answered.append(message)
+            if message.tool_call and message.tool_call.function_calls:
+                call = message.tool_call.function_calls[0]
+                reply = types.FunctionResponse(id=call.id, name=call.name, response={"result": "sunny"})
+                await session.send_tool_response(function_responses=[reply])
+    assert text_of(answered) == 'Simulated answer to: [{"result":"sunny"}]'
+
+    sessions = live.sim.live.sessions()
+    assert len(sessions) == 3 and all(s.version == "v1beta" and s.key in live.projects for s in sessions)
+    # frames kept their type: the SDK's text frames arrived as text
+    assert all(s.frames_in["binary"] == 0 and s.frames_in["text"] >= 2 for s in sessions)
+    upgrades = [r for r in live.sim.requests if "/ws/" in r.path]
+    assert upgrades and all(r.query == {} and r.headers["x-goog-api-key"] in live.projects for r in upgrades)
+    assert all(live.token not in str(r.headers) for r in upgrades)  # the client token went nowhere upstream
+    await live.no_lease_held()
+
+
+async def test_resumed_session_lands_on_the_same_key_from_the_other_edge(live: Live) -> None:
+    live.sim.live.settings.handle_scope = "key"  # the simulator refuses a handle on any other key
+    config = types.LiveConnectConfig(
+        response_modalities=[types.Modality.TEXT], session_resumption=types.SessionResumptionConfig()
+    )
+    async with live.client(0).live.connect(model=TEXT_MODEL, config=config) as session:
+        await session.send_client_content(turns=say("Hello there"))
+        await turn(session)
+        async for update in session.receive():
+            assert update.session_resumption_update is not None
+            handle = update.session_resumption_update.new_handle
+            break
+    assert handle
+    await live.no_lease_held()  # released, its handle bound
+    resume = types.LiveConnectConfig(
+        response_modalities=[types.Modality.TEXT], session_resumption=types.SessionResumptionConfig(handle=handle)
+    )
+    for _ in range(2):  # round robin would otherwise move the second session to another key
+        async with live.client(1).live.connect(model=TEXT_MODEL, config=resume) as session:
+            await session.send_client_content(turns=say("And then?"))
+            assert text_of(await turn(session)) == "Simulated answer to: And then?"
+    first, *resumed = live.sim.live.sessions()[::-1]
+    assert [s.resumed_from for s in resumed] == [first.id, first.id] and {s.key for s in resumed} == {first.key}
+
+    unknown = types.LiveConnectConfig(
+        response_modalities=[types.Modality.TEXT], session_resumption=types.SessionResumptionConfig(handle="nope")
+    )
+    with pytest.raises(errors.APIError) as refused:
+        async with live.client(1).live.connect(model=TEXT_MODEL, config=unknown):
+            pass
+    assert refused.value.code == 1007 and INVALID_ARGUMENT in str(refused.value)
+    assert len(live.sim.live.sessions()) == 3  # refused at the edge: nothing went upstream
+    await live.no_lease_held()
+
+
+async def test_upstream_closes_reach_the_client_and_a_quota_close_cools_the_project(live: Live) -> None:
+    with pytest.raises(errors.APIError) as quota:
+        async with live.client().live.connect(model=TEXT_MODEL, config=TEXT) as session:
+            cooled = live.sim.live.open_sessions()[0]
+            close = {"key": cooled.key, "code": 1011, "reason": QUOTA_MESSAGE}
+            async with live.http.post(f"{live.sim_url}/_sim/live/close", json=close) as answer:
+                assert answer.status == 200
+            await turn(session)
+    assert quota.value.code == 1011 and str(quota.value).endswith(QUOTA_MESSAGE[:123])  # verbatim
+    await live.no_lease_held()
+    for _ in range(2):  # the quota close cooled that project for the model: both next sessions go to the other
+        async with live.client(1).live.connect(model=TEXT_MODEL, config=TEXT) as session:
+            await session.send_client_content(turns=say("Hi"))
+            await turn(session)
+    assert {live.projects[s.key] for s in live.sim.live.sessions()[:2]} == set(PROJECTS) - {live.projects[cooled.key]}
+
+    with pytest.raises(errors.APIError) as cut:  # an abrupt drop upstream: the client is cut too
+        async with live.client().live.connect(model=TEXT_MODEL, config=TEXT) as session:
+            dropped = live.sim.live.open_sessions()[0]
+            async with live.http.post(f"{live.sim_url}/_sim/live/close", json={"key": dropped.key, "drop": True}):
+                pass
+            await turn(session)
+    assert cut.value.code == 1006
+    await live.no_lease_held()
+
+
+async def test_bad_input_gets_googles_close_and_takes_no_lease(live: Live) -> None:
+    setup = '{"setup": {"model": "models/%s", "generationConfig": {"responseModalities": ["TEXT"]}}}'
+    query = f"?key={live.token}"
+    assert await live.raw(WS + query, '{"clientContent": {"turnComplete": true}}') == (1007, INVALID_ARGUMENT)
+    assert await live.raw(WS + query, "not json") == (1007, "Invalid JSON payload received. Unexpected token.")
+    code, reason = await live.raw(WS + query, setup % "gemini-2.5-flash", edge=1)
+    assert (code, reason.startswith("models/gemini-2.5-flash is not found for API version")) == (1008, True)
+    code, _ = await live.raw(WS + query, "x" * (64 * 1024 + 1))
+    assert code == 1009
+    assert await live.raw(WS + "?key=kr-not-a-token-of-this-pool", setup % TEXT_MODEL) == (
+        1007,
+        "API key not valid. Please pass a valid API key.",
+    )
+    code, _ = await live.raw(CONSTRAINED + "?access_token=auth_tokens/forged", setup % TEXT_MODEL)
+    assert code == 1008
+    # only the unknown model went upstream (Google's answer about it is the one passed on): nothing else did
+    assert [s.close_code for s in live.sim.live.sessions()] == [1008]
+    await live.no_lease_held()
