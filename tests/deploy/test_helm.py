@@ -255,6 +255,12 @@ def test_external_etcd_without_an_endpoint_or_its_addresses_is_a_clear_error() -
         assert done.returncode != 0 and missing in done.stderr and "is required" in done.stderr, done.stderr
 
 
+def test_a_setting_the_chart_wires_cannot_be_overridden_by_config() -> None:
+    """keyring.config.KEYRING_LEASE_IDENTITIES would otherwise be a second, silently ignored or winning, value."""
+    done = helm("template", "keyring", str(CHART), "--set", "keyring.config.KEYRING_LEASE_IDENTITIES=anyone")
+    assert done.returncode != 0 and "keyring.config.KEYRING_LEASE_IDENTITIES is set by the chart" in done.stderr
+
+
 def test_notes_print_how_to_get_the_first_client_token() -> None:
     done = helm("install", "keyring", str(CHART), "--dry-run=client", "--namespace", "keyring")
     assert done.returncode == 0, done.stderr
@@ -331,3 +337,38 @@ def test_chart_and_kustomize_prod_overlay_do_not_drift() -> None:
     for field in ("image", "ports", "startupProbe", "readinessProbe", "livenessProbe", "resources", "securityContext"):
         assert container[field] == want[field], f"etcd: {field}"
     assert etcd["spec"]["replicas"] == want_etcd["spec"]["replicas"]
+
+
+def _undocumented_values(text: str) -> list[str]:
+    """Keys of values.yaml with no comment (above or inline) on themselves or an ancestor below the top level,
+    and no group whose children are all so documented: every field an operator may set says what it does."""
+    lines = text.splitlines()
+    keys: list[tuple[int, str, bool]] = []  # (indent, dotted path, has its own comment)
+    stack: list[tuple[int, str]] = []
+    for index, line in enumerate(lines):
+        match = re.match(r"^(\s*)([\w.-]+|\"[^\"]+\"):(.*)$", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([p for _, p in stack] + [match.group(2)])
+        stack.append((indent, match.group(2)))
+        commented = (index > 0 and lines[index - 1].strip().startswith("#")) or " #" in match.group(3)
+        keys.append((indent, path, commented))
+    commented_paths = {path for _, path, commented in keys if commented}
+
+    def documented(path: str) -> bool:
+        parts = path.split(".")
+        # a field's own comment, or its group's below the top level (a section's comment documents no field)
+        if path in commented_paths or any(".".join(parts[:n]) in commented_paths for n in range(2, len(parts))):
+            return True
+        children = [p for _, p, _ in keys if p.startswith(path + ".") and p.count(".") == path.count(".") + 1]
+        return bool(children) and all(documented(child) for child in children)
+
+    return [path for _, path, _ in keys if not documented(path)]
+
+
+def test_values_are_documented_field_by_field() -> None:
+    assert _undocumented_values((CHART / "values.yaml").read_text()) == []
+    assert _undocumented_values("a:\n  # what b is\n  b: 1\n  c: 2\n") == ["a", "a.c"], "the check must find a gap"
