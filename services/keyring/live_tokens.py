@@ -20,7 +20,7 @@ from services.common.naming import model_id, token_hash
 
 from .codec import Layout
 from .domain.allocator import Allocator
-from .domain.errors import Conflict, PermissionDenied, Unauthenticated
+from .domain.errors import Conflict, NoKeyAvailable, PermissionDenied, Unauthenticated
 from .domain.identity import TokenHasher
 from .domain.live_tokens import GRANT_TTL_S, Grants, LiveToken, mint_terms, new_live_token, redeemed, well_formed
 from .domain.view import KeyringView
@@ -29,6 +29,7 @@ from .writer import StateWriter
 
 MAX_ATTEMPTS = 4
 MAX_COLLECTED_PER_MINT = 64  # expired records dropped with one mint: bounds the commit
+MAX_OUTSTANDING = 10_000  # browser tokens stored at once (each lives 30 min at most): bounds etcd and the view
 
 
 class Minted(NamedTuple):
@@ -70,11 +71,15 @@ class LiveTokens:
         if not model or not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
         ttl_s, uses = mint_terms(ttl_s, uses)
+        expired = self._expired(now)
+        if len(self._view.live_tokens) - len(expired) >= MAX_OUTSTANDING:
+            raise NoKeyAvailable("too many browser tokens are outstanding; try again later", 60.0, pool.name)
+        self._allocator.admit(token, pool, now)  # a mint counts against the client token's rate limit
         minted = new_live_token()
         hash_key, stored = self._stored_hash(token_hash(minted))
         record = LiveToken(pool.name, token.token_id, model, now + ttl_s, uses, 0, hash_key, now)
         writes = [Write(self._layout.live_token(stored), orjson.dumps(record.to_dict()), 0)]
-        writes += [Write(path, None) for path in self._expired(now)]
+        writes += [Write(path, None) for path in expired]
         if not await self._writer.commit_raw(writes):
             raise Conflict("a browser token collided with another; try again")
         return Minted(minted, record)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
+from services.admin import schemas
 from services.common.naming import token_hash
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.fake_keys import fake_gemini_key
+from services.keyring import convert
 from services.keyring.administration import Administration, KeyInput
+from services.keyring.codec import decode_pool, encode
 from services.keyring.core import Keyring
 from services.keyring.domain.allocator import SESSIONS_FULL, SESSIONS_PER_TOKEN
 from services.keyring.domain.demand import LeaseRequest
@@ -254,3 +260,25 @@ async def test_a_long_session_counts_once_with_its_tokens_and_an_unrenewed_one_i
     assert desk.renew(orphan.lease.lease_id) is None
     totals = summarise(list(desk.ledger.usage.buckets.values()), 0).pools["main"]
     assert (totals.requests, totals.input_tokens, totals.output_tokens, totals.unknown) == (2, 900, 70, 1)
+
+
+async def test_mints_count_against_the_client_tokens_rate_limit(rooms: tuple[Keyring, Keyring, FakeClock, str]) -> None:
+    first, _, _, client = rooms
+    token = first.desk.allocator.find_token(client)
+    assert token is not None
+    first.cache.view.put_token(dataclasses.replace(token, requests_per_minute=4))  # two replicas: two each
+    await first.desk.live_tokens.mint(client, MODEL, 0, 0)
+    await first.desk.live_tokens.mint(client, MODEL, 0, 0)
+    with pytest.raises(NoKeyAvailable):
+        await first.desk.live_tokens.mint(client, MODEL, 0, 0)
+    with pytest.raises(PermissionDenied):
+        await first.desk.live_tokens.mint(client, "", 0, 0)
+
+
+def test_the_session_caps_travel_between_the_admin_api_keyring_and_the_store() -> None:
+    caps = {"live_sessions_per_project": 3, "live_sessions_per_key": 2, "live_sessions_per_token": 1}
+    assert schemas.policy_pb(schemas.PolicyInput(**caps)) == pb.Policy(**caps)
+    policy = Policy().with_overrides(**convert.policy_overrides(pb.Policy(**caps)))
+    assert (policy.live_sessions_per_project, policy.live_sessions_per_key, policy.live_sessions_per_token) == (3, 2, 1)
+    assert {name: schemas.policy_json(convert.policy_to_pb(policy))[name] for name in caps} == caps
+    assert decode_pool(orjson.loads(encode(Pool("p", policy=policy))), 1).policy == policy

@@ -223,6 +223,15 @@ class Allocator:
             raise Unauthenticated("the client token's pool no longer exists")
         return token, pool
 
+    def admit(self, token: ClientToken, pool: Pool, now: float) -> None:
+        """A call that leases no key (a browser token's mint) within the token's rate limit, and counted in it."""
+        budget = share(token.requests_per_minute, self._replicas())
+        minutes = self._token_minutes
+        if not minutes.allows(token.token_id, budget, now):
+            retry = minutes.frees_at(token.token_id, budget, now) - now
+            raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name)
+        minutes.add(token.token_id, now)
+
     def renew(self, lease_id: str, now: float) -> LeaseRecord | None:
         """Keep a session lease another ``session_ttl_s``; None: no session lease of that id is held here."""
         return self._book.renew(lease_id, now + self.session_ttl_s)
