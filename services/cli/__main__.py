@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import functools
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -51,7 +52,9 @@ class _Parser(argparse.ArgumentParser):
             (err if file is sys.stderr else out).write(message)
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (built once: argparse keeps no state between parses)."""
     common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     shown = common.add_argument_group("output and connection")
     shown.add_argument("-o", "--output", choices=("table", "json"), help="table (default) or json")

@@ -63,22 +63,22 @@ def zsh(words: dict[str, list[str]]) -> str:
 
 
 def fish(words: dict[str, list[str]]) -> str:
+    """fish's own idiom: a condition per command path on the subcommands seen so far."""
     lines = ["# keyringctl completion for fish", "complete -c keyringctl -f"]
     for path, found in words.items():
-        condition = f"__keyringctl_at '{path}'"
+        parts = path.split()
+        commands = [word for word in found if not word.startswith("-")]
+        if not parts:
+            condition = "__fish_use_subcommand"
+        elif len(parts) == 1 and f"{path} {commands[0] if commands else ''}".strip() in words:
+            seen = f"__fish_seen_subcommand_from {parts[0]}"
+            condition = f"{seen}; and not __fish_seen_subcommand_from {' '.join(commands)}"
+        else:
+            condition = "; and ".join(f"__fish_seen_subcommand_from {part}" for part in parts)
         for word in found:
             argument = f"-l {word[2:]}" if word.startswith("--") else f"-a {word}"
-            lines.append(f"complete -c keyringctl -n \"{condition}\" {argument}")
-    helper = """function __keyringctl_at --description 'true when the words typed so far are exactly this command path'
-    set -l typed (commandline -opc)
-    set -e typed[1]
-    set -l words
-    for word in $typed
-        string match -q -- '-*' $word; or set -a words $word
-    end
-    test "$words" = "$argv[1]"
-end"""
-    return helper + "\n" + "\n".join(lines) + "\n"
+            lines.append(f'complete -c keyringctl -n "{condition}" {argument}')
+    return "\n".join(lines) + "\n"
 
 
 def print_script(args: argparse.Namespace, ctx: Context) -> int:

@@ -269,6 +269,14 @@ def test_help_reads_like_a_cli() -> None:
         out = io.StringIO()
         assert run([*path.split(), "--help"], out, io.StringIO(), {}) == 0
         assert re.search(rf"\nexamples:\n  .*keyringctl {path}\b", out.getvalue()), path
+    scripts = {}
+    for shell in ("zsh", "fish"):  # offline: no admin, no token needed
+        out = io.StringIO()
+        assert run(["completion", shell], out, io.StringIO(), {}) == 0
+        scripts[shell] = out.getvalue()
+    assert "bashcompinit" in scripts["zsh"] and '"keys list") echo "' in scripts["zsh"]
+    keys_list = "__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from list"
+    assert f'complete -c keyringctl -n "{keys_list}" -l pool' in scripts["fish"]
 
 
 async def test_installed_console_script_and_completion(admin: AdminStack) -> None:
