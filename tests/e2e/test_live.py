@@ -7,6 +7,7 @@ Every test ends with no lease held on either replica: a session's lease goes bac
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ PROJECTS = ("live-a", "live-b")
 WS = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 CONSTRAINED = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
 TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
+TEXT_SETUP = f'{{"setup": {{"model": "models/{TEXT_MODEL}", "generationConfig": {{"responseModalities": ["TEXT"]}}}}}}'
 
 
 @dataclass
@@ -271,4 +273,61 @@ async def test_bad_input_gets_googles_close_and_takes_no_lease(live: Live) -> No
     assert code == 1008
     # only the unknown model went upstream (Google's answer about it is the one passed on): nothing else did
     assert [s.close_code for s in live.sim.live.sessions()] == [1008]
+    await live.no_lease_held()
+
+
+@pytest.mark.filterwarnings("ignore::google.genai._common.ExperimentalWarning")
+async def test_a_browser_token_minted_by_the_pool_opens_one_session_for_its_model(live: Live) -> None:
+    """The backend mints with google-genai's own auth_tokens.create (the edge answers as Google); the browser's
+    client, given only that token, takes the Constrained path; the edge redeems it and leases a pool key."""
+    minted = await live.client(0, version="v1alpha").auth_tokens.create(
+        config=types.CreateAuthTokenConfig(
+            uses=1, live_connect_constraints=types.LiveConnectConstraints(model=TEXT_MODEL, config=TEXT)
+        )
+    )
+    assert minted.name and minted.name.startswith("auth_tokens/")
+    browser = live.client(1, token=minted.name, version="v1alpha")
+    async with browser.live.connect(model=TEXT_MODEL, config=TEXT) as session:
+        await session.send_client_content(turns=say("Hi"))
+        assert text_of(await turn(session)) == "Simulated answer to: Hi"
+    used = live.sim.live.sessions()[0]
+    assert used.key in live.projects and used.path.endswith(".BidiGenerateContent")  # a normal session upstream
+    with pytest.raises(errors.APIError) as again:  # single use
+        async with browser.live.connect(model=TEXT_MODEL, config=TEXT):
+            pass
+    assert again.value.code == 1008
+
+    other = await live.client(0, version="v1alpha").auth_tokens.create(
+        config=types.CreateAuthTokenConfig(live_connect_constraints=types.LiveConnectConstraints(model=TEXT_MODEL))
+    )
+    assert other.name
+    with pytest.raises(errors.APIError) as wrong_model:
+        async with live.client(0, token=other.name, version="v1alpha").live.connect(model=AUDIO_MODEL):
+            pass
+    assert wrong_model.value.code == 1008
+    assert len(live.sim.live.sessions()) == 1  # the refused ones never went upstream
+    await live.no_lease_held()
+
+
+async def test_a_project_at_its_session_cap_sends_the_next_session_elsewhere_then_the_pool_refuses(live: Live) -> None:
+    admin = live.replicas[0].admin
+    policy = pb.Policy(live_sessions_per_project=2)  # split over the two replicas: one each
+    await admin.UpdatePool(pb.UpdatePoolRequest(pool=pb.Pool(name="main", policy=policy), update_fields=["policy"]))
+    await eventually(
+        lambda: all(r.keyring.cache.view.pools["main"].policy.live_sessions_per_project == 2 for r in live.replicas),
+        3.0,
+        "the policy did not reach both replicas",
+    )
+    async with contextlib.AsyncExitStack() as sessions:
+        for i in range(4):  # each replica's share: one session per project
+            await sessions.enter_async_context(live.client(i % 2).live.connect(model=TEXT_MODEL, config=TEXT))
+        opened = [live.projects[s.key] for s in live.sim.live.open_sessions()]
+        assert sorted(opened) == sorted(PROJECTS * 2)  # a project at its cap passed over for the other
+        code, reason = await live.raw(WS + f"?key={live.token}", TEXT_SETUP)
+        assert code == 1013 and "session" in reason.lower()  # keyring's reason, readable by a browser
+        assert len(live.sim.live.sessions()) == 4  # the refused one never went upstream
+    async with live.http.get(f"{live.edges[0]}/metrics") as scraped:
+        exposition = await scraped.text()
+    assert 'edge_live_sessions_refused_total{reason="LIVE_SESSIONS"} 1.0' in exposition
+    assert 'edge_live_closes_total{cause="refused",code="1013"} 1.0' in exposition
     await live.no_lease_held()
