@@ -255,6 +255,15 @@ def test_external_etcd_without_an_endpoint_or_its_addresses_is_a_clear_error() -
         assert done.returncode != 0 and missing in done.stderr and "is required" in done.stderr, done.stderr
 
 
+def test_uploads_without_the_edge_ingress_need_a_public_base_url() -> None:
+    """The edge refuses to start without EDGE_PUBLIC_BASE_URL while uploads are on: the chart says so first."""
+    done = helm("template", "keyring", str(CHART), "--set", "ingress.edge.enabled=false")
+    assert done.returncode != 0 and "edge.publicBaseUrl (https://host" in done.stderr, done.stderr
+    off = render_chart("default", "ingress.edge.enabled=false", "edge.config.EDGE_UPLOADS=false")
+    assert _env(off, "services.edge")["EDGE_UPLOADS"] == "false"
+    assert find(off, "Ingress", "keyring-edge") == []
+
+
 def test_a_setting_the_chart_wires_cannot_be_overridden_by_config() -> None:
     """keyring.config.KEYRING_LEASE_IDENTITIES would otherwise be a second, silently ignored or winning, value."""
     done = helm("template", "keyring", str(CHART), "--set", "keyring.config.KEYRING_LEASE_IDENTITIES=anyone")

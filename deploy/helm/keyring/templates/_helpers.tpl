@@ -55,10 +55,13 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 
 {{/* Where upload URLs point: the edge Ingress's host (https when the Ingress terminates TLS), else edge.publicBaseUrl. */}}
 {{- define "keyring.publicBaseUrl" -}}
+{{- $uploadsOff := and (hasKey .Values.edge.config "EDGE_UPLOADS") (has (toString (index .Values.edge.config "EDGE_UPLOADS")) (list "false" "0")) -}}
 {{- if .Values.edge.publicBaseUrl -}}
 {{ .Values.edge.publicBaseUrl }}
 {{- else if .Values.ingress.edge.enabled -}}
 {{ ternary "https" "http" .Values.ingress.edge.tls.enabled }}://{{ .Values.ingress.edge.host }}
+{{- else if not $uploadsOff -}}
+{{ fail "edge.publicBaseUrl (https://host where clients reach the edges) is required without the edge Ingress, or set edge.config.EDGE_UPLOADS: \"false\"" }}
 {{- end -}}
 {{- end -}}
 
