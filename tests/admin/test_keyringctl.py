@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -25,10 +26,13 @@ from pathlib import Path
 
 import pytest
 
+from services.admin.app import start_admin
 from services.cli.__main__ import build_parser, run
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.common.serving import add_tls_site
 from services.devstack.fake_keys import fake_gemini_key
 from services.simulator import start_simulator
+from tests.pki import session_pki
 
 from .conftest import ADMIN_TOKEN, AdminStack, Replica, StartReplica
 
@@ -252,6 +256,23 @@ async def test_config_file_must_be_private(ctl: Ctl, admin: AdminStack, tmp_path
     other.write_text('token = "x"\npassword = "y"\n')
     other.chmod(0o600)
     assert "unknown fields password" in one_line(await ctl("pools", "list", env={"KEYRINGCTL_CONFIG": str(other)}), 2)
+
+
+async def test_https_admin_is_trusted_through_its_ca_file(ctl: Ctl, admin: AdminStack) -> None:
+    """Admin over https (as behind admin-tls): a certificate no known CA signs is refused until its CA is given."""
+    certificate = session_pki().https
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate.cert_file, certificate.key_file)
+    runner, _ = await start_admin(admin.settings, host="127.0.0.1", port=0)
+    try:
+        url = await add_tls_site(runner, "127.0.0.1", 0, context)
+        untrusted = await ctl("pools", "list", env=ctl.env(KEYRINGCTL_URL=url))
+        assert "--ca-file" in one_line(untrusted, 2)
+        trusted = await ctl("pools", "list", "--json", env=ctl.env(KEYRINGCTL_URL=url,
+                                                                   KEYRINGCTL_CA_FILE=certificate.ca_file))
+        assert (trusted.code, trusted.json()) == (0, {"pools": []}), trusted
+    finally:
+        await runner.cleanup()
 
 
 def test_help_reads_like_a_cli() -> None:
