@@ -2,7 +2,7 @@
 
 Never an argument: a token on the command line lands in shell history and in
 every other user's ``ps``. The config file (``KEYRINGCTL_CONFIG``, else
-``~/.config/keyringctl/config.toml``) holds a token, so it must be readable
+``~/.config/keyringctl/config.toml``, ``$XDG_CONFIG_HOME`` when set) holds a token, so it must be readable
 by its owner only (mode 0600), as ssh insists for its keys::
 
     url = "https://admin.example.com"
