@@ -20,7 +20,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.serving import add_tls_site
 from services.devstack.fake_keys import fake_gemini_key
 from services.simulator import start_simulator
+from tests.integration.test_keyring_service import eventually
 from tests.pki import session_pki
 
 from .conftest import ADMIN_TOKEN, AdminStack, Replica, StartReplica
@@ -116,12 +117,6 @@ async def call_once(replica: Replica, client_token: str, exclude: str, outcome: 
     return str(lease.key_id)
 
 
-async def eventually(probe: Callable[[], Awaitable[bool]], within_s: float = 5) -> None:
-    deadline = time.monotonic() + within_s
-    while not await probe():
-        assert time.monotonic() < deadline, "not within the deadline"
-        await asyncio.sleep(0.05)
-
 
 async def test_every_routine_task(ctl: Ctl, admin: AdminStack, tmp_path: Path) -> None:
     secrets = [fake_gemini_key(f"ctl-{index}") for index in range(3)]
@@ -195,7 +190,7 @@ async def test_every_routine_task(ctl: Ctl, admin: AdminStack, tmp_path: Path) -
         quotas = (await ctl.ok("quotas", "--project", "proj-a", "--json")).json()["quotas"]  # type: ignore[index]
         return any(q["limit"] == 100 and q["metric"] == "requests_per_minute" and q["used"] == 1 for q in quotas)
 
-    await eventually(counted)
+    await eventually(counted, within_s=5)
     [quota] = rows((await ctl.ok("quotas", "--pool", "main")).out, "POOL")
     assert quota[:7] == ["main", "proj-a", MODEL, "requests_per_minute", "100", "operator", "1"], quota
 
