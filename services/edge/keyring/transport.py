@@ -21,6 +21,7 @@ verified under ``server_name`` when one is given.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import time
@@ -148,7 +149,9 @@ class LeaseStream:
         if now - self._last_reply < self.health.hedge_delay_s and self.health.state is State.HEALTHY:
             return
         if self.health.overdue(now) is State.SLOW:
-            log.warning(
+            # The replica's news, not the request's that noticed it: logged outside its trace (finding 5).
+            contextvars.Context().run(
+                log.warning,
                 "keyring replica %s is slow: no answer within %d ms; calls go to the other replicas until it answers",
                 self.address, round(self.health.hedge_delay_s * 1000),
             )  # fmt: skip
