@@ -175,12 +175,12 @@ class LeaseDesk:
         self.observer.lease_granted(grant.pool.name)
         return grant, self.secret_of(grant.key.key_id, grant.key.sealed_secret)
 
-    def renew(self, lease_id: str) -> LeaseRecord | None:
+    def renew(self, lease_id: str, key_id: str = "", model: str = "") -> LeaseRecord | None:
         """Keep a Live session's lease (``Allocator.renew``); None: not held here, the edge ends the session.
 
         Renewed while draining too: a stopping replica grants nothing new but keeps what it holds.
         """
-        return self.allocator.renew(lease_id, self._clock())
+        return self.allocator.renew(lease_id, self._clock(), key_id, model)
 
     async def read_affinity(self, miss: AffinityMiss) -> None:
         """Read the records an acquire missed from the store into the view (the watch may not have brought them)."""

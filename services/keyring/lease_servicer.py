@@ -171,7 +171,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             return self._check_token(request)
 
     def _renew(self, request: pb.RenewRequest) -> pb.RenewResponse:
-        lease = self._desk.renew(request.lease_id)
+        lease = self._desk.renew(request.lease_id, request.key_id, model_id(request.model))
         if lease is None:
             return pb.RenewResponse(held=False)
         return pb.RenewResponse(held=True, expires_at_ms=convert.ms(lease.expires_at))

@@ -282,3 +282,23 @@ def test_the_session_caps_travel_between_the_admin_api_keyring_and_the_store() -
     assert (policy.live_sessions_per_project, policy.live_sessions_per_key, policy.live_sessions_per_token) == (3, 2, 1)
     assert {name: schemas.policy_json(convert.policy_to_pb(policy))[name] for name in caps} == caps
     assert decode_pool(orjson.loads(encode(Pool("p", policy=policy))), 1).policy == policy
+
+
+async def test_a_restarted_replica_adopts_a_session_lease_its_id_vouches_for(
+    rooms: tuple[Keyring, Keyring, FakeClock, str],
+) -> None:
+    """The edge renews where the lease was granted: a new instance there takes the session over, caps included."""
+    old, restarted, clock, client = rooms
+    grant, _ = old.desk.lease(LeaseRequest(client, MODEL, session=True))
+    lease = grant.lease
+    assert restarted.desk.renew(lease.lease_id) is None  # without the key and model nothing vouches
+    assert restarted.desk.renew(lease.lease_id, grant.key.key_id, "gemini-2.5-pro") is None  # not its model
+    clock.now += 20 * 60  # a long session: its id still vouches, however long ago its first expiry was
+    adopted = restarted.desk.renew(lease.lease_id, grant.key.key_id, MODEL)
+    assert adopted is not None and adopted.session and adopted.expires_at == clock.now + 30
+    assert restarted.desk.book.sessions("project:proj-a") == 1
+    released = restarted.desk.settle(lease.lease_id, grant.key.key_id, MODEL, Outcome(200, input_tokens=5))
+    assert released.known  # released where it lives now, counted there once
+    assert restarted.desk.book.sessions("project:proj-a") == 0
+    old.desk.settle(lease.lease_id, grant.key.key_id, MODEL, Outcome(200))
+    assert old.desk.renew(lease.lease_id, grant.key.key_id, MODEL) is None  # its own ended lease: never adopted

@@ -74,7 +74,9 @@ class Releases:
         replica = self._replicas.get(held.replica)
         if replica is None:
             raise KeyringUnavailable(f"keyring replica {held.replica} is no longer named")
-        call = pb.LeaseCall(renew=pb.RenewRequest(lease_id=held.lease.lease_id), traceparent=current_traceparent())
+        lease = held.lease
+        renew = pb.RenewRequest(lease_id=lease.lease_id, key_id=lease.key_id, model=held.model)
+        call = pb.LeaseCall(renew=renew, traceparent=current_traceparent())
         reply = await replica.call(call, self._timeout_s)
         if reply.HasField("error"):
             if status_of(reply.error.code) is grpc.StatusCode.UNAVAILABLE:

@@ -35,6 +35,7 @@ from .budgets import BudgetMeter
 from .demand import LeaseRequest
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
+from .lease_ids import granting_instance
 from .leasing import LeaseBook, LeaseRecord, SlidingWindow, session_subjects, share
 from .limits import QuotaCounter, has_operator_limits
 from .models import ClientToken, KeyState, Pool, UpstreamKey
@@ -232,9 +233,20 @@ class Allocator:
             raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name)
         minutes.add(token.token_id, now)
 
-    def renew(self, lease_id: str, now: float) -> LeaseRecord | None:
-        """Keep a session lease another ``session_ttl_s``; None: no session lease of that id is held here."""
-        return self._book.renew(lease_id, now + self.session_ttl_s)
+    def renew(self, lease_id: str, now: float, key_id: str = "", model: str = "") -> LeaseRecord | None:
+        """Keep a session lease another ``session_ttl_s``; None: no session lease of that id is held here.
+
+        A lease another instance granted (this replica restarted: the edge renews where it was granted) is
+        adopted when its id vouches for ``key_id`` and ``model`` and the key is still leasable; never one of
+        this instance's own (released or reclaimed: ended).
+        """
+        renewed = self._book.renew(lease_id, now + self.session_ttl_s)
+        if renewed is not None or not key_id or granting_instance(lease_id) == self._book.instance:
+            return renewed
+        key = self._view.keys.get(key_id)
+        if key is None or not key.leasable_state(now) or not self._book.vouches(lease_id, key_id, model, now):
+            return None
+        return self._book.adopt(lease_id, key_id, key.pool, model, self.session_ttl_s, now, key.project)
 
     def _session_room(self, key: UpstreamKey, pool: Pool, token_id: str, replicas: int) -> bool:
         """Whether this replica's share of the pool's per-key and per-project session caps leaves room on ``key``."""

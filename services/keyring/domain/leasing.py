@@ -51,6 +51,9 @@ def share(total: int, replicas: int) -> int:
     return max(1, total // max(1, replicas))
 
 
+# A session lease's id vouches (``lease_ids.py``) this long after its grant, however often it was renewed:
+# its late release, its reports and its adoption by a restarted replica (``LeaseBook.adopt``) are honoured.
+SESSION_VOUCH_S = 3600.0
 PUBLISH_BUCKET_S = 5.0  # a sliding window's events are published in buckets this long (``published``)
 
 
@@ -182,16 +185,33 @@ class LeaseBook:
     ) -> LeaseRecord:
         lease_id = f"{self._prefix}.{next(self._sequence)}"
         if self.signer is not None:
-            lease_id = self.signer.sign(lease_id, key_id, model, now + ttl_s)
+            vouched_s = max(ttl_s, SESSION_VOUCH_S) if session else ttl_s
+            lease_id = self.signer.sign(lease_id, key_id, model, now + vouched_s)
         lease = LeaseRecord(lease_id, key_id, pool, model, now, now + ttl_s, token_id, session, project)
+        self._hold(lease)
+        return lease
+
+    def adopt(
+        self, lease_id: str, key_id: str, pool: str, model: str, ttl_s: float, now: float, project: str
+    ) -> LeaseRecord:
+        """Hold a session lease another instance granted and lost (it restarted): renewed and released here now.
+
+        The caller checked that the id vouches for the key and model. Its client token is unknown here: the
+        adopted session counts against its key's and project's caps only.
+        """
+        lease = LeaseRecord(lease_id, key_id, pool, model, now, now + ttl_s, "", True, project)
+        self._hold(lease)
+        return lease
+
+    def _hold(self, lease: LeaseRecord) -> None:
+        key_id, session = lease.key_id, lease.session
         self._leases[lease.lease_id] = lease
         if session:
-            for subject in session_subjects(key_id, project, token_id):
+            for subject in session_subjects(key_id, lease.project, lease.token_id):
                 self._sessions[subject] = self._sessions.get(subject, 0) + 1
         else:
             self._in_flight[key_id] = self._in_flight.get(key_id, 0) + 1
         heapq.heappush(self._expiry, (lease.expires_at, lease.lease_id))
-        return lease
 
     def holder(self, lease_id: str) -> str:
         """The client token id of a lease held here ("": unknown, or granted without one)."""

@@ -34,10 +34,14 @@ INVALID: KeyState
 DISABLED: KeyState
 
 class RenewRequest(_message.Message):
-    __slots__ = ("lease_id",)
+    __slots__ = ("lease_id", "key_id", "model")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
-    def __init__(self, lease_id: _Optional[str] = ...) -> None: ...
+    key_id: str
+    model: str
+    def __init__(self, lease_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class RenewResponse(_message.Message):
     __slots__ = ("held", "expires_at_ms")
