@@ -12,7 +12,8 @@ STRATEGIES = ("round_robin", "random", "weighted", "least_loaded")
 POLICY_HELP = ("a policy number as NAME=VALUE (repeatable; durations in seconds): rate_limit_cooldown_s, "
                "rate_limit_max_cooldown_s, server_error_cooldown_s, server_error_max_cooldown_s, "
                "forbidden_threshold, max_in_flight, requests_per_minute, lease_ttl_s, suspend_s, "
-               "quota_requests_per_minute, quota_requests_per_day, quota_input_tokens_per_minute")
+               "quota_requests_per_minute, quota_requests_per_day, quota_input_tokens_per_minute, "
+               "live_sessions_per_project, live_sessions_per_key, live_sessions_per_token")
 
 
 def register(groups: Subparsers, common: argparse.ArgumentParser) -> None:
