@@ -64,7 +64,10 @@ resolving), the same load and the same 429 project; replica C is the victim:
                          restarted once the minute is over
   replica_gone           replica C SIGKILLed and NOT restarted (until its figures are taken)
 
-Their own figures and bounds (``--check``), besides the ones above (usage
+Each waits, under its load, until every edge reports every replica healthy
+(edge_keyring_replica_state, 40 s at most: a replica restarted after a long
+death waits for the edges' next probe). Their own figures and bounds
+(``--check``), besides the ones above (usage
 equals upstream calls in each; leases_in_flight_after waits, where streams
 ended, for the stream grace + 10 s: leases_reclaimed_after_s):
 
@@ -174,6 +177,11 @@ DETECTION_SLACK_S = 1.0  # past the membership TTL: the expiry reaching the surv
 # Before usage is read: the edges re-send owed releases at most 5 s apart (a replica restarted after a long death
 # hears them that late), so the figures wait (this long at most) until no edge owes any.
 OWED_SETTLE_S = 15.0
+# Before a fault of the three-replica stack: every edge uses every replica (edge_keyring_replica_state 0), or the
+# victim restarted after a long death may still wait for its next probe (the edges' backoff grows to 30 s) and a
+# fault dealt to it would be dealt to a replica nobody uses. The load runs meanwhile: a probe is a call.
+REPLICAS_IN_USE_S = 40.0
+REPLICA_STATE = "edge_keyring_replica_state"
 
 
 @dataclass(frozen=True)
@@ -906,6 +914,12 @@ async def run_scenario(
     fault = Fault()
     began = time.time()
     load.start()
+    if name in WIDE_SCENARIOS:
+        in_use = await edges_use_every_replica(stack, http)
+        fault.steps.append(
+            f"every edge uses every replica after {in_use} s" if in_use is not None
+            else f"some edge still does not use every replica after {REPLICAS_IN_USE_S:g} s"
+        )  # fmt: skip
     await asyncio.sleep(timing.warm_s)
     fault.steps.append(f"{time.time() - began:.1f}s: fault")
     try:
@@ -960,7 +974,7 @@ async def run_scenario(
         "recovered_after_s": recovered,
         **({"releases_owed_when_counted": owed_at_end} if any(owed_at_end) else {}),
         **({"cut_by_kill": dict(cut)} if fault.killed_edge else {}),
-        **(phases(load, began, fault.window) if fault.window else {}),
+        **(phases(load, began, timing.warm_s, fault.window) if fault.window else {}),
         **fault.figures,
         "fault": fault.steps,
     }
@@ -970,6 +984,33 @@ async def run_scenario(
         result["fault"].append("stack whole again")
     result["violations"] = violations(result)
     return result
+
+
+async def edges_use_every_replica(stack: Stack, http: aiohttp.ClientSession) -> float | None:
+    """Seconds until every edge says every replica is healthy (REPLICAS_IN_USE_S at most: None)."""
+    addresses = {stack.keyring_address(i) for i in range(len(stack.replicas))}
+    began = time.time()
+    while time.time() < began + REPLICAS_IN_USE_S:
+        healthy = True
+        for url in stack.edge_urls:
+            try:
+                async with http.get(f"{url}/metrics", timeout=aiohttp.ClientTimeout(total=3)) as reply:
+                    text = await reply.text()
+            except (aiohttp.ClientError, TimeoutError):
+                healthy = False
+                break
+            states = {
+                line.split('replica="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith(REPLICA_STATE + "{")
+            }
+            if not states:  # an edge that does not say (before issue 19): nothing to wait for
+                return 0.0
+            healthy = healthy and all(states.get(address) == 0 for address in addresses)
+        if healthy:
+            return round(time.time() - began, 1)
+        await asyncio.sleep(0.25)
+    return None
 
 
 async def owed_settled(stack: Stack, http: aiohttp.ClientSession) -> list[float | None]:
@@ -994,7 +1035,7 @@ def cut_by_kill(load: Load, fault: Fault) -> Counter[str]:
     )
 
 
-def phases(load: Load, began: float, window: tuple[float, float]) -> dict[str, Any]:
+def phases(load: Load, began: float, warm_s: float, window: tuple[float, float]) -> dict[str, Any]:
     """Answers per second before, during and after a replica was frozen; latency of the requests it overlapped."""
     frozen, thawed = window
     stopped = max((c.ended for c in load.completions), default=thawed)
@@ -1008,7 +1049,8 @@ def phases(load: Load, began: float, window: tuple[float, float]) -> dict[str, A
     )
     p99 = during[min(len(during) - 1, math.ceil(len(during) * 0.99) - 1)] if during else None
     return {
-        "throughput_before": rate(began + 0.5, frozen),  # the first half second: the workers' first connections
+        # The warm phase: not the workers' first connections (half a second), nor the wait for replicas in use.
+        "throughput_before": rate(max(began + 0.5, frozen - warm_s), frozen),
         "throughput_during": rate(frozen, thawed),
         "throughput_after": rate(thawed, stopped),
         "max_latency_during_s": round(during[-1], 3) if during else None,
