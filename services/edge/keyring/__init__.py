@@ -6,6 +6,7 @@ Its rooms, one concern each::
     lease.py      LeaseRequest, and HeldLease: the one owner of a lease's end (idempotent release, async with)
     releases.py   how a release reaches keyring: the granting replica, reports to the others, delivery
     replicas.py   the replica set: resolution, one stream per replica, the turn, handovers every second
+    asking.py     one call asked of the replicas, hedged: the first answer wins, a silent replica passed by
     health.py     one replica's health (healthy, slow, down), its hedge delay and backoff (plain)
     transport.py  one replica's channel and LeaseStream (batched calls, replies by id, reconnects)
     kept.py       releases a replica is owed: kept until answered and until their usage is durable

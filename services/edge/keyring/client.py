@@ -1,11 +1,11 @@
 """The edge's client of keyring: acquire a lease, check a token, the names a pool bound, readiness.
 
 Each call travels on a replica's lease stream (``transport``), in the turn
-the replica set gives (``replicas``); a replica gone or draining passes the
-call on to the next; one that has not answered within its hedge delay
-(``health.py``) is marked slow and the call is also sent to the next healthy
-replica: the first answer wins, a grant that comes later is released at once
-(as cancelled, to its granter). Keyring's refusals are raised as edge
+the replica set gives (``replicas``), hedged (``asking``): a replica gone or
+draining passes the call on to the next; one that has not answered within
+its hedge delay (``health.py``) is marked slow and the call is also sent to
+the next healthy replica: the first answer wins, a grant that comes later is
+released at once (as cancelled, to its granter). Keyring's refusals are raised as edge
 exceptions (``refusals``). ``acquire`` takes one ``LeaseRequest`` (built once at the
 edge) and returns a ``HeldLease``, whose ``release`` is the one way its
 lease ends (``releases`` delivers it).
@@ -22,7 +22,6 @@ remembered for a short TTL (a bounded dict), refusals never.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,10 +35,10 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.telemetry import current_traceparent
 from services.common.tls import TLSFiles, channel_credentials
 
-from ..errors import InvalidLeaseRequest, KeyringUnavailable
+from ..errors import InvalidLeaseRequest
+from .asking import Asker, Late
 from .health import ReplicaHealth
 from .lease import CANCELLED, HeldLease, LeaseRequest
-from .refusals import refusal, status_of
 from .releases import Releases
 from .replicas import ReplicaSet, Resolver, resolve_all
 from .spans import traced, tracer
@@ -114,7 +113,7 @@ class KeyringClient:
         self._accepted: dict[str, float] = {}  # token hash -> the clock's time its acceptance expires
         self._clock = clock
         self._warned_no_check = False
-        self.hedged = 0  # calls also sent to a second replica because the first was late
+        self._asker = Asker(self.replicas, timeout_s)
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""
@@ -167,65 +166,16 @@ class KeyringClient:
         return HeldLease(self.releases, granted.lease, tuple(granted.allowed_models), replica, wanted.model)
 
     async def _ask(
-        self,
-        make_call: Callable[[], pb.LeaseCall],
-        names: Sequence[str] = (),
-        late: Callable[[LeaseStream, pb.LeaseResult], None] | None = None,
+        self, make_call: Callable[[], pb.LeaseCall], names: Sequence[str] = (), late: Late | None = None,
         hedge: bool = True,
-    ) -> tuple[pb.LeaseResult, str]:
-        """A call answered by the first replica able to (a fresh call per replica); (its result, that replica).
+    ) -> tuple[pb.LeaseResult, str]:  # fmt: skip
+        """A call answered by the first replica able to, hedged (``asking.Asker.ask``); (its result, that replica)."""
+        return await self._asker.ask(make_call, names, late, hedge)
 
-        A refusal is raised as the edge exception that answers the client; a
-        replica that is gone or draining (UNAVAILABLE) passes the call on; one
-        silent past its hedge delay is marked slow and the call also goes to the
-        next healthy replica, the first answer winning (``late`` gets the answers
-        that come after it). Waiting on one reply costs no task: ``asyncio.wait``
-        on its future, with the hedge delay as its timeout. ``hedge=False``: one replica at a time, for a
-        call that must not run twice (a browser token's redeem spends a use).
-        """
-        remaining = await self.replicas.rotation()
-        flights: dict[asyncio.Future[pb.LeaseResult], LeaseStream] = {}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
-        send_next, hedged = True, False
-        try:
-            while True:
-                wait_s = deadline - loop.time()
-                if send_next:
-                    send_next = False
-                    sent = _send(remaining, make_call, flights, hedging=bool(flights))
-                    if not flights:
-                        raise KeyringUnavailable()
-                    if sent is not None and remaining and hedge:  # another replica to hedge to: its hedge delay first
-                        wait_s = min(wait_s, sent.health.hedge_delay_s)
-                done, _ = await asyncio.wait(flights, timeout=max(wait_s, 0), return_when=asyncio.FIRST_COMPLETED)
-                if not done:
-                    if loop.time() >= deadline:
-                        raise KeyringUnavailable("no keyring replica answered in time")
-                    if not hedge:
-                        continue
-                    for replica in flights.values():
-                        replica.overdue()
-                    if not hedged:
-                        hedged = True
-                        self.hedged += 1
-                    send_next = True
-                    continue
-                for future in done:
-                    replica = flights.pop(future)
-                    reply = future.result()
-                    if reply.HasField("error"):
-                        code = status_of(reply.error.code)
-                        if code is grpc.StatusCode.UNAVAILABLE:
-                            continue  # gone, or draining: ask another
-                        error = reply.error
-                        raise refusal(code, error.message, error.retry_after_ms / 1000, names, error.reason)
-                    return reply, replica.address
-                send_next = not flights  # every reply so far said unavailable: the next replica
-        finally:
-            if late is not None:
-                for future, replica in flights.items():
-                    future.add_done_callback(partial(_answered_late, late, replica))
+    @property
+    def hedged(self) -> int:
+        """Calls also sent to a second replica because the first had not answered within its hedge delay."""
+        return self._asker.hedged
 
     async def check_token(self, token_hash: str) -> None:
         """Return when keyring would lease for this token hash; else raise (``TokenRejected``: a 401).
@@ -336,29 +286,3 @@ class KeyringClient:
             if reply.status == health_pb2.HealthCheckResponse.SERVING:
                 return True
         return False
-
-
-def _answered_late(
-    late: Callable[[LeaseStream, pb.LeaseResult], None], replica: LeaseStream, future: asyncio.Future[pb.LeaseResult]
-) -> None:
-    late(replica, future.result())
-
-
-def _send(
-    remaining: list[LeaseStream],
-    make_call: Callable[[], pb.LeaseCall],
-    flights: dict[asyncio.Future[pb.LeaseResult], LeaseStream],
-    hedging: bool,
-) -> LeaseStream | None:
-    """Send the call to the first of ``remaining`` that takes it (a hedge: only a healthy one), taken out of
-    ``remaining``; that replica, or None."""
-    for index, replica in enumerate(remaining):
-        if hedging and not replica.usable:
-            continue
-        try:
-            flights[replica.submit(make_call())] = replica
-        except KeyringUnavailable:
-            continue  # down, no reconnect due yet: only as a last resort (it stays in ``remaining``)
-        del remaining[index]
-        return replica
-    return None

@@ -1,0 +1,114 @@
+"""One call asked of the replicas, hedged: the first answer wins, a replica silent past its hedge delay is passed by.
+
+The call goes to the first replica of the turn (``replicas.ReplicaSet.rotation``:
+healthy ones first). A replica gone or draining (UNAVAILABLE) passes it on to
+the next; one that has not answered within its hedge delay (``health.py``) is
+marked slow (``LeaseStream.overdue``) and the call also goes to the next
+healthy replica, the first answer winning; answers that come after it go to
+``late`` (a grant is released at once by the caller). A refusal is raised as
+the edge exception that answers the client (``refusals``). Waiting on one reply
+costs no task: ``asyncio.wait`` on its future, the hedge delay as its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import grpc
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+
+from ..errors import KeyringUnavailable
+from .refusals import refusal, status_of
+from .replicas import ReplicaSet
+from .transport import LeaseStream
+
+Late = Callable[[LeaseStream, pb.LeaseResult], None]
+
+
+class Asker:
+    """Asks the replicas a call (module docstring); ``hedged`` counts the calls also sent to a second replica."""
+
+    def __init__(self, replicas: ReplicaSet, timeout_s: float) -> None:
+        self._replicas = replicas
+        self._timeout_s = timeout_s
+        self.hedged = 0
+
+    async def ask(
+        self, make_call: Callable[[], pb.LeaseCall], names: Sequence[str] = (), late: Late | None = None,
+        hedge: bool = True,
+    ) -> tuple[pb.LeaseResult, str]:  # fmt: skip
+        """A call answered by the first replica able to (a fresh call per replica); (its result, that replica).
+
+        ``names``: the resources the call names (a NOT_FOUND refusal names them). ``hedge=False``: one replica
+        at a time, for a call that must not run twice (a browser token's redeem spends a use).
+        """
+        remaining = await self._replicas.rotation()
+        flights: dict[asyncio.Future[pb.LeaseResult], LeaseStream] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        send_next, hedged = True, False
+        try:
+            while True:
+                wait_s = deadline - loop.time()
+                if send_next:
+                    send_next = False
+                    sent = _send(remaining, make_call, flights, hedging=bool(flights))
+                    if not flights:
+                        raise KeyringUnavailable()
+                    if sent is not None and remaining and hedge:  # another replica to hedge to: its hedge delay first
+                        wait_s = min(wait_s, sent.health.hedge_delay_s)
+                done, _ = await asyncio.wait(flights, timeout=max(wait_s, 0), return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    if loop.time() >= deadline:
+                        raise KeyringUnavailable("no keyring replica answered in time")
+                    if not hedge:
+                        continue
+                    for replica in flights.values():
+                        replica.overdue()
+                    if not hedged:
+                        hedged = True
+                        self.hedged += 1
+                    send_next = True
+                    continue
+                for future in done:
+                    replica = flights.pop(future)
+                    reply = future.result()
+                    if reply.HasField("error"):
+                        code = status_of(reply.error.code)
+                        if code is grpc.StatusCode.UNAVAILABLE:
+                            continue  # gone, or draining: ask another
+                        error = reply.error
+                        raise refusal(code, error.message, error.retry_after_ms / 1000, names, error.reason)
+                    return reply, replica.address
+                send_next = not flights  # every reply so far said unavailable: the next replica
+        finally:
+            if late is not None:
+                for future, replica in flights.items():
+                    future.add_done_callback(partial(_answered_late, late, replica))
+
+
+def _answered_late(late: Late, replica: LeaseStream, future: asyncio.Future[pb.LeaseResult]) -> None:
+    late(replica, future.result())
+
+
+def _send(
+    remaining: list[LeaseStream],
+    make_call: Callable[[], pb.LeaseCall],
+    flights: dict[asyncio.Future[pb.LeaseResult], LeaseStream],
+    hedging: bool,
+) -> LeaseStream | None:
+    """Send the call to the first of ``remaining`` that takes it (a hedge: only a healthy one), taken out of
+    ``remaining``; that replica, or None."""
+    for index, replica in enumerate(remaining):
+        if hedging and not replica.usable:
+            continue
+        try:
+            flights[replica.submit(make_call())] = replica
+        except KeyringUnavailable:
+            continue  # down, no reconnect due yet: only as a last resort (it stays in ``remaining``)
+        del remaining[index]
+        return replica
+    return None
