@@ -41,6 +41,7 @@ from .grpc_errors import domain_errors, stream_error
 
 MAX_MODEL_NAME = 200
 MAX_EXCLUDED = 1000
+MAX_GRANT = 200  # a session grant is ~60 characters (``domain/live_tokens.py`` ``Grants``)
 _NONE: frozenset[str] = frozenset()
 
 tracer = trace.get_tracer("services.keyring")
@@ -99,7 +100,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         if len(request.model) > MAX_MODEL_NAME or len(request.exclude_key_ids) > MAX_EXCLUDED:
             raise InvalidArgument("model name or exclusion list too long")
         if request.session_grant:
-            if not request.session or len(request.session_grant) > MAX_MODEL_NAME:
+            if not request.session or len(request.session_grant) > MAX_GRANT:
                 raise InvalidArgument("a session grant leases only a session (AcquireRequest.session)")
             holder = self._desk.live_tokens.grant_holder(request.session_grant, request.model)
         else:

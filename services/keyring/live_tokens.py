@@ -6,7 +6,9 @@ record from the view (from the store when the view lacks it: another replica
 may have just minted it) and spends a use in a transaction guarded by the
 record's revision: of two redeems racing on two replicas, one loses its
 guard, reads the record again and is refused. Expired records are dropped
-when the next token is minted.
+when the next token is minted. A token the view lacks costs a store read
+only within a budget (``MISS_READS_PER_MINUTE``): a flood of made-up tokens
+from browsers is refused from memory.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from services.common.naming import model_id, token_hash
 
 from .codec import Layout
 from .domain.allocator import Allocator
+from .domain.blames import BlameBudget
 from .domain.errors import Conflict, NoKeyAvailable, PermissionDenied, Unauthenticated
 from .domain.identity import TokenHasher
 from .domain.live_tokens import GRANT_TTL_S, Grants, LiveToken, mint_terms, new_live_token, redeemed, well_formed
@@ -29,6 +32,7 @@ from .writer import StateWriter
 
 MAX_ATTEMPTS = 4
 MAX_COLLECTED_PER_MINT = 64  # expired records dropped with one mint: bounds the commit
+MISS_READS_PER_MINUTE = 600  # store reads for tokens the view lacks, per replica (a bucket refilled continuously)
 MAX_OUTSTANDING = 10_000  # browser tokens stored at once (each lives 30 min at most): bounds etcd and the view
 
 
@@ -62,6 +66,7 @@ class LiveTokens:
         self.grants = grants
         self._hasher = hasher
         self._clock = clock
+        self._miss_reads = BlameBudget(MISS_READS_PER_MINUTE)  # the one token bucket of the domain, reused
 
     async def mint(self, client_token_hash: str, model: str, ttl_s: float, uses: int) -> Minted:
         """A new browser token for the client token's pool and one model it allows."""
@@ -90,7 +95,7 @@ class LiveTokens:
             raise Unauthenticated("not a browser token of this pool")
         model = model_id(model)
         path, hash_key = self._find(token_hash(presented))
-        if not self._view.live_tokens.get(path):
+        if not self._view.live_tokens.get(path) and self._miss_reads.allow("", self._clock()):
             await self._writer.refresh([path])  # minted on another replica a moment ago: the watch may lag
         for _ in range(MAX_ATTEMPTS):
             now = self._clock()

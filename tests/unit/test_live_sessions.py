@@ -17,6 +17,7 @@ from services.keyring.administration import Administration, KeyInput
 from services.keyring.codec import decode_pool, encode
 from services.keyring.core import Keyring
 from services.keyring.domain.allocator import SESSIONS_FULL, SESSIONS_PER_TOKEN
+from services.keyring.domain.blames import BlameBudget
 from services.keyring.domain.demand import LeaseRequest
 from services.keyring.domain.errors import InvalidArgument, NoKeyAvailable, PermissionDenied, Unauthenticated
 from services.keyring.domain.identity import GEMINI_KEY_PATTERN, new_client_token
@@ -302,3 +303,23 @@ async def test_a_restarted_replica_adopts_a_session_lease_its_id_vouches_for(
     assert restarted.desk.book.sessions("project:proj-a") == 0
     old.desk.settle(lease.lease_id, grant.key.key_id, MODEL, Outcome(200))
     assert old.desk.renew(lease.lease_id, grant.key.key_id, MODEL) is None  # its own ended lease: never adopted
+
+
+async def test_made_up_browser_tokens_cost_store_reads_only_within_a_budget(
+    rooms: tuple[Keyring, Keyring, FakeClock, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = rooms[0].desk.live_tokens
+    reads: list[list[str]] = []
+
+    async def refresh(paths: list[str]) -> None:
+        reads.append(paths)
+
+    monkeypatch.setattr(tokens, "_miss_reads", BlameBudget(2))
+    monkeypatch.setattr(tokens._writer, "refresh", refresh)
+    for attempt in range(5):
+        with pytest.raises(Unauthenticated):
+            await tokens.redeem(f"{PREFIX}made-up-{attempt}", MODEL, False)
+    assert len(reads) == 2
+    with pytest.raises(Unauthenticated):
+        await tokens.redeem("kr-not-a-browser-token", MODEL, False)
+    assert len(reads) == 2
