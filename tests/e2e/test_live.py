@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from google import genai
 from google.genai import errors, types
 
@@ -22,6 +23,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.fake_keys import fake_auth_key
 from services.edge.app import start_edge
 from services.edge.config import EdgeSettings
+from services.edge.context import EDGE
 from services.edge.https import serve_https
 from services.edge.live.protocol import INVALID_ARGUMENT
 from services.simulator import SimulatorState, start_simulator
@@ -50,6 +52,7 @@ class Live:
     projects: dict[str, str]  # key -> project
     http: aiohttp.ClientSession
     sim_url: str
+    apps: list[web.Application]
     clients: list[genai.Client] = field(default_factory=list)
 
     def client(self, edge: int = 0, token: str | None = None, version: str | None = None) -> Any:
@@ -82,7 +85,8 @@ class Live:
 
 @pytest.fixture
 async def live(start_replica: StartReplica, pki: Pki) -> AsyncIterator[Live]:  # noqa: F811
-    replicas = [await start_replica("live-a"), await start_replica("live-b")]
+    # Session leases live 1.5 s unrenewed here (30 s by default): a session past that proves the edge renews.
+    replicas = [await start_replica(name, session_lease_ttl_s=1.5) for name in ("live-a", "live-b")]
     sim_runner, sim_url, sim = await start_simulator()
     keys = {fake_auth_key(f"live-{project}-{i}"): project for project in PROJECTS for i in range(2)}
     for key, project in keys.items():
@@ -94,7 +98,8 @@ async def live(start_replica: StartReplica, pki: Pki) -> AsyncIterator[Live]:  #
     )
     token = (await admin.CreateToken(pb.CreateTokenRequest(pool="main", name="live"))).token
     addresses = [replica.address for replica in replicas]
-    runners, edges, https = [], [], []
+    runners: list[web.AppRunner] = []
+    edges, https = [], []
     for order in (addresses, addresses[::-1]):
         settings = EdgeSettings(
             keyring_addresses=",".join(order),
@@ -111,7 +116,7 @@ async def live(start_replica: StartReplica, pki: Pki) -> AsyncIterator[Live]:  #
         https.append(await serve_https(runner, settings, host="127.0.0.1", port=0) or "")
     http = aiohttp.ClientSession()
     trust = ssl.create_default_context(cafile=pki.https.ca_file)
-    pool = Live(replicas, sim, edges, https, trust, token, keys, http, sim_url)
+    pool = Live(replicas, sim, edges, https, trust, token, keys, http, sim_url, [r.app for r in runners])
     try:
         for edge in edges:  # both replicas' views know the token before the tests start
             async with http.get(f"{edge}/v1beta/models", headers={"x-goog-api-key": token}) as answer:
@@ -330,4 +335,32 @@ async def test_a_project_at_its_session_cap_sends_the_next_session_elsewhere_the
         exposition = await scraped.text()
     assert 'edge_live_sessions_refused_total{reason="LIVE_SESSIONS"} 1.0' in exposition
     assert 'edge_live_closes_total{cause="refused",code="1013"} 1.0' in exposition
+    await live.no_lease_held()
+
+
+async def test_a_long_session_keeps_its_lease_and_the_limits_end_sessions(live: Live) -> None:
+    async with live.client().live.connect(model=TEXT_MODEL, config=TEXT) as session:
+        (granted,) = leases = [lease for r in live.replicas for lease in r.keyring.desk.book._leases.values()]
+        book = next(r.keyring.desk.book for r in live.replicas if len(r.keyring.desk.book))
+
+        def renewed_past_its_ttl() -> bool:
+            held = book._leases.get(granted.lease_id)
+            return held is not None and held.expires_at > granted.granted_at + 2.0  # its first life was 1.5 s
+
+        await eventually(renewed_past_its_ttl, 5.0, "the session's lease was not renewed past its TTL")
+        assert live.leases_held == 1 and leases
+        await session.send_client_content(turns=say("Still there?"))
+        assert text_of(await turn(session)) == "Simulated answer to: Still there?"
+    await live.no_lease_held()
+
+    live.sim.live.settings.connection_s, live.sim.live.settings.go_away_s = 0.5, 0.3
+    async with live.http.ws_connect(live.edges[1] + WS, headers={"x-goog-api-key": live.token}) as ws:
+        await ws.send_str(TEXT_SETUP)
+        frames = [await ws.receive(timeout=5) for _ in range(3)]
+    assert [f.type for f in frames] == [aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.CLOSE]
+    assert "goAway" in frames[1].json() and ws.close_code == 1008  # Google's goAway and end of life, passed on
+    live.sim.live.settings.connection_s = 600.0
+
+    live.apps[0][EDGE].settings.live_idle_timeout_s = 0.3
+    assert await live.raw(WS + f"?key={live.token}", TEXT_SETUP) == (1008, "The session was idle for too long.")
     await live.no_lease_held()

@@ -211,6 +211,8 @@ class Relay:
         while True:
             message = await upstream.receive()
             if message.type in _CLOSED or message.type is WSMsgType.ERROR:
+                if self.ending is not None:  # the edge closed it (the client left, a limit): not a cut
+                    return
                 code = upstream.close_code
                 if code is None or code == ABNORMAL or message.type is WSMsgType.ERROR:
                     self._ended(Ending("upstream_cut", ABNORMAL))
