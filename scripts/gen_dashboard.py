@@ -35,6 +35,15 @@ PANELS = [
         ("histogram_quantile(0.99, sum by (le) (rate(edge_stream_first_byte_seconds_bucket[5m])))", "p99"),
     ]),
     ("Latency", "Requests in flight", "timeseries", "short", [("sum(edge_requests_in_flight)", "in flight")]),
+    ("Live API sessions", "Live sessions open, and refused by a session cap", "timeseries", "short", [
+        ("sum(edge_live_sessions_open)", "open"),
+        ("sum by (reason) (rate(edge_live_sessions_refused_total[5m]))", "refused/s {{reason}}"),
+    ]),
+    ("Live API sessions", "Live closes by cause and code", "timeseries", "ops", [("sum by (cause, code) (rate(edge_live_closes_total[5m]))", "{{cause}} {{code}}")]),
+    ("Live API sessions", "Live session duration", "timeseries", "s", [
+        (f"histogram_quantile({q}, sum by (le) (rate(edge_live_session_duration_seconds_bucket[15m])))", f"p{int(q * 100)}") for q in (0.5, 0.99)
+    ]),
+    ("Live API sessions", "Live bytes relayed", "timeseries", "Bps", [("sum by (direction) (rate(edge_live_bytes_total[5m]))", "{{direction}}")]),
     ("Keyring", "Lease rates", "timeseries", "ops", [
         ("sum(rate(keyring_leases_granted_total[5m]))", "granted"),
         ("sum by (reason) (rate(keyring_leases_denied_total[5m]))", "denied {{reason}}"),

@@ -35,8 +35,9 @@ UNAVAILABLE: Final = "The service is currently unavailable."
 QUOTA_PREFIX: Final = "You exceeded your current quota"
 LEAKED_PREFIX: Final = "Your API key was reported as leaked"
 MAX_REASON_BYTES: Final = 123  # a close frame's reason (RFC 6455: 125 bytes of payload, 2 of them the code)
-# Handles a release binds at most (keyring's MAX_BINDS is 16): the newest ones, the ones a client resumes with.
-MAX_HANDLES: Final = 8
+# Handles a release binds (the newest: the one a client resumes with, and the one before it, in case the newest was
+# lost with the connection); each binding lives 2 h and counts against the token's bindings cap.
+MAX_HANDLES: Final = 2
 HANDLE_LIFE_S: Final = 2 * 3600.0  # "valid for 2 hours after the last session terminates"
 
 # Close codes (RFC 6455 and Google's use of them).
