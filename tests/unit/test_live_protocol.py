@@ -69,7 +69,8 @@ def test_usage_is_summed_over_turns_and_the_newest_handles_kept() -> None:
         seen.read(orjson.dumps({"sessionResumptionUpdate": {"newHandle": f"h{turn}", "resumable": True}}))
     seen.read(b'{"sessionResumptionUpdate":{"newHandle":"not-resumable","resumable":false}}')
     seen.read(b'{"usageMetadata":{"promptTokenCount":true,"responseTokenCount":-4}}')  # nonsense counts nothing
-    assert seen.setup_complete and (seen.input_tokens, seen.output_tokens) == (100, 30)
+    turns = MAX_HANDLES + 2
+    assert seen.setup_complete and (seen.input_tokens, seen.output_tokens) == (10 * turns, 3 * turns)
     assert seen.handles == [f"h{turn}" for turn in range(2, MAX_HANDLES + 2)]
 
 
