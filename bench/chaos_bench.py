@@ -85,7 +85,9 @@ ended, for the stream grace + 10 s: leases_reclaimed_after_s):
                          sent in the 5.5 s before the death: 317 at 10/s);
                          refused_with_budget_left by phase (a 429 answered while fewer
                          than 300 calls were even sent before it): none after_detection
-                         (the membership TTL + 1 s after the death)
+                         (the membership TTL + 1 s after the death);
+                         grants_per_replica_after_death (keyring_leases_granted_total
+                         deltas until the minute's end: how evenly the edges spread)
   replica_gone           releases_owed_* (edge_keyring_releases_owed on each edge, every
                          0.25 s): back to 0 within the membership TTL + 10 s of the
                          death; edge_log_lines_naming_it (lines of each edge's log
@@ -676,6 +678,25 @@ async def frozen_replica(stack: Stack, load: Load, timing: Timing, fault: Fault)
     ]
 
 
+async def granted(stack: Stack, http: aiohttp.ClientSession) -> list[float | None]:
+    """keyring_leases_granted_total of the pool, per replica (None: dead or not answering)."""
+    found: list[float | None] = []
+    for index, port in enumerate(stack.metrics_ports):
+        value: float | None = None
+        if index not in stack.dead:
+            try:
+                async with http.get(
+                    f"http://127.0.0.1:{port}/metrics", timeout=aiohttp.ClientTimeout(total=3)
+                ) as reply:
+                    text = await reply.text()
+                prefix = f'keyring_leases_granted_total{{pool="{POOL}"}} '
+                value = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+        found.append(value)
+    return found
+
+
 async def edge_metric(stack: Stack, http: aiohttp.ClientSession, name: str) -> list[float | None]:
     """``name`` summed over its label sets, per edge (None when the edge does not answer)."""
     found: list[float | None] = []
@@ -867,7 +888,14 @@ async def token_budget_death(stack: Stack, load: Load, timing: Timing, fault: Fa
     fault.steps.append(
         f"keyring-c SIGKILL at second {killed % 60:.1f} of the minute, budget client at {BUDGET_RATE:g}/s"
     )
+    granted_at_death = await granted(stack, load.http)
     await sending
+    granted_at_end = await granted(stack, load.http)
+    # How the edges spread the pool's leases (the load's and the budget token's) over the survivors: split
+    # budgets assume an even spread.
+    fault.figures["grants_per_replica_after_death"] = [
+        None if a is None or b is None else int(b - a) for a, b in zip(granted_at_death, granted_at_end, strict=True)
+    ]
     await stack.replicas[VICTIM].exited(10)
     fault.figures.update(budget_figures(client.answers, killed, detection_s, len(stack.replicas)))
     await stack.start_replica(VICTIM)
