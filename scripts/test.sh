@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh dev
 scripts/system-deps.sh
 scripts/gemini-cli.sh
+scripts/genai-js.sh
 .venv/bin/python scripts/gen_protos.py --check
 .venv/bin/python -m ruff check services tests bench scripts
 .venv/bin/python -m mypy

@@ -7,10 +7,15 @@ Every test ends with no lease held on either replica: a session's lease goes bac
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
+import shutil
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,6 +42,8 @@ AUDIO_MODEL = "gemini-3.8-live"
 PROJECTS = ("live-a", "live-b")
 WS = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 CONSTRAINED = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
+ROOT = Path(__file__).resolve().parents[2]
+GENAI_JS = ROOT / ".tools/genai-js/node_modules"  # scripts/genai-js.sh
 TEXT = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
 TEXT_SETUP = f'{{"setup": {{"model": "models/{TEXT_MODEL}", "generationConfig": {{"responseModalities": ["TEXT"]}}}}}}'
 
@@ -363,4 +370,42 @@ async def test_a_long_session_keeps_its_lease_and_the_limits_end_sessions(live: 
 
     live.apps[0][EDGE].settings.live_idle_timeout_s = 0.3
     assert await live.raw(WS + f"?key={live.token}", TEXT_SETUP) == (1008, "The session was idle for too long.")
+    await live.no_lease_held()
+
+
+async def js_turn(tmp_path: Path, edge_url: str, token: str, version: str, prompt: str) -> dict[str, Any]:
+    """One text turn with @google/genai in Node (tests/e2e/js/live_turn.mjs): what it printed."""
+    script = tmp_path / "live_turn.mjs"
+    shutil.copyfile(ROOT / "tests/e2e/js/live_turn.mjs", script)
+    if not (tmp_path / "node_modules").exists():
+        (tmp_path / "node_modules").symlink_to(GENAI_JS)
+    env = {**os.environ, "EDGE_URL": edge_url, "TOKEN": token, "MODEL": TEXT_MODEL, "API_VERSION": version}
+    node = await asyncio.create_subprocess_exec(
+        "node", str(script), env={**env, "PROMPT": prompt}, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(node.communicate(), 20)
+    printed: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return printed
+
+
+@pytest.mark.skipif(
+    not GENAI_JS.exists() or shutil.which("node") is None, reason="@google/genai not installed (scripts/genai-js.sh)"
+)
+async def test_the_js_client_over_its_own_carriers(live: Live, tmp_path: Path) -> None:
+    """@google/genai follows the base URL's scheme (plain ws://), sends the token as ?key= (a browser token as
+    ?access_token= on the Constrained path), and the path with a double slash."""
+    answered = await js_turn(tmp_path, live.edges[0] + "/", live.token, "v1beta", "Hello from Node")
+    assert answered == {"text": "Simulated answer to: Hello from Node", "turnComplete": True}
+    async with live.http.post(
+        f"{live.edges[1]}/v1alpha/auth_tokens",
+        headers={"x-goog-api-key": live.token},
+        json={"uses": 1, "bidiGenerateContentSetup": {"model": f"models/{TEXT_MODEL}"}},
+    ) as minted:
+        assert minted.status == 200, await minted.text()
+        browser_token = (await minted.json())["name"]
+    answered = await js_turn(tmp_path, live.edges[1], browser_token, "v1alpha", "Hello from a browser")
+    assert answered == {"text": "Simulated answer to: Hello from a browser", "turnComplete": True}
+    assert [s.path.count("//ws/") for s in live.sim.live.sessions()] == [0, 0]  # the edge normalises the path
+    upgrades = [r for r in live.sim.requests if "/ws/" in r.path]
+    assert len(upgrades) == 2 and all(r.query == {} for r in upgrades)  # neither ?key= nor ?access_token= went up
     await live.no_lease_held()
