@@ -7,7 +7,7 @@ marked slow (``LeaseStream.overdue``) and the call also goes to the next
 healthy replica, the first answer winning; answers that come after it go to
 ``late`` (a grant is released at once by the caller). A refusal is raised as
 the edge exception that answers the client (``refusals``). Waiting on one reply
-costs no task: ``asyncio.wait`` on its future, the hedge delay as its timeout.
+costs no task and no set: its future awaited, a timer for the hedge delay beside it (``_answered``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from ..errors import KeyringUnavailable
 from .refusals import refusal, status_of
 from .replicas import ReplicaSet
-from .transport import LeaseStream
+from .transport import GONE, OVERDUE, Flight, LeaseStream
 
 Late = Callable[[LeaseStream, pb.LeaseResult], None]
 
@@ -46,7 +46,7 @@ class Asker:
         at a time, for a call that must not run twice (a browser token's redeem spends a use).
         """
         remaining = await self._replicas.rotation()
-        flights: dict[asyncio.Future[pb.LeaseResult], LeaseStream] = {}
+        flights: dict[Flight, LeaseStream] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         send_next, hedged = True, False
@@ -60,8 +60,8 @@ class Asker:
                         raise KeyringUnavailable()
                     if sent is not None and remaining and hedge:  # another replica to hedge to: its hedge delay first
                         wait_s = min(wait_s, sent.health.hedge_delay_s)
-                done, _ = await asyncio.wait(flights, timeout=max(wait_s, 0), return_when=asyncio.FIRST_COMPLETED)
-                if not done:
+                answered = await _answered(flights, max(wait_s, 0))
+                if not answered:
                     if loop.time() >= deadline:
                         raise KeyringUnavailable("no keyring replica answered in time")
                     if not hedge:
@@ -73,9 +73,9 @@ class Asker:
                         self.hedged += 1
                     send_next = True
                     continue
-                for future in done:
-                    replica = flights.pop(future)
-                    reply = future.result()
+                for flight in answered:
+                    replica = flights.pop(flight)
+                    reply = flight.reply if flight.reply is not None else GONE
                     if reply.HasField("error"):
                         code = status_of(reply.error.code)
                         if code is grpc.StatusCode.UNAVAILABLE:
@@ -86,20 +86,52 @@ class Asker:
                 send_next = not flights  # every reply so far said unavailable: the next replica
         finally:
             if late is not None:
-                for future, replica in flights.items():
-                    future.add_done_callback(partial(_answered_late, late, replica))
+                for flight, replica in flights.items():
+                    _hand_to_late(flight, partial(late, replica))
 
 
-def _answered_late(late: Late, replica: LeaseStream, future: asyncio.Future[pb.LeaseResult]) -> None:
-    late(replica, future.result())
+async def _answered(flights: dict[Flight, LeaseStream], wait_s: float) -> list[Flight]:
+    """The flights answered (a reply, or GONE) within ``wait_s``; [] when none was.
+
+    One flight, the usual case: its future awaited with a timer beside it (no task, no set, nothing
+    cancelled); when the timer wins, the future is resolved with ``OVERDUE`` and replaced, so the reply,
+    when it comes, still finds a future (or ``Flight.late``).
+    """
+    if len(flights) == 1:
+        flight = next(iter(flights))
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(wait_s, _time_up, flight.future)
+        try:
+            result = await flight.future
+        finally:
+            timer.cancel()
+        if result is not OVERDUE or flight.reply is not None:
+            return [flight]
+        flight.future = loop.create_future()
+        return []
+    await asyncio.wait([flight.future for flight in flights], timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    return [flight for flight in flights if flight.future.done()]
+
+
+def _time_up(future: asyncio.Future[pb.LeaseResult]) -> None:
+    if not future.done():
+        future.set_result(OVERDUE)
+
+
+def _hand_to_late(flight: Flight, late: Callable[[pb.LeaseResult], None]) -> None:
+    """A flight nobody waits for any more: its reply, now or when it comes, goes to ``late``."""
+    if flight.reply is not None:
+        late(flight.reply)
+        return
+    flight.late = late
+    if not flight.future.done():
+        flight.future.cancel()  # the stream's reader then hands the reply to ``late``
 
 
 def _send(
-    remaining: list[LeaseStream],
-    make_call: Callable[[], pb.LeaseCall],
-    flights: dict[asyncio.Future[pb.LeaseResult], LeaseStream],
+    remaining: list[LeaseStream], make_call: Callable[[], pb.LeaseCall], flights: dict[Flight, LeaseStream],
     hedging: bool,
-) -> LeaseStream | None:
+) -> LeaseStream | None:  # fmt: skip
     """Send the call to the first of ``remaining`` that takes it (a hedge: only a healthy one), taken out of
     ``remaining``; that replica, or None."""
     for index, replica in enumerate(remaining):

@@ -55,7 +55,7 @@ async def hand_over(owing: LeaseStream, to: LeaseStream, members: Collection[str
         handover = plain(call)
         handover.release.handover = True
         try:
-            sent.append((call, to.submit(handover)))
+            sent.append((call, to.submit(handover).future))
         except KeyringUnavailable:
             owing.owe(call)
     if sent:

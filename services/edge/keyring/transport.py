@@ -25,7 +25,7 @@ import contextvars
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Final
 
 import grpc
@@ -45,6 +45,26 @@ log = logging.getLogger(__name__)
 MIN_RETRY_S = 0.05  # the soonest owed releases are re-sent after they became owed
 # A call whose stream went away is answered with this (never raised into a future nobody may read).
 GONE: Final = pb.LeaseResult(error=pb.StreamError(code=grpc.StatusCode.UNAVAILABLE.value[0], message="gone"))
+# What a flight's future resolves to when its caller stopped waiting for it (``asking``: its hedge delay).
+OVERDUE: Final = pb.LeaseResult(error=pb.StreamError(code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0]))
+
+
+class Flight:
+    """An awaited call on its way: the future its reply resolves, and the reply itself once it came.
+
+    The future may be done before the reply (``asking`` resolves it with ``OVERDUE`` when its hedge delay
+    passes, or it was cancelled with the caller): the reply still lands in ``reply``, and goes to ``late``
+    when one is set (a grant nobody waits for any more is released).
+    """
+
+    __slots__ = ("call", "future", "late", "reply", "sent_at")
+
+    def __init__(self, call: pb.LeaseCall, future: asyncio.Future[pb.LeaseResult], sent_at: float) -> None:
+        self.call = call
+        self.future = future
+        self.sent_at = sent_at
+        self.reply: pb.LeaseResult | None = None
+        self.late: Callable[[pb.LeaseResult], None] | None = None
 
 
 class LeaseStream:
@@ -71,8 +91,7 @@ class LeaseStream:
         self.stub = pb_grpc.LeaseServiceStub(self.channel)
         self.kept = KeptReleases(address, max_owed)
         self._ids = itertools.count(1)
-        # Awaited calls by id: their reply's future, the call (kept if counted), when it was sent.
-        self._pending: dict[int, tuple[asyncio.Future[pb.LeaseResult], pb.LeaseCall, float]] = {}
+        self._pending: dict[int, Flight] = {}  # awaited calls by id
         self._outgoing: asyncio.Queue[pb.LeaseCall | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
@@ -112,8 +131,8 @@ class LeaseStream:
         else:
             self._schedule_retry()
 
-    def submit(self, call: pb.LeaseCall) -> asyncio.Future[pb.LeaseResult]:
-        """Send ``call``; the future of its reply (``GONE`` if the stream goes first).
+    def submit(self, call: pb.LeaseCall) -> Flight:
+        """Send ``call``; its ``Flight`` (its future resolves to the reply, or ``GONE`` if the stream goes first).
 
         ``KeyringUnavailable`` at once when the replica is down and no reconnect is due (its backoff).
         """
@@ -122,17 +141,16 @@ class LeaseStream:
                 raise KeyringUnavailable(f"keyring replica {self.address} is down")
             self._open()
         call.id = next(self._ids)
-        future: asyncio.Future[pb.LeaseResult] = asyncio.get_running_loop().create_future()
-        self._pending[call.id] = (future, call, time.monotonic())
+        flight = self._pending[call.id] = Flight(call, asyncio.get_running_loop().create_future(), time.monotonic())
         self._outgoing.put_nowait(call)
-        return future
+        return flight
 
     async def call(self, call: pb.LeaseCall, timeout_s: float) -> pb.LeaseResult:
         """Send ``call`` and wait for its reply; ``KeyringUnavailable`` when the replica is down, late or gone.
 
         Late: the replica is marked slow (the call stays in flight; its answer, if it comes, is kept).
         """
-        future = self.submit(call)
+        future = self.submit(call).future
         done, _ = await asyncio.wait({future}, timeout=timeout_s)
         if not done:
             self.overdue()
@@ -199,15 +217,17 @@ class LeaseStream:
             async for reply in self.stub.LeaseStream(self._batches(queue)):
                 self._last_reply = now = time.monotonic()
                 for result in reply.results:
-                    waiting = pending.pop(result.id, None)
-                    if waiting is None:
+                    flight = pending.pop(result.id, None)
+                    if flight is None:
                         kept.answered(result)
                         continue
-                    future, call, sent_at = waiting
-                    kept.keep_counted(call, result)
-                    if not future.done():
-                        future.set_result(result)
-                    if health.answered(now - sent_at, now) is not None:
+                    kept.keep_counted(flight.call, result)
+                    flight.reply = result
+                    if not flight.future.done():
+                        flight.future.set_result(result)
+                    elif flight.late is not None:
+                        flight.late(result)  # nobody waits for it any more
+                    if health.answered(now - flight.sent_at, now) is not None:
                         log.info("keyring replica %s answers again", self.address)
                 kept.forget_durable(reply.durable_epoch)
                 if reply.members:
@@ -233,9 +253,9 @@ class LeaseStream:
                       self.health.retry_at - time.monotonic())  # fmt: skip
         self.members = None
         pending, self._pending = self._pending, {}
-        for future, _, _ in pending.values():
-            if not future.done():
-                future.set_result(GONE)
+        for flight in pending.values():
+            if not flight.future.done():
+                flight.future.set_result(GONE)
         if self._reader is not None and not self._reader.done():
             self._outgoing.put_nowait(None)
             self._reader.cancel()
