@@ -226,6 +226,7 @@ async def stop_edge(runner: web.AppRunner, settings: EdgeSettings) -> None:
         await site.stop()
     if runner.server is not None:
         runner.server.pre_shutdown()  # idle connections closed now; busy ones after their answer
+    live.go_away(app, settings.shutdown_timeout_s)  # Live sessions: goAway now, closed before the drain's end
     if not await drain.idle(settings.shutdown_timeout_s):
         log.warning("shutdown grace over: %d requests still in flight are cut", drain.in_flight)
     await runner.cleanup()

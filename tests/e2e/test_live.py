@@ -26,7 +26,7 @@ from google.genai import errors, types
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.fake_keys import fake_auth_key
-from services.edge.app import start_edge
+from services.edge.app import start_edge, stop_edge
 from services.edge.config import EdgeSettings
 from services.edge.context import EDGE
 from services.edge.https import serve_https
@@ -59,7 +59,7 @@ class Live:
     projects: dict[str, str]  # key -> project
     http: aiohttp.ClientSession
     sim_url: str
-    apps: list[web.Application]
+    runners: list[web.AppRunner]
     clients: list[genai.Client] = field(default_factory=list)
 
     def client(self, edge: int = 0, token: str | None = None, version: str | None = None) -> Any:
@@ -123,7 +123,7 @@ async def live(start_replica: StartReplica, pki: Pki) -> AsyncIterator[Live]:  #
         https.append(await serve_https(runner, settings, host="127.0.0.1", port=0) or "")
     http = aiohttp.ClientSession()
     trust = ssl.create_default_context(cafile=pki.https.ca_file)
-    pool = Live(replicas, sim, edges, https, trust, token, keys, http, sim_url, [r.app for r in runners])
+    pool = Live(replicas, sim, edges, https, trust, token, keys, http, sim_url, runners)
     try:
         for edge in edges:  # both replicas' views know the token before the tests start
             async with http.get(f"{edge}/v1beta/models", headers={"x-goog-api-key": token}) as answer:
@@ -368,7 +368,7 @@ async def test_a_long_session_keeps_its_lease_and_the_limits_end_sessions(live: 
     assert "goAway" in frames[1].json() and ws.close_code == 1008  # Google's goAway and end of life, passed on
     live.sim.live.settings.connection_s = 600.0
 
-    live.apps[0][EDGE].settings.live_idle_timeout_s = 0.3
+    live.runners[0].app[EDGE].settings.live_idle_timeout_s = 0.3
     assert await live.raw(WS + f"?key={live.token}", TEXT_SETUP) == (1008, "The session was idle for too long.")
     await live.no_lease_held()
 
@@ -408,4 +408,22 @@ async def test_the_js_client_over_its_own_carriers(live: Live, tmp_path: Path) -
     assert [s.path.count("//ws/") for s in live.sim.live.sessions()] == [0, 0]  # the edge normalises the path
     upgrades = [r for r in live.sim.requests if "/ws/" in r.path]
     assert len(upgrades) == 2 and all(r.query == {} for r in upgrades)  # neither ?key= nor ?access_token= went up
+    await live.no_lease_held()
+
+
+async def test_an_edge_shutting_down_tells_its_sessions_to_go_away(live: Live) -> None:
+    """A rolling restart: Google's goAway first (clients resume on another edge), a 1001 close before the drain's
+    end, the lease released; the session's client never sees a cut."""
+    runner = live.runners[1]
+    settings = runner.app[EDGE].settings
+    settings.shutdown_delay_s, settings.shutdown_timeout_s = 0.0, 1.5
+    async with live.http.ws_connect(live.edges[1] + WS, headers={"x-goog-api-key": live.token}) as ws:
+        await ws.send_str(TEXT_SETUP)
+        assert "setupComplete" in (await ws.receive(timeout=5)).json()
+        stopping = asyncio.ensure_future(stop_edge(runner, settings))
+        go_away = await ws.receive(timeout=5)
+        closed = await ws.receive(timeout=5)
+    await stopping
+    assert go_away.type is aiohttp.WSMsgType.BINARY and go_away.json() == {"goAway": {"timeLeft": "1s"}}
+    assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
     await live.no_lease_held()

@@ -15,7 +15,7 @@ from aiohttp import web
 from ..observability import EdgeMetrics
 from ..routing import GEMINI, add_route
 from .metrics import LiveMetrics
-from .session import LIVE_METRICS, bidi_generate_content
+from .session import LIVE_METRICS, LIVE_RELAYS, bidi_generate_content
 from .tokens import create as create_token
 
 # Whatever the slashes before "ws": the SDKs' base URLs end in "/", so "//ws/..." is the common case (notes 1.4).
@@ -28,6 +28,16 @@ PATH: Final = (
 def add_routes(app: web.Application, metrics: EdgeMetrics) -> None:
     """Register the Live path and browser-token minting (``POST /{v1alpha,v1beta}/auth_tokens``)."""
     app[LIVE_METRICS] = LiveMetrics(metrics)
+    app[LIVE_RELAYS] = set()
     add_route(app, "GET", PATH, bidi_generate_content, GEMINI)
     for version in ("v1alpha", "v1beta"):
         add_route(app, "POST", f"/{version}/auth_tokens", create_token, GEMINI)
+
+
+def go_away(app: web.Application, time_left_s: float) -> int:
+    """The edge is leaving: every open session gets Google's ``goAway`` (its client resumes elsewhere) and is
+    closed 1001 a second before ``time_left_s`` (the drain's end); how many were told."""
+    relays = app[LIVE_RELAYS].copy()
+    for relay in relays:
+        relay.go_away(time_left_s)
+    return len(relays)

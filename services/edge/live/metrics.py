@@ -14,7 +14,17 @@ from prometheus_client import Counter, Gauge, Histogram
 from ..observability import EdgeMetrics
 
 # Why a session ended: who closed it, or which limit of the edge's.
-CAUSES: Final = ("client", "upstream", "upstream_cut", "idle", "max_duration", "lease_lost", "refused", "bad_input")
+CAUSES: Final = (
+    "client",
+    "upstream",
+    "upstream_cut",
+    "idle",
+    "max_duration",
+    "lease_lost",
+    "refused",
+    "bad_input",
+    "shutdown",
+)
 DURATION_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 

@@ -42,6 +42,7 @@ HANDLE_LIFE_S: Final = 2 * 3600.0  # "valid for 2 hours after the last session t
 
 # Close codes (RFC 6455 and Google's use of them).
 NORMAL: Final = 1000
+GOING_AWAY: Final = 1001
 INVALID_PAYLOAD: Final = 1007
 POLICY: Final = 1008
 TOO_BIG: Final = 1009

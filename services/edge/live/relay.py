@@ -39,7 +39,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from ..keyring import CANCELLED
 from ..upstream import Attempt, error_outcome, ok_outcome, transport_failure
 from .metrics import LiveMetrics
-from .protocol import ABNORMAL, INTERNAL, NORMAL, UNAVAILABLE, Seen, close_error, cut_reason
+from .protocol import ABNORMAL, GOING_AWAY, INTERNAL, NORMAL, UNAVAILABLE, Seen, close_error, cut_reason
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class Relay:
         headers: dict[str, str],
         limits: Limits,
         metrics: LiveMetrics,
+        open_relays: set[Relay],
     ) -> None:
         self.client = client
         self.request = request
@@ -87,12 +88,15 @@ class Relay:
         self.headers = headers
         self.limits = limits
         self.metrics = metrics
+        self.open_relays = open_relays  # the edge's sessions past setupComplete (told to go away at shutdown)
         self.seen = Seen()
         # The last close an upstream gave before setupComplete: what the client gets if no key does better.
         self.refused: Ending | None = None
         self.ending: Ending | None = None
         self.started = 0.0
         self.last_frame = 0.0
+        self.leave_at: float | None = None  # set by go_away
+        self._woken = asyncio.Event()
 
     async def run(self, attempt: Attempt, request: web.Request) -> Ending | UpstreamError:
         """One key's try (``forwarding.Run``): the session's end, or the error that lets another key try."""
@@ -143,6 +147,7 @@ class Relay:
             return self._closed_before_setup(attempt, upstream, first, key)
         self.started = time.monotonic()
         self.metrics.open.inc()
+        self.open_relays.add(self)
         try:
             if not await self._down(first, key):
                 return self._end(attempt)
@@ -152,6 +157,7 @@ class Relay:
             if attempt.outcome is CANCELLED:  # cancelled (the client cut the connection): the session still counts
                 self._ended(Ending("client", ABNORMAL))
                 self._end(attempt)
+            self.open_relays.discard(self)
             self.metrics.open.dec()
             self.metrics.duration.observe(time.monotonic() - self.started)
 
@@ -257,10 +263,15 @@ class Relay:
         while True:
             now = time.monotonic()
             idle_at = self.last_frame + self.limits.idle_timeout_s
-            wake = min(t for t in (next_renew, end_at, idle_at) if t is not None)
-            await asyncio.sleep(max(0.0, wake - now))
+            wake = min(t for t in (next_renew, end_at, idle_at, self.leave_at) if t is not None)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, wake - now)):
+                    await self._woken.wait()  # go_away: the edge is leaving
+            self._woken.clear()
             now = time.monotonic()
-            if now >= end_at:
+            if self.leave_at is not None and now >= self.leave_at:
+                ending = Ending("shutdown", GOING_AWAY, "The edge is shutting down: resume the session.")
+            elif now >= end_at:
                 ending = Ending("max_duration", 1008, "The session reached its maximum duration.")
             elif now >= self.last_frame + self.limits.idle_timeout_s:
                 ending = Ending("idle", 1008, "The session was idle for too long.")
@@ -274,6 +285,15 @@ class Relay:
             self._ended(ending)
             await upstream.close(code=NORMAL)
             return
+
+    def go_away(self, time_left_s: float) -> None:
+        """The edge is shutting down: tell the client (Google's ``goAway``, so it resumes elsewhere), end before."""
+        message = b'{"goAway":{"timeLeft":"%ds"}}' % int(time_left_s)
+        self.leave_at = time.monotonic() + max(0.0, time_left_s - 1.0)  # before the drain's cut
+        self._woken.set()
+        if not self.client.closed:
+            task = asyncio.ensure_future(self.client.send_bytes(message))
+            task.add_done_callback(_ignore_failure)
 
     def _count(self, frames: Counter, size: Counter, length: int) -> None:
         self.last_frame = time.monotonic()
@@ -323,6 +343,11 @@ async def _renewed(renew: Callable[[], Awaitable[bool]]) -> bool:
             "a Live session's lease renewal got no answer (%s): tried again at the next tick", type(failed).__name__
         )
         return True
+
+
+def _ignore_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a client gone meanwhile: its session ends anyway
 
 
 def _scrubbed(data: bytes, key: str) -> bytes:

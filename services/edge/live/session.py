@@ -65,6 +65,7 @@ from .relay import Ending, Limits, Relay
 log = logging.getLogger(__name__)
 
 LIVE_METRICS: Final = web.AppKey("live_metrics", LiveMetrics)
+LIVE_RELAYS: Final = web.AppKey("live_relays", set[Relay])
 ROUTE_NAME: Final = "live.bidiGenerateContent"
 # google-genai 3.x asks for v1 by default; Google serves Live on v1beta (LIVE_API_NOTES.md 1.5): v1 goes up as v1beta.
 UPSTREAM_VERSION: Final = {"v1": "v1beta", "v1beta": "v1beta", "v1alpha": "v1alpha"}
@@ -169,7 +170,8 @@ async def _serve(
         max_frame_bytes=settings.live_max_frame_bytes,
         connect_timeout_s=settings.connect_timeout_s,
     )
-    relay = Relay(client, request, frame, model, url, headers, limits, request.app[LIVE_METRICS])
+    app = request.app
+    relay = Relay(client, request, frame, model, url, headers, limits, app[LIVE_METRICS], app[LIVE_RELAYS])
     call = Call(
         token_hash=lease.token_hash,
         model=lease.model,
