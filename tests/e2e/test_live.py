@@ -304,6 +304,7 @@ async def test_a_browser_token_minted_by_the_pool_opens_one_session_for_its_mode
         assert text_of(await turn(session)) == "Simulated answer to: Hi"
     used = live.sim.live.sessions()[0]
     assert used.key in live.projects and used.path.endswith(".BidiGenerateContent")  # a normal session upstream
+    assert used.version == "v1beta"  # the Constrained path is v1alpha for the clients; Google serves Live on v1beta
     with pytest.raises(errors.APIError) as again:  # single use
         async with browser.live.connect(model=TEXT_MODEL, config=TEXT):
             pass

@@ -40,22 +40,25 @@ from ..errors import (
     UpstreamFailed,
 )
 from ..forwarding import attempts
-from ..keyring import Binding, LeaseRequest
+from ..keyring import Binding
 from ..observability import MODEL, ROUTE, STREAM
 from ..upstream import Attempt, Call, Settlement
 from . import credentials
 from .metrics import LiveMetrics
 from .protocol import (
+    ABNORMAL,
     HANDLE_LIFE_S,
     INTERNAL,
     INVALID_ARGUMENT,
     INVALID_KEY,
     INVALID_PAYLOAD,
     POLICY,
+    TOO_BIG,
     TRY_LATER,
     UNAUTHENTICATED,
     UNAVAILABLE,
     Refused,
+    Setup,
     handle_name,
     read_setup,
     with_model,
@@ -67,8 +70,6 @@ log = logging.getLogger(__name__)
 LIVE_METRICS: Final = web.AppKey("live_metrics", LiveMetrics)
 LIVE_RELAYS: Final = web.AppKey("live_relays", set[Relay])
 ROUTE_NAME: Final = "live.bidiGenerateContent"
-# google-genai 3.x asks for v1 by default; Google serves Live on v1beta (LIVE_API_NOTES.md 1.5): v1 goes up as v1beta.
-UPSTREAM_VERSION: Final = {"v1": "v1beta", "v1beta": "v1beta", "v1alpha": "v1alpha"}
 _PASSED_HEADERS: Final = ("user-agent", "x-goog-api-client")
 BIDI: Final = "bidiGenerateContent"
 _CAP_REASONS: Final = frozenset({"LIVE_SESSIONS", "LIVE_SESSIONS_PER_TOKEN"})
@@ -99,19 +100,19 @@ async def bidi_generate_content(request: web.Request) -> web.StreamResponse:
         frame, data = await _first_frame(client, settings.live_setup_timeout_s)
         setup = read_setup(data)
         request[MODEL] = edge.metrics.model_label(setup.model)
-        lease: LeaseRequest
-        if constrained:
+        if constrained:  # the token's grant leases instead of a client token; its model is forced into the setup
             grant = await _redeem(request, token, setup.model, setup.handle is not None)
+            call = _call(request, setup, session_grant=grant)
             frame = with_model(data, setup.model)
-            lease = LeaseRequest(token_hash="", model=setup.model, session=True, session_grant=grant)
         else:
-            lease = LeaseRequest(token_hash=token_hash(token), model=setup.model, session=True)
-        ending = await _serve(request, client, lease, frame, setup.model, setup.handle)
+            call = _call(request, setup, token_hash=token_hash(token))
+        ending = await _serve(request, client, call, frame)
     except Refused as closing:
         ending = Ending("bad_input" if closing.code == INVALID_PAYLOAD else "refused", closing.code, closing.reason)
         await client.close(code=closing.code, message=closing.reason.encode())
     except _ClientLeft:
-        ending = Ending("client", client.close_code or 1006)
+        code = client.close_code or ABNORMAL
+        ending = Ending("bad_input" if code == TOO_BIG else "client", code)
     metrics.closed(ending.cause, ending.code)
     return client
 
@@ -145,24 +146,35 @@ async def _redeem(request: web.Request, token: str, model: str, resumption: bool
     except ModelNotAllowed as other_model:
         raise Refused(POLICY, other_model.message) from None
     except LeaseRefused as refusal:
-        raise _close_for(refusal, model) from None
+        raise _close_for(refusal, model, request.match_info["version"]) from None
     return redeemed.grant
 
 
-async def _serve(
-    request: web.Request,
-    client: web.WebSocketResponse,
-    lease: LeaseRequest,
-    frame: str | bytes,
-    model: str,
-    handle: str | None,
-) -> Ending:
-    edge = request.app[EDGE]
-    settings = edge.settings
-    version = UPSTREAM_VERSION[request.match_info["version"]]
-    base = edge.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    url = f"{base}/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
-    headers = {name: request.headers[name] for name in _PASSED_HEADERS if name in request.headers}
+def _call(request: web.Request, setup: Setup, *, token_hash: str = "", session_grant: str = "") -> Call:
+    """The session's lease request (a handle resumed: the key it was issued on) and its upstream socket."""
+    version = request.match_info["version"]
+    if version == "v1" or request.match_info["method"].endswith("Constrained"):
+        version = "v1beta"  # Google serves Live on v1beta; v1alpha only for what a client asked of v1alpha itself
+    base = request.app[EDGE].base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return Call(
+        token_hash=token_hash,
+        session_grant=session_grant,
+        session=True,
+        model=setup.model,
+        affinity=(handle_name(setup.handle),) if setup.handle else (),
+        method="GET",
+        url=URL(f"{base}/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"),
+        headers={name: request.headers[name] for name in _PASSED_HEADERS if name in request.headers},
+        body=None,
+        stream=True,
+        route=ROUTE_NAME,
+    )
+
+
+async def _serve(request: web.Request, client: web.WebSocketResponse, call: Call, frame: str | bytes) -> Ending:
+    """The attempt loop with the relay as its run; keyring's refusal or the upstream's last close as the close."""
+    app = request.app
+    edge, settings = app[EDGE], app[EDGE].settings
     limits = Limits(
         setup_timeout_s=settings.live_setup_timeout_s,
         idle_timeout_s=settings.live_idle_timeout_s,
@@ -170,20 +182,8 @@ async def _serve(
         max_frame_bytes=settings.live_max_frame_bytes,
         connect_timeout_s=settings.connect_timeout_s,
     )
-    app = request.app
-    relay = Relay(client, request, frame, model, url, headers, limits, app[LIVE_METRICS], app[LIVE_RELAYS])
-    call = Call(
-        token_hash=lease.token_hash,
-        model=lease.model,
-        session=True,
-        session_grant=lease.session_grant,
-        affinity=(handle_name(handle),) if handle else (),
-        method="GET",
-        url=URL(url),
-        headers=headers,
-        body=None,
-        stream=True,
-        route=ROUTE_NAME,
+    relay = Relay(
+        client, request, frame, call.model, str(call.url), call.headers, limits, app[LIVE_METRICS], app[LIVE_RELAYS]
     )
     try:
         ending = await attempts(request, call, _with_handles(relay), [])
@@ -192,7 +192,7 @@ async def _serve(
         capped = _cap_reason(refusal)
         if capped:
             relay.metrics.capped.labels(capped).inc()
-        raise _close_for(refusal, model) from None
+        raise _close_for(refusal, call.model, request.match_info["version"]) from None
     except UpstreamFailed:
         ending = relay.refused or Ending("upstream", INTERNAL, UNAVAILABLE)
         if not client.closed:
@@ -214,12 +214,12 @@ def _with_handles(relay: Relay) -> Callable[[Attempt, web.Request], Awaitable[En
     return run
 
 
-def _close_for(refusal: LeaseRefused, model: str) -> Refused:
+def _close_for(refusal: LeaseRefused, model: str, version: str = "v1beta") -> Refused:
     """Keyring's refusal as the close Google would give for it (or, for the pool's own limits, a clear one)."""
     if isinstance(refusal, TokenRejected):
         return Refused(INVALID_PAYLOAD, INVALID_KEY)
     if isinstance(refusal, ModelNotAllowed):
-        return Refused(POLICY, f"models/{model} is not found for API version v1beta, or is not supported for {BIDI}")
+        return Refused(POLICY, f"models/{model} is not found for API version {version}, or is not supported for {BIDI}")
     if isinstance(refusal, UnknownResource):  # a resumption handle no key of the pool issued (or expired)
         return Refused(INVALID_PAYLOAD, INVALID_ARGUMENT)
     if isinstance(refusal, InvalidLeaseRequest):
