@@ -89,17 +89,29 @@ async def test_a_frozen_replica_is_routed_around_within_its_hedge_delay(
             await proxy.cut()
 
 
+@pytest.mark.parametrize("addressing", ["static", "dns"])
 async def test_releases_owed_to_a_replica_gone_for_good_are_handed_over_and_counted_once(
-    start_replica: StartReplica, caplog: pytest.LogCaptureFixture
+    start_replica: StartReplica, caplog: pytest.LogCaptureFixture, addressing: str
 ) -> None:
+    """Static: a's address stays configured, dead. DNS (a headless Service): a's record goes with it."""
     a, b, token = await two_replicas(start_replica)
-    client = KeyringClient([a.address, b.address], tls=session_pki().edge.files)
+    targets = [a.address, b.address]
+
+    async def resolver(address: str) -> list[str]:
+        return list(targets)
+
+    if addressing == "static":
+        client = KeyringClient(targets, tls=session_pki().edge.files)
+    else:  # a replica no longer named is retired after twice the timeout
+        client = KeyringClient(["keyring:50051"], 0.5, 0.05, resolver, tls=session_pki().edge.files)
     caplog.set_level(logging.INFO, logger="services.edge")
     try:
         leases: list[HeldLease] = [await client.acquire(LeaseRequest(token_hash=token, model=MODEL)) for _ in range(6)]
         on_a = [lease for lease in leases if lease.replica == a.address]
         assert on_a and len(on_a) < len(leases)
-        await kill(a)  # SIGKILL at a static address, never restarted; its membership gone with it
+        await kill(a)  # SIGKILL, never restarted; its membership gone with it
+        if addressing == "dns":
+            targets.remove(a.address)
         for lease in leases:
             lease.release(OK, confirm=False)  # the calls were made: each must be counted once, somewhere
         await until(lambda: held(b) == 0, within_s=3, message="b's own leases not released")
@@ -111,12 +123,12 @@ async def test_releases_owed_to_a_replica_gone_for_good_are_handed_over_and_coun
         # What a was owed (its leases' releases) is handed over to b once a has left the membership.
         await until(lambda: calls_counted() == calls, within_s=5, message="a's calls not counted")
         assert client.owed_releases() == 0
-        await asyncio.sleep(1.2)  # another handover round and a reconnect attempt or two: nothing counted twice
+        await asyncio.sleep(1.1)  # another handover round and a reconnect attempt or two: nothing counted twice
         assert client.owed_releases() == 0
         assert calls_counted() == calls
         assert sum(counted(b, key_id).input_tokens for key_id in calls) == 7 * len(leases)
         # The replica's death said once (down), not once per reconnect attempt.
         assert len(lines_naming(caplog, a.address)) == 1, lines_naming(caplog, a.address)
-        assert client.replica_states()[a.address] == DOWN
+        assert client.replica_states().get(a.address, DOWN) == DOWN
     finally:
         await client.close()
