@@ -243,6 +243,14 @@ async def test_resumed_session_lands_on_the_same_key_from_the_other_edge(live: L
 
 
 async def test_upstream_closes_reach_the_client_and_a_quota_close_cools_the_project(live: Live) -> None:
+    refused = list(live.projects)[::2]  # a key of each project refused at the upgrade (HTTP 400): another is tried
+    live.sim.live.settings.reject_upgrade = dict.fromkeys(refused, 400)
+    for _ in range(3):  # three picks of four keys: a refused one among them
+        async with live.client().live.connect(model=TEXT_MODEL, config=TEXT):
+            assert live.sim.live.open_sessions()[0].key not in refused
+    assert {r.key for r in live.sim.requests if "/ws/" in r.path} & set(refused)  # tried, then another key
+    live.sim.live.settings.reject_upgrade = {}
+    await live.no_lease_held()
     with pytest.raises(errors.APIError) as quota:
         async with live.client().live.connect(model=TEXT_MODEL, config=TEXT) as session:
             cooled = live.sim.live.open_sessions()[0]

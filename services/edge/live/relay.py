@@ -116,8 +116,9 @@ class Relay:
                     compress=0,
                 )
         except aiohttp.WSServerHandshakeError as refused:
-            error = UpstreamError(refused.status, "UNAVAILABLE", f"the upstream refused the upgrade ({refused.status})")
-            return self._before_setup(attempt, error, Ending("upstream", INTERNAL, UNAVAILABLE))
+            return self._before_setup(
+                attempt, _refused_upgrade(refused.status), Ending("upstream", INTERNAL, UNAVAILABLE)
+            )
         except (TimeoutError, aiohttp.ClientError, OSError) as failed:
             return self._before_setup(attempt, transport_failure(failed), Ending("upstream", INTERNAL, UNAVAILABLE))
         try:
@@ -343,6 +344,15 @@ async def _renewed(renew: Callable[[], Awaitable[bool]]) -> bool:
             "a Live session's lease renewal got no answer (%s): tried again at the next tick", type(failed).__name__
         )
         return True
+
+
+def _refused_upgrade(status: int) -> UpstreamError:
+    """An upgrade the upstream answered with an HTTP status: a 429 or 404 means what it says; any other (no body,
+    no reason: Google's refusal of a key at the handshake, LIVE_API_NOTES.md 3.1) tries another key, blaming none."""
+    message = f"the upstream refused the upgrade (HTTP {status})"
+    if status in (404, 429):
+        return UpstreamError(status, "NOT_FOUND" if status == 404 else "RESOURCE_EXHAUSTED", message)
+    return UpstreamError(status, "UNAVAILABLE", message, transport=Transport.CONNECTION)
 
 
 def _ignore_failure(task: asyncio.Future[None]) -> None:
