@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+from prometheus_client import generate_latest
+
 from services.edge.keyring.handover import granting_instance
 from services.edge.keyring.health import ReplicaHealth, State
+from services.edge.observability import EdgeMetrics
 
 
 def test_the_hedge_delay_follows_the_recent_latency_within_its_bounds() -> None:
@@ -53,3 +56,14 @@ def test_a_down_replica_reconnects_only_when_its_backoff_allows_up_to_the_cap() 
 
 def test_a_lease_id_names_its_granting_instance() -> None:
     assert granting_instance("replica-a.1f2e.17.1796543555251.774a7622") == "replica-a.1f2e"
+
+
+def test_the_replica_metrics_are_read_when_scraped() -> None:
+    states = {"10.0.0.1:50051": int(State.HEALTHY), "10.0.0.2:50051": int(State.SLOW)}
+    metrics = EdgeMetrics()
+    metrics.watch_replicas(lambda: states, lambda: 3)
+    states["10.0.0.3:50051"] = int(State.DOWN)  # read at scrape time, not when watched
+    text = generate_latest(metrics.registry).decode()
+    assert 'edge_keyring_replica_state{replica="10.0.0.2:50051"} 1.0' in text
+    assert 'edge_keyring_replica_state{replica="10.0.0.3:50051"} 2.0' in text
+    assert "edge_keyring_hedged_calls_total 3.0" in text

@@ -197,7 +197,10 @@ class ReplicaSet:
         """Every ``HANDOVER_EVERY_S``: what gone replicas are owed, handed over to live ones (``handover.py``)."""
         while True:
             await asyncio.sleep(HANDOVER_EVERY_S)
-            await self.hand_over_owed()
+            try:
+                await self.hand_over_owed()
+            except Exception:  # a round that failed must not end the rounds: what is owed stays owed
+                log.exception("handing over releases owed to gone keyring replicas failed")
 
     async def hand_over_owed(self) -> None:
         """Hand over what replicas down for ``handover_after_s``, or no longer named, are owed."""
