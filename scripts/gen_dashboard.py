@@ -21,7 +21,7 @@ PANELS = [
     ("Key health", "Quota used of the limit (per project, model, metric)", "timeseries", "percentunit", [("sum by (project, model, metric) (keyring_quota_used{pool=~\"$pool\"}) / max by (project, model, metric) (keyring_quota_limit{pool=~\"$pool\"})", "{{project}} {{model}} {{metric}}")]),
     ("Key health", "Cooldowns started", "timeseries", "ops", [("sum by (reason) (rate(keyring_cooldowns_started_total[5m]))", "{{reason}}")]),
     ("Traffic", "Requests by model and dialect", "timeseries", "reqps", [("sum by (model, dialect) (rate(edge_requests_total[5m]))", "{{dialect}} {{model}}")]),
-    ("Traffic", "Errors by status class", "timeseries", "reqps", [("sum by (status_class, dialect) (rate(edge_requests_total{status_class!=\"2xx\"}[5m]))", "{{dialect}} {{status_class}}")]),
+    ("Traffic", "Errors by status class", "timeseries", "reqps", [("sum by (status_class, dialect) (rate(edge_requests_total{status_class!~\"[12]xx\"}[5m]))", "{{dialect}} {{status_class}}")]),
     ("Traffic", "Failovers by cause", "timeseries", "ops", [("sum by (cause) (rate(edge_failovers_total[5m]))", "{{cause}}")]),
     ("Traffic", "Tokens per model", "timeseries", "short", [("sum by (model, direction) (rate(edge_tokens_total[5m]))", "{{model}} {{direction}}")]),
     ("Latency", "End-to-end latency", "timeseries", "s", [
