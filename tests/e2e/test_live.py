@@ -15,6 +15,7 @@ import shutil
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from services.edge.app import start_edge, stop_edge
 from services.edge.config import EdgeSettings
 from services.edge.context import EDGE
 from services.edge.https import serve_https
-from services.edge.live.protocol import INVALID_ARGUMENT
+from services.edge.live.protocol import INVALID_ARGUMENT, UNAUTHENTICATED, cut_reason
 from services.simulator import SimulatorState, start_simulator
 from services.simulator.live import QUOTA_MESSAGE
 from tests.e2e.conftest import eventually
@@ -326,6 +327,21 @@ async def test_a_browser_token_minted_by_the_pool_opens_one_session_for_its_mode
         async with live.client(0, token=other.name, version="v1alpha").live.connect(model=AUDIO_MODEL):
             pass
     assert wrong_model.value.code == 1008
+    mint = f"{live.edges[0]}/v1alpha/auth_tokens"
+    soon = (datetime.now(UTC) + timedelta(seconds=0.5)).isoformat()
+    body = {"bidiGenerateContentSetup": {"model": f"models/{TEXT_MODEL}"}, "newSessionExpireTime": soon}
+    async with live.http.post(mint, headers={"x-goog-api-key": live.token}, json=body) as short:
+        assert short.status == 200, await short.text()
+        expiring = (await short.json())["name"]
+    for bad, status in (({"uses": 1}, 400), ({**body, "uses": 11}, 400), ({**body, "uses": True}, 400)):
+        async with live.http.post(mint, headers={"x-goog-api-key": live.token}, json=bad) as refused_mint:
+            assert (
+                refused_mint.status == status and (await refused_mint.json())["error"]["status"] == "INVALID_ARGUMENT"
+            )
+    async with live.http.post(mint, headers={"x-goog-api-key": "kr-" + "x" * 43}, json=body) as stranger:
+        assert stranger.status == 401
+    await eventually(lambda: datetime.now(UTC).isoformat() > soon, 2.0, "")  # its redeem window has passed
+    assert await live.raw(CONSTRAINED + f"?access_token={expiring}", TEXT_SETUP) == (1008, cut_reason(UNAUTHENTICATED))
     assert len(live.sim.live.sessions()) == 1  # the refused ones never went upstream
     await live.no_lease_held()
 
