@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 from prometheus_client import generate_latest
 
+from services.edge.keyring.asking import HEDGE_BURST, HEDGE_RATIO, Asker
 from services.edge.keyring.handover import granting_instance
 from services.edge.keyring.health import ReplicaHealth, State
 from services.edge.observability import EdgeMetrics
@@ -67,3 +69,12 @@ def test_the_replica_metrics_are_read_when_scraped() -> None:
     assert 'edge_keyring_replica_state{replica="10.0.0.2:50051"} 1.0' in text
     assert 'edge_keyring_replica_state{replica="10.0.0.3:50051"} 2.0' in text
     assert "edge_keyring_hedged_calls_total 3.0" in text
+
+
+def test_hedges_away_from_a_replica_still_answering_are_budgeted_and_a_slow_ones_are_not() -> None:
+    asker = Asker(replicas=SimpleNamespace(), timeout_s=5.0)  # type: ignore[arg-type]  # only its budget is asked
+    answering, slow = SimpleNamespace(usable=True), SimpleNamespace(usable=False)
+    assert sum(asker._may_hedge([answering]) for _ in range(100)) == HEDGE_BURST  # a burst, then none
+    assert all(asker._may_hedge([slow, answering]) for _ in range(100))  # calls on a slow replica always move
+    asker._hedge_budget += 10 * HEDGE_RATIO  # what ten calls earn (``ask``)
+    assert asker._may_hedge([answering]) and not asker._may_hedge([answering])

@@ -5,7 +5,10 @@ healthy ones first). A replica gone or draining (UNAVAILABLE) passes it on to
 the next; one that has not answered within its hedge delay (``health.py``) is
 marked slow (``LeaseStream.overdue``) and the call also goes to the next
 healthy replica, the first answer winning; answers that come after it go to
-``late`` (a grant is released at once by the caller). A refusal is raised as
+``late`` (a grant is released at once by the caller). Hedges away from a
+replica not marked slow (its other replies keep coming: this edge is busy,
+or that one answer is slow) are budgeted (``HEDGE_RATIO``), so an overloaded
+edge does not double its load on keyring. A refusal is raised as
 the edge exception that answers the client (``refusals``). Waiting on one reply
 costs no task and no set: its future awaited, a timer for the hedge delay beside it (``_answered``).
 """
@@ -13,7 +16,7 @@ costs no task and no set: its future awaited, a timer for the hedge delay beside
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import grpc
@@ -27,6 +30,12 @@ from .transport import GONE, OVERDUE, Flight, LeaseStream
 
 Late = Callable[[LeaseStream, pb.LeaseResult], None]
 
+# Hedges from a replica still healthy (its replies keep coming: a busy edge, a slow answer) are budgeted, so an
+# overloaded edge does not double its calls: each call earns HEDGE_RATIO of a hedge, at most HEDGE_BURST saved
+# (gRPC's retry throttling). A replica marked slow or down is not budgeted: its calls are the ones to move.
+HEDGE_RATIO = 0.1
+HEDGE_BURST = 20.0
+
 
 class Asker:
     """Asks the replicas a call (module docstring); ``hedged`` counts the calls also sent to a second replica."""
@@ -35,6 +44,7 @@ class Asker:
         self._replicas = replicas
         self._timeout_s = timeout_s
         self.hedged = 0
+        self._hedge_budget = HEDGE_BURST
 
     async def ask(
         self, make_call: Callable[[], pb.LeaseCall], names: Sequence[str] = (), late: Late | None = None,
@@ -49,7 +59,8 @@ class Asker:
         flights: dict[Flight, LeaseStream] = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
-        send_next, hedged = True, False
+        self._hedge_budget = min(self._hedge_budget + HEDGE_RATIO, HEDGE_BURST)
+        send_next, look_again, hedged = True, False, False
         try:
             while True:
                 wait_s = deadline - loop.time()
@@ -60,14 +71,19 @@ class Asker:
                         raise KeyringUnavailable()
                     if sent is not None and remaining and hedge:  # another replica to hedge to: its hedge delay first
                         wait_s = min(wait_s, sent.health.hedge_delay_s)
+                elif look_again:  # not hedged for want of budget: look again after another hedge delay
+                    wait_s = min(wait_s, min(replica.health.hedge_delay_s for replica in flights.values()))
                 answered = await _answered(flights, max(wait_s, 0))
                 if not answered:
                     if loop.time() >= deadline:
                         raise KeyringUnavailable("no keyring replica answered in time")
                     if not hedge:
-                        continue
+                        continue  # a timer may fire a hair early: wait out the deadline
                     for replica in flights.values():
                         replica.overdue()
+                    look_again = not self._may_hedge(flights.values())
+                    if look_again:
+                        continue
                     if not hedged:
                         hedged = True
                         self.hedged += 1
@@ -88,6 +104,15 @@ class Asker:
             if late is not None:
                 for flight, replica in flights.items():
                     _hand_to_late(flight, partial(late, replica))
+
+    def _may_hedge(self, late: Iterable[LeaseStream]) -> bool:
+        """Whether the call may go to another replica too: one it waits on is slow or down, or the budget allows."""
+        if not all(replica.usable for replica in late):
+            return True
+        if self._hedge_budget >= 1:
+            self._hedge_budget -= 1
+            return True
+        return False
 
 
 async def _answered(flights: dict[Flight, LeaseStream], wait_s: float) -> list[Flight]:
