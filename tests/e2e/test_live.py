@@ -138,6 +138,12 @@ async def live(start_replica: StartReplica, pki: Pki) -> AsyncIterator[Live]:  #
             await runner.cleanup()
 
 
+def narrow_known(replica: Replica, pool: str) -> bool:
+    """Whether the replica's view has the pool and a token of it (created on another replica)."""
+    view = replica.keyring.cache.view
+    return pool in view.pools and any(token.pool == pool for token in view.tokens.values())
+
+
 async def turn(session: Any) -> list[types.LiveServerMessage]:
     return [message async for message in session.receive()]
 
@@ -292,6 +298,19 @@ async def test_bad_input_gets_googles_close_and_takes_no_lease(live: Live) -> No
     )
     code, _ = await live.raw(CONSTRAINED + "?access_token=auth_tokens/forged", setup % TEXT_MODEL)
     assert code == 1008
+    assert await live.raw(WS + query + "&key=kr-another-token-entirely-000000", setup % TEXT_MODEL) == (
+        1007,
+        "Multiple authentication credentials received. Please pass only one.",
+    )
+    admin = live.replicas[0].admin  # a pool whose allow-list leaves the audio model out: Google's words for it
+    await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="text-only", allowed_models=[TEXT_MODEL])))
+    await admin.AddKeys(pb.AddKeysRequest(pool="text-only", keys=[pb.KeyInput(secret=fake_auth_key("text-only"))]))
+    narrow = (await admin.CreateToken(pb.CreateTokenRequest(pool="text-only", name="narrow"))).token
+    await eventually(lambda: all(narrow_known(r, "text-only") for r in live.replicas), 3.0, "pool not seen")
+    assert await live.raw(WS + f"?key={narrow}", setup % AUDIO_MODEL) == (
+        1008,
+        f"models/{AUDIO_MODEL} is not found for API version v1beta, or is not supported for bidiGenerateContent",
+    )
     # only the unknown model went upstream (Google's answer about it is the one passed on): nothing else did
     assert [s.close_code for s in live.sim.live.sessions()] == [1008]
     await live.no_lease_held()

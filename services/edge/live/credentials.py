@@ -23,6 +23,8 @@ _MAX_LENGTH: Final = 512
 
 
 def _authorization(request: web.Request, scheme: str) -> str | None:
+    if len(request.headers.getall("Authorization", [])) > 1:
+        raise Refused(INVALID_PAYLOAD, MULTIPLE)
     given, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() or None if given.lower() == scheme else None
 
@@ -43,7 +45,13 @@ def client_token(request: web.Request) -> str:
     """The key path's client token (a browser token here is refused: it belongs on the Constrained path)."""
     if "access_token" in request.query or _authorization(request, "token"):
         raise Refused(POLICY, UNAUTHENTICATED)
-    token = _one([request.headers.get("x-goog-api-key"), request.query.get("key"), _authorization(request, "bearer")])
+    token = _one(
+        [
+            *request.headers.getall("x-goog-api-key", []),
+            *request.query.getall("key", []),
+            _authorization(request, "bearer"),
+        ]
+    )
     if token.startswith(BROWSER_TOKEN_PREFIX):
         raise Refused(POLICY, UNAUTHENTICATED)
     return token
@@ -52,7 +60,11 @@ def client_token(request: web.Request) -> str:
 def browser_token(request: web.Request) -> str:
     """The Constrained path's browser token (``auth_tokens/...``); anything else is refused (1008)."""
     token = _one(
-        [request.query.get("access_token"), _authorization(request, "token"), request.headers.get("x-goog-api-key")]
+        [
+            *request.query.getall("access_token", []),
+            _authorization(request, "token"),
+            *request.headers.getall("x-goog-api-key", []),
+        ]
     )
     if "key" in request.query or not token.startswith(BROWSER_TOKEN_PREFIX):
         raise Refused(POLICY, UNAUTHENTICATED)
