@@ -66,7 +66,8 @@ resolving), the same load and the same 429 project; replica C is the victim:
 
 Each waits, under its load, until every edge reports every replica healthy
 (edge_keyring_replica_state, 40 s at most: a replica restarted after a long
-death waits for the edges' next probe). Their own figures and bounds
+death waits for the edges' next probe; replicas_in_use_after_s, a violation
+when it does not happen: the fault would reach only the edges using it). Their own figures and bounds
 (``--check``), besides the ones above (usage
 equals upstream calls in each; leases_in_flight_after waits, where streams
 ended, for the stream grace + 10 s: leases_reclaimed_after_s):
@@ -943,10 +944,13 @@ async def run_scenario(
     began = time.time()
     load.start()
     if name in WIDE_SCENARIOS:
-        in_use = await edges_use_every_replica(stack, http)
+        in_use, states = await edges_use_every_replica(stack, http)
+        fault.figures["replicas_in_use_after_s"] = in_use
+        if in_use is None:
+            fault.figures["replica_states_per_edge"] = states
         fault.steps.append(
             f"every edge uses every replica after {in_use} s" if in_use is not None
-            else f"some edge still does not use every replica after {REPLICAS_IN_USE_S:g} s"
+            else f"some edge still does not use every replica after {REPLICAS_IN_USE_S:g} s: states {states}"
         )  # fmt: skip
     await asyncio.sleep(timing.warm_s)
     fault.steps.append(f"{time.time() - began:.1f}s: fault")
@@ -1014,12 +1018,14 @@ async def run_scenario(
     return result
 
 
-async def edges_use_every_replica(stack: Stack, http: aiohttp.ClientSession) -> float | None:
-    """Seconds until every edge says every replica is healthy (REPLICAS_IN_USE_S at most: None)."""
-    addresses = {stack.keyring_address(i) for i in range(len(stack.replicas))}
+async def edges_use_every_replica(stack: Stack, http: aiohttp.ClientSession) -> tuple[float | None, list[list[Any]]]:
+    """Seconds until every edge says every replica is healthy (REPLICAS_IN_USE_S at most: None), and the states
+    each edge last gave the replicas in order (0 healthy, 1 slow, 2 down; None: not named)."""
+    addresses = [stack.keyring_address(i) for i in range(len(stack.replicas))]
     began = time.time()
+    seen: list[list[Any]] = []
     while time.time() < began + REPLICAS_IN_USE_S:
-        healthy = True
+        healthy, seen = True, []
         for url in stack.edge_urls:
             try:
                 async with http.get(f"{url}/metrics", timeout=aiohttp.ClientTimeout(total=3)) as reply:
@@ -1033,12 +1039,13 @@ async def edges_use_every_replica(stack: Stack, http: aiohttp.ClientSession) -> 
                 if line.startswith(REPLICA_STATE + "{")
             }
             if not states:  # an edge that does not say (before issue 19): nothing to wait for
-                return 0.0
+                return 0.0, seen
+            seen.append([states.get(address) for address in addresses])
             healthy = healthy and all(states.get(address) == 0 for address in addresses)
         if healthy:
-            return round(time.time() - began, 1)
+            return round(time.time() - began, 1), seen
         await asyncio.sleep(0.25)
-    return None
+    return None, seen
 
 
 async def owed_settled(stack: Stack, http: aiohttp.ClientSession) -> list[float | None]:
@@ -1115,6 +1122,11 @@ def violations(result: dict[str, Any]) -> list[str]:
 def lease_end_violations(result: dict[str, Any]) -> list[str]:
     """Issue 19's bounds, for the scenarios whose figures name them."""
     broken = []
+    if "replicas_in_use_after_s" in result and result["replicas_in_use_after_s"] is None:
+        broken.append(
+            f"an edge did not use every replica within {REPLICAS_IN_USE_S:g} s under load (states per edge"
+            f" {result['replica_states_per_edge']}: 2 down): the fault reached only the edges that did"
+        )
     if (
         "throughput_during" in result
         and result["throughput_during"] < FREEZE_THROUGHPUT_SHARE * result["throughput_before"]
