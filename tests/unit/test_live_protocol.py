@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from services.common.answers import AnswerKind
+from services.edge.live import credentials
 from services.edge.live.protocol import (
     INVALID_ARGUMENT,
     MAX_HANDLES,
@@ -104,3 +107,36 @@ def test_frames_are_scrubbed_of_the_key_and_media_left_intact() -> None:
     audio = orjson.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": "AIza" + "A" * 60}}]}}})
     assert _scrubbed(audio, KEY) == audio  # base64 that looks like a key shape is media, untouched
     assert KEY.encode() not in _scrubbed(audio[:-3] + KEY.encode() + audio[-3:], KEY)  # the leased key never passes
+
+
+def _request(query: str = "", **headers: str) -> web.Request:
+    return make_mocked_request("GET", "/ws/x" + query, headers=headers)
+
+
+def test_a_token_is_read_from_every_carrier_and_only_one_is_taken() -> None:
+    token = "kr-" + "t" * 43
+    assert credentials.client_token(_request(**{"x-goog-api-key": token})) == token  # Python
+    assert credentials.client_token(_request(f"?key={token}")) == token  # JS, browsers
+    assert credentials.client_token(_request(Authorization=f"Bearer {token}")) == token
+    assert credentials.client_token(_request(f"?key={token}", **{"x-goog-api-key": token})) == token  # one value
+    for refused, code in (
+        (_request(f"?key={token}&key=kr-other-token-000000000"), 1007),
+        (_request(f"?key={token}", Authorization="Bearer kr-other-token-000000000"), 1007),
+        (_request(), 1008),
+        (_request("?key=auth_tokens/abc"), 1008),  # a browser token belongs on the Constrained path
+        (_request(f"?key={token}&access_token=auth_tokens/abc"), 1008),
+    ):
+        with pytest.raises(Refused) as caught:
+            credentials.client_token(refused)
+        assert caught.value.code == code
+
+
+def test_a_browser_token_only_on_the_constrained_path() -> None:
+    browser = "auth_tokens/" + "b" * 40
+    python = _request(**{"Authorization": f"Token {browser}", "x-goog-api-key": browser})  # google-genai sends both
+    assert credentials.browser_token(python) == browser
+    assert credentials.browser_token(_request(f"?access_token={browser}")) == browser  # @google/genai
+    for refused in (_request("?access_token=kr-" + "t" * 43), _request(f"?access_token={browser}&key=x")):
+        with pytest.raises(Refused) as caught:
+            credentials.browser_token(refused)
+        assert caught.value.code == 1008
