@@ -43,7 +43,8 @@ from .protocol import ABNORMAL, GOING_AWAY, INTERNAL, NORMAL, UNAVAILABLE, Seen,
 
 log = logging.getLogger(__name__)
 
-_UNSENDABLE: Final = frozenset({1005, 1006, 1015})  # reserved: never in a close frame
+NO_STATUS: Final = 1005
+_UNSENDABLE: Final = frozenset({NO_STATUS, 1006, 1015})  # reserved: never in a close frame
 _CLOSED: Final = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
 
 
@@ -226,33 +227,26 @@ class Relay:
                     if self.request.transport is not None:
                         self.request.transport.abort()  # no close frame: the client sees 1006, as from Google
                     return
+                code = NORMAL if code == NO_STATUS else code  # a close without a code: a normal one for the client
                 self._ended(Ending("upstream", code, _scrubbed_reason(message, key)))
                 return
             if not await self._down(message, key):
                 return
 
     async def _down(self, message: aiohttp.WSMessage, key: str) -> bool:
-        """Relay one upstream frame (read for usage and handles first); False when the client is gone."""
-        if message.type is WSMsgType.BINARY:
-            data: bytes = message.data
-            self.seen.read(data)
-            out = _scrubbed(data, key)
-            self._count(self.metrics.down_frames, self.metrics.down_bytes, len(out))
-            try:
-                await self.client.send_bytes(out)
-            except ConnectionError:
-                self._ended(Ending("client", ABNORMAL))
-                return False
-        elif message.type is WSMsgType.TEXT:
-            raw = message.data.encode()
-            self.seen.read(raw)
-            text = _scrubbed(raw, key)
-            self._count(self.metrics.down_frames, self.metrics.down_bytes, len(text))
-            try:
-                await self.client.send_str(text.decode())
-            except ConnectionError:
-                self._ended(Ending("client", ABNORMAL))
-                return False
+        """Relay one upstream frame with its type (read for usage and handles first); False when the client is gone."""
+        if message.type is not WSMsgType.BINARY and message.type is not WSMsgType.TEXT:
+            return True
+        binary = message.type is WSMsgType.BINARY
+        raw: bytes = message.data if binary else message.data.encode()
+        self.seen.read(raw)
+        out = _scrubbed(raw, key)
+        self._count(self.metrics.down_frames, self.metrics.down_bytes, len(out))
+        try:
+            await (self.client.send_bytes(out) if binary else self.client.send_str(out.decode()))
+        except ConnectionError:
+            self._ended(Ending("client", ABNORMAL))
+            return False
         return True
 
     async def _watch(self, attempt: Attempt, upstream: aiohttp.ClientWebSocketResponse) -> None:
