@@ -14,9 +14,13 @@ down); then every client closes.
 One JSON line: sessions_opened, edge_rss_base_mib, edge_rss_open_mib,
 edge_kib_per_session (resident growth with every session open, over their
 number), turns, frames_down / frames_up and frames_per_s (both directions,
-what the edge relayed), leases_in_flight_after (keyring's gauge on both
-replicas once every client closed: 0, or a lease leaked), closes (codes the
-clients saw, by count).
+what the edge relayed), closes (codes seen by the half of the clients that
+close), leases_held_after_half_closed (keyring's gauge on both replicas: the
+other half), then the edge is SIGKILLed with that half open:
+leases_reclaimed_after_edge_kill_s (until keyring holds none: within
+KEYRING_STREAM_LEASE_GRACE_S, 15 s, as the edge's lease streams end with it;
+a session lease unrenewed within KEYRING_SESSION_LEASE_TTL_S, 30 s, in any
+case) and leases_in_flight_after (0, or a lease leaked: exit status 1).
 
     .venv/bin/python bench/live_bench.py [--sessions 100] [--seconds 10]
 """
@@ -28,6 +32,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -73,6 +78,16 @@ async def leases_in_flight(http: aiohttp.ClientSession, metrics_urls: list[str])
                 if line.startswith("keyring_leases_in_flight"):
                     total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+async def settled(http: aiohttp.ClientSession, metrics_urls: list[str], expected: float, within_s: float) -> float:
+    """Keyring's leases in flight once they reach ``expected`` (polled), or what they are at the deadline."""
+    deadline = time.monotonic() + within_s
+    held = await leases_in_flight(http, metrics_urls)
+    while held != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        held = await leases_in_flight(http, metrics_urls)
+    return held
 
 
 class Client:
@@ -171,12 +186,13 @@ async def run(options: argparse.Namespace, workdir: str) -> dict[str, Any]:
             began = time.monotonic()
             await asyncio.gather(*(c.play(began + options.seconds) for c in clients))
             elapsed = time.monotonic() - began
-            codes = Counter(await asyncio.gather(*(c.close() for c in clients)))
-            deadline = time.monotonic() + 15
-            left = await leases_in_flight(http, metrics_urls)
-            while left and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-                left = await leases_in_flight(http, metrics_urls)
+            half = len(clients) // 2
+            codes = Counter(await asyncio.gather(*(c.close() for c in clients[:half])))
+            held = await settled(http, metrics_urls, len(clients) - half, 15)  # the closed half released
+            edge.signal(signal.SIGKILL)  # the other half still open: keyring must reclaim their leases
+            killed_at = time.monotonic()
+            left = await settled(http, metrics_urls, 0, 120)
+            reclaimed_s = time.monotonic() - killed_at
         frames_down = sum(c.frames_down for c in clients)
         frames_up = sum(c.frames_up for c in clients)
         return {
@@ -189,8 +205,10 @@ async def run(options: argparse.Namespace, workdir: str) -> dict[str, Any]:
             "frames_down": frames_down,
             "frames_up": frames_up,
             "frames_per_s": round((frames_down + frames_up) / elapsed, 1),
-            "leases_in_flight_after": left,
             "closes": {str(code): count for code, count in codes.items()},
+            "leases_held_after_half_closed": held,
+            "leases_reclaimed_after_edge_kill_s": round(reclaimed_s, 1),
+            "leases_in_flight_after": left,
         }
     finally:
         for service in reversed(services):
