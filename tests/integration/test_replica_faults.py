@@ -25,8 +25,8 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.keyring import HeldLease, KeyringClient, LeaseRequest
 from tests.pki import session_pki
 
-from .conftest import StartReplica
-from .test_keyring_service import MODEL
+from .conftest import StartReplica, make_pool
+from .test_keyring_service import MODEL, add_keys
 from .test_lease_stream_faults import TcpProxy, _JsonLines, held, until
 from .test_replica_death import counted, kill, two_replicas
 
@@ -83,6 +83,38 @@ async def test_a_frozen_replica_is_routed_around_within_its_hedge_delay(
         await until(lambda: client.replica_states()[proxy.address] == 0, within_s=3, message="a not healthy again")
         await until(lambda: bool(late_grants) and held(a) == 0, within_s=3, message="a late grant was kept (leaked)")
         assert len([line for line in lines_naming(caplog, proxy.address, logging.INFO) if "again" in line]) == 1
+    finally:
+        await client.close()
+        with contextlib.suppress(AssertionError):
+            await proxy.cut()
+
+
+async def test_a_grant_whose_caller_left_is_released_when_it_comes(
+    start_replica: StartReplica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client went away while its acquire waited on a frozen replica: the grant that comes later is not kept."""
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    proxy = TcpProxy(replica.server.port)
+    await proxy.start()
+    client = KeyringClient([proxy.address], tls=session_pki().edge.files)
+    try:
+        (await client.acquire(LeaseRequest(token_hash=token, model=MODEL))).release(OK, confirm=False)
+        await until(lambda: held(replica) == 0, within_s=2, message="the first lease not released")
+        proxy.freeze()
+        waiting = asyncio.create_task(client.acquire(LeaseRequest(token_hash=token, model=MODEL)))
+        await asyncio.sleep(0.1)
+        waiting.cancel()  # the client hung up
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        grants: list[str] = []
+        observer = replica.keyring.desk.observer
+        granted = observer.lease_granted
+        monkeypatch.setattr(observer, "lease_granted", lambda pool: (grants.append(pool), granted(pool))[1])
+        proxy.thaw()  # the replica grants it now, to nobody
+        await until(lambda: bool(grants), within_s=3, message="the acquire never reached the replica")
+        await until(lambda: held(replica) == 0, within_s=3, message="a grant nobody waited for was kept")
     finally:
         await client.close()
         with contextlib.suppress(AssertionError):
