@@ -26,6 +26,16 @@ no failover and no penalty. The one reasonless answer that does blame the key,
 Google's 403 "Your API key was reported as leaked", gets the synthesized
 reason ``LEAKED_KEY_REASON`` from ``parse_error`` so that everyone downstream
 (keyring's policy, the checker) sees it the same way.
+
+Issue 21 (Google's December 2026 details, read whole): a key restricted by
+IP, referrer, app or service (``KEY_CONFIG_REASONS``: e.g. an IP-restricted
+key behind the pool's egress proxy) is ``KEY_MISCONFIGURED``, the operator's
+to fix, never struck to death; ``MODEL_CAPACITY_EXHAUSTED`` is Google's
+capacity (``MODEL_OVERLOADED``, whatever the status), never the key's quota; a
+402 is a depleted prepay of the key's billing account (``BILLING_DEPLETED``);
+ErrorInfo ``consumer: projects/<number>`` gives the key's project number
+(``UpstreamError.consumer_project``); QuotaFailure ``futureQuotaValue`` is
+kept; ``retryDelay`` is a Duration parsed at full precision.
 """
 
 from __future__ import annotations
@@ -41,7 +51,9 @@ from zoneinfo import ZoneInfo
 import orjson
 
 __all__ = [
+    "CAPACITY_REASONS",
     "GOOGLE_STATUS",
+    "KEY_CONFIG_REASONS",
     "KEY_FORBIDDEN_REASONS",
     "KEY_INVALID_REASONS",
     "KEY_REASONS",
@@ -76,10 +88,12 @@ class AnswerKind(enum.StrEnum):
     MODEL_NOT_ON_TIER = "model_not_on_tier"  # 429 whose QuotaFailure says quotaValue "0"
     KEY_INVALID = "key_invalid"  # the key itself is bad
     KEY_FORBIDDEN = "key_forbidden"  # 403: the key or its project is refused
+    KEY_MISCONFIGURED = "key_misconfigured"  # 403 naming an IP/referrer/app/service restriction of the key
+    BILLING_DEPLETED = "billing_depleted"  # 402: the billing account's prepaid credits are spent
     NOT_FOR_PROJECT = "not_for_project"  # 403 BILLING_DISABLED/SERVICE_DISABLED: not on this project; key fine
     REQUEST_AT_FAULT = "request_at_fault"  # the client's request is wrong: no other key helps
     UPSTREAM_TROUBLE = "upstream_trouble"  # 5xx but 503, and 408: trouble upstream, not the key
-    MODEL_OVERLOADED = "model_overloaded"  # 503: busy for everyone
+    MODEL_OVERLOADED = "model_overloaded"  # 503, or MODEL_CAPACITY_EXHAUSTED: busy for everyone
     TRANSPORT_FAILURE = "transport_failure"  # timeout or broken connection
     CANCELLED = "cancelled"  # the client went away first
 
@@ -96,13 +110,14 @@ _LEAKED_MESSAGE: Final = "Your API key was reported as leaked"
 # ErrorInfo reasons (google.api.ErrorReason) that say the key itself is bad: never leased again until revived.
 # An expired key is API_KEY_INVALID too ("API key expired. Please renew the API key.").
 KEY_INVALID_REASONS: Final = frozenset({"API_KEY_INVALID", "ACCESS_TOKEN_TYPE_UNSUPPORTED", LEAKED_KEY_REASON})
-# Reasons that say the key or its project is refused (suspended, restricted): suspended, then invalid after
-# repeated strikes (keyring's policy). The restrictions by referrer, app or IP can only be met by what the edge
-# sends, and it sends no Referer or app headers (edge/wire.py allow-list).
-KEY_FORBIDDEN_REASONS: Final = frozenset(
+# Reasons that say the key or its project is refused (suspended): suspended, then invalid after repeated
+# strikes (keyring's policy).
+KEY_FORBIDDEN_REASONS: Final = frozenset({"CONSUMER_SUSPENDED", "CONSUMER_INVALID"})
+# Reasons that say the key is configured wrongly (its restrictions by service, referrer, app or IP, which only
+# what the edge sends could meet: it sends no Referer or app headers, and an IP-restricted key behind the pool's
+# egress proxy fails this way): the key's fault, but the operator's to fix, not a strike towards "invalid".
+KEY_CONFIG_REASONS: Final = frozenset(
     {
-        "CONSUMER_SUSPENDED",
-        "CONSUMER_INVALID",
         "API_KEY_SERVICE_BLOCKED",
         "API_KEY_HTTP_REFERRER_BLOCKED",
         "API_KEY_IP_ADDRESS_BLOCKED",
@@ -110,18 +125,21 @@ KEY_FORBIDDEN_REASONS: Final = frozenset(
         "API_KEY_IOS_APP_BLOCKED",
     }
 )
+# Google's own capacity for the model, not the key's or project's quota: another key may serve, no one is cooled.
+CAPACITY_REASONS: Final = frozenset({"MODEL_CAPACITY_EXHAUSTED"})
 # Reasons that say the key's project lacks what this request needs (billing for a paid model or feature, an
 # API it has not enabled): the request may succeed on another project; the key is not broken. A client chooses
 # the model and the features, so these must never strike a key (issue 18).
 PROJECT_FEATURE_REASONS: Final = frozenset({"BILLING_DISABLED", "SERVICE_DISABLED"})
 # Every reason that blames the key: the one set the classifier looks at for 400/401/403.
-KEY_REASONS: Final = KEY_INVALID_REASONS | KEY_FORBIDDEN_REASONS
+KEY_REASONS: Final = KEY_INVALID_REASONS | KEY_FORBIDDEN_REASONS | KEY_CONFIG_REASONS
 _KEY_STATUSES: Final = frozenset({400, 401, 403})
 
 # HTTP status -> Google's canonical status name, for answers that carry none.
 GOOGLE_STATUS: Final[dict[int, str]] = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
+    402: "RESOURCE_EXHAUSTED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
@@ -140,7 +158,8 @@ GOOGLE_STATUS: Final[dict[int, str]] = {
 _RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
 _ERROR_INFO: Final = "type.googleapis.com/google.rpc.ErrorInfo"
 _QUOTA_FAILURE: Final = "type.googleapis.com/google.rpc.QuotaFailure"
-_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)s\s*$")
+_DURATION: Final = re.compile(r"^\s*(?=\.?\d)(\d*)(?:\.(\d{0,9}))?s\s*$")
+_CONSUMER: Final = re.compile(r"^projects/(\d+)$")
 
 
 def google_status(http_status: int) -> str:
@@ -155,6 +174,7 @@ class QuotaViolation:
     quota_metric: str = ""
     dimensions: tuple[tuple[str, str], ...] = ()
     quota_value: str = ""  # the limit as a decimal string; "" when absent
+    future_quota_value: str = ""  # futureQuotaValue: a limit being rolled out; "" when absent
 
     # What the quotaId names (``GenerateRequestsPerMinutePerProjectPerModel-FreeTier``,
     # ``GenerateContentInputTokensPerModelPerMinute-FreeTier``...): read here and nowhere else.
@@ -215,6 +235,11 @@ def classify(
         return AnswerKind.TRANSPORT_FAILURE
     if 200 <= http_status < 300:
         return AnswerKind.OK
+    named = frozenset(reasons)
+    if not named.isdisjoint(CAPACITY_REASONS):
+        return AnswerKind.MODEL_OVERLOADED
+    if http_status == 402:
+        return AnswerKind.BILLING_DEPLETED
     if http_status == 429:
         return _quota_kind(tuple(violations), estimated_input_tokens)
     if http_status in _KEY_STATUSES:
@@ -233,6 +258,8 @@ def _key_kind(reasons: Iterable[str]) -> AnswerKind:
         return AnswerKind.KEY_INVALID
     if not named.isdisjoint(KEY_FORBIDDEN_REASONS):
         return AnswerKind.KEY_FORBIDDEN
+    if not named.isdisjoint(KEY_CONFIG_REASONS):
+        return AnswerKind.KEY_MISCONFIGURED
     if not named.isdisjoint(PROJECT_FEATURE_REASONS):
         return AnswerKind.NOT_FOR_PROJECT
     return AnswerKind.REQUEST_AT_FAULT
@@ -265,10 +292,16 @@ class UpstreamError:
     transport: Transport = Transport.OK
     # The edge's estimate of the request's input tokens (0: unknown), for a tokens-per-minute 429.
     estimated_input_tokens: int = 0
+    # ErrorInfo metadata ``consumer: projects/<number>``: the key's project number ("" when not told).
+    consumer_project: str = ""
 
     @property
     def reason(self) -> str:
-        """The reason keyring is told: the first one that blames the key, else the first one."""
+        """The reason keyring is told: Google's capacity first (never the key's), then the first that blames the
+        key, else the first one."""
+        for reason in self.reasons:
+            if reason in CAPACITY_REASONS:
+                return reason
         for reason in self.reasons:
             if reason in KEY_REASONS:
                 return reason
@@ -294,11 +327,14 @@ def parse_error(http_status: int, body: bytes) -> UpstreamError:
     reasons: list[str] = []
     retry_delay_s = 0.0
     violations: list[QuotaViolation] = []
+    consumer = ""
     details = error.get("details")
     for detail in details if isinstance(details, list) else ():
         if not isinstance(detail, dict):
             continue
         kind = detail.get("@type")
+        if kind == _ERROR_INFO:
+            consumer = consumer or _consumer_project(detail.get("metadata"))
         if kind == _ERROR_INFO and isinstance(detail.get("reason"), str) and detail["reason"]:
             reasons.append(detail["reason"])
         elif kind == _RETRY_INFO:
@@ -318,7 +354,15 @@ def parse_error(http_status: int, body: bytes) -> UpstreamError:
         retry_delay_s,
         tuple(violations),
         error,
+        consumer_project=consumer,
     )
+
+
+def _consumer_project(metadata: Any) -> str:
+    """ErrorInfo metadata ``consumer: "projects/<number>"`` -> the number; "" for anything else."""
+    consumer = metadata.get("consumer") if isinstance(metadata, dict) else None
+    match = _CONSUMER.match(consumer) if isinstance(consumer, str) else None
+    return match.group(1) if match else ""
 
 
 def _violations(items: Any) -> Iterable[QuotaViolation]:
@@ -333,6 +377,7 @@ def _violations(items: Any) -> Iterable[QuotaViolation]:
                 sorted((str(k), str(v)) for k, v in dimensions.items()) if isinstance(dimensions, dict) else ()
             ),
             quota_value=_text(item.get("quotaValue")),
+            future_quota_value=_text(item.get("futureQuotaValue")),
         )
 
 
@@ -341,11 +386,16 @@ def _text(value: Any) -> str:
 
 
 def duration_s(value: Any) -> float:
-    """google.protobuf.Duration JSON ("37s", "1.5s") -> seconds; 0 when absent or malformed."""
+    """google.protobuf.Duration JSON ("37s", "1.5s", "0.123456789s") -> seconds at full precision (up to nine
+    fractional digits, as the Duration's nanos); 0 when absent or malformed. Parsed as a whole: a number found
+    inside another text (a "403" among the digits) is never read as a delay."""
     if not isinstance(value, str):
         return 0.0
     match = _DURATION.match(value)
-    return round(float(match.group(1)), 3) if match else 0.0
+    if not match:
+        return 0.0
+    nanos = int((match.group(2) or "").ljust(9, "0"))
+    return int(match.group(1) or 0) + nanos / 1e9
 
 
 # -- the quota day --------------------------------------------------------------

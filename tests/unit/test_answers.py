@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from services.common.answers import (
+    KEY_CONFIG_REASONS,
     KEY_FORBIDDEN_REASONS,
     KEY_INVALID_REASONS,
     KEY_REASONS,
@@ -122,7 +123,7 @@ def test_malformed_details_are_skipped() -> None:
         (400, Transport.OK, ("API_KEY_INVALID",), (), AnswerKind.KEY_INVALID),
         (401, Transport.OK, ("ACCESS_TOKEN_TYPE_UNSUPPORTED",), (), AnswerKind.KEY_INVALID),
         (403, Transport.OK, ("CONSUMER_SUSPENDED",), (), AnswerKind.KEY_FORBIDDEN),
-        (403, Transport.OK, ("API_KEY_SERVICE_BLOCKED",), (), AnswerKind.KEY_FORBIDDEN),
+        (403, Transport.OK, ("API_KEY_SERVICE_BLOCKED",), (), AnswerKind.KEY_MISCONFIGURED),
         # Issue 18: billing or an API off for what the request asks is the project's, not a broken key
         (403, Transport.OK, ("SERVICE_DISABLED",), (), AnswerKind.NOT_FOR_PROJECT),
         (403, Transport.OK, ("BILLING_DISABLED",), (), AnswerKind.NOT_FOR_PROJECT),
@@ -196,7 +197,7 @@ def test_the_reason_keyring_is_told_is_the_one_that_blames_the_key() -> None:
 
 
 def test_the_key_reasons_are_one_set() -> None:
-    assert KEY_REASONS == KEY_INVALID_REASONS | KEY_FORBIDDEN_REASONS
+    assert KEY_REASONS == KEY_INVALID_REASONS | KEY_FORBIDDEN_REASONS | KEY_CONFIG_REASONS
     assert not KEY_INVALID_REASONS & KEY_FORBIDDEN_REASONS
 
 
@@ -226,3 +227,107 @@ def test_spend_limit_violations_are_told() -> None:
     assert QuotaViolation("SpendBasedLimitPerTier").spend_limit
     assert QuotaViolation("x", quota_metric="generativelanguage.googleapis.com/spend_per_10_minutes").spend_limit
     assert not QuotaViolation(TPM).spend_limit
+
+
+# -- issue 21: Google's error details read whole ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0.123456789s", 0.123456789), ("2.000000001s", 2.000000001), ("403.5s", 403.5), ("1.1234567890s", 0.0)],
+)
+def test_retry_delay_is_a_duration_at_full_precision(text: str, seconds: float) -> None:
+    assert duration_s(text) == seconds
+
+
+def test_error_info_consumer_names_the_keys_project_number() -> None:
+    body = {
+        "error": {
+            "code": 403,
+            "status": "PERMISSION_DENIED",
+            "message": "Requests from this IP are blocked.",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_IP_ADDRESS_BLOCKED",
+                    "metadata": {"consumer": "projects/123456789012", "service": "generativelanguage.googleapis.com"},
+                }
+            ],
+        }
+    }
+    parsed = parse_error(403, orjson.dumps(body))
+    assert parsed.consumer_project == "123456789012"
+    assert parsed.kind is AnswerKind.KEY_MISCONFIGURED and parsed.kind.tries_another_key
+    assert (
+        parse_error(
+            403,
+            orjson.dumps(
+                {
+                    "error": {
+                        "details": [
+                            {
+                                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                "metadata": {"consumer": "projects/x/../1"},
+                            }
+                        ]
+                    }
+                }
+            ),
+        ).consumer_project
+        == ""
+    )
+
+
+@pytest.mark.parametrize("reason", sorted(KEY_CONFIG_REASONS))
+def test_key_restrictions_are_a_configuration_fault_not_a_forbidden_key(reason: str) -> None:
+    assert classify(403, Transport.OK, (reason,)) is AnswerKind.KEY_MISCONFIGURED
+
+
+@pytest.mark.parametrize("status", [429, 503, 500])
+def test_capacity_exhausted_is_googles_capacity_never_the_keys(status: int) -> None:
+    body = {
+        "error": {
+            "code": status,
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "MODEL_CAPACITY_EXHAUSTED"},
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel", "quotaValue": "10"}],
+                },
+            ],
+        }
+    }
+    parsed = parse_error(status, orjson.dumps(body))
+    assert parsed.kind is AnswerKind.MODEL_OVERLOADED
+    assert parsed.reason == "MODEL_CAPACITY_EXHAUSTED"
+
+
+def test_a_402_is_a_depleted_prepay_tried_elsewhere() -> None:
+    body = {"error": {"code": 402, "status": "RESOURCE_EXHAUSTED", "message": "Your prepayment credits are depleted."}}
+    parsed = parse_error(402, orjson.dumps(body))
+    assert parsed.status == "RESOURCE_EXHAUSTED"
+    assert parsed.kind is AnswerKind.BILLING_DEPLETED and parsed.kind.tries_another_key
+    assert parse_error(402, b"").status == "RESOURCE_EXHAUSTED"
+
+
+def test_future_quota_value_is_read() -> None:
+    body = {
+        "error": {
+            "code": 429,
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
+                            "quotaValue": "10",
+                            "futureQuotaValue": "5",
+                        }
+                    ],
+                }
+            ],
+        }
+    }
+    (violation,) = parse_error(429, orjson.dumps(body)).violations
+    assert (violation.limit, violation.future_quota_value) == (10, "5")

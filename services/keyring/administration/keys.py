@@ -28,7 +28,7 @@ from .inputs import AddResult, AddStatus, KeyFilter, KeyInput, KeyPage, chunks, 
 KEY_FIELDS = frozenset({"project", "tier", "weight", "tags", "note"})
 
 # Project cooldowns that are facts, not backoffs: a key's revive ends them (the operator's word).
-_OPERATOR_ENDS = frozenset({CooldownReason.NOT_ON_TIER, CooldownReason.SPEND_LIMIT})
+_OPERATOR_ENDS = frozenset({CooldownReason.NOT_ON_TIER, CooldownReason.SPEND_LIMIT, CooldownReason.BILLING_DEPLETED})
 
 
 def check_projects(view: KeyringView, keys: Iterable[UpstreamKey]) -> None:
@@ -235,6 +235,12 @@ class Keys:
                         c.id.scope is CooldownScope.PROJECT
                         and current.project
                         and c.id.subject == current.project
+                        and c.reason in _OPERATOR_ENDS
+                    )
+                    or (
+                        c.id.scope is CooldownScope.ACCOUNT
+                        and current.billing_account
+                        and c.id.subject == current.billing_account
                         and c.reason in _OPERATOR_ENDS
                     )
                 ]

@@ -34,6 +34,7 @@ class Strategy(enum.StrEnum):
 class CooldownScope(enum.StrEnum):
     KEY = "key"
     PROJECT = "project"
+    ACCOUNT = "account"  # a billing account: every project of it (issue 21)
 
 
 class CooldownReason(enum.StrEnum):
@@ -44,6 +45,8 @@ class CooldownReason(enum.StrEnum):
     NOT_ON_TIER = "not_on_tier"
     # A billing tier's spend limit: the whole project (every model) for the limit's window.
     SPEND_LIMIT = "spend_limit"
+    # A 402: the billing account's prepaid credits are spent; every project of it until topped up (issue 21).
+    BILLING_DEPLETED = "billing_depleted"
 
 
 # The model of a project-wide cooldown (a spend limit): it keeps every model of the project.
@@ -124,6 +127,9 @@ class UpstreamKey:
     project: str = ""
     tier: int = 1
     weight: int = 1
+    # The Google billing account the project belongs to (the operator's; "": unknown): quotas, tiers and spend
+    # caps are the account's, so a 402 or a spend limit cools every key of it (issue 21).
+    billing_account: str = ""
     tags: tuple[str, ...] = ()
     note: str = ""
     # "auth" (AQ.), "standard" (AIza) or "other": told from the secret when it is added (it is sealed after).
@@ -143,13 +149,23 @@ class UpstreamKey:
     def cooldown_subjects(self, model: str) -> tuple[CooldownId, ...]:
         """The cooldowns that keep this key from being leased for ``model``."""
         own = CooldownId(CooldownScope.KEY, self.key_id, model)
+        account = (CooldownId(CooldownScope.ACCOUNT, self.billing_account, ALL_MODELS),) if self.billing_account else ()
         if self.project:
             return (
                 own,
                 CooldownId(CooldownScope.PROJECT, self.project, model),
                 CooldownId(CooldownScope.PROJECT, self.project, ALL_MODELS),
+                *account,
             )
-        return (own,)
+        return (own, *account)
+
+    def billing_subject(self) -> CooldownId:
+        """What a 402 or a spend limit cools: the billing account when known, else the project, else the key."""
+        if self.billing_account:
+            return CooldownId(CooldownScope.ACCOUNT, self.billing_account, ALL_MODELS)
+        if self.project:
+            return CooldownId(CooldownScope.PROJECT, self.project, ALL_MODELS)
+        return CooldownId(CooldownScope.KEY, self.key_id, ALL_MODELS)
 
     def quota_subject(self, model: str) -> CooldownId:
         """Quotas are per project: a 429 cools the project's pair when the project is known."""

@@ -52,7 +52,6 @@ from services.common.answers import AnswerKind, classify, pacific_day
 
 from .limits import metric_of, window
 from .models import (
-    ALL_MODELS,
     Cooldown,
     CooldownId,
     CooldownReason,
@@ -72,6 +71,9 @@ _NO_PENALTY = frozenset(
 _QUOTA = frozenset({AnswerKind.RATE_LIMITED, AnswerKind.DAILY_QUOTA})
 # A billing tier's spend limit is evaluated over a rolling 10-minute window.
 SPEND_WINDOW_S = 600.0
+# A depleted prepay (402) is not retryable until topped up: the account is tried again after this (an operator's
+# revive of one of its keys clears it sooner).
+BILLING_DEPLETED_S = 3600.0
 _TROUBLE = frozenset({AnswerKind.UPSTREAM_TROUBLE, AnswerKind.TRANSPORT_FAILURE})
 _NO_COOLDOWNS: Mapping[CooldownId, Cooldown] = MappingProxyType({})
 
@@ -141,7 +143,9 @@ def judge(
         return _server_trouble(outcome, key, model, policy, now, cooldowns)
     if kind is AnswerKind.MODEL_NOT_ON_TIER:
         return _not_on_tier(key, model, now, cooldowns)
-    if kind in _QUOTA and any(v.spend_limit for v in outcome.violations) and key.project:
+    if kind is AnswerKind.BILLING_DEPLETED:
+        return _billing_depleted(outcome, key, now, cooldowns)
+    if kind in _QUOTA and any(v.spend_limit for v in outcome.violations) and (key.project or key.billing_account):
         return _spend_limited(outcome, key, now, cooldowns)
     if kind in _QUOTA:
         return _rate_limited(outcome, kind, key, model, policy, now, cooldowns)
@@ -149,6 +153,8 @@ def judge(
         return Verdict(key=_failed(key, outcome, now, state=KeyState.INVALID))
     if kind is AnswerKind.KEY_FORBIDDEN:
         return Verdict(key=_forbidden(key, outcome, policy, now))
+    if kind is AnswerKind.KEY_MISCONFIGURED:
+        return Verdict(key=_misconfigured(key, outcome, policy, now))
     raise ValueError(f"the outcome policy has no row for {kind!r}")
 
 
@@ -258,10 +264,35 @@ def _not_on_tier(key: UpstreamKey, model: str, now: float, cooldowns: Mapping[Co
 
 
 def _spend_limited(outcome: Outcome, key: UpstreamKey, now: float, cooldowns: Mapping[CooldownId, Cooldown]) -> Verdict:
-    """A spend limit: the whole project (every model) for the limit's window (its RetryInfo when longer)."""
-    subject = CooldownId(CooldownScope.PROJECT, key.project, ALL_MODELS)
+    """A spend limit: the whole billing account (else project), every model, for the limit's window (its
+    RetryInfo when longer): spend caps are the account's, every project of it is refused alike."""
     until = now + max(outcome.retry_delay_s, SPEND_WINDOW_S)
-    return Verdict(cooldown=_cooldown(subject, CooldownReason.SPEND_LIMIT, until, 1, cooldowns))
+    return Verdict(cooldown=_cooldown(key.billing_subject(), CooldownReason.SPEND_LIMIT, until, 1, cooldowns))
+
+
+def _billing_depleted(
+    outcome: Outcome, key: UpstreamKey, now: float, cooldowns: Mapping[CooldownId, Cooldown]
+) -> Verdict:
+    """A 402: the account's prepay is spent: every project of it (else the project, else the key), every model,
+    for ``BILLING_DEPLETED_S``. No strike and no failure of the key: the key is fine, the account is not."""
+    until = now + max(outcome.retry_delay_s, BILLING_DEPLETED_S)
+    return Verdict(cooldown=_cooldown(key.billing_subject(), CooldownReason.BILLING_DEPLETED, until, 1, cooldowns))
+
+
+# What the console shows for a key whose restrictions refuse the pool's calls (its last error's message).
+MISCONFIGURED_MESSAGE = (
+    "the key's restrictions (API, IP address, referrer or app) refuse the pool's calls: allow the Generative "
+    "Language API and the pool's egress address for this key in Google Cloud, then revive it. Google said: "
+)
+
+
+def _misconfigured(key: UpstreamKey, outcome: Outcome, policy: Policy, now: float) -> UpstreamKey:
+    """A key configured wrongly (``KEY_CONFIG_REASONS``): out for ``suspend_s`` with a message saying what to fix,
+    then tried again; never a strike towards invalid (the operator's fix, not the key's death)."""
+    message = MISCONFIGURED_MESSAGE + outcome.error_message
+    told = dataclasses.replace(outcome, error_message=message)
+    suspended = _failed(key, told, now, state=KeyState.SUSPENDED)
+    return dataclasses.replace(suspended, state_until=now + policy.suspend_s)
 
 
 def _server_trouble(

@@ -146,6 +146,8 @@ class KeyringView:
         subjects = [(CooldownScope.KEY, key.key_id)]
         if key.project:
             subjects.append((CooldownScope.PROJECT, key.project))
+        if key.billing_account:
+            subjects.append((CooldownScope.ACCOUNT, key.billing_account))
         return [
             cooldown
             for subject in subjects
