@@ -113,6 +113,10 @@ class ReplicaHealth:
             self._deviation_s += (abs(error) - self._deviation_s) / 4
         return self._enter(State.HEALTHY, now)
 
+    def heard(self, now: float) -> State | None:
+        """A reply came (to a call nobody timed): healthy again, nothing learnt of its latency."""
+        return self._enter(State.HEALTHY, now)
+
     def overdue(self, now: float) -> State | None:
         """A call went unanswered past the hedge delay: slow (unless down), asked last until the backoff passed."""
         if self.state is State.HEALTHY:

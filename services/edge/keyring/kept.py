@@ -110,6 +110,10 @@ class KeptReleases:
             self._owed.popleft()
             self.dropped += 1
 
+    def take_oldest(self) -> pb.LeaseCall:
+        """The oldest owed release (there is one), taken to be re-sent alone: a probe of a replica not answering."""
+        return self._owed.popleft()
+
     def take_owed(self) -> list[pb.LeaseCall]:
         """The owed releases, handed over (to be re-sent, or to another replica when this one is gone)."""
         owed = list(self._owed)

@@ -182,15 +182,17 @@ class LeaseStream:
         self._reader = detached_task(self._read(queue), name=f"lease-stream-{self.address}")
 
     def _flush_owed(self) -> None:
-        """Re-send what is owed: now when the replica is healthy and its stream open, else once a probe is due."""
+        """Re-send what is owed: all of it when the replica is healthy, else one release as a probe once one is
+        due (the rest stay owed, to be handed over if it is gone for good, and follow when it answers)."""
         self._retry = None
         if self._closed or not self.kept.owed:
             return
-        if not (self.connected and self.usable) and not self.health.claim(time.monotonic()):
-            self._schedule_retry()
-            return
-        for call in self.kept.take_owed():
-            self.send(call)
+        if self.health.state is State.HEALTHY:
+            for call in self.kept.take_owed():
+                self.send(call)
+        elif self.health.claim(time.monotonic()):
+            self.send(self.kept.take_oldest())
+        self._schedule_retry()
 
     def _schedule_retry(self) -> None:
         if self._retry is not None or self._closed or not self.kept.owed:
@@ -216,6 +218,7 @@ class LeaseStream:
         try:
             async for reply in self.stub.LeaseStream(self._batches(queue)):
                 self._last_reply = now = time.monotonic()
+                was = health.state
                 for result in reply.results:
                     flight = pending.pop(result.id, None)
                     if flight is None:
@@ -232,6 +235,10 @@ class LeaseStream:
                 kept.forget_durable(reply.durable_epoch)
                 if reply.members:
                     self.members = tuple(reply.members)
+                if was is not State.HEALTHY and reply.results:
+                    if health.heard(now) is not None:
+                        log.info("keyring replica %s answers again", self.address)
+                    self._flush_owed()  # what waited for it follows the probe
         except grpc.aio.AioRpcError as error:
             reason = error.code().name
         finally:
