@@ -23,16 +23,16 @@ PANELS = [
     ("Traffic", "Requests by model and dialect", "timeseries", "reqps", [("sum by (model, dialect) (rate(edge_requests_total[5m]))", "{{dialect}} {{model}}")]),
     ("Traffic", "Errors by status class", "timeseries", "reqps", [("sum by (status_class, dialect) (rate(edge_requests_total{status_class!~\"[12]xx\"}[5m]))", "{{dialect}} {{status_class}}")]),
     ("Traffic", "Failovers by cause", "timeseries", "ops", [("sum by (cause) (rate(edge_failovers_total[5m]))", "{{cause}}")]),
-    ("Traffic", "Tokens per model", "timeseries", "short", [("sum by (model, direction) (rate(edge_tokens_total[5m]))", "{{model}} {{direction}}")]),
+    ("Traffic", "Tokens per model (gen_ai.client.token.usage)", "timeseries", "short", [("sum by (gen_ai_request_model, gen_ai_token_type) (rate(gen_ai_client_token_usage_sum[5m]))", "{{gen_ai_request_model}} {{gen_ai_token_type}}")]),
     ("Latency", "End-to-end latency", "timeseries", "s", [
         (f"histogram_quantile({q}, sum by (le) (rate(edge_request_duration_seconds_bucket[5m])))", f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)
     ]),
-    ("Latency", "Upstream latency", "timeseries", "s", [
-        (f"histogram_quantile({q}, sum by (le) (rate(edge_upstream_duration_seconds_bucket[5m])))", f"p{int(q * 100)}") for q in (0.5, 0.99)
+    ("Latency", "Upstream latency (gen_ai.client.operation.duration)", "timeseries", "s", [
+        (f"histogram_quantile({q}, sum by (le) (rate(gen_ai_client_operation_duration_seconds_bucket[5m])))", f"p{int(q * 100)}") for q in (0.5, 0.99)
     ]),
-    ("Latency", "Stream time to first byte", "timeseries", "s", [
-        ("histogram_quantile(0.5, sum by (le) (rate(edge_stream_first_byte_seconds_bucket[5m])))", "p50"),
-        ("histogram_quantile(0.99, sum by (le) (rate(edge_stream_first_byte_seconds_bucket[5m])))", "p99"),
+    ("Latency", "Stream time to first chunk (gen_ai.client.operation.time_to_first_chunk)", "timeseries", "s", [
+        ("histogram_quantile(0.5, sum by (le) (rate(gen_ai_client_operation_time_to_first_chunk_seconds_bucket[5m])))", "p50"),
+        ("histogram_quantile(0.99, sum by (le) (rate(gen_ai_client_operation_time_to_first_chunk_seconds_bucket[5m])))", "p99"),
     ]),
     ("Latency", "Requests in flight", "timeseries", "short", [("sum(edge_requests_in_flight)", "in flight")]),
     ("Live API sessions", "Live sessions open, and refused by a session cap", "timeseries", "short", [

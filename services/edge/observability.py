@@ -27,11 +27,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from services.common import genai_semconv as genai
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from .routing import DIALECT, Handler
 
-tracer = trace.get_tracer("services.edge")
+tracer = trace.get_tracer("services.edge", schema_url=genai.SCHEMA_URL)
 _PROPAGATOR = TraceContextTextMapPropagator()
 _MODEL = re.compile(r"[a-z0-9][a-z0-9.\-]{0,127}")
 
@@ -43,15 +44,9 @@ MODEL: Final = web.RequestKey("keyring_model", str)
 STREAM: Final = web.RequestKey("keyring_stream", bool)
 STARTED: Final = web.RequestKey("keyring_started", float)
 
-# GenAI semantic conventions: gen_ai.operation.name by route.
-OPERATIONS: Final = {
-    "chat.completions": "chat",
-    "generateContent": "generate_content",
-    "streamGenerateContent": "generate_content",
-    "embeddings": "embeddings",
-    "embedContent": "embeddings",
-    "batchEmbedContents": "embeddings",
-}
+_OPERATION_LABELS: Final = [genai.label(genai.OPERATION_NAME), genai.label(genai.PROVIDER_NAME)]
+_ANSWER_MODEL = re.compile(rb'"(?:modelVersion|model)"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._:/\-]{0,127})"')
+_FINISH_REASON = re.compile(rb'"(?:finishReason|finish_reason)"\s*:\s*"([A-Za-z_]{1,40})"')
 
 
 class EdgeMetrics:
@@ -69,25 +64,30 @@ class EdgeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # GenAI client metrics (``genai_semconv``): each upstream attempt is one GenAI client operation.
         self.upstream = Histogram(
-            "edge_upstream_duration_seconds",
-            "Latency of each upstream attempt.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
+            genai.prometheus_name(genai.OPERATION_DURATION),
+            "GenAI operation duration: each upstream attempt.",
+            [*_OPERATION_LABELS, genai.label(genai.REQUEST_MODEL), genai.label(genai.ERROR_TYPE)],
+            buckets=genai.DURATION_BUCKETS,
             registry=r,
         )
         self.first_byte = Histogram(
-            "edge_stream_first_byte_seconds",
-            "Time to the first byte of a streamed answer.",
-            ["dialect"],
+            genai.prometheus_name(genai.TIME_TO_FIRST_CHUNK),
+            "Time to the first chunk of a streamed answer, from the client's request.",
+            [*_OPERATION_LABELS, "dialect"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.failovers = Counter(
             "edge_failovers_total", "Requests moved to another key, by cause.", ["cause"], registry=r
         )
-        self.tokens = Counter(
-            "edge_tokens_total", "Tokens reported by the upstream.", ["model", "direction"], registry=r
+        self.tokens = Histogram(
+            genai.prometheus_name(genai.TOKEN_USAGE),
+            "Number of input and output tokens used, per upstream attempt that reported them.",
+            [*_OPERATION_LABELS, genai.label(genai.REQUEST_MODEL), genai.label(genai.TOKEN_TYPE)],
+            buckets=genai.TOKEN_BUCKETS,
+            registry=r,
         )
         self.denied = Counter(
             "edge_leases_denied_total", "Lease requests keyring refused, by gRPC status.", ["reason"], registry=r
@@ -151,24 +151,54 @@ class _ReplicaCollector(Collector):
 
 
 def record_attempt(metrics: EdgeMetrics, route: str, model: str, outcome: pb.Outcome) -> None:
-    """One upstream attempt: its latency, and the tokens it reported."""
-    if outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
-        metrics.child(metrics.upstream, route).observe(outcome.latency_ms / 1000)
+    """One upstream attempt (a GenAI client operation): its duration, and the tokens it reported."""
+    operation = genai.operation(route)
     accepted = outcome.transport == pb.Outcome.TRANSPORT_OK and 200 <= outcome.http_status < 300
     label = metrics.model_label(model, accepted)
-    if outcome.input_tokens:
-        metrics.child(metrics.tokens, label, "input").inc(outcome.input_tokens)
-    if outcome.output_tokens:
-        metrics.child(metrics.tokens, label, "output").inc(outcome.output_tokens)
+    if outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
+        error = attempt_error(outcome)
+        metrics.child(metrics.upstream, operation, genai.GCP_GEMINI, label, error).observe(outcome.latency_ms / 1000)
+    for token_type, count in ((genai.TOKEN_INPUT, outcome.input_tokens), (genai.TOKEN_OUTPUT, outcome.output_tokens)):
+        if count:
+            metrics.child(metrics.tokens, operation, genai.GCP_GEMINI, label, token_type).observe(count)
+
+
+def attempt_error(outcome: pb.Outcome) -> str:
+    """``error.type`` of an attempt: Google's status, the HTTP status, the transport failure, or '' for none."""
+    if outcome.transport not in (pb.Outcome.TRANSPORT_OK, pb.Outcome.TRANSPORT_CANCELLED):
+        return genai.error_type(pb.Outcome.Transport.Name(outcome.transport).removeprefix("TRANSPORT_").lower())
+    if outcome.error_status:
+        return genai.error_type(outcome.error_status)
+    if outcome.http_status >= 400:
+        return str(outcome.http_status)
+    return ""
 
 
 def set_usage_attributes(span: trace.Span, outcome: pb.Outcome) -> None:
     span.set_attribute("http.response.status_code", outcome.http_status)
     if outcome.input_tokens or outcome.output_tokens:
-        span.set_attribute("gen_ai.usage.input_tokens", outcome.input_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", outcome.output_tokens)
-    if outcome.error_status:
-        span.set_attribute("error.type", outcome.error_status)
+        span.set_attribute(genai.USAGE_INPUT_TOKENS, outcome.input_tokens)
+        span.set_attribute(genai.USAGE_OUTPUT_TOKENS, outcome.output_tokens)
+    error = attempt_error(outcome)
+    if error:
+        span.set_attribute(genai.ERROR_TYPE, error)
+
+
+def describe_answer(body: bytes) -> None:
+    """gen_ai.response.model and gen_ai.response.finish_reasons of a 2xx answer, on the current (upstream) span.
+
+    Read from the bytes (Gemini's ``modelVersion``/``finishReason``, OpenAI's ``model``/``finish_reason``)
+    only when the span records: an unsampled request pays one call.
+    """
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    model = _ANSWER_MODEL.search(body)
+    if model:
+        span.set_attribute(genai.RESPONSE_MODEL, model.group(1).decode())
+    reasons = list(dict.fromkeys(match.group(1).decode() for match in _FINISH_REASON.finditer(body)))
+    if reasons:
+        span.set_attribute(genai.RESPONSE_FINISH_REASONS, reasons)
 
 
 def observe(metrics: EdgeMetrics) -> Middleware:

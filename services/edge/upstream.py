@@ -36,6 +36,7 @@ from aiohttp import web
 from opentelemetry import trace
 from yarl import URL
 
+from services.common import genai_semconv as genai
 from services.common.answers import Transport, UpstreamError, parse_error
 from services.common.masking import StreamScrubber, scrub
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
@@ -43,7 +44,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from . import streaming, wire
 from .config import EdgeSettings
 from .keyring import CANCELLED, Binding, HeldLease, LeaseRequest
-from .observability import OPERATIONS, EdgeMetrics, set_usage_attributes, tracer
+from .observability import EdgeMetrics, describe_answer, set_usage_attributes, tracer
 from .routing import DIALECT
 
 # zlib.error: a stream whose bytes its Content-Encoding does not describe (``wire.StreamDecoded``), a broken answer.
@@ -143,14 +144,17 @@ class Attempt:
         if not trace.get_current_span().is_recording():
             return await self._call_upstream(request)  # an unsampled request: no span to fill
         call, lease = self.call, self.held.lease
-        attributes = {
-            "gen_ai.system": "gemini",
-            "gen_ai.operation.name": OPERATIONS.get(call.route, call.route),
-            "gen_ai.request.model": call.model,
+        operation = genai.operation(call.route)
+        attributes: dict[str, str | int] = {
+            genai.OPERATION_NAME: operation,
+            genai.PROVIDER_NAME: genai.GCP_GEMINI,
+            genai.REQUEST_MODEL: call.model,
+            genai.SERVER_ADDRESS: call.url.host or "",
+            genai.SERVER_PORT: call.url.port or 443,
             "keyring.key_id": lease.key_id,
             "keyring.pool": lease.pool,
         }
-        name = f"{attributes['gen_ai.operation.name']} {call.model}".strip()
+        name = genai.span_name(operation, call.model)
         with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
             try:
                 return await self._call_upstream(request)
@@ -191,7 +195,8 @@ class Attempt:
                 passed = [(name, value) for name, value in passed if name.lower() != "content-encoding"]
             response = streaming.response_for(answer.status, passed)
             self.committed = response
-            first_byte = self.metrics.child(self.metrics.first_byte, request[DIALECT])
+            operation = genai.operation(call.route)
+            first_byte = self.metrics.child(self.metrics.first_byte, operation, genai.GCP_GEMINI, request[DIALECT])
             before_end = None
             if call.settle is not None:
 
@@ -249,6 +254,8 @@ class Attempt:
     def _whole(self, answer: aiohttp.ClientResponse, body: bytes) -> web.Response:
         plain = wire.decoded(body, answer.headers.get("Content-Encoding"))
         self.outcome = ok_outcome(answer.status, self._elapsed_ms(), wire.usage(plain))
+        if 200 <= answer.status < 300:
+            describe_answer(plain)
         headers = wire.response_headers(answer.headers.items(), self.call.passed_back)
         allowed = self.held.allowed_models
         transform = self.call.transform if allowed else None
@@ -268,6 +275,7 @@ class Attempt:
         else:
             tokens = wire.usage(tail)  # the tail as relayed: decoded
             self.outcome = ok_outcome(answer.status, self._elapsed_ms(), tokens)
+            describe_answer(tail)
 
 
 def transport_failure(error: BaseException) -> UpstreamError:
