@@ -6,11 +6,12 @@ behind (issue 19, finding 1: a frozen replica is silent, not closed). The rules:
 - **healthy** (0): answers come; calls go to it in its turn;
 - **slow** (1): a call went unanswered past the hedge delay (``hedge_delay_s``:
   a few times its recent latency, at least ``min_hedge_s``, at most
-  ``max_hedge_s``); the call was also sent to another replica, and this one
-  gets no calls of its own (it is asked last) until its backoff has passed,
-  then one probe; the backoff doubles with each slow or down spell in a row,
-  up to ``max_backoff_s``; any answer makes it healthy again, an answer within
-  the hedge delay also resets the backoff;
+  ``max_hedge_s``) while nothing else came from it either; the call was also
+  sent to another replica, and this one gets no calls of its own (it is asked
+  last) until its backoff has passed, then one probe (``claim``: a call, or
+  one owed release); the backoff doubles with each probe left unanswered and
+  each failed reconnect, up to ``max_backoff_s``; any answer makes it healthy
+  again, an answer within the hedge delay also resets the backoff;
 - **down** (2): its stream broke or could not be opened; no call opens a new
   stream before the backoff has passed (reconnects back off the same way).
 

@@ -12,7 +12,9 @@ next stream. The replica's health (``health.ReplicaHealth``: healthy, slow,
 down) is kept here: an answer's latency teaches it, a call left overdue makes
 the replica slow, a broken stream makes it down; no new stream is opened to a
 down replica before its backoff has passed (growing, at most
-``max_backoff_s``); each change of state is logged once, not each attempt.
+``max_backoff_s``), and a replica not answering is sent one owed release at
+a time as its probe, the rest when it answers; each change of state is
+logged once, not each attempt.
 
 The channel is mutual TLS when ``credentials`` are given (``services/common/tls.py``),
 verified under ``server_name`` when one is given.
