@@ -1,10 +1,13 @@
-"""Generate the Python stubs for protos/ into services/common/proto.
+"""Generate the Python stubs for protos/ into services/common/proto and into the lease client package.
 
 Run: python scripts/gen_protos.py        (writes the files)
      python scripts/gen_protos.py --check (exits 1 when the committed output is stale)
 
-The generated imports are rewritten to live under services.common.proto so that
-no top-level package named after the proto package appears on sys.path.
+One proto, two copies of its stubs: the services' (services.common.proto) and
+the lease client's (clients/python, keyring_lease._proto), which is installed
+on its own and so cannot import the services' package. The generated imports
+are rewritten to live under each package so that no top-level package named
+after the proto package appears on sys.path.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-OUT = ROOT / "services" / "common" / "proto"
-PACKAGE = "services.common.proto"
+# output folder -> the Python package it is imported as
+TARGETS: dict[Path, str] = {
+    ROOT / "services" / "common" / "proto": "services.common.proto",
+    ROOT / "clients" / "python" / "keyring_lease" / "_proto": "keyring_lease._proto",
+}
 
 
-def generate(out_dir: Path) -> None:
+def generate(out_dir: Path, package: str) -> None:
     """Run protoc into out_dir and make the imports package-relative."""
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"
@@ -42,7 +48,7 @@ def generate(out_dir: Path) -> None:
         raise SystemExit("protoc failed")
     for path in out_dir.rglob("*.py*"):
         text = path.read_text()
-        text = re.sub(r"^from keyring\.v1 import", f"from {PACKAGE}.keyring.v1 import", text, flags=re.M)
+        text = re.sub(r"^from keyring\.v1 import", f"from {package}.keyring.v1 import", text, flags=re.M)
         path.write_text(text)
     for folder in [out_dir, *[p for p in out_dir.rglob("*") if p.is_dir()]]:
         (folder / "__init__.py").touch()
@@ -56,26 +62,34 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--check", action="store_true", help="fail when the committed stubs are stale")
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp)
-        generate(fresh)
-        if options.check:
-            stale = [
-                name
-                for name in sorted(tree(fresh) | tree(OUT))
-                if not (OUT / name).exists() or not (fresh / name).exists()
-                or not filecmp.cmp(fresh / name, OUT / name, shallow=False)
-            ]
-            if stale:
-                print("stale generated protobuf code: " + ", ".join(stale), file=sys.stderr)
-                print("run: python scripts/gen_protos.py", file=sys.stderr)
-                return 1
-            print("generated protobuf code is up to date")
-            return 0
-        shutil.rmtree(OUT, ignore_errors=True)
-        shutil.copytree(fresh, OUT)
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    stale: list[str] = []
+    for out, package in TARGETS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = Path(tmp)
+            generate(fresh, package)
+            if options.check:
+                stale += [str((out / name).relative_to(ROOT)) for name in stale_files(fresh, out)]
+                continue
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(fresh, out)
+        print(f"wrote {out.relative_to(ROOT)}")
+    if stale:
+        print("stale generated protobuf code: " + ", ".join(stale), file=sys.stderr)
+        print("run: python scripts/gen_protos.py", file=sys.stderr)
+        return 1
+    if options.check:
+        print("generated protobuf code is up to date")
     return 0
+
+
+def stale_files(fresh: Path, out: Path) -> list[str]:
+    """The files of ``out`` that differ from the fresh output, are missing from it, or are extra."""
+    return [
+        name
+        for name in sorted(tree(fresh) | tree(out))
+        if not (out / name).exists() or not (fresh / name).exists()
+        or not filecmp.cmp(fresh / name, out / name, shallow=False)
+    ]
 
 
 if __name__ == "__main__":

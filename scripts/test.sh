@@ -7,6 +7,6 @@ scripts/system-deps.sh
 scripts/gemini-cli.sh
 scripts/genai-js.sh
 .venv/bin/python scripts/gen_protos.py --check
-.venv/bin/python -m ruff check services tests bench scripts
+.venv/bin/python -m ruff check services tests bench scripts clients
 .venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

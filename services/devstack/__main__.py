@@ -13,8 +13,10 @@ key-encryption key, logs), so a restart keeps pools, keys and cooldowns.
 
 Everything talks mutual TLS as in production: a local CA and one certificate
 per service are made once in ``var/tls`` (``services/devstack/certs.py``):
-``keyring`` (keyring's server certificate), ``keyring-edge`` (the only identity
-that may lease) and ``keyring-admin`` (the admin identity). etcd has a CA of
+``keyring`` (keyring's server certificate), ``keyring-edge`` (the edge's lease
+identity), ``keyring-internal`` (an internal service's lease identity, for the
+lease client package: README "Internal services") and ``keyring-admin`` (the
+admin identity). etcd has a CA of
 its own in ``var/tls/etcd-ca``: etcd's certificate and keyring's etcd client
 certificate, so neither the edge's nor admin's certificate is an etcd client.
 """
@@ -33,13 +35,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.cli.key_file import KeyFileError, KeyLine, read_key_file
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.devstack.certs import ETCD_CA_NAME, HTTPS_CA_NAME, Certificate, LocalCA
 from services.devstack.etcd_server import EtcdServer
 from services.devstack.fake_keys import fake_gemini_key
 from services.devstack.health import open_channel, wait_until_serving
-from services.cli.key_file import KeyFileError, KeyLine, read_key_file
 from services.keyring.sealing import generate_kek
 
 DEMO_POOL = "demo"
@@ -88,8 +90,11 @@ def wait_http(url: str, stack: Stack, deadline_s: float = 30.0) -> None:
     raise SystemExit(f"{url} did not answer within {deadline_s} s")
 
 
-IDENTITIES = ("keyring", "keyring-edge", "keyring-admin")
-LEASE_IDENTITY = "keyring-edge"  # the only identity keyring lets lease (KEYRING_LEASE_IDENTITIES)
+IDENTITIES = ("keyring", "keyring-edge", "keyring-admin", "keyring-internal")
+LEASE_IDENTITY = "keyring-edge"  # the edge's identity
+INTERNAL_IDENTITY = "keyring-internal"  # an internal service's (clients/python, README "Internal services")
+# The only identities keyring lets lease (KEYRING_LEASE_IDENTITIES).
+LEASE_IDENTITIES = (LEASE_IDENTITY, INTERNAL_IDENTITY)
 # etcd's own CA (var/tls/etcd-ca): dictionary key -> the certificate's name there.
 ETCD_IDENTITIES = {"etcd": "etcd", "keyring-etcd": "keyring"}
 
@@ -109,7 +114,8 @@ def local_certificates(var: Path) -> dict[str, Certificate]:
 def keyring_env(
     var: Path, etcd: EtcdServer, address: str, upstream: str, certs: dict[str, Certificate]
 ) -> dict[str, str]:
-    """keyring's settings: etcd with its own client certificate, leases for the edge's identity only."""
+    """keyring's settings: etcd with its own client certificate, leases for the edge's and the internal
+    service's identities only."""
     host, _, port = address.rpartition(":")
     return {
         "KEYRING_KEK_FILE": local_kek(var),
@@ -118,7 +124,7 @@ def keyring_env(
         "KEYRING_PORT": port,
         "KEYRING_METRICS_HOST": host,
         "KEYRING_UPSTREAM_BASE_URL": upstream,
-        "KEYRING_LEASE_IDENTITIES": LEASE_IDENTITY,
+        "KEYRING_LEASE_IDENTITIES": ",".join(LEASE_IDENTITIES),
         **certs["keyring"].env("KEYRING_TLS"),
         **certs["keyring-etcd"].env("KEYRING_ETCD_TLS"),
     }
@@ -331,6 +337,9 @@ def run(
     print(f"          {https_url}  (https; clients trust {ca_file}: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, "
           "NODE_EXTRA_CA_CERTS; README \"https on the edge\")")
     print(f"admin     {admin_url}  (console; admin token in {tokens_file}: {admin_token})")
+    internal = certs[INTERNAL_IDENTITY]
+    print(f"internal  lease identity {INTERNAL_IDENTITY!r} for the lease client (README \"Internal services\"): "
+          f"{internal.cert_file}, {internal.key_file}, CA {internal.ca_file}")
     if options.demo:
         print(f"simulator {upstream}  (fake Gemini upstream)")
         print(f"client token (pool {DEMO_POOL!r}, shown once): {token}")

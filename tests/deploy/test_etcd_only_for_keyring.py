@@ -163,9 +163,12 @@ def test_devstack_etcd_trusts_its_own_ca_and_only_the_edge_leases(tmp_path: Path
 
     certs = local_certificates(tmp_path)
     env = keyring_env(tmp_path, EtcdServer(), "127.0.0.1:50051", "http://127.0.0.1:8090", certs)
-    assert env["KEYRING_LEASE_IDENTITIES"] == certs["keyring-edge"].name == EDGE_IDENTITY
+    # the edge and the internal-service identity of the lease client's example (README "Internal services")
+    lease_identities = env["KEYRING_LEASE_IDENTITIES"].split(",")
+    assert lease_identities == [certs["keyring-edge"].name, certs["keyring-internal"].name]
+    assert lease_identities == [EDGE_IDENTITY, "keyring-internal"]
     etcd_ca = Path(certs["etcd"].ca_file)
     assert env["KEYRING_ETCD_TLS_CA_FILE"] == str(etcd_ca) != env["KEYRING_TLS_CA_FILE"]
     assert _issued_by(Path(env["KEYRING_ETCD_TLS_CERT_FILE"]), etcd_ca)
-    for name in ("keyring-edge", "keyring-admin", "keyring"):
+    for name in ("keyring-edge", "keyring-admin", "keyring-internal", "keyring"):
         assert not _issued_by(Path(certs[name].cert_file), etcd_ca), name
