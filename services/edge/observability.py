@@ -46,6 +46,9 @@ STARTED: Final = web.RequestKey("keyring_started", float)
 
 _OPERATION_LABELS: Final = [genai.label(genai.OPERATION_NAME), genai.label(genai.PROVIDER_NAME)]
 _ANSWER_MODEL = re.compile(rb'"(?:modelVersion|model)"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._:/\-]{0,127})"')
+_RESPONSE_ID = re.compile(
+    rb'"responseId"\s*:\s*"([A-Za-z0-9_\-]{1,128})"|^\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_\-]{1,128})"'
+)
 _FINISH_REASON = re.compile(rb'"(?:finishReason|finish_reason)"\s*:\s*"([A-Za-z_]{1,40})"')
 
 
@@ -184,10 +187,18 @@ def set_usage_attributes(span: trace.Span, outcome: pb.Outcome) -> None:
         span.set_attribute(genai.ERROR_TYPE, error)
 
 
-def describe_answer(body: bytes) -> None:
-    """gen_ai.response.model and gen_ai.response.finish_reasons of a 2xx answer, on the current (upstream) span.
+def first_chunk_arrived(started: float) -> None:
+    """gen_ai.response.time_to_first_chunk (seconds since ``started``, a monotonic time) on the current span."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(genai.RESPONSE_TIME_TO_FIRST_CHUNK, time.monotonic() - started)
 
-    Read from the bytes (Gemini's ``modelVersion``/``finishReason``, OpenAI's ``model``/``finish_reason``)
+
+def describe_answer(body: bytes) -> None:
+    """gen_ai.response.model, .id and .finish_reasons of a 2xx answer, on the current (upstream) span.
+
+    Read from the bytes (Gemini's ``modelVersion``/``responseId``/``finishReason``, OpenAI's ``model``/``id``/
+    ``finish_reason``)
     only when the span records: an unsampled request pays one call.
     """
     span = trace.get_current_span()
@@ -196,6 +207,9 @@ def describe_answer(body: bytes) -> None:
     model = _ANSWER_MODEL.search(body)
     if model:
         span.set_attribute(genai.RESPONSE_MODEL, model.group(1).decode())
+    response_id = _RESPONSE_ID.search(body)  # Gemini's responseId, or an OpenAI object's leading id
+    if response_id:
+        span.set_attribute(genai.RESPONSE_ID, (response_id.group(1) or response_id.group(2)).decode())
     reasons = list(dict.fromkeys(match.group(1).decode() for match in _FINISH_REASON.finditer(body)))
     if reasons:
         span.set_attribute(genai.RESPONSE_FINISH_REASONS, reasons)
