@@ -55,6 +55,8 @@ ModelName = Annotated[str, Field(pattern=MODEL_NAME)]
 Description = Annotated[str, Field(max_length=500)]
 Note = Annotated[str, Field(max_length=500)]
 Project = Annotated[str, Field(max_length=128)]
+# The Google billing account of the key's project ("": unknown); keyring checks its shape.
+BillingAccount = Annotated[str, Field(max_length=64, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")]
 Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=f"[^{SPACE}]")]
 Tags = Annotated[list[Tag], Field(max_length=32)]
 Tier = Annotated[
@@ -201,6 +203,7 @@ class KeyItem(_Body):
     weight: Weight = 0
     tags: Tags = []
     note: Note = ""
+    billing_account: BillingAccount = ""
 
 
 class KeysAdd(_Body):
@@ -230,6 +233,7 @@ class KeyUpdate(_Body):
     weight: Weight | None = None
     tags: Tags | None = None
     note: Note | None = None
+    billing_account: BillingAccount | None = None
 
 
 KeyId = Annotated[str, Field(min_length=1, max_length=200)]
@@ -507,6 +511,7 @@ def key_json(key: pb.KeyInfo, now: int) -> dict[str, Any]:
         "weight": key.weight,
         "tags": list(key.tags),
         "note": key.note,
+        "billing_account": key.billing_account,
         "state": _STATE_FROM_PB.get(key.state, "unknown"),
         "state_until": iso_utc(key.state_until_ms),
         "cooldowns": [

@@ -27,7 +27,8 @@ def register(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     add = leaf(keys, "add", "add keys from a key file to a pool",
                "keyringctl keys add main keys.txt\nkeyringctl keys add main - < keys.txt",
                add_keys, common,
-               "One key per line, optionally followed by its Google Cloud project after whitespace or a comma; "
+               "One key per line, optionally followed by its Google Cloud project and then its billing account "
+               "after whitespace or a comma; "
                "'#' starts a comment (the format of scripts/start.sh --keys). Every line is checked first: a bad "
                "line sends nothing. Keys already in the pool are reported as duplicates (exit 0).")
     add.add_argument("pool")
@@ -64,7 +65,14 @@ def add_keys(args: argparse.Namespace, ctx: Context) -> int:
     results: list[dict[str, Any]] = []
     for start in range(0, len(lines), BATCH):
         batch = lines[start:start + BATCH]
-        items = [{"secret": line.secret, **({"project": line.project} if line.project else {})} for line in batch]
+        items = [
+            {
+                "secret": line.secret,
+                **({"project": line.project} if line.project else {}),
+                **({"billing_account": line.billing_account} if line.billing_account else {}),
+            }
+            for line in batch
+        ]
         answer = ctx.client.post(f"/pools/{segment(args.pool)}/keys", {"keys": items})
         for result in answer["results"]:
             results.append({**result, "line": batch[result["index"]].line})
@@ -124,7 +132,8 @@ def show_key(args: argparse.Namespace, ctx: Context) -> int:
         ctx.output.document(key)
         return 0
     ctx.output.fields([("key", key["key_id"]), ("mask", key["mask"]), ("kind", key["kind"]), ("pool", key["pool"]),
-                       ("project", key["project"]), ("tier", key["tier"]), ("weight", key["weight"]),
+                       ("project", key["project"]), ("billing account", key.get("billing_account", "")),
+                       ("tier", key["tier"]), ("weight", key["weight"]),
                        ("tags", key["tags"]), ("state", key["state"]), ("state until", key["state_until"]),
                        ("cooling", cooling(key)), ("failures", key["consecutive_failures"]),
                        ("last error", last_error(key)), ("last used", key["last_used"]),

@@ -150,6 +150,7 @@ def decode_key(data: dict[str, Any], revision: int) -> UpstreamKey:
         sealed_secret=data["sealed_secret"],
         mask=data["mask"],
         project=data.get("project", ""),
+        billing_account=data.get("billing_account", ""),
         tier=data.get("tier", 1),
         weight=data.get("weight", 1),
         tags=tuple(data.get("tags", ())),

@@ -129,6 +129,7 @@ def key_input_from_pb(message: pb.KeyInput) -> KeyInput:
         weight=message.weight,
         tags=tuple(message.tags),
         note=message.note,
+        billing_account=message.billing_account,
     )
 
 
@@ -168,6 +169,7 @@ def key_to_pb(key: UpstreamKey, cooldowns: list[Cooldown], last_used: float = 0.
         weight=key.weight,
         tags=list(key.tags),
         note=key.note,
+        billing_account=key.billing_account,
         state=_STATE_TO_PB[key.state],
         cooldowns=[cooldown_to_pb(cooldown) for cooldown in cooldowns],
         consecutive_failures=key.consecutive_failures,
@@ -261,7 +263,9 @@ def outcome_from_pb(message: pb.Outcome) -> Outcome:
         error_reason=message.error_reason,
         retry_delay_s=message.retry_delay_ms / 1000,
         violations=tuple(
-            QuotaViolation(v.quota_id, v.quota_metric, tuple(sorted(v.dimensions.items())), v.quota_value)
+            QuotaViolation(
+                v.quota_id, v.quota_metric, tuple(sorted(v.dimensions.items())), v.quota_value, v.future_quota_value
+            )
             for v in message.quota_violations
         ),
         latency_s=message.latency_ms / 1000,
@@ -269,6 +273,8 @@ def outcome_from_pb(message: pb.Outcome) -> Outcome:
         output_tokens=message.output_tokens,
         error_message=message.error_message,
         estimated_input_tokens=message.estimated_input_tokens,
+        consumer_project=message.consumer_project,
+        served_model=message.served_model,
     )
 
 
@@ -277,14 +283,18 @@ def state_to_pb(state: KeyState) -> pb.KeyState:
 
 
 def usage_row(subject: str, pool: str, figures: Figures) -> pb.UsageRow:
-    return pb.UsageRow(
-        id=subject,
-        pool=pool,
-        figures=pb.UsageFigures(
-            requests=figures.requests,
-            errors=figures.errors,
-            input_tokens=figures.input_tokens,
-            output_tokens=figures.output_tokens,
-            unknown=figures.unknown,
-        ),
+    return pb.UsageRow(id=subject, pool=pool, figures=usage_figures(figures))
+
+
+def usage_point(start_s: int, pool: str, figures: Figures) -> pb.UsagePoint:
+    return pb.UsagePoint(start_ms=start_s * 1000, pool=pool, figures=usage_figures(figures))
+
+
+def usage_figures(figures: Figures) -> pb.UsageFigures:
+    return pb.UsageFigures(
+        requests=figures.requests,
+        errors=figures.errors,
+        input_tokens=figures.input_tokens,
+        output_tokens=figures.output_tokens,
+        unknown=figures.unknown,
     )

@@ -273,6 +273,7 @@ def _key(box: SecretBox, item: dict[str, Any], key_pattern: str, now: float) -> 
             weight=_field(item, "weight", int, 0),
             tags=_strings(item, "tags"),
             note=_field(item, "note", str, ""),
+            billing_account=_field(item, "billing_account", str, ""),
         )
     )
     disabled = _field(item, "state", str, KeyState.ACTIVE.value) == KeyState.DISABLED.value

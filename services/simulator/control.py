@@ -173,7 +173,9 @@ async def quotas(request: web.Request) -> web.Response:
     `POST /_sim/quotas` `{project?, model?, rpm?, tpm?, rpd?, retry_info?, available?, spend_budget_usd?,
     usd_per_mtok?}` sets the rule of a scope (no project/model: the default; null clears a field);
     `window_s`, `spend_window_s` size the windows, `advance_s` moves the quota clock, `clear: true`
-    forgets every rule and count first."""
+    forgets every rule and count first. Billing accounts (issue 21): `accounts: {project: account}` names
+    each project's account (spend limits are then the account's), `depleted: [account]` spends those
+    accounts' prepay (every project of them answers 402; `[]` tops every account up)."""
     book = request.app[SIMULATOR_STATE].quotas
     if request.method == "POST":
         try:
@@ -186,8 +188,18 @@ async def quotas(request: web.Request) -> web.Response:
                     raise ValueError(f"{name!r} must be a positive number")
             if "advance_s" in data and not isinstance(data["advance_s"], int | float):
                 raise ValueError("'advance_s' must be a number")
+            accounts, depleted = data.get("accounts", {}), data.get("depleted", [])
+            if not isinstance(accounts, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and k and v for k, v in accounts.items()
+            ):
+                raise ValueError("'accounts' must map project ids to billing account names")
+            if not isinstance(depleted, list) or not all(isinstance(a, str) and a for a in depleted):
+                raise ValueError("'depleted' must be a list of billing account names")
             if data.get("clear"):
                 book.clear()
+            book.accounts.update(accounts)
+            if "depleted" in data:
+                book.depleted = set(depleted)
             if any(name in data for name in QuotaRule.FIELDS):
                 book.set_rule(project, model, data)
         except (ValueError, TypeError) as exc:

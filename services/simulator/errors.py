@@ -26,6 +26,11 @@ UNREGISTERED_MESSAGE: Final = (
 )
 INVALID_KEY_MESSAGE: Final = "API key not valid. Please pass a valid API key."
 #: A project's spend-based rate limit (per 10 minutes) is spent.
+#: A billing account whose prepaid credits are spent (HTTP 402, every project of the account; models.list still 200).
+PREPAY_DEPLETED_MESSAGE: Final = (
+    "Your prepayment credits are depleted. Please go to AI Studio at https://ai.studio/projects to manage your"
+    " project and billing."
+)
 SPEND_LIMIT_MESSAGE: Final = (
     "Your project has exceeded its spend-based rate limit for the current 10-minute window,"
     " please check your plan and billing details. For more information on this error, head to:"
@@ -197,6 +202,8 @@ def _rate_limit(b: Behaviour, model: str | None) -> SimError:
 
 def quota_exhausted(refusal: Refusal, model: str | None) -> SimError:
     """The 429 for a request the quota book refused (quota violations or a spent budget)."""
+    if refusal.kind == "depleted":
+        return SimError(402, "RESOURCE_EXHAUSTED", PREPAY_DEPLETED_MESSAGE)
     if refusal.kind == "spend":
         message = SPEND_LIMIT_MESSAGE
         details: list[dict[str, Any]] = [

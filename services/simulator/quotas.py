@@ -77,9 +77,9 @@ class Violation:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a request is refused: quota violations, or a spent budget (`spend`)."""
+    """Why a request is refused: quota violations, a spent budget (`spend`) or a depleted prepay (`depleted`)."""
 
-    kind: Literal["quota", "spend"]
+    kind: Literal["quota", "spend", "depleted"]
     violations: list[Violation]
     #: Seconds until the violated windows free (None: no RetryInfo to send).
     retry_s: float | None
@@ -104,6 +104,14 @@ class QuotaBook:
     rules: dict[tuple[str | None, str | None], QuotaRule] = field(default_factory=dict)
     usage: dict[tuple[str, str], _Usage] = field(default_factory=dict)
     spend: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: project -> billing account (Google's: tiers, spend caps and prepay are the account's); absent: its own.
+    accounts: dict[str, str] = field(default_factory=dict)
+    #: billing accounts whose prepaid credits are spent: every generation of every project of them answers 402.
+    depleted: set[str] = field(default_factory=set)
+
+    def payer(self, project: str) -> str:
+        """Who pays for `project`: its billing account, else the project alone (spend windows are the payer's)."""
+        return self.accounts.get(project, project)
 
     # -- time --------------------------------------------------------------
 
@@ -155,6 +163,8 @@ class QuotaBook:
         self.rules.clear()
         self.usage.clear()
         self.spend.clear()
+        self.accounts.clear()
+        self.depleted.clear()
 
     # -- enforcement -------------------------------------------------------
 
@@ -174,6 +184,8 @@ class QuotaBook:
 
     def admit(self, project: str, model: str | None, tokens: int) -> Refusal | None:
         """Count a generation request of `tokens` input tokens, or say why it is refused (then nothing counts)."""
+        if model is not None and self.payer(project) in self.depleted:
+            return Refusal("depleted", [], None)
         if not self.rules or model is None:
             return None
         now = self.now()
@@ -205,14 +217,15 @@ class QuotaBook:
         if rule.spend_budget_usd is not None:
             price = 1.0 if rule.usd_per_mtok is None else rule.usd_per_mtok
             cost = tokens * price / 1_000_000
-            if self._spent(project, now) + cost > rule.spend_budget_usd:
+            if self._spent(self.payer(project), now) + cost > rule.spend_budget_usd:
                 left = (math.floor(now / self.spend_window_s) + 1) * self.spend_window_s - now
                 return Refusal("spend", [], left if retry else None)
         usage.minute_requests += 1
         usage.minute_tokens += tokens
         usage.day_requests += 1
         if cost:
-            self.spend[project] = (math.floor(now / self.spend_window_s), self._spent(project, now) + cost)
+            payer = self.payer(project)
+            self.spend[payer] = (math.floor(now / self.spend_window_s), self._spent(payer, now) + cost)
         return None
 
     # -- reporting ---------------------------------------------------------
@@ -247,4 +260,6 @@ class QuotaBook:
             ],
             "usage": used,
             "spend_usd": spend,
+            "accounts": dict(self.accounts),
+            "depleted": sorted(self.depleted),
         }

@@ -62,3 +62,11 @@ def test_a_key_restriction_suspends_with_a_clear_message_and_never_strikes_to_de
 def test_capacity_exhausted_never_cools_or_strikes_the_key() -> None:
     busy = Outcome(429, error_status="RESOURCE_EXHAUSTED", error_reason="MODEL_CAPACITY_EXHAUSTED", retry_delay_s=9)
     assert judge(busy, key("k1", project="p1"), MODEL, Policy(), NOW, {}) == Verdict()
+
+
+def test_a_spend_limit_told_only_in_googles_words_is_one_too() -> None:
+    words = "Your project has exceeded its spend-based rate limit for the current 10-minute window."
+    spend = Outcome(429, error_status="RESOURCE_EXHAUSTED", retry_delay_s=120, error_message=words)
+    result = judge(spend, key("k1", project="p1", billing_account="billing-a"), MODEL, Policy(), NOW, {})
+    assert result.cooldown is not None and result.cooldown.id == ACCOUNT
+    assert result.cooldown.reason is CooldownReason.SPEND_LIMIT

@@ -22,6 +22,8 @@ MAX_TEXT = 500
 MAX_TAGS = 32
 MAX_WEIGHT = 1000
 MAX_TIER = 100
+# A billing account as the operator names it (Google's "0X0X0X-0X0X0X-0X0X0X", or any short label).
+BILLING_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class KeyInput:
     weight: int = 0
     tags: tuple[str, ...] = ()
     note: str = ""
+    billing_account: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +126,11 @@ def valid_key_fields(item: KeyInput) -> dict[str, Any]:
         raise InvalidArgument(f"at most {MAX_TAGS} non-empty tags of up to 64 characters")
     if len(item.project) > 128:
         raise InvalidArgument("project is longer than 128 characters")
+    account = item.billing_account.strip()
+    if account and not BILLING_ACCOUNT.fullmatch(account):
+        raise InvalidArgument("billing_account must be 1-64 letters, digits, '.', '_' or '-' (012345-6789AB-CDEF01)")
     return {
+        "billing_account": account,
         "project": item.project.strip(),
         "tier": item.tier or 1,
         "weight": item.weight or 1,

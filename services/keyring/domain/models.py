@@ -309,6 +309,8 @@ class Outcome:
     output_tokens: int = 0
     error_message: str = ""
     estimated_input_tokens: int = 0  # the edge's estimate of the request's input (0: unknown)
+    consumer_project: str = ""  # ErrorInfo consumer "projects/<number>": the key's project number ("": not told)
+    served_model: str = ""  # the answer's modelVersion when it differs from the name asked ("": the same)
 
     @property
     def succeeded(self) -> bool:

@@ -145,7 +145,7 @@ def judge(
         return _not_on_tier(key, model, now, cooldowns)
     if kind is AnswerKind.BILLING_DEPLETED:
         return _billing_depleted(outcome, key, now, cooldowns)
-    if kind in _QUOTA and any(v.spend_limit for v in outcome.violations) and (key.project or key.billing_account):
+    if kind in _QUOTA and _spend_limit(outcome) and (key.project or key.billing_account):
         return _spend_limited(outcome, key, now, cooldowns)
     if kind in _QUOTA:
         return _rate_limited(outcome, kind, key, model, policy, now, cooldowns)
@@ -268,6 +268,12 @@ def _spend_limited(outcome: Outcome, key: UpstreamKey, now: float, cooldowns: Ma
     RetryInfo when longer): spend caps are the account's, every project of it is refused alike."""
     until = now + max(outcome.retry_delay_s, SPEND_WINDOW_S)
     return Verdict(cooldown=_cooldown(key.billing_subject(), CooldownReason.SPEND_LIMIT, until, 1, cooldowns))
+
+
+def _spend_limit(outcome: Outcome) -> bool:
+    """A spend limit: a violation naming spend, or Google's words for it when the 429 carries no QuotaFailure
+    ("...exceeded its spend-based rate limit for the current 10-minute window...")."""
+    return any(v.spend_limit for v in outcome.violations) or "spend-based rate limit" in outcome.error_message
 
 
 def _billing_depleted(

@@ -1,0 +1,140 @@
+"""Issue 21 through real servers: billing accounts.
+
+etcd, two keyring replicas, two edges (A prefers replica A, B prefers replica
+B) and the simulator, whose projects p1 and p2 share billing account
+``acct-a`` and p3, p4 account ``acct-b``. A depleted prepay (402) of acct-a
+stops both of its projects being leased on every replica at once, acct-b keeps
+serving and no client sees a 402; a spend-limit 429 of acct-b does the same
+for its window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.devstack.fake_keys import fake_auth_key
+from services.edge.app import start_edge
+from services.edge.config import EdgeSettings
+from services.simulator import SimulatorState, start_simulator
+from tests.e2e.conftest import eventually
+from tests.integration.conftest import Replica, StartReplica, kek, start_replica  # noqa: F401
+
+MODEL = "gemini-3.5-flash"
+BODY = {"contents": [{"parts": [{"text": "hello"}]}]}
+ACCOUNTS = {"p1": "acct-a", "p2": "acct-a", "p3": "acct-b", "p4": "acct-b"}
+
+
+@dataclass
+class Billed:
+    replicas: list[Replica]
+    sim: SimulatorState
+    edges: list[str]
+    token: str
+    http: aiohttp.ClientSession
+    secrets: dict[str, str]  # project -> its key
+
+    async def generate(self, edge: str) -> int:
+        async with self.http.post(
+            f"{edge}/v1beta/models/{MODEL}:generateContent", json=BODY, headers={"x-goog-api-key": self.token}
+        ) as resp:
+            await resp.read()
+            return resp.status
+
+    def upstream_projects(self) -> list[str]:
+        return [self.sim.project_of(r.key or "") for r in self.sim.requests if ":generateContent" in r.path]
+
+    def account_cooling(self, account: str) -> bool:
+        """Every replica's view holds a running cooldown of the billing account."""
+        return all(
+            any(
+                c.id.scope.value == "account" and c.id.subject == account
+                for c in replica.keyring.cache.view.cooldowns.values()
+            )
+            for replica in self.replicas
+        )
+
+
+@pytest.fixture
+async def billed(start_replica: StartReplica) -> AsyncIterator[Billed]:  # noqa: F811
+    replicas = [await start_replica("replica-a"), await start_replica("replica-b")]
+    sim_runner, sim_url, sim = await start_simulator()
+    admin = replicas[0].admin
+    await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main")))
+    secrets = {project: fake_auth_key(f"billing-{project}") for project in ACCOUNTS}
+    keys = [
+        pb.KeyInput(secret=secret, project=project, billing_account=ACCOUNTS[project])
+        for project, secret in secrets.items()
+    ]
+    added = await admin.AddKeys(pb.AddKeysRequest(pool="main", keys=keys))
+    assert added.added == len(keys)
+    for project, secret in secrets.items():
+        sim.set_project(secret, project)
+    sim.quotas.accounts.update(ACCOUNTS)
+    created = await admin.CreateToken(pb.CreateTokenRequest(pool="main", name="billed"))
+    token_id = created.info.token_id
+    await eventually(
+        lambda: all(
+            replica.keyring.cache.replica_count() == 2
+            and token_id in replica.keyring.cache.view.tokens
+            and len(replica.keyring.cache.view.keys) == len(keys)
+            for replica in replicas
+        ),
+        5.0,
+        "the replicas do not see each other, the keys and the token",
+    )
+    addresses = [replica.address for replica in replicas]
+    runners, edges = [], []
+    for order in (addresses, addresses[::-1]):
+        runner, url = await start_edge(
+            EdgeSettings(keyring_addresses=",".join(order), upstream_base_url=sim_url, shutdown_timeout_s=2.0),
+            host="127.0.0.1",
+            port=0,
+        )
+        runners.append(runner)
+        edges.append(url)
+    http = aiohttp.ClientSession()
+    try:
+        yield Billed(replicas, sim, edges, created.token, http, secrets)
+    finally:
+        await http.close()
+        for runner in (*runners, sim_runner):
+            await runner.cleanup()
+
+
+async def test_a_depleted_account_stops_its_projects_everywhere_and_no_client_sees_402(billed: Billed) -> None:
+    billed.sim.quotas.depleted = {"acct-a"}
+    statuses = [await billed.generate(edge) for _ in range(4) for edge in billed.edges]
+    assert statuses == [200] * 8, statuses
+    await eventually(lambda: billed.account_cooling("acct-a"), 3.0, "acct-a is not cooling on every replica")
+    seen = len(billed.upstream_projects())
+    statuses = [await billed.generate(edge) for _ in range(3) for edge in billed.edges]
+    assert statuses == [200] * 6, statuses
+    after = billed.upstream_projects()[seen:]
+    assert after and all(ACCOUNTS[project] == "acct-b" for project in after), after
+    # Both projects of acct-a are shown cooling for the account, on every replica; acct-b's keys are clean.
+    for replica in billed.replicas:
+        for key in (await replica.admin.ListKeys(pb.ListKeysRequest())).keys:
+            account = [c for c in key.cooldowns if c.scope == "account"]
+            if key.billing_account == "acct-a":
+                assert account and account[0].reason == "billing_depleted" and key.state == pb.ACTIVE, key
+            else:
+                assert not key.cooldowns and key.state == pb.ACTIVE, key
+
+
+async def test_a_spend_limit_of_one_account_moves_its_traffic_to_the_other(billed: Billed) -> None:
+    billed.sim.quotas.set_rule(None, None, {"spend_budget_usd": 0.0, "usd_per_mtok": 1.0})
+    billed.sim.quotas.set_rule("p1", None, {"spend_budget_usd": 1.0})
+    billed.sim.quotas.set_rule("p2", None, {"spend_budget_usd": 1.0})
+    statuses = [await billed.generate(edge) for _ in range(4) for edge in billed.edges]
+    assert statuses == [200] * 8, statuses
+    await eventually(lambda: billed.account_cooling("acct-b"), 3.0, "acct-b is not cooling on every replica")
+    seen = len(billed.upstream_projects())
+    statuses = [await billed.generate(edge) for _ in range(3) for edge in billed.edges]
+    assert statuses == [200] * 6, statuses
+    after = billed.upstream_projects()[seen:]
+    assert after and all(ACCOUNTS[project] == "acct-a" for project in after), after
