@@ -17,7 +17,7 @@ import sys
 
 import orjson
 
-from .masking import redact
+from .masking import redact_log_line
 from .telemetry import ids_of_current_span
 
 
@@ -42,7 +42,7 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"], entry["span_id"] = trace_id, span_id
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return redact(orjson.dumps(entry).decode())
+        return redact_log_line(orjson.dumps(entry).decode())
 
 
 def configure_logging(service: str) -> None:

@@ -39,6 +39,19 @@ def redact(text: str) -> str:
     return _SECRETS_TEXT.sub(lambda found: mask(found.group()), text)
 
 
+# Browser tokens the pool mints (``auth_tokens/`` and 43 url-safe characters): masked in log lines only, since the
+# mint answer must carry its own token to the caller.
+_BROWSER_TOKEN: Final = re.compile(r"auth_tokens/[0-9A-Za-z_\-]{20,}")
+
+
+def redact_log_line(text: str) -> str:
+    """``redact``, and minted browser tokens too: what a log line may show."""
+    text = redact(text)
+    if "auth_tokens/" not in text:
+        return text
+    return _BROWSER_TOKEN.sub(lambda found: "auth_tokens/" + mask(found.group()[len("auth_tokens/") :]), text)
+
+
 def redact_bytes(data: bytes) -> bytes:
     """``redact`` for bytes (an answer body)."""
     if b"AIza" not in data and b"AQ." not in data and b"kr-" not in data:

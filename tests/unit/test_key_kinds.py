@@ -166,3 +166,20 @@ async def test_adding_and_importing_keep_the_kind_and_refuse_anything_else_per_i
     finally:
         await keyring.stop()
         await store.close()
+
+
+def test_a_minted_browser_token_never_reaches_a_log_line() -> None:
+    browser_token = "auth_tokens/" + "b" * 43
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test"))
+    logger = logging.getLogger("tests.key_kinds.browser")
+    logger.addHandler(handler)
+    try:
+        logger.warning("redeemed %s", browser_token, extra={"fields": {"token": browser_token}})
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert browser_token not in text
+    assert "auth_tokens/bbbb...bbbb" in text
+    orjson.loads(text.splitlines()[0])
