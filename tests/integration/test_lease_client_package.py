@@ -17,11 +17,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from google.protobuf import json_format
 
 import keyring_lease
 from keyring_lease import AnswerKind, Identity, LeasePool, NoKeyAvailable, NotPermitted, TokenRefused
+from keyring_lease.outcomes import answer_report
+from services.common.answers import parse_error
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.certs import Certificate, LocalCA
+from services.edge.upstream import error_outcome, ok_outcome
 from services.simulator.app import start_simulator
 from tests.pki import session_pki
 
@@ -97,6 +101,16 @@ def held(*replicas: Replica) -> int:
 def test_the_classifier_is_the_edges_own_file() -> None:
     """One source of truth: the package's classifier is services/common/answers.py itself (a link)."""
     assert Path(keyring_lease.answers.__file__).resolve() == (ROOT / "services/common/answers.py").resolve()
+
+
+def test_the_package_reports_what_the_edge_reports() -> None:
+    """The Outcome keyring gets from the package is the edge's, byte for byte, for an error and a success."""
+    error = answer_report(429, QUOTA_429, latency_ms=12)
+    assert error.kind is AnswerKind.RATE_LIMITED and error.outcome.retry_delay_ms == 30_000
+    edge = error_outcome(parse_error(429, QUOTA_429), 12)
+    assert error.outcome.SerializeToString(deterministic=True) == edge.SerializeToString(deterministic=True)
+    ok = answer_report(200, ANSWER_200, latency_ms=5)
+    assert ok.outcome.SerializeToString() == ok_outcome(200, 5, (7, 3)).SerializeToString()
 
 
 async def test_leases_reports_a_429_moves_to_another_key_and_releases_on_exceptions(
@@ -185,3 +199,18 @@ async def test_the_readme_example_runs_as_written(start_replica: StartReplica, t
         assert held(a, b) == 0
     finally:
         await runner.cleanup()
+
+
+def test_the_readme_grpcurl_walk_through_sends_valid_requests() -> None:
+    """Each grpcurl -d body of the README parses as its method's request (grpcurl itself is not needed here)."""
+    readme = (ROOT / "README.md").read_text().split("### Other languages: the proto and grpcurl", 1)[1]
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    pattern = r"""-d (?:"((?:\\.|[^"\\])*)"|'([^']*)')\s*\\?\s*127\.0\.0\.1:50051 keyring\.v1\.LeaseService/(\w+)"""
+    calls = re.findall(pattern, block)
+    assert [method for *_, method in calls] == ["Acquire", "Release"]
+    requests = {"Acquire": pb.AcquireRequest, "Release": pb.ReleaseRequest}
+    for double, single, method in calls:
+        body = (double.replace('\\"', '"') or single).replace("$HASH", "ab" * 32)
+        parsed = json_format.Parse(body, requests[method]())
+        assert parsed.ListFields(), method
+    assert "sha256sum" in block and "-cert var/tls/keyring-internal.crt" in block
