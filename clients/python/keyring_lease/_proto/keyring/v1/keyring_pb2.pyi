@@ -148,7 +148,7 @@ class AcquireResponse(_message.Message):
     def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_violations", "latency_ms", "input_tokens", "output_tokens", "error_message", "estimated_input_tokens")
+    __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_violations", "latency_ms", "input_tokens", "output_tokens", "error_message", "consumer_project", "served_model", "estimated_input_tokens")
     class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TRANSPORT_OK: _ClassVar[Outcome.Transport]
@@ -169,6 +169,8 @@ class Outcome(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_PROJECT_FIELD_NUMBER: _ClassVar[int]
+    SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     transport: Outcome.Transport
     http_status: int
@@ -180,11 +182,13 @@ class Outcome(_message.Message):
     input_tokens: int
     output_tokens: int
     error_message: str
+    consumer_project: str
+    served_model: str
     estimated_input_tokens: int
-    def __init__(self, transport: _Optional[_Union[Outcome.Transport, str]] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., quota_violations: _Optional[_Iterable[_Union[QuotaViolation, _Mapping]]] = ..., latency_ms: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error_message: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ...) -> None: ...
+    def __init__(self, transport: _Optional[_Union[Outcome.Transport, str]] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., quota_violations: _Optional[_Iterable[_Union[QuotaViolation, _Mapping]]] = ..., latency_ms: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error_message: _Optional[str] = ..., consumer_project: _Optional[str] = ..., served_model: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ...) -> None: ...
 
 class QuotaViolation(_message.Message):
-    __slots__ = ("quota_id", "quota_metric", "dimensions", "quota_value")
+    __slots__ = ("quota_id", "quota_metric", "dimensions", "quota_value", "future_quota_value")
     class DimensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -196,11 +200,13 @@ class QuotaViolation(_message.Message):
     QUOTA_METRIC_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     QUOTA_VALUE_FIELD_NUMBER: _ClassVar[int]
+    FUTURE_QUOTA_VALUE_FIELD_NUMBER: _ClassVar[int]
     quota_id: str
     quota_metric: str
     dimensions: _containers.ScalarMap[str, str]
     quota_value: str
-    def __init__(self, quota_id: _Optional[str] = ..., quota_metric: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., quota_value: _Optional[str] = ...) -> None: ...
+    future_quota_value: str
+    def __init__(self, quota_id: _Optional[str] = ..., quota_metric: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., quota_value: _Optional[str] = ..., future_quota_value: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind", "counted_epoch", "kept_for_granter", "handover")
@@ -393,20 +399,22 @@ class Pool(_message.Message):
     def __init__(self, name: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., description: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
 
 class KeyInput(_message.Message):
-    __slots__ = ("secret", "project", "tier", "weight", "tags", "note")
+    __slots__ = ("secret", "project", "tier", "weight", "tags", "note", "billing_account")
     SECRET_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    BILLING_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     secret: str
     project: str
     tier: int
     weight: int
     tags: _containers.RepeatedScalarFieldContainer[str]
     note: str
-    def __init__(self, secret: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ...) -> None: ...
+    billing_account: str
+    def __init__(self, secret: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., billing_account: _Optional[str] = ...) -> None: ...
 
 class Cooldown(_message.Message):
     __slots__ = ("model", "scope", "reason", "until_ms", "strikes")
@@ -437,7 +445,7 @@ class LastError(_message.Message):
     def __init__(self, http_status: _Optional[int] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
 
 class KeyInfo(_message.Message):
-    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms", "last_used_ms", "kind")
+    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms", "last_used_ms", "kind", "billing_account")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -454,6 +462,7 @@ class KeyInfo(_message.Message):
     STATE_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_MS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    BILLING_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     mask: str
     pool: str
@@ -470,7 +479,8 @@ class KeyInfo(_message.Message):
     state_until_ms: int
     last_used_ms: int
     kind: str
-    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ..., last_used_ms: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
+    billing_account: str
+    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ..., last_used_ms: _Optional[int] = ..., kind: _Optional[str] = ..., billing_account: _Optional[str] = ...) -> None: ...
 
 class KeyFilter(_message.Message):
     __slots__ = ("pool", "state", "cooling_model", "project", "tier", "tag", "text", "page_size", "page_token")
@@ -596,17 +606,31 @@ class UsageRow(_message.Message):
     figures: UsageFigures
     def __init__(self, id: _Optional[str] = ..., pool: _Optional[str] = ..., figures: _Optional[_Union[UsageFigures, _Mapping]] = ...) -> None: ...
 
+class UsagePoint(_message.Message):
+    __slots__ = ("start_ms", "pool", "figures")
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    pool: str
+    figures: UsageFigures
+    def __init__(self, start_ms: _Optional[int] = ..., pool: _Optional[str] = ..., figures: _Optional[_Union[UsageFigures, _Mapping]] = ...) -> None: ...
+
 class GetUsageResponse(_message.Message):
-    __slots__ = ("window_s", "keys", "tokens", "pools")
+    __slots__ = ("window_s", "keys", "tokens", "pools", "series", "bucket_s")
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     POOLS_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_S_FIELD_NUMBER: _ClassVar[int]
     window_s: int
     keys: _containers.RepeatedCompositeFieldContainer[UsageRow]
     tokens: _containers.RepeatedCompositeFieldContainer[UsageRow]
     pools: _containers.RepeatedCompositeFieldContainer[UsageRow]
-    def __init__(self, window_s: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., tokens: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., pools: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+    series: _containers.RepeatedCompositeFieldContainer[UsagePoint]
+    bucket_s: int
+    def __init__(self, window_s: _Optional[int] = ..., keys: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., tokens: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., pools: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., series: _Optional[_Iterable[_Union[UsagePoint, _Mapping]]] = ..., bucket_s: _Optional[int] = ...) -> None: ...
 
 class ListQuotasRequest(_message.Message):
     __slots__ = ("pool", "project")
