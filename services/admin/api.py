@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
+from . import overview as ov
 from . import schemas as s
 from .auth import KEYRING, identity_of
 from .bodies import large_limit
@@ -134,6 +135,31 @@ async def overview(request: web.Request) -> web.Response:
     return json_response({"pools": rows, "usage_available": usage_available})
 
 
+async def pool_overview(request: web.Request) -> web.Response:
+    """One pool at a glance (the console's Overview): the hour per five minutes, keys, cooldowns, quotas, tokens."""
+    s.Query(request, set())
+    name = request.match_info["name"]
+    await _call(request, "GetPool", pb.GetPoolRequest(name=name))  # 404 for an unknown pool
+    reply = await _call(request, "GetUsage", pb.GetUsageRequest(pool=name, window_s=ov.WINDOW_S))
+    keys = await _all_keys(request, pb.KeyFilter(pool=name))
+    quota_rows = (await _call(request, "ListQuotas", pb.ListQuotasRequest(pool=name))).quotas
+    tokens = (await _call(request, "ListTokens", pb.ListTokensRequest(pool=name))).tokens
+    series = ov.series_json(reply, name, s.now_ms())
+    return json_response(
+        {
+            "pool": name,
+            "window_s": ov.WINDOW_S,
+            "bucket_s": reply.bucket_s or 300,
+            "requests": sum(point["requests"] for point in series),
+            "errors": sum(point["errors"] for point in series),
+            "series": series,
+            **ov.keys_json(keys),
+            "quotas": ov.headroom_json(quota_rows),
+            "busiest_tokens": ov.busiest_tokens_json(reply, list(tokens)),
+        }
+    )
+
+
 async def _all_keys(request: web.Request, key_filter: pb.KeyFilter) -> list[pb.KeyInfo]:
     keys: list[pb.KeyInfo] = []
     token = ""
@@ -165,7 +191,7 @@ async def add_keys(request: web.Request) -> web.Response:
         items = [
             pb.KeyInput(
                 secret=item.secret.strip(), project=item.project, tier=item.tier,
-                weight=item.weight, tags=item.tags, note=item.note,
+                weight=item.weight, tags=item.tags, note=item.note, billing_account=item.billing_account,
             )
             for item in body.keys
         ]
@@ -218,12 +244,13 @@ async def get_key(request: web.Request) -> web.Response:
 
 async def update_key(request: web.Request) -> web.Response:
     body = await s.parse_body(request, s.KeyUpdate)
-    fields = [name for name in ("project", "tier", "weight", "tags", "note") if getattr(body, name) is not None]
+    names = ("project", "tier", "weight", "tags", "note", "billing_account")
+    fields = [name for name in names if getattr(body, name) is not None]
     if not fields:
-        raise bad_request("nothing to change: give project, tier, weight, tags or note")
+        raise bad_request("nothing to change: give project, tier, weight, tags, note or billing_account")
     changes = pb.KeyInput(
         project=body.project or "", tier=body.tier or 0, weight=body.weight or 0,
-        tags=body.tags or [], note=body.note or "",
+        tags=body.tags or [], note=body.note or "", billing_account=body.billing_account or "",
     )
     message = pb.UpdateKeyRequest(key_id=request.match_info["key_id"], changes=changes, update_fields=fields)
     key = await _call(request, "UpdateKey", message)
@@ -431,6 +458,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/api/pools/{name}", get_pool)
     router.add_patch("/api/pools/{name}", update_pool)
     router.add_delete("/api/pools/{name}", delete_pool)
+    router.add_get("/api/pools/{name}/overview", pool_overview)
     router.add_post("/api/pools/{name}/keys", add_keys)
     router.add_get("/api/keys", list_keys)
     router.add_post("/api/keys/bulk", bulk)

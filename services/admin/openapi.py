@@ -100,6 +100,7 @@ def _answer_schemas() -> dict[str, Any]:
                                         "from September 2026); other: accepted under a custom KEYRING_KEY_PATTERN"),
             "pool": _string(), "project": _string(), "tier": _INT, "weight": _INT,
             "tags": {"type": "array", "items": _string()}, "note": _string(),
+            "billing_account": _string(description="the Google billing account of the key's project (\"\": unknown)"),
             "state": _string(enum=[*states, "unknown"]), "state_until": _TIME,
             "cooldowns": {"type": "array", "items": ref("Cooldown")},
             "consecutive_failures": _INT, "last_error": {"oneOf": [ref("LastError"), {"type": "null"}]},
@@ -138,6 +139,23 @@ def _answer_schemas() -> dict[str, Any]:
             "remaining": _INT, "resets_at": _TIME,
         }),
         "QuotaList": _object({"quotas": {"type": "array", "items": ref("QuotaRow")}}),
+        "PoolOverview": _object({
+            "pool": _string(), "window_s": _INT, "bucket_s": {**_INT, "description": "each series point's length"},
+            "requests": _INT, "errors": _INT,
+            "series": {"type": "array", "description": "every bucket of the last hour, oldest first (every keyring "
+                       "replica's counts, from the usage buckets in etcd)",
+                       "items": _object({"start": _TIME, "requests": _INT, "errors": _INT})},
+            "keys_by_state": _object({name: _INT for name in states}),
+            "keys_cooling": _INT,
+            "cooldowns_by_cause": {"type": "object", "additionalProperties": _INT,
+                                   "description": "cooldowns in force by reason (a key cooling for two models: two)"},
+            "quotas": {"type": "array", "description": "known limits, the least headroom first",
+                       "items": {"allOf": [ref("QuotaRow"), _object({"headroom_pct": {
+                           **_NUM, "description": "remaining as a share of the replica's share, 0-100"}})]}},
+            "busiest_tokens": {"type": "array", "description": "up to five, by requests in the last hour",
+                               "items": _object({"token_id": _string(), "name": _string(), "requests": _INT,
+                                                 "errors": _INT})},
+        }),
         "Usage": _object({"window": _string(enum=["hour", "day"]), "window_s": _INT,
                           **{name: {"type": "array", "items": ref("UsageRow")}
                              for name in ("pools", "keys", "tokens")}}),
@@ -278,6 +296,9 @@ def _paths() -> dict[str, Any]:
                           params=[_POOL, _query("force", {"type": "string", "enum": ["true", "false"]})],
                           errors=(404,)),
         },
+        "/api/pools/{name}/overview": {"get": _op(
+            "One pool at a glance: the last hour per five minutes, keys by state, cooldowns by cause, "
+            "quota headroom, the busiest tokens", _ok("PoolOverview"), params=[_POOL], errors=(404,))},
         "/api/pools/{name}/keys": {"post": _op("Add keys (pasted text or items); reported per item",
                                                _ok("AddKeysResult"), body="KeysAdd", params=[_POOL], errors=(404,))},
         "/api/keys": {"get": _op("List keys with health", _ok("KeyList"), params=key_filters, errors=(404,))},

@@ -21,6 +21,7 @@ from .authorization import ACTOR_METADATA, Authorization
 from .core import Keyring
 from .domain.errors import InvalidArgument, KeyringError
 from .domain.models import ClientToken
+from .domain.usage import BUCKET_S
 from .grpc_errors import domain_errors
 from .transfer import export_document, import_document
 
@@ -252,6 +253,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 for token_id, (pool, figures) in sorted(summary.tokens.items())
             ],
             pools=[convert.usage_row(pool, pool, figures) for pool, figures in sorted(summary.pools.items())],
+            series=[convert.usage_point(start, pool, figures) for (start, pool), figures in summary.series.items()],
+            bucket_s=BUCKET_S,
         )
 
     @domain_errors

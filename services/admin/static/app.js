@@ -1,5 +1,7 @@
 // Keyring admin console: plain DOM, no build step. Data is rendered with textContent only.
 
+import { PALETTE, bars, columns } from "./charts.js";
+
 const $ = (selector) => document.querySelector(selector);
 const REFRESH_MS = 4000;
 const PAGE_SIZE = 250;
@@ -123,9 +125,9 @@ async function show(view) {
     if (button.dataset.view === view) button.setAttribute("aria-current", "page");
   }
   stopRefresh();
-  const loaders = { pools: loadOverview, keys: loadKeys, tokens: loadTokens, quotas: loadQuotas, audit: loadAudit };
+  const loaders = { pools: loadOverview, overview: loadPoolOverview, keys: loadKeys, tokens: loadTokens, quotas: loadQuotas, audit: loadAudit };
   await attempt(loaders[view]);
-  if (view === "pools" || view === "keys" || view === "quotas") {
+  if (view === "pools" || view === "overview" || view === "keys" || view === "quotas") {
     state.timer = setInterval(() => attempt(loaders[view]), REFRESH_MS);
   }
 }
@@ -138,7 +140,7 @@ function stopRefresh() {
 async function loadPools() {
   const { pools } = await api("GET", "/api/pools");
   state.pools = pools.map((pool) => pool.name);
-  for (const [selector, blank] of [["#filter-pool", "all pools"], ["#quota-filter-pool", "all pools"], ["#add-pool", null], ["#token-pool", null]]) {
+  for (const [selector, blank] of [["#filter-pool", "all pools"], ["#quota-filter-pool", "all pools"], ["#add-pool", null], ["#token-pool", null], ["#overview-pool", null]]) {
     const select = $(selector);
     const keep = select.value;
     select.replaceChildren(...(blank ? [h("option", { value: "" }, blank)] : []), ...state.pools.map((name) => h("option", { value: name }, name)));
@@ -165,6 +167,66 @@ async function createPool(event) {
     await loadPools();
     await loadOverview();
   });
+}
+
+// ---------------------------------------------------------------- overview (one pool, charts)
+
+const STATE_STYLE = { active: [PALETTE.green, "solid"], suspended: [PALETTE.orange, "hatch"],
+  invalid: [PALETTE.vermillion, "cross"], disabled: [PALETTE.grey, "dots"] };
+const CAUSE_STYLES = [[PALETTE.sky, "solid"], [PALETTE.orange, "hatch"], [PALETTE.purple, "dots"],
+  [PALETTE.vermillion, "cross"], [PALETTE.blue, "vertical"], [PALETTE.yellow, "horizontal"]];
+const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+
+async function loadPoolOverview() {
+  if (!$("#overview-pool").value) await loadPools();  // a pool created elsewhere since the login
+  const pool = $("#overview-pool").value;
+  $("#overview-none").hidden = Boolean(pool);
+  $("#overview-charts").hidden = !pool;
+  if (!pool) return;
+  const asked = (state.overviewAsked = (state.overviewAsked || 0) + 1);
+  const data = await api("GET", `/api/pools/${encodeURIComponent(pool)}/overview`);
+  if (asked !== state.overviewAsked) return;  // a newer pool's answer wins over a slower refresh
+  renderOverview(data);
+}
+
+function renderOverview(data) {
+  $("#overview-charts").dataset.pool = data.pool;
+  $("#overview-updated").textContent = `updated ${new Date().toLocaleTimeString()}, every ${REFRESH_MS / 1000} s`;
+  const totals = $("#traffic-totals");
+  totals.dataset.requests = data.requests;
+  totals.dataset.errors = data.errors;
+  totals.textContent = `— ${data.requests} requests, ${data.errors} errors`;
+  $("#traffic-chart").replaceChildren(...columns(data.series, [
+    { key: "requests", label: "requests", colour: PALETTE.blue, pattern: "solid" },
+    { key: "errors", label: "errors", colour: PALETTE.vermillion, pattern: "hatch" },
+  ], { timeLabel: (point) => clock(point.start) }));
+  const states = Object.entries(data.keys_by_state).map(([name, count]) => ({
+    label: name, value: count, colour: STATE_STYLE[name]?.[0] ?? PALETTE.grey, pattern: STATE_STYLE[name]?.[1] ?? "solid",
+    testid: "state-bar", data: { state: name },
+  }));
+  states.push({ label: "cooling now (any model)", value: data.keys_cooling, colour: PALETTE.sky, pattern: "vertical",
+    testid: "state-bar", data: { state: "cooling" } });
+  const total = Object.values(data.keys_by_state).reduce((sum, count) => sum + count, 0);
+  $("#states-chart").replaceChildren(...bars(total ? states : [], { empty: "No keys in this pool yet." }));
+  $("#causes-chart").replaceChildren(...bars(Object.entries(data.cooldowns_by_cause).map(([cause, count], index) => ({
+    label: cause, value: count, colour: CAUSE_STYLES[index % CAUSE_STYLES.length][0],
+    pattern: CAUSE_STYLES[index % CAUSE_STYLES.length][1], testid: "cause-bar", data: { cause },
+  })), { empty: "No key is cooling down." }));
+  $("#quotas-chart").replaceChildren(...bars(data.quotas.map((quota) => {
+    const share = quota.replica_share || quota.limit;
+    const [colour, pattern] = quota.headroom_pct < 10 ? [PALETTE.vermillion, "cross"]
+      : quota.headroom_pct < 30 ? [PALETTE.orange, "hatch"] : [PALETTE.blue, "solid"];
+    return {
+      label: `${quota.project} · ${quota.model} · ${QUOTA_METRICS[quota.metric] || quota.metric}`,
+      value: quota.used, max: Math.max(share, 1), text: `${quota.used} of ${share} used, ${quota.headroom_pct}% left`,
+      colour, pattern, testid: "quota-bar",
+      data: { project: quota.project, model: quota.model, metric: quota.metric, share, headroom: quota.headroom_pct },
+    };
+  }), { empty: "No quota limit known yet (learnt from Gemini's 429s, or set in the pool policy)." }));
+  $("#tokens-chart").replaceChildren(...bars(data.busiest_tokens.map((token) => ({
+    label: token.name || token.token_id, value: token.requests, text: `${token.requests} requests, ${token.errors} errors`,
+    colour: PALETTE.blue, pattern: "solid", testid: "token-bar", data: { "token-id": token.token_id, errors: token.errors },
+  })), { empty: "No client token called in the last hour." }));
 }
 
 // ---------------------------------------------------------------- keys
@@ -200,13 +262,17 @@ function keyRow(key, checked) {
     h("td", {}, h("input", { type: "checkbox", class: "key-select", value: key.key_id, checked, "aria-label": `select ${key.mask}`, "data-testid": "key-select" })),
     h("td", { class: "mono" }, h("div", { "data-testid": "key-mask" }, key.mask), h("small", {}, key.key_id)),
     h("td", {}, h("span", { class: `kind kind-${key.kind}`, "data-testid": "key-kind", title: key.kind === "standard" ? "AIza key: Google rejects standard keys from September 2026" : "" }, key.kind)),
-    h("td", {}, key.pool), h("td", {}, key.project), h("td", {}, key.tier),
+    h("td", {}, key.pool),
+    h("td", {}, key.project, key.billing_account ? h("small", { "data-testid": "key-billing-account", title: "billing account" }, key.billing_account) : ""),
+    h("td", {}, key.tier),
     h("td", {}, h("span", { class: `state state-${key.state}`, "data-testid": "key-state" }, key.state)),
     h("td", {}, key.cooldowns.map((cooldown) => h("span", {
       class: "cooldown", "data-testid": "key-cooldown", "data-seconds-left": cooldown.seconds_left,
-    }, `${cooldown.model || "all"} (${cooldown.reason}): `, h("span", { class: "left", "data-testid": "cooldown-left" }, formatSeconds(cooldown.seconds_left))))),
+    }, `${cooldown.model || "all"} (${cooldown.reason}${cooldown.scope === "account" ? ", billing account" : ""}): `, h("span", { class: "left", "data-testid": "cooldown-left" }, formatSeconds(cooldown.seconds_left))))),
     h("td", {}, key.consecutive_failures),
-    h("td", { title: error ? error.message : "" }, error ? `${error.http_status} ${error.reason || error.status}` : ""),
+    h("td", { title: error ? error.message : "" }, error ? `${error.http_status} ${error.reason || error.status}` : "",
+      // A key whose restrictions refuse the pool's calls (issue 21): what to fix, shown, not only in the tooltip.
+      error && /^API_KEY_.*_BLOCKED$/.test(error.reason) ? h("small", { "data-testid": "key-config-fault" }, error.message) : ""),
     h("td", { "data-testid": "key-last-used" }, key.last_used ? when(key.last_used) : "never"),
     h("td", {}, key.state === "disabled"
       ? h("button", { type: "button", class: "needs-operator", "data-testid": "key-enable", onclick: () => keyAction(key.key_id, "enable") }, "Enable")
@@ -435,6 +501,8 @@ function wire() {
     attempt(loadKeys);
   });
   $("#page-prev").addEventListener("click", () => { if (state.page > 0) { state.page -= 1; attempt(loadKeys); } });
+  $("#overview-pool").addEventListener("change", () => attempt(loadPoolOverview));
+  $("#overview-form").addEventListener("submit", (event) => { event.preventDefault(); attempt(loadPoolOverview); });
   $("#quota-filters").addEventListener("submit", (event) => { event.preventDefault(); attempt(loadQuotas); });
   for (const selector of ["#quota-filter-pool", "#quota-filter-project"]) $(selector).addEventListener("change", () => attempt(loadQuotas));
   $("#token-form").addEventListener("submit", createToken);

@@ -210,6 +210,8 @@ class UsageSummary:
     keys: dict[str, tuple[str, Figures]]
     tokens: dict[str, tuple[str, Figures]]
     pools: dict[str, Figures]
+    # (bucket start, pool) -> every replica's figures in that bucket: the series over time (the console's chart)
+    series: dict[tuple[int, str], Figures] = field(default_factory=dict)
 
 
 def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSummary:
@@ -217,6 +219,7 @@ def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSumma
     keys: dict[str, tuple[str, Figures]] = {}
     tokens: dict[str, tuple[str, Figures]] = {}
     pools: dict[str, Figures] = defaultdict(Figures)
+    series: dict[tuple[int, str], Figures] = defaultdict(Figures)
     for bucket in buckets:
         if bucket.start < bucket_start(since):
             continue
@@ -231,4 +234,5 @@ def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSumma
         for pool_name, figures in bucket.pools.items():
             if not pool or pool_name == pool:
                 pools[pool_name].add(figures)
-    return UsageSummary(keys, tokens, dict(pools))
+                series[(bucket.start, pool_name)].add(figures)
+    return UsageSummary(keys, tokens, dict(pools), dict(sorted(series.items())))

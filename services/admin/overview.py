@@ -1,0 +1,69 @@
+"""One pool at a glance (the console's Overview): built from keyring's answers, no state of its own.
+
+The last hour's series comes from keyring's usage buckets (every replica's counts, five minutes each,
+kept in etcd), so every admin replica shows the same figures and a restarted admin loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Final
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+
+from . import schemas as s
+
+WINDOW_S: Final = 3600
+BUSIEST_TOKENS: Final = 5
+
+
+def series_json(reply: pb.GetUsageResponse, pool: str, now_ms: int) -> list[dict[str, Any]]:
+    """Every bucket of the window, oldest first, the empty ones as zeros (a chart needs the gaps)."""
+    bucket_ms = (reply.bucket_s or 300) * 1000
+    points = {point.start_ms: point.figures for point in reply.series if point.pool == pool}
+    last = now_ms // bucket_ms * bucket_ms
+    first = (now_ms - WINDOW_S * 1000) // bucket_ms * bucket_ms  # the bucket keyring's window starts in
+    rows = []
+    for start in range(first, last + 1, bucket_ms):
+        figures = points.get(start)
+        rows.append(
+            {
+                "start": s.iso_utc(start),
+                "requests": figures.requests if figures else 0,
+                "errors": figures.errors if figures else 0,
+            }
+        )
+    return rows
+
+
+def keys_json(keys: list[pb.KeyInfo]) -> dict[str, Any]:
+    """Keys by state, and the cooldowns in force by cause (a key cooling for two models counts twice)."""
+    states = Counter(s.key_json(key, 0)["state"] for key in keys)
+    causes = Counter(cooldown.reason or "unknown" for key in keys for cooldown in key.cooldowns)
+    return {
+        "keys_by_state": {state.value: states.get(state.value, 0) for state in s.KeyStateName},
+        "keys_cooling": sum(1 for key in keys if key.cooldowns),
+        "cooldowns_by_cause": dict(sorted(causes.items(), key=lambda item: (-item[1], item[0]))),
+    }
+
+
+def headroom_json(rows: Any) -> list[dict[str, Any]]:
+    """Each known limit's use and what is left of this replica's share, the tightest first."""
+    quotas = []
+    for row in s.quota_rows_json(rows):
+        share = row["replica_share"] or row["limit"]
+        row["headroom_pct"] = round(100 * row["remaining"] / share, 1) if share else 0.0
+        quotas.append(row)
+    return sorted(quotas, key=lambda row: (row["headroom_pct"], row["project"], row["model"], row["metric"]))
+
+
+def busiest_tokens_json(usage: pb.GetUsageResponse, tokens: list[pb.TokenInfo]) -> list[dict[str, Any]]:
+    """The client tokens with the most requests in the window (names, never the tokens themselves)."""
+    names = {token.token_id: token.name for token in tokens}
+    rows = sorted(usage.tokens, key=lambda row: (-row.figures.requests, row.id))[:BUSIEST_TOKENS]
+    return [
+        {"token_id": row.id, "name": names.get(row.id, ""), "requests": row.figures.requests,
+         "errors": row.figures.errors}
+        for row in rows
+        if row.figures.requests
+    ]
