@@ -21,14 +21,14 @@ from aiohttp import web
 from services.common.metrics_http import metrics_response
 from services.common.serving import start_app
 
-from . import live
+from . import live, wire
 from .config import EdgeSettings
 from .context import EDGE, Edge
 from .dialects import gemini, openai
 from .errors import answer_in_dialect
 from .keyring import KeyringClient
 from .observability import EdgeMetrics, observe
-from .resources import caches, files, interactions, jobs, listing, uploads
+from .resources import caches, files, generic, interactions, jobs, kinds, listing, uploads
 from .routing import DIALECT, EITHER, GEMINI, OPENAI, Handler, add_route
 from .shutdown import Drain
 from .upstream import Upstream
@@ -128,7 +128,7 @@ def _either(openai_handler: Handler, gemini_handler: Handler) -> Handler:
     return handler
 
 
-# Project-bound resources (``resources``), Gemini's dialect, under both versions (google-genai calls /v1 by
+# Project-bound resources (``resources``), Gemini's dialect, under every version (google-genai calls /v1 by
 # default). Each handler parses the raw path against its strict pattern (``wire.resource_path``).
 RESOURCE_ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/upload/{version}/files", uploads.upload),
@@ -152,12 +152,14 @@ RESOURCE_ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/{version}/models/{model}/operations/{tail:.+}", jobs.operation),
 )
 
-# Every route the edge answers, with the dialect it speaks (see ``routing``).
+# Every route the edge answers, with the dialect it speaks (see ``routing``). The kinds of the table
+# (``resources.kinds``) first: ``interactions/{id}/auth_tokens`` is theirs, not an interaction's.
 ROUTES: Final[tuple[tuple[str, str, str, Handler], ...]] = (
+    *((method, path, GEMINI, generic.serve) for method, path in kinds.routes()),
     *(
         (method, path.replace("{version}", version), GEMINI, handler)
         for method, path, handler in RESOURCE_ROUTES
-        for version in ("v1beta", "v1")
+        for version in wire.VERSIONS
     ),
     ("POST", "/v1/chat/completions", OPENAI, openai.chat_completions),
     ("POST", "/v1/embeddings", OPENAI, openai.embeddings),
@@ -165,9 +167,15 @@ ROUTES: Final[tuple[tuple[str, str, str, Handler], ...]] = (
     ("GET", "/v1/models", EITHER, _either(openai.list_models, gemini.list_models)),
     ("GET", "/v1/models/{tail:.+}", EITHER, _either(openai.get_model, gemini.get_model)),
     ("POST", "/v1/models/{tail:.+}", GEMINI, gemini.model_action),
-    ("GET", "/v1beta/models", GEMINI, gemini.list_models),
-    ("GET", "/v1beta/models/{tail:.+}", GEMINI, gemini.get_model),
-    ("POST", "/v1beta/models/{tail:.+}", GEMINI, gemini.model_action),
+    *(
+        route
+        for version in ("v1beta", "v1alpha")
+        for route in (
+            ("GET", f"/{version}/models", GEMINI, gemini.list_models),
+            ("GET", f"/{version}/models/{{tail:.+}}", GEMINI, gemini.get_model),
+            ("POST", f"/{version}/models/{{tail:.+}}", GEMINI, gemini.model_action),
+        )
+    ),
 )
 
 

@@ -5,7 +5,7 @@ request is built from validated parts and allow-lists, here.
 
 - **Path**: ``model_path`` parses the raw request path (before any decoding)
   against one strict pattern, ``/{version}/models[/{model}[:{action}]]``:
-  version ``v1beta`` or ``v1``, a model id of ``[a-z0-9][a-z0-9.-]{0,127}``
+  version ``v1alpha``, ``v1beta`` or ``v1`` (``VERSIONS``), a model id of ``[a-z0-9][a-z0-9.-]{0,127}``
   (with an optional ``models/`` prefix), an action of letters. Dot-segments,
   percent-encoded characters (``%2F``, ``%5C``, ``%2E``...), backslashes,
   empty segments and anything else off-pattern are refused (400) before any
@@ -20,8 +20,9 @@ request is built from validated parts and allow-lists, here.
   token and is dropped like any other unknown parameter.
 - **Headers** (``forward_headers``): only ``FORWARDED_HEADERS``
   (``content-type``, ``accept``, ``user-agent``, ``x-goog-api-client``,
-  ``x-server-timeout``: what google-genai and the openai package send that
-  means something upstream), plus an ``Accept-Encoding`` restricted to codings
+  ``x-server-timeout``, ``api-revision``: what google-genai and the openai
+  package send that means something upstream; the Interactions API's
+  behaviour depends on ``Api-Revision``), plus an ``Accept-Encoding`` restricted to codings
   the edge can read back. No ``Authorization``, ``x-goog-api-key``,
   ``x-goog-user-project``, ``x-http-method-override``, ``referer``, app
   identity headers or cookies: the one upstream credential is the leased key,
@@ -77,7 +78,12 @@ from typing import Final, Protocol
 from yarl import URL
 
 # The request headers forwarded upstream (lower-case), nothing else.
-FORWARDED_HEADERS: Final = frozenset({"content-type", "accept", "user-agent", "x-goog-api-client", "x-server-timeout"})
+FORWARDED_HEADERS: Final = frozenset(
+    {"content-type", "accept", "user-agent", "x-goog-api-client", "x-server-timeout", "api-revision"}
+)
+# The API versions the edge serves (google-genai 3.x calls v1 by default; ephemeral tokens, new kinds: v1alpha).
+VERSIONS: Final = ("v1alpha", "v1beta", "v1")
+_VERSION: Final = "|".join(VERSIONS)
 # The query parameters forwarded upstream, each with the values it may take (None: any value up to 1 KiB).
 FORWARDED_QUERY: Final[Mapping[str, frozenset[str] | None]] = {
     "alt": frozenset({"sse", "json"}),
@@ -109,14 +115,15 @@ _MAX_QUERY_VALUE: Final = 1024
 MODEL_ID: Final = r"[a-z0-9][a-z0-9.\-]{0,127}"
 _MODEL: Final = re.compile(MODEL_ID)
 _MODEL_PATH: Final = re.compile(
-    r"/(?P<version>v1beta|v1)/models(?:/(?:models/)?(?P<model>" + MODEL_ID + r")(?::(?P<action>[A-Za-z]{1,64}))?)?"
+    r"/(?P<version>" + _VERSION + r")/models"
+    r"(?:/(?:models/)?(?P<model>" + MODEL_ID + r")(?::(?P<action>[A-Za-z]{1,64}))?)?"
 )
 # Ids of project-bound resources (module docstring).
 FILE_ID: Final = r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?"
 JOB_ID: Final = r"[a-z0-9][a-z0-9-]{0,63}"
 INTERACTION_ID: Final = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
 _RESOURCE_PATH: Final = re.compile(
-    r"/(?P<version>v1beta|v1)/(?:"
+    r"/(?P<version>" + _VERSION + r")/(?:"
     r"files/(?P<files>" + FILE_ID + r")(?::(?P<files_action>download))?"
     r"|cachedContents/(?P<cachedContents>" + JOB_ID + r")"
     r"|batches/(?P<batches>" + JOB_ID + r")(?::(?P<batches_action>cancel))?"
@@ -125,11 +132,15 @@ _RESOURCE_PATH: Final = re.compile(
     r")"
 )
 _KINDS: Final = ("files", "cachedContents", "batches", "interactions", "operations")
-_COLLECTION_PATH: Final = re.compile(r"/(?P<version>v1beta|v1)/(?P<kind>files|cachedContents|batches|interactions)")
-_UPLOAD_PATH: Final = re.compile(r"/upload/(?P<version>v1beta|v1)/files")
+_COLLECTION_PATH: Final = re.compile(
+    r"/(?P<version>" + _VERSION + r")/(?P<kind>files|cachedContents|batches|interactions)"
+)
+_UPLOAD_PATH: Final = re.compile(r"/upload/(?P<version>" + _VERSION + r")/files")
 # A resource named in a body: files/{id} or a Google file URI, cachedContents/{id}.
 _FILE_NAME: Final = re.compile(
-    r"(?:https://generativelanguage\.googleapis\.com/(?:v1beta|v1)/)?files/("
+    r"(?:https://generativelanguage\.googleapis\.com/(?:"
+    + _VERSION
+    + r")/)?files/("
     + FILE_ID
     + r")(?::download(?:\?alt=media)?)?"
 )

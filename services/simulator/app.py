@@ -6,7 +6,7 @@ import ssl
 
 from aiohttp import web
 
-from . import caches_api, control, files_api, interactions_api, jobs, live, native, openai_compat
+from . import caches_api, control, files_api, interactions_api, jobs, kinds_api, live, native, openai_compat
 from .pipeline import SIMULATOR_STATE, unknown_path
 from .state import SimulatorState
 
@@ -22,6 +22,7 @@ def create_app(state: SimulatorState | None = None) -> web.Application:
     files_api.add_routes(app)
     caches_api.add_routes(app)
     jobs.add_routes(app)
+    kinds_api.add_routes(app)  # before the interactions': interactions/{id}/auth_tokens is a kind of the table
     interactions_api.add_routes(app)
     live.add_routes(app)
     control.add_routes(app)

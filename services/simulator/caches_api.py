@@ -116,7 +116,7 @@ async def cache_item(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """Register the caches API under both versions."""
-    for version in ("v1beta", "v1"):
+    for version in ("v1beta", "v1", "v1alpha"):
         app.router.add_route("GET", f"/{version}/cachedContents", caches)
         app.router.add_route("POST", f"/{version}/cachedContents", caches)
         for method in ("GET", "PATCH", "DELETE"):

@@ -268,7 +268,7 @@ async def _media(request: web.Request, call: Call, resource: Resource) -> web.St
 
 def add_routes(app: web.Application) -> None:
     """Register the Files API under both versions."""
-    for version in ("v1beta", "v1"):
+    for version in ("v1beta", "v1", "v1alpha"):
         app.router.add_post(f"/upload/{version}/files", upload)
         app.router.add_get(f"/{version}/files", list_files)
         app.router.add_route("GET", f"/{version}/files/{{file}}", file_item)

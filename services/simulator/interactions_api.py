@@ -195,7 +195,7 @@ async def cancel(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """Register the Interactions API under both versions."""
-    for version in ("v1beta", "v1"):
+    for version in ("v1beta", "v1", "v1alpha"):
         app.router.add_post(f"/{version}/interactions", create)
         app.router.add_route("GET", f"/{version}/interactions/{{id}}", item)
         app.router.add_route("DELETE", f"/{version}/interactions/{{id}}", item)

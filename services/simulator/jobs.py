@@ -173,7 +173,7 @@ def get_operation(call: Call, name: str) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """Register batches under both versions (operations are served by native's model routes)."""
-    for version in ("v1beta", "v1"):
+    for version in ("v1beta", "v1", "v1alpha"):
         app.router.add_get(f"/{version}/batches", batches)
         for method in ("GET", "POST", "DELETE"):
             app.router.add_route(method, f"/{version}/batches/{{batch}}", batch_item)

@@ -24,7 +24,7 @@ Action = Callable[[web.Request, Call], Awaitable[web.StreamResponse]]
 
 
 def _api_version(request: web.Request) -> str:
-    return "v1beta" if request.path.startswith("/v1beta/") else "v1"
+    return request.path.split("/")[1]
 
 
 def _page_size(request: web.Request) -> int:
@@ -104,13 +104,13 @@ async def generate(request: web.Request, call: Call) -> web.StreamResponse:
     data = parse_json_object(call.body)
     chunks, usage = answer_chunks(data, 1, check_references(call, data), call.behaviour.answer_text)
     parts = [part for chunk in chunks for part in chunk]
-    return json_response(gemini_response(parts, call.model or "", random_id(), usage))
+    return json_response(gemini_response(parts, _served(call), random_id(), usage))
 
 
 def _stream_payloads(call: Call, data: dict[str, Any]) -> Iterator[bytes]:
     """Serialized chunks; validation happens here, eagerly, before any byte is sent."""
     chunks, usage = answer_chunks(data, chunk_count(call), check_references(call, data), call.behaviour.answer_text)
-    response_id, model, last = random_id(), call.model or "", len(chunks) - 1
+    response_id, model, last = random_id(), _served(call), len(chunks) - 1
     return (
         orjson.dumps(gemini_response(parts, model, response_id, usage if i == last else None))
         for i, parts in enumerate(chunks)
@@ -188,7 +188,13 @@ _ACTIONS: Final[dict[str, Action]] = {
 
 def add_routes(app: web.Application) -> None:
     """Register the native surface under both API versions."""
-    for prefix in ("/v1beta", "/v1"):
+    for prefix in ("/v1beta", "/v1", "/v1alpha"):
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{tail:.+}}", get_model)
         app.router.add_post(f"{prefix}/models/{{tail:.+}}", model_action)
+
+
+def _served(call: Call) -> str:
+    """The answer's modelVersion: the model that really answered (a retired name or an alias names another)."""
+    model = call.model or ""
+    return call.state.served_as.get(model, model)

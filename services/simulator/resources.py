@@ -1,5 +1,6 @@
 """Project-scoped resources of the simulated API: files, upload sessions, context caches,
-batches, long-running operations and interactions.
+batches, long-running operations, interactions and the newer kinds of ``TABLE`` (agents,
+environments, webhooks, file search stores...).
 
 Every resource belongs to the Google Cloud project of the key that created it, as on
 Google: a key of another project does not see it (404/403, see each route). Plain
@@ -16,8 +17,51 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-Kind = Literal["files", "uploads", "cachedContents", "batches", "operations", "interactions"]
-KINDS: Final[tuple[Kind, ...]] = ("files", "uploads", "cachedContents", "batches", "operations", "interactions")
+
+@dataclass(frozen=True, slots=True)
+class TableKind:
+    """A kind served by the simulator's one generic route (``kinds_api``), per project as Google does.
+
+    Its store kind is its ``route`` (``environments.files``); a child's id is ``{parent id}/{own id}``.
+    """
+
+    collection: str  # "agents"; a child's own segment(s): "documents", "upload/operations"
+    parent: str = ""  # the collection it lives under
+    echo: Literal["id", "name"] = "id"  # how an answer names one: the bare id (``_gaos`` kinds) or ``name``
+    create: bool = True  # POST {collection}
+    list: bool = True  # GET {collection}
+    methods: frozenset[str] = frozenset({"GET", "DELETE"})  # on an item
+    verbs: frozenset[str] = frozenset()  # POST {item}:{verb}
+
+    @property
+    def route(self) -> str:
+        return (f"{self.parent}." if self.parent else "") + self.collection.replace("/", ".")
+
+
+_PATCHED: Final = frozenset({"GET", "PATCH", "DELETE"})
+# Google's newer project-bound kinds (GEMINI_API_NOTES "December 2026"): the simulator's own table, not the edge's.
+TABLE: Final[tuple[TableKind, ...]] = (
+    TableKind("agents"),
+    TableKind("environments"),
+    TableKind("files", "environments", create=False, methods=frozenset({"GET"})),
+    TableKind("triggers", methods=_PATCHED),
+    TableKind("executions", "triggers", methods=frozenset({"GET"})),
+    TableKind("webhooks", methods=_PATCHED, verbs=frozenset({"ping", "rotateSigningSecret"})),
+    TableKind("credentials", methods=_PATCHED),
+    TableKind("voices"),
+    TableKind("decisions", list=False, methods=frozenset()),
+    TableKind("auth_tokens", "interactions", list=False),
+    TableKind("fileSearchStores", echo="name", verbs=frozenset({"importFile"})),
+    TableKind("documents", "fileSearchStores", echo="name", create=False),
+    TableKind("operations", "fileSearchStores", echo="name", create=False, list=False, methods=frozenset({"GET"})),
+    TableKind("tunedModels", echo="name", methods=_PATCHED, verbs=frozenset({"generateContent", "countTokens"})),
+    TableKind("operations", "tunedModels", echo="name", create=False, methods=frozenset({"GET"})),
+)
+
+Kind = str  # one of KINDS
+KINDS: Final[tuple[Kind, ...]] = (
+    "files", "uploads", "cachedContents", "batches", "operations", "interactions", *(kind.route for kind in TABLE)
+)  # fmt: skip
 _ID_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 

@@ -81,6 +81,7 @@ def test_forward_headers_drop_credentials_hop_by_hop_and_forwarding_headers() ->
         ("X-Server-Timeout", "60"),
         ("Accept", "application/json"),
         ("X-Stainless-Lang", "python"),
+        ("Api-Revision", "2026-05-20"),  # the Interactions API's behaviour depends on it (issue 21)
     ]
     # An allow-list (issue 11): what clients send that means something upstream, nothing else.
     assert wire.forward_headers(incoming) == {
@@ -89,9 +90,11 @@ def test_forward_headers_drop_credentials_hop_by_hop_and_forwarding_headers() ->
         "x-goog-api-client": "google-genai-sdk/1.2 gl-python/3.11",
         "x-server-timeout": "60",
         "accept": "application/json",
+        "api-revision": "2026-05-20",
         "accept-encoding": "identity",  # always explicit: aiohttp would otherwise ask for gzip itself
     }
-    assert {"content-type", "accept", "user-agent", "x-goog-api-client", "x-server-timeout"} == wire.FORWARDED_HEADERS
+    allowed = {"content-type", "accept", "user-agent", "x-goog-api-client", "x-server-timeout", "api-revision"}
+    assert allowed == wire.FORWARDED_HEADERS
 
 
 @pytest.mark.parametrize(

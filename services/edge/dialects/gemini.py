@@ -43,11 +43,15 @@ from . import authenticated, bearer, check_json_object, named_resources, only_al
 ACTIONS: Final = frozenset(
     {
         "generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents",
-        "batchGenerateContent", "predictLongRunning",
+        "batchGenerateContent", "asyncBatchEmbedContent", "predictLongRunning",
     }
 )  # fmt: skip
 # Actions that create a project-bound resource: what their answer names is bound to the key (resources.bindings).
-CREATING: Final = {"batchGenerateContent": bindings.created_job, "predictLongRunning": bindings.created_job}
+CREATING: Final = {
+    "batchGenerateContent": bindings.created_job,
+    "asyncBatchEmbedContent": bindings.created_job,
+    "predictLongRunning": bindings.created_job,
+}
 
 
 def client_token(request: web.Request) -> str:

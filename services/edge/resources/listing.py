@@ -35,11 +35,14 @@ refusal is the answer (401, 429...).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from services.common.answers import UpstreamError
 from services.common.web import json_response
@@ -79,24 +82,46 @@ def _page_request(request: web.Request) -> tuple[int, int]:
     return offset, size
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """What a merged list reads: the collection's upstream URL (given a query), its answer's field, and each
+    item's name as the pool bound it (None: not one)."""
+
+    url: Callable[[list[tuple[str, str]]], URL]
+    field: str
+    route: str
+    name_of: Callable[[Any], str | None]
+
+
+def _name(item: Any) -> str | None:
+    return item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else None
+
+
 async def list_collection(request: web.Request) -> web.StreamResponse:
     """``GET /{version}/files|cachedContents|batches``: a page of the merged lists of the pool's projects."""
     path = path_of(request, *FIELDS, item=False)
-    offset, size = _page_request(request)
+    base_url = request.app[EDGE].base_url
     route = f"{path.kind}.list" if path.kind != "cachedContents" else "caches.list"
-    request[ROUTE], request[STREAM] = route, False
-    items = await _merged(request, path, hashed_token(request), route)
+    listed = Listed(partial(wire.resource_url, base_url, path), FIELDS[path.kind], route, _name)
+    return await list_merged(request, listed)
+
+
+async def list_merged(request: web.Request, listed: Listed) -> web.StreamResponse:
+    """A page of the merged lists of the pool's projects, only what the pool bound (module docstring)."""
+    offset, size = _page_request(request)
+    request[ROUTE], request[STREAM] = listed.route, False
+    items = await _merged(request, listed, hashed_token(request))
     request[MODEL] = request.app[EDGE].metrics.model_label("")
-    field = FIELDS[path.kind]
     chosen = items[offset : offset + size]
-    answer: dict[str, Any] = {field: chosen} if chosen else {}
+    answer: dict[str, Any] = {listed.field: chosen} if chosen else {}
     if offset + size < len(items):
         answer["nextPageToken"] = f"{_TOKEN_PREFIX}{offset + size}"
     return json_response(answer)
 
 
-async def _merged(request: web.Request, path: wire.ResourcePath, hashed: str, route: str) -> list[Any]:
+async def _merged(request: web.Request, listed: Listed, hashed: str) -> list[Any]:
     edge = request.app[EDGE]
+    route = listed.route
     settings = edge.settings
     covered: list[str] = []
     tried: list[str] = []
@@ -104,9 +129,9 @@ async def _merged(request: web.Request, path: wire.ResourcePath, hashed: str, ro
     by_project: dict[str, list[Any]] = {}
     headers = {**wire.forward_headers(request.headers.items()), "accept-encoding": "identity"}
     while len(covered) < settings.list_max_projects and len(items) < settings.list_max_items:
-        probe = Call(method="GET", url=wire.resource_url(edge.base_url, path, []), headers=headers, body=None,
+        probe = Call(method="GET", url=listed.url([]), headers=headers, body=None,
                      token_hash=hashed, model="", route=route, exclude_projects=tuple(covered))  # fmt: skip
-        read = partial(_project, path=path, limit=settings.list_max_items - len(items))
+        read = partial(_project, listed=listed, limit=settings.list_max_items - len(items))
         try:
             project, found = await attempts(request, probe, read, tried)
         except LeaseRefused as refused:
@@ -123,29 +148,30 @@ async def _merged(request: web.Request, path: wire.ResourcePath, hashed: str, ro
         items.extend(found)
     # In the order of the projects' names, not of the visits (keyring's choice): every page sees one order.
     merged = [item for project in sorted(by_project) for item in by_project[project]][: settings.list_max_items]
-    return await _owned(edge, hashed, merged)
+    return await _owned(edge, hashed, merged, listed.name_of)
 
 
-async def _owned(edge: Edge, hashed: str, items: list[Any]) -> list[Any]:
+async def _owned(edge: Edge, hashed: str, items: list[Any], name_of: Callable[[Any], str | None]) -> list[Any]:
     """The items the token's pool bound (keyring's affinity records): a project's list holds the project's all."""
-    names = [item["name"] for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
+    named = [(name_of(item), item) for item in items]
+    names = [name for name, _ in named if name is not None]
     if not names:
         return []
     bound = await edge.keyring.bound_names(hashed, names)
-    return [item for item in items if isinstance(item, dict) and item.get("name") in bound]
+    return [item for name, item in named if name is not None and name in bound]
 
 
 async def _project(
-    attempt: Attempt, request: web.Request, *, path: wire.ResourcePath, limit: int
+    attempt: Attempt, request: web.Request, *, listed: Listed, limit: int
 ) -> tuple[str, list[Any]] | UpstreamError:
     """One project's pages with one lease (an attempt of the loop): (the project, its items), or the error."""
     probe, lease = attempt.call, attempt.held.lease
-    field = FIELDS[path.kind]
+    field = listed.field
     page_token = ""
     found: list[Any] = []
     for _ in range(_MAX_PAGES_PER_PROJECT):
         query = [("pageSize", _UPSTREAM_PAGE)] + ([("pageToken", page_token)] if page_token else [])
-        attempt.call = dataclasses.replace(probe, url=wire.resource_url(request.app[EDGE].base_url, path, query))
+        attempt.call = dataclasses.replace(probe, url=listed.url(query))
         result = await attempt.run(request)
         if isinstance(result, UpstreamError):
             return result

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 _AAD: Final = b"keyring-edge-upload-session-v1"
 _HEAD: Final = struct.Struct(">32sQQB")  # token hash, expiry (unix s), declared size, version
-_VERSIONS: Final = ("v1beta", "v1")
+_VERSIONS: Final = ("v1beta", "v1", "v1alpha")  # sealed as an index: new ones at the end
 _MAX_SEALED: Final = 2048
 
 

@@ -1,0 +1,157 @@
+"""The one handler of every row of ``kinds.KINDS``: routing, binding and unbinding read from the row.
+
+The path is parsed against the table (``kinds.parse``: a path off every
+row's pattern is a 400 before any lease); a method or verb the row does not
+name is a 404 in the caller's dialect; a body must be a JSON object. The
+upstream URL is composed from the parsed parts only. What the call refers to
+is its affinity: a child's parent, an item itself, and any file or cache a
+body names; a name the pool never bound is the edge's 404, nothing sent up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from yarl import URL
+
+from .. import wire
+from ..context import EDGE
+from ..dialects import authenticated, check_json_object, named_resources, read_body
+from ..errors import EdgeError, bad_request
+from ..forwarding import forward
+from ..keyring import Binding
+from ..upstream import NOTHING, Call, Settle, Settlement
+from . import bindings, kinds, listing
+from .common import client_token, hashed_token
+
+
+async def serve(request: web.Request) -> web.StreamResponse:
+    """Any call on a kind of the table (module docstring)."""
+    try:
+        target = kinds.parse(request.raw_path)
+    except wire.MalformedPath as error:
+        raise bad_request(str(error)) from None
+    kind, method = target.kind, request.method
+    if target.id:
+        allowed = method in kind.item if not target.verb else method == "POST" and target.verb in kind.verbs
+    elif target.verb:
+        allowed = method == "POST" and target.verb in kind.collection_verbs
+    else:
+        allowed = (method == "POST" and kind.create) or (method == "GET" and kind.list)
+    if not allowed:
+        what = f"{method} {target.tail}" if not target.verb else f"{method} :{target.verb}"
+        raise EdgeError(404, f"no such route: {what} is not a call of {kind.route}", openai_code="not_found")
+    if method == "GET" and not target.id and not kind.parent:
+        return await listing.list_merged(request, _listed(request, target))
+    if method in ("POST", "PATCH"):
+        return await _with_body(request, target)
+    route = f"{kind.route}.{'delete' if method == 'DELETE' else 'get' if target.id else 'list'}"
+    settle = bindings.deleted(target.name) if method == "DELETE" and not kind.parent else None
+    download = method == "GET" and request.query.get("alt") == "media"
+    call = _call(request, target, hashed_token(request), route, settle=settle, stream=download)
+    return await forward(request, call)
+
+
+async def _with_body(request: web.Request, target: kinds.Target) -> web.StreamResponse:
+    """A create, an update or a verb: the token first, then the body (a JSON object), leased by what it names."""
+    kind = target.kind
+    hashed = await authenticated(request, client_token(request))
+    body = await read_body(request)
+    data = check_json_object(request, body) if body else {}
+    affinity = named_resources(body, data)
+    creates = not target.id and request.method == "POST"
+    model = _model(data) if creates and kind.model else ""
+    binds = creates and not kind.parent and (bool(kind.item) or bool(target.verb))  # decisions: nothing to bind
+    settle: Settle | None = None
+    if binds:
+        settle = _created(kind, kind.collection_verbs if target.verb else frozenset())
+        route = f"{kind.route}.{target.verb or 'create'}"
+    else:
+        route = f"{kind.route}.{target.verb or ('update' if request.method == 'PATCH' else 'create')}"
+    stream = target.verb in kind.streams
+    call = _call(request, target, hashed, route, body=body, model=model, affinity=affinity, settle=settle,
+                 binds=binds, stream=stream)  # fmt: skip
+    return await forward(request, call)
+
+
+def _call(
+    request: web.Request,
+    target: kinds.Target,
+    hashed: str,
+    route: str,
+    *,
+    body: bytes | None = None,
+    model: str = "",
+    affinity: tuple[str, ...] = (),
+    settle: Settle | None = None,
+    binds: bool = False,
+    stream: bool = False,
+) -> Call:
+    owner = (target.owner,) if target.owner else ()
+    return Call(
+        method=request.method,
+        url=_url(request, target, wire.forward_query(request.query.items(), wire.RESOURCE_QUERY)),
+        headers=wire.forward_headers(request.headers.items()),
+        body=body,
+        token_hash=hashed,
+        model=model,
+        stream=stream,
+        route=route,
+        affinity=tuple(dict.fromkeys(owner + affinity)),
+        settle=settle,
+        binds=binds,
+    )
+
+
+def _model(data: dict[str, object] | None) -> str:
+    """The model a create names (``models/{id}`` or the bare id): what its lease is for."""
+    named = (data or {}).get("model")
+    model = wire.valid_model(named) if isinstance(named, str) else None
+    if not model:
+        raise bad_request("this call needs a model: models/{model id}")
+    return model
+
+
+def _url(request: web.Request, target: kinds.Target, query: list[tuple[str, str]]) -> URL:
+    url = URL(f"{request.app[EDGE].base_url}/{target.version}/{target.tail}", encoded=True)
+    return url.with_query(query) if query else url
+
+
+def _listed(request: web.Request, target: kinds.Target) -> listing.Listed:
+    kind = target.kind
+
+    def name_of(item: Any) -> str | None:
+        if not isinstance(item, dict):
+            return None
+        return kinds.named(kind, item.get("name") or item.get("id"))
+
+    def url(query: list[tuple[str, str]]) -> URL:
+        return _url(request, target, query)
+
+    return listing.Listed(url, kind.field, f"{kind.route}.list", name_of)
+
+
+def _created(kind: kinds.Kind, verbs: frozenset[str]) -> Settle:
+    """A create's answer: the resource it names (``name``, else ``id``) bound for the kind's lifetime; a
+    collection verb's (``files:register``): every item of its list."""
+
+    def settle(body: bytes, response: web.StreamResponse) -> Settlement:
+        data = _object(body)
+        items = data.get(kind.field) if verbs else [data]
+        if not isinstance(items, list):
+            return NOTHING
+        names = [kinds.named(kind, item.get("name") or item.get("id")) for item in items if isinstance(item, dict)]
+        ttl_s = bindings.FILE_TTL_S if verbs else kind.ttl_s
+        return Settlement(bind=tuple(Binding(name, ttl_s) for name in dict.fromkeys(names) if name is not None))
+
+    return settle
+
+
+def _object(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,212 @@
+"""Project-bound resource kinds as data: one row per kind drives routing, binding, unbinding and listing.
+
+Google adds kinds every few months (agents, environments, webhooks...); each
+lives in the project of the key that created it, like a file. A kind here is
+a row (``Kind``): its collection (also its names' prefix: ``agents/{id}``),
+the shape of its ids, how long a created one is routed to its key's project,
+which calls it answers, its custom verbs and, for a kind that lives under
+another (an environment's files, a store's documents), its parent. The one
+generic handler (``resources.generic``) serves every row:
+
+- ``POST {collection}`` creates one: leased by whatever the body names
+  (files, caches), for a child by its parent, and for a kind whose create
+  names a ``model`` (decisions) for that model (the pool's allow-list); a top-level one is bound
+  from the answer (``name``, else ``id``) for ``ttl_s``; refused (429) before
+  the upstream when the pool's bindings are full.
+- ``GET|PATCH {item}``, ``POST {item}:{verb}``: leased by affinity (a name
+  the pool never bound is the edge's 404, nothing sent up).
+- ``DELETE {item}``: leased by affinity; a top-level one is unbound.
+- ``GET {collection}``: top level, the merged lists of the pool's projects
+  filtered to what the pool bound (``listing``); a child's, its parent's
+  project only.
+- ``POST {collection}:{verb}`` (``files:register``): creates what the answer
+  names.
+
+A child is never bound itself: it lives in its parent's project, so its
+parent's binding routes it. Pure data and parsing (no aiohttp): tested
+alone (tests/unit/test_edge_resources.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from ..wire import FILE_ID, INTERACTION_ID, JOB_ID, MODEL_ID, VERSIONS, MalformedPath
+
+DAY: Final = 24 * 3600.0
+KEPT_TTL_S: Final = 365 * DAY  # kept until deleted (agents, stores...): routed a year (keyring's cap: 400 days)
+JOB_TTL_S: Final = 30 * DAY  # operations and executions outlive their run
+TOKEN_TTL_S: Final = 1 * DAY  # an interaction's auth token lives minutes to hours
+
+GENERIC_ID: Final = r"[a-z0-9][a-z0-9_-]{0,62}"  # agents, environments, webhooks...: lower-case, Google's AIP-122
+_PATH_SEGMENT: Final = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]{1,255}"  # no dot-segments
+FILE_PATH: Final = _PATH_SEGMENT + r"(?:/" + _PATH_SEGMENT + r"){0,15}"  # an environment file's path
+_VERB: Final = r"[A-Za-z]{1,64}"
+
+USE: Final = frozenset({"GET"})
+GET_DELETE: Final = frozenset({"GET", "DELETE"})
+GET_PATCH_DELETE: Final = frozenset({"GET", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One kind of project-bound resource (module docstring)."""
+
+    collection: str  # the path segment(s) after its parent's item, or the version: "agents", "upload/operations"
+    id: str  # a regular expression of one id
+    ttl_s: float = KEPT_TTL_S  # how long a created one is routed to its key's project
+    parent: str = ""  # the collection of the kind this one lives under ("" for a top-level kind)
+    create: bool = True  # POST {collection} makes one
+    list: bool = True  # GET {collection}
+    item: frozenset[str] = GET_DELETE  # methods on an item
+    verbs: frozenset[str] = frozenset()  # POST {item}:{verb}
+    collection_verbs: frozenset[str] = frozenset()  # POST {collection}:{verb}, creating what its answer names
+    streams: frozenset[str] = frozenset()  # verbs whose answer is a stream
+    list_field: str = ""  # the list answer's field ("" for the collection's last segment)
+    model: bool = False  # a create names its ``model``: leased for it (the pool's allow-list applies)
+
+    @property
+    def field(self) -> str:
+        """The field of a list answer holding the items."""
+        return self.list_field or self.collection.rpartition("/")[2]
+
+    @property
+    def route(self) -> str:
+        """The metrics' route prefix: ``agents``, ``environments.files``."""
+        parent = f"{self.parent}." if self.parent else ""
+        return parent + self.collection.replace("/", ".")
+
+
+# Google's kinds beyond files, caches, batches, operations and interactions (their own modules; the ``files``
+# row here serves only ``files:register``). google-genai 3.6 ``_gaos/`` and GEMINI_API_NOTES "December 2026".
+KINDS: Final[tuple[Kind, ...]] = (
+    Kind("agents", GENERIC_ID),
+    Kind("environments", GENERIC_ID),
+    Kind("files", FILE_PATH, parent="environments", create=False, item=USE, list_field="files"),
+    Kind("triggers", GENERIC_ID, item=GET_PATCH_DELETE),
+    Kind("executions", GENERIC_ID, JOB_TTL_S, parent="triggers", item=USE),
+    Kind("webhooks", GENERIC_ID, item=GET_PATCH_DELETE, verbs=frozenset({"ping", "rotateSigningSecret"})),
+    Kind("credentials", GENERIC_ID, item=GET_PATCH_DELETE),
+    Kind("voices", GENERIC_ID),
+    Kind("decisions", GENERIC_ID, list=False, item=frozenset(), model=True),
+    Kind("auth_tokens", GENERIC_ID, TOKEN_TTL_S, parent="interactions", list=False),
+    Kind("fileSearchStores", JOB_ID, verbs=frozenset({"importFile"})),
+    Kind("documents", JOB_ID, parent="fileSearchStores", create=False),
+    Kind("operations", JOB_ID, JOB_TTL_S, parent="fileSearchStores", create=False, list=False, item=USE),
+    Kind("upload/operations", JOB_ID, JOB_TTL_S, parent="fileSearchStores", create=False, list=False, item=USE),
+    Kind("files", FILE_ID, create=False, list=False, item=frozenset(), collection_verbs=frozenset({"register"})),
+    Kind(
+        "tunedModels",
+        MODEL_ID,
+        item=GET_PATCH_DELETE,
+        verbs=frozenset({"generateContent", "streamGenerateContent", "countTokens"}),
+        streams=frozenset({"streamGenerateContent"}),
+    ),
+    Kind("operations", JOB_ID, JOB_TTL_S, parent="tunedModels", create=False, item=USE),
+)
+_BY_COLLECTION: Final = {kind.collection: kind for kind in KINDS if not kind.parent}
+# Ids of parents that are not rows of their own (interactions: their module).
+_PARENT_IDS: Final = {"interactions": INTERACTION_ID}
+
+
+def top_level(collection: str) -> Kind:
+    """The top-level kind of a collection."""
+    return _BY_COLLECTION[collection]
+
+
+def parent_id(kind: Kind) -> str:
+    """The regular expression of the ids of a child kind's parent."""
+    return _PARENT_IDS.get(kind.parent) or _BY_COLLECTION[kind.parent].id
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed path of one kind: its collection (no ``id``), an item, a verb on either."""
+
+    kind: Kind
+    version: str
+    parent_id: str = ""  # a child's parent's id
+    id: str = ""  # "" for the collection
+    verb: str = ""  # a custom verb (``ping``; ``register`` on a collection)
+
+    @property
+    def collection_path(self) -> str:
+        """``agents``, ``environments/e1/files``: the collection's path after the version."""
+        parent = f"{self.kind.parent}/{self.parent_id}/" if self.kind.parent else ""
+        return parent + self.kind.collection
+
+    @property
+    def name(self) -> str:
+        """The resource's name as Google spells it: ``agents/a1``, ``fileSearchStores/s/documents/d``."""
+        return f"{self.collection_path}/{self.id}" if self.id else self.collection_path
+
+    @property
+    def owner(self) -> str:
+        """What routes the call (its affinity): a child's parent, a top-level item itself, a collection nothing."""
+        if self.kind.parent:
+            return f"{self.kind.parent}/{self.parent_id}"
+        return self.name if self.id else ""
+
+    @property
+    def tail(self) -> str:
+        """The path after the version, from validated parts only."""
+        return self.name + (f":{self.verb}" if self.verb else "")
+
+
+def _pattern(kind: Kind) -> re.Pattern[str]:
+    parent = f"{re.escape(kind.parent)}/(?P<parent>{parent_id(kind)})/" if kind.parent else ""
+    item = f"(?:/(?P<id>{kind.id})(?::(?P<verb>{_VERB}))?)?"
+    return re.compile(f"{parent}{re.escape(kind.collection)}(?:{item}|:(?P<collection_verb>{_VERB}))")
+
+
+_PATTERNS: Final = tuple((kind, _pattern(kind)) for kind in KINDS)
+
+
+def parse(raw_path: str) -> Target:
+    """The kind and parts of a raw request path (``/{version}/...``; any query is ignored), or ``MalformedPath``."""
+    path = raw_path.partition("?")[0]
+    version, _, rest = path.removeprefix("/").partition("/")
+    if version in VERSIONS:
+        for kind, pattern in _PATTERNS:
+            match = pattern.fullmatch(rest)
+            if match is not None:
+                parts = match.groupdict()
+                verb = parts["verb"] or parts["collection_verb"] or ""
+                return Target(kind, version, parts.get("parent") or "", parts["id"] or "", verb)
+    raise MalformedPath(
+        f"malformed path: expected /{{version}}/{{collection}}[/{{id}}[:{{verb}}]] of a known kind"
+        f" ({', '.join(sorted({kind.route for kind in KINDS}))}), version one of {', '.join(VERSIONS)},"
+        " ids of letters, digits, '-' and '_' of bounded length (no dot-segments, encoded or empty segments)"
+    )
+
+
+def named(kind: Kind, value: object) -> str | None:
+    """A top-level kind's name from an answer's ``name`` (``agents/a1``, or a longer name under it:
+    ``tunedModels/t/operations/o``) or ``id``; None when it is neither."""
+    if not isinstance(value, str):
+        return None
+    prefix = f"{kind.collection}/"
+    rid = value.removeprefix(prefix).partition("/")[0] if value.startswith(prefix) else value
+    return f"{prefix}{rid}" if re.fullmatch(kind.id, rid) else None
+
+
+def routes() -> list[tuple[str, str]]:
+    """(method, aiohttp path) of every row, under every version: what ``app`` registers for the generic handler."""
+    found: dict[tuple[str, str], None] = {}
+    for kind in KINDS:
+        base = f"{kind.parent}/{{parent}}/{kind.collection}" if kind.parent else kind.collection
+        for version in VERSIONS:
+            prefix = f"/{version}/{base}"
+            if kind.create:
+                found[("POST", prefix)] = None
+            if kind.list:
+                found[("GET", prefix)] = None
+            if kind.collection_verbs:
+                found[("POST", prefix + ":{verb}")] = None
+            for method in kind.item:
+                found[(method, prefix + "/{tail:.+}")] = None
+            if kind.verbs:
+                found[("POST", prefix + "/{tail:.+}")] = None
+    return list(found)

@@ -1,0 +1,115 @@
+"""The newer project-bound kinds (``services/edge/resources/kinds.py``) through a pool of three projects (issue 21).
+
+The stack of ``test_resources`` (etcd, two keyring replicas, edges A and B,
+the simulator scoping every resource to its key's project). The official
+google-genai client makes each kind through edge A and uses and deletes it
+through edge B; the simulator's request log proves every upstream call
+naming the resource went with a key of its project (a wrong-project key
+answers 404 there). Kinds the client lacks, ``v1alpha`` and bad input: raw
+HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_resources import MODEL, Pool, pool, refused  # noqa: F401
+from tests.integration.conftest import start_replica  # noqa: F401
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*usage is experimental:UserWarning")
+warnings.filterwarnings("ignore", ".*usage is experimental", UserWarning)
+
+
+async def _across_edges(
+    pool: Pool,  # noqa: F811
+    route: str,
+    rid: str,
+    get: Callable[[str], Awaitable[Any]],
+    delete: Callable[[str], Awaitable[Any]],
+) -> str:
+    """``rid`` (made through A) read and deleted through B, then unknown to A: its owner project."""
+    owner = pool.owner(route, rid)
+    assert (await get(rid)) is not None
+    await delete(rid)
+    await refused(404, lambda: get(rid))  # unbound: the edge's own 404
+    assert pool.projects_naming(rid) == {owner}, route
+    return owner
+
+
+async def test_the_clients_kinds_are_made_on_a_and_used_and_deleted_on_b(pool: Pool) -> None:  # noqa: F811
+    a, b = pool.client(pool.edge_a), pool.client(pool.edge_b)
+    agent = await a.agents.create(id="helper-1", description="helps")
+    listed = await b.agents.list()
+    assert [item.id for item in listed.agents or []] == ["helper-1"]
+    await _across_edges(pool, "agents", "helper-1", b.agents.get, b.agents.delete)
+    assert agent.description == "helps"
+
+    environment = await a.environments.create()
+    await _across_edges(pool, "environments", environment.id, b.environments.get, b.environments.delete)
+
+    hook = await a.webhooks.create(uri="https://example.com/hook", subscribed_events=["interaction.completed"])
+    await b.webhooks.ping(hook.id)
+    secret = await b.webhooks.rotate_signing_secret(hook.id)
+    assert secret is not None
+    await _across_edges(pool, "webhooks", hook.id, b.webhooks.get, b.webhooks.delete)
+
+    voice = await a.voices.create(voice={"type": "prompted", "display_name": "calm"}, store=True)
+    await _across_edges(pool, "voices", voice.id, b.voices.get, b.voices.delete)
+
+    store = await a.file_search_stores.create(config={"display_name": "docs"})
+    uploaded = await a.files.upload(file=io.BytesIO(b"some text"), config={"mime_type": "text/plain"})
+    operation = await b.file_search_stores.import_file(
+        file_search_store_name=store.name, file_name=uploaded.name
+    )
+    assert operation.done
+    documents = await b.file_search_stores.documents.list(parent=store.name)
+    assert [document.display_name async for document in documents] == [uploaded.name]
+    store_id = store.name.removeprefix("fileSearchStores/")
+    owner = pool.owner("fileSearchStores", store_id)
+    assert pool.owner("files", uploaded.name.removeprefix("files/")) == owner  # the import went to its project
+    await b.file_search_stores.delete(name=store.name, config={"force": True})
+    assert pool.projects_naming(store_id) == {owner}
+    await pool.no_lease_held()
+
+
+async def test_raw_kinds_on_every_version(pool: Pool) -> None:  # noqa: F811
+    headers = {"x-goog-api-key": pool.token}
+
+    async def call(edge: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with pool.http.request(method, edge + path, json=body, headers=headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    schedule = {"schedule": "0 * * * *", "time_zone": "UTC"}
+    status, trigger = await call(pool.edge_a, "POST", "/v1alpha/triggers", schedule)
+    assert status == 200, trigger
+    status, run = await call(pool.edge_b, "POST", f"/v1beta/triggers/{trigger['id']}/executions", {})
+    assert status == 200, run
+    status, runs = await call(pool.edge_b, "GET", f"/v1/triggers/{trigger['id']}/executions")
+    assert status == 200 and [item["id"] for item in runs["executions"]] == [run["id"]]
+    status, patched = await call(pool.edge_b, "PATCH", f"/v1alpha/triggers/{trigger['id']}", {"display_name": "n"})
+    assert status == 200 and patched["display_name"] == "n"
+    owner = pool.owner("triggers", trigger["id"])
+    assert pool.projects_naming(trigger["id"]) == {owner}
+
+    status, tuned = await call(pool.edge_a, "POST", "/v1beta/tunedModels", {"baseModel": f"models/{MODEL}"})
+    assert status == 200 and tuned["metadata"]["tunedModel"].startswith("tunedModels/"), tuned
+    name = tuned["metadata"]["tunedModel"]
+    status, answer = await call(pool.edge_b, "POST", f"/v1/{name}:generateContent", {"contents": []})
+    assert status == 200 and answer["modelVersion"] == name
+    assert pool.projects_naming(name) == {pool.owner("tunedModels", name.removeprefix("tunedModels/"))}
+
+    status, decision = await call(pool.edge_b, "POST", "/v1alpha/decisions", {"model": MODEL, "questions": {"q": {}}})
+    assert status == 200 and decision["answers"] == {"q": {"score": 1.0}}
+
+    first = await pool.client(pool.edge_a).interactions.create(model=MODEL, input="Hello")
+    status, token = await call(pool.edge_b, "POST", f"/v1alpha/interactions/{first.id}/auth_tokens", {})
+    assert status == 200, token
+    status, got = await call(pool.edge_a, "GET", f"/v1/interactions/{first.id}/auth_tokens/{token['id']}")
+    assert status == 200 and got["id"] == token["id"]
+    assert pool.projects_naming(token["id"]) == {pool.owner("interactions", first.id)}
+    await pool.no_lease_held()
