@@ -199,7 +199,7 @@ function renderOverview(data) {
   $("#traffic-chart").replaceChildren(...columns(data.series, [
     { key: "requests", label: "requests", colour: PALETTE.blue, pattern: "solid" },
     { key: "errors", label: "errors", colour: PALETTE.vermillion, pattern: "hatch" },
-  ], { timeLabel: (point) => clock(point.start) }));
+  ], { timeLabel: (point) => clock(point.start), label: "Requests and errors per five minutes, last hour" }));
   const states = Object.entries(data.keys_by_state).map(([name, count]) => ({
     label: name, value: count, colour: STATE_STYLE[name]?.[0] ?? PALETTE.grey, pattern: STATE_STYLE[name]?.[1] ?? "solid",
     testid: "state-bar", data: { state: name },
@@ -207,11 +207,11 @@ function renderOverview(data) {
   states.push({ label: "cooling now (any model)", value: data.keys_cooling, colour: PALETTE.sky, pattern: "vertical",
     testid: "state-bar", data: { state: "cooling" } });
   const total = Object.values(data.keys_by_state).reduce((sum, count) => sum + count, 0);
-  $("#states-chart").replaceChildren(...bars(total ? states : [], { empty: "No keys in this pool yet." }));
+  $("#states-chart").replaceChildren(...bars(total ? states : [], { empty: "No keys in this pool yet.", label: "Keys by state" }));
   $("#causes-chart").replaceChildren(...bars(Object.entries(data.cooldowns_by_cause).map(([cause, count], index) => ({
     label: cause, value: count, colour: CAUSE_STYLES[index % CAUSE_STYLES.length][0],
     pattern: CAUSE_STYLES[index % CAUSE_STYLES.length][1], testid: "cause-bar", data: { cause },
-  })), { empty: "No key is cooling down." }));
+  })), { empty: "No key is cooling down.", label: "Cooldowns in force by cause" }));
   $("#quotas-chart").replaceChildren(...bars(data.quotas.map((quota) => {
     const share = quota.replica_share || quota.limit;
     const [colour, pattern] = quota.headroom_pct < 10 ? [PALETTE.vermillion, "cross"]
@@ -222,11 +222,11 @@ function renderOverview(data) {
       colour, pattern, testid: "quota-bar",
       data: { project: quota.project, model: quota.model, metric: quota.metric, share, headroom: quota.headroom_pct },
     };
-  }), { empty: "No quota limit known yet (learnt from Gemini's 429s, or set in the pool policy)." }));
+  }), { empty: "No quota limit known yet (learnt from Gemini's 429s, or set in the pool policy).", label: "Quota headroom" }));
   $("#tokens-chart").replaceChildren(...bars(data.busiest_tokens.map((token) => ({
     label: token.name || token.token_id, value: token.requests, text: `${token.requests} requests, ${token.errors} errors`,
     colour: PALETTE.blue, pattern: "solid", testid: "token-bar", data: { "token-id": token.token_id, errors: token.errors },
-  })), { empty: "No client token called in the last hour." }));
+  })), { empty: "No client token called in the last hour.", label: "Busiest client tokens" }));
 }
 
 // ---------------------------------------------------------------- keys

@@ -65,11 +65,11 @@ const niceMax = (value) => {
 };
 
 // Columns over time: per point, one bar per series side by side (requests and errors each with their scale of one axis).
-export function columns(points, series, { height = 200, timeLabel }) {
+export function columns(points, series, { height = 200, timeLabel, label }) {
   const width = 1300, left = 40, bottom = 24, top = 16;
   const max = niceMax(Math.max(0, ...points.flatMap((point) => series.map((s) => point[s.key]))));
   const defs = el("defs");
-  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "data-max": max });
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, "data-max": max });
   svg.append(defs);
   const plotH = height - top - bottom, slot = (width - left) / Math.max(points.length, 1);
   const barW = Math.max(2, (slot - 6) / series.length);
@@ -105,12 +105,12 @@ export function columns(points, series, { height = 200, timeLabel }) {
 
 // Horizontal bars, one per row: the label above its bar, the figure (or the row's text) right of the bar.
 // rows: [{label, value, max?, text?, colour, pattern, testid, data: {...}}]
-export function bars(rows, { empty, max: fixedMax }) {
+export function bars(rows, { empty, label, max: fixedMax }) {
   if (!rows.length) return [nothing(empty)];
   const rowH = 34, textW = 170, width = 480;
   const max = fixedMax ?? niceMax(Math.max(0, ...rows.map((row) => row.value)));
   const defs = el("defs");
-  const svg = el("svg", { viewBox: `0 0 ${width} ${rows.length * rowH + 2}`, role: "img" });
+  const svg = el("svg", { viewBox: `0 0 ${width} ${rows.length * rowH + 2}`, role: "img", "aria-label": label });
   svg.append(defs);
   const plotW = width - textW;
   rows.forEach((row, index) => {
