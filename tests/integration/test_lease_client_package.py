@@ -104,13 +104,30 @@ def test_the_classifier_is_the_edges_own_file() -> None:
 
 
 def test_the_package_reports_what_the_edge_reports() -> None:
-    """The Outcome keyring gets from the package is the edge's, byte for byte, for an error and a success."""
-    error = answer_report(429, QUOTA_429, latency_ms=12)
+    """The Outcome keyring gets from the package is the edge's, byte for byte, for an error carrying every
+    detail the classifier reads (QuotaFailure with futureQuotaValue, RetryInfo, ErrorInfo's consumer) and for a
+    success: a field one of them learns to send and the other not fails here."""
+    body = orjson.loads(QUOTA_429)
+    body["error"]["details"][0]["violations"][0]["futureQuotaValue"] = "20"
+    body["error"]["details"].append(
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "RATE_LIMIT_EXCEEDED",
+            "domain": "googleapis.com",
+            "metadata": {"consumer": "projects/123456789", "service": "generativelanguage.googleapis.com"},
+        }
+    )
+    detailed = orjson.dumps(body)
+    error = answer_report(429, detailed, latency_ms=12)
     assert error.kind is AnswerKind.RATE_LIMITED and error.outcome.retry_delay_ms == 30_000
-    edge = error_outcome(parse_error(429, QUOTA_429), 12)
+    assert error.outcome.consumer_project == "123456789"
+    assert error.outcome.quota_violations[0].future_quota_value == "20"
+    edge = error_outcome(parse_error(429, detailed), 12)
     assert error.outcome.SerializeToString(deterministic=True) == edge.SerializeToString(deterministic=True)
-    ok = answer_report(200, ANSWER_200, latency_ms=5)
+    ok = answer_report(200, ANSWER_200, latency_ms=5, model=MODEL)
     assert ok.outcome.SerializeToString() == ok_outcome(200, 5, (7, 3)).SerializeToString()
+    served = answer_report(200, orjson.dumps({"modelVersion": "gemini-3-flash"}), latency_ms=5, model=MODEL)
+    assert served.outcome.served_model == "gemini-3-flash"  # answered by another model than the one asked
 
 
 async def test_leases_reports_a_429_moves_to_another_key_and_releases_on_exceptions(

@@ -81,7 +81,7 @@ class Lease:
 
         Token counts are read from the body's ``usageMetadata`` (or OpenAI ``usage``) unless given.
         """
-        self._report = answer_report(status, body, self._elapsed_ms(), (input_tokens, output_tokens))
+        self._report = answer_report(status, body, self._elapsed_ms(), (input_tokens, output_tokens), self.model)
         return self._report.kind
 
     def report_transport_failure(self, *, timeout: bool = False) -> AnswerKind:

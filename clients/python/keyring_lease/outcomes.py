@@ -34,19 +34,27 @@ class Report:
 
 
 def answer_report(
-    http_status: int, body: bytes | str, latency_ms: int, tokens: tuple[int | None, int | None] = (None, None)
+    http_status: int,
+    body: bytes | str,
+    latency_ms: int,
+    tokens: tuple[int | None, int | None] = (None, None),
+    model: str = "",
 ) -> Report:
-    """An HTTP answer of Google's (status and body, either dialect): a success with its token counts, or an
-    error with its status, reason, retry delay and quota violations, as the edge reports them."""
+    """An HTTP answer of Google's (status and body, either dialect): a success with its token counts (and the
+    model that answered, when not ``model``), or an error with its status, reason, retry delay, quota
+    violations and consumer project, as the edge reports them (services/edge/upstream.py ``error_outcome``)."""
     raw = body.encode() if isinstance(body, str) else body
     if 200 <= http_status < 300:
-        counted = _usage(raw)
+        data = _json(raw)
+        counted = _usage(data)
+        served = _model_version(data)
         outcome = pb.Outcome(
             transport=pb.Outcome.TRANSPORT_OK,
             http_status=http_status,
             latency_ms=latency_ms,
             input_tokens=tokens[0] if tokens[0] is not None else counted[0],
             output_tokens=tokens[1] if tokens[1] is not None else counted[1],
+            served_model=served if served != model.removeprefix("models/") else "",
         )
         return Report(classify(http_status), outcome)
     error = parse_error(http_status, raw)
@@ -62,11 +70,13 @@ def answer_report(
                 quota_metric=violation.quota_metric,
                 dimensions=dict(violation.dimensions),
                 quota_value=violation.quota_value,
+                future_quota_value=violation.future_quota_value,
             )
             for violation in error.violations
         ],
         latency_ms=latency_ms,
         error_message=error.message[:_MESSAGE_LIMIT],
+        consumer_project=error.consumer_project,
     )
     return Report(error.kind, outcome, error)
 
@@ -82,14 +92,23 @@ def cancelled_report(latency_ms: int) -> Report:
     return transport_report(Transport.CANCELLED, latency_ms)
 
 
-def _usage(body: bytes) -> tuple[int, int]:
-    """(input, output) tokens from a native answer's usageMetadata or an OpenAI-compatible answer's usage."""
+def _json(body: bytes) -> dict[str, Any]:
+    """The answer as a JSON object; {} when it is not one (a stream's text, an empty body)."""
     try:
         data: Any = json.loads(body) if body else None
     except ValueError:
-        return 0, 0
-    if not isinstance(data, dict):
-        return 0, 0
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _model_version(data: dict[str, Any]) -> str:
+    """The model that answered (native ``modelVersion``, OpenAI ``model``), without ``models/``."""
+    named = data.get("modelVersion", data.get("model"))
+    return named.removeprefix("models/") if isinstance(named, str) else ""
+
+
+def _usage(data: dict[str, Any]) -> tuple[int, int]:
+    """(input, output) tokens from a native answer's usageMetadata or an OpenAI-compatible answer's usage."""
     native = data.get("usageMetadata")
     if isinstance(native, dict):
         output = _count(native, "candidatesTokenCount") + _count(native, "thoughtsTokenCount")
