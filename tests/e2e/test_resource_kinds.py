@@ -12,12 +12,16 @@ HTTP.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.devstack.fake_keys import fake_auth_key
+from services.edge.resources import kinds
 from tests.e2e.test_resources import MODEL, Pool, pool, refused  # noqa: F401
 from tests.integration.conftest import start_replica  # noqa: F401
 
@@ -112,4 +116,65 @@ async def test_raw_kinds_on_every_version(pool: Pool) -> None:  # noqa: F811
     status, got = await call(pool.edge_a, "GET", f"/v1/interactions/{first.id}/auth_tokens/{token['id']}")
     assert status == 200 and got["id"] == token["id"]
     assert pool.projects_naming(token["id"]) == {pool.owner("interactions", first.id)}
+    await pool.no_lease_held()
+
+
+def _bad_paths() -> list[tuple[str, str, int]]:
+    """(method, path, status) for every row of the table: ids of the wrong shape (400) and names nobody bound (404)."""
+    cases: list[tuple[str, str, int]] = []
+    for kind in kinds.KINDS:
+        if kind.parent:
+            parent = kinds.parent_id(kind)
+            assert re.fullmatch(parent, "nosuch")
+            cases.append(("GET", f"/v1/{kind.parent}/nosuch/{kind.collection}/x1", 404))
+            cases.append(("GET", f"/v1/{kind.parent}/a%2Fb/{kind.collection}/x1", 400))
+            continue
+        for method in sorted(kind.item):
+            cases.append((method, f"/v1beta/{kind.collection}/nosuch", 404))
+            cases.append((method, f"/v1alpha/{kind.collection}/a%2Fb", 400))
+            cases.append((method, f"/v1/{kind.collection}/{'x' * 300}", 400))
+        for verb in sorted(kind.verbs):
+            cases.append(("POST", f"/v1/{kind.collection}/nosuch:{verb}", 404))
+    return cases
+
+
+async def test_bad_input_for_every_kind_changes_nothing(pool: Pool) -> None:  # noqa: F811
+    headers = {"x-goog-api-key": pool.token}
+    made = await pool.client(pool.edge_a).agents.create(id="kept-1")
+    requests_before, resources_before = len(pool.sim.requests), len(list(pool.sim.resources))
+
+    async def call(method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with pool.http.request(method, pool.edge_b + path, **kwargs) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    for method, path, expected in _bad_paths():
+        status, answer = await call(method, path, headers=headers)
+        assert status == expected and answer["error"]["code"] == status, (method, path, answer)
+    # bodies: not a JSON object, a decision without a model, a model off the pool's allow-list shape
+    for path, body, expected in (
+        ("/v1/agents", b"not json", 400),
+        ("/v1/webhooks", b"[1, 2]", 400),
+        ("/v1/decisions", b'{"questions": {}}', 400),
+        ("/v1/decisions", b'{"model": "Bad Model"}', 400),
+        ("/v1/interactions/v1_nosuch/auth_tokens", b"{}", 404),
+        ("/v1/fileSearchStores/nosuch:importFile", b'{"fileName": "files/abc"}', 404),
+    ):
+        status, answer = await call("POST", path, data=body, headers={**headers, "content-type": "application/json"})
+        assert status == expected and answer["error"]["code"] == expected, (path, answer)
+    # a body naming a file nobody bound: the edge's 404 naming it, nothing made
+    naming = {"tools": [{"fileUri": "files/nosuchfile"}]}
+    status, answer = await call("POST", "/v1/agents", json=naming, headers=headers)
+    assert status == 404 and "files/nosuchfile" in answer["error"]["message"], answer
+    # another pool's token does not reach this pool's agent: 404, nothing sent up
+    admin = pool.replicas[0].admin
+    await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="other")))
+    other_key = pb.KeyInput(secret=fake_auth_key("kinds-other"), project="project-other")
+    assert (await admin.AddKeys(pb.AddKeysRequest(pool="other", keys=[other_key]))).added == 1
+    other = (await admin.CreateToken(pb.CreateTokenRequest(pool="other", name="other"))).token
+    for method in ("GET", "DELETE"):
+        status, answer = await call(method, f"/v1/agents/{made.id}", headers={"x-goog-api-key": other})
+        assert status == 404 and answer["error"]["status"] == "NOT_FOUND", answer
+    assert len(pool.sim.requests) == requests_before  # nothing above reached the upstream
+    assert len(list(pool.sim.resources)) == resources_before
+    assert (await pool.client(pool.edge_b).agents.get(made.id)).id == made.id  # still there, still routed
     await pool.no_lease_held()

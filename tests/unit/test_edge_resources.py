@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from services.edge import wire
-from services.edge.resources import bindings
+from services.edge.resources import bindings, kinds
 from services.edge.resources.sessions import UploadSession, UploadSessions
 from services.keyring.domain.models import Pool
 
@@ -162,3 +162,66 @@ def test_bindings_from_answers() -> None:
     assert [b.name for b in bindings.job_results(orjson.dumps(video), response).bind] == ["files/v1"]
     assert bindings.deleted("files/x")(b"{}", response).unbind == ("files/x",)
     assert bindings.ttl_until("not a time", 5.0) == 5.0
+
+
+# ---------------------------------------------------------------- the table of kinds (issue 21)
+
+
+@pytest.mark.parametrize(
+    ("raw", "route", "name", "owner", "verb"),
+    [
+        ("/v1/agents", "agents", "agents", "", ""),
+        ("/v1alpha/agents/a-1", "agents", "agents/a-1", "agents/a-1", ""),
+        ("/v1beta/webhooks/w1:rotateSigningSecret", "webhooks", "webhooks/w1", "webhooks/w1", "rotateSigningSecret"),
+        ("/v1/environments/e1/files/dir/a.txt?alt=media", "environments.files", "environments/e1/files/dir/a.txt",
+         "environments/e1", ""),
+        ("/v1/interactions/v1_AbC/auth_tokens/t1", "interactions.auth_tokens", "interactions/v1_AbC/auth_tokens/t1",
+         "interactions/v1_AbC", ""),
+        ("/v1/fileSearchStores/s1/upload/operations/o1", "fileSearchStores.upload.operations",
+         "fileSearchStores/s1/upload/operations/o1", "fileSearchStores/s1", ""),
+        ("/v1/files:register", "files", "files", "", "register"),
+        ("/v1/tunedModels/t-1.2:streamGenerateContent", "tunedModels", "tunedModels/t-1.2", "tunedModels/t-1.2",
+         "streamGenerateContent"),
+        ("/v1/triggers/t1/executions", "triggers.executions", "triggers/t1/executions", "triggers/t1", ""),
+    ],
+)  # fmt: skip
+def test_kind_paths(raw: str, route: str, name: str, owner: str, verb: str) -> None:
+    target = kinds.parse(raw)
+    assert (target.kind.route, target.name, target.owner, target.verb) == (route, name, owner, verb)
+    assert target.tail == raw.partition("?")[0].split("/", 2)[2]  # the upstream path: the parsed parts only
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/v2/agents",
+        "/v1/agents/A1",  # upper case
+        "/v1/agents/a%2Fb",
+        "/v1/agents/a/b",
+        "/v1/agents/" + "a" * 64,
+        "/v1/environments/e1/files/../secret",
+        "/v1/environments/e1/files/./x",
+        "/v1/environments/e1/files/a//b",
+        "/v1/environments/e%2E/files/x",
+        "/v1/interactions/_x/auth_tokens",
+        "/v1/fileSearchStores/s1/documents/d1/extra",
+        "/v1/agentsx",
+        "/v1/agents:",
+    ],
+)
+def test_kind_paths_off_the_table_are_malformed(raw: str) -> None:
+    with pytest.raises(wire.MalformedPath):
+        kinds.parse(raw)
+
+
+def test_names_from_answers_and_routes_from_the_table() -> None:
+    agents, tuned = kinds.top_level("agents"), kinds.top_level("tunedModels")
+    assert kinds.named(agents, "a1") == "agents/a1" == kinds.named(agents, "agents/a1")
+    assert kinds.named(tuned, "tunedModels/t1/operations/o1") == "tunedModels/t1"
+    assert kinds.named(agents, "A!") is None and kinds.named(agents, None) is None
+    routes = set(kinds.routes())
+    for version in wire.VERSIONS:
+        assert ("POST", f"/{version}/interactions/{{parent}}/auth_tokens") in routes
+        assert ("POST", f"/{version}/files:{{verb}}") in routes
+    assert ("GET", "/v1/decisions") not in routes  # a row says what it answers, nothing else
+    assert all(kind.ttl_s <= 400 * 86400 for kind in kinds.KINDS)  # keyring's longest binding
