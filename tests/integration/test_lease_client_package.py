@@ -8,6 +8,7 @@ in a process of its own, with the simulator as the upstream.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import hashlib
 import os
@@ -98,9 +99,20 @@ def held(*replicas: Replica) -> int:
     return sum(len(replica.keyring.desk.book) for replica in replicas)
 
 
-def test_the_classifier_is_the_edges_own_file() -> None:
-    """One source of truth: the package's classifier is services/common/answers.py itself (a link)."""
+def test_the_classifier_is_the_edges_own_file_and_the_package_stands_alone() -> None:
+    """One source of truth: the package's classifier is services/common/answers.py itself (a link); and no
+    module of the package (that one included) imports anything but the standard library, its dependencies
+    (grpcio, protobuf, orjson) and itself, so it installs and runs without the services."""
     assert Path(keyring_lease.answers.__file__).resolve() == (ROOT / "services/common/answers.py").resolve()
+    allowed = set(sys.stdlib_module_names) | {"grpc", "google", "orjson", "keyring_lease"}
+    package = ROOT / "clients/python/keyring_lease"
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert node.module.split(".")[0] in allowed, (path, node.module)
+            elif isinstance(node, ast.Import):
+                assert all(alias.name.split(".")[0] in allowed for alias in node.names), path
 
 
 def test_the_package_reports_what_the_edge_reports() -> None:
