@@ -28,7 +28,7 @@ not count again.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 BUCKET_S = 300  # five minutes: fine enough for "last hour", small enough to keep a day
@@ -69,6 +69,7 @@ class Bucket:
     key_pools: dict[str, str] = field(default_factory=dict)
     token_pools: dict[str, str] = field(default_factory=dict)
     last_used: dict[str, float] = field(default_factory=dict)  # key ids and token ids
+    errors: dict[str, dict[str, int]] = field(default_factory=dict)  # pool -> a failed call's kind -> calls
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -80,6 +81,7 @@ class Bucket:
             "key_pools": self.key_pools,
             "token_pools": self.token_pools,
             "last_used": self.last_used,
+            "errors": self.errors,
         }
 
     @classmethod
@@ -92,6 +94,7 @@ class Bucket:
         bucket.key_pools = dict(data.get("key_pools", {}))  # type: ignore[call-overload]
         bucket.token_pools = dict(data.get("token_pools", {}))  # type: ignore[call-overload]
         bucket.last_used = dict(data.get("last_used", {}))  # type: ignore[call-overload]
+        bucket.errors = {pool: dict(kinds) for pool, kinds in data.get("errors", {}).items()}  # type: ignore[attr-defined]
         return bucket
 
 
@@ -106,6 +109,7 @@ class Call:
     input_tokens: int
     output_tokens: int
     unknown: bool = False  # a lease reclaimed unreleased: it may have reached the upstream, outcome unknown
+    kind: str = ""  # a failed call's kind (the shared classifier's AnswerKind value): errors by class
 
 
 def bucket_start(now: float) -> int:
@@ -148,6 +152,9 @@ class UsageCounter:
             figures.errors += call.failed
             figures.input_tokens += call.input_tokens
             figures.output_tokens += call.output_tokens
+        if call.failed and call.kind:
+            kinds = bucket.errors.setdefault(pool, {})
+            kinds[call.kind] = kinds.get(call.kind, 0) + 1
         self.dirty.add(start)
         return self.epoch
 
@@ -212,6 +219,7 @@ class UsageSummary:
     pools: dict[str, Figures]
     # (bucket start, pool) -> every replica's figures in that bucket: the series over time (the console's chart)
     series: dict[tuple[int, str], Figures] = field(default_factory=dict)
+    series_errors: dict[tuple[int, str], dict[str, int]] = field(default_factory=dict)  # the same, failed calls by kind
 
 
 def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSummary:
@@ -220,6 +228,7 @@ def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSumma
     tokens: dict[str, tuple[str, Figures]] = {}
     pools: dict[str, Figures] = defaultdict(Figures)
     series: dict[tuple[int, str], Figures] = defaultdict(Figures)
+    series_errors: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
     for bucket in buckets:
         if bucket.start < bucket_start(since):
             continue
@@ -235,4 +244,8 @@ def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSumma
             if not pool or pool_name == pool:
                 pools[pool_name].add(figures)
                 series[(bucket.start, pool_name)].add(figures)
-    return UsageSummary(keys, tokens, dict(pools), dict(sorted(series.items())))
+        for pool_name, kinds in bucket.errors.items():
+            if not pool or pool_name == pool:
+                series_errors[(bucket.start, pool_name)].update(kinds)
+    errors = {point: dict(kinds) for point, kinds in series_errors.items()}
+    return UsageSummary(keys, tokens, dict(pools), dict(sorted(series.items())), errors)
