@@ -522,6 +522,7 @@ def key_json(key: pb.KeyInfo, now: int) -> dict[str, Any]:
                 "until": iso_utc(cooldown.until_ms),
                 "seconds_left": round(max(0, cooldown.until_ms - now) / 1000, 1),
                 "strikes": cooldown.strikes,
+                "asked_model": cooldown.asked_model,
             }
             for cooldown in key.cooldowns
         ],

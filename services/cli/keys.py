@@ -114,7 +114,8 @@ def cooling(key: dict[str, Any]) -> str:
     shown = []
     for cooldown in key["cooldowns"]:
         scope = f" [{cooldown['scope']}]" if cooldown.get("scope") not in (None, "", "key") else ""
-        shown.append(f"{cooldown['model'] or '*'}: {cooldown['reason'] or 'cooling'}{scope} "
+        asked = f" (asked as {cooldown['asked_model']})" if cooldown.get("asked_model") else ""
+        shown.append(f"{cooldown['model'] or '*'}{asked}: {cooldown['reason'] or 'cooling'}{scope} "
                      f"({cooldown['seconds_left']:g}s left)")
     return "; ".join(shown)
 

@@ -183,6 +183,7 @@ def decode_cooldown(data: dict[str, Any], revision: int) -> Cooldown:
         revision=revision,
         decision=data.get("decision", ""),
         decided_at=data.get("decided_at", 0.0),
+        asked=data.get("asked", ""),
     )
 
 

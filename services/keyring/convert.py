@@ -154,6 +154,7 @@ def cooldown_to_pb(cooldown: Cooldown) -> pb.Cooldown:
         reason=cooldown.reason.value,
         until_ms=ms(cooldown.until),
         strikes=cooldown.strikes,
+        asked_model=cooldown.asked,
     )
 
 
@@ -286,8 +287,12 @@ def usage_row(subject: str, pool: str, figures: Figures) -> pb.UsageRow:
     return pb.UsageRow(id=subject, pool=pool, figures=usage_figures(figures))
 
 
-def usage_point(start_s: int, pool: str, figures: Figures) -> pb.UsagePoint:
-    return pb.UsagePoint(start_ms=start_s * 1000, pool=pool, figures=usage_figures(figures))
+def usage_point(
+    start_s: int, pool: str, figures: Figures, errors_by_kind: dict[str, int] | None = None
+) -> pb.UsagePoint:
+    return pb.UsagePoint(
+        start_ms=start_s * 1000, pool=pool, figures=usage_figures(figures), errors_by_kind=errors_by_kind or {}
+    )
 
 
 def usage_figures(figures: Figures) -> pb.UsageFigures:

@@ -56,6 +56,7 @@ from .domain.limits import learnt as learnt_limits
 from .domain.live_tokens import Grants
 from .domain.models import Outcome, Policy, Transport
 from .domain.policy import blames_key, is_routine_success, judge
+from .domain.served import served_model
 from .domain.usage import Call, RecentIds
 from .ledger import UsageLedger
 from .live_tokens import LiveTokens
@@ -270,7 +271,8 @@ class LeaseDesk:
             return Released(False, key_id, model, 0, granter_alive=True)
         if key is not None and outcome.transport is not Transport.CANCELLED:
             failed = not outcome.succeeded
-            call = Call(key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens)
+            kind = outcome.kind.value if failed else ""  # errors by class (the console's chart)
+            call = Call(key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens, kind=kind)
             if lease is None:
                 epoch = self.ledger.count_late(lease_id, call, counted_epoch, kept_for_granter and not handover)
                 return Released(False, key_id, model, epoch)
@@ -317,6 +319,10 @@ class LeaseDesk:
         """
         key = self._view.keys.get(key_id) if key_id else None
         cooldowns = self._view.cooldowns
+        # Decisions are the served model's (a retired name served by another, a -latest alias: issue 21).
+        asked, served = model, served_model(outcome, model)
+        self.allocator.served.learn(asked, served)
+        model = served
         if key is None or is_routine_success(outcome, key, model, cooldowns) or not self._judged.add(lease_id):
             return
         if caller is not None and blames_key(outcome):
@@ -330,7 +336,8 @@ class LeaseDesk:
         decided: list[Decision] = []
         stamp = self.stamp()
         if verdict.cooldown is not None:
-            decided.append(dataclasses.replace(verdict.cooldown, decision=lease_id, decided_at=stamp))
+            shown = asked if asked != served and verdict.cooldown.id.model == served else verdict.cooldown.asked
+            decided.append(dataclasses.replace(verdict.cooldown, decision=lease_id, decided_at=stamp, asked=shown))
             if own:
                 self.observer.cooldown_started(verdict.cooldown.reason.value)
         if verdict.key is not None:

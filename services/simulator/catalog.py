@@ -31,6 +31,7 @@ ACTION_METHOD: Final[dict[str, str]] = {
     "predictLongRunning": "predictLongRunning",
 }
 
+#: Names Google serves with another model: `quotas.SERVED_AS` (quotas are the served model's).
 _WELL_FORMED: Final = re.compile(r"(gemini|gemma|learnlm|text-embedding|embedding|veo|imagen|lyria)-[a-z0-9.\-]{1,120}")
 #: Embedding sizes: the classic text embedders give 768 values, the Gemini embedders 3072.
 _SMALL_EMBEDDERS: Final = re.compile(r"(text-embedding|embedding)-\d+")

@@ -139,7 +139,8 @@ async def resources(request: web.Request) -> web.Response:
 
 
 async def config(request: web.Request) -> web.Response:
-    """`GET|POST /_sim/config`: chunk count, delays, job duration, missing models (POST sets the given ones)."""
+    """`GET|POST /_sim/config`: chunk count, delays, job duration, missing models, `served_as` (a name -> the model
+    that answers it: retired names and -latest aliases; POST sets the given ones)."""
     state = request.app[SIMULATOR_STATE]
     if request.method == "POST":
         try:
@@ -154,6 +155,11 @@ async def config(request: web.Request) -> web.Response:
                 state.job_duration_s = float(data["job_duration_s"])
             if "missing_models" in data:
                 state.missing_models = {str(m) for m in data["missing_models"]}
+            if "served_as" in data:
+                served = data["served_as"]
+                if not isinstance(served, dict) or not all(isinstance(v, str) and v for v in served.values()):
+                    raise ValueError("'served_as' must map model names to the model that answers them")
+                state.served_as = {str(k): v for k, v in served.items()}
         except (ValueError, TypeError) as exc:
             return _bad_request(str(exc))
     return json_response(
@@ -163,6 +169,7 @@ async def config(request: web.Request) -> web.Response:
             "default_chunk_delay_s": state.default_chunk_delay_s,
             "job_duration_s": state.job_duration_s,
             "missing_models": sorted(state.missing_models),
+            "served_as": state.served_as,
         }
     )
 
@@ -181,6 +188,8 @@ async def quotas(request: web.Request) -> web.Response:
         try:
             data = await _json_body(request)
             project, model = data.get("project"), normalize_model(data.get("model"))
+            served = request.app[SIMULATOR_STATE].served_as
+            model = served.get(model, model) if model else model  # a rule of a served name is its model's
             if not all(v is None or (isinstance(v, str) and v) for v in (project, model)):
                 raise ValueError("'project' and 'model' must be non-empty strings or null")
             for name in ("window_s", "spend_window_s"):

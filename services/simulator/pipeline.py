@@ -140,16 +140,17 @@ async def admit(
     delay = state.default_delay_s if behaviour.delay_s is None else behaviour.delay_s
     if delay > 0:
         await asyncio.sleep(delay)
-    error = behaviour_error(behaviour, key, model)
+    served = state.served_as.get(model, model) if model else model  # quotas and their errors are its
+    error = behaviour_error(behaviour, key, served)
     if error is not None:
         raise error
     if behaviour.kind == "drop" or (behaviour.kind == "drop_mid_stream" and not streaming):
         raise DropConnection
     project = state.project_of(key)
     if tokens is not None:
-        refusal = state.quotas.admit(project, model, tokens)
+        refusal = state.quotas.admit(project, served, tokens)
         if refusal is not None:
-            raise quota_exhausted(refusal, model)
+            raise quota_exhausted(refusal, served)
     return Call(state, key, model, body, behaviour, project)
 
 

@@ -75,6 +75,18 @@ class Violation:
     value: str
 
 
+#: Names Google serves with another model (December 2026 notes): retired on 2026-12-01 by serving a newer model
+#: under the old name (billed and limited as the new one), and the `-latest` aliases. Only `modelVersion` and a
+#: QuotaFailure's `model` dimension tell. `SimulatorState.served_as` starts as this table.
+SERVED_AS: Final[dict[str, str]] = {
+    "gemini-2.5-pro": "gemini-3.8-flash",
+    "gemini-2.5-flash": "gemini-3.5-flash-lite",
+    "gemini-pro-latest": "gemini-3.1-pro-preview",
+    "gemini-flash-latest": "gemini-3.8-flash",
+    "gemini-flash-lite-latest": "gemini-3.5-flash-lite",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a request is refused: quota violations, a spent budget (`spend`) or a depleted prepay (`depleted`)."""

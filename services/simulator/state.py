@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, get_args
 
 from .live_sessions import LiveBook
-from .quotas import PER_DAY_QUOTA_ID, PER_MINUTE_QUOTA_ID, QuotaBook
+from .quotas import PER_DAY_QUOTA_ID, PER_MINUTE_QUOTA_ID, SERVED_AS, QuotaBook
 from .resources import ResourceStore, default_project
 
 BehaviourKind = Literal[
@@ -147,6 +147,8 @@ class SimulatorState:
         self.missing_models: set[str] = set()
         #: Per-(project, model) limits and their usage (nothing enforced until a rule is set).
         self.quotas = QuotaBook()
+        #: Asked name -> the model that answers it (modelVersion, quotas and their errors are the served model's).
+        self.served_as: dict[str, str] = dict(SERVED_AS)
         #: Live API sessions (per project), their cap, life and resumption handles.
         self.live = LiveBook()
 

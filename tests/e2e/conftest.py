@@ -25,6 +25,7 @@ from tests.integration.conftest import Replica, StartReplica, kek, start_replica
 # Models the default pool allows; "gemini-2.5-pro" stays outside, and one unknown
 # model is allowed so that its 404 comes from the upstream.
 ALLOWED_MODELS = (
+    "gemini-3.5-flash",
     "gemini-2.5-flash",
     "gemini-2.0-flash",
     "text-embedding-004",

@@ -138,3 +138,52 @@ async def test_a_spend_limit_of_one_account_moves_its_traffic_to_the_other(bille
     assert statuses == [200] * 6, statuses
     after = billed.upstream_projects()[seen:]
     assert after and all(ACCOUNTS[project] == "acct-a" for project in after), after
+
+
+async def test_a_retired_name_cools_and_limits_the_model_that_answered_it(billed: Billed) -> None:
+    """gemini-2.5-flash is served by gemini-3.5-flash-lite: the 429's cooldown and learnt limit are the served
+    model's, the alias finds them (and so does the served name), and the key's cooldown shows both names."""
+    served = "gemini-3.5-flash-lite"
+    billed.sim.quotas.set_rule("p1", served, {"rpm": 0})
+    statuses = []
+    for attempt in range(8):  # until a call has met p1 (round robin over four keys)
+        if "p1" in billed.upstream_projects():
+            break
+        async with billed.http.post(
+            f"{billed.edges[attempt % 2]}/v1beta/models/gemini-2.5-flash:generateContent",
+            json=BODY,
+            headers={"x-goog-api-key": billed.token},
+        ) as resp:
+            statuses.append(resp.status)
+            if resp.status == 200:
+                assert (await resp.json())["modelVersion"] == served
+    assert statuses and set(statuses) == {200}, statuses
+
+    def cooled() -> bool:
+        return all(
+            any(c.id.model == served and c.id.subject == "p1" for c in r.keyring.cache.view.cooldowns.values())
+            for r in billed.replicas
+        )
+
+    await eventually(lambda: billed.upstream_projects().count("p1") > 0 and cooled(), 3.0, "p1 is not cooling")
+    limits = billed.replicas[0].keyring.cache.view.limits
+    assert any(limit_id.model == served and limit_id.project == "p1" for limit_id in limits), limits
+    assert not any(limit_id.model == "gemini-2.5-flash" for limit_id in limits), limits
+    key = await billed.replicas[0].admin.GetKey(pb.GetKeyRequest(key_id=_key_id(billed, "p1")))
+    assert [(c.model, c.asked_model) for c in key.cooldowns] == [(served, "gemini-2.5-flash")], key.cooldowns
+    seen = len(billed.upstream_projects())
+    for edge in billed.edges:
+        for model in ("gemini-2.5-flash", served):
+            async with billed.http.post(
+                f"{edge}/v1beta/models/{model}:generateContent", json=BODY, headers={"x-goog-api-key": billed.token}
+            ) as resp:
+                assert resp.status == 200
+    assert "p1" not in billed.upstream_projects()[seen:]
+
+
+def _key_id(billed: Billed, project: str) -> str:
+    for replica in billed.replicas[:1]:
+        for key_id, key in replica.keyring.cache.view.keys.items():
+            if key.project == project:
+                return key_id
+    raise AssertionError(f"no key of {project}")

@@ -19,7 +19,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from tests.e2e.conftest import MakeStack, eventually
 from tests.integration.conftest import kek, start_replica  # noqa: F401
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 TPM = 1000
 TEXT = "x" * 1200  # 300 tokens as the edge estimates and the simulator counts (4 characters a token)
 BODY = {"contents": [{"role": "user", "parts": [{"text": TEXT}]}]}

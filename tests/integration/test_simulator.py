@@ -35,7 +35,7 @@ from services.simulator import (
     start_simulator,
 )
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 GEN_BODY = {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}]}
 EXPECTED_ANSWER = "Simulated answer to: What is the capital of France?"
 UNREGISTERED = "Method doesn't allow unregistered callers"

@@ -21,7 +21,7 @@ from google.genai import types
 
 from services.simulator import start_simulator
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 OTHER = "gemini-2.5-pro"
 SERVICE = "generativelanguage.googleapis.com"
 RPM_ID = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
@@ -100,7 +100,7 @@ async def test_rpm_is_per_project_and_resets_with_the_window(sim: Sim, retry_inf
             "quotaValue": "2",
         }
     ]
-    assert "limit: 2, model: gemini-2.5-flash" in body["error"]["message"]
+    assert "limit: 2, model: gemini-3.5-flash" in body["error"]["message"]
     if retry_info:
         delay = retry_delay(body)
         assert delay is not None and 55 <= float(delay.rstrip("s")) <= 60

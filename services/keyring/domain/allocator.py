@@ -40,6 +40,7 @@ from .leasing import LeaseBook, LeaseRecord, SlidingWindow, session_subjects, sh
 from .limits import QuotaCounter, has_operator_limits
 from .models import ClientToken, KeyState, Pool, UpstreamKey
 from .selection import Eligible, pick
+from .served import ServedModels
 from .view import KeyringView
 
 # When only in-flight caps block, a slot usually frees within this long.
@@ -48,6 +49,9 @@ _IN_FLIGHT_RETRY_S = 1.0
 _SESSION_RETRY_S = 5.0
 SESSIONS_FULL = "LIVE_SESSIONS"  # every project or key of the pool holds its cap of sessions
 SESSIONS_PER_TOKEN = "LIVE_SESSIONS_PER_TOKEN"  # the client token holds its cap
+# This replica's share of a client token's rate limit or budget is spent (``budgets.py``: split over the live
+# replicas): another replica may still have room, and the edge asks it before answering 429 (issue 19).
+TOKEN_SHARE = "TOKEN_SHARE_SPENT"
 DEFAULT_SESSION_TTL_S = 30.0
 # A project's pacing for one call (``Allocator._pacing``).
 _FITS, _SPENT, _TOO_LARGE = 0, 1, 2
@@ -92,6 +96,8 @@ class Allocator:
         self.budgets = BudgetMeter()
         # Requests and input tokens per (project, model) and window on this replica: pacing (domain/limits.py).
         self.quotas = QuotaCounter()
+        # Asked name -> the model that answers it (issue 21): cooldowns and limits are the served model's.
+        self.served = ServedModels()
         # Live affinity records a pool and a token may hold (KEYRING_AFFINITY_MAX_PER_POOL / _PER_TOKEN).
         self.binding_caps = BindingCaps()
         # A session lease's life without a renew (KEYRING_SESSION_LEASE_TTL_S).
@@ -168,7 +174,7 @@ class Allocator:
             token_budget = share(token.requests_per_minute, replicas)
         if not token_minutes.allows(token.token_id, token_budget, now):
             retry = token_minutes.frees_at(token.token_id, token_budget, now) - now
-            raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name)
+            raise NoKeyAvailable("the client token's rate limit is reached", retry, pool.name, TOKEN_SHARE)
         if token.budgets:
             spent = self.budgets.spent(token.token_id, token.budgets, model, replicas, now)
             if spent is not None:
@@ -177,6 +183,7 @@ class Allocator:
                     f"it resets in {math.ceil(spent.resets_at - now)} s",
                     spent.resets_at - now,
                     pool.name,
+                    TOKEN_SHARE,
                 )
         # Resources only once the token is within its rate and budget: a name this view lacks is read from
         # the store (``AffinityMiss``), and that read costs a token over its limits nothing (issue 18).
@@ -211,7 +218,7 @@ class Allocator:
             )
         else:
             lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
-        self.quotas.reserve(lease.lease_id, key.project, model, now, request.input_tokens)
+        self.quotas.reserve(lease.lease_id, key.project, self.served.served_of(model), now, request.input_tokens)
         return Grant(lease, key, pool)
 
     def authenticate_id(self, token_id: str, now: float) -> tuple[ClientToken, Pool]:
@@ -355,6 +362,8 @@ class Allocator:
         lenient = False  # the second pass: projects too small for the call count as fitting
         session = request.session and bool(pool.policy.live_sessions_per_key or pool.policy.live_sessions_per_project)
 
+        names = self.served.names(model)  # the name asked and the model that answers it
+
         def eligible(key_id: str) -> bool:
             key = keys[key_id]
             if key_id in exclude or not key.leasable_state(now):
@@ -367,10 +376,11 @@ class Allocator:
                     state = paced[key.project] = self._pacing(key.project, pool, request, replicas, now)
                 if state == _SPENT or (state == _TOO_LARGE and not lenient):
                     return False
-            for subject in key.cooldown_subjects(model):
-                cooldown = cooldowns.get(subject)
-                if cooldown is not None and cooldown.until > now:
-                    return False
+            for name in names:
+                for subject in key.cooldown_subjects(name):
+                    cooldown = cooldowns.get(subject)
+                    if cooldown is not None and cooldown.until > now:
+                        return False
             if cap and not request.session and self._book.in_flight(key_id) >= cap:
                 return False
             if departed:
@@ -404,7 +414,7 @@ class Allocator:
         return found
 
     def _pacing(self, project: str, pool: Pool, request: LeaseRequest, replicas: int, now: float) -> int:
-        limits, model, input_tokens = self._view.limits, request.model, request.input_tokens
+        limits, model, input_tokens = self._view.limits, self.served.served_of(request.model), request.input_tokens
         if self.quotas.spent_until(project, model, limits, pool.policy, replicas, now, input_tokens):
             return _SPENT
         if self.quotas.too_large(project, model, limits, pool.policy, input_tokens):
@@ -427,10 +437,11 @@ class Allocator:
             if key.state in (KeyState.INVALID, KeyState.DISABLED) or (only is not None and not only(key)):
                 continue
             frees = key.state_until if key.state is KeyState.SUSPENDED else now
-            for subject in key.cooldown_subjects(model):
-                cooldown = self._view.cooldowns.get(subject)
-                if cooldown is not None:
-                    frees = max(frees, cooldown.until)
+            for name in self.served.names(model):
+                for subject in key.cooldown_subjects(name):
+                    cooldown = self._view.cooldowns.get(subject)
+                    if cooldown is not None:
+                        frees = max(frees, cooldown.until)
             budget = self._key_minutes.limit_for(key.key_id, rpm, replicas, now)
             frees = max(frees, self._key_minutes.frees_at(key.key_id, budget, now))
             spent = self.quotas.spent_until(

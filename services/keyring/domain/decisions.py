@@ -78,6 +78,7 @@ def merge_cooldown(current: Cooldown | None, decided: Cooldown) -> Cooldown:
         strikes=later.strikes,
         decision=later.decision,
         decided_at=later.decided_at,
+        asked=later.asked or current.asked,
     )
     return current if merged == current else merged
 

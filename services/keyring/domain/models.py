@@ -196,6 +196,8 @@ class Cooldown:
     # The decision (``domain/decisions.py``) that last changed it: its id and its time.
     decision: str = ""
     decided_at: float = 0.0
+    # The name the call asked for when another model answered it (``id.model`` is the served one; issue 21).
+    asked: str = ""
 
     def active(self, now: float) -> bool:
         return self.until > now
