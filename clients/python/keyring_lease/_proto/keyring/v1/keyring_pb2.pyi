@@ -417,18 +417,20 @@ class KeyInput(_message.Message):
     def __init__(self, secret: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., billing_account: _Optional[str] = ...) -> None: ...
 
 class Cooldown(_message.Message):
-    __slots__ = ("model", "scope", "reason", "until_ms", "strikes")
+    __slots__ = ("model", "scope", "reason", "until_ms", "strikes", "asked_model")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     STRIKES_FIELD_NUMBER: _ClassVar[int]
+    ASKED_MODEL_FIELD_NUMBER: _ClassVar[int]
     model: str
     scope: str
     reason: str
     until_ms: int
     strikes: int
-    def __init__(self, model: _Optional[str] = ..., scope: _Optional[str] = ..., reason: _Optional[str] = ..., until_ms: _Optional[int] = ..., strikes: _Optional[int] = ...) -> None: ...
+    asked_model: str
+    def __init__(self, model: _Optional[str] = ..., scope: _Optional[str] = ..., reason: _Optional[str] = ..., until_ms: _Optional[int] = ..., strikes: _Optional[int] = ..., asked_model: _Optional[str] = ...) -> None: ...
 
 class LastError(_message.Message):
     __slots__ = ("http_status", "status", "reason", "message", "at_ms")
@@ -607,14 +609,23 @@ class UsageRow(_message.Message):
     def __init__(self, id: _Optional[str] = ..., pool: _Optional[str] = ..., figures: _Optional[_Union[UsageFigures, _Mapping]] = ...) -> None: ...
 
 class UsagePoint(_message.Message):
-    __slots__ = ("start_ms", "pool", "figures")
+    __slots__ = ("start_ms", "pool", "figures", "errors_by_kind")
+    class ErrorsByKindEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     START_MS_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     FIGURES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_BY_KIND_FIELD_NUMBER: _ClassVar[int]
     start_ms: int
     pool: str
     figures: UsageFigures
-    def __init__(self, start_ms: _Optional[int] = ..., pool: _Optional[str] = ..., figures: _Optional[_Union[UsageFigures, _Mapping]] = ...) -> None: ...
+    errors_by_kind: _containers.ScalarMap[str, int]
+    def __init__(self, start_ms: _Optional[int] = ..., pool: _Optional[str] = ..., figures: _Optional[_Union[UsageFigures, _Mapping]] = ..., errors_by_kind: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
     __slots__ = ("window_s", "keys", "tokens", "pools", "series", "bucket_s")
