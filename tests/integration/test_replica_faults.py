@@ -22,10 +22,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.edge.errors import NoKeyFree
 from services.edge.keyring import HeldLease, KeyringClient, LeaseRequest
 from tests.pki import session_pki
 
-from .conftest import StartReplica, make_pool
+from .conftest import StartReplica, make_pool, token_hash
 from .test_keyring_service import MODEL, add_keys
 from .test_lease_stream_faults import TcpProxy, _JsonLines, held, until
 from .test_replica_death import counted, kill, two_replicas
@@ -162,5 +163,26 @@ async def test_releases_owed_to_a_replica_gone_for_good_are_handed_over_and_coun
         # The replica's death said once (down), not once per reconnect attempt.
         assert len(lines_naming(caplog, a.address)) == 1, lines_naming(caplog, a.address)
         assert client.replica_states().get(a.address, DOWN) == DOWN
+    finally:
+        await client.close()
+
+
+async def test_an_acquire_refused_for_a_replicas_spent_share_of_a_token_rate_asks_another(
+    start_replica: StartReplica,
+) -> None:
+    """A token's rate is split over the live replicas: a's share spent, the edge asks b before answering 429."""
+    a, b, _ = await two_replicas(start_replica)
+    created = await a.admin.CreateToken(pb.CreateTokenRequest(pool="main", name="rate", requests_per_minute=4))
+    token = token_hash(created.token)
+    await until(lambda: b.keyring.desk.allocator.find_token(token) is not None, within_s=3, message="b's token")
+    for _ in range(2):  # a's share (2 of 4), spent by another edge
+        await a.lease.Acquire(pb.AcquireRequest(token_hash=token, model=MODEL))
+    client = KeyringClient([a.address, b.address], tls=session_pki().edge.files)
+    try:
+        wanted = LeaseRequest(token_hash=token, model=MODEL)
+        granted = [await client.acquire(wanted) for _ in range(2)]  # a asked first in one of the two turns
+        assert [lease.replica for lease in granted] == [b.address, b.address]
+        with pytest.raises(NoKeyFree):  # both shares spent: the client's 429, after each replica was asked once
+            await client.acquire(wanted)
     finally:
         await client.close()

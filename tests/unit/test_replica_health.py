@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 from services.edge.keyring.asking import HEDGE_BURST, HEDGE_RATIO, Asker
 from services.edge.keyring.handover import granting_instance
 from services.edge.keyring.health import ReplicaHealth, State
+from services.edge.keyring.replicas import ReplicaSet
 from services.edge.observability import EdgeMetrics
 
 
@@ -78,3 +79,15 @@ def test_hedges_away_from_a_replica_still_answering_are_budgeted_and_a_slow_ones
     assert all(asker._may_hedge([slow, answering]) for _ in range(100))  # calls on a slow replica always move
     asker._hedge_budget += 10 * HEDGE_RATIO  # what ten calls earn (``ask``)
     assert asker._may_hedge([answering]) and not asker._may_hedge([answering])
+
+
+def test_with_one_replica_down_the_survivors_come_first_equally_often() -> None:
+    """Issue 19's budget finding: a down replica moved after the turn gave one survivor two calls in three."""
+    a, b, c = (SimpleNamespace(address=name, health=ReplicaHealth()) for name in "abc")
+    c.health.broke(now=100.0)  # down, its backoff not passed
+    firsts = [ReplicaSet._turned([a, b, c], turn, None, 100.1)[0].address for turn in range(300)]
+    assert firsts.count("a") == firsts.count("b") == 150
+    assert [r.address for r in ReplicaSet._turned([a, b, c], 7, None, 100.1)][-1] == "c"  # asked last
+    assert ReplicaSet._turned([a, b, c], 7, "b", 100.1)[0].address == "b"  # a release: its granter first
+    healthy = [ReplicaSet._turned([a, b], turn, None, 100.1)[0].address for turn in range(4)]
+    assert healthy == ["a", "b", "a", "b"]

@@ -9,7 +9,11 @@ healthy replica, the first answer winning; answers that come after it go to
 replica not marked slow (its other replies keep coming: this edge is busy,
 or that one answer is slow) are budgeted (``HEDGE_RATIO``), so an overloaded
 edge does not double its load on keyring. A refusal is raised as
-the edge exception that answers the client (``refusals``). Waiting on one reply
+the edge exception that answers the client (``refusals``), except that a
+replica whose share of the client token's rate limit or budget is spent
+(``refusals.SHARE_SPENT``) passes the call on to the next healthy replica
+not yet asked: shares are split over the live replicas, one may still have
+room (each replica asked at most once; nothing more on a grant). Waiting on one reply
 costs no task and no set: its future awaited, a timer for the hedge delay beside it (``_answered``).
 """
 
@@ -23,8 +27,8 @@ import grpc
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
-from ..errors import KeyringUnavailable
-from .refusals import refusal, status_of
+from ..errors import KeyringUnavailable, LeaseRefused
+from .refusals import SHARE_SPENT, refusal, status_of
 from .replicas import ReplicaSet
 from .transport import GONE, OVERDUE, Flight, LeaseStream
 
@@ -61,6 +65,7 @@ class Asker:
         deadline = loop.time() + self._timeout_s
         self._hedge_budget = min(self._hedge_budget + HEDGE_RATIO, HEDGE_BURST)
         send_next, look_again, hedged = True, False, False
+        refused: LeaseRefused | None = None  # a replica's share of the token's limit spent: others asked first
         try:
             while True:
                 wait_s = deadline - loop.time()
@@ -68,7 +73,7 @@ class Asker:
                     send_next = False
                     sent = _send(remaining, make_call, flights, hedging=bool(flights))
                     if not flights:
-                        raise KeyringUnavailable()
+                        raise refused or KeyringUnavailable()
                     if sent is not None and remaining and hedge:  # another replica to hedge to: its hedge delay first
                         wait_s = min(wait_s, sent.health.hedge_delay_s)
                 elif look_again:  # not hedged for want of budget: look again after another hedge delay
@@ -76,7 +81,7 @@ class Asker:
                 answered = await _answered(flights, max(wait_s, 0))
                 if not answered:
                     if loop.time() >= deadline:
-                        raise KeyringUnavailable("no keyring replica answered in time")
+                        raise refused or KeyringUnavailable("no keyring replica answered in time")
                     if not hedge:
                         continue  # a timer may fire a hair early: wait out the deadline
                     for replica in flights.values():
@@ -97,7 +102,10 @@ class Asker:
                         if code is grpc.StatusCode.UNAVAILABLE:
                             continue  # gone, or draining: ask another
                         error = reply.error
-                        raise refusal(code, error.message, error.retry_after_ms / 1000, names, error.reason)
+                        refused = refusal(code, error.message, error.retry_after_ms / 1000, names, error.reason)
+                        if error.reason == SHARE_SPENT and any(other.usable for other in remaining):
+                            continue  # this replica's share is spent, another's may not be: ask it (once each)
+                        raise refused
                     return reply, replica.address
                 send_next = not flights  # every reply so far said unavailable: the next replica
         finally:

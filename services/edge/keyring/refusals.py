@@ -24,6 +24,9 @@ from ..errors import (
 )
 
 _CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
+# A refusal's reason when the replica's share of the client token's rate limit or budget is spent (keyring's
+# ``allocator.TOKEN_SHARE``): shares are split over the live replicas, so another may still have room.
+SHARE_SPENT: Final = "TOKEN_SHARE_SPENT"
 
 
 def status_of(number: int) -> grpc.StatusCode:

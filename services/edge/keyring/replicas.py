@@ -8,8 +8,9 @@ are done; what it was still owed is then handed over (``handover.py``), as
 is what a replica down for ``handover_after_s`` is owed (a static address
 that never comes back), checked every ``HANDOVER_EVERY_S`` in the background.
 
-Calls rotate over the replicas (client-side round robin), healthy ones first
-(``health.py``: a slow or down replica is asked last until a probe is due);
+Calls rotate evenly over the replicas that may be asked now (client-side round
+robin; ``health.py``: a slow or down replica is out of the turn, asked last,
+until a probe is due);
 a release asks the replica that granted its lease first (``rotation(first=)``).
 """
 
@@ -154,18 +155,26 @@ class ReplicaSet:
                 await self._resolve()  # the first call waits for it; later ones never do
             else:
                 self._spawn(self._resolve())
-        replicas = self.current
-        start = next(self._turn) if first is None else self._index_of(first)
-        ordered = [replicas[(start + i) % len(replicas)] for i in range(len(replicas))]
-        if all(replica.health.state is State.HEALTHY for replica in ordered):
-            return ordered  # the usual case: nothing to sort
-        return sorted(ordered, key=lambda replica: not replica.health.claim(now))  # stable
+        return self._turned(self.current, next(self._turn), first, now)
 
-    def _index_of(self, target: str) -> int:
-        for index, replica in enumerate(self.current):
-            if replica.address == target:
-                return index
-        return next(self._turn)
+    @staticmethod
+    def _turned(replicas: list[LeaseStream], turn: int, first: str | None, now: float) -> list[LeaseStream]:
+        """``replicas`` in this call's turn: those to ask now (healthy, or a probe due), rotated by ``turn`` (or
+        from ``first``) among themselves, then the others. A replica out of the turn is left out of the rotation,
+        not put after it: with one of three down, each survivor comes first in every second call (issue 19's
+        budget finding: a token's budget is split equally over the live replicas)."""
+        if all(replica.health.state is State.HEALTHY for replica in replicas):
+            now_ask, later = replicas, []  # the usual case: nothing to sort
+        else:
+            now_ask = [replica for replica in replicas if replica.health.claim(now)]
+            later = [replica for replica in replicas if replica not in now_ask]
+        if not now_ask:
+            return later
+        start = turn
+        if first is not None:  # a release: the granting replica first when it may be asked
+            start = next((index for index, replica in enumerate(now_ask) if replica.address == first), turn)
+        count = len(now_ask)
+        return [now_ask[(start + i) % count] for i in range(count)] + later
 
     async def _resolve(self) -> None:
         """New replicas get a stream; a replica no longer named keeps its stream until its calls are done."""
