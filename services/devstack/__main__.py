@@ -165,7 +165,9 @@ async def seed_keys(address: str, identity: Certificate, pool: str, keys: list[K
         if created_pool:
             description = "keys from scripts/start.sh --keys"
             await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name=pool, description=description)))
-        inputs = [pb.KeyInput(secret=key.secret, project=key.project) for key in keys]
+        inputs = [
+            pb.KeyInput(secret=key.secret, project=key.project, billing_account=key.billing_account) for key in keys
+        ]
         reply: pb.AddKeysResponse = await admin.AddKeys(pb.AddKeysRequest(pool=pool, keys=inputs))
         refused = [
             f"line {keys[result.index].line}: {result.message}"
@@ -345,11 +347,11 @@ def run(
         print(f"client token (pool {DEMO_POOL!r}, shown once): {token}")
         print(f"try: curl -s {edge_url}/v1/chat/completions -H 'Authorization: Bearer {token}' "
               "-H 'Content-Type: application/json' "
-              "-d '{\"model\": \"gemini-2.5-flash\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
+              "-d '{\"model\": \"gemini-3.5-flash\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'")
     if options.key_lines:
         print(f"keys      {keys_summary} (from {options.keys}; upstream {upstream})")
         print(f"client token (pool {options.pool!r}, shown once): {keys_token}")
-        print(f"try: curl -s {edge_url}/v1beta/models/gemini-2.5-flash:generateContent "
+        print(f"try: curl -s {edge_url}/v1beta/models/gemini-3.5-flash:generateContent "
               f"-H 'x-goog-api-key: {keys_token}' -H 'Content-Type: application/json' "
               "-d '{\"contents\": [{\"parts\": [{\"text\": \"Hello\"}]}]}'")
     print(f"logs in {var / 'logs'}; Ctrl-C stops everything", flush=True)
