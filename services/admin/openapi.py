@@ -87,9 +87,11 @@ def _answer_schemas() -> dict[str, Any]:
             })},
         }),
         "Cooldown": _object({
-            "model": _string(), "scope": _string(description="key or project"),
-            "reason": _string(description="rate_limit, daily_quota, server_error..."), "until": _TIME,
-            "seconds_left": {"type": "number", "minimum": 0}, "strikes": _INT,
+            "model": _string(description="the model that answered (a retired name's or an alias's served model)"),
+            "asked_model": _string(description="the name the call asked for, when another model answered; else \"\""),
+            "scope": _string(description="key, project or account (a billing account)"),
+            "reason": _string(description="rate_limit, daily_quota, server_error, spend_limit, billing_depleted..."),
+            "until": _TIME, "seconds_left": {"type": "number", "minimum": 0}, "strikes": _INT,
         }),
         "LastError": _object({"http_status": _INT, "status": _string(), "reason": _string(),
                               "message": _string(), "at": _TIME}),
@@ -144,7 +146,10 @@ def _answer_schemas() -> dict[str, Any]:
             "requests": _INT, "errors": _INT,
             "series": {"type": "array", "description": "every bucket of the last hour, oldest first (every keyring "
                        "replica's counts, from the usage buckets in etcd)",
-                       "items": _object({"start": _TIME, "requests": _INT, "errors": _INT})},
+                       "items": _object({"start": _TIME, "requests": _INT, "errors": _INT, "errors_by_kind": {
+                           "type": "object", "additionalProperties": _INT,
+                           "description": "failed calls by the shared classifier's kind (rate_limited, "
+                           "upstream_trouble, key_invalid...); other: counted before kinds were recorded"}})},
             "keys_by_state": _object({name: _INT for name in states}),
             "keys_cooling": _INT,
             "cooldowns_by_cause": {"type": "object", "additionalProperties": _INT,

@@ -21,6 +21,7 @@ def series_json(reply: pb.GetUsageResponse, pool: str, now_ms: int) -> list[dict
     """Every bucket of the window, oldest first, the empty ones as zeros (a chart needs the gaps)."""
     bucket_ms = (reply.bucket_s or 300) * 1000
     points = {point.start_ms: point.figures for point in reply.series if point.pool == pool}
+    kinds = {point.start_ms: dict(point.errors_by_kind) for point in reply.series if point.pool == pool}
     last = now_ms // bucket_ms * bucket_ms
     first = (now_ms - WINDOW_S * 1000) // bucket_ms * bucket_ms  # the bucket keyring's window starts in
     rows = []
@@ -31,9 +32,17 @@ def series_json(reply: pb.GetUsageResponse, pool: str, now_ms: int) -> list[dict
                 "start": s.iso_utc(start),
                 "requests": figures.requests if figures else 0,
                 "errors": figures.errors if figures else 0,
+                "errors_by_kind": _kinds(figures.errors, kinds.get(start, {})) if figures else {},
             }
         )
     return rows
+
+
+def _kinds(errors: int, kinds: dict[str, int]) -> dict[str, int]:
+    """Failed calls by kind, the most first; those counted before kinds were recorded as ``other``."""
+    unkinded = errors - sum(kinds.values())
+    shown = {**kinds, "other": kinds.get("other", 0) + unkinded} if unkinded > 0 else kinds
+    return dict(sorted(shown.items(), key=lambda item: (-item[1], item[0])))
 
 
 def keys_json(keys: list[pb.KeyInfo]) -> dict[str, Any]:

@@ -253,7 +253,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 for token_id, (pool, figures) in sorted(summary.tokens.items())
             ],
             pools=[convert.usage_row(pool, pool, figures) for pool, figures in sorted(summary.pools.items())],
-            series=[convert.usage_point(start, pool, figures) for (start, pool), figures in summary.series.items()],
+            series=[
+                convert.usage_point(start, pool, figures, summary.series_errors.get((start, pool), {}))
+                for (start, pool), figures in summary.series.items()
+            ],
             bucket_s=BUCKET_S,
         )
 

@@ -46,8 +46,8 @@ async def _shown(page: Any) -> dict[str, Any]:
             const totals = document.querySelector("[data-testid=traffic-totals]").dataset;
             return {pool: document.querySelector("#overview-charts").dataset.pool,
                     requests: Number(totals.requests), errors: Number(totals.errors),
-                    series: marks("series-bar"), states: marks("state-bar"), causes: marks("cause-bar"),
-                    quotas: marks("quota-bar"), tokens: marks("token-bar"),
+                    series: marks("series-bar"), parts: marks("series-part"), states: marks("state-bar"),
+                    causes: marks("cause-bar"), quotas: marks("quota-bar"), tokens: marks("token-bar"),
                     empty: [...document.querySelectorAll("#view-overview [data-testid=chart-empty]")]
                         .filter((p) => p.offsetParent).length};
         }"""
@@ -69,6 +69,8 @@ def _assert_charts_match(shown: dict[str, Any], api: dict[str, Any]) -> None:
         bars = {bar["start"]: int(bar["value"]) for bar in shown["series"] if bar["series"] == name}
         assert {k: v for k, v in bars.items() if v} == {p["start"]: p[name] for p in api["series"] if p[name]}
         assert sum(bars.values()) == api[name]
+    parts = {(part["start"], part["part"]): int(part["value"]) for part in shown["parts"]}
+    assert parts == {(p["start"], kind): n for p in api["series"] for kind, n in p["errors_by_kind"].items()}
     states = {bar["state"]: int(bar["value"]) for bar in shown["states"]}
     if sum(api["keys_by_state"].values()):
         assert states == {**api["keys_by_state"], "cooling": api["keys_cooling"]}
@@ -143,6 +145,7 @@ async def test_overview_charts_show_the_pools_figures_live(page: Any, admin: Adm
     shown, api = await _shown(page), await _api(page, "busy")
     assert (api["requests"], api["errors"], api["keys_cooling"]) == (10, 2, 2)
     assert api["cooldowns_by_cause"] == {"daily_quota": 1, "rate_limit": 1}
+    assert [p["errors_by_kind"] for p in api["series"] if p["errors"]] == [{"daily_quota": 1, "rate_limited": 1}]
     assert api["busiest_tokens"][0] == {**api["busiest_tokens"][0], "name": "busy-app", "requests": 8, "errors": 2}
     _assert_charts_match(shown, api)
     # Not colour alone: each cause's mark has its own pattern, and its number is written beside it.

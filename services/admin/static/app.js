@@ -175,6 +175,14 @@ const STATE_STYLE = { active: [PALETTE.green, "solid"], suspended: [PALETTE.oran
   invalid: [PALETTE.vermillion, "cross"], disabled: [PALETTE.grey, "dots"] };
 const CAUSE_STYLES = [[PALETTE.sky, "solid"], [PALETTE.orange, "hatch"], [PALETTE.purple, "dots"],
   [PALETTE.vermillion, "cross"], [PALETTE.blue, "vertical"], [PALETTE.yellow, "horizontal"]];
+// Failed calls by the shared classifier's kind: quota answers warm, upstream trouble red, the key's own faults dark.
+const ERROR_STYLE = { rate_limited: [PALETTE.orange, "hatch"], daily_quota: [PALETTE.yellow, "cross"],
+  model_not_on_tier: [PALETTE.purple, "dots"], upstream_trouble: [PALETTE.vermillion, "cross"],
+  model_overloaded: [PALETTE.vermillion, "vertical"], transport_failure: [PALETTE.grey, "horizontal"],
+  request_at_fault: [PALETTE.sky, "dots"], key_invalid: [PALETTE.blue, "cross"], key_forbidden: [PALETTE.blue, "hatch"],
+  key_misconfigured: [PALETTE.blue, "dots"], billing_depleted: [PALETTE.purple, "hatch"],
+  not_for_project: [PALETTE.green, "hatch"], other: [PALETTE.grey, "solid"] };
+const errorStyle = (kind) => ERROR_STYLE[kind] ?? [PALETTE.grey, "cross"];
 const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
 async function loadPoolOverview() {
@@ -198,7 +206,8 @@ function renderOverview(data) {
   totals.textContent = `— ${data.requests} requests, ${data.errors} errors`;
   $("#traffic-chart").replaceChildren(...columns(data.series, [
     { key: "requests", label: "requests", colour: PALETTE.blue, pattern: "solid" },
-    { key: "errors", label: "errors", colour: PALETTE.vermillion, pattern: "hatch" },
+    { key: "errors", label: "errors", colour: PALETTE.vermillion, pattern: "hatch",
+      parts: (point) => point.errors_by_kind, style: errorStyle },
   ], { timeLabel: (point) => clock(point.start), label: "Requests and errors per five minutes, last hour" }));
   const states = Object.entries(data.keys_by_state).map(([name, count]) => ({
     label: name, value: count, colour: STATE_STYLE[name]?.[0] ?? PALETTE.grey, pattern: STATE_STYLE[name]?.[1] ?? "solid",
@@ -268,7 +277,7 @@ function keyRow(key, checked) {
     h("td", {}, h("span", { class: `state state-${key.state}`, "data-testid": "key-state" }, key.state)),
     h("td", {}, key.cooldowns.map((cooldown) => h("span", {
       class: "cooldown", "data-testid": "key-cooldown", "data-seconds-left": cooldown.seconds_left,
-    }, `${cooldown.model || "all"} (${cooldown.reason}${cooldown.scope === "account" ? ", billing account" : ""}): `, h("span", { class: "left", "data-testid": "cooldown-left" }, formatSeconds(cooldown.seconds_left))))),
+    }, `${cooldown.model || "all"}${cooldown.asked_model ? ` (asked as ${cooldown.asked_model})` : ""} (${cooldown.reason}${cooldown.scope === "account" ? ", billing account" : ""}): `, h("span", { class: "left", "data-testid": "cooldown-left" }, formatSeconds(cooldown.seconds_left))))),
     h("td", {}, key.consecutive_failures),
     h("td", { title: error ? error.message : "" }, error ? `${error.http_status} ${error.reason || error.status}` : "",
       // A key whose restrictions refuse the pool's calls (issue 21): what to fix, shown, not only in the tooltip.

@@ -64,7 +64,8 @@ const niceMax = (value) => {
   return Math.ceil(value / step) * step;
 };
 
-// Columns over time: per point, one bar per series side by side (requests and errors each with their scale of one axis).
+// Columns over time: per point, one bar per series side by side, on one axis. A series with ``parts`` (point ->
+// {name: value}) is stacked from its parts, each styled by ``style(name)`` -> [colour, pattern] and in the legend.
 export function columns(points, series, { height = 200, timeLabel, label }) {
   const width = 1300, left = 40, bottom = 24, top = 16;
   const max = niceMax(Math.max(0, ...points.flatMap((point) => series.map((s) => point[s.key]))));
@@ -79,14 +80,28 @@ export function columns(points, series, { height = 200, timeLabel, label }) {
       el("text", { x: left - 4, y: y + 4, "text-anchor": "end" }, tick));
   }
   const fills = series.map((s) => fill(defs, s.colour, s.pattern));
+  const partFills = new Map();
+  const partFill = (s, name) => {
+    if (!partFills.has(name)) partFills.set(name, fill(defs, ...s.style(name)));
+    return partFills.get(name);
+  };
   points.forEach((point, index) => {
     const x0 = left + index * slot + 3;
     series.forEach((s, k) => {
       const value = point[s.key];
       const h = (value / max) * plotH;
       const x = x0 + k * barW, y = top + plotH - h;
+      let base = top + plotH;
+      for (const [name, part] of Object.entries(s.parts ? s.parts(point) : {})) {
+        const partH = (part / max) * plotH;
+        base -= partH;
+        svg.append(el("rect", {
+          x, y: base, width: barW - 1, height: partH, fill: partFill(s, name), "data-testid": "series-part",
+          "data-series": s.key, "data-part": name, "data-value": part, "data-start": point.start,
+        }, el("title", {}, `${timeLabel(point)}: ${part} ${name}`)));
+      }
       const bar = el("rect", {
-        x, y, width: barW - 1, height: Math.max(h, 0), fill: fills[k], class: "mark",
+        x, y, width: barW - 1, height: Math.max(h, 0), fill: s.parts ? "none" : fills[k], class: "mark",
         "data-testid": "series-bar", "data-series": s.key, "data-value": value, "data-start": point.start,
       }, el("title", {}, `${timeLabel(point)}: ${value} ${s.label}`));
       svg.append(bar);
@@ -99,7 +114,14 @@ export function columns(points, series, { height = 200, timeLabel, label }) {
   svg.append(el("line", { x1: left, x2: width, y1: top + plotH, y2: top + plotH, class: "axis" }));
   const legend = document.createElement("div");
   legend.className = "legend";
-  legend.append(...series.map((s) => swatch(s.colour, s.pattern, s.label)));
+  for (const s of series) {
+    if (!s.parts) legend.append(swatch(s.colour, s.pattern, s.label));
+    else {
+      const names = [...new Set(points.flatMap((point) => Object.keys(s.parts(point))))].sort();
+      legend.append(...(names.length ? names.map((name) => swatch(...s.style(name), `${s.label}: ${name}`))
+        : [swatch(s.colour, s.pattern, s.label)]));
+    }
+  }
   return [svg, legend];
 }
 
