@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from services.cli.key_file import KeyFileError, parse_key_text
+from services.devstack.fake_keys import fake_auth_key
 from services.keyring.domain.models import (
     ALL_MODELS,
     CooldownId,
@@ -70,3 +74,14 @@ def test_a_spend_limit_told_only_in_googles_words_is_one_too() -> None:
     result = judge(spend, key("k1", project="p1", billing_account="billing-a"), MODEL, Policy(), NOW, {})
     assert result.cooldown is not None and result.cooldown.id == ACCOUNT
     assert result.cooldown.reason is CooldownReason.SPEND_LIMIT
+
+
+def test_the_key_file_names_a_billing_account_third_and_checks_its_shape() -> None:
+    first, second = fake_auth_key("kf-1"), fake_auth_key("kf-2")
+    lines = parse_key_text(f"{first} proj-1 012345-6789AB-CDEF01\n{second}, proj-2\n")
+    assert [(line.project, line.billing_account) for line in lines] == [
+        ("proj-1", "012345-6789AB-CDEF01"),
+        ("proj-2", ""),
+    ]
+    with pytest.raises(KeyFileError, match="billing account"):
+        parse_key_text(f"{first} proj-1 bad/account\n")
