@@ -156,6 +156,7 @@ RESOURCE_ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
 # (``resources.kinds``) first: ``interactions/{id}/auth_tokens`` is theirs, not an interaction's.
 ROUTES: Final[tuple[tuple[str, str, str, Handler], ...]] = (
     *((method, path, GEMINI, generic.serve) for method, path in kinds.routes()),
+    *(("POST", path, GEMINI, uploads.upload_to) for path in kinds.upload_routes()),
     *(
         (method, path.replace("{version}", version), GEMINI, handler)
         for method, path, handler in RESOURCE_ROUTES

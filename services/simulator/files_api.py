@@ -19,6 +19,7 @@ import base64
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -104,15 +105,26 @@ def _upload_error(error: SimError) -> web.Response:
 @endpoint("native")
 async def upload(request: web.Request) -> web.StreamResponse:
     """`POST /upload/{version}/files`: `start` a session, or `upload`/`finalize`/`query` its bytes."""
+    return await resumable(request)
+
+
+async def resumable(
+    request: web.Request, check: Callable[[Call], None] | None = None, finish: Finish | None = None
+) -> web.StreamResponse:
+    """The resumable protocol for a file, or (``finish``) for another kind's upload (``kinds_api``), whose
+    start is ``check``ed (its parent the caller's project's) and whose last bytes ``finish`` stores."""
     if "upload_id" in request.query:
-        return await _upload_bytes(request)
+        return await _upload_bytes(request, finish)
     body = await request.read()
     call = await admit(request, "native", None, body)
+    if check is not None:
+        check(call)
     if request.headers.get("X-Goog-Upload-Protocol", "").lower() != "resumable":
         raise invalid_argument("Upload protocol must be resumable: set X-Goog-Upload-Protocol: resumable.")
     if request.headers.get("X-Goog-Upload-Command", "").lower() != "start":
         raise invalid_argument("The first request of a resumable upload must have X-Goog-Upload-Command: start.")
-    given = (parse_json_object(body).get("file") if body else None) or {}
+    sent = parse_json_object(body) if body else {}
+    given = (sent.get("file") if finish is None else sent) or {}  # another kind's start: its request itself
     # proto JSON: camelCase or snake_case field names alike (google-genai sends snake_case here)
     meta = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v for k, v in given.items()}
     try:
@@ -123,12 +135,14 @@ async def upload(request: web.Request) -> web.StreamResponse:
         raise invalid_argument(f"File size {size} exceeds the maximum of {MAX_FILE_BYTES} bytes.")
     store = call.state.resources
     rid = file_id(str(meta["name"]).removeprefix("files/")) if meta.get("name") else new_id()
-    if store.exists("files", rid):
+    if finish is None and store.exists("files", rid):
         raise SimError(409, "ALREADY_EXISTS", f"File files/{rid} already exists.")
     mime = (
         request.headers.get("X-Goog-Upload-Header-Content-Type") or meta.get("mimeType") or "application/octet-stream"
     )
     session = {"file": rid, "size": size, "mimeType": mime, "displayName": meta.get("displayName")}
+    if finish is not None:
+        session["target"] = request.path
     upload_id = new_id(24)
     store.add("uploads", call.project, call.key, session, upload_id)
     url = f"{request.scheme}://{request.host}{request.path}?upload_id={upload_id}&upload_protocol=resumable"
@@ -141,7 +155,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
     return _uploader(web.Response(status=200, headers=headers))
 
 
-async def _upload_bytes(request: web.Request) -> web.StreamResponse:
+async def _upload_bytes(request: web.Request, finish: Finish | None) -> web.StreamResponse:
     body = await request.read()
     upload_id = request.query["upload_id"]
     try:
@@ -166,16 +180,24 @@ async def _upload_bytes(request: web.Request) -> web.StreamResponse:
     if "finalize" not in command:
         active = {"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(received)}
         return _uploader(web.Response(headers=active))
-    return _uploader(_finalize(request, session, key))
+    return _uploader(_finalize(request, session, key, finish))
 
 
-def _finalize(request: web.Request, session: Resource, key: str) -> web.Response:
+def _finalize(request: web.Request, session: Resource, key: str, finish: Finish | None) -> web.Response:
     meta = session.data
     if len(session.content) != meta["size"]:
         return _upload_error(
             invalid_argument(f"Upload finalized with {len(session.content)} bytes, {meta['size']} were declared.")
         )
     store = _resources(request)
+    if finish is not None or meta.get("target"):
+        if finish is None or meta.get("target") != request.path:  # bytes sent to another kind's path
+            return _upload_error(not_found(f"Upload session {session.id} not found."))
+        answer = finish(store, session)
+        store.delete("uploads", session.id, session.project)
+        finished = json_response(answer)
+        finished.headers["X-Goog-Upload-Status"] = "final"
+        return finished
     digest = hashlib.sha256(session.content).digest()
     data = file_object(meta["file"], meta["mimeType"], meta["size"], meta["displayName"], digest, "UPLOADED")
     created = store.add("files", session.project, session.key, data, meta["file"])
@@ -184,6 +206,10 @@ def _finalize(request: web.Request, session: Resource, key: str) -> web.Response
     response = json_response({"file": data})
     response.headers["X-Goog-Upload-Status"] = "final"
     return response
+
+
+# Stores what a kind's finished upload made (from its session, whose ``content`` holds the bytes): its answer.
+Finish = Callable[[ResourceStore, Resource], dict[str, Any]]
 
 
 def _resources(request: web.Request) -> ResourceStore:

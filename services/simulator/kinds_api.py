@@ -22,10 +22,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from .errors import SimError, invalid_argument, not_found
-from .files_api import page
+from .files_api import page, resumable
 from .pipeline import Call, admit, endpoint, json_response, parse_json_object
 from .references import file_denied
-from .resources import TABLE, Resource, TableKind, new_id, rfc3339
+from .resources import TABLE, Resource, ResourceStore, TableKind, new_id, rfc3339
 
 VERSIONS: Final = ("v1alpha", "v1beta", "v1")
 _ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -145,6 +145,50 @@ def _operation(owner: str, metadata: dict[str, Any], response: dict[str, Any]) -
     return {"name": f"{owner}/operations/{op}", "metadata": metadata, "done": True, "response": response}
 
 
+@endpoint("native")
+async def upload_to(request: web.Request) -> web.StreamResponse:
+    """``POST /upload/{v}/environments/{id}/files/{path}`` and ``/upload/{v}/fileSearchStores/{id}:uploadTo
+    FileSearchStore``: the resumable protocol of files; the environment or store must be the caller's project's."""
+    parts = request.path.split("/")  # "", "upload", version, collection, ...
+    if parts[3] == "environments":
+        parent_kind, pid, rest = "environments", request.match_info["parent"], request.match_info["tail"]
+        if not _PATH.fullmatch(rest):
+            raise invalid_argument(f"Invalid file path: {rest}")
+    else:
+        pid, _, verb = request.match_info["tail"].partition(":")
+        parent_kind, rest = "fileSearchStores", ""
+        if verb != "uploadToFileSearchStore":
+            raise not_found(f"The requested URL {request.path} was not found on this server.")
+
+    def check(call: Call) -> None:
+        if call.state.resources.get(parent_kind, pid, call.project) is None:
+            raise not_found(NOT_FOUND)
+
+    def finish(store: ResourceStore, session: Resource) -> dict[str, Any]:
+        parent = store.get(parent_kind, pid, session.project)
+        if parent is None:
+            raise not_found(NOT_FOUND)
+        if parent_kind == "environments":
+            kind = _BY_ROUTE["environments.files"]
+            data = _served(kind, pid, rest, {"path": rest, "sizeBytes": str(len(session.content))})
+            made = store.add(kind.route, session.project, session.key, data, _store_id(pid, rest))
+            made.content = session.content
+            return data
+        name = f"fileSearchStores/{pid}"
+        display = session.data.get("displayName") or "upload"
+        document = _add(store, session, _BY_ROUTE["fileSearchStores.documents"], pid, {"displayName": display})
+        operation = _add(store, session, _BY_ROUTE["fileSearchStores.upload.operations"], pid, {"done": True})
+        operation.data["response"] = {"documentName": document.data["name"], "parent": name}
+        return operation.data
+
+    return await resumable(request, check, finish)
+
+
+def _add(store: ResourceStore, owner: Resource, kind: TableKind, pid: str, data: dict[str, Any]) -> Resource:
+    rid = new_id()
+    return store.add(kind.route, owner.project, owner.key, _served(kind, pid, rid, data), _store_id(pid, rid))
+
+
 def _serving(handler: KindHandler, kind: TableKind) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     @endpoint("native")
     async def serve(request: web.Request) -> web.StreamResponse:
@@ -167,3 +211,6 @@ def add_routes(app: web.Application) -> None:
                 app.router.add_route("GET", prefix, on_collection)
             for method in sorted({*kind.methods, *(("POST",) if kind.verbs else ())}):
                 app.router.add_route(method, prefix + "/{tail:.+}", on_item)
+    for version in VERSIONS:
+        app.router.add_post(f"/upload/{version}/environments/{{parent}}/files/{{tail:.+}}", upload_to)
+        app.router.add_post(f"/upload/{version}/fileSearchStores/{{tail:.+}}", upload_to)

@@ -54,6 +54,9 @@ TABLE: Final[tuple[TableKind, ...]] = (
     TableKind("fileSearchStores", echo="name", verbs=frozenset({"importFile"})),
     TableKind("documents", "fileSearchStores", echo="name", create=False),
     TableKind("operations", "fileSearchStores", echo="name", create=False, list=False, methods=frozenset({"GET"})),
+    TableKind(
+        "upload/operations", "fileSearchStores", echo="name", create=False, list=False, methods=frozenset({"GET"})
+    ),
     TableKind("tunedModels", echo="name", methods=_PATCHED, verbs=frozenset({"generateContent", "countTokens"})),
     TableKind("operations", "tunedModels", echo="name", create=False, methods=frozenset({"GET"})),
 )

@@ -14,7 +14,8 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -22,11 +23,32 @@ import pytest
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.fake_keys import fake_auth_key
 from services.edge.resources import kinds
+from services.keyring.domain.models import KeyState
+from tests.e2e.conftest import eventually
 from tests.e2e.test_resources import MODEL, Pool, pool, refused  # noqa: F401
 from tests.integration.conftest import start_replica  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*usage is experimental:UserWarning")
 warnings.filterwarnings("ignore", ".*usage is experimental", UserWarning)
+
+
+@asynccontextmanager
+async def only_project(pool: Pool, project: str) -> AsyncIterator[None]:  # noqa: F811
+    """Every key outside ``project`` disabled (on every replica) while the block runs."""
+    admin = pool.replicas[0].admin
+    others = [key.key_id for key in pool.replicas[0].keyring.cache.view.keys.values() if key.project != project]
+
+    async def set_state(action: Any, state: KeyState) -> None:
+        for key_id in others:
+            await admin.SetKeyState(pb.SetKeyStateRequest(key_id=key_id, action=action))
+        views = [replica.keyring.cache.view.keys for replica in pool.replicas]
+        await eventually(lambda: all(view[k].state == state for view in views for k in others), 3.0, "key states")
+
+    await set_state(pb.SetKeyStateRequest.DISABLE, KeyState.DISABLED)
+    try:
+        yield
+    finally:
+        await set_state(pb.SetKeyStateRequest.ENABLE, KeyState.ACTIVE)
 
 
 async def _across_edges(
@@ -66,16 +88,23 @@ async def test_the_clients_kinds_are_made_on_a_and_used_and_deleted_on_b(pool: P
     await _across_edges(pool, "voices", voice.id, b.voices.get, b.voices.delete)
 
     store = await a.file_search_stores.create(config={"display_name": "docs"})
-    uploaded = await a.files.upload(file=io.BytesIO(b"some text"), config={"mime_type": "text/plain"})
+    store_id = store.name.removeprefix("fileSearchStores/")
+    owner = pool.owner("fileSearchStores", store_id)
+    async with only_project(pool, owner):  # a file import needs the file in the store's project, as on Google
+        uploaded = await a.files.upload(file=io.BytesIO(b"some text"), config={"mime_type": "text/plain"})
     operation = await b.file_search_stores.import_file(
         file_search_store_name=store.name, file_name=uploaded.name
     )
     assert operation.done
+    # an upload to the store: started on A in the store's project, its bytes through B (A's upload URL)
+    upload = await a.file_search_stores.upload_to_file_search_store(
+        file_search_store_name=store.name, file=io.BytesIO(b"more text"),
+        config={"mime_type": "text/plain", "display_name": "more"},
+    )  # fmt: skip
+    assert upload.done and pool.routed("b", "uploads.bytes") == 1
     documents = await b.file_search_stores.documents.list(parent=store.name)
-    assert [document.display_name async for document in documents] == [uploaded.name]
-    store_id = store.name.removeprefix("fileSearchStores/")
-    owner = pool.owner("fileSearchStores", store_id)
-    assert pool.owner("files", uploaded.name.removeprefix("files/")) == owner  # the import went to its project
+    assert [document.display_name async for document in documents] == [uploaded.name, "more"]
+    assert pool.owner("files", uploaded.name.removeprefix("files/")) == owner
     await b.file_search_stores.delete(name=store.name, config={"force": True})
     assert pool.projects_naming(store_id) == {owner}
     await pool.no_lease_held()
@@ -99,6 +128,27 @@ async def test_raw_kinds_on_every_version(pool: Pool) -> None:  # noqa: F811
     assert status == 200 and patched["display_name"] == "n"
     owner = pool.owner("triggers", trigger["id"])
     assert pool.projects_naming(trigger["id"]) == {owner}
+
+    # an environment's file: uploaded (started on A, bytes through B, sealed session) and downloaded through B
+    status, environment = await call(pool.edge_a, "POST", "/v1alpha/environments", {})
+    assert status == 200, environment
+    start = {
+        **headers,
+        "X-Goog-Upload-Protocol": "resumable",
+        "X-Goog-Upload-Command": "start",
+        "X-Goog-Upload-Header-Content-Length": "5",
+    }
+    file_path = f"/v1alpha/environments/{environment['id']}/files/notes/a.txt"
+    async with pool.http.post(f"{pool.edge_a}/upload{file_path}", headers=start) as resp:
+        assert resp.status == 200, await resp.text()
+        upload_url = resp.headers["X-Goog-Upload-URL"]
+    assert upload_url.startswith(pool.edge_b + "/upload/v1alpha/files?upload_id=")
+    finish = {"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"}
+    async with pool.http.post(upload_url, data=b"hello", headers=finish) as resp:
+        assert resp.status == 200 and (await resp.json())["path"] == "notes/a.txt"
+    async with pool.http.get(f"{pool.edge_b}{file_path}?alt=media", headers=headers) as resp:
+        assert resp.status == 200 and await resp.read() == b"hello"
+    assert pool.projects_naming(environment["id"]) == {pool.owner("environments", environment["id"])}
 
     status, tuned = await call(pool.edge_a, "POST", "/v1beta/tunedModels", {"baseModel": f"models/{MODEL}"})
     assert status == 200 and tuned["metadata"]["tunedModel"].startswith("tunedModels/"), tuned

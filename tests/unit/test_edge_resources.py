@@ -225,3 +225,17 @@ def test_names_from_answers_and_routes_from_the_table() -> None:
         assert ("POST", f"/{version}/files:{{verb}}") in routes
     assert ("GET", "/v1/decisions") not in routes  # a row says what it answers, nothing else
     assert all(kind.ttl_s <= 400 * 86400 for kind in kinds.KINDS)  # keyring's longest binding
+
+
+def test_a_kinds_upload_session_seals_where_its_bytes_go() -> None:
+    sessions = UploadSessions("k")
+    target = "upload/v1alpha/fileSearchStores/s1:uploadToFileSearchStore"
+    session = UploadSession(HASH, "up-1", 5, "v1alpha", int(time.time()) + 60, target)
+    opened = sessions.open(sessions.seal(session))
+    assert opened == session and opened.name == UploadSession(HASH, "up-1", 5, "v1", 0).name
+    plain = UploadSession(HASH, "up-2", 5, "v1beta", int(time.time()) + 60)  # a file's: no target, as before
+    assert sessions.open(sessions.seal(plain)) == plain
+    assert kinds.parse_upload("/upload/v1/environments/e1/files/a/b.txt").owner == "environments/e1"
+    for raw in ("/upload/v1/fileSearchStores/s1", "/upload/v1/agents/a1", "/v1/environments/e1/files/x"):
+        with pytest.raises(wire.MalformedPath):
+            kinds.parse_upload(raw)

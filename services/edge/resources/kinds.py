@@ -66,6 +66,9 @@ class Kind:
     streams: frozenset[str] = frozenset()  # verbs whose answer is a stream
     list_field: str = ""  # the list answer's field ("" for the collection's last segment)
     model: bool = False  # a create names its ``model``: leased for it (the pool's allow-list applies)
+    # A resumable upload under ``/upload/{version}``: to an item's own path ("item": an environment's file) or
+    # to a verb of an item (``uploadToFileSearchStore``); "" for none. The sealed-session path of files.
+    upload: str = ""
 
     @property
     def field(self) -> str:
@@ -84,7 +87,7 @@ class Kind:
 KINDS: Final[tuple[Kind, ...]] = (
     Kind("agents", GENERIC_ID),
     Kind("environments", GENERIC_ID),
-    Kind("files", FILE_PATH, parent="environments", create=False, item=USE, list_field="files"),
+    Kind("files", FILE_PATH, parent="environments", create=False, item=USE, list_field="files", upload="item"),
     Kind("triggers", GENERIC_ID, item=GET_PATCH_DELETE),
     Kind("executions", GENERIC_ID, JOB_TTL_S, parent="triggers", item=USE),
     Kind("webhooks", GENERIC_ID, item=GET_PATCH_DELETE, verbs=frozenset({"ping", "rotateSigningSecret"})),
@@ -92,7 +95,7 @@ KINDS: Final[tuple[Kind, ...]] = (
     Kind("voices", GENERIC_ID),
     Kind("decisions", GENERIC_ID, list=False, item=frozenset(), model=True),
     Kind("auth_tokens", GENERIC_ID, TOKEN_TTL_S, parent="interactions", list=False),
-    Kind("fileSearchStores", JOB_ID, verbs=frozenset({"importFile"})),
+    Kind("fileSearchStores", JOB_ID, verbs=frozenset({"importFile"}), upload="uploadToFileSearchStore"),
     Kind("documents", JOB_ID, parent="fileSearchStores", create=False),
     Kind("operations", JOB_ID, JOB_TTL_S, parent="fileSearchStores", create=False, list=False, item=USE),
     Kind("upload/operations", JOB_ID, JOB_TTL_S, parent="fileSearchStores", create=False, list=False, item=USE),
@@ -180,6 +183,31 @@ def parse(raw_path: str) -> Target:
         f" ({', '.join(sorted({kind.route for kind in KINDS}))}), version one of {', '.join(VERSIONS)},"
         " ids of letters, digits, '-' and '_' of bounded length (no dot-segments, encoded or empty segments)"
     )
+
+
+def parse_upload(raw_path: str) -> Target:
+    """An upload's target (``/upload/{version}/...`` of a row with ``upload``), or ``MalformedPath``."""
+    path = raw_path.partition("?")[0]
+    if path.startswith("/upload/"):
+        target = parse(path.removeprefix("/upload"))
+        upload = target.kind.upload
+        if target.id and upload and target.verb == ("" if upload == "item" else upload):
+            return target
+    raise MalformedPath(
+        "malformed upload path: expected /upload/{version}/environments/{id}/files/{path} or"
+        " /upload/{version}/fileSearchStores/{id}:uploadToFileSearchStore"
+    )
+
+
+def upload_routes() -> list[str]:
+    """The aiohttp paths of every row's uploads, under every version (POST: a start or its bytes)."""
+    found: dict[str, None] = {}
+    for kind in KINDS:
+        if kind.upload:
+            base = f"{kind.parent}/{{parent}}/{kind.collection}" if kind.parent else kind.collection
+            for version in VERSIONS:
+                found[f"/upload/{version}/{base}/{{tail:.+}}"] = None
+    return list(found)
 
 
 def named(kind: Kind, value: object) -> str | None:

@@ -1,8 +1,9 @@
 """Upload sessions sealed into the upload URLs the edge hands out (``resources.uploads``).
 
 AES-GCM under a key derived from ``EDGE_UPLOAD_SESSION_KEY``: the client's
-token hash, the upstream's upload id, the declared size, the API version and
-an expiry. Any replica with the same key opens it; nobody can read, alter or
+token hash, the upstream's upload id, the declared size, the API version, an
+expiry and, for a kind's upload (an environment's file, a file search store's
+document), where its bytes go upstream. Any replica with the same key opens it; nobody can read, alter or
 forge one.
 """
 
@@ -36,6 +37,9 @@ class UploadSession:
     size: int  # bytes declared at the start
     version: str
     expires_at: int
+    # Where the bytes go upstream for a kind's upload (``upload/v1/fileSearchStores/s:uploadToFileSearchStore``);
+    # "" for a file (``/upload/{version}/files``). Sealed before the upstream id, a space between (neither has one).
+    target: str = ""
 
     @property
     def name(self) -> str:
@@ -60,7 +64,8 @@ class UploadSessions:
             bytes.fromhex(session.token_hash), session.expires_at, session.size, _VERSIONS.index(session.version)
         )
         nonce = os.urandom(12)
-        sealed = nonce + self._aead.encrypt(nonce, head + session.upstream_id.encode(), _AAD)
+        tail = f"{session.target} {session.upstream_id}" if session.target else session.upstream_id
+        sealed = nonce + self._aead.encrypt(nonce, head + tail.encode(), _AAD)
         return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
 
     def open(self, sealed: str, now: float | None = None) -> UploadSession | None:
@@ -77,4 +82,5 @@ class UploadSessions:
         hashed, expires_at, size, version = _HEAD.unpack_from(plain)
         if expires_at < (time.time() if now is None else now) or version >= len(_VERSIONS):
             return None
-        return UploadSession(hashed.hex(), plain[_HEAD.size :].decode(), size, _VERSIONS[version], expires_at)
+        target, _, upstream_id = plain[_HEAD.size :].decode().rpartition(" ")
+        return UploadSession(hashed.hex(), upstream_id, size, _VERSIONS[version], expires_at, target)

@@ -56,8 +56,8 @@ from ..forwarding import forward
 from ..keyring import Binding
 from ..routing import dialect_of
 from ..upstream import NOTHING, Call, Settle, Settlement
-from . import bindings
-from .common import client_token, path_of, resource_call
+from . import bindings, kinds
+from .common import client_token, path_of
 from .sessions import UploadSession, UploadSessions
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,38 @@ _FINAL: Final = {"X-Goog-Upload-Status": "final"}
 async def upload(request: web.Request) -> web.StreamResponse:
     """``POST /upload/{version}/files``: a session's start, or (``upload_id``) its bytes."""
     path = path_of(request, "uploads", item=False)
+    if "upload_id" in request.query:
+        _served(request)
+        return await _bytes(request, path.version)
+    url = wire.resource_url(request.app[EDGE].base_url, path, [])
+    return await _start(request, path.version, url, "", (), "files.upload")
+
+
+async def upload_to(request: web.Request) -> web.StreamResponse:
+    """``POST /upload/{version}/environments/{id}/files/{path}`` and ``.../fileSearchStores/{id}:uploadTo...``:
+    a kind's upload (``kinds.Kind.upload``), started in its parent's project; its bytes like a file's."""
+    try:
+        target = kinds.parse_upload(request.raw_path)
+    except wire.MalformedPath as error:
+        raise bad_request(str(error)) from None
+    if "upload_id" in request.query:
+        _served(request)
+        return await _bytes(request, target.version)
+    tail = f"upload/{target.version}/{target.tail}"
+    url = URL(f"{request.app[EDGE].base_url}/{tail}", encoded=True)
+    return await _start(request, target.version, url, tail, (target.owner,), f"{target.kind.route}.upload")
+
+
+def _served(request: web.Request) -> None:
     if not request.app[EDGE].settings.uploads:
         raise EdgeError(404, "uploads are not served by this edge (EDGE_UPLOADS=false)", openai_code="not_found")
-    if "upload_id" in request.query:
-        return await _bytes(request, path)
+
+
+async def _start(
+    request: web.Request, version: str, url: URL, target: str, affinity: tuple[str, ...], route: str
+) -> web.StreamResponse:
+    """A session's start: the declared size checked before any lease, the upload URL sealed by the settle."""
+    _served(request)
     hashed = await authenticated(request, client_token(request))
     headers = request.headers
     if headers.get("X-Goog-Upload-Protocol", "").lower() != "resumable":
@@ -90,18 +118,24 @@ async def upload(request: web.Request) -> web.StreamResponse:
     body = await read_body(request)
     if body:
         check_json_object(request, body)
-    started = _started(edge.uploads, hashed, size, path.version, edge.settings)
-    call = resource_call(
-        request, path, hashed, "files.upload", body=body, settle=started, query={}, extra_headers=wire.UPLOAD_HEADERS,
+    started = _started(edge.uploads, UploadSession(hashed, "", size, version, 0, target), edge.settings)
+    call = Call(
+        method="POST", url=url, headers=wire.forward_headers(request.headers.items(), wire.UPLOAD_HEADERS),
+        body=body, token_hash=hashed, model="", route=route, affinity=affinity, settle=started,
         binds=True,  # a session to bind: refused (429) before the upstream when the bindings are full
+        # The upstream's upload URL reaches the settle (which rewrites it), and only on a start.
+        passed_back=frozenset({wire.UPLOAD_URL_HEADER}),
     )  # fmt: skip
-    # The upstream's upload URL reaches the settle (which rewrites it), and only on a start.
-    return await forward(request, dataclasses.replace(call, passed_back=frozenset({wire.UPLOAD_URL_HEADER})))
+    return await forward(request, call)
 
 
-def _started(sessions: UploadSessions, hashed: str, size: int, version: str, settings: EdgeSettings) -> Settle:
-    """The start's answer: its upload URL rewritten to the public base with a sealed session, bound to the key."""
+def _started(sessions: UploadSessions, start: UploadSession, settings: EdgeSettings) -> Settle:
+    """The start's answer: its upload URL rewritten to the public base with a sealed session, bound to the key.
+
+    ``start``: the session but for the upstream's id and the expiry, which the answer gives.
+    """
     public_base, ttl_s = settings.public_base_url, settings.upload_session_ttl_s
+    version = start.version
 
     def settle(body: bytes, response: web.StreamResponse) -> Settlement:
         upstream_url = response.headers.pop(wire.UPLOAD_URL_HEADER, "")
@@ -112,7 +146,7 @@ def _started(sessions: UploadSessions, hashed: str, size: int, version: str, set
         if _UPSTREAM_ID.fullmatch(upstream_id) is None:
             log.warning("the upstream's upload start named no usable upload URL")
             return NOTHING
-        session = UploadSession(hashed, upstream_id, size, version, int(time.time() + ttl_s))
+        session = dataclasses.replace(start, upstream_id=upstream_id, expires_at=int(time.time() + ttl_s))
         url = URL(f"{public_base}/upload/{version}/files").with_query(
             upload_id=sessions.seal(session), upload_protocol="resumable"
         )
@@ -122,10 +156,10 @@ def _started(sessions: UploadSessions, hashed: str, size: int, version: str, set
     return settle
 
 
-async def _bytes(request: web.Request, path: wire.ResourcePath) -> web.StreamResponse:
+async def _bytes(request: web.Request, version: str) -> web.StreamResponse:
     """Bytes of a session (upload, finalize, query, cancel): every error says the upload is over."""
     try:
-        return await _send_bytes(request, path)
+        return await _send_bytes(request, version)
     except EdgeError as error:
         if error.headers is None:
             error.headers = {}
@@ -137,10 +171,10 @@ async def _bytes(request: web.Request, path: wire.ResourcePath) -> web.StreamRes
         return response
 
 
-async def _send_bytes(request: web.Request, path: wire.ResourcePath) -> web.StreamResponse:
+async def _send_bytes(request: web.Request, version: str) -> web.StreamResponse:
     edge = request.app[EDGE]
     session = edge.uploads.open(request.query["upload_id"])
-    if session is None or session.version != path.version:
+    if session is None or session.version != version:
         raise EdgeError(404, "unknown upload session (or it has expired)", openai_code="not_found")
     token = request.headers.get("x-goog-api-key") or request.query.get("key")
     if token and token_hash(token) != session.token_hash:
@@ -159,7 +193,9 @@ async def _send_bytes(request: web.Request, path: wire.ResourcePath) -> web.Stre
         settle = _finalized(session)
     elif "cancel" in command:
         settle = bindings.deleted(session.name)
-    url = wire.resource_url(edge.base_url, path, [("upload_id", session.upstream_id), ("upload_protocol", "resumable")])
+    tail = session.target or f"upload/{version}/files"
+    query = {"upload_id": session.upstream_id, "upload_protocol": "resumable"}
+    url = URL(f"{edge.base_url}/{tail}", encoded=True).with_query(query)
     call = Call(
         method="POST",
         url=url,
@@ -167,7 +203,7 @@ async def _send_bytes(request: web.Request, path: wire.ResourcePath) -> web.Stre
         body=body,
         token_hash=session.token_hash,
         model="",
-        route="files.upload",
+        route="files.upload" if not session.target else "uploads.bytes",
         affinity=(session.name,),
         settle=settle,
     )
@@ -178,8 +214,11 @@ async def _send_bytes(request: web.Request, path: wire.ResourcePath) -> web.Stre
 
 
 def _finalized(session: UploadSession) -> Settle:
+    """A finished upload: its file bound (a kind's upload makes a child of what it was started for: nothing
+    to bind), the session unbound."""
+
     def settle(body: bytes, response: web.StreamResponse) -> Settlement:
-        created = bindings.created_file(body, response)
+        created = bindings.created_file(body, response) if not session.target else NOTHING
         return Settlement(bind=created.bind, unbind=(session.name,))
 
     return settle
