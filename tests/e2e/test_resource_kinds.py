@@ -215,6 +215,19 @@ async def test_bad_input_for_every_kind_changes_nothing(pool: Pool) -> None:  # 
     naming = {"tools": [{"fileUri": "files/nosuchfile"}]}
     status, answer = await call("POST", "/v1/agents", json=naming, headers=headers)
     assert status == 404 and "files/nosuchfile" in answer["error"]["message"], answer
+    # uploads: a size over the limit (400), an unbound store (404), a path off the table (400)
+    start = {**headers, "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"}
+    environment = (await call("POST", "/v1/environments", json={}, headers=headers))[1]["id"]
+    requests_before, resources_before = len(pool.sim.requests), len(list(pool.sim.resources))
+    for path, size, expected in (
+        (f"/upload/v1/environments/{environment}/files/big.bin", str(3 * 1024**3), 400),
+        ("/upload/v1beta/fileSearchStores/nosuch:uploadToFileSearchStore", "4", 404),
+        ("/upload/v1/fileSearchStores/s1:importFile", "4", 400),
+        (f"/upload/v1/environments/{environment}/files/a%2Fb", "4", 400),
+    ):
+        sized = {**start, "X-Goog-Upload-Header-Content-Length": size}
+        status, answer = await call("POST", path, json={}, headers=sized)
+        assert status == expected and answer["error"]["code"] == expected, (path, answer)
     # another pool's token does not reach this pool's agent: 404, nothing sent up
     admin = pool.replicas[0].admin
     await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="other")))
