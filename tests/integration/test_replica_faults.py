@@ -186,3 +186,44 @@ async def test_an_acquire_refused_for_a_replicas_spent_share_of_a_token_rate_ask
             await client.acquire(wanted)
     finally:
         await client.close()
+
+
+async def test_a_down_replica_owed_nothing_is_reconnected_in_the_background_and_used_again(
+    start_replica: StartReplica, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No call asks a down replica and nothing is owed to it: the edge still goes back once it answers."""
+    a, b, token = await two_replicas(start_replica)
+    proxy = TcpProxy(a.server.port)
+    await proxy.start()
+    client = KeyringClient(
+        [proxy.address, b.address], timeout_s=1, tls=session_pki().edge.files, max_reconnect_backoff_s=0.5
+    )
+    caplog.set_level(logging.INFO, logger="services.edge")
+    try:
+        wanted = LeaseRequest(token_hash=token, model=MODEL)
+        for _ in range(2):  # both streams open
+            assert await (await client.acquire(wanted)).release(OK)
+        for replica in (a, b):  # the releases' usage written: nothing kept to re-send when a stream breaks
+            await replica.keyring.housekeeping.flush_usage()
+        held_on: list[HeldLease] = []
+        deadline = time.monotonic() + 3
+        while client.unconfirmed_releases() and time.monotonic() < deadline:  # replies say what is durable
+            held_on.append(await client.acquire(wanted))
+        assert client.unconfirmed_releases() == 0
+        stream = client.replicas.by_target[proxy.address]
+        await proxy.cut()
+        await until(lambda: client.replica_states()[proxy.address] == DOWN, within_s=3, message="a not down")
+        await until(lambda: stream.opened >= 3, within_s=3, message="no reconnect attempt without a call")
+        assert client.owed_releases() == 0
+        await proxy.start()  # back on the same port; still no call, nothing owed
+        await until(lambda: client.replica_states()[proxy.address] == 0, within_s=3, message="a never used again")
+        granted = [await client.acquire(wanted) for _ in range(2)]
+        assert {lease.replica for lease in granted} == {proxy.address, b.address}
+        for lease in [*granted, *held_on]:
+            lease.release(OK, confirm=False)
+        # One line per change of state (down, answers again), not one per reconnect attempt.
+        assert len(lines_naming(caplog, proxy.address, logging.INFO)) == 2, lines_naming(caplog, proxy.address)
+    finally:
+        await client.close()
+        with contextlib.suppress(AssertionError):
+            await proxy.cut()

@@ -9,8 +9,8 @@ is what a replica down for ``handover_after_s`` is owed (a static address
 that never comes back), checked every ``HANDOVER_EVERY_S`` in the background.
 
 Calls rotate evenly over the replicas that may be asked now (client-side round
-robin; ``health.py``: a slow or down replica is out of the turn, asked last,
-until a probe is due);
+robin; ``health.py``: a slow replica is out of the turn, asked last, until a
+probe is due; a down one is asked last, tried again in the background);
 a release asks the replica that granted its lease first (``rotation(first=)``).
 """
 
@@ -21,7 +21,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -155,24 +155,29 @@ class ReplicaSet:
                 await self._resolve()  # the first call waits for it; later ones never do
             else:
                 self._spawn(self._resolve())
-        return self._turned(self.current, next(self._turn), first, now)
+        return self._turned(self.current, self._turn, first, now)
 
     @staticmethod
-    def _turned(replicas: list[LeaseStream], turn: int, first: str | None, now: float) -> list[LeaseStream]:
-        """``replicas`` in this call's turn: those to ask now (healthy, or a probe due), rotated by ``turn`` (or
-        from ``first``) among themselves, then the others. A replica out of the turn is left out of the rotation,
-        not put after it: with one of three down, each survivor comes first in every second call (issue 19's
-        budget finding: a token's budget is split equally over the live replicas)."""
+    def _turned(
+        replicas: list[LeaseStream], turns: Iterator[int], first: str | None, now: float
+    ) -> list[LeaseStream]:
+        """``replicas`` in this call's turn: those to ask now (healthy, or a slow one's probe due), rotated by the
+        next of ``turns`` (or from ``first``, which takes no turn) among themselves, then the others. A replica
+        out of the turn is left out of the rotation, not put after it: with one of three down, each survivor
+        comes first in every second call (issue 19's budget finding: a token's budget is split equally over
+        the live replicas)."""
         if all(replica.health.state is State.HEALTHY for replica in replicas):
             now_ask, later = replicas, []  # the usual case: nothing to sort
-        else:
-            now_ask = [replica for replica in replicas if replica.health.claim(now)]
+        else:  # a down replica is tried again in the background (``LeaseStream._reprobe``): no call claims it
+            now_ask = [r for r in replicas if r.health.state is not State.DOWN and r.health.claim(now)]
             later = [replica for replica in replicas if replica not in now_ask]
         if not now_ask:
             return later
-        start = turn
+        start = -1
         if first is not None:  # a release: the granting replica first when it may be asked
-            start = next((index for index, replica in enumerate(now_ask) if replica.address == first), turn)
+            start = next((index for index, replica in enumerate(now_ask) if replica.address == first), -1)
+        if start < 0:
+            start = next(turns)
         count = len(now_ask)
         return [now_ask[(start + i) % count] for i in range(count)] + later
 

@@ -14,7 +14,11 @@ the replica slow, a broken stream makes it down; no new stream is opened to a
 down replica before its backoff has passed (growing, at most
 ``max_backoff_s``), and a replica not answering is sent one owed release at
 a time as its probe, the rest when it answers; each change of state is
-logged once, not each attempt.
+logged once, not each attempt. A down replica is also tried again in the
+background each time its backoff passes (``_reprobe``: a stream opened and
+one empty call, which keyring answers from memory), whether or not anything
+is owed to it: after a handover nothing is, and calls no longer ask it, so
+without this an edge might never go back to a restarted replica.
 
 The channel is mutual TLS when ``credentials`` are given (``services/common/tls.py``),
 verified under ``server_name`` when one is given.
@@ -97,6 +101,7 @@ class LeaseStream:
         self._outgoing: asyncio.Queue[pb.LeaseCall | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None
+        self._probe: asyncio.TimerHandle | None = None  # a down replica's next background reconnect
         self._closed = False
         self.health = health or ReplicaHealth()
         self.members: tuple[str, ...] | None = None  # the live instances this replica last told (None: not yet)
@@ -139,7 +144,8 @@ class LeaseStream:
         ``KeyringUnavailable`` at once when the replica is down and no reconnect is due (its backoff).
         """
         if not self.connected:
-            if self.health.state is State.DOWN and not self.health.probing:
+            health = self.health
+            if health.state is State.DOWN and not health.probing and not health.claim(time.monotonic()):
                 raise KeyringUnavailable(f"keyring replica {self.address} is down")
             self._open()
         call.id = next(self._ids)
@@ -195,6 +201,21 @@ class LeaseStream:
         elif self.health.claim(time.monotonic()):
             self.send(self.kept.take_oldest())
         self._schedule_retry()
+
+    def _schedule_probe(self) -> None:
+        if self._probe is None and not self._closed and self.health.state is State.DOWN:
+            delay = max(self.health.retry_at - time.monotonic(), MIN_RETRY_S)
+            self._probe = detached_later(delay, self._reprobe)
+
+    def _reprobe(self) -> None:
+        """A down replica's backoff passed: reconnect and send an empty call (answered INVALID_ARGUMENT from
+        memory, changing nothing); its answer makes the replica healthy (``_read``), a failure backs off more."""
+        self._probe = None
+        if self._closed or self.health.state is not State.DOWN:
+            return
+        if self.health.claim(time.monotonic()):
+            self.submit(pb.LeaseCall())  # claimed: a stream opens (``probing``)
+        self._schedule_probe()
 
     def _schedule_retry(self) -> None:
         if self._retry is not None or self._closed or not self.kept.owed:
@@ -271,11 +292,14 @@ class LeaseStream:
         self._reader = None
         self.kept.broke()
         self._schedule_retry()
+        self._schedule_probe()
 
     async def close(self, flush_timeout_s: float = 2.0) -> None:
         """End the stream after what is queued (releases sent without waiting, owed ones) has gone out."""
         if self._retry is not None:
             self._retry.cancel()
+        if self._probe is not None:
+            self._probe.cancel()
         if self.kept.owed and self.connected:
             self._flush_owed()
         self._closed = True
