@@ -192,6 +192,7 @@ async def add_keys(request: web.Request) -> web.Response:
             pb.KeyInput(
                 secret=item.secret.strip(), project=item.project, tier=item.tier,
                 weight=item.weight, tags=item.tags, note=item.note, billing_account=item.billing_account,
+                billing_tier=item.billing_tier,
             )
             for item in body.keys
         ]
@@ -244,13 +245,14 @@ async def get_key(request: web.Request) -> web.Response:
 
 async def update_key(request: web.Request) -> web.Response:
     body = await s.parse_body(request, s.KeyUpdate)
-    names = ("project", "tier", "weight", "tags", "note", "billing_account")
+    names = ("project", "tier", "weight", "tags", "note", "billing_account", "billing_tier")
     fields = [name for name in names if getattr(body, name) is not None]
     if not fields:
-        raise bad_request("nothing to change: give project, tier, weight, tags, note or billing_account")
+        raise bad_request("nothing to change: give project, tier, weight, tags, note, billing_account or billing_tier")
     changes = pb.KeyInput(
         project=body.project or "", tier=body.tier or 0, weight=body.weight or 0,
         tags=body.tags or [], note=body.note or "", billing_account=body.billing_account or "",
+        billing_tier=body.billing_tier or 0,
     )
     message = pb.UpdateKeyRequest(key_id=request.match_info["key_id"], changes=changes, update_fields=fields)
     key = await _call(request, "UpdateKey", message)

@@ -103,6 +103,8 @@ def _answer_schemas() -> dict[str, Any]:
             "pool": _string(), "project": _string(), "tier": _INT, "weight": _INT,
             "tags": {"type": "array", "items": _string()}, "note": _string(),
             "billing_account": _string(description="the Google billing account of the key's project (\"\": unknown)"),
+            "billing_tier": {**_INT, "description": "the billing account's Gemini tier (1-3; 0 unknown): priority "
+                             "calls (service_tier) go only to Tier 2/3 keys"},
             "state": _string(enum=[*states, "unknown"]), "state_until": _TIME,
             "cooldowns": {"type": "array", "items": ref("Cooldown")},
             "consecutive_failures": _INT, "last_error": {"oneOf": [ref("LastError"), {"type": "null"}]},

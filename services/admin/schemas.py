@@ -57,6 +57,8 @@ Note = Annotated[str, Field(max_length=500)]
 Project = Annotated[str, Field(max_length=128)]
 # The Google billing account of the key's project ("": unknown); keyring checks its shape.
 BillingAccount = Annotated[str, Field(max_length=64, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")]
+# The billing account's Gemini tier (1-3; 0: unknown): priority calls go only to Tier 2/3 keys.
+BillingTier = Annotated[int, Field(ge=0, le=3), BeforeValidator(_whole_number)]
 Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=f"[^{SPACE}]")]
 Tags = Annotated[list[Tag], Field(max_length=32)]
 Tier = Annotated[
@@ -204,6 +206,7 @@ class KeyItem(_Body):
     tags: Tags = []
     note: Note = ""
     billing_account: BillingAccount = ""
+    billing_tier: BillingTier = 0
 
 
 class KeysAdd(_Body):
@@ -234,6 +237,7 @@ class KeyUpdate(_Body):
     tags: Tags | None = None
     note: Note | None = None
     billing_account: BillingAccount | None = None
+    billing_tier: BillingTier | None = None
 
 
 KeyId = Annotated[str, Field(min_length=1, max_length=200)]
@@ -512,6 +516,7 @@ def key_json(key: pb.KeyInfo, now: int) -> dict[str, Any]:
         "tags": list(key.tags),
         "note": key.note,
         "billing_account": key.billing_account,
+        "billing_tier": key.billing_tier,
         "state": _STATE_FROM_PB.get(key.state, "unknown"),
         "state_until": iso_utc(key.state_until_ms),
         "cooldowns": [

@@ -92,6 +92,12 @@ class EdgeMetrics:
             buckets=genai.TOKEN_BUCKETS,
             registry=r,
         )
+        self.tier_downgrades = Counter(
+            "edge_service_tier_downgrades_total",
+            "Priority calls Google served at another tier (x-gemini-service-tier), by the tier served.",
+            ["served"],
+            registry=r,
+        )
         self.denied = Counter(
             "edge_leases_denied_total", "Lease requests keyring refused, by gRPC status.", ["reason"], registry=r
         )

@@ -25,6 +25,7 @@ or, once a stream is committed, into a cut connection.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from . import streaming, wire
 from .config import EdgeSettings
 from .keyring import CANCELLED, Binding, HeldLease, LeaseRequest
-from .observability import EdgeMetrics, describe_answer, set_usage_attributes, tracer
+from .observability import EdgeMetrics, describe_answer, first_chunk_arrived, set_usage_attributes, tracer
 from .routing import DIALECT
 
 # zlib.error: a stream whose bytes its Content-Encoding does not describe (``wire.StreamDecoded``), a broken answer.
@@ -145,7 +146,7 @@ class Attempt:
             return await self._call_upstream(request)  # an unsampled request: no span to fill
         call, lease = self.call, self.held.lease
         operation = genai.operation(call.route)
-        attributes: dict[str, str | int] = {
+        attributes: dict[str, str | int | bool] = {
             genai.OPERATION_NAME: operation,
             genai.PROVIDER_NAME: genai.GCP_GEMINI,
             genai.REQUEST_MODEL: call.model,
@@ -154,6 +155,8 @@ class Attempt:
             "keyring.key_id": lease.key_id,
             "keyring.pool": lease.pool,
         }
+        if call.stream:
+            attributes[genai.REQUEST_STREAM] = True
         name = genai.span_name(operation, call.model)
         with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
             try:
@@ -183,11 +186,14 @@ class Attempt:
             )
             if answer.status >= 400:
                 return self._error(answer, await answer.read())
+            self._tier_served(answer)
             if not call.stream:
                 return self._whole(answer, await answer.read())
             keepalive = streaming.keepalive_interval(answer, self.upstream.stream_keepalive_s)
             # Nothing is committed before the first chunk, or before the first keep-alive (None) is due.
             chunk = await streaming.next_chunk(answer, keepalive)
+            if chunk is not None:
+                first_chunk_arrived(self.started)
             passed = wire.response_headers(answer.headers.items(), call.passed_back)
             scrubber: wire.ChunkFilter = StreamScrubber(lease.secret)
             if answer.headers.get("Content-Encoding", "identity") != "identity":  # compressed though asked not to be
@@ -251,9 +257,17 @@ class Attempt:
         self.outcome = error_outcome(failure, self._elapsed_ms())
         return failure
 
+    def _tier_served(self, answer: aiohttp.ClientResponse) -> None:
+        """A priority call Google served at another tier: counted (the header itself goes back to the client)."""
+        served = answer.headers.get("x-gemini-service-tier", "").strip().lower()
+        if self.call.service_tier == "priority" and served and served != "priority":
+            self.metrics.tier_downgrades.labels(served if served in ("standard", "flex") else "other").inc()
+
     def _whole(self, answer: aiohttp.ClientResponse, body: bytes) -> web.Response:
         plain = wire.decoded(body, answer.headers.get("Content-Encoding"))
         self.outcome = ok_outcome(answer.status, self._elapsed_ms(), wire.usage(plain))
+        if (served := _model_version(plain)) and served != self.call.model:
+            self.outcome.served_model = served  # keyring keys its decisions by the model that answered
         if 200 <= answer.status < 300:
             describe_answer(plain)
         headers = wire.response_headers(answer.headers.items(), self.call.passed_back)
@@ -295,6 +309,15 @@ _OUTCOME_TRANSPORT: Final = {
 }
 
 
+_MODEL_VERSION: Final = re.compile(rb'"modelVersion"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._\-]{0,127})"')
+
+
+def _model_version(body: bytes) -> str:
+    """A Gemini answer's ``modelVersion`` (the model that really answered), or ""."""
+    found = _MODEL_VERSION.search(body[:65536])
+    return found.group(1).decode() if found else ""
+
+
 def ok_outcome(http_status: int, latency_ms: int, tokens: tuple[int, int]) -> pb.Outcome:
     return pb.Outcome(
         transport=pb.Outcome.TRANSPORT_OK,
@@ -319,10 +342,12 @@ def error_outcome(error: UpstreamError, latency_ms: int) -> pb.Outcome:
                 quota_metric=violation.quota_metric,
                 dimensions=dict(violation.dimensions),
                 quota_value=violation.quota_value,
+                future_quota_value=violation.future_quota_value,
             )
             for violation in error.violations
         ],
         latency_ms=latency_ms,
         error_message=error.message[:500],
         estimated_input_tokens=error.estimated_input_tokens,
+        consumer_project=error.consumer_project,
     )

@@ -151,6 +151,7 @@ def decode_key(data: dict[str, Any], revision: int) -> UpstreamKey:
         mask=data["mask"],
         project=data.get("project", ""),
         billing_account=data.get("billing_account", ""),
+        billing_tier=data.get("billing_tier", 0),
         tier=data.get("tier", 1),
         weight=data.get("weight", 1),
         tags=tuple(data.get("tags", ())),

@@ -130,6 +130,7 @@ def key_input_from_pb(message: pb.KeyInput) -> KeyInput:
         tags=tuple(message.tags),
         note=message.note,
         billing_account=message.billing_account,
+        billing_tier=message.billing_tier,
     )
 
 
@@ -171,6 +172,7 @@ def key_to_pb(key: UpstreamKey, cooldowns: list[Cooldown], last_used: float = 0.
         tags=list(key.tags),
         note=key.note,
         billing_account=key.billing_account,
+        billing_tier=key.billing_tier,
         state=_STATE_TO_PB[key.state],
         cooldowns=[cooldown_to_pb(cooldown) for cooldown in cooldowns],
         consecutive_failures=key.consecutive_failures,

@@ -37,6 +37,7 @@ from .desk import LeaseDesk, Released
 from .domain.affinity import AffinityMiss
 from .domain.demand import LeaseRequest
 from .domain.errors import InvalidArgument, KeyringError
+from .domain.models import SERVICE_TIERS
 from .grpc_errors import domain_errors, stream_error
 
 MAX_MODEL_NAME = 200
@@ -99,6 +100,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         """The wire's acquire as one value (``domain/demand.py``), checked and its estimate clamped, once per call."""
         if len(request.model) > MAX_MODEL_NAME or len(request.exclude_key_ids) > MAX_EXCLUDED:
             raise InvalidArgument("model name or exclusion list too long")
+        if request.service_tier not in SERVICE_TIERS:
+            raise InvalidArgument("service_tier must be standard, flex or priority")
         if request.session_grant:
             if not request.session or len(request.session_grant) > MAX_GRANT:
                 raise InvalidArgument("a session grant leases only a session (AcquireRequest.session)")
@@ -116,6 +119,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             request.binds,
             request.session,
             holder,
+            request.service_tier,
         )
 
     def _acquire(self, request: LeaseRequest, traceparent: str = "", final: bool = True) -> pb.AcquireResponse:

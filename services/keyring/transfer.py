@@ -274,6 +274,7 @@ def _key(box: SecretBox, item: dict[str, Any], key_pattern: str, now: float) -> 
             tags=_strings(item, "tags"),
             note=_field(item, "note", str, ""),
             billing_account=_field(item, "billing_account", str, ""),
+            billing_tier=_field(item, "billing_tier", int, 0),
         )
     )
     disabled = _field(item, "state", str, KeyState.ACTIVE.value) == KeyState.DISABLED.value

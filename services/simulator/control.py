@@ -182,7 +182,9 @@ async def quotas(request: web.Request) -> web.Response:
     `window_s`, `spend_window_s` size the windows, `advance_s` moves the quota clock, `clear: true`
     forgets every rule and count first. Billing accounts (issue 21): `accounts: {project: account}` names
     each project's account (spend limits are then the account's), `depleted: [account]` spends those
-    accounts' prepay (every project of them answers 402; `[]` tops every account up)."""
+    accounts' prepay (every project of them answers 402; `[]` tops every account up); `tiers: {account: 1-3}`
+    (priority is served on Tier 2/3 only, else downgraded), `priority_capacity: false` downgrades every
+    priority call (the answer's `x-gemini-service-tier` says standard)."""
     book = request.app[SIMULATOR_STATE].quotas
     if request.method == "POST":
         try:
@@ -209,6 +211,12 @@ async def quotas(request: web.Request) -> web.Response:
             book.accounts.update(accounts)
             if "depleted" in data:
                 book.depleted = set(depleted)
+            tiers = data.get("tiers", {})
+            if not isinstance(tiers, dict) or not all(isinstance(t, int) and 1 <= t <= 3 for t in tiers.values()):
+                raise ValueError("'tiers' must map billing accounts (or projects) to 1, 2 or 3")
+            book.tiers.update({str(k): v for k, v in tiers.items()})
+            if "priority_capacity" in data:
+                book.priority_capacity = data["priority_capacity"] is not False
             if any(name in data for name in QuotaRule.FIELDS):
                 book.set_rule(project, model, data)
         except (ValueError, TypeError) as exc:

@@ -104,7 +104,10 @@ async def generate(request: web.Request, call: Call) -> web.StreamResponse:
     data = parse_json_object(call.body)
     chunks, usage = answer_chunks(data, 1, check_references(call, data), call.behaviour.answer_text)
     parts = [part for chunk in chunks for part in chunk]
-    return json_response(gemini_response(parts, _served(call), random_id(), usage))
+    response = json_response(gemini_response(parts, _served(call), random_id(), usage))
+    if call.service_tier:
+        response.headers["x-gemini-service-tier"] = call.service_tier
+    return response
 
 
 def _stream_payloads(call: Call, data: dict[str, Any]) -> Iterator[bytes]:

@@ -48,6 +48,8 @@ class Call:
     body: bytes
     behaviour: Behaviour
     project: str
+    #: The service tier the call is served at ("" when it asked none): `x-gemini-service-tier`.
+    service_tier: str = ""
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -151,7 +153,18 @@ async def admit(
         refusal = state.quotas.admit(project, served, tokens)
         if refusal is not None:
             raise quota_exhausted(refusal, served)
-    return Call(state, key, model, body, behaviour, project)
+    tier = state.quotas.served_tier(project, _asked_tier(body)) if tokens is not None else ""
+    return Call(state, key, model, body, behaviour, project, tier)
+
+
+def _asked_tier(body: bytes) -> str:
+    """A generation's `serviceTier` (or `service_tier`), lower-case ("" when none or unreadable)."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return ""
+    value = data.get("serviceTier", data.get("service_tier")) if isinstance(data, dict) else None
+    return value.lower().removeprefix("service_tier_") if isinstance(value, str) else ""
 
 
 def credential_refusal(request: web.Request) -> SimError | None:

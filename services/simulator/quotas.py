@@ -120,6 +120,17 @@ class QuotaBook:
     accounts: dict[str, str] = field(default_factory=dict)
     #: billing accounts whose prepaid credits are spent: every generation of every project of them answers 402.
     depleted: set[str] = field(default_factory=set)
+    #: payer (billing account, else project) -> its Gemini tier (1 when absent): priority is Tier 2/3's only.
+    tiers: dict[str, int] = field(default_factory=dict)
+    #: Whether Google has priority capacity now; False: every priority call is served (downgraded) as standard.
+    priority_capacity: bool = True
+
+    def served_tier(self, project: str, asked: str) -> str:
+        """The tier a call asking ``asked`` is served at ("" when it asked none): priority only on a Tier 2/3
+        account with capacity, else standard (``x-gemini-service-tier`` says so)."""
+        if asked == "priority":
+            return "priority" if self.tiers.get(self.payer(project), 1) >= 2 and self.priority_capacity else "standard"
+        return asked
 
     def payer(self, project: str) -> str:
         """Who pays for `project`: its billing account, else the project alone (spend windows are the payer's)."""
@@ -177,6 +188,8 @@ class QuotaBook:
         self.spend.clear()
         self.accounts.clear()
         self.depleted.clear()
+        self.tiers.clear()
+        self.priority_capacity = True
 
     # -- enforcement -------------------------------------------------------
 
@@ -274,4 +287,6 @@ class QuotaBook:
             "spend_usd": spend,
             "accounts": dict(self.accounts),
             "depleted": sorted(self.depleted),
+            "tiers": dict(self.tiers),
+            "priority_capacity": self.priority_capacity,
         }

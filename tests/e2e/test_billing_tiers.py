@@ -6,6 +6,11 @@ B) and the simulator, whose projects p1 and p2 share billing account
 stops both of its projects being leased on every replica at once, acct-b keeps
 serving and no client sees a 402; a spend-limit 429 of acct-b does the same
 for its window.
+
+
+Service tiers: a priority call is leased only keys of a Tier 2/3 account, and
+Google's downgrade (``x-gemini-service-tier: standard``) reaches the client
+and the edge's metric.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from tests.integration.conftest import Replica, StartReplica, kek, start_replica
 MODEL = "gemini-3.5-flash"
 BODY = {"contents": [{"parts": [{"text": "hello"}]}]}
 ACCOUNTS = {"p1": "acct-a", "p2": "acct-a", "p3": "acct-b", "p4": "acct-b"}
+TIERS = {"acct-a": 1, "acct-b": 2}  # the billing accounts' Gemini tiers: priority is acct-b's only
 
 
 @dataclass
@@ -67,7 +73,9 @@ async def billed(start_replica: StartReplica) -> AsyncIterator[Billed]:  # noqa:
     await admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main")))
     secrets = {project: fake_auth_key(f"billing-{project}") for project in ACCOUNTS}
     keys = [
-        pb.KeyInput(secret=secret, project=project, billing_account=ACCOUNTS[project])
+        pb.KeyInput(
+            secret=secret, project=project, billing_account=ACCOUNTS[project], billing_tier=TIERS[ACCOUNTS[project]]
+        )
         for project, secret in secrets.items()
     ]
     added = await admin.AddKeys(pb.AddKeysRequest(pool="main", keys=keys))
@@ -75,6 +83,7 @@ async def billed(start_replica: StartReplica) -> AsyncIterator[Billed]:  # noqa:
     for project, secret in secrets.items():
         sim.set_project(secret, project)
     sim.quotas.accounts.update(ACCOUNTS)
+    sim.quotas.tiers.update(TIERS)
     created = await admin.CreateToken(pb.CreateTokenRequest(pool="main", name="billed"))
     token_id = created.info.token_id
     await eventually(
@@ -187,3 +196,41 @@ def _key_id(billed: Billed, project: str) -> str:
             if key.project == project:
                 return key_id
     raise AssertionError(f"no key of {project}")
+
+
+async def test_priority_never_reaches_a_tier_1_project_and_a_downgrade_is_visible(billed: Billed) -> None:
+    priority = {**BODY, "serviceTier": "priority"}
+    for _ in range(3):
+        for edge in billed.edges:
+            async with billed.http.post(
+                f"{edge}/v1beta/models/{MODEL}:generateContent", json=priority, headers={"x-goog-api-key": billed.token}
+            ) as resp:
+                assert resp.status == 200 and resp.headers.get("x-gemini-service-tier") == "priority"
+    assert {ACCOUNTS[project] for project in billed.upstream_projects()} == {"acct-b"}
+    # The OpenAI dialect's spelling leases the same way; a tier of neither dialect is the client's error.
+    async with billed.http.post(
+        f"{billed.edges[1]}/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "service_tier": "priority"},
+        headers={"Authorization": f"Bearer {billed.token}"},
+    ) as resp:
+        assert resp.status == 200
+    assert {ACCOUNTS[project] for project in billed.upstream_projects()} == {"acct-b"}
+    seen = len(billed.sim.requests)
+    async with billed.http.post(
+        f"{billed.edges[0]}/v1beta/models/{MODEL}:generateContent",
+        json={**BODY, "serviceTier": "turbo"},
+        headers={"x-goog-api-key": billed.token},
+    ) as resp:
+        assert resp.status == 400 and "service_tier" in (await resp.json())["error"]["message"]
+    assert len(billed.sim.requests) == seen
+    # Google downgrades: the client sees the header, the edge counts it.
+    billed.sim.quotas.priority_capacity = False
+    async with billed.http.post(
+        f"{billed.edges[0]}/v1beta/models/{MODEL}:generateContent",
+        json=priority,
+        headers={"x-goog-api-key": billed.token},
+    ) as resp:
+        assert resp.status == 200 and resp.headers.get("x-gemini-service-tier") == "standard"
+    async with billed.http.get(f"{billed.edges[0]}/metrics") as resp:
+        page = await resp.text()
+    assert 'edge_service_tier_downgrades_total{served="standard"} 1.0' in page

@@ -152,6 +152,26 @@ def check_json_object(request: web.Request, body: bytes) -> dict[str, object] | 
     return None
 
 
+# What a request's service_tier may say, in either dialect's spelling -> the tier keyring is told (issue 21).
+_SERVICE_TIERS: Final = {
+    "standard": "standard", "default": "", "auto": "", "flex": "flex", "priority": "priority",
+    "service_tier_unspecified": "", "service_tier_standard": "standard", "service_tier_flex": "flex",
+    "service_tier_priority": "priority",
+}  # fmt: skip
+
+
+def service_tier(data: object) -> str:
+    """The body's ``serviceTier`` (native) or ``service_tier`` (OpenAI): "", "standard", "flex" or "priority";
+    a value of neither dialect is the client's error (400), so keyring never leases for an unknown tier."""
+    value = data.get("serviceTier", data.get("service_tier")) if isinstance(data, dict) else None
+    if value is None:
+        return ""
+    tier = _SERVICE_TIERS.get(value.lower()) if isinstance(value, str) else None
+    if tier is None:
+        raise bad_request("service_tier must be standard, flex or priority")
+    return tier
+
+
 def named_resources(body: bytes, data: object) -> tuple[str, ...]:
     """The files and caches a body names, from its parsed JSON (``wire.named_resources``).
 

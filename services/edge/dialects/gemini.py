@@ -38,7 +38,7 @@ from ..forwarding import forward
 from ..resources import bindings
 from ..routing import GEMINI
 from ..upstream import Call
-from . import authenticated, bearer, check_json_object, named_resources, only_allowed, read_body, shaped
+from . import authenticated, bearer, check_json_object, named_resources, only_allowed, read_body, service_tier, shaped
 
 ACTIONS: Final = frozenset(
     {
@@ -89,6 +89,7 @@ def _call(
     affinity: tuple[str, ...] = (),
     settle: Any = None,
     input_tokens: int = 0,
+    service_tier: str = "",
 ) -> Call:
     return Call(
         method=request.method,
@@ -104,6 +105,7 @@ def _call(
         settle=settle,
         binds=settle is not None,  # only creating actions settle: each binds the job it makes
         input_tokens=input_tokens,
+        service_tier=service_tier,
     )
 
 
@@ -140,5 +142,6 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     call = _call(
         request, path, hashed, body, path.action, stream=path.action == "streamGenerateContent",
         affinity=affinity, settle=CREATING.get(path.action), input_tokens=gemini_input(path.action, data, body),
+        service_tier=service_tier(data),
     )  # fmt: skip
     return await forward(request, call)

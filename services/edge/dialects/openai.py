@@ -21,7 +21,7 @@ from ..estimates import openai_input
 from ..forwarding import forward
 from ..routing import OPENAI
 from ..upstream import Call
-from . import authenticated, bearer, json_object, named_resources, only_allowed, read_body, shaped
+from . import authenticated, bearer, json_object, named_resources, only_allowed, read_body, service_tier, shaped
 
 
 def _token(request: web.Request) -> str:
@@ -54,6 +54,7 @@ async def _post(request: web.Request, endpoint: str, can_stream: bool) -> web.St
         # A cache named through extra_body (google.cached_content) goes to its owner's project.
         affinity=named_resources(body, data),
         input_tokens=openai_input(endpoint, data, body),
+        service_tier=service_tier(data),
     )
     return await forward(request, call)
 

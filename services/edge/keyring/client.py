@@ -145,7 +145,7 @@ class KeyringClient:
         request = pb.AcquireRequest(
             token_hash=wanted.token_hash, model=wanted.model, exclude_key_ids=exclude,
             estimated_input_tokens=wanted.input_tokens, binds=wanted.binds,
-            session=wanted.session, session_grant=wanted.session_grant,
+            session=wanted.session, session_grant=wanted.session_grant, service_tier=wanted.service_tier,
         )  # fmt: skip
         if wanted.affinity:
             request.affinity.extend(wanted.affinity)

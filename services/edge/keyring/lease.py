@@ -51,6 +51,8 @@ class LeaseRequest:
     session: bool = False
     # A redeemed browser token's grant (``KeyringClient.redeem_session_token``), leased instead of token_hash.
     session_grant: str = ""
+    # The request's service_tier ("", "standard", "flex", "priority"): priority is leased Tier 2/3 keys only.
+    service_tier: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ class KeyInput:
     tags: tuple[str, ...] = ()
     note: str = ""
     billing_account: str = ""
+    billing_tier: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +127,14 @@ def valid_key_fields(item: KeyInput) -> dict[str, Any]:
         raise InvalidArgument(f"at most {MAX_TAGS} non-empty tags of up to 64 characters")
     if len(item.project) > 128:
         raise InvalidArgument("project is longer than 128 characters")
+    if not 0 <= item.billing_tier <= 3:
+        raise InvalidArgument("billing_tier must be 1, 2 or 3 (0: unknown)")
     account = item.billing_account.strip()
     if account and not BILLING_ACCOUNT.fullmatch(account):
         raise InvalidArgument("billing_account must be 1-64 letters, digits, '.', '_' or '-' (012345-6789AB-CDEF01)")
     return {
         "billing_account": account,
+        "billing_tier": item.billing_tier,
         "project": item.project.strip(),
         "tier": item.tier or 1,
         "weight": item.weight or 1,

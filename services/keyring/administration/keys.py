@@ -25,7 +25,7 @@ from ..store import MAX_WRITES_PER_COMMIT
 from ..writer import Change, StateWriter
 from .inputs import AddResult, AddStatus, KeyFilter, KeyInput, KeyPage, chunks, normalise_model, valid_key_fields
 
-KEY_FIELDS = frozenset({"project", "tier", "weight", "tags", "note", "billing_account"})
+KEY_FIELDS = frozenset({"project", "tier", "weight", "tags", "note", "billing_account", "billing_tier"})
 
 # Project cooldowns that are facts, not backoffs: a key's revive ends them (the operator's word).
 _OPERATOR_ENDS = frozenset({CooldownReason.NOT_ON_TIER, CooldownReason.SPEND_LIMIT, CooldownReason.BILLING_DEPLETED})

@@ -363,10 +363,11 @@ class Allocator:
         session = request.session and bool(pool.policy.live_sessions_per_key or pool.policy.live_sessions_per_project)
 
         names = self.served.names(model)  # the name asked and the model that answers it
+        priority = request.service_tier == "priority"
 
         def eligible(key_id: str) -> bool:
             key = keys[key_id]
-            if key_id in exclude or not key.leasable_state(now):
+            if key_id in exclude or not key.leasable_state(now) or (priority and not key.takes_priority()):
                 return False
             if session and not self._session_room(key, pool, token_id, replicas):
                 return False
@@ -433,8 +434,11 @@ class Allocator:
         model, input_tokens = request.model, request.input_tokens
         rpm = pool.policy.requests_per_minute
         soonest = math.inf
+        priority = request.service_tier == "priority"
         for key in self._view.keys_of(pool.name):
             if key.state in (KeyState.INVALID, KeyState.DISABLED) or (only is not None and not only(key)):
+                continue
+            if priority and not key.takes_priority():  # Google opens priority to Tier 2/3 accounts only
                 continue
             frees = key.state_until if key.state is KeyState.SUSPENDED else now
             for name in self.served.names(model):
@@ -453,6 +457,8 @@ class Allocator:
             soonest = min(soonest, frees)
         if math.isinf(soonest):
             what = "for this call" if only is None else "of the project this call's resources or projects allow"
+            if priority:
+                what += " on a Tier 2 or 3 billing account (service_tier priority)"
             return NoKeyAvailable(
                 f"pool {pool.name!r} has no usable key {what}", pool.policy.rate_limit_cooldown_s, pool.name
             )

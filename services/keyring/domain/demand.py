@@ -23,3 +23,4 @@ class LeaseRequest:
     session: bool = False  # a Live session: a held, renewed lease under the pool's session caps (allocator.py)
     # A redeemed browser token's client token (its grant checked by the servicer): leased instead of token_hash.
     grant_token_id: str = ""
+    service_tier: str = ""  # "", "standard", "flex" or "priority" (issue 21): priority only on Tier 2/3 keys

@@ -51,6 +51,9 @@ class CooldownReason(enum.StrEnum):
 
 # The model of a project-wide cooldown (a spend limit): it keeps every model of the project.
 ALL_MODELS = "*"
+# Service tiers a request may name (``service_tier``): priority only on Tier 2/3 billing accounts.
+SERVICE_TIERS = frozenset({"", "standard", "flex", "priority"})
+PRIORITY_TIERS = frozenset({2, 3})
 # What an Interactions agent is leased as (``agents/{id}``); the allow-list must name it (``Pool.allows``).
 AGENT_PREFIX = "agents/"
 
@@ -130,6 +133,8 @@ class UpstreamKey:
     # The Google billing account the project belongs to (the operator's; "": unknown): quotas, tiers and spend
     # caps are the account's, so a 402 or a spend limit cools every key of it (issue 21).
     billing_account: str = ""
+    # The billing account's Gemini tier (1, 2, 3; 0: unknown): a priority call needs 2 or 3 (issue 21).
+    billing_tier: int = 0
     tags: tuple[str, ...] = ()
     note: str = ""
     # "auth" (AQ.), "standard" (AIza) or "other": told from the secret when it is added (it is sealed after).
@@ -158,6 +163,10 @@ class UpstreamKey:
                 *account,
             )
         return (own, *account)
+
+    def takes_priority(self) -> bool:
+        """Google opens the priority service tier to Tier 2 and 3 billing accounts only."""
+        return self.billing_tier in PRIORITY_TIERS
 
     def billing_subject(self) -> CooldownId:
         """What a 402 or a spend limit cools: the billing account when known, else the project, else the key."""

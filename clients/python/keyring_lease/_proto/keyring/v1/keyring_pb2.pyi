@@ -98,7 +98,7 @@ class RedeemSessionTokenResponse(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., grant: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens", "binds", "session", "session_grant")
+    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens", "binds", "session", "session_grant", "service_tier")
     TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class AcquireRequest(_message.Message):
     BINDS_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_GRANT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
     token_hash: str
     model: str
     exclude_key_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -117,7 +118,8 @@ class AcquireRequest(_message.Message):
     binds: bool
     session: bool
     session_grant: str
-    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ..., session: _Optional[bool] = ..., session_grant: _Optional[str] = ...) -> None: ...
+    service_tier: str
+    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ..., session: _Optional[bool] = ..., session_grant: _Optional[str] = ..., service_tier: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot", "renew_every_ms")
@@ -399,7 +401,7 @@ class Pool(_message.Message):
     def __init__(self, name: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., description: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
 
 class KeyInput(_message.Message):
-    __slots__ = ("secret", "project", "tier", "weight", "tags", "note", "billing_account")
+    __slots__ = ("secret", "project", "tier", "weight", "tags", "note", "billing_account", "billing_tier")
     SECRET_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -407,6 +409,7 @@ class KeyInput(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     BILLING_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    BILLING_TIER_FIELD_NUMBER: _ClassVar[int]
     secret: str
     project: str
     tier: int
@@ -414,7 +417,8 @@ class KeyInput(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     note: str
     billing_account: str
-    def __init__(self, secret: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., billing_account: _Optional[str] = ...) -> None: ...
+    billing_tier: int
+    def __init__(self, secret: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., billing_account: _Optional[str] = ..., billing_tier: _Optional[int] = ...) -> None: ...
 
 class Cooldown(_message.Message):
     __slots__ = ("model", "scope", "reason", "until_ms", "strikes", "asked_model")
@@ -447,7 +451,7 @@ class LastError(_message.Message):
     def __init__(self, http_status: _Optional[int] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
 
 class KeyInfo(_message.Message):
-    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms", "last_used_ms", "kind", "billing_account")
+    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms", "last_used_ms", "kind", "billing_account", "billing_tier")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -465,6 +469,7 @@ class KeyInfo(_message.Message):
     LAST_USED_MS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     BILLING_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    BILLING_TIER_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     mask: str
     pool: str
@@ -482,7 +487,8 @@ class KeyInfo(_message.Message):
     last_used_ms: int
     kind: str
     billing_account: str
-    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ..., last_used_ms: _Optional[int] = ..., kind: _Optional[str] = ..., billing_account: _Optional[str] = ...) -> None: ...
+    billing_tier: int
+    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ..., last_used_ms: _Optional[int] = ..., kind: _Optional[str] = ..., billing_account: _Optional[str] = ..., billing_tier: _Optional[int] = ...) -> None: ...
 
 class KeyFilter(_message.Message):
     __slots__ = ("pool", "state", "cooling_model", "project", "tier", "tag", "text", "page_size", "page_token")
