@@ -28,7 +28,7 @@ from .dialects import gemini, openai
 from .errors import answer_in_dialect
 from .keyring import KeyringClient
 from .observability import EdgeMetrics, observe
-from .resources import caches, files, generic, interactions, jobs, kinds, listing, uploads
+from .resources import generic, interactions, jobs, kinds, uploads
 from .routing import DIALECT, EITHER, GEMINI, OPENAI, Handler, add_route
 from .shutdown import Drain
 from .upstream import Upstream
@@ -128,22 +128,11 @@ def _either(openai_handler: Handler, gemini_handler: Handler) -> Handler:
     return handler
 
 
-# Project-bound resources (``resources``), Gemini's dialect, under every version (google-genai calls /v1 by
-# default). Each handler parses the raw path against its strict pattern (``wire.resource_path``).
+# Project-bound resources not (yet) rows of ``resources.kinds``, Gemini's dialect, under every version
+# (google-genai calls /v1 by default). Each handler parses the raw path against its strict pattern
+# (``wire.resource_path``).
 RESOURCE_ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/upload/{version}/files", uploads.upload),
-    ("GET", "/{version}/files", listing.list_collection),
-    ("GET", "/{version}/files/{tail:.+}", files.item),
-    ("DELETE", "/{version}/files/{tail:.+}", files.item),
-    ("POST", "/{version}/cachedContents", caches.create),
-    ("GET", "/{version}/cachedContents", listing.list_collection),
-    ("GET", "/{version}/cachedContents/{tail:.+}", caches.item),
-    ("PATCH", "/{version}/cachedContents/{tail:.+}", caches.item),
-    ("DELETE", "/{version}/cachedContents/{tail:.+}", caches.item),
-    ("GET", "/{version}/batches", listing.list_collection),
-    ("GET", "/{version}/batches/{tail:.+}", jobs.batch),
-    ("POST", "/{version}/batches/{tail:.+}", jobs.batch),
-    ("DELETE", "/{version}/batches/{tail:.+}", jobs.batch),
     ("POST", "/{version}/interactions", interactions.create),
     ("GET", "/{version}/interactions/{tail:.+}", interactions.item),
     ("POST", "/{version}/interactions/{tail:.+}", interactions.item),

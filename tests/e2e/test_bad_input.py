@@ -77,7 +77,7 @@ CASES = {
     ),
     "openai-wrong-method": Case("openai", "PUT", CHAT, CHAT_BODY, "valid", 405),
     "gemini-wrong-method": Case("gemini", "DELETE", "/v1beta/models/gemini-2.5-flash", None, "valid", 405),
-    "gemini-unknown-route": Case("gemini", "GET", "/v1beta/tunedModels", None, "valid", 404),
+    "gemini-unknown-route": Case("gemini", "GET", "/v1beta/corpora", None, "valid", 404),  # tunedModels: a kind
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from services.edge import wire
-from services.edge.resources import bindings, kinds
+from services.edge.resources import bindings, generic, kinds
 from services.edge.resources.sessions import UploadSession, UploadSessions
 from services.keyring.domain.models import Pool
 
@@ -145,7 +145,15 @@ def test_bindings_from_answers() -> None:
     soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
     created = bindings.created_file(orjson.dumps({"file": {"name": "files/f1", "expirationTime": soon}}), response)
     assert [b.name for b in created.bind] == ["files/f1"] and 590 < created.bind[0].ttl_s <= 600
-    assert bindings.cache(orjson.dumps({"name": "cachedContents/c"}), response).bind[0].ttl_s == bindings.CACHE_TTL_S
+    caches = generic.created(kinds.top_level("cachedContents"), frozenset())
+    assert caches(orjson.dumps({"name": "cachedContents/c"}), response).bind[0].ttl_s == kinds.CACHE_TTL_S
+    cache = caches(orjson.dumps({"name": "cachedContents/c", "expireTime": soon}), response).bind[0]
+    assert cache.name == "cachedContents/c" and 590 < cache.ttl_s <= 600
+    registered = generic.created(kinds.top_level("files"), frozenset({"register"}))
+    answer = {"files": [{"name": "files/r1", "expirationTime": soon}, {"name": "files/BAD"}]}
+    assert [b.name for b in registered(orjson.dumps(answer), response).bind] == ["files/r1"]
+    stored = generic.created(kinds.top_level("agents"), frozenset())(orjson.dumps({"id": "a1"}), response)
+    assert stored.bind[0].name == "agents/a1" and stored.bind[0].ttl_s == kinds.KEPT_TTL_S
     job = bindings.created_job(orjson.dumps({"name": "models/veo-3.1/operations/op1"}), response)
     assert [b.name for b in job.bind] == ["models/veo-3.1/operations/op1"]
     assert not bindings.created_job(orjson.dumps({"name": "files/x"}), response)

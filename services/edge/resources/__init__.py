@@ -1,4 +1,4 @@
-"""Project-bound resources through the edge: files, caches, batches, operations, interactions.
+"""Project-bound resources through the edge: files, caches, batches, operations, interactions and the rest.
 
 Each of them lives in the Google Cloud project of the key that created it.
 The handlers here build an ``upstream.Call`` from validated parts
@@ -9,12 +9,15 @@ call) and, for calls that create or delete resources, a ``Call.settle``
 (``bindings``) whose bindings the release carries, committed before the
 client gets its answer (``forwarding``).
 
+- ``kinds``: the table of kinds (files, caches, batches, agents, environments,
+  webhooks, file search stores...), each a row; ``generic``: the one handler
+  serving every row (create and bind, use, delete and unbind, list).
 - ``interactions``: create (plain, streamed, background), get (streamed,
   resumed), delete, cancel.
-- ``files``: get, delete, download; ``uploads``: the resumable upload, with
-  the upload URL rewritten to this edge and sealed (``uploads.UploadSessions``).
-- ``caches``: create, get, update, delete.
-- ``jobs``: batches (get, cancel, delete) and long-running operations (poll);
-  their creating calls are model actions (``dialects.gemini``).
+- ``uploads``: resumable uploads of files and of the kinds that take them,
+  with the upload URL rewritten to this edge and sealed
+  (``sessions.UploadSessions``).
+- ``jobs``: long-running operations under a model (poll); their creating
+  calls are model actions (``dialects.gemini``).
 - ``listing``: list calls, merged over the pool's projects.
 """

@@ -23,13 +23,10 @@ from aiohttp import web
 from .. import wire
 from ..keyring import Binding
 from ..upstream import NOTHING, Settle, Settlement
+from .kinds import DAY, FILE_TTL_S, JOB_TTL_S
 
-HOUR: Final = 3600.0
-DAY: Final = 24 * HOUR
-FILE_TTL_S: Final = 48 * HOUR  # Google keeps an uploaded or generated file 48 h
-CACHE_TTL_S: Final = 1 * HOUR  # a cache's default ttl, when its answer tells none
+# Files' and jobs' lifetimes: their rows' (``kinds``), one source.
 INTERACTION_TTL_S: Final = 55 * DAY  # stored interactions: 55 days on paid tiers (1 day on the free tier)
-JOB_TTL_S: Final = 30 * DAY  # batches and long-running operations: their records outlive their 48 h run limit
 # An upload session lives EDGE_UPLOAD_SESSION_TTL_S (hours: resources.uploads), not Google's week.
 
 
@@ -72,15 +69,6 @@ def created_file(body: bytes, response: web.StreamResponse) -> Settlement:
     if name is None:
         return NOTHING
     return Settlement(bind=(Binding(name, ttl_until(file.get("expirationTime"), FILE_TTL_S)),))
-
-
-def cache(body: bytes, response: web.StreamResponse) -> Settlement:
-    """A cache created or updated: bound (again) until its ``expireTime``."""
-    data = _object(body)
-    name = _named(data.get("name"), "cachedContents")
-    if name is None:
-        return NOTHING
-    return Settlement(bind=(Binding(name, ttl_until(data.get("expireTime"), CACHE_TTL_S)),))
 
 
 def created_job(body: bytes, response: web.StreamResponse) -> Settlement:

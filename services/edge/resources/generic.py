@@ -18,7 +18,7 @@ from yarl import URL
 
 from .. import wire
 from ..context import EDGE
-from ..dialects import authenticated, check_json_object, named_resources, read_body
+from ..dialects import authenticated, check_json_object, json_object, named_resources, read_body
 from ..errors import EdgeError, bad_request
 from ..forwarding import forward
 from ..keyring import Binding
@@ -34,8 +34,10 @@ async def serve(request: web.Request) -> web.StreamResponse:
     except wire.MalformedPath as error:
         raise bad_request(str(error)) from None
     kind, method = target.kind, request.method
-    if target.id:
-        allowed = method in kind.item if not target.verb else method == "POST" and target.verb in kind.verbs
+    if target.id and target.verb:
+        allowed = target.verb in (kind.verbs if method == "POST" else kind.get_verbs if method == "GET" else ())
+    elif target.id:
+        allowed = method in kind.item
     elif target.verb:
         allowed = method == "POST" and target.verb in kind.collection_verbs
     else:
@@ -47,9 +49,15 @@ async def serve(request: web.Request) -> web.StreamResponse:
         return await listing.list_merged(request, _listed(request, target))
     if method in ("POST", "PATCH"):
         return await _with_body(request, target)
-    route = f"{kind.route}.{'delete' if method == 'DELETE' else 'get' if target.id else 'list'}"
-    settle = bindings.deleted(target.name) if method == "DELETE" and not kind.parent else None
-    download = method == "GET" and request.query.get("alt") == "media"
+    settle: Settle | None = None
+    if method == "DELETE":
+        route, settle = f"{kind.route}.delete", bindings.deleted(target.name) if not kind.parent else None
+    elif target.verb or request.query.get("alt") == "media":  # a download: relayed as it comes, never held
+        route = f"{kind.route}.download"
+    else:
+        route = f"{kind.route}.{'get' if target.id else 'list'}"
+        settle = bindings.job_results if kind.results else None
+    download = route.endswith(".download")
     call = _call(request, target, hashed_token(request), route, settle=settle, stream=download)
     return await forward(request, call)
 
@@ -59,20 +67,20 @@ async def _with_body(request: web.Request, target: kinds.Target) -> web.StreamRe
     kind = target.kind
     hashed = await authenticated(request, client_token(request))
     body = await read_body(request)
-    data = check_json_object(request, body) if body else {}
-    affinity = named_resources(body, data)
     creates = not target.id and request.method == "POST"
-    model = _model(data) if creates and kind.model else ""
+    reads_model = creates and kind.model
+    data = json_object(request, body) if reads_model else check_json_object(request, body) if body else {}
+    affinity = named_resources(body, data)
+    model = _model(data) if reads_model else ""
     binds = creates and not kind.parent and (bool(kind.item) or bool(target.verb))  # decisions: nothing to bind
     settle: Settle | None = None
-    if binds:
-        settle = _created(kind, kind.collection_verbs if target.verb else frozenset())
-        route = f"{kind.route}.{target.verb or 'create'}"
-    else:
-        route = f"{kind.route}.{target.verb or ('update' if request.method == 'PATCH' else 'create')}"
+    if binds or (request.method == "PATCH" and kind.expiry):  # created, or its expiry moved: bound (again)
+        settle = created(kind, kind.collection_verbs if target.verb else frozenset())
+    route = f"{kind.route}.{target.verb or ('update' if request.method == 'PATCH' else 'create')}"
+    tokens = kind.estimate(data, body) if creates and kind.estimate else 0
     stream = target.verb in kind.streams
     call = _call(request, target, hashed, route, body=body, model=model, affinity=affinity, settle=settle,
-                 binds=binds, stream=stream)  # fmt: skip
+                 binds=binds, stream=stream, input_tokens=tokens)  # fmt: skip
     return await forward(request, call)
 
 
@@ -88,6 +96,7 @@ def _call(
     settle: Settle | None = None,
     binds: bool = False,
     stream: bool = False,
+    input_tokens: int = 0,
 ) -> Call:
     owner = (target.owner,) if target.owner else ()
     return Call(
@@ -102,6 +111,7 @@ def _call(
         affinity=tuple(dict.fromkeys(owner + affinity)),
         settle=settle,
         binds=binds,
+        input_tokens=input_tokens,
     )
 
 
@@ -133,7 +143,7 @@ def _listed(request: web.Request, target: kinds.Target) -> listing.Listed:
     return listing.Listed(url, kind.field, f"{kind.route}.list", name_of)
 
 
-def _created(kind: kinds.Kind, verbs: frozenset[str]) -> Settle:
+def created(kind: kinds.Kind, verbs: frozenset[str]) -> Settle:
     """A create's answer: the resource it names (``name``, else ``id``) bound for the kind's lifetime; a
     collection verb's (``files:register``): every item of its list."""
 
@@ -142,9 +152,13 @@ def _created(kind: kinds.Kind, verbs: frozenset[str]) -> Settle:
         items = data.get(kind.field) if verbs else [data]
         if not isinstance(items, list):
             return NOTHING
-        names = [kinds.named(kind, item.get("name") or item.get("id")) for item in items if isinstance(item, dict)]
-        ttl_s = bindings.FILE_TTL_S if verbs else kind.ttl_s
-        return Settlement(bind=tuple(Binding(name, ttl_s) for name in dict.fromkeys(names) if name is not None))
+        found: dict[str, float] = {}
+        for item in items:
+            name = kinds.named(kind, item.get("name") or item.get("id")) if isinstance(item, dict) else None
+            if name is not None:
+                expiry = item.get(kind.expiry) if kind.expiry else None
+                found[name] = bindings.ttl_until(expiry, kind.ttl_s)
+        return Settlement(bind=tuple(Binding(name, ttl_s) for name, ttl_s in found.items()))
 
     return settle
 

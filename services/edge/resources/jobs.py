@@ -1,12 +1,9 @@
-"""Batches and long-running operations, once created (their creating calls are model actions).
+"""Long-running operations under a model, once created (their creating calls are model actions):
+``GET /{version}/models/{model}/operations/{id}`` (polling a ``predictLongRunning``).
 
-- ``GET|DELETE /{version}/batches/{id}``, ``POST /{version}/batches/{id}:cancel``;
-- ``GET /{version}/models/{model}/operations/{id}`` (polling a
-  ``predictLongRunning``).
-
-All leased by affinity. A poll's answer that names files (a finished video,
-a batch's ``responsesFile``) binds them to the key's project, so their
-download finds it; a delete unbinds the batch.
+Leased by affinity. A poll's answer that names files (a finished video)
+binds them to the key's project, so their download finds it. Batches are a
+row of ``kinds`` (the same rule: ``Kind.results``).
 """
 
 from __future__ import annotations
@@ -15,14 +12,7 @@ from aiohttp import web
 
 from ..forwarding import forward
 from . import bindings
-from .common import cancel_get_delete, hashed_token, path_of, resource_call
-
-
-async def batch(request: web.Request) -> web.StreamResponse:
-    """``GET|DELETE /{version}/batches/{id}``, ``POST /{version}/batches/{id}:cancel``."""
-    return await cancel_get_delete(
-        request, "batches", cancel_hint="/{version}/batches/{id}:cancel", get_settle=bindings.job_results
-    )
+from .common import hashed_token, path_of, resource_call
 
 
 async def operation(request: web.Request) -> web.StreamResponse:

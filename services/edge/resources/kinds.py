@@ -1,7 +1,8 @@
 """Project-bound resource kinds as data: one row per kind drives routing, binding, unbinding and listing.
 
-Google adds kinds every few months (agents, environments, webhooks...); each
-lives in the project of the key that created it, like a file. A kind here is
+Files, caches, batches and the kinds Google adds every few months (agents,
+environments, webhooks...) each live in the project of the key that created
+them. A kind here is
 a row (``Kind``): its collection (also its names' prefix: ``agents/{id}``),
 the shape of its ids, how long a created one is routed to its key's project,
 which calls it answers, its custom verbs and, for a kind that lives under
@@ -14,7 +15,10 @@ generic handler (``resources.generic``) serves every row:
   from the answer (``name``, else ``id``) for ``ttl_s``; refused (429) before
   the upstream when the pool's bindings are full.
 - ``GET|PATCH {item}``, ``POST {item}:{verb}``: leased by affinity (a name
-  the pool never bound is the edge's 404, nothing sent up).
+  the pool never bound is the edge's 404, nothing sent up); a PATCH of a kind
+  whose answer tells its expiry (a cache) binds it again until then; a GET of
+  a job (a batch) binds the files its answer names; ``GET {item}:{verb}``
+  and ``?alt=media`` (a file's download) are relayed as streams.
 - ``DELETE {item}``: leased by affinity; a top-level one is unbound.
 - ``GET {collection}``: top level, the merged lists of the pool's projects
   filtered to what the pool bound (``listing``); a child's, its parent's
@@ -30,14 +34,19 @@ alone (tests/unit/test_edge_resources.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from ..estimates import cache_input
 from ..wire import FILE_ID, INTERACTION_ID, JOB_ID, MODEL_ID, VERSIONS, MalformedPath
 
-DAY: Final = 24 * 3600.0
+HOUR: Final = 3600.0
+DAY: Final = 24 * HOUR
 KEPT_TTL_S: Final = 365 * DAY  # kept until deleted (agents, stores...): routed a year (keyring's cap: 400 days)
-JOB_TTL_S: Final = 30 * DAY  # operations and executions outlive their run
+FILE_TTL_S: Final = 48 * HOUR  # Google keeps an uploaded or generated file 48 h
+CACHE_TTL_S: Final = 1 * HOUR  # a cache's default ttl, when its answer tells none
+JOB_TTL_S: Final = 30 * DAY  # batches, operations and executions: their records outlive their run
 TOKEN_TTL_S: Final = 1 * DAY  # an interaction's auth token lives minutes to hours
 
 GENERIC_ID: Final = r"[a-z0-9][a-z0-9_-]{0,62}"  # agents, environments, webhooks...: lower-case, Google's AIP-122
@@ -69,6 +78,11 @@ class Kind:
     # A resumable upload under ``/upload/{version}``: to an item's own path ("item": an environment's file) or
     # to a verb of an item (``uploadToFileSearchStore``); "" for none. The sealed-session path of files.
     upload: str = ""
+    get_verbs: frozenset[str] = frozenset()  # GET {item}:{verb}, relayed as a stream (a file's ``download``)
+    expiry: str = ""  # the answer's field telling when the resource ends (bound until then; again on a PATCH)
+    results: bool = False  # a GET's answer may name files (a finished job's): bound to the key's project
+    estimate: Callable[[object, bytes | None], int] | None = None  # a create's input tokens (budgets)
+    metric: str = ""  # the metrics' route prefix when not ``route`` (``caches``)
 
     @property
     def field(self) -> str:
@@ -79,12 +93,35 @@ class Kind:
     def route(self) -> str:
         """The metrics' route prefix: ``agents``, ``environments.files``."""
         parent = f"{self.parent}." if self.parent else ""
-        return parent + self.collection.replace("/", ".")
+        return self.metric or parent + self.collection.replace("/", ".")
 
 
-# Google's kinds beyond files, caches, batches, operations and interactions (their own modules; the ``files``
-# row here serves only ``files:register``). google-genai 3.6 ``_gaos/`` and GEMINI_API_NOTES "December 2026".
+# Google's project-bound kinds, google-genai 3.6 and GEMINI_API_NOTES "December 2026". Not rows (yet): files'
+# uploads (``uploads``), interactions (their create reads model or agent, store and previous_interaction_id:
+# ``interactions``) and operations under a model (``jobs``: their path is a model's).
 KINDS: Final[tuple[Kind, ...]] = (
+    Kind(
+        "files",
+        FILE_ID,
+        FILE_TTL_S,
+        create=False,
+        collection_verbs=frozenset({"register"}),
+        get_verbs=frozenset({"download"}),
+        expiry="expirationTime",
+    ),
+    Kind(
+        "cachedContents",
+        JOB_ID,
+        CACHE_TTL_S,
+        item=GET_PATCH_DELETE,
+        expiry="expireTime",
+        model=True,
+        estimate=cache_input,
+        metric="caches",
+    ),
+    Kind(
+        "batches", JOB_ID, JOB_TTL_S, create=False, verbs=frozenset({"cancel"}), results=True, list_field="operations"
+    ),
     Kind("agents", GENERIC_ID),
     Kind("environments", GENERIC_ID),
     Kind("files", FILE_PATH, parent="environments", create=False, item=USE, list_field="files", upload="item"),
@@ -99,7 +136,6 @@ KINDS: Final[tuple[Kind, ...]] = (
     Kind("documents", JOB_ID, parent="fileSearchStores", create=False),
     Kind("operations", JOB_ID, JOB_TTL_S, parent="fileSearchStores", create=False, list=False, item=USE),
     Kind("upload/operations", JOB_ID, JOB_TTL_S, parent="fileSearchStores", create=False, list=False, item=USE),
-    Kind("files", FILE_ID, create=False, list=False, item=frozenset(), collection_verbs=frozenset({"register"})),
     Kind(
         "tunedModels",
         MODEL_ID,
@@ -237,4 +273,6 @@ def routes() -> list[tuple[str, str]]:
                 found[(method, prefix + "/{tail:.+}")] = None
             if kind.verbs:
                 found[("POST", prefix + "/{tail:.+}")] = None
+            if kind.get_verbs:
+                found[("GET", prefix + "/{tail:.+}")] = None
     return list(found)

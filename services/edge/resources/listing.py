@@ -1,4 +1,5 @@
-"""List calls (files, caches, batches) through a pool: the merged lists of its projects.
+"""List calls of the kinds of ``kinds`` (files, caches, batches, agents...) through a pool: the merged lists
+of its projects (``list_merged``, called by ``generic``).
 
 A pool spans several Google Cloud projects, each with its own files, caches
 and batches. ``GET /{version}/files`` (and ``cachedContents``, ``batches``)
@@ -53,10 +54,8 @@ from ..errors import KeyringUnavailable, LeaseRefused, UpstreamFailed, bad_reque
 from ..forwarding import attempts
 from ..observability import MODEL, ROUTE, STREAM
 from ..upstream import Attempt, Call
-from .common import hashed_token, path_of
+from .common import hashed_token
 
-# The list field of each collection's answer (batches are Operations).
-FIELDS: Final = {"files": "files", "cachedContents": "cachedContents", "batches": "operations"}
 DEFAULT_PAGE_SIZE: Final = 10
 MAX_PAGE_SIZE: Final = 100
 _UPSTREAM_PAGE: Final = "100"
@@ -91,19 +90,6 @@ class Listed:
     field: str
     route: str
     name_of: Callable[[Any], str | None]
-
-
-def _name(item: Any) -> str | None:
-    return item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else None
-
-
-async def list_collection(request: web.Request) -> web.StreamResponse:
-    """``GET /{version}/files|cachedContents|batches``: a page of the merged lists of the pool's projects."""
-    path = path_of(request, *FIELDS, item=False)
-    base_url = request.app[EDGE].base_url
-    route = f"{path.kind}.list" if path.kind != "cachedContents" else "caches.list"
-    listed = Listed(partial(wire.resource_url, base_url, path), FIELDS[path.kind], route, _name)
-    return await list_merged(request, listed)
 
 
 async def list_merged(request: web.Request, listed: Listed) -> web.StreamResponse:
