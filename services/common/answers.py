@@ -90,6 +90,8 @@ class AnswerKind(enum.StrEnum):
     KEY_FORBIDDEN = "key_forbidden"  # 403: the key or its project is refused
     KEY_MISCONFIGURED = "key_misconfigured"  # 403 naming an IP/referrer/app/service restriction of the key
     BILLING_DEPLETED = "billing_depleted"  # 402: the billing account's prepaid credits are spent
+    # 404 "no longer available to new users": a retired model the key's project never used; another may serve it.
+    MODEL_GONE_FOR_PROJECT = "model_gone_for_project"
     NOT_FOR_PROJECT = "not_for_project"  # 403 BILLING_DISABLED/SERVICE_DISABLED: not on this project; key fine
     REQUEST_AT_FAULT = "request_at_fault"  # the client's request is wrong: no other key helps
     UPSTREAM_TROUBLE = "upstream_trouble"  # 5xx but 503, and 408: trouble upstream, not the key
@@ -216,12 +218,18 @@ class QuotaViolation:
         return dict(self.dimensions).get(name, "")
 
 
+# Google's words for a retired model refused to a project that had not used it ("...is no longer available to
+# new users..."): a fact about (project, model), not an unknown model.
+GONE_FOR_NEW_USERS: Final = "no longer available to new users"
+
+
 def classify(
     http_status: int,
     transport: Transport = Transport.OK,
     reasons: Iterable[str] = (),
     violations: Iterable[QuotaViolation] = (),
     estimated_input_tokens: int = 0,
+    message: str = "",
 ) -> AnswerKind:
     """The meaning of one answer (the brief's table; the first matching row wins).
 
@@ -246,6 +254,8 @@ def classify(
         return _key_kind(reasons)
     if http_status == 503:
         return AnswerKind.MODEL_OVERLOADED
+    if http_status == 404 and GONE_FOR_NEW_USERS in message:
+        return AnswerKind.MODEL_GONE_FOR_PROJECT
     if http_status >= 500 or http_status == 408:
         return AnswerKind.UPSTREAM_TROUBLE
     return AnswerKind.REQUEST_AT_FAULT
@@ -309,7 +319,9 @@ class UpstreamError:
 
     @property
     def kind(self) -> AnswerKind:
-        return classify(self.http_status, self.transport, self.reasons, self.violations, self.estimated_input_tokens)
+        return classify(
+            self.http_status, self.transport, self.reasons, self.violations, self.estimated_input_tokens, self.message
+        )
 
 
 def parse_error(http_status: int, body: bytes) -> UpstreamError:

@@ -184,7 +184,8 @@ async def quotas(request: web.Request) -> web.Response:
     each project's account (spend limits are then the account's), `depleted: [account]` spends those
     accounts' prepay (every project of them answers 402; `[]` tops every account up); `tiers: {account: 1-3}`
     (priority is served on Tier 2/3 only, else downgraded), `priority_capacity: false` downgrades every
-    priority call (the answer's `x-gemini-service-tier` says standard)."""
+    priority call (the answer's `x-gemini-service-tier` says standard); `gone: [{project, model}]` answers those
+    pairs 404 "no longer available to new users"."""
     book = request.app[SIMULATOR_STATE].quotas
     if request.method == "POST":
         try:
@@ -215,6 +216,13 @@ async def quotas(request: web.Request) -> web.Response:
             if not isinstance(tiers, dict) or not all(isinstance(t, int) and 1 <= t <= 3 for t in tiers.values()):
                 raise ValueError("'tiers' must map billing accounts (or projects) to 1, 2 or 3")
             book.tiers.update({str(k): v for k, v in tiers.items()})
+            gone = data.get("gone", [])
+            if not isinstance(gone, list) or not all(
+                isinstance(g, dict) and isinstance(g.get("project"), str) and isinstance(g.get("model"), str)
+                for g in gone
+            ):
+                raise ValueError("'gone' must list {project, model} pairs")
+            book.gone.update((g["project"], g["model"]) for g in gone)
             if "priority_capacity" in data:
                 book.priority_capacity = data["priority_capacity"] is not False
             if any(name in data for name in QuotaRule.FIELDS):

@@ -200,6 +200,16 @@ def _rate_limit(b: Behaviour, model: str | None) -> SimError:
     return error
 
 
+def gone_for_new_users(model: str) -> SimError:
+    """A retired model refused to a project that had not used it (Google's 404 since the 2026-12-01 retirements)."""
+    return SimError(
+        404,
+        "NOT_FOUND",
+        f"This model models/{model} is no longer available to new users. Please update your code to use a newer"
+        " model for the latest features and improvements.",
+    )
+
+
 def quota_exhausted(refusal: Refusal, model: str | None) -> SimError:
     """The 429 for a request the quota book refused (quota violations or a spent budget)."""
     if refusal.kind == "depleted":

@@ -23,6 +23,7 @@ from .errors import (
     SimError,
     behaviour_error,
     error_response,
+    gone_for_new_users,
     invalid_argument,
     missing_key,
     multiple_credentials,
@@ -149,6 +150,8 @@ async def admit(
     if behaviour.kind == "drop" or (behaviour.kind == "drop_mid_stream" and not streaming):
         raise DropConnection
     project = state.project_of(key)
+    if model is not None and (project, model) in state.quotas.gone:
+        raise gone_for_new_users(model)
     if tokens is not None:
         refusal = state.quotas.admit(project, served, tokens)
         if refusal is not None:

@@ -124,6 +124,8 @@ class QuotaBook:
     tiers: dict[str, int] = field(default_factory=dict)
     #: Whether Google has priority capacity now; False: every priority call is served (downgraded) as standard.
     priority_capacity: bool = True
+    #: (project, model) pairs refused as "no longer available to new users" (a retired model the project never used).
+    gone: set[tuple[str, str]] = field(default_factory=set)
 
     def served_tier(self, project: str, asked: str) -> str:
         """The tier a call asking ``asked`` is served at ("" when it asked none): priority only on a Tier 2/3
@@ -190,6 +192,7 @@ class QuotaBook:
         self.depleted.clear()
         self.tiers.clear()
         self.priority_capacity = True
+        self.gone.clear()
 
     # -- enforcement -------------------------------------------------------
 
@@ -289,4 +292,5 @@ class QuotaBook:
             "depleted": sorted(self.depleted),
             "tiers": dict(self.tiers),
             "priority_capacity": self.priority_capacity,
+            "gone": [{"project": p, "model": m} for p, m in sorted(self.gone)],
         }

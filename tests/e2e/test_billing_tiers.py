@@ -234,3 +234,34 @@ async def test_priority_never_reaches_a_tier_1_project_and_a_downgrade_is_visibl
     async with billed.http.get(f"{billed.edges[0]}/metrics") as resp:
         page = await resp.text()
     assert 'edge_service_tier_downgrades_total{served="standard"} 1.0' in page
+
+
+async def test_a_model_gone_for_one_project_is_served_by_another(billed: Billed) -> None:
+    """A 404 "no longer available to new users" is a fact about (project, model): another project serves the
+    call, and that project is not asked for the model again (on either replica)."""
+    billed.sim.quotas.gone.add(("p2", "gemini-2.5-flash"))
+    url = "/v1beta/models/gemini-2.5-flash:generateContent"
+    for attempt in range(8):
+        if "p2" in billed.upstream_projects():
+            break
+        async with billed.http.post(
+            f"{billed.edges[attempt % 2]}{url}", json=BODY, headers={"x-goog-api-key": billed.token}
+        ) as resp:
+            assert resp.status == 200
+    assert billed.upstream_projects().count("p2") == 1
+
+    def cooled() -> bool:
+        return all(
+            any(
+                c.id.subject == "p2" and c.reason.value == "model_gone" for c in r.keyring.cache.view.cooldowns.values()
+            )
+            for r in billed.replicas
+        )
+
+    await eventually(cooled, 3.0, "p2 is not cooling for the model on every replica")
+    for attempt in range(6):
+        async with billed.http.post(
+            f"{billed.edges[attempt % 2]}{url}", json=BODY, headers={"x-goog-api-key": billed.token}
+        ) as resp:
+            assert resp.status == 200
+    assert billed.upstream_projects().count("p2") == 1

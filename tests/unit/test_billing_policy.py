@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.cli.key_file import KeyFileError, parse_key_text
+from services.common.answers import AnswerKind
 from services.devstack.fake_keys import fake_auth_key
 from services.keyring.domain.models import (
     ALL_MODELS,
@@ -16,7 +17,14 @@ from services.keyring.domain.models import (
     Policy,
     QuotaViolation,
 )
-from services.keyring.domain.policy import BILLING_DEPLETED_S, MISCONFIGURED_MESSAGE, SPEND_WINDOW_S, Verdict, judge
+from services.keyring.domain.policy import (
+    BILLING_DEPLETED_S,
+    MISCONFIGURED_MESSAGE,
+    MODEL_GONE_S,
+    SPEND_WINDOW_S,
+    Verdict,
+    judge,
+)
 
 from .builders import key
 
@@ -85,3 +93,14 @@ def test_the_key_file_names_a_billing_account_third_and_checks_its_shape() -> No
     ]
     with pytest.raises(KeyFileError, match="billing account"):
         parse_key_text(f"{first} proj-1 bad/account\n")
+
+
+def test_a_model_gone_for_new_users_is_a_fact_about_the_project_and_model() -> None:
+    words = "This model models/gemini-2.5-flash is no longer available to new users. Please update your code."
+    gone = Outcome(404, error_status="NOT_FOUND", error_message=words)
+    assert gone.kind is AnswerKind.MODEL_GONE_FOR_PROJECT and gone.kind.tries_another_key
+    result = judge(gone, key("k1", project="p1"), "gemini-2.5-flash", Policy(), NOW, {})
+    assert result.cooldown is not None and result.key is None
+    assert result.cooldown.id == CooldownId(CooldownScope.PROJECT, "p1", "gemini-2.5-flash")
+    assert result.cooldown.reason is CooldownReason.MODEL_GONE and result.cooldown.until == NOW + MODEL_GONE_S
+    assert Outcome(404, error_message="models/gemini-9 is not found").kind is AnswerKind.REQUEST_AT_FAULT

@@ -263,6 +263,7 @@ def test_the_policy_decides_by_the_shared_classifier_and_has_a_row_for_every_kin
         AnswerKind.NOT_FOR_PROJECT: Outcome(403, error_reason="BILLING_DISABLED"),
         AnswerKind.KEY_MISCONFIGURED: Outcome(403, error_reason="API_KEY_IP_ADDRESS_BLOCKED"),
         AnswerKind.BILLING_DEPLETED: Outcome(402, error_status="RESOURCE_EXHAUSTED"),
+        AnswerKind.MODEL_GONE_FOR_PROJECT: Outcome(404, error_message="x is no longer available to new users."),
         AnswerKind.REQUEST_AT_FAULT: Outcome(404),
         AnswerKind.UPSTREAM_TROUBLE: Outcome(500),
         AnswerKind.MODEL_OVERLOADED: Outcome(503),

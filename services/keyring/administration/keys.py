@@ -28,7 +28,9 @@ from .inputs import AddResult, AddStatus, KeyFilter, KeyInput, KeyPage, chunks, 
 KEY_FIELDS = frozenset({"project", "tier", "weight", "tags", "note", "billing_account", "billing_tier"})
 
 # Project cooldowns that are facts, not backoffs: a key's revive ends them (the operator's word).
-_OPERATOR_ENDS = frozenset({CooldownReason.NOT_ON_TIER, CooldownReason.SPEND_LIMIT, CooldownReason.BILLING_DEPLETED})
+_OPERATOR_ENDS = frozenset(
+    {CooldownReason.NOT_ON_TIER, CooldownReason.SPEND_LIMIT, CooldownReason.BILLING_DEPLETED, CooldownReason.MODEL_GONE}
+)
 
 
 def check_projects(view: KeyringView, keys: Iterable[UpstreamKey]) -> None:

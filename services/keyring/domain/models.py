@@ -47,6 +47,8 @@ class CooldownReason(enum.StrEnum):
     SPEND_LIMIT = "spend_limit"
     # A 402: the billing account's prepaid credits are spent; every project of it until topped up (issue 21).
     BILLING_DEPLETED = "billing_depleted"
+    # A 404 "no longer available to new users": the retired model is not the project's (a fact, kept long).
+    MODEL_GONE = "model_gone"
 
 
 # The model of a project-wide cooldown (a spend limit): it keeps every model of the project.
@@ -332,7 +334,9 @@ class Outcome:
     def kind(self) -> AnswerKind:
         """What the answer means (services.common.answers decides, nobody else)."""
         reasons = (self.error_reason,) if self.error_reason else ()
-        return classify(self.http_status, self.transport, reasons, self.violations, self.estimated_input_tokens)
+        return classify(
+            self.http_status, self.transport, reasons, self.violations, self.estimated_input_tokens, self.error_message
+        )
 
     def quota_model(self) -> str:
         """The first model a QuotaFailure violation names in its quotaDimensions, or ""."""

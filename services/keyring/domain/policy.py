@@ -74,6 +74,8 @@ SPEND_WINDOW_S = 600.0
 # A depleted prepay (402) is not retryable until topped up: the account is tried again after this (an operator's
 # revive of one of its keys clears it sooner).
 BILLING_DEPLETED_S = 3600.0
+# A retired model refused to a project ("no longer available to new users") stays refused: tried again after a day.
+MODEL_GONE_S = 86400.0
 _TROUBLE = frozenset({AnswerKind.UPSTREAM_TROUBLE, AnswerKind.TRANSPORT_FAILURE})
 _NO_COOLDOWNS: Mapping[CooldownId, Cooldown] = MappingProxyType({})
 
@@ -145,6 +147,9 @@ def judge(
         return _not_on_tier(key, model, now, cooldowns)
     if kind is AnswerKind.BILLING_DEPLETED:
         return _billing_depleted(outcome, key, now, cooldowns)
+    if kind is AnswerKind.MODEL_GONE_FOR_PROJECT:
+        subject = key.quota_subject(model)
+        return Verdict(cooldown=_cooldown(subject, CooldownReason.MODEL_GONE, now + MODEL_GONE_S, 0, cooldowns))
     if kind in _QUOTA and _spend_limit(outcome) and (key.project or key.billing_account):
         return _spend_limited(outcome, key, now, cooldowns)
     if kind in _QUOTA:
