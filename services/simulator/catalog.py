@@ -28,6 +28,7 @@ ACTION_METHOD: Final[dict[str, str]] = {
     "embedContent": "embedContent",
     "batchEmbedContents": "embedContent",
     "batchGenerateContent": "batchGenerateContent",
+    "asyncBatchEmbedContent": "asyncBatchEmbedContent",
     "predictLongRunning": "predictLongRunning",
 }
 

@@ -292,10 +292,27 @@ async def _media(request: web.Request, call: Call, resource: Resource) -> web.St
     return await stream_frames(request, call, frames, resource.data["mimeType"], headers)
 
 
+@endpoint("native")
+async def register(request: web.Request) -> web.StreamResponse:
+    """`POST /files:register`: Cloud Storage objects made files of the caller's project (their bytes stay there)."""
+    body = await request.read()
+    call = await admit(request, "native", None, body)
+    uris = parse_json_object(body).get("uris")
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and u.startswith("gs://") for u in uris):
+        raise invalid_argument("* RegisterFilesRequest.uris: uris must be gs:// URIs")
+    files = []
+    for uri in uris:
+        rid = new_id()
+        data = file_object(rid, "application/octet-stream", 0, uri.rpartition("/")[2], b"", "REGISTERED")
+        files.append(call.state.resources.add("files", call.project, call.key, data, rid).data)
+    return json_response({"files": files})
+
+
 def add_routes(app: web.Application) -> None:
     """Register the Files API under both versions."""
     for version in ("v1beta", "v1", "v1alpha"):
         app.router.add_post(f"/upload/{version}/files", upload)
         app.router.add_get(f"/{version}/files", list_files)
+        app.router.add_post(f"/{version}/files:register", register)
         app.router.add_route("GET", f"/{version}/files/{{file}}", file_item)
         app.router.add_route("DELETE", f"/{version}/files/{{file}}", file_item)

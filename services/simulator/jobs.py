@@ -17,6 +17,7 @@ Another project's batch or operation is 404 NOT_FOUND.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -65,8 +66,13 @@ def _batch_requests(call: Call, config: dict[str, Any]) -> tuple[list[dict[str, 
     return [r for r in inlined if isinstance(r, dict)], None
 
 
-async def create_batch(request: web.Request, call: Call) -> web.StreamResponse:
-    """`:batchGenerateContent`: a pending batch; its answers are computed now, revealed when done."""
+Answer = Callable[[Call, Any], dict[str, Any]]
+
+
+async def create_batch(request: web.Request, call: Call, answer: Answer | None = None) -> web.StreamResponse:
+    """`:batchGenerateContent` (and, with an embedding `answer`, `:asyncBatchEmbedContent`): a pending batch;
+    its answers are computed now, revealed when done."""
+    answer_of = answer or _answer
     batch = parse_json_object(call.body).get("batch")
     if not isinstance(batch, dict) or not isinstance(batch.get("inputConfig"), dict):
         raise invalid_argument("* BatchGenerateContentRequest.batch.input_config: input_config is not specified\n")
@@ -74,7 +80,8 @@ async def create_batch(request: web.Request, call: Call) -> web.StreamResponse:
     for entry in entries:
         check_files(call.state.resources, call.project, (entry.get("request") or {}).get("contents"))
     answers = [
-        {**_answer(call, e.get("request")), **({"metadata": e["metadata"]} if "metadata" in e else {})} for e in entries
+        {**answer_of(call, e.get("request")), **({"metadata": e["metadata"]} if "metadata" in e else {})}
+        for e in entries
     ]
     if file_id is not None:
         lines = [

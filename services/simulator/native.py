@@ -178,6 +178,18 @@ async def batch_embed(request: web.Request, call: Call) -> web.StreamResponse:
     return json_response({"embeddings": [_embedding(r, "EmbedContentRequest", call.model or "") for r in requests]})
 
 
+async def batch_embed_async(request: web.Request, call: Call) -> web.StreamResponse:
+    """`:asyncBatchEmbedContent`: a batch like `batchGenerateContent`'s, each answer an embedding."""
+
+    def answer(call: Call, entry: Any) -> dict[str, Any]:
+        try:
+            return {"response": {"embedding": _embedding(entry, "EmbedContentRequest", call.model or "")}}
+        except SimError as error:
+            return {"error": {"code": error.code, "message": error.message}}
+
+    return await create_batch(request, call, answer)
+
+
 _ACTIONS: Final[dict[str, Action]] = {
     "generateContent": generate,
     "streamGenerateContent": stream_generate,
@@ -185,6 +197,7 @@ _ACTIONS: Final[dict[str, Action]] = {
     "embedContent": embed,
     "batchEmbedContents": batch_embed,
     "batchGenerateContent": create_batch,
+    "asyncBatchEmbedContent": batch_embed_async,
     "predictLongRunning": predict_long_running,
 }
 

@@ -28,6 +28,7 @@ from tests.e2e.conftest import eventually
 from tests.e2e.test_resources import MODEL, Pool, pool, refused  # noqa: F401
 from tests.integration.conftest import start_replica  # noqa: F401
 
+EMBEDDER = "gemini-embedding-001"
 pytestmark = pytest.mark.filterwarnings("ignore:.*usage is experimental:UserWarning")
 warnings.filterwarnings("ignore", ".*usage is experimental", UserWarning)
 
@@ -159,6 +160,21 @@ async def test_raw_kinds_on_every_version(pool: Pool) -> None:  # noqa: F811
 
     status, decision = await call(pool.edge_b, "POST", "/v1alpha/decisions", {"model": MODEL, "questions": {"q": {}}})
     assert status == 200 and decision["answers"] == {"q": {"score": 1.0}}
+
+    # files:register binds every file its answer names; asyncBatchEmbedContent binds its batch
+    status, registered = await call(pool.edge_a, "POST", "/v1beta/files:register", {"uris": ["gs://b/o.txt"]})
+    assert status == 200, registered
+    [file] = registered["files"]
+    status, got = await call(pool.edge_b, "GET", f"/v1/{file['name']}")
+    assert status == 200 and got["source"] == "REGISTERED"
+    assert pool.projects_naming(file["name"]) == {pool.owner("files", file["name"].removeprefix("files/"))}
+    requests = {"requests": [{"request": {"content": {"parts": [{"text": "embed me"}]}}}]}
+    embed = {"batch": {"inputConfig": {"requests": requests}}}
+    status, batch = await call(pool.edge_a, "POST", f"/v1/models/{EMBEDDER}:asyncBatchEmbedContent", embed)
+    assert status == 200 and batch["name"].startswith("batches/"), batch
+    status, polled = await call(pool.edge_b, "GET", f"/v1beta/{batch['name']}")
+    assert status == 200 and polled["name"] == batch["name"]
+    assert pool.projects_naming(batch["name"]) == {pool.owner("batches", batch["name"].removeprefix("batches/"))}
 
     first = await pool.client(pool.edge_a).interactions.create(model=MODEL, input="Hello")
     status, token = await call(pool.edge_b, "POST", f"/v1alpha/interactions/{first.id}/auth_tokens", {})
