@@ -283,7 +283,7 @@ def test_edge_autoscaling_and_ingress(overlay: str) -> None:
     ingress = one(manifests, "Ingress", "edge")
     edge_paths = {path["path"] for path in ingress["spec"]["rules"][0]["http"]["paths"]}
     # /metrics and the probes are not published; uploads and /ws are (issue 18: uploads could not work)
-    assert edge_paths == {"/v1", "/v1beta", "/upload", "/ws"}
+    assert edge_paths == {"/v1", "/v1beta", "/v1alpha", "/upload", "/ws"}  # v1alpha: tokens, newer kinds
     # upload URLs point at the Ingress's own host, https when it terminates TLS for it
     host = ingress["spec"]["rules"][0]["host"]
     tls = any(host in entry.get("hosts", ()) for entry in ingress["spec"].get("tls", ()))
