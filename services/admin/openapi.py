@@ -105,6 +105,9 @@ def _answer_schemas() -> dict[str, Any]:
             "billing_account": _string(description="the Google billing account of the key's project (\"\": unknown)"),
             "billing_tier": {**_INT, "description": "the billing account's Gemini tier (1-3; 0 unknown): priority "
                              "calls (service_tier) go only to Tier 2/3 keys"},
+            "project_number": _string(description="the project number Google named for this key (ErrorInfo "
+                                                   "consumer), learnt; \"\" until an answer names it"),
+            "project_warning": _string(description="why project_number disagrees with project; \"\" if it does not"),
             "state": _string(enum=[*states, "unknown"]), "state_until": _TIME,
             "cooldowns": {"type": "array", "items": ref("Cooldown")},
             "consecutive_failures": _INT, "last_error": {"oneOf": [ref("LastError"), {"type": "null"}]},

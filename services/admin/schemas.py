@@ -517,6 +517,8 @@ def key_json(key: pb.KeyInfo, now: int) -> dict[str, Any]:
         "note": key.note,
         "billing_account": key.billing_account,
         "billing_tier": key.billing_tier,
+        "project_number": key.project_number,
+        "project_warning": key.project_warning,
         "state": _STATE_FROM_PB.get(key.state, "unknown"),
         "state_until": iso_utc(key.state_until_ms),
         "cooldowns": [

@@ -135,6 +135,8 @@ def show_key(args: argparse.Namespace, ctx: Context) -> int:
     ctx.output.fields([("key", key["key_id"]), ("mask", key["mask"]), ("kind", key["kind"]), ("pool", key["pool"]),
                        ("project", key["project"]), ("billing account", key.get("billing_account", "")),
                        ("billing tier", key.get("billing_tier") or "unknown"),
+                       ("project number", key.get("project_number", "")),
+                       ("warning", key.get("project_warning", "")),
                        ("tier", key["tier"]), ("weight", key["weight"]),
                        ("tags", key["tags"]), ("state", key["state"]), ("state until", key["state_until"]),
                        ("cooling", cooling(key)), ("failures", key["consecutive_failures"]),

@@ -152,6 +152,7 @@ def decode_key(data: dict[str, Any], revision: int) -> UpstreamKey:
         project=data.get("project", ""),
         billing_account=data.get("billing_account", ""),
         billing_tier=data.get("billing_tier", 0),
+        project_number=data.get("project_number", ""),
         tier=data.get("tier", 1),
         weight=data.get("weight", 1),
         tags=tuple(data.get("tags", ())),

@@ -104,3 +104,14 @@ def test_a_model_gone_for_new_users_is_a_fact_about_the_project_and_model() -> N
     assert result.cooldown.id == CooldownId(CooldownScope.PROJECT, "p1", "gemini-2.5-flash")
     assert result.cooldown.reason is CooldownReason.MODEL_GONE and result.cooldown.until == NOW + MODEL_GONE_S
     assert Outcome(404, error_message="models/gemini-9 is not found").kind is AnswerKind.REQUEST_AT_FAULT
+
+
+def test_the_project_number_google_names_is_learnt_and_checked_against_the_operators() -> None:
+    told = Outcome(503, error_message="overloaded", consumer_project="123456789012")
+    result = judge(told, key("k1", project="123456789012"), MODEL, Policy(), NOW, {})
+    assert result.key is not None and result.key.project_number == "123456789012"
+    assert result.key.project_warning() == ""
+    wrong = judge(told, key("k1", project="999"), MODEL, Policy(), NOW, {}).key
+    assert wrong is not None and "123456789012" in wrong.project_warning() and "999" in wrong.project_warning()
+    already = key("k1", project="p1", project_number="123456789012")
+    assert judge(told, already, MODEL, Policy(), NOW, {}) == Verdict()

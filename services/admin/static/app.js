@@ -272,7 +272,9 @@ function keyRow(key, checked) {
     h("td", { class: "mono" }, h("div", { "data-testid": "key-mask" }, key.mask), h("small", {}, key.key_id)),
     h("td", {}, h("span", { class: `kind kind-${key.kind}`, "data-testid": "key-kind", title: key.kind === "standard" ? "AIza key: Google rejects standard keys from September 2026" : "" }, key.kind)),
     h("td", {}, key.pool),
-    h("td", {}, key.project, key.billing_account ? h("small", { "data-testid": "key-billing-account", title: "billing account" }, key.billing_account) : ""),
+    h("td", {}, key.project, key.billing_account ? h("small", { "data-testid": "key-billing-account", title: "billing account" }, key.billing_account) : "",
+      key.project_number ? h("small", { "data-testid": "key-project-number", title: "project number Google named for this key" }, `#${key.project_number}`) : "",
+      key.project_warning ? h("small", { class: "warning", "data-testid": "key-project-warning" }, key.project_warning) : ""),
     h("td", {}, key.tier),
     h("td", {}, h("span", { class: `state state-${key.state}`, "data-testid": "key-state" }, key.state)),
     h("td", {}, key.cooldowns.map((cooldown) => h("span", {

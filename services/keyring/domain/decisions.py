@@ -94,6 +94,7 @@ def merge_health(current: UpstreamKey, decided: UpstreamKey) -> UpstreamKey:
         consecutive_failures=decided.consecutive_failures,
         forbidden_strikes=decided.forbidden_strikes,
         last_error=decided.last_error,
+        project_number=decided.project_number or current.project_number,
         health_id=decided.health_id,
         health_at=decided.health_at,
     )

@@ -137,6 +137,8 @@ class UpstreamKey:
     billing_account: str = ""
     # The billing account's Gemini tier (1, 2, 3; 0: unknown): a priority call needs 2 or 3 (issue 21).
     billing_tier: int = 0
+    # The project number Google named for the key (ErrorInfo consumer "projects/<n>"; "": not told): learnt.
+    project_number: str = ""
     tags: tuple[str, ...] = ()
     note: str = ""
     # "auth" (AQ.), "standard" (AIza) or "other": told from the secret when it is added (it is sealed after).
@@ -165,6 +167,12 @@ class UpstreamKey:
                 *account,
             )
         return (own, *account)
+
+    def project_warning(self) -> str:
+        """Why the learnt project number disagrees with the operator's project ("": it agrees or cannot tell)."""
+        if self.project_number and self.project.isdigit() and self.project != self.project_number:
+            return f"Google names this key's project {self.project_number}, not {self.project}: quotas are per project"
+        return ""
 
     def takes_priority(self) -> bool:
         """Google opens the priority service tier to Tier 2 and 3 billing accounts only."""

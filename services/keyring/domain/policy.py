@@ -135,7 +135,23 @@ def judge(
     now: float,
     cooldowns: Mapping[CooldownId, Cooldown],
 ) -> Verdict:
-    """What one answer, of the kind the shared classifier names, does to the key."""
+    """What one answer, of the kind the shared classifier names, does to the key; and the key's project number
+    when the answer names it (ErrorInfo ``consumer``) and it is news."""
+    verdict = _judge(outcome, key, model, policy, now, cooldowns)
+    number = outcome.consumer_project
+    if not number or number == key.project_number:
+        return verdict
+    return dataclasses.replace(verdict, key=dataclasses.replace(verdict.key or key, project_number=number))
+
+
+def _judge(
+    outcome: Outcome,
+    key: UpstreamKey,
+    model: str,
+    policy: Policy,
+    now: float,
+    cooldowns: Mapping[CooldownId, Cooldown],
+) -> Verdict:
     kind = outcome.kind
     if kind in _NO_PENALTY:
         return Verdict()

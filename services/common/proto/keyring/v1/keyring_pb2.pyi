@@ -451,7 +451,7 @@ class LastError(_message.Message):
     def __init__(self, http_status: _Optional[int] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., at_ms: _Optional[int] = ...) -> None: ...
 
 class KeyInfo(_message.Message):
-    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms", "last_used_ms", "kind", "billing_account", "billing_tier")
+    __slots__ = ("key_id", "mask", "pool", "project", "tier", "weight", "tags", "note", "state", "cooldowns", "consecutive_failures", "last_error", "created_at_ms", "state_until_ms", "last_used_ms", "kind", "billing_account", "billing_tier", "project_number", "project_warning")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -470,6 +470,8 @@ class KeyInfo(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     BILLING_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     BILLING_TIER_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_WARNING_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     mask: str
     pool: str
@@ -488,7 +490,9 @@ class KeyInfo(_message.Message):
     kind: str
     billing_account: str
     billing_tier: int
-    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ..., last_used_ms: _Optional[int] = ..., kind: _Optional[str] = ..., billing_account: _Optional[str] = ..., billing_tier: _Optional[int] = ...) -> None: ...
+    project_number: str
+    project_warning: str
+    def __init__(self, key_id: _Optional[str] = ..., mask: _Optional[str] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., tier: _Optional[int] = ..., weight: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., note: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., cooldowns: _Optional[_Iterable[_Union[Cooldown, _Mapping]]] = ..., consecutive_failures: _Optional[int] = ..., last_error: _Optional[_Union[LastError, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., state_until_ms: _Optional[int] = ..., last_used_ms: _Optional[int] = ..., kind: _Optional[str] = ..., billing_account: _Optional[str] = ..., billing_tier: _Optional[int] = ..., project_number: _Optional[str] = ..., project_warning: _Optional[str] = ...) -> None: ...
 
 class KeyFilter(_message.Message):
     __slots__ = ("pool", "state", "cooling_model", "project", "tier", "tag", "text", "page_size", "page_token")
