@@ -6,6 +6,7 @@ wraps the very same object in a one-element JSON array, as Gemini does.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Final, Literal
 
@@ -251,6 +252,47 @@ def _invalid_key() -> SimError:
     )
 
 
+def project_number(project: str) -> str:
+    """The 12-digit number Google would name a project by (stable per project id)."""
+    return str(int(hashlib.sha256(project.encode()).hexdigest()[:12], 16) % 10**12).zfill(12)
+
+
+def _ip_blocked(project: str) -> SimError:
+    """An IP-restricted key called from another address (e.g. behind a proxy): Google names the key's project."""
+    return SimError(
+        403,
+        "PERMISSION_DENIED",
+        "The provided API key has an IP address restriction. The originating IP address of the call violates"
+        " this restriction.",
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_IP_ADDRESS_BLOCKED",
+                "domain": "googleapis.com",
+                "metadata": {"service": SERVICE, "consumer": f"projects/{project_number(project)}"},
+            }
+        ],
+    )
+
+
+def _capacity_exhausted(model: str | None) -> SimError:
+    """Google out of capacity for a model: nobody's quota (a peer key may be served)."""
+    return SimError(
+        429,
+        "RESOURCE_EXHAUSTED",
+        f"The model {model or 'requested'} is overloaded due to high demand. Please try again later.",
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "MODEL_CAPACITY_EXHAUSTED",
+                "domain": "googleapis.com",
+                "metadata": {"service": SERVICE, "model": model or ""},
+            },
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.500000000s"},
+        ],
+    )
+
+
 def _permission_denied(key: str) -> SimError:
     return SimError(
         403,
@@ -338,11 +380,15 @@ _SIMPLE_ERRORS: Final[dict[str, tuple[int, str, str]]] = {
 }
 
 
-def behaviour_error(b: Behaviour, key: str, model: str | None) -> SimError | None:
-    """The error a scripted behaviour stands for, or None for `ok`/`drop*` kinds."""
+def behaviour_error(b: Behaviour, key: str, model: str | None, project: str = "") -> SimError | None:
+    """The error a scripted behaviour stands for, or None for `ok`/`drop*` kinds (`project`: the key's)."""
     kind = b.kind
     if kind == "rate_limit":
         error = _rate_limit(b, model)
+    elif kind == "ip_blocked":
+        error = _ip_blocked(project or "unknown")
+    elif kind == "capacity_exhausted":
+        error = _capacity_exhausted(model)
     elif kind == "invalid_key":
         error = _invalid_key()
     elif kind == "permission_denied":

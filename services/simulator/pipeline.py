@@ -144,7 +144,7 @@ async def admit(
     if delay > 0:
         await asyncio.sleep(delay)
     served = state.served_as.get(model, model) if model else model  # quotas and their errors are its
-    error = behaviour_error(behaviour, key, served)
+    error = behaviour_error(behaviour, key, served, state.project_of(key))
     if error is not None:
         raise error
     if behaviour.kind == "drop" or (behaviour.kind == "drop_mid_stream" and not streaming):

@@ -30,6 +30,8 @@ BehaviourKind = Literal[
     "timeout",
     "drop",
     "drop_mid_stream",
+    "ip_blocked",  # 403 API_KEY_IP_ADDRESS_BLOCKED naming the key's project number (ErrorInfo consumer)
+    "capacity_exhausted",  # 429 MODEL_CAPACITY_EXHAUSTED: Google's capacity, not the key's quota
 ]
 BEHAVIOUR_KINDS: Final[frozenset[str]] = frozenset(get_args(BehaviourKind))
 

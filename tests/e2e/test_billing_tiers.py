@@ -26,6 +26,8 @@ from services.devstack.fake_keys import fake_auth_key
 from services.edge.app import start_edge
 from services.edge.config import EdgeSettings
 from services.simulator import SimulatorState, start_simulator
+from services.simulator.errors import project_number
+from services.simulator.state import Behaviour
 from tests.e2e.conftest import eventually
 from tests.integration.conftest import Replica, StartReplica, kek, start_replica  # noqa: F401
 
@@ -265,3 +267,24 @@ async def test_a_model_gone_for_one_project_is_served_by_another(billed: Billed)
         ) as resp:
             assert resp.status == 200
     assert billed.upstream_projects().count("p2") == 1
+
+
+async def test_error_details_read_whole_through_both_replicas(billed: Billed) -> None:
+    """An IP-restricted key (the egress proxy's address) is a configuration fault with Google's project number
+    learnt; MODEL_CAPACITY_EXHAUSTED is nobody's quota: both fail over, the client sees 200, nothing is cooled."""
+    billed.sim.set_sticky(billed.secrets["p1"], Behaviour("ip_blocked"))
+    billed.sim.set_sticky(billed.secrets["p3"], Behaviour("capacity_exhausted"))
+    for attempt in range(8):
+        async with billed.http.post(
+            f"{billed.edges[attempt % 2]}/v1beta/models/{MODEL}:generateContent",
+            json=BODY,
+            headers={"x-goog-api-key": billed.token},
+        ) as resp:
+            assert resp.status == 200
+    assert {"p1", "p3"} <= set(billed.upstream_projects())
+    keys = {k.project: k for k in (await billed.replicas[0].admin.ListKeys(pb.ListKeysRequest())).keys}
+    blocked = keys["p1"]
+    assert blocked.state == pb.SUSPENDED and blocked.last_error.reason == "API_KEY_IP_ADDRESS_BLOCKED"
+    assert "restrictions" in blocked.last_error.message and blocked.project_number == project_number("p1")
+    busy = keys["p3"]
+    assert busy.state == pb.ACTIVE and not busy.cooldowns and not busy.consecutive_failures, busy
