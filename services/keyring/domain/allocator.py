@@ -37,7 +37,7 @@ from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
 from .lease_ids import granting_instance
 from .leasing import LeaseBook, LeaseRecord, SlidingWindow, session_subjects, share
-from .limits import QuotaCounter, has_operator_limits
+from .limits import QuotaCounter, has_operator_limits, priority_limits, priority_model
 from .models import ClientToken, KeyState, Pool, UpstreamKey
 from .selection import Eligible, pick
 from .served import ServedModels
@@ -218,7 +218,9 @@ class Allocator:
             )
         else:
             lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
-        self.quotas.reserve(lease.lease_id, key.project, self.served.served_of(model), now, request.input_tokens)
+        priority = request.service_tier == "priority"
+        served = self.served.served_of(model)
+        self.quotas.reserve(lease.lease_id, key.project, served, now, request.input_tokens, priority)
         return Grant(lease, key, pool)
 
     def authenticate_id(self, token_id: str, now: float) -> tuple[ClientToken, Pool]:
@@ -416,6 +418,10 @@ class Allocator:
 
     def _pacing(self, project: str, pool: Pool, request: LeaseRequest, replicas: int, now: float) -> int:
         limits, model, input_tokens = self._view.limits, self.served.served_of(request.model), request.input_tokens
+        if request.service_tier == "priority":  # priority's own limit first (a share of standard's)
+            own, policy = priority_limits(project, model, limits, pool.policy)
+            if self.quotas.spent_until(project, priority_model(model), own, policy, replicas, now, input_tokens):
+                return _SPENT
         if self.quotas.spent_until(project, model, limits, pool.policy, replicas, now, input_tokens):
             return _SPENT
         if self.quotas.too_large(project, model, limits, pool.policy, input_tokens):

@@ -29,6 +29,7 @@ from Pacific midnight to Pacific midnight (when Gemini resets them).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections import defaultdict
@@ -118,6 +119,35 @@ def operator_limit(policy: Policy, metric: QuotaMetric) -> int:
 def has_operator_limits(policy: Policy) -> bool:
     """Whether the pool's policy sets any limit itself (then pacing applies before anything is learnt)."""
     return any(getattr(policy, name) for name in _OPERATOR_FIELDS.values())
+
+
+# Google's priority tier has its own limit, this share of the standard one (and counts against standard too).
+PRIORITY_SHARE = 0.3
+_PRIORITY_MODEL = "@priority"
+_PRIORITY_LEASE = "#priority"
+
+
+def priority_model(model: str) -> str:
+    """What priority calls of ``model`` are counted under (their own limit; rows show it as such)."""
+    return model + _PRIORITY_MODEL
+
+
+def priority_limits(
+    project: str, model: str, limits: Mapping[LimitId, QuotaLimit], policy: Policy
+) -> tuple[dict[LimitId, QuotaLimit], Policy]:
+    """Priority's limits for (project, model): ``PRIORITY_SHARE`` of the standard ones, learnt or the operator's."""
+    scaled = {
+        LimitId(project, priority_model(model), metric.value): dataclasses.replace(
+            record, limit=max(int(record.limit * PRIORITY_SHARE), 1)
+        )
+        for metric in QuotaMetric
+        if (record := limits.get(LimitId(project, model, metric.value))) is not None and record.limit > 0
+    }
+    operator = {
+        name: max(int(value * PRIORITY_SHARE), 1) if (value := getattr(policy, name)) else 0
+        for name in _OPERATOR_FIELDS.values()
+    }
+    return scaled, dataclasses.replace(policy, **operator)
 
 
 def effective_limit(record: QuotaLimit | None, policy: Policy, metric: QuotaMetric) -> tuple[int | None, str]:
@@ -211,10 +241,17 @@ class QuotaCounter:
         """The (project, model) pairs counted (shown or not)."""
         return len(self._uses)
 
-    def reserve(self, lease_id: str, project: str, model: str, now: float, input_tokens: int = 0) -> None:
-        """A granted call: one request, and its estimated input tokens until its release tells the real count."""
+    def reserve(
+        self, lease_id: str, project: str, model: str, now: float, input_tokens: int = 0, priority: bool = False
+    ) -> None:
+        """A granted call: one request, and its estimated input tokens until its release tells the real count.
+
+        A priority call counts twice: against the standard limit and against priority's own (``priority_model``).
+        """
         if not project:
             return
+        if priority:
+            self.reserve(lease_id + _PRIORITY_LEASE, project, priority_model(model), now, input_tokens)
         self.prune(now)
         use = self._uses.get((project, model))
         if use is None:
@@ -232,6 +269,11 @@ class QuotaCounter:
             if outcome.succeeded and outcome.input_tokens:
                 self.add(project, model, now, input_tokens=outcome.input_tokens)
             return
+        self._settle(reserved, outcome, now)
+        if (linked := self._reserved.pop(lease_id + _PRIORITY_LEASE, None)) is not None:
+            self._settle(linked, outcome, now)
+
+    def _settle(self, reserved: _Reservation, outcome: Outcome, now: float) -> None:
         use = self._uses.get((reserved.project, reserved.model))
         if use is None:
             return
@@ -248,9 +290,10 @@ class QuotaCounter:
     def expired(self, lease_id: str) -> None:
         """A lease reclaimed unreleased: its estimate stands (the upstream may have counted it), its
         reservation is forgotten."""
-        reserved = self._reserved.pop(lease_id, None)
-        if reserved is not None and (use := self._uses.get((reserved.project, reserved.model))) is not None:
-            self._ended(reserved, use)
+        for key in (lease_id, lease_id + _PRIORITY_LEASE):
+            reserved = self._reserved.pop(key, None)
+            if reserved is not None and (use := self._uses.get((reserved.project, reserved.model))) is not None:
+                self._ended(reserved, use)
 
     def _ended(self, reserved: _Reservation, use: _Use) -> None:
         use.in_flight -= 1
