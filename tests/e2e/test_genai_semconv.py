@@ -14,13 +14,14 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from yarl import URL
 
 from services.common import genai_semconv as genai
 
 from .conftest import MakeStack, eventually
 from .test_observability import dashboard_expressions, metric_names_in, scrape, total
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 GENERATE = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
 # Written out, not read from the module: the test pins the version the names were checked against.
 PINNED_SCHEMA_URL = "https://opentelemetry.io/schemas/gen-ai/1.42.0"
@@ -80,7 +81,13 @@ async def test_spans_and_metrics_carry_the_current_genai_names(
         assert tuple(attributes["gen_ai.response.finish_reasons"]) == ("STOP",)  # type: ignore[arg-type]
         assert attributes["gen_ai.usage.input_tokens"] > 0 and attributes["gen_ai.usage.output_tokens"] > 0  # type: ignore[operator]
         assert attributes["server.address"] == "127.0.0.1"
+        assert attributes["server.port"] == URL(stack.sim_url).port
+        assert isinstance(attributes["gen_ai.response.id"], str) and attributes["gen_ai.response.id"]
         assert "error.type" not in attributes
+    streamed = [span for span in inference() if (span.attributes or {}).get("gen_ai.request.stream") is True]
+    assert len(streamed) == 1  # set on the stream only
+    first_chunk = dict(streamed[0].attributes or {})["gen_ai.response.time_to_first_chunk"]
+    assert isinstance(first_chunk, float) and 0 < first_chunk < 3
 
     await stack.no_lease_held()
     names, edge = await scrape(stack.http, f"{stack.edge_url}/metrics")
