@@ -28,7 +28,7 @@ from .dialects import gemini, openai
 from .errors import answer_in_dialect
 from .keyring import KeyringClient
 from .observability import EdgeMetrics, observe
-from .resources import generic, interactions, jobs, kinds, uploads
+from .resources import generic, jobs, kinds, uploads
 from .routing import DIALECT, EITHER, GEMINI, OPENAI, Handler, add_route
 from .shutdown import Drain
 from .upstream import Upstream
@@ -133,10 +133,6 @@ def _either(openai_handler: Handler, gemini_handler: Handler) -> Handler:
 # (``wire.resource_path``).
 RESOURCE_ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/upload/{version}/files", uploads.upload),
-    ("POST", "/{version}/interactions", interactions.create),
-    ("GET", "/{version}/interactions/{tail:.+}", interactions.item),
-    ("POST", "/{version}/interactions/{tail:.+}", interactions.item),
-    ("DELETE", "/{version}/interactions/{tail:.+}", interactions.item),
     # Before the model routes, which would take it for a model.
     ("GET", "/{version}/models/{model}/operations/{tail:.+}", jobs.operation),
 )

@@ -200,7 +200,7 @@ def _bad_paths() -> list[tuple[str, str, int]]:
             cases.append((method, f"/v1alpha/{kind.collection}/a%2Fb", 400))
             cases.append((method, f"/v1/{kind.collection}/{'x' * 300}", 400))
         for verb in sorted(kind.verbs):
-            cases.append(("POST", f"/v1/{kind.collection}/nosuch:{verb}", 404))
+            cases.append(("POST", f"/v1/{kind.collection}/nosuch{kind.sep}{verb}", 404))
     return cases
 
 

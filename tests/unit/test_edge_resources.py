@@ -191,6 +191,10 @@ def test_bindings_from_answers() -> None:
         ("/v1/tunedModels/t-1.2:streamGenerateContent", "tunedModels", "tunedModels/t-1.2", "tunedModels/t-1.2",
          "streamGenerateContent"),
         ("/v1/triggers/t1/executions", "triggers.executions", "triggers/t1/executions", "triggers/t1", ""),
+        ("/v1beta/interactions/v1_Ab-9/cancel", "interactions", "interactions/v1_Ab-9", "interactions/v1_Ab-9",
+         "cancel"),
+        ("/v1/files/abc:download", "files", "files/abc", "files/abc", "download"),
+        ("/v1/cachedContents/c1", "caches", "cachedContents/c1", "cachedContents/c1", ""),
     ],
 )  # fmt: skip
 def test_kind_paths(raw: str, route: str, name: str, owner: str, verb: str) -> None:
@@ -215,6 +219,8 @@ def test_kind_paths(raw: str, route: str, name: str, owner: str, verb: str) -> N
         "/v1/fileSearchStores/s1/documents/d1/extra",
         "/v1/agentsx",
         "/v1/agents:",
+        "/v1/interactions/v1_x:cancel",  # an interaction's verb follows a slash
+        "/v1/interactions/v1_x/delete",
     ],
 )
 def test_kind_paths_off_the_table_are_malformed(raw: str) -> None:

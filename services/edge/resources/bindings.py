@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -23,10 +23,9 @@ from aiohttp import web
 from .. import wire
 from ..keyring import Binding
 from ..upstream import NOTHING, Settle, Settlement
-from .kinds import DAY, FILE_TTL_S, JOB_TTL_S
+from .kinds import FILE_TTL_S, INTERACTION_TTL_S, JOB_TTL_S
 
-# Files' and jobs' lifetimes: their rows' (``kinds``), one source.
-INTERACTION_TTL_S: Final = 55 * DAY  # stored interactions: 55 days on paid tiers (1 day on the free tier)
+# Lifetimes: the rows' (``kinds``), one source.
 # An upload session lives EDGE_UPLOAD_SESSION_TTL_S (hours: resources.uploads), not Google's week.
 
 

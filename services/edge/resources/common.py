@@ -10,14 +10,11 @@ from services.common.naming import token_hash
 
 from .. import wire
 from ..context import EDGE
-from ..dialects import authenticated, read_body
 from ..dialects.gemini import client_token
 from ..errors import EdgeError, bad_request
-from ..forwarding import forward
 from ..upstream import Call, Settle
-from . import bindings
 
-__all__ = ["cancel_get_delete", "client_token", "hashed_token", "path_of", "resource_call"]
+__all__ = ["client_token", "hashed_token", "path_of", "resource_call"]
 
 
 def hashed_token(request: web.Request) -> str:
@@ -71,34 +68,3 @@ def resource_call(
         binds=binds,
         input_tokens=input_tokens,
     )
-
-
-async def cancel_get_delete(
-    request: web.Request, kind: str, *, cancel_hint: str, get_settle: Settle | None = None, streamable: bool = False
-) -> web.StreamResponse:
-    """An existing job-like resource (a batch, an interaction): ``POST`` cancel, ``GET``, ``DELETE`` (unbinds).
-
-    All leased by affinity to the resource. ``get_settle`` learns from a GET's answer (a finished job's
-    files); ``streamable``: a GET may ask ``stream=true`` (an interaction's events).
-    """
-    path = path_of(request, kind, item=True)
-    if request.method == "POST":
-        if path.action != "cancel":
-            raise bad_request(f"expected {cancel_hint}")
-        hashed = await authenticated(request, client_token(request))
-        body = await read_body(request)
-        call = resource_call(request, path, hashed, f"{kind}.cancel", body=body, affinity=(path.name,))
-        return await forward(request, call)
-    if path.action:
-        raise bad_request(f"{path.action} is a POST")
-    hashed = hashed_token(request)
-    if request.method == "DELETE":
-        call = resource_call(
-            request, path, hashed, f"{kind}.delete", affinity=(path.name,), settle=bindings.deleted(path.name)
-        )
-    else:
-        stream = streamable and request.query.get("stream") == "true"
-        call = resource_call(
-            request, path, hashed, f"{kind}.get", affinity=(path.name,), settle=get_settle, stream=stream
-        )
-    return await forward(request, call)

@@ -10,7 +10,7 @@ body names; a name the pool never bound is the edge's 404, nothing sent up.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
@@ -23,8 +23,11 @@ from ..errors import EdgeError, bad_request
 from ..forwarding import forward
 from ..keyring import Binding
 from ..upstream import NOTHING, Call, Settle, Settlement
-from . import bindings, kinds, listing
+from . import bindings, interactions, kinds, listing
 from .common import client_token, hashed_token
+
+# Creates whose body has rules of their own (``kinds.Kind.plan``).
+_PLANS: Final = {"interactions": interactions.plan}
 
 
 async def serve(request: web.Request) -> web.StreamResponse:
@@ -57,8 +60,8 @@ async def serve(request: web.Request) -> web.StreamResponse:
     else:
         route = f"{kind.route}.{'get' if target.id else 'list'}"
         settle = bindings.job_results if kind.results else None
-    download = route.endswith(".download")
-    call = _call(request, target, hashed_token(request), route, settle=settle, stream=download)
+    stream = route.endswith(".download") or (kind.stream_get and request.query.get("stream") == "true")
+    call = _call(request, target, hashed_token(request), route, settle=settle, stream=stream)
     return await forward(request, call)
 
 
@@ -68,10 +71,10 @@ async def _with_body(request: web.Request, target: kinds.Target) -> web.StreamRe
     hashed = await authenticated(request, client_token(request))
     body = await read_body(request)
     creates = not target.id and request.method == "POST"
-    reads_model = creates and kind.model
-    data = json_object(request, body) if reads_model else check_json_object(request, body) if body else {}
+    reads = creates and (kind.model or bool(kind.plan))
+    data = json_object(request, body) if reads else check_json_object(request, body) if body else {}
     affinity = named_resources(body, data)
-    model = _model(data) if reads_model else ""
+    model = _model(data) if creates and kind.model else ""
     binds = creates and not kind.parent and (bool(kind.item) or bool(target.verb))  # decisions: nothing to bind
     settle: Settle | None = None
     if binds or (request.method == "PATCH" and kind.expiry):  # created, or its expiry moved: bound (again)
@@ -79,6 +82,10 @@ async def _with_body(request: web.Request, target: kinds.Target) -> web.StreamRe
     route = f"{kind.route}.{target.verb or ('update' if request.method == 'PATCH' else 'create')}"
     tokens = kind.estimate(data, body) if creates and kind.estimate else 0
     stream = target.verb in kind.streams
+    if creates and kind.plan and isinstance(data, dict):  # a body with rules of its own (an interaction's)
+        planned = _PLANS[kind.plan](data, body)
+        model, affinity, binds, settle = planned.model, planned.affinity + affinity, planned.binds, planned.settle
+        stream, tokens = planned.stream, planned.input_tokens
     call = _call(request, target, hashed, route, body=body, model=model, affinity=affinity, settle=settle,
                  binds=binds, stream=stream, input_tokens=tokens)  # fmt: skip
     return await forward(request, call)

@@ -12,34 +12,42 @@
   client sees the answer's end.
 - ``GET /interactions/{id}`` (``stream=true`` and ``last_event_id`` resume a
   stream), ``DELETE`` (unbinds), ``POST .../cancel``: leased by affinity.
+
+A row of ``kinds`` served by ``generic``; this module is what its create
+reads (``plan``).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Final
 
-from aiohttp import web
-
 from .. import wire
-from ..dialects import authenticated, json_object, named_resources, read_body
 from ..errors import bad_request
 from ..estimates import interaction_input
-from ..forwarding import forward
+from ..upstream import Settle
 from . import bindings
-from .common import cancel_get_delete, client_token, path_of, resource_call
 
 _INTERACTION_ID: Final = re.compile(wire.INTERACTION_ID)
 # An agent call is leased for ``agents/{id}``: keyring grants it only when the pool's allow-list names it.
 AGENT_PREFIX: Final = "agents/"
 
 
-async def create(request: web.Request) -> web.StreamResponse:
-    """``POST /{version}/interactions``."""
-    path = path_of(request, "interactions", item=False)
-    hashed = await authenticated(request, client_token(request))
-    body = await read_body(request)
-    data = json_object(request, body)
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a create's body decides about its call (``kinds.Kind.plan``; ``generic`` builds the call)."""
+
+    model: str
+    affinity: tuple[str, ...]
+    binds: bool
+    settle: Settle | None
+    stream: bool
+    input_tokens: int
+
+
+def plan(data: dict[str, object], body: bytes) -> Plan:
+    """``POST /{version}/interactions``: its model or agent, its previous interaction, stored or not, streamed."""
     model = _leased_for(data)
     affinity: list[str] = []
     previous = data.get("previous_interaction_id")
@@ -49,14 +57,11 @@ async def create(request: web.Request) -> web.StreamResponse:
                 "previous_interaction_id must be an interaction id (letters, digits, '_' and '-', at most 128)"
             )
         affinity.append(f"interactions/{previous}")
-    affinity += named_resources(body, data)
     stored = data.get("store") is not False
-    call = resource_call(
-        request, path, hashed, "interactions.create", body=body, model=model, affinity=tuple(affinity),
-        settle=bindings.created_interaction if stored else None, binds=stored, stream=data.get("stream") is True,
-        input_tokens=0 if model.startswith(AGENT_PREFIX) else interaction_input(data, body),
+    return Plan(
+        model, tuple(affinity), stored, bindings.created_interaction if stored else None, data.get("stream") is True,
+        0 if model.startswith(AGENT_PREFIX) else interaction_input(data, body),
     )  # fmt: skip
-    return await forward(request, call)
 
 
 def _leased_for(data: dict[str, object]) -> str:
@@ -77,10 +82,3 @@ def _leased_for(data: dict[str, object]) -> str:
     if not valid:
         raise bad_request("agent must be an agent id (lower-case letters, digits, '.' and '-')")
     return f"{AGENT_PREFIX}{valid}"
-
-
-async def item(request: web.Request) -> web.StreamResponse:
-    """``GET|DELETE /{version}/interactions/{id}``; ``POST /{version}/interactions/{id}/cancel``."""
-    return await cancel_get_delete(
-        request, "interactions", cancel_hint="/{version}/interactions/{id}/cancel", streamable=True
-    )

@@ -47,6 +47,7 @@ KEPT_TTL_S: Final = 365 * DAY  # kept until deleted (agents, stores...): routed 
 FILE_TTL_S: Final = 48 * HOUR  # Google keeps an uploaded or generated file 48 h
 CACHE_TTL_S: Final = 1 * HOUR  # a cache's default ttl, when its answer tells none
 JOB_TTL_S: Final = 30 * DAY  # batches, operations and executions: their records outlive their run
+INTERACTION_TTL_S: Final = 55 * DAY  # stored interactions: 55 days on paid tiers (1 day on the free tier)
 TOKEN_TTL_S: Final = 1 * DAY  # an interaction's auth token lives minutes to hours
 
 GENERIC_ID: Final = r"[a-z0-9][a-z0-9_-]{0,62}"  # agents, environments, webhooks...: lower-case, Google's AIP-122
@@ -83,6 +84,9 @@ class Kind:
     results: bool = False  # a GET's answer may name files (a finished job's): bound to the key's project
     estimate: Callable[[object, bytes | None], int] | None = None  # a create's input tokens (budgets)
     metric: str = ""  # the metrics' route prefix when not ``route`` (``caches``)
+    sep: str = ":"  # between an item and its verb (an interaction's: ``/cancel``)
+    stream_get: bool = False  # a GET with ``stream=true`` is relayed as a stream (an interaction's events)
+    plan: str = ""  # a create whose body has rules of its own: the planner ``generic`` names (interactions)
 
     @property
     def field(self) -> str:
@@ -97,9 +101,18 @@ class Kind:
 
 
 # Google's project-bound kinds, google-genai 3.6 and GEMINI_API_NOTES "December 2026". Not rows (yet): files'
-# uploads (``uploads``), interactions (their create reads model or agent, store and previous_interaction_id:
-# ``interactions``) and operations under a model (``jobs``: their path is a model's).
+# uploads (``uploads``) and operations under a model (``jobs``: their path is a model's).
 KINDS: Final[tuple[Kind, ...]] = (
+    Kind(
+        "interactions",
+        INTERACTION_ID,
+        INTERACTION_TTL_S,
+        list=False,
+        verbs=frozenset({"cancel"}),
+        sep="/",
+        stream_get=True,
+        plan="interactions",
+    ),
     Kind(
         "files",
         FILE_ID,
@@ -146,8 +159,6 @@ KINDS: Final[tuple[Kind, ...]] = (
     Kind("operations", JOB_ID, JOB_TTL_S, parent="tunedModels", create=False, item=USE),
 )
 _BY_COLLECTION: Final = {kind.collection: kind for kind in KINDS if not kind.parent}
-# Ids of parents that are not rows of their own (interactions: their module).
-_PARENT_IDS: Final = {"interactions": INTERACTION_ID}
 
 
 def top_level(collection: str) -> Kind:
@@ -157,7 +168,7 @@ def top_level(collection: str) -> Kind:
 
 def parent_id(kind: Kind) -> str:
     """The regular expression of the ids of a child kind's parent."""
-    return _PARENT_IDS.get(kind.parent) or _BY_COLLECTION[kind.parent].id
+    return _BY_COLLECTION[kind.parent].id
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +202,13 @@ class Target:
     @property
     def tail(self) -> str:
         """The path after the version, from validated parts only."""
-        return self.name + (f":{self.verb}" if self.verb else "")
+        return self.name + (f"{self.kind.sep}{self.verb}" if self.verb else "")
 
 
 def _pattern(kind: Kind) -> re.Pattern[str]:
     parent = f"{re.escape(kind.parent)}/(?P<parent>{parent_id(kind)})/" if kind.parent else ""
-    item = f"(?:/(?P<id>{kind.id})(?::(?P<verb>{_VERB}))?)?"
+    verb = f":(?P<verb>{_VERB})" if kind.sep == ":" else f"/(?P<verb>{'|'.join(sorted(kind.verbs))})"
+    item = f"(?:/(?P<id>{kind.id})(?:{verb})?)?"
     return re.compile(f"{parent}{re.escape(kind.collection)}(?:{item}|:(?P<collection_verb>{_VERB}))")
 
 
@@ -259,7 +271,7 @@ def named(kind: Kind, value: object) -> str | None:
 def routes() -> list[tuple[str, str]]:
     """(method, aiohttp path) of every row, under every version: what ``app`` registers for the generic handler."""
     found: dict[tuple[str, str], None] = {}
-    for kind in KINDS:
+    for kind in sorted(KINDS, key=lambda kind: not kind.parent):  # children first: a parent's {tail} is greedy
         base = f"{kind.parent}/{{parent}}/{kind.collection}" if kind.parent else kind.collection
         for version in VERSIONS:
             prefix = f"/{version}/{base}"
