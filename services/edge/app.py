@@ -28,7 +28,7 @@ from .dialects import gemini, openai
 from .errors import answer_in_dialect
 from .keyring import KeyringClient
 from .observability import EdgeMetrics, observe
-from .resources import generic, jobs, kinds, uploads
+from .resources import generic, kinds, uploads
 from .routing import DIALECT, EITHER, GEMINI, OPENAI, Handler, add_route
 from .shutdown import Drain
 from .upstream import Upstream
@@ -133,12 +133,10 @@ def _either(openai_handler: Handler, gemini_handler: Handler) -> Handler:
 # (``wire.resource_path``).
 RESOURCE_ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/upload/{version}/files", uploads.upload),
-    # Before the model routes, which would take it for a model.
-    ("GET", "/{version}/models/{model}/operations/{tail:.+}", jobs.operation),
 )
 
 # Every route the edge answers, with the dialect it speaks (see ``routing``). The kinds of the table
-# (``resources.kinds``) first: ``interactions/{id}/auth_tokens`` is theirs, not an interaction's.
+# (``resources.kinds``) first: ``models/{model}/operations/{id}`` is theirs, not a model's.
 ROUTES: Final[tuple[tuple[str, str, str, Handler], ...]] = (
     *((method, path, GEMINI, generic.serve) for method, path in kinds.routes()),
     *(("POST", path, GEMINI, uploads.upload_to) for path in kinds.upload_routes()),

@@ -195,6 +195,8 @@ def test_bindings_from_answers() -> None:
          "cancel"),
         ("/v1/files/abc:download", "files", "files/abc", "files/abc", "download"),
         ("/v1/cachedContents/c1", "caches", "cachedContents/c1", "cachedContents/c1", ""),
+        ("/v1beta/models/veo-3.1/operations/op1", "operations", "models/veo-3.1/operations/op1",
+         "models/veo-3.1/operations/op1", ""),  # bound by its own name: models are nobody's
     ],
 )  # fmt: skip
 def test_kind_paths(raw: str, route: str, name: str, owner: str, verb: str) -> None:

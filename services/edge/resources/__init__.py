@@ -17,7 +17,5 @@ client gets its answer (``forwarding``).
 - ``uploads``: resumable uploads of files and of the kinds that take them,
   with the upload URL rewritten to this edge and sealed
   (``sessions.UploadSessions``).
-- ``jobs``: long-running operations under a model (poll); their creating
-  calls are model actions (``dialects.gemini``).
 - ``listing``: list calls, merged over the pool's projects.
 """

@@ -27,7 +27,8 @@ generic handler (``resources.generic``) serves every row:
   names.
 
 A child is never bound itself: it lives in its parent's project, so its
-parent's binding routes it. Pure data and parsing (no aiohttp): tested
+parent's binding routes it; except an operation under a model (``own``:
+models are nobody's), bound by its own name when its model action made it. Pure data and parsing (no aiohttp): tested
 alone (tests/unit/test_edge_resources.py).
 """
 
@@ -87,6 +88,7 @@ class Kind:
     sep: str = ":"  # between an item and its verb (an interaction's: ``/cancel``)
     stream_get: bool = False  # a GET with ``stream=true`` is relayed as a stream (an interaction's events)
     plan: str = ""  # a create whose body has rules of its own: the planner ``generic`` names (interactions)
+    own: bool = False  # a child bound by its own name (an operation under a model: models are nobody's)
 
     @property
     def field(self) -> str:
@@ -100,8 +102,8 @@ class Kind:
         return self.metric or parent + self.collection.replace("/", ".")
 
 
-# Google's project-bound kinds, google-genai 3.6 and GEMINI_API_NOTES "December 2026". Not rows (yet): files'
-# uploads (``uploads``) and operations under a model (``jobs``: their path is a model's).
+# Google's project-bound kinds, google-genai 3.6 and GEMINI_API_NOTES "December 2026". Not a row: the start of
+# a file's upload (``uploads``: its own protocol).
 KINDS: Final[tuple[Kind, ...]] = (
     Kind(
         "interactions",
@@ -135,6 +137,18 @@ KINDS: Final[tuple[Kind, ...]] = (
     Kind(
         "batches", JOB_ID, JOB_TTL_S, create=False, verbs=frozenset({"cancel"}), results=True, list_field="operations"
     ),
+    Kind(
+        "operations",
+        JOB_ID,
+        JOB_TTL_S,
+        parent="models",
+        create=False,
+        list=False,
+        item=USE,
+        results=True,
+        own=True,
+        metric="operations",
+    ),
     Kind("agents", GENERIC_ID),
     Kind("environments", GENERIC_ID),
     Kind("files", FILE_PATH, parent="environments", create=False, item=USE, list_field="files", upload="item"),
@@ -159,6 +173,7 @@ KINDS: Final[tuple[Kind, ...]] = (
     Kind("operations", JOB_ID, JOB_TTL_S, parent="tunedModels", create=False, item=USE),
 )
 _BY_COLLECTION: Final = {kind.collection: kind for kind in KINDS if not kind.parent}
+_PARENT_IDS: Final = {"models": MODEL_ID}  # parents that are nobody's resources
 
 
 def top_level(collection: str) -> Kind:
@@ -168,7 +183,7 @@ def top_level(collection: str) -> Kind:
 
 def parent_id(kind: Kind) -> str:
     """The regular expression of the ids of a child kind's parent."""
-    return _BY_COLLECTION[kind.parent].id
+    return _PARENT_IDS.get(kind.parent) or _BY_COLLECTION[kind.parent].id
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +210,7 @@ class Target:
     @property
     def owner(self) -> str:
         """What routes the call (its affinity): a child's parent, a top-level item itself, a collection nothing."""
-        if self.kind.parent:
+        if self.kind.parent and not self.kind.own:
             return f"{self.kind.parent}/{self.parent_id}"
         return self.name if self.id else ""
 
