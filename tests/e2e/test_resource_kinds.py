@@ -257,3 +257,25 @@ async def test_bad_input_for_every_kind_changes_nothing(pool: Pool) -> None:  # 
     assert len(list(pool.sim.resources)) == resources_before
     assert (await pool.client(pool.edge_b).agents.get(made.id)).id == made.id  # still there, still routed
     await pool.no_lease_held()
+
+
+async def test_the_simulator_scopes_every_kind_to_its_project(pool: Pool) -> None:  # noqa: F811
+    """Upstream, as on Google: another project's key gets 404 for each top-level kind and its children."""
+    by_project = {project: key for key, project in pool.projects.items()}
+    own, other = ({"x-goog-api-key": by_project[p]} for p in ("project-a", "project-b"))
+
+    async def sim(method: str, path: str, headers: dict[str, str], body: Any = None) -> tuple[int, Any]:
+        async with pool.http.request(method, pool.sim_url + path, json=body, headers=headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    for collection in ("agents", "environments", "webhooks", "triggers", "credentials", "voices", "fileSearchStores"):
+        status, made = await sim("POST", f"/v1alpha/{collection}", own, {})
+        assert status == 200, made
+        name = made.get("name") or f"{collection}/{made['id']}"
+        assert (await sim("GET", f"/v1/{name}", own))[0] == 200
+        status, answer = await sim("GET", f"/v1/{name}", other)
+        assert status == 404 and answer["error"]["status"] == "NOT_FOUND", (name, answer)
+        assert (await sim("DELETE", f"/v1beta/{name}", other))[0] == 404
+        assert (await sim("GET", "/v1/" + collection, other))[1] == {}  # not in the other project's list
+    status, environment = await sim("POST", "/v1/environments", own, {})
+    assert (await sim("GET", f"/v1/environments/{environment['id']}/files", other))[0] == 404  # a child: its parent's
