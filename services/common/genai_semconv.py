@@ -10,7 +10,10 @@ series; ``tests/e2e/test_genai_semconv.py`` checks both against this module).
 What the version changed for Keyring: ``gen_ai.system`` ("gemini") became
 ``gen_ai.provider.name`` ("gcp.gemini", the generativelanguage.googleapis.com
 endpoint); inference spans are CLIENT spans named
-``{gen_ai.operation.name} {gen_ai.request.model}``.
+``{gen_ai.operation.name} {gen_ai.request.model}``. The token histogram is
+still ``gen_ai.client.token.usage`` in 1.42.0; the repository's unreleased
+changes replace it with ``gen_ai.client.inference.*`` counters (a later
+version, a later edit here).
 """
 
 from __future__ import annotations
