@@ -29,7 +29,9 @@ request is built from validated parts and allow-lists, here.
   added per attempt (``upstream``).
 
 Project-bound resources (README "Files, caches, batches, operations and
-interactions") have their own strict patterns, parsed by ``resource_path``:
+interactions") are routed by the table of kinds (``resources.kinds.parse``:
+one pattern per row, the ids below among them); ``resource_path`` still
+parses the names answers give (``resources.bindings``) and the upload route:
 
 - ``/{version}/files/{id}[:download]``, ``/{version}/cachedContents/{id}``,
   ``/{version}/batches/{id}[:cancel]``, ``/{version}/interactions/{id}[/cancel]``
