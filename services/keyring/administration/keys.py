@@ -172,7 +172,8 @@ class Keys:
             return False
         if query.cooling_model:
             model = normalise_model(query.cooling_model)
-            if not any(c.id.model == model for c in self.cooldowns_of(key, now)):
+            # The served model or the name asked for it (a retired name, an alias: issue 21).
+            if not any(model in (c.id.model, c.asked) for c in self.cooldowns_of(key, now)):
                 return False
         if query.text:
             needle = query.text.lower()
