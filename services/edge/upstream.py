@@ -263,11 +263,15 @@ class Attempt:
         if self.call.service_tier == "priority" and served and served != "priority":
             self.metrics.tier_downgrades.labels(served if served in ("standard", "flex") else "other").inc()
 
+    def _served_model(self, answer: bytes) -> None:
+        """The answer's ``modelVersion`` when it is not the name asked: keyring keys its decisions by it."""
+        if (served := _model_version(answer)) and served != self.call.model:
+            self.outcome.served_model = served
+
     def _whole(self, answer: aiohttp.ClientResponse, body: bytes) -> web.Response:
         plain = wire.decoded(body, answer.headers.get("Content-Encoding"))
         self.outcome = ok_outcome(answer.status, self._elapsed_ms(), wire.usage(plain))
-        if (served := _model_version(plain)) and served != self.call.model:
-            self.outcome.served_model = served  # keyring keys its decisions by the model that answered
+        self._served_model(plain)
         if 200 <= answer.status < 300:
             describe_answer(plain)
         headers = wire.response_headers(answer.headers.items(), self.call.passed_back)
@@ -289,6 +293,7 @@ class Attempt:
         else:
             tokens = wire.usage(tail)  # the tail as relayed: decoded
             self.outcome = ok_outcome(answer.status, self._elapsed_ms(), tokens)
+            self._served_model(tail)
             describe_answer(tail)
 
 

@@ -288,3 +288,20 @@ async def test_error_details_read_whole_through_both_replicas(billed: Billed) ->
     assert "restrictions" in blocked.last_error.message and blocked.project_number == project_number("p1")
     busy = keys["p3"]
     assert busy.state == pb.ACTIVE and not busy.cooldowns and not busy.consecutive_failures, busy
+
+
+async def test_a_success_teaches_the_alias_streamed_or_whole(billed: Billed) -> None:
+    """The edge reports a 2xx's modelVersion, so the granting replica learns which model serves a retired name."""
+    for edge, action in zip(billed.edges, ("streamGenerateContent?alt=sse", "generateContent"), strict=True):
+        async with billed.http.post(
+            f"{edge}/v1beta/models/gemini-2.5-flash:{action}", json=BODY, headers={"x-goog-api-key": billed.token}
+        ) as resp:
+            assert resp.status == 200 and "gemini-3.5-flash-lite" in await resp.text()
+
+    def learnt() -> int:
+        return sum(
+            r.keyring.desk.allocator.served.served_of("gemini-2.5-flash") == "gemini-3.5-flash-lite"
+            for r in billed.replicas
+        )
+
+    await eventually(lambda: learnt() >= 1, 3.0, "no replica learnt that gemini-3.5-flash-lite serves gemini-2.5-flash")
