@@ -55,7 +55,7 @@ def test_bad_lines_start_nothing_and_are_named_one_by_one(tmp_path: Path) -> Non
                 "# my keys",
                 f"{AUTH[0]} project-a",
                 almost,
-                f"{AUTH[1]}, project-b, extra",
+                f"{AUTH[1]}, project-b, billingAccounts/0, extra",  # a key, a project, a billing account, and more
                 "",
                 f"{STANDARD} not/a/project",
                 f"{AUTH[0]} project-a",

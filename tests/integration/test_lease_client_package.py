@@ -175,6 +175,12 @@ async def test_leases_reports_a_429_moves_to_another_key_and_releases_on_excepti
 
         async with pool.lease(MODEL) as lease:
             lease.report(429, QUOTA_429)
+
+        async def both_cooling_everywhere() -> bool:  # the other replica learns it from etcd, not at once
+            infos = [await key_info(replica, key_id) for replica in (a, b) for key_id in (cooled, fine)]
+            return all(info.cooldowns for info in infos)
+
+        await eventually(both_cooling_everywhere, within_s=3)
         with pytest.raises(NoKeyAvailable) as refused:
             async with pool.lease(MODEL):
                 pass
