@@ -13,6 +13,9 @@ import pytest
 from services.devstack.etcd_server import EtcdServer
 from services.keyring.store import EtcdStore
 from services.keyring.store.etcd import etcd_client
+from tests.e2e.chaos_run import NODE_PREFIX as CHAOS_NODE_PREFIX
+from tests.e2e.chaos_run import STASH_KEY as CHAOS_RUN
+from tests.e2e.chaos_run import ChaosRun
 from tests.pki import Pki, remove_session_pki, session_pki
 
 
@@ -30,7 +33,16 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("EDGE_PUBLIC_BASE_URL", "http://127.0.0.1")
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The chaos bench's minute of faults runs beside the first tests (tests/e2e/chaos_run.py) when it is selected."""
+    if any(item.nodeid.startswith(CHAOS_NODE_PREFIX) for item in items):
+        config.stash[CHAOS_RUN] = ChaosRun()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    chaos = config.stash.get(CHAOS_RUN, None)
+    if chaos is not None:
+        chaos.stop()
     remove_session_pki()
 
 
