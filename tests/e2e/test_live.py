@@ -417,15 +417,20 @@ async def test_a_long_session_keeps_its_lease_and_the_limits_end_sessions(live: 
     await live.no_lease_held()
 
 
-async def js_turn(tmp_path: Path, edge_url: str, token: str, version: str, prompt: str) -> dict[str, Any]:
-    """One text turn with @google/genai in Node (tests/e2e/js/live_turn.mjs): what it printed."""
+async def js_turns(
+    tmp_path: Path, edge_url: str, token: str, version: str, prompt: str, turns: str = "text"
+) -> dict[str, Any]:
+    """Live turns with @google/genai in one Node process (tests/e2e/js/live_turn.mjs): what it printed, by turn."""
     script = tmp_path / "live_turn.mjs"
     shutil.copyfile(ROOT / "tests/e2e/js/live_turn.mjs", script)
     if not (tmp_path / "node_modules").exists():
         (tmp_path / "node_modules").symlink_to(GENAI_JS)
     env = {**os.environ, "EDGE_URL": edge_url, "TOKEN": token, "MODEL": TEXT_MODEL, "API_VERSION": version}
     node = await asyncio.create_subprocess_exec(
-        "node", str(script), env={**env, "PROMPT": prompt}, stdout=asyncio.subprocess.PIPE
+        "node",
+        str(script),
+        env={**env, "AUDIO_MODEL": AUDIO_MODEL, "PROMPT": prompt, "TURNS": turns},
+        stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await asyncio.wait_for(node.communicate(), 20)
     printed: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
@@ -437,9 +442,23 @@ async def js_turn(tmp_path: Path, edge_url: str, token: str, version: str, promp
 )
 async def test_the_js_client_over_its_own_carriers(live: Live, tmp_path: Path) -> None:
     """@google/genai follows the base URL's scheme (plain ws://), sends the token as ?key= (a browser token as
-    ?access_token= on the Constrained path), and the path with a double slash."""
-    answered = await js_turn(tmp_path, live.edges[0] + "/", live.token, "v1beta", "Hello from Node")
-    assert answered == {"text": "Simulated answer to: Hello from Node", "turnComplete": True}
+    ?access_token= on the Constrained path), and the path with a double slash: a text turn, an audio turn (its
+    realtimeInput frames) and a tool call answered with sendToolResponse, one session each."""
+    answered = await js_turns(tmp_path, live.edges[0] + "/", live.token, "v1beta", "Hello from Node", "text,audio,tool")
+    done = {"toolCalls": [], "turnComplete": True}
+    assert answered["text"] == {"text": "Simulated answer to: Hello from Node", "audio": [], **done}
+    spoken = answered["audio"]
+    assert spoken["audio"] and set(spoken["audio"]) == {"audio/pcm;rate=24000"}, answered  # audio chunks, no text
+    assert {"text": spoken["text"], "toolCalls": spoken["toolCalls"], "turnComplete": spoken["turnComplete"]} == {
+        "text": "",
+        **done,
+    }
+    assert answered["tool"] == {
+        "text": 'Simulated answer to: [{"result":"sunny"}]',
+        "audio": [],
+        "toolCalls": ["get_weather"],
+        "turnComplete": True,
+    }
     async with live.http.post(
         f"{live.edges[1]}/v1alpha/auth_tokens",
         headers={"x-goog-api-key": live.token},
@@ -447,11 +466,13 @@ async def test_the_js_client_over_its_own_carriers(live: Live, tmp_path: Path) -
     ) as minted:
         assert minted.status == 200, await minted.text()
         browser_token = (await minted.json())["name"]
-    answered = await js_turn(tmp_path, live.edges[1], browser_token, "v1alpha", "Hello from a browser")
-    assert answered == {"text": "Simulated answer to: Hello from a browser", "turnComplete": True}
-    assert [s.path.count("//ws/") for s in live.sim.live.sessions()] == [0, 0]  # the edge normalises the path
+    answered = await js_turns(tmp_path, live.edges[1], browser_token, "v1alpha", "Hello from a browser")
+    assert answered["text"] == {"text": "Simulated answer to: Hello from a browser", "audio": [], **done}
+    sessions = live.sim.live.sessions()
+    assert [s.path.count("//ws/") for s in sessions] == [0, 0, 0, 0]  # the edge normalises the path
+    assert sessions[1].frames_in["text"] >= 3  # setup, the audio chunk and audioStreamEnd reached Google
     upgrades = [r for r in live.sim.requests if "/ws/" in r.path]
-    assert len(upgrades) == 2 and all(r.query == {} for r in upgrades)  # neither ?key= nor ?access_token= went up
+    assert len(upgrades) == 4 and all(r.query == {} for r in upgrades)  # neither ?key= nor ?access_token= went up
     await live.no_lease_held()
 
 
