@@ -67,7 +67,8 @@ def scrub(data: bytes, secret: str) -> bytes:
 
 
 # Characters a key or client token is made of: a run of them at a chunk's end may go on in the next chunk.
-_KEY_CHARACTERS: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.")
+_KEY_BYTES: Final = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-."
+_KEY_CHARACTERS: Final = frozenset(_KEY_BYTES)
 # Longer than any key shape (an auth key: "AQ." and at most 200): a longer run is let go but for this tail.
 _HELD_AT_MOST: Final = 256
 
@@ -89,7 +90,7 @@ class StreamScrubber:
         self._mask = mask(secret).encode()
         self._held = b""
         # A secret of other characters than a key's: its beginnings are looked for apart (never for a real key).
-        self._odd = any(byte not in _KEY_CHARACTERS for byte in self._secret)
+        self._odd = bool(self._secret.translate(None, _KEY_BYTES))  # what is left once key characters are deleted
 
     def feed(self, chunk: bytes) -> bytes:
         """What of ``chunk`` (after what was held) can go out now, scrubbed."""

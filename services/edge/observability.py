@@ -193,21 +193,19 @@ def set_usage_attributes(span: trace.Span, outcome: pb.Outcome) -> None:
         span.set_attribute(genai.ERROR_TYPE, error)
 
 
-def first_chunk_arrived(started: float) -> None:
-    """gen_ai.response.time_to_first_chunk (seconds since ``started``, a monotonic time) on the current span."""
-    span = trace.get_current_span()
+def first_chunk_arrived(span: trace.Span, started: float) -> None:
+    """gen_ai.response.time_to_first_chunk (seconds since ``started``, a monotonic time) on the attempt's span."""
     if span.is_recording():
         span.set_attribute(genai.RESPONSE_TIME_TO_FIRST_CHUNK, time.monotonic() - started)
 
 
-def describe_answer(body: bytes) -> None:
-    """gen_ai.response.model, .id and .finish_reasons of a 2xx answer, on the current (upstream) span.
+def describe_answer(span: trace.Span, body: bytes) -> None:
+    """gen_ai.response.model, .id and .finish_reasons of a 2xx answer, on the attempt's (upstream) span.
 
     Read from the bytes (Gemini's ``modelVersion``/``responseId``/``finishReason``, OpenAI's ``model``/``id``/
     ``finish_reason``)
-    only when the span records: an unsampled request pays one call.
+    only when the span records: an unsampled request pays one call (the span is passed: no context lookup).
     """
-    span = trace.get_current_span()
     if not span.is_recording():
         return
     model = _ANSWER_MODEL.search(body)

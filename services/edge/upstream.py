@@ -122,7 +122,7 @@ class Attempt:
     ``run`` sends ``call`` as it is then.
     """
 
-    __slots__ = ("call", "committed", "held", "metrics", "outcome", "settlement", "started", "upstream")
+    __slots__ = ("call", "committed", "held", "metrics", "outcome", "settlement", "span", "started", "upstream")
 
     def __init__(self, upstream: Upstream, metrics: EdgeMetrics, call: Call, held: HeldLease) -> None:
         self.upstream = upstream
@@ -131,6 +131,7 @@ class Attempt:
         self.held = held
         self.outcome = CANCELLED  # until the attempt knows better
         self.started = 0.0
+        self.span: trace.Span = trace.INVALID_SPAN  # the attempt's span, when the request is sampled
         # A stream whose first bytes went to the client: past this point no other key can answer.
         self.committed: web.StreamResponse | None = None
         # What a successful answer created or deleted (``call.settle``), for the release.
@@ -159,6 +160,7 @@ class Attempt:
             attributes[genai.REQUEST_STREAM] = True
         name = genai.span_name(operation, call.model)
         with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
+            self.span = span
             try:
                 return await self._call_upstream(request)
             finally:
@@ -193,7 +195,7 @@ class Attempt:
             # Nothing is committed before the first chunk, or before the first keep-alive (None) is due.
             chunk = await streaming.next_chunk(answer, keepalive)
             if chunk is not None:
-                first_chunk_arrived(self.started)
+                first_chunk_arrived(self.span, self.started)
             passed = wire.response_headers(answer.headers.items(), call.passed_back)
             scrubber: wire.ChunkFilter = StreamScrubber(lease.secret)
             if answer.headers.get("Content-Encoding", "identity") != "identity":  # compressed though asked not to be
@@ -259,8 +261,10 @@ class Attempt:
 
     def _tier_served(self, answer: aiohttp.ClientResponse) -> None:
         """A priority call Google served at another tier: counted (the header itself goes back to the client)."""
+        if self.call.service_tier != "priority":  # most calls: nothing to read
+            return
         served = answer.headers.get("x-gemini-service-tier", "").strip().lower()
-        if self.call.service_tier == "priority" and served and served != "priority":
+        if served and served != "priority":
             self.metrics.tier_downgrades.labels(served if served in ("standard", "flex") else "other").inc()
 
     def _served_model(self, answer: bytes) -> None:
@@ -273,7 +277,7 @@ class Attempt:
         self.outcome = ok_outcome(answer.status, self._elapsed_ms(), wire.usage(plain))
         self._served_model(plain)
         if 200 <= answer.status < 300:
-            describe_answer(plain)
+            describe_answer(self.span, plain)
         headers = wire.response_headers(answer.headers.items(), self.call.passed_back)
         allowed = self.held.allowed_models
         transform = self.call.transform if allowed else None
@@ -294,7 +298,7 @@ class Attempt:
             tokens = wire.usage(tail)  # the tail as relayed: decoded
             self.outcome = ok_outcome(answer.status, self._elapsed_ms(), tokens)
             self._served_model(tail)
-            describe_answer(tail)
+            describe_answer(self.span, tail)
 
 
 def transport_failure(error: BaseException) -> UpstreamError:
