@@ -379,7 +379,7 @@ class Allocator:
                     state = paced[key.project] = self._pacing(key.project, pool, request, replicas, now)
                 if state == _SPENT or (state == _TOO_LARGE and not lenient):
                     return False
-            for name in names:
+            for name in names if cooldowns else ():  # no cooldown anywhere (most of the time): no ids to build
                 for subject in key.cooldown_subjects(name):
                     cooldown = cooldowns.get(subject)
                     if cooldown is not None and cooldown.until > now:

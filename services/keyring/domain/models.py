@@ -348,4 +348,6 @@ class Outcome:
 
     def quota_model(self) -> str:
         """The first model a QuotaFailure violation names in its quotaDimensions, or ""."""
+        if not self.violations:  # every success, most errors: asked at each release
+            return ""
         return next((model for v in self.violations if (model := v.dimension("model"))), "")
