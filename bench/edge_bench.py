@@ -293,6 +293,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
                     **ca.issue("keyring").env("KEYRING_TLS"),
                     **ca.issue("keyring").env("KEYRING_ETCD_TLS"),
                 },
+                profile=options.profile_keyring,
             )
             simulator = processes.start("simulator", "services.simulator", {}, ["--port", str(free_port())])
             sim_url = await announced_url(simulator, r"simulator listening on (\S+)")
@@ -351,6 +352,9 @@ def main() -> None:
     parser.add_argument(
         "--load", choices=("wrk", "aiohttp"), default="wrk" if shutil.which("wrk") else "aiohttp",
         help="load generator: wrk (apt-get install wrk; light on CPU) or a Python aiohttp client",
+    )
+    parser.add_argument(
+        "--profile-keyring", default="", metavar="FILE", help="run keyring under cProfile, stats to FILE"
     )
     parser.add_argument("--profile-edge", default="", metavar="FILE", help="run the edge under cProfile, stats to FILE")
     options = parser.parse_args()
