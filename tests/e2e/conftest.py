@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.etcd_server import free_port
@@ -71,6 +75,33 @@ async def eventually(condition: Callable[[], bool], within_s: float, message: st
 
 
 MakeStack = Callable[..., Awaitable[Stack]]
+
+
+async def start_edges_crosswise(addresses: Sequence[str], sim_url: str) -> tuple[list[web.AppRunner], list[str]]:
+    """Two edges over the same replicas, the second asking them in the reverse order (so each replica grants)."""
+    runners, edges = [], []
+    for order in (addresses, addresses[::-1]):
+        runner, url = await start_edge(
+            EdgeSettings(keyring_addresses=",".join(order), upstream_base_url=sim_url, shutdown_timeout_s=2.0),
+            host="127.0.0.1",
+            port=0,
+        )
+        runners.append(runner)
+        edges.append(url)
+    return runners, edges
+
+
+@pytest.fixture(scope="session")
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Every span of this process goes to memory (the global provider can be set once per process)."""
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()
 
 
 @pytest.fixture

@@ -7,12 +7,8 @@ process) and the metrics from the edge's /metrics.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from yarl import URL
 
@@ -35,19 +31,6 @@ def test_names_of_the_pinned_version() -> None:
     assert genai.span_name("embeddings", "") == "embeddings"
     assert genai.error_type("RESOURCE_EXHAUSTED") == "RESOURCE_EXHAUSTED"
     assert genai.error_type("no spaces or {braces}") == "_OTHER"  # bounded: a label value
-
-
-@pytest.fixture(scope="module")
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Every span of this process goes to memory (the global provider can be set once per process)."""
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield exporter
-    exporter.shutdown()
 
 
 async def test_spans_and_metrics_carry_the_current_genai_names(

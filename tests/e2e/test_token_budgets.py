@@ -16,10 +16,8 @@ import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.fake_keys import fake_auth_key
-from services.edge.app import start_edge
-from services.edge.config import EdgeSettings
 from services.simulator import SimulatorState, start_simulator
-from tests.e2e.conftest import eventually
+from tests.e2e.conftest import eventually, start_edges_crosswise
 from tests.integration.conftest import Replica, StartReplica, kek, start_replica  # noqa: F401
 
 MODEL = "gemini-3.5-flash-lite"
@@ -56,15 +54,7 @@ async def budgeted(start_replica: StartReplica) -> AsyncIterator[Budgeted]:  # n
         "the replicas do not see each other and the token",
     )
     addresses = [replica.address for replica in replicas]
-    runners, edges = [], []
-    for order in (addresses, addresses[::-1]):
-        runner, url = await start_edge(
-            EdgeSettings(keyring_addresses=",".join(order), upstream_base_url=sim_url, shutdown_timeout_s=2.0),
-            host="127.0.0.1",
-            port=0,
-        )
-        runners.append(runner)
-        edges.append(url)
+    runners, edges = await start_edges_crosswise(addresses, sim_url)
     http = aiohttp.ClientSession()
     try:
         yield Budgeted(replicas, sim, edges, created.token, http)
