@@ -15,6 +15,7 @@ import yaml
 from kubernetes_validate import utils as kv
 
 from services.admin.config import parse_networks
+from tests.docs import section
 
 from .conftest import (
     CHART,
@@ -279,15 +280,13 @@ def test_notes_print_how_to_get_the_first_client_token() -> None:
     assert "https://gemini.example.com/v1beta/models/" in notes
 
 
-def test_readme_helm_section_names_every_profile() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Kubernetes (Helm)") :]
-    section = section[: section.index("\n### ", 5)]
-    assert "helm install" in section
+def test_helm_guide_names_every_profile() -> None:
+    helm_guide = section("deployment", "## Kubernetes (Helm)")
+    assert "helm install" in helm_guide
     for name in {n for names in CHART_PROFILES.values() for n in names}:
-        assert f"profiles/{name}" in section, name
+        assert f"profiles/{name}" in helm_guide, name
     for secret in ("keyring-kek", "admin-tokens"):
-        assert secret in section
+        assert secret in helm_guide
 
 
 # ----------------------------------------------------------------- no drift

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv
 
+from tests.docs import doc
+
 from .conftest import (
     K8S,
     MODULE_PREFIX,
@@ -39,7 +41,7 @@ CRD_SCHEMAS = {
     ("cert-manager.io/v1", "Issuer"): "issuer.json",
     ("cert-manager.io/v1", "Certificate"): "certificate.json",
 }
-# Secrets the manifests reference but never contain: created by the operator (README "Deploying").
+# Secrets the manifests reference but never contain: created by the operator (docs/deployment.md).
 EXTERNAL_SECRETS = {"keyring-kek", "admin-tokens", "edge-tls", "admin-tls"}
 # Secrets cert-manager writes from components/cert-manager's Certificates (service identity).
 ISSUED_SECRETS = {
@@ -224,10 +226,9 @@ def test_secrets_are_referenced_not_shipped(overlay: str) -> None:
     issued = {c["spec"]["secretName"] for c in find(manifests, "Certificate")}
     assert issued >= ISSUED_SECRETS, "components/cert-manager issues every service certificate"
     assert referenced <= EXTERNAL_SECRETS | issued
-    readme = (ROOT / "README.md").read_text()
-    deploying = readme[readme.index("## Deploying") :]
+    deploying = doc("deployment")
     for secret in referenced:
-        assert secret in deploying, f"README's Deploying section must say how to create Secret {secret}"
+        assert secret in deploying, f"docs/deployment.md must say how to create Secret {secret}"
     config_maps = {m["metadata"]["name"] for m in find(manifests, "ConfigMap")}
     for workload in workloads(manifests):
         for container in _containers(workload):
