@@ -150,7 +150,7 @@ class AcquireResponse(_message.Message):
     def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_violations", "latency_ms", "input_tokens", "output_tokens", "error_message", "consumer_project", "served_model", "estimated_input_tokens")
+    __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_violations", "latency_ms", "input_tokens", "output_tokens", "error_message", "consumer_project", "served_model", "estimated_input_tokens", "service_tier")
     class Transport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TRANSPORT_OK: _ClassVar[Outcome.Transport]
@@ -174,6 +174,7 @@ class Outcome(_message.Message):
     CONSUMER_PROJECT_FIELD_NUMBER: _ClassVar[int]
     SERVED_MODEL_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
     transport: Outcome.Transport
     http_status: int
     error_status: str
@@ -187,7 +188,8 @@ class Outcome(_message.Message):
     consumer_project: str
     served_model: str
     estimated_input_tokens: int
-    def __init__(self, transport: _Optional[_Union[Outcome.Transport, str]] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., quota_violations: _Optional[_Iterable[_Union[QuotaViolation, _Mapping]]] = ..., latency_ms: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error_message: _Optional[str] = ..., consumer_project: _Optional[str] = ..., served_model: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ...) -> None: ...
+    service_tier: str
+    def __init__(self, transport: _Optional[_Union[Outcome.Transport, str]] = ..., http_status: _Optional[int] = ..., error_status: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_delay_ms: _Optional[int] = ..., quota_violations: _Optional[_Iterable[_Union[QuotaViolation, _Mapping]]] = ..., latency_ms: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., error_message: _Optional[str] = ..., consumer_project: _Optional[str] = ..., served_model: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ..., service_tier: _Optional[str] = ...) -> None: ...
 
 class QuotaViolation(_message.Message):
     __slots__ = ("quota_id", "quota_metric", "dimensions", "quota_value", "future_quota_value")
@@ -619,8 +621,15 @@ class UsageRow(_message.Message):
     def __init__(self, id: _Optional[str] = ..., pool: _Optional[str] = ..., figures: _Optional[_Union[UsageFigures, _Mapping]] = ...) -> None: ...
 
 class UsagePoint(_message.Message):
-    __slots__ = ("start_ms", "pool", "figures", "errors_by_kind")
+    __slots__ = ("start_ms", "pool", "figures", "errors_by_kind", "requests_by_tier")
     class ErrorsByKindEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class RequestsByTierEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -631,11 +640,13 @@ class UsagePoint(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     FIGURES_FIELD_NUMBER: _ClassVar[int]
     ERRORS_BY_KIND_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_BY_TIER_FIELD_NUMBER: _ClassVar[int]
     start_ms: int
     pool: str
     figures: UsageFigures
     errors_by_kind: _containers.ScalarMap[str, int]
-    def __init__(self, start_ms: _Optional[int] = ..., pool: _Optional[str] = ..., figures: _Optional[_Union[UsageFigures, _Mapping]] = ..., errors_by_kind: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    requests_by_tier: _containers.ScalarMap[str, int]
+    def __init__(self, start_ms: _Optional[int] = ..., pool: _Optional[str] = ..., figures: _Optional[_Union[UsageFigures, _Mapping]] = ..., errors_by_kind: _Optional[_Mapping[str, int]] = ..., requests_by_tier: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
     __slots__ = ("window_s", "keys", "tokens", "pools", "series", "bucket_s")
@@ -662,7 +673,7 @@ class ListQuotasRequest(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class QuotaRow(_message.Message):
-    __slots__ = ("pool", "project", "model", "metric", "limit", "source", "learnt_at_ms", "used", "replica_share", "remaining", "resets_at_ms")
+    __slots__ = ("pool", "project", "model", "metric", "limit", "source", "learnt_at_ms", "used", "replica_share", "remaining", "resets_at_ms", "service_tier")
     POOL_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -674,6 +685,7 @@ class QuotaRow(_message.Message):
     REPLICA_SHARE_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     RESETS_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
     pool: str
     project: str
     model: str
@@ -685,7 +697,8 @@ class QuotaRow(_message.Message):
     replica_share: int
     remaining: int
     resets_at_ms: int
-    def __init__(self, pool: _Optional[str] = ..., project: _Optional[str] = ..., model: _Optional[str] = ..., metric: _Optional[str] = ..., limit: _Optional[int] = ..., source: _Optional[str] = ..., learnt_at_ms: _Optional[int] = ..., used: _Optional[int] = ..., replica_share: _Optional[int] = ..., remaining: _Optional[int] = ..., resets_at_ms: _Optional[int] = ...) -> None: ...
+    service_tier: str
+    def __init__(self, pool: _Optional[str] = ..., project: _Optional[str] = ..., model: _Optional[str] = ..., metric: _Optional[str] = ..., limit: _Optional[int] = ..., source: _Optional[str] = ..., learnt_at_ms: _Optional[int] = ..., used: _Optional[int] = ..., replica_share: _Optional[int] = ..., remaining: _Optional[int] = ..., resets_at_ms: _Optional[int] = ..., service_tier: _Optional[str] = ...) -> None: ...
 
 class ListQuotasResponse(_message.Message):
     __slots__ = ("quotas",)
