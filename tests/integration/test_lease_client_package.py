@@ -2,7 +2,7 @@
 
 It leases with an internal service's own certificate (an identity in KEYRING_LEASE_IDENTITIES) and a client
 token, reports Google's answers through the edge's classifier, moves to another key when the answer blames
-the key, and never keeps a lease past its block. The README's "Internal services" example runs as written,
+the key, and never keeps a lease past its block. The example of docs/internal-services.md runs as written,
 in a process of its own, with the simulator as the upstream.
 """
 
@@ -28,13 +28,14 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.devstack.certs import Certificate, LocalCA
 from services.edge.upstream import error_outcome, ok_outcome
 from services.simulator.app import start_simulator
+from tests.docs import doc, section
 from tests.pki import session_pki
 
 from .conftest import Replica, StartReplica
 from .test_keyring_service import MODEL, add_keys, eventually, key_info
 
 ROOT = Path(__file__).resolve().parents[2]
-INTERNAL = "keyring-internal"  # the devstack's internal-service identity, as the README's example expects
+INTERNAL = "keyring-internal"  # the devstack's internal-service identity, as the guide's example expects
 LEASERS = f"keyring-edge,{INTERNAL}"
 
 QUOTA_429 = orjson.dumps(
@@ -197,17 +198,16 @@ async def test_leases_reports_a_429_moves_to_another_key_and_releases_on_excepti
                 pass
 
 
-def readme_example() -> str:
-    """The python block of the README's "Internal services" section."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Internal services", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert blocks, "no python example in the README's Internal services section"
+def guide_example() -> str:
+    """The python block of the guide's "Internal services" part (docs/internal-services.md)."""
+    part = doc("internal-services").split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", part, flags=re.S)
+    assert blocks, "no python example in docs/internal-services.md before its first subsection"
     return str(blocks[0])
 
 
-async def test_the_readme_example_runs_as_written(start_replica: StartReplica, tmp_path: Path) -> None:
-    example = readme_example()
+async def test_the_guide_example_runs_as_written(start_replica: StartReplica, tmp_path: Path) -> None:
+    example = guide_example()
     imported = set(re.findall(r"^(?:from|import) ([\w.]+)", example, flags=re.M))
     assert imported <= {"asyncio", "json", "os", "urllib.error", "urllib.request", "keyring_lease"}, imported
     a, b, token = await two_replicas(start_replica, keys=2)
@@ -236,10 +236,10 @@ async def test_the_readme_example_runs_as_written(start_replica: StartReplica, t
         await runner.cleanup()
 
 
-def test_the_readme_grpcurl_walk_through_sends_valid_requests() -> None:
-    """Each grpcurl -d body of the README parses as its method's request (grpcurl itself is not needed here)."""
-    readme = (ROOT / "README.md").read_text().split("### Other languages: the proto and grpcurl", 1)[1]
-    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+def test_the_grpcurl_walk_through_sends_valid_requests() -> None:
+    """Each grpcurl -d body of the guide parses as its method's request (grpcurl itself is not needed here)."""
+    walk_through = section("internal-services", "## Other languages: the proto and grpcurl")
+    block = walk_through.split("```bash\n", 1)[1].split("```", 1)[0]
     pattern = r"""-d (?:"((?:\\.|[^"\\])*)"|'([^']*)')\s*\\?\s*127\.0\.0\.1:50051 keyring\.v1\.LeaseService/(\w+)"""
     calls = re.findall(pattern, block)
     assert [method for *_, method in calls] == ["Acquire", "Release"]
