@@ -6,7 +6,18 @@ import ssl
 
 from aiohttp import web
 
-from . import caches_api, control, files_api, interactions_api, jobs, kinds_api, live, native, openai_compat
+from . import (
+    caches_api,
+    control,
+    files_api,
+    interactions_api,
+    jobs,
+    kinds_api,
+    live,
+    live_interactions,
+    native,
+    openai_compat,
+)
 from .pipeline import SIMULATOR_STATE, unknown_path
 from .state import SimulatorState
 
@@ -25,6 +36,7 @@ def create_app(state: SimulatorState | None = None) -> web.Application:
     kinds_api.add_routes(app)  # before the interactions': interactions/{id}/auth_tokens is a kind of the table
     interactions_api.add_routes(app)
     live.add_routes(app)
+    live_interactions.add_routes(app)
     control.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", unknown_path)  # last: every other path is recorded, then 404
     return app
