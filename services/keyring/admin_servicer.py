@@ -254,7 +254,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             ],
             pools=[convert.usage_row(pool, pool, figures) for pool, figures in sorted(summary.pools.items())],
             series=[
-                convert.usage_point(start, pool, figures, summary.series_errors.get((start, pool), {}))
+                convert.usage_point(
+                    start,
+                    pool,
+                    figures,
+                    summary.series_errors.get((start, pool), {}),
+                    summary.series_tiers.get((start, pool), {}),
+                )
                 for (start, pool), figures in summary.series.items()
             ],
             bucket_s=BUCKET_S,

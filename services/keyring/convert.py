@@ -257,6 +257,7 @@ def quota_row_to_pb(row: QuotaRow) -> pb.QuotaRow:
         replica_share=row.share,
         remaining=row.remaining,
         resets_at_ms=ms(row.resets_at),
+        service_tier=row.service_tier,
     )
 
 
@@ -280,6 +281,7 @@ def outcome_from_pb(message: pb.Outcome) -> Outcome:
         estimated_input_tokens=message.estimated_input_tokens,
         consumer_project=message.consumer_project,
         served_model=message.served_model,
+        service_tier=message.service_tier,
     )
 
 
@@ -292,10 +294,18 @@ def usage_row(subject: str, pool: str, figures: Figures) -> pb.UsageRow:
 
 
 def usage_point(
-    start_s: int, pool: str, figures: Figures, errors_by_kind: dict[str, int] | None = None
+    start_s: int,
+    pool: str,
+    figures: Figures,
+    errors_by_kind: dict[str, int] | None = None,
+    requests_by_tier: dict[str, int] | None = None,
 ) -> pb.UsagePoint:
     return pb.UsagePoint(
-        start_ms=start_s * 1000, pool=pool, figures=usage_figures(figures), errors_by_kind=errors_by_kind or {}
+        start_ms=start_s * 1000,
+        pool=pool,
+        figures=usage_figures(figures),
+        errors_by_kind=errors_by_kind or {},
+        requests_by_tier=requests_by_tier or {},
     )
 
 

@@ -57,6 +57,7 @@ from .domain.live_tokens import Grants
 from .domain.models import Outcome, Policy, Transport
 from .domain.policy import blames_key, is_routine_success, judge
 from .domain.served import served_model
+from .domain.tiers import class_model, service_class
 from .domain.usage import Call, RecentIds
 from .ledger import UsageLedger
 from .live_tokens import LiveTokens
@@ -272,7 +273,10 @@ class LeaseDesk:
         if key is not None and outcome.transport is not Transport.CANCELLED:
             failed = not outcome.succeeded
             kind = outcome.kind.value if failed else ""  # errors by class (the console's chart)
-            call = Call(key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens, kind=kind)
+            call = Call(
+                key.pool, key_id, token_id, failed, outcome.input_tokens, outcome.output_tokens, kind=kind,
+                service_tier=service_class(outcome.service_tier),
+            )  # fmt: skip
             if lease is None:
                 epoch = self.ledger.count_late(lease_id, call, counted_epoch, kept_for_granter and not handover)
                 return Released(False, key_id, model, epoch)
@@ -319,10 +323,11 @@ class LeaseDesk:
         """
         key = self._view.keys.get(key_id) if key_id else None
         cooldowns = self._view.cooldowns
-        # Decisions are the served model's (a retired name served by another, a -latest alias: issue 21).
+        # Decisions are the served model's (a retired name served by another, a -latest alias: issue 21), and
+        # a flex or priority call's are its class's (domain/tiers.py): they never cool standard traffic.
         asked, served = model, served_model(outcome, model)
         self.allocator.served.learn(asked, served)
-        model = served
+        model = class_model(served, outcome.service_tier)
         if key is None or is_routine_success(outcome, key, model, cooldowns) or not self._judged.add(lease_id):
             return
         if caller is not None and blames_key(outcome):
@@ -336,13 +341,14 @@ class LeaseDesk:
         decided: list[Decision] = []
         stamp = self.stamp()
         if verdict.cooldown is not None:
-            shown = asked if asked != served and verdict.cooldown.id.model == served else verdict.cooldown.asked
+            shown = asked if asked != served and verdict.cooldown.id.model == model else verdict.cooldown.asked
             decided.append(dataclasses.replace(verdict.cooldown, decision=lease_id, decided_at=stamp, asked=shown))
             if own:
                 self.observer.cooldown_started(verdict.cooldown.reason.value)
         if verdict.key is not None:
             decided.append(dataclasses.replace(verdict.key, health_id=lease_id, health_at=stamp))
-        for limit in learnt_limits(outcome, key.project, model, self._clock(), self._view.limits):
+        told = learnt_limits(outcome, key.project, served, self._clock(), self._view.limits, outcome.service_tier)
+        for limit in told:
             decided.append(dataclasses.replace(limit, decision=lease_id, decided_at=stamp))
         if decided:
             self.decisions.decide(decided, own=own)

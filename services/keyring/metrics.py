@@ -21,6 +21,7 @@ from .cache import StateCache
 from .core import Keyring
 from .desk import LeaseDesk, Observer
 from .domain.models import KeyState
+from .domain.tiers import split
 
 LEASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 ETCD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -225,14 +226,14 @@ class ViewCollector(Collector):
         )
 
     def _quotas(self) -> Iterator[GaugeMetricFamily]:
-        """keyring_quota_limit / keyring_quota_used per (pool, project, model, metric).
+        """keyring_quota_limit / keyring_quota_used per (pool, project, model, metric, service_tier).
 
         Bounded: a row exists only for a model the pool allows that a 429
         named or the upstream served in a current window (domain/limits.quota_rows:
         not a client-chosen id the upstream answered 404), and at most
         ``MAX_QUOTA_SERIES`` rows are exported.
         """
-        labels = ["pool", "project", "model", "metric"]
+        labels = ["pool", "project", "model", "metric", "service_tier"]
         limit = GaugeMetricFamily(
             "keyring_quota_limit",
             "Quota limits per project, model and metric (learnt from 429s or the pool's).",
@@ -249,7 +250,8 @@ class ViewCollector(Collector):
             labels=labels,
         )
         for row in self._desk.quota_rows()[:MAX_QUOTA_SERIES]:
-            values = [row.pool, row.project, row.model, row.metric.value]
+            # A class's own limit (issue 21) is the model's, labelled with its class ("" for standard).
+            values = [row.pool, row.project, split(row.model)[0], row.metric.value, row.service_tier or "standard"]
             limit.add_metric(values, row.limit)
             used.add_metric(values, row.used)
             ratio.add_metric(values, row.used / row.share if row.share else 0.0)

@@ -66,7 +66,7 @@ class Binding:
 class HeldLease:
     """A lease keyring granted and the edge holds until ``release`` (module docstring: the one owner of its end)."""
 
-    __slots__ = ("_bindings", "_releases", "allowed_models", "lease", "model", "released", "replica")
+    __slots__ = ("_bindings", "_releases", "allowed_models", "lease", "model", "released", "replica", "service_tier")
 
     def __init__(
         self, releases: Releases, lease: pb.Lease, allowed_models: tuple[str, ...], replica: str, model: str
@@ -78,6 +78,9 @@ class HeldLease:
         self.model = model
         self.released = False
         self._bindings: asyncio.Task[bool] | None = None
+        # The call's service class when not standard ("flex", "priority"): its outcome says so (issue 21), so
+        # keyring cools and learns that class only, never the project's standard traffic.
+        self.service_tier = ""
 
     @overload
     def release(
@@ -112,6 +115,11 @@ class HeldLease:
         if self.released:
             return None
         self.released = True
+        if self.service_tier:  # a copy: outcomes such as CANCELLED are shared
+            classed = pb.Outcome()
+            classed.CopyFrom(outcome)
+            classed.service_tier = self.service_tier
+            outcome = classed
         task = self._releases.send(self, outcome, confirm, bind, unbind)
         if bind or unbind:
             self._bindings = task

@@ -37,10 +37,11 @@ from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
 from .lease_ids import granting_instance
 from .leasing import LeaseBook, LeaseRecord, SlidingWindow, session_subjects, share
-from .limits import QuotaCounter, has_operator_limits, priority_limits, priority_model
-from .models import ClientToken, KeyState, Pool, UpstreamKey
+from .limits import QuotaCounter, class_limits, has_operator_limits
+from .models import ALL_MODELS, ClientToken, Cooldown, CooldownReason, KeyState, Pool, UpstreamKey
 from .selection import Eligible, pick
 from .served import ServedModels
+from .tiers import FLEX, PRIORITY, STANDARD, class_model, counts_against_standard, service_class
 from .view import KeyringView
 
 # When only in-flight caps block, a slot usually frees within this long.
@@ -55,6 +56,8 @@ TOKEN_SHARE = "TOKEN_SHARE_SPENT"
 DEFAULT_SESSION_TTL_S = 30.0
 # A project's pacing for one call (``Allocator._pacing``).
 _FITS, _SPENT, _TOO_LARGE = 0, 1, 2
+# What of the model's own cooldowns keeps a flex call out: facts about the model, not standard's quota (tiers.py).
+_MODEL_FACTS = frozenset({CooldownReason.NOT_ON_TIER, CooldownReason.MODEL_GONE})
 
 
 class _Placement(NamedTuple):
@@ -218,9 +221,8 @@ class Allocator:
             )
         else:
             lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
-        priority = request.service_tier == "priority"
         served = self.served.served_of(model)
-        self.quotas.reserve(lease.lease_id, key.project, served, now, request.input_tokens, priority)
+        self.quotas.reserve(lease.lease_id, key.project, served, now, request.input_tokens, request.service_tier)
         return Grant(lease, key, pool)
 
     def authenticate_id(self, token_id: str, now: float) -> tuple[ClientToken, Pool]:
@@ -365,7 +367,11 @@ class Allocator:
         session = request.session and bool(pool.policy.live_sessions_per_key or pool.policy.live_sessions_per_project)
 
         names = self.served.names(model)  # the name asked and the model that answers it
-        priority = request.service_tier == "priority"
+        tier = service_class(request.service_tier)
+        priority = tier == PRIORITY
+        # A flex or priority call: its class's cooldowns too, and of the model's all (priority) or facts (flex).
+        class_names = tuple(class_model(name, tier) for name in names) if tier else ()
+        facts_only = tier == FLEX
 
         def eligible(key_id: str) -> bool:
             key = keys[key_id]
@@ -380,6 +386,11 @@ class Allocator:
                 if state == _SPENT or (state == _TOO_LARGE and not lenient):
                     return False
             for name in names if cooldowns else ():  # no cooldown anywhere (most of the time): no ids to build
+                for subject in key.cooldown_subjects(name):
+                    cooldown = cooldowns.get(subject)
+                    if cooldown is not None and cooldown.until > now and not (facts_only and _not_a_fact(cooldown)):
+                        return False
+            for name in class_names if cooldowns else ():
                 for subject in key.cooldown_subjects(name):
                     cooldown = cooldowns.get(subject)
                     if cooldown is not None and cooldown.until > now:
@@ -417,16 +428,29 @@ class Allocator:
         return found
 
     def _pacing(self, project: str, pool: Pool, request: LeaseRequest, replicas: int, now: float) -> int:
-        limits, model, input_tokens = self._view.limits, self.served.served_of(request.model), request.input_tokens
-        if request.service_tier == "priority":  # priority's own limit first (a share of standard's)
-            own, policy = priority_limits(project, model, limits, pool.policy)
-            if self.quotas.spent_until(project, priority_model(model), own, policy, replicas, now, input_tokens):
-                return _SPENT
-        if self.quotas.spent_until(project, model, limits, pool.policy, replicas, now, input_tokens):
+        if self._spent_until(project, pool, request, replicas, now):
             return _SPENT
-        if self.quotas.too_large(project, model, limits, pool.policy, input_tokens):
+        model = class_model(self.served.served_of(request.model), request.service_tier)
+        limits, policy = class_limits(project, model, self._view.limits, pool.policy)
+        if self.quotas.too_large(project, model, limits, policy, request.input_tokens):
             return _TOO_LARGE
         return _FITS
+
+    def _spent_until(self, project: str, pool: Pool, request: LeaseRequest, replicas: int, now: float) -> float:
+        """When the project's spent window for this call's class resets (0: it may take the call).
+
+        The class's own limit first (flex's, priority's: ``limits.class_limits``), then standard's for the
+        classes counted against it (standard, priority).
+        """
+        served, tier = self.served.served_of(request.model), service_class(request.service_tier)
+        view_limits, input_tokens = self._view.limits, request.input_tokens
+        if tier != STANDARD:
+            model = class_model(served, tier)
+            limits, policy = class_limits(project, model, view_limits, pool.policy)
+            spent = self.quotas.spent_until(project, model, limits, policy, replicas, now, input_tokens)
+            if spent or not counts_against_standard(tier):
+                return spent
+        return self.quotas.spent_until(project, served, view_limits, pool.policy, replicas, now, input_tokens)
 
     def _nothing_eligible(
         self, pool: Pool, request: LeaseRequest, only: KeyFilter | None, replicas: int, now: float
@@ -437,27 +461,27 @@ class Allocator:
         request, and the caller's next request may use them. Keys the call may
         not have at all (``only``: another project than its resources') do not.
         """
-        model, input_tokens = request.model, request.input_tokens
+        model = request.model
         rpm = pool.policy.requests_per_minute
         soonest = math.inf
-        priority = request.service_tier == "priority"
+        tier = service_class(request.service_tier)
+        priority = tier == PRIORITY
+        names = [(name, tier == FLEX) for name in self.served.names(model)]
+        names += [(class_model(name, tier), False) for name in self.served.names(model) if tier]
         for key in self._view.keys_of(pool.name):
             if key.state in (KeyState.INVALID, KeyState.DISABLED) or (only is not None and not only(key)):
                 continue
             if priority and not key.takes_priority():  # Google opens priority to Tier 2/3 accounts only
                 continue
             frees = key.state_until if key.state is KeyState.SUSPENDED else now
-            for name in self.served.names(model):
+            for name, facts_only in names:
                 for subject in key.cooldown_subjects(name):
                     cooldown = self._view.cooldowns.get(subject)
-                    if cooldown is not None:
+                    if cooldown is not None and not (facts_only and _not_a_fact(cooldown)):
                         frees = max(frees, cooldown.until)
             budget = self._key_minutes.limit_for(key.key_id, rpm, replicas, now)
             frees = max(frees, self._key_minutes.frees_at(key.key_id, budget, now))
-            spent = self.quotas.spent_until(
-                key.project, model, self._view.limits, pool.policy, replicas, now, input_tokens
-            )
-            frees = max(frees, spent)
+            frees = max(frees, self._spent_until(key.project, pool, request, replicas, now))
             if frees <= now:  # blocked only by its in-flight cap
                 frees = now + _IN_FLIGHT_RETRY_S
             soonest = min(soonest, frees)
@@ -469,6 +493,12 @@ class Allocator:
                 f"pool {pool.name!r} has no usable key {what}", pool.policy.rate_limit_cooldown_s, pool.name
             )
         return NoKeyAvailable(f"no key of pool {pool.name!r} is free for model {model!r}", soonest - now, pool.name)
+
+
+def _not_a_fact(cooldown: Cooldown) -> bool:
+    """A cooldown of the model's standard traffic that says nothing of flex (its quota, not the model's absence):
+    project- and account-wide ones (model ``*``) hold for every class."""
+    return cooldown.reason not in _MODEL_FACTS and cooldown.id.model != ALL_MODELS
 
 
 def require_pool(view: KeyringView, name: str) -> Pool:

@@ -40,6 +40,7 @@ from services.common.answers import pacific_day
 
 from .leasing import share
 from .models import LimitId, Outcome, Policy, Pool, QuotaLimit, QuotaViolation, Transport, UpstreamKey
+from .tiers import FLEX, PRIORITY, STANDARD, class_model, service_class, split
 
 # A limit learnt again with the same value is rewritten only this long after it was last learnt.
 RELEARN_S = 3600.0
@@ -85,9 +86,12 @@ def metric_of(violation: QuotaViolation) -> QuotaMetric | None:
 
 
 def learnt(
-    outcome: Outcome, project: str, model: str, now: float, known: dict[LimitId, QuotaLimit]
+    outcome: Outcome, project: str, model: str, now: float, known: dict[LimitId, QuotaLimit], service_tier: str = ""
 ) -> list[QuotaLimit]:
-    """The limits an answer tells that the view does not know yet (or knew long ago); none without a project."""
+    """The limits an answer tells that the view does not know yet (or knew long ago); none without a project.
+
+    A flex or priority call's 429 tells its class's limits (``tiers.class_model``), never standard's.
+    """
     if not project or not outcome.violations:
         return []
     found: list[QuotaLimit] = []
@@ -95,7 +99,7 @@ def learnt(
         metric, limit = metric_of(violation), violation.limit
         if metric is None or limit is None:
             continue
-        limit_id = LimitId(project, violation.dimension("model") or model, metric.value)
+        limit_id = LimitId(project, class_model(violation.dimension("model") or model, service_tier), metric.value)
         previous = known.get(limit_id)
         if previous is not None and previous.limit == limit and previous.learnt_at + RELEARN_S > now:
             continue
@@ -123,31 +127,47 @@ def has_operator_limits(policy: Policy) -> bool:
 
 # Google's priority tier has its own limit, this share of the standard one (and counts against standard too).
 PRIORITY_SHARE = 0.3
-_PRIORITY_MODEL = "@priority"
 _PRIORITY_LEASE = "#priority"
+_NO_OPERATOR_LIMITS = {name: 0 for name in _OPERATOR_FIELDS.values()}
 
 
 def priority_model(model: str) -> str:
     """What priority calls of ``model`` are counted under (their own limit; rows show it as such)."""
-    return model + _PRIORITY_MODEL
+    return class_model(model, PRIORITY)
 
 
 def priority_limits(
     project: str, model: str, limits: Mapping[LimitId, QuotaLimit], policy: Policy
 ) -> tuple[dict[LimitId, QuotaLimit], Policy]:
-    """Priority's limits for (project, model): ``PRIORITY_SHARE`` of the standard ones, learnt or the operator's."""
-    scaled = {
-        LimitId(project, priority_model(model), metric.value): dataclasses.replace(
-            record, limit=max(int(record.limit * PRIORITY_SHARE), 1)
-        )
-        for metric in QuotaMetric
-        if (record := limits.get(LimitId(project, model, metric.value))) is not None and record.limit > 0
-    }
-    operator = {
-        name: max(int(value * PRIORITY_SHARE), 1) if (value := getattr(policy, name)) else 0
-        for name in _OPERATOR_FIELDS.values()
-    }
-    return scaled, dataclasses.replace(policy, **operator)
+    """Priority's limits for (project, model): a limit a priority 429 told (learnt under ``priority_model``) for
+    a metric, else ``PRIORITY_SHARE`` of the standard one, learnt or the operator's."""
+    own_model = priority_model(model)
+    told: dict[LimitId, QuotaLimit] = {}
+    scaled: dict[LimitId, QuotaLimit] = {}
+    operator: dict[str, int] = {}
+    for metric in QuotaMetric:
+        own_id = LimitId(project, own_model, metric.value)
+        if (record := limits.get(own_id)) is not None:
+            told[own_id] = record
+        elif (record := limits.get(LimitId(project, model, metric.value))) is not None and record.limit > 0:
+            scaled[own_id] = dataclasses.replace(record, limit=max(int(record.limit * PRIORITY_SHARE), 1))
+        if name := _OPERATOR_FIELDS.get(metric):
+            value = getattr(policy, name)
+            operator[name] = max(int(value * PRIORITY_SHARE), 1) if value and own_id not in told else 0
+    return {**scaled, **told}, dataclasses.replace(policy, **operator)
+
+
+def class_limits(
+    project: str, name: str, limits: Mapping[LimitId, QuotaLimit], policy: Policy
+) -> tuple[Mapping[LimitId, QuotaLimit], Policy]:
+    """The limits in force for a class model (``tiers.class_model``): standard's are the view's and the pool's;
+    priority's ``priority_limits``; flex's only what flex 429s told (the pool's quota_* are standard's)."""
+    model, tier = split(name)
+    if tier == PRIORITY:
+        return priority_limits(project, model, limits, policy)
+    if tier == FLEX:
+        return limits, dataclasses.replace(policy, **_NO_OPERATOR_LIMITS)
+    return limits, policy
 
 
 def effective_limit(record: QuotaLimit | None, policy: Policy, metric: QuotaMetric) -> tuple[int | None, str]:
@@ -242,16 +262,20 @@ class QuotaCounter:
         return len(self._uses)
 
     def reserve(
-        self, lease_id: str, project: str, model: str, now: float, input_tokens: int = 0, priority: bool = False
+        self, lease_id: str, project: str, model: str, now: float, input_tokens: int = 0, service_tier: str = ""
     ) -> None:
         """A granted call: one request, and its estimated input tokens until its release tells the real count.
 
-        A priority call counts twice: against the standard limit and against priority's own (``priority_model``).
+        Counted in its class (``tiers.class_model``): a priority call twice, against the standard limit and
+        against priority's own (``priority_model``); a flex call against flex's only.
         """
         if not project:
             return
-        if priority:
+        tier = service_class(service_tier)
+        if tier == PRIORITY:
             self.reserve(lease_id + _PRIORITY_LEASE, project, priority_model(model), now, input_tokens)
+        elif tier == FLEX:
+            model = class_model(model, FLEX)
         self.prune(now)
         use = self._uses.get((project, model))
         if use is None:
@@ -412,6 +436,7 @@ class QuotaRow:
     used: int  # this replica's use in the current window
     share: int  # this replica's part of the limit (split across live replicas)
     resets_at: float
+    service_tier: str = STANDARD  # the class whose own limit this is (``model`` is then "<model>@<tier>")
 
     @property
     def remaining(self) -> int:
@@ -446,11 +471,13 @@ def quota_rows(
             continue
         for name in sorted(projects_by_pool[pool_name]):
             for model in sorted(learnt_models.get(name, ())):
-                if not record_pool.allows(model):
+                asked, tier = split(model)
+                if not record_pool.allows(asked):
                     continue
+                in_force, policy = class_limits(name, model, limits, record_pool.policy)
                 for metric in QuotaMetric:
-                    record = limits.get(LimitId(name, model, metric.value))
-                    limit, source = effective_limit(record, record_pool.policy, metric)
+                    record = in_force.get(LimitId(name, model, metric.value))
+                    limit, source = effective_limit(record, policy, metric)
                     if limit is None:
                         continue
                     rows.append(
@@ -465,6 +492,7 @@ def quota_rows(
                             counter.used(name, model, metric, now),
                             share(limit, replicas),
                             window(metric, now)[1],
+                            tier,
                         )
                     )
     return rows

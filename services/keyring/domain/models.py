@@ -332,6 +332,7 @@ class Outcome:
     estimated_input_tokens: int = 0  # the edge's estimate of the request's input (0: unknown)
     consumer_project: str = ""  # ErrorInfo consumer "projects/<number>": the key's project number ("": not told)
     served_model: str = ""  # the answer's modelVersion when it differs from the name asked ("": the same)
+    service_tier: str = ""  # the call's service_tier ("", "standard", "flex", "priority"): its class (tiers.py)
 
     @property
     def succeeded(self) -> bool:

@@ -70,6 +70,7 @@ class Bucket:
     token_pools: dict[str, str] = field(default_factory=dict)
     last_used: dict[str, float] = field(default_factory=dict)  # key ids and token ids
     errors: dict[str, dict[str, int]] = field(default_factory=dict)  # pool -> a failed call's kind -> calls
+    tiers: dict[str, dict[str, int]] = field(default_factory=dict)  # pool -> service class (not standard) -> calls
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -82,6 +83,7 @@ class Bucket:
             "token_pools": self.token_pools,
             "last_used": self.last_used,
             "errors": self.errors,
+            "tiers": self.tiers,
         }
 
     @classmethod
@@ -95,6 +97,7 @@ class Bucket:
         bucket.token_pools = dict(data.get("token_pools", {}))  # type: ignore[call-overload]
         bucket.last_used = dict(data.get("last_used", {}))  # type: ignore[call-overload]
         bucket.errors = {pool: dict(kinds) for pool, kinds in data.get("errors", {}).items()}  # type: ignore[attr-defined]
+        bucket.tiers = {pool: dict(tiers) for pool, tiers in data.get("tiers", {}).items()}  # type: ignore[attr-defined]
         return bucket
 
 
@@ -110,6 +113,7 @@ class Call:
     output_tokens: int
     unknown: bool = False  # a lease reclaimed unreleased: it may have reached the upstream, outcome unknown
     kind: str = ""  # a failed call's kind (the shared classifier's AnswerKind value): errors by class
+    service_tier: str = ""  # "flex" or "priority" (domain/tiers.py): calls by service class; "": standard
 
 
 def bucket_start(now: float) -> int:
@@ -155,6 +159,9 @@ class UsageCounter:
         if call.failed and call.kind:
             kinds = bucket.errors.setdefault(pool, {})
             kinds[call.kind] = kinds.get(call.kind, 0) + 1
+        if call.service_tier and requests:
+            tiers = bucket.tiers.setdefault(pool, {})
+            tiers[call.service_tier] = tiers.get(call.service_tier, 0) + requests
         self.dirty.add(start)
         return self.epoch
 
@@ -220,6 +227,7 @@ class UsageSummary:
     # (bucket start, pool) -> every replica's figures in that bucket: the series over time (the console's chart)
     series: dict[tuple[int, str], Figures] = field(default_factory=dict)
     series_errors: dict[tuple[int, str], dict[str, int]] = field(default_factory=dict)  # the same, failed calls by kind
+    series_tiers: dict[tuple[int, str], dict[str, int]] = field(default_factory=dict)  # the same, calls by class
 
 
 def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSummary:
@@ -229,6 +237,7 @@ def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSumma
     pools: dict[str, Figures] = defaultdict(Figures)
     series: dict[tuple[int, str], Figures] = defaultdict(Figures)
     series_errors: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
+    series_tiers: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
     for bucket in buckets:
         if bucket.start < bucket_start(since):
             continue
@@ -247,5 +256,9 @@ def summarise(buckets: list[Bucket], since: float, pool: str = "") -> UsageSumma
         for pool_name, kinds in bucket.errors.items():
             if not pool or pool_name == pool:
                 series_errors[(bucket.start, pool_name)].update(kinds)
+        for pool_name, classes in bucket.tiers.items():
+            if not pool or pool_name == pool:
+                series_tiers[(bucket.start, pool_name)].update(classes)
     errors = {point: dict(kinds) for point, kinds in series_errors.items()}
-    return UsageSummary(keys, tokens, dict(pools), dict(sorted(series.items())), errors)
+    tiers = {point: dict(classes) for point, classes in series_tiers.items()}
+    return UsageSummary(keys, tokens, dict(pools), dict(sorted(series.items())), errors, tiers)
