@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -138,7 +138,7 @@ _COLLECTION_PATH: Final = re.compile(
     r"/(?P<version>" + _VERSION + r")/(?P<kind>files|cachedContents|batches|interactions)"
 )
 _UPLOAD_PATH: Final = re.compile(r"/upload/(?P<version>" + _VERSION + r")/files")
-# A resource named in a body: files/{id} or a Google file URI, cachedContents/{id}.
+# A file named in a body: files/{id} or a Google file URI.
 _FILE_NAME: Final = re.compile(
     r"(?:https://generativelanguage\.googleapis\.com/(?:"
     + _VERSION
@@ -146,13 +146,7 @@ _FILE_NAME: Final = re.compile(
     + FILE_ID
     + r")(?::download(?:\?alt=media)?)?"
 )
-_CACHE_NAME: Final = re.compile(r"cachedContents/(" + JOB_ID + r")")
-_CACHE_FIELD_NAMES: Final = frozenset({"cachedContent", "cached_content"})
-_FIELDS: Final = frozenset(
-    {"fileUri", "file_uri", "uri", "fileName", "file_name", "responsesFile", "responses_file", *_CACHE_FIELD_NAMES}
-)
 _MAX_NAMED_VALUE: Final = 300
-_NAMING_FIELD: Final = re.compile(rb'"(' + "|".join(sorted(_FIELDS)).encode() + rb')"\s*:\s*"([^"\\]{1,300})"')
 # An escape that decodes to printable ASCII: all it takes to spell a name the bytes do not show.
 _ASCII_ESCAPE: Final = re.compile(rb"\\(?:u00[2-7][0-9a-fA-F]|/)")
 
@@ -271,78 +265,107 @@ def file_name(value: str) -> str | None:
     return f"files/{match.group(1)}" if match else None
 
 
-def cache_name(value: str) -> str | None:
-    """``cachedContents/{id}`` when ``value`` is one, else None."""
-    return value if _CACHE_NAME.fullmatch(value) else None
-
-
 class UnreadableNames(ValueError):
-    """A body that may name files or caches is too large to parse: which project it needs is unknown."""
+    """A body that may name project-bound resources is too large to parse: which project it needs is unknown."""
 
 
-def named_resources(body: bytes, data: object) -> tuple[str, ...]:
-    """The files and caches a request body names (``fileData.fileUri``, ``cachedContent``, a batch's ``fileName``...).
+Namer = Callable[[str], str | None]  # a naming field's value -> the resource's name, or None
+
+
+@dataclass(frozen=True, slots=True)
+class References:
+    """Which body fields name project-bound resources, and how (``resources.kinds``: the table's ``references``).
+
+    ``namers``: a field's value (a string, or each string of a list) -> the resource's name, or None;
+    ``top``: fields read at the body's top level only; ``hints``: byte strings one of which a body without
+    an ASCII escape shows when one of its fields may name something.
+    """
+
+    namers: Mapping[str, Namer]
+    top: frozenset[str]
+    hints: tuple[bytes, ...]
+    twice: re.Pattern[bytes]  # a naming field (not ``top``) given with a string or a list of strings, in the bytes
+
+    @classmethod
+    def of(cls, namers: Mapping[str, Namer], top: Iterable[str], hints: Iterable[bytes]) -> References:
+        top = frozenset(top)
+        nested = "|".join(sorted(re.escape(field) for field in namers if field not in top)) or "(?!)"
+        twice = re.compile(rb'"(' + nested.encode() + rb')"\s*:\s*(?:"([^"\\]{1,300})"|\[([^\]]{0,4096})\])')
+        return cls(dict(namers), top, tuple(dict.fromkeys(hints)), twice)
+
+
+def named_resources(body: bytes, data: object, refs: References) -> tuple[str, ...]:
+    """The project-bound resources a request body names (``fileData.fileUri``, ``cachedContent``,
+    ``fileSearchStoreNames``, an interaction's ``environment``...: ``refs``).
 
     Read as Google reads them, from the decoded JSON (``data``, the parsed
     ``body``): ``"file\\u0055ri"`` is ``fileUri`` and ``"files\\/id"`` is
     ``files/id``. Only the values of the naming fields count (text that merely
-    mentions a file is not one), and only values shaped like ``files/{id}``, a
-    Google file URI or ``cachedContents/{id}``. A field given twice counts with
-    every value (the bytes are searched too: a parser keeps one of them, and
-    which one Google keeps is not ours to guess).
+    mentions a file is not one), and only values shaped like a name of the
+    field's kind. A nested field given twice counts with every value (the bytes
+    are searched too: a parser keeps one of them, and which one Google keeps is
+    not ours to guess); a top-level one given twice is refused by the parser
+    (``json_body.DECIDED``).
 
-    The hot path pays two bytes searches and one regular-expression search
+    The hot path pays a few bytes searches and one regular-expression search
     (``may_name_resources``); only a body that may name something is walked.
     ``data`` None (a body over the parse budget, not parsed) that may name
     something raises ``UnreadableNames``: the caller refuses it (413), as it
     cannot tell which project the call needs.
     """
-    if not may_name_resources(body):
+    if not may_name_resources(body, refs):
         return ()
     if data is None:
         raise UnreadableNames(
-            "a request body naming files or cached contents must fit the parse budget (EDGE_MAX_JSON_ELEMENTS)"
+            "a request body naming project-bound resources (files, caches, stores...) must fit the parse budget"
+            " (EDGE_MAX_JSON_ELEMENTS)"
         )
-    found = dict.fromkeys(_names_in(data))
-    for match in _NAMING_FIELD.finditer(body):  # a field given twice: the parser kept only one
-        name = _name_of(match.group(1).decode(), match.group(2).decode("utf-8", "replace"))
-        if name is not None:
-            found[name] = None
+    found = dict.fromkeys(_names_in(data, refs))
+    for match in refs.twice.finditer(body):  # a field given twice: the parser kept only one
+        namer = refs.namers[match.group(1).decode()]
+        values = [match.group(2)] if match.group(2) is not None else re.findall(rb'"([^"\\]{1,300})"', match.group(3))
+        for value in values:
+            name = _name_of(namer, value.decode("utf-8", "replace"))
+            if name is not None:
+                found[name] = None
     return tuple(found)
 
 
-def may_name_resources(body: bytes) -> bool:
-    """Whether a body may name a file or a cache once decoded.
+def may_name_resources(body: bytes, refs: References) -> bool:
+    """Whether a body may name a resource of ``refs`` once decoded.
 
     Without an escape that decodes to printable ASCII (``\\u0020``-``\\u007f``
-    or ``\\/``), the decoded JSON names ``files/`` or ``cachedContents/`` only
-    where the bytes spell them; escapes of other characters (``\\n``, non-ASCII
-    text) cannot spell a name.
+    or ``\\/``), the decoded JSON names ``files/``, ``cachedContents/``... (or
+    holds a field taking a bare id) only where the bytes spell them; escapes of
+    other characters (``\\n``, non-ASCII text) cannot spell a name.
     """
-    return b"files/" in body or b"cachedContents/" in body or _ASCII_ESCAPE.search(body) is not None
+    return any(hint in body for hint in refs.hints) or _ASCII_ESCAPE.search(body) is not None
 
 
-def _names_in(data: object) -> list[str]:
-    """The names in the naming fields of parsed JSON, in document order (an explicit stack: no recursion)."""
+def _names_in(data: object, refs: References) -> list[str]:
+    """The names in the naming fields of parsed JSON, in document order (an explicit stack: no recursion).
+
+    A list's items are read as values of the list's field (``fileSearchStoreNames: [...]``)."""
     found: list[str] = []
-    stack: list[tuple[object, object]] = [("", data)]
+    stack: list[tuple[object, object, bool]] = [("", data, False)]
     while stack:
-        field, item = stack.pop()
+        field, item, top = stack.pop()
         if isinstance(item, str):
-            name = _name_of(field, item) if isinstance(field, str) and field in _FIELDS else None
-            if name is not None:
-                found.append(name)
+            namer = refs.namers.get(field) if isinstance(field, str) else None
+            if namer is not None and (top or field not in refs.top):
+                name = _name_of(namer, item)
+                if name is not None:
+                    found.append(name)
         elif isinstance(item, dict):
-            stack.extend(reversed(item.items()))
+            root = item is data
+            stack.extend((key, value, root) for key, value in reversed(item.items()))
         elif isinstance(item, list):
-            stack.extend((None, value) for value in reversed(item))
+            stack.extend((field, value, top) for value in reversed(item))
     return found
 
 
-def _name_of(field: str, value: str) -> str | None:
-    if len(value) > _MAX_NAMED_VALUE:
-        return None
-    return cache_name(value) if field in _CACHE_FIELD_NAMES else file_name(value)
+def _name_of(namer: Namer, value: str) -> str | None:
+    return namer(value) if len(value) <= _MAX_NAMED_VALUE else None
 
 
 def valid_model(name: str) -> str | None:

@@ -116,6 +116,16 @@ def _interaction_of(call: Call, rid: str) -> Resource:
     return stored
 
 
+def _check_environment(call: Call, environment: object) -> None:
+    """An existing environment the interaction names (``"environment": "<id>"`` or a remote one's
+    ``environment_id``) must be the caller's project's, as on Google: another project's is NOT_FOUND."""
+    named = environment.get("environment_id") if isinstance(environment, dict) else environment
+    if isinstance(named, str) and named:
+        env_id = named.removeprefix("environments/")
+        if call.state.resources.get("environments", env_id, call.project) is None:
+            raise not_found(f"Environment {env_id} not found.")
+
+
 def _view(call: Call, stored: Resource) -> dict[str, Any]:
     """A stored interaction as of now: a background one completes when its time has come."""
     pending = stored.data.get("_final")
@@ -142,6 +152,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     previous = data.get("previous_interaction_id")
     if previous is not None:
         _interaction_of(call, str(previous))
+    _check_environment(call, data.get("environment"))
     served, output = _interaction(call, data, "v1_" + new_id(24))
     events = _events(served, output, chunk_count(call))
     if store:

@@ -111,6 +111,19 @@ async def test_the_clients_kinds_are_made_on_a_and_used_and_deleted_on_b(pool: P
     await pool.no_lease_held()
 
 
+async def test_an_interaction_goes_to_the_project_of_the_environment_it_names(pool: Pool) -> None:  # noqa: F811
+    """A body's references route the call (the table's ``references``): made on A, named in a create on B."""
+    a, b = pool.client(pool.edge_a), pool.client(pool.edge_b)
+    environment = await a.environments.create()
+    owner = pool.owner("environments", environment.id)
+    remote = {"type": "remote", "environment_id": environment.id}
+    for named in (environment.id, f"environments/{environment.id}", remote):
+        made = await b.interactions.create(model=MODEL, input="Hello", environment=named)
+        assert pool.owner("interactions", made.id) == owner, named
+    assert pool.projects_naming(environment.id) == {owner}
+    await pool.no_lease_held()
+
+
 async def test_raw_kinds_on_every_version(pool: Pool) -> None:  # noqa: F811
     headers = {"x-goog-api-key": pool.token}
 

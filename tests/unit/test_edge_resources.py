@@ -15,6 +15,7 @@ from services.edge.resources.sessions import UploadSession, UploadSessions
 from services.keyring.domain.models import Pool
 
 HASH = "ab" * 32
+GEN = kinds.GENERATE_REFERENCES
 
 
 @pytest.mark.parametrize(
@@ -81,12 +82,12 @@ def test_names_in_a_body_are_read_from_fields_only() -> None:
             "batch": {"inputConfig": {"fileName": "files/abc"}},
         }
     )
-    assert wire.may_name_resources(body)
-    assert wire.named_resources(body, orjson.loads(body)) == ("files/abc", "files/def", "cachedContents/c1")
+    assert wire.may_name_resources(body, GEN)
+    assert wire.named_resources(body, orjson.loads(body), GEN) == ("files/abc", "files/def", "cachedContents/c1")
     plain = b'{"contents": [{"parts": [{"text": "hello \\u00e9t\\u00e9\\n"}]}]}'  # non-ASCII, control escapes
-    assert not wire.may_name_resources(plain) and wire.named_resources(plain, None) == ()
+    assert not wire.may_name_resources(plain, GEN) and wire.named_resources(plain, None, GEN) == ()
     bad = b'{"cachedContent": "cachedContents/BAD NAME"}'
-    assert wire.named_resources(bad, orjson.loads(bad)) == ()
+    assert wire.named_resources(bad, orjson.loads(bad), GEN) == ()
 
 
 @pytest.mark.parametrize(
@@ -108,15 +109,15 @@ def test_names_in_a_body_are_read_from_fields_only() -> None:
     ],
 )
 def test_names_are_read_from_the_decoded_json(body: bytes, names: tuple[str, ...]) -> None:
-    assert wire.may_name_resources(body)
-    assert wire.named_resources(body, orjson.loads(body)) == names
+    assert wire.may_name_resources(body, GEN)
+    assert wire.named_resources(body, orjson.loads(body), GEN) == names
 
 
 def test_a_body_too_large_to_parse_that_may_name_resources_is_unreadable() -> None:
     for body in (b'{"a": "files/x"}', rb'{"file\u0055ri": "x"}', rb'{"fileUri": "files\/x"}'):
         with pytest.raises(wire.UnreadableNames):
-            wire.named_resources(body, None)  # None: over the parse budget, not parsed
-    assert wire.named_resources(b'{"contents": [{"parts": [{"text": "' + b"x" * 100 + b'"}]}]}', None) == ()
+            wire.named_resources(body, None, GEN)  # None: over the parse budget, not parsed
+    assert wire.named_resources(b'{"contents": [{"parts": [{"text": "' + b"x" * 100 + b'"}]}]}', None, GEN) == ()
 
 
 def test_an_agent_needs_an_allow_list_entry_of_its_own() -> None:

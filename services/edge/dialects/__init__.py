@@ -53,6 +53,7 @@ from .. import wire
 from ..body_reads import TooManyReads, worst_cost
 from ..context import EDGE
 from ..errors import EdgeError, LeaseRefused, TokenRejected, bad_request
+from ..resources.kinds import GENERATE_REFERENCES
 from . import json_body
 
 # What a client token can look like at all (keyring's are "kr-" + 43 URL-safe characters): checked before a body.
@@ -172,14 +173,15 @@ def service_tier(data: object) -> str:
     return tier
 
 
-def named_resources(body: bytes, data: object) -> tuple[str, ...]:
-    """The files and caches a body names, from its parsed JSON (``wire.named_resources``).
+def named_resources(body: bytes, data: object, refs: wire.References = GENERATE_REFERENCES) -> tuple[str, ...]:
+    """The resources a body names (a generate call's files, cache and file search stores, or ``refs``), from its
+    parsed JSON (``wire.named_resources``).
 
     A body over the parse budget (``data`` None) that may name one is refused (413): which project
     the call needs cannot be told, and a key of another project would be handed the name.
     """
     try:
-        return wire.named_resources(body, data)
+        return wire.named_resources(body, data, refs)
     except wire.UnreadableNames as error:
         raise EdgeError(413, str(error), openai_code="request_too_large") from None
 

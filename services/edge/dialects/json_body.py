@@ -40,6 +40,7 @@ DECIDED: Final = frozenset(
     {
         "model", "stream", "agent", "store", "previous_interaction_id", "contents", "messages", "input",
         "systemInstruction", "system_instruction", "cachedContent", "cached_content", "requests", "batch",
+        "environment",
     }
 )  # fmt: skip
 

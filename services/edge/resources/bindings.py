@@ -23,7 +23,7 @@ from aiohttp import web
 from .. import wire
 from ..keyring import Binding
 from ..upstream import NOTHING, Settle, Settlement
-from .kinds import FILE_TTL_S, INTERACTION_TTL_S, JOB_TTL_S
+from .kinds import FILE_TTL_S, GENERATE_REFERENCES, INTERACTION_TTL_S, JOB_TTL_S
 
 # Lifetimes: the rows' (``kinds``), one source.
 # An upload session lives EDGE_UPLOAD_SESSION_TTL_S (hours: resources.uploads), not Google's week.
@@ -83,9 +83,10 @@ def job_results(body: bytes, response: web.StreamResponse) -> Settlement:
 
     Only a finished job names files, so a poll of a running one binds nothing.
     """
-    if not wire.may_name_resources(body):
+    if not wire.may_name_resources(body, GENERATE_REFERENCES):
         return NOTHING
-    files = [name for name in wire.named_resources(body, _object(body)) if name.startswith("files/")]
+    named = wire.named_resources(body, _object(body), GENERATE_REFERENCES)
+    files = [name for name in named if name.startswith("files/")]
     return Settlement(bind=tuple(Binding(name, FILE_TTL_S) for name in files))
 
 

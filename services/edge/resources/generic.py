@@ -4,8 +4,11 @@ The path is parsed against the table (``kinds.parse``: a path off every
 row's pattern is a 400 before any lease); a method or verb the row does not
 name is a 404 in the caller's dialect; a body must be a JSON object. The
 upstream URL is composed from the parsed parts only. What the call refers to
-is its affinity: a child's parent, an item itself, and any file or cache a
-body names; a name the pool never bound is the edge's 404, nothing sent up.
+is its affinity: a child's parent, an item itself, and whatever a body
+references by the table's ``references`` column (files, caches, stores, an
+interaction's environment, credentials; agents and voices only when the pool
+bound them: they may be Google's own); a name the pool never bound is the
+edge's 404, nothing sent up.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ async def _with_body(request: web.Request, target: kinds.Target) -> web.StreamRe
     creates = not target.id and request.method == "POST"
     reads = creates and (kind.model or bool(kind.plan))
     data = json_object(request, body) if reads else check_json_object(request, body) if body else {}
-    affinity = named_resources(body, data)
+    affinity = await _referenced(request, hashed, named_resources(body, data, kinds.BODY_REFERENCES))
     model = _model(data) if creates and kind.model else ""
     binds = creates and not kind.parent and (bool(kind.item) or bool(target.verb))  # decisions: nothing to bind
     settle: Settle | None = None
@@ -89,6 +92,16 @@ async def _with_body(request: web.Request, target: kinds.Target) -> web.StreamRe
     call = _call(request, target, hashed, route, body=body, model=model, affinity=affinity, settle=settle,
                  binds=binds, stream=stream, input_tokens=tokens)  # fmt: skip
     return await forward(request, call)
+
+
+async def _referenced(request: web.Request, hashed: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """What a body names, as its call's affinity: a soft reference (``kinds.Kind.soft``: an agent or a voice,
+    maybe Google's own) only when the pool bound it, asked of keyring only when the body names one."""
+    soft = [name for name in names if name.startswith(kinds.SOFT_PREFIXES)]
+    if not soft:
+        return names
+    bound = await request.app[EDGE].keyring.bound_names(hashed, soft)
+    return tuple(name for name in names if name in bound or not name.startswith(kinds.SOFT_PREFIXES))
 
 
 def _call(

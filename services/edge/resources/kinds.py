@@ -5,9 +5,14 @@ environments, webhooks...) each live in the project of the key that created
 them. A kind here is
 a row (``Kind``): its collection (also its names' prefix: ``agents/{id}``),
 the shape of its ids, how long a created one is routed to its key's project,
-which calls it answers, its custom verbs and, for a kind that lives under
-another (an environment's files, a store's documents), its parent. The one
-generic handler (``resources.generic``) serves every row:
+which calls it answers, its custom verbs, the body fields that reference one
+(``references``: a call naming one goes to its project, wherever it goes:
+``fileData.fileUri``, ``cachedContent``, ``fileSearchStoreNames``, an
+interaction's ``environment``...; read by ``wire.named_resources`` through
+``GENERATE_REFERENCES`` on model calls and ``BODY_REFERENCES`` on the table's
+own) and, for a kind that lives under another (an environment's files, a
+store's documents), its parent. The one generic handler
+(``resources.generic``) serves every row:
 
 - ``POST {collection}`` creates one: leased by whatever the body names
   (files, caches), for a child by its parent, and for a kind whose create
@@ -35,10 +40,11 @@ alone (tests/unit/test_edge_resources.py).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from .. import wire
 from ..estimates import cache_input
 from ..wire import FILE_ID, INTERACTION_ID, JOB_ID, MODEL_ID, VERSIONS, MalformedPath
 
@@ -59,6 +65,19 @@ _VERB: Final = r"[A-Za-z]{1,64}"
 USE: Final = frozenset({"GET"})
 GET_DELETE: Final = frozenset({"GET", "DELETE"})
 GET_PATCH_DELETE: Final = frozenset({"GET", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A body field whose value (a string, or each string of a list) names a resource of its row's kind."""
+
+    field: str
+    bare: bool = False  # a bare id names one too (``environment_id``), not only ``{collection}/{id}``
+    top: bool = False  # read at the body's top level only (an interaction's ``environment``; a tool's is an enum)
+
+
+def _refs(*fields: str, bare: bool = False) -> tuple[Ref, ...]:
+    return tuple(Ref(field, bare) for field in fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +108,11 @@ class Kind:
     stream_get: bool = False  # a GET with ``stream=true`` is relayed as a stream (an interaction's events)
     plan: str = ""  # a create whose body has rules of its own: the planner ``generic`` names (interactions)
     own: bool = False  # a child bound by its own name (an operation under a model: models are nobody's)
+    # The body fields naming one (its calls' affinity, wherever the body goes: ``references``); () for a kind
+    # only a path names (a batch, a webhook) and for a child (its parent's binding routes it).
+    references: tuple[Ref, ...] = ()
+    # A referenced name may be Google's own (an agent, a voice): routed to its project only when the pool bound it.
+    soft: bool = False
 
     @property
     def field(self) -> str:
@@ -114,6 +138,7 @@ KINDS: Final[tuple[Kind, ...]] = (
         sep="/",
         stream_get=True,
         plan="interactions",
+        references=_refs("previous_interaction_id", bare=True),
     ),
     Kind(
         "files",
@@ -123,6 +148,7 @@ KINDS: Final[tuple[Kind, ...]] = (
         collection_verbs=frozenset({"register"}),
         get_verbs=frozenset({"download"}),
         expiry="expirationTime",
+        references=_refs("fileUri", "file_uri", "uri", "fileName", "file_name", "responsesFile", "responses_file"),
     ),
     Kind(
         "cachedContents",
@@ -133,6 +159,7 @@ KINDS: Final[tuple[Kind, ...]] = (
         model=True,
         estimate=cache_input,
         metric="caches",
+        references=_refs("cachedContent", "cached_content"),
     ),
     Kind(
         "batches", JOB_ID, JOB_TTL_S, create=False, verbs=frozenset({"cancel"}), results=True, list_field="operations"
@@ -149,17 +176,27 @@ KINDS: Final[tuple[Kind, ...]] = (
         own=True,
         metric="operations",
     ),
-    Kind("agents", GENERIC_ID),
-    Kind("environments", GENERIC_ID),
+    Kind("agents", GENERIC_ID, references=_refs("agent", "base_agent", bare=True), soft=True),
+    Kind(
+        "environments",
+        GENERIC_ID,
+        references=(*_refs("environment_id", "from_environment", bare=True), Ref("environment", bare=True, top=True)),
+    ),
     Kind("files", FILE_PATH, parent="environments", create=False, item=USE, list_field="files", upload="item"),
     Kind("triggers", GENERIC_ID, item=GET_PATCH_DELETE),
     Kind("executions", GENERIC_ID, JOB_TTL_S, parent="triggers", item=USE),
     Kind("webhooks", GENERIC_ID, item=GET_PATCH_DELETE, verbs=frozenset({"ping", "rotateSigningSecret"})),
-    Kind("credentials", GENERIC_ID, item=GET_PATCH_DELETE),
-    Kind("voices", GENERIC_ID),
+    Kind("credentials", GENERIC_ID, item=GET_PATCH_DELETE, references=_refs("credential", bare=True)),
+    Kind("voices", GENERIC_ID, references=_refs("voice", "base_voice", bare=True), soft=True),
     Kind("decisions", GENERIC_ID, list=False, item=frozenset(), model=True),
     Kind("auth_tokens", GENERIC_ID, TOKEN_TTL_S, parent="interactions", list=False),
-    Kind("fileSearchStores", JOB_ID, verbs=frozenset({"importFile"}), upload="uploadToFileSearchStore"),
+    Kind(
+        "fileSearchStores",
+        JOB_ID,
+        verbs=frozenset({"importFile"}),
+        upload="uploadToFileSearchStore",
+        references=_refs("fileSearchStoreNames", "file_search_store_names"),
+    ),
     Kind("documents", JOB_ID, parent="fileSearchStores", create=False),
     Kind("operations", JOB_ID, JOB_TTL_S, parent="fileSearchStores", create=False, list=False, item=USE),
     Kind("upload/operations", JOB_ID, JOB_TTL_S, parent="fileSearchStores", create=False, list=False, item=USE),
@@ -173,6 +210,42 @@ KINDS: Final[tuple[Kind, ...]] = (
     Kind("operations", JOB_ID, JOB_TTL_S, parent="tunedModels", create=False, item=USE),
 )
 _BY_COLLECTION: Final = {kind.collection: kind for kind in KINDS if not kind.parent}
+
+
+def _namer(kind: Kind, bare: bool) -> wire.Namer:
+    """A reference's value -> the name it gives (``{collection}/{id}``; a bare id when ``bare``), or None."""
+    if kind.collection == "files":  # a file is named by its Google URI too
+        return wire.file_name
+    pattern = re.compile(f"(?:{re.escape(kind.collection)}/){'?' if bare else ''}({kind.id})")
+
+    def namer(value: str) -> str | None:
+        match = pattern.fullmatch(value)
+        return f"{kind.collection}/{match.group(1)}" if match else None
+
+    return namer
+
+
+def references(rows: Iterable[Kind]) -> wire.References:
+    """What a body may name of these kinds (their ``references``), for ``wire.named_resources``."""
+    namers: dict[str, wire.Namer] = {}
+    top: list[str] = []
+    hints: list[bytes] = []
+    for kind in rows:
+        for ref in kind.references:
+            assert ref.field not in namers, f"{ref.field} names two kinds"
+            namers[ref.field] = _namer(kind, ref.bare)
+            top += [ref.field] if ref.top else []
+            hints.append(f'"{ref.field}"'.encode() if ref.bare else f"{kind.collection}/".encode())
+    return wire.References.of(namers, top, hints)
+
+
+# What a body names, read on every call that carries one: a generate call's (its files, cache, file search
+# stores: the hot path, three bytes searches) and a resource call's (every row's references).
+_GENERATE_REFERRED: Final = ("files", "cachedContents", "fileSearchStores")
+GENERATE_REFERENCES: Final = references(_BY_COLLECTION[collection] for collection in _GENERATE_REFERRED)
+BODY_REFERENCES: Final = references(KINDS)
+# Names of a soft reference (``Kind.soft``): routed only when the pool bound them.
+SOFT_PREFIXES: Final = tuple(f"{kind.collection}/" for kind in KINDS if kind.soft and not kind.parent)
 _PARENT_IDS: Final = {"models": MODEL_ID}  # parents that are nobody's resources
 
 
