@@ -41,21 +41,24 @@ from services.keyring.sealing import generate_kek  # noqa: E402
 MODEL = "gemini-2.5-flash"
 
 
-
-
-def start_keyring(etcd: EtcdServer, port: int, log_dir: str, cert: Certificate) -> subprocess.Popen[bytes]:
+def start_keyring(
+    etcd: EtcdServer, port: int, log_dir: str, cert: Certificate, kek: str = "", log_name: str = "keyring.log"
+) -> subprocess.Popen[bytes]:
+    """One keyring process; ``kek``: the same one again for a restart over the same etcd (default: a new one)."""
     env = {
         **cert.env("KEYRING_TLS"),
         **cert.env("KEYRING_ETCD_TLS"),
         **os.environ,
-        "KEYRING_KEK": generate_kek(),
+        "KEYRING_KEK": kek or generate_kek(),
         "KEYRING_ETCD_ENDPOINT": etcd.endpoint,
         "KEYRING_HOST": "127.0.0.1",
         "KEYRING_PORT": str(port),
         "KEYRING_PREFIX": "/bench/",
+        "KEYRING_METRICS_HOST": "127.0.0.1",
+        "KEYRING_METRICS_PORT": "0",  # a free port: other keyrings on this machine may hold the default
         "LOG_LEVEL": "WARNING",
     }
-    log = open(Path(log_dir) / "keyring.log", "wb")  # noqa: SIM115 - closed with the process
+    log = open(Path(log_dir) / log_name, "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen([sys.executable, "-m", "services.keyring"], env=env, cwd=ROOT, stdout=log, stderr=log)
 
 
