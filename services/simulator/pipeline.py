@@ -152,11 +152,11 @@ async def admit(
     project = state.project_of(key)
     if model is not None and (project, model) in state.quotas.gone:
         raise gone_for_new_users(model)
+    tier = state.quotas.served_tier(project, _asked_tier(body)) if tokens is not None else ""
     if tokens is not None:
-        refusal = state.quotas.admit(project, served, tokens)
+        refusal = state.quotas.admit(project, served, tokens, tier)  # the class served at: its own limits
         if refusal is not None:
             raise quota_exhausted(refusal, served)
-    tier = state.quotas.served_tier(project, _asked_tier(body)) if tokens is not None else ""
     return Call(state, key, model, body, behaviour, project, tier)
 
 

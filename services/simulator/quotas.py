@@ -8,10 +8,16 @@ epoch (Google's per-minute quotas behave like per-minute buckets: a spent minute
 when the next one starts), the day resets at midnight US Pacific, the spend window is a fixed
 window of `spend_window_s` (10 minutes). A refused request consumes nothing. The clock is
 `time.time()` plus an offset that `advance` moves, so tests cross windows without waiting.
+
+Service classes (`service_tier`, December 2026 notes): each class of a (project, model) has its own
+limits and counts. Priority's are `PRIORITY_SHARE` (0.3x) of the rule's and a priority call also
+counts against standard; flex's are the rule's numbers, counted apart from standard. A refusal
+names the class's quota (`-Priority`, `-Flex` quotaIds), so a 429 of one class is that class's only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +31,10 @@ TOKENS_PER_MINUTE_QUOTA_ID: Final = "GenerateContentInputTokensPerModelPerMinute
 REQUESTS_METRIC: Final = "generate_content_free_tier_requests"
 INPUT_TOKENS_METRIC: Final = "generate_content_free_tier_input_token_count"
 PACIFIC: Final = ZoneInfo("America/Los_Angeles")
+#: Priority's own limits are this share of the standard ones (December 2026 notes).
+PRIORITY_SHARE: Final = 0.3
+#: The classes with their own limits and counts, and the quotaId suffix of their violations.
+CLASS_QUOTA_SUFFIX: Final = {"priority": "-Priority", "flex": "-Flex"}
 
 
 @dataclass(slots=True)
@@ -210,15 +220,18 @@ class QuotaBook:
         spent_window, spent = self.spend.get(project, (window, 0.0))
         return spent if spent_window == window else 0.0
 
-    def admit(self, project: str, model: str | None, tokens: int) -> Refusal | None:
-        """Count a generation request of `tokens` input tokens, or say why it is refused (then nothing counts)."""
+    def admit(self, project: str, model: str | None, tokens: int, tier: str = "") -> Refusal | None:
+        """Count a generation request of `tokens` input tokens, or say why it is refused (then nothing counts).
+
+        `tier`: the class the call is served at ("", "standard", "flex", "priority"): flex and priority are
+        limited and counted in their own class (module docstring), priority against standard too.
+        """
         if model is not None and self.payer(project) in self.depleted:
             return Refusal("depleted", [], None)
         if not self.rules or model is None:
             return None
         now = self.now()
         rule = self.effective(project, model)
-        usage = self._current(project, model, now)
         retry = rule.retry_info is not False
         minute_left = self._minute_left(now)
         if rule.available is False:
@@ -228,19 +241,21 @@ class QuotaBook:
                 Violation(INPUT_TOKENS_METRIC, TOKENS_PER_MINUTE_QUOTA_ID, "0"),
             ]
             return Refusal("quota", zero, minute_left if retry else None)
-        violations: list[Violation] = []
-        frees: list[float] = []
-        if rule.rpd is not None and usage.day_requests + 1 > rule.rpd:
-            violations.append(Violation(REQUESTS_METRIC, PER_DAY_QUOTA_ID, str(rule.rpd)))
-            frees.append(self._day_left(now))
-        if rule.rpm is not None and usage.minute_requests + 1 > rule.rpm:
-            violations.append(Violation(REQUESTS_METRIC, PER_MINUTE_QUOTA_ID, str(rule.rpm)))
-            frees.append(minute_left)
-        if rule.tpm is not None and usage.minute_tokens + tokens > rule.tpm:
-            violations.append(Violation(INPUT_TOKENS_METRIC, TOKENS_PER_MINUTE_QUOTA_ID, str(rule.tpm)))
-            frees.append(minute_left)
-        if violations:
-            return Refusal("quota", violations, max(frees) if retry else None)
+        suffix = CLASS_QUOTA_SUFFIX.get(tier)
+        counted: list[_Usage] = []
+        if suffix is not None:  # the class's own limits first: its refusal is the class's
+            limits = _class_rule(rule, tier)
+            own = self._current(project, f"{model}@{tier}", now)
+            refusal = self._refusal(limits, own, tokens, now, retry, suffix)
+            if refusal is not None:
+                return refusal
+            counted.append(own)
+        if tier != "flex":
+            usage = self._current(project, model, now)
+            refusal = self._refusal(rule, usage, tokens, now, retry, "")  # standard's own quota
+            if refusal is not None:
+                return refusal
+            counted.append(usage)
         cost = 0.0
         if rule.spend_budget_usd is not None:
             price = 1.0 if rule.usd_per_mtok is None else rule.usd_per_mtok
@@ -248,12 +263,37 @@ class QuotaBook:
             if self._spent(self.payer(project), now) + cost > rule.spend_budget_usd:
                 left = (math.floor(now / self.spend_window_s) + 1) * self.spend_window_s - now
                 return Refusal("spend", [], left if retry else None)
-        usage.minute_requests += 1
-        usage.minute_tokens += tokens
-        usage.day_requests += 1
+        for usage in counted:
+            usage.minute_requests += 1
+            usage.minute_tokens += tokens
+            usage.day_requests += 1
         if cost:
             payer = self.payer(project)
             self.spend[payer] = (math.floor(now / self.spend_window_s), self._spent(payer, now) + cost)
+        return None
+
+    def _refusal(
+        self, rule: QuotaRule, usage: _Usage, tokens: int, now: float, retry: bool, suffix: str
+    ) -> Refusal | None:
+        """The violations one more request of `tokens` would make of `rule` in `usage`'s windows (None: fits).
+
+        `suffix`: the class's quotaId suffix ("" for standard), named by the violations a class call makes.
+        """
+        violations: list[Violation] = []
+        frees: list[float] = []
+        minute_left = self._minute_left(now)
+        if rule.rpd is not None and usage.day_requests + 1 > rule.rpd:
+            violations.append(Violation(REQUESTS_METRIC, _classed(PER_DAY_QUOTA_ID, suffix), str(rule.rpd)))
+            frees.append(self._day_left(now))
+        if rule.rpm is not None and usage.minute_requests + 1 > rule.rpm:
+            violations.append(Violation(REQUESTS_METRIC, _classed(PER_MINUTE_QUOTA_ID, suffix), str(rule.rpm)))
+            frees.append(minute_left)
+        if rule.tpm is not None and usage.minute_tokens + tokens > rule.tpm:
+            quota_id = _classed(TOKENS_PER_MINUTE_QUOTA_ID, suffix)
+            violations.append(Violation(INPUT_TOKENS_METRIC, quota_id, str(rule.tpm)))
+            frees.append(minute_left)
+        if violations:
+            return Refusal("quota", violations, max(frees) if retry else None)
         return None
 
     # -- reporting ---------------------------------------------------------
@@ -294,3 +334,20 @@ class QuotaBook:
             "priority_capacity": self.priority_capacity,
             "gone": [{"project": p, "model": m} for p, m in sorted(self.gone)],
         }
+
+
+def _class_rule(rule: QuotaRule, tier: str) -> QuotaRule:
+    """A class's own limits: priority's `PRIORITY_SHARE` of the rule's (at least 1 where the rule allows any),
+    flex's the rule's numbers (its own counts)."""
+    if tier != "priority":
+        return rule
+
+    def share(value: int | None) -> int | None:
+        return max(int(value * PRIORITY_SHARE), 1) if value else value
+
+    return dataclasses.replace(rule, rpm=share(rule.rpm), tpm=share(rule.tpm), rpd=share(rule.rpd))
+
+
+def _classed(quota_id: str, suffix: str) -> str:
+    """A class's quotaId: the standard one with the class's suffix in place of the tier's ("-FreeTier")."""
+    return quota_id.replace("-FreeTier", suffix) if suffix else quota_id

@@ -13,6 +13,7 @@ from services.keyring.domain.models import LimitId, Outcome, Policy, QuotaLimit,
 from services.keyring.domain.policy import judge
 from services.keyring.domain.tiers import class_model, split
 from services.keyring.domain.usage import Bucket, Call, UsageCounter, summarise
+from services.simulator.quotas import QuotaBook
 
 from .builders import TOKEN_HASH, World, key
 
@@ -167,3 +168,19 @@ def test_class_models_round_trip_and_standard_is_todays_key() -> None:
     assert class_model("m", "") == class_model("m", "standard") == "m"
     assert split(class_model("gemini-3.5-flash", FLEX)) == ("gemini-3.5-flash", FLEX)
     assert split("m") == ("m", "")
+
+
+def test_the_simulator_limits_each_class_apart_priority_at_a_share_of_standard() -> None:
+    book = QuotaBook()
+    book.set_rule("p1", None, {"rpm": 10})
+    assert [book.admit("p1", "m", 1, "priority") for _ in range(3)] == [None] * 3
+    refused = book.admit("p1", "m", 1, "priority")  # 0.3 x 10: priority's own minute is spent
+    assert refused is not None and [(v.quota_id, v.value) for v in refused.violations] == [
+        ("GenerateRequestsPerMinutePerProjectPerModel-Priority", "3")
+    ]
+    assert [book.admit("p1", "m", 1, "flex") for _ in range(10)] == [None] * 10  # flex: its own 10
+    assert book.admit("p1", "m", 1, "flex") is not None
+    # Standard served 7 more (priority's 3 counted against it too), then its own 429, named standard's.
+    assert [book.admit("p1", "m", 1) for _ in range(7)] == [None] * 7
+    refused = book.admit("p1", "m", 1, "standard")
+    assert refused is not None and refused.violations[0].quota_id.endswith("-FreeTier")
