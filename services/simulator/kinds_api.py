@@ -8,7 +8,9 @@ too. An answer names a resource by its bare ``id`` (the ``_gaos`` kinds) or
 its ``name`` (``fileSearchStores/{id}``). Verbs answer the shapes
 google-genai reads, minimally: ``webhooks:ping``, ``:rotateSigningSecret``,
 ``fileSearchStores:importFile`` (the file must be the project's; a document
-and a finished operation are made), ``tunedModels:generateContent``.
+and a finished operation are made), ``tunedModels:generateContent`` and
+``:streamGenerateContent`` (answered as a model answers, named by its
+``modelVersion``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import orjson
 from aiohttp import web
 
+from .answers import answer_chunks, gemini_response
+from .content import random_id
 from .errors import SimError, invalid_argument, not_found
 from .files_api import page, resumable
-from .pipeline import Call, admit, endpoint, json_response, parse_json_object
-from .references import file_denied
+from .native import stream_answer
+from .pipeline import Call, admit, chunk_count, endpoint, json_response, parse_json_object
+from .references import check_references, file_denied
 from .resources import TABLE, Resource, ResourceStore, TableKind, new_id, rfc3339
 
 VERSIONS: Final = ("v1alpha", "v1beta", "v1")
@@ -32,6 +38,7 @@ _ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PATH: Final = re.compile(r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]{1,255}(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]{1,255}){0,15}")
 NOT_FOUND: Final = "Requested entity was not found."
 _BY_ROUTE: Final = {kind.route: kind for kind in TABLE}
+_GENERATE: Final = frozenset({"generateContent", "streamGenerateContent"})  # a tuned model's
 KindHandler = Callable[[web.Request, TableKind], Awaitable[web.StreamResponse]]
 
 
@@ -99,7 +106,10 @@ async def item(request: web.Request, kind: TableKind) -> web.StreamResponse:
     if verb or request.method == "POST":
         if verb not in kind.verbs or request.method != "POST":
             raise not_found(f"The requested URL {request.path} was not found on this server.")
-        return _verb(call, resource, verb, parse_json_object(body) if body else {})
+        data = parse_json_object(body) if body else {}
+        if verb in _GENERATE:
+            return await _tuned_generate(request, call, str(resource.data["name"]), verb, data)
+        return _verb(call, resource, verb, data)
     if request.method == "DELETE":
         call.state.resources.delete(kind.route, resource.id, call.project)
         return json_response({})
@@ -126,11 +136,29 @@ def _verb(call: Call, resource: Resource, verb: str, data: dict[str, Any]) -> we
         operation = _add_child(call, resource, "operations", {"done": True})
         operation.data["response"] = {"documentName": document.data["name"]}
         return json_response(operation.data)
-    text = f"Simulated answer from {name}"  # tunedModels:generateContent, :countTokens
-    if verb == "countTokens":
-        return json_response({"totalTokens": len(text.split())})
-    candidate = {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}
-    return json_response({"candidates": [candidate], "modelVersion": name})
+    text = f"Simulated answer from {name}"  # tunedModels:countTokens
+    return json_response({"totalTokens": len(text.split())})
+
+
+async def _tuned_generate(
+    request: web.Request, call: Call, name: str, verb: str, data: dict[str, Any]
+) -> web.StreamResponse:
+    """A tuned model answers as a model does (its project's files and caches only; ``modelVersion`` its name):
+    whole, or streamed (SSE with ``alt=sse``, else one JSON array)."""
+    streamed = verb == "streamGenerateContent"
+    chunks, usage = answer_chunks(
+        data, chunk_count(call) if streamed else 1, check_references(call, data), call.behaviour.answer_text
+    )
+    response_id = random_id()
+    if not streamed:
+        parts = [part for chunk in chunks for part in chunk]
+        return json_response(gemini_response(parts, name, response_id, usage))
+    last = len(chunks) - 1
+    payloads = (
+        orjson.dumps(gemini_response(parts, name, response_id, usage if i == last else None))
+        for i, parts in enumerate(chunks)
+    )
+    return await stream_answer(request, call, payloads)
 
 
 def _add_child(call: Call, parent: Resource, collection: str, data: dict[str, Any]) -> Resource:

@@ -139,7 +139,11 @@ def _json_array(payloads: Iterator[bytes]) -> Iterator[bytes]:
 
 async def stream_generate(request: web.Request, call: Call) -> web.StreamResponse:
     """`:streamGenerateContent`: SSE with `alt=sse`, else one streamed JSON array."""
-    payloads = _stream_payloads(call, parse_json_object(call.body))
+    return await stream_answer(request, call, _stream_payloads(call, parse_json_object(call.body)))
+
+
+async def stream_answer(request: web.Request, call: Call, payloads: Iterator[bytes]) -> web.StreamResponse:
+    """A streamed answer's chunks: SSE with `alt=sse`, else one streamed JSON array (a tuned model's too)."""
     if request.query.get("alt") == "sse":
         return await stream_frames(request, call, _sse(payloads), "text/event-stream")
     return await stream_frames(request, call, _json_array(payloads), "application/json; charset=UTF-8")

@@ -57,7 +57,12 @@ TABLE: Final[tuple[TableKind, ...]] = (
     TableKind(
         "upload/operations", "fileSearchStores", echo="name", create=False, list=False, methods=frozenset({"GET"})
     ),
-    TableKind("tunedModels", echo="name", methods=_PATCHED, verbs=frozenset({"generateContent", "countTokens"})),
+    TableKind(
+        "tunedModels",
+        echo="name",
+        methods=_PATCHED,
+        verbs=frozenset({"generateContent", "streamGenerateContent", "countTokens"}),
+    ),
     TableKind("operations", "tunedModels", echo="name", create=False, methods=frozenset({"GET"})),
 )
 

@@ -167,8 +167,14 @@ async def test_raw_kinds_on_every_version(pool: Pool) -> None:  # noqa: F811
     status, tuned = await call(pool.edge_a, "POST", "/v1beta/tunedModels", {"baseModel": f"models/{MODEL}"})
     assert status == 200 and tuned["metadata"]["tunedModel"].startswith("tunedModels/"), tuned
     name = tuned["metadata"]["tunedModel"]
-    status, answer = await call(pool.edge_b, "POST", f"/v1/{name}:generateContent", {"contents": []})
+    hello = {"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}
+    status, answer = await call(pool.edge_b, "POST", f"/v1/{name}:generateContent", hello)
     assert status == 200 and answer["modelVersion"] == name
+    genai_b = pool.client(pool.edge_b)  # the official client calls a tuned model by its name, whole and streamed
+    whole = await genai_b.models.generate_content(model=name, contents="Hello")
+    assert whole.text and whole.model_version == name
+    chunks = [chunk async for chunk in await genai_b.models.generate_content_stream(model=name, contents="Hello")]
+    assert "".join(chunk.text or "" for chunk in chunks) == whole.text and chunks[-1].model_version == name
     assert pool.projects_naming(name) == {pool.owner("tunedModels", name.removeprefix("tunedModels/"))}
 
     status, decision = await call(pool.edge_b, "POST", "/v1alpha/decisions", {"model": MODEL, "questions": {"q": {}}})
