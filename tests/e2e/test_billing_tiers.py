@@ -15,6 +15,8 @@ and the edge's metric.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -295,3 +297,72 @@ async def test_a_success_teaches_the_alias_streamed_or_whole(billed: Billed) -> 
         )
 
     await eventually(lambda: learnt() >= 1, 3.0, "no replica learnt that gemini-3.5-flash-lite serves gemini-2.5-flash")
+
+
+async def test_a_priority_429_leaves_standard_traffic_served_and_flex_is_counted_as_flex(billed: Billed) -> None:
+    """Each service class is its own (part 21-tiers): p3's priority limit (0.3 x its 10 RPM) spent, the 429
+    cools and teaches (p3, model@priority) only, on both replicas; priority moves to p4 while standard calls
+    still reach p3; a flex call is counted as flex in the pool's usage."""
+    window = billed.sim.quotas.window_s
+    billed.sim.quotas.advance(window - billed.sim.quotas.now() % window + 0.01)  # a whole minute ahead
+    billed.sim.quotas.set_rule("p3", None, {"rpm": 10})
+    priority = {**BODY, "serviceTier": "priority"}
+    for attempt in range(16):  # until p3 was asked a fourth priority call (its own limit is 3)
+        if billed.upstream_projects().count("p3") > 3:
+            break
+        async with billed.http.post(
+            f"{billed.edges[attempt % 2]}/v1beta/models/{MODEL}:generateContent",
+            json=priority,
+            headers={"x-goog-api-key": billed.token},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+    assert billed.upstream_projects().count("p3") == 4
+    classed = f"{MODEL}@priority"
+
+    def cooled() -> bool:
+        return all(
+            any(c.id.subject == "p3" and c.id.model == classed for c in r.keyring.cache.view.cooldowns.values())
+            for r in billed.replicas
+        )
+
+    await eventually(cooled, 3.0, "p3's priority class is not cooling on every replica")
+    for replica in billed.replicas:
+        view = replica.keyring.cache.view
+        assert not any(c.id.subject == "p3" and c.id.model == MODEL for c in view.cooldowns.values())
+        assert not any(limit_id.project == "p3" and limit_id.model == MODEL for limit_id in view.limits)
+    limits = billed.replicas[0].keyring.cache.view.limits
+    assert {(i.model, i.metric, q.limit) for i, q in limits.items() if i.project == "p3"} == {
+        (classed, "requests_per_minute", 3)
+    }
+    seen = len(billed.upstream_projects())
+    for attempt in range(4):
+        async with billed.http.post(
+            f"{billed.edges[attempt % 2]}/v1beta/models/{MODEL}:generateContent",
+            json=priority,
+            headers={"x-goog-api-key": billed.token},
+        ) as resp:
+            assert resp.status == 200
+    assert set(billed.upstream_projects()[seen:]) == {"p4"}
+    seen = len(billed.upstream_projects())
+    statuses = [await billed.generate(edge) for _ in range(4) for edge in billed.edges]
+    assert statuses == [200] * 8 and "p3" in billed.upstream_projects()[seen:], billed.upstream_projects()[seen:]
+    async with billed.http.post(
+        f"{billed.edges[0]}/v1beta/models/{MODEL}:generateContent",
+        json={**BODY, "serviceTier": "flex"},
+        headers={"x-goog-api-key": billed.token},
+    ) as resp:
+        assert resp.status == 200 and resp.headers.get("x-gemini-service-tier") == "flex"
+
+    async def by_tier() -> dict[str, int]:
+        for replica in billed.replicas[::-1]:  # each flushes its own counts; the first one asked reads both
+            usage = await replica.admin.GetUsage(pb.GetUsageRequest(pool="main"))
+        counted: dict[str, int] = {}
+        for point in usage.series:
+            for tier, calls in point.requests_by_tier.items():
+                counted[tier] = counted.get(tier, 0) + calls
+        return counted
+
+    deadline = time.monotonic() + 3.0  # the other replica's flush reaches replica A's view through the watch
+    while (counted := await by_tier()).get("flex") != 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert counted.get("flex") == 1 and counted.get("priority", 0) >= 8, counted
