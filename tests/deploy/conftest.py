@@ -188,6 +188,23 @@ def container_env(manifests: tuple[Manifest, ...], container: Mapping[str, Any])
     return env
 
 
+def sources_to(policy: Manifest, port: int) -> set[str]:
+    """Which pods a NetworkPolicy (its spec) lets in on ``port``: a peer's app.kubernetes.io/name, or its
+    labels as ``k=v`` (an internal service's pods, which are not ours)."""
+    rules = [rule for rule in policy.get("ingress", ()) if {"port": port, "protocol": "TCP"} in rule["ports"]]
+    names = set()
+    for peer in (peer for rule in rules for peer in rule["from"]):
+        labels = peer["podSelector"]["matchLabels"]
+        names.add(labels.get("app.kubernetes.io/name") or ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    return names
+
+
+# The internal-service lease identity (Helm internalClients, components/internal-clients; off by default)
+# and the label of the pods that may then reach keyring's gRPC port.
+INTERNAL_IDENTITY = "keyring-internal"
+INTERNAL_PODS = "keyring-lease-client=true"
+
+
 # --------------------------------------------------------------------- helm
 CHART = ROOT / "deploy" / "helm" / "keyring"
 # Values files layered over the chart's defaults, by profile name ("default": none).
@@ -196,7 +213,10 @@ CHART_PROFILES: Mapping[str, tuple[str, ...]] = {
     "dev": ("dev.yaml",),
     "prod": ("prod.yaml",),
     "external-etcd": ("prod.yaml", "external-etcd.yaml"),
+    "internal-clients": ("prod.yaml", "internal-clients.yaml"),
 }
+# Profiles that turn internalClients on (everything else: only the edge leases).
+WITH_INTERNAL_CLIENTS = {"internal-clients"}
 
 
 def helm_binary() -> str | None:

@@ -22,7 +22,18 @@ from services.devstack import certs as certs_cli
 from services.devstack.__main__ import local_certificates
 from services.devstack.etcd_server import EtcdServer
 
-from .conftest import ROOT, Manifest, app_services, compose, compose_env, container_env, find, one, render_overlay
+from .conftest import (
+    INTERNAL_IDENTITY,
+    ROOT,
+    Manifest,
+    app_services,
+    compose,
+    compose_env,
+    container_env,
+    find,
+    one,
+    render_overlay,
+)
 
 OVERLAYS = ("dev", "prod", "prod-external-etcd")
 EDGE_IDENTITY = "keyring-edge"
@@ -77,7 +88,13 @@ def test_kubernetes_etcd_trusts_its_own_ca_and_only_the_edge_leases(overlay: str
         assert _issuing_ca(manifests, workload, container, path) == services_ca != etcd_ca, name
         certificate = _certificate_of_secret(manifests, _mounted_secret(workload, container, path))
         identities[name] = certificate["spec"]["commonName"]
-    assert keyring_vars["KEYRING_LEASE_IDENTITIES"].split(",") == [identities["edge"]] == [EDGE_IDENTITY]
+    # dev, as the demo stack, also lets an internal service's identity lease (components/internal-clients):
+    # a certificate of the services' CA, never of etcd's (checked above: etcd's CA issues three certificates)
+    internal = [INTERNAL_IDENTITY] if overlay == "dev" else []
+    assert keyring_vars["KEYRING_LEASE_IDENTITIES"].split(",") == [identities["edge"], *internal]
+    assert identities["edge"] == EDGE_IDENTITY
+    for name in internal:
+        assert _ca_secret_of_certificate(manifests, one(manifests, "Certificate", name)) == services_ca
 
     statefulsets = find(manifests, "StatefulSet", "etcd")
     if not statefulsets:  # external etcd: README and the component's comment say what it must trust
@@ -143,7 +160,7 @@ def test_compose_etcd_trusts_its_own_ca_made_as_the_secrets_readme_says(tmp_path
     # The secrets README's commands make exactly these files, etcd's signed by etcd's CA only.
     readme = (ROOT / "deploy" / "compose" / "secrets" / "README").read_text()
     commands = re.findall(r"^\s*python -m services\.devstack\.certs (.+)$", readme, flags=re.MULTILINE)
-    assert len(commands) == 2
+    assert len(commands) == 3  # the services' CA, etcd's, and the optional internal-service identity
     for command in commands:
         argv = [str(tmp_path) if arg == "." else arg for arg in shlex.split(command)]
         assert certs_cli.main(argv) == 0
@@ -155,6 +172,15 @@ def test_compose_etcd_trusts_its_own_ca_made_as_the_secrets_readme_says(tmp_path
         assert _issued_by(made[secret], made[etcd_ca]) and not _issued_by(made[secret], made["tls_ca"]), secret
     for secret in ("edge_crt", "admin_keyring_crt"):
         assert _issued_by(made[secret], made["tls_ca"]) and not _issued_by(made[secret], made[etcd_ca]), secret
+    # The internal-service identity (step 7): of the services' CA, its name what KEYRING_LEASE_IDENTITIES gains.
+    internal = tmp_path / f"{INTERNAL_IDENTITY}.crt"
+    assert _issued_by(internal, made["tls_ca"]) and not _issued_by(internal, made[etcd_ca])
+    name = (
+        x509.load_pem_x509_certificate(internal.read_bytes())
+        .subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0]
+        .value
+    )
+    assert name == INTERNAL_IDENTITY and f"KEYRING_LEASE_IDENTITIES={EDGE_IDENTITY},{name}" in readme
 
 
 # ------------------------------------------------------------------ devstack

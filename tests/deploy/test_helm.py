@@ -20,8 +20,11 @@ from tests.docs import section
 from .conftest import (
     CHART,
     CHART_PROFILES,
+    INTERNAL_IDENTITY,
+    INTERNAL_PODS,
     MODULE_PREFIX,
     ROOT,
+    WITH_INTERNAL_CLIENTS,
     Manifest,
     container_env,
     find,
@@ -32,6 +35,7 @@ from .conftest import (
     profile_args,
     render_chart,
     render_overlay,
+    sources_to,
     unknown_settings,
     workloads,
 )
@@ -153,7 +157,9 @@ def test_wiring_identities_and_etcd_of_its_own_ca(profile: str) -> None:
         mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == Path(env[variable]).parent)
         volume = next(v for v in _spec(deployment)["volumes"] if v["name"] == mount["name"])
         identities[module] = certificates[volume["secret"]["secretName"]]["spec"]["commonName"]
-    assert keyring["KEYRING_LEASE_IDENTITIES"] == identities["services.edge"] == "keyring-edge"
+    internal = [INTERNAL_IDENTITY] if profile in WITH_INTERNAL_CLIENTS else []  # off by default
+    assert keyring["KEYRING_LEASE_IDENTITIES"].split(",") == [identities["services.edge"], *internal]
+    assert identities["services.edge"] == "keyring-edge"
     assert keyring["KEYRING_ADMIN_IDENTITIES"] == identities["services.admin"] == "keyring-admin"
     deployment, container = _own(manifests)["services.keyring"]
     assert issuer_of(deployment, container, keyring["KEYRING_TLS_CERT_FILE"]) == "keyring-ca"
@@ -216,13 +222,10 @@ def test_network_policies(profile: str) -> None:
     assert set(policies["keyring-default-deny"]["policyTypes"]) == {"Ingress", "Egress"}
     assert "ingress" not in policies["keyring-default-deny"]
 
-    def sources_to(name: str, port: int) -> set[str]:
-        rules = [r for r in policies[name]["ingress"] if {"port": port, "protocol": "TCP"} in r["ports"]]
-        return {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for r in rules for peer in r["from"]}
-
-    assert sources_to("keyring", 50051) == {"edge", "admin"}
+    internal = {INTERNAL_PODS} if profile in WITH_INTERNAL_CLIENTS else set()
+    assert sources_to(policies["keyring"], 50051) == {"edge", "admin", *internal}
     if "keyring-etcd" in policies:
-        assert sources_to("keyring-etcd", 2379) == {"keyring"}
+        assert sources_to(policies["keyring-etcd"], 2379) == {"keyring"}
     else:
         blocks = [
             peer["ipBlock"]["cidr"]
@@ -246,7 +249,8 @@ def test_monitoring_uses_the_repo_rules_and_dashboard(profile: str) -> None:
         selector = monitor["spec"]["selector"]["matchLabels"].items()
         ports = {p["name"] for s in services if selector <= s["metadata"]["labels"].items() for p in s["spec"]["ports"]}
         assert monitor["spec"]["endpoints"][0]["port"] in ports, monitor["metadata"]["name"]
-    assert bool(rules) == bool(find(manifests, "ServiceMonitor")) == (profile in ("prod", "external-etcd"))
+    monitored = profile in ("prod", "external-etcd", "internal-clients")  # the profiles over prod.yaml
+    assert bool(rules) == bool(find(manifests, "ServiceMonitor")) == monitored
 
 
 def test_external_etcd_without_an_endpoint_or_its_addresses_is_a_clear_error() -> None:

@@ -16,6 +16,7 @@ from kubernetes_validate import utils as kv
 from tests.docs import doc
 
 from .conftest import (
+    INTERNAL_PODS,
     K8S,
     MODULE_PREFIX,
     OVERLAYS,
@@ -28,6 +29,7 @@ from .conftest import (
     one,
     render_overlay,
     setting_default,
+    sources_to,
     unknown_settings,
     workloads,
 )
@@ -62,7 +64,7 @@ PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless",
     "rate", "irate", "increase", "delta", "absent", "histogram_quantile", "le", "offset", "bool",
 }  # fmt: skip
-LABELS = {"pool", "route", "operation", "project", "model", "metric"}
+LABELS = {"pool", "route", "operation", "project", "model", "metric", "service_tier"}
 OWN_SERVICES = ("keyring", "edge", "admin")
 
 
@@ -299,13 +301,10 @@ def test_network_policies(overlay: str) -> None:
     deny = policies["default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny
 
-    def sources_to(name: str, port: int) -> set[str]:
-        port_rule = {"port": port, "protocol": "TCP"}
-        rules = [rule for rule in policies[name]["spec"]["ingress"] if port_rule in rule["ports"]]
-        return {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for rule in rules for peer in rule["from"]}
-
-    assert sources_to("keyring", 50051) == {"edge", "admin"}, "only edge and admin reach keyring's gRPC port"
-    assert sources_to("etcd", 2379) == {"keyring"}, "only keyring reaches etcd's client port"
+    # dev lets an internal service's pods in too (components/internal-clients, as the demo stack)
+    internal = {INTERNAL_PODS} if overlay == "dev" else set()
+    assert sources_to(policies["keyring"]["spec"], 50051) == {"edge", "admin", *internal}, "who reaches keyring"
+    assert sources_to(policies["etcd"]["spec"], 2379) == {"keyring"}, "only keyring reaches etcd's client port"
 
 
 def test_monitoring_matches_compose_rules_and_services(overlay: str) -> None:

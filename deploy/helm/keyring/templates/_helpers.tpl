@@ -45,6 +45,23 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- define "keyring.identity.edge" -}}{{ .Values.tls.identities.edge | default (include "keyring.edge" .) }}{{- end -}}
 {{- define "keyring.identity.admin" -}}{{ .Values.tls.identities.admin | default (include "keyring.admin" .) }}{{- end -}}
 
+{{/* An internal service's lease identity and its certificate's Secret (internalClients). */}}
+{{- define "keyring.identity.internal" -}}{{ .Values.internalClients.identity | default (printf "%s-internal" (include "keyring.fullname" .)) }}{{- end -}}
+{{- define "keyring.secret.internal" -}}{{ .Values.internalClients.secretName | default (printf "%s-internal-tls" (include "keyring.fullname" .)) }}{{- end -}}
+
+{{/* KEYRING_LEASE_IDENTITIES: the edge's, and an internal service's when internalClients is on (never admin's). */}}
+{{- define "keyring.leaseIdentities" -}}
+{{- $identities := list (include "keyring.identity.edge" .) -}}
+{{- if .Values.internalClients.enabled -}}
+{{- $internal := include "keyring.identity.internal" . -}}
+{{- if eq $internal (include "keyring.identity.admin" .) -}}
+{{- fail "internalClients.identity must not be admin's identity (tls.identities.admin): admin's certificate would lease" -}}
+{{- end -}}
+{{- $identities = append $identities $internal -}}
+{{- end -}}
+{{- join "," $identities -}}
+{{- end -}}
+
 {{- define "keyring.etcdEndpoint" -}}
 {{- if .Values.etcd.bundled.enabled -}}
 {{ include "keyring.etcd" . }}:2379
