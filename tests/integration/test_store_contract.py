@@ -399,6 +399,43 @@ async def test_operations_are_reported_to_the_callbacks(etcd_server: EtcdServer,
 
 
 @pytest.mark.etcd
+async def test_a_snapshot_larger_than_one_grpc_message_is_read_in_pages_of_one_revision(
+    etcd_server: EtcdServer, store_prefix: str
+) -> None:
+    """Records past gRPC's receive limit (100,000 keys: ~50 MB) are read in pages, all at the first one's revision."""
+    limit = 64 * 1024
+    tls = session_pki().etcd_client.files
+    store = EtcdStore(etcd_server.endpoint, tls=tls, grpc_options={"grpc.max_receive_message_length": limit})
+    store.snapshot_page = 20  # 20 KB a page
+    paths = [f"{store_prefix}keys/{i:04d}" for i in range(200)]  # 200 KB: three times the limit
+    pages = 0
+    try:
+        for first in range(0, len(paths), MAX_WRITES_PER_COMMIT):
+            chunk = paths[first : first + MAX_WRITES_PER_COMMIT]
+            written = await store.commit([Write(path, b"x" * 1000) for path in chunk])
+        await store.connect()
+        reads = store.client.kvstub.Range
+
+        async def write_between_pages(*args: object, **kwargs: object) -> object:
+            nonlocal pages
+            reply = await reads(*args, **kwargs)
+            pages += 1
+            if pages == 1:  # after the first page: changes the snapshot must not show
+                await store.commit([Write(paths[-1], b"changed"), Write(f"{store_prefix}keys/9999", b"new")])
+            return reply
+
+        store.client.kvstub.Range = write_between_pages
+        snap = await store.snapshot(store_prefix)
+    finally:
+        await store.client.delete_prefix(store_prefix.encode())
+        await store.close()
+    assert pages == 10
+    assert [entry.key for entry in snap.entries] == paths
+    assert {entry.value for entry in snap.entries} == {b"x" * 1000}
+    assert written is not None and snap.revision == written
+
+
+@pytest.mark.etcd
 async def test_etcd_restarted_on_the_same_data_dir_keeps_data(tmp_path: object, store_prefix: str) -> None:
     """Data survives a restart; a live store and watch see the outage, the store recovers."""
     data_dir = f"{tmp_path}/etcd"

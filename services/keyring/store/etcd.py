@@ -63,6 +63,8 @@ DEFAULT_GRPC_OPTIONS: dict[str, Any] = {
     "grpc.max_reconnect_backoff_ms": 2_000,
     "grpc.max_receive_message_length": 64 * 1024 * 1024,  # big snapshots
 }
+# Entries per range read of a snapshot: a few MB of key records, far below the receive limit above.
+SNAPSHOT_PAGE = 5_000
 
 OperationCallback = Callable[[str, float, bool], None]
 ErrorCallback = Callable[[str, BaseException], None]
@@ -167,12 +169,14 @@ class EtcdStore(Store):
         grpc_options: dict[str, Any] | None = None,
         tls: TLSFiles | None = None,
         credentials: tuple[str, str] | None = None,
+        snapshot_page: int = SNAPSHOT_PAGE,
     ) -> None:
         if endpoint is not None:
             host, port = parse_endpoint(endpoint)
         self.host = host or "127.0.0.1"
         self.port = port or 2379
         self.timeout_s = timeout_s
+        self.snapshot_page = snapshot_page
         self.tls = tls
         self._on_operation = on_operation
         self._on_error = on_error
@@ -240,11 +244,27 @@ class EtcdStore(Store):
 
     # ------------------------------------------------------------------ reads
     async def snapshot(self, prefix: str) -> Snapshot:
-        key = prefix.encode()
+        """Read in pages of ``snapshot_page`` entries, each at the first page's revision: one consistent snapshot.
+
+        One range read of everything would hold the whole reply in one gRPC
+        message (a pool of 100,000 keys is about 50 MB, near the receive limit)
+        and the reply and its entries in memory at once. A revision compacted
+        between pages fails the read (``StoreUnavailable``): the caller reads again.
+        """
+        start = prefix.encode() or b"\0"
+        end = _range_end(prefix.encode())
+        entries: list[Entry] = []
+        revision = 0
         with self._operation("snapshot"):
-            result = await self._client.get_range(key or b"\0", _range_end(key))
-        entries = [Entry(kv.key.decode(), kv.value, kv.mod_revision) for kv in result]
-        return Snapshot(result.header.revision, entries)
+            await self._client.connect()
+            while True:
+                request = aetcd_rpc.RangeRequest(key=start, range_end=end, limit=self.snapshot_page, revision=revision)
+                reply = await self._client.kvstub.Range(request, timeout=self.timeout_s, metadata=self._client.metadata)
+                revision = revision or reply.header.revision
+                entries.extend(Entry(kv.key.decode(), kv.value, kv.mod_revision) for kv in reply.kvs)
+                if not reply.more or not reply.kvs:
+                    return Snapshot(revision, entries)
+                start = reply.kvs[-1].key + b"\0"  # the next key after the last one read
 
     async def get(self, key: str) -> Entry | None:
         with self._operation("get"):
