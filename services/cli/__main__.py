@@ -26,7 +26,7 @@ EPILOG: Final = f"""examples:
   export KEYRINGCTL_URL=http://127.0.0.1:8081 KEYRINGCTL_TOKEN=...   # admin and an admin token
   keyringctl keys add main keys.txt          # add keys from a file (one key [project] a line)
   keyringctl keys list --state suspended     # which keys are out, and why
-  keyringctl tokens rotate t-5d1c            # a new secret for a client token
+  keyringctl tokens rotate t-635cd1d44d03    # a new secret for a client token
   keyringctl quotas -o json                  # quota headroom, for a script
   keyringctl export -f backup.json           # a backup
 

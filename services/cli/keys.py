@@ -42,15 +42,15 @@ def register(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     listing.add_argument("--cooling", metavar="MODEL", help="only keys cooling for this model")
     listing.add_argument("--project")
     show = leaf(keys, "show", "show one key's health: state, cooldowns, last error",
-                "keyringctl keys show k-3f2a9c", show_key, common)
+                "keyringctl keys show k-17b5162680f13bf9", show_key, common)
     show.add_argument("key_id")
     verify = leaf(keys, "verify", "check keys against the upstream now",
-                  "keyringctl keys verify k-3f2a9c k-77b1e0", verify_keys, common,
+                  "keyringctl keys verify k-17b5162680f13bf9 k-83615058a9b93e5a", verify_keys, common,
                   "Makes one cheap upstream call per key and updates its state; exit 1 when a key failed.")
     verify.add_argument("key_ids", nargs="+", metavar="KEY_ID")
     for action, summary in (("disable", "take keys out of rotation"), ("enable", "put disabled keys back"),
                             ("revive", "clear keys' cooldowns and failures, as active")):
-        command = leaf(keys, action, summary, f"keyringctl keys {action} k-3f2a9c", set_state, common)
+        command = leaf(keys, action, summary, f"keyringctl keys {action} k-17b5162680f13bf9", set_state, common)
         command.add_argument("key_ids", nargs="+", metavar="KEY_ID")
         command.set_defaults(action=action)
 

@@ -38,17 +38,17 @@ def register(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     create.add_argument("--rpm", type=int, metavar="N", help="requests per minute for this token")
     create.add_argument("--budget", action="append", metavar="SPEC", help=BUDGET_HELP)
     rotate = leaf(tokens, "rotate", "replace a token's secret (printed once); the old one stops working",
-                  "keyringctl tokens rotate t-5d1c", token_action, common)
+                  "keyringctl tokens rotate t-635cd1d44d03", token_action, common)
     rotate.add_argument("token_id")
     rotate.set_defaults(action="rotate")
-    revoke = leaf(tokens, "revoke", "revoke a token for good", "keyringctl tokens revoke t-5d1c", token_action,
+    revoke = leaf(tokens, "revoke", "revoke a token for good", "keyringctl tokens revoke t-635cd1d44d03", token_action,
                   common)
     revoke.add_argument("token_id")
     revoke.set_defaults(action="revoke")
     budgets = leaf(tokens, "budgets", "replace a token's budgets (--clear removes them)",
-                   "keyringctl tokens budgets t-5d1c --budget rpm=60,tpd=2000000\n"
-                   "keyringctl tokens budgets t-5d1c --budget model=gemini-2.5-pro,rpd=100 --budget rpd=5000\n"
-                   "keyringctl tokens budgets t-5d1c --clear", set_budgets, common,
+                   "keyringctl tokens budgets t-635cd1d44d03 --budget rpm=60,tpd=2000000\n"
+                   "keyringctl tokens budgets t-635cd1d44d03 --budget model=gemini-2.5-pro,rpd=100 --budget rpd=5000\n"
+                   "keyringctl tokens budgets t-635cd1d44d03 --clear", set_budgets, common,
                    "A spent budget answers the token's calls 429 until its window ends; keys are not touched.")
     budgets.add_argument("token_id")
     budgets.add_argument("--budget", action="append", metavar="SPEC", help=BUDGET_HELP)
