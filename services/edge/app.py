@@ -77,6 +77,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         max_hedge_delay_s=settings.keyring_max_hedge_delay_s,
         max_reconnect_backoff_s=settings.keyring_max_reconnect_backoff_s,
         handover_after_s=settings.keyring_handover_after_s,
+        release_window_s=settings.keyring_release_window_s,
     )
     connector = aiohttp.TCPConnector(limit=settings.upstream_connection_limit, ttl_dns_cache=300)
     session = aiohttp.ClientSession(

@@ -55,6 +55,10 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # Releases owed to a replica down this long are handed over to a live one once keyring's membership no
     # longer names the instance that granted them (counted there, once).
     keyring_handover_after_s: float = Field(default=1.0, ge=0)
+    # The release of a finished request (nobody waits for it) may wait this long for the next call to its
+    # replica and share its message: one gRPC message each way per request instead of two. The key's slot
+    # returns that much later at most (concurrency caps are held up to this long after an answer). 0: at once.
+    keyring_release_window_s: float = Field(default=0.002, ge=0, le=0.05)
     # Google, or a relay in front of it (Cloudflare AI Gateway...): may carry a path prefix.
     upstream_base_url: str = "https://generativelanguage.googleapis.com"
     # One proxy for every upstream call, unless egress_proxies is set.

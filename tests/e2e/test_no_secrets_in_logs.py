@@ -52,6 +52,7 @@ def devstack(tmp_path: Path) -> Iterator[RunningStack]:
     command = [
         sys.executable, "-m", "services.devstack", "--demo", "--var", str(tmp_path / "var"),
         "--etcd-port", str(ports["etcd"]), "--keyring-port", str(ports["keyring"]), "--edge-port", str(ports["edge"]),
+        "--edge-https-port", str(free_port()),
         "--admin-port", str(ports["admin"]), "--simulator-port", str(ports["simulator"]),
         "--keys", str(tmp_path / "keys.txt"), "--pool", AUTH_POOL,
     ]

@@ -71,6 +71,7 @@ class KeyringClient:
         max_hedge_delay_s: float = 0.25,
         max_reconnect_backoff_s: float = 30.0,
         handover_after_s: float = 1.0,
+        release_window_s: float = 0.0,
     ) -> None:
         """``tls``: the edge's certificate, key and CA; None only under the explicit plaintext switch.
 
@@ -89,6 +90,8 @@ class KeyringClient:
         latency); ``max_reconnect_backoff_s``: the longest a slow or down replica waits for its next probe or
         reconnect (``health.py``); ``handover_after_s``: how long a replica is down before what it is owed is
         handed over to a live one, once its instance has left keyring's membership (``handover.py``).
+        ``release_window_s``: how long the release of a finished request may wait to share the next call's
+        message to its replica (0: sent at once; ``transport.LeaseStream.send``).
         """
         if token_check_entries < 1:
             raise ValueError("token_check_entries must be at least 1")
@@ -105,6 +108,7 @@ class KeyringClient:
             resolver=resolver,
             health=partial(ReplicaHealth, hedge_delay_s, max_hedge_delay_s, max_backoff_s=max_reconnect_backoff_s),
             handover_after_s=handover_after_s,
+            release_window_s=release_window_s,
         )
         self._timeout_s = timeout_s
         self.releases = Releases(self.replicas, timeout_s)

@@ -62,7 +62,7 @@ class Releases:
             if not confirm and not binding:
                 replica = self._replicas.get(held.replica)
                 if replica is not None and replica.connected and replica.usable:
-                    replica.send(call)
+                    replica.send(call, defer=True)  # may share the next call's message (its window)
                     return None
             task = asyncio.get_running_loop().create_task(self._deliver(call, held, binding))
             self._in_flight.add(task)

@@ -83,8 +83,10 @@ class ReplicaSet:
         resolver: Resolver,
         health: Callable[[], ReplicaHealth] = ReplicaHealth,
         handover_after_s: float = 1.0,
+        release_window_s: float = 0.0,
     ) -> None:
-        """``health``: a new replica's health (the hedge delay and backoff settings, ``health.py``)."""
+        """``health``: a new replica's health (the hedge delay and backoff settings, ``health.py``);
+        ``release_window_s``: how long a routine release may wait to share the next call's message."""
         self._addresses = list(addresses)
         self._credentials = credentials
         self._server_name = server_name
@@ -95,6 +97,7 @@ class ReplicaSet:
         self._resolver = resolver
         self._health = health
         self._handover_after_s = handover_after_s
+        self._release_window_s = release_window_s
         self._watching = False
         # Until the first resolution, the addresses as given (grpc resolves them itself).
         self.current = [self._stream(address, address) for address in addresses]
@@ -133,7 +136,13 @@ class ReplicaSet:
         if self._credentials is None:
             name = ""
         return LeaseStream(
-            target, self._credentials, name, keepalive=self._keepalive, max_owed=self._max_owed, health=self._health()
+            target,
+            self._credentials,
+            name,
+            keepalive=self._keepalive,
+            max_owed=self._max_owed,
+            health=self._health(),
+            release_window_s=self._release_window_s,
         )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

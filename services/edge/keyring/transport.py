@@ -87,6 +87,7 @@ class LeaseStream:
         keepalive: Sequence[tuple[str, int]] = (),
         max_owed: int = 10_000,
         health: ReplicaHealth | None = None,
+        release_window_s: float = 0.0,
     ) -> None:
         self.address = address
         options = [*(keepalive or client_keepalive()), *client_reconnect(), *target_name_options(server_name)]
@@ -107,6 +108,10 @@ class LeaseStream:
         self.members: tuple[str, ...] | None = None  # the live instances this replica last told (None: not yet)
         self.opened = 0  # streams opened (a reconnect opens another)
         self._last_reply = 0.0  # when a reply last came (monotonic seconds)
+        # Releases held back to share the next call's message (``send(..., defer=True)``), at most this long.
+        self.release_window_s = release_window_s
+        self._deferred: list[pb.LeaseCall] = []
+        self._deferred_flush: asyncio.TimerHandle | None = None
 
     @property
     def usable(self) -> bool:
@@ -117,13 +122,32 @@ class LeaseStream:
     def connected(self) -> bool:
         return self._reader is not None and not self._reader.done()
 
-    def send(self, call: pb.LeaseCall) -> None:
-        """Queue a call whose reply nobody waits for (a release, a report); kept (owed) until keyring answers it."""
+    def send(self, call: pb.LeaseCall, *, defer: bool = False) -> None:
+        """Queue a call whose reply nobody waits for (a release, a report); kept (owed) until keyring answers it.
+
+        ``defer``: a routine release may wait up to ``release_window_s`` for the next call to this replica and
+        go out in the same message (one gRPC message each way per request instead of two, on both sides); the
+        slot returns to keyring that much later at most. Kept from the moment it is queued, as any other.
+        """
         if not self.connected:
             self._open()
         call.id = next(self._ids)
         self.kept.sent(call)
+        if defer and self.release_window_s > 0:
+            self._deferred.append(call)
+            if self._deferred_flush is None:
+                self._deferred_flush = detached_later(self.release_window_s, self._send_deferred)
+            return
         self._outgoing.put_nowait(call)
+
+    def _send_deferred(self) -> None:
+        """The held-back releases onto the stream, ahead of the call that takes them along (or their window's end)."""
+        if self._deferred_flush is not None:
+            self._deferred_flush.cancel()
+            self._deferred_flush = None
+        deferred, self._deferred = self._deferred, []
+        for call in deferred:
+            self._outgoing.put_nowait(call)
 
     def owe(self, call: pb.LeaseCall) -> None:
         """Keep a release for this replica; re-sent once its stream is back (bounded, the oldest dropped).
@@ -150,6 +174,8 @@ class LeaseStream:
             self._open()
         call.id = next(self._ids)
         flight = self._pending[call.id] = Flight(call, asyncio.get_running_loop().create_future(), time.monotonic())
+        if self._deferred:
+            self._send_deferred()  # they share this call's message
         self._outgoing.put_nowait(call)
         return flight
 
@@ -282,6 +308,10 @@ class LeaseStream:
             log.debug("lease stream to %s broke again (%s): next attempt in %.1f s", self.address, reason,
                       self.health.retry_at - time.monotonic())  # fmt: skip
         self.members = None
+        if self._deferred_flush is not None:
+            self._deferred_flush.cancel()
+            self._deferred_flush = None
+        self._deferred = []  # never sent: kept as unanswered, owed below (``kept.broke``)
         pending, self._pending = self._pending, {}
         for flight in pending.values():
             if not flight.future.done():
@@ -300,8 +330,10 @@ class LeaseStream:
             self._retry.cancel()
         if self._probe is not None:
             self._probe.cancel()
-        if self.kept.owed and self.connected:
-            self._flush_owed()
+        if self.connected:
+            self._send_deferred()
+            if self.kept.owed:
+                self._flush_owed()
         self._closed = True
         self._outgoing.put_nowait(None)
         reader = self._reader

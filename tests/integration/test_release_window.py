@@ -1,0 +1,88 @@
+"""A finished request's release shares the next call's message (``EDGE_KEYRING_RELEASE_WINDOW_S``, issue 23).
+
+Through a real replica on a real etcd over mutual TLS: a routine release waits at most its window for the next
+call to the same replica and goes out in that call's message (one gRPC message each way per request instead of
+two); with no next call it goes alone when the window ends; a stream that breaks inside the window loses nothing
+(the release is kept and re-sent on the next stream, as any release sent and not answered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.edge.keyring import KeyringClient, LeaseRequest
+from services.edge.keyring.transport import LeaseStream
+from tests.pki import session_pki
+
+from .conftest import StartReplica, make_pool
+from .test_keyring_service import MODEL, add_keys
+from .test_lease_stream_faults import TcpProxy, held, until
+
+OK = pb.Outcome(http_status=200)
+
+
+@pytest.fixture
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The kinds of call ("acquire", "release"...) of every message the edge's lease streams send."""
+    sent: list[list[str]] = []
+    batches = LeaseStream._batches.__func__  # type: ignore[attr-defined]
+
+    async def recording(cls: type[LeaseStream], queue: object) -> AsyncIterator[pb.LeaseStreamRequest]:
+        async for batch in batches(cls, queue):
+            sent.append([str(call.WhichOneof("call")) for call in batch.calls])
+            yield batch
+
+    monkeypatch.setattr(LeaseStream, "_batches", classmethod(recording))
+    return sent
+
+
+async def test_a_release_rides_with_the_next_acquire_or_goes_alone_at_its_window_end(
+    start_replica: StartReplica, batch_sizes: list[list[str]]
+) -> None:
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    client = KeyringClient([replica.address], tls=session_pki().edge.files, release_window_s=0.5)
+    try:
+        first = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+        assert first.release(OK, confirm=False) is None  # a finished request: nobody waits
+        second = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+        assert ["release", "acquire"] in batch_sizes, batch_sizes  # one message carried both
+        await until(lambda: held(replica) == 1, within_s=2, message="the first lease not released")
+        assert replica.keyring.desk.book.in_flight(second.lease.key_id) == 1
+
+        sent_before = len(batch_sizes)
+        assert second.release(OK, confirm=False) is None
+        await until(lambda: held(replica) == 0, within_s=3, message="a lone release not sent at its window's end")
+        assert batch_sizes[sent_before:] == [["release"]]
+        assert client.owed_releases() == 0
+    finally:
+        await client.close()
+
+
+async def test_a_release_waiting_in_its_window_when_the_stream_breaks_is_kept_and_re_sent(
+    start_replica: StartReplica,
+) -> None:
+    replica = await start_replica("replica-a", stream_lease_grace_s=120)  # slots return by release, not reclaim
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    proxy = TcpProxy(replica.server.port)
+    await proxy.start()
+    client = KeyringClient([proxy.address], timeout_s=1, tls=session_pki().edge.files, release_window_s=30)
+    try:
+        lease = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
+        assert lease.release(OK, confirm=False) is None  # held back: its window is long
+        assert held(replica) == 1
+        await proxy.cut()
+        await until(lambda: client.owed_releases() == 1, within_s=5, message="the held-back release not kept")
+        await proxy.start()  # back on the same port
+        await until(lambda: held(replica) == 0, within_s=8, message="the kept release not re-sent")
+        assert client.owed_releases() == 0
+    finally:
+        await client.close()
+        with contextlib.suppress(AssertionError):
+            await proxy.cut()
