@@ -23,17 +23,70 @@ _WEIGHTED_TRIES = 8
 
 
 class TierRing:
-    """The keys of one tier of one pool, in a stable order, with a round-robin cursor."""
+    """The keys of one tier of one pool, sorted by id, with a round-robin cursor.
+
+    Kept up to date key by key (``add``, ``remove``: a memmove, not a sort),
+    so a key added to a pool of 100,000 costs the next lease nothing, and the
+    round-robin turn goes on where it was instead of starting over.
+    """
 
     def __init__(self, tier: int, key_ids: Sequence[str], weights: Sequence[int]) -> None:
         self.tier = tier
         self.key_ids = list(key_ids)
         self.weights = [max(1, weight) for weight in weights]
-        self.cumulative = list(itertools.accumulate(self.weights))
+        self._cumulative: list[int] | None = None
         self.cursor = 0
 
     def __len__(self) -> int:
         return len(self.key_ids)
+
+    @property
+    def cumulative(self) -> list[int]:
+        """Running sums of the weights (weighted draws); summed again only after a change."""
+        if self._cumulative is None:
+            self._cumulative = list(itertools.accumulate(self.weights))
+        return self._cumulative
+
+    def add(self, key_id: str, weight: int) -> None:
+        index = bisect.bisect_left(self.key_ids, key_id)
+        self.key_ids.insert(index, key_id)
+        self.weights.insert(index, max(1, weight))
+        self._cumulative = None
+        if index < self.cursor:
+            self.cursor += 1
+
+    def remove(self, key_id: str) -> None:
+        index = bisect.bisect_left(self.key_ids, key_id)
+        if index == len(self.key_ids) or self.key_ids[index] != key_id:
+            return
+        del self.key_ids[index], self.weights[index]
+        self._cumulative = None
+        if index < self.cursor:
+            self.cursor -= 1
+        if self.cursor >= len(self.key_ids):
+            self.cursor = 0
+
+
+def ring_add(rings: list[TierRing], tier: int, key_id: str, weight: int) -> None:
+    """Put a key in its tier's ring of ``rings`` (sorted by tier), a new ring for a new tier."""
+    for index, ring in enumerate(rings):
+        if ring.tier == tier:
+            ring.add(key_id, weight)
+            return
+        if ring.tier > tier:
+            rings.insert(index, TierRing(tier, [key_id], [weight]))
+            return
+    rings.append(TierRing(tier, [key_id], [weight]))
+
+
+def ring_remove(rings: list[TierRing], tier: int, key_id: str) -> None:
+    """Take a key out of its tier's ring; a ring left empty goes."""
+    for index, ring in enumerate(rings):
+        if ring.tier == tier:
+            ring.remove(key_id)
+            if not ring.key_ids:
+                del rings[index]
+            return
 
 
 def pick(strategy: Strategy, ring: TierRing, eligible: Eligible, load: Load, rng: random.Random) -> str | None:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from .admissions import Published
 from .affinity import pool_subject, token_subject
 from .models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, LimitId, Pool, QuotaLimit, UpstreamKey
-from .selection import TierRing
+from .selection import TierRing, ring_add, ring_remove
 
 
 class KeyringView:
@@ -62,7 +62,9 @@ class KeyringView:
             if previous is not None:
                 self._forget_key_in_pool(previous)
             self._keys_by_pool[key.pool].add(key.key_id)
-            self._rings.pop(key.pool, None)
+            rings = self._rings.get(key.pool)
+            if rings is not None:
+                ring_add(rings, key.tier, key.key_id, key.weight)
 
     def remove_key(self, key_id: str) -> None:
         previous = self.keys.pop(key_id, None)
@@ -128,7 +130,7 @@ class KeyringView:
         return [token for token in self.tokens.values() if token.pool == pool]
 
     def rings(self, pool: str) -> list[TierRing]:
-        """The pool's keys by tier, first choice first; rebuilt only when membership changes."""
+        """The pool's keys by tier, first choice first; built once, then kept up to date key by key."""
         rings = self._rings.get(pool)
         if rings is None:
             by_tier: dict[int, list[UpstreamKey]] = defaultdict(list)
@@ -157,4 +159,6 @@ class KeyringView:
 
     def _forget_key_in_pool(self, key: UpstreamKey) -> None:
         self._keys_by_pool[key.pool].discard(key.key_id)
-        self._rings.pop(key.pool, None)
+        rings = self._rings.get(key.pool)
+        if rings is not None:
+            ring_remove(rings, key.tier, key.key_id)
