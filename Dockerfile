@@ -4,7 +4,7 @@
 #   docker run IMAGE python -m services.keyring        -> keyring (gRPC)
 #   docker run IMAGE python -m services.admin          -> admin
 #   docker run IMAGE python -m services.simulator      -> Gemini simulator (tests, demo)
-# Settings come from KEYRING_* / EDGE_* / ADMIN_* environment variables (see README "Configuration").
+# Settings come from KEYRING_* / EDGE_* / ADMIN_* environment variables (see docs/configuration.md).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

@@ -85,7 +85,7 @@ ended, for the stream grace + 10 s: leases_reclaimed_after_s):
                          equality, known (usage_counted - usage_unknown) <= upstream_calls
                          <= usage_counted; usage_over_count (counted - upstream) reported
   token_budget_death     budget_served_in_minute (the 200s sent in the minute of the
-                         death) <= budget_bound (README: 300 + what the dead replica
+                         death) <= budget_bound (docs/operator-guide.md: 300 + what the dead replica
                          admitted after its last usage flush, i.e. a third of the 200s
                          sent in the 5.5 s before the death: 317 at 10/s);
                          refused_with_budget_left by phase (a 429 answered while fewer
@@ -177,8 +177,9 @@ RECLAIM_SLACK_S = 10.0  # past the stream grace, the leases of a killed edge rec
 BUDGET_RPM = 300
 BUDGET_RATE = 10.0  # the budget token's calls a second, evenly spaced: twice the budget's even pace (5/s)
 BUDGET_SPAN_S = 40.0  # sent for this long, ending with the minute: 400 calls offered against 300
-# README (client-token budgets): across a death a budget is exceeded by at most what the dead replica admitted after
-# its last usage flush (it publishes its admissions with each); a flush started as it died may not have landed.
+# docs/operator-guide.md (client-token budgets): across a death a budget is exceeded by at most what the dead
+# replica admitted after its last usage flush (it publishes its admissions with each); a flush started as it died
+# may not have landed.
 PUBLISH_SLACK_S = 0.5
 DETECTION_SLACK_S = 1.0  # past the membership TTL: the expiry reaching the survivors' view
 # Before usage is read: the edges re-send owed releases at most 5 s apart (a replica restarted after a long death
@@ -1135,8 +1136,8 @@ def usage_violations(result: dict[str, Any]) -> list[str]:
 
     There a lease reclaimed unreleased counts as a call of unknown outcome, whether or not its call reached
     the upstream (killed between grant and send, or a hedge's losing grant not yet released): what holds, and
-    what the README states, is known outcomes <= upstream calls <= known + unknown (``usage_over_count``, the
-    reclaimed leases whose call never reached the upstream, is reported).
+    what docs/configuration.md ("Shutting down") states, is known outcomes <= upstream calls <= known + unknown
+    (``usage_over_count``, the reclaimed leases whose call never reached the upstream, is reported).
     """
     counted, unknown, upstream = result["usage_counted"], result.get("usage_unknown"), result["upstream_calls"]
     if result.get("cut_by_kill") is None or counted is None or unknown is None:

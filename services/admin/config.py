@@ -125,7 +125,7 @@ class AdminSettings(KeyringClientTLS, BaseSettings):
     body_timeout_s: float = Field(default=30.0, gt=0)
     keepalive_timeout_s: float = Field(default=75.0, gt=0)
 
-    # --- Service identity: mutual TLS to keyring (README "Configuration"): KeyringClientTLS's fields ---
+    # --- Service identity: mutual TLS to keyring (docs/configuration.md): KeyringClientTLS's fields ---
     # Failed logins (a wrong token at /api/login or in a bearer header) per client address and per
     # admin name: after this many within login_window_s, 429 with Retry-After until the window ends.
     login_max_failures: int = Field(default=10, ge=1)

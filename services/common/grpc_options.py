@@ -9,7 +9,7 @@ accepts a ping without data only every 5 minutes: an edge pinging every 10 s
 had its lease streams dropped after a few idle minutes (issue 13, finding 6).
 
 The rule, checked nowhere at run time because the two ends are separate
-processes (README "gRPC keepalive"): every client's ``keepalive_s`` must be at
+processes (docs/configuration.md "gRPC keepalive"): every client's ``keepalive_s`` must be at
 least the server's ``min_ping_interval_s``. Defaults: clients 20 s, server 5 s
 (a factor four of margin for timers and restarts). Pings are allowed while no
 call is open (``keepalive_permit_without_calls``) and without limit between two

@@ -1,6 +1,6 @@
 """How a secret is shown when it must be shown at all (``AIza...x4Q2``, ``AQ.A...9fZk``), and redaction.
 
-Two kinds of Gemini API key exist (README "Keys: auth and standard"):
+Two kinds of Gemini API key exist (docs/operator-guide.md "Keys: auth and standard"):
 **auth keys**, ``AQ.`` and then url-safe characters (what AI Studio issues
 since 2026), and **standard keys**, ``AIza`` and 35 more (being retired).
 Nothing here assumes either prefix: ``mask`` keeps the first and last four

@@ -15,7 +15,7 @@ Everything talks mutual TLS as in production: a local CA and one certificate
 per service are made once in ``var/tls`` (``services/devstack/certs.py``):
 ``keyring`` (keyring's server certificate), ``keyring-edge`` (the edge's lease
 identity), ``keyring-internal`` (an internal service's lease identity, for the
-lease client package: README "Internal services") and ``keyring-admin`` (the
+lease client package: docs/internal-services.md) and ``keyring-admin`` (the
 admin identity). etcd has a CA of
 its own in ``var/tls/etcd-ca``: etcd's certificate and keyring's etcd client
 certificate, so neither the edge's nor admin's certificate is an etcd client.
@@ -92,7 +92,7 @@ def wait_http(url: str, stack: Stack, deadline_s: float = 30.0) -> None:
 
 IDENTITIES = ("keyring", "keyring-edge", "keyring-admin", "keyring-internal")
 LEASE_IDENTITY = "keyring-edge"  # the edge's identity
-INTERNAL_IDENTITY = "keyring-internal"  # an internal service's (clients/python, README "Internal services")
+INTERNAL_IDENTITY = "keyring-internal"  # an internal service's (clients/python, docs/internal-services.md)
 # The only identities keyring lets lease (KEYRING_LEASE_IDENTITIES).
 LEASE_IDENTITIES = (LEASE_IDENTITY, INTERNAL_IDENTITY)
 # etcd's own CA (var/tls/etcd-ca): dictionary key -> the certificate's name there.
@@ -337,10 +337,10 @@ def run(
     print(f"edge      {edge_url}  (OpenAI: {edge_url}/v1   Gemini: {edge_url}/v1beta)")
     ca_file = certs["edge-https"].ca_file
     print(f"          {https_url}  (https; clients trust {ca_file}: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, "
-          "NODE_EXTRA_CA_CERTS; README \"https on the edge\")")
+          "NODE_EXTRA_CA_CERTS; docs/configuration.md \"https on the edge\")")
     print(f"admin     {admin_url}  (console; admin token in {tokens_file}: {admin_token})")
     internal = certs[INTERNAL_IDENTITY]
-    print(f"internal  lease identity {INTERNAL_IDENTITY!r} for the lease client (README \"Internal services\"): "
+    print(f"internal  lease identity {INTERNAL_IDENTITY!r} for the lease client (docs/internal-services.md): "
           f"{internal.cert_file}, {internal.key_file}, CA {internal.ca_file}")
     if options.demo:
         print(f"simulator {upstream}  (fake Gemini upstream)")

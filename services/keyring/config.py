@@ -56,7 +56,7 @@ class KeyringSettings(BaseSettings):
     key_pattern: str = GEMINI_KEY_PATTERN
     max_keys_per_import: int = 5000
     max_message_bytes: int = 16 * 1024 * 1024
-    # --- Shutdown (README "Shutting down") ---
+    # --- Shutdown (docs/configuration.md "Shutting down") ---
     # On SIGTERM: membership dropped at once, new leases refused, in-flight RPCs (open lease streams) given this
     # long to finish; keep it under the pod's terminationGracePeriodSeconds (deploy/k8s: 30).
     shutdown_grace_s: float = Field(default=10.0, ge=0)
@@ -70,16 +70,16 @@ class KeyringSettings(BaseSettings):
     # one is clamped to it and counted (keyring_input_estimates_clamped_total): an edge is trusted only as far
     # as a lease. Default: twice the largest Gemini input window (1,048,576 tokens).
     max_input_estimate: int = Field(default=2 * 1_048_576, ge=0)
-    # Project-bound resources (README "Files, caches, batches, operations and interactions"): the live affinity
-    # records (etcd records, held in every replica's memory) a pool, and one client token, may hold; a call that
-    # would create one more is refused (429) before it reaches the upstream. 0: no cap.
+    # Project-bound resources (docs/configuration.md "Files, caches, batches, operations and interactions"): the
+    # live affinity records (etcd records, held in every replica's memory) a pool, and one client token, may hold;
+    # a call that would create one more is refused (429) before it reaches the upstream. 0: no cap.
     affinity_max_per_pool: int = Field(default=100_000, ge=0)
     affinity_max_per_token: int = Field(default=10_000, ge=0)
     # Outcomes blaming a key (a strike, a cooldown, a key marked invalid or forbidden) judged per caller identity
     # (its certificate) and minute, on each replica; past it the key is left as it is (the slot still released,
     # the call counted) and keyring_key_blames_refused_total{identity} counts it (services/keyring/domain/blames.py).
     key_blames_per_minute: int = Field(default=300, ge=1)
-    # --- gRPC keepalive (README "gRPC keepalive", services/common/grpc_options.py) ---
+    # --- gRPC keepalive (docs/configuration.md "gRPC keepalive", services/common/grpc_options.py) ---
     # The shortest interval between a client's pings this server accepts; must not exceed any client's
     # keepalive (EDGE_KEYRING_KEEPALIVE_S, 20 s by default), or the server answers GOAWAY too_many_pings.
     grpc_min_ping_interval_s: float = Field(default=SERVER_MIN_PING_INTERVAL_S, gt=0)
@@ -95,7 +95,7 @@ class KeyringSettings(BaseSettings):
     check_timeout_s: float = 10.0
     recheck_interval_s: float = 900.0  # 0: no periodic re-check
 
-    # --- Service identity and etcd TLS (README "Configuration", docs/architecture.md) ---
+    # --- Service identity and etcd TLS (docs/configuration.md, docs/architecture.md) ---
     # Mutual TLS on the gRPC port: this replica's certificate and key, and the CA that signs its clients.
     tls_cert_file: str = ""
     tls_key_file: str = ""

@@ -35,7 +35,7 @@ __all__ = [
     "token_id_for",
 ]
 
-# The two kinds of Gemini API key (README "Keys: auth and standard"); the patterns live in
+# The two kinds of Gemini API key (docs/operator-guide.md "Keys: auth and standard"); the patterns live in
 # services.common.masking, which redacts both wherever text leaves a service.
 STANDARD_KEY_PATTERN = masking.STANDARD_KEY_PATTERN  # "AIza" + 35 of [0-9A-Za-z_-]: retired from September 2026
 AUTH_KEY_PATTERN = masking.AUTH_KEY_PATTERN  # "AQ." + 20-200 of [0-9A-Za-z_-]: what AI Studio issues now
