@@ -97,7 +97,7 @@ def test_kubernetes_etcd_trusts_its_own_ca_and_only_the_edge_leases(overlay: str
         assert _ca_secret_of_certificate(manifests, one(manifests, "Certificate", name)) == services_ca
 
     statefulsets = find(manifests, "StatefulSet", "etcd")
-    if not statefulsets:  # external etcd: README and the component's comment say what it must trust
+    if not statefulsets:  # external etcd: docs/deployment.md and the component's comment say what it must trust
         return
     [etcd] = statefulsets
     [etcd_container] = etcd["spec"]["template"]["spec"]["containers"]
@@ -189,7 +189,7 @@ def test_devstack_etcd_trusts_its_own_ca_and_only_the_edge_leases(tmp_path: Path
 
     certs = local_certificates(tmp_path)
     env = keyring_env(tmp_path, EtcdServer(), "127.0.0.1:50051", "http://127.0.0.1:8090", certs)
-    # the edge and the internal-service identity of the lease client's example (README "Internal services")
+    # the edge and the internal-service identity of the lease client's example (docs/internal-services.md)
     lease_identities = env["KEYRING_LEASE_IDENTITIES"].split(",")
     assert lease_identities == [certs["keyring-edge"].name, certs["keyring-internal"].name]
     assert lease_identities == [EDGE_IDENTITY, "keyring-internal"]

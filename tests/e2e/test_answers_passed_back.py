@@ -69,7 +69,7 @@ async def test_upload_answers_carry_the_public_url_and_no_upstream_upload_header
 async def test_a_whole_answer_and_a_stream_carrying_the_key_reach_the_client_masked(stack: Stack) -> None:
     assert stack.http is not None
     _leaky(stack)
-    stack.sim.default_chunks = 1  # one event: a key cut between two events' texts is not looked for (README)
+    stack.sim.default_chunks = 1  # one event: a key cut between two events' texts is not looked for (docs)
     body = {"contents": [{"parts": [{"text": "hi"}]}]}
     for path in (GENERATE, f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"):
         async with stack.http.post(stack.edge_url + path, json=body, headers=stack.gemini_headers()) as resp:

@@ -172,7 +172,8 @@ async def test_records_from_before_keyed_hashes_work_under_the_switch_until_rese
 async def test_a_kek_rotation_while_two_replicas_lease_loses_no_lease(
     start_replica: StartReplica, etcd_store: EtcdStore, store_prefix: str, kek: str, tmp_path: Path
 ) -> None:
-    """The README procedure: the next KEK opens everywhere, then seals, then reseal, then the old one goes."""
+    """docs/deployment.md "Rotating the KEK": the next KEK opens everywhere, then seals, then reseal, then the old
+    one goes."""
     from services.keyring.codec import Layout
     from services.keyring.reseal import reseal
     from services.keyring.sealing import SealingError, SecretBox

@@ -139,8 +139,8 @@ async def test_acquire_returns_no_key_to_a_client_without_a_lease_identity(
 async def test_an_internal_service_with_its_own_certificate_leases_through_the_client(
     start_replica: StartReplica, pki: Pki
 ) -> None:
-    """A certificate of one's own, the edge's KeyringClient, acquire, release (the README shows the lease client
-    package instead: tests/integration/test_lease_client_package.py)."""
+    """A certificate of one's own, the edge's KeyringClient, acquire, release (docs/internal-services.md shows the
+    lease client package instead: tests/integration/test_lease_client_package.py)."""
     replica = await start_replica()
     token = await make_pool(replica)
     await add_keys(replica, 1)
