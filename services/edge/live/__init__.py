@@ -3,7 +3,9 @@
 ``session`` serves an upgrade (credentials, the setup frame, the lease),
 ``relay`` one session on one key, ``protocol`` what the edge reads of the
 frames and closes (plain Python), ``credentials`` the carriers of a token,
-``tokens`` the minting of browser tokens, ``metrics`` the sessions' metrics.
+``tokens`` the minting of browser tokens, ``metrics`` the sessions' metrics;
+``interactions`` the Interactions API's live socket on the same relay, ``events``
+what the edge reads of its events.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from aiohttp import web
 
 from ..observability import EdgeMetrics
 from ..routing import GEMINI, add_route
+from . import interactions
 from .metrics import LiveMetrics
 from .session import LIVE_METRICS, LIVE_RELAYS, bidi_generate_content
 from .tokens import create as create_token
@@ -26,12 +29,14 @@ PATH: Final = (
 
 
 def add_routes(app: web.Application, metrics: EdgeMetrics) -> None:
-    """Register the Live path and browser-token minting (``POST /{v1alpha,v1beta}/auth_tokens``)."""
+    """Register the Live path, browser-token minting (``POST /{v1alpha,v1beta}/auth_tokens``) and the
+    Interactions API's live socket (``/{version}/interactions/live``)."""
     app[LIVE_METRICS] = LiveMetrics(metrics)
     app[LIVE_RELAYS] = set()
     add_route(app, "GET", PATH, bidi_generate_content, GEMINI)
     for version in ("v1alpha", "v1beta"):
         add_route(app, "POST", f"/{version}/auth_tokens", create_token, GEMINI)
+    interactions.add_routes(app)
 
 
 def go_away(app: web.Application, time_left_s: float) -> int:

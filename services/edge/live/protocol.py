@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -101,6 +101,17 @@ def handle_name(handle: str) -> str:
     return "liveSessions/" + hashlib.sha256(handle.encode()).hexdigest()[:48]
 
 
+class FrameReader(Protocol):
+    """What a relay reads of the upstream's frames: ``Seen`` (Live), ``events.EventsSeen`` (interactions)."""
+
+    input_tokens: int
+    output_tokens: int
+
+    def read(self, frame: bytes) -> None: ...
+
+    def carries_media(self, frame: bytes) -> bool: ...
+
+
 @dataclass(slots=True)
 class Seen:
     """What the upstream's frames told the edge so far."""
@@ -133,6 +144,10 @@ class Seen:
             if isinstance(handle, str) and handle and update.get("resumable", True) is not False:
                 self.handles.append(handle)
                 del self.handles[:-MAX_HANDLES]
+
+    def carries_media(self, frame: bytes) -> bool:
+        """Audio and images come as base64 ``inlineData`` (which a key-shape scrub would corrupt)."""
+        return b'"inlineData"' in frame or b'"inline_data"' in frame
 
 
 def _count(value: object) -> int:

@@ -39,7 +39,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from ..keyring import CANCELLED
 from ..upstream import Attempt, error_outcome, ok_outcome, transport_failure
 from .metrics import LiveMetrics
-from .protocol import ABNORMAL, GOING_AWAY, INTERNAL, NORMAL, UNAVAILABLE, Seen, close_error, cut_reason
+from .protocol import ABNORMAL, GOING_AWAY, INTERNAL, NORMAL, UNAVAILABLE, FrameReader, Seen, close_error, cut_reason
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ class Relay:
         limits: Limits,
         metrics: LiveMetrics,
         open_relays: set[Relay],
+        seen: FrameReader | None = None,
+        *,
+        hold_close: bool = False,
     ) -> None:
         self.client = client
         self.request = request
@@ -90,7 +93,9 @@ class Relay:
         self.limits = limits
         self.metrics = metrics
         self.open_relays = open_relays  # the edge's sessions past setupComplete (told to go away at shutdown)
-        self.seen = Seen()
+        self.seen: FrameReader = seen if seen is not None else Seen()
+        # The client's close is left to the caller (after the lease's release committed what it binds).
+        self.hold_close = hold_close
         # The last close an upstream gave before setupComplete: what the client gets if no key does better.
         self.refused: Ending | None = None
         self.ending: Ending | None = None
@@ -190,9 +195,8 @@ class Relay:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self.ending is not None and not self.client.closed and self.ending.code not in _UNSENDABLE:
-            with contextlib.suppress(Exception):
-                await self.client.close(code=self.ending.code, message=self.ending.reason.encode())
+        if not self.hold_close:
+            await close_client(self.client, self.ending)
 
     async def _pump_up(self, upstream: aiohttp.ClientWebSocketResponse) -> None:
         """Client to upstream, each frame with its type; the client's close closes the upstream."""
@@ -240,7 +244,7 @@ class Relay:
         binary = message.type is WSMsgType.BINARY
         raw: bytes = message.data if binary else message.data.encode()
         self.seen.read(raw)
-        out = _scrubbed(raw, key)
+        out = _scrubbed(raw, key, self.seen.carries_media(raw))
         self._count(self.metrics.down_frames, self.metrics.down_bytes, len(out))
         try:
             await (self.client.send_bytes(out) if binary else self.client.send_str(out.decode()))
@@ -329,6 +333,13 @@ class Relay:
         return ending
 
 
+async def close_client(client: web.WebSocketResponse, ending: Ending | None) -> None:
+    """Close the client's socket with the session's ending (unless it is closed, or the ending unsendable)."""
+    if ending is not None and not client.closed and ending.code not in _UNSENDABLE:
+        with contextlib.suppress(Exception):
+            await client.close(code=ending.code, message=ending.reason.encode())
+
+
 async def _renewed(renew: Callable[[], Awaitable[bool]]) -> bool:
     """Whether keyring still holds the lease; a renewal that got no answer is tried again at the next tick."""
     try:
@@ -354,9 +365,9 @@ def _ignore_failure(task: asyncio.Future[None]) -> None:
         task.exception()  # a client gone meanwhile: its session ends anyway
 
 
-def _scrubbed(data: bytes, key: str) -> bytes:
+def _scrubbed(data: bytes, key: str, media: bool) -> bytes:
     """``data`` without the leased key; without any key shape unless it carries media (base64 can look like one)."""
-    if b'"inlineData"' in data or b'"inline_data"' in data:
+    if media:
         return data.replace(key.encode(), mask(key).encode()) if key.encode() in data else data
     return scrub(data, key)
 

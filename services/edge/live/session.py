@@ -57,13 +57,15 @@ from .protocol import (
     TRY_LATER,
     UNAUTHENTICATED,
     UNAVAILABLE,
+    FrameReader,
     Refused,
+    Seen,
     Setup,
     handle_name,
     read_setup,
     with_model,
 )
-from .relay import Ending, Limits, Relay
+from .relay import Ending, Limits, Relay, close_client
 
 log = logging.getLogger(__name__)
 
@@ -78,26 +80,23 @@ _CAP_REASONS: Final = frozenset({"LIVE_SESSIONS", "LIVE_SESSIONS_PER_TOKEN"})
 async def bidi_generate_content(request: web.Request) -> web.StreamResponse:
     """``GET [/]/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent[Constrained]``."""
     edge = request.app[EDGE]
-    metrics = request.app[LIVE_METRICS]
     request[ROUTE], request[STREAM] = ROUTE_NAME, True
     constrained = request.match_info["method"].endswith("Constrained")
-    refused: Refused | None = None
-    token = ""
-    try:
-        token = credentials.browser_token(request) if constrained else credentials.client_token(request)
-        if not constrained:
-            await edge.keyring.check_token(token_hash(token))
-    except Refused as early:
-        refused = early
-    except LeaseRefused as early:
-        refused = _close_for(early, "")
+    if constrained:
+        refused: Refused | None = None
+        try:
+            token = credentials.browser_token(request)
+        except Refused as early:
+            token, refused = "", early
+    else:
+        token, refused = await checked_client_token(request)
     settings = edge.settings
     client = web.WebSocketResponse(max_msg_size=settings.live_max_frame_bytes, autoping=True, compress=False)
     await client.prepare(request)
     try:
         if refused is not None:
             raise refused
-        frame, data = await _first_frame(client, settings.live_setup_timeout_s)
+        frame, data = await first_frame(client, settings.live_setup_timeout_s)
         setup = read_setup(data)
         request[MODEL] = edge.metrics.model_label(setup.model)
         if constrained:  # the token's grant leases instead of a client token; its model is forced into the setup
@@ -106,31 +105,52 @@ async def bidi_generate_content(request: web.Request) -> web.StreamResponse:
             frame = with_model(data, setup.model)
         else:
             call = _call(request, setup, token_hash=token_hash(token))
-        ending = await _serve(request, client, call, frame)
-    except Refused as closing:
-        ending = Ending("bad_input" if closing.code == INVALID_PAYLOAD else "refused", closing.code, closing.reason)
-        await client.close(code=closing.code, message=closing.reason.encode())
-    except _ClientLeft:
-        code = client.close_code or ABNORMAL
-        ending = Ending("bad_input" if code == TOO_BIG else "client", code)
-    metrics.closed(ending.cause, ending.code)
+        relay = new_relay(request, client, call, frame)
+        version = request.match_info["version"]
+        ending = await serve(
+            request, relay, call, _handles(relay), lambda refusal: close_for(refusal, call.model, version)
+        )
+    except (Refused, ClientLeft) as ended:
+        ending = await refused_ending(client, ended)
+    request.app[LIVE_METRICS].closed(ending.cause, ending.code)
     return client
 
 
-class _ClientLeft(Exception):
-    """The client closed before its setup frame."""
+async def checked_client_token(request: web.Request) -> tuple[str, Refused | None]:
+    """The key path's client token (every carrier), checked at keyring before the upgrade; or the close for it."""
+    try:
+        token = credentials.client_token(request)
+        await request.app[EDGE].keyring.check_token(token_hash(token))
+    except Refused as early:
+        return "", early
+    except LeaseRefused as early:
+        return "", close_for(early, "")
+    return token, None
 
 
-async def _first_frame(client: web.WebSocketResponse, timeout_s: float) -> tuple[str | bytes, Any]:
+async def refused_ending(client: web.WebSocketResponse, ended: Refused | ClientLeft) -> Ending:
+    """A session that never reached a key: the edge's close (malformed: 1007, refused) or the client's."""
+    if isinstance(ended, Refused):
+        await client.close(code=ended.code, message=ended.reason.encode())
+        return Ending("bad_input" if ended.code == INVALID_PAYLOAD else "refused", ended.code, ended.reason)
+    code = client.close_code or ABNORMAL
+    return Ending("bad_input" if code == TOO_BIG else "client", code)
+
+
+class ClientLeft(Exception):
+    """The client closed before its first frame."""
+
+
+async def first_frame(client: web.WebSocketResponse, timeout_s: float) -> tuple[str | bytes, Any]:
     """The client's first message (text or binary JSON) and its parsed value; 1007 when it is not JSON."""
     try:
         message = await client.receive(timeout=timeout_s)
     except TimeoutError:
         raise Refused(INVALID_PAYLOAD, "No setup message was received in time.") from None
     if message.type is WSMsgType.ERROR:  # over the frame limit: aiohttp closed with 1009 already
-        raise _ClientLeft()
+        raise ClientLeft()
     if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-        raise _ClientLeft()
+        raise ClientLeft()
     try:
         return message.data, orjson.loads(message.data)
     except orjson.JSONDecodeError:
@@ -146,7 +166,7 @@ async def _redeem(request: web.Request, token: str, model: str, resumption: bool
     except ModelNotAllowed as other_model:
         raise Refused(POLICY, other_model.message) from None
     except LeaseRefused as refusal:
-        raise _close_for(refusal, model, request.match_info["version"]) from None
+        raise close_for(refusal, model, request.match_info["version"]) from None
     return redeemed.grant
 
 
@@ -171,10 +191,11 @@ def _call(request: web.Request, setup: Setup, *, token_hash: str = "", session_g
     )
 
 
-async def _serve(request: web.Request, client: web.WebSocketResponse, call: Call, frame: str | bytes) -> Ending:
-    """The attempt loop with the relay as its run; keyring's refusal or the upstream's last close as the close."""
+def new_relay(request: web.Request, client: web.WebSocketResponse, call: Call, frame: str | bytes,
+              seen: FrameReader | None = None, *, hold_close: bool = False) -> Relay:  # fmt: skip
+    """The relay of one session (its client's first frame read), with the edge's Live limits."""
     app = request.app
-    edge, settings = app[EDGE], app[EDGE].settings
+    settings = app[EDGE].settings
     limits = Limits(
         setup_timeout_s=settings.live_setup_timeout_s,
         idle_timeout_s=settings.live_idle_timeout_s,
@@ -182,44 +203,68 @@ async def _serve(request: web.Request, client: web.WebSocketResponse, call: Call
         max_frame_bytes=settings.live_max_frame_bytes,
         connect_timeout_s=settings.connect_timeout_s,
     )
-    relay = Relay(
-        client, request, frame, call.model, str(call.url), call.headers, limits, app[LIVE_METRICS], app[LIVE_RELAYS]
-    )
+    return Relay(client, request, frame, call.model, str(call.url), call.headers, limits, app[LIVE_METRICS],
+                 app[LIVE_RELAYS], seen, hold_close=hold_close)  # fmt: skip
+
+
+async def serve(
+    request: web.Request,
+    relay: Relay,
+    call: Call,
+    bindings: Callable[[], tuple[Binding, ...]],
+    close_for: Callable[[LeaseRefused], Refused],
+) -> Ending:
+    """The attempt loop with the relay as its run (its release binding ``bindings()``); keyring's refusal
+    (``close_for``) or the upstream's last close as the close; the client closed once the release committed."""
+    edge = request.app[EDGE]
+    client = relay.client
     try:
-        ending = await attempts(request, call, _with_handles(relay), [])
+        ending = await attempts(request, call, _binding(relay, bindings), [])
     except LeaseRefused as refusal:
         edge.metrics.child(edge.metrics.denied, refusal.reason).inc()
         capped = _cap_reason(refusal)
         if capped:
             relay.metrics.capped.labels(capped).inc()
-        raise _close_for(refusal, call.model, request.match_info["version"]) from None
+        raise close_for(refusal) from None
     except UpstreamFailed:
         ending = relay.refused or Ending("upstream", INTERNAL, UNAVAILABLE)
         if not client.closed:
             await client.close(code=ending.code, message=ending.reason.encode())
+    await close_client(client, ending)
     return ending
 
 
-def _with_handles(relay: Relay) -> Callable[[Attempt, web.Request], Awaitable[Ending | UpstreamError]]:
-    """``relay.run``, and the handles the session was issued bound (at its release) to the lease's key."""
+def _binding(
+    relay: Relay, bindings: Callable[[], tuple[Binding, ...]]
+) -> Callable[[Attempt, web.Request], Awaitable[Ending | UpstreamError]]:
+    """``relay.run``, and what the session made (``bindings()``) bound at its release to the lease's key."""
 
     async def run(attempt: Attempt, request: web.Request) -> Ending | UpstreamError:
         try:
             return await relay.run(attempt, request)
         finally:
-            handles = relay.seen.handles
-            if handles:
-                attempt.settlement = Settlement(bind=tuple(Binding(handle_name(h), HANDLE_LIFE_S) for h in handles))
+            bound = bindings()
+            if bound:
+                attempt.settlement = Settlement(bind=bound)
 
     return run
 
 
-def _close_for(refusal: LeaseRefused, model: str, version: str = "v1beta") -> Refused:
+def _handles(relay: Relay) -> Callable[[], tuple[Binding, ...]]:
+    """The resumption handles a Live session was issued, each bound for its life (2 h)."""
+    seen = relay.seen
+    assert isinstance(seen, Seen)
+    return lambda: tuple(Binding(handle_name(h), HANDLE_LIFE_S) for h in seen.handles)
+
+
+def close_for(refusal: LeaseRefused, model: str, version: str = "v1beta", method: str = BIDI) -> Refused:
     """Keyring's refusal as the close Google would give for it (or, for the pool's own limits, a clear one)."""
     if isinstance(refusal, TokenRejected):
         return Refused(INVALID_PAYLOAD, INVALID_KEY)
     if isinstance(refusal, ModelNotAllowed):
-        return Refused(POLICY, f"models/{model} is not found for API version {version}, or is not supported for {BIDI}")
+        return Refused(
+            POLICY, f"models/{model} is not found for API version {version}, or is not supported for {method}"
+        )
     if isinstance(refusal, UnknownResource):  # a resumption handle no key of the pool issued (or expired)
         return Refused(INVALID_PAYLOAD, INVALID_ARGUMENT)
     if isinstance(refusal, InvalidLeaseRequest):
