@@ -20,6 +20,7 @@ PANELS = [
     ("Key health", "Cooling (key or project, model) pairs", "timeseries", "short", [("max by (scope, reason) (keyring_cooling_pairs)", "{{scope}} {{reason}}")]),
     ("Key health", "Quota used of the limit (per project, model, metric)", "timeseries", "percentunit", [("sum by (project, model, metric) (keyring_quota_used{pool=~\"$pool\"}) / max by (project, model, metric) (keyring_quota_limit{pool=~\"$pool\"})", "{{project}} {{model}} {{metric}}")]),
     ("Key health", "Cooldowns started", "timeseries", "ops", [("sum by (reason) (rate(keyring_cooldowns_started_total[5m]))", "{{reason}}")]),
+    ("Key health", "Billing accounts cooling (a 402 or a spend limit: every project of the account)", "timeseries", "s", [("max by (pool, account, cause) (keyring_billing_account_cooling{pool=~\"$pool\"})", "{{pool}} {{account}} {{cause}}")]),
     ("Traffic", "Requests by model and dialect", "timeseries", "reqps", [("sum by (model, dialect) (rate(edge_requests_total[5m]))", "{{dialect}} {{model}}")]),
     ("Traffic", "Errors by status class", "timeseries", "reqps", [("sum by (status_class, dialect) (rate(edge_requests_total{status_class!~\"[12]xx\"}[5m]))", "{{dialect}} {{status_class}}")]),
     ("Traffic", "Failovers by cause", "timeseries", "ops", [("sum by (cause) (rate(edge_failovers_total[5m]))", "{{cause}}")]),

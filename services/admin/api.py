@@ -136,7 +136,8 @@ async def overview(request: web.Request) -> web.Response:
 
 
 async def pool_overview(request: web.Request) -> web.Response:
-    """One pool at a glance (the console's Overview): the hour per five minutes, keys, cooldowns, quotas, tokens."""
+    """One pool at a glance (the console's Overview): the hour per five minutes, keys, cooldowns, quotas, tokens,
+    billing accounts."""
     s.Query(request, set())
     name = request.match_info["name"]
     await _call(request, "GetPool", pb.GetPoolRequest(name=name))  # 404 for an unknown pool
@@ -156,6 +157,7 @@ async def pool_overview(request: web.Request) -> web.Response:
             **ov.keys_json(keys),
             "quotas": ov.headroom_json(quota_rows),
             "busiest_tokens": ov.busiest_tokens_json(reply, list(tokens)),
+            "billing_accounts": ov.billing_json(keys, s.now_ms()),
         }
     )
 

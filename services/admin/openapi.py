@@ -165,6 +165,15 @@ def _answer_schemas() -> dict[str, Any]:
             "busiest_tokens": {"type": "array", "description": "up to five, by requests in the last hour",
                                "items": _object({"token_id": _string(), "name": _string(), "requests": _INT,
                                                  "errors": _INT})},
+            "billing_accounts": {"type": "array", "description": "the pool's billing accounts (given per key; "
+                                 "\"\": keys with none given), a 402 or a spend limit cools every project of one",
+                                 "items": _object({
+                                     "account": _string(), "tier": {**_INT, "description": "1-3; 0 unknown"},
+                                     "projects": {"type": "array", "items": _string()}, "keys": _INT,
+                                     "state": _string(enum=["serving", "cooling"]),
+                                     "cause": _string(description="billing_depleted (a 402), spend_limit; \"\""),
+                                     "until": _TIME,
+                                     "cooling_projects": {"type": "array", "items": _string()}})},
         }),
         "Usage": _object({"window": _string(enum=["hour", "day"]), "window_s": _INT,
                           **{name: {"type": "array", "items": ref("UsageRow")}
@@ -308,7 +317,8 @@ def _paths() -> dict[str, Any]:
         },
         "/api/pools/{name}/overview": {"get": _op(
             "One pool at a glance: the last hour per five minutes, keys by state, cooldowns by cause, "
-            "quota headroom, the busiest tokens", _ok("PoolOverview"), params=[_POOL], errors=(404,))},
+            "quota headroom, the busiest tokens, billing accounts", _ok("PoolOverview"), params=[_POOL],
+            errors=(404,))},
         "/api/pools/{name}/keys": {"post": _op("Add keys (pasted text or items); reported per item",
                                                _ok("AddKeysResult"), body="KeysAdd", params=[_POOL], errors=(404,))},
         "/api/keys": {"get": _op("List keys with health", _ok("KeyList"), params=key_filters, errors=(404,))},

@@ -6,7 +6,7 @@ kept in etcd), so every admin replica shows the same figures and a restarted adm
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any, Final
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
@@ -15,6 +15,8 @@ from . import schemas as s
 
 WINDOW_S: Final = 3600
 BUSIEST_TOKENS: Final = 5
+# What cools a whole billing account (a 402, a spend limit; issue 21): with no account given, the key's project.
+BILLING_CAUSES: Final = frozenset({"billing_depleted", "spend_limit"})
 
 
 def series_json(reply: pb.GetUsageResponse, pool: str, now_ms: int) -> list[dict[str, Any]]:
@@ -76,3 +78,39 @@ def busiest_tokens_json(usage: pb.GetUsageResponse, tokens: list[pb.TokenInfo]) 
         for row in rows
         if row.figures.requests
     ]
+
+
+def billing_json(keys: list[pb.KeyInfo], now_ms: int) -> list[dict[str, Any]]:
+    """The pool's billing accounts (the operator's, given per key), each serving or cooling.
+
+    A 402 (prepaid credits spent) or a spend limit cools every project of the account at once (keyring's
+    ``account`` cooldowns): its cause and until when. Keys whose account was not given are one row (account
+    ""), cooling only where a billing cause cooled their project: ``cooling_projects`` names which.
+    """
+    groups: dict[str, list[pb.KeyInfo]] = defaultdict(list)
+    for key in keys:
+        groups[key.billing_account].append(key)
+    rows = []
+    for account, own in sorted(groups.items(), key=lambda item: (not item[0], item[0])):
+        cooling: dict[str, tuple[int, str]] = {}  # project -> (until, cause)
+        for key in own:
+            for cooldown in key.cooldowns:
+                billing = cooldown.scope == "account" or (
+                    not account and cooldown.scope == "project" and cooldown.reason in BILLING_CAUSES
+                )
+                if billing and cooldown.until_ms > now_ms:
+                    cooling[key.project] = max(cooling.get(key.project, (0, "")), (cooldown.until_ms, cooldown.reason))
+        until, cause = max(cooling.values(), default=(0, ""))
+        rows.append(
+            {
+                "account": account,
+                "tier": max((key.billing_tier for key in own), default=0),
+                "projects": sorted({key.project for key in own if key.project}),
+                "keys": len(own),
+                "state": "cooling" if cooling else "serving",
+                "cause": cause,
+                "until": s.iso_utc(until),
+                "cooling_projects": sorted(project for project in cooling if project),
+            }
+        )
+    return rows

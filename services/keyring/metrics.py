@@ -20,8 +20,9 @@ from prometheus_client.registry import Collector
 from .cache import StateCache
 from .core import Keyring
 from .desk import LeaseDesk, Observer
-from .domain.models import KeyState
+from .domain.models import CooldownScope, KeyState
 from .domain.tiers import split
+from .domain.view import KeyringView
 
 LEASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 ETCD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -207,6 +208,7 @@ class ViewCollector(Collector):
         for pool in view.pools:
             affinity.add_metric([pool], bound.get(pool, 0))
         yield affinity
+        yield _billing_accounts(view, now)
         yield from self._quotas()
         yield GaugeMetricFamily(
             "keyring_live_replicas", "Keyring replicas registered in etcd.", value=len(view.members)
@@ -258,3 +260,22 @@ class ViewCollector(Collector):
         yield limit
         yield used
         yield ratio
+
+
+def _billing_accounts(view: KeyringView, now: float) -> GaugeMetricFamily:
+    """keyring_billing_account_cooling{pool, account, cause}: seconds left of a billing account's cooldown (a 402
+    or a spend limit cools every project of it; issue 21), per pool holding its keys; absent while it serves."""
+    family = GaugeMetricFamily(
+        "keyring_billing_account_cooling",
+        "Seconds left of a billing account's cooldown (a 402: prepaid credits spent; a spend limit), every project "
+        "of it kept out, by pool, account and cause; no series while the account serves.",
+        labels=["pool", "account", "cause"],
+    )
+    cooling = {
+        c.id.subject: c for c in view.cooldowns.values() if c.id.scope is CooldownScope.ACCOUNT and c.active(now)
+    }
+    if cooling:
+        held = sorted({(key.pool, key.billing_account) for key in view.keys.values() if key.billing_account in cooling})
+        for pool, account in held:
+            family.add_metric([pool, account, cooling[account].reason.value], cooling[account].until - now)
+    return family

@@ -172,6 +172,7 @@ def metric_names_in(expr: str) -> set[str]:
 QUIET_UNDER_PLAIN_TRAFFIC = {
     "edge_live_closes_total": "a Live session (tests/e2e/test_live.py)",
     "edge_live_sessions_refused_total": "a session cap reached",
+    "keyring_billing_account_cooling": "a 402 or a spend limit on an account (tests/admin/test_console_billing.py)",
     "keyring_etcd_errors_total": "etcd failing",
     "keyring_leases_expired_total": "an edge gone with its leases",
     "keyring_quota_limit": "keys with a project and a quota learnt or set",

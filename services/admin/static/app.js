@@ -171,6 +171,23 @@ async function createPool(event) {
 
 // ---------------------------------------------------------------- overview (one pool, charts)
 
+// A 402 or a spend limit cools a whole billing account: its row says why and until when.
+const BILLING_CAUSES = { billing_depleted: "prepaid credits spent (402)", spend_limit: "spend limit (429)" };
+
+function renderBilling(accounts) {
+  $("#billing-body").replaceChildren(...accounts.map((row) => {
+    const cooling = row.state === "cooling";
+    const projects = row.account || !cooling ? row.projects.join(", ") : `${row.projects.join(", ")} (cooling: ${row.cooling_projects.join(", ")})`;
+    return h("tr", { "data-testid": "billing-row", "data-account": row.account, "data-state": row.state,
+      "data-cause": row.cause, "data-until": row.until ?? "", "data-tier": row.tier, "data-projects": row.projects.join(" "),
+      class: cooling ? "cooling" : null },
+    h("td", {}, row.account || "(not given)"), h("td", {}, row.tier ? `Tier ${row.tier}` : "unknown"),
+    h("td", {}, projects), h("td", {}, row.keys),
+    h("td", {}, cooling ? "cooling" : "serving"), h("td", {}, BILLING_CAUSES[row.cause] ?? row.cause),
+    h("td", {}, row.until ? new Date(row.until).toLocaleString() : ""));
+  }));
+}
+
 const STATE_STYLE = { active: [PALETTE.green, "solid"], suspended: [PALETTE.orange, "hatch"],
   invalid: [PALETTE.vermillion, "cross"], disabled: [PALETTE.grey, "dots"] };
 const CAUSE_STYLES = [[PALETTE.sky, "solid"], [PALETTE.orange, "hatch"], [PALETTE.purple, "dots"],
@@ -232,6 +249,7 @@ function renderOverview(data) {
       data: { project: quota.project, model: quota.model, metric: quota.metric, share, headroom: quota.headroom_pct },
     };
   }), { empty: "No quota limit known yet (learnt from Gemini's 429s, or set in the pool policy).", label: "Quota headroom" }));
+  renderBilling(data.billing_accounts);
   $("#tokens-chart").replaceChildren(...bars(data.busiest_tokens.map((token) => ({
     label: token.name || token.token_id, value: token.requests, text: `${token.requests} requests, ${token.errors} errors`,
     colour: PALETTE.blue, pattern: "solid", testid: "token-bar", data: { "token-id": token.token_id, errors: token.errors },
