@@ -10,7 +10,8 @@ for its window.
 
 Service tiers: a priority call is leased only keys of a Tier 2/3 account, and
 Google's downgrade (``x-gemini-service-tier: standard``) reaches the client
-and the edge's metric.
+and the edge's metric. Each class is its own: a priority 429 cools and
+teaches the project's priority class only, and a flex call is counted as flex.
 """
 
 from __future__ import annotations
