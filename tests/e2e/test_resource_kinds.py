@@ -250,6 +250,9 @@ async def test_bad_input_for_every_kind_changes_nothing(pool: Pool) -> None:  # 
     naming = {"tools": [{"fileUri": "files/nosuchfile"}]}
     status, answer = await call("POST", "/v1/agents", json=naming, headers=headers)
     assert status == 404 and "files/nosuchfile" in answer["error"]["message"], answer
+    naming_env = {"model": MODEL, "input": "hi", "environment": {"type": "remote", "environment_id": "nosuch-env"}}
+    status, answer = await call("POST", "/v1/interactions", json=naming_env, headers=headers)
+    assert status == 404 and "environments/nosuch-env" in answer["error"]["message"], answer
     # uploads: a size over the limit (400), an unbound store (404), a path off the table (400)
     start = {**headers, "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"}
     environment = (await call("POST", "/v1/environments", json={}, headers=headers))[1]["id"]
