@@ -40,6 +40,7 @@ class Pool:
     token: str
     keys: dict[str, str]  # key -> project
     http: aiohttp.ClientSession
+    sim_url: str
 
     @property
     def leases_held(self) -> int:
@@ -71,7 +72,7 @@ async def pool(start_replica: StartReplica) -> AsyncIterator[Pool]:  # noqa: F81
         for edge in edges:  # both replicas' views know the token before the test starts
             async with http.get(f"{edge}/v1beta/models", headers={"x-goog-api-key": token}) as answer:
                 assert answer.status == 200, await answer.text()
-        yield Pool(replicas, sim, edges, token, keys, http)
+        yield Pool(replicas, sim, edges, token, keys, http, sim_url)
     finally:
         await http.close()
         for runner in (*runners, sim_runner):
@@ -135,6 +136,12 @@ async def test_created_on_one_edge_continued_with_the_official_client_on_the_oth
     assert len(sockets) == 2 and all(pool.keys.get(r.key or "") == owner for r in sockets)
     assert all(r.headers.get("api-revision") == REVISION and pool.token not in str(r.headers) for r in sockets)
     assert not any(key in json.dumps(first) for key in pool.keys)
+    # Google's scoping, which the binding spares the client: another project's key does not find it.
+    stranger = next(key for key, project in pool.keys.items() if project != owner)
+    url = pool.sim_url.replace("http", "ws", 1) + "/v1/interactions/live"
+    async with pool.http.ws_connect(url, headers={"x-goog-api-key": stranger}) as ws:
+        await ws.send_str(json.dumps({"event_type": "interaction.connect", "id": interaction}))
+        assert (await _until_closed(ws))[1:] == (1008, f"Interaction {interaction} not found.")
     # One session lease each, released; usage counted once per session from the steps' usage.
     await eventually(lambda: pool.leases_held == 0, 5.0, "a session lease is still held")
     steps = [first[-1]["step_usage"], turn[-1].step_usage.model_dump()]
