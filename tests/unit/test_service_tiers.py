@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.edge.keyring.lease import CANCELLED, HeldLease
 from services.keyring.domain.demand import LeaseRequest
 from services.keyring.domain.errors import NoKeyAvailable
 from services.keyring.domain.limits import PRIORITY_SHARE, QuotaMetric, learnt, priority_model, quota_rows
@@ -184,3 +186,18 @@ def test_the_simulator_limits_each_class_apart_priority_at_a_share_of_standard()
     assert [book.admit("p1", "m", 1) for _ in range(7)] == [None] * 7
     refused = book.admit("p1", "m", 1, "standard")
     assert refused is not None and refused.violations[0].quota_id.endswith("-FreeTier")
+
+
+def test_the_edge_release_says_the_calls_class_without_touching_shared_outcomes() -> None:
+    sent: list[pb.Outcome] = []
+
+    class Releases:
+        def send(self, held: object, outcome: pb.Outcome, *rest: object) -> None:
+            sent.append(outcome)
+
+    for tier in (FLEX, ""):
+        held = HeldLease(Releases(), pb.Lease(lease_id="l", key_id="k"), (), "r", "m")  # type: ignore[arg-type]
+        held.service_tier = tier
+        held.release(CANCELLED, confirm=False)
+    assert [outcome.service_tier for outcome in sent] == [FLEX, ""]
+    assert CANCELLED.service_tier == ""
