@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from services.edge.live.events import EventsSeen, Opening, read_opening
-from services.edge.live.protocol import INVALID_PAYLOAD, Refused
+from services.edge.live.protocol import INVALID_PAYLOAD, Refused, Seen
 from services.edge.live.relay import _scrubbed
 
 KEY = "AIza" + "k" * 35
@@ -70,3 +70,10 @@ def test_media_deltas_keep_their_base64_and_the_key_never_passes() -> None:
     text = orjson.dumps({"event_type": "step.delta", "delta": {"type": "text", "text": f"{KEY} AIza{'x' * 35}"}})
     out = _scrubbed(text, KEY, seen.carries_media(text))
     assert KEY.encode() not in out and b"AIza" + b"x" * 35 not in out
+
+
+def test_a_leaving_edge_sends_no_frame_google_genai_would_refuse() -> None:
+    # google-genai's reader raises on any server frame without an event_type (Live's goAway has none): the
+    # interactions socket is only closed 1001 when its edge leaves; the Live socket gets Google's goAway.
+    assert EventsSeen().go_away(30.0) is None
+    assert Seen().go_away(30.0) == b'{"goAway":{"timeLeft":"30s"}}'

@@ -106,6 +106,11 @@ class EventsSeen:
         """Audio, image and video deltas carry base64 ``data`` (which a key-shape scrub would corrupt)."""
         return b'"data"' in frame
 
+    def go_away(self, time_left_s: float) -> bytes | None:
+        """No event warns of a close here (an unknown frame would break google-genai's reader): the 1001 close
+        alone tells the client to ``connect`` again, through another edge."""
+        return None
+
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -111,6 +111,8 @@ class FrameReader(Protocol):
 
     def carries_media(self, frame: bytes) -> bool: ...
 
+    def go_away(self, time_left_s: float) -> bytes | None: ...
+
 
 @dataclass(slots=True)
 class Seen:
@@ -148,6 +150,10 @@ class Seen:
     def carries_media(self, frame: bytes) -> bool:
         """Audio and images come as base64 ``inlineData`` (which a key-shape scrub would corrupt)."""
         return b'"inlineData"' in frame or b'"inline_data"' in frame
+
+    def go_away(self, time_left_s: float) -> bytes | None:
+        """Google's ``goAway``: the client resumes elsewhere within ``time_left_s``."""
+        return b'{"goAway":{"timeLeft":"%ds"}}' % int(time_left_s)
 
 
 def _count(value: object) -> int:

@@ -286,11 +286,12 @@ class Relay:
             return
 
     def go_away(self, time_left_s: float) -> None:
-        """The edge is shutting down: tell the client (Google's ``goAway``, so it resumes elsewhere), end before."""
-        message = b'{"goAway":{"timeLeft":"%ds"}}' % int(time_left_s)
+        """The edge is shutting down: tell the client (Live: Google's ``goAway``, so it resumes elsewhere; the
+        interactions socket has no such event), end before the drain does (1001)."""
+        message = self.seen.go_away(time_left_s)
         self.leave_at = time.monotonic() + max(0.0, time_left_s - 1.0)  # before the drain's cut
         self._woken.set()
-        if not self.client.closed:
+        if message is not None and not self.client.closed:
             task = asyncio.ensure_future(self.client.send_bytes(message))
             task.add_done_callback(_ignore_failure)
 
