@@ -298,6 +298,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
                     "KEYRING_HOST": "127.0.0.1",
                     "KEYRING_PORT": str(keyring_port),
                     "KEYRING_PREFIX": "/edge-bench/",
+                    "KEYRING_METRICS_PORT": "0",  # a free port: another keyring on this machine may hold the default
                     **ca.issue("keyring").env("KEYRING_TLS"),
                     **ca.issue("keyring").env("KEYRING_ETCD_TLS"),
                 },
