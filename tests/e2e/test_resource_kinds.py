@@ -77,6 +77,11 @@ async def test_the_clients_kinds_are_made_on_a_and_used_and_deleted_on_b(pool: P
     assert agent.description == "helps"
 
     environment = await a.environments.create()
+    owner = pool.owner("environments", environment.id)
+    remote = {"type": "remote", "environment_id": environment.id}
+    for named in (environment.id, f"environments/{environment.id}", remote):  # a body's references route it
+        made = await b.interactions.create(model=MODEL, input="Hello", environment=named)
+        assert pool.owner("interactions", made.id) == owner, named
     await _across_edges(pool, "environments", environment.id, b.environments.get, b.environments.delete)
 
     hook = await a.webhooks.create(uri="https://example.com/hook", subscribed_events=["interaction.completed"])
@@ -108,19 +113,6 @@ async def test_the_clients_kinds_are_made_on_a_and_used_and_deleted_on_b(pool: P
     assert pool.owner("files", uploaded.name.removeprefix("files/")) == owner
     await b.file_search_stores.delete(name=store.name, config={"force": True})
     assert pool.projects_naming(store_id) == {owner}
-    await pool.no_lease_held()
-
-
-async def test_an_interaction_goes_to_the_project_of_the_environment_it_names(pool: Pool) -> None:  # noqa: F811
-    """A body's references route the call (the table's ``references``): made on A, named in a create on B."""
-    a, b = pool.client(pool.edge_a), pool.client(pool.edge_b)
-    environment = await a.environments.create()
-    owner = pool.owner("environments", environment.id)
-    remote = {"type": "remote", "environment_id": environment.id}
-    for named in (environment.id, f"environments/{environment.id}", remote):
-        made = await b.interactions.create(model=MODEL, input="Hello", environment=named)
-        assert pool.owner("interactions", made.id) == owner, named
-    assert pool.projects_naming(environment.id) == {owner}
     await pool.no_lease_held()
 
 
