@@ -144,6 +144,8 @@ def _answer_schemas() -> dict[str, Any]:
             "used": {**_INT, "description": "in the current window, counted by the answering keyring replica"},
             "replica_share": {**_INT, "description": "that replica's part of the limit (split across live replicas)"},
             "remaining": _INT, "resets_at": _TIME,
+            "service_tier": _string(enum=["standard", "flex", "priority"], description="the class whose own limit "
+                                    "this is (issue 21): model is then \"<model>@flex\" or \"<model>@priority\""),
         }),
         "QuotaList": _object({"quotas": {"type": "array", "items": ref("QuotaRow")}}),
         "PoolOverview": _object({
@@ -154,7 +156,10 @@ def _answer_schemas() -> dict[str, Any]:
                        "items": _object({"start": _TIME, "requests": _INT, "errors": _INT, "errors_by_kind": {
                            "type": "object", "additionalProperties": _INT,
                            "description": "failed calls by the shared classifier's kind (rate_limited, "
-                           "upstream_trouble, key_invalid...); other: counted before kinds were recorded"}})},
+                           "upstream_trouble, key_invalid...); other: counted before kinds were recorded"},
+                           "requests_by_tier": {"type": "object", "additionalProperties": _INT,
+                                                "description": "calls of a service class other than standard "
+                                                "(flex, priority), by class"}})},
             "keys_by_state": _object({name: _INT for name in states}),
             "keys_cooling": _INT,
             "cooldowns_by_cause": {"type": "object", "additionalProperties": _INT,

@@ -24,6 +24,7 @@ def series_json(reply: pb.GetUsageResponse, pool: str, now_ms: int) -> list[dict
     bucket_ms = (reply.bucket_s or 300) * 1000
     points = {point.start_ms: point.figures for point in reply.series if point.pool == pool}
     kinds = {point.start_ms: dict(point.errors_by_kind) for point in reply.series if point.pool == pool}
+    tiers = {point.start_ms: dict(point.requests_by_tier) for point in reply.series if point.pool == pool}
     last = now_ms // bucket_ms * bucket_ms
     first = (now_ms - WINDOW_S * 1000) // bucket_ms * bucket_ms  # the bucket keyring's window starts in
     rows = []
@@ -35,6 +36,7 @@ def series_json(reply: pb.GetUsageResponse, pool: str, now_ms: int) -> list[dict
                 "requests": figures.requests if figures else 0,
                 "errors": figures.errors if figures else 0,
                 "errors_by_kind": _kinds(figures.errors, kinds.get(start, {})) if figures else {},
+                "requests_by_tier": dict(sorted(tiers.get(start, {}).items())),
             }
         )
     return rows

@@ -591,6 +591,7 @@ def quota_rows_json(rows: Any) -> list[dict[str, Any]]:
             "replica_share": row.replica_share,
             "remaining": row.remaining,
             "resets_at": iso_utc(row.resets_at_ms),
+            "service_tier": row.service_tier or "standard",
         }
         for row in rows
     ]
