@@ -198,7 +198,7 @@ async def start_edge(
 
 
 async def stop_edge(runner: web.AppRunner, settings: EdgeSettings) -> None:
-    """Shut down as Kubernetes expects (README "Shutting down"): readiness first, then the listener, then a drain.
+    """Shut down as Kubernetes expects (docs/configuration.md "Shutting down"): readiness first, the listener, a drain.
 
     1. /readyz answers 503 at once, while the listener keeps accepting for
        ``shutdown_delay_s`` (the Service and the ingress stop routing here meanwhile);

@@ -1,7 +1,7 @@
 """Request bodies being read at once: a cap per client token and a memory budget for the process.
 
 A body being read costs memory while it arrives and while it is checked
-(``worst_cost``: the README's arithmetic), and a body that never comes
+(``worst_cost``: docs/configuration.md's arithmetic), and a body that never comes
 holds what it took until the body timeout. One pool of a few slots for every
 tenant let one tenant's stalled bodies stall every POST of the edge (issue
 18). So:

@@ -36,7 +36,7 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # The longest wait for keyring's answer to a call, over every replica asked (a replica late by its hedge
     # delay is marked slow and the call also sent to another, below).
     keyring_timeout_s: float = Field(default=5.0, gt=0)
-    # --- gRPC keepalive (README "gRPC keepalive", services/common/grpc_options.py) ---
+    # --- gRPC keepalive (docs/configuration.md "gRPC keepalive", services/common/grpc_options.py) ---
     # Each lease stream is pinged after this long without traffic, and given up when a ping is not answered
     # within the timeout. Never below keyring's KEYRING_GRPC_MIN_PING_INTERVAL_S (5 s): GOAWAY too_many_pings.
     keyring_keepalive_s: float = Field(default=CLIENT_KEEPALIVE_S, gt=0)
@@ -44,7 +44,7 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # Releases kept per keyring replica while its stream is away (re-sent when it is back), the oldest
     # dropped past this (keyring reclaims the slots of a broken stream's leases after its own grace).
     keyring_max_owed_releases: int = Field(default=10_000, ge=1)
-    # --- A keyring replica that does not answer (README "Configuration": replicas that are slow or gone) ---
+    # --- A keyring replica that does not answer (docs/configuration.md: replicas that are slow or gone) ---
     # A call unanswered for its replica's hedge delay (three times its recent latency, between these two) is
     # also sent to the next healthy replica (the first answer wins, a later grant is released at once), and a
     # replica silent that long is marked slow: asked last until a probe, after a backoff doubling each time.
@@ -68,12 +68,12 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     # The longest silence between two bytes of an answer (thinking models are slow), not the whole answer.
     read_timeout_s: float = Field(default=600.0, gt=0)
-    # --- Long silences in a stream (README "Long silences in a stream") ---
+    # --- Long silences in a stream (docs/configuration.md "Long silences in a stream") ---
     # After this many seconds without an upstream chunk, an SSE answer gets an empty line between two events
     # (SSE clients ignore it; idle timeouts of proxies between client and edge are reset). 0 turns it off. The
     # first keep-alive commits the stream as a first chunk would (no other key is tried after it).
     stream_keepalive_s: float = Field(default=15.0, ge=0)
-    # --- Bounded resources (README "Configuration", edge: the memory arithmetic) ---
+    # --- Bounded resources (docs/configuration.md, edge: the memory arithmetic) ---
     # Gemini's own limit for a request with inline data; never decompressed (compressed bodies get a 415).
     max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     # The memory budget of the bodies being read, in bodies of max_body_bytes (~3 x max_body_bytes +
@@ -96,7 +96,7 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     # Size of the one upstream connection pool of the process.
     upstream_connection_limit: int = Field(default=1000, ge=1)
-    # --- Shutting down (README "Shutting down"; deploy/k8s/base/edge.yaml: terminationGracePeriodSeconds 120) ---
+    # --- Shutting down (docs/configuration.md "Shutting down"; deploy/k8s/base/edge.yaml: grace period 120 s) ---
     # On SIGTERM /readyz answers 503 at once and the listener keeps accepting this long (the Service and the
     # ingress stop routing here meanwhile), then closes; requests in flight (long streams) then get
     # shutdown_timeout_s to finish, one wait that ends when none is left. delay + timeout + ~10 s (keyring
@@ -107,8 +107,8 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # ~3x slower through the edge (bench/edge_bench.py: 331 vs 962 req/s at concurrency 16).
     uvloop: bool = False
 
-    # --- Files, caches, batches, operations, interactions (README "Files, caches, batches, operations and
-    # interactions") ---
+    # --- Files, caches, batches, operations, interactions (docs/configuration.md "Files, caches, batches,
+    # operations and interactions") ---
     # Serve resumable uploads (POST /upload/{version}/files). On, the edge needs public_base_url (it refuses
     # to start without it); off, the upload route answers 404.
     uploads: bool = True
@@ -129,7 +129,7 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     list_max_projects: int = Field(default=50, ge=1)
     list_max_items: int = Field(default=1000, ge=1)
 
-    # --- Token check before the body (README "Configuration", edge) ---
+    # --- Token check before the body (docs/configuration.md, edge) ---
     # A POST's client token is checked at keyring (CheckToken) before its body is read; accepted token hashes
     # are remembered this long (0: ask every time), so a revoked token may pass this pre-check for up to this
     # long (Acquire still refuses it). Refusals are never remembered.
@@ -137,7 +137,7 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # Accepted token hashes remembered at most (~200 B each), the oldest forgotten first.
     token_check_entries: int = Field(default=4096, ge=1)
 
-    # --- https next to plain http (README "https on the edge"; services/edge/https.py) ---
+    # --- https next to plain http (docs/configuration.md "https on the edge"; services/edge/https.py) ---
     # The edge's server certificate chain (leaf first) and private key, PEM: both or neither (neither: plain http
     # only, TLS left to the ingress). Read again when the files change (checked at each TLS handshake), so a renewed
     # certificate is served without a restart. Not the EDGE_KEYRING_TLS_* files (the edge's identity towards keyring).
@@ -145,7 +145,7 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     https_key_file: str = ""
     https_port: int = Field(default=8443, ge=0, le=65535)
 
-    # --- Live API sessions (README "Live API sessions"; services/edge/live/) ---
+    # --- Live API sessions (docs/configuration.md "Live API sessions"; services/edge/live/) ---
     # The client's first frame (setup) must arrive this long after the upgrade, or the socket is closed (1007).
     live_setup_timeout_s: float = Field(default=10.0, gt=0)
     # A session with no frame either way for this long is closed (1008); pings do not count.
@@ -155,7 +155,7 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # A frame larger than this, either way, closes the session with 1009 (each session buffers one frame at most).
     live_max_frame_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
-    # --- Service identity: mutual TLS to keyring (README "Configuration"): KeyringClientTLS's fields ---
+    # --- Service identity: mutual TLS to keyring (docs/configuration.md): KeyringClientTLS's fields ---
 
     @field_validator("public_base_url")
     @classmethod

@@ -22,7 +22,7 @@ released again (``HeldLease.release`` is idempotent). Nobody waits for the
 release of a finished request; before a failover the release is awaited, so
 keyring has learnt from the failure before it picks the next key.
 
-Project-bound resources (affinity, README "Files, caches, batches,
+Project-bound resources (affinity, docs/configuration.md "Files, caches, batches,
 operations and interactions"): a call naming resources (``Call.affinity``)
 is leased the owner key, or another key of its project (keyring decides; a
 failover stays in that project); a name keyring does not know is a 404

@@ -7,7 +7,7 @@ a truncated answer for a whole one. Upstream read failures are not caught
 here: they reach the attempt's one transport mapping (``upstream``), which
 cuts. Only the client's side is handled here: a client gone while we write.
 
-Keep-alives (``EDGE_STREAM_KEEPALIVE_S``, README "Long silences in a
+Keep-alives (``EDGE_STREAM_KEEPALIVE_S``, docs/configuration.md "Long silences in a
 stream"): a thinking model may stay silent for minutes, longer than the idle
 timeout of a proxy or load balancer between the client and the edge. When an
 SSE answer (``text/event-stream``, uncompressed) has been silent that long,

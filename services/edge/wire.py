@@ -28,7 +28,7 @@ request is built from validated parts and allow-lists, here.
   identity headers or cookies: the one upstream credential is the leased key,
   added per attempt (``upstream``).
 
-Project-bound resources (README "Files, caches, batches, operations and
+Project-bound resources (docs/configuration.md "Files, caches, batches, operations and
 interactions") are routed by the table of kinds (``resources.kinds.parse``:
 one pattern per row, the ids below among them); ``resource_path`` still
 parses the names answers give (``resources.bindings``) and the upload route:

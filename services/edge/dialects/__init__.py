@@ -34,7 +34,7 @@ What a request body may cost is bounded here, the same way for both:
   up to ~36 bytes of memory per byte of a body made of ``{},{},...``. Above
   that, a Gemini body is checked by its shape only (the upstream validates
   it, and its 400 blames no key); an OpenAI body, whose ``model`` the edge
-  must read, is refused (413). README "Configuration" has the arithmetic.
+  must read, is refused (413). docs/configuration.md has the arithmetic.
 """
 
 from __future__ import annotations
