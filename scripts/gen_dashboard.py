@@ -18,7 +18,7 @@ PANELS = [
     ("Key health", "Keys by state", "timeseries", "short", [("max by (pool, state) (keyring_keys{pool=~\"$pool\"})", "{{pool}} {{state}}")]),
     ("Key health", "Invalid keys", "stat", "short", [("max by (pool) (keyring_keys{pool=~\"$pool\", state=\"invalid\"})", "{{pool}}")]),
     ("Key health", "Cooling (key or project, model) pairs", "timeseries", "short", [("max by (scope, reason) (keyring_cooling_pairs)", "{{scope}} {{reason}}")]),
-    ("Key health", "Quota used of the limit (per project, model, metric)", "timeseries", "percentunit", [("sum by (project, model, metric) (keyring_quota_used{pool=~\"$pool\"}) / max by (project, model, metric) (keyring_quota_limit{pool=~\"$pool\"})", "{{project}} {{model}} {{metric}}")]),
+    ("Key health", "Quota used of the limit (per project, model, metric, service class)", "timeseries", "percentunit", [("sum by (project, model, metric, service_tier) (keyring_quota_used{pool=~\"$pool\"}) / max by (project, model, metric, service_tier) (keyring_quota_limit{pool=~\"$pool\"})", "{{project}} {{model}} {{metric}} {{service_tier}}")]),
     ("Key health", "Cooldowns started", "timeseries", "ops", [("sum by (reason) (rate(keyring_cooldowns_started_total[5m]))", "{{reason}}")]),
     ("Key health", "Billing accounts cooling (a 402 or a spend limit: every project of the account)", "timeseries", "s", [("max by (pool, account, cause) (keyring_billing_account_cooling{pool=~\"$pool\"})", "{{pool}} {{account}} {{cause}}")]),
     ("Traffic", "Requests by model and dialect", "timeseries", "reqps", [("sum by (model, dialect) (rate(edge_requests_total[5m]))", "{{dialect}} {{model}}")]),

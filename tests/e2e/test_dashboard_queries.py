@@ -189,3 +189,8 @@ async def test_every_dashboard_query_returns_data_under_traffic(observed: tuple[
             continue
         missing = grouped_by(expr) - labels_of(series, names)
         assert missing == set(), f"{expr}: grouped by {missing}, which no series of {names} carries"
+        # A ratio of two metrics (quota used / limit) keeps apart what their series keep apart (but the pool,
+        # filtered by $pool, and the target labels): else it divides the use of different limits by the largest.
+        if len(names) > 1 and "/" in expr:
+            merged = labels_of(series, names) - NOT_EXPORTED - {"pool"} - grouped_by(expr)
+            assert merged == set(), f"{expr}: adds up series that differ in {merged}"
