@@ -143,6 +143,10 @@ class KeyringView:
             self._rings[pool] = rings
         return rings
 
+    def cooling(self, scope: CooldownScope, subject: str) -> bool:
+        """Whether any cooldown (running or not collected yet) names this subject."""
+        return (scope, subject) in self._cooldowns_by_subject
+
     def cooldowns_of(self, key: UpstreamKey, now: float) -> list[Cooldown]:
         """Running cooldowns that keep this key from some model."""
         subjects = [(CooldownScope.KEY, key.key_id)]
