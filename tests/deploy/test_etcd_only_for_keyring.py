@@ -2,7 +2,8 @@
 
 etcd trusts a CA of its own that signs etcd's and keyring's etcd certificates and nothing the edge or admin
 holds (``tests/integration/test_etcd_isolation.py`` shows a real etcd refusing those at the handshake); only
-the edge's identity may lease (``KEYRING_LEASE_IDENTITIES``); in Kubernetes etcd members speak TLS to each
+the edge's identity may lease (``KEYRING_LEASE_IDENTITIES``), and where an internal service's is switched on (the
+devstack, the dev overlay) it is of the services' CA too; in Kubernetes etcd members speak TLS to each
 other with certificates of etcd's CA, peer common name pinned. Checked statically (rendered manifests, compose),
 with the certificates the secrets README's and the devstack's own commands make.
 """
