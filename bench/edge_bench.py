@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import platform
@@ -274,6 +275,9 @@ async def measure(
                     row[target]["cpu_ms_per_request"] = {
                         name: round(1000 * share[name] / rate, 3) for name in share if rate and name != "simulator"
                     }
+                    edges = [share[name] for name in share if name.startswith("edge")]
+                    if len(edges) > 1 and rate:  # several edge processes: what a request cost them in all
+                        row[target]["cpu_ms_per_request"]["edges_total"] = round(1000 * sum(edges) / rate, 3)
                 results[f"{mode}_c{concurrency}"] = row
                 print(f"{mode} c{concurrency}: {json.dumps(row)}", file=sys.stderr, flush=True)
     return results
@@ -316,20 +320,22 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
             await announced_url(keyring, r"keyring listening on (\S+)")
             token = await seed(f"127.0.0.1:{keyring_port}", options.keys, ca.issue("keyring-admin"))
             edge_port = free_port()
-            edge = processes.start(
-                "edge",
-                "services.edge",
-                {
-                    "EDGE_HOST": "127.0.0.1",
-                    "EDGE_PORT": str(edge_port),
-                    "EDGE_PUBLIC_BASE_URL": f"http://127.0.0.1:{edge_port}",
-                    "EDGE_KEYRING_ADDRESSES": f"127.0.0.1:{keyring_port}",
-                    "EDGE_UPSTREAM_BASE_URL": sim_url,
-                    **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
-                },
-                profile=options.profile_edge,
-            )
-            edge_url = await announced_url(edge, r"edge listening on (\S+)")
+            edge_env = {
+                "EDGE_HOST": "127.0.0.1",
+                "EDGE_PORT": str(edge_port),
+                "EDGE_PUBLIC_BASE_URL": f"http://127.0.0.1:{edge_port}",
+                "EDGE_KEYRING_ADDRESSES": f"127.0.0.1:{keyring_port}",
+                "EDGE_UPSTREAM_BASE_URL": sim_url,
+                # Several processes on one port (SO_REUSEPORT), sealing upload sessions with one key.
+                "EDGE_REUSE_PORT": "true" if options.edge_processes > 1 else "false",
+                "EDGE_UPLOAD_SESSION_KEY": base64.b64encode(os.urandom(32)).decode(),
+                **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
+            }
+            for index in range(options.edge_processes):
+                name = "edge" if index == 0 else f"edge{index + 1}"
+                profile = options.profile_edge if index == 0 else ""
+                edge = processes.start(name, "services.edge", edge_env, profile=profile)
+                edge_url = await announced_url(edge, r"edge listening on (\S+)")
             results = await measure(
                 sim_url, passthrough_url, edge_url, fake_gemini_key("edge-bench-direct"), token, options.seconds,
                 levels, processes, options.load, workdir, options.modes.split(","),
@@ -340,6 +346,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "edge added latency and throughput over the simulator",
         "keys": options.keys,
+        "edge_processes": options.edge_processes,
         "seconds_per_run": options.seconds,
         "upstream_delay_ms": options.upstream_delay_ms,
         "load_generator": options.load,
@@ -373,6 +380,10 @@ def main() -> None:
         "--profile-keyring", default="", metavar="FILE", help="run keyring under cProfile, stats to FILE"
     )
     parser.add_argument("--profile-edge", default="", metavar="FILE", help="run the edge under cProfile, stats to FILE")
+    parser.add_argument(
+        "--edge-processes", type=int, default=1, metavar="N",
+        help="N edge processes on one port (EDGE_REUSE_PORT): one per core; cpu_ms_per_request sums them",
+    )  # fmt: skip
     options = parser.parse_args()
     try:
         import uvloop

@@ -21,7 +21,7 @@ from aiohttp import web
 from services.common.metrics_http import metrics_response
 from services.common.serving import start_app
 
-from . import live, wire
+from . import capacity, live, wire
 from .config import EdgeSettings
 from .context import EDGE, Edge
 from .dialects import gemini, openai
@@ -79,7 +79,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         handover_after_s=settings.keyring_handover_after_s,
         release_window_s=settings.keyring_release_window_s,
     )
-    connector = aiohttp.TCPConnector(limit=settings.upstream_connection_limit, ttl_dns_cache=300)
+    # As many upstream connections as the setting says and the descriptors allow (two a stream: capacity.py).
+    limit = capacity.upstream_connections(settings.upstream_connection_limit, capacity.nofile())
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
     session = aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
@@ -194,6 +196,7 @@ async def start_edge(
         head_timeout_s=settings.head_timeout_s,
         keepalive_timeout_s=settings.keepalive_timeout_s,
         auto_decompress=False,
+        reuse_port=settings.reuse_port,
     )
 
 

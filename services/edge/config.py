@@ -31,6 +31,10 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = 8080
+    # SO_REUSEPORT on the http and https listeners: several edge processes on one machine serve the same port,
+    # the kernel spreading connections over them (one process per core on a VM). Each process keeps its own
+    # /metrics, so on Kubernetes run one process per pod and scale pods instead (docs/deployment.md "Scaling").
+    reuse_port: bool = False
     # Comma-separated host:port of keyring replicas (in Kubernetes: one headless Service name per replica).
     keyring_addresses: str = "127.0.0.1:50051"
     # The longest wait for keyring's answer to a call, over every replica asked (a replica late by its hedge
@@ -94,8 +98,11 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     max_model_labels: int = Field(default=64, ge=1)
     # Upstream keys tried per client request (failover).
     max_attempts: int = Field(default=3, ge=1)
-    # Size of the one upstream connection pool of the process.
-    upstream_connection_limit: int = Field(default=1000, ge=1)
+    # Size of the one upstream connection pool of the process: a stream holds one for its whole length, and a
+    # request past the pool waits for one (its lease held). Held to (RLIMIT_NOFILE - 64) / 2, since a stream also
+    # holds its client's connection; the edge raises its soft RLIMIT_NOFILE to the hard limit at start
+    # (services/edge/capacity.py). bench/stream_scale_bench.py: ten thousand slow streams.
+    upstream_connection_limit: int = Field(default=10_000, ge=1)
     # --- Shutting down (docs/configuration.md "Shutting down"; deploy/k8s/base/edge.yaml: grace period 120 s) ---
     # On SIGTERM /readyz answers 503 at once and the listener keeps accepting this long (the Service and the
     # ingress stop routing here meanwhile), then closes; requests in flight (long streams) then get

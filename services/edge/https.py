@@ -30,4 +30,5 @@ async def serve_https(
         settings.host if host is None else host,
         settings.https_port if port is None else port,
         certificate.context,
+        reuse_port=settings.reuse_port,
     )
