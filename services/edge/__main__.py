@@ -11,6 +11,7 @@ from services.common.logs import configure_logging
 from services.common.telemetry import configure_tracing
 from services.common.tls import TLSConfigError
 
+from . import capacity
 from .app import start_edge, stop_edge
 from .config import EdgeSettings
 from .https import serve_https
@@ -47,6 +48,7 @@ def main() -> None:
     except ValidationError as invalid:  # one clear line per bad setting, no traceback
         problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in invalid.errors())
         raise SystemExit(f"edge: refusing to start: {problems}") from None
+    capacity.at_start(settings.upstream_connection_limit)
     try:
         if not settings.uvloop:
             asyncio.run(serve(settings))
