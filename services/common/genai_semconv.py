@@ -14,6 +14,13 @@ endpoint); inference spans are CLIENT spans named
 still ``gen_ai.client.token.usage`` in 1.42.0; the repository's unreleased
 changes replace it with ``gen_ai.client.inference.*`` counters (a later
 version, a later edit here).
+
+The schema URL is an assumption, checked as far as this machine can: the names
+above match the repository's documents and opentelemetry-js's constants, but
+its ``model/manifest.yaml`` (as read in December 2026) publishes
+``https://opentelemetry.io/schemas/gen-ai-dev/1.42.0-dev`` and its first
+standalone release notes give no schema URL yet. ``gen-ai/1.42.0`` is what
+GenAI dashboards pin today; change ``SCHEMA_URL`` here when a released one appears.
 """
 
 from __future__ import annotations
