@@ -42,6 +42,10 @@ def create_app(state: SimulatorState | None = None) -> web.Application:
     return app
 
 
+# Connections waiting to be accepted (bench/stream_scale_bench.py opens thousands at once).
+LISTEN_BACKLOG = 4096
+
+
 def format_base_url(host: str, port: int) -> str:
     """`http://host:port`, bracketing IPv6 literals."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -63,7 +67,8 @@ async def start_simulator(
     app = create_app(state)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    # Google's front ends do not drop a burst of connections: the kernel's own cap (somaxconn), not aiohttp's 128.
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
     await site.start()
     bound_port: int = runner.addresses[0][1]  # the site's server sockets, port 0 resolved
     return runner, format_base_url(host, bound_port), app[SIMULATOR_STATE]
