@@ -127,6 +127,27 @@ def memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
+async def usage_requests(address: str, admin: Certificate) -> int | str:
+    """The pool's requests in the last hour as keyring reports them (its own flushed first), or why it cannot."""
+    async with secure(address, admin) as channel:
+        stub = pb_grpc.AdminServiceStub(channel)
+        try:
+            reply = await stub.GetUsage(pb.GetUsageRequest(pool=POOL, window_s=3600), timeout=30)
+        except grpc.aio.AioRpcError as error:
+            return f"{error.code().name}: {error.details()}"
+    return sum(row.figures.requests for row in reply.pools)
+
+
+def log_problems(workdir: Path) -> list[str]:
+    """keyring's warnings and errors during the run (a usage flush etcd refused, say), first line of each."""
+    lines = []
+    for log in sorted(workdir.glob("keyring*.log")):
+        lines += [
+            line[:300] for line in log.read_text(errors="replace").splitlines() if "WARNING" in line or "ERROR" in line
+        ]
+    return lines[:20]
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
@@ -158,6 +179,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, object]:
             seeding_s = await add_keys(address, admin, SMALL, options.keys)
             large = await lease_rates(address, token_hash, options.seconds, edge, profile("large"), keyring.pid)
             before_restart = memory_kib(keyring.pid)
+            counted = await usage_requests(address, admin)
             stop(keyring)
             started = time.perf_counter()
             keyring = start_keyring(etcd, port, workdir, server, kek, "keyring-restarted.log")
@@ -167,6 +189,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, object]:
                 spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
                 spy.wait()
             after_restart = memory_kib(keyring.pid)
+            durable = await usage_requests(address, admin)
             db = Path(etcd.data_dir) / "member" / "snap" / "db"
             results = {
                 "benchmark": "keyring lease rate by pool size, and a restart over the large pool",
@@ -183,6 +206,9 @@ async def main_async(options: argparse.Namespace) -> dict[str, object]:
                 "restart_to_first_lease_s": round(restart_s, 2),
                 "keyring_kib": {"before_restart": before_restart, "after_restart": after_restart},
                 "etcd_db_bytes": db.stat().st_size if db.exists() else None,
+                "keyring_log_problems": log_problems(Path(workdir)),
+                # Exactly-once usage at this scale: what the replica counted, and what a restarted one reads back.
+                "usage_requests": {"counted": counted, "durable_after_restart": durable},
                 "targets": {"large_over_small": RATIO_TARGET, "restart_to_first_lease_s": RESTART_TARGET_S},
             }
         except BaseException:

@@ -436,6 +436,21 @@ async def test_a_snapshot_larger_than_one_grpc_message_is_read_in_pages_of_one_r
 
 
 @pytest.mark.etcd
+async def test_a_commit_past_etcds_request_limit_is_refused_loudly(
+    etcd_store: EtcdStore, store_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """etcd refuses a request over --max-request-bytes (1.5 MiB by default) for ever: an error says so, with the size.
+
+    A replica's usage bucket grows with the keys it leased in five minutes (~100 bytes each): a pool of 100,000 keys
+    reaches the limit, and a flush retried silently every few seconds would never be durable (issue 23).
+    """
+    with pytest.raises(StoreUnavailable):
+        await etcd_store.commit([Write(f"{store_prefix}usage/big", b"x" * 1_600_000)])
+    refused = [record for record in caplog.records if record.levelname == "ERROR" and "too large" in record.message]
+    assert refused and "1600" in refused[0].message
+
+
+@pytest.mark.etcd
 async def test_etcd_restarted_on_the_same_data_dir_keeps_data(tmp_path: object, store_prefix: str) -> None:
     """Data survives a restart; a live store and watch see the outage, the store recovers."""
     data_dir = f"{tmp_path}/etcd"

@@ -283,8 +283,14 @@ class EtcdStore(Store):
         success = [
             tx.put(w.key.encode(), w.value) if w.value is not None else tx.delete(w.key.encode()) for w in writes
         ]
-        with self._operation("commit"):
-            succeeded, responses = await self._client.transaction(compare=compare, success=success, failure=[])
+        try:
+            with self._operation("commit"):
+                succeeded, responses = await self._client.transaction(compare=compare, success=success, failure=[])
+        except StoreUnavailable as error:
+            if "too large" in str(error):  # past etcd's --max-request-bytes: no retry can succeed, say so loudly
+                size = sum(len(w.key) + len(w.value or b"") for w in writes)
+                log.error("etcd refused a commit of %d writes (%d bytes) as too large: %s", len(writes), size, error)
+            raise
         if not succeeded:
             return None
         revision: int = max(getattr(r, r.WhichOneof("response")).header.revision for r in responses)
