@@ -197,6 +197,7 @@ async def start_edge(
         keepalive_timeout_s=settings.keepalive_timeout_s,
         auto_decompress=False,
         reuse_port=settings.reuse_port,
+        backlog=settings.listen_backlog,
     )
 
 

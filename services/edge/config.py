@@ -35,6 +35,9 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # the kernel spreading connections over them (one process per core on a VM). Each process keeps its own
     # /metrics, so on Kubernetes run one process per pod and scale pods instead (docs/deployment.md "Scaling").
     reuse_port: bool = False
+    # Connections the kernel keeps waiting to be accepted, per listener (aiohttp's default, 128, drops the SYNs of a
+    # burst: each dropped client retries a second later, then 3 s, 7 s); capped by net.core.somaxconn.
+    listen_backlog: int = Field(default=2048, ge=1)
     # Comma-separated host:port of keyring replicas (in Kubernetes: one headless Service name per replica).
     keyring_addresses: str = "127.0.0.1:50051"
     # The longest wait for keyring's answer to a call, over every replica asked (a replica late by its hedge

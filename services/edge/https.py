@@ -31,4 +31,5 @@ async def serve_https(
         settings.https_port if port is None else port,
         certificate.context,
         reuse_port=settings.reuse_port,
+        backlog=settings.listen_backlog,
     )

@@ -3,20 +3,25 @@
 The upstream pool was 1,000 connections: the 1,001st stream waited, its lease held, for one of the first to end
 (3,000 streams of 10 s upstream answered in a median of 24 s). Now the pool is EDGE_UPSTREAM_CONNECTION_LIMIT
 (10,000) held to what the descriptors allow (two a stream), and the edge raises its soft RLIMIT_NOFILE to the
-hard limit at start (a Python process otherwise keeps what it was given, often 1024: ~500 streams).
+hard limit at start (a Python process otherwise keeps what it was given, often 1024: ~500 streams). Its
+listener keeps EDGE_LISTEN_BACKLOG (2048) connections waiting, not aiohttp's 128, whose overflow in a burst
+dropped SYNs (each client retried a second later).
 """
 
 from __future__ import annotations
 
 import resource
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from services.devstack.etcd_server import free_port
 from services.edge import capacity
-from services.edge.app import create_app
+from services.edge.app import create_app, start_edge
 from services.edge.config import EdgeSettings
 from services.edge.context import EDGE
 
@@ -54,3 +59,16 @@ async def test_the_upstream_pool_takes_the_setting_within_the_descriptors() -> N
         assert limit > 1000 or capacity.nofile() < 2 * 1000 + capacity.RESERVED_FDS
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) shows a listener's backlog")
+async def test_the_listener_keeps_a_burst_waiting() -> None:
+    port = free_port()
+    runner, _ = await start_edge(EdgeSettings(keyring_addresses="127.0.0.1:1"), host="127.0.0.1", port=port)
+    try:
+        listed = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True)
+        backlog = int(listed.stdout.split()[2])  # a listener's Send-Q: its backlog
+    finally:
+        await runner.cleanup()
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert backlog == min(2048, somaxconn)
