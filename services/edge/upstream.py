@@ -129,8 +129,6 @@ class Attempt:
         self.metrics = metrics
         self.call = call
         self.held = held
-        if call.service_tier in ("flex", "priority"):  # its release tells keyring the class (HeldLease.service_tier)
-            held.service_tier = call.service_tier
         self.outcome = CANCELLED  # until the attempt knows better
         self.started = 0.0
         self.span: trace.Span = trace.INVALID_SPAN  # the attempt's span, when the request is sampled

@@ -161,13 +161,15 @@ class KeyringClient:
             """A grant that lost the race (hedged): released at once, as cancelled, to its granter."""
             if reply.HasField("acquire"):
                 lease = reply.acquire.lease
-                HeldLease(self.releases, lease, (), replica.address, wanted.model).release(CANCELLED, confirm=False)
+                late_lease = HeldLease(self.releases, lease, (), replica.address, wanted.model, wanted.service_tier)
+                late_lease.release(CANCELLED, confirm=False)
 
         reply, replica = await self._ask(
             lambda: pb.LeaseCall(acquire=request, traceparent=traceparent), wanted.affinity, late
         )
         granted = reply.acquire
-        return HeldLease(self.releases, granted.lease, tuple(granted.allowed_models), replica, wanted.model)
+        allowed = tuple(granted.allowed_models)
+        return HeldLease(self.releases, granted.lease, allowed, replica, wanted.model, wanted.service_tier)
 
     async def _ask(
         self, make_call: Callable[[], pb.LeaseCall], names: Sequence[str] = (), late: Late | None = None,

@@ -69,7 +69,13 @@ class HeldLease:
     __slots__ = ("_bindings", "_releases", "allowed_models", "lease", "model", "released", "replica", "service_tier")
 
     def __init__(
-        self, releases: Releases, lease: pb.Lease, allowed_models: tuple[str, ...], replica: str, model: str
+        self,
+        releases: Releases,
+        lease: pb.Lease,
+        allowed_models: tuple[str, ...],
+        replica: str,
+        model: str,
+        service_tier: str = "",
     ) -> None:
         self._releases = releases
         self.lease = lease
@@ -80,7 +86,7 @@ class HeldLease:
         self._bindings: asyncio.Task[bool] | None = None
         # The call's service class when not standard ("flex", "priority"): its outcome says so (issue 21), so
         # keyring cools and learns that class only, never the project's standard traffic.
-        self.service_tier = ""
+        self.service_tier = service_tier if service_tier in ("flex", "priority") else ""
 
     @overload
     def release(
