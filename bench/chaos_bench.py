@@ -938,7 +938,7 @@ def faults() -> dict[str, FaultFunction]:
 async def run_scenario(
     stack: Stack, http: aiohttp.ClientSession, index: int, name: str, timing: Timing
 ) -> dict[str, Any]:
-    model = f"gemini-2.5-flash-chaos-{index}"
+    model = f"gemini-3.5-flash-chaos-{index}"
     quota_project = "proj-0"
     scripted = [s for s in stack.key_secrets if stack.key_projects[s] == quota_project]
     if name != "storm_429":

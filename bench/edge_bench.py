@@ -59,7 +59,7 @@ from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 BODY = b'{"contents": [{"role": "user", "parts": [{"text": "Say hello to the benchmark"}]}]}'
 WARMUP_S = 0.5
 MODES = {

@@ -38,7 +38,7 @@ from services.devstack.health import wait_until_serving  # noqa: E402
 from services.edge.keyring import KeyringClient, LeaseRequest  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 
 
 def start_keyring(

@@ -303,7 +303,7 @@ async def run_scenario(
     start_at: float | None = None,
 ) -> dict[str, Any]:
     """One scenario's load from ``start_at`` (default: just after the next window starts) for ``seconds``."""
-    model = f"gemini-2.5-flash-quota-{name.replace('_', '-')}"
+    model = f"gemini-3.5-flash-quota-{name.replace('_', '-')}"
     rule: dict[str, Any] = {"model": model, "retry_info": False}
     if name.startswith("rpm"):
         rule["rpm"] = limit

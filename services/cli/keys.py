@@ -35,7 +35,7 @@ def register(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     add.add_argument("file", help="the key file, or - for standard input")
     listing = leaf(keys, "list", "list keys with their state and cooldowns",
                    "keyringctl keys list --pool main\nkeyringctl keys list --state suspended\n"
-                   "keyringctl keys list --cooling gemini-2.5-flash -o json", list_keys, common,
+                   "keyringctl keys list --cooling gemini-3.5-flash -o json", list_keys, common,
                    "Every key with its state and, per model it is cooling for, the reason and the time left.")
     listing.add_argument("--pool")
     listing.add_argument("--state", choices=STATES)

@@ -24,14 +24,14 @@ def register(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     show = leaf(pools, "show", "show a pool and its policy", "keyringctl pools show main", show_pool, common)
     show.add_argument("name")
     create = leaf(pools, "create", "create a pool",
-                  "keyringctl pools create main --models gemini-2.5-flash,gemini-2.5-pro\n"
+                  "keyringctl pools create main --models gemini-3.5-flash,gemini-3.1-pro-preview\n"
                   "keyringctl pools create batch --strategy least_loaded --policy max_in_flight=4",
                   create_pool, common)
     create.add_argument("name", help="lower-case letters, digits, '.', '_', '-'")
     _pool_fields(create)
     update = leaf(pools, "update", "change a pool's description, models, strategy or policy",
                   "keyringctl pools update main --policy rate_limit_cooldown_s=90 --policy requests_per_minute=600\n"
-                  "keyringctl pools update main --models gemini-2.5-flash",
+                  "keyringctl pools update main --models gemini-3.5-flash",
                   update_pool, common, "Only what is given changes; a policy number 0 keeps the current value.")
     update.add_argument("name")
     _pool_fields(update)

@@ -47,7 +47,8 @@ def register(groups: Subparsers, common: argparse.ArgumentParser) -> None:
     revoke.set_defaults(action="revoke")
     budgets = leaf(tokens, "budgets", "replace a token's budgets (--clear removes them)",
                    "keyringctl tokens budgets t-635cd1d44d03 --budget rpm=60,tpd=2000000\n"
-                   "keyringctl tokens budgets t-635cd1d44d03 --budget model=gemini-2.5-pro,rpd=100 --budget rpd=5000\n"
+                   "keyringctl tokens budgets t-635cd1d44d03 --budget model=gemini-3.1-pro-preview,rpd=100 "
+                   "--budget rpd=5000\n"
                    "keyringctl tokens budgets t-635cd1d44d03 --clear", set_budgets, common,
                    "A spent budget answers the token's calls 429 until its window ends; keys are not touched.")
     budgets.add_argument("token_id")
@@ -56,7 +57,7 @@ def register(groups: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def parse_budget(spec: str) -> dict[str, Any]:
-    """``model=gemini-2.5-pro,rpm=60`` -> admin's budget object."""
+    """``model=gemini-3.1-pro-preview,rpm=60`` -> admin's budget object."""
     budget: dict[str, Any] = {}
     for part in (part.strip() for part in spec.split(",")):
         name, sep, value = part.partition("=")

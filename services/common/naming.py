@@ -8,7 +8,7 @@ MODEL_PREFIX = "models/"
 
 
 def model_id(name: str) -> str:
-    """``models/gemini-2.5-flash`` and ``gemini-2.5-flash`` are the same model: the bare id."""
+    """``models/gemini-3.5-flash`` and ``gemini-3.5-flash`` are the same model: the bare id."""
     return name.removeprefix(MODEL_PREFIX)
 
 

@@ -369,7 +369,7 @@ def _name_of(namer: Namer, value: str) -> str | None:
 
 
 def valid_model(name: str) -> str | None:
-    """A model named in a body (``gemini-2.5-flash`` or ``models/gemini-2.5-flash``): the bare id, or None."""
+    """A model named in a body (``gemini-3.5-flash`` or ``models/gemini-3.5-flash``): the bare id, or None."""
     model = name.removeprefix("models/")
     return model if _MODEL.fullmatch(model) else None
 
