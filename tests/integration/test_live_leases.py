@@ -21,7 +21,7 @@ from .test_keyring_service import add_keys
 from .test_lease_stream_faults import held, until
 from .test_replica_death import Stream
 
-MODEL = "gemini-live-2.5-flash"
+MODEL = "gemini-3.8-live"
 TTL_S = 0.6  # KEYRING_SESSION_LEASE_TTL_S for these replicas: renewed every 0.2 s
 
 

@@ -150,10 +150,10 @@ def test_unknown_revoked_and_expired_tokens_are_refused() -> None:
 
 
 def test_model_outside_the_allow_list_is_denied() -> None:
-    world = World([key("a")], allowed_models=("gemini-2.5-flash",))
-    assert world.lease("gemini-2.5-flash") == "a"
+    world = World([key("a")], allowed_models=("gemini-3.5-flash",))
+    assert world.lease("gemini-3.5-flash") == "a"
     with pytest.raises(PermissionDenied):
-        world.lease("gemini-2.5-pro")
+        world.lease("gemini-3.1-pro-preview")
 
 
 def test_token_rate_limit() -> None:

@@ -155,23 +155,23 @@ def test_the_client_key_is_read_from_the_decoded_query(raw_query: str, token: st
         "/v1beta/models/x/../../files:generateContent",
         "/v1/models/..%2F..%2F..%2Fv1beta%2Ffiles",
         "/v1beta/models/%2e%2e/files",
-        "/v1beta/models/gemini-2.5-flash%2F..%2F..%2Ffiles:generateContent",
+        "/v1beta/models/gemini-3.5-flash%2F..%2F..%2Ffiles:generateContent",
         "/v1beta/models/..\\..\\files",
         "/v1beta/models/a%5C..%5Cfiles",
-        "/v1beta/models/./gemini-2.5-flash",
-        "/v1beta/models//gemini-2.5-flash",
-        "/v1beta/models/gemini-2.5-flash/",
+        "/v1beta/models/./gemini-3.5-flash",
+        "/v1beta/models//gemini-3.5-flash",
+        "/v1beta/models/gemini-3.5-flash/",
         "/v1beta/models/",
-        "/v1beta/models/gemini%2D2.5-flash",
-        "/v1beta/models/Gemini-2.5-Flash",
+        "/v1beta/models/gemini%2D3.5-flash",
+        "/v1beta/models/Gemini-3.5-Flash",
         "/v1beta/models/-gemini",
-        "/v1beta/models/gemini-2.5-flash:generate:Content",
-        "/v1beta/models/gemini-2.5-flash:",
-        "/v1beta//models/gemini-2.5-flash",
-        "/v2/models/gemini-2.5-flash",
+        "/v1beta/models/gemini-3.5-flash:generate:Content",
+        "/v1beta/models/gemini-3.5-flash:",
+        "/v1beta//models/gemini-3.5-flash",
+        "/v2/models/gemini-3.5-flash",
         "/v1beta/models/" + "a" * 129,
-        "/v1beta/models/gemini 2.5",
-        "/v1beta/models/gemini-2.5-flash#x",
+        "/v1beta/models/gemini 3.5",
+        "/v1beta/models/gemini-3.5-flash#x",
     ],
 )
 def test_off_pattern_paths_are_refused(raw_path: str) -> None:
@@ -191,7 +191,7 @@ def test_off_pattern_paths_are_refused(raw_path: str) -> None:
             "/v1beta/models/gemini-3.1-pro-preview:streamGenerateContent",
         ),
         ("/v1/models/text-embedding-004:embedContent", ("v1", "text-embedding-004", "embedContent"), None),
-        ("/v1beta/models/gemini-2.5-flash:explode", ("v1beta", "gemini-2.5-flash", "explode"), None),
+        ("/v1beta/models/gemini-3.5-flash:explode", ("v1beta", "gemini-3.5-flash", "explode"), None),
     ],
 )
 def test_paths_on_the_pattern_give_their_parts(
@@ -205,9 +205,9 @@ def test_paths_on_the_pattern_give_their_parts(
 
 
 def test_model_names_in_bodies() -> None:
-    assert wire.valid_model("models/gemini-2.5-flash") == "gemini-2.5-flash"
+    assert wire.valid_model("models/gemini-3.5-flash") == "gemini-3.5-flash"
     assert wire.valid_model("gemini-3.5-flash") == "gemini-3.5-flash"
-    for bad in ("../files", "gemini/../x", "", "models/", "GEMINI", "a" * 129, "gemini-2.5-flash\\x"):
+    for bad in ("../files", "gemini/../x", "", "models/", "GEMINI", "a" * 129, "gemini-3.5-flash\\x"):
         assert wire.valid_model(bad) is None
 
 
@@ -328,7 +328,7 @@ def test_usage_reads_the_tokens_of_either_dialect(body: bytes, tokens: tuple[int
     ("method", "path", "gemini_auth", "dialect"),
     [
         ("GET", "/v1beta/tunedModels", False, GEMINI),
-        ("DELETE", "/v1beta/models/gemini-2.5-flash", False, GEMINI),
+        ("DELETE", "/v1beta/models/gemini-3.5-flash", False, GEMINI),
         ("PUT", "/v1/chat/completions", False, OPENAI),
         ("PUT", "/v1/chat/completions", True, OPENAI),
         ("GET", "/v1/files", False, OPENAI),
@@ -365,19 +365,19 @@ BEARER = {"Authorization": "Bearer kr-token"}
         ("POST", "/v1/chat/completions", BEARER, OPENAI),
         ("POST", "/v1/chat/completions", GOOGLE, OPENAI),
         ("POST", "/v1/embeddings", {}, OPENAI),
-        ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", GOOGLE, GEMINI),
-        ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", BEARER, GEMINI),
+        ("POST", "/v1beta/models/gemini-3.5-flash:generateContent", GOOGLE, GEMINI),
+        ("POST", "/v1beta/models/gemini-3.5-flash:generateContent", BEARER, GEMINI),
         ("GET", "/v1beta/models", BEARER, GEMINI),
-        ("GET", "/v1beta/models/gemini-2.5-flash", {}, GEMINI),
-        ("POST", "/v1/models/gemini-2.5-flash:generateContent", BEARER, GEMINI),
+        ("GET", "/v1beta/models/gemini-3.5-flash", {}, GEMINI),
+        ("POST", "/v1/models/gemini-3.5-flash:generateContent", BEARER, GEMINI),
         # Claimed by both: the caller's way of authenticating decides.
         ("GET", "/v1/models", BEARER, OPENAI),
         ("GET", "/v1/models", {}, OPENAI),
         ("GET", "/v1/models", GOOGLE, GEMINI),
         ("GET", "/v1/models?key=kr-token", {}, GEMINI),
-        ("GET", "/v1/models/gemini-2.5-flash", BEARER, OPENAI),
-        ("GET", "/v1/models/gemini-2.5-flash", GOOGLE, GEMINI),
-        ("GET", "/v1/models/gemini-2.5-flash?key=kr-token", BEARER, GEMINI),
+        ("GET", "/v1/models/gemini-3.5-flash", BEARER, OPENAI),
+        ("GET", "/v1/models/gemini-3.5-flash", GOOGLE, GEMINI),
+        ("GET", "/v1/models/gemini-3.5-flash?key=kr-token", BEARER, GEMINI),
         # No route: the fallback rule.
         ("PUT", "/v1/chat/completions", BEARER, OPENAI),
         ("GET", "/v1beta/tunedModels", GOOGLE, GEMINI),
@@ -485,7 +485,7 @@ RATE_LIMIT = {
                     {
                         "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
                         "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
-                        "quotaDimensions": {"model": "gemini-2.5-flash", "location": "global"},
+                        "quotaDimensions": {"model": "gemini-3.5-flash", "location": "global"},
                         "quotaValue": "10",
                     },
                     {"quotaId": "GenerateContentInputTokensPerModelPerMinute-FreeTier"},
@@ -652,7 +652,7 @@ def test_the_outcome_carries_every_quota_violation() -> None:
     first, second = outcome.quota_violations
     assert first.quota_id == "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
     assert first.quota_metric == "generativelanguage.googleapis.com/generate_content_free_tier_requests"
-    assert dict(first.dimensions) == {"model": "gemini-2.5-flash", "location": "global"}
+    assert dict(first.dimensions) == {"model": "gemini-3.5-flash", "location": "global"}
     assert first.quota_value == "10"
     assert second.quota_id == "GenerateContentInputTokensPerModelPerMinute-FreeTier" and second.quota_value == ""
 

@@ -23,8 +23,8 @@ from services.keyring.store import MemoryStore
 
 from .builders import FakeChecker, FakeClock
 
-MODEL = "gemini-2.5-flash"
-OTHER_MODEL = "gemini-2.5-pro"
+MODEL = "gemini-3.5-flash"
+OTHER_MODEL = "gemini-3.1-pro-preview"
 RATE_LIMITED = Outcome(429, error_status="RESOURCE_EXHAUSTED", retry_delay_s=30)
 
 

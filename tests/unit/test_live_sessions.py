@@ -33,7 +33,8 @@ from services.keyring.store import MemoryStore
 from .builders import TOKEN_HASH, FakeChecker, FakeClock, World, key
 
 NOW = 1000.0
-MODEL = "gemini-live-2.5-flash"
+MODEL = "gemini-3.8-live"
+OTHER = "gemini-3.1-pro-preview"
 
 
 def session(world: World, now: float = NOW, exclude: frozenset[str] = frozenset()) -> str:
@@ -172,7 +173,7 @@ def test_a_browser_token_redeems_once_for_its_model_before_its_expiry() -> None:
     with pytest.raises(Unauthenticated):
         redeemed(record, MODEL, NOW, resumption=True)  # nothing to resume yet
     with pytest.raises(PermissionDenied):
-        redeemed(record, "gemini-2.5-pro", NOW, resumption=False)
+        redeemed(record, OTHER, NOW, resumption=False)
     with pytest.raises(Unauthenticated):
         redeemed(record, MODEL, NOW + 60, resumption=False)
 
@@ -182,7 +183,7 @@ def test_a_grant_holds_for_its_model_until_it_expires_and_cannot_be_forged() -> 
     grant = grants.issue("t-1", MODEL, NOW + 60)
     assert grants.check(grant, MODEL, NOW) == "t-1"
     forged = grant.replace("t-1", "t-2", 1)
-    for bad, model, now in ((grant, "gemini-2.5-pro", NOW), (grant, MODEL, NOW + 60), (forged, MODEL, NOW)):
+    for bad, model, now in ((grant, OTHER, NOW), (grant, MODEL, NOW + 60), (forged, MODEL, NOW)):
         with pytest.raises(Unauthenticated):
             grants.check(bad, model, now)
     with pytest.raises(Unauthenticated):
@@ -225,7 +226,7 @@ async def test_a_minted_token_is_redeemed_once_on_any_replica_and_grants_a_sessi
     stored = b"".join(value for value, _ in first.cache.view.live_tokens.values())
     assert minted.token.encode() not in stored and token_hash(minted.token).encode() not in stored
     with pytest.raises(PermissionDenied):
-        await second.desk.live_tokens.redeem(minted.token, "gemini-2.5-pro", False)
+        await second.desk.live_tokens.redeem(minted.token, OTHER, False)
     done = await second.desk.live_tokens.redeem(minted.token, f"models/{MODEL}", False)
     with pytest.raises(Unauthenticated):
         await first.desk.live_tokens.redeem(minted.token, MODEL, False)  # spent, whichever replica is asked
@@ -293,7 +294,7 @@ async def test_a_restarted_replica_adopts_a_session_lease_its_id_vouches_for(
     grant, _ = old.desk.lease(LeaseRequest(client, MODEL, session=True))
     lease = grant.lease
     assert restarted.desk.renew(lease.lease_id) is None  # without the key and model nothing vouches
-    assert restarted.desk.renew(lease.lease_id, grant.key.key_id, "gemini-2.5-pro") is None  # not its model
+    assert restarted.desk.renew(lease.lease_id, grant.key.key_id, OTHER) is None  # not its model
     clock.now += 20 * 60  # a long session: its id still vouches, however long ago its first expiry was
     adopted = restarted.desk.renew(lease.lease_id, grant.key.key_id, MODEL)
     assert adopted is not None and adopted.session and adopted.expires_at == clock.now + 30

@@ -34,10 +34,11 @@ from .builders import key
 
 NOW = 1_750_000_000.0
 POLICY = Policy()
+MODEL = "gemini-3.5-flash"
 
 
 def verdict(outcome: Outcome, project: str = "", cooldowns: dict | None = None, **fields: object):
-    return judge(outcome, key("k1", project=project, **fields), "gemini-2.5-flash", POLICY, NOW, cooldowns or {})
+    return judge(outcome, key("k1", project=project, **fields), MODEL, POLICY, NOW, cooldowns or {})
 
 
 def test_success_resets_the_failure_count() -> None:
@@ -53,7 +54,7 @@ def test_success_of_a_healthy_key_writes_nothing() -> None:
 def test_429_with_retry_info_cools_the_pair_for_that_delay() -> None:
     result = verdict(Outcome(429, error_status="RESOURCE_EXHAUSTED", retry_delay_s=37))
     assert result.cooldown is not None
-    assert result.cooldown.id == CooldownId(CooldownScope.KEY, "k1", "gemini-2.5-flash")
+    assert result.cooldown.id == CooldownId(CooldownScope.KEY, "k1", MODEL)
     assert result.cooldown.until == NOW + 37
     assert result.cooldown.reason is CooldownReason.RATE_LIMIT
     assert result.key is not None and result.key.state is KeyState.ACTIVE
@@ -62,7 +63,7 @@ def test_429_with_retry_info_cools_the_pair_for_that_delay() -> None:
 def test_429_cools_the_project_when_the_key_has_one() -> None:
     result = verdict(Outcome(429, retry_delay_s=10), project="proj-a")
     assert result.cooldown is not None
-    assert result.cooldown.id == CooldownId(CooldownScope.PROJECT, "proj-a", "gemini-2.5-flash")
+    assert result.cooldown.id == CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)
 
 
 def test_per_day_quota_cools_until_pacific_midnight() -> None:
@@ -98,7 +99,7 @@ def test_429_without_delay_backs_off_doubling_and_capped() -> None:
 
 
 def test_old_strikes_are_forgotten() -> None:
-    old = Cooldown(CooldownId(CooldownScope.KEY, "k1", "gemini-2.5-flash"), CooldownReason.RATE_LIMIT, NOW - 7200, 5)
+    old = Cooldown(CooldownId(CooldownScope.KEY, "k1", MODEL), CooldownReason.RATE_LIMIT, NOW - 7200, 5)
     result = verdict(Outcome(429), cooldowns={old.id: old})
     assert result.cooldown is not None and result.cooldown.strikes == 1
 
@@ -195,7 +196,7 @@ def test_disabled_key_stays_disabled_on_failure() -> None:
 
 
 def test_shorter_cooldown_does_not_replace_a_longer_one() -> None:
-    running = Cooldown(CooldownId(CooldownScope.KEY, "k1", "gemini-2.5-flash"), CooldownReason.DAILY_QUOTA, NOW + 5000)
+    running = Cooldown(CooldownId(CooldownScope.KEY, "k1", MODEL), CooldownReason.DAILY_QUOTA, NOW + 5000)
     result = verdict(Outcome(429, retry_delay_s=5), cooldowns={running.id: running})
     assert result.cooldown is None
 
@@ -218,7 +219,7 @@ def test_a_model_not_on_the_tier_is_a_fact_until_the_pacific_midnight_not_a_back
     result = verdict(Outcome(429, retry_delay_s=12, violations=(NOT_ON_TIER,)), project="proj-a")
     assert result.key is None  # not the key's fault: its slate stays clean
     assert result.cooldown is not None and result.cooldown.reason is CooldownReason.NOT_ON_TIER
-    assert result.cooldown.id == CooldownId(CooldownScope.PROJECT, "proj-a", "gemini-2.5-flash")
+    assert result.cooldown.id == CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)
     assert result.cooldown.until == next_pacific_midnight(NOW) and result.cooldown.strikes == 0
     # A straggler of the same day changes nothing (no strike, no longer cooldown): one call a day at most.
     again = verdict(
@@ -227,7 +228,7 @@ def test_a_model_not_on_the_tier_is_a_fact_until_the_pacific_midnight_not_a_back
     assert again == Verdict()
     # The next day's answer: until the next midnight, still without a strike.
     later = judge(
-        Outcome(429, violations=(NOT_ON_TIER,)), key("k1", project="proj-a"), "gemini-2.5-flash", POLICY,
+        Outcome(429, violations=(NOT_ON_TIER,)), key("k1", project="proj-a"), MODEL, POLICY,
         result.cooldown.until + 5, {result.cooldown.id: result.cooldown},
     )  # fmt: skip
     assert later.cooldown is not None and later.cooldown.strikes == 0
@@ -278,7 +279,6 @@ def test_the_policy_decides_by_the_shared_classifier_and_has_a_row_for_every_kin
 
 # Issue 13, finding 5: one quota event is one strike.
 
-MODEL = "gemini-2.5-flash"
 PAIR = CooldownId(CooldownScope.KEY, "k1", MODEL)
 PROJECT_PAIR = CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)
 

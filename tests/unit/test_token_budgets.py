@@ -25,8 +25,8 @@ from services.keyring.store import MemoryStore
 
 from .builders import FakeChecker, FakeClock
 
-MODEL = "gemini-2.5-flash"
-OTHER = "gemini-2.5-pro"
+MODEL = "gemini-3.5-flash"
+OTHER = "gemini-3.1-pro-preview"
 START = 1_750_000_040.0  # 20 s into an epoch minute; the UTC day ends at 1_750_032_000
 
 

@@ -30,7 +30,7 @@ from services.keyring.store import MemoryStore, Write
 
 from .builders import FakeChecker, FakeClock
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 PAIR = CooldownId(CooldownScope.PROJECT, "proj-a", MODEL)
 RATE_LIMITED = Outcome(429, error_status="RESOURCE_EXHAUSTED", retry_delay_s=30)
 SERVER_ERROR = Outcome(500, error_status="INTERNAL")
