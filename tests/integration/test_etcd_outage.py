@@ -36,7 +36,7 @@ from tests.pki import session_pki
 from .conftest import Replica, make_pool
 from .test_keyring_service import add_keys, eventually
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 PREFIX = "/outage/"
 RATE_LIMITED = pb.Outcome(http_status=429, error_status="RESOURCE_EXHAUSTED", retry_delay_ms=60_000)
 

@@ -26,8 +26,8 @@ from tests.pki import session_pki, sync_channel
 
 from .conftest import Replica, StartReplica, make_pool
 
-MODEL = "gemini-2.5-flash"
-OTHER_MODEL = "gemini-2.5-pro"
+MODEL = "gemini-3.5-flash"
+OTHER_MODEL = "gemini-3.1-pro-preview"
 
 # A 403 whose ErrorInfo blames the key's consumer (what Google sends for a suspended key).
 SUSPENDED = pb.Outcome(http_status=403, error_status="PERMISSION_DENIED", error_reason="CONSUMER_SUSPENDED")

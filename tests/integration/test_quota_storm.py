@@ -19,7 +19,7 @@ from services.keyring.domain.models import CooldownId, CooldownScope
 from .conftest import Replica, StartReplica, make_pool
 from .test_keyring_service import acquire, add_keys, eventually, release, retry_after_from
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 BASE_S = 3.0
 STORM_S = 1.5
 CALLS = 48

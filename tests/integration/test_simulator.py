@@ -403,11 +403,11 @@ async def test_status_and_message_override(sim: Sim) -> None:
 
 async def test_steps_then_sticky_and_model_restriction(sim: Sim) -> None:
     state = sim.state
-    state.script("k1", Behaviour("overloaded"), model="models/gemini-2.5-pro")
+    state.script("k1", Behaviour("overloaded"), model="models/gemini-3.1-pro-preview")
     state.script("k1", Behaviour("server_error"))
     state.set_sticky("k1", Behaviour("rate_limit"))
     flash = f"/v1beta/models/{MODEL}:generateContent"
-    pro = "/v1beta/models/gemini-2.5-pro:generateContent"
+    pro = "/v1beta/models/gemini-3.1-pro-preview:generateContent"
     assert (await sim.post(flash))[0] == 500  # the unrestricted step; the pro-only one is skipped
     assert (await sim.post(pro))[0] == 503
     assert (await sim.post(pro))[0] == 429  # list empty: sticky
@@ -589,9 +589,9 @@ async def test_openai_client_embeddings_and_models(oai: openai.AsyncOpenAI) -> N
     small = await oai.embeddings.create(model="gemini-embedding-001", input="a", dimensions=256)
     assert len(small.data[0].embedding) == 256
     ids = [m.id async for m in oai.models.list()]
-    assert "models/gemini-2.5-flash" in ids and "models/gemini-3.1-pro-preview" in ids
-    model = await oai.models.retrieve("models/gemini-2.5-pro")
-    assert model.id == "models/gemini-2.5-pro" and model.owned_by == "google"
+    assert "models/gemini-3.5-flash" in ids and "models/gemini-3.1-pro-preview" in ids
+    model = await oai.models.retrieve("models/gemini-3.5-flash-lite")
+    assert model.id == "models/gemini-3.5-flash-lite" and model.owned_by == "google"
 
 
 async def test_openai_client_sees_rate_limit(sim: Sim, oai: openai.AsyncOpenAI) -> None:

@@ -284,10 +284,10 @@ async def test_go_away_then_close(sim: Sim) -> None:
     [
         ('{"client_content": {"turn_complete": true}}', "?key=key-a", 1007, "Request contains an invalid argument."),
         (
-            '{"setup": {"model": "models/gemini-2.5-flash"}}',
+            '{"setup": {"model": "models/gemini-3.5-flash"}}',
             "?key=key-a",
             1008,
-            "models/gemini-2.5-flash is not found for API version v1beta, or is not supported for bidiGenerateContent",
+            "models/gemini-3.5-flash is not found for API version v1beta, or is not supported for bidiGenerateContent",
         ),
         ("{", "?key=key-a", 1007, "Invalid JSON payload received. Unexpected token."),
         (

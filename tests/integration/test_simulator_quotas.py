@@ -22,7 +22,7 @@ from google.genai import types
 from services.simulator import start_simulator
 
 MODEL = "gemini-3.5-flash"
-OTHER = "gemini-2.5-pro"
+OTHER = "gemini-3.1-pro-preview"
 SERVICE = "generativelanguage.googleapis.com"
 RPM_ID = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
 RPD_ID = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"

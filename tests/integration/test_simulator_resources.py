@@ -97,16 +97,16 @@ async def test_any_well_formed_model_and_both_key_kinds(a: Any, a2: Any) -> None
     ("path", "headers"),
     [
         (
-            "/v1beta/models/gemini-2.5-flash:generateContent",
+            f"/v1beta/models/{MODEL}:generateContent",
             {"x-goog-api-key": KEY_A, "Authorization": f"Bearer {KEY_A}"},
         ),
-        (f"/v1beta/models/gemini-2.5-flash:generateContent?key={KEY_A}", {"x-goog-api-key": KEY_A}),
+        (f"/v1beta/models/{MODEL}:generateContent?key={KEY_A}", {"x-goog-api-key": KEY_A}),
         (f"/v1beta/openai/chat/completions?key={KEY_A}", {"Authorization": f"Bearer {KEY_A}"}),
         ("/v1beta/openai/chat/completions", {"Authorization": f"Bearer {KEY_A}", "x-goog-api-key": KEY_B}),
     ],
 )
 async def test_two_credentials_answer_400(sim: Sim, path: str, headers: dict[str, str]) -> None:
-    body = {"contents": [{"parts": [{"text": "hi"}]}], "model": "gemini-2.5-flash", "messages": []}
+    body = {"contents": [{"parts": [{"text": "hi"}]}], "model": MODEL, "messages": []}
     async with sim.http.post(sim.base + path, json=body, headers=headers) as resp:
         payload = orjson.loads(await resp.read())
     error = (payload[0] if isinstance(payload, list) else payload)["error"]
@@ -190,11 +190,11 @@ async def test_upload_protocol_edges(sim: Sim) -> None:
 
 async def test_caches_create_use_update_delete_per_project(sim: Sim, a: Any, a2: Any, b: Any) -> None:
     config = types.CreateCachedContentConfig(contents=["A long document " * 20], ttl="600s", display_name="doc")
-    cache = await a.caches.create(model="gemini-2.5-flash", config=config)
-    assert cache.name and cache.name.startswith("cachedContents/") and cache.model == "models/gemini-2.5-flash"
+    cache = await a.caches.create(model=MODEL, config=config)
+    assert cache.name and cache.name.startswith("cachedContents/") and cache.model == f"models/{MODEL}"
     assert cache.usage_metadata and cache.usage_metadata.total_token_count and cache.expire_time
     answer = await a2.models.generate_content(
-        model="gemini-2.5-flash", contents="Question", config=types.GenerateContentConfig(cached_content=cache.name)
+        model=MODEL, contents="Question", config=types.GenerateContentConfig(cached_content=cache.name)
     )
     assert (
         answer.usage_metadata
@@ -206,7 +206,7 @@ async def test_caches_create_use_update_delete_per_project(sim: Sim, a: Any, a2:
     error = await refused(
         403,
         lambda: b.models.generate_content(
-            model="gemini-2.5-flash", contents="Q", config=types.GenerateContentConfig(cached_content=cache.name)
+            model=MODEL, contents="Q", config=types.GenerateContentConfig(cached_content=cache.name)
         ),
     )
     assert error.message == "CachedContent not found (or permission denied)"
@@ -224,7 +224,7 @@ async def test_batches_inline_get_list_cancel_delete_per_project(sim: Sim, a: An
         {"contents": [{"parts": [{"text": "first"}], "role": "user"}]},
         {"contents": [{"parts": [{"text": "second"}]}]},
     ]
-    job = await a.batches.create(model="gemini-2.5-flash", src=src, config={"display_name": "nightly"})
+    job = await a.batches.create(model=MODEL, src=src, config={"display_name": "nightly"})
     assert job.name and job.name.startswith("batches/") and job.state == types.JobState.JOB_STATE_PENDING
     done = await a2.batches.get(name=job.name)
     assert done.state == types.JobState.JOB_STATE_SUCCEEDED and done.dest and done.dest.inlined_responses
@@ -234,7 +234,7 @@ async def test_batches_inline_get_list_cancel_delete_per_project(sim: Sim, a: An
     await refused(404, lambda: b.batches.get(name=job.name))
     assert [j async for j in await b.batches.list()] == []
     sim.state.job_duration_s = 3600
-    slow = await a.batches.create(model="gemini-2.5-flash", src=src)
+    slow = await a.batches.create(model=MODEL, src=src)
     await refused(404, lambda: b.batches.cancel(name=slow.name))
     await a.batches.cancel(name=slow.name)
     assert (await a.batches.get(name=slow.name)).state == types.JobState.JOB_STATE_CANCELLED
