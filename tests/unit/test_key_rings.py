@@ -1,4 +1,7 @@
-"""A pool's tier rings kept up to date key by key agree with rings built from scratch (issue 23: 100,000 keys)."""
+"""A pool's tier rings and (project, account) groups kept up to date key by key agree with those built from scratch.
+
+Issue 23 (100,000 keys in one pool): neither is rebuilt when a key comes, goes or moves.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +18,16 @@ POOLS = ("p", "q")
 IDS = [f"k{i:02d}" for i in range(12)]
 
 put = st.tuples(
-    st.just("put"), st.sampled_from(IDS), st.sampled_from(POOLS), st.integers(1, 3), st.integers(0, 3)
+    st.just("put"), st.sampled_from(IDS), st.sampled_from(POOLS), st.integers(1, 3), st.integers(0, 3),
+    st.sampled_from(["", "pa", "pb"]), st.sampled_from(["", "ba"]),
 )  # fmt: skip
-remove = st.tuples(st.just("remove"), st.sampled_from(IDS), st.just(""), st.just(0), st.just(0))
-look = st.tuples(st.just("rings"), st.sampled_from(IDS), st.sampled_from(POOLS), st.just(0), st.just(0))
+remove = st.tuples(
+    st.just("remove"), st.sampled_from(IDS), st.just(""), st.just(0), st.just(0), st.just(""), st.just("")
+)
+look = st.tuples(
+    st.just("rings"), st.sampled_from(IDS), st.sampled_from(POOLS), st.just(0), st.just(0), st.just(""), st.just("")
+)
+Step = tuple[str, str, str, int, int, str, str]
 
 
 def shape(view: KeyringView, pool: str) -> list[tuple[int, list[str], list[int], list[int]]]:
@@ -27,11 +36,11 @@ def shape(view: KeyringView, pool: str) -> list[tuple[int, list[str], list[int],
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(put, remove, look), max_size=40))
-def test_rings_kept_key_by_key_equal_rings_built_from_the_keys(steps: list[tuple[str, str, str, int, int]]) -> None:
+def test_rings_and_groups_kept_key_by_key_equal_those_built_from_the_keys(steps: list[Step]) -> None:
     view = KeyringView()
-    for action, key_id, pool, tier, weight in steps:
+    for action, key_id, pool, tier, weight, project, account in steps:
         if action == "put":
-            view.put_key(key(key_id, pool, tier=tier, weight=weight, note=f"{tier}{weight}"))
+            view.put_key(key(key_id, pool, tier=tier, weight=weight, project=project, billing_account=account))
         elif action == "remove":
             view.remove_key(key_id)
         else:
@@ -41,6 +50,7 @@ def test_rings_kept_key_by_key_equal_rings_built_from_the_keys(steps: list[tuple
         fresh.put_key(item)
     for pool in POOLS:
         assert shape(view, pool) == shape(fresh, pool)
+        assert view.groups(pool) == fresh.groups(pool)
         for ring in view.rings(pool):
             assert 0 <= ring.cursor < len(ring)
 

@@ -116,6 +116,7 @@ class Allocator:
         # A session lease's life without a renew (KEYRING_SESSION_LEASE_TTL_S).
         self.session_ttl_s = DEFAULT_SESSION_TTL_S
         self._granted = False  # since the last ``published``
+        self._refused: set[str] = set()  # pools whose last ``_choose`` found nothing: a hint, never a verdict
         self._departed_from: tuple[int, Collection[str]] | None = None  # what departed admissions were read from
 
     def authenticate(self, token_hash: str, now: float) -> tuple[ClientToken, Pool]:
@@ -384,20 +385,37 @@ class Allocator:
         facts_only = tier == FLEX
 
         view = self._view
-        held: dict[tuple[str, str], bool] = {}  # (project, account) -> cooled for this call, keys of no own cooldown
+        held: dict[tuple[str, str], bool] = {}  # (project, account) -> their cooldowns hold this call
 
-        def cooled(key: UpstreamKey) -> bool:
+        def cooled(key: UpstreamKey, own: bool) -> bool:
+            """Whether a running cooldown keeps ``key`` from the call: its own, else its project's or account's."""
             for name in names:
                 for subject in key.cooldown_subjects(name):
-                    cooldown = cooldowns.get(subject)
-                    if cooldown is not None and cooldown.until > now and not (facts_only and _not_a_fact(cooldown)):
-                        return True
+                    if (subject.scope is CooldownScope.KEY) is own:
+                        cooldown = cooldowns.get(subject)
+                        if cooldown is not None and cooldown.until > now and not (facts_only and _not_a_fact(cooldown)):
+                            return True
             for name in class_names:
                 for subject in key.cooldown_subjects(name):
-                    cooldown = cooldowns.get(subject)
-                    if cooldown is not None and cooldown.until > now:
-                        return True
+                    if (subject.scope is CooldownScope.KEY) is own:
+                        cooldown = cooldowns.get(subject)
+                        if cooldown is not None and cooldown.until > now:
+                            return True
             return False
+
+        def group_cooled(key: UpstreamKey) -> bool:
+            """``cooled`` for the key's project and account: one look per (project, account) per acquire."""
+            group = (key.project, key.billing_account)
+            verdict = held.get(group)
+            if verdict is None:
+                verdict = held[group] = cooled(key, own=False)
+            return verdict
+
+        def pace(project: str) -> int:
+            state = paced.get(project)
+            if state is None:
+                state = paced[project] = self._pacing(project, pool, request, replicas, now)
+            return state
 
         def eligible(key_id: str) -> bool:
             key = keys[key_id]
@@ -406,22 +424,13 @@ class Allocator:
             if session and not self._session_room(key, pool, token_id, replicas):
                 return False
             if key.project and pacing:
-                state = paced.get(key.project)
-                if state is None:
-                    state = paced[key.project] = self._pacing(key.project, pool, request, replicas, now)
+                state = pace(key.project)
                 if state == _SPENT or (state == _TOO_LARGE and not lenient):
                     return False
-            if cooldowns:  # none anywhere (most of the time): no ids to build
-                if view.cooling(CooldownScope.KEY, key_id):  # a cooldown of its own
-                    if cooled(key):
-                        return False
-                else:  # only its project's and account's: one look per (project, account) per acquire
-                    group = (key.project, key.billing_account)
-                    verdict = held.get(group)
-                    if verdict is None:
-                        verdict = held[group] = cooled(key)
-                    if verdict:
-                        return False
+            if cooldowns and (  # none anywhere (most of the time): no ids to build
+                group_cooled(key) or (view.cooling(CooldownScope.KEY, key_id) and cooled(key, own=True))
+            ):
+                return False
             if cap and not request.session and self._book.in_flight(key_id) >= cap:
                 return False
             if departed:
@@ -448,10 +457,28 @@ class Allocator:
                     return keys[key_id]
             return None
 
+        def all_held() -> bool:
+            """Whether what each (project, account) shares (cooldowns, a spent window) holds every key of the pool."""
+            for (project, _), members in view.groups(pool.name).items():
+                if cooldowns and group_cooled(keys[next(iter(members))]):
+                    continue
+                if project and pacing and pace(project) == _SPENT:
+                    continue
+                return False
+            return True
+
+        # After a refusal (a pool-wide 429 storm, say) one look per project says whether any key could be
+        # eligible, instead of a scan of every key: O(projects), not O(keys), for each refused call.
+        if pool.name in self._refused and (cooldowns or pacing) and all_held():
+            return None
         found = search()
         if found is None and _TOO_LARGE in paced.values():
             lenient = True
             found = search()
+        if found is None:
+            self._refused.add(pool.name)
+        else:
+            self._refused.discard(pool.name)
         return found
 
     def _pacing(self, project: str, pool: Pool, request: LeaseRequest, replicas: int, now: float) -> int:
@@ -495,36 +522,34 @@ class Allocator:
         priority = tier == PRIORITY
         names = [(name, tier == FLEX) for name in self.served.names(model)]
         names += [(class_model(name, tier), False) for name in self.served.names(model) if tier]
-        # What holds every key of a project (and billing account) alike, looked at once per project, not per key:
-        # with 100,000 keys a refusal walked them all at ~30 us each, seconds of a replica's only core.
-        cooled: dict[tuple[str, str], float] = {}  # (project, account) -> when their cooldowns end (keys of no own)
-        spent: dict[str, float] = {}  # project -> when its spent window resets
         view = self._view
-        for key in view.keys_of(pool.name):
-            if key.state in (KeyState.INVALID, KeyState.DISABLED) or (only is not None and not only(key)):
-                continue
-            if priority and not key.takes_priority():  # Google opens priority to Tier 2/3 accounts only
-                continue
-            frees = key.state_until if key.state is KeyState.SUSPENDED else now
-            if view.cooldowns:
-                if view.cooling(CooldownScope.KEY, key.key_id):  # a cooldown of its own: the key's whole answer
-                    frees = max(frees, _cooldowns_end(key, names, view.cooldowns))
-                else:
-                    group = (key.project, key.billing_account)
-                    ends = cooled.get(group)
-                    if ends is None:
-                        ends = cooled[group] = _cooldowns_end(key, names, view.cooldowns)
-                    frees = max(frees, ends)
-            if rpm:
-                budget = self._key_minutes.limit_for(key.key_id, rpm, replicas, now)
-                frees = max(frees, self._key_minutes.frees_at(key.key_id, budget, now))
-            resets = spent.get(key.project)
-            if resets is None:
-                resets = spent[key.project] = self._spent_until(key.project, pool, request, replicas, now)
-            frees = max(frees, resets)
-            if frees <= now:  # blocked only by its in-flight cap
-                frees = now + _IN_FLIGHT_RETRY_S
-            soonest = min(soonest, frees)
+        cooldowns = view.cooldowns
+        # By (project, account): what they share (cooldowns, the project's spent window) ends at one time for all
+        # their keys, so while it runs the group frees then unless a key of its own frees later; a pool-wide
+        # 429 storm costs one look per project, not per key (100,000 keys: seconds of a replica's only core).
+        for (project, _), members in view.groups(pool.name).items():
+            shared = -math.inf  # not looked at yet
+            for key_id in members:
+                key = view.keys[key_id]
+                if key.state in (KeyState.INVALID, KeyState.DISABLED) or (only is not None and not only(key)):
+                    continue
+                if priority and not key.takes_priority():  # Google opens priority to Tier 2/3 accounts only
+                    continue
+                if shared == -math.inf:
+                    shared = _cooldowns_end(key, names, cooldowns, own=False) if cooldowns else 0.0
+                    shared = max(shared, self._spent_until(project, pool, request, replicas, now))
+                own = key.state_until if key.state is KeyState.SUSPENDED else now
+                if cooldowns and view.cooling(CooldownScope.KEY, key_id):
+                    own = max(own, _cooldowns_end(key, names, cooldowns, own=True))
+                if rpm:
+                    budget = self._key_minutes.limit_for(key_id, rpm, replicas, now)
+                    own = max(own, self._key_minutes.frees_at(key_id, budget, now))
+                frees = max(own, shared)
+                if frees <= now:  # blocked only by its in-flight cap
+                    frees = now + _IN_FLIGHT_RETRY_S
+                soonest = min(soonest, frees)
+                if now < shared and own <= shared:  # no key of the group frees before ``shared``
+                    break
         if math.isinf(soonest):
             what = "for this call" if only is None else "of the project this call's resources or projects allow"
             if priority:
@@ -536,15 +561,19 @@ class Allocator:
 
 
 def _cooldowns_end(
-    key: UpstreamKey, names: Sequence[tuple[str, bool]], cooldowns: Mapping[CooldownId, Cooldown]
+    key: UpstreamKey, names: Sequence[tuple[str, bool]], cooldowns: Mapping[CooldownId, Cooldown], own: bool
 ) -> float:
-    """When the cooldowns keeping ``key`` from the call's ``names`` (name, flex: facts only) end (0: none)."""
+    """When the cooldowns keeping ``key`` from the call's ``names`` (name, flex: facts only) end (0: none).
+
+    ``own``: the key's own cooldowns, else its project's and billing account's (the same for all their keys).
+    """
     ends = 0.0
     for name, facts_only in names:
         for subject in key.cooldown_subjects(name):
-            cooldown = cooldowns.get(subject)
-            if cooldown is not None and not (facts_only and _not_a_fact(cooldown)):
-                ends = max(ends, cooldown.until)
+            if (subject.scope is CooldownScope.KEY) is own:
+                cooldown = cooldowns.get(subject)
+                if cooldown is not None and not (facts_only and _not_a_fact(cooldown)):
+                    ends = max(ends, cooldown.until)
     return ends
 
 

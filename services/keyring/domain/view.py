@@ -41,6 +41,8 @@ class KeyringView:
         self.revision = 0
         self._rings: dict[str, list[TierRing]] = {}
         self._keys_by_pool: dict[str, set[str]] = defaultdict(set)
+        # A pool's keys by (project, billing account): the keys their project's and account's cooldowns hold alike.
+        self._groups: dict[str, dict[tuple[str, str], set[str]]] = defaultdict(dict)
         # Cooldowns by (scope, subject): a key's cooldowns without scanning them all.
         self._cooldowns_by_subject: dict[tuple[CooldownScope, str], dict[CooldownId, Cooldown]] = defaultdict(dict)
 
@@ -58,6 +60,10 @@ class KeyringView:
     def put_key(self, key: UpstreamKey) -> None:
         previous = self.keys.get(key.key_id)
         self.keys[key.key_id] = key
+        if previous is None or _group_of(previous) != _group_of(key):
+            if previous is not None:
+                self._leave_group(previous)
+            self._groups[key.pool].setdefault(_group_of(key)[1:], set()).add(key.key_id)
         if previous is None or (previous.pool, previous.tier, previous.weight) != (key.pool, key.tier, key.weight):
             if previous is not None:
                 self._forget_key_in_pool(previous)
@@ -70,6 +76,7 @@ class KeyringView:
         previous = self.keys.pop(key_id, None)
         if previous is not None:
             self._forget_key_in_pool(previous)
+            self._leave_group(previous)
 
     def put_token(self, token: ClientToken) -> None:
         previous = self.tokens.get(token.token_id)
@@ -143,6 +150,10 @@ class KeyringView:
             self._rings[pool] = rings
         return rings
 
+    def groups(self, pool: str) -> dict[tuple[str, str], set[str]]:
+        """The pool's key ids by (project, billing account); kept key by key, never to be changed by the caller."""
+        return self._groups.get(pool, {})
+
     def cooling(self, scope: CooldownScope, subject: str) -> bool:
         """Whether any cooldown (running or not collected yet) names this subject."""
         return (scope, subject) in self._cooldowns_by_subject
@@ -161,8 +172,21 @@ class KeyringView:
             if cooldown.active(now)
         ]
 
+    def _leave_group(self, key: UpstreamKey) -> None:
+        groups = self._groups.get(key.pool, {})
+        members = groups.get(_group_of(key)[1:])
+        if members is not None:
+            members.discard(key.key_id)
+            if not members:
+                del groups[_group_of(key)[1:]]
+
     def _forget_key_in_pool(self, key: UpstreamKey) -> None:
         self._keys_by_pool[key.pool].discard(key.key_id)
         rings = self._rings.get(key.pool)
         if rings is not None:
             ring_remove(rings, key.tier, key.key_id)
+
+
+def _group_of(key: UpstreamKey) -> tuple[str, str, str]:
+    """(pool, project, billing account): what decides a key's group (``KeyringView.groups``)."""
+    return key.pool, key.project, key.billing_account
