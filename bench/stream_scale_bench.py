@@ -129,6 +129,7 @@ class Load:
     def __init__(self, streams: int, events: int, timeout_s: float, ramp_s: float) -> None:
         self.streams, self.events, self.timeout_s, self.ramp_s = streams, events, timeout_s, ramp_s
         self.durations: list[float] = []
+        self.first_bytes: list[float] = []  # until the status line: the edge commits at the first chunk
         self.errors: Counter[str] = Counter()
         self.samples: dict[str, str] = {}  # an error's first answer or message, by kind
         self.open = self.peak_open = 0
@@ -157,6 +158,7 @@ class Load:
                         self._error(f"http_{response.status}", (await response.read())[:300].decode(errors="replace"))
                         return
                     opened = True
+                    self.first_bytes.append(time.perf_counter() - started)
                     self.open += 1
                     self.peak_open = max(self.peak_open, self.open)
                     async for line in response.content:
@@ -180,18 +182,22 @@ class Load:
         self.samples.setdefault(kind, sample)
 
     def figures(self, wall_s: float) -> dict[str, Any]:
-        ordered = sorted(self.durations)
+        def quantiles(values: list[float]) -> dict[str, float | None]:
+            ordered = sorted(values)
 
-        def quantile(q: float) -> float | None:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else None
+            def quantile(q: float) -> float | None:
+                return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else None
+
+            return {"p50": quantile(0.5), "p99": quantile(0.99), "max": quantile(1.0)}
 
         return {
             "streams": self.streams,
-            "completed": len(ordered),
+            "completed": len(self.durations),
             "errors": dict(sorted(self.errors.items())),
             "error_samples": self.samples,
             "peak_open_streams": self.peak_open,
-            "time_to_last_byte_s": {"p50": quantile(0.5), "p99": quantile(0.99), "max": quantile(1.0)},
+            "time_to_first_byte_s": quantiles(self.first_bytes),
+            "time_to_last_byte_s": quantiles(self.durations),
             "wall_s": round(wall_s, 1),
         }
 

@@ -56,6 +56,7 @@ async def _post(request: web.Request, endpoint: str, can_stream: bool) -> web.St
         input_tokens=openai_input(endpoint, data, body),
         service_tier=service_tier(data),
     )
+    del data  # read: not kept for the call's length (a stream's parsed prompt, a few times its size, issue 23)
     return await forward(request, call)
 
 
