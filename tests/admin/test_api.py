@@ -15,6 +15,7 @@ from services.devstack.fake_keys import fake_gemini_key
 from .conftest import MAX_BODY, AdminStack, Api, rpc_pending
 
 pytestmark = pytest.mark.etcd
+MODEL = "gemini-3.5-flash"
 
 
 def secrets_for(api: Api, prefix: str, count: int) -> list[str]:
@@ -81,11 +82,11 @@ async def test_readyz_is_503_when_no_keyring_answers(admin: AdminStack) -> None:
 
 async def test_pool_lifecycle_with_policy_in_seconds(api: Api, admin: AdminStack) -> None:
     created = await make_pool(
-        api, "main", description="team A", allowed_models=["models/gemini-2.5-flash", "gemini-2.5-pro"],
+        api, "main", description="team A", allowed_models=[f"models/{MODEL}", "gemini-3.1-pro-preview"],
         strategy="weighted", policy={"rate_limit_cooldown_s": 90, "max_in_flight": 4, "lease_ttl_s": 120.5},
     )
     assert created["strategy"] == "weighted"
-    assert created["allowed_models"] == ["gemini-2.5-flash", "gemini-2.5-pro"]
+    assert created["allowed_models"] == [MODEL, "gemini-3.1-pro-preview"]
     assert created["policy"]["rate_limit_cooldown_s"] == 90 and created["policy"]["lease_ttl_s"] == 120.5
     # The proto carries milliseconds.
     stored = await admin.replica.admin.GetPool(pb.GetPoolRequest(name="main"))
@@ -321,12 +322,12 @@ async def test_key_health_shows_cooldown_countdown_and_last_error(api: Api, admi
     token = (await api.post("/api/tokens", {"pool": "main", "name": "edge"})).body["token"]
     await api.post("/api/pools/main/keys", {"text": secrets_for(api, "cool", 1)[0]})
     lease = (await admin.replica.lease.Acquire(pb.AcquireRequest(
-        token_hash=hashlib.sha256(token.encode()).hexdigest(), model="gemini-2.5-flash"))).lease
+        token_hash=hashlib.sha256(token.encode()).hexdigest(), model=MODEL))).lease
     outcome = pb.Outcome(
         http_status=429, error_status="RESOURCE_EXHAUSTED", retry_delay_ms=60_000, error_message="quota"
     )
     await admin.replica.lease.Release(pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id,
-                                                        model="gemini-2.5-flash", outcome=outcome))
+                                                        model=MODEL, outcome=outcome))
     deadline = time.monotonic() + 10
     while True:
         key = (await api.get(f"/api/keys/{lease.key_id}")).body
@@ -334,13 +335,13 @@ async def test_key_health_shows_cooldown_countdown_and_last_error(api: Api, admi
             break
         await asyncio.sleep(0.05)
     [cooldown] = key["cooldowns"]
-    assert cooldown["model"] == "gemini-2.5-flash" and cooldown["reason"]
+    assert cooldown["model"] == MODEL and cooldown["reason"]
     assert 50 < cooldown["seconds_left"] <= 60 and cooldown["until"].endswith("Z")
     assert key["last_error"]["http_status"] == 429
     assert key["last_used"].endswith("Z")
     [token_info] = (await api.get("/api/tokens?pool=main")).body["tokens"]
     assert token_info["last_used"] == key["last_used"]
-    cooling = await api.get("/api/keys?cooling_model=gemini-2.5-flash")
+    cooling = await api.get(f"/api/keys?cooling_model={MODEL}")
     assert [k["key_id"] for k in cooling.body["keys"]] == [lease.key_id]
     overview = (await api.get("/api/overview")).body["pools"][0]
     assert overview["keys"]["cooling"] == 1 and overview["tokens"] == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.etcd
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+MODEL = "gemini-3.5-flash"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -61,7 +63,7 @@ class Traffic:
     http: aiohttp.ClientSession
 
     async def generate(self, token: str) -> int:
-        url = f"{self.edge_url}/v1beta/models/gemini-2.5-flash:generateContent"
+        url = f"{self.edge_url}/v1beta/models/{MODEL}:generateContent"
         body = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
         async with self.http.post(url, json=body, headers={"x-goog-api-key": token}) as answer:
             return answer.status
@@ -127,10 +129,10 @@ async def test_console_operator_session(page: Any, admin: AdminStack, traffic: T
     await expect(ids("token-row")).to_have_count(1)
     await expect(ids("token-budgets")).to_have_text("all models: 1000 req/day")
     page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept(
-        '[{"model": "", "requests_per_day": 1000}, {"model": "gemini-2.5-flash", "tokens_per_minute": 50000}]')))
+        json.dumps([{"model": "", "requests_per_day": 1000}, {"model": MODEL, "tokens_per_minute": 50000}]))))
     await ids("token-budget-edit").click()
     await expect(ids("token-budgets")).to_have_text(
-        "all models: 1000 req/day; gemini-2.5-flash: 50000 tokens/min")
+        f"all models: 1000 req/day; {MODEL}: 50000 tokens/min")
     await ids("token-dismiss").click()
     await expect(ids("token-once")).to_be_hidden()
     assert token not in await page.content()
@@ -153,11 +155,11 @@ async def test_console_operator_session(page: Any, admin: AdminStack, traffic: T
 
     # The console counts the cooldowns down.
     cooling_keys = (await admin.replica.admin.ListKeys(pb.ListKeysRequest(
-        filter=pb.KeyFilter(cooling_model="gemini-2.5-flash")))).keys
+        filter=pb.KeyFilter(cooling_model=MODEL)))).keys
     assert len(cooling_keys) == 3
     await ids("nav-keys").click()
     cooling = page.locator(f"[data-testid=key-row][data-key-id='{cooling_keys[0].key_id}'] [data-testid=key-cooldown]")
-    await expect(cooling).to_contain_text("gemini-2.5-flash", timeout=15_000)
+    await expect(cooling).to_contain_text(MODEL, timeout=15_000)
     left = cooling.get_by_test_id("cooldown-left")
     await expect(left).to_have_text(_countdown_pattern())
     shown = await left.text_content()
@@ -244,7 +246,7 @@ async def test_console_quotas_list_each_known_limit_with_use_remaining_and_reset
     """Issue 14: the Quotas view lists every known limit (learnt from a 429 or the pool policy's); empty before any."""
     from playwright.async_api import expect
 
-    model = "gemini-2.5-flash"
+    model = MODEL
     rpc = admin.replica.admin
     await rpc.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name="main", policy=pb.Policy(quota_requests_per_day=500))))
     await rpc.AddKeys(

@@ -21,7 +21,7 @@ from .test_console import page as page  # the headless Chromium fixture
 
 pytestmark = pytest.mark.etcd
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 OK = pb.Outcome(http_status=200, input_tokens=12, output_tokens=30)
 RATE_LIMITED = pb.Outcome(http_status=429, error_status="RESOURCE_EXHAUSTED", retry_delay_ms=60_000)
 DAY_SPENT = pb.Outcome(http_status=429, error_status="RESOURCE_EXHAUSTED", quota_violations=[pb.QuotaViolation(

@@ -39,7 +39,7 @@ from .conftest import ADMIN_TOKEN, AdminStack, Replica, StartReplica
 
 pytestmark = pytest.mark.etcd
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from .conftest import AdminStack, Api
 from .test_api import make_pool, secrets_for
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 
 
 async def test_a_429s_limits_are_listed_per_project_with_use_remaining_and_reset(api: Api, admin: AdminStack) -> None:

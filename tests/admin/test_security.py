@@ -285,7 +285,7 @@ def _document(**sections: Any) -> dict[str, Any]:
     return {"format": "keyring-export/v1", "secrets": "clear", "pools": [], "tokens": [], "keys": [], **sections}
 
 
-_GOOD_POOL = {"name": "imported", "allowed_models": ["gemini-2.5-flash"], "strategy": "round_robin", "policy": {}}
+_GOOD_POOL = {"name": "imported", "allowed_models": ["gemini-3.5-flash"], "strategy": "round_robin", "policy": {}}
 
 
 def _key(**fields: Any) -> dict[str, Any]:
