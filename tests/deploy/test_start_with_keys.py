@@ -126,7 +126,7 @@ async def test_a_pool_of_the_file_keys_serves_at_once(tmp_path: Path) -> None:
                 body = {"contents": [{"parts": [{"text": "Hello"}]}]}
                 for _ in range(4):
                     async with http.post(
-                        f"{edge}/v1beta/models/gemini-2.5-flash:generateContent",
+                        f"{edge}/v1beta/models/gemini-3.5-flash:generateContent",
                         json=body,
                         headers={"x-goog-api-key": token},
                     ) as answer:

@@ -29,7 +29,7 @@ from services.simulator import Behaviour
 from .conftest import MakeStack, Stack
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 VIDEO_MODEL = "veo-3.1-generate-preview"
 GENERATE = f"/v1beta/models/{MODEL}:generateContent"
 UPSTREAM_ONLY = ("x-guploader-uploadid", "x-goog-upload-control-url", "server-timing")

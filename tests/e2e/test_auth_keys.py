@@ -18,7 +18,7 @@ from services.devstack.fake_keys import fake_auth_key
 
 from .conftest import MakeStack, Stack
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 
 
 def assert_no_key_in(stack: Stack, text: str | bytes) -> None:

@@ -13,8 +13,8 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from .conftest import MakeStack, Stack
 
 CHAT = "/v1/chat/completions"
-GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
-CHAT_BODY = b'{"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}'
+GENERATE = "/v1beta/models/gemini-3.5-flash:generateContent"
+CHAT_BODY = b'{"model": "gemini-3.5-flash", "messages": [{"role": "user", "content": "hi"}]}'
 NATIVE_BODY = b'{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}'
 MAX_BODY = 4096
 DEEP = b"[" * 600 + b"]" * 600
@@ -31,7 +31,7 @@ class Case:
 
 
 CASES = {
-    "openai-malformed-json": Case("openai", "POST", CHAT, b'{"model": "gemini-2.5-flash", ', "valid", 400),
+    "openai-malformed-json": Case("openai", "POST", CHAT, b'{"model": "gemini-3.5-flash", ', "valid", 400),
     "gemini-malformed-json": Case("gemini", "POST", GENERATE, b"{contents: nope", "valid", 400),
     "openai-body-not-an-object": Case("openai", "POST", CHAT, b"[1, 2]", "valid", 400),
     "openai-missing-model": Case("openai", "POST", CHAT, b'{"messages": []}', "valid", 400),
@@ -42,20 +42,20 @@ CASES = {
     "openai-revoked-token": Case("openai", "POST", CHAT, CHAT_BODY, "revoked", 401),
     "gemini-revoked-token": Case("gemini", "POST", GENERATE, NATIVE_BODY, "revoked", 401),
     "openai-unknown-model": Case(
-        "openai", "POST", CHAT, CHAT_BODY.replace(b"gemini-2.5-flash", b"gemini-no-such-model"), "valid", 404
+        "openai", "POST", CHAT, CHAT_BODY.replace(b"gemini-3.5-flash", b"gemini-no-such-model"), "valid", 404
     ),
     "gemini-unknown-model": Case(
         "gemini", "POST", "/v1beta/models/gemini-no-such-model:generateContent", NATIVE_BODY, "valid", 404
     ),
     "gemini-get-unknown-model": Case("gemini", "GET", "/v1beta/models/gemini-no-such-model", None, "valid", 404),
     "gemini-unknown-action": Case(
-        "gemini", "POST", "/v1beta/models/gemini-2.5-flash:explode", NATIVE_BODY, "valid", 404
+        "gemini", "POST", "/v1beta/models/gemini-3.5-flash:explode", NATIVE_BODY, "valid", 404
     ),
     "openai-model-not-allowed": Case(
-        "openai", "POST", CHAT, CHAT_BODY.replace(b"gemini-2.5-flash", b"gemini-2.5-pro"), "valid", 403
+        "openai", "POST", CHAT, CHAT_BODY.replace(b"gemini-3.5-flash", b"gemini-3.1-pro-preview"), "valid", 403
     ),
     "gemini-model-not-allowed": Case(
-        "gemini", "POST", "/v1beta/models/gemini-2.5-pro:generateContent", NATIVE_BODY, "valid", 403
+        "gemini", "POST", "/v1beta/models/gemini-3.1-pro-preview:generateContent", NATIVE_BODY, "valid", 403
     ),
     "openai-oversized-body": Case("openai", "POST", CHAT, b'{"model": "' + b"x" * MAX_BODY + b'"}', "valid", 413),
     "gemini-oversized-body": Case(
@@ -67,16 +67,16 @@ CASES = {
         "gemini", "POST", GENERATE, NATIVE_BODY[:-1] + b', "x": ' + DEEP + b"}", "valid", 400
     ),
     "openai-model-given-twice": Case(
-        "openai", "POST", CHAT, CHAT_BODY[:-1] + b', "model": "gemini-2.5-pro"}', "valid", 400
+        "openai", "POST", CHAT, CHAT_BODY[:-1] + b', "model": "gemini-3.1-pro-preview"}', "valid", 400
     ),
     "openai-model-given-twice-escaped": Case(
-        "openai", "POST", CHAT, CHAT_BODY[:-1] + b', "mod\\u0065l": "gemini-2.5-pro"}', "valid", 400
+        "openai", "POST", CHAT, CHAT_BODY[:-1] + b', "mod\\u0065l": "gemini-3.1-pro-preview"}', "valid", 400
     ),
     "gemini-contents-given-twice": Case(
         "gemini", "POST", GENERATE, NATIVE_BODY[:-1] + b', "contents": []}', "valid", 400
     ),
     "openai-wrong-method": Case("openai", "PUT", CHAT, CHAT_BODY, "valid", 405),
-    "gemini-wrong-method": Case("gemini", "DELETE", "/v1beta/models/gemini-2.5-flash", None, "valid", 405),
+    "gemini-wrong-method": Case("gemini", "DELETE", "/v1beta/models/gemini-3.5-flash", None, "valid", 405),
     "gemini-unknown-route": Case("gemini", "GET", "/v1beta/corpora", None, "valid", 404),  # tunedModels: a kind
 }
 

@@ -35,7 +35,7 @@ from .test_observability import (  # noqa: F401 (observed: the fixture, reused)
 )
 
 POOL = "main"  # the $pool the operator picks: the stack's pool
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 # The quota panel's series need a key with a project and a learnt limit: this test makes one (learn_a_quota).
 QUOTAS = {"keyring_quota_limit", "keyring_quota_used"}
 QUIET = QUIET_UNDER_PLAIN_TRAFFIC.keys() - QUOTAS

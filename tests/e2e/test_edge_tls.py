@@ -46,7 +46,7 @@ async def test_https_answers_and_a_renewed_certificate_is_served(
     trust = ssl.create_default_context(cafile=pki.https.ca_file)
 
     async with stack.http.post(
-        f"{stack.https_url}/v1beta/models/gemini-2.5-flash:generateContent",
+        f"{stack.https_url}/v1beta/models/gemini-3.5-flash:generateContent",
         json={"contents": [{"parts": [{"text": "Hello"}]}]},
         headers=stack.gemini_headers(),
         ssl=trust,

@@ -11,7 +11,7 @@ from services.simulator import SimulatorState, start_simulator
 
 from .conftest import MakeStack
 
-GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
+GENERATE = "/v1beta/models/gemini-3.5-flash:generateContent"
 NATIVE_BODY = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
 
 

@@ -12,9 +12,10 @@ from services.simulator import Behaviour
 
 from .conftest import MakeStack, Stack
 
-GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
+MODEL = "gemini-3.5-flash"
+GENERATE = f"/v1beta/models/{MODEL}:generateContent"
 NATIVE_BODY = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-CHAT_BODY = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+CHAT_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def test_failover_skips_rate_limited_and_invalid_keys(make_stack: MakeStack) -> None:
@@ -151,13 +152,13 @@ async def test_an_upstream_error_quoting_the_key_reaches_neither_client_nor_keyr
     quoting = f"Permission denied: Consumer 'api_key:{secret}' has been suspended."
     stack.sim.set_sticky(secret, Behaviour(kind="permission_denied", message=quoting))
     for url, headers in (
-        (f"{stack.edge_url}/v1beta/models/gemini-2.5-flash:generateContent", stack.gemini_headers()),
+        (f"{stack.edge_url}{GENERATE}", stack.gemini_headers()),
         (f"{stack.edge_url}/v1/chat/completions", stack.bearer_headers()),
     ):
         body = (
             {"contents": [{"parts": [{"text": "hi"}]}]}
             if "v1beta" in url
-            else {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+            else {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
         )
         async with stack.http.post(url, json=body, headers=headers) as answer:
             text = await answer.text()

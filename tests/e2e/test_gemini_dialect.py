@@ -12,6 +12,9 @@ from google.genai import types
 
 from .conftest import Stack
 
+MODEL = "gemini-3.5-flash"
+OUTSIDE = "gemini-3.1-pro-preview"  # listed upstream, outside the pool's allow-list
+
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[genai.Client]:
@@ -26,11 +29,11 @@ async def client(stack: Stack) -> AsyncIterator[genai.Client]:
 
 
 async def test_generate_content(stack: Stack, client: genai.Client) -> None:
-    answer = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="Say hello")
+    answer = await client.aio.models.generate_content(model=MODEL, contents="Say hello")
     assert answer.text
     assert answer.usage_metadata is not None and answer.usage_metadata.prompt_token_count
     sent = stack.sim.requests[-1]
-    assert (sent.method, sent.path) == ("POST", "/v1beta/models/gemini-2.5-flash:generateContent")
+    assert (sent.method, sent.path) == ("POST", f"/v1beta/models/{MODEL}:generateContent")
     assert sent.headers["x-goog-api-key"] in stack.keys
     assert "x-goog-api-client" in sent.headers  # the SDK's own headers travel on
     await stack.no_lease_held()
@@ -41,19 +44,19 @@ async def test_generate_content_stream(stack: Stack, client: genai.Client) -> No
     pieces = [
         chunk.text
         async for chunk in await client.aio.models.generate_content_stream(
-            model="gemini-2.5-flash", contents="Tell me a story"
+            model=MODEL, contents="Tell me a story"
         )
     ]
     assert len(pieces) == 5 and all(pieces)
     sent = stack.sim.requests[-1]
-    assert sent.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+    assert sent.path == f"/v1beta/models/{MODEL}:streamGenerateContent"
     assert sent.query.get("alt") == "sse"
     await stack.no_lease_held()
 
 
 async def test_stream_as_json_array_without_alt_sse(stack: Stack, http: aiohttp.ClientSession) -> None:
     body = {"contents": [{"role": "user", "parts": [{"text": "Tell me a story"}]}]}
-    url = f"{stack.edge_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+    url = f"{stack.edge_url}/v1beta/models/{MODEL}:streamGenerateContent"
     async with http.post(url, json=body, headers=stack.gemini_headers()) as r:
         assert r.status == 200
         assert r.headers["Content-Type"].startswith("application/json")
@@ -64,7 +67,7 @@ async def test_stream_as_json_array_without_alt_sse(stack: Stack, http: aiohttp.
 
 
 async def test_count_tokens(stack: Stack, client: genai.Client) -> None:
-    answer = await client.aio.models.count_tokens(model="gemini-2.5-flash", contents="How many tokens is this?")
+    answer = await client.aio.models.count_tokens(model=MODEL, contents="How many tokens is this?")
     assert answer.total_tokens and answer.total_tokens > 0
     assert stack.sim.requests[-1].path.endswith(":countTokens")
 
@@ -76,10 +79,10 @@ async def test_embed_content(stack: Stack, client: genai.Client) -> None:
 
 async def test_models_list_and_get(stack: Stack, client: genai.Client) -> None:
     names = [model.name async for model in await client.aio.models.list()]
-    assert "models/gemini-2.5-flash" in names
-    assert "models/gemini-2.5-pro" not in names  # outside the pool's allow-list
-    model = await client.aio.models.get(model="gemini-2.5-flash")
-    assert model.name == "models/gemini-2.5-flash"
+    assert f"models/{MODEL}" in names
+    assert f"models/{OUTSIDE}" not in names  # outside the pool's allow-list
+    model = await client.aio.models.get(model=MODEL)
+    assert model.name == f"models/{MODEL}"
     await stack.no_lease_held()
 
 
@@ -88,13 +91,13 @@ async def test_v1_api_version(stack: Stack) -> None:
         api_key=stack.token, http_options=types.HttpOptions(base_url=stack.edge_url, api_version="v1")
     )
     try:
-        answer = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="hi")
+        answer = await client.aio.models.generate_content(model=MODEL, contents="hi")
         names = [model.name async for model in await client.aio.models.list()]
     finally:
         await client.aio.aclose()
         client.close()
-    assert answer.text and "models/gemini-2.5-flash" in names
-    assert {r.path for r in stack.sim.requests} >= {"/v1/models/gemini-2.5-flash:generateContent", "/v1/models"}
+    assert answer.text and f"models/{MODEL}" in names
+    assert {r.path for r in stack.sim.requests} >= {f"/v1/models/{MODEL}:generateContent", "/v1/models"}
 
 
 async def test_query_parameters_other_than_key_are_kept(stack: Stack, http: aiohttp.ClientSession) -> None:
@@ -119,7 +122,7 @@ ODD_BODY = (
 async def test_native_body_reaches_upstream_byte_for_byte_without_the_token(
     stack: Stack, http: aiohttp.ClientSession, auth: str
 ) -> None:
-    url = f"{stack.edge_url}/v1beta/models/gemini-2.5-flash:generateContent"
+    url = f"{stack.edge_url}/v1beta/models/{MODEL}:generateContent"
     headers = {"Content-Type": "application/json", "User-Agent": "e2e-test/1.0", "Cookie": "session=secret"}
     params: dict[str, str] = {}
     if auth == "header":
@@ -140,11 +143,11 @@ async def test_native_body_reaches_upstream_byte_for_byte_without_the_token(
 async def test_client_token_never_reaches_upstream(
     stack: Stack, client: genai.Client, http: aiohttp.ClientSession
 ) -> None:
-    await client.aio.models.generate_content(model="gemini-2.5-flash", contents="hi")
-    async for _ in await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"):
+    await client.aio.models.generate_content(model=MODEL, contents="hi")
+    async for _ in await client.aio.models.generate_content_stream(model=MODEL, contents="hi"):
         pass
-    await client.aio.models.count_tokens(model="gemini-2.5-flash", contents="hi")
-    url = f"{stack.edge_url}/v1beta/models/gemini-2.5-flash:generateContent"
+    await client.aio.models.count_tokens(model=MODEL, contents="hi")
+    url = f"{stack.edge_url}/v1beta/models/{MODEL}:generateContent"
     body = {"contents": [{"parts": [{"text": "hi"}]}]}
     for params, headers in [
         ({"key": stack.token, "alt": "json"}, {}),
@@ -155,7 +158,7 @@ async def test_client_token_never_reaches_upstream(
             assert r.status == 200
     async with http.post(
         f"{stack.edge_url}/v1/chat/completions",
-        json={"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]},
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
         headers=stack.bearer_headers(),
     ) as r:
         assert r.status == 200

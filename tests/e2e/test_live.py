@@ -288,8 +288,8 @@ async def test_bad_input_gets_googles_close_and_takes_no_lease(live: Live) -> No
     query = f"?key={live.token}"
     assert await live.raw(WS + query, '{"clientContent": {"turnComplete": true}}') == (1007, INVALID_ARGUMENT)
     assert await live.raw(WS + query, "not json") == (1007, "Invalid JSON payload received. Unexpected token.")
-    code, reason = await live.raw(WS + query, setup % "gemini-2.5-flash", edge=1)
-    assert (code, reason.startswith("models/gemini-2.5-flash is not found for API version")) == (1008, True)
+    code, reason = await live.raw(WS + query, setup % "gemini-3.5-flash", edge=1)
+    assert (code, reason.startswith("models/gemini-3.5-flash is not found for API version")) == (1008, True)
     code, _ = await live.raw(WS + query, "x" * (64 * 1024 + 1))
     assert code == 1009
     assert await live.raw(WS + "?key=kr-not-a-token-of-this-pool", setup % TEXT_MODEL) == (

@@ -29,7 +29,7 @@ from services.devstack.__main__ import DEMO_KEYS
 from services.devstack.etcd_server import free_port
 from services.devstack.fake_keys import fake_auth_key, fake_gemini_key
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 AUTH_KEYS = [fake_auth_key(f"logged-nowhere-{i}") for i in range(3)]
 AUTH_POOL = "auth-only"
 BODY = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}

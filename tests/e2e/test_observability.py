@@ -23,7 +23,7 @@ from services.simulator import Behaviour
 from .conftest import MakeStack, Stack, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 ADMIN_TOKEN = "observability-admin-token-0123456789"
 GENERATE = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
 

@@ -10,6 +10,9 @@ from openai import AsyncOpenAI
 
 from .conftest import Stack
 
+MODEL = "gemini-3.5-flash"
+OUTSIDE = "gemini-3.1-pro-preview"  # listed upstream, outside the pool's allow-list
+
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[AsyncOpenAI]:
@@ -23,7 +26,7 @@ def _upstream_keys(stack: Stack) -> set[str | None]:
 
 async def test_chat_completion(stack: Stack, client: AsyncOpenAI) -> None:
     answer = await client.chat.completions.create(
-        model="gemini-2.5-flash", messages=[{"role": "user", "content": "Say hello"}]
+        model=MODEL, messages=[{"role": "user", "content": "Say hello"}]
     )
     assert answer.choices[0].message.content
     assert answer.usage is not None and answer.usage.prompt_tokens > 0
@@ -36,7 +39,7 @@ async def test_chat_completion(stack: Stack, client: AsyncOpenAI) -> None:
 
 async def test_chat_completion_accepts_models_prefix(stack: Stack, client: AsyncOpenAI) -> None:
     answer = await client.chat.completions.create(
-        model="models/gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}]
+        model=f"models/{MODEL}", messages=[{"role": "user", "content": "hi"}]
     )
     assert answer.choices[0].message.content
 
@@ -44,7 +47,7 @@ async def test_chat_completion_accepts_models_prefix(stack: Stack, client: Async
 async def test_chat_completion_stream(stack: Stack, client: AsyncOpenAI) -> None:
     stack.sim.default_chunks = 4
     stream = await client.chat.completions.create(
-        model="gemini-2.5-flash",
+        model=MODEL,
         messages=[{"role": "user", "content": "Tell me a story"}],
         stream=True,
         stream_options={"include_usage": True},
@@ -61,7 +64,7 @@ async def test_chat_completion_stream(stack: Stack, client: AsyncOpenAI) -> None
 
 
 async def test_stream_headers(stack: Stack, http: aiohttp.ClientSession) -> None:
-    body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     async with http.post(f"{stack.edge_url}/v1/chat/completions", json=body, headers=stack.bearer_headers()) as r:
         assert r.status == 200
         assert r.headers["Content-Type"].startswith("text/event-stream")
@@ -73,7 +76,7 @@ async def test_stream_headers(stack: Stack, http: aiohttp.ClientSession) -> None
 
 async def test_tools_pass_through(stack: Stack, client: AsyncOpenAI) -> None:
     answer = await client.chat.completions.create(
-        model="gemini-2.5-flash",
+        model=MODEL,
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
         tools=[
             {
@@ -95,7 +98,7 @@ async def test_image_content_passes_through(stack: Stack, client: AsyncOpenAI) -
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
     )
     answer = await client.chat.completions.create(
-        model="gemini-2.5-flash",
+        model=MODEL,
         messages=[
             {
                 "role": "user",
@@ -119,8 +122,8 @@ async def test_embeddings(stack: Stack, client: AsyncOpenAI) -> None:
 
 async def test_models_list(stack: Stack, client: AsyncOpenAI) -> None:
     ids = [model.id async for model in client.models.list()]
-    assert "models/gemini-2.5-flash" in ids
-    assert "models/gemini-2.5-pro" not in ids  # outside the pool's allow-list
+    assert f"models/{MODEL}" in ids
+    assert f"models/{OUTSIDE}" not in ids  # outside the pool's allow-list
     assert stack.sim.requests[-1].path == "/v1beta/openai/models"
 
 

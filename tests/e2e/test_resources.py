@@ -237,12 +237,12 @@ async def test_lists_merge_every_project(pool: Pool) -> None:
 async def test_caches_create_generate_update_delete(pool: Pool) -> None:
     a, b = pool.client(pool.edge_a), pool.client(pool.edge_b)
     config = types.CreateCachedContentConfig(contents=["A long document " * 20], ttl="600s", display_name="doc")
-    cache = await a.caches.create(model="gemini-2.5-flash", config=config)
+    cache = await a.caches.create(model=MODEL, config=config)
     assert cache.name and cache.usage_metadata and cache.usage_metadata.total_token_count
     owner = pool.owner("cachedContents", cache.name.removeprefix("cachedContents/"))
     for _ in range(3):  # several calls: a key of another project would be picked sooner or later without affinity
         answer = await b.models.generate_content(
-            model="gemini-2.5-flash", contents="Question", config=types.GenerateContentConfig(cached_content=cache.name)
+            model=MODEL, contents="Question", config=types.GenerateContentConfig(cached_content=cache.name)
         )
         assert answer.usage_metadata and answer.usage_metadata.cached_content_token_count
     updated = await b.caches.update(name=cache.name, config=types.UpdateCachedContentConfig(ttl="7200s"))
@@ -253,7 +253,7 @@ async def test_caches_create_generate_update_delete(pool: Pool) -> None:
     await refused(
         404,
         lambda: a.models.generate_content(
-            model="gemini-2.5-flash", contents="Q", config=types.GenerateContentConfig(cached_content=cache.name)
+            model=MODEL, contents="Q", config=types.GenerateContentConfig(cached_content=cache.name)
         ),
     )
     assert pool.projects_naming(cache.name) == {owner}
@@ -263,7 +263,7 @@ async def test_caches_create_generate_update_delete(pool: Pool) -> None:
 async def test_owner_project_cooling_is_a_429_never_another_projects_key(pool: Pool) -> None:
     a = pool.client(pool.edge_a)
     config = types.CreateCachedContentConfig(contents=["A long document " * 20], ttl="600s")
-    cache = await a.caches.create(model="gemini-2.5-flash", config=config)
+    cache = await a.caches.create(model=MODEL, config=config)
     assert cache.name
     owner = pool.owner("cachedContents", cache.name.removeprefix("cachedContents/"))
     for key, project in pool.projects.items():
@@ -272,14 +272,14 @@ async def test_owner_project_cooling_is_a_429_never_another_projects_key(pool: P
     body = {"contents": [{"parts": [{"text": "Q"}]}], "cachedContent": cache.name}
     for edge in (pool.edge_a, pool.edge_b):
         async with pool.http.post(
-            f"{edge}/v1beta/models/gemini-2.5-flash:generateContent", json=body, headers={"x-goog-api-key": pool.token}
+            f"{edge}/v1beta/models/{MODEL}:generateContent", json=body, headers={"x-goog-api-key": pool.token}
         ) as resp:
             answer = await resp.json()
             assert resp.status == 429 and answer["error"]["status"] == "RESOURCE_EXHAUSTED", answer
             assert 0 < float(resp.headers["Retry-After"]) <= 120
     assert pool.projects_naming(cache.name) == {owner}  # every attempt stayed in the cache's project
     # the rest of the pool still serves calls that name nothing
-    answer = await a.models.generate_content(model="gemini-2.5-flash", contents="Anyone?")
+    answer = await a.models.generate_content(model=MODEL, contents="Anyone?")
     assert answer.text == "Simulated answer to: Anyone?"
     await pool.no_lease_held()
 
@@ -290,7 +290,7 @@ async def test_owner_project_cooling_is_a_429_never_another_projects_key(pool: P
 async def test_batches_inline_create_get_list_cancel_delete(pool: Pool) -> None:
     a, b = pool.client(pool.edge_a), pool.client(pool.edge_b)
     src = [{"contents": [{"parts": [{"text": "first"}], "role": "user"}]}, {"contents": [{"parts": [{"text": "2"}]}]}]
-    job = await a.batches.create(model="gemini-2.5-flash", src=src, config={"display_name": "nightly"})
+    job = await a.batches.create(model=MODEL, src=src, config={"display_name": "nightly"})
     assert job.name and job.state == types.JobState.JOB_STATE_PENDING
     owner = pool.owner("batches", job.name.removeprefix("batches/"))
     done = await b.batches.get(name=job.name)
@@ -301,7 +301,7 @@ async def test_batches_inline_create_get_list_cancel_delete(pool: Pool) -> None:
     ]
     assert [j.name async for j in await a.batches.list()] == [job.name]
     pool.sim.job_duration_s = 3600
-    slow = await b.batches.create(model="gemini-2.5-flash", src=src)
+    slow = await b.batches.create(model=MODEL, src=src)
     assert slow.name
     await a.batches.cancel(name=slow.name)
     assert (await b.batches.get(name=slow.name)).state == types.JobState.JOB_STATE_CANCELLED
@@ -528,7 +528,7 @@ async def test_bindings_past_the_cap_are_refused_before_the_upstream(pool: Pool)
         replica.server.keyring.desk.allocator.binding_caps = BindingCaps(per_pool=0, per_token=2)
     a, b = pool.client(pool.edge_a), pool.client(pool.edge_b)
     config = types.CreateCachedContentConfig(contents=["A long document " * 20], ttl="600s")
-    first = await a.caches.create(model="gemini-2.5-flash", config=config)
+    first = await a.caches.create(model=MODEL, config=config)
     await a.files.upload(file=io.BytesIO(b"x"), config={"mime_type": "text/plain"})  # its session, then its file
     made = len(list(pool.sim.resources))
     headers = {"x-goog-api-key": pool.token}
@@ -538,7 +538,7 @@ async def test_bindings_past_the_cap_are_refused_before_the_upstream(pool: Pool)
         "X-Goog-Upload-Command": "start",
         "X-Goog-Upload-Header-Content-Length": "1",
     }
-    cache = {"model": "models/gemini-2.5-flash", "contents": [{"parts": [{"text": "doc"}]}], "ttl": "600s"}
+    cache = {"model": f"models/{MODEL}", "contents": [{"parts": [{"text": "doc"}]}], "ttl": "600s"}
     for path, body, sent in (  # raw calls: the SDKs retry a 429 after its Retry-After
         ("/v1beta/cachedContents", cache, headers),
         ("/upload/v1beta/files", {"file": {}}, upload),
@@ -556,7 +556,7 @@ async def test_bindings_past_the_cap_are_refused_before_the_upstream(pool: Pool)
     assert first.name
     await a.caches.delete(name=first.name)
     await eventually(lambda: len(view.affinity) == 1, 3.0, "the delete was not seen")
-    assert (await b.caches.create(model="gemini-2.5-flash", config=config)).name
+    assert (await b.caches.create(model=MODEL, config=config)).name
     await pool.no_lease_held()
 
 

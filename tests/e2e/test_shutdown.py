@@ -34,7 +34,7 @@ from tests.pki import channel as tls_channel
 from tests.pki import session_pki
 
 pytestmark = pytest.mark.etcd
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 
 
 class Process:

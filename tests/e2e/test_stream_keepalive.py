@@ -31,9 +31,10 @@ from .conftest import MakeStack, Stack
 IDLE_S = 1.0
 PAUSE_S = 2.2  # upstream silence between chunks: longer than the proxy allows
 KEEPALIVE_S = 0.3
-NATIVE = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+MODEL = "gemini-3.5-flash"
+NATIVE = f"/v1beta/models/{MODEL}:streamGenerateContent"
 NATIVE_BODY = {"contents": [{"role": "user", "parts": [{"text": "Think long, then answer"}]}]}
-OPENAI_BODY = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "Think long"}], "stream": True}
+OPENAI_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Think long"}], "stream": True}
 
 
 class IdleTimeoutProxy:
@@ -154,7 +155,7 @@ async def test_the_official_client_ignores_keep_alives(make_stack: MakeStack) ->
     async with behind_proxy(stack.edge_url) as (url, _proxy):
         client = AsyncOpenAI(base_url=url + "/v1", api_key=stack.token, max_retries=0)
         stream = await client.chat.completions.create(
-            model="gemini-2.5-flash", messages=[{"role": "user", "content": "Think long"}], stream=True
+            model=MODEL, messages=[{"role": "user", "content": "Think long"}], stream=True
         )
         text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
         await client.close()
@@ -263,7 +264,7 @@ async def test_the_official_genai_client_ignores_keep_alives(make_stack: MakeSta
     async with behind_proxy(stack.edge_url) as (url, _proxy):
         client = genai.Client(api_key=stack.token, http_options=types.HttpOptions(base_url=url, api_version="v1beta"))
         try:
-            stream = await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="Think long")
+            stream = await client.aio.models.generate_content_stream(model=MODEL, contents="Think long")
             chunks = [chunk async for chunk in stream]
         finally:
             await client.aio.aclose()

@@ -30,11 +30,11 @@ async def test_an_open_stream_holds_no_parsed_body_in_either_dialect(make_stack:
     stack = await make_stack(sim_state=SimulatorState(default_chunks=3, default_chunk_delay_s=0.3))
     marker = f"prompt-{uuid.uuid4().hex}"
     native = b'{"contents": [{"role": "user", "parts": [{"text": "%s"}]}]}' % marker.encode()
-    openai = b'{"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "%s"}]}' % (
+    openai = b'{"model": "gemini-3.5-flash", "stream": true, "messages": [{"role": "user", "content": "%s"}]}' % (
         marker.encode()
     )
     calls = (
-        (f"{stack.edge_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", native,
+        (f"{stack.edge_url}/v1beta/models/gemini-3.5-flash:streamGenerateContent?alt=sse", native,
          stack.gemini_headers(), lambda body: "contents" in body and marker in str(body["contents"])),
         (f"{stack.edge_url}/v1/chat/completions", openai, stack.bearer_headers(),
          lambda body: "messages" in body and marker in str(body["messages"])),

@@ -11,7 +11,7 @@ from services.simulator import Behaviour
 
 from .conftest import Stack, eventually
 
-STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+STREAM = "/v1beta/models/gemini-3.5-flash:streamGenerateContent"
 NATIVE_BODY = {"contents": [{"role": "user", "parts": [{"text": "Tell me a long story"}]}]}
 
 

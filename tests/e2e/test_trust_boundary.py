@@ -35,9 +35,9 @@ from services.simulator import Behaviour
 from .conftest import MakeStack, Stack
 
 REPO = Path(__file__).resolve().parents[2]
-GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
+GENERATE = "/v1beta/models/gemini-3.5-flash:generateContent"
 NATIVE_BODY = b'{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}'
-CHAT_BODY = b'{"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}'
+CHAT_BODY = b'{"model": "gemini-3.5-flash", "messages": [{"role": "user", "content": "hi"}]}'
 
 
 # -- a raw HTTP/1.1 client: aiohttp's would normalise the paths under test ---------------------------------
@@ -112,7 +112,7 @@ MALFORMED = {
     "encoded-slashes-gemini": ("GET", "/v1/models/..%2F..%2F..%2Fv1beta%2Ffiles", "gemini", "header"),
     "encoded-slashes-in-model": (
         "POST",
-        "/v1beta/models/gemini-2.5-flash%2F..%2F..%2Ffiles:generateContent",
+        "/v1beta/models/gemini-3.5-flash%2F..%2F..%2Ffiles:generateContent",
         "gemini",
         "header",
     ),
@@ -120,9 +120,9 @@ MALFORMED = {
     "encoded-backslashes": ("POST", "/v1beta/models/..%5C..%5Cfiles:generateContent", "gemini", "query"),
     "encoded-dots": ("GET", "/v1beta/models/%2e%2e/files", "gemini", "header"),
     "encoded-dots-openai": ("GET", "/v1/models/%2E%2E%2Ffiles", "openai", "bearer"),
-    "dot-segment": ("POST", "/v1/models/./gemini-2.5-flash:generateContent", "gemini", "header"),
+    "dot-segment": ("POST", "/v1/models/./gemini-3.5-flash:generateContent", "gemini", "header"),
     "empty-segment": ("GET", "/v1beta/models//files", "gemini", "header"),
-    "encoded-model-char": ("POST", "/v1beta/models/gemini%2D2.5-flash:generateContent", "gemini", "header"),
+    "encoded-model-char": ("POST", "/v1beta/models/gemini%2D3.5-flash:generateContent", "gemini", "header"),
 }
 
 
@@ -150,7 +150,7 @@ async def test_malformed_paths_are_a_400_in_the_callers_dialect_with_no_lease_an
 
 async def test_the_upstream_path_is_built_from_the_validated_parts(stack: Stack) -> None:
     headers = {"x-goog-api-key": stack.token, "Content-Type": "application/json"}
-    target = "/v1beta/models/models/gemini-2.5-flash:generateContent?alt=json&upload_protocol=raw&$fields=x"
+    target = "/v1beta/models/models/gemini-3.5-flash:generateContent?alt=json&upload_protocol=raw&$fields=x"
     status, _, _ = await raw_request(stack.edge_url, "POST", target, headers, NATIVE_BODY)
     assert status == 200
     [sent] = stack.sim.requests
@@ -341,7 +341,7 @@ async def test_no_body_is_read_without_a_token(make_stack: MakeStack) -> None:
 
 async def test_a_body_of_countless_tiny_json_values_is_not_parsed(make_stack: MakeStack) -> None:
     stack = await make_stack(max_json_elements=1000)
-    tiny = b'{"model": "gemini-2.5-flash", "messages": [' + b"{}," * 5000 + b'{"role": "user", "content": "hi"}]}'
+    tiny = b'{"model": "gemini-3.5-flash", "messages": [' + b"{}," * 5000 + b'{"role": "user", "content": "hi"}]}'
     headers = {"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"}
     status, _, payload = await raw_request(stack.edge_url, "POST", "/v1/chat/completions", headers, tiny)
     assert status == 413
