@@ -138,14 +138,18 @@ async def usage_requests(address: str, admin: Certificate) -> int | str:
     return sum(row.figures.requests for row in reply.pools)
 
 
-def log_problems(workdir: Path) -> list[str]:
-    """keyring's warnings and errors during the run (a usage flush etcd refused, say), first line of each."""
-    lines = []
+def log_problems(workdir: Path) -> dict[str, object]:
+    """keyring's warnings and errors during the run (a usage flush etcd refused, say): how many, the first few."""
+    seen: list[str] = []
     for log in sorted(workdir.glob("keyring*.log")):
-        lines += [
-            line[:300] for line in log.read_text(errors="replace").splitlines() if "WARNING" in line or "ERROR" in line
-        ]
-    return lines[:20]
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("level") in ("warning", "error", "critical"):
+                seen.append(f"{entry['level']}: {str(entry.get('message', ''))[:240]}")
+    return {"count": len(seen), "first": list(dict.fromkeys(seen))[:3]}
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
