@@ -1,7 +1,7 @@
 """keyring-lease: lease upstream Gemini API keys from Keyring for an internal service.
 
     pool = LeasePool("keyring:50051", token=CLIENT_TOKEN, identity=Identity(cert, key, ca))
-    async with pool, pool.lease("gemini-2.5-flash") as lease:
+    async with pool, pool.lease("gemini-3.5-flash") as lease:
         status, body = await call_gemini(lease.key)
         lease.report(status, body)
 

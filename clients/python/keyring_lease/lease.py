@@ -137,7 +137,7 @@ class Attempts:
     Iterate and enter each attempt; the next one comes only when the reported answer blames the key or
     its project (``Lease.tries_another_key``: a 429, an invalid or forbidden key, a 5xx, a timeout)::
 
-        async for attempt in pool.attempts("gemini-2.5-flash", max_attempts=3):
+        async for attempt in pool.attempts("gemini-3.5-flash", max_attempts=3):
             async with attempt as lease:
                 status, body = await call_google(lease.key)
                 lease.report(status, body)
