@@ -2,8 +2,9 @@
 
 Each strategy starts from a cheap guess and checks eligibility key by key,
 so a pick costs O(1) while most keys are eligible, not O(keys): with 1,000
-keys a full scan per lease would cost more than the RPC itself.
-``least_loaded`` is the exception: it must look at every key.
+keys a full scan per lease would cost more than the RPC itself, with 100,000
+(issue 23) it would cost a replica most of its core. ``least_loaded`` draws
+idle keys first and looks at every key only when few are idle.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from .models import Strategy
 Eligible = Callable[[str], bool]
 Load = Callable[[str], int]
 
-# Weighted draws rejected this often fall back to an exact draw among the eligible.
+# Weighted draws rejected this often fall back to an exact draw among the eligible (a scan of every key):
+# more draws in a large ring, where the scan costs more than they do.
 _WEIGHTED_TRIES = 8
+_WEIGHTED_TRIES_LARGE = 64
+_LARGE = 512
+# Random draws a least-loaded pick makes for an idle eligible key before it looks at every key.
+_IDLE_TRIES = 16
 
 
 class TierRing:
@@ -125,7 +131,7 @@ def _round_robin(ring: TierRing, eligible: Eligible) -> str | None:
 def _weighted(ring: TierRing, eligible: Eligible, rng: random.Random) -> str | None:
     """Draw by weight; rejection keeps the exact proportions among eligible keys."""
     total = ring.cumulative[-1]
-    for _ in range(_WEIGHTED_TRIES):
+    for _ in range(_WEIGHTED_TRIES if len(ring) <= _LARGE else _WEIGHTED_TRIES_LARGE):
         key_id = ring.key_ids[bisect.bisect_right(ring.cumulative, rng.randrange(total))]
         if eligible(key_id):
             return key_id
@@ -138,6 +144,20 @@ def _weighted(ring: TierRing, eligible: Eligible, rng: random.Random) -> str | N
 
 
 def _least_loaded(ring: TierRing, eligible: Eligible, load: Load, rng: random.Random) -> str | None:
+    """One of the least loaded eligible keys, uniformly.
+
+    Idle keys first: in a large pool most keys are idle (100,000 keys, at most
+    as many busy ones as leases in flight), and a uniform draw that lands on an
+    idle eligible key is uniform among them, which are the least loaded: the
+    same answer as a scan of every key, for a few draws. Only when draws keep
+    missing (few idle eligible keys) is every key looked at.
+    """
+    size = len(ring)
+    if size > _IDLE_TRIES:
+        for _ in range(_IDLE_TRIES):
+            key_id = ring.key_ids[rng.randrange(size)]
+            if load(key_id) == 0 and eligible(key_id):
+                return key_id
     best: list[str] = []
     best_load = -1
     for key_id in ring.key_ids:
