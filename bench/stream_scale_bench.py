@@ -116,6 +116,14 @@ def listen_overflows() -> int:
     return 0
 
 
+def prompt(size: int) -> bytes:
+    """The benchmark's body, its text padded to ``size`` bytes (0: as it is): a conversation's worth of prompt."""
+    if size <= 0:
+        return BODY
+    text = ("Say hello to the benchmark. " * (size // 28 + 1))[:size]
+    return json.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]}).encode()
+
+
 def mb(kb: int) -> float:
     return round(kb / 1024, 1)
 
@@ -126,8 +134,8 @@ def mb(kb: int) -> float:
 class Load:
     """``streams`` SSE streams at once, each timed to its last byte; what went wrong, by kind."""
 
-    def __init__(self, streams: int, events: int, timeout_s: float, ramp_s: float) -> None:
-        self.streams, self.events, self.timeout_s, self.ramp_s = streams, events, timeout_s, ramp_s
+    def __init__(self, streams: int, events: int, timeout_s: float, ramp_s: float, body: bytes = BODY) -> None:
+        self.streams, self.events, self.timeout_s, self.ramp_s, self.body = streams, events, timeout_s, ramp_s, body
         self.durations: list[float] = []
         self.first_bytes: list[float] = []  # until the status line: the edge commits at the first chunk
         self.errors: Counter[str] = Counter()
@@ -153,7 +161,7 @@ class Load:
         opened = False
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with session.post(url, data=BODY, headers=headers) as response:
+                async with session.post(url, data=self.body, headers=headers) as response:
                     if response.status != 200:
                         self._error(f"http_{response.status}", (await response.read())[:300].decode(errors="replace"))
                         return
@@ -313,7 +321,7 @@ async def measure(
         events, upstream_s = await events_per_answer(http, sim_url)
         result: dict[str, Any] = {}
         if options.direct:
-            load = Load(options.streams, events, options.timeout_s, options.ramp_s)
+            load = Load(options.streams, events, options.timeout_s, options.ramp_s, prompt(options.prompt_bytes))
             wall = await load.run(http, sim_url + PATH, fake_gemini_key("stream-bench-direct"))
             result["direct"] = load.figures(wall)
             print(f"direct: {json.dumps(result['direct'])}", file=sys.stderr, flush=True)
@@ -325,7 +333,7 @@ async def measure(
         peak: dict[str, int] = {}
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_peak(edge, peak, stop))
-        load = Load(options.streams, events, options.timeout_s, options.ramp_s)
+        load = Load(options.streams, events, options.timeout_s, options.ramp_s, prompt(options.prompt_bytes))
         wall = await load.run(http, edge_url + PATH, token)
         stop.set()
         await sampler
@@ -365,7 +373,12 @@ async def measure(
         },
         "caps": f"none in the way: {options.keys} keys without in-flight cap or per-minute budget, a token without"
         " budgets, the simulator's quotas off",
-        "client": {"timeout_s": options.timeout_s, "ramp_s": options.ramp_s, "connector_limit": 0},
+        "client": {
+            "timeout_s": options.timeout_s,
+            "ramp_s": options.ramp_s,
+            "connector_limit": 0,
+            "body_bytes": len(prompt(options.prompt_bytes)),
+        },
         "edge_env": dict(pair.split("=", 1) for pair in options.edge_env),
         "rlimit_nofile": list(limits),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -383,6 +396,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--timeout-s", type=float, default=60.0, help="a stream not ended by then is an error")
     parser.add_argument("--ramp-s", type=float, default=0.0, help="spread the streams' starts over this long")
+    parser.add_argument("--prompt-bytes", type=int, default=0, help="pad the prompt's text to this many bytes")
     parser.add_argument("--direct", action="store_true", help="the same load to the simulator first, no edge")
     parser.add_argument("--log-dir", default="", help="keep the services' logs there (default: removed)")
     parser.add_argument("--edge-env", action="append", default=[], metavar="NAME=VALUE", help="an edge setting")
