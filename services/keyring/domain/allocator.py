@@ -387,28 +387,20 @@ class Allocator:
         view = self._view
         held: dict[tuple[str, str], bool] = {}  # (project, account) -> their cooldowns hold this call
 
-        def cooled(key: UpstreamKey, own: bool) -> bool:
-            """Whether a running cooldown keeps ``key`` from the call: its own, else its project's or account's."""
-            for name in names:
-                for subject in key.cooldown_subjects(name):
-                    if (subject.scope is CooldownScope.KEY) is own:
-                        cooldown = cooldowns.get(subject)
-                        if cooldown is not None and cooldown.until > now and not (facts_only and _not_a_fact(cooldown)):
-                            return True
-            for name in class_names:
-                for subject in key.cooldown_subjects(name):
-                    if (subject.scope is CooldownScope.KEY) is own:
-                        cooldown = cooldowns.get(subject)
-                        if cooldown is not None and cooldown.until > now:
-                            return True
-            return False
+        pairs = [(name, facts_only) for name in names] + [(name, False) for name in class_names]
+
+        def own_cooled(key_id: str) -> bool:
+            """Whether a running cooldown of the key's own keeps it from the call (no id built: the view's index)."""
+            own = view.cooldowns_on(CooldownScope.KEY, key_id)
+            return bool(own) and any(cooldown.until > now and _holds(cooldown, pairs) for cooldown in own.values())
 
         def group_cooled(key: UpstreamKey) -> bool:
-            """``cooled`` for the key's project and account: one look per (project, account) per acquire."""
+            """Whether its project's or account's running cooldowns keep ``key`` from the call: one look per
+            (project, account) per acquire."""
             group = (key.project, key.billing_account)
             verdict = held.get(group)
             if verdict is None:
-                verdict = held[group] = cooled(key, own=False)
+                verdict = held[group] = _cooldowns_end(key, pairs, cooldowns, running_at=now) > now
             return verdict
 
         def pace(project: str) -> int:
@@ -428,7 +420,7 @@ class Allocator:
                 if state == _SPENT or (state == _TOO_LARGE and not lenient):
                     return False
             if cooldowns and (  # none anywhere (most of the time): no ids to build
-                group_cooled(key) or (view.cooling(CooldownScope.KEY, key_id) and cooled(key, own=True))
+                group_cooled(key) or own_cooled(key_id)
             ):
                 return False
             if cap and not request.session and self._book.in_flight(key_id) >= cap:
@@ -536,11 +528,12 @@ class Allocator:
                 if priority and not key.takes_priority():  # Google opens priority to Tier 2/3 accounts only
                     continue
                 if shared == -math.inf:
-                    shared = _cooldowns_end(key, names, cooldowns, own=False) if cooldowns else 0.0
+                    shared = _cooldowns_end(key, names, cooldowns) if cooldowns else 0.0
                     shared = max(shared, self._spent_until(project, pool, request, replicas, now))
                 own = key.state_until if key.state is KeyState.SUSPENDED else now
-                if cooldowns and view.cooling(CooldownScope.KEY, key_id):
-                    own = max(own, _cooldowns_end(key, names, cooldowns, own=True))
+                for cooldown in view.cooldowns_on(CooldownScope.KEY, key_id).values():
+                    if _holds(cooldown, names):
+                        own = max(own, cooldown.until)
                 if rpm:
                     budget = self._key_minutes.limit_for(key_id, rpm, replicas, now)
                     own = max(own, self._key_minutes.frees_at(key_id, budget, now))
@@ -561,20 +554,27 @@ class Allocator:
 
 
 def _cooldowns_end(
-    key: UpstreamKey, names: Sequence[tuple[str, bool]], cooldowns: Mapping[CooldownId, Cooldown], own: bool
+    key: UpstreamKey,
+    names: Sequence[tuple[str, bool]],
+    cooldowns: Mapping[CooldownId, Cooldown],
+    running_at: float = -math.inf,
 ) -> float:
-    """When the cooldowns keeping ``key`` from the call's ``names`` (name, flex: facts only) end (0: none).
-
-    ``own``: the key's own cooldowns, else its project's and billing account's (the same for all their keys).
-    """
+    """When the cooldowns of ``key``'s project and billing account (the same for all their keys) keeping it from
+    the call's ``names`` (name, flex: facts only) end (0: none); ``running_at``: only those running then."""
     ends = 0.0
     for name, facts_only in names:
         for subject in key.cooldown_subjects(name):
-            if (subject.scope is CooldownScope.KEY) is own:
+            if subject.scope is not CooldownScope.KEY:
                 cooldown = cooldowns.get(subject)
-                if cooldown is not None and not (facts_only and _not_a_fact(cooldown)):
+                if cooldown is not None and cooldown.until > running_at and not (facts_only and _not_a_fact(cooldown)):
                     ends = max(ends, cooldown.until)
     return ends
+
+
+def _holds(cooldown: Cooldown, names: Sequence[tuple[str, bool]]) -> bool:
+    """Whether a key's own cooldown is for one of the call's ``names`` (name, flex: facts only)."""
+    model = cooldown.id.model
+    return any(model == name and not (facts and _not_a_fact(cooldown)) for name, facts in names)
 
 
 def _not_a_fact(cooldown: Cooldown) -> bool:

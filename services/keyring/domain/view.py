@@ -8,11 +8,15 @@ knows nothing of the store's encoding.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from .admissions import Published
 from .affinity import pool_subject, token_subject
 from .models import Affinity, ClientToken, Cooldown, CooldownId, CooldownScope, LimitId, Pool, QuotaLimit, UpstreamKey
 from .selection import TierRing, ring_add, ring_remove
+
+_NONE: Mapping[CooldownId, Cooldown] = MappingProxyType({})
 
 
 class KeyringView:
@@ -154,9 +158,9 @@ class KeyringView:
         """The pool's key ids by (project, billing account); kept key by key, never to be changed by the caller."""
         return self._groups.get(pool, {})
 
-    def cooling(self, scope: CooldownScope, subject: str) -> bool:
-        """Whether any cooldown (running or not collected yet) names this subject."""
-        return (scope, subject) in self._cooldowns_by_subject
+    def cooldowns_on(self, scope: CooldownScope, subject: str) -> Mapping[CooldownId, Cooldown]:
+        """The cooldowns (running or not collected yet) naming this subject, any model; not to be changed."""
+        return self._cooldowns_by_subject.get((scope, subject), _NONE)
 
     def cooldowns_of(self, key: UpstreamKey, now: float) -> list[Cooldown]:
         """Running cooldowns that keep this key from some model."""
