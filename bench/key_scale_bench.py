@@ -8,10 +8,14 @@ operators' path (``AddKeys``, at most 5,000 keys per call, so in chunks) and
 measures again in the same run. Then the replica is stopped and started again
 over the same etcd (same KEK) and the time from its start until it grants a
 lease is measured. Reports keyring's peak RSS (VmHWM) before and after the
-restart and etcd's database size. Prints JSON; only the processes it started
+restart, etcd's database size, the pool's requests the replica counted
+(GetUsage, which flushes first) against what the restarted replica reads back
+from etcd (exactly-once usage at this scale), and keyring's warnings and
+errors. ``--profile DIR`` writes py-spy raw samples of keyring (small and
+large lease runs, the restart). Prints JSON; only the processes it started
 are stopped, by PID.
 
-    python bench/key_scale_bench.py [--seconds 5] [--keys 100000]
+    python bench/key_scale_bench.py [--seconds 5] [--keys 100000] [--profile DIR]
 """
 
 from __future__ import annotations
