@@ -25,6 +25,7 @@ or, once a stream is committed, into a cut connection.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import re
 import time
 import zlib
@@ -50,6 +51,8 @@ from .routing import DIALECT
 
 # zlib.error: a stream whose bytes its Content-Encoding does not describe (``wire.StreamDecoded``), a broken answer.
 _TRANSPORT_ERRORS: Final = (TimeoutError, aiohttp.ClientError, zlib.error)
+# This process out of descriptors or buffers (``capacity.py``): the edge's trouble, never the key's.
+_LOCAL_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,8 +305,15 @@ class Attempt:
 
 
 def transport_failure(error: BaseException) -> UpstreamError:
-    """A timeout (504) or a refused or broken connection (502), as the error the client sees if no key does better."""
+    """A timeout (504) or a refused or broken connection (502), as the error the client sees if no key does better.
+
+    A connection this process could not open for want of descriptors (EMFILE...) is a 503 that teaches keyring
+    nothing (``Transport.CANCELLED``: no key cooled, no other key tried; nothing reached Google, nothing counted).
+    """
     name = type(error).__name__
+    if isinstance(error, aiohttp.ClientConnectorError) and error.errno in _LOCAL_ERRNOS:
+        message = f"the edge is out of connections ({name}: {errno.errorcode[error.errno]}); try again shortly"
+        return UpstreamError(503, "UNAVAILABLE", message, transport=Transport.CANCELLED)
     if isinstance(error, TimeoutError):
         message = f"the upstream did not answer in time ({name})"
         return UpstreamError(504, "DEADLINE_EXCEEDED", message, transport=Transport.TIMEOUT)
@@ -315,6 +325,7 @@ def transport_failure(error: BaseException) -> UpstreamError:
 _OUTCOME_TRANSPORT: Final = {
     Transport.TIMEOUT: pb.Outcome.TRANSPORT_TIMEOUT,
     Transport.CONNECTION: pb.Outcome.TRANSPORT_CONNECTION,
+    Transport.CANCELLED: pb.Outcome.TRANSPORT_CANCELLED,
 }
 
 
