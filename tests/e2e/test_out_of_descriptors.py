@@ -30,7 +30,7 @@ from tests.integration.test_keyring_service import add_keys
 from tests.pki import session_pki
 
 pytestmark = pytest.mark.etcd
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 NOFILE = 256  # the edge's descriptor table once started: what it holds, then idle clients, then one request
 
 
