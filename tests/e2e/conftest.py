@@ -26,12 +26,10 @@ from services.edge.https import serve_https
 from services.simulator import SimulatorState, start_simulator
 from tests.integration.conftest import Replica, StartReplica, kek, start_replica  # noqa: F401
 
-# Models the default pool allows; "gemini-3.1-pro-preview" stays outside, one retired name
-# Google still serves (gemini-2.5-flash, answered by gemini-3.5-flash-lite) is allowed, and one
-# unknown model is allowed so that its 404 comes from the upstream.
+# Models the default pool allows; "gemini-3.1-pro-preview" stays outside, and one unknown
+# model is allowed so that its 404 comes from the upstream.
 ALLOWED_MODELS = (
     "gemini-3.5-flash",
-    "gemini-2.5-flash",
     "gemini-2.0-flash",
     "text-embedding-004",
     "gemini-embedding-001",
