@@ -148,9 +148,9 @@ class StateCache:
         if kind == "live_tokens":
             self.view.live_tokens[path] = (value, revision)
             return
-        if kind in ("usage", "audit", "sessions"):
+        if kind in ("usage", "usage_keys", "audit", "sessions"):
             getattr(self.view, kind)[path] = value
-            if kind == "usage":
+            if kind in ("usage", "usage_keys"):
                 self._merge_last_used(value)
             return
         if kind == "admitted":
@@ -250,7 +250,7 @@ class StateCache:
         elif kind == "members":
             self.view.members.pop(parts[0], None)
             self._instances = None
-        elif kind in ("usage", "audit", "sessions", "live_tokens"):
+        elif kind in ("usage", "usage_keys", "audit", "sessions", "live_tokens"):
             getattr(self.view, kind).pop(path, None)
         elif kind == "admitted":
             self.view.admitted.pop(parts[0], None)

@@ -5,7 +5,8 @@
     {prefix}tokens/{token_id}
     {prefix}cooldowns/{scope}/{subject}/{model}
     {prefix}members/{replica_id}
-    {prefix}usage/{replica_id}/{bucket_start}   one replica's usage counts
+    {prefix}usage/{replica_id}/{bucket_start}   one replica's usage counts (a large one: a head naming shards)
+    {prefix}usage_keys/{replica_id}/{bucket_start}/{epoch}/{index}   a large bucket's per-key shard (domain/usage.py)
     {prefix}audit/{at_ms}-{random}              the audit log
     {prefix}sessions/{sha256 of a session id}  admin console sessions ended before their expiry
     {prefix}affinity/{pool}/{resource name}     who owns a project-bound resource (files/..., cachedContents/...)
@@ -73,6 +74,9 @@ class Layout:
 
     def usage(self, replica_id: str, bucket_start: int) -> str:
         return f"{self.prefix}usage/{replica_id}/{bucket_start}"
+
+    def usage_shard(self, replica_id: str, bucket_start: int, epoch: int, index: int) -> str:
+        return f"{self.prefix}usage_keys/{replica_id}/{bucket_start}/{epoch}/{index}"
 
     def audit(self, at_ms: int, suffix: str) -> str:
         return f"{self.prefix}audit/{at_ms:013d}-{suffix}"

@@ -36,7 +36,7 @@ from .desk import LeaseDesk
 from .domain.budgets import DAY_S
 from .domain.errors import Conflict, KeyringError, NotReady
 from .domain.models import KeyState, Outcome
-from .domain.usage import Bucket, UsageSummary, summarise
+from .domain.usage import Bucket, UsageSummary, joined, shard_set, split, summarise
 from .writer import Change, StateWriter
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,11 @@ class Housekeeping:
         self._desk = desk
         self._checker = checker
         self._instance = instance
+        # Each large bucket's shard set this instance last wrote and confirmed, by bucket start: (epoch, count).
+        self._shard_sets: dict[int, tuple[int, int]] = {}
+        # One flush at a time (the loop's, GetUsage's): a flush awaits several commits, and an older head
+        # landing after a newer one would put back fewer counts than were made durable.
+        self._flushing = asyncio.Lock()
         self._clock = clock
 
     async def janitor(self, interval_s: float) -> None:
@@ -154,17 +159,35 @@ class Housekeeping:
         """Write this replica's changed usage buckets (only it writes them) in one commit; clean once confirmed.
 
         Serialised as they are taken, before any await: the epoch they close
-        holds exactly their counts (``keyring/ledger.py``).
+        holds exactly their counts (``keyring/ledger.py``). A large bucket's key
+        shards (``domain/usage.py`` ``split``) go first, a commit each (etcd's
+        request limit); the one commit of every head then makes them count, and
+        the shard sets those heads replace are deleted after it.
         """
+        async with self._flushing:
+            await self._flush_usage()
+
+    async def _flush_usage(self) -> None:
         usage, allocator, now = self._desk.ledger.usage, self._desk.allocator, self._clock()
         taken, epoch = usage.take_dirty()
-        writes = [(self._layout.usage(self._instance, b.start), orjson.dumps(b.to_dict())) for b in taken]
+        writes: list[tuple[str, bytes | None]] = []
+        shards: list[tuple[str, bytes | None]] = []
+        sets: dict[int, tuple[int, int] | None] = {}
+        for bucket in taken:
+            head, parts = split(bucket)
+            writes.append((self._layout.usage(self._instance, bucket.start), orjson.dumps(head)))
+            sets[bucket.start] = (bucket.epoch, len(parts)) if parts else None
+            for index, part in enumerate(parts):
+                shards.append((self._layout.usage_shard(self._instance, bucket.start, bucket.epoch, index),
+                               orjson.dumps(part)))  # fmt: skip
         allocator.budgets.forget_old(now)
         admitted = allocator.published(now)  # what survivors take off if this instance dies (domain/admissions.py)
         if admitted is not None:
             writes.append((self._layout.admitted(self._instance), orjson.dumps(admitted.to_dict())))
         if writes:
             try:
+                for shard in shards:
+                    await self._writer.write_all_unguarded([shard])
                 await self._writer.write_all_unguarded(writes)
             except BaseException:
                 usage.not_written(taken)  # they may have landed: written whole again, counted once
@@ -172,12 +195,41 @@ class Housekeeping:
                     allocator.not_published()
                 raise
             usage.written(epoch)
+            await self._replace_shard_sets(sets)
         usage.forget_written(now)
+
+    async def _replace_shard_sets(self, written: dict[int, tuple[int, int] | None]) -> None:
+        """The shard sets the heads just written no longer name: deleted (best effort: the garbage pass retries)."""
+        stale: list[tuple[str, bytes | None]] = []
+        for start, now_named in written.items():
+            before = self._shard_sets.pop(start, None)
+            if now_named is not None:
+                self._shard_sets[start] = now_named
+            if before is not None and before != now_named:
+                stale.extend((self._layout.usage_shard(self._instance, start, before[0], i), None)
+                             for i in range(before[1]))  # fmt: skip
+        for first in range(0, len(stale), 100):  # well under etcd's operations per transaction
+            with contextlib.suppress(KeyringError):
+                await self._writer.write_all_unguarded(stale[first : first + 100])
+
+    def stored_buckets(self) -> list[Bucket]:
+        """Every replica's buckets in the view, each joined with the key shards its head names."""
+        buckets = []
+        for path, value in self._view.usage.items():
+            head = orjson.loads(value)
+            named = shard_set(head)
+            if named is None:
+                buckets.append(Bucket.from_dict(head))
+                continue
+            _, (replica, start) = self._layout.kind_of(path)
+            paths = (self._layout.usage_shard(replica, int(start), named[0], i) for i in range(named[1]))
+            buckets.append(joined(head, [orjson.loads(self._view.usage_keys[p]) for p in paths
+                                         if p in self._view.usage_keys]))  # fmt: skip
+        return buckets
 
     async def usage_summary(self, window_s: float, pool: str = "") -> UsageSummary:
         await self.flush_usage()
-        buckets = [Bucket.from_dict(orjson.loads(value)) for value in self._view.usage.values()]
-        return summarise(buckets, self._clock() - window_s, pool)
+        return summarise(self.stored_buckets(), self._clock() - window_s, pool)
 
     async def record_audit(self, actor: str, action: str, target: str, detail: str) -> None:
         now = self._clock()
@@ -197,12 +249,29 @@ class Housekeeping:
         horizon = now - USAGE_RETENTION_S
         for path in [p for p in self._view.usage if int(p.rsplit("/", 1)[1]) < horizon]:
             await self._writer.write_unguarded(path, None)
+        for path in self._stale_shards(horizon):
+            await self._writer.write_unguarded(path, None)
         for path in sorted(self._view.audit)[:-AUDIT_LIMIT]:
             await self._writer.write_unguarded(path, None)
         members = self._cache.instances()
         for instance, published in list(self._view.admitted.items()):  # a departed instance's, once its day ended
             if instance not in members and instance != self._instance and published.at + DAY_S < now:
                 await self._writer.write_unguarded(self._layout.admitted(instance), None)
+
+    def _stale_shards(self, horizon: float) -> list[str]:
+        """Key shards past the retention horizon, and this instance's that no head names (a flush that failed
+        after writing them; only epochs already durable: a flush under way writes a later one)."""
+        durable = self._desk.ledger.usage.durable
+        stale = []
+        for path in self._view.usage_keys:
+            _, (replica, start, epoch, _index) = self._layout.kind_of(path)
+            if int(start) < horizon:
+                stale.append(path)
+            elif replica == self._instance and int(epoch) < durable:
+                named = self._shard_sets.get(int(start))
+                if named is None or named[0] != int(epoch):
+                    stale.append(path)
+        return stale
 
     async def _collect_cooldowns(self, now: float) -> None:
         memory = max((pool.policy.strike_memory_s for pool in self._view.pools.values()), default=3600.0)

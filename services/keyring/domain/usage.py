@@ -15,6 +15,15 @@ stamps the buckets it hands out, so a bucket in the store says which epochs
 its replica has written, and ``written`` (the write confirmed) makes them
 ``durable``.
 
+Large buckets: a bucket holds a line per key used in its five minutes, and
+etcd refuses a request over 1.5 MiB (about 15,000 keys' lines): a bucket
+with more than ``KEYS_PER_SHARD`` keys is stored as a head record (pools,
+tokens, errors, its epoch) that names ``shards`` of its per-key lines, each a
+record of its own written before the head and named by the epoch that wrote
+it (``split``; ``joined`` puts them back). A head names only a shard set
+written whole, so a replica killed mid-flush leaves the previous head and
+its shards, and the exactly-once rules (epochs) hold as for one record.
+
 Unknown outcomes: a lease reclaimed unreleased (its edge died or lost it)
 may have reached the upstream, which billed it: it counts as a request of
 unknown outcome (``Call.unknown``). A release that comes after that tells
@@ -32,6 +41,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 BUCKET_S = 300  # five minutes: fine enough for "last hour", small enough to keep a day
+# A bucket with more keys than this is stored in shards of this many keys (~600 KB of JSON each: one per commit
+# under etcd's 1.5 MiB request limit; 100,000 keys are 20 shards).
+KEYS_PER_SHARD = 5_000
 
 
 @dataclass(slots=True)
@@ -99,6 +111,60 @@ class Bucket:
         bucket.errors = {pool: dict(kinds) for pool, kinds in data.get("errors", {}).items()}  # type: ignore[attr-defined]
         bucket.tiers = {pool: dict(tiers) for pool, tiers in data.get("tiers", {}).items()}  # type: ignore[attr-defined]
         return bucket
+
+
+def split(bucket: Bucket, keys_per_shard: int = KEYS_PER_SHARD) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """The bucket as stored: its head record and its key shards (none when its keys fit the head).
+
+    A head with shards names them by the epoch that writes them (``{"epoch": e, "count": n}``); a key's
+    figures, pool and last use travel in its shard, a token's stay in the head.
+    """
+    if len(bucket.keys) <= keys_per_shard:
+        return bucket.to_dict(), []
+    key_ids = sorted(bucket.keys)
+    shards: list[dict[str, object]] = []
+    for first in range(0, len(key_ids), keys_per_shard):
+        chunk = key_ids[first : first + keys_per_shard]
+        shards.append(
+            {
+                "keys": {key_id: bucket.keys[key_id].as_list() for key_id in chunk},
+                "key_pools": {key_id: bucket.key_pools[key_id] for key_id in chunk if key_id in bucket.key_pools},
+                "last_used": {key_id: bucket.last_used[key_id] for key_id in chunk if key_id in bucket.last_used},
+            }
+        )
+    head: dict[str, object] = {
+        "start": bucket.start,
+        "epoch": bucket.epoch,
+        "keys": {},
+        "tokens": {k: v.as_list() for k, v in bucket.tokens.items()},
+        "pools": {k: v.as_list() for k, v in bucket.pools.items()},
+        "key_pools": {},
+        "token_pools": bucket.token_pools,
+        "last_used": {subject: at for subject, at in bucket.last_used.items() if subject not in bucket.keys},
+        "errors": bucket.errors,
+        "tiers": bucket.tiers,
+        "shards": {"epoch": bucket.epoch, "count": len(shards)},
+    }
+    return head, shards
+
+
+def shard_set(head: dict[str, object]) -> tuple[int, int] | None:
+    """(epoch, count) of the shards a head record names; None for a bucket stored whole."""
+    named = head.get("shards")
+    if not isinstance(named, dict):
+        return None
+    return int(named.get("epoch", 0)), int(named.get("count", 0))
+
+
+def joined(head: dict[str, object], shards: list[dict[str, object]]) -> Bucket:
+    """A bucket from its head record and the shards it names (``split``'s inverse)."""
+    bucket = Bucket.from_dict(head)
+    for shard in shards:
+        for key_id, values in shard.get("keys", {}).items():  # type: ignore[attr-defined]
+            bucket.keys[key_id] = Figures.from_list(values)
+        bucket.key_pools.update(shard.get("key_pools", {}))  # type: ignore[call-overload]
+        bucket.last_used.update(shard.get("last_used", {}))  # type: ignore[call-overload]
+    return bucket
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ class KeyringView:
         self.limits: dict[LimitId, QuotaLimit] = {}
         # Raw records nobody leases from: decoded only when asked for.
         self.usage: dict[str, bytes] = {}  # by store path: one replica's bucket
+        self.usage_keys: dict[str, bytes] = {}  # by store path: a large bucket's key shard (domain/usage.py split)
         self.audit: dict[str, bytes] = {}  # by store path: sorts by time
         self.sessions: dict[str, bytes] = {}  # by store path: admin sessions ended early
         # By store path: minted browser tokens (domain/live_tokens.py), with their revision (a redeem's guard).
