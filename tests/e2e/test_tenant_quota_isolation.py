@@ -89,6 +89,7 @@ async def test_requests_the_upstream_refuses_do_not_pace_the_other_tenant_out(ma
 async def test_model_ids_the_upstream_does_not_serve_leave_no_quota_rows_or_series(make_stack: MakeStack) -> None:
     stack, tenant_b = await shared_project(make_stack)
     assert await post(stack, tenant_b, MODEL, body(10)) == 200  # a served model: its row and series
+    await stack.no_lease_held()  # its release (settling the estimate) reached keyring
     before = await quota_state(stack)
     assert before[0] == {("proj-shared", MODEL, "input_tokens_per_minute")}
     assert before[1]
