@@ -23,7 +23,7 @@ from tests.e2e.conftest import MakeStack, Stack, eventually
 from tests.integration.conftest import StartReplica, kek, make_pool, start_replica  # noqa: F401
 from tests.integration.test_keyring_metrics import scrape
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 TPM = 1000
 
 
