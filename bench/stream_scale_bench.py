@@ -20,8 +20,14 @@ RSS before the load, file descriptors at peak and CPU seconds, keyring's and
 the simulator's RSS, the kernel's listen-queue overflows during the run,
 and what keyring counted: usage equal to the upstream's calls and no lease
 left held (``guarantees``). RLIMIT_NOFILE is raised for this process and so
-for every process it starts (a stream holds two descriptors in the edge).
-Only the processes it started are stopped, by PID. Loopback only.
+for every process it starts (a stream holds two descriptors in the edge:
+``edge_stream_ceiling`` is what the limit allows; where the hard limit cannot
+be raised, more streams than that cannot run through one edge). Opened all
+at once, thousands of streams measure the edge's CPU for the burst (its event
+loop falls behind: time to first byte, and 503s once an acquire waits past
+EDGE_KEYRING_TIMEOUT_S); ``--ramp-s`` spreads them so that they are all open
+together without that. Only the processes it started are stopped, by PID.
+Loopback only.
 
     python bench/stream_scale_bench.py [--streams 1000] [--chunks 5] [--chunk-delay-s 2] [--keys 100]
                                        [--timeout-s 60] [--ramp-s 0] [--direct] [--edge-env NAME=VALUE ...]
@@ -326,7 +332,7 @@ async def measure(
             result["direct"] = load.figures(wall)
             print(f"direct: {json.dumps(result['direct'])}", file=sys.stderr, flush=True)
         calls_before = sum((await sim_counts(sim_url, http)).values())
-        idle_kb = status_kb(edge, "VmRSS")
+        idle_kb, idle_fds = status_kb(edge, "VmRSS"), open_fds(edge)
         pids = {"edge": edge, "keyring": keyring, "simulator": simulator}
         cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
         overflows_before = listen_overflows()
@@ -344,12 +350,17 @@ async def measure(
             "peak_rss_mb": mb(status_kb(edge, "VmHWM")),
             "rss_before_load_mb": mb(idle_kb),
             "peak_open_fds": peak.get("fds", 0),
+            # Two descriptors a stream in the edge (its client's connection, its upstream one).
+            "peak_streams_held": (peak.get("fds", 0) - idle_fds) // 2,
         }
         through_edge["keyring"] = {
             "peak_rss_mb": mb(status_kb(keyring, "VmHWM")),
             "rss_mb": mb(status_kb(keyring, "VmRSS")),
         }
         through_edge["simulator_peak_rss_mb"] = mb(status_kb(simulator, "VmHWM"))
+        held = through_edge["edge"]["peak_streams_held"]
+        if held:
+            through_edge["edge"]["rss_per_stream_kb"] = round((status_kb(edge, "VmHWM") - idle_kb) / held, 1)
         result["edge"] = through_edge
         calls = sum((await sim_counts(sim_url, http)).values()) - calls_before
         counted = await settled(ca, address, metrics_port, http, calls)
@@ -381,6 +392,8 @@ async def measure(
         },
         "edge_env": dict(pair.split("=", 1) for pair in options.edge_env),
         "rlimit_nofile": list(limits),
+        # The most streams one edge can hold here: two descriptors each, 64 kept (services/edge/capacity.py).
+        "edge_stream_ceiling": (limits[0] - 64) // 2,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "note": "client, simulator, keyring, etcd and edge share this machine's CPUs and its loopback",
         "results": result,
