@@ -192,12 +192,14 @@ def test_the_edge_release_says_the_calls_class_without_touching_shared_outcomes(
     sent: list[pb.Outcome] = []
 
     class Releases:
+        holding = 0  # HeldLease counts itself in
+
         def send(self, held: object, outcome: pb.Outcome, *rest: object) -> None:
             sent.append(outcome)
 
     for tier in (FLEX, ""):
-        held = HeldLease(Releases(), pb.Lease(lease_id="l", key_id="k"), (), "r", "m")  # type: ignore[arg-type]
-        held.service_tier = tier
+        lease = pb.Lease(lease_id="l", key_id="k")
+        held = HeldLease(Releases(), lease, (), "r", "m", service_tier=tier)  # type: ignore[arg-type]
         held.release(CANCELLED, confirm=False)
     assert [outcome.service_tier for outcome in sent] == [FLEX, ""]
     assert CANCELLED.service_tier == ""

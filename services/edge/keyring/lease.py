@@ -78,6 +78,7 @@ class HeldLease:
         service_tier: str = "",
     ) -> None:
         self._releases = releases
+        releases.holding += 1  # until ``release`` (``Releases.send``, exactly once)
         self.lease = lease
         self.allowed_models = allowed_models
         self.replica = replica  # the address of the replica that granted it

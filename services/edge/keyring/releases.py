@@ -44,12 +44,16 @@ class Releases:
         self._replicas = replicas
         self._timeout_s = timeout_s
         self._in_flight: set[asyncio.Task[bool]] = set()
+        # Leases granted and not released yet (``HeldLease`` counts itself in): while others are held, more
+        # calls are coming, and a routine release waits to share one's message; the last one goes at once.
+        self.holding = 0
 
     def send(
         self, held: HeldLease, outcome: pb.Outcome, confirm: bool, bind: Sequence[Binding], unbind: Sequence[str]
     ) -> asyncio.Task[bool] | None:
         """The release of ``held`` (``HeldLease.release`` says when a task comes back); the span covers the sending."""
         lease = held.lease
+        self.holding -= 1
         request = pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id, model=held.model, outcome=outcome)
         binding = bool(bind or unbind)
         if binding:
@@ -62,7 +66,9 @@ class Releases:
             if not confirm and not binding:
                 replica = self._replicas.get(held.replica)
                 if replica is not None and replica.connected and replica.usable:
-                    replica.send(call, defer=True)  # may share the next call's message (its window)
+                    # Other leases held: their calls will follow, this may share one's message (its window). The
+                    # last one goes now: an idle edge's next acquire would otherwise carry it on its own path.
+                    replica.send(call, defer=self.holding > 0)
                     return None
             task = asyncio.get_running_loop().create_task(self._deliver(call, held, binding))
             self._in_flight.add(task)

@@ -138,6 +138,8 @@ class LeaseStream:
             if self._deferred_flush is None:
                 self._deferred_flush = detached_later(self.release_window_s, self._send_deferred)
             return
+        if self._deferred:
+            self._send_deferred()  # they share this call's message
         self._outgoing.put_nowait(call)
 
     def _send_deferred(self) -> None:
