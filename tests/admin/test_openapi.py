@@ -17,7 +17,7 @@ from .conftest import ADMIN_TOKEN, AdminStack, Api, rpc_pending
 pytestmark = pytest.mark.etcd
 
 # Per operation and generation mode: bounded so the whole run stays well inside the per-test timeout.
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 6
 # Where schema-valid input may still be refused with 400, because the rule cannot be said in JSON Schema.
 POSITIVE_ACCEPTANCE_EXEMPT = {
     ("POST", "/api/tokens"): "expires_at must lie in the future",

@@ -48,6 +48,10 @@ class Started:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+            self.wait_stopped()
+
+    def wait_stopped(self) -> None:
+        if self.process.poll() is None:
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
@@ -145,9 +149,12 @@ def stack(
             env = container_env(name, ports, secret_files, etcd_server)
             started[name] = Started(name, app_services()[name]["command"], env, logs / f"{name}.log")
         yield started
-    finally:
+    finally:  # all told at once, then waited for: each edge's shutdown delay runs beside the others'
         for service in started.values():
-            service.stop()
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        for service in started.values():
+            service.wait_stopped()
 
 
 def _health_check(name: str) -> list[str]:

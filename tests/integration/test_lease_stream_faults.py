@@ -113,12 +113,12 @@ def test_the_default_keepalives_match() -> None:
 
 
 async def test_streams_idle_for_several_ping_windows_stay_up_on_both_replicas(start_replica: StartReplica) -> None:
-    """Fast pings (1 s) against a server set to accept them: idle 5 s, then lease through both replicas.
+    """Fast pings (0.5 s) against a server set to accept them: idle 2.5 s, then lease through both replicas.
 
-    With gRPC's server defaults (a ping without data every 5 min at most, 2 strikes) a 1 s client is sent
-    GOAWAY too_many_pings within a few seconds and every lease stream breaks.
+    With gRPC's server defaults (a ping without data every 5 min at most, 2 strikes) such a client is sent
+    GOAWAY too_many_pings within a few pings and every lease stream breaks.
     """
-    replicas = [await start_replica(name, grpc_min_ping_interval_s=0.5) for name in ("replica-a", "replica-b")]
+    replicas = [await start_replica(name, grpc_min_ping_interval_s=0.25) for name in ("replica-a", "replica-b")]
     token = await make_pool(replicas[0])
     await add_keys(replicas[0], 2)
 
@@ -129,7 +129,7 @@ async def test_streams_idle_for_several_ping_windows_stay_up_on_both_replicas(st
     client = KeyringClient(
         [replica.address for replica in replicas],
         tls=session_pki().edge.files,
-        keepalive_s=1.0,
+        keepalive_s=0.5,
         keepalive_timeout_s=1.0,
     )
 
@@ -145,7 +145,7 @@ async def test_streams_idle_for_several_ping_windows_stay_up_on_both_replicas(st
         assert await lease_on_both() == {"replica-a", "replica-b"}
         streams = list(client.replicas.by_target.values())
         readers = [stream._reader for stream in streams]
-        await asyncio.sleep(5.0)  # five ping windows, nothing sent
+        await asyncio.sleep(2.5)  # five ping windows, nothing sent
         assert all(stream.connected for stream in streams), "a lease stream broke while idle"
         assert await lease_on_both() == {"replica-a", "replica-b"}
         assert [stream._reader for stream in streams] == readers
