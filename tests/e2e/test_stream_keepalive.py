@@ -28,9 +28,9 @@ from services.edge.config import EdgeSettings
 
 from .conftest import MakeStack, Stack
 
-IDLE_S = 1.0
-PAUSE_S = 2.2  # upstream silence between chunks: longer than the proxy allows
-KEEPALIVE_S = 0.3
+IDLE_S = 0.7
+PAUSE_S = 1.5  # upstream silence between chunks: longer than the proxy allows
+KEEPALIVE_S = 0.2
 MODEL = "gemini-3.5-flash"
 NATIVE = f"/v1beta/models/{MODEL}:streamGenerateContent"
 NATIVE_BODY = {"contents": [{"role": "user", "parts": [{"text": "Think long, then answer"}]}]}
