@@ -29,7 +29,10 @@ from .kinds import FILE_TTL_S, GENERATE_REFERENCES, INTERACTION_TTL_S, JOB_TTL_S
 # An upload session lives EDGE_UPLOAD_SESSION_TTL_S (hours: resources.uploads), not Google's week.
 
 
-def _object(body: bytes) -> dict[str, Any]:
+def answer_object(body: object) -> dict[str, Any]:
+    """An upstream answer's JSON object, read leniently: {} for anything else (not bytes, not JSON, not an object)."""
+    if not isinstance(body, bytes | bytearray):
+        return {}
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -61,7 +64,7 @@ def _named(name: object, *kinds: str) -> str | None:
 
 def created_file(body: bytes, response: web.StreamResponse) -> Settlement:
     """An upload's last answer, ``{"file": {...}}``: the file, for its ``expirationTime``."""
-    file = _object(body).get("file")
+    file = answer_object(body).get("file")
     if not isinstance(file, dict):
         return NOTHING
     name = _named(file.get("name"), "files")
@@ -72,7 +75,7 @@ def created_file(body: bytes, response: web.StreamResponse) -> Settlement:
 
 def created_job(body: bytes, response: web.StreamResponse) -> Settlement:
     """``batchGenerateContent`` (``batches/{id}``) or ``predictLongRunning`` (``models/{m}/operations/{id}``)."""
-    name = _named(_object(body).get("name"), "batches", "operations")
+    name = _named(answer_object(body).get("name"), "batches", "operations")
     if name is None:
         return NOTHING
     return Settlement(bind=(Binding(name, JOB_TTL_S),))
@@ -85,14 +88,14 @@ def job_results(body: bytes, response: web.StreamResponse) -> Settlement:
     """
     if not wire.may_name_resources(body, GENERATE_REFERENCES):
         return NOTHING
-    named = wire.named_resources(body, _object(body), GENERATE_REFERENCES)
+    named = wire.named_resources(body, answer_object(body), GENERATE_REFERENCES)
     files = [name for name in named if name.startswith("files/")]
     return Settlement(bind=tuple(Binding(name, FILE_TTL_S) for name in files))
 
 
 def created_interaction(body: bytes, response: web.StreamResponse) -> Settlement:
     """A stored interaction: its ``id`` from a whole answer, or from a stream's first event."""
-    data = _object(body)
+    data = answer_object(body)
     if not data:
         data = _first_event(body)
         interaction = data.get("interaction")
@@ -107,7 +110,7 @@ def _first_event(head: bytes) -> dict[str, Any]:
     """The JSON of a stream's first ``data:`` line."""
     for line in head.splitlines():
         if line.startswith(b"data:"):
-            return _object(line[5:].strip())
+            return answer_object(line[5:].strip())
     return {}
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 from yarl import URL
 
@@ -168,7 +167,7 @@ def created(kind: kinds.Kind, verbs: frozenset[str]) -> Settle:
     collection verb's (``files:register``): every item of its list."""
 
     def settle(body: bytes, response: web.StreamResponse) -> Settlement:
-        data = _object(body)
+        data = bindings.answer_object(body)
         items = data.get(kind.field) if verbs else [data]
         if not isinstance(items, list):
             return NOTHING
@@ -181,11 +180,3 @@ def created(kind: kinds.Kind, verbs: frozenset[str]) -> Settle:
         return Settlement(bind=tuple(Binding(name, ttl_s) for name, ttl_s in found.items()))
 
     return settle
-
-
-def _object(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}

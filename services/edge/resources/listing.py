@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 from yarl import URL
 
@@ -54,6 +53,7 @@ from ..errors import KeyringUnavailable, LeaseRefused, UpstreamFailed, bad_reque
 from ..forwarding import attempts
 from ..observability import MODEL, ROUTE, STREAM
 from ..upstream import Attempt, Call
+from .bindings import answer_object
 from .common import hashed_token
 
 DEFAULT_PAGE_SIZE: Final = 10
@@ -161,7 +161,7 @@ async def _project(
         result = await attempt.run(request)
         if isinstance(result, UpstreamError):
             return result
-        data = _object(result.body if isinstance(result, web.Response) else b"")
+        data = answer_object(result.body if isinstance(result, web.Response) else b"")
         page = data.get(field)
         if isinstance(page, list):
             found.extend(page)
@@ -170,13 +170,3 @@ async def _project(
             break
         page_token = token
     return lease.project or f"key:{lease.key_id}", found
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, bytes | bytearray):
-        return {}
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
