@@ -31,6 +31,7 @@ pytestmark = pytest.mark.etcd
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+APP_JS = Path(__file__).resolve().parents[2] / "services" / "admin" / "static" / "app.js"
 MODEL = "gemini-3.5-flash"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,8 +39,18 @@ CHROMIUM_ARGS = [
 ]
 
 
+def _refresh_ms() -> int:
+    found = re.search(r"^const REFRESH_MS = (\d+);", APP_JS.read_text(), re.MULTILINE)
+    assert found, "app.js no longer defines REFRESH_MS"
+    return int(found.group(1))
+
+
+REFRESH_MS = _refresh_ms()
+
+
 @pytest.fixture
 async def page() -> AsyncIterator[Any]:
+    """A Chromium page whose clock the test may move on (``page.clock``); it runs in real time otherwise."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     playwright_api = pytest.importorskip("playwright.async_api")
@@ -49,9 +60,16 @@ async def page() -> AsyncIterator[Any]:
             context = await browser.new_context(viewport={"width": 1400, "height": 900})
             page = await context.new_page()
             page.set_default_timeout(15_000)
+            await page.clock.install()
             yield page
         finally:
             await browser.close()
+
+
+async def refresh_due(page: Any) -> None:
+    """The console's periodic refresh (app.js ``REFRESH_MS``) made due now: the page's clock jumps one interval
+    instead of the test waiting it out; only that timer fires the refresh, so a page that stopped refreshing fails."""
+    await page.clock.fast_forward(REFRESH_MS)
 
 
 @dataclass
@@ -148,6 +166,7 @@ async def test_console_operator_session(page: Any, admin: AdminStack, traffic: T
     traffic.simulator.clear()
     for _ in range(2):
         assert await traffic.generate(token) == 200
+    await refresh_due(page)
     await expect(pool_row.get_by_test_id("pool-requests")).to_have_text("5", timeout=15_000)
     await expect(pool_row.get_by_test_id("pool-errors")).to_have_text("3")
     await ids("nav-tokens").click()
@@ -163,7 +182,8 @@ async def test_console_operator_session(page: Any, admin: AdminStack, traffic: T
     left = cooling.get_by_test_id("cooldown-left")
     await expect(left).to_have_text(_countdown_pattern())
     shown = await left.text_content()
-    await expect(left).not_to_have_text(shown or "", timeout=5_000)  # it ticks
+    await page.clock.fast_forward(1_000)  # a second on the page's clock: the countdown's timer ticks it
+    await expect(left).not_to_have_text(shown or "", timeout=5_000)
     ARTIFACTS.mkdir(exist_ok=True)
     await page.get_by_test_id("keys-table").screenshot(path=str(ARTIFACTS / "admin-keys-table.png"))
 
@@ -281,6 +301,7 @@ async def test_console_quotas_list_each_known_limit_with_use_remaining_and_reset
     )
     rpm = page.locator("[data-testid=quota-row][data-metric=requests_per_minute]")
     rpd = page.locator("[data-testid=quota-row][data-metric=requests_per_day]")
+    await refresh_due(page)
     await expect(rpm.get_by_test_id("quota-limit")).to_have_text("10", timeout=15_000)
     await expect(empty).to_be_hidden()
     await expect(ids("quota-row")).to_have_count(2)

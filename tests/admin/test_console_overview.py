@@ -18,6 +18,7 @@ from services.devstack.fake_keys import fake_gemini_key
 
 from .conftest import ADMIN_TOKEN, AdminStack, Api
 from .test_console import page as page  # the headless Chromium fixture
+from .test_console import refresh_due
 
 pytestmark = pytest.mark.etcd
 
@@ -140,6 +141,7 @@ async def test_overview_charts_show_the_pools_figures_live(page: Any, admin: Adm
     # Keys cooling: a 429 (rate limit, 60 s) and a 429 naming the daily quota; the page refreshes by itself.
     await _call(admin, app, RATE_LIMITED)
     await _call(admin, app, DAY_SPENT)
+    await refresh_due(page)
     await expect(ids("traffic-totals")).to_have_attribute("data-errors", "2", timeout=10_000)
     await expect(page.locator("[data-testid=cause-bar]")).to_have_count(2)
     shown, api = await _shown(page), await _api(page, "busy")
