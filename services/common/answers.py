@@ -77,6 +77,7 @@ class Transport(enum.IntEnum):
     TIMEOUT = 1  # connect or read timeout
     CONNECTION = 2  # refused, reset, dropped mid-answer
     CANCELLED = 3  # the client went away: says nothing of the key
+    UNUSED = 4  # a credit (a lease asked ahead of need) the edge never used: no call at all, its grant refunded
 
 
 class AnswerKind(enum.StrEnum):
@@ -237,7 +238,7 @@ def classify(
     (0: unknown): a 429 with a tokens-per-minute violation whose limit is
     below it is the request's fault (its input alone exceeds the limit).
     """
-    if transport is Transport.CANCELLED:
+    if transport is Transport.CANCELLED or transport is Transport.UNUSED:
         return AnswerKind.CANCELLED
     if transport is not Transport.OK:
         return AnswerKind.TRANSPORT_FAILURE

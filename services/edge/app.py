@@ -78,6 +78,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         max_reconnect_backoff_s=settings.keyring_max_reconnect_backoff_s,
         handover_after_s=settings.keyring_handover_after_s,
         release_window_s=settings.keyring_release_window_s,
+        credits=settings.keyring_credits,
+        credit_idle_s=settings.keyring_credit_idle_s,
     )
     # As many upstream connections as the setting says and the descriptors allow (two a stream: capacity.py).
     limit = capacity.upstream_connections(settings.upstream_connection_limit, capacity.nofile())

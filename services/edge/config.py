@@ -66,6 +66,11 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # replica and share its message: one gRPC message each way per request instead of two. The key's slot
     # returns that much later at most (concurrency caps are held up to this long after an answer). 0: at once.
     keyring_release_window_s: float = Field(default=0.002, ge=0, le=0.05)
+    # Credits: leases kept ahead of need per (client token, model, service class), so a plain call takes one
+    # instead of asking keyring (keyring/credits.py). Each holds its key's slot and counts against the token and
+    # the project until used, or given back unused (refunded) after keyring_credit_idle_s. 0: none.
+    keyring_credits: int = Field(default=0, ge=0, le=64)
+    keyring_credit_idle_s: float = Field(default=0.25, gt=0, le=5.0)
     # Google, or a relay in front of it (Cloudflare AI Gateway...): may carry a path prefix.
     upstream_base_url: str = "https://generativelanguage.googleapis.com"
     # One proxy for every upstream call, unless egress_proxies is set.

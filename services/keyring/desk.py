@@ -169,6 +169,8 @@ class LeaseDesk:
         try:
             grant = self.allocator.grant(request, self._clock())
         except KeyringError as error:
+            if request.credit:  # a credit refused is no caller refused: the edge simply holds none
+                raise
             if final or not isinstance(error, AffinityMiss):
                 self.observer.lease_denied(getattr(error, "pool", ""), type(error).__name__)
             if final and isinstance(error, AffinityMiss):  # a name nobody bound: it counts, like a call
@@ -264,13 +266,17 @@ class LeaseDesk:
         elif not self.book.vouches(lease_id, key_id, model, self._clock()):
             self.observer.release_refused()
             return Released(False, "", model, 0)
+        unused = outcome.transport is Transport.UNUSED
+        if unused and lease is not None and lease.credit:  # no call was made: the grant's counts taken back
+            self.allocator.refund(lease, self._clock())
+            return Released(True, key_id, model, 0, token_id)
         key = self._view.keys.get(key_id)
         epoch = 0
         if lease is not None:  # a cancel too: the project's input tokens, reserved at lease, settled (limits.py)
             self.allocator.quotas.settle(lease_id, key.project if key else "", model, outcome, self._clock())
         elif handover and self.ledger.granter_alive(lease_id):
             return Released(False, key_id, model, 0, granter_alive=True)
-        if key is not None and outcome.transport is not Transport.CANCELLED:
+        if key is not None and outcome.transport is not Transport.CANCELLED and not unused:
             failed = not outcome.succeeded
             kind = outcome.kind.value if failed else ""  # errors by class (the console's chart)
             call = Call(
@@ -308,7 +314,8 @@ class LeaseDesk:
         ``token_id`` name whose they are). ``caller``: as for ``learn``.
         """
         released = self.release_slot(lease_id, key_id, model, outcome, counted_epoch, kept_for_granter, handover)
-        self.learn(lease_id, released.key_id, released.model, outcome, caller=caller)
+        if outcome.transport is not Transport.UNUSED:  # an unused credit made no call: nothing to learn
+            self.learn(lease_id, released.key_id, released.model, outcome, caller=caller)
         return released
 
     def learn(

@@ -102,6 +102,10 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             raise InvalidArgument("model name or exclusion list too long")
         if request.service_tier not in SERVICE_TIERS:
             raise InvalidArgument("service_tier must be standard, flex or priority")
+        if request.credit and (
+            request.affinity or request.exclude_projects or request.binds or request.session or request.session_grant
+        ):
+            raise InvalidArgument("a credit is only for a plain call: no affinity, projects, binding or session")
         if request.session_grant:
             if not request.session or len(request.session_grant) > MAX_GRANT:
                 raise InvalidArgument("a session grant leases only a session (AcquireRequest.session)")
@@ -120,6 +124,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             request.session,
             holder,
             request.service_tier,
+            request.credit,
         )
 
     def _acquire(self, request: LeaseRequest, traceparent: str = "", final: bool = True) -> pb.AcquireResponse:

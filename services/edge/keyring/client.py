@@ -22,6 +22,7 @@ remembered for a short TTL (a bounded dict), refusals never.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -35,10 +36,12 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.telemetry import current_traceparent
 from services.common.tls import TLSFiles, channel_credentials
 
-from ..errors import InvalidLeaseRequest
+from ..errors import EdgeError, InvalidLeaseRequest
 from .asking import Asker, Late
+from .background import detached_later, detached_task
+from .credits import Credit, Credits, Shelf, shelf_of
 from .health import ReplicaHealth
-from .lease import CANCELLED, HeldLease, LeaseRequest
+from .lease import CANCELLED, UNUSED, HeldLease, LeaseRequest
 from .releases import Releases
 from .replicas import ReplicaSet, Resolver, resolve_all
 from .spans import traced, tracer
@@ -72,6 +75,8 @@ class KeyringClient:
         max_reconnect_backoff_s: float = 30.0,
         handover_after_s: float = 1.0,
         release_window_s: float = 0.0,
+        credits: int = 0,
+        credit_idle_s: float = 0.25,
     ) -> None:
         """``tls``: the edge's certificate, key and CA; None only under the explicit plaintext switch.
 
@@ -92,6 +97,8 @@ class KeyringClient:
         handed over to a live one, once its instance has left keyring's membership (``handover.py``).
         ``release_window_s``: how long the release of a finished request may wait to share the next call's
         message to its replica (0: sent at once; ``transport.LeaseStream.send``).
+        ``credits``, ``credit_idle_s``: leases kept ahead of need per (token, model, service class), each given
+        back unused after that long (0: none; ``credits.py``).
         """
         if token_check_entries < 1:
             raise ValueError("token_check_entries must be at least 1")
@@ -118,9 +125,17 @@ class KeyringClient:
         self._clock = clock
         self._warned_no_check = False
         self._asker = Asker(self.replicas, timeout_s)
+        self.credits = Credits(credits, credit_idle_s, clock) if credits > 0 else None
+        self._sweep: asyncio.TimerHandle | None = None
+        if self.credits is not None:
+            self.releases.on_news = self._key_news
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""
+        if self.credits is not None:
+            if self._sweep is not None:
+                self._sweep.cancel()
+            self._give_back(self.credits.all())
         await self.releases.drain(flush_timeout_s)
         await self.replicas.close()
 
@@ -138,18 +153,39 @@ class KeyringClient:
         resource to bind (``NoKeyFree`` when the pool's or the token's
         bindings are at their cap).
         """
+        credits = self.credits
+        shelf = shelf_of(wanted) if credits is not None else None
+        if shelf is not None:
+            assert credits is not None
+            credit = credits.take(shelf, wanted.input_tokens, exclude)
+            if credit is not None:  # no round trip: keyring granted it ahead of this call
+                self._refill(shelf, wanted)
+                return self._held(credit)
         if not traced():  # nothing is traced: no span work on the lease path
-            return await self._acquire(wanted, exclude)
-        with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
             held = await self._acquire(wanted, exclude)
-            span.set_attributes({"keyring.key_id": held.lease.key_id, "keyring.pool": held.lease.pool})
-            return held
+        else:
+            with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
+                held = await self._acquire(wanted, exclude)
+                span.set_attributes({"keyring.key_id": held.lease.key_id, "keyring.pool": held.lease.pool})
+        if shelf is not None:  # after the call's own lease: credits never take what the call itself needs
+            self._refill(shelf, wanted)
+        return held
 
     async def _acquire(self, wanted: LeaseRequest, exclude: Sequence[str]) -> HeldLease:
+        granted, replica = await self._grant(wanted, exclude)
+        return HeldLease(
+            self.releases, granted.lease, tuple(granted.allowed_models), replica, wanted.model, wanted.service_tier
+        )
+
+    async def _grant(
+        self, wanted: LeaseRequest, exclude: Sequence[str], credit: bool = False
+    ) -> tuple[pb.AcquireResponse, str]:
+        """Keyring's grant for ``wanted`` and the replica that granted it (``credit``: asked ahead of need)."""
         request = pb.AcquireRequest(
             token_hash=wanted.token_hash, model=wanted.model, exclude_key_ids=exclude,
             estimated_input_tokens=wanted.input_tokens, binds=wanted.binds,
             session=wanted.session, session_grant=wanted.session_grant, service_tier=wanted.service_tier,
+            credit=credit,
         )  # fmt: skip
         if wanted.affinity:
             request.affinity.extend(wanted.affinity)
@@ -158,18 +194,63 @@ class KeyringClient:
         traceparent = current_traceparent()
 
         def late(replica: LeaseStream, reply: pb.LeaseResult) -> None:
-            """A grant that lost the race (hedged): released at once, as cancelled, to its granter."""
+            """A grant that lost the race (hedged): released at once to its granter (cancelled; a credit unused)."""
             if reply.HasField("acquire"):
                 lease = reply.acquire.lease
                 late_lease = HeldLease(self.releases, lease, (), replica.address, wanted.model, wanted.service_tier)
-                late_lease.release(CANCELLED, confirm=False)
+                late_lease.release(UNUSED if credit else CANCELLED, confirm=False)
 
         reply, replica = await self._ask(
             lambda: pb.LeaseCall(acquire=request, traceparent=traceparent), wanted.affinity, late
         )
-        granted = reply.acquire
-        allowed = tuple(granted.allowed_models)
-        return HeldLease(self.releases, granted.lease, allowed, replica, wanted.model, wanted.service_tier)
+        return reply.acquire, replica
+
+    # -- credits (``credits.py``) -------------------------------------------
+
+    def _held(self, credit: Credit) -> HeldLease:
+        return HeldLease(
+            self.releases, credit.lease, credit.allowed_models, credit.replica, credit.model, credit.service_tier
+        )
+
+    def _refill(self, shelf: Shelf, wanted: LeaseRequest) -> None:
+        """Ask for the credits ``shelf`` lacks, each a call of its own on the lease stream (one message)."""
+        assert self.credits is not None
+        for _ in range(self.credits.wanted(shelf)):
+            detached_task(self._ask_credit(shelf, wanted))
+        if self._sweep is None:
+            self._sweep = detached_later(self.credits.idle_s, self._sweep_expired)
+
+    async def _ask_credit(self, shelf: Shelf, wanted: LeaseRequest) -> None:
+        assert self.credits is not None
+        credit = None
+        try:
+            granted, replica = await self._grant(wanted, (), credit=True)
+        except EdgeError as refused:  # the token's rate, no key free, keyring away...: no credit, no harm
+            log.debug("no credit for a shelf: %s", type(refused).__name__)
+        else:
+            expires_at = self._clock() + self.credits.idle_s
+            credit = Credit(
+                granted.lease, tuple(granted.allowed_models), replica, wanted.model, wanted.service_tier,
+                wanted.input_tokens, expires_at,
+            )  # fmt: skip
+        self.credits.answered(shelf, credit)
+
+    def _sweep_expired(self) -> None:
+        """Credits past their time go back unused; again after half that while any is left."""
+        assert self.credits is not None
+        self._sweep = None
+        self._give_back(self.credits.expired())
+        if len(self.credits):
+            self._sweep = detached_later(self.credits.idle_s / 2, self._sweep_expired)
+
+    def _key_news(self, key_id: str) -> None:
+        """A release of ``key_id`` told news (a 429, a refused key...): its credits go back at once."""
+        assert self.credits is not None
+        self._give_back(self.credits.of_key(key_id))
+
+    def _give_back(self, credits: Sequence[Credit]) -> None:
+        for credit in credits:
+            self._held(credit).release(UNUSED, confirm=False)
 
     async def _ask(
         self, make_call: Callable[[], pb.LeaseCall], names: Sequence[str] = (), late: Late | None = None,

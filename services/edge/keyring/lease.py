@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # The outcome of a lease whose call never got an answer (the client left, the call was cut short).
 CANCELLED: Final = pb.Outcome(transport=pb.Outcome.TRANSPORT_CANCELLED)
+# The outcome of a credit (``credits.py``) no call used: keyring refunds its grant.
+UNUSED: Final = pb.Outcome(transport=pb.Outcome.TRANSPORT_UNUSED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -36,6 +36,9 @@ from .transport import LeaseStream
 
 log = logging.getLogger(__name__)
 
+# Outcomes that say nothing of the key: the client left, or a credit no call used.
+_NO_NEWS = (pb.Outcome.TRANSPORT_CANCELLED, pb.Outcome.TRANSPORT_UNUSED)
+
 
 class Releases:
     """Sends the releases of the leases one client granted; ``drain`` waits for those still in flight."""
@@ -47,6 +50,8 @@ class Releases:
         # Leases granted and not released yet (``HeldLease`` counts itself in): while others are held, more
         # calls are coming, and a routine release waits to share one's message; the last one goes at once.
         self.holding = 0
+        # Told the key of each release whose outcome is news (the key may be cooling): its credits go back.
+        self.on_news: Callable[[str], None] | None = None
 
     def send(
         self, held: HeldLease, outcome: pb.Outcome, confirm: bool, bind: Sequence[Binding], unbind: Sequence[str]
@@ -61,8 +66,10 @@ class Releases:
             request.unbind.extend(unbind)
         with client_span("keyring.release", lease.key_id):
             call = pb.LeaseCall(release=request, traceparent=current_traceparent())
-            if outcome.http_status // 100 != 2 and outcome.transport != pb.Outcome.TRANSPORT_CANCELLED:
+            if outcome.http_status // 100 != 2 and outcome.transport not in _NO_NEWS:
                 self._report(request, held.replica)  # news: every replica learns it now
+                if self.on_news is not None:
+                    self.on_news(lease.key_id)
             if not confirm and not binding:
                 replica = self._replicas.get(held.replica)
                 if replica is not None and replica.connected and replica.usable:

@@ -231,7 +231,9 @@ class Allocator:
                 key.key_id, pool.name, model, self.session_ttl_s, now, token.token_id, session=True, project=key.project
             )
         else:
-            lease = self._book.grant(key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id)
+            lease = self._book.grant(
+                key.key_id, pool.name, model, pool.policy.lease_ttl_s, now, token.token_id, credit=request.credit
+            )
         served = self.served.served_of(model)
         self.quotas.reserve(lease.lease_id, key.project, served, now, request.input_tokens, request.service_tier)
         return Grant(lease, key, pool)
@@ -345,6 +347,20 @@ class Allocator:
 
     def release(self, lease_id: str) -> LeaseRecord | None:
         return self._book.release(lease_id)
+
+    def refund(self, lease: LeaseRecord, now: float) -> None:
+        """A credit released unused (``LeaseRequest.credit``): every count its grant made is taken back.
+
+        The token's and the key's per-minute windows, the token's request budgets, the project's request and
+        reserved input tokens: no call was made, so none of them may stay spent (a refund in a window that
+        has moved on takes nothing back: the old window no longer limits anyone).
+        """
+        self._token_minutes.remove(lease.token_id, lease.granted_at)
+        self._key_minutes.remove(lease.key_id, lease.granted_at)
+        token = self._view.tokens.get(lease.token_id)
+        if token is not None and token.budgets:
+            self.budgets.remove_request(lease.token_id, token.budgets, lease.model, lease.granted_at)
+        self.quotas.refund(lease.lease_id, now)
 
     def spend_tokens(self, token_id: str, model: str, tokens: int, now: float) -> None:
         """Count a released call's input + output tokens against its client token's budgets (if it has any)."""

@@ -24,3 +24,5 @@ class LeaseRequest:
     # A redeemed browser token's client token (its grant checked by the servicer): leased instead of token_hash.
     grant_token_id: str = ""
     service_tier: str = ""  # "", "standard", "flex" or "priority" (issue 21): priority only on Tier 2/3 keys
+    # Asked ahead of need (the edge's credits, issue 23): granted as any lease, refunded if released unused.
+    credit: bool = False

@@ -8,6 +8,7 @@ numbers divided among the live replicas (``share``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
 import itertools
@@ -32,6 +33,8 @@ class LeaseRecord:
     # session caps of its key, project and token (``session_subjects``) instead of the key's in-flight count.
     session: bool = False
     project: str = ""
+    # A credit (``LeaseRequest.credit``): released unused (``Transport.UNUSED``), its grant is refunded.
+    credit: bool = False
 
 
 def session_subjects(key_id: str, project: str, token_id: str) -> tuple[str, str, str]:
@@ -92,6 +95,13 @@ class SlidingWindow:
         while events and events[0] <= horizon:
             events.popleft()
         events.append(now)
+
+    def remove(self, subject: str, at: float) -> None:
+        """Take back the event counted at ``at`` (a credit's refund), if it is still in the window."""
+        events = self._events.get(subject)
+        if events:
+            with contextlib.suppress(ValueError):
+                events.remove(at)
 
     def frees_at(self, subject: str, limit: int, now: float) -> float:
         """When the window will next allow an event (``now`` if it already does)."""
@@ -182,12 +192,13 @@ class LeaseBook:
         *,
         session: bool = False,
         project: str = "",
+        credit: bool = False,
     ) -> LeaseRecord:
         lease_id = f"{self._prefix}.{next(self._sequence)}"
         if self.signer is not None:
             vouched_s = max(ttl_s, SESSION_VOUCH_S) if session else ttl_s
             lease_id = self.signer.sign(lease_id, key_id, model, now + vouched_s)
-        lease = LeaseRecord(lease_id, key_id, pool, model, now, now + ttl_s, token_id, session, project)
+        lease = LeaseRecord(lease_id, key_id, pool, model, now, now + ttl_s, token_id, session, project, credit)
         self._hold(lease)
         return lease
 

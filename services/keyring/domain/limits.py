@@ -226,7 +226,7 @@ def settled_input(outcome: Outcome, estimate: int) -> int:
     """
     if outcome.succeeded:
         return outcome.input_tokens or estimate
-    if outcome.transport in (Transport.OK, Transport.CANCELLED):
+    if outcome.transport in (Transport.OK, Transport.CANCELLED, Transport.UNUSED):
         return outcome.input_tokens
     return estimate
 
@@ -310,6 +310,21 @@ class QuotaCounter:
                 if entry is not None and entry[0] == start and window(metric, reserved.leased_at)[0] == start:
                     entry[1] = max(entry[1] + real - estimate, 0.0)
         self._ended(reserved, use)
+
+    def refund(self, lease_id: str, now: float) -> None:
+        """A credit released unused: its request and its reserved input tokens taken back from the windows it
+        was leased in, if still current (no call was made)."""
+        for key in (lease_id, lease_id + _PRIORITY_LEASE):
+            reserved = self._reserved.pop(key, None)
+            if reserved is None or (use := self._uses.get((reserved.project, reserved.model))) is None:
+                continue
+            for metrics, amount in ((_REQUEST_METRICS, 1), (_TOKEN_METRICS, reserved.input_tokens)):
+                for metric in metrics if amount else ():
+                    start = window(metric, now)[0]
+                    entry = use.windows.get(metric)
+                    if entry is not None and entry[0] == start and window(metric, reserved.leased_at)[0] == start:
+                        entry[1] = max(entry[1] - amount, 0.0)
+            self._ended(reserved, use)
 
     def expired(self, lease_id: str) -> None:
         """A lease reclaimed unreleased: its estimate stands (the upstream may have counted it), its

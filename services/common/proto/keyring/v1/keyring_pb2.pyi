@@ -98,7 +98,7 @@ class RedeemSessionTokenResponse(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., grant: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens", "binds", "session", "session_grant", "service_tier")
+    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens", "binds", "session", "session_grant", "service_tier", "credit")
     TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class AcquireRequest(_message.Message):
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_GRANT_FIELD_NUMBER: _ClassVar[int]
     SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
     token_hash: str
     model: str
     exclude_key_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -119,7 +120,8 @@ class AcquireRequest(_message.Message):
     session: bool
     session_grant: str
     service_tier: str
-    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ..., session: _Optional[bool] = ..., session_grant: _Optional[str] = ..., service_tier: _Optional[str] = ...) -> None: ...
+    credit: bool
+    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ..., session: _Optional[bool] = ..., session_grant: _Optional[str] = ..., service_tier: _Optional[str] = ..., credit: _Optional[bool] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot", "renew_every_ms")
@@ -157,10 +159,12 @@ class Outcome(_message.Message):
         TRANSPORT_TIMEOUT: _ClassVar[Outcome.Transport]
         TRANSPORT_CONNECTION: _ClassVar[Outcome.Transport]
         TRANSPORT_CANCELLED: _ClassVar[Outcome.Transport]
+        TRANSPORT_UNUSED: _ClassVar[Outcome.Transport]
     TRANSPORT_OK: Outcome.Transport
     TRANSPORT_TIMEOUT: Outcome.Transport
     TRANSPORT_CONNECTION: Outcome.Transport
     TRANSPORT_CANCELLED: Outcome.Transport
+    TRANSPORT_UNUSED: Outcome.Transport
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_STATUS_FIELD_NUMBER: _ClassVar[int]

@@ -1,0 +1,136 @@
+"""Credits: leases asked ahead of need, so a plain call finds its lease here instead of asking keyring.
+
+A credit is an ordinary lease (``AcquireRequest.credit``): keyring granted it
+after every check a call's acquire passes (the token's rate and budgets, the
+key's cooldowns and caps, the project's pacing) and counted it as a call.
+The edge keeps a few per (token, model, service class) on a shelf; a plain
+call (no resources named, nothing to bind, no session) of that token and
+model takes one, and the shelf is refilled behind it, several credits in one
+message, so most calls cost keyring no round trip of their own and their
+acquires no message at all.
+
+What it relaxes, each to a bound (docs/configuration.md, ``EDGE_KEYRING_CREDITS``):
+- A credit unused for ``idle_s`` goes back as ``TRANSPORT_UNUSED``: keyring
+  refunds every count its grant made. Until then it holds its key's slot and
+  a place in the token's and the project's counts (at most ``per_shelf``
+  per shelf, each at most ``idle_s``).
+- A key cooled after its credits were granted: the edge that sees the failure
+  drops its own credits of that key at once; another edge's credits of it
+  may each be used once within ``idle_s`` (an answer that fails over).
+- A call's input estimate must fit what the credit reserved for it (the
+  tokens-per-minute pacing never reserves less than a call needs).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+
+from .lease import LeaseRequest
+
+# What a credit was asked for: the client token's hash, the model, the service class.
+Shelf = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """A granted lease not yet used, and what it was granted for."""
+
+    lease: pb.Lease
+    allowed_models: tuple[str, ...]
+    replica: str
+    model: str
+    service_tier: str
+    input_tokens: int  # reserved by keyring for the call that takes it (``LeaseRequest.input_tokens``)
+    expires_at: float  # on the client's clock: unused by then, it goes back
+
+
+def shelf_of(wanted: LeaseRequest) -> Shelf | None:
+    """The shelf a call may take a credit from; None for a call that must be leased for itself."""
+    if wanted.affinity or wanted.exclude_projects or wanted.binds or wanted.session or wanted.session_grant:
+        return None
+    return wanted.token_hash, wanted.model, wanted.service_tier
+
+
+class Credits:
+    """The shelves of one edge: at most ``per_shelf`` credits each, each kept at most ``idle_s``."""
+
+    def __init__(self, per_shelf: int, idle_s: float, clock: Callable[[], float]) -> None:
+        self.per_shelf = per_shelf
+        self.idle_s = idle_s
+        self._clock = clock
+        self._shelves: dict[Shelf, deque[Credit]] = {}
+        self._asked: dict[Shelf, int] = {}  # credits asked for and not answered yet
+
+    def __len__(self) -> int:
+        return sum(len(shelf) for shelf in self._shelves.values())
+
+    def take(self, shelf: Shelf, input_tokens: int, exclude: Collection[str]) -> Credit | None:
+        """The oldest live credit of ``shelf`` for a call of ``input_tokens`` not on an ``exclude``d key."""
+        credits = self._shelves.get(shelf)
+        if not credits:
+            return None
+        now = self._clock()
+        for credit in credits:
+            if credit.expires_at > now and credit.lease.key_id not in exclude and input_tokens <= credit.input_tokens:
+                credits.remove(credit)
+                return credit
+        return None
+
+    def wanted(self, shelf: Shelf) -> int:
+        """How many credits to ask for now to fill ``shelf`` (counted as asked until ``answered``)."""
+        asked = self._asked.get(shelf, 0)
+        held = len(self._shelves.get(shelf, ()))
+        # Refilled when half or more is gone: one message asks for several.
+        missing = self.per_shelf - held - asked
+        if missing < max(1, self.per_shelf // 2):
+            return 0
+        self._asked[shelf] = asked + missing
+        return missing
+
+    def answered(self, shelf: Shelf, credit: Credit | None) -> None:
+        """One asked credit answered: granted (shelved) or refused (None)."""
+        left = self._asked.get(shelf, 0) - 1
+        if left > 0:
+            self._asked[shelf] = left
+        else:
+            self._asked.pop(shelf, None)
+        if credit is not None:
+            self._shelves.setdefault(shelf, deque()).append(credit)
+
+    def held(self) -> list[Credit]:
+        """Every credit on a shelf, left there."""
+        return [credit for credits in self._shelves.values() for credit in credits]
+
+    def expired(self) -> list[Credit]:
+        """The credits past their time, taken off their shelves (to go back unused)."""
+        now = self._clock()
+        return list(self._remove(lambda credit: credit.expires_at <= now))
+
+    def of_key(self, key_id: str) -> list[Credit]:
+        """The credits of ``key_id``, taken off their shelves (its answer was news: it may be cooling)."""
+        return list(self._remove(lambda credit: credit.lease.key_id == key_id))
+
+    def of_replica(self, address: str) -> list[Credit]:
+        """The credits a replica granted, taken off (its stream broke: they are owed back to it)."""
+        return list(self._remove(lambda credit: credit.replica == address))
+
+    def all(self) -> list[Credit]:
+        """Every credit, taken off (the edge is closing)."""
+        return list(self._remove(lambda credit: True))
+
+    def _remove(self, matches: Callable[[Credit], bool]) -> Iterator[Credit]:
+        for shelf, credits in list(self._shelves.items()):
+            kept: deque[Credit] = deque()
+            for credit in credits:
+                if matches(credit):
+                    yield credit
+                else:
+                    kept.append(credit)
+            if kept:
+                self._shelves[shelf] = kept
+            else:
+                del self._shelves[shelf]

@@ -1,0 +1,125 @@
+"""Credits (``EDGE_KEYRING_CREDITS``, issue 23): leases asked ahead of need, through a real replica over mutual TLS.
+
+A plain call takes a credit the shelf holds (no acquire of its own); the shelf is refilled behind it, several
+credits in one message; a credit unused for its idle time goes back and keyring refunds its grant (the
+token's minute is whole again); a release whose outcome is news gives back the credits of that key at once;
+a call naming resources never takes one; a refused credit costs the call nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from services.common.naming import token_hash
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.edge.errors import NoKeyFree
+from services.edge.keyring import KeyringClient, LeaseRequest
+from services.edge.keyring.transport import LeaseStream
+from tests.pki import session_pki
+
+from .conftest import Replica, StartReplica, make_pool
+from .test_keyring_service import MODEL, add_keys
+from .test_lease_stream_faults import held, until
+
+OK = pb.Outcome(http_status=200)
+QUOTA = pb.Outcome(http_status=429, error_status="RESOURCE_EXHAUSTED", retry_delay_ms=30_000)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Each message the edge's lease streams send, as its calls' kinds ("acquire", "credit", "release"...)."""
+    messages: list[list[str]] = []
+    batches = LeaseStream._batches.__func__  # type: ignore[attr-defined]
+
+    def kind(call: pb.LeaseCall) -> str:
+        which = str(call.WhichOneof("call"))
+        return "credit" if which == "acquire" and call.acquire.credit else which
+
+    async def recording(cls: type[LeaseStream], queue: object) -> AsyncIterator[pb.LeaseStreamRequest]:
+        async for batch in batches(cls, queue):
+            messages.append([kind(call) for call in batch.calls])
+            yield batch
+
+    monkeypatch.setattr(LeaseStream, "_batches", classmethod(recording))
+    return messages
+
+
+def calls(sent: list[list[str]], kind: str) -> int:
+    return sum(message.count(kind) for message in sent)
+
+
+def shelved(client: KeyringClient) -> int:
+    assert client.credits is not None
+    return len(client.credits)
+
+
+async def rated_token(replica: Replica, requests_per_minute: int) -> str:
+    created = await replica.admin.CreateToken(
+        pb.CreateTokenRequest(pool="main", name="rated", requests_per_minute=requests_per_minute)
+    )
+    return token_hash(created.token)
+
+
+async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
+    start_replica: StartReplica, sent: list[list[str]]
+) -> None:
+    replica = await start_replica("replica-a")
+    await make_pool(replica)
+    await add_keys(replica, 3)
+    token = await rated_token(replica, 5)
+    client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=0.5)
+    try:
+        wanted = LeaseRequest(token_hash=token, model=MODEL)
+        first = await client.acquire(wanted)  # the shelf was empty: leased for itself, the shelf filled behind it
+        await until(lambda: shelved(client) == 4, within_s=2, message="the shelf not filled")
+        assert calls(sent, "acquire") == 1 and calls(sent, "credit") == 4
+        assert max(message.count("credit") for message in sent) >= 2  # asked together
+        assert held(replica) == 5  # the token's five requests of the minute: one call, four credits
+
+        taken = [await client.acquire(wanted) for _ in range(2)]  # from the shelf: no acquire of their own
+        assert calls(sent, "acquire") == 1
+        for lease in (first, *taken):
+            lease.release(OK, confirm=False)
+        # The refill behind them was refused (the minute is spent); the two left go back unused after 0.5 s.
+        await until(lambda: held(replica) == 0, within_s=3, message="unused credits not given back")
+        assert shelved(client) == 0
+
+        # Refunded: the token's minute holds the three calls made, so two more calls get a lease (not a 429),
+        # and the sixth request of the minute is refused as the token's rate says.
+        more = [await client.acquire(wanted) for _ in range(2)]
+        with pytest.raises(NoKeyFree, match="rate limit"):
+            await client.acquire(wanted)
+        for lease in more:
+            lease.release(OK, confirm=False)
+    finally:
+        await client.close()
+    await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")
+
+
+async def test_news_of_a_key_gives_its_credits_back_and_resource_calls_take_none(
+    start_replica: StartReplica, sent: list[list[str]]
+) -> None:
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=30)
+    try:
+        wanted = LeaseRequest(token_hash=token, model=MODEL)
+        first = await client.acquire(wanted)
+        await until(lambda: shelved(client) == 4, within_s=2, message="the shelf not filled")
+        assert client.credits is not None
+        cooled = first.lease.key_id
+        first.release(QUOTA, confirm=False)  # news: that key may be cooling
+        assert all(credit.lease.key_id != cooled for credit in client.credits.held())
+        await until(lambda: held(replica) == shelved(client), within_s=2, message="the key's credits kept")
+
+        before = calls(sent, "acquire")
+        bound = await client.acquire(LeaseRequest(token_hash=token, model=MODEL, binds=True))
+        assert calls(sent, "acquire") == before + 1  # a call that binds is leased for itself
+        assert bound.lease.key_id != cooled
+        bound.release(OK, confirm=False)
+    finally:
+        await client.close()
+    await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")

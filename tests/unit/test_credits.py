@@ -1,0 +1,67 @@
+"""Credits (leases asked ahead of need, issue 23): granted as any lease, every count taken back when unused."""
+
+from __future__ import annotations
+
+from services.keyring.domain.demand import LeaseRequest
+from services.keyring.domain.limits import QuotaMetric
+from services.keyring.domain.models import Outcome, TokenBudget, Transport
+
+from .test_token_budgets import MODEL, Budgeted, world
+
+__all__ = ["world"]  # the fixture, shared with the budgets' tests
+
+UNUSED = Outcome(0, Transport.UNUSED)
+
+
+def credit(world: Budgeted) -> tuple[str, str]:
+    grant, _ = world.keyring.desk.lease(LeaseRequest(world.hashed, MODEL, input_tokens=500, credit=True))
+    assert grant.lease.credit
+    return grant.lease.lease_id, grant.key.key_id
+
+
+def project_use(world: Budgeted, metric: QuotaMetric) -> int:
+    return world.keyring.desk.allocator.quotas.used("p", MODEL, metric, world.clock.now)
+
+
+async def test_unused_credits_take_back_every_count_their_grant_made(world: Budgeted) -> None:
+    await world.budgets(TokenBudget(requests_per_minute=3))
+    world.token = await world.admin.tokens.update_token(world.token.token_id, requests_per_minute=3)
+    desk = world.keyring.desk
+    held = [credit(world) for _ in range(3)]
+    assert project_use(world, QuotaMetric.REQUESTS_PER_MINUTE) == 3
+    assert project_use(world, QuotaMetric.INPUT_TOKENS_PER_MINUTE) == 1500
+    world.refused()  # the three credits hold the token's minute and budget
+
+    for lease_id, key_id in held:
+        assert await desk.release(lease_id, key_id, MODEL, UNUSED)
+    assert desk.leases_in_flight == 0
+    assert project_use(world, QuotaMetric.REQUESTS_PER_MINUTE) == 0
+    assert project_use(world, QuotaMetric.INPUT_TOKENS_PER_MINUTE) == 0
+    assert not world.keyring.cache.view.cooldowns
+    assert desk.ledger.usage.take_dirty()[0] == []  # no call was counted
+
+    for _ in range(3):  # the minute is whole again: three calls, then the budget holds
+        await world.call()
+    world.refused()
+
+
+async def test_a_lease_that_is_no_credit_released_unused_is_a_cancel_and_refunds_nothing(world: Budgeted) -> None:
+    await world.budgets(TokenBudget(requests_per_minute=2))
+    desk = world.keyring.desk
+    grant, _ = desk.lease(LeaseRequest(world.hashed, MODEL))
+    assert await desk.release(grant.lease.lease_id, grant.key.key_id, MODEL, UNUSED)
+    assert desk.leases_in_flight == 0
+    await world.call()
+    world.refused()  # the plain lease's request still counts: only credits are refunded
+
+
+async def test_a_refund_in_a_minute_that_has_moved_on_takes_nothing_from_the_new_one(world: Budgeted) -> None:
+    await world.budgets(TokenBudget(requests_per_minute=2))
+    desk = world.keyring.desk
+    lease_id, key_id = credit(world)
+    world.clock.now += 60  # the next epoch minute
+    await world.call()
+    assert await desk.release(lease_id, key_id, MODEL, UNUSED)
+    assert project_use(world, QuotaMetric.REQUESTS_PER_MINUTE) == 1
+    await world.call()
+    world.refused()
