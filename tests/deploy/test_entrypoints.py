@@ -147,6 +147,8 @@ def stack(
             if importlib.util.find_spec(f"{module}.__main__") is None:
                 continue  # reported by test_service_starts_and_is_healthy
             env = container_env(name, ports, secret_files, etcd_server)
+            if "EDGE_SHUTDOWN_DELAY_S" in env:  # no load balancer here to stop routing first (tests/conftest.py)
+                env["EDGE_SHUTDOWN_DELAY_S"] = "0"
             started[name] = Started(name, app_services()[name]["command"], env, logs / f"{name}.log")
         yield started
     finally:  # all told at once, then waited for: each edge's shutdown delay runs beside the others'
