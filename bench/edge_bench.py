@@ -328,6 +328,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
                 "EDGE_UPSTREAM_BASE_URL": sim_url,
                 # Several processes on one port (SO_REUSEPORT), sealing upload sessions with one key.
                 "EDGE_REUSE_PORT": "true" if options.edge_processes > 1 else "false",
+                "EDGE_KEYRING_CREDITS": str(options.credits),
                 "EDGE_UPLOAD_SESSION_KEY": base64.b64encode(os.urandom(32)).decode(),
                 **ca.issue("keyring-edge").env("EDGE_KEYRING_TLS"),
             }
@@ -347,6 +348,7 @@ async def main_async(options: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "edge added latency and throughput over the simulator",
         "keys": options.keys,
         "edge_processes": options.edge_processes,
+        "keyring_credits": options.credits,
         "seconds_per_run": options.seconds,
         "upstream_delay_ms": options.upstream_delay_ms,
         "load_generator": options.load,
@@ -383,6 +385,10 @@ def main() -> None:
     parser.add_argument(
         "--edge-processes", type=int, default=1, metavar="N",
         help="N edge processes on one port (EDGE_REUSE_PORT): one per core; cpu_ms_per_request sums them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--credits", type=int, default=0, metavar="N",
+        help="EDGE_KEYRING_CREDITS: leases the edge keeps ahead of need per (token, model); 0: none",
     )  # fmt: skip
     options = parser.parse_args()
     try:

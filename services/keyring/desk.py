@@ -131,6 +131,7 @@ class LeaseDesk:
         cache.on_key_removed.append(self._forget_secret)
         self._instance = instance
         self._judged = RecentIds()  # lease ids whose outcome this replica judged (release, report, retry)
+        self._credit_watchers: set[Callable[[str, str], None]] = set()  # ``watch_credits``
         # Outcomes blaming a key judged per caller identity and minute (KEYRING_KEY_BLAMES_PER_MINUTE, server.py).
         self.blames = BlameBudget(DEFAULT_KEY_BLAMES_PER_MINUTE)
         self._last_stamp = 0.0
@@ -359,6 +360,15 @@ class LeaseDesk:
             decided.append(dataclasses.replace(limit, decision=lease_id, decided_at=stamp))
         if decided:
             self.decisions.decide(decided, own=own)
+            if verdict.cooldown is not None or verdict.key is not None:
+                for revoke in tuple(self._credit_watchers):
+                    revoke(key.key_id, key.project)
+
+    def watch_credits(self, revoke: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``revoke(key id, project)`` whenever an outcome cools a key or its project (a lease stream
+        revokes the credits it granted there, ``lease_servicer.py``); returns the function that stops it."""
+        self._credit_watchers.add(revoke)
+        return lambda: self._credit_watchers.discard(revoke)
 
     def report(self, lease_id: str, key_id: str, model: str, outcome: Outcome, caller: str | None = None) -> bool:
         """A peer's outcome (another replica's lease; no slot, no usage): learnt when the lease id vouches for it."""

@@ -270,6 +270,17 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         identity = caller(context)  # whose budget of outcomes blaming keys this stream spends (domain/blames.py)
         pending: set[asyncio.Task[None]] = set()
         granted: set[str] = set()  # lease ids granted on this stream, not released on it
+        credits: dict[str, tuple[str, str]] = {}  # credits granted on it, not released: lease id -> (key, project)
+
+        def revoke(key_id: str, project: str) -> None:
+            """An outcome cooled ``key_id`` (or its project): the edge gives back its credits there, unused."""
+            gone = [lease_id for lease_id, (key, of) in credits.items() if key == key_id or (project and of == project)]
+            for lease_id in gone:
+                del credits[lease_id]
+            if gone:
+                replies.revoke(gone)
+
+        unwatch = self._desk.watch_credits(revoke)
 
         def orphan() -> None:
             if granted:
@@ -323,6 +334,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 for call in batch.calls:
                     if call.HasField("release"):
                         granted.discard(call.release.lease_id)
+                        if credits:
+                            credits.pop(call.release.lease_id, None)
                         answer, released, bindings = self._release(call.release, call.traceparent, identity)
                         if bindings is not NO_BINDINGS:
                             later(bind_then_answer(call.id, answer, released.key_id, bindings, released.token_id))
@@ -346,6 +359,8 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                                 later(read_then_acquire(call, request, miss))
                                 continue
                             granted.add(acquired.lease.lease_id)
+                            if request.credit:
+                                credits[acquired.lease.lease_id] = (acquired.lease.key_id, acquired.lease.project)
                             results.append(pb.LeaseResult(id=call.id, acquire=acquired))
                         elif call.HasField("renew"):
                             renewed = self._renew(call.renew)
@@ -374,6 +389,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                 await asyncio.gather(*pending, return_exceptions=True)
             await replies.close()
         finally:
+            unwatch()
             orphan()
             if pending:  # the caller went away: its bindings are still written
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -395,6 +411,7 @@ class _ReplyWriter:
         self._members = members  # the live instances: told on the first reply and when they change
         self._members_told: tuple[str, ...] | None = None
         self._buffer: list[pb.LeaseResult] = []
+        self._revoked: list[str] = []  # credits to revoke, told with the next reply (written at once)
         self._ready = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._run())
@@ -403,9 +420,14 @@ class _ReplyWriter:
         self._buffer.extend(results)
         self._ready.set()
 
+    def revoke(self, lease_ids: list[str]) -> None:
+        """Tell the edge these credits may not be used (``LeaseStreamResponse.revoked_credits``)."""
+        self._revoked.extend(lease_ids)
+        self._ready.set()
+
     async def _run(self) -> None:
         while True:
-            if not self._buffer:
+            if not self._buffer and not self._revoked:
                 if self._closing:
                     return
                 self._ready.clear()
@@ -413,6 +435,9 @@ class _ReplyWriter:
                 continue
             results, self._buffer = self._buffer, []
             reply = pb.LeaseStreamResponse(results=results, durable_epoch=self._durable_epoch())
+            if self._revoked:
+                reply.revoked_credits.extend(self._revoked)
+                self._revoked = []
             members = self._members()
             if members is not self._members_told and members != self._members_told:
                 reply.members.extend(members)

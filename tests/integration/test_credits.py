@@ -123,3 +123,25 @@ async def test_news_of_a_key_gives_its_credits_back_and_resource_calls_take_none
     finally:
         await client.close()
     await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")
+
+
+async def test_a_cooling_key_revokes_the_credits_another_edge_holds_there(start_replica: StartReplica) -> None:
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 1)
+    seeing = KeyringClient([replica.address], tls=session_pki().edge.files, credits=2, credit_idle_s=30)
+    holding = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=30)
+    try:
+        wanted = LeaseRequest(token_hash=token, model=MODEL)
+        held_by_other = await holding.acquire(wanted)
+        await until(lambda: shelved(holding) == 4, within_s=2, message="the other edge's shelf not filled")
+        failing = await seeing.acquire(wanted)
+        assert failing.lease.key_id == held_by_other.lease.key_id  # the pool's one key
+        failing.release(QUOTA, confirm=False)  # keyring learns the key cools: it revokes the other edge's credits
+        await until(lambda: shelved(holding) == 0, within_s=2, message="credits on a cooling key not revoked")
+        held_by_other.release(OK, confirm=False)
+        await until(lambda: held(replica) == shelved(seeing), within_s=2, message="revoked credits not given back")
+    finally:
+        await seeing.close()
+        await holding.close()
+    await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")

@@ -129,6 +129,7 @@ class KeyringClient:
         self._sweep: asyncio.TimerHandle | None = None
         if self.credits is not None:
             self.releases.on_news = self._key_news
+            self.replicas.on_revoked = self._revoked
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""
@@ -247,6 +248,11 @@ class KeyringClient:
         """A release of ``key_id`` told news (a 429, a refused key...): its credits go back at once."""
         assert self.credits is not None
         self._give_back(self.credits.of_key(key_id))
+
+    def _revoked(self, lease_ids: Sequence[str]) -> None:
+        """Keyring revoked these credits (their key or project cools): those still on a shelf go back unused."""
+        assert self.credits is not None
+        self._give_back(self.credits.of_leases(frozenset(lease_ids)))
 
     def _give_back(self, credits: Sequence[Credit]) -> None:
         for credit in credits:

@@ -15,8 +15,12 @@ What it relaxes, each to a bound (docs/configuration.md, ``EDGE_KEYRING_CREDITS`
   a place in the token's and the project's counts (at most ``per_shelf``
   per shelf, each at most ``idle_s``).
 - A key cooled after its credits were granted: the edge that sees the failure
-  drops its own credits of that key at once; another edge's credits of it
-  may each be used once within ``idle_s`` (an answer that fails over).
+  gives back its own credits of that key at once, and the replica that
+  granted another edge's credits there revokes them as it learns the outcome
+  (``LeaseStreamResponse.revoked_credits``); a call that took one in the
+  moment between fails over as any call on a cooling key does.
+- A token revoked, a budget or a pool's models edited: credits granted before
+  serve at most ``per_shelf`` calls within ``idle_s`` after it.
 - A call's input estimate must fit what the credit reserved for it (the
   tokens-per-minute pacing never reserves less than a call needs).
 """
@@ -114,9 +118,9 @@ class Credits:
         """The credits of ``key_id``, taken off their shelves (its answer was news: it may be cooling)."""
         return list(self._remove(lambda credit: credit.lease.key_id == key_id))
 
-    def of_replica(self, address: str) -> list[Credit]:
-        """The credits a replica granted, taken off (its stream broke: they are owed back to it)."""
-        return list(self._remove(lambda credit: credit.replica == address))
+    def of_leases(self, lease_ids: Collection[str]) -> list[Credit]:
+        """The credits of ``lease_ids`` still on a shelf, taken off (keyring revoked them)."""
+        return list(self._remove(lambda credit: credit.lease.lease_id in lease_ids))
 
     def all(self) -> list[Credit]:
         """Every credit, taken off (the edge is closing)."""

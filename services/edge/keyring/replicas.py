@@ -99,6 +99,8 @@ class ReplicaSet:
         self._handover_after_s = handover_after_s
         self._release_window_s = release_window_s
         self._watching = False
+        # Told the credits a replica revoked (``credits.py``): set before the first call.
+        self.on_revoked: Callable[[Sequence[str]], None] | None = None
         # Until the first resolution, the addresses as given (grpc resolves them itself).
         self.current = [self._stream(address, address) for address in addresses]
         self.by_target = {replica.address: replica for replica in self.current}
@@ -135,7 +137,7 @@ class ReplicaSet:
         name = self._server_name or ("" if _is_ip(host) or _host(target) == host else host)
         if self._credentials is None:
             name = ""
-        return LeaseStream(
+        stream = LeaseStream(
             target,
             self._credentials,
             name,
@@ -144,6 +146,12 @@ class ReplicaSet:
             health=self._health(),
             release_window_s=self._release_window_s,
         )
+        stream.on_revoked = self._revoked
+        return stream
+
+    def _revoked(self, lease_ids: Sequence[str]) -> None:
+        if self.on_revoked is not None:
+            self.on_revoked(lease_ids)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = detached_task(coroutine)  # resolution, retiring, handovers: no request's work

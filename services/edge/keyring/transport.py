@@ -112,6 +112,8 @@ class LeaseStream:
         self.release_window_s = release_window_s
         self._deferred: list[pb.LeaseCall] = []
         self._deferred_flush: asyncio.TimerHandle | None = None
+        # Told the credits this replica revoked (``LeaseStreamResponse.revoked_credits``; ``credits.py``).
+        self.on_revoked: Callable[[Sequence[str]], None] | None = None
 
     @property
     def usable(self) -> bool:
@@ -284,6 +286,8 @@ class LeaseStream:
                     if health.answered(now - flight.sent_at, now) is not None:
                         log.info("keyring replica %s answers again", self.address)
                 kept.forget_durable(reply.durable_epoch)
+                if reply.revoked_credits and self.on_revoked is not None:
+                    self.on_revoked(reply.revoked_credits)
                 if reply.members:
                     self.members = tuple(reply.members)
                 if was is not State.HEALTHY and reply.results:

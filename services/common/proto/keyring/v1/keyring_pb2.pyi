@@ -347,14 +347,16 @@ class LeaseStreamRequest(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[LeaseCall, _Mapping]]] = ...) -> None: ...
 
 class LeaseStreamResponse(_message.Message):
-    __slots__ = ("results", "durable_epoch", "members")
+    __slots__ = ("results", "durable_epoch", "members", "revoked_credits")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     DURABLE_EPOCH_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_CREDITS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[LeaseResult]
     durable_epoch: int
     members: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ..., durable_epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+    revoked_credits: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, results: _Optional[_Iterable[_Union[LeaseResult, _Mapping]]] = ..., durable_epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., revoked_credits: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Policy(_message.Message):
     __slots__ = ("rate_limit_cooldown_ms", "rate_limit_max_cooldown_ms", "server_error_cooldown_ms", "server_error_max_cooldown_ms", "forbidden_threshold", "max_in_flight", "requests_per_minute", "lease_ttl_ms", "suspend_ms", "quota_requests_per_minute", "quota_requests_per_day", "quota_input_tokens_per_minute", "live_sessions_per_project", "live_sessions_per_key", "live_sessions_per_token")
