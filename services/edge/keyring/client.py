@@ -130,6 +130,7 @@ class KeyringClient:
         if self.credits is not None:
             self.releases.on_news = self._key_news
             self.replicas.on_revoked = self._revoked
+            self.releases.defer_last = True
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""

@@ -52,6 +52,8 @@ class Releases:
         self.holding = 0
         # Told the key of each release whose outcome is news (the key may be cooling): its credits go back.
         self.on_news: Callable[[str], None] | None = None
+        # With credits, the next call takes one and sends nothing: even the last release held may wait.
+        self.defer_last = False
 
     def send(
         self, held: HeldLease, outcome: pb.Outcome, confirm: bool, bind: Sequence[Binding], unbind: Sequence[str]
@@ -75,7 +77,7 @@ class Releases:
                 if replica is not None and replica.connected and replica.usable:
                     # Other leases held: their calls will follow, this may share one's message (its window). The
                     # last one goes now: an idle edge's next acquire would otherwise carry it on its own path.
-                    replica.send(call, defer=self.holding > 0)
+                    replica.send(call, defer=self.holding > 0 or self.defer_last)
                     return None
             task = asyncio.get_running_loop().create_task(self._deliver(call, held, binding))
             self._in_flight.add(task)
