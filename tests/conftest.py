@@ -53,8 +53,12 @@ def pki() -> Pki:
 
 @pytest.fixture(scope="session")
 def etcd_server(pki: Pki) -> Iterator[EtcdServer]:
-    """One real etcd for the whole run, over TLS; only etcd's CA's client certificates (keyring's) are accepted."""
-    server = EtcdServer(tls=pki.etcd.files)
+    """One real etcd for the whole run, over TLS; only etcd's CA's client certificates (keyring's) are accepted.
+
+    Its election timeout is 0.5 s (etcd's default 1 s): one member never holds an election after its first, and
+    etcd's shortest lease is 1.5 election timeouts rounded up to whole seconds, so tests may register for 1 s
+    (tests/integration/test_store_contract.py) instead of 2."""
+    server = EtcdServer(tls=pki.etcd.files, extra_args=["--election-timeout", "500"])
     server.start()
     try:
         yield server

@@ -33,6 +33,7 @@ from tests.pki import session_pki
 
 DEADLINE_S = 10.0
 POLL_S = 0.05
+TTL_S = 1  # etcd's shortest lease on the session's etcd (tests/conftest.py)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -87,6 +88,15 @@ async def forget_lease(store: Store, registration: Registration) -> None:
     else:
         assert isinstance(store, EtcdStore)
         await store.client.revoke_lease(lease_id)
+
+
+async def granted_ttl_s(store: Store, registration: Registration) -> int:
+    """The TTL the store really gave the registration's lease (etcd raises one below its minimum silently)."""
+    if isinstance(store, MemoryStore):
+        return registration.ttl_s  # type: ignore[attr-defined, no-any-return]
+    assert isinstance(store, EtcdStore)
+    info = await store.client.get_lease_info(registration.lease_id)  # type: ignore[attr-defined]
+    return int(info.grantedTTL)
 
 
 async def put(store: Store, key: str, value: bytes) -> int:
@@ -291,7 +301,7 @@ async def _async(value: bool) -> bool:
 # --------------------------------------------------------------- membership
 async def test_register_puts_the_key_and_close_deletes_it(store: Store, store_prefix: str) -> None:
     key = f"{store_prefix}members/me"
-    registration = await store.register(key, b"addr", ttl_s=2)
+    registration = await store.register(key, b"addr", ttl_s=TTL_S)
     entry = await store.get(key)
     assert entry is not None and entry.value == b"addr"
     await registration.close()
@@ -300,10 +310,11 @@ async def test_register_puts_the_key_and_close_deletes_it(store: Store, store_pr
 
 async def test_registration_stays_while_its_holder_lives(store: Store, store_prefix: str) -> None:
     key = f"{store_prefix}members/me"
-    registration = await store.register(key, b"addr", ttl_s=2)
+    registration = await store.register(key, b"addr", ttl_s=TTL_S)
     try:
+        assert await granted_ttl_s(store, registration) == TTL_S
         loop = asyncio.get_running_loop()
-        until = loop.time() + 3.0  # 1.5 TTL: only the keep-alive explains the key still being there
+        until = loop.time() + 1.5 * TTL_S  # only the keep-alive explains the key still being there
         while loop.time() < until:
             assert await store.get(key) is not None
             await asyncio.sleep(0.2)
@@ -313,7 +324,7 @@ async def test_registration_stays_while_its_holder_lives(store: Store, store_pre
 
 async def test_registration_expires_after_its_holder_stops_refreshing(store: Store, store_prefix: str) -> None:
     key = f"{store_prefix}members/dead"
-    registration = await store.register(key, b"addr", ttl_s=2)
+    registration = await store.register(key, b"addr", ttl_s=TTL_S)
     registration.abandon()  # type: ignore[attr-defined]  # the holder "crashes"
     assert await store.get(key) is not None
 
@@ -325,7 +336,7 @@ async def test_registration_expires_after_its_holder_stops_refreshing(store: Sto
 
 async def test_registration_is_recreated_when_the_store_forgot_its_lease(store: Store, store_prefix: str) -> None:
     key = f"{store_prefix}members/me"
-    registration = await store.register(key, b"addr", ttl_s=2)
+    registration = await store.register(key, b"addr", ttl_s=TTL_S)
     try:
         old_lease = registration.lease_id  # type: ignore[attr-defined]
         await forget_lease(store, registration)
