@@ -12,6 +12,8 @@ No span attribute may hold a secret or a client token: key ids only.
 from __future__ import annotations
 
 import os
+import random
+from types import TracebackType
 
 from opentelemetry import context, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -22,6 +24,36 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACEPARENT = "traceparent"
+# Set by ``configure_tracing``: roots are never sampled here (no exporter, no sampler asked for), so a request
+# without a sampled parent gets an ``UnsampledSpan`` instead of the SDK's span machinery (issue 23).
+_roots_unsampled = False
+
+
+def roots_unsampled() -> bool:
+    """Whether a span with no parent is never sampled in this process (``configure_tracing``'s default)."""
+    return _roots_unsampled
+
+
+class UnsampledSpan:
+    """``with UnsampledSpan() as span``: the current span for a request nobody samples, as the SDK makes it.
+
+    A non-recording span with fresh ids (they reach the logs, ``ids_of_current_span``), made current for the
+    block, without the sampler, the span processor chain and two generator-based context managers: the SDK's
+    ``start_as_current_span`` cost ~5 % of the edge's CPU per request for a span that records nothing.
+    """
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> trace.Span:
+        ids = trace.SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, is_remote=False)
+        span = trace.NonRecordingSpan(ids)
+        self._token = context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        context.detach(self._token)
 
 
 def configure_tracing(service: str) -> TracerProvider:
@@ -35,7 +67,9 @@ def configure_tracing(service: str) -> TracerProvider:
     exporting = bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
-    sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(ALWAYS_OFF)
+    global _roots_unsampled
+    _roots_unsampled = not exporting and not os.environ.get("OTEL_TRACES_SAMPLER")
+    sampler = ParentBased(ALWAYS_OFF) if _roots_unsampled else None
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}), sampler=sampler)
     if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from services.common import genai_semconv as genai
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
+from services.common.telemetry import UnsampledSpan, roots_unsampled
 
 from .routing import DIALECT, Handler
 
@@ -230,7 +232,12 @@ def observe(metrics: EdgeMetrics) -> Middleware:
         parent = _PROPAGATOR.extract(request.headers) if "traceparent" in request.headers else None
         status = 500
         metrics.in_flight.inc()
-        with tracer.start_as_current_span("edge " + request.method, context=parent, kind=trace.SpanKind.SERVER) as span:
+        if parent is None and roots_unsampled():
+            server_span: AbstractContextManager[trace.Span] = UnsampledSpan()
+        else:
+            name = "edge " + request.method
+            server_span = tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.SERVER)
+        with server_span as span:
             try:
                 response = await handler(request)
                 status = response.status
