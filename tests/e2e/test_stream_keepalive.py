@@ -17,7 +17,6 @@ import re
 from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 from aiohttp import web
 from google import genai
 from google.genai import types
@@ -35,6 +34,7 @@ MODEL = "gemini-3.5-flash"
 NATIVE = f"/v1beta/models/{MODEL}:streamGenerateContent"
 NATIVE_BODY = {"contents": [{"role": "user", "parts": [{"text": "Think long, then answer"}]}]}
 OPENAI_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Think long"}], "stream": True}
+DIALECTS = ("gemini", "openai")
 
 
 class IdleTimeoutProxy:
@@ -131,46 +131,64 @@ def events(received: bytes) -> list[bytes]:
     return re.findall(rb"^data: [^\r\n]*", received, flags=re.MULTILINE)
 
 
-@pytest.mark.parametrize("dialect", ["gemini", "openai"])
-async def test_a_silent_stream_reaches_the_client_whole_through_an_idle_timeout_proxy(
-    make_stack: MakeStack, dialect: str
-) -> None:
+async def test_a_silent_stream_reaches_the_client_whole_through_an_idle_timeout_proxy(make_stack: MakeStack) -> None:
+    """Both dialects, one stream each, at the same time (their silences overlap; each connection its own)."""
     stack = await slow_stack(make_stack, KEEPALIVE_S)
     async with behind_proxy(stack.edge_url) as (url, proxy):
-        status, received, clean = await read_through(url, dialect, stack)
-    assert status == 200 and clean, received
-    assert keepalives(received) >= 2 * int(PAUSE_S / KEEPALIVE_S) - 2
-    data = events(received)
-    if dialect == "gemini":
-        assert len(data) == 3
-    else:
-        assert data[-1] == b"data: [DONE]" and len(data) >= 4
+        answers = await asyncio.gather(*(read_through(url, dialect, stack) for dialect in DIALECTS))
+    for dialect, (status, received, clean) in zip(DIALECTS, answers, strict=True):
+        assert status == 200 and clean, (dialect, received)
+        assert keepalives(received) >= 2 * int(PAUSE_S / KEEPALIVE_S) - 2, (dialect, received)
+        data = events(received)
+        if dialect == "gemini":
+            assert len(data) == 3, received
+        else:
+            assert data[-1] == b"data: [DONE]" and len(data) >= 4, received
     assert proxy.cut == 0
     await stack.no_lease_held()
 
 
-async def test_the_official_client_ignores_keep_alives(make_stack: MakeStack) -> None:
-    stack = await slow_stack(make_stack, KEEPALIVE_S)
-    stack.sim.default_chunk_delay_s = 0.8  # a few keep-alives between chunks, not a long test
-    async with behind_proxy(stack.edge_url) as (url, _proxy):
-        client = AsyncOpenAI(base_url=url + "/v1", api_key=stack.token, max_retries=0)
+async def _openai_client_text(url: str, stack: Stack) -> str:
+    client = AsyncOpenAI(base_url=url + "/v1", api_key=stack.token, max_retries=0)
+    try:
         stream = await client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Think long"}], stream=True
         )
-        text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+        return "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+    finally:
         await client.close()
+
+
+async def _genai_client_chunks(url: str, stack: Stack) -> list[types.GenerateContentResponse]:
+    client = genai.Client(api_key=stack.token, http_options=types.HttpOptions(base_url=url, api_version="v1beta"))
+    try:
+        stream = await client.aio.models.generate_content_stream(model=MODEL, contents="Think long")
+        return [chunk async for chunk in stream]
+    finally:
+        await client.aio.aclose()
+        client.close()
+
+
+async def test_the_official_clients_ignore_keep_alives(make_stack: MakeStack) -> None:
+    """openai and google-genai, each streaming through the proxy at the same time (their silences overlap)."""
+    stack = await slow_stack(make_stack, KEEPALIVE_S)
+    stack.sim.default_chunk_delay_s = 0.8  # a few keep-alives between chunks, not a long test
+    async with behind_proxy(stack.edge_url) as (url, _proxy):
+        text, chunks = await asyncio.gather(_openai_client_text(url, stack), _genai_client_chunks(url, stack))
     assert text
+    assert len(chunks) == 3 and all(chunk.text for chunk in chunks)
 
 
-@pytest.mark.parametrize("dialect", ["gemini", "openai"])
-async def test_without_keep_alives_the_proxy_cuts_the_silent_stream(make_stack: MakeStack, dialect: str) -> None:
+async def test_without_keep_alives_the_proxy_cuts_the_silent_stream(make_stack: MakeStack) -> None:
+    """Both dialects at the same time: each connection is cut once."""
     stack = await slow_stack(make_stack, 0)
     async with behind_proxy(stack.edge_url) as (url, proxy):
-        status, received, clean = await read_through(url, dialect, stack)
-    assert status == 200
-    assert not clean or len(events(received)) < (3 if dialect == "gemini" else 4)
-    assert keepalives(received) == 0
-    assert proxy.cut == 1
+        answers = await asyncio.gather(*(read_through(url, dialect, stack) for dialect in DIALECTS))
+    for dialect, (status, received, clean) in zip(DIALECTS, answers, strict=True):
+        assert status == 200, dialect
+        assert not clean or len(events(received)) < (3 if dialect == "gemini" else 4), (dialect, received)
+        assert keepalives(received) == 0, (dialect, received)
+    assert proxy.cut == len(DIALECTS)
     await stack.no_lease_held(within_s=PAUSE_S * 3)
 
 
@@ -256,20 +274,6 @@ async def test_no_keep_alive_goes_inside_an_event(make_stack: MakeStack) -> None
         await edge.cleanup()
         await upstream.cleanup()
     await stack.no_lease_held()
-
-
-async def test_the_official_genai_client_ignores_keep_alives(make_stack: MakeStack) -> None:
-    stack = await slow_stack(make_stack, KEEPALIVE_S)
-    stack.sim.default_chunk_delay_s = 0.8
-    async with behind_proxy(stack.edge_url) as (url, _proxy):
-        client = genai.Client(api_key=stack.token, http_options=types.HttpOptions(base_url=url, api_version="v1beta"))
-        try:
-            stream = await client.aio.models.generate_content_stream(model=MODEL, contents="Think long")
-            chunks = [chunk async for chunk in stream]
-        finally:
-            await client.aio.aclose()
-            client.close()
-    assert len(chunks) == 3 and all(chunk.text for chunk in chunks)
 
 
 async def test_a_json_array_stream_gets_no_keep_alive(make_stack: MakeStack) -> None:
