@@ -18,6 +18,11 @@ from tests.e2e.chaos_run import STASH_KEY as CHAOS_RUN
 from tests.e2e.chaos_run import ChaosRun
 from tests.pki import Pki, remove_session_pki, session_pki
 
+# Every etcd a test starts: a 0.5 s election timeout (etcd's default 1 s). One member elects itself sooner at each
+# (re)start, and never holds an election after its first; etcd's shortest lease (1.5 election timeouts rounded up
+# to whole seconds) is then 1 s, not 2, so tests may register for 1 s (tests/integration/test_store_contract.py).
+ETCD_ARGS = ("--election-timeout", "500")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Every service built by a test uses mutual TLS unless the test says otherwise.
@@ -53,12 +58,8 @@ def pki() -> Pki:
 
 @pytest.fixture(scope="session")
 def etcd_server(pki: Pki) -> Iterator[EtcdServer]:
-    """One real etcd for the whole run, over TLS; only etcd's CA's client certificates (keyring's) are accepted.
-
-    Its election timeout is 0.5 s (etcd's default 1 s): one member never holds an election after its first, and
-    etcd's shortest lease is 1.5 election timeouts rounded up to whole seconds, so tests may register for 1 s
-    (tests/integration/test_store_contract.py) instead of 2."""
-    server = EtcdServer(tls=pki.etcd.files, extra_args=["--election-timeout", "500"])
+    """One real etcd for the whole run, over TLS; only etcd's CA's client certificates (keyring's) are accepted."""
+    server = EtcdServer(tls=pki.etcd.files, extra_args=list(ETCD_ARGS))
     server.start()
     try:
         yield server

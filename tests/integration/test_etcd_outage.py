@@ -30,6 +30,7 @@ from services.edge.keyring import KeyringClient, LeaseRequest
 from services.keyring.config import KeyringSettings
 from services.keyring.server import KeyringServer, create_server
 from services.keyring.store import EtcdStore
+from tests.conftest import ETCD_ARGS
 from tests.pki import channel as tls_channel
 from tests.pki import session_pki
 
@@ -47,7 +48,11 @@ Start = Callable[[str], Awaitable[Replica]]
 async def etcd(tmp_path: object) -> AsyncIterator[EtcdServer]:
     """An etcd of this test only, on fixed ports and a kept data dir (so it can be restarted as it was)."""
     server = EtcdServer(
-        data_dir=f"{tmp_path}/etcd", port=free_port(), peer_port=free_port(), tls=session_pki().etcd.files
+        data_dir=f"{tmp_path}/etcd",
+        port=free_port(),
+        peer_port=free_port(),
+        tls=session_pki().etcd.files,
+        extra_args=list(ETCD_ARGS),
     )
     await server.astart()
     try:

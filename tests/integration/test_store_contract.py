@@ -29,6 +29,7 @@ from services.keyring.store import (
     WatchCompacted,
     Write,
 )
+from tests.conftest import ETCD_ARGS
 from tests.pki import session_pki
 
 DEADLINE_S = 10.0
@@ -466,7 +467,7 @@ async def test_etcd_restarted_on_the_same_data_dir_keeps_data(tmp_path: object, 
     """Data survives a restart; a live store and watch see the outage, the store recovers."""
     data_dir = f"{tmp_path}/etcd"
     key = f"{store_prefix}k"
-    async with EtcdServer(data_dir=data_dir, keep_data=True) as first:
+    async with EtcdServer(data_dir=data_dir, keep_data=True, extra_args=list(ETCD_ARGS)) as first:
         store = await EtcdStore.open(first.endpoint, timeout_s=1)
         revision = await put(store, key, b"durable")
         watch = store.watch(store_prefix, revision + 1)
@@ -479,7 +480,7 @@ async def test_etcd_restarted_on_the_same_data_dir_keeps_data(tmp_path: object, 
             await asyncio.wait_for(pending, DEADLINE_S)
         await watch.aclose()
 
-        async with EtcdServer(data_dir=data_dir, port=first.port, keep_data=True):
+        async with EtcdServer(data_dir=data_dir, port=first.port, keep_data=True, extra_args=list(ETCD_ARGS)):
 
             async def readable() -> bool:
                 with contextlib.suppress(StoreUnavailable):
