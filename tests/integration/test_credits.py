@@ -1,9 +1,10 @@
 """Credits (``EDGE_KEYRING_CREDITS``, issue 23): leases asked ahead of need, through a real replica over mutual TLS.
 
 A plain call takes a credit the shelf holds (no acquire of its own); the shelf is refilled behind it, several
-credits in one message; a credit unused for its idle time goes back and keyring refunds its grant (the
-token's minute is whole again); a release whose outcome is news gives back the credits of that key at once;
-a call naming resources never takes one; a refused credit costs the call nothing.
+credits in one message; a credit unused for its idle time goes back and keyring refunds its grant (the keys'
+minutes are whole again); a release whose outcome is news gives back the credits of that key at once, and
+keyring revokes another edge's; a call naming resources never takes one; a token with a rate limit gets
+none, and its shelf is not asked again at every call.
 """
 
 from __future__ import annotations
@@ -66,9 +67,8 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
     start_replica: StartReplica, sent: list[list[str]]
 ) -> None:
     replica = await start_replica("replica-a")
-    await make_pool(replica)
+    token = await make_pool(replica, policy=pb.Policy(requests_per_minute=2))  # per key: 6 calls a minute
     await add_keys(replica, 3)
-    token = await rated_token(replica, 5)
     client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=0.5)
     try:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
@@ -76,26 +76,47 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
         await until(lambda: shelved(client) == 4, within_s=2, message="the shelf not filled")
         assert calls(sent, "acquire") == 1 and calls(sent, "credit") == 4
         assert max(message.count("credit") for message in sent) >= 2  # asked together
-        assert held(replica) == 5  # the token's five requests of the minute: one call, four credits
+        assert held(replica) == 5
 
         taken = [await client.acquire(wanted) for _ in range(2)]  # from the shelf: no acquire of their own
         assert calls(sent, "acquire") == 1
         for lease in (first, *taken):
             lease.release(OK, confirm=False)
-        # The refill behind them was refused (the minute is spent); the two left go back unused after 0.5 s.
+        # The refill behind them got the minute's sixth call and a refusal; the three left go back unused.
         await until(lambda: held(replica) == 0, within_s=3, message="unused credits not given back")
         assert shelved(client) == 0
 
-        # Refunded: the token's minute holds the three calls made, so two more calls get a lease (not a 429),
-        # and the sixth request of the minute is refused as the token's rate says.
-        more = [await client.acquire(wanted) for _ in range(2)]
-        with pytest.raises(NoKeyFree, match="rate limit"):
+        # Refunded: the keys' minutes hold the three calls made, so three more calls get a lease, and the
+        # seventh of the minute is refused as the keys' cap says (the shelf, refused once, asks no more now).
+        more = [await client.acquire(wanted) for _ in range(3)]
+        with pytest.raises(NoKeyFree):
             await client.acquire(wanted)
         for lease in more:
             lease.release(OK, confirm=False)
     finally:
         await client.close()
     await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")
+
+
+async def test_a_token_with_a_rate_limit_gets_no_credit_and_its_shelf_is_not_asked_again(
+    start_replica: StartReplica, sent: list[list[str]]
+) -> None:
+    replica = await start_replica("replica-a")
+    await make_pool(replica)
+    await add_keys(replica, 2)
+    token = await rated_token(replica, 100)
+    client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=0.5)
+    try:
+        wanted = LeaseRequest(token_hash=token, model=MODEL)
+        for _ in range(3):
+            lease = await client.acquire(wanted)
+            await until(lambda: calls(sent, "credit") == 4, within_s=2, message="the shelf never asked")
+            lease.release(OK, confirm=False)
+        assert calls(sent, "acquire") == 3 and calls(sent, "credit") == 4  # refused once: asked no more
+        assert shelved(client) == 0
+    finally:
+        await client.close()
+    await until(lambda: held(replica) == 0, within_s=2, message="a lease left held")
 
 
 async def test_news_of_a_key_gives_its_credits_back_and_resource_calls_take_none(

@@ -1,8 +1,13 @@
-"""Credits (leases asked ahead of need, issue 23): granted as any lease, every count taken back when unused."""
+"""Credits (leases asked ahead of need, issue 23): granted as any lease, every count taken back when unused;
+none for a client token whose rate or budgets are a promise to a tenant."""
 
 from __future__ import annotations
 
+import pytest
+
+from services.keyring.administration.inputs import PoolChanges
 from services.keyring.domain.demand import LeaseRequest
+from services.keyring.domain.errors import PermissionDenied
 from services.keyring.domain.limits import QuotaMetric
 from services.keyring.domain.models import Outcome, TokenBudget, Transport
 
@@ -24,29 +29,28 @@ def project_use(world: Budgeted, metric: QuotaMetric) -> int:
 
 
 async def test_unused_credits_take_back_every_count_their_grant_made(world: Budgeted) -> None:
-    await world.budgets(TokenBudget(requests_per_minute=3))
-    world.token = await world.admin.tokens.update_token(world.token.token_id, requests_per_minute=3)
+    await world.admin.pools.update_pool("main", PoolChanges(policy={"requests_per_minute": 2}))  # per key: 2 keys
     desk = world.keyring.desk
-    held = [credit(world) for _ in range(3)]
-    assert project_use(world, QuotaMetric.REQUESTS_PER_MINUTE) == 3
-    assert project_use(world, QuotaMetric.INPUT_TOKENS_PER_MINUTE) == 1500
-    world.refused()  # the three credits hold the token's minute and budget
+    held = [credit(world) for _ in range(4)]
+    assert project_use(world, QuotaMetric.REQUESTS_PER_MINUTE) == 4
+    assert project_use(world, QuotaMetric.INPUT_TOKENS_PER_MINUTE) == 2000
+    world.refused()  # the four credits hold both keys' minutes
 
     for lease_id, key_id in held:
         assert await desk.release(lease_id, key_id, MODEL, UNUSED)
     assert desk.leases_in_flight == 0
     assert project_use(world, QuotaMetric.REQUESTS_PER_MINUTE) == 0
     assert project_use(world, QuotaMetric.INPUT_TOKENS_PER_MINUTE) == 0
-    assert not world.keyring.cache.view.cooldowns
     assert desk.ledger.usage.take_dirty()[0] == []  # no call was counted
+    assert not world.keyring.cache.view.cooldowns
 
-    for _ in range(3):  # the minute is whole again: three calls, then the budget holds
+    for _ in range(4):  # the keys' minutes are whole again: four calls, then the keys' cap holds
         await world.call()
     world.refused()
 
 
 async def test_a_lease_that_is_no_credit_released_unused_is_a_cancel_and_refunds_nothing(world: Budgeted) -> None:
-    await world.budgets(TokenBudget(requests_per_minute=2))
+    await world.admin.pools.update_pool("main", PoolChanges(policy={"requests_per_minute": 1}))
     desk = world.keyring.desk
     grant, _ = desk.lease(LeaseRequest(world.hashed, MODEL))
     assert await desk.release(grant.lease.lease_id, grant.key.key_id, MODEL, UNUSED)
@@ -56,12 +60,21 @@ async def test_a_lease_that_is_no_credit_released_unused_is_a_cancel_and_refunds
 
 
 async def test_a_refund_in_a_minute_that_has_moved_on_takes_nothing_from_the_new_one(world: Budgeted) -> None:
-    await world.budgets(TokenBudget(requests_per_minute=2))
     desk = world.keyring.desk
     lease_id, key_id = credit(world)
     world.clock.now += 60  # the next epoch minute
     await world.call()
     assert await desk.release(lease_id, key_id, MODEL, UNUSED)
     assert project_use(world, QuotaMetric.REQUESTS_PER_MINUTE) == 1
-    await world.call()
-    world.refused()
+
+
+@pytest.mark.parametrize("limit", ["budget", "rate"])
+async def test_a_token_with_a_rate_limit_or_budgets_is_granted_no_credit(world: Budgeted, limit: str) -> None:
+    if limit == "budget":
+        await world.budgets(TokenBudget(requests_per_minute=100))
+    else:
+        world.token = await world.admin.tokens.update_token(world.token.token_id, requests_per_minute=100)
+    with pytest.raises(PermissionDenied, match="no credits"):
+        world.keyring.desk.lease(LeaseRequest(world.hashed, MODEL, credit=True))
+    assert world.keyring.desk.leases_in_flight == 0
+    await world.call()  # its calls are leased as ever

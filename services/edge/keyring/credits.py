@@ -9,6 +9,9 @@ model takes one, and the shelf is refilled behind it, several credits in one
 message, so most calls cost keyring no round trip of their own and their
 acquires no message at all.
 
+Keyring grants none for a client token with a rate limit or budgets (a
+tenant's promise stays exact); a shelf refused is not asked again for a while.
+
 What it relaxes, each to a bound (docs/configuration.md, ``EDGE_KEYRING_CREDITS``):
 - A credit unused for ``idle_s`` goes back as ``TRANSPORT_UNUSED``: keyring
   refunds every count its grant made. Until then it holds its key's slot and
@@ -19,8 +22,8 @@ What it relaxes, each to a bound (docs/configuration.md, ``EDGE_KEYRING_CREDITS`
   granted another edge's credits there revokes them as it learns the outcome
   (``LeaseStreamResponse.revoked_credits``); a call that took one in the
   moment between fails over as any call on a cooling key does.
-- A token revoked, a budget or a pool's models edited: credits granted before
-  serve at most ``per_shelf`` calls within ``idle_s`` after it.
+- A token revoked, or a pool's models edited: credits granted before serve
+  at most ``per_shelf`` calls within ``idle_s`` after it.
 - A call's input estimate must fit what the credit reserved for it (the
   tokens-per-minute pacing never reserves less than a call needs).
 """
@@ -37,6 +40,8 @@ from .lease import LeaseRequest
 
 # What a credit was asked for: the client token's hash, the model, the service class.
 Shelf = tuple[str, str, str]
+# A shelf keyring refused a credit is not asked again for this long (at least four idle times).
+REFUSED_BACKOFF_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,9 @@ class Credits:
         self._clock = clock
         self._shelves: dict[Shelf, deque[Credit]] = {}
         self._asked: dict[Shelf, int] = {}  # credits asked for and not answered yet
+        # Shelves keyring refused a credit (a token with a rate limit or budgets, none free...): not asked again
+        # before this time (the client's clock), so their calls cost no extra message each.
+        self._refused_until: dict[Shelf, float] = {}
 
     def __len__(self) -> int:
         return sum(len(shelf) for shelf in self._shelves.values())
@@ -86,6 +94,8 @@ class Credits:
 
     def wanted(self, shelf: Shelf) -> int:
         """How many credits to ask for now to fill ``shelf`` (counted as asked until ``answered``)."""
+        if self._refused_until and self._refused_until.get(shelf, 0.0) > self._clock():
+            return 0
         asked = self._asked.get(shelf, 0)
         held = len(self._shelves.get(shelf, ()))
         # Refilled when half or more is gone: one message asks for several.
@@ -104,6 +114,11 @@ class Credits:
             self._asked.pop(shelf, None)
         if credit is not None:
             self._shelves.setdefault(shelf, deque()).append(credit)
+            self._refused_until.pop(shelf, None)
+        else:
+            now = self._clock()
+            self._refused_until = {shelf: until for shelf, until in self._refused_until.items() if until > now}
+            self._refused_until[shelf] = now + max(REFUSED_BACKOFF_S, 4 * self.idle_s)
 
     def held(self) -> list[Credit]:
         """Every credit on a shelf, left there."""

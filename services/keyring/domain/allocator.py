@@ -179,6 +179,10 @@ class Allocator:
             token, pool = self.authenticate(request.token_hash, now)
         if not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
+        if request.credit and (token.budgets or token.requests_per_minute):
+            # A tenant's rate and budgets are exact promises: a credit would hold a place in them until used or
+            # refunded, and one a replica granted before it died stays in what it published (issue 23).
+            raise PermissionDenied("no credits for a client token with a rate limit or budgets")
         replicas = self._replicas()
         self._account_departed()
         token_minutes = self._token_minutes
@@ -351,15 +355,12 @@ class Allocator:
     def refund(self, lease: LeaseRecord, now: float) -> None:
         """A credit released unused (``LeaseRequest.credit``): every count its grant made is taken back.
 
-        The token's and the key's per-minute windows, the token's request budgets, the project's request and
-        reserved input tokens: no call was made, so none of them may stay spent (a refund in a window that
-        has moved on takes nothing back: the old window no longer limits anyone).
+        The token's and the key's per-minute windows, the project's request and reserved input tokens (a
+        token with budgets or a rate limit is granted no credit: ``grant``): no call was made, so none of them
+        may stay spent (a refund in a window that has moved on takes nothing back: it limits nobody now).
         """
         self._token_minutes.remove(lease.token_id, lease.granted_at)
         self._key_minutes.remove(lease.key_id, lease.granted_at)
-        token = self._view.tokens.get(lease.token_id)
-        if token is not None and token.budgets:
-            self.budgets.remove_request(lease.token_id, token.budgets, lease.model, lease.granted_at)
         self.quotas.refund(lease.lease_id, now)
 
     def spend_tokens(self, token_id: str, model: str, tokens: int, now: float) -> None:

@@ -139,15 +139,6 @@ class BudgetMeter:
                 self._window(token_id, scope, span, now).requests += 1
         self.changed = True
 
-    def remove_request(self, token_id: str, budgets: Iterable[TokenBudget], model: str, at: float) -> None:
-        """Take back a request counted at ``at`` (a credit's refund) from the windows still running."""
-        for scope in self._scopes(budgets, model):
-            for span in SPANS:
-                window = self._windows.get((token_id, scope, span))
-                if window is not None and window.start == _start(at, span) and window.requests > 0:
-                    window.requests -= 1
-        self.changed = True
-
     def add_tokens(self, token_id: str, budgets: Iterable[TokenBudget], model: str, tokens: int, now: float) -> None:
         if tokens <= 0:
             return
