@@ -166,3 +166,14 @@ async def test_a_cooling_key_revokes_the_credits_another_edge_holds_there(start_
         await seeing.close()
         await holding.close()
     await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")
+
+
+async def test_credits_asked_as_the_edge_closes_go_back_at_once(start_replica: StartReplica) -> None:
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=30)
+    lease = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))  # the shelf's refill is on its way
+    lease.release(OK, confirm=False)
+    await client.close()  # waits for the credits asked, and gives them back: none left for keyring to reclaim
+    await until(lambda: held(replica) == 0, within_s=1, message="credits granted at close left held")

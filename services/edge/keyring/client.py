@@ -127,6 +127,8 @@ class KeyringClient:
         self._asker = Asker(self.replicas, timeout_s)
         self.credits = Credits(credits, credit_idle_s, clock) if credits > 0 else None
         self._sweep: asyncio.TimerHandle | None = None
+        self._asking: set[asyncio.Task[None]] = set()  # credits asked for, not answered yet
+        self._closing = False
         if self.credits is not None:
             self.releases.on_news = self._key_news
             self.replicas.on_revoked = self._revoked
@@ -135,8 +137,11 @@ class KeyringClient:
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""
         if self.credits is not None:
+            self._closing = True  # a credit granted from now on goes back at once (``_ask_credit``)
             if self._sweep is not None:
                 self._sweep.cancel()
+            if self._asking:
+                await asyncio.wait(set(self._asking), timeout=flush_timeout_s)
             self._give_back(self.credits.all())
         await self.releases.drain(flush_timeout_s)
         await self.replicas.close()
@@ -217,8 +222,12 @@ class KeyringClient:
     def _refill(self, shelf: Shelf, wanted: LeaseRequest) -> None:
         """Ask for the credits ``shelf`` lacks, each a call of its own on the lease stream (one message)."""
         assert self.credits is not None
+        if self._closing:
+            return
         for _ in range(self.credits.wanted(shelf)):
-            detached_task(self._ask_credit(shelf, wanted))
+            task = detached_task(self._ask_credit(shelf, wanted))
+            self._asking.add(task)
+            task.add_done_callback(self._asking.discard)
         if self._sweep is None:
             self._sweep = detached_later(self.credits.idle_s, self._sweep_expired)
 
@@ -235,6 +244,9 @@ class KeyringClient:
                 granted.lease, tuple(granted.allowed_models), replica, wanted.model, wanted.service_tier,
                 wanted.input_tokens, expires_at,
             )  # fmt: skip
+            if self._closing:  # granted as the edge closes: back at once, not left for keyring to reclaim
+                self._give_back([credit])
+                credit = None
         self.credits.answered(shelf, credit)
 
     def _sweep_expired(self) -> None:
