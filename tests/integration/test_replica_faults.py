@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.errors import NoKeyFree
-from services.edge.keyring import HeldLease, KeyringClient, LeaseRequest
+from services.edge.keyring import HeldLease, KeyringClient, LeaseRequest, replicas
 from tests.pki import session_pki
 
 from .conftest import StartReplica, make_pool, token_hash
@@ -124,9 +124,14 @@ async def test_a_grant_whose_caller_left_is_released_when_it_comes(
 
 @pytest.mark.parametrize("addressing", ["static", "dns"])
 async def test_releases_owed_to_a_replica_gone_for_good_are_handed_over_and_counted_once(
-    start_replica: StartReplica, caplog: pytest.LogCaptureFixture, addressing: str
+    start_replica: StartReplica, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, addressing: str
 ) -> None:
-    """Static: a's address stays configured, dead. DNS (a headless Service): a's record goes with it."""
+    """Static: a's address stays configured, dead. DNS (a headless Service): a's record goes with it.
+
+    Handover rounds every 0.3 s for a replica down 0.3 s (1 s and 1 s by default): the same rounds, sooner; a's
+    reconnect attempts 0.5 s apart at most, so the wait below still sees two or more."""
+    monkeypatch.setattr(replicas, "HANDOVER_EVERY_S", 0.3)
+    sooner = {"handover_after_s": 0.3, "max_reconnect_backoff_s": 0.5}
     a, b, token = await two_replicas(start_replica)
     targets = [a.address, b.address]
 
@@ -134,9 +139,9 @@ async def test_releases_owed_to_a_replica_gone_for_good_are_handed_over_and_coun
         return list(targets)
 
     if addressing == "static":
-        client = KeyringClient(targets, tls=session_pki().edge.files)
+        client = KeyringClient(targets, tls=session_pki().edge.files, **sooner)
     else:  # a replica no longer named is retired after twice the timeout
-        client = KeyringClient(["keyring:50051"], 0.5, 0.05, resolver, tls=session_pki().edge.files)
+        client = KeyringClient(["keyring:50051"], 0.5, 0.05, resolver, tls=session_pki().edge.files, **sooner)
     caplog.set_level(logging.INFO, logger="services.edge")
     try:
         leases: list[HeldLease] = [await client.acquire(LeaseRequest(token_hash=token, model=MODEL)) for _ in range(6)]
