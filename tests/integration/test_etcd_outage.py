@@ -27,6 +27,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.devstack.etcd_server import EtcdServer, free_port
 from services.edge.keyring import KeyringClient, LeaseRequest
+from services.keyring import write_behind
 from services.keyring.config import KeyringSettings
 from services.keyring.server import KeyringServer, create_server
 from services.keyring.store import EtcdStore
@@ -175,7 +176,12 @@ async def test_with_etcd_stopped_a_429_release_is_answered_at_once_and_cools_the
         await client.close()
 
 
-async def test_what_is_decided_while_etcd_is_down_is_in_etcd_after_it_restarts(etcd: EtcdServer, start: Start) -> None:
+async def test_what_is_decided_while_etcd_is_down_is_in_etcd_after_it_restarts(
+    etcd: EtcdServer, start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write-behind's retries back off to 0.5 s at most (2 s by default): written within 0.5 s of etcd's return,
+    # not up to 2 s; still retried, and still only once etcd is back.
+    monkeypatch.setattr(write_behind, "RETRY_MAX_S", 0.5)
     replica_a, replica_b, token, client = await two_replicas(start)
     try:
         granted = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))
