@@ -16,6 +16,7 @@ import pytest
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.proto.keyring.v1 import keyring_pb2_grpc as pb_grpc
 from services.devstack.etcd_server import EtcdServer
+from services.edge.keyring.transport import LeaseStream
 from services.keyring.config import KeyringSettings
 from services.keyring.sealing import generate_kek
 from services.keyring.server import KeyringServer, create_server
@@ -108,3 +109,22 @@ async def make_pool(replica: Replica, name: str = "main", **pool_fields: object)
     await replica.admin.CreatePool(pb.CreatePoolRequest(pool=pb.Pool(name=name, **pool_fields)))
     created = await replica.admin.CreateToken(pb.CreateTokenRequest(pool=name, name="tests"))
     return token_hash(created.token)
+
+
+def record_lease_messages(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Each message the edge's lease streams send from now on, as its calls' kinds ("acquire", "credit" for an
+    acquire asked ahead of need, "release"...)."""
+    messages: list[list[str]] = []
+    batches = LeaseStream._batches.__func__  # type: ignore[attr-defined]
+
+    def kind(call: pb.LeaseCall) -> str:
+        which = str(call.WhichOneof("call"))
+        return "credit" if which == "acquire" and call.acquire.credit else which
+
+    async def recording(cls: type[LeaseStream], queue: object) -> AsyncIterator[pb.LeaseStreamRequest]:
+        async for batch in batches(cls, queue):
+            messages.append([kind(call) for call in batch.calls])
+            yield batch
+
+    monkeypatch.setattr(LeaseStream, "_batches", classmethod(recording))
+    return messages

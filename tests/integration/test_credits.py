@@ -9,6 +9,7 @@ none, and its shelf is not asked again at every call.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,10 +18,9 @@ from services.common.naming import token_hash
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.errors import NoKeyFree
 from services.edge.keyring import KeyringClient, LeaseRequest
-from services.edge.keyring.transport import LeaseStream
 from tests.pki import session_pki
 
-from .conftest import Replica, StartReplica, make_pool
+from .conftest import Replica, StartReplica, make_pool, record_lease_messages
 from .test_keyring_service import MODEL, add_keys
 from .test_lease_stream_faults import held, until
 
@@ -31,20 +31,7 @@ QUOTA = pb.Outcome(http_status=429, error_status="RESOURCE_EXHAUSTED", retry_del
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Each message the edge's lease streams send, as its calls' kinds ("acquire", "credit", "release"...)."""
-    messages: list[list[str]] = []
-    batches = LeaseStream._batches.__func__  # type: ignore[attr-defined]
-
-    def kind(call: pb.LeaseCall) -> str:
-        which = str(call.WhichOneof("call"))
-        return "credit" if which == "acquire" and call.acquire.credit else which
-
-    async def recording(cls: type[LeaseStream], queue: object) -> AsyncIterator[pb.LeaseStreamRequest]:
-        async for batch in batches(cls, queue):
-            messages.append([kind(call) for call in batch.calls])
-            yield batch
-
-    monkeypatch.setattr(LeaseStream, "_batches", classmethod(recording))
-    return messages
+    return record_lease_messages(monkeypatch)
 
 
 def calls(sent: list[list[str]], kind: str) -> int:
@@ -54,6 +41,17 @@ def calls(sent: list[list[str]], kind: str) -> int:
 def shelved(client: KeyringClient) -> int:
     assert client.credits is not None
     return len(client.credits)
+
+
+@contextlib.asynccontextmanager
+async def credit_client(replica: Replica, idle_s: float) -> AsyncIterator[KeyringClient]:
+    """An edge's keyring client keeping four credits a shelf; closed after, and then no lease is left held."""
+    client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=idle_s)
+    try:
+        yield client
+    finally:
+        await client.close()
+    await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")
 
 
 async def rated_token(replica: Replica, requests_per_minute: int) -> str:
@@ -69,8 +67,7 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
     replica = await start_replica("replica-a")
     token = await make_pool(replica, policy=pb.Policy(requests_per_minute=2))  # per key: 6 calls a minute
     await add_keys(replica, 3)
-    client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=0.5)
-    try:
+    async with credit_client(replica, idle_s=0.5) as client:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
         first = await client.acquire(wanted)  # the shelf was empty: leased for itself, the shelf filled behind it
         await until(lambda: shelved(client) == 4, within_s=2, message="the shelf not filled")
@@ -93,9 +90,6 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
             await client.acquire(wanted)
         for lease in more:
             lease.release(OK, confirm=False)
-    finally:
-        await client.close()
-    await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")
 
 
 async def test_a_token_with_a_rate_limit_gets_no_credit_and_its_shelf_is_not_asked_again(
@@ -105,8 +99,7 @@ async def test_a_token_with_a_rate_limit_gets_no_credit_and_its_shelf_is_not_ask
     await make_pool(replica)
     await add_keys(replica, 2)
     token = await rated_token(replica, 100)
-    client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=0.5)
-    try:
+    async with credit_client(replica, idle_s=0.5) as client:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
         for _ in range(3):
             lease = await client.acquire(wanted)
@@ -114,9 +107,6 @@ async def test_a_token_with_a_rate_limit_gets_no_credit_and_its_shelf_is_not_ask
             lease.release(OK, confirm=False)
         assert calls(sent, "acquire") == 3 and calls(sent, "credit") == 4  # refused once: asked no more
         assert shelved(client) == 0
-    finally:
-        await client.close()
-    await until(lambda: held(replica) == 0, within_s=2, message="a lease left held")
 
 
 async def test_news_of_a_key_gives_its_credits_back_and_resource_calls_take_none(
@@ -125,8 +115,7 @@ async def test_news_of_a_key_gives_its_credits_back_and_resource_calls_take_none
     replica = await start_replica("replica-a")
     token = await make_pool(replica)
     await add_keys(replica, 2)
-    client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=30)
-    try:
+    async with credit_client(replica, idle_s=30) as client:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
         first = await client.acquire(wanted)
         await until(lambda: shelved(client) == 4, within_s=2, message="the shelf not filled")
@@ -141,9 +130,6 @@ async def test_news_of_a_key_gives_its_credits_back_and_resource_calls_take_none
         assert calls(sent, "acquire") == before + 1  # a call that binds is leased for itself
         assert bound.lease.key_id != cooled
         bound.release(OK, confirm=False)
-    finally:
-        await client.close()
-    await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")
 
 
 async def test_a_cooling_key_revokes_the_credits_another_edge_holds_there(start_replica: StartReplica) -> None:

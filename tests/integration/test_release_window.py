@@ -11,16 +11,14 @@ stream, as any release sent and not answered).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.edge.keyring import KeyringClient, LeaseRequest
-from services.edge.keyring.transport import LeaseStream
 from tests.pki import session_pki
 
-from .conftest import StartReplica, make_pool
+from .conftest import StartReplica, make_pool, record_lease_messages
 from .test_keyring_service import MODEL, add_keys
 from .test_lease_stream_faults import TcpProxy, held, until
 
@@ -30,16 +28,7 @@ OK = pb.Outcome(http_status=200)
 @pytest.fixture
 def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The kinds of call ("acquire", "release"...) of every message the edge's lease streams send."""
-    sent: list[list[str]] = []
-    batches = LeaseStream._batches.__func__  # type: ignore[attr-defined]
-
-    async def recording(cls: type[LeaseStream], queue: object) -> AsyncIterator[pb.LeaseStreamRequest]:
-        async for batch in batches(cls, queue):
-            sent.append([str(call.WhichOneof("call")) for call in batch.calls])
-            yield batch
-
-    monkeypatch.setattr(LeaseStream, "_batches", classmethod(recording))
-    return sent
+    return record_lease_messages(monkeypatch)
 
 
 async def test_a_release_rides_with_the_next_call_while_others_are_held_and_the_last_goes_at_once(
