@@ -20,8 +20,8 @@ from .conftest import Replica, StartReplica, make_pool
 from .test_keyring_service import acquire, add_keys, eventually, release, retry_after_from
 
 MODEL = "gemini-3.5-flash"
-BASE_S = 3.0
-STORM_S = 1.5
+BASE_S = 2.0  # a second strike would double it: 4 s, past every bound below (BASE_S + 0.5 s or + 1.5 s)
+STORM_S = 1.0
 CALLS = 48
 WAVES = 6
 
