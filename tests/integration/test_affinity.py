@@ -177,14 +177,14 @@ async def test_expired_bindings_are_not_found_then_collected(
 ) -> None:
     a, b, token, keys = two
     monkeypatch.setattr(housekeeping, "COOLDOWN_GC_INTERVAL_S", 0.2)
-    await bind(a, await lease_of(a, token, keys[0], keys), "batches/short", ttl_ms=1000)
+    await bind(a, await lease_of(a, token, keys[0], keys), "batches/short", ttl_ms=500)
     await bind(a, await lease_of(a, token, keys[0], keys), "batches/long", ttl_ms=HOUR_MS)
     assert (await affine(b, token, "batches/short")).key_id == keys[0]
     store = a.store
     path = a.keyring.cache.layout.affinity("main", "batches/short")
     stored = await store.get(path)
     assert stored is not None and orjson.loads(stored.value)["project"] == "proj-a"
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(0.6)  # past the short binding's 0.5 s
     assert (await refusal(b, token, "batches/short")).code() is grpc.StatusCode.NOT_FOUND  # expired, not yet collected
     deadline = time.monotonic() + 5
     while await store.get(path) is not None:
