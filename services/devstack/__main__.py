@@ -280,12 +280,15 @@ def run(
 ) -> None:
     keyring_address = f"127.0.0.1:{options.keyring_port}"
     upstream = options.upstream
+    # Started side by side where nothing waits for the other: the simulator and keyring (keyring calls the upstream
+    # only to check keys, none yet), then the edge and admin (each needs keyring only).
     if options.demo:
         simulator_env = {"SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(options.simulator_port)}
         stack.spawn("simulator", "services.simulator", simulator_env)
         upstream = f"http://127.0.0.1:{options.simulator_port}"
-        wait_http(f"{upstream}/_sim/counts", stack)
     stack.spawn("keyring", "services.keyring", keyring_env(var, etcd, keyring_address, upstream, certs))
+    if options.demo:
+        wait_http(f"{upstream}/_sim/counts", stack)
     asyncio.run(wait_until_serving(keyring_address, still_alive=stack.check_alive, tls=certs["keyring-edge"].files))
     stack.spawn(
         "edge",
@@ -306,7 +309,6 @@ def run(
     )
     edge_url = f"http://127.0.0.1:{options.edge_port}"
     https_url = f"https://localhost:{options.edge_https_port}"
-    wait_http(f"{edge_url}/healthz", stack)
     tokens_file, admin_token = local_admin_token(var)
     stack.spawn(
         "admin",
@@ -320,6 +322,7 @@ def run(
         },
     )
     admin_url = f"http://127.0.0.1:{options.admin_port}"
+    wait_http(f"{edge_url}/healthz", stack)
     wait_http(f"{admin_url}/healthz", stack)
     token = asyncio.run(seed_demo(keyring_address, certs["keyring-admin"])) if options.demo else ""
     keys_token, keys_summary = "", ""
