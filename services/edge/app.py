@@ -228,4 +228,5 @@ async def stop_edge(runner: web.AppRunner, settings: EdgeSettings) -> None:
     live.go_away(app, settings.shutdown_timeout_s)  # Live sessions: goAway now, closed before the drain's end
     if not await drain.idle(settings.shutdown_timeout_s):
         log.warning("shutdown grace over: %d requests still in flight are cut", drain.in_flight)
+        await drain.cut(CLEANUP_CUTOFF_S)
     await runner.cleanup()

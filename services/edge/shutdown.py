@@ -16,17 +16,34 @@ class Drain:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._handlers: set[asyncio.Task[object]] = set()  # the tasks serving the requests in flight
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.in_flight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         try:
             return await handler(request)
         finally:
+            if task is not None:
+                self._handlers.discard(task)
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+
+    async def cut(self, timeout_s: float) -> None:
+        """The grace is over: cancel what is still in flight, and wait (bounded) until each has released its lease.
+
+        aiohttp's own shutdown would first wait its cut-off for them, then cancel and wait again.
+        """
+        handlers = [task for task in self._handlers if not task.done()]
+        for task in handlers:
+            task.cancel()
+        if handlers:
+            await asyncio.wait(handlers, timeout=timeout_s)
 
     async def idle(self, timeout_s: float) -> bool:
         """Wait until no request is in flight; False when ``timeout_s`` passed first."""
