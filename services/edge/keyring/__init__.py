@@ -4,6 +4,7 @@ Its rooms, one concern each::
 
     client.py     KeyringClient: acquire (a LeaseRequest in, a HeldLease out), check_token, bound_names, ready
     lease.py      LeaseRequest, and HeldLease: the one owner of a lease's end (idempotent release, async with)
+    credits.py    leases asked ahead of need (EDGE_KEYRING_CREDITS): the shelves a plain call takes one from
     releases.py   how a release reaches keyring: the granting replica, reports to the others, delivery
     replicas.py   the replica set: resolution, one stream per replica, the turn, handovers every second
     asking.py     one call asked of the replicas, hedged: the first answer wins, a silent replica passed by
