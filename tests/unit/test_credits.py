@@ -1,5 +1,5 @@
 """Credits (leases asked ahead of need, issue 23): granted as any lease, every count taken back when unused;
-none for a client token whose rate or budgets are a promise to a tenant."""
+none for a client token whose rate or budgets are a promise to a tenant, nor in a pool with an in-flight cap."""
 
 from __future__ import annotations
 
@@ -68,12 +68,14 @@ async def test_a_refund_in_a_minute_that_has_moved_on_takes_nothing_from_the_new
     assert project_use(world, QuotaMetric.REQUESTS_PER_MINUTE) == 1
 
 
-@pytest.mark.parametrize("limit", ["budget", "rate"])
-async def test_a_token_with_a_rate_limit_or_budgets_is_granted_no_credit(world: Budgeted, limit: str) -> None:
+@pytest.mark.parametrize("limit", ["budget", "rate", "in-flight cap"])
+async def test_a_limited_token_or_a_capped_pool_is_granted_no_credit(world: Budgeted, limit: str) -> None:
     if limit == "budget":
         await world.budgets(TokenBudget(requests_per_minute=100))
-    else:
+    elif limit == "rate":
         world.token = await world.admin.tokens.update_token(world.token.token_id, requests_per_minute=100)
+    else:  # one tenant's credits would hold the slots another tenant's calls need
+        await world.admin.pools.update_pool("main", PoolChanges(policy={"max_in_flight": 4}))
     with pytest.raises(PermissionDenied, match="no credits"):
         world.keyring.desk.lease(LeaseRequest(world.hashed, MODEL, credit=True))
     assert world.keyring.desk.leases_in_flight == 0

@@ -9,8 +9,10 @@ model takes one, and the shelf is refilled behind it, several credits in one
 message, so most calls cost keyring no round trip of their own and their
 acquires no message at all.
 
-Keyring grants none for a client token with a rate limit or budgets (a
-tenant's promise stays exact); a shelf refused is not asked again for a while.
+Keyring grants none for a client token with a rate limit or budgets, nor
+in a pool with an in-flight cap (those promises stay exact: no tenant's
+shelf holds the slots another's calls need); a shelf refused is not asked
+again for a while.
 
 What it relaxes, each to a bound (docs/configuration.md, ``EDGE_KEYRING_CREDITS``):
 - A credit unused for ``idle_s`` goes back as ``TRANSPORT_UNUSED``: keyring

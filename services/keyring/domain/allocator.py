@@ -179,10 +179,11 @@ class Allocator:
             token, pool = self.authenticate(request.token_hash, now)
         if not pool.allows(model):
             raise PermissionDenied(f"model {model!r} is not allowed in this pool")
-        if request.credit and (token.budgets or token.requests_per_minute):
-            # A tenant's rate and budgets are exact promises: a credit would hold a place in them until used or
-            # refunded, and one a replica granted before it died stays in what it published (issue 23).
-            raise PermissionDenied("no credits for a client token with a rate limit or budgets")
+        if request.credit and (token.budgets or token.requests_per_minute or pool.policy.max_in_flight):
+            # A tenant's rate and budgets and a pool's in-flight cap are exact promises: a credit would hold a
+            # place in them until used or refunded (one tenant's shelves holding the slots another needs), and
+            # one a replica granted before it died stays in what it published (issue 23).
+            raise PermissionDenied("no credits for a client token with a rate limit or budgets, or in a capped pool")
         replicas = self._replicas()
         self._account_departed()
         token_minutes = self._token_minutes
