@@ -56,6 +56,9 @@ class StateCache:
         self.store_revision = 0
         # Called with a key id when the key leaves the view (the lease desk drops its secret).
         self.on_key_removed: list[Callable[[str], None]] = []
+        # Told the id of a client token or the name of a pool put or removed (credits granted for it are revoked).
+        self.on_token_changed: list[Callable[[str], None]] = []
+        self.on_pool_changed: list[Callable[[str], None]] = []
         # Health decisions of this replica not confirmed by the store yet (written by write_behind.py).
         self.pending = PendingDecisions()
         self._store = store
@@ -208,10 +211,14 @@ class StateCache:
             record = self.pending.overlay(record)
         if isinstance(record, Pool):
             self.view.put_pool(record)
+            for listener in self.on_pool_changed:
+                listener(record.name)
         elif isinstance(record, UpstreamKey):
             self.view.put_key(record)
         elif isinstance(record, ClientToken):
             self.view.put_token(record)
+            for listener in self.on_token_changed:
+                listener(record.token_id)
         elif isinstance(record, Cooldown):
             self.view.put_cooldown(record)
         elif isinstance(record, Affinity):
@@ -224,6 +231,8 @@ class StateCache:
         kind, parts = self.layout.kind_of(path)
         if kind == "pools":
             self.view.remove_pool(parts[0])
+            for listener in self.on_pool_changed:
+                listener(parts[0])
         elif kind == "keys":
             self.pending.discard(parts[0])
             self.view.remove_key(parts[0])
@@ -231,6 +240,8 @@ class StateCache:
                 listener(parts[0])
         elif kind == "tokens":
             self.view.remove_token(parts[0])
+            for listener in self.on_token_changed:
+                listener(parts[0])
         elif kind == "cooldowns" and len(parts) == 3:
             cooldown_id = CooldownId(CooldownScope(parts[0]), parts[1], parts[2])
             kept = self.pending.get(cooldown_id)

@@ -100,6 +100,18 @@ class Observer:
 DEFAULT_KEY_BLAMES_PER_MINUTE = 300
 
 
+class HeldCredit(NamedTuple):
+    """A credit a lease stream granted and the edge has not released: what a revocation matches on."""
+
+    key_id: str
+    project: str
+    token_id: str
+    pool: str
+
+
+CreditMatch = Callable[[HeldCredit], bool]
+
+
 class LeaseDesk:
     def __init__(
         self,
@@ -129,9 +141,12 @@ class LeaseDesk:
         self._clock = clock
         self._secrets: dict[str, tuple[str, str]] = {}  # key id -> (sealed, clear)
         cache.on_key_removed.append(self._forget_secret)
+        # A token or pool edited (revoked, limited, its models changed) or removed: its credits may not be used.
+        cache.on_token_changed.append(lambda token_id: self._revoke_credits(lambda held: held.token_id == token_id))
+        cache.on_pool_changed.append(lambda pool: self._revoke_credits(lambda held: held.pool == pool))
         self._instance = instance
         self._judged = RecentIds()  # lease ids whose outcome this replica judged (release, report, retry)
-        self._credit_watchers: set[Callable[[str, str], None]] = set()  # ``watch_credits``
+        self._credit_watchers: set[Callable[[CreditMatch], None]] = set()  # ``watch_credits``
         # Outcomes blaming a key judged per caller identity and minute (KEYRING_KEY_BLAMES_PER_MINUTE, server.py).
         self.blames = BlameBudget(DEFAULT_KEY_BLAMES_PER_MINUTE)
         self._last_stamp = 0.0
@@ -361,14 +376,19 @@ class LeaseDesk:
         if decided:
             self.decisions.decide(decided, own=own)
             if verdict.cooldown is not None or verdict.key is not None:
-                for revoke in tuple(self._credit_watchers):
-                    revoke(key.key_id, key.project)
+                key_id, project = key.key_id, key.project
+                self._revoke_credits(lambda held: held.key_id == key_id or (bool(project) and held.project == project))
 
-    def watch_credits(self, revoke: Callable[[str, str], None]) -> Callable[[], None]:
-        """Call ``revoke(key id, project)`` whenever an outcome cools a key or its project (a lease stream
-        revokes the credits it granted there, ``lease_servicer.py``); returns the function that stops it."""
+    def watch_credits(self, revoke: Callable[[CreditMatch], None]) -> Callable[[], None]:
+        """Call ``revoke(matches)`` whenever credits may no longer be used: an outcome cooled their key or its
+        project, their client token or pool was edited or removed (a lease stream revokes the credits it granted
+        that ``matches``, ``lease_servicer.py``); returns the function that stops it."""
         self._credit_watchers.add(revoke)
         return lambda: self._credit_watchers.discard(revoke)
+
+    def _revoke_credits(self, matches: CreditMatch) -> None:
+        for revoke in tuple(self._credit_watchers):
+            revoke(matches)
 
     def report(self, lease_id: str, key_id: str, model: str, outcome: Outcome, caller: str | None = None) -> bool:
         """A peer's outcome (another replica's lease; no slot, no usage): learnt when the lease id vouches for it."""

@@ -33,7 +33,7 @@ from services.common.telemetry import TRACEPARENT, context_from
 
 from . import convert
 from .authorization import caller
-from .desk import LeaseDesk, Released
+from .desk import CreditMatch, HeldCredit, LeaseDesk, Released
 from .domain.affinity import AffinityMiss
 from .domain.demand import LeaseRequest
 from .domain.errors import InvalidArgument, KeyringError
@@ -270,11 +270,11 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         identity = caller(context)  # whose budget of outcomes blaming keys this stream spends (domain/blames.py)
         pending: set[asyncio.Task[None]] = set()
         granted: set[str] = set()  # lease ids granted on this stream, not released on it
-        credits: dict[str, tuple[str, str]] = {}  # credits granted on it, not released: lease id -> (key, project)
+        credits: dict[str, HeldCredit] = {}  # credits granted on it and not released, by lease id
 
-        def revoke(key_id: str, project: str) -> None:
-            """An outcome cooled ``key_id`` (or its project): the edge gives back its credits there, unused."""
-            gone = [lease_id for lease_id, (key, of) in credits.items() if key == key_id or (project and of == project)]
+        def revoke(matches: CreditMatch) -> None:
+            """Credits that may not be used any more (``LeaseDesk.watch_credits``): the edge gives them back."""
+            gone = [lease_id for lease_id, held in credits.items() if matches(held)]
             for lease_id in gone:
                 del credits[lease_id]
             if gone:
@@ -360,7 +360,9 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                                 continue
                             granted.add(acquired.lease.lease_id)
                             if request.credit:
-                                credits[acquired.lease.lease_id] = (acquired.lease.key_id, acquired.lease.project)
+                                lease = acquired.lease
+                                token_id = self._desk.book.holder(lease.lease_id)
+                                credits[lease.lease_id] = HeldCredit(lease.key_id, lease.project, token_id, lease.pool)
                             results.append(pb.LeaseResult(id=call.id, acquire=acquired))
                         elif call.HasField("renew"):
                             renewed = self._renew(call.renew)

@@ -16,7 +16,7 @@ import pytest
 
 from services.common.naming import token_hash
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
-from services.edge.errors import NoKeyFree
+from services.edge.errors import NoKeyFree, TokenRejected
 from services.edge.keyring import KeyringClient, LeaseRequest
 from tests.pki import session_pki
 
@@ -163,3 +163,19 @@ async def test_credits_asked_as_the_edge_closes_go_back_at_once(start_replica: S
     lease.release(OK, confirm=False)
     await client.close()  # waits for the credits asked, and gives them back: none left for keyring to reclaim
     await until(lambda: held(replica) == 0, within_s=1, message="credits granted at close left held")
+
+
+async def test_a_revoked_token_s_credits_are_revoked_at_once(start_replica: StartReplica) -> None:
+    replica = await start_replica("replica-a")
+    await make_pool(replica)
+    await add_keys(replica, 2)
+    created = await replica.admin.CreateToken(pb.CreateTokenRequest(pool="main", name="soon revoked"))
+    wanted = LeaseRequest(token_hash=token_hash(created.token), model=MODEL)
+    async with credit_client(replica, idle_s=30) as client:
+        (await client.acquire(wanted)).release(OK, confirm=False)
+        await until(lambda: shelved(client) == 4, within_s=2, message="the shelf not filled")
+        await replica.admin.RevokeToken(pb.RevokeTokenRequest(token_id=created.info.token_id))
+        # Not 30 s of credits for a revoked token: keyring revokes them as its view learns the revocation.
+        await until(lambda: shelved(client) == 0, within_s=2, message="a revoked token's credits kept")
+        with pytest.raises(TokenRejected):
+            await client.acquire(wanted)

@@ -24,8 +24,8 @@ What it relaxes, each to a bound (docs/configuration.md, ``EDGE_KEYRING_CREDITS`
   granted another edge's credits there revokes them as it learns the outcome
   (``LeaseStreamResponse.revoked_credits``); a call that took one in the
   moment between fails over as any call on a cooling key does.
-- A token revoked, or a pool's models edited: credits granted before serve
-  at most ``per_shelf`` calls within ``idle_s`` after it.
+- A token revoked or edited, a pool edited: keyring revokes their credits as
+  its view learns of it (a call that took one in that moment goes upstream).
 - A call's input estimate must fit what the credit reserved for it (the
   tokens-per-minute pacing never reserves less than a call needs).
 """
