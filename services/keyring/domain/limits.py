@@ -201,6 +201,10 @@ class _Reservation:
     input_tokens: int  # the edge's estimate, reserved in the windows of ``leased_at``
 
 
+# The outcome of a credit no call used (``QuotaCounter.refund``): nothing consumed upstream.
+_NO_CALL = Outcome(0, Transport.UNUSED)
+
+
 @dataclass(slots=True)
 class _Use:
     """One (project, model)'s counts on this replica."""
@@ -212,6 +216,15 @@ class _Use:
     def ended(self, now: float) -> bool:
         """Every window it counted in has ended."""
         return all(entry[0] != window(metric, now)[0] for metric, entry in self.windows.items())
+
+
+def _correct(use: _Use, reserved: _Reservation, metrics: Iterable[QuotaMetric], delta: float, now: float) -> None:
+    """Add ``delta`` to ``metrics`` in the windows ``reserved`` was counted in, those still current (never below 0)."""
+    for metric in metrics:
+        start = window(metric, now)[0]
+        entry = use.windows.get(metric)
+        if entry is not None and entry[0] == start and window(metric, reserved.leased_at)[0] == start:
+            entry[1] = max(entry[1] + delta, 0.0)
 
 
 def settled_input(outcome: Outcome, estimate: int) -> int:
@@ -304,27 +317,19 @@ class QuotaCounter:
         use.served = use.served or upstream_served(outcome)
         real, estimate = settled_input(outcome, reserved.input_tokens), reserved.input_tokens
         if real != estimate:
-            for metric in PACED_TOKENS:
-                start = window(metric, now)[0]
-                entry = use.windows.get(metric)
-                if entry is not None and entry[0] == start and window(metric, reserved.leased_at)[0] == start:
-                    entry[1] = max(entry[1] + real - estimate, 0.0)
+            _correct(use, reserved, PACED_TOKENS, real - estimate, now)
         self._ended(reserved, use)
 
     def refund(self, lease_id: str, now: float) -> None:
-        """A credit released unused: its request and its reserved input tokens taken back from the windows it
-        was leased in, if still current (no call was made)."""
+        """A credit released unused: settled as a call that consumed nothing (its reserved input tokens taken
+        back), and its request taken back too, in the windows it was leased in if still current."""
         for key in (lease_id, lease_id + _PRIORITY_LEASE):
             reserved = self._reserved.pop(key, None)
-            if reserved is None or (use := self._uses.get((reserved.project, reserved.model))) is None:
+            if reserved is None:
                 continue
-            for metrics, amount in ((_REQUEST_METRICS, 1), (_TOKEN_METRICS, reserved.input_tokens)):
-                for metric in metrics if amount else ():
-                    start = window(metric, now)[0]
-                    entry = use.windows.get(metric)
-                    if entry is not None and entry[0] == start and window(metric, reserved.leased_at)[0] == start:
-                        entry[1] = max(entry[1] - amount, 0.0)
-            self._ended(reserved, use)
+            if (use := self._uses.get((reserved.project, reserved.model))) is not None:
+                _correct(use, reserved, PACED, -1, now)
+            self._settle(reserved, _NO_CALL, now)
 
     def expired(self, lease_id: str) -> None:
         """A lease reclaimed unreleased: its estimate stands (the upstream may have counted it), its
