@@ -13,25 +13,24 @@ class Drain:
 
     def __init__(self) -> None:
         self.leaving = False
-        self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._handlers: set[asyncio.Task[object]] = set()  # the tasks serving the requests in flight
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._handlers)
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        self.in_flight += 1
+        task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]  # a handler runs in one
+        self._handlers.add(task)
         self._idle.clear()
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
         try:
             return await handler(request)
         finally:
-            if task is not None:
-                self._handlers.discard(task)
-            self.in_flight -= 1
-            if self.in_flight == 0:
+            self._handlers.discard(task)
+            if not self._handlers:
                 self._idle.set()
 
     async def cut(self, timeout_s: float) -> None:
