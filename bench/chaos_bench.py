@@ -105,6 +105,7 @@ of 10-20 s each, the budget's wait for its minute aside). Only the processes
 this run started are stopped, by PID.
 
     python bench/chaos_bench.py [--quick] [--check] [--only storm_429,frozen_replica,...] [--keep-logs DIR]
+                                [--keyring-log-level DEBUG]
 """
 
 from __future__ import annotations
@@ -298,9 +299,10 @@ class Stack:
         self.etcd.stop()
 
 
-async def start_stack(workdir: str, timing: Timing, replicas: int = 2) -> Stack:
+async def start_stack(workdir: str, timing: Timing, replicas: int = 2, keyring_log_level: str = "") -> Stack:
     """The stack of issue 13's scenarios (two replicas), or of issue 19's (three, with ``timing``'s membership
-    TTL and stream grace); two edges given every replica's static address either way."""
+    TTL and stream grace); two edges given every replica's static address either way. ``keyring_log_level``: the
+    replicas' LOG_LEVEL (DEBUG logs each cooldown decided; default WARNING, as every service here)."""
     os.makedirs(workdir, exist_ok=True)
     ca = LocalCA(os.path.join(workdir, "tls"))
     # Fixed ports and a kept data dir: a SIGKILLed etcd comes back where the replicas look for it.
@@ -329,6 +331,8 @@ async def start_stack(workdir: str, timing: Timing, replicas: int = 2) -> Stack:
                 prefix="/chaos/",
             )  # fmt: skip
             env["KEYRING_SHUTDOWN_GRACE_S"] = str(timing.keyring_grace_s)
+            if keyring_log_level:
+                env["LOG_LEVEL"] = keyring_log_level
             if wide:
                 env["KEYRING_MEMBERSHIP_TTL_S"] = str(timing.membership_ttl_s)
                 env["KEYRING_STREAM_LEASE_GRACE_S"] = str(timing.stream_grace_s)
@@ -1208,7 +1212,7 @@ async def main_async(options: argparse.Namespace) -> int:
         for replicas, names, subdir in ((2, SCENARIOS, ""), (WIDE_REPLICAS, WIDE_SCENARIOS, "wide")):
             if not set(names) & set(chosen):
                 continue
-            stack = await start_stack(os.path.join(workdir, subdir), timing, replicas)
+            stack = await start_stack(os.path.join(workdir, subdir), timing, replicas, options.keyring_log_level)
             try:
                 connector = aiohttp.TCPConnector(limit=0, force_close=False)
                 async with aiohttp.ClientSession(connector=connector) as http:
@@ -1237,6 +1241,9 @@ def main() -> None:
         "--only", default="", help="comma-separated scenarios: " + ", ".join((*SCENARIOS, *WIDE_SCENARIOS))
     )
     parser.add_argument("--keep-logs", default="", metavar="DIR", help="copy the services' logs there")
+    parser.add_argument(
+        "--keyring-log-level", default="", metavar="LEVEL", help="the replicas' LOG_LEVEL (DEBUG: cooldowns decided)"
+    )
     options = parser.parse_args()
     sys.exit(asyncio.run(main_async(options)))
 

@@ -37,6 +37,7 @@ first), and a NOT_FOUND counts against the token's rate like a call.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -54,7 +55,7 @@ from .domain.leasing import LeaseBook, LeaseRecord
 from .domain.limits import QuotaRow, quota_rows
 from .domain.limits import learnt as learnt_limits
 from .domain.live_tokens import Grants
-from .domain.models import Outcome, Policy, Transport
+from .domain.models import Cooldown, Outcome, Policy, Transport
 from .domain.policy import blames_key, is_routine_success, judge
 from .domain.served import served_model
 from .domain.tiers import class_model, service_class
@@ -66,6 +67,8 @@ from .write_behind import WriteBehind
 from .writer import StateWriter
 
 Clock = Callable[[], float]
+
+log = logging.getLogger(__name__)
 
 
 class Released(NamedTuple):
@@ -368,6 +371,8 @@ class LeaseDesk:
             decided.append(dataclasses.replace(verdict.cooldown, decision=lease_id, decided_at=stamp, asked=shown))
             if own:
                 self.observer.cooldown_started(verdict.cooldown.reason.value)
+            if log.isEnabledFor(logging.DEBUG):
+                _log_cooling(key.key_id, outcome, verdict.cooldown, cooldowns.get(verdict.cooldown.id), stamp, own)
         if verdict.key is not None:
             decided.append(dataclasses.replace(verdict.key, health_id=lease_id, health_at=stamp))
         told = learnt_limits(outcome, key.project, served, self._clock(), self._view.limits, outcome.service_tier)
@@ -458,3 +463,28 @@ class LeaseDesk:
 
     def _forget_secret(self, key_id: str) -> None:
         self._secrets.pop(key_id, None)
+
+
+def _log_cooling(
+    key_id: str, outcome: Outcome, cooldown: Cooldown, previous: Cooldown | None, now: float, own: bool
+) -> None:
+    """DEBUG: why a pair cools (or cools longer): the answer's send time against the record it was judged on.
+
+    Ids only (key id, project, model): no secret, no client token.
+    """
+    fields = {
+        "key_id": key_id,
+        "scope": cooldown.id.scope.value,
+        "subject": cooldown.id.subject,
+        "model": cooldown.id.model,
+        "reason": cooldown.reason.value,
+        "strikes": cooldown.strikes,
+        "until": round(cooldown.until, 3),
+        "now": round(now, 3),
+        "sent": round(now - max(outcome.latency_s, 0.0), 3),
+        "http_status": outcome.http_status,
+        "own": own,
+        "previous_until": round(previous.until, 3) if previous else None,
+        "previous_strikes": previous.strikes if previous else None,
+    }
+    log.debug("cooldown decided", extra={"fields": fields})
