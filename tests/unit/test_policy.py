@@ -341,6 +341,48 @@ def test_a_call_sent_after_the_cooldown_ended_that_fails_again_escalates() -> No
     assert second.cooldown.until == later + 120
 
 
+# A 429 naming a per-minute quota, no RetryInfo: the chaos bench's storm (the simulator's sticky rate_limit).
+RPM = QuotaViolation("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", quota_value="10")
+STORM_POLICY = Policy(rate_limit_cooldown_s=12)  # bench/chaos_bench.py FULL: base_cooldown_s
+
+
+def storm_record(start: float, length: float) -> Cooldown:
+    """The project pair's record after every key answers 429 (RPM) to calls sent every 0.1 s for ``length`` s."""
+    cooldowns: dict[CooldownId, Cooldown] = {}
+    steps = round(length * 10)
+    for step in range(steps):
+        sent = start + step / 10
+        outcome = Outcome(429, violations=(RPM,), latency_s=0.05)
+        result = judge(outcome, key(f"k{step % 5}", project="proj-a"), MODEL, STORM_POLICY, sent + 0.05, cooldowns)
+        apply(result, cooldowns)
+    return cooldowns[PROJECT_PAIR]
+
+
+def test_a_storm_across_a_minute_boundary_cools_for_one_base_backoff_after_it() -> None:
+    # The failing chaos run: the storm (10 s) began 54.15 s into a minute. Its first cooldown ends at the minute's
+    # end (5.85 s in); the storm goes on, so the pair cools again, for the base backoff (not twice it: 24 s,
+    # keys cooling ~20 s after the upstream recovered).
+    start = NOW - NOW % 60 + 54.15
+    record = storm_record(start, 10)
+    minute_end = start - start % 60 + 60
+    assert record.strikes == 1
+    assert minute_end + 12 <= record.until <= minute_end + 12.2
+    # A storm that outlasts that backoff as well doubles as before: the pair served it and failed again.
+    longer = storm_record(start, 20)
+    assert longer.strikes == 2 and longer.until > minute_end + 12 + 24
+
+
+@settings(max_examples=100, deadline=None)
+@given(offset=st.floats(0, 59.9), length=st.floats(0.1, 11.9))
+def test_a_storm_shorter_than_the_base_backoff_never_doubles_wherever_the_minute_ends(
+    offset: float, length: float
+) -> None:
+    start = NOW - NOW % 60 + offset
+    record = storm_record(start, length)
+    assert record.strikes == 1
+    assert record.until <= start + length + 12.1  # the last cooldown began within the storm
+
+
 def test_a_straggler_sent_before_the_end_and_answered_after_it_is_the_same_event() -> None:
     cooldowns: dict[CooldownId, Cooldown] = {}
     apply(at(Outcome(429), NOW, cooldowns), cooldowns)

@@ -30,7 +30,11 @@ the pair's record ``previous``:
   pair for one base backoff;
 - otherwise (the call left after the cooldown had ended and failed again
   within ``strike_memory_s`` of its end): a new event on a pair that had
-  recovered: one more strike, the backoff doubles.
+  recovered: one more strike, the backoff doubles. Except after a cooldown
+  its per-minute window cut short: a per-minute 429 of a call sent in the
+  minute that began as the pair's cooldown ended keeps the strike count (the
+  pair never served that backoff; a storm crossing a minute boundary would
+  otherwise double it: cooled to the minute's end, then twice the base).
 
 A success decays: a 2xx to a call sent after a pair's cooldown ended halves
 that record's strike count (one record per answer: the quota subject's first,
@@ -220,19 +224,23 @@ def _rate_limited(
     previous = cooldowns.get(subject)
     sent = _sent_at(outcome, now)
     # What the answer itself says about the end (0: nothing); without RetryInfo, when its per-minute window ends.
-    window_end = 0.0
+    window_start = window_end = 0.0
     if kind is AnswerKind.DAILY_QUOTA:
         reason, told = CooldownReason.DAILY_QUOTA, next_pacific_midnight(now)
     elif outcome.retry_delay_s > 0:
         reason, told = CooldownReason.RATE_LIMIT, now + outcome.retry_delay_s
     else:
         reason, told = CooldownReason.RATE_LIMIT, 0.0
-        window_end = _minute_window_end(outcome, sent)
+        window_start, window_end = _minute_window(outcome, sent)
         if window_end and window_end <= now:  # a per-minute window that has ended since the call left
             return Verdict(key=_failed(key, outcome, now))
     if previous is not None and sent < previous.until:  # an answer of the event already cooling
         return Verdict(cooldown=_extended(previous, reason, told), key=_failed(key, outcome, now))
     strikes = _next_strike(previous, policy, sent)
+    if window_end and previous is not None and previous.reason is reason and previous.until == window_start:
+        # The pair's last cooldown ended when this call's minute began: its window, not its backoff, ended it
+        # (a window cuts the backoff, below). The pair never served that backoff: no doubling.
+        strikes = max(previous.strikes, 1)
     backoff_end = now + _backoff(policy.rate_limit_cooldown_s, policy.rate_limit_max_cooldown_s, strikes)
     # A window frees the quota at its end, but never later than the pool's backoff would: a storm of 429s
     # naming a per-minute quota (an overloaded upstream) must not keep every project out until the minute ends.
@@ -243,8 +251,8 @@ def _rate_limited(
     )
 
 
-def _minute_window_end(outcome: Outcome, sent: float) -> float:
-    """A 429 without RetryInfo naming a per-minute quota: the end of the fixed minute the call was sent in (0: none).
+def _minute_window(outcome: Outcome, sent: float) -> tuple[float, float]:
+    """A 429 without RetryInfo naming a per-minute quota: the fixed minute the call was sent in ((0, 0): none).
 
     The limit frees when its window does (``limits.window``: fixed epoch
     minutes), not after the generic backoff (60 s doubling), which would
@@ -255,8 +263,8 @@ def _minute_window_end(outcome: Outcome, sent: float) -> float:
     for violation in outcome.violations:
         metric = metric_of(violation)
         if metric is not None and not metric.per_day:
-            return window(metric, sent)[1]
-    return 0.0
+            return window(metric, sent)
+    return 0.0, 0.0
 
 
 def _not_on_tier(key: UpstreamKey, model: str, now: float, cooldowns: Mapping[CooldownId, Cooldown]) -> Verdict:
