@@ -1,10 +1,11 @@
 """Credits (``EDGE_KEYRING_CREDITS``, issue 23): leases asked ahead of need, through a real replica over mutual TLS.
 
 A plain call takes a credit the shelf holds (no acquire of its own); the shelf is refilled behind it, several
-credits in one message; a credit unused for its idle time goes back and keyring refunds its grant (the keys'
-minutes are whole again); a release whose outcome is news gives back the credits of that key at once, and
-keyring revokes another edge's; a call naming resources never takes one; a token with a rate limit gets
-none, and its shelf is not asked again at every call.
+credits in one message, to twice its calls of the last idle time (a shelf called once asks for none); a credit
+unused for its idle time goes back and keyring refunds its grant (the keys' minutes are whole again); a release
+whose outcome is news gives back the credits of that key at once, and keyring revokes another edge's; a call
+naming resources never takes one; a token with a rate limit gets none, and its shelf is not asked again at
+every call.
 """
 
 from __future__ import annotations
@@ -43,6 +44,22 @@ def shelved(client: KeyringClient) -> int:
     return len(client.credits)
 
 
+def asking(client: KeyringClient) -> int:
+    assert client.credits is not None
+    return client.credits.asking
+
+
+async def stocked(client: KeyringClient, wanted: LeaseRequest) -> None:
+    """Plain calls, each released as a success, until the shelf holds its four credits (it fills as it is called:
+    none after one call, two after the second, four after the third)."""
+    for _ in range(4):
+        (await client.acquire(wanted)).release(OK, confirm=False)
+        await until(lambda: asking(client) == 0, within_s=2, message="credits asked and never answered")
+        if shelved(client) == 4:
+            return
+    raise AssertionError(f"the shelf holds {shelved(client)} credits after four calls")
+
+
 @contextlib.asynccontextmanager
 async def credit_client(replica: Replica, idle_s: float) -> AsyncIterator[KeyringClient]:
     """An edge's keyring client keeping four credits a shelf; closed after, and then no lease is left held."""
@@ -69,17 +86,23 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
     await add_keys(replica, 3)
     async with credit_client(replica, idle_s=0.5) as client:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
-        first = await client.acquire(wanted)  # the shelf was empty: leased for itself, the shelf filled behind it
-        await until(lambda: shelved(client) == 4, within_s=2, message="the shelf not filled")
-        assert calls(sent, "acquire") == 1 and calls(sent, "credit") == 4
-        assert max(message.count("credit") for message in sent) >= 2  # asked together
-        assert held(replica) == 5
+        first = await client.acquire(wanted)  # leased for itself: a shelf called once asks for no credit
+        await until(lambda: asking(client) == 0, within_s=2, message="credits asked")
+        assert (calls(sent, "acquire"), calls(sent, "credit"), held(replica)) == (1, 0, 1)
+        second = await client.acquire(wanted)  # called again within the idle time: two credits behind it
+        await until(lambda: shelved(client) == 2, within_s=2, message="the shelf not filled")
+        assert calls(sent, "acquire") == 2 and calls(sent, "credit") == 2
+        assert max(message.count("credit") for message in sent) == 2  # asked together
+        assert held(replica) == 4
 
-        taken = [await client.acquire(wanted) for _ in range(2)]  # from the shelf: no acquire of their own
-        assert calls(sent, "acquire") == 1
-        for lease in (first, *taken):
+        third = await client.acquire(wanted)  # from the shelf: no acquire of its own
+        assert calls(sent, "acquire") == 2
+        # The shelf now wants four: the three asked behind it got the minute's fifth and sixth calls and a refusal.
+        await until(lambda: asking(client) == 0, within_s=2, message="the refill not answered")
+        assert calls(sent, "credit") == 5 and (shelved(client), held(replica)) == (3, 6)
+        for lease in (first, second, third):
             lease.release(OK, confirm=False)
-        # The refill behind them got the minute's sixth call and a refusal; the three left go back unused.
+        # The three left go back unused.
         await until(lambda: held(replica) == 0, within_s=3, message="unused credits not given back")
         assert shelved(client) == 0
 
@@ -101,11 +124,11 @@ async def test_a_token_with_a_rate_limit_gets_no_credit_and_its_shelf_is_not_ask
     token = await rated_token(replica, 100)
     async with credit_client(replica, idle_s=0.5) as client:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
-        for _ in range(3):
+        for _ in range(4):
             lease = await client.acquire(wanted)
-            await until(lambda: calls(sent, "credit") == 4, within_s=2, message="the shelf never asked")
+            await until(lambda: asking(client) == 0, within_s=2, message="credits asked and never answered")
             lease.release(OK, confirm=False)
-        assert calls(sent, "acquire") == 3 and calls(sent, "credit") == 4  # refused once: asked no more
+        assert calls(sent, "acquire") == 4 and calls(sent, "credit") == 2  # refused once: asked no more
         assert shelved(client) == 0
 
 
@@ -117,8 +140,8 @@ async def test_news_of_a_key_gives_its_credits_back_and_resource_calls_take_none
     await add_keys(replica, 2)
     async with credit_client(replica, idle_s=30) as client:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
-        first = await client.acquire(wanted)
-        await until(lambda: shelved(client) == 4, within_s=2, message="the shelf not filled")
+        await stocked(client, wanted)
+        first = await client.acquire(wanted)  # a credit: the shelf keeps three (refilled when half is gone)
         assert client.credits is not None
         cooled = first.lease.key_id
         first.release(QUOTA, confirm=False)  # news: that key may be cooling
@@ -140,8 +163,9 @@ async def test_a_cooling_key_revokes_the_credits_another_edge_holds_there(start_
     holding = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=30)
     try:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
+        await stocked(holding, wanted)
         held_by_other = await holding.acquire(wanted)
-        await until(lambda: shelved(holding) == 4, within_s=2, message="the other edge's shelf not filled")
+        assert shelved(holding) == 3
         failing = await seeing.acquire(wanted)
         assert failing.lease.key_id == held_by_other.lease.key_id  # the pool's one key
         failing.release(QUOTA, confirm=False)  # keyring learns the key cools: it revokes the other edge's credits
@@ -154,13 +178,16 @@ async def test_a_cooling_key_revokes_the_credits_another_edge_holds_there(start_
     await until(lambda: held(replica) == 0, within_s=2, message="credits not given back at close")
 
 
-async def test_credits_asked_as_the_edge_closes_go_back_at_once(start_replica: StartReplica) -> None:
+async def test_credits_asked_as_the_edge_closes_go_back_at_once(
+    start_replica: StartReplica, sent: list[list[str]]
+) -> None:
     replica = await start_replica("replica-a")
     token = await make_pool(replica)
     await add_keys(replica, 2)
     client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=30)
-    lease = await client.acquire(LeaseRequest(token_hash=token, model=MODEL))  # the shelf's refill is on its way
-    lease.release(OK, confirm=False)
+    for _ in range(2):  # the second call's refill is on its way
+        (await client.acquire(LeaseRequest(token_hash=token, model=MODEL))).release(OK, confirm=False)
+    assert asking(client) == 2
     await client.close()  # waits for the credits asked, and gives them back: none left for keyring to reclaim
     await until(lambda: held(replica) == 0, within_s=1, message="credits granted at close left held")
 
@@ -172,8 +199,7 @@ async def test_a_revoked_token_s_credits_are_revoked_at_once(start_replica: Star
     created = await replica.admin.CreateToken(pb.CreateTokenRequest(pool="main", name="soon revoked"))
     wanted = LeaseRequest(token_hash=token_hash(created.token), model=MODEL)
     async with credit_client(replica, idle_s=30) as client:
-        (await client.acquire(wanted)).release(OK, confirm=False)
-        await until(lambda: shelved(client) == 4, within_s=2, message="the shelf not filled")
+        await stocked(client, wanted)
         await replica.admin.RevokeToken(pb.RevokeTokenRequest(token_id=created.info.token_id))
         # Not 30 s of credits for a revoked token: keyring revokes them as its view learns the revocation.
         await until(lambda: shelved(client) == 0, within_s=2, message="a revoked token's credits kept")

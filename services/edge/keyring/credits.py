@@ -9,6 +9,12 @@ model takes one, and the shelf is refilled behind it, several credits in one
 message, so most calls cost keyring no round trip of their own and their
 acquires no message at all.
 
+A shelf holds what its calls can use before a credit's idle time is over:
+twice the calls it had in the last idle time (this one aside), at most
+``per_shelf``. A token that calls a model less often than once an idle time
+asks for none (its credits would all go back unused: a grant and a refund
+each, for nothing); one that calls more often ramps up within a few calls.
+
 Keyring grants none for a client token with a rate limit or budgets, nor
 in a pool with an in-flight cap (those promises stay exact: no tenant's
 shelf holds the slots another's calls need); a shelf refused is not asked
@@ -46,6 +52,11 @@ Shelf = tuple[str, str, str]
 REFUSED_BACKOFF_S = 1.0
 
 
+# Shelves whose calls are remembered at most (a long-running edge sees many tokens and models): beyond it,
+# those not called within the last idle time are forgotten.
+MAX_DEMANDS = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class Credit:
     """A granted lease not yet used, and what it was granted for."""
@@ -75,12 +86,19 @@ class Credits:
         self._clock = clock
         self._shelves: dict[Shelf, deque[Credit]] = {}
         self._asked: dict[Shelf, int] = {}  # credits asked for and not answered yet
+        # Each shelf's last plain calls (their times), as many as make a full shelf wanted (``_target``).
+        self._calls: dict[Shelf, deque[float]] = {}
         # Shelves keyring refused a credit (a token with a rate limit or budgets, none free...): not asked again
         # before this time (the client's clock), so their calls cost no extra message each.
         self._refused_until: dict[Shelf, float] = {}
 
     def __len__(self) -> int:
         return sum(len(shelf) for shelf in self._shelves.values())
+
+    @property
+    def asking(self) -> int:
+        """Credits asked for and not answered yet."""
+        return sum(self._asked.values())
 
     def take(self, shelf: Shelf, input_tokens: int, exclude: Collection[str]) -> Credit | None:
         """The oldest live credit of ``shelf`` for a call of ``input_tokens`` not on an ``exclude``d key."""
@@ -95,17 +113,37 @@ class Credits:
         return None
 
     def wanted(self, shelf: Shelf) -> int:
-        """How many credits to ask for now to fill ``shelf`` (counted as asked until ``answered``)."""
-        if self._refused_until and self._refused_until.get(shelf, 0.0) > self._clock():
+        """How many credits to ask for now to fill ``shelf``, told once per plain call of it (counted as asked
+        until ``answered``)."""
+        now = self._clock()
+        target = self._target(shelf, now)
+        if not target or (self._refused_until and self._refused_until.get(shelf, 0.0) > now):
             return 0
         asked = self._asked.get(shelf, 0)
         held = len(self._shelves.get(shelf, ()))
         # Refilled when half or more is gone: one message asks for several.
-        missing = self.per_shelf - held - asked
-        if missing < max(1, self.per_shelf // 2):
+        missing = target - held - asked
+        if missing < max(1, target // 2):
             return 0
         self._asked[shelf] = asked + missing
         return missing
+
+    def _target(self, shelf: Shelf, now: float) -> int:
+        """Note this call of ``shelf``; the credits it should hold: twice its other calls of the last idle time."""
+        calls = self._calls.get(shelf)
+        if calls is None:
+            if len(self._calls) >= MAX_DEMANDS:
+                since = now - self.idle_s
+                self._calls = {s: times for s, times in self._calls.items() if times[-1] > since}
+            calls = self._calls[shelf] = deque(maxlen=(self.per_shelf + 1) // 2)
+        since = now - self.idle_s
+        recent = 0
+        for at in reversed(calls):
+            if at <= since:
+                break
+            recent += 1
+        calls.append(now)
+        return min(self.per_shelf, 2 * recent)
 
     def answered(self, shelf: Shelf, credit: Credit | None) -> None:
         """One asked credit answered: granted (shelved) or refused (None)."""
