@@ -57,6 +57,7 @@ from services.common.tls import channel_credentials  # noqa: E402
 from services.devstack.certs import Certificate, LocalCA  # noqa: E402
 from services.devstack.etcd_server import EtcdServer, free_port  # noqa: E402
 from services.devstack.fake_keys import fake_gemini_key  # noqa: E402
+from services.edge.config import EdgeSettings  # noqa: E402
 from services.keyring.sealing import generate_kek  # noqa: E402
 
 MODEL = "gemini-3.5-flash"
@@ -387,8 +388,9 @@ def main() -> None:
         help="N edge processes on one port (EDGE_REUSE_PORT): one per core; cpu_ms_per_request sums them",
     )  # fmt: skip
     parser.add_argument(
-        "--credits", type=int, default=0, metavar="N",
-        help="EDGE_KEYRING_CREDITS: leases the edge keeps ahead of need per (token, model); 0: none",
+        "--credits", type=int, default=EdgeSettings.model_fields["keyring_credits"].default, metavar="N",
+        help="EDGE_KEYRING_CREDITS: leases the edge keeps ahead of need per (token, model); 0: none; "
+        "default: the edge's",
     )  # fmt: skip
     options = parser.parse_args()
     try:

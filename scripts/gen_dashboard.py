@@ -47,6 +47,7 @@ PANELS = [
     ("Live API sessions", "Live bytes relayed", "timeseries", "Bps", [("sum by (direction) (rate(edge_live_bytes_total[5m]))", "{{direction}}")]),
     ("Keyring", "Lease rates", "timeseries", "ops", [
         ("sum(rate(keyring_leases_granted_total[5m]))", "granted"),
+        ("sum(rate(keyring_credits_unused_total[5m]))", "credits back unused"),
         ("sum by (reason) (rate(keyring_leases_denied_total[5m]))", "denied {{reason}}"),
         ("sum(rate(keyring_leases_expired_total[5m]))", "expired"),
     ]),

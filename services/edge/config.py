@@ -68,8 +68,9 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     keyring_release_window_s: float = Field(default=0.002, ge=0, le=0.05)
     # Credits: leases kept ahead of need per (client token, model, service class), so a plain call takes one
     # instead of asking keyring (keyring/credits.py). Each holds its key's slot and counts against the token and
-    # the project until used, or given back unused (refunded) after keyring_credit_idle_s. 0: none.
-    keyring_credits: int = Field(default=0, ge=0, le=64)
+    # the project until used, or given back unused (refunded) after keyring_credit_idle_s. A shelf holds only what
+    # its calls can use (twice its calls of the last idle time, at most this many). 0: none.
+    keyring_credits: int = Field(default=16, ge=0, le=64)
     keyring_credit_idle_s: float = Field(default=0.25, gt=0, le=5.0)
     # Google, or a relay in front of it (Cloudflare AI Gateway...): may carry a path prefix.
     upstream_base_url: str = "https://generativelanguage.googleapis.com"

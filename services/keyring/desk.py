@@ -91,6 +91,8 @@ class Observer:
 
     def lease_expired(self, pool: str) -> None: ...
 
+    def credit_unused(self, pool: str) -> None: ...
+
     def release_refused(self) -> None: ...
 
     def estimate_clamped(self) -> None: ...
@@ -288,6 +290,7 @@ class LeaseDesk:
         unused = outcome.transport is Transport.UNUSED
         if unused and lease is not None and lease.credit:  # no call was made: the grant's counts taken back
             self.allocator.refund(lease, self._clock())
+            self.observer.credit_unused(lease.pool)
             return Released(True, key_id, model, 0, token_id)
         key = self._view.keys.get(key_id)
         epoch = 0

@@ -82,6 +82,7 @@ class KeyringMetrics(Observer):
         )
         self.etcd_errors = Counter("keyring_etcd_errors_total", "etcd calls that failed.", ["operation"], registry=r)
         self.granted: dict[str, int] = defaultdict(int)
+        self.credits_unused: dict[str, int] = defaultdict(int)
         self.key_requests: dict[tuple[str, str], int] = defaultdict(int)
         self.key_errors: dict[tuple[str, str], int] = defaultdict(int)
         self.held: dict[str, _Buckets] = {}
@@ -111,6 +112,9 @@ class KeyringMetrics(Observer):
 
     def lease_expired(self, pool: str) -> None:
         self.expired.labels(pool).inc()
+
+    def credit_unused(self, pool: str) -> None:
+        self.credits_unused[pool] += 1
 
     def release_refused(self) -> None:
         self.releases_refused.inc()
@@ -161,6 +165,15 @@ class LeaseCollector(Collector):
         for pool, count in sorted(m.granted.items()):
             granted.add_metric([pool], count)
         yield granted
+        # Granted minus these: the leases that made a call (a credit unused is refunded, every count taken back).
+        unused = CounterMetricFamily(
+            "keyring_credits_unused",
+            "Credits (leases granted ahead of need, EDGE_KEYRING_CREDITS) an edge gave back unused: refunded.",
+            labels=["pool"],
+        )
+        for pool in sorted(m.granted.keys() | m.credits_unused.keys()):  # 0 where leases but no credit went back
+            unused.add_metric([pool], m.credits_unused.get(pool, 0))
+        yield unused
         for name, help_text, counts in (
             ("keyring_key_requests", "Calls per upstream key.", m.key_requests),
             ("keyring_key_errors", "Failed calls per upstream key.", m.key_errors),
