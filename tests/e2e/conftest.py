@@ -76,12 +76,15 @@ async def eventually(condition: Callable[[], bool], within_s: float, message: st
 MakeStack = Callable[..., Awaitable[Stack]]
 
 
-async def start_edges_crosswise(addresses: Sequence[str], sim_url: str) -> tuple[list[web.AppRunner], list[str]]:
+async def start_edges_crosswise(
+    addresses: Sequence[str], sim_url: str, **edge_settings: Any
+) -> tuple[list[web.AppRunner], list[str]]:
     """Two edges over the same replicas, the second asking them in the reverse order (so each replica grants)."""
     runners, edges = [], []
     for order in (addresses, addresses[::-1]):
+        settings = {"shutdown_timeout_s": 2.0, **edge_settings}
         runner, url = await start_edge(
-            EdgeSettings(keyring_addresses=",".join(order), upstream_base_url=sim_url, shutdown_timeout_s=2.0),
+            EdgeSettings(keyring_addresses=",".join(order), upstream_base_url=sim_url, **settings),
             host="127.0.0.1",
             port=0,
         )
