@@ -10,8 +10,10 @@ every call.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -205,3 +207,69 @@ async def test_a_revoked_token_s_credits_are_revoked_at_once(start_replica: Star
         await until(lambda: shelved(client) == 0, within_s=2, message="a revoked token's credits kept")
         with pytest.raises(TokenRejected):
             await client.acquire(wanted)
+
+
+async def test_a_credit_granted_after_the_sweep_found_none_still_goes_back(
+    start_replica: StartReplica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grant slower than the idle time (a busy replica) lands on a shelf the sweep had found empty."""
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    async with credit_client(replica, idle_s=0.2) as client:
+        granting = asyncio.Event()
+        grant = client._grant
+
+        async def slow_grant(wanted: LeaseRequest, exclude: Sequence[str], credit: bool = False) -> Any:
+            if credit:
+                await granting.wait()
+            return await grant(wanted, exclude, credit)
+
+        monkeypatch.setattr(client, "_grant", slow_grant)
+        wanted = LeaseRequest(token_hash=token, model=MODEL)
+        for _ in range(2):  # the second call asks for two credits behind it
+            (await client.acquire(wanted)).release(OK, confirm=False)
+        assert asking(client) == 2
+        await until(lambda: client._sweep is None, within_s=2, message="a sweep still due")
+        granting.set()
+        await until(lambda: shelved(client) == 2, within_s=2, message="the credits not granted")
+        # Before: a sweep was due only from a call's refill, so these stayed held until the shelf's next call.
+        await until(lambda: held(replica) == 0, within_s=2, message="credits granted late never went back")
+
+
+async def test_a_call_refused_for_the_place_its_credits_hold_takes_one(
+    start_replica: StartReplica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project's tokens a minute: the credits asked behind a call hold the place the next call's acquire lacks;
+    that call takes one of them when they arrive instead of answering its client 429."""
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica, policy=pb.Policy(quota_input_tokens_per_minute=1000))
+    await add_keys(replica, 1, project="proj-paced")
+    async with credit_client(replica, idle_s=5) as client:
+        wanted = LeaseRequest(token_hash=token, model=MODEL, input_tokens=300)
+        answering = asyncio.Event()
+        grant = client._grant
+        refused: list[NoKeyFree] = []
+
+        async def late_answer(wanted: LeaseRequest, exclude: Sequence[str], credit: bool = False) -> Any:
+            """Credits granted by keyring at once, their answers reaching the shelf when the test says."""
+            try:
+                granted = await grant(wanted, exclude, credit)
+            except NoKeyFree as error:
+                if not credit:
+                    refused.append(error)
+                raise
+            if credit:
+                await answering.wait()
+            return granted
+
+        monkeypatch.setattr(client, "_grant", late_answer)
+        leases = [await client.acquire(wanted) for _ in range(2)]  # 600 of the minute's 1000; two credits asked
+        await until(lambda: held(replica) == 3, within_s=2, message="the credit not granted")  # 900; one refused
+        third = asyncio.create_task(client.acquire(wanted))  # 1,200 with the credit's 300: refused
+        await until(lambda: bool(refused), within_s=2, message="the third call's acquire not refused")
+        answering.set()
+        leases.append(await third)  # before: NoKeyFree (a 429 for its client)
+        assert held(replica) == 3 and shelved(client) == 0
+        for lease in leases:
+            lease.release(OK, confirm=False)

@@ -36,7 +36,7 @@ from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.common.telemetry import current_traceparent
 from services.common.tls import TLSFiles, channel_credentials
 
-from ..errors import EdgeError, InvalidLeaseRequest
+from ..errors import EdgeError, InvalidLeaseRequest, NoKeyFree
 from .asking import Asker, Late
 from .background import detached_later, detached_task
 from .credits import Credit, Credits, Shelf, shelf_of
@@ -127,7 +127,7 @@ class KeyringClient:
         self._asker = Asker(self.replicas, timeout_s)
         self.credits = Credits(credits, credit_idle_s, clock) if credits > 0 else None
         self._sweep: asyncio.TimerHandle | None = None
-        self._asking: set[asyncio.Task[None]] = set()  # credits asked for, not answered yet
+        self._asking: dict[asyncio.Task[None], Shelf] = {}  # credits asked for, not answered yet
         self._closing = False
         if self.credits is not None:
             self.releases.on_news = self._key_news
@@ -168,12 +168,20 @@ class KeyringClient:
             if credit is not None:  # no round trip: keyring granted it ahead of this call
                 self._refill(shelf, wanted)
                 return self._held(credit)
-        if not traced():  # nothing is traced: no span work on the lease path
-            held = await self._acquire(wanted, exclude)
-        else:
-            with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
+        try:
+            if not traced():  # nothing is traced: no span work on the lease path
                 held = await self._acquire(wanted, exclude)
-                span.set_attributes({"keyring.key_id": held.lease.key_id, "keyring.pool": held.lease.pool})
+            else:
+                with tracer.start_as_current_span("keyring.acquire", kind=trace.SpanKind.CLIENT) as span:
+                    held = await self._acquire(wanted, exclude)
+                    span.set_attributes({"keyring.key_id": held.lease.key_id, "keyring.pool": held.lease.pool})
+        except NoKeyFree:
+            # Credits asked before this call may hold the place its own acquire lacked (a project's tokens a
+            # minute, a key's calls a minute): their answers are on their way (asked first), and one serves.
+            credit = await self._credit_after_refusal(shelf, wanted, exclude) if shelf is not None else None
+            if credit is None:
+                raise
+            return self._held(credit)
         if shelf is not None:  # after the call's own lease: credits never take what the call itself needs
             self._refill(shelf, wanted)
         return held
@@ -214,6 +222,19 @@ class KeyringClient:
 
     # -- credits (``credits.py``) -------------------------------------------
 
+    async def _credit_after_refusal(
+        self, shelf: Shelf, wanted: LeaseRequest, exclude: Sequence[str]
+    ) -> Credit | None:
+        """A credit of ``shelf`` for a call keyring refused, once the shelf's credits asked meanwhile are answered."""
+        assert self.credits is not None
+        asked = [task for task, of in self._asking.items() if of == shelf]
+        if asked:
+            await asyncio.wait(asked, timeout=self._timeout_s)
+        return self.credits.take(shelf, wanted.input_tokens, exclude)
+
+    def _asked(self, task: asyncio.Task[None]) -> None:
+        self._asking.pop(task, None)
+
     def _held(self, credit: Credit) -> HeldLease:
         return HeldLease(
             self.releases, credit.lease, credit.allowed_models, credit.replica, credit.model, credit.service_tier
@@ -226,10 +247,8 @@ class KeyringClient:
             return
         for _ in range(self.credits.wanted(shelf)):
             task = detached_task(self._ask_credit(shelf, wanted))
-            self._asking.add(task)
-            task.add_done_callback(self._asking.discard)
-        if self._sweep is None:
-            self._sweep = detached_later(self.credits.idle_s, self._sweep_expired)
+            self._asking[task] = shelf
+            task.add_done_callback(self._asked)
 
     async def _ask_credit(self, shelf: Shelf, wanted: LeaseRequest) -> None:
         assert self.credits is not None
@@ -248,6 +267,8 @@ class KeyringClient:
                 self._give_back([credit])
                 credit = None
         self.credits.answered(shelf, credit)
+        if credit is not None and self._sweep is None:  # shelved: it goes back unused after its idle time
+            self._sweep = detached_later(self.credits.idle_s, self._sweep_expired)
 
     def _sweep_expired(self) -> None:
         """Credits past their time go back unused; again after half that while any is left."""
