@@ -49,7 +49,7 @@ async def test_calls_served_from_credits_are_counted_once_and_unused_ones_go_bac
 
 MODEL = "gemini-3.5-flash"
 PROMPT = "hello"
-IDLE_S = 0.5
+IDLE_S = 1.0
 Call = Callable[[], Awaitable[str]]
 
 
