@@ -7,7 +7,7 @@ import pytest
 
 from services.keyring.administration.inputs import PoolChanges
 from services.keyring.domain.demand import LeaseRequest
-from services.keyring.domain.errors import PermissionDenied
+from services.keyring.domain.errors import NoKeyAvailable, PermissionDenied
 from services.keyring.domain.limits import QuotaMetric
 from services.keyring.domain.models import Outcome, TokenBudget, Transport
 
@@ -29,12 +29,13 @@ def project_use(world: Budgeted, metric: QuotaMetric) -> int:
 
 
 async def test_unused_credits_take_back_every_count_their_grant_made(world: Budgeted) -> None:
-    await world.admin.pools.update_pool("main", PoolChanges(policy={"requests_per_minute": 2}))  # per key: 2 keys
+    await world.admin.pools.update_pool("main", PoolChanges(policy={"requests_per_minute": 4}))  # per key: 2 keys
     desk = world.keyring.desk
     held = [credit(world) for _ in range(4)]
     assert project_use(world, QuotaMetric.REQUESTS_PER_MINUTE) == 4
     assert project_use(world, QuotaMetric.INPUT_TOKENS_PER_MINUTE) == 2000
-    world.refused()  # the four credits hold both keys' minutes
+    with pytest.raises(NoKeyAvailable):  # the four credits hold the first half of both keys' minutes
+        world.keyring.desk.lease(LeaseRequest(world.hashed, MODEL, credit=True))
 
     for lease_id, key_id in held:
         assert await desk.release(lease_id, key_id, MODEL, UNUSED)
@@ -44,7 +45,7 @@ async def test_unused_credits_take_back_every_count_their_grant_made(world: Budg
     assert desk.ledger.usage.take_dirty()[0] == []  # no call was counted
     assert not world.keyring.cache.view.cooldowns
 
-    for _ in range(4):  # the keys' minutes are whole again: four calls, then the keys' cap holds
+    for _ in range(8):  # the keys' minutes are whole again: eight calls, then the keys' cap holds
         await world.call()
     world.refused()
 

@@ -6,6 +6,13 @@ that model, and this replica's share of its in-flight cap and per-minute
 budget is not used up. Tiers are tried first choice first; the pool's
 strategy picks within a tier.
 
+A credit (``request.credit``, a lease asked ahead of need: issue 23) is
+eligible only within the first half of each per-minute limit it counts
+against (``leasing.credit_room``): the key's requests-per-minute share and
+the project's per-minute pacing. Near a limit calls are leased for
+themselves, so one tenant's idle credits never hold the last places another
+tenant's call needs.
+
 A call naming project-bound resources (``affinity``) is leased their owner
 key first, else a key of the owner's project, never another (the rules:
 ``affinity.py``); ``exclude_projects`` skips whole projects. Both are looked
@@ -36,7 +43,7 @@ from .demand import LeaseRequest
 from .errors import NoKeyAvailable, NotFound, PermissionDenied, Unauthenticated
 from .identity import TokenHasher
 from .lease_ids import granting_instance
-from .leasing import LeaseBook, LeaseRecord, SlidingWindow, session_subjects, share
+from .leasing import LeaseBook, LeaseRecord, SlidingWindow, credit_room, session_subjects, share
 from .limits import QuotaCounter, class_limits, has_operator_limits
 from .models import (
     ALL_MODELS,
@@ -387,6 +394,9 @@ class Allocator:
         cap = share(pool.policy.max_in_flight, replicas)
         rpm = pool.policy.requests_per_minute
         budget = share(rpm, replicas)
+        credit = request.credit  # a credit never fills the last half of a per-minute limit (``credit_room``)
+        if credit:
+            budget = credit_room(budget)
         key_minutes = self._key_minutes
         departed = key_minutes.has_departed  # then each key's share is less what departed instances admitted
         limits = self._view.limits
@@ -444,7 +454,8 @@ class Allocator:
             if cap and not request.session and self._book.in_flight(key_id) >= cap:
                 return False
             if departed:
-                return key_minutes.allows(key_id, key_minutes.limit_for(key_id, rpm, replicas, now), now)
+                limit = key_minutes.limit_for(key_id, rpm, replicas, now)
+                return key_minutes.allows(key_id, credit_room(limit) if credit else limit, now)
             return key_minutes.allows(key_id, budget, now)
 
         choosable: Eligible = eligible
@@ -504,17 +515,17 @@ class Allocator:
         """When the project's spent window for this call's class resets (0: it may take the call).
 
         The class's own limit first (flex's, priority's: ``limits.class_limits``), then standard's for the
-        classes counted against it (standard, priority).
+        classes counted against it (standard, priority). A credit: their per-minute limits' first halves.
         """
         served, tier = self.served.served_of(request.model), service_class(request.service_tier)
-        view_limits, input_tokens = self._view.limits, request.input_tokens
+        view_limits, input_tokens, credit = self._view.limits, request.input_tokens, request.credit
         if tier != STANDARD:
             model = class_model(served, tier)
             limits, policy = class_limits(project, model, view_limits, pool.policy)
-            spent = self.quotas.spent_until(project, model, limits, policy, replicas, now, input_tokens)
+            spent = self.quotas.spent_until(project, model, limits, policy, replicas, now, input_tokens, credit)
             if spent or not counts_against_standard(tier):
                 return spent
-        return self.quotas.spent_until(project, served, view_limits, pool.policy, replicas, now, input_tokens)
+        return self.quotas.spent_until(project, served, view_limits, pool.policy, replicas, now, input_tokens, credit)
 
     def _nothing_eligible(
         self, pool: Pool, request: LeaseRequest, only: KeyFilter | None, replicas: int, now: float

@@ -54,6 +54,18 @@ def share(total: int, replicas: int) -> int:
     return max(1, total // max(1, replicas))
 
 
+def credit_room(limit: int) -> int:
+    """What of a per-minute limit (this replica's) a credit may fill (issue 23): half, never the last places.
+
+    Near a limit, calls are leased for themselves: one tenant's credits, idle on its shelf, cannot hold the
+    places another tenant's call needs. 0 (no limit) stays unlimited; a limit with no half (1) or nothing
+    left (negative: ``SlidingWindow.limit_for``) leaves credits none (-1: ``SlidingWindow.allows`` says no).
+    """
+    if limit == 0:
+        return 0
+    return limit // 2 if limit > 1 else -1
+
+
 # A session lease's id vouches (``lease_ids.py``) this long after its grant, however often it was renewed:
 # its late release, its reports and its adoption by a restarted replica (``LeaseBook.adopt``) are honoured.
 SESSION_VOUCH_S = 3600.0

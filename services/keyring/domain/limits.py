@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from services.common.answers import pacific_day
 
-from .leasing import share
+from .leasing import credit_room, share
 from .models import LimitId, Outcome, Policy, Pool, QuotaLimit, QuotaViolation, Transport, UpstreamKey
 from .tiers import FLEX, PRIORITY, STANDARD, class_model, service_class, split
 
@@ -395,6 +395,7 @@ class QuotaCounter:
         replicas: int,
         now: float,
         input_tokens: int = 0,
+        credit: bool = False,
     ) -> float:
         """0 when the project may take one more request for ``model``; else when its spent window resets.
 
@@ -406,19 +407,31 @@ class QuotaCounter:
         call always fits (a call larger than the share but not than the
         limit would otherwise never be served). A call larger than a known
         tokens-per-minute limit is not paced by it (see ``too_large``).
+
+        ``credit`` (a lease asked ahead of need, issue 23): a per-minute share
+        counts as its first half (``leasing.credit_room``), with no first-call
+        or too-large exception: near the limit, calls are leased for themselves.
         """
         if not project:
             return 0.0
         for metric in PACED:
             limit, _ = effective_limit(limits.get(LimitId(project, model, metric.value)), policy, metric)
-            if limit and self.used(project, model, metric, now) >= share(limit, replicas):
+            if not limit:
+                continue
+            room = share(limit, replicas)
+            if credit and not metric.per_day:
+                room = credit_room(room)
+            if self.used(project, model, metric, now) >= room:
                 return window(metric, now)[1]
         for metric in PACED_TOKENS:
             limit, _ = effective_limit(limits.get(LimitId(project, model, metric.value)), policy, metric)
-            if not limit or (input_tokens > limit and not metric.per_day):
+            halved = credit and not metric.per_day
+            if not limit or (input_tokens > limit and not metric.per_day and not halved):
                 continue
-            used = self.used(project, model, metric, now)
-            if used and used + max(input_tokens, 1) > share(limit, replicas):
+            used, room = self.used(project, model, metric, now), share(limit, replicas)
+            if halved:
+                room = credit_room(room)
+            if (used or halved) and used + max(input_tokens, 1) > room:
                 return window(metric, now)[1]
         return 0.0
 
