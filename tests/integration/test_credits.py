@@ -84,7 +84,7 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
     start_replica: StartReplica, sent: list[list[str]]
 ) -> None:
     replica = await start_replica("replica-a")
-    token = await make_pool(replica, policy=pb.Policy(requests_per_minute=2))  # per key: 6 calls a minute
+    token = await make_pool(replica, policy=pb.Policy(requests_per_minute=4))  # per key: 12 calls a minute
     await add_keys(replica, 3)
     async with credit_client(replica, idle_s=0.5) as client:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
@@ -99,7 +99,8 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
 
         third = await client.acquire(wanted)  # from the shelf: no acquire of its own
         assert calls(sent, "acquire") == 2
-        # The shelf now wants four: the three asked behind it got the minute's fifth and sixth calls and a refusal.
+        # The shelf now wants four: the three asked behind it got the minute's fifth and sixth places (the keys'
+        # first halves: a credit never takes the last half of a key's minute) and a refusal.
         await until(lambda: asking(client) == 0, within_s=2, message="the refill not answered")
         assert calls(sent, "credit") == 5 and (shelved(client), held(replica)) == (3, 6)
         for lease in (first, second, third):
@@ -108,9 +109,10 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
         await until(lambda: held(replica) == 0, within_s=3, message="unused credits not given back")
         assert shelved(client) == 0
 
-        # Refunded: the keys' minutes hold the three calls made, so three more calls get a lease, and the
-        # seventh of the minute is refused as the keys' cap says (the shelf, refused once, asks no more now).
-        more = [await client.acquire(wanted) for _ in range(3)]
+        # Refunded: the keys' minutes hold the three calls made, so nine more calls get a lease, and the
+        # thirteenth of the minute is refused as the keys' cap says (a credit the shelf asks meanwhile is one of
+        # the twelve places, taken by the next of these calls).
+        more = [await client.acquire(wanted) for _ in range(9)]
         with pytest.raises(NoKeyFree):
             await client.acquire(wanted)
         for lease in more:
@@ -240,13 +242,16 @@ async def test_a_credit_granted_after_the_sweep_found_none_still_goes_back(
 async def test_a_call_refused_for_the_place_its_credits_hold_takes_one(
     start_replica: StartReplica, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A project's tokens a minute: the credits asked behind a call hold the place the next call's acquire lacks;
-    that call takes one of them when they arrive instead of answering its client 429."""
+    """A project's tokens a minute: the credits asked behind a call hold the place the next call's acquire lacks
+    (another tenant's call took the minute's second half); that call takes one of them when they arrive instead
+    of answering its client 429."""
     replica = await start_replica("replica-a")
     token = await make_pool(replica, policy=pb.Policy(quota_input_tokens_per_minute=1000))
     await add_keys(replica, 1, project="proj-paced")
+    other = token_hash((await replica.admin.CreateToken(pb.CreateTokenRequest(pool="main", name="b"))).token)
+    tenant_b = KeyringClient([replica.address], tls=session_pki().edge.files)  # no credits: its calls lease
     async with credit_client(replica, idle_s=5) as client:
-        wanted = LeaseRequest(token_hash=token, model=MODEL, input_tokens=300)
+        wanted = LeaseRequest(token_hash=token, model=MODEL, input_tokens=100)
         answering = asyncio.Event()
         grant = client._grant
         refused: list[NoKeyFree] = []
@@ -264,12 +269,14 @@ async def test_a_call_refused_for_the_place_its_credits_hold_takes_one(
             return granted
 
         monkeypatch.setattr(client, "_grant", late_answer)
-        leases = [await client.acquire(wanted) for _ in range(2)]  # 600 of the minute's 1000; two credits asked
-        await until(lambda: held(replica) == 3, within_s=2, message="the credit not granted")  # 900; one refused
-        third = asyncio.create_task(client.acquire(wanted))  # 1,200 with the credit's 300: refused
+        leases = [await client.acquire(wanted) for _ in range(2)]  # 200 of the minute's 1000; two credits asked
+        await until(lambda: held(replica) == 4, within_s=2, message="the credits not granted")  # 400: within half
+        leases.append(await tenant_b.acquire(LeaseRequest(token_hash=other, model=MODEL, input_tokens=600)))
+        third = asyncio.create_task(client.acquire(wanted))  # 1,100 with tenant B's 600: refused
         await until(lambda: bool(refused), within_s=2, message="the third call's acquire not refused")
         answering.set()
-        leases.append(await third)  # before: NoKeyFree (a 429 for its client)
-        assert held(replica) == 3 and shelved(client) == 0
+        leases.append(await third)  # before 8cdd1f5: NoKeyFree (a 429 for its client)
+        assert held(replica) == 5 and shelved(client) == 1
         for lease in leases:
             lease.release(OK, confirm=False)
+        await tenant_b.close()
