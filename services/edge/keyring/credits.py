@@ -24,7 +24,9 @@ What it relaxes, each to a bound (docs/configuration.md, ``EDGE_KEYRING_CREDITS`
 - A credit unused for ``idle_s`` goes back as ``TRANSPORT_UNUSED``: keyring
   refunds every count its grant made. Until then it holds its key's slot and
   a place in the token's and the project's counts (at most ``per_shelf``
-  per shelf, each at most ``idle_s``).
+  per shelf, each at most ``idle_s``), never in the last half of a
+  per-minute limit: near one, keyring refuses credits and calls are leased
+  for themselves (the shelf is then not asked for a while).
 - A key cooled after its credits were granted: the edge that sees the failure
   gives back its own credits of that key at once, and the replica that
   granted another edge's credits there revokes them as it learns the outcome
