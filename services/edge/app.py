@@ -80,6 +80,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         release_window_s=settings.keyring_release_window_s,
         credits=settings.keyring_credits,
         credit_idle_s=settings.keyring_credit_idle_s,
+        credit_release_window_s=settings.keyring_credit_release_window_s,
     )
     # As many upstream connections as the setting says and the descriptors allow (two a stream: capacity.py).
     limit = capacity.upstream_connections(settings.upstream_connection_limit, capacity.nofile())

@@ -72,6 +72,9 @@ class EdgeSettings(KeyringClientTLS, BaseSettings):
     # its calls can use (twice its calls of the last idle time, at most this many). 0: none.
     keyring_credits: int = Field(default=16, ge=0, le=64)
     keyring_credit_idle_s: float = Field(default=0.25, gt=0, le=5.0)
+    # How long the routine release of a call served from a credit may wait to share a message with the next
+    # call to its replica (credits exist only where no in-flight cap waits on a slot): fewer messages each way.
+    keyring_credit_release_window_s: float = Field(default=0.02, ge=0, le=0.25)
     # Google, or a relay in front of it (Cloudflare AI Gateway...): may carry a path prefix.
     upstream_base_url: str = "https://generativelanguage.googleapis.com"
     # One proxy for every upstream call, unless egress_proxies is set.

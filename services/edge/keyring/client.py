@@ -77,6 +77,7 @@ class KeyringClient:
         release_window_s: float = 0.0,
         credits: int = 0,
         credit_idle_s: float = 0.25,
+        credit_release_window_s: float | None = None,
     ) -> None:
         """``tls``: the edge's certificate, key and CA; None only under the explicit plaintext switch.
 
@@ -98,7 +99,8 @@ class KeyringClient:
         ``release_window_s``: how long the release of a finished request may wait to share the next call's
         message to its replica (0: sent at once; ``transport.LeaseStream.send``).
         ``credits``, ``credit_idle_s``: leases kept ahead of need per (token, model, service class), each given
-        back unused after that long (0: none; ``credits.py``).
+        back unused after that long (0: none; ``credits.py``). ``credit_release_window_s``: how long the routine
+        release of a call served from a credit may wait to share a message (None: ``release_window_s``).
         """
         if token_check_entries < 1:
             raise ValueError("token_check_entries must be at least 1")
@@ -133,6 +135,7 @@ class KeyringClient:
             self.releases.on_news = self._key_news
             self.replicas.on_revoked = self._revoked
             self.releases.defer_last = True
+            self.releases.credit_window_s = credit_release_window_s
 
     async def close(self, flush_timeout_s: float = 5.0) -> None:
         """Deliver the releases still in flight (bounded), then end every stream after what is queued on it."""
@@ -237,8 +240,9 @@ class KeyringClient:
 
     def _held(self, credit: Credit) -> HeldLease:
         return HeldLease(
-            self.releases, credit.lease, credit.allowed_models, credit.replica, credit.model, credit.service_tier
-        )
+            self.releases, credit.lease, credit.allowed_models, credit.replica, credit.model, credit.service_tier,
+            credit=True,
+        )  # fmt: skip
 
     def _refill(self, shelf: Shelf, wanted: LeaseRequest) -> None:
         """Ask for the credits ``shelf`` lacks, each a call of its own on the lease stream (one message)."""

@@ -68,7 +68,9 @@ class Binding:
 class HeldLease:
     """A lease keyring granted and the edge holds until ``release`` (module docstring: the one owner of its end)."""
 
-    __slots__ = ("_bindings", "_releases", "allowed_models", "lease", "model", "released", "replica", "service_tier")
+    __slots__ = (
+        "_bindings", "_releases", "allowed_models", "credit", "lease", "model", "released", "replica", "service_tier",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class HeldLease:
         replica: str,
         model: str,
         service_tier: str = "",
+        credit: bool = False,
     ) -> None:
         self._releases = releases
         releases.holding += 1  # until ``release`` (``Releases.send``, exactly once)
@@ -86,6 +89,7 @@ class HeldLease:
         self.replica = replica  # the address of the replica that granted it
         self.model = model
         self.released = False
+        self.credit = credit  # taken from a credit (``credits.py``): no cap of keyring waits on its release
         self._bindings: asyncio.Task[bool] | None = None
         # The call's service class when not standard ("flex", "priority"): its outcome says so (issue 21), so
         # keyring cools and learns that class only, never the project's standard traffic.

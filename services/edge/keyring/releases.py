@@ -54,6 +54,9 @@ class Releases:
         self.on_news: Callable[[str], None] | None = None
         # With credits, the next call takes one and sends nothing: even the last release held may wait.
         self.defer_last = False
+        # How long a routine release of a lease taken from a credit may wait to share a message: keyring grants
+        # credits only where no in-flight cap is, so nothing waits on its slot (None: the stream's window).
+        self.credit_window_s: float | None = None
 
     def send(
         self, held: HeldLease, outcome: pb.Outcome, confirm: bool, bind: Sequence[Binding], unbind: Sequence[str]
@@ -77,7 +80,9 @@ class Releases:
                 if replica is not None and replica.connected and replica.usable:
                     # Other leases held: their calls will follow, this may share one's message (its window). The
                     # last one goes now: an idle edge's next acquire would otherwise carry it on its own path.
-                    replica.send(call, defer=self.holding > 0 or self.defer_last)
+                    patient = held.credit and outcome.http_status // 100 == 2
+                    window = self.credit_window_s if patient else None
+                    replica.send(call, defer=self.holding > 0 or self.defer_last, window_s=window)
                     return None
             task = asyncio.get_running_loop().create_task(self._deliver(call, held, binding))
             self._in_flight.add(task)

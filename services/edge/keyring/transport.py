@@ -112,6 +112,7 @@ class LeaseStream:
         self.release_window_s = release_window_s
         self._deferred: list[pb.LeaseCall] = []
         self._deferred_flush: asyncio.TimerHandle | None = None
+        self._deferred_due = 0.0  # when the flush is due (the event loop's clock)
         # Told the credits this replica revoked (``LeaseStreamResponse.revoked_credits``; ``credits.py``).
         self.on_revoked: Callable[[Sequence[str]], None] | None = None
 
@@ -124,21 +125,28 @@ class LeaseStream:
     def connected(self) -> bool:
         return self._reader is not None and not self._reader.done()
 
-    def send(self, call: pb.LeaseCall, *, defer: bool = False) -> None:
+    def send(self, call: pb.LeaseCall, *, defer: bool = False, window_s: float | None = None) -> None:
         """Queue a call whose reply nobody waits for (a release, a report); kept (owed) until keyring answers it.
 
-        ``defer``: a routine release may wait up to ``release_window_s`` for the next call to this replica and
-        go out in the same message (one gRPC message each way per request instead of two, on both sides); the
-        slot returns to keyring that much later at most. Kept from the moment it is queued, as any other.
+        ``defer``: a routine release may wait up to ``release_window_s`` (or its own ``window_s``) for the next
+        call to this replica and go out in the same message (one gRPC message each way per request instead of
+        two, on both sides); the slot returns to keyring that much later at most. Kept from the moment it is
+        queued, as any other.
         """
         if not self.connected:
             self._open()
         call.id = next(self._ids)
         self.kept.sent(call)
-        if defer and self.release_window_s > 0:
+        window = self.release_window_s if window_s is None else window_s
+        if defer and window > 0:
             self._deferred.append(call)
-            if self._deferred_flush is None:
-                self._deferred_flush = detached_later(self.release_window_s, self._send_deferred)
+            loop = asyncio.get_running_loop()
+            due = loop.time() + window
+            if self._deferred_flush is None or due < self._deferred_due:  # the soonest window of those held
+                if self._deferred_flush is not None:
+                    self._deferred_flush.cancel()
+                self._deferred_flush = detached_later(window, self._send_deferred)
+                self._deferred_due = due
             return
         if self._deferred:
             self._send_deferred()  # they share this call's message
