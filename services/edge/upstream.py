@@ -29,8 +29,9 @@ import errno
 import re
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 import aiohttp
@@ -143,11 +144,17 @@ class Attempt:
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    async def run(self, request: web.Request) -> web.StreamResponse | UpstreamError:
-        """A response for the client, or the upstream's error (the caller decides whether another key may do better)."""
+    def run(self, request: web.Request) -> Awaitable[web.StreamResponse | UpstreamError]:
+        """A response for the client, or the upstream's error (the caller decides whether another key may do better).
+
+        An unsampled request gets the call's coroutine itself: no frame of its own held for a stream's length.
+        """
         self.started = time.monotonic()
         if not trace.get_current_span().is_recording():
-            return await self._call_upstream(request)  # an unsampled request: no span to fill
+            return self._call_upstream(request)  # no span to fill
+        return self._traced(request)
+
+    async def _traced(self, request: web.Request) -> web.StreamResponse | UpstreamError:
         call, lease = self.call, self.held.lease
         operation = genai.operation(call.route)
         attributes: dict[str, str | int | bool] = {
@@ -170,22 +177,16 @@ class Attempt:
                 set_usage_attributes(span, self.outcome)
 
     async def _call_upstream(self, request: web.Request) -> web.StreamResponse | UpstreamError:
-        call, lease = self.call, self.held.lease
-        headers = dict(call.headers)
-        if call.key_in_bearer:
-            headers["Authorization"] = f"Bearer {lease.secret}"
-        else:
-            headers["x-goog-api-key"] = lease.secret
-        if call.stream:  # relayed chunk by chunk: each must be readable, to be scrubbed
-            headers["accept-encoding"] = "identity"
+        # Its locals live as long as a stream: what only the start needs is built in helpers (issue 23).
+        call = self.call
         answer: aiohttp.ClientResponse | None = None
         try:
             answer = await self.upstream.session.request(
                 call.method,
                 call.url,
                 data=call.body,
-                headers=headers,
-                proxy=self.upstream.proxy_for(lease),
+                headers=self._headers(),
+                proxy=self.upstream.proxy_for(self.held.lease),
                 timeout=self.upstream.timeout,
                 allow_redirects=False,
             )
@@ -199,21 +200,10 @@ class Attempt:
             chunk = await streaming.next_chunk(answer, keepalive)
             if chunk is not None:
                 first_chunk_arrived(self.span, self.started)
-            passed = wire.response_headers(answer.headers.items(), call.passed_back)
-            scrubber: wire.ChunkFilter = StreamScrubber(lease.secret)
-            if answer.headers.get("Content-Encoding", "identity") != "identity":  # compressed though asked not to be
-                scrubber = wire.StreamDecoded(scrubber)
-                passed = [(name, value) for name, value in passed if name.lower() != "content-encoding"]
-            response = streaming.response_for(answer.status, passed)
-            self.committed = response
+            response, scrubber = self._commit(answer)
             operation = genai.operation(call.route)
             first_byte = self.metrics.child(self.metrics.first_byte, operation, genai.GCP_GEMINI, request[DIALECT])
-            before_end = None
-            if call.settle is not None:
-
-                async def before_end(head: bytes, tail: bytes) -> None:
-                    await self._settle_stream(answer, response, head, tail)
-
+            before_end = None if call.settle is None else partial(self._settle_stream, answer, response)
             tail = await streaming.relay(
                 request, response, answer, chunk, first_byte, keepalive, before_end, scrubber
             )
@@ -229,6 +219,31 @@ class Attempt:
         finally:
             if answer is not None:
                 answer.release()
+
+    def _headers(self) -> dict[str, str]:
+        """The client's headers as forwarded, with the lease's key (aiohttp copies them: this dict is not kept)."""
+        call, secret = self.call, self.held.lease.secret
+        headers = dict(call.headers)
+        if call.key_in_bearer:
+            headers["Authorization"] = f"Bearer {secret}"
+        else:
+            headers["x-goog-api-key"] = secret
+        if call.stream:  # relayed chunk by chunk: each must be readable, to be scrubbed
+            headers["accept-encoding"] = "identity"
+        return headers
+
+    def _commit(self, answer: aiohttp.ClientResponse) -> tuple[web.StreamResponse, wire.ChunkFilter]:
+        """The client's response to a stream (the upstream's headers, filtered; not yet sent) and its chunk filter.
+
+        From here on the stream is committed: no other key can answer.
+        """
+        passed = wire.response_headers(answer.headers.items(), self.call.passed_back)
+        scrubber: wire.ChunkFilter = StreamScrubber(self.held.lease.secret)
+        if answer.headers.get("Content-Encoding", "identity") != "identity":  # compressed though asked not to be
+            scrubber = wire.StreamDecoded(scrubber)
+            passed = [(name, value) for name, value in passed if name.lower() != "content-encoding"]
+        self.committed = response = streaming.response_for(answer.status, passed)
+        return response, scrubber
 
     async def _settle_stream(
         self, answer: aiohttp.ClientResponse, response: web.StreamResponse, head: bytes, tail: bytes
