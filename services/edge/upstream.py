@@ -243,6 +243,7 @@ class Attempt:
             scrubber = wire.StreamDecoded(scrubber)
             passed = [(name, value) for name, value in passed if name.lower() != "content-encoding"]
         self.committed = response = streaming.response_for(answer.status, passed)
+        self.held.keep_alone()  # held for the stream's length: not the reply it came in
         return response, scrubber
 
     async def _settle_stream(

@@ -95,6 +95,16 @@ class HeldLease:
         # keyring cools and learns that class only, never the project's standard traffic.
         self.service_tier = service_tier if service_tier in ("flex", "priority") else ""
 
+    def keep_alone(self) -> None:
+        """Hold a copy of the lease instead of the reply message it came in (the copy is its own, a few hundred bytes).
+
+        A lease read from a reply keeps that whole reply alive (protobuf's arena: every result it carried);
+        a stream holds its lease for minutes (issue 23), so a committed stream keeps only this.
+        """
+        lease = pb.Lease()
+        lease.CopyFrom(self.lease)
+        self.lease = lease
+
     @overload
     def release(
         self,
