@@ -2,7 +2,8 @@
 
 The dialect handlers parsed the body (a few times its size as Python objects) and kept it, as a local, for the
 whole length of the call: for a stream, its whole upstream time. While a stream of each dialect is open, no
-coroutine of the edge refers to its parsed body any more (the simulator, in this process too, may).
+coroutine of the edge refers to its parsed body any more (the simulator, in this process too, may), nor to the
+headers it sent upstream (a dict with the leased key, aiohttp keeps its own copy).
 """
 
 from __future__ import annotations
@@ -26,6 +27,24 @@ def edge_coroutines_holding(is_parsed_body: Callable[[dict[str, object]], bool])
     ]
 
 
+def edge_locals_holding(is_wanted: Callable[[dict[str, object]], bool]) -> list[str]:
+    """Names of the edge's coroutines with a local dict ``is_wanted`` says is one (a dict of strings only is not
+    tracked by gc, so the frames are searched)."""
+    return [
+        coroutine.cr_code.co_qualname
+        for coroutine in gc.get_objects()
+        if isinstance(coroutine, types.CoroutineType)
+        and "/services/edge/" in coroutine.cr_code.co_filename
+        and coroutine.cr_frame is not None
+        and any(type(value) is dict and is_wanted(value) for value in coroutine.cr_frame.f_locals.values())
+    ]
+
+
+def is_upstream_headers(headers: dict[str, object]) -> bool:
+    """The headers the edge built for the upstream call: the leased key in them (the client's never are)."""
+    return "x-goog-api-key" in headers or "Authorization" in headers
+
+
 async def test_an_open_stream_holds_no_parsed_body_in_either_dialect(make_stack: MakeStack) -> None:
     stack = await make_stack(sim_state=SimulatorState(default_chunks=3, default_chunk_delay_s=0.3))
     marker = f"prompt-{uuid.uuid4().hex}"
@@ -44,4 +63,5 @@ async def test_an_open_stream_holds_no_parsed_body_in_either_dialect(make_stack:
             assert reply.status == 200
             assert (await reply.content.readline()).startswith(b"data:")  # committed: inside forward until the end
             assert edge_coroutines_holding(is_parsed_body) == []
+            assert edge_locals_holding(is_upstream_headers) == []
             await reply.read()
