@@ -204,7 +204,9 @@ class Attempt:
             operation = genai.operation(call.route)
             first_byte = self.metrics.child(self.metrics.first_byte, operation, genai.GCP_GEMINI, request[DIALECT])
             before_end = None if call.settle is None else partial(self._settle_stream, answer, response)
-            tail = await streaming.relay(request, response, answer, chunk, first_byte, keepalive, before_end, scrubber)
+            relaying = streaming.relay(request, response, answer, chunk, first_byte, keepalive, before_end, scrubber)
+            del chunk  # relay's from here on: this frame lasts as long as the stream
+            tail = await relaying
             if not self.held.released:  # a settling stream's lease ends before its end is sent
                 self._streamed(answer, tail)
             return response

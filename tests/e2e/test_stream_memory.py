@@ -3,7 +3,8 @@
 The dialect handlers parsed the body (a few times its size as Python objects) and kept it, as a local, for the
 whole length of the call: for a stream, its whole upstream time. While a stream of each dialect is open, no
 coroutine of the edge refers to its parsed body any more (the simulator, in this process too, may), nor to the
-headers it sent upstream (a dict with the leased key, aiohttp keeps its own copy).
+headers it sent upstream (a dict with the leased key, aiohttp keeps its own copy) nor, relay apart, to the
+stream's first chunk.
 """
 
 from __future__ import annotations
@@ -27,22 +28,27 @@ def edge_coroutines_holding(is_parsed_body: Callable[[dict[str, object]], bool])
     ]
 
 
-def edge_locals_holding(is_wanted: Callable[[dict[str, object]], bool]) -> list[str]:
-    """Names of the edge's coroutines with a local dict ``is_wanted`` says is one (a dict of strings only is not
-    tracked by gc, so the frames are searched)."""
+def edge_locals_holding(is_wanted: Callable[[object], bool]) -> list[str]:
+    """Names of the edge's coroutines with a local ``is_wanted`` says is one (bytes, and a dict of strings only,
+    are not tracked by gc, so the frames are searched)."""
     return [
         coroutine.cr_code.co_qualname
         for coroutine in gc.get_objects()
         if isinstance(coroutine, types.CoroutineType)
         and "/services/edge/" in coroutine.cr_code.co_filename
         and coroutine.cr_frame is not None
-        and any(type(value) is dict and is_wanted(value) for value in coroutine.cr_frame.f_locals.values())
+        and any(is_wanted(value) for value in coroutine.cr_frame.f_locals.values())
     ]
 
 
-def is_upstream_headers(headers: dict[str, object]) -> bool:
+def is_upstream_headers(value: object) -> bool:
     """The headers the edge built for the upstream call: the leased key in them (the client's never are)."""
-    return "x-goog-api-key" in headers or "Authorization" in headers
+    return type(value) is dict and ("x-goog-api-key" in value or "Authorization" in value)
+
+
+def is_first_chunk(value: object) -> bool:
+    """The stream's first chunk, once relayed (the client read it): only ``relay`` may still have it."""
+    return type(value) is bytes and value.startswith(b"data:")
 
 
 async def test_an_open_stream_holds_no_parsed_body_in_either_dialect(make_stack: MakeStack) -> None:
@@ -64,4 +70,5 @@ async def test_an_open_stream_holds_no_parsed_body_in_either_dialect(make_stack:
             assert (await reply.content.readline()).startswith(b"data:")  # committed: inside forward until the end
             assert edge_coroutines_holding(is_parsed_body) == []
             assert edge_locals_holding(is_upstream_headers) == []
+            assert set(edge_locals_holding(is_first_chunk)) <= {"relay"}
             await reply.read()
