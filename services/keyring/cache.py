@@ -49,8 +49,10 @@ class StateCache:
     def __init__(self, store: Store, layout: Layout) -> None:
         self.layout = layout
         self.view = KeyringView()
-        # When each key and client token was last used, over all replicas (from their usage buckets).
-        self.last_used: dict[str, float] = {}
+        # When each key and client token was last used, over all replicas (from their usage buckets): merged
+        # when read (``last_used``), not as each bucket arrives, so the lease path never walks a bucket.
+        self._last_used: dict[str, float] = {}
+        self._unmerged: dict[str, bytes] = {}  # usage buckets by path, the newest of each, not merged yet
         # The newest store revision this replica has seen (its own commits included);
         # the watch is behind by store_revision - view.revision.
         self.store_revision = 0
@@ -154,7 +156,7 @@ class StateCache:
         if kind in ("usage", "usage_keys", "audit", "sessions"):
             getattr(self.view, kind)[path] = value
             if kind in ("usage", "usage_keys"):
-                self._merge_last_used(value)
+                self._unmerged[path] = value
             return
         if kind == "admitted":
             try:
@@ -172,14 +174,28 @@ class StateCache:
         if record is not None:
             self._put_in_view(record)
 
+    @property
+    def last_used(self) -> dict[str, float]:
+        """When each key and client token was last used, over all replicas (this replica's calls write it too).
+
+        A replica's usage bucket names up to 100,000 keys and comes back at every flush: parsing it is left to
+        the reads (admin pages), off the lease path's event loop.
+        """
+        if self._unmerged:
+            buckets, self._unmerged = self._unmerged, {}
+            for bucket in buckets.values():
+                self._merge_last_used(bucket)
+        return self._last_used
+
     def _merge_last_used(self, bucket: bytes) -> None:
         try:
             seen = orjson.loads(bucket).get("last_used", {})
         except (orjson.JSONDecodeError, AttributeError):
             return
+        last_used = self._last_used
         for subject, at in seen.items():
-            if at > self.last_used.get(subject, 0.0):
-                self.last_used[subject] = at
+            if at > last_used.get(subject, 0.0):
+                last_used[subject] = at
 
     def put_decided(self, decided: Decision) -> bool:
         """A health decision (this replica's, or a peer's) merged into the view now; False: it said so already."""
