@@ -132,13 +132,12 @@ class Credits:
 
     def _target(self, shelf: Shelf, now: float) -> int:
         """Note this call of ``shelf``; the credits it should hold: twice its other calls of the last idle time."""
+        since = now - self.idle_s
         calls = self._calls.get(shelf)
         if calls is None:
             if len(self._calls) >= MAX_DEMANDS:
-                since = now - self.idle_s
                 self._calls = {s: times for s, times in self._calls.items() if times[-1] > since}
             calls = self._calls[shelf] = deque(maxlen=(self.per_shelf + 1) // 2)
-        since = now - self.idle_s
         recent = 0
         for at in reversed(calls):
             if at <= since:

@@ -112,7 +112,6 @@ class LeaseStream:
         self.release_window_s = release_window_s
         self._deferred: list[pb.LeaseCall] = []
         self._deferred_flush: asyncio.TimerHandle | None = None
-        self._deferred_due = 0.0  # when the flush is due (the event loop's clock)
         # Told the credits this replica revoked (``LeaseStreamResponse.revoked_credits``; ``credits.py``).
         self.on_revoked: Callable[[Sequence[str]], None] | None = None
 
@@ -140,13 +139,11 @@ class LeaseStream:
         window = self.release_window_s if window_s is None else window_s
         if defer and window > 0:
             self._deferred.append(call)
-            loop = asyncio.get_running_loop()
-            due = loop.time() + window
-            if self._deferred_flush is None or due < self._deferred_due:  # the soonest window of those held
-                if self._deferred_flush is not None:
-                    self._deferred_flush.cancel()
+            flush = self._deferred_flush
+            if flush is None or asyncio.get_running_loop().time() + window < flush.when():  # the soonest window
+                if flush is not None:
+                    flush.cancel()
                 self._deferred_flush = detached_later(window, self._send_deferred)
-                self._deferred_due = due
             return
         if self._deferred:
             self._send_deferred()  # they share this call's message
