@@ -58,6 +58,7 @@ async def stocked(client: KeyringClient, wanted: LeaseRequest) -> None:
 
 
 async def stocked_to(client: KeyringClient, wanted: LeaseRequest, credits: int) -> None:
+    """Plain calls, each released as a success, until the shelf holds ``credits``."""
     for _ in range(credits):
         (await client.acquire(wanted)).release(OK, confirm=False)
         await until(lambda: asking(client) == 0, within_s=2, message="credits asked and never answered")
@@ -67,9 +68,13 @@ async def stocked_to(client: KeyringClient, wanted: LeaseRequest, credits: int) 
 
 
 @contextlib.asynccontextmanager
-async def credit_client(replica: Replica, idle_s: float) -> AsyncIterator[KeyringClient]:
-    """An edge's keyring client keeping four credits a shelf; closed after, and then no lease is left held."""
-    client = KeyringClient([replica.address], tls=session_pki().edge.files, credits=4, credit_idle_s=idle_s)
+async def credit_client(
+    replica: Replica, idle_s: float, credits: int = 4, **settings: Any
+) -> AsyncIterator[KeyringClient]:
+    """An edge's keyring client keeping ``credits`` a shelf; closed after, and then no lease is left held."""
+    client = KeyringClient(
+        [replica.address], tls=session_pki().edge.files, credits=credits, credit_idle_s=idle_s, **settings
+    )
     try:
         yield client
     finally:
@@ -294,11 +299,9 @@ async def test_releases_of_calls_served_from_credits_share_messages(
     replica = await start_replica("replica-a")
     token = await make_pool(replica)
     await add_keys(replica, 2)
-    client = KeyringClient(
-        [replica.address], tls=session_pki().edge.files, credits=8, credit_idle_s=2,
-        release_window_s=0.002, credit_release_window_s=0.5,
-    )  # fmt: skip
-    try:
+    async with credit_client(
+        replica, idle_s=2, credits=8, release_window_s=0.002, credit_release_window_s=0.5
+    ) as client:
         wanted = LeaseRequest(token_hash=token, model=MODEL)
         await stocked_to(client, wanted, 8)
         before = len([message for message in sent if "release" in message])
@@ -310,5 +313,3 @@ async def test_releases_of_calls_served_from_credits_share_messages(
         await until(lambda: held(replica) == shelved(client), within_s=2, message="the releases not delivered")
         carrying = len([message for message in sent if "release" in message]) - before
         assert carrying <= 3, sent  # before: six messages, one a release
-    finally:
-        await client.close()
