@@ -84,6 +84,7 @@ class Keyring:
         self._recheck_interval_s = recheck_interval_s
         self._tasks: list[asyncio.Task[None]] = []
         self._recheck: asyncio.Task[None] | None = None
+        self._open_secrets: asyncio.Task[None] | None = None
         self._registration: Registration | None = None
 
     @property
@@ -105,12 +106,14 @@ class Keyring:
             recheck = self.housekeeping.recheck(self._recheck_interval_s, self.replica_id)
             self._recheck = self._spawn(recheck, "keyring-recheck")
         self.desk.accepting = True
+        self._open_secrets = self._spawn(self.desk.open_secrets(), "keyring-open-secrets")  # ahead of first leases
 
     def stop_accepting(self) -> None:
-        """First step of a graceful shutdown: new leases are refused (releases still work), no re-checks."""
+        """First step of a graceful shutdown: new leases refused (releases still work), no re-checks, no warm-up."""
         self.desk.accepting = False
-        if self._recheck is not None:
-            self._recheck.cancel()
+        for chore in (self._recheck, self._open_secrets):
+            if chore is not None:
+                chore.cancel()
 
     async def leave(self) -> None:
         """The start of a graceful shutdown: new leases refused, then the membership dropped at once.
