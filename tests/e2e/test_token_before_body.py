@@ -143,7 +143,8 @@ async def test_a_token_whose_bodies_never_come_stalls_only_itself(
 ) -> None:
     """Issue 18, finding 8: token A fills its body-read slots (and more) with bodies that never come; token B's
     POST is answered at once, A's reads past its slots are a 429 in the dialect at once (before: four slots
-    for the whole edge, held by A until the body timeout, and B waited for one)."""
+    for the whole edge, held by A until the body timeout, and B waited for one). A's own body that came whole
+    is answered too: it waits for nothing, so it takes no slot (issue 23: before, a 429)."""
     stack = await make_stack(body_timeout_s=60.0)
     other = await stack.replica.admin.CreateToken(pb.CreateTokenRequest(pool="main", name="tenant-b"))
 
@@ -168,10 +169,13 @@ async def test_a_token_whose_bodies_never_come_stalls_only_itself(
         status, _, payload = await raw_request(stack.edge_url, "POST", target, auth(other.token), body)
         assert status == 200, payload
         assert time.monotonic() - started < ANSWER_WITHIN_S
+        # A body that came whole with its head waits for nothing: it takes no slot, even A's (issue 23).
+        status, _, payload = await raw_request(stack.edge_url, "POST", target, auth(stack.token), body)
+        assert status == 200, payload
         assert sum(not task.done() for task in waiting) == per_token
     finally:
         for task in waiting:
             task.cancel()
         for _, writer in opened:
             writer.close()
-    assert len(stack.sim.requests) == 1
+    assert len(stack.sim.requests) == 2

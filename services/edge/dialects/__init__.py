@@ -21,7 +21,9 @@ What a request body may cost is bounded here, the same way for both:
   header is ever forwarded;
 - a declared ``Content-Length`` above the limit is refused (413) before
   reading, an undeclared one when the limit is crossed;
-- each body is read within ``body_timeout_s`` (408), waiting for room
+- a body already received in full when its token is accepted (most: they
+  come with their head) is taken as it is, holding nothing and waiting for
+  nothing; any other is read within ``body_timeout_s`` (408), waiting for room
   included, on the slots of its token (``body_reads``): at most
   ``max_bodies_per_token`` at once for one token (one more is a 429 at once,
   so a tenant whose bodies never come stalls only itself), all of them within
@@ -112,6 +114,8 @@ async def read_body(request: web.Request, owner: str | None = None) -> bytes:
     owner = owner or request.get(READER)
     if owner is None:
         raise RuntimeError("read_body before the token is authenticated")
+    if request.content.is_eof():  # in full already (most bodies come with their head): no wait, no slot held
+        return await request.read()
     settings = edge.settings
     cost = worst_cost(request.client_max_size if declared is None else declared, settings.max_json_elements)
     try:
