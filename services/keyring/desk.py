@@ -206,6 +206,17 @@ class LeaseDesk:
         self.observer.lease_granted(grant.pool.name)
         return grant, self.secret_of(grant.key.key_id, grant.key.sealed_secret)
 
+    def more_credits(self, request: LeaseRequest, count: int) -> list[tuple[Grant, str]]:
+        """Up to ``count`` more credits of ``request`` (one acquire asking several), each granted as ``lease``
+        grants one, until the first refusal: fewer than asked is an answer, not an error."""
+        granted: list[tuple[Grant, str]] = []
+        for _ in range(count):
+            try:
+                granted.append(self.lease(request))
+            except KeyringError:
+                break
+        return granted
+
     def renew(self, lease_id: str, key_id: str = "", model: str = "") -> LeaseRecord | None:
         """Keep a Live session's lease (``Allocator.renew``); None: not held here, the edge ends the session.
 

@@ -35,6 +35,7 @@ from . import convert
 from .authorization import caller
 from .desk import CreditMatch, HeldCredit, LeaseDesk, Released
 from .domain.affinity import AffinityMiss
+from .domain.allocator import Grant
 from .domain.demand import LeaseRequest
 from .domain.errors import InvalidArgument, KeyringError
 from .domain.models import SERVICE_TIERS
@@ -43,6 +44,7 @@ from .grpc_errors import domain_errors, stream_error
 MAX_MODEL_NAME = 200
 MAX_EXCLUDED = 1000
 MAX_GRANT = 200  # a session grant is ~60 characters (``domain/live_tokens.py`` ``Grants``)
+MAX_CREDITS = 64  # credits one acquire asks at most (``AcquireRequest.credits``): more are asked as this many
 _NONE: frozenset[str] = frozenset()
 
 tracer = trace.get_tracer("services.keyring")
@@ -64,6 +66,20 @@ def _validated_hash(token_hash: str) -> str:
     if len(token_hash) != 64:
         raise InvalidArgument("token_hash must be the SHA-256 hex digest of the client token")
     return token_hash
+
+
+def _lease(grant: Grant, secret: str) -> pb.Lease:
+    lease = grant.lease
+    return pb.Lease(
+        lease_id=lease.lease_id,
+        key_id=grant.key.key_id,
+        secret=secret,
+        project=grant.key.project,
+        pool=grant.pool.name,
+        expires_at_ms=convert.ms(lease.expires_at),
+        egress_slot=int(grant.key.key_id[2:10], 16),
+        renew_every_ms=convert.ms((lease.expires_at - lease.granted_at) / 3) if lease.session else 0,
+    )
 
 
 Bindings = tuple[list[tuple[str, float]], list[str]]
@@ -127,8 +143,12 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             request.credit,
         )
 
-    def _acquire(self, request: LeaseRequest, traceparent: str = "", final: bool = True) -> pb.AcquireResponse:
-        """``final=False``: an ``AffinityMiss`` is raised for ``_acquire_after_read`` (an affinity acquire only)."""
+    def _acquire(
+        self, request: LeaseRequest, traceparent: str = "", final: bool = True, credits: int = 1
+    ) -> pb.AcquireResponse:
+        """``final=False``: an ``AffinityMiss`` is raised for ``_acquire_after_read`` (an affinity acquire only).
+        ``credits``: a credit's ``AcquireRequest.credits`` (on a lease stream; capped at ``MAX_CREDITS``): those
+        beyond the first are ``more_credits``, as many as the desk grants before its first refusal."""
         with _span("keyring.v1.LeaseService/Acquire", traceparent) as span:
             grant, secret = self._desk.lease(request, final=final)
             if span is not None:
@@ -139,20 +159,11 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                         "gen_ai.request.model": request.model,
                     }
                 )
-        lease = grant.lease
-        return pb.AcquireResponse(
-            lease=pb.Lease(
-                lease_id=lease.lease_id,
-                key_id=grant.key.key_id,
-                secret=secret,
-                project=grant.key.project,
-                pool=grant.pool.name,
-                expires_at_ms=convert.ms(lease.expires_at),
-                egress_slot=int(grant.key.key_id[2:10], 16),
-                renew_every_ms=convert.ms((lease.expires_at - lease.granted_at) / 3) if lease.session else 0,
-            ),
-            allowed_models=list(grant.pool.allowed_models),
-        )
+        acquired = pb.AcquireResponse(lease=_lease(grant, secret), allowed_models=list(grant.pool.allowed_models))
+        if request.credit and credits > 1:
+            more = self._desk.more_credits(request, min(credits, MAX_CREDITS) - 1)
+            acquired.more_credits.extend(_lease(*granted) for granted in more)
+        return acquired
 
     async def _acquire_after_read(
         self, request: LeaseRequest, traceparent: str, miss: AffinityMiss
@@ -354,15 +365,20 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                         if call.HasField("acquire"):
                             request = self._lease_request(call.acquire)
                             try:
-                                acquired = self._acquire(request, call.traceparent, final=False)
+                                acquired = self._acquire(
+                                    request, call.traceparent, final=False, credits=call.acquire.credits
+                                )
                             except AffinityMiss as miss:
                                 later(read_then_acquire(call, request, miss))
                                 continue
                             granted.add(acquired.lease.lease_id)
-                            if request.credit:
-                                lease = acquired.lease
-                                token_id = self._desk.book.holder(lease.lease_id)
-                                credits[lease.lease_id] = HeldCredit(lease.key_id, lease.project, token_id, lease.pool)
+                            if request.credit:  # each revoked with its key, project, token or pool (``revoke``)
+                                for lease in (acquired.lease, *acquired.more_credits):
+                                    granted.add(lease.lease_id)
+                                    token_id = self._desk.book.holder(lease.lease_id)
+                                    credits[lease.lease_id] = HeldCredit(
+                                        lease.key_id, lease.project, token_id, lease.pool
+                                    )
                             results.append(pb.LeaseResult(id=call.id, acquire=acquired))
                         elif call.HasField("renew"):
                             renewed = self._renew(call.renew)

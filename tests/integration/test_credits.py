@@ -1,7 +1,8 @@
 """Credits (``EDGE_KEYRING_CREDITS``, issue 23): leases asked ahead of need, through a real replica over mutual TLS.
 
-A plain call takes a credit the shelf holds (no acquire of its own); the shelf is refilled behind it, several
-credits in one message, to twice its calls of the last idle time (a shelf called once asks for none); a credit
+A plain call takes a credit the shelf holds (no acquire of its own); the shelf is refilled behind it, all the
+credits it lacks asked in one call, to twice its calls of the last idle time (a shelf called once asks for none);
+fewer granted than asked are shelved and hold nothing back; a credit
 unused for its idle time goes back and keyring refunds its grant (the keys' minutes are whole again); a release
 whose outcome is news gives back the credits of that key at once, and keyring revokes another edge's; a call
 naming resources never takes one; a token with a rate limit gets none, and its shelf is not asked again at
@@ -102,16 +103,15 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
         assert (calls(sent, "acquire"), calls(sent, "credit"), held(replica)) == (1, 0, 1)
         second = await client.acquire(wanted)  # called again within the idle time: two credits behind it
         await until(lambda: shelved(client) == 2, within_s=2, message="the shelf not filled")
-        assert calls(sent, "acquire") == 2 and calls(sent, "credit") == 2
-        assert max(message.count("credit") for message in sent) == 2  # asked together
+        assert calls(sent, "acquire") == 2 and calls(sent, "credit") == 1  # asked together, in one call
         assert held(replica) == 4
 
         third = await client.acquire(wanted)  # from the shelf: no acquire of its own
         assert calls(sent, "acquire") == 2
-        # The shelf now wants four: the three asked behind it got the minute's fifth and sixth places (the keys'
-        # first halves: a credit never takes the last half of a key's minute) and a refusal.
+        # The shelf now wants four: the three asked behind it (one call) got the minute's fifth and sixth places
+        # (the keys' first halves: a credit never takes the last half of a key's minute), and no third.
         await until(lambda: asking(client) == 0, within_s=2, message="the refill not answered")
-        assert calls(sent, "credit") == 5 and (shelved(client), held(replica)) == (3, 6)
+        assert calls(sent, "credit") == 2 and (shelved(client), held(replica)) == (3, 6)
         for lease in (first, second, third):
             lease.release(OK, confirm=False)
         # The three left go back unused.
@@ -128,6 +128,33 @@ async def test_plain_calls_take_credits_and_unused_ones_go_back_refunded(
             lease.release(OK, confirm=False)
 
 
+async def test_a_refill_is_one_call_and_fewer_granted_than_asked_hold_nothing_back(
+    start_replica: StartReplica, sent: list[list[str]]
+) -> None:
+    """One key, 16 calls a minute: credits may fill its first 8 places. Each refill asks what the shelf lacks in
+    one call; the one that finds only one place left shelves it and the next call still asks (before: one call a
+    credit, and the first refusal held the shelf back), the one that finds none holds it back."""
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica, policy=pb.Policy(requests_per_minute=16))
+    await add_keys(replica, 1)
+    async with credit_client(replica, idle_s=30, credits=8) as client:
+        wanted = LeaseRequest(token_hash=token, model=MODEL)
+        seen = []
+        for _ in range(6):
+            (await client.acquire(wanted)).release(OK, confirm=False)
+            await until(lambda: asking(client) == 0, within_s=2, message="the refill not answered")
+            await until(lambda: held(replica) == shelved(client), within_s=2, message="the call's lease held")
+            seen.append((calls(sent, "acquire"), calls(sent, "credit"), shelved(client)))
+        assert seen == [
+            (1, 0, 0),  # called once: no credit
+            (2, 1, 2),  # places 3-4: two credits in one call
+            (2, 2, 4),  # took one; places 5-7: three in one call
+            (2, 3, 4),  # took one; asked three, place 8 granted (the key's first half full): shelved, no refusal
+            (2, 4, 3),  # took one; asked again and refused: none granted
+            (2, 4, 2),  # took one; the refused shelf is not asked again for a while
+        ]
+
+
 async def test_a_token_with_a_rate_limit_gets_no_credit_and_its_shelf_is_not_asked_again(
     start_replica: StartReplica, sent: list[list[str]]
 ) -> None:
@@ -141,7 +168,7 @@ async def test_a_token_with_a_rate_limit_gets_no_credit_and_its_shelf_is_not_ask
             lease = await client.acquire(wanted)
             await until(lambda: asking(client) == 0, within_s=2, message="credits asked and never answered")
             lease.release(OK, confirm=False)
-        assert calls(sent, "acquire") == 4 and calls(sent, "credit") == 2  # refused once: asked no more
+        assert calls(sent, "acquire") == 4 and calls(sent, "credit") == 1  # refused once: asked no more
         assert shelved(client) == 0
 
 
@@ -231,10 +258,10 @@ async def test_a_credit_granted_after_the_sweep_found_none_still_goes_back(
         granting = asyncio.Event()
         grant = client._grant
 
-        async def slow_grant(wanted: LeaseRequest, exclude: Sequence[str], credit: bool = False) -> Any:
-            if credit:
+        async def slow_grant(wanted: LeaseRequest, exclude: Sequence[str], credits: int = 0) -> Any:
+            if credits:
                 await granting.wait()
-            return await grant(wanted, exclude, credit)
+            return await grant(wanted, exclude, credits)
 
         monkeypatch.setattr(client, "_grant", slow_grant)
         wanted = LeaseRequest(token_hash=token, model=MODEL)
@@ -265,15 +292,15 @@ async def test_a_call_refused_for_the_place_its_credits_hold_takes_one(
         grant = client._grant
         refused: list[NoKeyFree] = []
 
-        async def late_answer(wanted: LeaseRequest, exclude: Sequence[str], credit: bool = False) -> Any:
+        async def late_answer(wanted: LeaseRequest, exclude: Sequence[str], credits: int = 0) -> Any:
             """Credits granted by keyring at once, their answers reaching the shelf when the test says."""
             try:
-                granted = await grant(wanted, exclude, credit)
+                granted = await grant(wanted, exclude, credits)
             except NoKeyFree as error:
-                if not credit:
+                if not credits:
                     refused.append(error)
                 raise
-            if credit:
+            if credits:
                 await answering.wait()
             return granted
 

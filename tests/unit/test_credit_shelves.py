@@ -27,9 +27,16 @@ def call(credits: Credits, clock: Clock) -> tuple[bool, int]:
     (Whether it found a credit, how many were asked behind it.)"""
     took = credits.take(SHELF, 0, ()) is not None
     asked = credits.wanted(SHELF)
-    for _ in range(asked):
-        credits.answered(SHELF, Credit(pb.Lease(lease_id="l", key_id="k"), (), "r", "m", "", 0, clock.now + IDLE_S))
+    if asked:
+        credits.answered(SHELF, asked, granted(asked, clock))
     return took, asked
+
+
+def granted(count: int, clock: Clock) -> list[Credit]:
+    return [
+        Credit(pb.Lease(lease_id=f"l{index}", key_id="k"), (), "r", "m", "", 0, clock.now + IDLE_S)
+        for index in range(count)
+    ]
 
 
 def test_a_shelf_called_less_often_than_its_idle_time_asks_for_none() -> None:
@@ -78,3 +85,50 @@ def test_the_shelves_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
         credits.wanted(("token", f"model-{index}", ""))
         clock.now += IDLE_S  # each shelf called once, an idle time after the one before
     assert len(credits._calls) <= 3
+
+
+def ramped(clock: Clock) -> Credits:
+    """A shelf of 8 called every 10 ms until its next call asks for credits; nothing answered yet."""
+    credits = Credits(8, IDLE_S, clock)
+    for _ in range(10):
+        clock.now += 0.01
+        if credits.wanted(SHELF):
+            return credits
+    raise AssertionError("the shelf never asked")
+
+
+def test_a_refill_asks_its_credits_as_one_count_and_its_answer_settles_it() -> None:
+    clock = Clock()
+    credits = ramped(clock)
+    asked = credits.asking
+    assert asked >= 2  # one call of the refill asks them all (``AcquireRequest.credits``)
+    credits.answered(SHELF, asked, granted(asked, clock))
+    assert (credits.asking, len(credits)) == (0, asked)
+
+
+def test_fewer_credits_than_asked_are_shelved_and_the_shelf_is_asked_again() -> None:
+    """An older keyring grants one whatever the count; a pool near its limits grants a few: neither is a refusal."""
+    clock = Clock()
+    credits = ramped(clock)
+    asked = credits.asking
+    credits.answered(SHELF, asked, granted(1, clock))
+    assert (credits.asking, len(credits)) == (0, 1)
+    for _ in range(3):  # the next calls take the one credit and find the shelf wanting more: asked again
+        credits.take(SHELF, 0, ())
+        clock.now += 0.01
+        if credits.wanted(SHELF):
+            break
+    else:
+        raise AssertionError("a shelf granted fewer than it asked was held back like a refused one")
+
+
+def test_a_refused_refill_holds_the_shelf_back_for_a_while() -> None:
+    clock = Clock()
+    credits = ramped(clock)
+    credits.answered(SHELF, credits.asking, [])
+    assert (credits.asking, len(credits)) == (0, 0)
+    for _ in range(20):  # called on, every 10 ms: not asked again within the back-off
+        clock.now += 0.01
+        assert credits.wanted(SHELF) == 0
+    clock.now += credits_module.REFUSED_BACKOFF_S
+    assert any(credits.wanted(SHELF) for _ in range(3))  # past it, the busy shelf asks again

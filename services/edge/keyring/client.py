@@ -129,7 +129,7 @@ class KeyringClient:
         self._asker = Asker(self.replicas, timeout_s)
         self.credits = Credits(credits, credit_idle_s, clock) if credits > 0 else None
         self._sweep: asyncio.TimerHandle | None = None
-        self._asking: dict[asyncio.Task[None], Shelf] = {}  # credits asked for, not answered yet
+        self._asking: dict[asyncio.Task[None], Shelf] = {}  # calls asking credits, not answered yet
         self._closing = False
         if self.credits is not None:
             self.releases.on_news = self._key_news
@@ -196,14 +196,18 @@ class KeyringClient:
         )
 
     async def _grant(
-        self, wanted: LeaseRequest, exclude: Sequence[str], credit: bool = False
+        self, wanted: LeaseRequest, exclude: Sequence[str], credits: int = 0
     ) -> tuple[pb.AcquireResponse, str]:
-        """Keyring's grant for ``wanted`` and the replica that granted it (``credit``: asked ahead of need)."""
+        """Keyring's grant for ``wanted`` and the replica that granted it.
+
+        ``credits``: that many asked ahead of need in this one call (``AcquireRequest.credits``): the first is
+        ``lease``, those keyring could grant beyond it ``more_credits`` (fewer than asked is no refusal).
+        """
         request = pb.AcquireRequest(
             token_hash=wanted.token_hash, model=wanted.model, exclude_key_ids=exclude,
             estimated_input_tokens=wanted.input_tokens, binds=wanted.binds,
             session=wanted.session, session_grant=wanted.session_grant, service_tier=wanted.service_tier,
-            credit=credit,
+            credit=credits > 0, credits=credits,
         )  # fmt: skip
         if wanted.affinity:
             request.affinity.extend(wanted.affinity)
@@ -212,11 +216,11 @@ class KeyringClient:
         traceparent = current_traceparent()
 
         def late(replica: LeaseStream, reply: pb.LeaseResult) -> None:
-            """A grant that lost the race (hedged): released at once to its granter (cancelled; a credit unused)."""
+            """A grant that lost the race (hedged): released at once to its granter (cancelled; credits unused)."""
             if reply.HasField("acquire"):
-                lease = reply.acquire.lease
-                late_lease = HeldLease(self.releases, lease, (), replica.address, wanted.model, wanted.service_tier)
-                late_lease.release(UNUSED if credit else CANCELLED, confirm=False)
+                for lease in (reply.acquire.lease, *reply.acquire.more_credits):
+                    late_lease = HeldLease(self.releases, lease, (), replica.address, wanted.model, wanted.service_tier)
+                    late_lease.release(UNUSED if credits else CANCELLED, confirm=False)
 
         reply, replica = await self._ask(
             lambda: pb.LeaseCall(acquire=request, traceparent=traceparent), wanted.affinity, late
@@ -245,33 +249,38 @@ class KeyringClient:
         )  # fmt: skip
 
     def _refill(self, shelf: Shelf, wanted: LeaseRequest) -> None:
-        """Ask for the credits ``shelf`` lacks, each a call of its own on the lease stream (one message)."""
+        """Ask for the credits ``shelf`` lacks, all in one call on the lease stream (``AcquireRequest.credits``)."""
         assert self.credits is not None
         if self._closing:
             return
-        for _ in range(self.credits.wanted(shelf)):
-            task = detached_task(self._ask_credit(shelf, wanted))
+        asked = self.credits.wanted(shelf)
+        if asked:
+            task = detached_task(self._ask_credit(shelf, wanted, asked))
             self._asking[task] = shelf
             task.add_done_callback(self._asked)
 
-    async def _ask_credit(self, shelf: Shelf, wanted: LeaseRequest) -> None:
+    async def _ask_credit(self, shelf: Shelf, wanted: LeaseRequest, asked: int) -> None:
+        """``asked`` credits of ``shelf`` in one call; those granted (maybe fewer) shelved."""
         assert self.credits is not None
-        credit = None
+        credits: list[Credit] = []
         try:
-            granted, replica = await self._grant(wanted, (), credit=True)
+            granted, replica = await self._grant(wanted, (), asked)
         except EdgeError as refused:  # the token's rate, no key free, keyring away...: no credit, no harm
             log.debug("no credit for a shelf: %s", type(refused).__name__)
         else:
             expires_at = self._clock() + self.credits.idle_s
-            credit = Credit(
-                granted.lease, tuple(granted.allowed_models), replica, wanted.model, wanted.service_tier,
-                wanted.input_tokens, expires_at,
-            )  # fmt: skip
+            allowed_models = tuple(granted.allowed_models)
+            credits = [
+                Credit(
+                    lease, allowed_models, replica, wanted.model, wanted.service_tier, wanted.input_tokens, expires_at
+                )
+                for lease in (granted.lease, *granted.more_credits)
+            ]
             if self._closing:  # granted as the edge closes: back at once, not left for keyring to reclaim
-                self._give_back([credit])
-                credit = None
-        self.credits.answered(shelf, credit)
-        if credit is not None and self._sweep is None:  # shelved: it goes back unused after its idle time
+                self._give_back(credits)
+                credits = []
+        self.credits.answered(shelf, asked, credits)
+        if credits and self._sweep is None:  # shelved: they go back unused after their idle time
             self._sweep = detached_later(self.credits.idle_s, self._sweep_expired)
 
     def _sweep_expired(self) -> None:

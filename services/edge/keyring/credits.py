@@ -5,9 +5,10 @@ after every check a call's acquire passes (the token's rate and budgets, the
 key's cooldowns and caps, the project's pacing) and counted it as a call.
 The edge keeps a few per (token, model, service class) on a shelf; a plain
 call (no resources named, nothing to bind, no session) of that token and
-model takes one, and the shelf is refilled behind it, several credits in one
-message, so most calls cost keyring no round trip of their own and their
-acquires no message at all.
+model takes one, and the shelf is refilled behind it, all the credits it lacks
+asked in one call (``AcquireRequest.credits``: keyring grants what it can, up
+to the first refusal, in one reply), so most calls cost keyring no round trip
+and no acquire of their own.
 
 A shelf holds what its calls can use before a credit's idle time is over:
 twice the calls it had in the last idle time (this one aside), at most
@@ -17,8 +18,9 @@ each, for nothing); one that calls more often ramps up within a few calls.
 
 Keyring grants none for a client token with a rate limit or budgets, nor
 in a pool with an in-flight cap (those promises stay exact: no tenant's
-shelf holds the slots another's calls need); a shelf refused is not asked
-again for a while.
+shelf holds the slots another's calls need); a shelf refused (none granted)
+is not asked again for a while; one granted fewer than it asked is not held
+back (the next refill asks again).
 
 What it relaxes, each to a bound (docs/configuration.md, ``EDGE_KEYRING_CREDITS``):
 - A credit unused for ``idle_s`` goes back as ``TRANSPORT_UNUSED``: keyring
@@ -41,7 +43,7 @@ What it relaxes, each to a bound (docs/configuration.md, ``EDGE_KEYRING_CREDITS`
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from services.common.proto.keyring.v1 import keyring_pb2 as pb
@@ -50,7 +52,7 @@ from .lease import LeaseRequest
 
 # What a credit was asked for: the client token's hash, the model, the service class.
 Shelf = tuple[str, str, str]
-# A shelf keyring refused a credit is not asked again for this long (at least four idle times).
+# A shelf keyring refused credits (none granted) is not asked again for this long (at least four idle times).
 REFUSED_BACKOFF_S = 1.0
 
 
@@ -90,8 +92,8 @@ class Credits:
         self._asked: dict[Shelf, int] = {}  # credits asked for and not answered yet
         # Each shelf's last plain calls (their times), as many as make a full shelf wanted (``_target``).
         self._calls: dict[Shelf, deque[float]] = {}
-        # Shelves keyring refused a credit (a token with a rate limit or budgets, none free...): not asked again
-        # before this time (the client's clock), so their calls cost no extra message each.
+        # Shelves keyring refused credits (none granted: a token with a rate limit or budgets, none free...): not
+        # asked again before this time (the client's clock), so their calls cost no extra message each.
         self._refused_until: dict[Shelf, float] = {}
 
     def __len__(self) -> int:
@@ -123,7 +125,7 @@ class Credits:
             return 0
         asked = self._asked.get(shelf, 0)
         held = len(self._shelves.get(shelf, ()))
-        # Refilled when half or more is gone: one message asks for several.
+        # Refilled when half or more is gone: one call asks for them all.
         missing = target - held - asked
         if missing < max(1, target // 2):
             return 0
@@ -146,15 +148,17 @@ class Credits:
         calls.append(now)
         return min(self.per_shelf, 2 * recent)
 
-    def answered(self, shelf: Shelf, credit: Credit | None) -> None:
-        """One asked credit answered: granted (shelved) or refused (None)."""
-        left = self._asked.get(shelf, 0) - 1
+    def answered(self, shelf: Shelf, asked: int, granted: Sequence[Credit]) -> None:
+        """A call asking ``asked`` credits answered: those ``granted`` shelved (fewer than asked is no refusal;
+        a keyring that predates ``AcquireRequest.credits`` grants one); none granted: refused, not asked again
+        for a while."""
+        left = self._asked.get(shelf, 0) - asked
         if left > 0:
             self._asked[shelf] = left
         else:
             self._asked.pop(shelf, None)
-        if credit is not None:
-            self._shelves.setdefault(shelf, deque()).append(credit)
+        if granted:
+            self._shelves.setdefault(shelf, deque()).extend(granted)
             self._refused_until.pop(shelf, None)
         else:
             now = self._clock()

@@ -98,7 +98,7 @@ class RedeemSessionTokenResponse(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., grant: _Optional[str] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class AcquireRequest(_message.Message):
-    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens", "binds", "session", "session_grant", "service_tier", "credit")
+    __slots__ = ("token_hash", "model", "exclude_key_ids", "affinity", "exclude_projects", "estimated_input_tokens", "binds", "session", "session_grant", "service_tier", "credit", "credits")
     TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_KEY_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class AcquireRequest(_message.Message):
     SESSION_GRANT_FIELD_NUMBER: _ClassVar[int]
     SERVICE_TIER_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
     token_hash: str
     model: str
     exclude_key_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -121,7 +122,8 @@ class AcquireRequest(_message.Message):
     session_grant: str
     service_tier: str
     credit: bool
-    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ..., session: _Optional[bool] = ..., session_grant: _Optional[str] = ..., service_tier: _Optional[str] = ..., credit: _Optional[bool] = ...) -> None: ...
+    credits: int
+    def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ..., session: _Optional[bool] = ..., session_grant: _Optional[str] = ..., service_tier: _Optional[str] = ..., credit: _Optional[bool] = ..., credits: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
     __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot", "renew_every_ms")
@@ -144,12 +146,14 @@ class Lease(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., key_id: _Optional[str] = ..., secret: _Optional[str] = ..., project: _Optional[str] = ..., pool: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., egress_slot: _Optional[int] = ..., renew_every_ms: _Optional[int] = ...) -> None: ...
 
 class AcquireResponse(_message.Message):
-    __slots__ = ("lease", "allowed_models")
+    __slots__ = ("lease", "allowed_models", "more_credits")
     LEASE_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    MORE_CREDITS_FIELD_NUMBER: _ClassVar[int]
     lease: Lease
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    more_credits: _containers.RepeatedCompositeFieldContainer[Lease]
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., allowed_models: _Optional[_Iterable[str]] = ..., more_credits: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
 
 class Outcome(_message.Message):
     __slots__ = ("transport", "http_status", "error_status", "error_reason", "retry_delay_ms", "quota_violations", "latency_ms", "input_tokens", "output_tokens", "error_message", "consumer_project", "served_model", "estimated_input_tokens", "service_tier")
