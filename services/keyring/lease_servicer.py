@@ -266,7 +266,9 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
         A call is an acquire, a release, a report (a peer's outcome: an empty result),
         a token check (``CheckToken``) or a bound-names question (a list answer's
         names the pool owns, ``LeaseDesk.bound_names``); a call naming none of them (a newer
-        client) is an INVALID_ARGUMENT result. Answered later, alone: a release
+        client) is an INVALID_ARGUMENT result. An acquire of several credits (``AcquireRequest.credits``)
+        is answered with those granted before the first refusal, each held as a credit of this stream
+        (revoked with its key, project, token or pool). Answered later, alone: a release
         with bindings, once they are committed; an acquire naming a resource
         the view lacks, once that record is read.
         Replies go out through a ``_ReplyWriter``, so reading the next batch
