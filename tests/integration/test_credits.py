@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -153,6 +153,33 @@ async def test_a_refill_is_one_call_and_fewer_granted_than_asked_hold_nothing_ba
             (2, 4, 3),  # took one; asked again and refused: none granted
             (2, 4, 2),  # took one; the refused shelf is not asked again for a while
         ]
+
+
+async def test_every_credit_of_a_grant_that_lost_its_hedge_race_goes_back(
+    start_replica: StartReplica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each credit call is answered twice, the first grant handed to ``late`` as if another replica's had won:
+    every lease of it (``lease`` and ``more_credits``) goes back unused, none is left held."""
+    replica = await start_replica("replica-a")
+    token = await make_pool(replica)
+    await add_keys(replica, 2)
+    async with credit_client(replica, idle_s=30) as client:
+        ask = client._asker.ask
+        lost: list[int] = []
+
+        async def raced(
+            make_call: Callable[[], pb.LeaseCall], names: Sequence[str] = (), late: Any = None, hedge: bool = True
+        ) -> tuple[pb.LeaseResult, str]:
+            if late is not None and make_call().acquire.credit:
+                reply, address = await ask(make_call, names, None, hedge)
+                lost.append(1 + len(reply.acquire.more_credits))
+                late(next(s for s in await client.replicas.rotation() if s.address == address), reply)
+            return await ask(make_call, names, late, hedge)
+
+        monkeypatch.setattr(client._asker, "ask", raced)
+        await stocked(client, LeaseRequest(token_hash=token, model=MODEL))
+        assert lost and max(lost) >= 2, lost  # a lost grant of several credits
+        await until(lambda: held(replica) == shelved(client), within_s=2, message="a lost grant's credits kept")
 
 
 async def test_a_token_with_a_rate_limit_gets_no_credit_and_its_shelf_is_not_asked_again(
