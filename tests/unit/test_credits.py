@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
 from services.keyring.administration.inputs import PoolChanges
 from services.keyring.domain.demand import LeaseRequest
 from services.keyring.domain.errors import NoKeyAvailable, PermissionDenied
 from services.keyring.domain.limits import QuotaMetric
 from services.keyring.domain.models import Outcome, TokenBudget, Transport
+from services.keyring.lease_servicer import MAX_CREDITS, LeaseServicer
 
 from .test_token_budgets import MODEL, Budgeted, world
 
@@ -81,3 +83,19 @@ async def test_a_limited_token_or_a_capped_pool_is_granted_no_credit(world: Budg
         world.keyring.desk.lease(LeaseRequest(world.hashed, MODEL, credit=True))
     assert world.keyring.desk.leases_in_flight == 0
     await world.call()  # its calls are leased as ever
+
+
+async def test_one_acquire_grants_its_credits_until_the_first_refusal_and_at_most_the_cap(world: Budgeted) -> None:
+    """``AcquireRequest.credits``: the others in ``more_credits``, each a lease held; fewer than asked is an answer."""
+    servicer, desk = LeaseServicer(world.keyring.desk), world.keyring.desk
+    wire = pb.AcquireRequest(token_hash=world.hashed, model=MODEL, credit=True, credits=MAX_CREDITS + 36)
+    acquired = servicer._acquire(servicer._lease_request(wire), credits=wire.credits)
+    leases = {lease.lease_id for lease in (acquired.lease, *acquired.more_credits)}
+    assert len(leases) == MAX_CREDITS == desk.leases_in_flight  # asked 100: granted the cap
+    for lease in (acquired.lease, *acquired.more_credits):
+        assert await desk.release(lease.lease_id, lease.key_id, MODEL, UNUSED)
+
+    await world.admin.pools.update_pool("main", PoolChanges(policy={"requests_per_minute": 4}))  # per key: 2 keys
+    wire.credits = 10
+    acquired = servicer._acquire(servicer._lease_request(wire), credits=wire.credits)
+    assert len(acquired.more_credits) == 3 and desk.leases_in_flight == 4  # the keys' first halves, no error
