@@ -16,7 +16,11 @@ upstream chunk arrives (see ``streaming``).
 Every lease ends in the loop's ``finally``, synchronously (queued on the
 lease stream, or a task when it must be waited for): nothing can interrupt
 that, so a client that goes away (aiohttp cancels the handler) still
-releases its lease, reported as ``TRANSPORT_CANCELLED``. A lease released
+releases its lease, reported as ``TRANSPORT_CANCELLED``. A whole answer
+(not a stream) is released, and its attempt counted, in a callback of the
+loop's next turn (``call_soon``, as uninterruptible): aiohttp writes the
+answer when the handler returns, in the same step, so the caller waits for
+neither. A lease released
 earlier (a settling stream, before its end is sent: ``upstream``) is not
 released again (``HeldLease.release`` is idempotent). Nobody waits for the
 release of a finished request; before a failover the release is awaited, so
@@ -48,9 +52,11 @@ from typing import TypeVar
 from aiohttp import web
 
 from services.common.answers import UpstreamError
+from services.common.proto.keyring.v1 import keyring_pb2 as pb
 
 from .context import EDGE, Edge
 from .errors import LeaseRefused, NoKeyFree, UpstreamFailed
+from .keyring import HeldLease
 from .observability import MODEL, ROUTE, STREAM, record_attempt
 from .upstream import Attempt, Call
 
@@ -107,8 +113,14 @@ async def attempts(request: web.Request, call: Call, run: Run[T], tried: list[st
             if isinstance(result, UpstreamError):
                 fail_over = result.kind.tries_another_key
             settlement = attempt.settlement
-            released = held.release(attempt.outcome, confirm=fail_over, bind=settlement.bind, unbind=settlement.unbind)
-            record_attempt(edge.metrics, call.route, call.model, attempt.outcome)
+            if not settlement and _unsent(result):  # a whole answer: its bookkeeping once it is written
+                asyncio.get_running_loop().call_soon(_end_attempt, edge, call, held, attempt.outcome)
+                released = None
+            else:
+                released = held.release(
+                    attempt.outcome, confirm=fail_over, bind=settlement.bind, unbind=settlement.unbind
+                )
+                record_attempt(edge.metrics, call.route, call.model, attempt.outcome)
         if not isinstance(result, UpstreamError):
             if settlement and released is not None:  # a settling stream waited for its bindings before its end
                 await held.committed()
@@ -121,6 +133,18 @@ async def attempts(request: web.Request, call: Call, run: Run[T], tried: list[st
             await asyncio.shield(released)
     assert failure is not None
     raise UpstreamFailed(failure)
+
+
+def _unsent(result: object) -> bool:
+    """A response not written yet: aiohttp writes it when the handler returns, in this same step of the task."""
+    return isinstance(result, web.StreamResponse) and not result.prepared
+
+
+def _end_attempt(edge: Edge, call: Call, held: HeldLease, outcome: pb.Outcome) -> None:
+    """The release and the attempt's metrics of an answer the client has been sent (``call_soon`` from
+    ``attempts``: the next turn of the loop, after aiohttp wrote it), so a caller waits for neither."""
+    held.release(outcome)
+    record_attempt(edge.metrics, call.route, call.model, outcome)
 
 
 def _failed_over(edge: Edge, failure: UpstreamError, key_id: str) -> None:
