@@ -143,7 +143,7 @@ def _unsent(result: object) -> bool:
 def _end_attempt(edge: Edge, call: Call, held: HeldLease, outcome: pb.Outcome) -> None:
     """The release and the attempt's metrics of an answer the client has been sent (``call_soon`` from
     ``attempts``: the next turn of the loop, after aiohttp wrote it), so a caller waits for neither."""
-    held.release(outcome)
+    held.release(outcome, confirm=False)
     record_attempt(edge.metrics, call.route, call.model, outcome)
 
 
