@@ -58,6 +58,8 @@ class StateCache:
         self.store_revision = 0
         # Called with a key id when the key leaves the view (the lease desk drops its secret).
         self.on_key_removed: list[Callable[[str], None]] = []
+        # Called with each key record read from the store (added, edited, resealed: the lease desk opens its secret).
+        self.on_key_put: list[Callable[[UpstreamKey], None]] = []
         # Told the id of a client token or the name of a pool put or removed (credits granted for it are revoked).
         self.on_token_changed: list[Callable[[str], None]] = []
         self.on_pool_changed: list[Callable[[str], None]] = []
@@ -231,6 +233,8 @@ class StateCache:
                 listener(record.name)
         elif isinstance(record, UpstreamKey):
             self.view.put_key(record)
+            for key_listener in self.on_key_put:
+                key_listener(record)
         elif isinstance(record, ClientToken):
             self.view.put_token(record)
             for listener in self.on_token_changed:

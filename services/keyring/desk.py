@@ -2,9 +2,10 @@
 
 Leases are granted from memory (the allocator over the state cache's view)
 and the key's secret is opened once and kept, sealed value beside it, until
-the key changes or goes: opened ahead of need once the replica serves
-(``open_secrets``, a few hundred keys between two yields to the event loop),
-else on the key's first lease (a key added later, a sealed value changed).
+the key changes or goes: opened ahead of need once the replica serves, and
+for each key added or resealed as the view learns of it (``open_secrets``, a
+few hundred keys between two yields to the event loop), else on the key's
+first lease (one leased before the warm-up reached it).
 
 An outcome is judged once per replica (``learn``), on the view of the moment
 it comes back; what the policy decides (a cooldown, a key's health) is
@@ -58,7 +59,7 @@ from .domain.leasing import LeaseBook, LeaseRecord
 from .domain.limits import QuotaRow, quota_rows
 from .domain.limits import learnt as learnt_limits
 from .domain.live_tokens import Grants
-from .domain.models import Cooldown, Outcome, Policy, Transport
+from .domain.models import Cooldown, Outcome, Policy, Transport, UpstreamKey
 from .domain.policy import blames_key, is_routine_success, judge
 from .domain.served import served_model
 from .domain.tiers import class_model, service_class
@@ -151,6 +152,10 @@ class LeaseDesk:
         self._box = box
         self._clock = clock
         self._secrets: dict[str, tuple[str, str]] = {}  # key id -> (sealed, clear)
+        # Keys put in the view while ``open_secrets`` runs whose secret is not open (added, resealed): its next turns.
+        self._to_open: dict[str, None] = {}
+        self._more_to_open: asyncio.Event | None = None  # set by ``_key_put``; None: no warm-up running
+        cache.on_key_put.append(self._key_put)
         cache.on_key_removed.append(self._forget_secret)
         # A token or pool edited (revoked, limited, its models changed) or removed: its credits may not be used.
         cache.on_token_changed.append(lambda token_id: self._revoke_credits(lambda held: held.token_id == token_id))
@@ -482,17 +487,30 @@ class LeaseDesk:
         return clear
 
     async def open_secrets(self, chunk: int = SECRETS_PER_CHUNK) -> None:
-        """Open the secret of every key in the view not opened yet, ``chunk`` keys at a time (the warm-up).
+        """Open the secret of every key in the view not opened yet, ``chunk`` keys at a time (the warm-up), then
+        those of keys put in the view later (added, resealed), until cancelled (the replica stops).
 
         Run once the replica serves (``core.py``), so the first lease of each
         key finds its secret open: with 100,000 keys, opening on first lease was
-        4 % of a fresh replica's lease path. Leases go on between chunks. A key
-        gone before its turn is passed over; a secret that does not open is
-        skipped (its lease fails as it always did) and told once, at the end,
-        by key id.
+        4 % of a fresh replica's lease path (and an import of many keys brings as
+        many first leases). Leases go on between chunks. A key gone before its
+        turn is passed over; a secret that does not open is skipped (its lease
+        fails as it always did) and told by key id, once per round.
         """
+        self._more_to_open = more = asyncio.Event()
+        try:
+            await self._open_chunked(list(self._view.keys), chunk)
+            while True:
+                await more.wait()
+                more.clear()
+                key_ids, self._to_open = list(self._to_open), {}
+                await self._open_chunked(key_ids, chunk)
+        finally:
+            self._more_to_open = None
+            self._to_open = {}
+
+    async def _open_chunked(self, key_ids: list[str], chunk: int) -> None:
         unopened: list[str] = []
-        key_ids = list(self._view.keys)
         for start in range(0, len(key_ids), chunk):
             for key_id in key_ids[start : start + chunk]:
                 key = self._view.keys.get(key_id)
@@ -510,6 +528,15 @@ class LeaseDesk:
                 "%d key secrets do not open with the configured key-encryption keys (their leases fail): %s%s",
                 len(unopened), named, more,
             )  # fmt: skip
+
+    def _key_put(self, key: UpstreamKey) -> None:
+        """A key record read from the store: its secret queued for the warm-up if not open (a dict lookup)."""
+        if self._more_to_open is None:
+            return
+        cached = self._secrets.get(key.key_id)
+        if cached is None or cached[0] != key.sealed_secret:
+            self._to_open[key.key_id] = None
+            self._more_to_open.set()
 
     def _forget_secret(self, key_id: str) -> None:
         self._secrets.pop(key_id, None)

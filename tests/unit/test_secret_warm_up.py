@@ -152,3 +152,27 @@ async def test_stopping_a_replica_mid_warm_up_leaves_no_task(monkeypatch: pytest
         await asyncio.sleep(0)
     assert len(box.opened) == stopped_at  # nothing goes on opening
     await store.close()
+
+
+async def test_keys_added_while_the_replica_serves_are_opened_without_a_lease() -> None:
+    """An import while serving (AddKeys: up to 5,000 keys a call) brings as many first leases: the warm-up opens
+    the new keys' secrets as the view learns of them, so none of those leases pays for it."""
+    store, clock = MemoryStore(), FakeClock()
+    seeded = await seed(store, clock, keys=3)
+    keyring, box = replica(store, clock, seeded.kek)
+    await keyring.start(timeout_s=2)
+    try:
+        await until(lambda: set(box.opened) >= set(seeded.keys), "the first keys opened")
+        admin = Administration(keyring, key_pattern=GEMINI_KEY_PATTERN, max_keys_per_import=100)
+        added = await admin.keys.add_keys("main", [KeyInput(fake_gemini_key(f"late-{i}"), f"l-{i}") for i in range(40)])
+        late = [a.key_id for a in added]
+        await until(lambda: set(box.opened) >= set(late), "the added keys' secrets opened")
+        assert keyring.desk.leases_in_flight == 0
+        assert sorted(box.opened) == sorted([*seeded.keys, *late])  # each once
+        opened = len(box.opened)
+        for _ in range(len(seeded.keys) + len(late)):
+            keyring.desk.acquire(seeded.token, MODEL)
+        assert len(box.opened) == opened  # no lease opened a secret
+    finally:
+        await keyring.stop()
+        await store.close()
