@@ -89,8 +89,12 @@ ended, for the stream grace + 10 s: leases_reclaimed_after_s):
                          admitted after its last usage flush, i.e. a third of the 200s
                          sent in the 5.5 s before the death: 317 at 10/s);
                          refused_with_budget_left by phase (a 429 answered while fewer
-                         than 300 calls were even sent before it): none after_detection
-                         (the membership TTL + 1 s after the death);
+                         than budget_room calls were even sent before it): none
+                         after_detection (the membership TTL + 1 s after the death);
+                         budget_room is 300 less the leases charged that served nobody
+                         (budget_charged_unserved: budget_attempts, the token's leases
+                         keyring counted, less the 200s: a failover after an upstream
+                         429 spends two) and 1 for the two survivors' shares rounded down;
                          grants_per_replica_after_death (keyring_leases_granted_total
                          deltas until the minute's end: how evenly the edges spread)
   replica_gone           releases_owed_* (edge_keyring_releases_owed on each edge, every
@@ -426,6 +430,26 @@ async def usage_counted(stack: Stack) -> tuple[int, int] | None:
             figures.append((sum(f.requests for f in rows), sum(f.unknown for f in rows)))
         await asyncio.sleep(0.3)
     return max(figures) if figures else None
+
+
+async def token_requests(stack: Stack, token_id: str) -> int | None:
+    """The requests keyring counted for one client token over the last hour (its leases released or reclaimed),
+    as the living replicas read them after each flushed its own (``usage_counted``'s two rounds)."""
+    counts: list[int] = []
+    for _ in range(2):
+        for index in range(len(stack.replicas)):
+            if index in stack.dead:
+                continue
+            try:
+                async with stack.admin_channel(index) as channel:
+                    reply = await pb_grpc.AdminServiceStub(channel).GetUsage(
+                        pb.GetUsageRequest(pool=POOL, window_s=3600), timeout=10
+                    )
+            except grpc.aio.AioRpcError:
+                continue
+            counts.append(sum(row.figures.requests for row in reply.tokens if row.id == token_id))
+        await asyncio.sleep(0.3)
+    return max(counts) if counts else None
 
 
 async def sim_script(
@@ -831,7 +855,7 @@ class BudgetClient:
 
 
 def budget_figures(
-    answers: list[tuple[float, float, str]], killed: float, detection_s: float, replicas: int
+    answers: list[tuple[float, float, str]], killed: float, detection_s: float, replicas: int, attempts: int | None
 ) -> dict[str, Any]:
     """The minute of the death: calls served against the documented bound, and refusals that came while the budget
     still had room.
@@ -839,15 +863,21 @@ def budget_figures(
     The bound is the budget plus what the dead replica admitted after its last usage flush: the calls served that
     were sent in the flush interval (+ PUBLISH_SLACK_S) before the death, over the replicas (each edge turns round
     them). A refusal counts as one with room left when, even counting every call sent before its answer came (a
-    call is admitted after it is sent), fewer than BUDGET_RPM were served: races near the end cannot make one up."""
+    call is admitted after it is sent), fewer than the budget's room were served: races near the end cannot make
+    one up. The room is what the documented rules leave of BUDGET_RPM: a request counts when a lease is granted,
+    so an attempt that served nobody (a failover after an upstream 429, a grant lost with the dead replica) spends
+    one (``attempts``: the token's leases as keyring counted them, less the calls served), and each survivor's
+    share of what the dead one left is rounded down (at most one each)."""
     minute = math.floor(killed / 60) * 60
     in_minute = [a for a in answers if minute <= a[0] < minute + 60]
     served = sorted(sent for sent, _, status in in_minute if status == "200")
     unpublished = sum(1 for t in served if killed - USAGE_FLUSH_INTERVAL_S - PUBLISH_SLACK_S <= t < killed)
+    charged_unserved = max(0, attempts - len(served)) if attempts is not None else 0
+    room = BUDGET_RPM - charged_unserved - (replicas - 2)  # two survivors' shares, each rounded down: one lost
     refused: Counter[str] = Counter()
     with_room: list[float] = []  # when they were sent, seconds after the death
     for sent, answered, status in in_minute:
-        if status == "429" and sum(1 for t in served if t < answered) < BUDGET_RPM:
+        if status == "429" and sum(1 for t in served if t < answered) < room:
             with_room.append(sent - killed)
             phase = (
                 "before_death"
@@ -861,6 +891,9 @@ def budget_figures(
     return {
         "budget_per_minute": BUDGET_RPM,
         "budget_served_in_minute": len(served),
+        "budget_attempts": attempts,  # the token's leases (keyring's usage): served calls and attempts that were not
+        "budget_charged_unserved": charged_unserved,
+        "budget_room": room,
         "budget_served_before_death": sum(1 for t in served if t < killed),
         "budget_bound": BUDGET_RPM + math.ceil(unpublished / replicas),
         "budget_statuses": dict(sorted(statuses.items())),
@@ -881,7 +914,8 @@ async def token_budget_death(stack: Stack, load: Load, timing: Timing, fault: Fa
     async with stack.admin_channel() as channel:
         budget = pb.TokenBudget(model="", requests_per_minute=BUDGET_RPM)
         request = pb.CreateTokenRequest(pool=POOL, name="chaos-budget", budgets=[budget])
-        token = (await pb_grpc.AdminServiceStub(channel).CreateToken(request)).token
+        created = await pb_grpc.AdminServiceStub(channel).CreateToken(request)
+        token, token_id = created.token, created.info.token_id
     detection_s = stack.membership_ttl_s + DETECTION_SLACK_S
     assert timing.budget_warm_s + detection_s < BUDGET_RPM / BUDGET_RATE < BUDGET_SPAN_S, "spent after the detection"
     minute_end = math.floor(time.time() / 60) * 60 + 60
@@ -909,7 +943,8 @@ async def token_budget_death(stack: Stack, load: Load, timing: Timing, fault: Fa
         None if a is None or b is None else int(b - a) for a, b in zip(granted_at_death, granted_at_end, strict=True)
     ]
     await stack.replicas[VICTIM].exited(10)
-    fault.figures.update(budget_figures(client.answers, killed, detection_s, len(stack.replicas)))
+    attempts = await token_requests(stack, token_id)
+    fault.figures.update(budget_figures(client.answers, killed, detection_s, len(stack.replicas), attempts))
     await stack.start_replica(VICTIM)
     stack.dead.discard(VICTIM)
     fault.steps.append("keyring-c serving again")
