@@ -293,6 +293,8 @@ class LeaseDesk:
         counted_epoch: int = 0,
         kept_for_granter: bool = False,
         handover: bool = False,
+        claimed_token_id: str = "",
+        token_tag: str = "",
     ) -> Released:
         """Give the slot back and count the call (exactly once, ``ledger.py``).
 
@@ -301,6 +303,8 @@ class LeaseDesk:
         forged one changes nothing: the key id returned is empty, so nothing is judged.
         ``counted_epoch``, ``kept_for_granter``, ``handover``: what the edge says of the release
         (``ledger.py``); a handover whose granter is still a member counts nothing (``granter_alive``).
+        ``claimed_token_id``, ``token_tag``: the lease's client token as granted (``Lease.token_tag``): such a
+        release counts for that token too when the tag holds.
         """
         lease = self.allocator.release(lease_id)
         token_id = ""
@@ -309,6 +313,8 @@ class LeaseDesk:
         elif not self.book.vouches(lease_id, key_id, model, self._clock()):
             self.observer.release_refused()
             return Released(False, "", model, 0)
+        else:
+            token_id = self.book.vouched_token(lease_id, claimed_token_id, token_tag)
         unused = outcome.transport is Transport.UNUSED
         if unused and lease is not None and lease.credit:  # no call was made: the grant's counts taken back
             self.allocator.refund(lease, self._clock())
@@ -350,6 +356,8 @@ class LeaseDesk:
         kept_for_granter: bool = False,
         handover: bool = False,
         caller: str | None = None,
+        token_id: str = "",
+        token_tag: str = "",
     ) -> Released:
         """The release, from memory: the slot given back, the call counted once, the outcome learnt.
 
@@ -357,7 +365,9 @@ class LeaseDesk:
         its bindings, if any, follow with ``bind`` (``Released.key_id`` and
         ``token_id`` name whose they are). ``caller``: as for ``learn``.
         """
-        released = self.release_slot(lease_id, key_id, model, outcome, counted_epoch, kept_for_granter, handover)
+        released = self.release_slot(
+            lease_id, key_id, model, outcome, counted_epoch, kept_for_granter, handover, token_id, token_tag
+        )
         if outcome.transport is not Transport.UNUSED:  # an unused credit made no call: nothing to learn
             self.learn(lease_id, released.key_id, released.model, outcome, caller=caller)
         return released

@@ -68,9 +68,11 @@ def _validated_hash(token_hash: str) -> str:
     return token_hash
 
 
-def _lease(grant: Grant, secret: str) -> pb.Lease:
+def _lease(grant: Grant, secret: str, token_tag: str) -> pb.Lease:
     lease = grant.lease
     return pb.Lease(
+        token_id=lease.token_id,
+        token_tag=token_tag,
         lease_id=lease.lease_id,
         key_id=grant.key.key_id,
         secret=secret,
@@ -159,10 +161,12 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
                         "gen_ai.request.model": request.model,
                     }
                 )
-        acquired = pb.AcquireResponse(lease=_lease(grant, secret), allowed_models=list(grant.pool.allowed_models))
+        book = self._desk.book
+        lease = _lease(grant, secret, book.token_tag(grant.lease))
+        acquired = pb.AcquireResponse(lease=lease, allowed_models=list(grant.pool.allowed_models))
         if request.credit and credits > 1:
             more = self._desk.more_credits(request, min(credits, MAX_CREDITS) - 1)
-            acquired.more_credits.extend(_lease(*granted) for granted in more)
+            acquired.more_credits.extend(_lease(g, s, book.token_tag(g.lease)) for g, s in more)
         return acquired
 
     async def _acquire_after_read(
@@ -244,7 +248,7 @@ class LeaseServicer(pb_grpc.LeaseServiceServicer):
             released = self._desk.settle(
                 release.lease_id, release.key_id, model_id(release.model), outcome,
                 counted_epoch=release.counted_epoch, kept_for_granter=release.kept_for_granter,
-                handover=release.handover, caller=identity,
+                handover=release.handover, caller=identity, token_id=release.token_id, token_tag=release.token_tag,
             )  # fmt: skip
         answer = pb.ReleaseResponse(
             known=released.known, counted_epoch=released.counted_epoch, granter_alive=released.granter_alive

@@ -33,6 +33,10 @@ answered with an epoch until it is durable and, when the replica's stream
 breaks, re-sends the ones it has not seen durable: the next instance counts
 those the dead one never flushed.
 
+A call counted here for another instance's lease is counted for its client
+token too when the release names it with the tag its granter made
+(``Lease.token_tag``, ``LeaseSigner.vouched_token``): its pool and key otherwise.
+
 Not covered (each needs two faults within one flush interval): a release
 whose answer never reached the edge is counted again if its granter had
 flushed it before dying; a call counted late by a replica that then dies

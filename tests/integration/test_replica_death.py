@@ -85,6 +85,15 @@ def counted(replica: Replica, key_id: str) -> Figures:
     return total
 
 
+def counted_token(replica: Replica, token_id: str) -> Figures:
+    """What ``replica`` has counted for the client token ``token_id`` (flushed or not)."""
+    total = Figures()
+    for bucket in replica.keyring.desk.ledger.usage.buckets.values():
+        if token_id in bucket.tokens:
+            total.add(bucket.tokens[token_id])
+    return total
+
+
 async def two_replicas(start_replica: StartReplica, **settings: object) -> tuple[Replica, Replica, str]:
     """Replicas a and b, each seeing both members and the pool's token; the token's hash."""
     a = await start_replica("replica-a", **settings)

@@ -29,7 +29,7 @@ from tests.pki import session_pki
 from .conftest import StartReplica, make_pool, token_hash
 from .test_keyring_service import MODEL, add_keys
 from .test_lease_stream_faults import TcpProxy, _JsonLines, held, until
-from .test_replica_death import counted, kill, two_replicas
+from .test_replica_death import counted, counted_token, kill, two_replicas
 
 OK = pb.Outcome(http_status=200, input_tokens=7, output_tokens=3)
 SLOW, DOWN = 1, 2
@@ -164,6 +164,10 @@ async def test_releases_owed_to_a_replica_gone_for_good_are_handed_over_and_coun
         await asyncio.sleep(1.1)  # another handover round and a reconnect attempt or two: nothing counted twice
         assert client.owed_releases() == 0
         assert calls_counted() == calls
+        # For the client token too: each lease names it with a tag only a replica can make (Lease.token_tag).
+        token_id = leases[0].lease.token_id
+        assert token_id and {lease.lease.token_id for lease in leases} == {token_id}
+        assert counted_token(b, token_id).requests == len(leases)
         assert sum(counted(b, key_id).input_tokens for key_id in calls) == 7 * len(leases)
         # The replica's death said once (down), not once per reconnect attempt.
         assert len(lines_naming(caplog, a.address)) == 1, lines_naming(caplog, a.address)

@@ -64,7 +64,10 @@ class Releases:
         """The release of ``held`` (``HeldLease.release`` says when a task comes back); the span covers the sending."""
         lease = held.lease
         self.holding -= 1
-        request = pb.ReleaseRequest(lease_id=lease.lease_id, key_id=lease.key_id, model=held.model, outcome=outcome)
+        request = pb.ReleaseRequest(
+            lease_id=lease.lease_id, key_id=lease.key_id, model=held.model, outcome=outcome,
+            token_id=lease.token_id, token_tag=lease.token_tag,
+        )  # fmt: skip
         binding = bool(bind or unbind)
         if binding:
             request.bind.extend(pb.ResourceBinding(name=b.name, ttl_ms=max(1, round(b.ttl_s * 1000))) for b in bind)

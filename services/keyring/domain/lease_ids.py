@@ -9,6 +9,9 @@ every replica shares (derived from the key-encryption key). A replica that
 does not know a lease applies its outcome only when the MAC holds for the
 key and model the release names and the lease expired less than
 ``late_release_s`` ago; anything else (an unknown or forged id) changes nothing.
+
+The lease's client token is bound to its id the same way (``token_tag``): such a
+replica counts the call for the token the release names only when its tag holds.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import hmac
 
 LATE_RELEASE_S = 600.0
 _MAC_HEX = 32
+_TOKEN_PURPOSE = "lease-token"  # ``mac`` purpose of a lease's token tag
+_MAX_TOKEN_ID = 64  # a token id is "t-" and 12 hex digits: anything longer is not one
 
 
 def granting_instance(lease_id: str) -> str:
@@ -45,6 +50,16 @@ class LeaseSigner:
         """A MAC of ``parts`` for another ``purpose`` under the same shared key (a session grant: ``live_tokens``)."""
         message = "\x00".join((purpose, *parts)).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_MAC_HEX]
+
+    def token_tag(self, lease_id: str, token_id: str) -> str:
+        """A MAC binding ``token_id`` to ``lease_id`` (``Lease.token_tag``): the edge sends both back when releasing."""
+        return self.mac(_TOKEN_PURPOSE, lease_id, token_id)
+
+    def vouched_token(self, lease_id: str, token_id: str, tag: str) -> str:
+        """``token_id`` when ``tag`` binds it to ``lease_id``; "" otherwise (none sent, forged, too long)."""
+        if not token_id or len(token_id) > _MAX_TOKEN_ID or len(tag) != _MAC_HEX:
+            return ""
+        return token_id if hmac.compare_digest(tag, self.token_tag(lease_id, token_id)) else ""
 
     def vouches(self, lease_id: str, key_id: str, model: str, now: float) -> bool:
         """True when some replica granted ``lease_id`` for exactly this key and model, not long ago."""

@@ -284,6 +284,14 @@ class LeaseBook:
         """Whether a lease this book does not hold was granted by a replica sharing the signing key."""
         return self.signer is not None and self.signer.vouches(lease_id, key_id, model, now)
 
+    def token_tag(self, lease: LeaseRecord) -> str:
+        """The tag binding the lease's client token to its id (``LeaseSigner.token_tag``); "" when ids are unsigned."""
+        return self.signer.token_tag(lease.lease_id, lease.token_id) if self.signer and lease.token_id else ""
+
+    def vouched_token(self, lease_id: str, token_id: str, tag: str) -> str:
+        """The client token a release names for a lease this book does not hold, when its tag holds; else ""."""
+        return self.signer.vouched_token(lease_id, token_id, tag) if self.signer is not None else ""
+
     def reclaim_expired(self, now: float) -> list[LeaseRecord]:
         """Release every lease whose TTL passed (its edge died or forgot it)."""
         reclaimed = []

@@ -173,7 +173,7 @@ class Call:
 
     pool: str
     key_id: str
-    token_id: str  # "" when not known (a release counted by another replica than the one holding the lease)
+    token_id: str  # "" when not known (a release of another replica's lease whose token tag did not hold)
     failed: bool
     input_tokens: int
     output_tokens: int

@@ -126,7 +126,7 @@ class AcquireRequest(_message.Message):
     def __init__(self, token_hash: _Optional[str] = ..., model: _Optional[str] = ..., exclude_key_ids: _Optional[_Iterable[str]] = ..., affinity: _Optional[_Iterable[str]] = ..., exclude_projects: _Optional[_Iterable[str]] = ..., estimated_input_tokens: _Optional[int] = ..., binds: _Optional[bool] = ..., session: _Optional[bool] = ..., session_grant: _Optional[str] = ..., service_tier: _Optional[str] = ..., credit: _Optional[bool] = ..., credits: _Optional[int] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot", "renew_every_ms")
+    __slots__ = ("lease_id", "key_id", "secret", "project", "pool", "expires_at_ms", "egress_slot", "renew_every_ms", "token_id", "token_tag")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     SECRET_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,8 @@ class Lease(_message.Message):
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     EGRESS_SLOT_FIELD_NUMBER: _ClassVar[int]
     RENEW_EVERY_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TAG_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     key_id: str
     secret: str
@@ -143,7 +145,9 @@ class Lease(_message.Message):
     expires_at_ms: int
     egress_slot: int
     renew_every_ms: int
-    def __init__(self, lease_id: _Optional[str] = ..., key_id: _Optional[str] = ..., secret: _Optional[str] = ..., project: _Optional[str] = ..., pool: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., egress_slot: _Optional[int] = ..., renew_every_ms: _Optional[int] = ...) -> None: ...
+    token_id: str
+    token_tag: str
+    def __init__(self, lease_id: _Optional[str] = ..., key_id: _Optional[str] = ..., secret: _Optional[str] = ..., project: _Optional[str] = ..., pool: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., egress_slot: _Optional[int] = ..., renew_every_ms: _Optional[int] = ..., token_id: _Optional[str] = ..., token_tag: _Optional[str] = ...) -> None: ...
 
 class AcquireResponse(_message.Message):
     __slots__ = ("lease", "allowed_models", "more_credits")
@@ -221,7 +225,7 @@ class QuotaViolation(_message.Message):
     def __init__(self, quota_id: _Optional[str] = ..., quota_metric: _Optional[str] = ..., dimensions: _Optional[_Mapping[str, str]] = ..., quota_value: _Optional[str] = ..., future_quota_value: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind", "counted_epoch", "kept_for_granter", "handover")
+    __slots__ = ("lease_id", "outcome", "key_id", "model", "bind", "unbind", "counted_epoch", "kept_for_granter", "handover", "token_id", "token_tag")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +235,8 @@ class ReleaseRequest(_message.Message):
     COUNTED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     KEPT_FOR_GRANTER_FIELD_NUMBER: _ClassVar[int]
     HANDOVER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TAG_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     outcome: Outcome
     key_id: str
@@ -240,7 +246,9 @@ class ReleaseRequest(_message.Message):
     counted_epoch: int
     kept_for_granter: bool
     handover: bool
-    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., bind: _Optional[_Iterable[_Union[ResourceBinding, _Mapping]]] = ..., unbind: _Optional[_Iterable[str]] = ..., counted_epoch: _Optional[int] = ..., kept_for_granter: _Optional[bool] = ..., handover: _Optional[bool] = ...) -> None: ...
+    token_id: str
+    token_tag: str
+    def __init__(self, lease_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., bind: _Optional[_Iterable[_Union[ResourceBinding, _Mapping]]] = ..., unbind: _Optional[_Iterable[str]] = ..., counted_epoch: _Optional[int] = ..., kept_for_granter: _Optional[bool] = ..., handover: _Optional[bool] = ..., token_id: _Optional[str] = ..., token_tag: _Optional[str] = ...) -> None: ...
 
 class ResourceBinding(_message.Message):
     __slots__ = ("name", "ttl_ms")
