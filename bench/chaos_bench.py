@@ -411,44 +411,43 @@ def leases_left(before: list[tuple[int, int | None]], after: list[tuple[int, int
     return total
 
 
-async def usage_counted(stack: Stack) -> tuple[int, int] | None:
-    """The pool's requests over the last hour and how many of them are of unknown outcome (leases reclaimed
-    unreleased): each replica flushes its own counts when asked (GetUsage)."""
-    figures: list[tuple[int, int]] = []
-    for _ in range(2):  # the second round reads the other replicas' flushed counts too
-        for index in range(len(stack.replicas)):
-            if index in stack.dead:
-                continue
-            try:
-                async with stack.admin_channel(index) as channel:
-                    reply = await pb_grpc.AdminServiceStub(channel).GetUsage(
-                        pb.GetUsageRequest(pool=POOL, window_s=3600), timeout=10
-                    )
-            except grpc.aio.AioRpcError:
-                continue
-            rows = [row.figures for row in reply.pools if row.id == POOL]
-            figures.append((sum(f.requests for f in rows), sum(f.unknown for f in rows)))
-        await asyncio.sleep(0.3)
-    return max(figures) if figures else None
-
-
-async def token_requests(stack: Stack, token_id: str) -> int | None:
-    """The requests keyring counted for one client token over the last hour (its leases released or reclaimed),
-    as the living replicas read them after each flushed its own (``usage_counted``'s two rounds)."""
-    counts: list[int] = []
+async def usage_replies(stack: Stack) -> list[pb.GetUsageResponse]:
+    """The pool's usage over the last hour as each living replica reads it (GetUsage: each flushes its own counts
+    when asked), in two rounds: the second reads the other replicas' flushed counts too."""
+    replies: list[pb.GetUsageResponse] = []
     for _ in range(2):
         for index in range(len(stack.replicas)):
             if index in stack.dead:
                 continue
             try:
                 async with stack.admin_channel(index) as channel:
-                    reply = await pb_grpc.AdminServiceStub(channel).GetUsage(
-                        pb.GetUsageRequest(pool=POOL, window_s=3600), timeout=10
+                    replies.append(
+                        await pb_grpc.AdminServiceStub(channel).GetUsage(
+                            pb.GetUsageRequest(pool=POOL, window_s=3600), timeout=10
+                        )
                     )
             except grpc.aio.AioRpcError:
                 continue
-            counts.append(sum(row.figures.requests for row in reply.tokens if row.id == token_id))
         await asyncio.sleep(0.3)
+    return replies
+
+
+async def usage_counted(stack: Stack) -> tuple[int, int] | None:
+    """The pool's requests over the last hour and how many of them are of unknown outcome (leases reclaimed
+    unreleased), the most any replica read (``usage_replies``)."""
+    figures: list[tuple[int, int]] = []
+    for reply in await usage_replies(stack):
+        rows = [row.figures for row in reply.pools if row.id == POOL]
+        figures.append((sum(f.requests for f in rows), sum(f.unknown for f in rows)))
+    return max(figures) if figures else None
+
+
+async def token_requests(stack: Stack, token_id: str) -> int | None:
+    """The requests keyring counted for one client token over the last hour (its leases released or reclaimed),
+    the most any replica read (``usage_replies``)."""
+    counts = [
+        sum(row.figures.requests for row in reply.tokens if row.id == token_id) for reply in await usage_replies(stack)
+    ]
     return max(counts) if counts else None
 
 

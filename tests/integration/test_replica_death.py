@@ -78,19 +78,20 @@ async def kill(replica: Replica) -> None:
 
 def counted(replica: Replica, key_id: str) -> Figures:
     """What ``replica`` has counted for ``key_id`` (flushed or not)."""
-    total = Figures()
-    for bucket in replica.keyring.desk.ledger.usage.buckets.values():
-        if key_id in bucket.keys:
-            total.add(bucket.keys[key_id])
-    return total
+    return _counted(replica, "keys", key_id)
 
 
 def counted_token(replica: Replica, token_id: str) -> Figures:
     """What ``replica`` has counted for the client token ``token_id`` (flushed or not)."""
+    return _counted(replica, "tokens", token_id)
+
+
+def _counted(replica: Replica, kind: str, subject: str) -> Figures:
     total = Figures()
     for bucket in replica.keyring.desk.ledger.usage.buckets.values():
-        if token_id in bucket.tokens:
-            total.add(bucket.tokens[token_id])
+        of_kind: dict[str, Figures] = getattr(bucket, kind)
+        if subject in of_kind:
+            total.add(of_kind[subject])
     return total
 
 
